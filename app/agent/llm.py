@@ -1,0 +1,87 @@
+"""The one LLM port. Shaped like Gemini's Interactions API so both
+implementations (the offline planner and Gemini) drive the same agent loop.
+
+A conversation is a chain of turns: the first sends the user's text, each
+later one sends one function result per function call of the previous turn
+and names that turn in `previous_interaction_id`. The final turn answers with
+text that matches `response_schema`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+ThinkingLevel = Literal["minimal", "low", "medium", "high"]
+THINKING_LEVELS: tuple[str, ...] = ("minimal", "low", "medium", "high")
+
+
+class FunctionDeclaration(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+
+
+class FunctionCall(BaseModel):
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionResult(BaseModel):
+    """The answer to exactly one FunctionCall (same call_id and name).
+
+    Guidance for the model goes at the end of `result`, after two newlines,
+    never as a separate part.
+    """
+
+    call_id: str
+    name: str
+    result: str
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    thought_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            thought_tokens=self.thought_tokens + other.thought_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+class TurnRequest(BaseModel):
+    model: str
+    system_instruction: str
+    # The user's text on the first turn; the function results on later turns.
+    input: str | list[FunctionResult]
+    tools: list[FunctionDeclaration] = Field(default_factory=list)
+    previous_interaction_id: str | None = None
+    thinking_level: ThinkingLevel = "medium"
+    # JSON schema the final text must match (structured output).
+    response_schema: dict[str, Any] | None = None
+
+
+class TurnResponse(BaseModel):
+    interaction_id: str
+    function_calls: list[FunctionCall] = Field(default_factory=list)
+    text: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class LLMError(Exception):
+    """The model could not answer this turn."""
+
+
+class LLM(Protocol):
+    """What the agent loop needs from a model."""
+
+    name: str
+
+    async def turn(self, request: TurnRequest) -> TurnResponse: ...

@@ -1,0 +1,35 @@
+"""Delivery endpoints a user registers: browser push subscriptions and webhooks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, IdMixin, TimestampMixin
+
+
+class PushSubscription(IdMixin, TimestampMixin, Base):
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (Index(None, "user_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(2000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Webhook(IdMixin, TimestampMixin, Base):
+    __tablename__ = "webhooks"
+    __table_args__ = (Index(None, "user_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2000))
+    # Encrypted at rest; shown to the user once (issue 7 adds the endpoints).
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    event_types: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    status_detail: Mapped[str | None] = mapped_column(Text, default=None)

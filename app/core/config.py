@@ -1,0 +1,132 @@
+"""All settings, read from the environment with the `PILOTLIGHT_` prefix.
+
+Grouped by role. Every field has a description and bounds; the README's
+configuration table is checked against this class by a test.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PILOTLIGHT_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- general -----------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"), description="Folder for the embedded SQLite database and local state."
+    )
+    database_url: str = Field(
+        "",
+        description=(
+            "SQLAlchemy URL of the database. Empty means SQLite in the data folder. "
+            "postgresql:// URLs use asyncpg."
+        ),
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="Connections per process (PostgreSQL)."
+    )
+    local_user_email: str = Field(
+        "me@localhost", description="The user `serve` creates on first start (embedded mode)."
+    )
+    timezone: str = Field(
+        "",
+        description="Time zone of the local user and the example instruction; empty means the "
+        "machine's.",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- api ---------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the api role listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the api role listens on.")
+    api_page_size_max: int = Field(
+        200, ge=10, le=1000, description="Largest page a list endpoint returns."
+    )
+
+    # --- scheduler ---------------------------------------------------------
+    scheduler_tick_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="How often the scheduler looks for due instructions."
+    )
+    scheduler_batch_size: int = Field(
+        500, ge=1, le=10000, description="Due instructions claimed per tick transaction."
+    )
+
+    # --- worker ------------------------------------------------------------
+    worker_concurrency: int = Field(
+        20, ge=1, le=5000, description="Runs one worker process executes at once."
+    )
+    worker_poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="How often an idle worker looks for queued runs."
+    )
+    worker_lease_seconds: float = Field(
+        60, ge=5, le=3600, description="How long a claimed run is held without a renewal."
+    )
+    worker_max_attempts: int = Field(
+        3, ge=1, le=20, description="Attempts of one run before it fails."
+    )
+    worker_retry_base_seconds: float = Field(
+        5, ge=0.1, le=3600, description="First retry delay; doubles with each attempt."
+    )
+    worker_failures_before_error: int = Field(
+        3, ge=1, le=100,
+        description="Failed runs in a row after which an instruction stops (status error).",
+    )
+
+    # --- agent -------------------------------------------------------------
+    gemini_api_key: SecretStr | None = Field(
+        None, description="Gemini API key. Without it the offline model is used."
+    )
+    gemini_model: str = Field("gemini-3.5-flash", description="Default Gemini model.")
+    agent_max_turns: int = Field(
+        8, ge=2, le=50, description="Model turns per run before it must answer."
+    )
+    agent_default_max_tool_calls: int = Field(
+        10, ge=0, le=200, description="Default action budget of a new instruction."
+    )
+    agent_context_limit: int = Field(
+        100, ge=1, le=1000, description="New messages and files per source shown in the prompt."
+    )
+
+    # --- sources -----------------------------------------------------------
+    sample_data_dir: Path | None = Field(
+        None, description="Maildir and documents for the sample source; empty means the bundled."
+    )
+    sample_account: bool = Field(
+        True, description="Give the local user the bundled sample mailbox on first start."
+    )
+    example_instruction: bool = Field(
+        True,
+        description="Create the example 'Morning digest' instruction on first start and queue "
+        "its first run.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str) -> str:
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix) :]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'pilotlight.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

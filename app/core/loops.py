@@ -1,0 +1,54 @@
+"""Small loop services: one `run_once()` per iteration, a wake-up, a clean stop.
+
+The scheduler tick, the worker's claim loop and the lease rescuer are loops.
+Tests drive them one iteration at a time by calling `run_once()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+log = logging.getLogger(__name__)
+
+
+class LoopService(ABC):
+    name: str = "loop"
+
+    def __init__(self, *, interval: float) -> None:
+        self.interval = interval
+        self._wake = asyncio.Event()
+
+    @abstractmethod
+    async def run_once(self) -> None:
+        """Do one iteration's work."""
+
+    def wake(self) -> None:
+        """Run the next iteration now instead of after the interval."""
+        self._wake.set()
+
+    async def on_stop(self) -> None:
+        """Release what the loop holds; called once when it stops."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("%s started (every %.2fs)", self.name, self.interval)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("%s iteration failed", self.name)
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                try:
+                    await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await waiter
+        finally:
+            await self.on_stop()
+            log.info("%s stopped", self.name)

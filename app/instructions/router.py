@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import error_responses
+from app.core.pagination import InvalidCursor, encode_cursor
+from app.instructions import service
+from app.instructions.schemas import (
+    InstructionCreate,
+    InstructionOut,
+    InstructionPage,
+    InstructionUpdate,
+)
+from app.instructions.service import InstructionNotFound
+from app.runs import service as runs_service
+from app.runs.models import Run
+from app.runs.schemas import RunOut
+from app.users.deps import CurrentUser
+from app.users.service import InvalidToken
+
+router = APIRouter(
+    prefix="/instructions", tags=["instructions"], responses=error_responses(InvalidToken)
+)
+InstructionId = Annotated[uuid.UUID, "instruction id"]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=InstructionOut)
+async def create_instruction(
+    data: InstructionCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> InstructionOut:
+    """Create a standing instruction; it fires on its trigger from now on."""
+    instruction = await service.create(
+        session=session, user=user, data=data,
+        default_max_tool_calls=runtime.settings.agent_default_max_tool_calls,
+    )
+    return service.to_out(instruction)
+
+
+@router.get("", response_model=InstructionPage, responses=error_responses(InvalidCursor))
+async def list_instructions(
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    status: Literal["active", "paused", "error"] | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> InstructionPage:
+    """The user's instructions, newest first."""
+    limit = min(limit, runtime.settings.api_page_size_max)
+    rows, more = await service.list_page(
+        session=session, user=user, status=status, cursor=cursor, limit=limit
+    )
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    return InstructionPage(items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{instruction_id}", response_model=InstructionOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def get_instruction(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> InstructionOut:
+    instruction = await service.get(session=session, user=user, instruction_id=instruction_id)
+    return service.to_out(instruction)
+
+
+@router.patch(
+    "/{instruction_id}", response_model=InstructionOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def update_instruction(
+    instruction_id: uuid.UUID, data: InstructionUpdate, user: CurrentUser, session: SessionDep
+) -> InstructionOut:
+    """Change some fields; a new trigger takes effect at once."""
+    instruction = await service.update(
+        session=session, user=user, instruction_id=instruction_id, data=data
+    )
+    return service.to_out(instruction)
+
+
+@router.delete(
+    "/{instruction_id}", status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(InstructionNotFound),
+)
+async def delete_instruction(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> Response:
+    """Delete an instruction and cancel its queued runs; past runs stay in the history."""
+    instruction = await service.delete(
+        session=session, user=user, instruction_id=instruction_id
+    )
+    await runs_service.cancel_queued_for(session=session, instruction_id=instruction.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{instruction_id}/pause", response_model=InstructionOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def pause_instruction(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> InstructionOut:
+    """Stop new runs until resumed."""
+    instruction = await service.set_paused(
+        session=session, user=user, instruction_id=instruction_id, paused=True
+    )
+    return service.to_out(instruction)
+
+
+@router.post(
+    "/{instruction_id}/resume", response_model=InstructionOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def resume_instruction(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> InstructionOut:
+    """Resume a paused instruction (or one stopped by errors) from the next fire time."""
+    instruction = await service.set_paused(
+        session=session, user=user, instruction_id=instruction_id, paused=False
+    )
+    return service.to_out(instruction)
+
+
+@router.post(
+    "/{instruction_id}/run", status_code=status.HTTP_201_CREATED, response_model=RunOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def run_instruction_now(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> Run:
+    """Queue a run now; returns the queued run."""
+    instruction = await service.get(session=session, user=user, instruction_id=instruction_id)
+    return await runs_service.run_now(
+        session=session, instruction=instruction, wakeups=runtime.wakeups
+    )

@@ -1,0 +1,125 @@
+"""Request and response shapes of instructions. Unknown fields are refused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.agent.llm import ThinkingLevel
+from app.instructions.triggers import validate_cron
+
+SourceKind = Literal["gmail", "drive"]
+Channel = Literal["in_app", "email", "push", "webhook"]
+MIN_INTERVAL_SECONDS = 60
+MAX_TEXT = 4000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone '{value}'") from exc
+    return value
+
+
+class CronTriggerIn(_Strict):
+    type: Literal["cron"]
+    cron: str = Field(max_length=120, examples=["0 8 * * 1-5"])
+    timezone: str | None = Field(
+        None, max_length=64, description="IANA name; the user's time zone when omitted."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _cron(self) -> CronTriggerIn:
+        try:
+            validate_cron(self.cron, self.timezone or "UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression '{self.cron}': {exc}") from exc
+        return self
+
+
+class IntervalTriggerIn(_Strict):
+    type: Literal["interval"]
+    seconds: int = Field(ge=MIN_INTERVAL_SECONDS, le=366 * 86400)
+
+
+class WatchTriggerIn(_Strict):
+    type: Literal["watch"]
+    gmail_query: str | None = Field(None, max_length=500)
+    drive_folder_id: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _reserved(self) -> WatchTriggerIn:
+        raise ValueError(
+            "watch triggers are not available yet: they arrive with the Gmail and Drive "
+            "connection; use a cron or interval trigger"
+        )
+
+
+Trigger = Annotated[
+    CronTriggerIn | IntervalTriggerIn | WatchTriggerIn, Field(discriminator="type")
+]
+
+
+class InstructionCreate(_Strict):
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    trigger: Trigger
+    sources: list[SourceKind] = Field(default=["gmail", "drive"], min_length=1, max_length=2)
+    channels: list[Channel] = Field(default=["in_app"], min_length=1, max_length=4)
+    thinking_level: ThinkingLevel = "medium"
+    max_tool_calls: int | None = Field(
+        None, ge=0, le=100, description="Action budget; the server default when omitted."
+    )
+    only_new: bool = Field(
+        True, description="Report only what is new; with nothing new the run is skipped."
+    )
+
+
+class InstructionUpdate(_Strict):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    trigger: Trigger | None = None
+    sources: list[SourceKind] | None = Field(None, min_length=1, max_length=2)
+    channels: list[Channel] | None = Field(None, min_length=1, max_length=4)
+    thinking_level: ThinkingLevel | None = None
+    max_tool_calls: int | None = Field(None, ge=0, le=100)
+    only_new: bool | None = None
+
+
+class InstructionOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    text: str
+    trigger: dict[str, Any]
+    schedule: str = Field(description="The trigger in words.")
+    sources: list[str]
+    channels: list[str]
+    thinking_level: str
+    max_tool_calls: int
+    only_new: bool
+    status: Literal["active", "paused", "error"]
+    status_detail: str | None
+    consecutive_failures: int
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class InstructionPage(BaseModel):
+    items: list[InstructionOut]
+    next_cursor: str | None = None

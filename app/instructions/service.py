@@ -1,0 +1,181 @@
+"""Standing instructions: create, change, pause, resume, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.core.errors import Conflict, NotFound
+from app.core.pagination import newest_first
+from app.instructions import triggers
+from app.instructions.models import Instruction
+from app.instructions.schemas import InstructionCreate, InstructionOut, InstructionUpdate
+from app.users.models import User
+
+
+class InstructionNotFound(NotFound):
+    pass
+
+
+class InstructionNotActive(Conflict):
+    pass
+
+
+def _trigger_spec(trigger: Any, user: User) -> dict[str, Any]:
+    spec: dict[str, Any] = trigger.model_dump()
+    if spec["type"] == "cron" and not spec.get("timezone"):
+        spec["timezone"] = user.timezone
+    return spec
+
+
+def schedule_next(instruction: Instruction, *, now: datetime) -> None:
+    """Point next_run_at at the first fire time after now (or clear it when not active)."""
+    if instruction.status != "active" or instruction.deleted_at is not None:
+        instruction.next_run_at = None
+        return
+    instruction.next_run_at = triggers.next_after(
+        instruction.trigger, now, anchor=instruction.created_at
+    )
+
+
+def to_out(instruction: Instruction) -> InstructionOut:
+    return InstructionOut(
+        id=instruction.id,
+        title=instruction.title,
+        text=instruction.text,
+        trigger=instruction.trigger,
+        schedule=triggers.describe(instruction.trigger),
+        sources=list(instruction.sources.get("kinds", [])),
+        channels=list(instruction.channels.get("kinds", [])),
+        thinking_level=instruction.thinking_level,
+        max_tool_calls=instruction.max_tool_calls,
+        only_new=instruction.only_new,
+        status=instruction.status,  # type: ignore[arg-type]
+        status_detail=instruction.status_detail,
+        consecutive_failures=instruction.consecutive_failures,
+        next_run_at=instruction.next_run_at,
+        last_run_at=instruction.last_run_at,
+        created_at=instruction.created_at,
+        updated_at=instruction.updated_at,
+    )
+
+
+async def create(
+    *, session: AsyncSession, user: User, data: InstructionCreate, default_max_tool_calls: int
+) -> Instruction:
+    """Create an active instruction with its first fire time."""
+    now = utcnow()
+    instruction = Instruction(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        title=data.title,
+        text=data.text,
+        trigger=_trigger_spec(data.trigger, user),
+        sources={"kinds": sorted(set(data.sources))},
+        channels={"kinds": sorted(set(data.channels))},
+        thinking_level=data.thinking_level,
+        max_tool_calls=(
+            default_max_tool_calls if data.max_tool_calls is None else data.max_tool_calls
+        ),
+        only_new=data.only_new,
+        status="active",
+        created_at=now,
+        updated_at=now,
+    )
+    schedule_next(instruction, now=now)
+    session.add(instruction)
+    await session.flush()
+    return instruction
+
+
+async def get(
+    *, session: AsyncSession, user: User, instruction_id: uuid.UUID, for_update: bool = False
+) -> Instruction:
+    """One of the user's instructions; another user's is not found."""
+    stmt = select(Instruction).where(
+        Instruction.id == instruction_id,
+        Instruction.user_id == user.id,
+        Instruction.deleted_at.is_(None),
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    instruction = (await session.execute(stmt)).scalar_one_or_none()
+    if instruction is None:
+        raise InstructionNotFound(f"instruction {instruction_id} not found")
+    return instruction
+
+
+async def list_page(
+    *, session: AsyncSession, user: User, status: str | None, cursor: str | None, limit: int
+) -> tuple[Sequence[Instruction], bool]:
+    stmt = select(Instruction).where(
+        Instruction.user_id == user.id, Instruction.deleted_at.is_(None)
+    )
+    if status:
+        stmt = stmt.where(Instruction.status == status)
+    stmt = newest_first(stmt, Instruction.created_at, Instruction.id, cursor=cursor, limit=limit)
+    rows = (await session.execute(stmt)).scalars().all()
+    return rows[:limit], len(rows) > limit
+
+
+async def update(
+    *, session: AsyncSession, user: User, instruction_id: uuid.UUID, data: InstructionUpdate
+) -> Instruction:
+    """Apply the given fields; a new trigger takes effect at once."""
+    instruction = await get(
+        session=session, user=user, instruction_id=instruction_id, for_update=True
+    )
+    fields = data.model_dump(exclude_unset=True)
+    for name in ("title", "text", "thinking_level", "max_tool_calls", "only_new"):
+        if name in fields and fields[name] is not None:
+            setattr(instruction, name, fields[name])
+    if data.sources is not None:
+        instruction.sources = {"kinds": sorted(set(data.sources))}
+    if data.channels is not None:
+        instruction.channels = {"kinds": sorted(set(data.channels))}
+    now = utcnow()
+    if data.trigger is not None:
+        instruction.trigger = _trigger_spec(data.trigger, user)
+        schedule_next(instruction, now=now)
+    instruction.updated_at = now
+    await session.flush()
+    return instruction
+
+
+async def set_paused(
+    *, session: AsyncSession, user: User, instruction_id: uuid.UUID, paused: bool
+) -> Instruction:
+    """Pause (no new runs) or resume (also clears an error state) an instruction."""
+    instruction = await get(
+        session=session, user=user, instruction_id=instruction_id, for_update=True
+    )
+    now = utcnow()
+    if paused:
+        instruction.status = "paused"
+    else:
+        instruction.status = "active"
+        instruction.status_detail = None
+        instruction.consecutive_failures = 0
+    schedule_next(instruction, now=now)
+    instruction.updated_at = now
+    await session.flush()
+    return instruction
+
+
+async def delete(*, session: AsyncSession, user: User, instruction_id: uuid.UUID) -> Instruction:
+    """Soft-delete: the instruction disappears, its past runs stay in the history."""
+    instruction = await get(
+        session=session, user=user, instruction_id=instruction_id, for_update=True
+    )
+    now = utcnow()
+    instruction.deleted_at = now
+    instruction.next_run_at = None
+    instruction.updated_at = now
+    await session.flush()
+    return instruction

@@ -1,0 +1,72 @@
+"""The FastAPI application: REST API under /api/v1, health, OpenAPI docs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.core.errors import install_error_handlers
+from app.core.loops import LoopService
+from app.core.runtime import Runtime
+from app.instructions.router import router as instructions_router
+from app.notifications.router import router as notifications_router
+from app.questions.router import router as questions_router
+from app.runs.router import router as runs_router
+from app.users.router import router as users_router
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAPI:
+    """Build the app; `loops` (scheduler, worker) run beside it in `serve` mode."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(loop.run(stop), name=loop.name) for loop in loops]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(
+        title="Pilotlight",
+        version="0.1.0",
+        description="Standing instructions over your mail and documents, run by an agent.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (
+        users_router, instructions_router, runs_router, questions_router, notifications_router,
+    ):
+        api.include_router(router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Database unreachable"}})
+    async def readyz() -> JSONResponse:
+        """The database answers."""
+        try:
+            async with runtime.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=5)
+        except Exception as exc:  # any failure to reach the database means not ready
+            return JSONResponse(
+                {"error": "NotReady", "detail": f"database unreachable: {type(exc).__name__}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok"})
+
+    return app

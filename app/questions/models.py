@@ -1,0 +1,33 @@
+"""Follow-up questions the agent asked the user."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, IdMixin, TimestampMixin
+
+QUESTION_STATUSES = ("open", "answered", "expired")
+
+
+class Question(IdMixin, TimestampMixin, Base):
+    __tablename__ = "questions"
+    __table_args__ = (Index(None, "user_id", "status"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    instruction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("instructions.id", ondelete="CASCADE")
+    )
+    interaction_id: Mapped[str] = mapped_column(String(200))
+    call_id: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    choices: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"choices": [...]}
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    answer: Mapped[str | None] = mapped_column(Text, default=None)
+    answered_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import error_responses
+from app.questions import service
+from app.questions.schemas import AnswerIn, QuestionOut, to_out
+from app.questions.service import QuestionClosed, QuestionNotFound
+from app.users.deps import CurrentUser
+from app.users.service import InvalidToken
+
+router = APIRouter(
+    prefix="/questions", tags=["questions"], responses=error_responses(InvalidToken)
+)
+
+
+@router.get("", response_model=list[QuestionOut])
+async def list_open_questions(user: CurrentUser, session: SessionDep) -> list[QuestionOut]:
+    """Questions the agent asked that wait for an answer, oldest first."""
+    return [to_out(q) for q in await service.list_open(session=session, user=user)]
+
+
+@router.post(
+    "/{question_id}/answer", response_model=QuestionOut,
+    responses=error_responses(QuestionNotFound, QuestionClosed),
+)
+async def answer_question(
+    question_id: uuid.UUID, data: AnswerIn, user: CurrentUser, session: SessionDep,
+    runtime: RuntimeDep,
+) -> QuestionOut:
+    """Answer a question; its run is queued again to resume."""
+    question = await service.answer(
+        session=session, user=user, question_id=question_id, text=data.answer,
+        wakeups=runtime.wakeups,
+    )
+    return to_out(question)

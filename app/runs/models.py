@@ -1,0 +1,93 @@
+"""Runs of an instruction and the ordered steps of each."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, IdMixin, TimestampMixin, utcnow
+
+RUN_STATUSES = (
+    "queued", "running", "waiting_for_user", "succeeded", "skipped", "failed", "cancelled",
+)
+FINAL_STATUSES = ("succeeded", "skipped", "failed", "cancelled")
+RUN_REASONS = ("schedule", "watch", "manual", "resume")
+
+
+class Run(IdMixin, TimestampMixin, Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        # One run per fire time, however many schedulers there are.
+        UniqueConstraint("instruction_id", "scheduled_for"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "instruction_id", "created_at"),
+        Index(
+            "ix_runs_claimable",
+            "available_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_runs_leased",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    instruction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("instructions.id", ondelete="CASCADE")
+    )
+    reason: Mapped[str] = mapped_column(String(16))
+    scheduled_for: Mapped[datetime] = mapped_column()
+    # The span of time this run reports on: from the end of the last covered
+    # window (or None on a first run) to the fire time.
+    window_start: Mapped[datetime | None] = mapped_column(default=None)
+    window_end: Mapped[datetime | None] = mapped_column(default=None)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempt: Mapped[int] = mapped_column(default=0)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The lease: only the holder of lease_token may write the outcome.
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(120), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    model: Mapped[str | None] = mapped_column(String(64), default=None)
+    interaction_ids: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    thought_tokens: Mapped[int] = mapped_column(default=0)
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class RunStep(IdMixin, Base):
+    """One model turn or tool call of a run, in order."""
+
+    __tablename__ = "run_steps"
+    __table_args__ = (UniqueConstraint("run_id", "attempt", "seq"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column()
+    seq: Mapped[int] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(16))  # model | tool
+    name: Mapped[str] = mapped_column(String(120))
+    arguments: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    result_excerpt: Mapped[str | None] = mapped_column(Text, default=None)
+    interaction_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    thought_tokens: Mapped[int] = mapped_column(default=0)
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

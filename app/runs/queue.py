@@ -1,0 +1,154 @@
+"""The run queue in SQL: enqueue, claim, lease renewal, fenced outcome writes.
+
+A claimed run carries a lease token. Every write of its outcome names the
+token, so a worker that lost its lease (expired and re-claimed by another)
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import insert_ignore, utcnow
+from app.runs.models import Run
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: uuid.UUID
+    lease_token: uuid.UUID
+    attempt: int
+
+
+async def enqueue(
+    *,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    instruction_id: uuid.UUID,
+    reason: str,
+    scheduled_for: datetime,
+    window_start: datetime | None,
+    window_end: datetime | None,
+) -> uuid.UUID | None:
+    """Queue a run; None when a run for this (instruction, fire time) already exists."""
+    run_id = uuid.uuid4()
+    now = utcnow()
+    stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"]).values(
+        id=run_id, user_id=user_id, instruction_id=instruction_id, reason=reason,
+        scheduled_for=scheduled_for, window_start=window_start, window_end=window_end,
+        status="queued", attempt=0, available_at=now, interaction_ids={},
+        input_tokens=0, output_tokens=0, thought_tokens=0, cached_tokens=0, cost_usd=0.0,
+        created_at=now, updated_at=now,
+    )
+    result: CursorResult[Any] = await session.execute(stmt)  # type: ignore[assignment]
+    return run_id if result.rowcount == 1 else None
+
+
+async def claim(
+    *, session: AsyncSession, worker_id: str, limit: int, lease_seconds: float
+) -> list[Claim]:
+    """Take up to `limit` queued runs that are due, oldest first."""
+    now = utcnow()
+    token = uuid.uuid4()
+    # FOR UPDATE SKIP LOCKED lets concurrent workers take disjoint batches on
+    # PostgreSQL; SQLite ignores it and serialises writers instead.
+    due = (
+        select(Run.id)
+        .where(Run.status == "queued", Run.available_at <= now)
+        .order_by(Run.available_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(Run)
+        .where(Run.id.in_(due), Run.status == "queued")
+        .values(
+            status="running", attempt=Run.attempt + 1, lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds), worker_id=worker_id,
+            started_at=now, updated_at=now,
+        )
+        .returning(Run.id, Run.attempt)
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [Claim(run_id=r.id, lease_token=token, attempt=r.attempt) for r in rows]
+
+
+async def renew(*, session: AsyncSession, claim: Claim, lease_seconds: float) -> bool:
+    """Extend a lease; False when it was lost (expired and taken, or cancelled)."""
+    now = utcnow()
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Run)
+        .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token,
+               Run.status == "running")
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
+    """Write a run's outcome if this claim still holds its lease."""
+    values.setdefault("updated_at", utcnow())
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Run)
+        .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token,
+               Run.status == "running")
+        .values(lease_token=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def still_held(*, session: AsyncSession, claim: Claim) -> bool:
+    """True when this claim still holds the run (used to fence step writes)."""
+    held = await session.execute(
+        select(Run.id).where(
+            Run.id == claim.run_id, Run.lease_token == claim.lease_token, Run.status == "running"
+        )
+    )
+    return held.first() is not None
+
+
+def retry_delay(attempt: int, base_seconds: float) -> float:
+    """Exponential backoff with full jitter: up to base * 2^(attempt-1)."""
+    ceiling = base_seconds * (2 ** max(attempt - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+async def release(*, session: AsyncSession, claim: Claim) -> bool:
+    """Give a claimed run back to the queue untouched (shutdown); the attempt is not counted."""
+    now = utcnow()
+    return await finish(
+        session=session, claim=claim, status="queued", available_at=now,
+        attempt=Run.attempt - 1, worker_id=None, updated_at=now,
+    )
+
+
+async def rescue_expired(*, session: AsyncSession, limit: int = 500) -> int:
+    """Re-queue runs whose worker stopped renewing its lease (it died or hung)."""
+    now = utcnow()
+    expired = (
+        select(Run.id)
+        .where(Run.status == "running", Run.lease_expires_at < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Run)
+        .where(Run.id.in_(expired), Run.status == "running")
+        .values(status="queued", lease_token=None, lease_expires_at=None, worker_id=None,
+                available_at=now, updated_at=now,
+                error="the worker holding this run stopped; it was queued again")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount

@@ -1,0 +1,123 @@
+"""Runs as the user sees them: queue one now, list, read with steps, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import after_commit, utcnow
+from app.core.errors import Conflict, NotFound
+from app.core.pagination import newest_first
+from app.core.runtime import Wakeups
+from app.instructions.models import Instruction
+from app.runs import queue
+from app.runs.models import FINAL_STATUSES, Run, RunStep
+from app.users.models import User
+
+WORKER_CHANNEL = "runs"
+
+
+class RunNotFound(NotFound):
+    pass
+
+
+class RunAlreadyFinished(Conflict):
+    pass
+
+
+async def run_now(
+    *, session: AsyncSession, instruction: Instruction, wakeups: Wakeups
+) -> Run:
+    """Queue a manual run covering everything since the last covered window."""
+    now = utcnow()
+    run_id = await queue.enqueue(
+        session=session, user_id=instruction.user_id, instruction_id=instruction.id,
+        reason="manual", scheduled_for=now, window_start=instruction.covered_until,
+        window_end=now,
+    )
+    if run_id is None:  # two run-now calls in the same microsecond
+        raise Conflict("a run for this instruction was queued at the same instant; try again")
+    after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
+    run = await session.get(Run, run_id)
+    assert run is not None
+    return run
+
+
+async def get(*, session: AsyncSession, user: User, run_id: uuid.UUID) -> Run:
+    """One of the user's runs; another user's is not found."""
+    run = (
+        await session.execute(select(Run).where(Run.id == run_id, Run.user_id == user.id))
+    ).scalar_one_or_none()
+    if run is None:
+        raise RunNotFound(f"run {run_id} not found")
+    return run
+
+
+async def steps(*, session: AsyncSession, run: Run) -> Sequence[RunStep]:
+    """The run's steps in order, attempt by attempt."""
+    result = await session.execute(
+        select(RunStep)
+        .where(RunStep.run_id == run.id, RunStep.user_id == run.user_id)
+        .order_by(RunStep.attempt, RunStep.seq)
+    )
+    return result.scalars().all()
+
+
+async def list_page(
+    *,
+    session: AsyncSession,
+    user: User,
+    instruction_id: uuid.UUID | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Run], bool]:
+    stmt = select(Run).where(Run.user_id == user.id)
+    if instruction_id is not None:
+        stmt = stmt.where(Run.instruction_id == instruction_id)
+    if status is not None:
+        stmt = stmt.where(Run.status == status)
+    stmt = newest_first(stmt, Run.created_at, Run.id, cursor=cursor, limit=limit)
+    rows = (await session.execute(stmt)).scalars().all()
+    return rows[:limit], len(rows) > limit
+
+
+async def cancel(*, session: AsyncSession, user: User, run_id: uuid.UUID) -> Run:
+    """Cancel a queued, waiting or running run; a running one loses its lease."""
+    run = (
+        await session.execute(
+            select(Run).where(Run.id == run_id, Run.user_id == user.id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if run is None:
+        raise RunNotFound(f"run {run_id} not found")
+    if run.status in FINAL_STATUSES:
+        raise RunAlreadyFinished(f"run {run_id} already ended as {run.status}")
+    now = utcnow()
+    run.status = "cancelled"
+    run.lease_token = None
+    run.lease_expires_at = None
+    run.finished_at = now
+    run.updated_at = now
+    await session.flush()
+    return run
+
+
+async def cancel_queued_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
+    """Cancel the queued runs of an instruction that is going away."""
+    now = utcnow()
+    rows = (
+        await session.execute(
+            select(Run).where(Run.instruction_id == instruction_id, Run.status == "queued")
+            .with_for_update()
+        )
+    ).scalars().all()
+    for run in rows:
+        run.status = "cancelled"
+        run.finished_at = now
+        run.updated_at = now
+        run.error = "the instruction was deleted"
+    await session.flush()

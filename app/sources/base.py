@@ -1,0 +1,142 @@
+"""The source interface: what the agent may read, whoever holds the data.
+
+The bundled sample (a Maildir and a folder of documents), Gmail and Drive all
+implement `Source`. Everything a source returns is untrusted data: the agent
+fences it as such in the prompt and never lets it choose a tool that sends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class MailCard(BaseModel):
+    """A compact view of one message, as put into the prompt before the first turn."""
+
+    id: str
+    thread_id: str
+    sender: str
+    to: list[str] = Field(default_factory=list)
+    subject: str
+    date: datetime
+    snippet: str
+    has_attachments: bool = False
+
+
+class FileCard(BaseModel):
+    """A compact view of one document that is new or changed."""
+
+    id: str
+    name: str
+    mime_type: str
+    modified_time: datetime
+    modified_by: str | None = None
+    snippet: str
+
+
+class Attachment(BaseModel):
+    filename: str
+    mime_type: str
+    size: int
+
+
+class Message(BaseModel):
+    """One message in full, with its body as plain text."""
+
+    id: str
+    thread_id: str
+    sender: str
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    subject: str
+    date: datetime
+    body: str
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class Thread(BaseModel):
+    id: str
+    subject: str
+    messages: list[Message]
+
+
+class Document(BaseModel):
+    """One document in full, exported as text."""
+
+    id: str
+    name: str
+    mime_type: str
+    modified_time: datetime
+    modified_by: str | None = None
+    text: str
+
+
+class Delta(BaseModel):
+    """What is new since a cursor, and the cursor that marks it as seen."""
+
+    messages: list[MailCard] = Field(default_factory=list)
+    files: list[FileCard] = Field(default_factory=list)
+    cursor: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.messages and not self.files
+
+
+class SourceError(Exception):
+    """A source could not answer (not found, unreachable, access revoked)."""
+
+
+class ItemNotFound(SourceError):
+    """The message, thread or file id does not exist in this source."""
+
+
+class Source(ABC):
+    """One account's mail and documents, read-only."""
+
+    kind: str
+
+    @abstractmethod
+    async def delta(
+        self, cursor: dict[str, Any] | None, *, mail: bool = True, files: bool = True,
+        limit: int = 100,
+    ) -> Delta:
+        """Return the messages and files that are new or changed since `cursor`.
+
+        A `None` cursor means "never looked": the source returns its recent
+        items (at most `limit` of each kind, newest first). The returned
+        cursor is opaque to the caller, JSON-serialisable, and is stored only
+        once the run that used it has succeeded.
+        """
+
+    @abstractmethod
+    async def search_mail(self, query: str, *, limit: int = 20) -> list[MailCard]:
+        """Search messages (words match sender, subject and body), newest first."""
+
+    @abstractmethod
+    async def read_message(self, message_id: str) -> Message:
+        """Return one message in full; raises `ItemNotFound`."""
+
+    @abstractmethod
+    async def read_thread(self, thread_id: str) -> Thread:
+        """Return a thread's messages in date order; raises `ItemNotFound`."""
+
+    @abstractmethod
+    async def search_files(self, query: str, *, limit: int = 20) -> list[FileCard]:
+        """Search documents by name and content, most recently modified first."""
+
+    @abstractmethod
+    async def read_file(self, file_id: str) -> Document:
+        """Return one document's text; raises `ItemNotFound`."""
+
+    def message_link(self, message_id: str) -> str | None:
+        """A link for the user to open a message, built by the app, never by the model."""
+        return None
+
+    def file_link(self, file_id: str) -> str | None:
+        """A link for the user to open a document."""
+        return None

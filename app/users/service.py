@@ -1,0 +1,96 @@
+"""Users and personal access tokens."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from app.core.security import TOKEN_PREFIX, display_prefix, hash_token, new_token
+from app.users.models import ApiToken, User
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class UserExists(Conflict):
+    pass
+
+
+class UserNotFound(NotFound):
+    pass
+
+
+class InvalidToken(Unauthorized):
+    pass
+
+
+async def create_user(
+    *, session: AsyncSession, email: str, name: str = "", timezone: str = "UTC"
+) -> User:
+    """Create a user; the email is stored lower-case and must be unique."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise BadRequest(f"'{email}' is not an email address")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"unknown time zone '{timezone}'") from exc
+    if await get_by_email(session=session, email=email) is not None:
+        raise UserExists(f"a user with email {email} already exists")
+    user = User(email=email, name=name, timezone=timezone)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email.strip().lower()))
+    return result.scalar_one_or_none()
+
+
+async def get(*, session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise UserNotFound(f"user {user_id} not found")
+    return user
+
+
+async def create_token(
+    *, session: AsyncSession, user: User, name: str = ""
+) -> tuple[ApiToken, str]:
+    """Create a token; the plaintext is returned once and never stored."""
+    plaintext = new_token()
+    token = ApiToken(
+        user_id=user.id, name=name, prefix=display_prefix(plaintext),
+        token_hash=hash_token(plaintext),
+    )
+    session.add(token)
+    await session.flush()
+    return token, plaintext
+
+
+async def authenticate(*, session: AsyncSession, token: str) -> User:
+    """The user a bearer token belongs to; raises InvalidToken."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise InvalidToken(f"tokens start with '{TOKEN_PREFIX}'")
+    result = await session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+    )
+    row = result.one_or_none()
+    if row is None:
+        raise InvalidToken("unknown or revoked token")
+    api_token, user = row
+    now = utcnow()
+    # Record use at most once a minute, so reads don't each cost a write.
+    if api_token.last_used_at is None or (now - api_token.last_used_at).total_seconds() > 60:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now)
+        )
+    return user

@@ -1,0 +1,137 @@
+"""Shared fixtures: the network guard, the database (SQLite or TEST_DATABASE_URL), the app.
+
+Every test runs against a real database: a fresh SQLite file, or PostgreSQL
+when TEST_DATABASE_URL is set. The schema is built by the real migrations once
+per session, and every table is emptied before each test that uses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.migrate import upgrade
+from app.core.runtime import Runtime, Wakeups
+from app.main import create_app
+from app.models import Base
+
+_violations: list[str] = []
+
+
+def _is_loopback(address: object) -> bool:
+    if not isinstance(address, tuple) or not address:
+        return True  # AF_UNIX paths and the like never leave the machine
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a name to resolve: not allowed, it could be anything
+
+
+@pytest.fixture(autouse=True)
+def _no_external_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail any test that opens a connection to an address other than loopback."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guard(address: object) -> None:
+        if not _is_loopback(address):
+            _violations.append(repr(address))
+            raise ConnectionRefusedError(f"test tried to reach {address!r}: only loopback allowed")
+
+    def connect(self: socket.socket, address: object) -> None:
+        guard(address)
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        guard(address)
+        return real_connect_ex(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    start = len(_violations)
+    yield
+    # Code under test may swallow the refusal; the test fails all the same.
+    assert _violations[start:] == [], f"non-loopback connections attempted: {_violations[start:]}"
+
+
+def _database_url(tmp_dir: Path) -> str:
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    if url:
+        return Settings(database_url=url, _env_file=None).effective_database_url  # type: ignore[call-arg]
+    return f"sqlite+aiosqlite:///{(tmp_dir / 'test.db').as_posix()}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _database_url(tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="session")
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith("postgresql")
+
+
+async def _reset_schema(engine: AsyncEngine) -> None:
+    if engine.dialect.name == "postgresql":
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    await _reset_schema(engine)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for name in reversed(tables):
+                await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        worker_poll_seconds=0.05,
+        scheduler_tick_seconds=0.05,
+        worker_retry_base_seconds=0.1,
+        timezone="Europe/Berlin",
+    )
+
+
+@pytest.fixture
+async def runtime(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Runtime]:
+    await empty_tables(engine)
+    yield Runtime(settings, engine, create_sessionmaker(engine), Wakeups())
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pilotlight.test") as c:
+        yield c
