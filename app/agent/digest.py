@@ -1,0 +1,185 @@
+"""The digest: what the model must answer (ids only) and what the app stores (resolved refs).
+
+The model cites raw message and file ids; the app checks each against what
+the run really saw and turns it into a `SourceRef` with a link it builds
+itself, so a model can neither invent a source nor choose where a link points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RefKind = Literal["message", "file"]
+
+
+# --- What the model writes (the response schema of the final turn) ---------------------------
+
+
+class DraftItem(BaseModel):
+    title: str = Field(description="One line naming the thing (a subject, a decision, a file).")
+    detail: str = Field(description="One to three sentences: what is new and why it matters.")
+    message_ids: list[str] = Field(
+        default_factory=list, description="Ids of the messages this item is based on."
+    )
+    file_ids: list[str] = Field(
+        default_factory=list, description="Ids of the documents this item is based on."
+    )
+
+
+class DraftSection(BaseModel):
+    title: str = Field(description='A heading such as "Needs your attention" or "Team mail".')
+    items: list[DraftItem]
+
+
+class DraftActionItem(BaseModel):
+    text: str = Field(description="What has to be done, as one sentence.")
+    owner: str | None = Field(default=None, description='Who does it ("you" for the user).')
+    due: str | None = Field(default=None, description='When it is due, as written ("Friday").')
+    message_ids: list[str] = Field(default_factory=list)
+    file_ids: list[str] = Field(default_factory=list)
+
+
+class DigestDraft(BaseModel):
+    """The final answer the model gives: cited ids, no links."""
+
+    summary: str = Field(description="Two or three sentences: what is new and what matters most.")
+    sections: list[DraftSection]
+    action_items: list[DraftActionItem] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list,
+        description="How this digest was made, if the reader should know (e.g. items left "
+        "unread for lack of budget). Not for content.",
+    )
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def draft_json_schema() -> dict[str, Any]:
+    """The JSON schema of `DigestDraft` with every `$ref` inlined.
+
+    Structured-output endpoints accept only part of JSON Schema; a
+    self-contained schema avoids depending on their `$ref` support.
+    """
+    schema = DigestDraft.model_json_schema()
+    return _inline_refs(schema, schema.get("$defs", {}))
+
+
+# --- What the app stores -----------------------------------------------------------------------
+
+
+class SourceRef(BaseModel):
+    """One cited message or file, resolved by the app."""
+
+    kind: RefKind
+    id: str
+    account: str
+    title: str
+    link: str | None = None
+
+
+class DigestItem(BaseModel):
+    title: str
+    detail: str
+    refs: list[SourceRef] = Field(default_factory=list)
+
+
+class DigestSection(BaseModel):
+    title: str
+    items: list[DigestItem] = Field(default_factory=list)
+
+
+class ActionItem(BaseModel):
+    text: str
+    owner: str | None = None
+    due: str | None = None
+    refs: list[SourceRef] = Field(default_factory=list)
+
+
+class CoverWindow(BaseModel):
+    """The time span a digest reports on; `start` is None on an instruction's first run."""
+
+    start: datetime | None = None
+    end: datetime
+
+
+class Digest(BaseModel):
+    summary: str
+    sections: list[DigestSection] = Field(default_factory=list)
+    action_items: list[ActionItem] = Field(default_factory=list)
+    model: str
+    notes: list[str] = Field(default_factory=list)
+    covers: CoverWindow
+
+
+RefResolver = Callable[[RefKind, str], SourceRef | None]
+
+
+def build_digest(
+    draft: DigestDraft,
+    *,
+    resolve: RefResolver,
+    model: str,
+    covers: CoverWindow,
+    notes: list[str] | None = None,
+) -> tuple[Digest, list[str]]:
+    """Turn the model's draft into the stored digest; returns it and the ids that were dropped.
+
+    `resolve` answers None for an id the run never saw: such a citation is a
+    hallucination and is dropped, the item itself is kept.
+    """
+    dropped: list[str] = []
+
+    def refs(message_ids: list[str], file_ids: list[str]) -> list[SourceRef]:
+        out: list[SourceRef] = []
+        cited: list[tuple[RefKind, str]] = [("message", i) for i in message_ids]
+        cited += [("file", i) for i in file_ids]
+        for kind, ref_id in dict.fromkeys(cited):  # de-duplicated, order kept
+            ref = resolve(kind, ref_id)
+            if ref is None:
+                dropped.append(ref_id)
+            else:
+                out.append(ref)
+        return out
+
+    digest = Digest(
+        summary=draft.summary,
+        sections=[
+            DigestSection(
+                title=section.title,
+                items=[
+                    DigestItem(
+                        title=item.title,
+                        detail=item.detail,
+                        refs=refs(item.message_ids, item.file_ids),
+                    )
+                    for item in section.items
+                ],
+            )
+            for section in draft.sections
+        ],
+        action_items=[
+            ActionItem(
+                text=action.text,
+                owner=action.owner,
+                due=action.due,
+                refs=refs(action.message_ids, action.file_ids),
+            )
+            for action in draft.action_items
+        ],
+        model=model,
+        notes=[*draft.notes, *(notes or [])],
+        covers=covers,
+    )
+    return digest, dropped

@@ -1,0 +1,279 @@
+"""The model's tools: read-only searches and reads over the run's sources.
+
+A tool never raises to the model: a bad argument, an unknown id or a source
+that cannot answer becomes a result text the model can act on. What a tool
+returns is untrusted data and goes back fenced, bounded in length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from app.agent.digest import RefKind, SourceRef
+from app.agent.llm import FunctionCall, FunctionDeclaration
+from app.agent.prompt import SNIPPET_CHARS, fence
+from app.sources.base import (
+    Delta,
+    Document,
+    FileCard,
+    ItemNotFound,
+    MailCard,
+    Message,
+    Source,
+    SourceError,
+)
+
+SEARCH_LIMIT = 10
+MESSAGE_BODY_CHARS = 6_000
+THREAD_BODY_CHARS = 12_000  # shared by the messages of one thread
+DOCUMENT_CHARS = 8_000
+MAX_RECIPIENTS = 20
+
+T = TypeVar("T")
+C = TypeVar("C", MailCard, FileCard)
+SeenKind = Literal["message", "thread", "file"]
+
+
+def _object(name: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": "string", "description": description}},
+        "required": [name],
+    }
+
+
+MAIL_TOOLS = [
+    FunctionDeclaration(
+        name="search_mail",
+        description="Search the user's mail; words match sender, subject and body. "
+        f"Returns up to {SEARCH_LIMIT} message cards, newest first.",
+        parameters=_object("query", "Words to look for, e.g. a sender's name or a subject."),
+    ),
+    FunctionDeclaration(
+        name="read_message",
+        description="Read one message in full (body as plain text).",
+        parameters=_object("id", "The id of a message, from a card or a search result."),
+    ),
+    FunctionDeclaration(
+        name="read_thread",
+        description="Read a whole conversation, its messages in date order.",
+        parameters=_object("id", "The thread_id of a message card."),
+    ),
+]
+FILE_TOOLS = [
+    FunctionDeclaration(
+        name="search_files",
+        description="Search the user's documents by name and content. "
+        f"Returns up to {SEARCH_LIMIT} file cards, most recently modified first.",
+        parameters=_object("query", "Words to look for in a document's name or text."),
+    ),
+    FunctionDeclaration(
+        name="read_file",
+        description="Read one document's text.",
+        parameters=_object("id", "The id of a file, from a card or a search result."),
+    ),
+]
+# Interactive tools (ask_user, notify_now) are not read-only: the runner will intercept
+# them before dispatching here, since they pause the run or reach the user.
+
+
+def tool_declarations(*, read_mail: bool, read_files: bool) -> list[FunctionDeclaration]:
+    return [*(MAIL_TOOLS if read_mail else []), *(FILE_TOOLS if read_files else [])]
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[… truncated: {len(text) - limit} more characters]"
+
+
+def _card(card: MailCard | FileCard) -> dict[str, Any]:
+    record = card.model_dump(mode="json")
+    record["snippet"] = truncate(card.snippet, SNIPPET_CHARS)
+    return record
+
+
+def _message(message: Message, body_chars: int) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "thread_id": message.thread_id,
+        "sender": message.sender,
+        "to": message.to[:MAX_RECIPIENTS],
+        "cc": message.cc[:MAX_RECIPIENTS],
+        "subject": message.subject,
+        "date": message.date.isoformat(),
+        "attachments": [a.filename for a in message.attachments],
+        "body": truncate(message.body, body_chars),
+    }
+
+
+def _document(doc: Document) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "name": doc.name,
+        "mime_type": doc.mime_type,
+        "modified_time": doc.modified_time.isoformat(),
+        "modified_by": doc.modified_by,
+        "text": truncate(doc.text, DOCUMENT_CHARS),
+    }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    text: str
+    error: str | None = None
+
+
+class _BadCall(Exception):
+    """The call cannot be run as asked; the message is for the model."""
+
+
+class ToolBox:
+    """Runs the model's tool calls and remembers every item the run has shown or read.
+
+    That memory routes a later read to the right account and decides which
+    cited ids are real when the digest is resolved.
+    """
+
+    def __init__(self, sources: Mapping[str, Source], *, read_mail: bool, read_files: bool):
+        self.sources = dict(sources)
+        self.declarations = tool_declarations(read_mail=read_mail, read_files=read_files)
+        self._seen: dict[tuple[SeenKind, str], tuple[str, str]] = {}  # → (account, title)
+
+    def _see(self, kind: SeenKind, item_id: str, account: str, title: str) -> None:
+        self._seen.setdefault((kind, item_id), (account, title))
+
+    def _see_mail(self, account: str, mail: MailCard | Message) -> None:
+        self._see("message", mail.id, account, mail.subject)
+        self._see("thread", mail.thread_id, account, mail.subject)
+
+    def show_delta(self, account: str, delta: Delta) -> None:
+        """Remember the cards that go into the first prompt."""
+        for card in delta.messages:
+            self._see_mail(account, card)
+        for file in delta.files:
+            self._see("file", file.id, account, file.name)
+
+    def resolve(self, kind: RefKind, item_id: str) -> SourceRef | None:
+        """The app's reference to an item the run saw; None for an id it never saw."""
+        seen = self._seen.get((kind, item_id))
+        if seen is None:
+            return None
+        account, title = seen
+        source = self.sources[account]
+        link = source.message_link(item_id) if kind == "message" else source.file_link(item_id)
+        return SourceRef(kind=kind, id=item_id, account=account, title=title, link=link)
+
+    async def execute(self, call: FunctionCall) -> ToolResult:
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {
+            "search_mail": self._search_mail,
+            "read_message": self._read_message,
+            "read_thread": self._read_thread,
+            "search_files": self._search_files,
+            "read_file": self._read_file,
+        }
+        offered = [d.name for d in self.declarations]
+        if call.name not in offered:
+            error = f"There is no tool named {call.name!r}. Available: {', '.join(offered)}."
+            return ToolResult(f"Error: {error}", error)
+        try:
+            return ToolResult(await handlers[call.name](call.arguments))
+        except _BadCall as exc:
+            return ToolResult(f"Error: {exc}", str(exc))
+
+    # --- the tools ---
+
+    async def _search_mail(self, arguments: dict[str, Any]) -> str:
+        query = _string(arguments, "query")
+        found, note = await self._search(
+            lambda source: source.search_mail(query, limit=SEARCH_LIMIT), lambda c: c.date
+        )
+        for account, card in found:
+            self._see_mail(account, card)
+        body = fence("search_mail", [_card(c) for _, c in found])
+        return f"{len(found)} messages match {query!r}.\n{body}{note}"
+
+    async def _search_files(self, arguments: dict[str, Any]) -> str:
+        query = _string(arguments, "query")
+        found, note = await self._search(
+            lambda source: source.search_files(query, limit=SEARCH_LIMIT),
+            lambda c: c.modified_time,
+        )
+        for account, card in found:
+            self._see("file", card.id, account, card.name)
+        body = fence("search_files", [_card(c) for _, c in found])
+        return f"{len(found)} documents match {query!r}.\n{body}{note}"
+
+    async def _read_message(self, arguments: dict[str, Any]) -> str:
+        message_id = _string(arguments, "id")
+        account, message = await self._find(
+            "message", message_id, lambda source: source.read_message(message_id)
+        )
+        self._see_mail(account, message)
+        return fence("read_message", [_message(message, MESSAGE_BODY_CHARS)])
+
+    async def _read_thread(self, arguments: dict[str, Any]) -> str:
+        thread_id = _string(arguments, "id")
+        account, thread = await self._find(
+            "thread", thread_id, lambda source: source.read_thread(thread_id)
+        )
+        for message in thread.messages:
+            self._see_mail(account, message)
+        body_chars = THREAD_BODY_CHARS // max(1, len(thread.messages))
+        records = [_message(m, body_chars) for m in thread.messages]
+        header = f"Thread {thread.id!r}: {len(records)} messages, oldest first.\n"
+        return header + fence("read_thread", records)
+
+    async def _read_file(self, arguments: dict[str, Any]) -> str:
+        file_id = _string(arguments, "id")
+        account, doc = await self._find("file", file_id, lambda source: source.read_file(file_id))
+        self._see("file", doc.id, account, doc.name)
+        return fence("read_file", [_document(doc)])
+
+    # --- routing ---
+
+    async def _search(
+        self, search: Callable[[Source], Awaitable[list[C]]], newest: Callable[[C], datetime]
+    ) -> tuple[list[tuple[str, C]], str]:
+        """Search every account, newest first; a note names the accounts that failed."""
+        found: list[tuple[str, C]] = []
+        failed: list[str] = []
+        for account, source in self.sources.items():
+            try:
+                found += [(account, card) for card in await search(source)]
+            except SourceError as exc:  # one account down must not hide the others
+                failed.append(f"{account} ({exc})")
+        if failed and len(failed) == len(self.sources):
+            raise _BadCall(f"the search failed: {'; '.join(failed)}")
+        found.sort(key=lambda pair: newest(pair[1]), reverse=True)
+        note = f"\n\nNot searched, the source could not answer: {'; '.join(failed)}."
+        return found[:SEARCH_LIMIT], note if failed else ""
+
+    async def _find(
+        self, kind: SeenKind, item_id: str, fetch: Callable[[Source], Awaitable[T]]
+    ) -> tuple[str, T]:
+        """Fetch from the account the id was seen in, else from each account in turn."""
+        known = self._seen.get((kind, item_id))
+        order = sorted(self.sources, key=lambda key: known is None or key != known[0])
+        failure: SourceError | None = None
+        for account in order:
+            try:
+                return account, await fetch(self.sources[account])
+            except ItemNotFound:
+                continue
+            except SourceError as exc:  # one account down must not hide the others
+                failure = exc
+        if failure is not None:
+            raise _BadCall(f"could not read {kind} {item_id!r}: {failure}")
+        hint = "a thread_id from a card" if kind == "thread" else "an id from a card or a search"
+        raise _BadCall(f"there is no {kind} with id {item_id!r}; use {hint}.")
+
+
+def _string(arguments: dict[str, Any], name: str) -> str:
+    value = arguments.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadCall(f'this tool needs {{"{name}": "<text>"}}; got {arguments!r}.')
+    return value.strip()
