@@ -124,9 +124,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def runtime(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Runtime]:
+async def runtime(engine: AsyncEngine, settings: Settings) -> Runtime:
     await empty_tables(engine)
-    yield Runtime(settings, engine, create_sessionmaker(engine), Wakeups())
+    return Runtime(settings, engine, create_sessionmaker(engine), Wakeups())
 
 
 @pytest.fixture

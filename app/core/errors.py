@@ -78,7 +78,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _loc(e.get("loc", ())), "message": str(e.get("msg", "")), "type": e.get("type")}
+            {
+                "field": _loc(e.get("loc", ())),
+                "message": str(e.get("msg", "")),
+                "type": e.get("type"),
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"

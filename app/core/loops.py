@@ -22,14 +22,14 @@ class LoopService(ABC):
         self._wake = asyncio.Event()
 
     @abstractmethod
-    async def run_once(self) -> None:
-        """Do one iteration's work."""
+    async def run_once(self) -> object:
+        """Do one iteration's work (what it returns is for tests and logs)."""
 
     def wake(self) -> None:
         """Run the next iteration now instead of after the interval."""
         self._wake.set()
 
-    async def on_stop(self) -> None:
+    async def on_stop(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what the loop holds; called once when it stops."""
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -41,9 +41,14 @@ class LoopService(ABC):
                 except Exception:
                     log.exception("%s iteration failed", self.name)
                 self._wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+                waiters = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                ]
                 try:
-                    await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     for waiter in waiters:
                         waiter.cancel()

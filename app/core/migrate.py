@@ -33,8 +33,6 @@ def _upgrade(connection: Connection) -> None:
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (creating it if empty)."""
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database:
-        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
 

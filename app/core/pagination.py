@@ -12,7 +12,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import BadRequest
 
-T = TypeVar("T", bound=tuple[Any, ...])
+T = TypeVar("T", bound=Any)
 
 
 class InvalidCursor(BadRequest):

@@ -18,6 +18,13 @@ MIN_INTERVAL_SECONDS = 60
 MAX_TEXT = 4000
 
 
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +95,11 @@ class InstructionCreate(_Strict):
         True, description="Report only what is new; with nothing new the run is skipped."
     )
 
+    @field_validator("title", "text")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return _no_nul(value)
+
 
 class InstructionUpdate(_Strict):
     title: str | None = Field(None, min_length=1, max_length=200)
@@ -98,6 +110,11 @@ class InstructionUpdate(_Strict):
     thinking_level: ThinkingLevel | None = None
     max_tool_calls: int | None = Field(None, ge=0, le=100)
     only_new: bool | None = None
+
+    @field_validator("title", "text")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return _no_nul(value)
 
 
 class InstructionOut(BaseModel):

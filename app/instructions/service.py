@@ -56,7 +56,7 @@ def to_out(instruction: Instruction) -> InstructionOut:
         thinking_level=instruction.thinking_level,
         max_tool_calls=instruction.max_tool_calls,
         only_new=instruction.only_new,
-        status=instruction.status,  # type: ignore[arg-type]
+        status=instruction.status,
         status_detail=instruction.status_detail,
         consecutive_failures=instruction.consecutive_failures,
         next_run_at=instruction.next_run_at,

@@ -28,7 +28,7 @@ class MarkedRead(BaseModel):
 
 def _out(notification: Notification, deliveries: list[Delivery]) -> NotificationOut:
     return NotificationOut(
-        id=notification.id, kind=notification.kind, title=notification.title,  # type: ignore[arg-type]
+        id=notification.id, kind=notification.kind, title=notification.title,
         body=notification.body, data=notification.data, run_id=notification.run_id,
         instruction_id=notification.instruction_id, created_at=notification.created_at,
         read_at=notification.read_at,
@@ -72,4 +72,5 @@ async def mark_notification_read(
 @router.post("/read", response_model=MarkedRead)
 async def mark_all_notifications_read(user: CurrentUser, session: SessionDep) -> MarkedRead:
     """Mark everything in the feed up to now as read."""
-    return MarkedRead(marked=await service.mark_all_read(session=session, user=user, before=utcnow()))
+    marked = await service.mark_all_read(session=session, user=user, before=utcnow())
+    return MarkedRead(marked=marked)

@@ -1,0 +1,96 @@
+"""First start in embedded mode: the local user, the sample mailbox, an example."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.exc import IntegrityError
+
+from app.accounts.models import Account
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.instructions import service as instructions
+from app.instructions.schemas import CronTriggerIn, InstructionCreate
+from app.runs import service as runs
+from app.users import service as users
+from app.users.models import User
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_TEXT = (
+    "Digest what is new in my mail and documents: what needs my attention first, "
+    "then team mail and changed documents, and list the action items with owners "
+    "and due dates."
+)
+
+
+@dataclass
+class Bootstrap:
+    user: User
+    created: bool
+
+
+def local_timezone(configured: str) -> str:
+    """The configured time zone, else the machine's, else UTC."""
+    candidates = [configured]
+    try:
+        from tzlocal import get_localzone_name
+
+        candidates.append(get_localzone_name() or "")
+    except Exception:  # tzlocal raises several kinds when the machine's zone is unclear
+        pass
+    for name in candidates:
+        if not name:
+            continue
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        return name
+    return "UTC"
+
+
+async def ensure_local_user(runtime: Runtime) -> Bootstrap:
+    """Create the local user once, with the sample account and the example instruction."""
+    settings = runtime.settings
+    async with transaction(runtime.sessionmaker) as session:
+        found = await users.get_by_email(session=session, email=settings.local_user_email)
+        if found is not None:
+            return Bootstrap(found, created=False)
+    try:
+        async with transaction(runtime.sessionmaker) as session:
+            user = await users.create_user(
+                session=session, email=settings.local_user_email, name="Local user",
+                timezone=local_timezone(settings.timezone),
+            )
+            if settings.sample_account:
+                session.add(
+                    Account(user_id=user.id, kind="sample", email="me@northwind.example",
+                            scopes={"read": ["mail", "files"]}, sync_cursor={}, status="active")
+                )
+            if settings.example_instruction:
+                instruction = await instructions.create(
+                    session=session, user=user,
+                    data=InstructionCreate(
+                        title="Morning digest",
+                        text=EXAMPLE_TEXT,
+                        trigger=CronTriggerIn(
+                            type="cron", cron="0 8 * * 1-5", timezone=user.timezone
+                        ),
+                    ),
+                    default_max_tool_calls=settings.agent_default_max_tool_calls,
+                )
+                # The first run is queued at once so a newcomer sees a digest now,
+                # not tomorrow at 8.
+                await runs.run_now(
+                    session=session, instruction=instruction, wakeups=runtime.wakeups
+                )
+    except IntegrityError:
+        # Another process created the local user at the same moment.
+        async with transaction(runtime.sessionmaker) as session:
+            found = await users.get_by_email(session=session, email=settings.local_user_email)
+            assert found is not None
+            return Bootstrap(found, created=False)
+    return Bootstrap(user, created=True)

@@ -1,0 +1,246 @@
+"""The `pilotlight` command: run the service or one of its roles, and manage it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+
+from app.core.config import Settings, get_settings
+from app.core.db import transaction
+from app.core.errors import DomainError
+from app.core.loops import LoopService
+from app.core.migrate import pending, upgrade
+from app.core.runtime import Runtime
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    help="Pilotlight: standing instructions over your mail and documents, run by an agent.",
+    no_args_is_help=True, add_completion=False,
+)
+user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
+token_cli = typer.Typer(help="Manage personal access tokens.", no_args_is_help=True)
+cli.add_typer(user_cli, name="user")
+cli.add_typer(token_cli, name="token")
+
+log = logging.getLogger("pilotlight")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(factory: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run an async command with a runtime built from the settings, closing it after."""
+    settings = get_settings()
+    _setup_logging(settings)
+
+    async def main() -> T:
+        runtime = Runtime.build(settings)
+        try:
+            return await factory(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(main())
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+
+
+async def _require_schema(runtime: Runtime) -> None:
+    reason = await pending(runtime.engine)
+    if reason is not None:
+        typer.echo(f"error: {reason}; run `pilotlight migrate` first", err=True)
+        raise typer.Exit(2)
+
+
+def _loops(runtime: Runtime, *, scheduler: bool, worker: bool) -> list[LoopService]:
+    from app.agent.factory import build_llm
+    from app.runs.execute import RunExecutor
+    from app.runs.scheduler import SchedulerTick
+    from app.runs.worker import Worker
+
+    settings = runtime.settings
+    loops: list[LoopService] = []
+    if scheduler:
+        loops.append(
+            SchedulerTick(
+                sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                interval=settings.scheduler_tick_seconds, batch_size=settings.scheduler_batch_size,
+            )
+        )
+    if worker:
+        executor = RunExecutor(
+            sessionmaker=runtime.sessionmaker, settings=settings, llm=build_llm(settings)
+        )
+        loops.append(Worker(runtime=runtime, executor=executor))
+    return loops
+
+
+async def _serve_http(
+    runtime: Runtime, loops: Sequence[LoopService], host: str, port: int
+) -> None:
+    from app.main import create_app
+
+    app = create_app(runtime, loops=loops)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=runtime.settings.log_level.lower(),
+        lifespan="on",
+    )
+    await uvicorn.Server(config).serve()
+
+
+async def _run_loops(loops: Sequence[LoopService]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.gather(*(service.run(stop) for service in loops))
+
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to listen on.")]
+PortOpt = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+@cli.command()
+def serve(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run everything in one process: api, scheduler and worker (migrates the database)."""
+
+    async def main(runtime: Runtime) -> None:
+        from app.bootstrap import ensure_local_user
+
+        settings = runtime.settings
+        await upgrade(runtime.engine)
+        boot = await ensure_local_user(runtime)
+        if boot.created:
+            log.info(
+                "first start: created the local user %s with the sample mailbox and a "
+                "'Morning digest' instruction whose first run is queued now",
+                boot.user.email,
+            )
+        log.info(
+            "get an API token with: %s token create   (API docs: http://%s:%d/docs)",
+            _self_command(), host or settings.host, port or settings.port,
+        )
+        loops = _loops(runtime, scheduler=True, worker=True)
+        await _serve_http(runtime, loops, host or settings.host, port or settings.port)
+
+    _run(main)
+
+
+@cli.command()
+def api(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run the api role only (scaled deployments)."""
+
+    async def main(runtime: Runtime) -> None:
+        await _require_schema(runtime)
+        settings = runtime.settings
+        await _serve_http(runtime, [], host or settings.host, port or settings.port)
+
+    _run(main)
+
+
+@cli.command()
+def scheduler() -> None:
+    """Run the scheduler role only: queue runs for due instructions."""
+
+    async def main(runtime: Runtime) -> None:
+        await _require_schema(runtime)
+        await _run_loops(_loops(runtime, scheduler=True, worker=False))
+
+    _run(main)
+
+
+@cli.command()
+def worker() -> None:
+    """Run the worker role only: execute queued runs."""
+
+    async def main(runtime: Runtime) -> None:
+        await _require_schema(runtime)
+        await _run_loops(_loops(runtime, scheduler=False, worker=True))
+
+    _run(main)
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (safe to run from several processes)."""
+
+    async def main(runtime: Runtime) -> None:
+        await upgrade(runtime.engine)
+        typer.echo("database is at the newest schema", err=True)
+
+    _run(main)
+
+
+@user_cli.command("create")
+def user_create(
+    email: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
+) -> None:
+    """Create a user."""
+
+    async def main(runtime: Runtime) -> None:
+        from app.users import service
+
+        await _require_schema(runtime)
+        async with transaction(runtime.sessionmaker) as session:
+            user = await service.create_user(
+                session=session, email=email, name=name, timezone=timezone
+            )
+        typer.echo(f"created user {user.email} ({user.id})")
+
+    _run(main)
+
+
+@token_cli.command("create")
+def token_create(
+    email: Annotated[
+        str | None, typer.Argument(help="The user; the local user if omitted.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "cli",
+) -> None:
+    """Create a personal access token and print it (shown only this once)."""
+
+    async def main(runtime: Runtime) -> str:
+        from app.users import service
+
+        await _require_schema(runtime)
+        target = email or runtime.settings.local_user_email
+        async with transaction(runtime.sessionmaker) as session:
+            user = await service.get_by_email(session=session, email=target)
+            if user is None:
+                hint = (
+                    "start `pilotlight serve` once to create the local user"
+                    if email is None else "create it with `pilotlight user create EMAIL`"
+                )
+                typer.echo(f"error: no user {target}: {hint}", err=True)
+                raise typer.Exit(2)
+            _token, plaintext = await service.create_token(session=session, user=user, name=name)
+        typer.echo(f"token for {user.email} (shown once, keep it safe):", err=True)
+        return plaintext
+
+    # Only the token on stdout, so `TOKEN=$(pilotlight token create)` works.
+    typer.echo(_run(main))
+
+
+def _self_command() -> str:
+    return sys.argv[0] if sys.argv and sys.argv[0].endswith("pilotlight") else "pilotlight"
+
+
+def main() -> None:
+    cli()

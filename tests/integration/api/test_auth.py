@@ -1,0 +1,309 @@
+"""Bearer tokens, and one user's data staying invisible to every other user."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text, update
+
+from app.core.db import transaction, utcnow
+from app.core.runtime import Runtime
+from app.main import API_PREFIX, create_app
+from app.models import Base
+from app.users import service as users
+from app.users.models import ApiToken
+from tests.factories import instruction, user_with_token
+from tests.integration.api.helpers import (
+    API,
+    add_notification,
+    add_question,
+    add_run,
+    assert_error,
+)
+
+
+def _app_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, included routers flattened."""
+    app = create_app(None)  # type: ignore[arg-type]  # routes only: no runtime is touched
+    try:  # FastAPI >= 0.16x includes routers lazily; this walks them
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI copies included routes into app.routes
+        routes: list[Any] = list(app.routes)
+    else:
+        routes = list(iter_route_contexts(app.routes))
+    return sorted(
+        (method, route.path)
+        for route in routes
+        for method in (getattr(route, "methods", None) or ())
+        if method != "HEAD"
+    )
+
+
+# The routes, read from the app itself so that a new route is covered (or fails) at once.
+API_ROUTES = [(method, path) for method, path in _app_routes() if path.startswith(API_PREFIX)]
+ID_ROUTES = [(method, path) for method, path in API_ROUTES if "{" in path]
+
+# Every route that takes an id: the body it is called with (None: no body).
+CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("GET", f"{API}/instructions/{{instruction_id}}"): None,
+    ("PATCH", f"{API}/instructions/{{instruction_id}}"): {"title": "taken over"},
+    ("DELETE", f"{API}/instructions/{{instruction_id}}"): None,
+    ("POST", f"{API}/instructions/{{instruction_id}}/pause"): None,
+    ("POST", f"{API}/instructions/{{instruction_id}}/resume"): None,
+    ("POST", f"{API}/instructions/{{instruction_id}}/run"): None,
+    ("GET", f"{API}/runs/{{run_id}}"): None,
+    ("POST", f"{API}/runs/{{run_id}}/cancel"): None,
+    ("POST", f"{API}/questions/{{question_id}}/answer"): {"answer": "not yours to answer"},
+    ("POST", f"{API}/notifications/{{notification_id}}/read"): None,
+}
+NOT_FOUND = {
+    "instruction_id": "InstructionNotFound",
+    "run_id": "RunNotFound",
+    "question_id": "QuestionNotFound",
+    "notification_id": "NotificationNotFound",
+}
+
+
+def _path_params(path: str) -> list[str]:
+    return re.findall(r"{(\w+)(?::\w+)?}", path)
+
+
+def _body_for(method: str, path: str) -> dict[str, Any] | None:
+    if (method, path) in CROSS_USER_BODIES:
+        return CROSS_USER_BODIES[(method, path)]
+    return {"title": "x"} if method in ("POST", "PATCH", "PUT") else None
+
+
+# --- tokens -------------------------------------------------------------------
+
+
+async def test_no_token_is_401(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    response = await client.get(f"{API}/me")
+    assert_error(response, 401, "InvalidToken", "missing bearer token")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "fragment"),
+    [
+        pytest.param("Bearer not-a-token", "plt_", id="malformed"),
+        pytest.param("Bearer ", "missing bearer token", id="empty"),
+        pytest.param("Bearer", "missing bearer token", id="scheme-only"),
+        pytest.param("Basic dXNlcjpwYXNz", "missing bearer token", id="basic-auth"),
+        pytest.param("plt_abc", "missing bearer token", id="no-scheme"),
+        pytest.param("Bearer plt_" + "A" * 43, "unknown or revoked", id="unknown"),
+        pytest.param("Bearer plt_", "unknown or revoked", id="prefix-only"),
+        pytest.param("Bearer plt_" + "x" * 5000, "unknown or revoked", id="very-long"),
+        pytest.param("Bearer plt_' OR '1'='1", "unknown or revoked", id="sql-ish"),
+    ],
+)
+async def test_bad_token_is_401(
+    client: httpx.AsyncClient, runtime: Runtime, authorization: str, fragment: str
+) -> None:
+    await user_with_token(runtime)  # a user with a token exists, but not this token
+    response = await client.get(f"{API}/me", headers={"Authorization": authorization})
+    assert_error(response, 401, "InvalidToken", fragment)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_revoked_token_is_401(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    user, headers = await user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        _token, other_plaintext = await users.create_token(session=session, user=user)
+    assert (await client.get(f"{API}/me", headers=headers)).status_code == 200
+
+    plaintext = headers["Authorization"].removeprefix("Bearer ")
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == hashlib.sha256(plaintext.encode()).hexdigest())
+            .values(revoked_at=utcnow())
+        )
+    response = await client.get(f"{API}/me", headers=headers)
+    assert_error(response, 401, "InvalidToken", "unknown or revoked")
+    assert response.headers["www-authenticate"] == "Bearer"
+    response = await client.get(f"{API}/instructions", headers=headers)
+    assert_error(response, 401, "InvalidToken")
+
+    # the user's other token still works
+    other = {"Authorization": f"Bearer {other_plaintext}"}
+    assert (await client.get(f"{API}/me", headers=other)).json()["id"] == str(user.id)
+
+
+@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+async def test_every_api_route_needs_a_token(
+    client: httpx.AsyncClient, runtime: Runtime, method: str, path: str
+) -> None:
+    url = path
+    for name in _path_params(path):
+        url = url.replace(f"{{{name}}}", str(uuid.uuid4()))
+    response = await client.request(method, url, json=_body_for(method, path))
+    assert_error(response, 401, "InvalidToken")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_me(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    user, headers = await user_with_token(runtime, "Ada@Example.com")
+    await user_with_token(runtime)
+    response = await client.get(f"{API}/me", headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == str(user.id)
+    assert body["email"] == "ada@example.com"
+    assert body["timezone"] == "Europe/Berlin"
+    assert set(body) == {"id", "email", "name", "timezone", "daily_cost_cap_usd", "created_at"}
+
+    async with runtime.sessionmaker() as session:
+        token = (
+            await session.execute(select(ApiToken).where(ApiToken.user_id == user.id))
+        ).scalar_one()
+    assert token.last_used_at is not None
+
+
+async def test_only_a_hash_of_the_token_is_stored(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user, headers = await user_with_token(runtime)
+    plaintext = headers["Authorization"].removeprefix("Bearer ")
+    secret = plaintext[len("plt_") + 6:]  # what the display prefix does not show
+    assert (await client.get(f"{API}/me", headers=headers)).status_code == 200
+
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT * FROM api_tokens"))).mappings().all()
+        assert len(rows) == 1
+        row = dict(rows[0])
+        assert row["token_hash"] == hashlib.sha256(plaintext.encode()).hexdigest()
+        assert plaintext.startswith(row["prefix"])
+        for column, value in row.items():
+            assert plaintext not in str(value), column
+            assert secret not in str(value), column
+        # nor anywhere else in the database
+        for table in Base.metadata.sorted_tables:
+            for found in (await conn.execute(text(f"SELECT * FROM {table.name}"))).all():
+                assert all(secret not in str(value) for value in found), table.name
+        assert row["user_id"] in (user.id, str(user.id), user.id.hex)
+
+
+# --- one user's data is invisible to another ----------------------------------
+
+
+@dataclass
+class World:
+    headers_a: dict[str, str]
+    headers_b: dict[str, str]
+    ids: dict[str, uuid.UUID]
+
+
+@pytest.fixture
+async def world(runtime: Runtime) -> World:
+    """User A with an instruction, a run waiting on a question, and a notification; user B."""
+    user_a, headers_a = await user_with_token(runtime)
+    user_b, headers_b = await user_with_token(runtime)
+    mine = await instruction(runtime, user_a)
+    run = await add_run(runtime, user_a, mine, status="waiting_for_user")
+    question = await add_question(runtime, user_a, run)
+    notification = await add_notification(runtime, user_a, run=run, channels=("email",))
+    await instruction(runtime, user_b, title="B's own")  # B is not empty-handed
+    ids = {
+        "instruction_id": mine.id, "run_id": run.id, "question_id": question.id,
+        "notification_id": notification,
+    }
+    return World(headers_a, headers_b, ids)
+
+
+async def _snapshot(client: httpx.AsyncClient, world: World) -> dict[str, Any]:
+    """Everything of A's, as A sees it."""
+    headers = world.headers_a
+    ids = world.ids
+    return {
+        "instruction": (await client.get(f"{API}/instructions/{ids['instruction_id']}",
+                                         headers=headers)).json(),
+        "run": (await client.get(f"{API}/runs/{ids['run_id']}", headers=headers)).json(),
+        "runs": (await client.get(f"{API}/runs", headers=headers)).json(),
+        "questions": (await client.get(f"{API}/questions", headers=headers)).json(),
+        "notifications": (await client.get(f"{API}/notifications", headers=headers)).json(),
+    }
+
+
+def test_every_id_route_is_in_the_cross_user_table() -> None:
+    assert len(API_ROUTES) >= 15, API_ROUTES  # the walk found the routers
+    missing = [route for route in ID_ROUTES if route not in CROSS_USER_BODIES]
+    assert missing == [], f"add these routes to CROSS_USER_BODIES: {missing}"
+    stale = [route for route in CROSS_USER_BODIES if route not in ID_ROUTES]
+    assert stale == [], f"these routes no longer exist: {stale}"
+    unknown = {name for _m, path in ID_ROUTES for name in _path_params(path)} - set(NOT_FOUND)
+    assert unknown == set(), f"add these path parameters to NOT_FOUND: {unknown}"
+
+
+@pytest.mark.parametrize(("method", "path"), ID_ROUTES)
+async def test_other_users_ids_are_not_found(
+    client: httpx.AsyncClient, world: World, method: str, path: str
+) -> None:
+    if (method, path) not in CROSS_USER_BODIES:
+        pytest.fail(f"{method} {path} takes an id but is not in CROSS_USER_BODIES")
+    before = await _snapshot(client, world)
+    url = path
+    names = _path_params(path)
+    for name in names:
+        url = url.replace(f"{{{name}}}", str(world.ids[name]))
+
+    response = await client.request(
+        method, url, json=CROSS_USER_BODIES[(method, path)], headers=world.headers_b
+    )
+    body = assert_error(response, 404, NOT_FOUND[names[-1]])
+    assert "taken over" not in response.text
+    assert set(body) == {"error", "detail"}
+    # A's data is untouched, and the same route works for A
+    assert await _snapshot(client, world) == before
+    if method == "GET":
+        assert (await client.get(url, headers=world.headers_a)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        (f"{API}/instructions", "items"),
+        (f"{API}/runs", "items"),
+        (f"{API}/runs?instruction_id={{instruction_id}}", "items"),
+        (f"{API}/runs?status=waiting_for_user", "items"),
+        (f"{API}/questions", None),
+        (f"{API}/notifications", "items"),
+        (f"{API}/notifications?unread=true", "items"),
+    ],
+)
+async def test_other_users_data_is_not_listed(
+    client: httpx.AsyncClient, world: World, url: str, key: str | None
+) -> None:
+    url = url.format(**world.ids)
+    as_a = (await client.get(url, headers=world.headers_a)).json()
+    response = await client.get(url, headers=world.headers_b)
+    assert response.status_code == 200, response.text
+    items = response.json() if key is None else response.json()[key]
+    mine = as_a if key is None else as_a[key]
+    assert mine, "A should see their own rows here"
+    leaked = {item["id"] for item in items} & {item["id"] for item in mine}
+    assert leaked == set()
+    assert not any(str(value) in response.text for value in world.ids.values())
+
+
+async def test_marking_all_read_touches_only_ones_own(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    response = await client.post(f"{API}/notifications/read", headers=world.headers_b)
+    assert response.status_code == 200
+    assert response.json() == {"marked": 0}
+    unread = await client.get(f"{API}/notifications", params={"unread": "true"},
+                              headers=world.headers_a)
+    assert [n["id"] for n in unread.json()["items"]] == [str(world.ids["notification_id"])]
+
+
+async def test_users_are_told_apart_by_token(client: httpx.AsyncClient, world: World) -> None:
+    a = (await client.get(f"{API}/me", headers=world.headers_a)).json()
+    b = (await client.get(f"{API}/me", headers=world.headers_b)).json()
+    assert a["id"] != b["id"]

@@ -1,0 +1,83 @@
+"""Start `pilotlight` commands as real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pilotlight_env(*, data_dir: Path, database_url: str = "", **extra: str) -> dict[str, str]:
+    """The environment of a fresh machine: no PILOTLIGHT_ settings but the ones given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTLIGHT_")}
+    env.update(
+        PILOTLIGHT_DATA_DIR=str(data_dir), PILOTLIGHT_DATABASE_URL=database_url,
+        PILOTLIGHT_TIMEZONE="Europe/Berlin", PILOTLIGHT_LOG_LEVEL="INFO", **extra,
+    )
+    return env
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app", *args]
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+def stopped_cleanly(code: int, log: Path) -> bool:
+    """Exit 0, or uvicorn's way: a complete shutdown, then SIGTERM re-raised."""
+    text = log.read_text()
+    if code == -signal.SIGTERM:
+        return "Application shutdown complete" in text and "Traceback" not in text
+    return code == 0 and "Traceback" not in text
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited {process.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(up, 30, f"{base}/healthz")

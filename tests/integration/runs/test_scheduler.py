@@ -1,0 +1,141 @@
+"""The scheduler tick: due instructions become runs, exactly one per fire time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.instructions.models import Instruction
+from app.runs.scheduler import SchedulerTick
+from tests import factories
+from tests.integration.runs.helpers import runs_of
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def tick(runtime: Runtime, clock: Clock) -> SchedulerTick:
+    return SchedulerTick(
+        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, interval=1,
+        batch_size=100, clock=clock,
+    )
+
+
+async def _set(runtime: Runtime, instruction_id, **values) -> None:  # type: ignore[no-untyped-def]
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(Instruction).where(Instruction.id == instruction_id).values(**values)
+        )
+
+
+async def test_due_instruction_gets_one_run_and_moves_on(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    assert instruction.next_run_at is not None
+    fire = instruction.next_run_at
+    clock = Clock(fire + timedelta(seconds=1))
+    scheduler = tick(runtime, clock)
+
+    assert await scheduler.run_once() == 1
+    assert await scheduler.run_once() == 0  # same moment again: nothing new
+
+    runs = await runs_of(runtime, instruction.id)
+    assert [(r.scheduled_for, r.reason, r.status) for r in runs] == [(fire, "schedule", "queued")]
+    assert runs[0].window_end == fire
+    async with transaction(runtime.sessionmaker) as session:
+        reloaded = await session.get(Instruction, instruction.id)
+        assert reloaded is not None
+        assert reloaded.next_run_at is not None
+        assert reloaded.next_run_at > fire
+        # 08:00 Berlin on the next weekday.
+        local = reloaded.next_run_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+        assert (local.hour, local.minute) == (8, 0)
+        assert local.weekday() < 5
+
+
+async def test_not_due_paused_and_deleted_instructions_get_no_run(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    waiting = await factories.instruction(runtime, user)
+    paused = await factories.instruction(runtime, user)
+    deleted = await factories.instruction(runtime, user)
+    assert waiting.next_run_at is not None
+    await _set(runtime, paused.id, status="paused")
+    await _set(runtime, deleted.id, deleted_at=datetime.now(UTC))
+
+    assert await tick(runtime, Clock(waiting.next_run_at - timedelta(seconds=1))).run_once() == 0
+    assert await tick(runtime, Clock(waiting.next_run_at + timedelta(seconds=1))).run_once() == 1
+    assert await runs_of(runtime, paused.id) == []
+    assert await runs_of(runtime, deleted.id) == []
+
+
+async def test_missed_fire_times_coalesce_into_one_catch_up_run(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(
+        runtime, user, trigger={"type": "interval", "seconds": 3600}
+    )
+    assert instruction.next_run_at is not None
+    first = instruction.next_run_at
+    covered = first - timedelta(hours=1)
+    await _set(runtime, instruction.id, covered_until=covered)
+    # The schedulers were down for five fire times.
+    now = first + timedelta(hours=4, minutes=30)
+    assert await tick(runtime, Clock(now)).run_once() == 1
+
+    (run,) = await runs_of(runtime, instruction.id)
+    assert run.scheduled_for == first + timedelta(hours=4)  # the newest missed fire time
+    assert (run.window_start, run.window_end) == (covered, run.scheduled_for)
+    async with transaction(runtime.sessionmaker) as session:
+        reloaded = await session.get(Instruction, instruction.id)
+        assert reloaded is not None
+        assert reloaded.next_run_at == first + timedelta(hours=5)
+
+
+async def test_schedulers_racing_make_exactly_one_run_per_fire_time(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [
+        await factories.instruction(runtime, user, trigger={"type": "interval", "seconds": 600})
+        for _ in range(5)
+    ]
+    start = min(i.next_run_at for i in instructions if i.next_run_at is not None)
+    clock = Clock(start)
+    schedulers = [tick(runtime, clock) for _ in range(3)]
+    # Simulated time: 6 hours in steps of 7 minutes, three schedulers at once.
+    for step in range(52):
+        clock.now = start + timedelta(minutes=7 * step)
+        await asyncio.gather(*(s.run_once() for s in schedulers))
+
+    for instruction in instructions:
+        runs = await runs_of(runtime, instruction.id)
+        times = [r.scheduled_for for r in runs]
+        assert len(times) == len(set(times))
+        assert instruction.next_run_at is not None
+        # Every 10-minute fire time up to the end of the stretch, none skipped.
+        expected, t = [], instruction.next_run_at
+        while t <= clock.now:
+            expected.append(t)
+            t += timedelta(minutes=10)
+        # Ticks 7 minutes apart never see two 10-minute fire times at once, so
+        # nothing coalesces: every fire time has its run.
+        assert times == expected
+
+
+async def test_changing_the_schedule_takes_effect_at_once(runtime: Runtime, client) -> None:  # type: ignore[no-untyped-def]
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    response = await client.patch(
+        f"/api/v1/instructions/{instruction.id}",
+        json={"trigger": {"type": "interval", "seconds": 120}}, headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    next_run = datetime.fromisoformat(response.json()["next_run_at"])
+    assert next_run - datetime.now(UTC) <= timedelta(seconds=121)
+    assert await tick(runtime, Clock(next_run + timedelta(seconds=1))).run_once() == 1

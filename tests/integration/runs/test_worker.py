@@ -1,0 +1,242 @@
+"""The worker: claims, executes with the offline agent, writes outcomes once, fenced by lease."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+
+from app.agent.llm import TurnRequest, TurnResponse
+from app.agent.offline import OfflineModel
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.instructions.models import Instruction
+from app.runs import queue
+from app.runs import service as runs_service
+from app.runs.models import Run
+from tests import factories
+from tests.integration.runs.helpers import (
+    deliveries_of,
+    get_run,
+    make_worker,
+    notifications_of,
+    steps_of,
+    work_once,
+)
+
+
+async def run_now(runtime: Runtime, instruction: Instruction) -> uuid.UUID:
+    async with transaction(runtime.sessionmaker) as session:
+        run = await runs_service.run_now(
+            session=session, instruction=instruction, wakeups=runtime.wakeups
+        )
+        return run.id
+
+
+class CountingModel(OfflineModel):
+    """The offline model, counting the turns it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns = 0
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.turns += 1
+        return await super().turn(request)
+
+
+class SlowModel(OfflineModel):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        await asyncio.sleep(self.delay)
+        return await super().turn(request)
+
+
+async def test_run_produces_one_digest_with_steps_then_skips_when_nothing_is_new(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
+    model = CountingModel()
+    worker = make_worker(runtime, model)
+
+    first = await run_now(runtime, instruction)
+    assert await work_once(worker) == 1
+    run = await get_run(runtime, first)
+    assert run.status == "succeeded", run.error
+    assert run.attempt == 1
+    assert run.lease_token is None
+    assert run.finished_at is not None
+    assert run.result is not None
+    assert run.result["model"] == "pilotlight-offline"
+    assert run.input_tokens > 0
+    assert run.output_tokens > 0
+
+    steps = await steps_of(runtime, first)
+    kinds = [s.kind for s in steps]
+    assert kinds[0] == "model"
+    assert kinds[-1] == "model"
+    assert "tool" in kinds
+    assert [s.seq for s in steps] == list(range(1, len(steps) + 1))
+    tool = next(s for s in steps if s.kind == "tool")
+    assert tool.arguments
+    assert tool.result_excerpt
+
+    (digest,) = await notifications_of(runtime, user.id)
+    assert digest.kind == "digest"
+    assert digest.run_id == first
+    assert digest.body == run.result["summary"]
+    deliveries = {d.channel: d.status for d in await deliveries_of(runtime, digest.id)}
+    assert deliveries == {"email": "pending", "in_app": "sent"}
+
+    turns_before = model.turns
+    second = await run_now(runtime, instruction)
+    await work_once(worker)
+    run2 = await get_run(runtime, second)
+    assert run2.status == "skipped"
+    assert model.turns == turns_before  # nothing new: no model call at all
+    assert len(await notifications_of(runtime, user.id)) == 1
+
+
+async def test_outcome_of_a_worker_that_lost_its_lease_is_refused(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    worker = make_worker(runtime, SlowModel(0.3))
+
+    assert await worker.run_once() == 1
+    (claim, task) = worker.inflight[run_id]
+    # Another worker takes the run over (its lease expired and was re-claimed).
+    other = uuid.uuid4()
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(lease_token=other))
+    await asyncio.gather(task, return_exceptions=True)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "running"
+    assert run.lease_token == other
+    assert await notifications_of(runtime, user.id) == []
+    async with transaction(runtime.sessionmaker) as session:
+        assert not await queue.finish(session=session, claim=claim, status="succeeded")
+
+
+async def test_cancelling_a_running_run_stops_it_without_an_outcome(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    worker = make_worker(runtime, SlowModel(0.3))
+    await worker.run_once()
+    async with transaction(runtime.sessionmaker) as session:
+        await runs_service.cancel(session=session, user=user, run_id=run_id)
+    await asyncio.gather(*(t for _c, t in worker.inflight.values()), return_exceptions=True)
+    run = await get_run(runtime, run_id)
+    assert run.status == "cancelled"
+    assert run.result is None
+    assert await notifications_of(runtime, user.id) == []
+
+
+async def test_failed_attempts_retry_with_backoff_then_fail_and_stop_the_instruction(
+    runtime: Runtime,
+) -> None:
+    settings = runtime.settings
+    settings.worker_max_attempts = 2
+    settings.worker_failures_before_error = 2
+    user, _ = await factories.user_with_token(runtime, sample=False)  # nothing to read
+    instruction = await factories.instruction(runtime, user)
+    worker = make_worker(runtime)
+
+    for n in (1, 2):
+        run_id = await run_now(runtime, instruction)
+        await work_once(worker)
+        run = await get_run(runtime, run_id)
+        assert run.status == "queued"
+        assert run.attempt == 1
+        assert run.error
+        assert "no connected account" in run.error
+        # Backing off: the retry waits at least half the base delay after the failure.
+        assert run.available_at - run.updated_at >= timedelta(seconds=0.05)
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(
+                update(Run).where(Run.id == run_id).values(available_at=datetime.now(UTC))
+            )
+        await work_once(worker)
+        run = await get_run(runtime, run_id)
+        assert run.status == "failed"
+        assert run.attempt == 2
+        async with transaction(runtime.sessionmaker) as session:
+            reloaded = await session.get(Instruction, instruction.id)
+            assert reloaded is not None
+            assert reloaded.consecutive_failures == n
+        await asyncio.sleep(0.001)  # run-now fire times must differ
+
+    assert reloaded.status == "error"
+    assert reloaded.next_run_at is None
+    assert reloaded.status_detail
+    assert "2 failed runs" in reloaded.status_detail
+    errors = [n for n in await notifications_of(runtime, user.id) if n.kind == "error"]
+    assert len(errors) == 2
+    assert "Resume it" in errors[-1].body
+
+
+async def test_rescuer_requeues_a_run_whose_worker_died(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    async with transaction(runtime.sessionmaker) as session:
+        (dead,) = await queue.claim(
+            session=session, worker_id="dead", limit=1, lease_seconds=60
+        )
+        await session.execute(
+            update(Run).where(Run.id == run_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    worker = make_worker(runtime)
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded"
+    assert run.attempt == 2
+    assert run.worker_id == worker.worker_id
+    async with transaction(runtime.sessionmaker) as session:
+        assert not await queue.finish(session=session, claim=dead, status="failed")
+    assert len(await notifications_of(runtime, user.id)) == 1
+
+
+async def test_stopping_the_worker_gives_its_runs_back(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    worker = make_worker(runtime, SlowModel(5))
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        if worker.inflight:
+            break
+        await asyncio.sleep(0.02)
+    assert run_id in worker.inflight
+    stop.set()
+    await asyncio.wait_for(loop_task, 5)
+    run = await get_run(runtime, run_id)
+    assert run.status == "queued"
+    assert run.attempt == 0
+    assert run.lease_token is None
+
+    await work_once(make_worker(runtime))
+    assert (await get_run(runtime, run_id)).status == "succeeded"
+
+
+async def test_many_runs_in_flight_each_finish_once(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [await factories.instruction(runtime, user) for _ in range(6)]
+    ids = [await run_now(runtime, i) for i in instructions]
+    workers = [make_worker(runtime, SlowModel(0.05)) for _ in range(3)]
+    for _ in range(5):
+        await asyncio.gather(*(work_once(w) for w in workers))
+    statuses = [(await get_run(runtime, i)).status for i in ids]
+    assert statuses == ["succeeded"] * 6
+    digests = [n for n in await notifications_of(runtime, user.id) if n.kind == "digest"]
+    assert sorted(n.run_id for n in digests) == sorted(ids)

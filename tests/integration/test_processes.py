@@ -1,0 +1,146 @@
+"""The service as users run it: real processes, real HTTP, a real database."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.instructions.models import Instruction
+from tests import factories
+from tests.integration.processes import (
+    command,
+    free_port,
+    pilotlight_env,
+    start,
+    stop,
+    stopped_cleanly,
+    wait_for,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def test_serve_first_start_shows_a_digest_within_seconds(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """What a newcomer sees: serve, a token from the CLI, a digest of the sample mailbox."""
+    port = free_port()
+    # On PostgreSQL the scaled path: `migrate` first; on SQLite serve does it all.
+    env = pilotlight_env(
+        data_dir=tmp_path / "data", database_url=database_url if is_postgres else "",
+        PILOTLIGHT_PORT=str(port),
+    )
+    if is_postgres:
+        subprocess.run(command("migrate"), env=env, cwd=tmp_path, check=True, timeout=60)
+    log = tmp_path / "serve.log"
+    server = start(command("serve"), env, tmp_path, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, server, log)
+        token = subprocess.run(
+            command("token", "create"), env=env, cwd=tmp_path, check=True, timeout=60,
+            capture_output=True, text=True,
+        ).stdout.strip()
+        assert token.startswith("plt_")
+        assert "\n" not in token
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def digest() -> dict[str, Any] | None:
+            items = httpx.get(f"{base}/api/v1/notifications", headers=headers).json()["items"]
+            return next((n for n in items if n["kind"] == "digest"), None)
+
+        notification = wait_for(digest, 30, "the first digest")
+        assert notification["title"] == "Morning digest"
+        result = notification["data"]["digest"]
+        assert result["model"] == "pilotlight-offline"
+        cited = {ref["id"] for s in result["sections"] for i in s["items"] for ref in i["refs"]}
+        assert cited, "the digest cites the sample mailbox"
+
+        run = httpx.get(f"{base}/api/v1/runs/{notification['run_id']}", headers=headers).json()
+        assert run["status"] == "succeeded"
+        assert [s["kind"] for s in run["steps"]][0] == "model"
+        assert any(s["kind"] == "tool" for s in run["steps"])
+
+        instructions = httpx.get(f"{base}/api/v1/instructions", headers=headers).json()
+        (example,) = instructions["items"]
+        assert example["schedule"] == "At 08:00, Monday through Friday (Europe/Berlin)"
+        assert httpx.get(f"{base}/readyz").status_code == 200
+    finally:
+        code = stop(server)
+    assert stopped_cleanly(code, log), log.read_text()
+    assert "worker stopped" in log.read_text()
+    assert "scheduler stopped" in log.read_text()
+    assert token not in log.read_text()  # secrets never reach the log
+
+
+async def test_api_scheduler_and_worker_as_separate_processes(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(
+        runtime, user, trigger={"type": "interval", "seconds": 3600}
+    )
+    port = free_port()
+    env = pilotlight_env(
+        data_dir=tmp_path / "data", database_url=database_url, PILOTLIGHT_PORT=str(port),
+        PILOTLIGHT_WORKER_POLL_SECONDS="0.2", PILOTLIGHT_SCHEDULER_TICK_SECONDS="0.2",
+    )
+    processes = {
+        role: start(command(role), env, tmp_path, tmp_path / f"{role}.log")
+        for role in ("api", "scheduler", "worker")
+    }
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, processes["api"], tmp_path / "api.log")
+        # Run now through the api process; the worker process picks it up.
+        queued = httpx.post(f"{base}/api/v1/instructions/{instruction.id}/run", headers=headers)
+        assert queued.status_code == 201, queued.text
+        assert queued.json()["status"] == "queued"
+
+        def finished(run_id: str) -> dict[str, Any] | None:
+            run = httpx.get(f"{base}/api/v1/runs/{run_id}", headers=headers).json()
+            return run if run["status"] not in ("queued", "running") else None
+
+        manual = wait_for(lambda: finished(queued.json()["id"]), 30, "the manual run")
+        assert manual["status"] == "succeeded", manual
+
+        # Make the instruction due: the scheduler process queues it, the worker runs it.
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(
+                update(Instruction).where(Instruction.id == instruction.id)
+                .values(next_run_at=datetime.now(UTC))
+            )
+
+        def scheduled() -> dict[str, Any] | None:
+            runs = httpx.get(
+                f"{base}/api/v1/runs", params={"instruction_id": str(instruction.id)},
+                headers=headers,
+            ).json()["items"]
+            done = [r for r in runs if r["reason"] == "schedule" and r["status"] == "skipped"]
+            return done[0] if done else None
+
+        # Nothing is new since the manual run, so the scheduled run is skipped.
+        assert wait_for(scheduled, 30, "the scheduled run")["error"]
+    finally:
+        codes = {role: stop(p) for role, p in processes.items()}
+    for role, code in codes.items():
+        log = tmp_path / f"{role}.log"
+        assert stopped_cleanly(code, log), f"{role} exited {code}:\n{log.read_text()}"
+
+
+def test_roles_refuse_to_start_on_an_unmigrated_database(tmp_path: Path) -> None:
+    env = pilotlight_env(data_dir=tmp_path / "data")
+    result = subprocess.run(
+        command("worker"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "run `pilotlight migrate` first" in result.stderr
