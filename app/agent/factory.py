@@ -20,6 +20,3 @@ def build_llm(settings: Settings) -> LLM:
         )
     return OfflineModel()
 
-
-def model_name(settings: Settings, llm: LLM) -> str:
-    return llm.name

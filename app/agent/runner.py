@@ -67,6 +67,8 @@ class AgentRequest:
     now: datetime
     window_start: datetime | None
     model: str
+    # New items per source and kind shown in the prompt; the rest come next run.
+    context_limit: int = 100
 
 
 class StepRecord(BaseModel):
@@ -256,7 +258,10 @@ async def run_agent(
     keys = list(sources)
     fetched = await asyncio.gather(
         *(
-            sources[key].delta(cursors.get(key), mail=request.read_mail, files=request.read_files)
+            sources[key].delta(
+                cursors.get(key), mail=request.read_mail, files=request.read_files,
+                limit=request.context_limit,
+            )
             for key in keys
         )
     )

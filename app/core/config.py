@@ -30,7 +30,7 @@ class Settings(BaseSettings):
         ),
     )
     database_pool_size: int = Field(
-        10, ge=1, le=200, description="Connections per process (PostgreSQL)."
+        10, ge=1, le=200, description="Database connections each process keeps (PostgreSQL)."
     )
     local_user_email: str = Field(
         "me@localhost", description="The user `serve` creates on first start (embedded mode)."
@@ -80,17 +80,20 @@ class Settings(BaseSettings):
 
     # --- agent -------------------------------------------------------------
     gemini_api_key: SecretStr | None = Field(
-        None, description="Gemini API key. Without it the offline model is used."
+        None,
+        description="Gemini API key. This version has only the offline model: when the key "
+        "is set it logs a warning and still uses the offline model.",
     )
-    gemini_model: str = Field("gemini-3.5-flash", description="Default Gemini model.")
     agent_max_turns: int = Field(
         8, ge=2, le=50, description="Model turns per run before it must answer."
     )
     agent_default_max_tool_calls: int = Field(
-        10, ge=0, le=200, description="Default action budget of a new instruction."
+        10, ge=0, le=100, description="Default action budget of a new instruction."
     )
     agent_context_limit: int = Field(
-        100, ge=1, le=1000, description="New messages and files per source shown in the prompt."
+        100, ge=1, le=1000,
+        description="New messages (and new files) per account shown in the prompt; the rest "
+        "come in the next run.",
     )
 
     # --- sources -----------------------------------------------------------

@@ -108,7 +108,7 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
     if null_pool:
         return create_async_engine(url, poolclass=NullPool)
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
     )
 
 

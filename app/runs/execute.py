@@ -123,6 +123,7 @@ class RunExecutor:
             now=ctx.run.window_end or utcnow(),
             window_start=ctx.run.window_start,
             model=self.llm.name,
+            context_limit=self.settings.agent_context_limit,
         )
         cursors = {key: ctx.instruction.cursor.get(key) for key in sources}
         recorder = _StepWriter(self.sessionmaker, claim, ctx.run)

@@ -1,0 +1,52 @@
+"""Settings: read from PILOTLIGHT_ variables, bounded, and all documented in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme_and_nothing_else() -> None:
+    documented = set(re.findall(r"^\| `(PILOTLIGHT_[A-Z0-9_]+)` \|", README.read_text(), re.M))
+    defined = {f"PILOTLIGHT_{name.upper()}" for name in Settings.model_fields}
+    assert defined - documented == set(), "settings missing from the README's table"
+    assert documented - defined == set(), "the README documents settings that do not exist"
+
+
+def test_every_setting_has_a_description() -> None:
+    assert [n for n, f in Settings.model_fields.items() if not f.description] == []
+
+
+def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTLIGHT_WORKER_CONCURRENCY", "7")
+    monkeypatch.setenv("PILOTLIGHT_DATABASE_URL", "postgres://u:p@127.0.0.1:5432/db")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.worker_concurrency == 7
+    assert settings.effective_database_url == "postgresql+asyncpg://u:p@127.0.0.1:5432/db"
+    assert not settings.is_sqlite
+
+
+def test_default_database_is_sqlite_in_the_data_folder(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    assert settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path}/pilotlight.db"
+    assert settings.is_sqlite
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PILOTLIGHT_PORT", "0"), ("PILOTLIGHT_WORKER_CONCURRENCY", "0"),
+     ("PILOTLIGHT_WORKER_LEASE_SECONDS", "1"), ("PILOTLIGHT_SCHEDULER_TICK_SECONDS", "abc")],
+)
+def test_out_of_bounds_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]
