@@ -91,7 +91,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized"}
+        names = {
+            400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
+            413: "PayloadTooLarge", 415: "UnsupportedMediaType",
+        }
         body = ErrorBody(error=names.get(exc.status_code, "HTTPError"), detail=str(exc.detail))
         return JSONResponse(body.model_dump(exclude_none=True), exc.status_code, exc.headers)
 

@@ -28,7 +28,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), uuid.UUID(row_id)
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("cursor timestamp without a UTC offset")
+        return created_at, uuid.UUID(row_id)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidCursor("invalid page cursor") from exc
 

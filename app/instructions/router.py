@@ -16,6 +16,7 @@ from app.instructions.schemas import (
     InstructionUpdate,
 )
 from app.instructions.service import InstructionNotFound
+from app.questions import service as questions_service
 from app.runs import service as runs_service
 from app.runs.models import Run
 from app.runs.schemas import RunOut
@@ -90,11 +91,15 @@ async def update_instruction(
 async def delete_instruction(
     instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> Response:
-    """Delete an instruction and cancel its queued runs; past runs stay in the history."""
+    """Delete an instruction, cancel its queued runs and close its open questions.
+
+    Past runs stay in the history.
+    """
     instruction = await service.delete(
         session=session, user=user, instruction_id=instruction_id
     )
     await runs_service.cancel_queued_for(session=session, instruction_id=instruction.id)
+    await questions_service.expire_open_for(session=session, instruction_id=instruction.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class QuestionOut(BaseModel):
@@ -24,6 +24,14 @@ class AnswerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     answer: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("answer")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
+        if "\x00" in value:
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value
 
 
 def to_out(question: Any) -> QuestionOut:

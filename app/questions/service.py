@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit, utcnow
@@ -64,3 +64,14 @@ async def answer(
         after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
     await session.flush()
     return question
+
+
+async def expire_open_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
+    """Close the open questions of an instruction that is going away: they can't be answered."""
+    now = utcnow()
+    await session.execute(
+        update(Question)
+        .where(Question.instruction_id == instruction_id, Question.status == "open")
+        .values(status="expired", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )

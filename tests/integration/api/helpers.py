@@ -16,6 +16,7 @@ import httpx
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
+from app.main import create_app
 from app.notifications.service import notify
 from app.questions.models import Question
 from app.runs.models import Run, RunStep
@@ -46,8 +47,27 @@ def assert_error(
     return body
 
 
-def parse_time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route of the app, included routers flattened."""
+    app = create_app(None)  # type: ignore[arg-type]  # routes only: no runtime is touched
+    try:  # FastAPI >= 0.16x includes routers lazily; this walks them
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI copies included routes into app.routes
+        routes: list[Any] = list(app.routes)
+    else:
+        routes = list(iter_route_contexts(app.routes))
+    return sorted(
+        (method, route.path)
+        for route in routes
+        for method in (getattr(route, "methods", None) or ())
+        if method != "HEAD"
+    )
+
+
+def parse_time(value: str | None) -> datetime:
+    """A timestamp of a response, which must be there, as an aware UTC datetime."""
+    assert value is not None
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 async def add_run(

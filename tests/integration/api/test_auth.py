@@ -14,7 +14,6 @@ from sqlalchemy import select, text, update
 
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
-from app.main import API_PREFIX, create_app
 from app.models import Base
 from app.users import service as users
 from app.users.models import ApiToken
@@ -24,29 +23,12 @@ from tests.integration.api.helpers import (
     add_notification,
     add_question,
     add_run,
+    app_routes,
     assert_error,
 )
 
-
-def _app_routes() -> list[tuple[str, str]]:
-    """(method, path) of every route of the app, included routers flattened."""
-    app = create_app(None)  # type: ignore[arg-type]  # routes only: no runtime is touched
-    try:  # FastAPI >= 0.16x includes routers lazily; this walks them
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI copies included routes into app.routes
-        routes: list[Any] = list(app.routes)
-    else:
-        routes = list(iter_route_contexts(app.routes))
-    return sorted(
-        (method, route.path)
-        for route in routes
-        for method in (getattr(route, "methods", None) or ())
-        if method != "HEAD"
-    )
-
-
 # The routes, read from the app itself so that a new route is covered (or fails) at once.
-API_ROUTES = [(method, path) for method, path in _app_routes() if path.startswith(API_PREFIX)]
+API_ROUTES = [(method, path) for method, path in app_routes() if path.startswith(API)]
 ID_ROUTES = [(method, path) for method, path in API_ROUTES if "{" in path]
 
 # Every route that takes an id: the body it is called with (None: no body).
@@ -110,6 +92,17 @@ async def test_bad_token_is_401(
     response = await client.get(f"{API}/me", headers={"Authorization": authorization})
     assert_error(response, 401, "InvalidToken", fragment)
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_bearer_scheme_is_case_insensitive(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user, headers = await user_with_token(runtime)
+    plaintext = headers["Authorization"].removeprefix("Bearer ")
+    for scheme in ("bearer", "BEARER"):
+        response = await client.get(f"{API}/me", headers={"Authorization": f"{scheme} {plaintext}"})
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == str(user.id)
 
 
 async def test_revoked_token_is_401(client: httpx.AsyncClient, runtime: Runtime) -> None:

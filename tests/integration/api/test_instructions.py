@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime, time, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,16 +23,21 @@ WEEKDAYS_AT_8 = "At 08:00, Monday through Friday (Europe/Berlin)"
 
 
 def next_local(
-    after: datetime, zone: str, at: time, *, weekdays: tuple[int, ...] = tuple(range(7))
+    after: datetime, zone: str, at: time, *, weekdays: tuple[int, ...] = tuple(range(7)),
+    also: Callable[[date], bool] = lambda _day: False,
 ) -> datetime:
-    """The first `at` (wall clock in `zone`) after `after` on one of `weekdays`, in UTC."""
+    """The first `at` (wall clock in `zone`) after `after` on one of `weekdays`, in UTC.
+
+    A day for which `also` is true counts too (crontab's day-of-month OR day-of-week).
+    """
     tz = ZoneInfo(zone)
     day = after.astimezone(tz).date()
-    for offset in range(8):
+    for offset in range(63):
         candidate = datetime.combine(day + timedelta(days=offset), at, tzinfo=tz)
-        if candidate.weekday() in weekdays and candidate > after:
+        matches = candidate.weekday() in weekdays or also(candidate.date())
+        if matches and candidate > after:
             return candidate.astimezone(UTC)
-    raise AssertionError("no fire time within a week")
+    raise AssertionError("no fire time within two months")
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str], **overrides: Any) -> Any:
@@ -95,6 +101,23 @@ async def test_cron_weekdays_follow_crontab(
                                                   "timezone": "Europe/Berlin"})
     after = utcnow()
     expected = {next_local(m, "Europe/Berlin", time(8), weekdays=weekdays) for m in (before, after)}
+    assert parse_time(body["next_run_at"]) in expected, (body["next_run_at"], expected)
+
+
+async def test_cron_day_of_month_or_weekday(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """With both restricted, crontab fires on either, as the schedule says."""
+    _user, headers = await user_with_token(runtime)
+    before = utcnow()
+    body = await create(client, headers, trigger={"type": "cron", "cron": "0 8 1 * 3",
+                                                  "timezone": "Europe/Berlin"})
+    after = utcnow()
+    assert body["schedule"] == (
+        "At 08:00, on day 1 of the month, or on Wednesday (Europe/Berlin)"
+    )
+    expected = {
+        next_local(m, "Europe/Berlin", time(8), weekdays=(2,), also=lambda d: d.day == 1)
+        for m in (before, after)
+    }
     assert parse_time(body["next_run_at"]) in expected, (body["next_run_at"], expected)
 
 
@@ -195,11 +218,6 @@ async def test_list_invalid_cursor(
     assert_error(response, 422, "InvalidCursor", "cursor")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in app/core/pagination.py: decode_cursor accepts a timestamp without an offset, "
-    "and the UTC column refuses the naive datetime at query time (an unhandled 500)",
-)
 @pytest.mark.parametrize("path", ["instructions", "runs", "notifications"])
 async def test_list_cursor_without_offset_is_invalid(
     client: httpx.AsyncClient, runtime: Runtime, path: str
@@ -415,6 +433,8 @@ BAD_BODIES: list[Any] = [
                  ["invalid cron expression", CRON], id="cron-weekday-8"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * 5-1"}},
                  ["invalid cron expression", CRON], id="cron-weekday-backwards"),
+    pytest.param({"trigger": {"type": "cron", "cron": "0 8 31 2 *"}},
+                 ["invalid cron expression", "never fires"], id="cron-february-31"),
     pytest.param({"trigger": {"type": "cron", "cron": ""}},
                  ["invalid cron expression", CRON], id="cron-empty"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "Mars/Olympus"}},
@@ -490,6 +510,9 @@ async def test_create_rejects_bad_input(
         pytest.param(b"\xff\xfe\x00garbage", "application/json", id="binary"),
         pytest.param(b"title=Morning", "application/x-www-form-urlencoded", id="form"),
         pytest.param(b"hello", "text/plain", id="plain-text"),
+        pytest.param(b"null", "application/json", id="null"),
+        pytest.param(b'{"title": "\\ud800", "text": "t", "trigger": {"type": "interval", '
+                     b'"seconds": 60}}', "application/json", id="lone-surrogate"),
     ],
 )
 async def test_create_rejects_non_json(
@@ -500,6 +523,18 @@ async def test_create_rejects_non_json(
         headers = {**headers, "Content-Type": content_type}
     response = await client.post(f"{API}/instructions", content=content, headers=headers)
     assert_error(response, 422, "ValidationError")
+
+
+async def test_deeply_nested_json_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    content = b"[" * 100_000 + b"]" * 100_000
+    response = await client.post(f"{API}/instructions", content=content,
+                                 headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert set(response.json()) <= {"error", "detail", "errors"}
+    assert response.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ async def test_list_filters_by_instruction_and_status(
     base = utcnow() - timedelta(hours=1)
     runs = [
         await add_run(runtime, user, first, status="succeeded", created_at=base),
-        await add_run(runtime, user, first, status="failed", created_at=base + timedelta(1),
+        await add_run(runtime, user, first, status="failed", created_at=base + timedelta(minutes=1),
                       error="boom"),
         await add_run(runtime, user, second, status="succeeded",
                       created_at=base + timedelta(minutes=2)),
@@ -38,8 +38,8 @@ async def test_list_filters_by_instruction_and_status(
         assert response.status_code == 200, response.text
         return [r["id"] for r in response.json()["items"]]
 
-    assert await listed() == [ids[1], ids[3], ids[2], ids[0]]  # newest first
-    assert await listed(instruction_id=str(first.id)) == [ids[1], ids[3], ids[0]]
+    assert await listed() == ids[::-1]  # newest first
+    assert await listed(instruction_id=str(first.id)) == [ids[3], ids[1], ids[0]]
     assert await listed(instruction_id=str(second.id)) == [ids[2]]
     assert await listed(status="succeeded") == [ids[2], ids[0]]
     assert await listed(status="failed") == [ids[1]]
