@@ -78,8 +78,7 @@ def _loops(runtime: Runtime, *, scheduler: bool, worker: bool) -> list[LoopServi
     if scheduler:
         loops.append(
             SchedulerTick(
-                sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
-                interval=settings.scheduler_tick_seconds, batch_size=settings.scheduler_batch_size,
+                sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=settings
             )
         )
     if worker:
@@ -103,12 +102,26 @@ async def _serve_http(
     await uvicorn.Server(config).serve()
 
 
-async def _run_loops(loops: Sequence[LoopService]) -> None:
+async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:
+    settings = runtime.settings
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.gather(*(service.run(stop) for service in loops))
+
+
+def _exit_if_stopped_while_starting() -> None:
+    """Until the loops take over SIGTERM, it means: nothing is held yet, just exit."""
+
+    def _exit(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to listen on.")]
@@ -156,10 +169,11 @@ def api(host: HostOpt = None, port: PortOpt = None) -> None:
 @cli.command()
 def scheduler() -> None:
     """Run the scheduler role only: queue runs for due instructions."""
+    _exit_if_stopped_while_starting()
 
     async def main(runtime: Runtime) -> None:
         await _require_schema(runtime)
-        await _run_loops(_loops(runtime, scheduler=True, worker=False))
+        await _run_loops(runtime, _loops(runtime, scheduler=True, worker=False))
 
     _run(main)
 
@@ -167,10 +181,11 @@ def scheduler() -> None:
 @cli.command()
 def worker() -> None:
     """Run the worker role only: execute queued runs."""
+    _exit_if_stopped_while_starting()
 
     async def main(runtime: Runtime) -> None:
         await _require_schema(runtime)
-        await _run_loops(_loops(runtime, scheduler=False, worker=True))
+        await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True))
 
     _run(main)
 

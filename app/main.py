@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.core.errors import install_error_handlers
@@ -16,6 +17,7 @@ from app.core.runtime import Runtime
 from app.instructions.router import router as instructions_router
 from app.notifications.router import router as notifications_router
 from app.questions.router import router as questions_router
+from app.runs.metrics import refresh_database_gauges
 from app.runs.router import router as runs_router
 from app.users.router import router as users_router
 
@@ -68,5 +70,12 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
                 status_code=503,
             )
         return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics: this process's counters and the database-wide queue gauges."""
+        async with runtime.sessionmaker() as session:
+            await refresh_database_gauges(session)
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -6,6 +6,7 @@ configuration table is checked against this class by a test.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,6 +58,20 @@ class Settings(BaseSettings):
         500, ge=1, le=10000, description="Due instructions claimed per tick transaction."
     )
 
+    scheduler_misfire_grace_seconds: float = Field(
+        43200, ge=1, le=31 * 86400,
+        description="After downtime, a missed fire time this recent still gets one catch-up "
+        "run; older ones are skipped (the next run then covers the gap).",
+    )
+    scheduler_clock_speedup: float = Field(
+        1.0, ge=1, le=100000,
+        description="Testing only: the scheduler's clock runs this many times faster than the "
+        "database's from PILOTLIGHT_SCHEDULER_CLOCK_ORIGIN.",
+    )
+    scheduler_clock_origin: datetime | None = Field(
+        None, description="Testing only: the moment the sped-up clock starts from."
+    )
+
     # --- worker ------------------------------------------------------------
     worker_concurrency: int = Field(
         20, ge=1, le=5000, description="Runs one worker process executes at once."
@@ -65,7 +80,7 @@ class Settings(BaseSettings):
         1.0, ge=0.05, le=60, description="How often an idle worker looks for queued runs."
     )
     worker_lease_seconds: float = Field(
-        60, ge=5, le=3600, description="How long a claimed run is held without a renewal."
+        60, ge=1, le=3600, description="How long a claimed run is held without a renewal."
     )
     worker_max_attempts: int = Field(
         3, ge=1, le=20, description="Attempts of one run before it fails."
@@ -73,9 +88,27 @@ class Settings(BaseSettings):
     worker_retry_base_seconds: float = Field(
         5, ge=0.1, le=3600, description="First retry delay; doubles with each attempt."
     )
+    worker_shutdown_seconds: float = Field(
+        30, ge=0, le=3600,
+        description="On SIGTERM, how long running runs may take to finish before they are "
+        "given back to the queue.",
+    )
     worker_failures_before_error: int = Field(
         3, ge=1, le=100,
         description="Failed runs in a row after which an instruction stops (status error).",
+    )
+
+    metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="Port on which the scheduler and worker roles serve /metrics (0: off). "
+        "The api serves /metrics on its own port.",
+    )
+    test_fault: str = Field(
+        "",
+        pattern=r"^$|^(kill|stop):(claimed|model_answered|digest_written|notification_written|"
+        r"outcome_committed)$",
+        description="Testing only: the worker SIGKILLs or SIGSTOPs itself at this point of a "
+        "run, e.g. kill:model_answered.",
     )
 
     # --- agent -------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import JSON, DateTime, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -114,6 +114,18 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def db_now(session: AsyncSession) -> datetime:
+    """The database's clock: leases and due times are judged by it, not by the worker's.
+
+    SQLite runs in this process, so its clock is this machine's.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        value = (await session.execute(text("SELECT clock_timestamp()"))).scalar_one()
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+    return utcnow()
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

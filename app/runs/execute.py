@@ -9,22 +9,32 @@ run writes nothing, and a retry never tells the user twice.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
 from app.agent.llm import LLM
-from app.agent.runner import AgentOutcome, AgentRequest, StepRecord, run_agent
+from app.agent.runner import (
+    AgentOutcome,
+    AgentRequest,
+    StepRecord,
+    StepRecorder,
+    run_agent,
+)
 from app.core.config import Settings
-from app.core.db import transaction, utcnow
+from app.core.db import after_commit, transaction, utcnow
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
-from app.runs import queue
+from app.runs import metrics, queue
 from app.runs.models import Run, RunStep
 from app.sources.base import Source
 from app.sources.registry import source_for
@@ -45,6 +55,20 @@ class _Context:
     accounts: list[Account]
 
 
+class Agent(Protocol):
+    """What the executor runs: `run_agent`, or another with its signature (benchmarks)."""
+
+    async def __call__(
+        self,
+        *,
+        llm: LLM,
+        sources: Mapping[str, Source],
+        cursors: Mapping[str, dict[str, Any] | None],
+        request: AgentRequest,
+        record: StepRecorder,
+    ) -> AgentOutcome: ...
+
+
 class RunExecutor:
     def __init__(
         self,
@@ -52,14 +76,30 @@ class RunExecutor:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         llm: LLM,
+        agent: Agent = run_agent,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.llm = llm
+        self.agent = agent
+        self._fault_fired = False
+
+    def fault(self, point: str) -> None:
+        """Testing only: die (SIGKILL) or freeze (SIGSTOP) here, as PILOTLIGHT_TEST_FAULT says."""
+        action, _, at = self.settings.test_fault.partition(":")
+        if at != point or self._fault_fired:
+            return
+        self._fault_fired = True
+        log.warning("test fault: %s at %s", action, point)
+        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
 
     async def execute(self, claim: queue.Claim) -> None:
         ctx = await self._load(claim)
         if ctx is None:
+            return
+        self.fault("claimed")
+        if ctx.instruction.deleted_at is not None:
+            await self._cancel_deleted(claim)
             return
         if claim.attempt > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
@@ -126,15 +166,30 @@ class RunExecutor:
             context_limit=self.settings.agent_context_limit,
         )
         cursors = {key: ctx.instruction.cursor.get(key) for key in sources}
-        recorder = _StepWriter(self.sessionmaker, claim, ctx.run)
-        return await run_agent(
+        recorder = _StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
+        return await self.agent(
             llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
         )
+
+    async def _cancel_deleted(self, claim: queue.Claim) -> None:
+        async with transaction(self.sessionmaker) as session:
+            await queue.finish(
+                session=session, claim=claim, status="cancelled", finished_at=utcnow(),
+                error="the instruction was deleted",
+            )
 
     async def _succeeded(self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome) -> None:
         now = utcnow()
         digest = outcome.digest.model_dump(mode="json") if outcome.digest else None
         async with transaction(self.sessionmaker) as session:
+            # Locked first: a delete that commits meanwhile waits, or is seen here.
+            instruction = await _lock_instruction(session, ctx.instruction)
+            if instruction.deleted_at is not None:
+                await queue.finish(
+                    session=session, claim=claim, status="cancelled", finished_at=now,
+                    error="the instruction was deleted while the run was running",
+                )
+                return
             written = await queue.finish(
                 session=session, claim=claim, status=outcome.status, finished_at=now,
                 result=digest, error=outcome.skipped_reason, model=self.llm.name,
@@ -146,7 +201,7 @@ class RunExecutor:
             )
             if not written:
                 raise LeaseLost()
-            instruction = await _lock_instruction(session, ctx.instruction)
+            self.fault("digest_written")
             instruction.cursor = {**instruction.cursor, **outcome.cursors}
             instruction.covered_until = _later(instruction.covered_until, ctx.run.window_end)
             instruction.last_run_at = now
@@ -158,6 +213,9 @@ class RunExecutor:
                     channels=instruction.channels.get("kinds", []),
                     data={"digest": digest}, run_id=claim.run_id, instruction_id=instruction.id,
                 )
+                self.fault("notification_written")
+            after_commit(session, metrics.RUNS_FINISHED.labels(outcome.status).inc)
+        self.fault("outcome_committed")
 
     async def _failed(self, claim: queue.Claim, ctx: _Context, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
@@ -171,6 +229,8 @@ class RunExecutor:
                 )
                 if not written:
                     log.warning("run %s: lease lost; not retried by this worker", claim.run_id)
+                else:
+                    after_commit(session, metrics.RUN_RETRIES.inc)
                 return
         log.debug("run %s final failure: %s", claim.run_id, traceback.format_exception(exc))
         await self._give_up(claim, ctx, reason)
@@ -184,6 +244,7 @@ class RunExecutor:
             )
             if not written:
                 return
+            after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
             instruction = await _lock_instruction(session, ctx.instruction)
             instruction.consecutive_failures += 1
             instruction.last_run_at = now
@@ -214,11 +275,16 @@ class _StepWriter:
     """Writes each step of the agent as it happens, numbered within the attempt."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], claim: queue.Claim, run: Run
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        claim: queue.Claim,
+        run: Run,
+        fault: Callable[[str], None],
     ) -> None:
         self.sessionmaker = sessionmaker
         self.claim = claim
         self.run = run
+        self.fault = fault
         self.seq = 0
 
     async def __call__(self, step: StepRecord) -> None:
@@ -240,6 +306,8 @@ class _StepWriter:
                     duration_ms=step.duration_ms, error=step.error,
                 )
             )
+        if step.kind == "model":
+            self.fault("model_answered")
 
 
 async def _lock_instruction(session: AsyncSession, instruction: Instruction) -> Instruction:

@@ -31,6 +31,15 @@ class Run(IdMixin, TimestampMixin, Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
+        # Runs of one instruction never overlap: two at once would both see the
+        # same new items and tell the user twice.
+        Index(
+            "uq_runs_one_running_per_instruction",
+            "instruction_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
         Index(
             "ix_runs_leased",
             "lease_expires_at",

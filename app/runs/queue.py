@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, exists, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from app.core.db import insert_ignore, utcnow
+from app.core.db import db_now, insert_ignore
 from app.runs.models import Run
+
+# PostgreSQL NOTIFY channel that wakes idle workers when a run is queued.
+RUNS_CHANNEL = "pilotlight_runs"
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,9 @@ class Claim:
     run_id: uuid.UUID
     lease_token: uuid.UUID
     attempt: int
+    # When the run became due: its fire time on a first attempt, else its retry time.
+    due_at: datetime | None = None
+    claimed_at: datetime | None = None
 
 
 async def enqueue(
@@ -37,9 +45,13 @@ async def enqueue(
     window_start: datetime | None,
     window_end: datetime | None,
 ) -> uuid.UUID | None:
-    """Queue a run; None when a run for this (instruction, fire time) already exists."""
+    """Queue a run; None when a run for this (instruction, fire time) already exists.
+
+    On PostgreSQL the same transaction notifies idle workers; the notification
+    is delivered only if it commits.
+    """
     run_id = uuid.uuid4()
-    now = utcnow()
+    now = await db_now(session)
     stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"]).values(
         id=run_id, user_id=user_id, instruction_id=instruction_id, reason=reason,
         scheduled_for=scheduled_for, window_start=window_start, window_end=window_end,
@@ -48,43 +60,79 @@ async def enqueue(
         created_at=now, updated_at=now,
     )
     result: CursorResult[Any] = await session.execute(stmt)  # type: ignore[assignment]
-    return run_id if result.rowcount == 1 else None
+    if result.rowcount != 1:
+        return None
+    await notify_workers(session)
+    return run_id
+
+
+async def notify_workers(session: AsyncSession) -> None:
+    """Wake idle workers on every machine once this transaction commits (PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNS_CHANNEL})
 
 
 async def claim(
     *, session: AsyncSession, worker_id: str, limit: int, lease_seconds: float
 ) -> list[Claim]:
-    """Take up to `limit` queued runs that are due, oldest first."""
-    now = utcnow()
+    """Take up to `limit` queued runs that are due, oldest first, one per instruction.
+
+    A run whose instruction already has a running run waits its turn. Two
+    workers racing for the same instruction on PostgreSQL meet the unique
+    index of running runs; the loser claims nothing this time and polls again.
+    """
+    now = await db_now(session)
     token = uuid.uuid4()
+    running = aliased(Run)
     # FOR UPDATE SKIP LOCKED lets concurrent workers take disjoint batches on
     # PostgreSQL; SQLite ignores it and serialises writers instead.
-    due = (
-        select(Run.id)
-        .where(Run.status == "queued", Run.available_at <= now)
-        .order_by(Run.available_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    candidates = (
+        await session.execute(
+            select(Run.id, Run.instruction_id)
+            .where(
+                Run.status == "queued",
+                Run.available_at <= now,
+                ~exists().where(
+                    running.instruction_id == Run.instruction_id, running.status == "running"
+                ),
+            )
+            .order_by(Run.available_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    first_per_instruction = {row.instruction_id: row.id for row in reversed(candidates)}
+    chosen = list(first_per_instruction.values())
+    if not chosen:
+        return []
     stmt = (
         update(Run)
-        .where(Run.id.in_(due), Run.status == "queued")
+        .where(Run.id.in_(chosen), Run.status == "queued")
         .values(
             status="running", attempt=Run.attempt + 1, lease_token=token,
             lease_expires_at=now + timedelta(seconds=lease_seconds), worker_id=worker_id,
             started_at=now, updated_at=now,
         )
-        .returning(Run.id, Run.attempt)
+        .returning(Run.id, Run.attempt, Run.scheduled_for, Run.available_at)
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(stmt)).all()
-    return [Claim(run_id=r.id, lease_token=token, attempt=r.attempt) for r in rows]
+    try:
+        async with session.begin_nested():
+            rows = (await session.execute(stmt)).all()
+    except IntegrityError:
+        return []  # another worker started a run of one of these instructions just now
+    return [
+        Claim(
+            run_id=r.id, lease_token=token, attempt=r.attempt, claimed_at=now,
+            due_at=r.scheduled_for if r.attempt == 1 else r.available_at,
+        )
+        for r in rows
+    ]
 
 
 async def renew(*, session: AsyncSession, claim: Claim, lease_seconds: float) -> bool:
     """Extend a lease; False when it was lost (expired and taken, or cancelled)."""
-    now = utcnow()
+    now = await db_now(session)
     result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         update(Run)
         .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token,
@@ -97,7 +145,7 @@ async def renew(*, session: AsyncSession, claim: Claim, lease_seconds: float) ->
 
 async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
     """Write a run's outcome if this claim still holds its lease."""
-    values.setdefault("updated_at", utcnow())
+    values.setdefault("updated_at", await db_now(session))
     result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         update(Run)
         .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token,
@@ -126,16 +174,19 @@ def retry_delay(attempt: int, base_seconds: float) -> float:
 
 async def release(*, session: AsyncSession, claim: Claim) -> bool:
     """Give a claimed run back to the queue untouched (shutdown); the attempt is not counted."""
-    now = utcnow()
-    return await finish(
+    now = await db_now(session)
+    released = await finish(
         session=session, claim=claim, status="queued", available_at=now,
         attempt=Run.attempt - 1, worker_id=None, updated_at=now,
     )
+    if released:
+        await notify_workers(session)
+    return released
 
 
 async def rescue_expired(*, session: AsyncSession, limit: int = 500) -> int:
     """Re-queue runs whose worker stopped renewing its lease (it died or hung)."""
-    now = utcnow()
+    now = await db_now(session)
     expired = (
         select(Run.id)
         .where(Run.status == "running", Run.lease_expires_at < now)
@@ -151,4 +202,6 @@ async def rescue_expired(*, session: AsyncSession, limit: int = 500) -> int:
                 error="the worker holding this run stopped; it was queued again")
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount:
+        await notify_workers(session)
     return result.rowcount

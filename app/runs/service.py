@@ -13,7 +13,7 @@ from app.core.errors import Conflict, NotFound
 from app.core.pagination import newest_first
 from app.core.runtime import Wakeups
 from app.instructions.models import Instruction
-from app.runs import queue
+from app.runs import metrics, queue
 from app.runs.models import FINAL_STATUSES, Run, RunStep
 from app.users.models import User
 
@@ -41,6 +41,7 @@ async def run_now(
     if run_id is None:  # two run-now calls in the same microsecond
         raise Conflict("a run for this instruction was queued at the same instant; try again")
     after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
+    after_commit(session, metrics.RUNS_QUEUED.labels("manual").inc)
     run = await session.get(Run, run_id)
     assert run is not None
     return run
@@ -107,11 +108,17 @@ async def cancel(*, session: AsyncSession, user: User, run_id: uuid.UUID) -> Run
 
 
 async def cancel_queued_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
-    """Cancel the queued runs of an instruction that is going away."""
+    """Cancel the queued and waiting runs of an instruction that is going away.
+
+    A running one is left to its worker, which cancels it when it sees the
+    instruction gone.
+    """
     now = utcnow()
     rows = (
         await session.execute(
-            select(Run).where(Run.instruction_id == instruction_id, Run.status == "queued")
+            select(Run)
+            .where(Run.instruction_id == instruction_id,
+                   Run.status.in_(("queued", "waiting_for_user")))
             .with_for_update()
         )
     ).scalars().all()

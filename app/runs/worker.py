@@ -11,8 +11,9 @@ import uuid
 
 from app.core.db import transaction
 from app.core.loops import LoopService
+from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
-from app.runs import queue
+from app.runs import metrics, queue
 from app.runs.execute import RunExecutor
 from app.runs.service import WORKER_CHANNEL
 
@@ -36,6 +37,7 @@ class Worker(LoopService):
         async with transaction(self.runtime.sessionmaker) as session:
             rescued = await queue.rescue_expired(session=session)
         if rescued:
+            metrics.LEASE_RESCUES.inc(rescued)
             log.warning("re-queued %d run(s) whose lease expired", rescued)
         room = self.settings.worker_concurrency - len(self.inflight)
         if room <= 0:
@@ -46,6 +48,8 @@ class Worker(LoopService):
                 lease_seconds=self.settings.worker_lease_seconds,
             )
         for claim in claims:
+            if claim.due_at is not None and claim.claimed_at is not None:
+                metrics.START_LAG.observe(max((claim.claimed_at - claim.due_at).total_seconds(), 0))
             task = asyncio.create_task(self._hold(claim), name=f"run-{claim.run_id}")
             self.inflight[claim.run_id] = (claim, task)
         return len(claims)
@@ -87,13 +91,32 @@ class Worker(LoopService):
                 execution.cancel()
                 return
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim runs until stopped; on PostgreSQL, NOTIFY wakes the loop at once."""
+        if self.runtime.engine.dialect.name != "postgresql":
+            await super().run(stop)
+            return
+        listener = PgListener(self.runtime.engine.url, {queue.RUNS_CHANNEL: self.wake})
+        listening = asyncio.create_task(listener.run(stop), name="worker-listen")
+        try:
+            await super().run(stop)
+        finally:
+            await asyncio.gather(listening, return_exceptions=True)
+
     async def on_stop(self) -> None:
-        """Give running runs back to the queue so another worker takes them at once."""
+        """No new claims; let running runs finish for a while, then give the rest back."""
         held = list(self.inflight.values())
-        for _claim, task in held:
+        if not held:
+            return
+        timeout = self.settings.worker_shutdown_seconds
+        log.info("stopping: waiting up to %.0fs for %d running run(s)", timeout, len(held))
+        _done, pending = await asyncio.wait([task for _c, task in held], timeout=timeout)
+        unfinished = [(claim, task) for claim, task in held if task in pending]
+        for _claim, task in unfinished:
             task.cancel()
-        await asyncio.gather(*(task for _claim, task in held), return_exceptions=True)
+        await asyncio.gather(*(task for _claim, task in unfinished), return_exceptions=True)
         released = 0
+        held = unfinished
         for claim, _task in held:
             try:
                 async with transaction(self.runtime.sessionmaker) as session:

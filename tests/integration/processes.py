@@ -61,6 +61,11 @@ def stopped_cleanly(code: int, log: Path) -> bool:
     return code == 0 and "Traceback" not in text
 
 
+def wait_logged(log: Path, text: str, timeout: float = 30) -> None:
+    """Wait until a process has written `text` to its log (e.g. that it started)."""
+    wait_for(lambda: text in log.read_text(), timeout, f"'{text}' in {log.name}")
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

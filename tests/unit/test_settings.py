@@ -42,7 +42,7 @@ def test_default_database_is_sqlite_in_the_data_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("PILOTLIGHT_PORT", "0"), ("PILOTLIGHT_WORKER_CONCURRENCY", "0"),
-     ("PILOTLIGHT_WORKER_LEASE_SECONDS", "1"), ("PILOTLIGHT_SCHEDULER_TICK_SECONDS", "abc")],
+     ("PILOTLIGHT_WORKER_LEASE_SECONDS", "0.5"), ("PILOTLIGHT_SCHEDULER_TICK_SECONDS", "abc")],
 )
 def test_out_of_bounds_values_are_refused(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str

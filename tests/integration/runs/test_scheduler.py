@@ -25,8 +25,8 @@ class Clock:
 
 def tick(runtime: Runtime, clock: Clock) -> SchedulerTick:
     return SchedulerTick(
-        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, interval=1,
-        batch_size=100, clock=clock,
+        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=runtime.settings,
+        clock=clock,
     )
 
 

@@ -210,6 +210,7 @@ async def test_stopping_the_worker_gives_its_runs_back(runtime: Runtime) -> None
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
     run_id = await run_now(runtime, instruction)
+    runtime.settings.worker_shutdown_seconds = 0.1
     worker = make_worker(runtime, SlowModel(5))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))

@@ -1,0 +1,79 @@
+"""PostgreSQL LISTEN: turn NOTIFYs from any process into local wake-ups.
+
+One dedicated connection per process listens; if it drops, it reconnects
+with backoff, and polling carries on meanwhile, so nothing depends on a
+notification arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+log = logging.getLogger(__name__)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _set_on_call(event: asyncio.Event) -> Callable[[Any], None]:
+    def set_event(_connection: Any) -> None:
+        event.set()
+
+    return set_event
+
+
+class PgListener:
+    """LISTEN on some channels and call a callback for each notification."""
+
+    def __init__(self, url: URL, channels: dict[str, Callable[[], None]]) -> None:
+        self.dsn = asyncpg_dsn(url)
+        self.channels = channels
+        self.connected = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            connection: Any = None
+            try:
+                connection = await asyncpg.connect(self.dsn)
+                lost = asyncio.Event()
+                connection.add_termination_listener(_set_on_call(lost))
+                for channel, callback in self.channels.items():
+                    await connection.add_listener(channel, self._handler(callback))
+                self.connected.set()
+                delay = 0.5
+                # A notification may have been sent while we were not listening.
+                for callback in self.channels.values():
+                    callback()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection failed (%s); polling meanwhile", exc)
+            finally:
+                self.connected.clear()
+                if connection is not None and not connection.is_closed():
+                    await connection.close(timeout=5)
+            if not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 30)
+
+    @staticmethod
+    def _handler(callback: Callable[[], None]) -> Callable[..., None]:
+        def handle(_conn: Any, _pid: int, _channel: str, _payload: str) -> None:
+            callback()
+
+        return handle
