@@ -36,14 +36,11 @@ _OPEN_STATUSES = ("queued", "running", "waiting_for_user")
 async def refresh_database_gauges(session: AsyncSession) -> None:
     """Read queue figures from the database; every index used is a partial one."""
     now = await db_now(session)
-    counts = dict(
-        (
-            await session.execute(
-                select(Run.status, func.count()).where(Run.status.in_(_OPEN_STATUSES))
-                .group_by(Run.status)
-            )
-        ).tuples().all()
+    rows = await session.execute(
+        select(Run.status, func.count()).where(Run.status.in_(_OPEN_STATUSES))
+        .group_by(Run.status)
     )
+    counts = {status: count for status, count in rows}
     for status in _OPEN_STATUSES:
         RUNS_BY_STATUS.labels(status).set(counts.get(status, 0))
     depth, oldest = (
