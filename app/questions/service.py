@@ -12,6 +12,7 @@ from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.runtime import Wakeups
 from app.questions.models import Question
+from app.runs import queue
 from app.runs.models import Run
 from app.runs.service import WORKER_CHANNEL
 from app.users.models import User
@@ -61,6 +62,7 @@ async def answer(
         run.status = "queued"
         run.available_at = now
         run.updated_at = now
+        await queue.notify_workers(session)  # workers in other processes, on commit
         after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
     await session.flush()
     return question
