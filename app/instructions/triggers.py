@@ -1,12 +1,15 @@
 """Fire times and readable schedules for triggers, from APScheduler's triggers.
 
-APScheduler computes fire times (cron and interval, in the trigger's time zone,
-through DST); the jobs themselves are rows, not in-memory APScheduler jobs.
+APScheduler computes fire times (cron and interval, in the trigger's time zone);
+its cron answers around daylight saving shifts are post-processed (see "Daylight
+saving time" below). The jobs themselves are rows, not in-memory APScheduler jobs.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import functools
+import math
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
@@ -15,9 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from cron_descriptor import ExpressionDescriptor, Options
 
-# A coalesced catch-up looks this many fire times ahead at most; beyond that
-# the trigger fires so often that skipping to the newest one by arithmetic
-# would not change what the user sees.
+# A coalesced catch-up steps through this many fire times at most (a bound, never
+# reached in practice: latest_due first narrows the search to a short window).
 _MAX_CATCH_UP_STEPS = 10_000
 
 # Crontab numbers weekdays from Sunday (0, and 7 again); APScheduler 3 from Monday.
@@ -72,6 +74,13 @@ def _cron(expression: str, timezone: str) -> BaseTrigger:
     return OrTrigger([cron(day, "*"), cron("*", weekday)])
 
 
+@functools.cache
+def _every_hour(hour: str) -> bool:
+    """Whether a crontab hour field matches all 24 hours ("*", "*/1", "0-23", ...)."""
+    field = next(f for f in CronTrigger(hour=hour, timezone=UTC).fields if f.name == "hour")
+    return all(field.get_next_value(datetime(2000, 1, 1, h)) == h for h in range(24))
+
+
 def _trigger(spec: dict[str, Any], anchor: datetime) -> BaseTrigger:
     if spec["type"] == "cron":
         return _cron(spec["cron"], spec.get("timezone") or "UTC")
@@ -82,26 +91,179 @@ def _trigger(spec: dict[str, Any], anchor: datetime) -> BaseTrigger:
 
 def validate_cron(expression: str, timezone: str) -> None:
     """Raise ValueError with a readable reason if the expression is not valid cron."""
-    _cron(expression, timezone)
+    if _cron(expression, timezone).get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError("it never fires (no such date)")
+
+
+# Daylight saving time
+# --------------------
+# APScheduler 3.11's CronTrigger matches wall-clock times in the trigger's zone.
+# Measured around the 2026 shifts of Europe/London, America/New_York and
+# Australia/Lord_Howe, chaining get_next_fire_time from each fire time:
+#   - spring forward, a wall time that does not exist that day (02:30 in New York):
+#     a job with fixed hours gets the nonexistent time itself, which zoneinfo reads
+#     with the old offset, so it fires the gap's length late (03:30 EDT; London 01:30
+#     at 02:30 BST; Lord Howe 02:15 at 02:45); a job whose hour field is "*" never
+#     gets the missing times (New York "0 * * * *": 01:00 EST, then 03:00 EDT);
+#   - spring forward, a step across the shift lands late (it adds a wall-clock
+#     difference in real time): after 00:00 on that day a daily 00:00 job next fires
+#     two days on, skipping a day (New York, Lord Howe);
+#   - fall back, a wall time that happens twice (01:30 in London): every job fires at
+#     both occurrences, so a daily 01:30 job runs twice that night.
+# Its answers are post-processed into these rules:
+#   - Jobs with fixed hours (the hour field is not every hour: daily, weekdays, "at
+#     02:00 and 14:00", ...) follow the wall clock: each matching local time fires
+#     once. A time that does not exist fires at the first instant after the gap, i.e.
+#     the local time the clock jumps to (02:30 in New York fires at 03:00 EDT), as
+#     cron implementations run the jobs of the skipped hour right after the jump;
+#     several such times (or one and the time the clock jumps to) make one fire time.
+#     A time that happens twice fires at its first occurrence only.
+#   - Jobs whose hour field is every hour ("0 * * * *", "*/30 * * * *") follow real
+#     time: they fire at every instant whose local time matches, so they keep firing
+#     through the repeated hour (each real instant once), and a time that does not
+#     exist never comes (Lord Howe "0 * * * *": 01:00 +10:30, then 03:00 +11:00).
+# The fire times are then one fixed set of instants and next_after gives the first
+# one after any instant: the chain next_after(next_after(...)) strictly increases,
+# never repeats an instant, and runs a daily job exactly once per local day.
+
+_TICK = timedelta(microseconds=1)
+
+# One search passes at most a handful of shifts; this only stops a runaway loop.
+_MAX_CRON_STEPS = 100
+
+
+def _offset(moment: datetime) -> timedelta:
+    """The UTC offset of an aware datetime (as its fold reads it, for a local time)."""
+    offset = moment.utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _transition(before: datetime, after: datetime, zone: tzinfo) -> datetime:
+    """The first instant in (before, after] with the UTC offset the zone has at `after`.
+
+    There must be a single change of offset in between (zone transitions are months
+    apart); they fall on whole seconds, so this bisects the seconds.
+    """
+    target = _offset(after.astimezone(UTC).astimezone(zone))  # the real offset then
+    low, high = math.floor(before.timestamp()), math.ceil(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset(datetime.fromtimestamp(middle, zone)) == target:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _next_shift(start: datetime, end: datetime, zone: tzinfo) -> datetime | None:
+    """The first instant in (start, end] at which the zone's UTC offset changes, if any."""
+    offset = _offset(start.astimezone(zone))
+    low = start
+    while low < end:
+        high = min(low + timedelta(days=1), end)  # UTC arithmetic: real time
+        if _offset(high.astimezone(zone)) != offset:
+            return _transition(low, high, zone)
+        low = high
+    return None
+
+
+def _gap_time_matches(expression: str, shift: datetime, zone: tzinfo) -> bool:
+    """Whether the cron expression matches a wall time skipped by a spring-forward `shift`."""
+    before = _offset((shift - _TICK).astimezone(zone))
+    after = _offset(shift.astimezone(zone))
+    if after <= before:
+        return False
+    # The same expression on a clock without shifts (UTC) finds wall times as such.
+    gap_start = (shift + before).replace(tzinfo=UTC)
+    match = _cron(expression, "UTC").get_next_fire_time(None, gap_start)
+    return match is not None and match < gap_start + (after - before)
+
+
+def _next_cron(expression: str, timezone: str, after: datetime) -> datetime | None:
+    """The first fire time after `after` (UTC) under the rules above."""
+    trigger = _cron(expression, timezone)
+    real_time = _every_hour(expression.split()[1])
+    cursor = after
+    for _ in range(_MAX_CRON_STEPS):
+        start = cursor + _TICK
+        candidate = trigger.get_next_fire_time(None, start)
+        if candidate is None:
+            return None
+        zone = candidate.tzinfo
+        # The two readings of the wall time APScheduler matched: zoneinfo reads fold=0
+        # with the offset before a shift and fold=1 with the offset after it.
+        first = candidate.replace(fold=0)
+        second = candidate.replace(fold=1)
+        first_offset, second_offset = _offset(first), _offset(second)
+        fire: datetime | None
+        if first_offset < second_offset:  # spring forward: the time does not exist
+            jump = _transition(second, first, zone)  # the first instant after the gap
+            fire = None if real_time else jump
+            reached = jump
+            resume = jump - _TICK  # go on from the local time the clock jumped to
+        elif first_offset == second_offset or candidate.fold == 0 or real_time:
+            # An ordinary time, or the first occurrence of a time that happens twice (and
+            # the second one too for jobs that follow real time).
+            fire = reached = resume = candidate.astimezone(UTC)
+        else:  # fall back: the second occurrence, which wall-clock jobs do not repeat
+            fire = None
+            reached = candidate.astimezone(UTC)
+            clocks_back = _transition(first, second, zone)
+            # Go on from the end of the repeated wall times.
+            resume = clocks_back + (first_offset - second_offset) - _TICK
+        # APScheduler 3.11 steps from one candidate to the next by adding wall-clock
+        # differences in real time, so a step across a spring-forward shift lands late:
+        # from 00:00 on that day a daily 00:00 job would next fire two days on, and a
+        # daily job at a time in the gap (reached by such a step) would skip the day.
+        # Its answers before the first shift are right: if the search crossed one, look
+        # in the gap, then search again from the shift itself.
+        crossed = _next_shift(start, reached, zone)
+        if crossed is not None and crossed < reached:
+            if not real_time and _gap_time_matches(expression, crossed, zone):
+                return crossed
+            cursor = crossed - _TICK
+            continue
+        if fire is not None and fire > after:
+            return fire
+        # Always move on, even if APScheduler were to offer a time already passed.
+        cursor = resume if resume > cursor else cursor + timedelta(seconds=1)
+    return None
 
 
 def next_after(spec: dict[str, Any], after: datetime, *, anchor: datetime) -> datetime | None:
     """The first fire time strictly after `after` (UTC), or None if there is none."""
+    if spec["type"] == "cron":
+        return _next_cron(spec["cron"], spec.get("timezone") or "UTC", after.astimezone(UTC))
     trigger = _trigger(spec, anchor)
-    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    fire = trigger.get_next_fire_time(None, after + _TICK)
     return None if fire is None else fire.astimezone(UTC)
 
 
 def latest_due(
     spec: dict[str, Any], first_due: datetime, now: datetime, *, anchor: datetime
 ) -> datetime:
-    """The newest fire time in [first_due, now]: one catch-up run covers all the missed ones."""
+    """The newest fire time in [first_due, now]: one catch-up run covers all the missed ones.
+
+    Rather than stepping through every missed fire time (a minutely job down for a
+    month has 43,200), look back from now over a window that doubles until it holds
+    a fire time, then step forward from there: a few dozen trigger look-ups at most.
+    """
+    if now <= first_due:
+        return first_due
     latest = first_due
-    for _ in range(_MAX_CATCH_UP_STEPS):
-        nxt = next_after(spec, latest, anchor=anchor)
-        if nxt is None or nxt > now:
+    span = timedelta(minutes=1)
+    while now - span > first_due:
+        fire = next_after(spec, now - span, anchor=anchor)
+        if fire is not None and fire <= now:
+            latest = fire
             break
-        latest = nxt
+        span *= 2
+    for _ in range(_MAX_CATCH_UP_STEPS):
+        following = next_after(spec, latest, anchor=anchor)
+        if following is None or following > now:
+            break
+        latest = following
     return latest
 
 

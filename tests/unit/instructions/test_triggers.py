@@ -1,0 +1,350 @@
+"""Fire times of cron and interval triggers, above all around daylight saving shifts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+
+from app.instructions import triggers
+from app.instructions.triggers import describe, latest_due, next_after, validate_cron
+
+ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _every(first: str, count: int, minutes: int) -> list[str]:
+    """`count` local times `minutes` apart from `first`, all at first's UTC offset."""
+    start = datetime.fromisoformat(first)
+    return [
+        (start + timedelta(minutes=minutes * i)).isoformat(timespec="minutes")
+        for i in range(count)
+    ]
+
+
+def _cron(expression: str, zone: str) -> dict[str, str]:
+    return {"type": "cron", "cron": expression, "timezone": zone}
+
+
+LONDON, NEW_YORK, LORD_HOWE = "Europe/London", "America/New_York", "Australia/Lord_Howe"
+
+# (zone, cron, day of the shift, local fire times on that day and the day after).
+# Europe/London: 2026-03-29 01:00 GMT -> 02:00 BST, 2026-10-25 02:00 BST -> 01:00 GMT.
+# America/New_York: 2026-03-08 02:00 EST -> 03:00 EDT, 2026-11-01 02:00 EDT -> 01:00 EST.
+# Australia/Lord_Howe: 2026-10-04 02:00 -> 02:30 (+10:30 -> +11:00),
+#                      2026-04-05 02:00 -> 01:30 (+11:00 -> +10:30).
+# All six days are Sundays.
+DST_TABLE: list[tuple[str, str, str, list[str]]] = [
+    # London, spring forward: 01:00-01:59 do not exist.
+    (LONDON, "30 2 * * *", "2026-03-29", ["2026-03-29T02:30+01:00", "2026-03-30T02:30+01:00"]),
+    (LONDON, "30 1 * * *", "2026-03-29", ["2026-03-29T02:00+01:00", "2026-03-30T01:30+01:00"]),
+    (LONDON, "0 2 * * *", "2026-03-29", ["2026-03-29T02:00+01:00", "2026-03-30T02:00+01:00"]),
+    (LONDON, "15 2 * * *", "2026-03-29", ["2026-03-29T02:15+01:00", "2026-03-30T02:15+01:00"]),
+    (LONDON, "45 1 * * *", "2026-03-29", ["2026-03-29T02:00+01:00", "2026-03-30T01:45+01:00"]),
+    (LONDON, "0 1 * * *", "2026-03-29", ["2026-03-29T02:00+01:00", "2026-03-30T01:00+01:00"]),
+    (LONDON, "0 0 * * *", "2026-03-29", ["2026-03-29T00:00+00:00", "2026-03-30T00:00+01:00"]),
+    (LONDON, "0 * * * *", "2026-03-29",
+     _every("2026-03-29T00:00+00:00", 1, 60) + _every("2026-03-29T02:00+01:00", 22 + 24, 60)),
+    (LONDON, "*/30 * * * *", "2026-03-29",
+     _every("2026-03-29T00:00+00:00", 2, 30) + _every("2026-03-29T02:00+01:00", 44 + 48, 30)),
+    (LONDON, "0 8 * * 1-5", "2026-03-29", ["2026-03-30T08:00+01:00"]),
+    # London, fall back: 01:00-01:59 happen twice.
+    (LONDON, "30 2 * * *", "2026-10-25", ["2026-10-25T02:30+00:00", "2026-10-26T02:30+00:00"]),
+    (LONDON, "30 1 * * *", "2026-10-25", ["2026-10-25T01:30+01:00", "2026-10-26T01:30+00:00"]),
+    (LONDON, "0 2 * * *", "2026-10-25", ["2026-10-25T02:00+00:00", "2026-10-26T02:00+00:00"]),
+    (LONDON, "15 2 * * *", "2026-10-25", ["2026-10-25T02:15+00:00", "2026-10-26T02:15+00:00"]),
+    (LONDON, "45 1 * * *", "2026-10-25", ["2026-10-25T01:45+01:00", "2026-10-26T01:45+00:00"]),
+    (LONDON, "0 1 * * *", "2026-10-25", ["2026-10-25T01:00+01:00", "2026-10-26T01:00+00:00"]),
+    (LONDON, "0 0 * * *", "2026-10-25", ["2026-10-25T00:00+01:00", "2026-10-26T00:00+00:00"]),
+    (LONDON, "0 * * * *", "2026-10-25",
+     _every("2026-10-25T00:00+01:00", 2, 60) + _every("2026-10-25T01:00+00:00", 23 + 24, 60)),
+    (LONDON, "*/30 * * * *", "2026-10-25",
+     _every("2026-10-25T00:00+01:00", 4, 30) + _every("2026-10-25T01:00+00:00", 46 + 48, 30)),
+    (LONDON, "0 8 * * 1-5", "2026-10-25", ["2026-10-26T08:00+00:00"]),
+    # New York, spring forward: 02:00-02:59 do not exist.
+    (NEW_YORK, "30 2 * * *", "2026-03-08", ["2026-03-08T03:00-04:00", "2026-03-09T02:30-04:00"]),
+    (NEW_YORK, "30 1 * * *", "2026-03-08", ["2026-03-08T01:30-05:00", "2026-03-09T01:30-04:00"]),
+    (NEW_YORK, "0 2 * * *", "2026-03-08", ["2026-03-08T03:00-04:00", "2026-03-09T02:00-04:00"]),
+    (NEW_YORK, "15 2 * * *", "2026-03-08", ["2026-03-08T03:00-04:00", "2026-03-09T02:15-04:00"]),
+    (NEW_YORK, "45 1 * * *", "2026-03-08", ["2026-03-08T01:45-05:00", "2026-03-09T01:45-04:00"]),
+    (NEW_YORK, "0 0 * * *", "2026-03-08", ["2026-03-08T00:00-05:00", "2026-03-09T00:00-04:00"]),
+    (NEW_YORK, "0 * * * *", "2026-03-08",
+     _every("2026-03-08T00:00-05:00", 2, 60) + _every("2026-03-08T03:00-04:00", 21 + 24, 60)),
+    (NEW_YORK, "*/30 * * * *", "2026-03-08",
+     _every("2026-03-08T00:00-05:00", 4, 30) + _every("2026-03-08T03:00-04:00", 42 + 48, 30)),
+    (NEW_YORK, "0 8 * * 1-5", "2026-03-08", ["2026-03-09T08:00-04:00"]),
+    # Several missing times make one fire time, also with the time the clock jumps to.
+    (NEW_YORK, "*/15 2 * * *", "2026-03-08",
+     ["2026-03-08T03:00-04:00", *_every("2026-03-09T02:00-04:00", 4, 15)]),
+    (NEW_YORK, "0 2,3 * * *", "2026-03-08",
+     ["2026-03-08T03:00-04:00", "2026-03-09T02:00-04:00", "2026-03-09T03:00-04:00"]),
+    # New York, fall back: 01:00-01:59 happen twice.
+    (NEW_YORK, "30 2 * * *", "2026-11-01", ["2026-11-01T02:30-05:00", "2026-11-02T02:30-05:00"]),
+    (NEW_YORK, "30 1 * * *", "2026-11-01", ["2026-11-01T01:30-04:00", "2026-11-02T01:30-05:00"]),
+    (NEW_YORK, "0 2 * * *", "2026-11-01", ["2026-11-01T02:00-05:00", "2026-11-02T02:00-05:00"]),
+    (NEW_YORK, "15 2 * * *", "2026-11-01", ["2026-11-01T02:15-05:00", "2026-11-02T02:15-05:00"]),
+    (NEW_YORK, "45 1 * * *", "2026-11-01", ["2026-11-01T01:45-04:00", "2026-11-02T01:45-05:00"]),
+    (NEW_YORK, "0 0 * * *", "2026-11-01", ["2026-11-01T00:00-04:00", "2026-11-02T00:00-05:00"]),
+    (NEW_YORK, "0 * * * *", "2026-11-01",
+     _every("2026-11-01T00:00-04:00", 2, 60) + _every("2026-11-01T01:00-05:00", 23 + 24, 60)),
+    (NEW_YORK, "*/30 * * * *", "2026-11-01",
+     _every("2026-11-01T00:00-04:00", 4, 30) + _every("2026-11-01T01:00-05:00", 46 + 48, 30)),
+    (NEW_YORK, "0 8 * * 1-5", "2026-11-01", ["2026-11-02T08:00-05:00"]),
+    # Fixed hours follow the wall clock: the repeated 01:xx do not fire again.
+    (NEW_YORK, "*/20 1 * * *", "2026-11-01",
+     _every("2026-11-01T01:00-04:00", 3, 20) + _every("2026-11-02T01:00-05:00", 3, 20)),
+    # Lord Howe, spring forward by 30 minutes: 02:00-02:29 do not exist.
+    (LORD_HOWE, "30 2 * * *", "2026-10-04",
+     ["2026-10-04T02:30+11:00", "2026-10-05T02:30+11:00"]),
+    (LORD_HOWE, "30 1 * * *", "2026-10-04",
+     ["2026-10-04T01:30+10:30", "2026-10-05T01:30+11:00"]),
+    (LORD_HOWE, "0 2 * * *", "2026-10-04",
+     ["2026-10-04T02:30+11:00", "2026-10-05T02:00+11:00"]),
+    (LORD_HOWE, "15 2 * * *", "2026-10-04",
+     ["2026-10-04T02:30+11:00", "2026-10-05T02:15+11:00"]),
+    (LORD_HOWE, "45 1 * * *", "2026-10-04",
+     ["2026-10-04T01:45+10:30", "2026-10-05T01:45+11:00"]),
+    (LORD_HOWE, "0 0 * * *", "2026-10-04",
+     ["2026-10-04T00:00+10:30", "2026-10-05T00:00+11:00"]),
+    (LORD_HOWE, "0 * * * *", "2026-10-04",
+     _every("2026-10-04T00:00+10:30", 2, 60) + _every("2026-10-04T03:00+11:00", 21 + 24, 60)),
+    (LORD_HOWE, "*/30 * * * *", "2026-10-04",
+     _every("2026-10-04T00:00+10:30", 4, 30) + _every("2026-10-04T02:30+11:00", 43 + 48, 30)),
+    (LORD_HOWE, "0 8 * * 1-5", "2026-10-04", ["2026-10-05T08:00+11:00"]),
+    # Lord Howe, fall back by 30 minutes: 01:30-01:59 happen twice.
+    (LORD_HOWE, "30 2 * * *", "2026-04-05",
+     ["2026-04-05T02:30+10:30", "2026-04-06T02:30+10:30"]),
+    (LORD_HOWE, "30 1 * * *", "2026-04-05",
+     ["2026-04-05T01:30+11:00", "2026-04-06T01:30+10:30"]),
+    (LORD_HOWE, "0 2 * * *", "2026-04-05",
+     ["2026-04-05T02:00+10:30", "2026-04-06T02:00+10:30"]),
+    (LORD_HOWE, "15 2 * * *", "2026-04-05",
+     ["2026-04-05T02:15+10:30", "2026-04-06T02:15+10:30"]),
+    (LORD_HOWE, "45 1 * * *", "2026-04-05",
+     ["2026-04-05T01:45+11:00", "2026-04-06T01:45+10:30"]),
+    (LORD_HOWE, "0 0 * * *", "2026-04-05",
+     ["2026-04-05T00:00+11:00", "2026-04-06T00:00+10:30"]),
+    (LORD_HOWE, "0 * * * *", "2026-04-05",
+     _every("2026-04-05T00:00+11:00", 2, 60) + _every("2026-04-05T02:00+10:30", 22 + 24, 60)),
+    (LORD_HOWE, "*/30 * * * *", "2026-04-05",
+     _every("2026-04-05T00:00+11:00", 4, 30) + _every("2026-04-05T01:30+10:30", 45 + 48, 30)),
+    (LORD_HOWE, "0 8 * * 1-5", "2026-04-05", ["2026-04-06T08:00+10:30"]),
+]
+
+
+def _local_midnight(day: str, zone: str, plus_days: int = 0) -> datetime:
+    date = datetime.fromisoformat(day) + timedelta(days=plus_days)
+    return date.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def _chain(spec: dict[str, Any], start: datetime, end: datetime) -> list[datetime]:
+    """The fire times the scheduler gives an instruction: next_after of the last one."""
+    fires: list[datetime] = []
+    current = start
+    while True:
+        fire = next_after(spec, current, anchor=ANCHOR)
+        assert fire is not None
+        assert fire > current
+        assert fire.tzinfo is not None
+        assert fire.utcoffset() == timedelta(0)
+        if fire >= end:
+            return fires
+        fires.append(fire)
+        current = fire
+
+
+def _ids(row: tuple[str, str, str, list[str]]) -> str:
+    zone, cron, day, _ = row
+    return f"{zone.split('/')[1]}-{day}-{cron.replace(' ', '_')}"
+
+
+@pytest.mark.parametrize(("zone", "cron", "day", "expected"), DST_TABLE,
+                         ids=[_ids(row) for row in DST_TABLE])
+def test_dst_table(zone: str, cron: str, day: str, expected: list[str]) -> None:
+    window_start, window_end = _local_midnight(day, zone), _local_midnight(day, zone, 2)
+    # From the day before the shift, as the scheduler chains them.
+    fires = _chain(_cron(cron, zone), _local_midnight(day, zone, -1), window_end)
+
+    assert fires == sorted(fires)
+    assert len(fires) == len(set(fires))
+    local = [
+        fire.astimezone(ZoneInfo(zone)).isoformat(timespec="minutes")
+        for fire in fires if fire >= window_start
+    ]
+    assert local == expected
+
+
+@pytest.mark.parametrize(("zone", "cron", "day", "expected"), DST_TABLE,
+                         ids=[_ids(row) for row in DST_TABLE])
+def test_dst_fire_times_do_not_depend_on_where_the_chain_starts(
+    zone: str, cron: str, day: str, expected: list[str]
+) -> None:
+    # An instruction created (or resumed) at any moment joins the same fire times.
+    spec = _cron(cron, zone)
+    start, end = _local_midnight(day, zone, -1), _local_midnight(day, zone, 2)
+    fires = _chain(spec, start, end)
+    moment = start
+    while moment < end:
+        following = next((fire for fire in fires if fire > moment), None)
+        if following is not None:
+            assert next_after(spec, moment, anchor=ANCHOR) == following, moment
+        moment += timedelta(minutes=37, seconds=11)
+
+
+def test_daily_jobs_run_once_every_local_day_for_a_year() -> None:
+    for zone in (LONDON, NEW_YORK, LORD_HOWE):
+        for cron in ("0 0 * * *", "30 1 * * *", "30 2 * * *", "45 1 * * *"):
+            fires = _chain(
+                _cron(cron, zone), _local_midnight("2025-12-31", zone),
+                _local_midnight("2027-01-01", zone),
+            )
+            days = [fire.astimezone(ZoneInfo(zone)).date() for fire in fires]
+            days = [day for day in days if day.year == 2026]
+            assert len(days) == len(set(days)) == 365, (zone, cron)
+
+
+def _weekdays(cron: str) -> list[str]:
+    # Monday 2026-03-02 to Sunday 2026-03-08, in UTC (no shifts).
+    start = datetime(2026, 3, 2, tzinfo=UTC) - timedelta(microseconds=1)
+    fires = _chain(_cron(cron, "UTC"), start, datetime(2026, 3, 9, tzinfo=UTC))
+    return [fire.strftime("%a %H:%M") for fire in fires]
+
+
+def test_crontab_weekdays_count_from_sunday() -> None:
+    week = ["Mon 08:00", "Tue 08:00", "Wed 08:00", "Thu 08:00", "Fri 08:00"]
+    assert _weekdays("0 8 * * 1-5") == week
+    assert _weekdays("0 8 * * mon-fri") == week
+    assert _weekdays("0 8 * * 0") == ["Sun 08:00"]
+    assert _weekdays("0 8 * * 7") == ["Sun 08:00"]
+    assert _weekdays("0 8 * * sun") == ["Sun 08:00"]
+    assert _weekdays("0 8 * * 5-7") == ["Fri 08:00", "Sat 08:00", "Sun 08:00"]
+    assert _weekdays("0 8 * * 1,3") == ["Mon 08:00", "Wed 08:00"]
+    assert _weekdays("0 8 * * */2") == ["Tue 08:00", "Thu 08:00", "Sat 08:00", "Sun 08:00"]
+
+
+def test_day_of_month_or_day_of_week_when_both_are_restricted() -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC) - timedelta(microseconds=1)
+    end = datetime(2026, 4, 1, tzinfo=UTC)
+    # The 1st (a Sunday) or any Monday.
+    fires = _chain(_cron("0 8 1 * 1", "UTC"), start, end)
+    assert [fire.day for fire in fires] == [1, 2, 9, 16, 23, 30]
+    # The 13th or any Friday.
+    fires = _chain(_cron("0 8 13 * 5", "UTC"), start, end)
+    assert [fire.day for fire in fires] == [6, 13, 20, 27]
+    # With one of them "*", only the other restricts.
+    assert [f.day for f in _chain(_cron("0 8 1 * *", "UTC"), start, end)] == [1]
+    assert [f.day for f in _chain(_cron("0 8 * * 1", "UTC"), start, end)] == [2, 9, 16, 23, 30]
+
+
+def test_interval_fires_from_the_creation_time() -> None:
+    created = datetime(2026, 1, 5, 10, 17, 23, tzinfo=UTC)
+    spec = {"type": "interval", "seconds": 3600}
+    assert next_after(spec, created - timedelta(days=1), anchor=created) == created
+    assert next_after(spec, created, anchor=created) == created + timedelta(hours=1)
+    assert next_after(spec, created + timedelta(hours=5, minutes=30), anchor=created) == (
+        created + timedelta(hours=6)
+    )
+    # A fire time itself is not "after" itself.
+    assert next_after(spec, created + timedelta(hours=2), anchor=created) == (
+        created + timedelta(hours=3)
+    )
+    # Real time: a DST shift in some zone changes nothing.
+    ninety = {"type": "interval", "seconds": 5400}
+    fires = _chain(ninety, created, created + timedelta(days=1))
+    assert {b - a for a, b in zip(fires, fires[1:], strict=False)} == {timedelta(minutes=90)}
+
+
+def test_latest_due_coalesces_missed_fire_times() -> None:
+    created = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    hourly = {"type": "interval", "seconds": 3600}
+    first = created + timedelta(hours=1)
+    now = first + timedelta(hours=4, minutes=30)
+    assert latest_due(hourly, first, now, anchor=created) == first + timedelta(hours=4)
+    # Due exactly now, and not due yet.
+    assert latest_due(hourly, first, first, anchor=created) == first
+    assert latest_due(hourly, first, first - timedelta(minutes=1), anchor=created) == first
+
+
+def test_latest_due_across_a_fall_back_shift() -> None:
+    zone = ZoneInfo(LONDON)
+    first = datetime.fromisoformat("2026-10-25T01:30+01:00")
+    later = datetime.fromisoformat("2026-10-25T03:00+00:00")
+    # The repeated 01:30 is not a fire time of a daily job...
+    assert latest_due(_cron("30 1 * * *", LONDON), first, later, anchor=ANCHOR) == first
+    # ...but is one of a job every 30 minutes.
+    now = datetime.fromisoformat("2026-10-25T01:45+00:00")
+    fire = latest_due(_cron("*/30 * * * *", LONDON), first, now, anchor=ANCHOR)
+    assert fire.astimezone(zone).isoformat(timespec="minutes") == "2026-10-25T01:30+00:00"
+    assert fire == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+
+
+def test_latest_due_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+    real_next_after = triggers.next_after
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real_next_after(*args, **kwargs)
+
+    monkeypatch.setattr(triggers, "next_after", counting)
+    # A job every minute, schedulers down for a year: half a million missed fire times.
+    first = datetime(2025, 6, 1, tzinfo=UTC)
+    now = datetime(2026, 6, 1, 12, 34, 56, tzinfo=UTC)
+    fire = latest_due(_cron("* * * * *", "UTC"), first, now, anchor=ANCHOR)
+    assert fire == datetime(2026, 6, 1, 12, 34, tzinfo=UTC)
+    assert calls < 50
+
+
+def test_a_trigger_that_never_fires_again_does_not_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    ended = datetime(2020, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(
+        triggers, "_cron",
+        lambda expression, timezone: CronTrigger(hour=8, minute=0, end_date=ended, timezone=UTC),
+    )
+    spec = _cron("0 8 * * *", "UTC")
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    assert next_after(spec, now, anchor=ANCHOR) is None
+    first = now - timedelta(days=3)
+    assert latest_due(spec, first, now, anchor=ANCHOR) == first
+
+
+def test_describe() -> None:
+    assert describe(_cron("0 8 * * 1-5", "Europe/Berlin")) == (
+        "At 08:00, Monday through Friday (Europe/Berlin)"
+    )
+    assert describe({"type": "interval", "seconds": 3600}) == "Every hour"
+    assert describe({"type": "interval", "seconds": 5400}) == "Every 90 minutes"
+    assert describe({"type": "interval", "seconds": 7200}) == "Every 2 hours"
+    assert describe({"type": "interval", "seconds": 86400}) == "Every day"
+    assert describe({"type": "cron", "cron": "30 2 * * *"}).endswith("(UTC)")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "61 * * * *",  # minute out of range
+        "0 24 * * *",  # hour out of range
+        "0 0 0 * *",  # no day 0
+        "0 8 * 13 *",  # no month 13
+        "0 8 * * 8",  # no weekday 8
+        "0 8 * * 5-1",  # backwards range
+        "*/0 * * * *",  # zero step
+        "0 8 * *",  # four fields
+        "0 8 * * * *",  # six fields
+        "a b c d e",
+        "0 8 30 2 *",  # February 30th never comes
+    ],
+)
+def test_validate_cron_refuses_bad_expressions(expression: str) -> None:
+    with pytest.raises(ValueError, match=r".+"):
+        validate_cron(expression, "Europe/London")
+
+
+@pytest.mark.parametrize(
+    "expression", ["0 8 * * 1-5", "*/15 * * * *", "0 0 29 2 *", "30 2 1,15 * sun", "0 8 * * 7"]
+)
+def test_validate_cron_accepts_good_expressions(expression: str) -> None:
+    validate_cron(expression, "America/New_York")
