@@ -69,6 +69,8 @@ class AgentRequest:
     model: str
     # New items per source and kind shown in the prompt; the rest come next run.
     context_limit: int = 100
+    # Only items dated at or after this (a preview over a past window).
+    since: datetime | None = None
 
 
 class StepRecord(BaseModel):
@@ -260,7 +262,7 @@ async def run_agent(
         *(
             sources[key].delta(
                 cursors.get(key), mail=request.read_mail, files=request.read_files,
-                limit=request.context_limit,
+                limit=request.context_limit, since=request.since,
             )
             for key in keys
         )

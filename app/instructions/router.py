@@ -19,7 +19,7 @@ from app.instructions.service import InstructionNotFound
 from app.questions import service as questions_service
 from app.runs import service as runs_service
 from app.runs.models import Run
-from app.runs.schemas import RunOut
+from app.runs.schemas import PreviewIn, RunOut
 from app.users.deps import CurrentUser
 from app.users.service import InvalidToken
 
@@ -129,6 +129,23 @@ async def resume_instruction(
         session=session, user=user, instruction_id=instruction_id, paused=False
     )
     return service.to_out(instruction)
+
+
+@router.post(
+    "/{instruction_id}/preview", status_code=status.HTTP_201_CREATED, response_model=RunOut,
+    responses=error_responses(InstructionNotFound),
+)
+async def preview_instruction(
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep,
+    data: PreviewIn | None = None,
+) -> Run:
+    """Queue a trial run over the last days (default 7): its digest is shown on the run,
+    nothing is delivered and the instruction's cursor does not move."""
+    instruction = await service.get(session=session, user=user, instruction_id=instruction_id)
+    return await runs_service.preview(
+        session=session, instruction=instruction, days=(data or PreviewIn()).days,
+        wakeups=runtime.wakeups,
+    )
 
 
 @router.post(

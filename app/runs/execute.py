@@ -150,6 +150,7 @@ class RunExecutor:
                 "no connected account to read: connect Google or enable the sample mailbox"
             )
         kinds = ctx.instruction.sources.get("kinds", [])
+        preview = ctx.run.reason == "preview"
         request = AgentRequest(
             title=ctx.instruction.title,
             text=ctx.instruction.text,
@@ -164,8 +165,10 @@ class RunExecutor:
             window_start=ctx.run.window_start,
             model=self.llm.name,
             context_limit=self.settings.agent_context_limit,
+            since=ctx.run.window_start if preview else None,
         )
-        cursors = {key: ctx.instruction.cursor.get(key) for key in sources}
+        # A preview looks at everything in its window, whatever was seen before.
+        cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
         recorder = _StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
         return await self.agent(
             llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
@@ -192,7 +195,11 @@ class RunExecutor:
                 return
             written = await queue.finish(
                 session=session, claim=claim, status=outcome.status, finished_at=now,
-                result=digest, error=outcome.skipped_reason, model=self.llm.name,
+                result=digest, model=self.llm.name,
+                error=(
+                    "Nothing dated in this window." if ctx.run.reason == "preview"
+                    and outcome.status == "skipped" else outcome.skipped_reason
+                ),
                 interaction_ids={"ids": outcome.interaction_ids},
                 input_tokens=outcome.usage.input_tokens,
                 output_tokens=outcome.usage.output_tokens,
@@ -202,6 +209,9 @@ class RunExecutor:
             if not written:
                 raise LeaseLost()
             self.fault("digest_written")
+            after_commit(session, metrics.RUNS_FINISHED.labels(outcome.status).inc)
+            if ctx.run.reason == "preview":
+                return  # the digest is on the run; nothing else changes
             instruction.cursor = {**instruction.cursor, **outcome.cursors}
             instruction.covered_until = _later(instruction.covered_until, ctx.run.window_end)
             instruction.last_run_at = now
@@ -214,7 +224,6 @@ class RunExecutor:
                     data={"digest": digest}, run_id=claim.run_id, instruction_id=instruction.id,
                 )
                 self.fault("notification_written")
-            after_commit(session, metrics.RUNS_FINISHED.labels(outcome.status).inc)
         self.fault("outcome_committed")
 
     async def _failed(self, claim: queue.Claim, ctx: _Context, exc: Exception) -> None:
@@ -245,6 +254,8 @@ class RunExecutor:
             if not written:
                 return
             after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
+            if ctx.run.reason == "preview":
+                return  # a failed trial is shown on the run; the instruction is unaffected
             instruction = await _lock_instruction(session, ctx.instruction)
             instruction.consecutive_failures += 1
             instruction.last_run_at = now

@@ -15,7 +15,8 @@ RUN_STATUSES = (
     "queued", "running", "waiting_for_user", "succeeded", "skipped", "failed", "cancelled",
 )
 FINAL_STATUSES = ("succeeded", "skipped", "failed", "cancelled")
-RUN_REASONS = ("schedule", "watch", "manual", "resume")
+# preview: a trial over a past window that changes nothing and tells nobody.
+RUN_REASONS = ("schedule", "watch", "manual", "resume", "preview")
 
 
 class Run(IdMixin, TimestampMixin, Base):

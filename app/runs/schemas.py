@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal[
     "queued", "running", "waiting_for_user", "succeeded", "skipped", "failed", "cancelled"
@@ -16,7 +16,7 @@ class RunOut(BaseModel):
 
     id: uuid.UUID
     instruction_id: uuid.UUID
-    reason: Literal["schedule", "watch", "manual", "resume"]
+    reason: Literal["schedule", "watch", "manual", "resume", "preview"]
     status: RunStatus
     scheduled_for: datetime
     window_start: datetime | None
@@ -33,6 +33,12 @@ class RunOut(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     created_at: datetime
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: int = Field(7, ge=1, le=90, description="How many days back the preview looks.")
 
 
 class RunStepOut(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,6 +43,24 @@ async def run_now(
         raise Conflict("a run for this instruction was queued at the same instant; try again")
     after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
     after_commit(session, metrics.RUNS_QUEUED.labels("manual").inc)
+    run = await session.get(Run, run_id)
+    assert run is not None
+    return run
+
+
+async def preview(
+    *, session: AsyncSession, instruction: Instruction, days: int, wakeups: Wakeups
+) -> Run:
+    """Queue a trial run over the last `days` days: it delivers nothing and moves no cursor."""
+    now = utcnow()
+    run_id = await queue.enqueue(
+        session=session, user_id=instruction.user_id, instruction_id=instruction.id,
+        reason="preview", scheduled_for=now, window_start=now - timedelta(days=days),
+        window_end=now,
+    )
+    if run_id is None:
+        raise Conflict("a run for this instruction was queued at the same instant; try again")
+    after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
     run = await session.get(Run, run_id)
     assert run is not None
     return run

@@ -103,9 +103,12 @@ class Source(ABC):
     @abstractmethod
     async def delta(
         self, cursor: dict[str, Any] | None, *, mail: bool = True, files: bool = True,
-        limit: int = 100,
+        limit: int = 100, since: datetime | None = None,
     ) -> Delta:
         """Return the messages and files that are new or changed since `cursor`.
+
+        `since` keeps only items dated at or after it (a preview over a past
+        window passes no cursor and a `since`).
 
         A `None` cursor means "never looked": the source returns its recent
         items (at most `limit` of each kind, newest first). The returned

@@ -646,7 +646,8 @@ class SampleSource(Source):
     # ------------------------------------------------------------------ delta
 
     def _delta(
-        self, cursor: dict[str, Any] | None, mail: bool, files: bool, limit: int
+        self, cursor: dict[str, Any] | None, mail: bool, files: bool, limit: int,
+        since: datetime | None = None,
     ) -> Delta:
         old = cursor if isinstance(cursor, dict) else {}
         limit = max(0, limit)
@@ -655,7 +656,7 @@ class SampleSource(Source):
 
         if mail:
             box = self._mailbox()
-            newest = box.newest_first()
+            newest = [m for m in box.newest_first() if since is None or m.date >= since]
             seen = _cursor_seen(old)
             if seen is None:
                 # Never looked: show the recent ones, and take the rest as old news.
@@ -671,7 +672,10 @@ class SampleSource(Source):
             new_cursor["mail_seen"] = old["mail_seen"]
 
         if files:
-            newest_docs = self._newest_docs(self._docs())
+            newest_docs = [
+                d for d in self._newest_docs(self._docs())
+                if since is None or d.modified_time >= since
+            ]
             hashes = _cursor_files(old)
             if hashes is None:
                 picked_docs = newest_docs[:limit]
@@ -689,7 +693,7 @@ class SampleSource(Source):
 
     async def delta(
         self, cursor: dict[str, Any] | None, *, mail: bool = True, files: bool = True,
-        limit: int = 100,
+        limit: int = 100, since: datetime | None = None,
     ) -> Delta:
         """New messages (by Maildir key) and new or changed files (by content hash).
 
@@ -698,7 +702,7 @@ class SampleSource(Source):
         `limit` unseen items are returned; any beyond `limit` stay unseen and
         come in a later delta.
         """
-        return await asyncio.to_thread(self._delta, cursor, mail, files, limit)
+        return await asyncio.to_thread(self._delta, cursor, mail, files, limit, since)
 
     # ------------------------------------------------------------------ mail
 
