@@ -71,6 +71,9 @@ class AgentRequest:
     context_limit: int = 100
     # Only items dated at or after this (a preview over a past window).
     since: datetime | None = None
+    # Input tokens the run may spend in all (chained turns bill the whole
+    # conversation so far); None: no limit.
+    max_input_tokens: int | None = None
 
 
 class StepRecord(BaseModel):
@@ -297,15 +300,27 @@ async def run_agent(
     )
     notes: list[str] = []
     response = await run.turn(prompt, None)
-    while response.function_calls and run.turns < request.max_turns:
+
+    def tokens_spent() -> bool:
+        limit = request.max_input_tokens
+        return limit is not None and run.usage.input_tokens >= limit
+
+    while response.function_calls and run.turns < request.max_turns and not tokens_spent():
         response = await run.turn(await run.results(response), response.interaction_id)
     turns_spent = bool(response.function_calls)
-    if turns_spent:  # the turn cap cut it short: finish with what the run has
+    if turns_spent:  # a budget cut it short: finish with what the run has
         draft = _fallback_draft(deltas)
-        notes.append(
-            f"Stopped after {request.max_turns} model turns without a digest from the model; "
-            "the new items are listed from their previews."
-        )
+        if tokens_spent():
+            notes.append(
+                f"Stopped after {run.usage.input_tokens} input tokens (the budget is "
+                f"{request.max_input_tokens}) without a digest from the model; the new items "
+                "are listed from their previews."
+            )
+        else:
+            notes.append(
+                f"Stopped after {request.max_turns} model turns without a digest from the "
+                "model; the new items are listed from their previews."
+            )
     else:
         draft = await run.final_draft(response)
     calls_spent = run.refused_calls > 0 or 0 < request.max_tool_calls <= run.calls_used

@@ -356,3 +356,16 @@ async def test_the_injection_mail_changes_nothing_but_what_is_read(sample, tmp_p
     assert "treated as data" in flagged.detail
     assert "ignore previous instructions" in flagged.detail
     assert not any("attacker@evil.example" in a.text for a in outcome.digest.action_items)
+
+
+async def test_the_input_token_budget_finishes_with_the_new_items_and_says_so(sample):
+    model = OfflineModel()
+    steps = Steps()
+    outcome = await run(model, {"sample": sample}, steps, max_input_tokens=1)
+
+    assert [s.kind for s in steps] == ["model"]  # the first turn spent the budget
+    assert outcome.digest is not None
+    assert outcome.budget_exhausted
+    assert any("input tokens (the budget is 1)" in n for n in outcome.digest.notes)
+    cited = {r.id for s in outcome.digest.sections for i in s.items for r in i.refs}
+    assert INVOICE_ID in cited
