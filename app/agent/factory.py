@@ -12,11 +12,20 @@ log = logging.getLogger(__name__)
 
 
 def build_llm(settings: Settings) -> LLM:
-    """The offline model, until the Gemini implementation of the port lands."""
-    if settings.gemini_api_key is not None:
-        log.warning(
-            "PILOTLIGHT_GEMINI_API_KEY is set, but this version has only the offline model; "
-            "digests are written by it and labelled as such"
-        )
-    return OfflineModel()
+    """Gemini when an API key is set, else the offline model."""
+    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else ""
+    if not key:
+        return OfflineModel()
+    from app.agent.gemini import GeminiModel  # the SDK loads only when it is used
 
+    log.info(
+        "using Gemini model %s%s", settings.gemini_model,
+        f" at {settings.gemini_base_url}" if settings.gemini_base_url else "",
+    )
+    return GeminiModel(
+        key,
+        model=settings.gemini_model,
+        base_url=settings.gemini_base_url,
+        max_retries=settings.gemini_max_retries,
+        timeout_seconds=settings.gemini_timeout_seconds,
+    )

@@ -13,6 +13,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.agent.pricing import ModelPrice
+
+DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
+# USD per million tokens, Google's list prices for prompts up to 200k tokens.
+DEFAULT_GEMINI_PRICES = {
+    "gemini-3.5-flash": ModelPrice(input=1.50, output=9.00, cached=0.15),
+    "gemini-3.1-flash-lite": ModelPrice(input=0.25, output=1.50, cached=0.025),
+    "gemini-3.1-pro": ModelPrice(input=2.00, output=12.00, cached=0.20),
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -114,8 +124,34 @@ class Settings(BaseSettings):
     # --- agent -------------------------------------------------------------
     gemini_api_key: SecretStr | None = Field(
         None,
-        description="Gemini API key. This version has only the offline model: when the key "
-        "is set it logs a warning and still uses the offline model.",
+        description="Gemini API key. When set, runs use Gemini through the Interactions API; "
+        "when empty, the built-in offline model.",
+    )
+    gemini_model: str = Field(
+        DEFAULT_GEMINI_MODEL, min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9.\-]*$",
+        description="The Gemini model runs use.",
+    )
+    gemini_base_url: str = Field(
+        "", max_length=500, pattern=r"^$|^https?://",
+        description="Another host for the Gemini API (a proxy, or a fake in tests); empty means "
+        "Google's.",
+    )
+    gemini_max_retries: int = Field(
+        4, ge=0, le=10,
+        description="Retries of one model turn on 429, 500, 502, 503, 504 and timeouts, with "
+        "exponential backoff that honours Retry-After.",
+    )
+    gemini_timeout_seconds: float = Field(
+        120, ge=1, le=600, description="How long one Gemini request may take before it is retried."
+    )
+    gemini_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: {k: v.model_copy() for k, v in DEFAULT_GEMINI_PRICES.items()},
+        description="Price table, JSON: model name to USD per million tokens, "
+        '{"input": …, "output": …, "cached": …}. Thought tokens are billed as output; cached '
+        "input at `cached` (as input when absent). A model named here also prices its "
+        "versioned names (longest prefix); a model not in the table costs 0. Defaults: paid-tier "
+        "list prices for prompts up to 200k tokens as of mid 2026; check them against "
+        "https://ai.google.dev/gemini-api/docs/pricing.",
     )
     agent_max_turns: int = Field(
         8, ge=2, le=50, description="Model turns per run before it must answer."

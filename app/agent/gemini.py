@@ -1,0 +1,258 @@
+"""Gemini behind the `LLM` port, through the official `google-genai` SDK's Interactions API.
+
+One port turn is one `client.aio.interactions.create` call. The request body:
+
+    model                     the model name (`gemini-3.5-flash` by default)
+    system_instruction        the port's system instruction, on every turn
+    input                     first turn: the user's text (a string); later turns: one
+                              {"type": "function_result", "call_id", "name", "result"}
+                              step per function call of the previous turn
+    previous_interaction_id   the previous turn's interaction id (server-side history)
+    tools                     [{"type": "function", "name", "description", "parameters"}]
+    generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high"};
+                              never temperature, top_p, top_k or thinking_budget
+    response_format           {"type": "text", "mime_type": "application/json",
+                              "schema": <the digest's JSON schema>}
+
+The answer is an Interaction: `id`, `status` (`requires_action` when it calls
+functions, `completed`, `failed`, ...), `steps` (`thought`, `function_call` with
+`id`, `name`, `arguments`, `model_output` with text content) and `usage`
+(`total_input_tokens`, `total_output_tokens`, `total_thought_tokens`,
+`total_cached_tokens`).
+
+429, 500, 502, 503, 504, timeouts and connection errors are retried with
+exponential backoff that honours `Retry-After`; the SDK's own retries are off so
+that there is one retry policy, this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from google import genai
+from google.genai import _interactions as api_errors
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from app.agent.llm import FunctionCall, LLMError, TurnRequest, TurnResponse, Usage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemini-3.5-flash"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+AUTH_STATUS = frozenset({401, 403})
+FAILED_STATUSES = frozenset({"failed", "cancelled"})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _get(obj: Any, name: str) -> Any:
+    """A field of an SDK model or of a plain dict (unknown step types may stay dicts)."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def api_message(exc: BaseException) -> str:
+    """The API's own message from an error response ({"error": {"message": ...}}), if any."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])
+        if body.get("message"):
+            return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return str(exc)
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The server's Retry-After (seconds or an HTTP date) or retry-after-ms, if it sent one."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def build_body(request: TurnRequest) -> dict[str, Any]:
+    """The `interactions.create` keyword arguments for one port turn."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "system_instruction": request.system_instruction,
+        "generation_config": {"thinking_level": request.thinking_level},
+    }
+    if isinstance(request.input, str):
+        body["input"] = request.input
+    else:  # one result per call, each with its call's id and name; guidance is in the text
+        body["input"] = [
+            {"type": "function_result", "call_id": r.call_id, "name": r.name, "result": r.result}
+            for r in request.input
+        ]
+    if request.previous_interaction_id:
+        body["previous_interaction_id"] = request.previous_interaction_id
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+            }
+            for tool in request.tools
+        ]
+    if request.response_schema is not None:
+        body["response_format"] = {
+            "type": "text",
+            "mime_type": "application/json",
+            "schema": request.response_schema,
+        }
+    return body
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def parse_interaction(interaction: Any) -> TurnResponse:
+    """The port's view of an Interaction: its id, the function calls or the text, the usage."""
+    interaction_id = _get(interaction, "id")
+    status = _get(interaction, "status")
+    if status in FAILED_STATUSES:
+        errors = _get(interaction, "errors") or []
+        detail = "; ".join(str(_get(e, "message") or e) for e in errors) or "no detail given"
+        raise LLMError(f"Gemini interaction {interaction_id} {status}: {detail}")
+    if not interaction_id:
+        raise LLMError("Gemini answered without an interaction id")
+    calls: list[FunctionCall] = []
+    texts: list[str] = []
+    for step in _get(interaction, "steps") or []:
+        kind = _get(step, "type")
+        if kind in ("user_input", "function_result"):  # an echo of the input: start after it
+            calls, texts = [], []
+        elif kind == "function_call":
+            arguments = _get(step, "arguments")
+            calls.append(
+                FunctionCall(
+                    call_id=str(_get(step, "id") or ""),
+                    name=str(_get(step, "name") or ""),
+                    arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+                )
+            )
+        elif kind == "model_output":
+            if (error := _get(step, "error")) is not None and not _get(step, "content"):
+                raise LLMError(f"Gemini model output failed: {_get(error, 'message') or error}")
+            for content in _get(step, "content") or []:
+                if _get(content, "type") == "text" and _get(content, "text"):
+                    texts.append(str(_get(content, "text")))
+    if any(not c.call_id or not c.name for c in calls):
+        raise LLMError("Gemini returned a function call without an id or a name")
+    usage = _get(interaction, "usage")
+    return TurnResponse(
+        interaction_id=str(interaction_id),
+        function_calls=calls,
+        text=None if calls else "".join(texts),
+        usage=Usage(
+            input_tokens=_int(_get(usage, "total_input_tokens")),
+            output_tokens=_int(_get(usage, "total_output_tokens")),
+            thought_tokens=_int(_get(usage, "total_thought_tokens")),
+            cached_tokens=_int(_get(usage, "total_cached_tokens")),
+        ),
+    )
+
+
+class GeminiModel:
+    """Implements `LLM` with Gemini's Interactions API."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        base_url: str = "",
+        max_retries: int = 4,
+        timeout_seconds: float = 120,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Gemini API key is required")
+        self.name = model
+        self.max_retries = max_retries
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self._sleep = sleep
+        http_options = genai_types.HttpOptions(
+            base_url=base_url or None,
+            timeout=max(int(timeout_seconds * 1000), 1),
+            # One retry policy, ours: the SDK sends each request once.
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+        )
+        self._client = genai.Client(api_key=api_key, http_options=http_options)
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        body = build_body(request)
+        attempt = 0
+        while True:
+            try:
+                # automatic_continuation merges long decodes into one Interaction.
+                interaction = await self._client.aio.interactions.create(**body)
+            except api_errors.APIStatusError as exc:
+                status = exc.status_code
+                message = api_message(exc)
+                if status in AUTH_STATUS:
+                    raise LLMError(f"Gemini API key rejected: {message}") from exc
+                if status not in RETRYABLE_STATUS:
+                    raise LLMError(f"Gemini API error {status}: {message}") from exc
+                failure = f"{status} {message}"
+                delay = retry_after_seconds(exc)
+            except api_errors.APIConnectionError as exc:  # timeouts included
+                failure, delay = f"{type(exc).__name__}: {exc}", None
+            except genai_errors.ContinuationInterruptedError as exc:
+                raise LLMError(f"Gemini answer interrupted: {exc}") from exc
+            except api_errors.APIError as exc:  # e.g. an answer the SDK could not read
+                raise LLMError(f"Gemini API error: {api_message(exc)}") from exc
+            else:
+                return parse_interaction(interaction)
+            if attempt >= self.max_retries:
+                raise LLMError(
+                    f"Gemini API still failing after {attempt + 1} attempts: {failure}"
+                )
+            if delay is None:  # exponential backoff with jitter
+                delay = self.retry_base_seconds * 2**attempt * random.uniform(0.5, 1.0)
+            delay = min(delay, self.retry_max_seconds)
+            attempt += 1
+            log.warning(
+                "Gemini turn failed (%s); retry %d of %d in %.1f s",
+                failure, attempt, self.max_retries, delay,
+            )
+            await self._sleep(delay)

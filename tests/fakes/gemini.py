@@ -1,0 +1,548 @@
+"""A fake of Gemini's Interactions API over real HTTP on 127.0.0.1, as strict as the service.
+
+The real `google-genai` SDK talks to it (base URL `fake.url`): `POST /{version}/interactions`
+and `GET /{version}/interactions/{id}`. It refuses what the service refuses, with the API's
+error shape {"error": {"code", "message"}}: no `x-goog-api-key` 401, a wrong one 403;
+temperature / top_p / top_k / thinking_budget, a thinking_level other than minimal / low /
+medium / high, malformed tools, response_format, input or model 400; an unknown
+`previous_interaction_id` 404; after a turn with function calls, anything but one
+`function_result` per call with that call's `call_id` and `name` 400.
+
+Replies come from a per-test script (`Calls`, `Text`) or, when it is empty, the offline
+planner. Tokens are billed like the service bills them, deterministically (len // 4): a
+chained turn pays input for the whole conversation so far; thoughts are reported apart.
+Control it from Python (`fail`, `slow`, `script`, `requests`, `reset`) or, standalone
+(`python -m tests.fakes.gemini --port PORT [--api-key KEY]`), over `/_fake/{action}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.agent.llm import (
+    LLM,
+    THINKING_LEVELS,
+    FunctionDeclaration,
+    FunctionResult,
+    LLMError,
+    TurnRequest,
+)
+from app.agent.offline import OfflineModel
+
+DEFAULT_API_KEY = "fake-gemini-key"
+FORBIDDEN_SAMPLING = ("temperature", "top_p", "top_k", "thinking_budget")
+# Thought tokens a reply spends by default, per thinking level.
+THOUGHT_TOKENS = {"minimal": 0, "low": 8, "medium": 32, "high": 128}
+
+
+def tokens(text: str) -> int:
+    """The fake's deterministic token count."""
+    return len(text) // 4
+
+
+@dataclass
+class Calls:
+    """A scripted reply: call these functions, [(name, arguments), ...]."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+    thought_tokens: int | None = None
+    ids: list[str] | None = None  # the call ids to send; fresh ones when None
+
+
+@dataclass
+class Text:
+    """A scripted reply: this final text (not checked against the response schema)."""
+
+    text: str
+    thought_tokens: int | None = None
+
+
+Reply = Calls | Text
+
+
+@dataclass
+class Recorded:
+    """One request the fake received, and what it answered."""
+
+    at: float  # time.monotonic() on arrival
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    status: int = 0
+    response: Any = None
+
+
+@dataclass
+class _Stored:
+    interaction: dict[str, Any]
+    history: int  # tokens of the conversation up to and including this turn
+    pending: dict[str, str] = field(default_factory=dict)  # call_id -> name
+    planner_id: str | None = None  # the planner's own id for this turn
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def _reply_from_json(data: dict[str, Any]) -> Reply:
+    if "text" in data:
+        return Text(str(data["text"]), data.get("thought_tokens"))
+    calls = [(str(c["name"]), dict(c.get("arguments") or {})) for c in data["calls"]]
+    return Calls(calls, data.get("thought_tokens"))
+
+
+class FakeGemini:
+    """The fake service; `with FakeGemini() as fake:` runs it in a background thread."""
+
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        *,
+        replies: list[Reply] | None = None,
+        planner: LLM | None = None,
+        cache_history: bool = False,
+    ) -> None:
+        self.api_key = api_key
+        self.planner: LLM = planner or OfflineModel()
+        # Report the earlier conversation of a chained turn as cached input.
+        self.cache_history = cache_history
+        self._lock = threading.Lock()
+        self._script: deque[Reply] = deque(replies or [])
+        self._faults: deque[tuple[int, float | None, str | None]] = deque()
+        self._delays: deque[float] = deque()
+        self._requests: list[Recorded] = []
+        self._stored: dict[str, _Stored] = {}
+        self._ids = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.app = Starlette(
+            routes=[
+                Route("/{version}/interactions", self._create, methods=["POST"]),
+                Route("/{version}/interactions/{id}", self._get, methods=["GET"]),
+                Route("/_fake/{action}", self._control, methods=["GET", "POST"]),
+            ]
+        )
+
+    # --- the Python handle ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script.extend(replies)
+
+    def fail(
+        self, status: int, *, times: int = 1, retry_after: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next `times` create requests with `status` (after the key check)."""
+        with self._lock:
+            self._faults.extend([(status, retry_after, message)] * times)
+
+    def slow(self, seconds: float, *, times: int = 1) -> None:
+        """Hold the next `times` create requests for `seconds` before answering."""
+        with self._lock:
+            self._delays.extend([seconds] * times)
+
+    def requests(self, *, creates_only: bool = True) -> list[Recorded]:
+        with self._lock:
+            return [
+                r for r in self._requests
+                if not creates_only or (r.method == "POST" and r.path.endswith("/interactions"))
+            ]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """The bodies of the create requests, in order."""
+        return [r.body for r in self.requests()]
+
+    def billed(self) -> list[dict[str, int]]:
+        """The usage of every interaction answered successfully, in order."""
+        return [r.response["usage"] for r in self.requests() if r.status == 200]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self._faults.clear()
+            self._delays.clear()
+            self._requests.clear()
+            self._stored.clear()
+
+    # --- running ----------------------------------------------------------------------------
+
+    def bind(self, port: int = 0) -> socket.socket:
+        """A listening socket on 127.0.0.1 (connections queue from here on)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def start(self, port: int = 0) -> FakeGemini:
+        sock = self.bind(port)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
+            name="fake-gemini",
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the fake Gemini server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeGemini:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def _record(self, request: Request) -> Recorded:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        entry = Recorded(
+            at=time.monotonic(), method=request.method, path=request.url.path,
+            headers={k.lower(): v for k, v in request.headers.items()}, body=body,
+        )
+        with self._lock:
+            self._requests.append(entry)
+        return entry
+
+    def _answer(
+        self, entry: Recorded, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        entry.status, entry.response = status, payload
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    def _error(
+        self, entry: Recorded, exc: ApiError, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        payload = {"error": {"code": exc.code, "message": exc.message}}
+        return self._answer(entry, exc.status, payload, headers)
+
+    def _check_key(self, entry: Recorded) -> None:
+        key = entry.headers.get("x-goog-api-key")
+        if not key:
+            raise ApiError(
+                401, "unauthenticated",
+                "Method doesn't allow unregistered callers. Please use an API key.",
+            )
+        if key != self.api_key:
+            raise ApiError(
+                403, "permission_denied", "API key not valid. Please pass a valid API key."
+            )
+
+    async def _create(self, request: Request) -> JSONResponse:
+        entry = await self._record(request)
+        try:
+            self._check_key(entry)
+            with self._lock:
+                fault = self._faults.popleft() if self._faults else None
+                delay = self._delays.popleft() if self._delays else None
+            if fault is not None:
+                status, retry_after, message = fault
+                headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
+                code = {429: "resource_exhausted", 503: "unavailable"}.get(status, "internal")
+                failure = ApiError(status, code, message or f"fake failure {status}")
+                return self._error(entry, failure, headers)
+            if delay:
+                await asyncio.sleep(delay)
+            payload = await self._interact(entry.body)
+        except ApiError as exc:
+            return self._error(entry, exc)
+        return self._answer(entry, 200, payload)
+
+    async def _get(self, request: Request) -> JSONResponse:
+        entry = await self._record(request)
+        try:
+            self._check_key(entry)
+            stored = self._stored.get(request.path_params["id"])
+            if stored is None:
+                missing = request.path_params["id"]
+                raise ApiError(404, "not_found", f"Interaction {missing} not found.")
+        except ApiError as exc:
+            return self._error(entry, exc)
+        return self._answer(entry, 200, stored.interaction)
+
+    async def _control(self, request: Request) -> JSONResponse:
+        action = request.path_params["action"]
+        data = await request.json() if request.method == "POST" and await request.body() else {}
+        if action == "requests":
+            return JSONResponse([asdict(r) for r in self.requests(creates_only=False)])
+        if action == "script":
+            self.script(*(_reply_from_json(r) for r in data["replies"]))
+        elif action == "fail":
+            self.fail(int(data["status"]), times=int(data.get("times", 1)),
+                      retry_after=data.get("retry_after"), message=data.get("message"))
+        elif action == "slow":
+            self.slow(float(data["seconds"]), times=int(data.get("times", 1)))
+        elif action == "reset":
+            self.reset()
+        else:
+            return JSONResponse({"error": f"unknown action {action}"}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    # --- the service ------------------------------------------------------------------------
+
+    async def _interact(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise _invalid("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _invalid("model is required.")
+        if body.get("agent") or body.get("stream"):
+            raise _invalid("The fake serves model interactions without streaming only.")
+        config = body.get("generation_config") or {}
+        if not isinstance(config, dict):
+            raise _invalid("generation_config must be an object.")
+        for key in FORBIDDEN_SAMPLING:
+            if key in body or key in config:
+                raise _invalid(f"{key} is not supported by {model}; use thinking_level.")
+        level = config.get("thinking_level", "medium")
+        if level not in THINKING_LEVELS:
+            raise _invalid(
+                f"Invalid value at 'generation_config.thinking_level' ({level!r}): "
+                f"expected one of {', '.join(THINKING_LEVELS)}."
+            )
+        system = body.get("system_instruction") or ""
+        if not isinstance(system, str):
+            raise _invalid("system_instruction must be a string.")
+        tools = self._tools(body.get("tools"))
+        schema = self._schema(body.get("response_format"))
+        previous = None
+        if (previous_id := body.get("previous_interaction_id")) is not None:
+            previous = self._stored.get(previous_id)
+            if previous is None:
+                raise ApiError(404, "not_found", f"Interaction {previous_id} not found.")
+        turn_input, sent = self._input(body.get("input"), previous)
+
+        with self._lock:
+            reply = self._script.popleft() if self._script else None
+        planner_id = None
+        if reply is None:
+            if previous is not None and previous.planner_id is None:
+                raise ApiError(500, "internal", "fake: the script ran out mid-conversation")
+            reply, planner_id = await self._plan(
+                model, system, turn_input, tools, previous, level, schema
+            )
+
+        # Bill it: the whole conversation so far is input on a chained turn.
+        history = previous.history if previous else 0
+        prefix = tokens(system) + tokens(json.dumps(body.get("tools") or []))
+        new_input = tokens(sent)
+        steps: list[dict[str, Any]] = []
+        thoughts = THOUGHT_TOKENS[level] if reply.thought_tokens is None else reply.thought_tokens
+        if thoughts:
+            steps.append({"type": "thought", "signature": uuid.uuid4().hex})
+        pending: dict[str, str] = {}
+        if isinstance(reply, Calls):
+            said = json.dumps([{"name": n, "arguments": a} for n, a in reply.calls])
+            ids = reply.ids or [f"call_{uuid.uuid4().hex[:16]}" for _ in reply.calls]
+            for call_id, (name, arguments) in zip(ids, reply.calls, strict=True):
+                pending[call_id] = name
+                steps.append(
+                    {"type": "function_call", "id": call_id, "name": name, "arguments": arguments}
+                )
+        else:
+            said = reply.text
+            steps.append({"type": "model_output", "content": [{"type": "text", "text": said}]})
+        usage = {
+            "total_input_tokens": prefix + history + new_input,
+            "total_cached_tokens": prefix + history if self.cache_history and previous else 0,
+            "total_output_tokens": tokens(said),
+            "total_thought_tokens": thoughts,
+        }
+        usage["total_tokens"] = (
+            usage["total_input_tokens"] + usage["total_output_tokens"] + thoughts
+        )
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        interaction_id = f"v1_fake{next(self._ids):06d}{uuid.uuid4().hex[:10]}"
+        interaction: dict[str, Any] = {
+            "id": interaction_id,
+            "object": "interaction",
+            "model": model,
+            "status": "requires_action" if pending else "completed",
+            "created": now,
+            "updated": now,
+            "steps": steps,
+            "usage": usage,
+        }
+        if previous_id is not None:
+            interaction["previous_interaction_id"] = previous_id
+        with self._lock:
+            self._stored[interaction_id] = _Stored(
+                interaction, history + new_input + tokens(said), pending, planner_id
+            )
+        return interaction
+
+    def _tools(self, tools: Any) -> list[FunctionDeclaration]:
+        if tools is None:
+            return []
+        if not isinstance(tools, list):
+            raise _invalid("tools must be a list.")
+        declared: list[FunctionDeclaration] = []
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict) or tool.get("type") != "function":
+                raise _invalid(f"tools[{index}]: the fake knows only function tools.")
+            name, parameters = tool.get("name"), tool.get("parameters", {"type": "object"})
+            if not isinstance(name, str) or not name or not isinstance(parameters, dict):
+                raise _invalid(f"tools[{index}]: a function needs a name and an object schema.")
+            if any(d.name == name for d in declared):
+                raise _invalid(f"tools[{index}]: duplicate function name {name!r}.")
+            declared.append(
+                FunctionDeclaration(
+                    name=name, description=str(tool.get("description", "")), parameters=parameters
+                )
+            )
+        return declared
+
+    def _schema(self, response_format: Any) -> dict[str, Any] | None:
+        if response_format is None:
+            return None
+        if (
+            not isinstance(response_format, dict)
+            or response_format.get("type") != "text"
+            or response_format.get("mime_type") != "application/json"
+            or not isinstance(response_format.get("schema"), dict)
+        ):
+            raise _invalid(
+                "response_format must be {type: text, mime_type: application/json, schema}."
+            )
+        return response_format["schema"]
+
+    def _input(
+        self, value: Any, previous: _Stored | None
+    ) -> tuple[str | list[FunctionResult], str]:
+        """The turn's input for the planner, and its text for billing."""
+        if value is None or value == [] or value == "":
+            raise _invalid("input is required.")
+        items = value if isinstance(value, list) else [value]
+        results = [i for i in items if isinstance(i, dict) and i.get("type") == "function_result"]
+        expected = previous.pending if previous else {}
+        if expected:
+            if len(results) != len(items) or len(results) != len(expected):
+                raise _invalid(
+                    "Please ensure that the number of function results is equal to the number "
+                    f"of function calls of the previous turn ({len(expected)})."
+                )
+            answered: list[FunctionResult] = []
+            for index, item in enumerate(results):
+                call_id, name, result = item.get("call_id"), item.get("name"), item.get("result")
+                if call_id not in expected:
+                    raise _invalid(
+                        f"input[{index}].call_id {call_id!r} does not match a function call "
+                        "of the previous turn."
+                    )
+                if name != expected[call_id]:
+                    raise _invalid(
+                        f"input[{index}].name {name!r} does not match the function call "
+                        f"{call_id!r} ({expected[call_id]!r})."
+                    )
+                if any(r.call_id == call_id for r in answered):
+                    raise _invalid(f"input[{index}]: call_id {call_id!r} is answered twice.")
+                text = result if isinstance(result, str) else json.dumps(result)
+                answered.append(FunctionResult(call_id=call_id, name=name, result=text))
+            return answered, "".join(r.result for r in answered)
+        if results:
+            raise _invalid("function_result given, but there is no function call to answer.")
+        texts: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, dict) and item.get("type") == "text":
+                texts.append(str(item.get("text", "")))
+            elif isinstance(item, dict) and item.get("type") == "user_input":
+                texts += [str(c.get("text", "")) for c in item.get("content") or []]
+            else:
+                raise _invalid("input must be text, text content or user_input steps.")
+        text = "\n".join(texts)
+        return text, text
+
+    async def _plan(
+        self,
+        model: str,
+        system: str,
+        turn_input: str | list[FunctionResult],
+        tools: list[FunctionDeclaration],
+        previous: _Stored | None,
+        level: str,
+        schema: dict[str, Any] | None,
+    ) -> tuple[Reply, str]:
+        request = TurnRequest(
+            model=model, system_instruction=system, input=turn_input, tools=tools,
+            previous_interaction_id=previous.planner_id if previous else None,
+            thinking_level=level,
+            response_schema=schema,
+        )
+        try:
+            response = await self.planner.turn(request)
+        except LLMError as exc:
+            raise _invalid(str(exc)) from exc
+        if response.function_calls:
+            calls = response.function_calls
+            reply: Reply = Calls(
+                [(c.name, c.arguments) for c in calls], ids=[c.call_id for c in calls]
+            )
+        else:
+            reply = Text(response.text or "")
+        return reply, response.interaction_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake Gemini Interactions API.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    args = parser.parse_args()
+    fake = FakeGemini(api_key=args.api_key)
+    sock = fake.bind(args.port)
+    print(f"fake Gemini listening on {fake.url}", flush=True)
+    uvicorn.Server(uvicorn.Config(fake.app, log_level="warning", lifespan="off")).run(
+        sockets=[sock]
+    )
+
+
+if __name__ == "__main__":
+    main()

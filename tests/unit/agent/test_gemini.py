@@ -1,0 +1,351 @@
+"""GeminiModel through the real google-genai SDK, over HTTP, against the fake Interactions API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from app.agent.digest import draft_json_schema
+from app.agent.factory import build_llm
+from app.agent.gemini import GeminiModel, parse_interaction
+from app.agent.llm import FunctionResult, LLMError, TurnRequest, Usage
+from app.agent.offline import OfflineModel
+from app.agent.pricing import ModelPrice, cost_usd
+from app.agent.prompt import LAST_CALL_GUIDANCE, SYSTEM_INSTRUCTION
+from app.agent.runner import AgentOutcome, AgentRequest, StepRecord, run_agent
+from app.core.config import Settings
+from app.sources.sample import SampleSource
+from tests.fakes.gemini import Calls, FakeGemini, Text
+
+NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+INVOICE_ID = "1795086141.M1P2041.sample"
+PRICES = {"gemini-3.5-flash": ModelPrice(input=1.50, output=9.00, cached=0.15)}
+
+
+class Delays(list[float]):
+    """A sleep that records the delay and returns at once."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+def make_model(fake: FakeGemini, **options: Any) -> GeminiModel:
+    options.setdefault("retry_base_seconds", 0.01)
+    return GeminiModel(fake.api_key, base_url=fake.url, **options)
+
+
+@pytest.fixture
+async def gemini(fake: FakeGemini) -> AsyncIterator[GeminiModel]:
+    model = make_model(fake)
+    yield model
+    await model.aclose()
+
+
+def agent_request(**changes: Any) -> AgentRequest:
+    request = AgentRequest(
+        title="Morning digest",
+        text="Every weekday at 8:00 digest my team's mail and yesterday's Drive changes.",
+        thinking_level="low",
+        max_tool_calls=30,
+        max_turns=6,
+        only_new=True,
+        read_mail=True,
+        read_files=True,
+        timezone="Europe/Berlin",
+        now=NOW,
+        window_start=None,
+        model="gemini-3.5-flash",
+    )
+    return dataclasses.replace(request, **changes)
+
+
+async def run(llm: GeminiModel, steps: list[StepRecord] | None = None, **changes: Any):
+    recorded = steps if steps is not None else []
+
+    async def record(step: StepRecord) -> None:
+        recorded.append(step)
+
+    return await run_agent(
+        llm=llm, sources={"sample": SampleSource()}, cursors={},
+        request=agent_request(**changes), record=record,
+    )
+
+
+def first_turn(text: str = "Hello") -> TurnRequest:
+    return TurnRequest(
+        model="gemini-3.5-flash", system_instruction="Be brief.", input=text, thinking_level="low"
+    )
+
+
+def keys_anywhere(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys_anywhere(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_anywhere(v)}
+    return set()
+
+
+def billed_usage(fake: FakeGemini) -> Usage:
+    total = Usage()
+    for usage in fake.billed():
+        total += Usage(
+            input_tokens=usage["total_input_tokens"],
+            output_tokens=usage["total_output_tokens"],
+            thought_tokens=usage["total_thought_tokens"],
+            cached_tokens=usage["total_cached_tokens"],
+        )
+    return total
+
+
+# --- the whole pipeline --------------------------------------------------------------------
+
+
+async def test_a_run_over_the_sample_with_gemini_produces_a_valid_digest(fake, gemini):
+    steps: list[StepRecord] = []
+    outcome = await run(gemini, steps)
+
+    assert outcome.status == "succeeded"
+    assert outcome.digest is not None
+    assert outcome.digest.model == "gemini-3.5-flash"
+    refs = [r for s in outcome.digest.sections for i in s.items for r in i.refs]
+    assert refs
+    assert INVOICE_ID in {r.id for r in refs}
+    answered = [r.response for r in fake.requests() if r.status == 200]
+    assert outcome.interaction_ids == [a["id"] for a in answered]
+    assert len(outcome.interaction_ids) >= 2  # tool calls, then the digest
+    assert [s.interaction_id for s in steps if s.kind == "model"] == outcome.interaction_ids
+    assert any(s.kind == "tool" and s.name == "read_message" for s in steps)
+
+
+async def test_the_wire_carries_thinking_level_chaining_and_one_result_per_call(fake, gemini):
+    await run(gemini, max_tool_calls=2)
+
+    records = fake.requests()
+    bodies = [r.body for r in records]
+    assert len(bodies) == 2
+    for record in records:
+        assert record.headers["x-goog-api-key"] == fake.api_key
+        body = record.body
+        assert body["model"] == "gemini-3.5-flash"
+        assert body["generation_config"] == {"thinking_level": "low"}
+        assert not keys_anywhere(body) & {"temperature", "top_p", "top_k", "thinking_budget"}
+        assert body["system_instruction"] == SYSTEM_INSTRUCTION
+        assert {t["name"] for t in body["tools"]} >= {"read_message", "read_file"}
+        assert all(t["type"] == "function" for t in body["tools"])
+        assert body["response_format"] == {
+            "type": "text", "mime_type": "application/json", "schema": draft_json_schema()
+        }
+    assert "previous_interaction_id" not in bodies[0]
+    assert isinstance(bodies[0]["input"], str)
+    assert "You have a limited action budget of 2 tool calls." in bodies[0]["input"]
+
+    first_answer = records[0].response
+    assert bodies[1]["previous_interaction_id"] == first_answer["id"]
+    calls = [s for s in first_answer["steps"] if s["type"] == "function_call"]
+    results = bodies[1]["input"]
+    assert len(calls) == len(results) == 2
+    assert [(r["call_id"], r["name"]) for r in results] == [(c["id"], c["name"]) for c in calls]
+    assert all(r["type"] == "function_result" and isinstance(r["result"], str) for r in results)
+    # Guidance rides on the last result's text, after two newlines; never a part of its own.
+    assert results[-1]["result"].endswith("\n\n" + LAST_CALL_GUIDANCE)
+    assert LAST_CALL_GUIDANCE not in results[0]["result"]
+
+
+async def test_an_invalid_final_answer_is_repaired_by_the_runner(fake, gemini):
+    valid = {
+        "summary": "One invoice is due.",
+        "sections": [{"title": "Needs your attention", "items": [
+            {"title": "Skyline Cloud invoice", "detail": "Due soon.", "message_ids": [INVOICE_ID]}
+        ]}],
+    }
+    fake.script(
+        Calls([("read_message", {"id": INVOICE_ID})]),
+        Text("Here is your digest: the invoice is due."),
+        Text(json.dumps(valid)),
+    )
+
+    outcome = await run(gemini)
+
+    assert outcome.digest is not None
+    assert outcome.digest.summary == "One invoice is due."
+    assert [r.id for r in outcome.digest.sections[0].items[0].refs] == [INVOICE_ID]
+    bodies = fake.bodies()
+    assert len(bodies) == 3
+    repair = bodies[2]
+    assert isinstance(repair["input"], str)
+    assert "not a valid digest" in repair["input"]
+    assert repair["previous_interaction_id"] == fake.requests()[1].response["id"]
+
+
+async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
+    outcome: AgentOutcome = await run(gemini)
+
+    billed = fake.billed()
+    assert outcome.usage == billed_usage(fake)
+    # A chained turn is billed for the whole conversation so far.
+    assert billed[1]["total_input_tokens"] > billed[0]["total_input_tokens"]
+    assert outcome.usage.thought_tokens == 2 * 8  # the fake's "low" thinking, twice
+    expected = sum(
+        (u["total_input_tokens"] * 1.50
+         + (u["total_output_tokens"] + u["total_thought_tokens"]) * 9.00) / 1_000_000
+        for u in billed
+    )
+    assert cost_usd("gemini-3.5-flash", outcome.usage, PRICES) == pytest.approx(expected)
+
+
+async def test_cached_input_is_priced_at_the_cached_rate():
+    with FakeGemini(cache_history=True) as fake:
+        model = make_model(fake)
+        outcome = await run(model)
+        await model.aclose()
+        billed = fake.billed()
+
+    assert billed[0]["total_cached_tokens"] == 0
+    assert 0 < billed[1]["total_cached_tokens"] < billed[1]["total_input_tokens"]
+    usage = outcome.usage
+    assert usage.cached_tokens == billed[1]["total_cached_tokens"]
+    fresh = usage.input_tokens - usage.cached_tokens
+    expected = (fresh * 1.50 + usage.cached_tokens * 0.15
+                + (usage.output_tokens + usage.thought_tokens) * 9.00) / 1_000_000
+    assert cost_usd("gemini-3.5-flash", usage, PRICES) == pytest.approx(expected)
+
+
+# --- errors and retries --------------------------------------------------------------------
+
+
+async def test_a_429_is_retried_after_the_servers_retry_after(fake):
+    fake.fail(429, retry_after=1)
+    fake.fail(503)
+    model = make_model(fake)
+    response = await model.turn(first_turn())
+    await model.aclose()
+
+    records = fake.requests()
+    assert [r.status for r in records] == [429, 503, 200]
+    assert records[1].at - records[0].at >= 1.0  # waited as long as Retry-After said
+    assert response.interaction_id == records[2].response["id"]
+
+
+async def test_retry_delays_honour_retry_after_and_back_off_exponentially(fake):
+    delays = Delays()
+    fake.fail(429, retry_after=7)
+    fake.fail(500, times=2)
+    model = make_model(fake, sleep=delays, retry_base_seconds=1.0)
+    await model.turn(first_turn())
+    await model.aclose()
+
+    assert len(fake.requests()) == 4
+    assert delays[0] == 7.0
+    assert 0.5 <= delays[1] <= 2.0  # 1 s doubled once, with jitter
+    assert 1.0 <= delays[2] <= 4.0
+
+
+async def test_retries_are_bounded(fake):
+    fake.fail(503, times=5, message="The model is overloaded.")
+    model = make_model(fake, max_retries=2, sleep=Delays())
+    with pytest.raises(LLMError, match=r"after 3 attempts: 503 The model is overloaded\."):
+        await model.turn(first_turn())
+    await model.aclose()
+    assert len(fake.requests()) == 3
+
+
+async def test_a_slow_answer_times_out_and_is_retried(fake):
+    fake.slow(2.0)
+    model = make_model(fake, timeout_seconds=0.3)
+    response = await model.turn(first_turn())
+    await model.aclose()
+
+    assert len(fake.requests()) == 2
+    assert response.interaction_id == fake.requests()[1].response["id"]
+
+
+async def test_a_400_fails_at_once_with_the_apis_message(fake, gemini):
+    fake.fail(400, message="Request contains an invalid argument.")
+    with pytest.raises(LLMError, match="Request contains an invalid argument."):
+        await gemini.turn(first_turn())
+    assert len(fake.requests()) == 1
+
+
+async def test_mismatched_function_results_are_refused_with_the_apis_message(fake, gemini):
+    fake.script(Calls([("read_message", {"id": "m1"}), ("read_file", {"id": "f1"})]))
+    first = await gemini.turn(first_turn())
+    assert [c.name for c in first.function_calls] == ["read_message", "read_file"]
+    call = first.function_calls[0]
+    wrong_id = FunctionResult(call_id="call_nope", name=call.name, result="x")
+    right = [FunctionResult(call_id=c.call_id, name=c.name, result="x")
+             for c in first.function_calls]
+    chained = first_turn().model_copy(update={"previous_interaction_id": first.interaction_id})
+
+    with pytest.raises(LLMError, match="400.*does not match a function call"):
+        await gemini.turn(chained.model_copy(update={"input": [wrong_id, right[1]]}))
+    with pytest.raises(LLMError, match="400.*number of function results"):
+        await gemini.turn(chained.model_copy(update={"input": right[:1]}))
+    renamed = right[0].model_copy(update={"name": "read_thread"})
+    with pytest.raises(LLMError, match="400.*does not match the function call"):
+        await gemini.turn(chained.model_copy(update={"input": [renamed, right[1]]}))
+    fake.script(Text("done"))
+    answer = await gemini.turn(chained.model_copy(update={"input": right}))
+    assert answer.text == "done"
+    assert answer.function_calls == []
+
+
+async def test_an_unknown_previous_interaction_fails_without_retries(fake, gemini):
+    chained = first_turn().model_copy(update={"previous_interaction_id": "v1_missing"})
+    with pytest.raises(LLMError, match="404.*v1_missing not found"):
+        await gemini.turn(chained)
+    assert len(fake.requests()) == 1
+
+
+async def test_a_rejected_key_says_so(fake):
+    model = GeminiModel("wrong-key", base_url=fake.url)
+    with pytest.raises(LLMError, match="^Gemini API key rejected: API key not valid"):
+        await model.turn(first_turn())
+    await model.aclose()
+    assert [r.status for r in fake.requests()] == [403]
+
+
+# --- parsing and wiring --------------------------------------------------------------------
+
+
+def test_parsing_skips_thoughts_and_echoed_input_and_reads_usage():
+    response = parse_interaction({
+        "id": "v1_x", "status": "completed",
+        "steps": [
+            {"type": "user_input", "content": [{"type": "text", "text": "hi"}]},
+            {"type": "thought", "signature": "s"},
+            {"type": "model_output", "content": [{"type": "text", "text": "{\"a\": "},
+                                                  {"type": "text", "text": "1}"}]},
+        ],
+        "usage": {"total_input_tokens": 10, "total_output_tokens": 4,
+                  "total_thought_tokens": 3, "total_cached_tokens": 2},
+    })
+    assert response.text == '{"a": 1}'
+    assert response.usage == Usage(input_tokens=10, output_tokens=4, thought_tokens=3,
+                                   cached_tokens=2)
+
+
+def test_a_failed_interaction_is_an_llm_error():
+    with pytest.raises(LLMError, match="failed: quota"):
+        parse_interaction({"id": "v1_x", "status": "failed", "errors": [{"message": "quota"}]})
+
+
+def test_build_llm_chooses_gemini_when_a_key_is_set(fake):
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, gemini_api_key="k", gemini_base_url=fake.url,
+        gemini_model="gemini-3.1-pro-preview", gemini_max_retries=1,
+    )
+    llm = build_llm(settings)
+    assert isinstance(llm, GeminiModel)
+    assert (llm.name, llm.max_retries) == ("gemini-3.1-pro-preview", 1)
+    assert isinstance(build_llm(Settings(_env_file=None)), OfflineModel)  # type: ignore[call-arg]
