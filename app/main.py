@@ -19,6 +19,7 @@ from app.notifications.router import router as notifications_router
 from app.questions.router import router as questions_router
 from app.runs.metrics import refresh_database_gauges
 from app.runs.router import router as runs_router
+from app.runs.router import usage_router
 from app.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -49,6 +50,7 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         users_router, instructions_router, runs_router, questions_router, notifications_router,
+        usage_router,
     ):
         api.include_router(router)
     app.include_router(api)

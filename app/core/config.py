@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     agent_max_turns: int = Field(
         8, ge=2, le=50, description="Model turns per run before it must answer."
     )
+    agent_max_input_tokens: int = Field(
+        500_000, ge=1000, le=10_000_000,
+        description="Input tokens one run may spend in all (chained turns bill the whole "
+        "conversation so far); past it the run finishes with what it has.",
+    )
     agent_default_max_tool_calls: int = Field(
         10, ge=0, le=100, description="Default action budget of a new instruction."
     )

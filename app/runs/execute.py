@@ -17,12 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
 from app.agent.llm import LLM
+from app.agent.pricing import cost_usd
 from app.agent.runner import (
     AgentOutcome,
     AgentRequest,
@@ -34,7 +36,7 @@ from app.core.config import Settings
 from app.core.db import after_commit, transaction, utcnow
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
-from app.runs import metrics, queue
+from app.runs import costs, metrics, queue
 from app.runs.models import Run, RunStep
 from app.sources.base import Source
 from app.sources.registry import source_for
@@ -101,6 +103,10 @@ class RunExecutor:
         if ctx.instruction.deleted_at is not None:
             await self._cancel_deleted(claim)
             return
+        over_cap = await self._over_cost_cap(ctx)
+        if over_cap is not None:
+            await self._skip_for_cost(claim, ctx, over_cap)
+            return
         if claim.attempt > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
             return
@@ -166,6 +172,7 @@ class RunExecutor:
             model=self.llm.name,
             context_limit=self.settings.agent_context_limit,
             since=ctx.run.window_start if preview else None,
+            max_input_tokens=self.settings.agent_max_input_tokens,
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
@@ -173,6 +180,38 @@ class RunExecutor:
         return await self.agent(
             llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
         )
+
+    async def _over_cost_cap(self, ctx: _Context) -> str | None:
+        """Why this run would pass the user's daily cost cap, or None if it would not.
+
+        The run's cost is estimated from the instruction's recent runs.
+        """
+        cap = ctx.user.daily_cost_cap_usd
+        async with transaction(self.sessionmaker) as session:
+            spent = await costs.spent_today(session=session, user=ctx.user)
+            estimate = await costs.typical_cost(session=session, instruction_id=ctx.instruction.id)
+        if spent + estimate <= cap:
+            return None
+        return (
+            f"the daily cost cap of ${cap:.2f} would be passed: ${spent:.4f} spent today, "
+            f"a run of this instruction costs about ${estimate:.4f}"
+        )
+
+    async def _skip_for_cost(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
+        now = utcnow()
+        async with transaction(self.sessionmaker) as session:
+            if not await queue.finish(
+                session=session, claim=claim, status="skipped", finished_at=now, error=reason,
+            ):
+                return
+            day = now.astimezone(ZoneInfo(ctx.user.timezone)).date().isoformat()
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"cost-cap:{day}", kind="alert",
+                title="Daily cost cap reached",
+                body=f"Runs are skipped until tomorrow: {reason}. Raise the cap in your "
+                "settings to let them run.",
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
 
     async def _cancel_deleted(self, claim: queue.Claim) -> None:
         async with transaction(self.sessionmaker) as session:
@@ -205,6 +244,7 @@ class RunExecutor:
                 output_tokens=outcome.usage.output_tokens,
                 thought_tokens=outcome.usage.thought_tokens,
                 cached_tokens=outcome.usage.cached_tokens,
+                cost_usd=cost_usd(self.llm.name, outcome.usage, self.settings.gemini_prices),
             )
             if not written:
                 raise LeaseLost()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import InvalidCursor, encode_cursor
-from app.runs import service
+from app.runs import costs, service
 from app.runs.models import Run
 from app.runs.schemas import RunDetail, RunOut, RunPage, RunStatus, RunStepOut
 from app.runs.service import RunAlreadyFinished, RunNotFound
@@ -16,6 +16,16 @@ from app.users.deps import CurrentUser
 from app.users.service import InvalidToken
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(InvalidToken))
+usage_router = APIRouter(tags=["usage"], responses=error_responses(InvalidToken))
+
+
+@usage_router.get("/usage", response_model=costs.Usage)
+async def get_usage(
+    user: CurrentUser, session: SessionDep, days: Annotated[int, Query(ge=1, le=90)] = 30
+) -> costs.Usage:
+    """Tokens and cost of your runs over the last days: per day (in your time zone), per
+    instruction, and in all."""
+    return await costs.usage(session=session, user=user, days=days)
 
 
 @router.get("", response_model=RunPage, responses=error_responses(InvalidCursor))

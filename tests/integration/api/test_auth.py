@@ -39,6 +39,7 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", f"{API}/instructions/{{instruction_id}}/pause"): None,
     ("POST", f"{API}/instructions/{{instruction_id}}/resume"): None,
     ("POST", f"{API}/instructions/{{instruction_id}}/run"): None,
+    ("POST", f"{API}/instructions/{{instruction_id}}/preview"): {"days": 7},
     ("GET", f"{API}/runs/{{run_id}}"): None,
     ("POST", f"{API}/runs/{{run_id}}/cancel"): None,
     ("POST", f"{API}/questions/{{question_id}}/answer"): {"answer": "not yours to answer"},

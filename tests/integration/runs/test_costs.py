@@ -1,0 +1,80 @@
+"""Costs: runs are priced, a day's spend is capped, usage is reported."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from sqlalchemy import update
+
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.runs.models import Run
+from app.users.models import User
+from tests import factories
+from tests.integration.runs.helpers import get_run, make_worker, notifications_of, work_once
+from tests.integration.runs.test_worker import run_now
+
+
+async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(cost_usd=usd))
+
+
+async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    worker = make_worker(runtime)
+    first = await run_now(runtime, instruction)
+    await work_once(worker)
+    assert (await get_run(runtime, first)).status == "succeeded"
+    # That run cost 0.80 of the 1.00 cap; the next would cost about as much.
+    await _cost(runtime, first, 0.80)
+
+    for _ in range(2):
+        skipped = await run_now(runtime, instruction)
+        await work_once(worker)
+        run = await get_run(runtime, skipped)
+        assert run.status == "skipped"
+        assert run.error is not None
+        assert "daily cost cap of $1.00" in run.error
+    alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert len(alerts) == 1  # told once a day, not once a run
+
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(User).where(User.id == user.id).values(
+            daily_cost_cap_usd=5.0))
+    allowed = await run_now(runtime, instruction)
+    await work_once(worker)
+    assert (await get_run(runtime, allowed)).status in ("succeeded", "skipped")
+    assert (await get_run(runtime, allowed)).error != run.error
+
+
+async def test_usage_by_day_and_instruction(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    morning = await factories.instruction(runtime, user)
+    evening = await factories.instruction(runtime, user, title="Evening")
+    worker = make_worker(runtime)
+    ids = [await run_now(runtime, morning), await run_now(runtime, evening)]
+    await work_once(worker)
+    await _cost(runtime, ids[0], 0.25)
+    await _cost(runtime, ids[1], 0.5)
+
+    body = (await client.get("/api/v1/usage?days=7", headers=headers)).json()
+    assert body["timezone"] == "Europe/Berlin"
+    assert len(body["days"]) == 7
+    today = body["days"][-1]
+    assert today["runs"] == 2
+    assert today["cost_usd"] == 0.75
+    assert today["input_tokens"] > 0
+    assert [i["instruction_id"] for i in body["instructions"]] == [str(evening.id),
+                                                                   str(morning.id)]
+    assert body["total"]["cost_usd"] == 0.75
+    assert (await client.get("/api/v1/usage?days=0", headers=headers)).status_code == 422
+    _other, other_headers = await factories.user_with_token(runtime)
+    theirs = (await client.get("/api/v1/usage", headers=other_headers)).json()
+    assert theirs["total"]["runs"] == 0
