@@ -1,0 +1,462 @@
+"""Run-engine benchmarks on PostgreSQL: five figures, each against its target.
+
+    .venv/bin/python bench/engine.py --quick
+    .venv/bin/python bench/engine.py --only throughput,runnow
+
+Figures: throughput (our worker vs pgqueuer), tick (scheduler tick with a huge
+instruction table), burst (10,000 instructions due in one second), runnow (run-now
+to running with LISTEN/NOTIFY vs polling) and inflight (runs held at once by one
+worker). Every measured process is a fresh child process, so its memory and event
+loop are its own; every child is stopped (SIGTERM, then SIGKILL) before the next
+figure. Only 127.0.0.1 is contacted. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import os
+import platform
+import random
+import signal
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from _common import (
+    Report,
+    SleepingAgent,
+    add_instructions,
+    add_users,
+    children,
+    connect,
+    ensure_database,
+    install_stop,
+    median,
+    ms,
+    noop_agent,
+    percentile,
+    plain_dsn,
+    queue_runs,
+    reset_schema,
+    rss_mb,
+    settings,
+    unfinished_runs,
+    wait_until,
+)
+
+from app.accounts.models import Account
+from app.agent.offline import OfflineModel
+from app.core.db import transaction
+from app.core.loops import LoopService
+from app.core.runtime import Runtime, Wakeups
+from app.instructions import service as instructions
+from app.instructions.schemas import InstructionCreate
+from app.runs.execute import RunExecutor
+from app.runs.scheduler import SchedulerTick
+from app.runs.service import run_now
+from app.runs.worker import Worker
+from app.users import service as users
+
+FIGURES = ("throughput", "tick", "burst", "runnow", "inflight")
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/pilotlight_bench"
+
+
+# --- child processes (each a fresh interpreter; results go back over a pipe) ----------------
+
+
+def pgqueuer_version() -> str:
+    try:
+        return version("pgqueuer")
+    except PackageNotFoundError:
+        return "not installed (.venv/bin/pip install -r bench/requirements.txt)"
+
+
+def child(body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(body)
+    def main(pipe: Any, params: dict[str, Any]) -> None:
+        logging.basicConfig(level=logging.WARNING, format="child: %(levelname)s %(message)s")
+        try:
+            asyncio.run(body(pipe, params))
+        except Exception:
+            pipe.send({"error": traceback.format_exc()})
+
+    return main
+
+
+@child
+async def worker_child(pipe: Any, p: dict[str, Any]) -> None:
+    """Our Worker + RunExecutor; runs until the queue is drained, or until SIGTERM."""
+    stop = asyncio.Event()
+    install_stop(stop)
+    runtime = Runtime.build(settings(
+        p["dsn"], worker_concurrency=p["concurrency"], worker_poll_seconds=p["poll"],
+    ))
+    agent = SleepingAgent(p["sleep"]) if p.get("sleep") else noop_agent
+    executor = RunExecutor(sessionmaker=runtime.sessionmaker, settings=runtime.settings,
+                           llm=OfflineModel(), agent=agent)
+    worker = Worker(runtime=runtime, executor=executor)
+    # Without LISTEN the worker is the plain polling loop (Worker.run adds only the listener).
+    loop = worker.run(stop) if p["listen"] else LoopService.run(worker, stop)
+    rss_idle = rss_mb()[0]
+    async with connect(p["dsn"]) as conn:
+        pipe.send({"ready": True})
+        if not p["until_drained"]:
+            await loop
+            await runtime.close()
+            return
+        started = time.perf_counter()
+        task = asyncio.create_task(loop)
+        peak_inflight = peak_running = 0
+        while await unfinished_runs(conn):
+            if task.done():
+                task.result()
+                raise RuntimeError("the worker stopped early")
+            peak_inflight = max(peak_inflight, len(worker.inflight))
+            if p.get("sleep"):
+                running = await conn.fetchval("SELECT count(*) FROM runs WHERE status='running'")
+                peak_running = max(peak_running, running)
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+    await runtime.close()
+    pipe.send({"elapsed": elapsed, "peak_inflight": peak_inflight, "peak_running": peak_running,
+               "peak_agent": getattr(agent, "peak", 0), "rss_idle": rss_idle,
+               "rss_peak": rss_mb()[1]})
+
+
+@child
+async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
+    """pgqueuer's QueueManager with one entrypoint that does nothing, until its table is empty."""
+    import asyncpg
+    from pgqueuer import QueueManager
+    from pgqueuer.models import Job
+    from pgqueuer.queries import Queries
+
+    pool = await asyncpg.create_pool(p["dsn"], min_size=p["pool"], max_size=p["pool"])
+    qm = QueueManager(Queries.from_asyncpg_pool(pool))
+
+    @qm.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        return None
+
+    async with connect(p["dsn"]) as conn:
+        pipe.send({"ready": True})
+        started = time.perf_counter()
+        task = asyncio.create_task(
+            qm.run(batch_size=p["batch"], max_concurrent_tasks=p["concurrency"])
+        )
+        while await conn.fetchval("SELECT count(*) FROM pgqueuer"):
+            if task.done():
+                task.result()
+                raise RuntimeError("pgqueuer stopped early")
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        qm.shutdown.set()
+        await task
+    await pool.close()
+    pipe.send({"elapsed": elapsed})
+
+
+@child
+async def tick_child(pipe: Any, p: dict[str, Any]) -> None:
+    """Times SchedulerTick.run_once() with the same instructions re-armed before each tick."""
+    runtime = Runtime.build(settings(p["dsn"]))
+    scheduler = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                              settings=runtime.settings)
+    due = [uuid.UUID(i) for i in p["due"]]
+
+    async with connect(p["dsn"]) as conn:
+        async def timed_tick(rearm: bool) -> float:
+            if rearm:
+                await conn.execute(
+                    "UPDATE instructions SET next_run_at = clock_timestamp() - interval '1s'"
+                    " WHERE id = ANY($1::uuid[])", due,
+                )
+            started = time.perf_counter()
+            queued = await scheduler.run_once()
+            elapsed = time.perf_counter() - started
+            if queued != (len(due) if rearm else 0):
+                raise RuntimeError(f"tick queued {queued} runs")
+            return elapsed
+
+        await timed_tick(True)  # warm-up: connections, statement caches
+        await timed_tick(False)
+        rss_before = rss_mb()[0]
+        busy = [await timed_tick(True) for _ in range(p["ticks"])]
+        idle = [await timed_tick(False) for _ in range(p["ticks"])]
+        rss_after = rss_mb()[0]
+    await runtime.close()
+    pipe.send({"busy": median(busy), "idle": median(idle), "rss_before": rss_before,
+               "rss_after": rss_after})
+
+
+@child
+async def scheduler_child(pipe: Any, p: dict[str, Any]) -> None:
+    """What `pilotlight scheduler` runs: the tick loop (default interval 1 s) until SIGTERM."""
+    stop = asyncio.Event()
+    install_stop(stop)
+    runtime = Runtime.build(settings(p["dsn"]))
+    tick = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                         settings=runtime.settings)
+    pipe.send({"ready": True, "interval": tick.interval})
+    await tick.run(stop)
+    await runtime.close()
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    n, conc = (1_000 if args.quick else 10_000), args.concurrency
+    pool = settings(dsn).database_pool_size
+    report.title(1, f"Throughput: {n:,} runs / jobs with a no-op agent, concurrency {conc}")
+    await reset_schema(dsn)
+    async with connect(dsn) as conn:
+        await add_users(conn, max(1, n // 10))
+        await add_instructions(conn, n)
+        await queue_runs(conn)
+    params = {"dsn": dsn, "concurrency": conc, "poll": 1.0, "listen": True, "until_drained": True}
+    async with children(worker_child, params) as [kid]:
+        await kid.recv()
+        ours = await kid.recv()
+    async with connect(dsn) as conn:
+        done = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'succeeded'")
+        notes = await conn.fetchval("SELECT count(*) FROM notifications")
+    if done != n or notes != n:
+        raise RuntimeError(f"expected {n} succeeded runs and notifications: {done}, {notes}")
+
+    try:
+        from pgqueuer.queries import Queries
+    except ImportError:
+        raise SystemExit(f"throughput: pgqueuer is {pgqueuer_version()}") from None
+
+    await reset_schema(dsn)
+    async with connect(dsn) as conn:
+        queries = Queries.from_asyncpg_connection(conn)
+        await queries.install()
+        for start in range(0, n, 5_000):
+            size = min(5_000, n - start)
+            await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
+    params = {"dsn": dsn, "concurrency": conc, "batch": max(1, conc // 2), "pool": pool + 1}
+    async with children(pgqueuer_child, params) as [kid]:
+        await kid.recv()
+        theirs = await kid.recv()
+    ours_rate, their_rate = n / ours["elapsed"], n / theirs["elapsed"]
+    ratio = ours_rate / their_rate
+    report.line("ours (Worker + RunExecutor)", f"{ours_rate:,.0f} runs/s  ({ours['elapsed']:.2f} s;"
+                f" worker_concurrency={conc}, pool {pool} + 1 LISTEN connection)")
+    report.line(f"baseline (pgqueuer {pgqueuer_version()})",
+                f"{their_rate:,.0f} jobs/s  ({theirs['elapsed']:.2f} s; max_concurrent_tasks="
+                f"{conc}, batch_size={params['batch']}, asyncpg pool {params['pool']})")
+    report.line("ratio ours/pgqueuer", f"{ratio:.2f}x (higher is better)")
+    report.verdict("throughput", f"{ours_rate:,.0f}/s = {ratio:.2f}x pgq", ">= 1.0x", ratio >= 1.0)
+
+
+async def tick(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    big, small, due, ticks = (100_000 if args.quick else 1_000_000), 10_000, 100, 10
+    report.title(2, f"Scheduler tick: {due} due among {small:,} (baseline) and {big:,} "
+                 "instructions")
+    await reset_schema(dsn)
+    results = {}
+    async with connect(dsn) as conn:
+        await add_users(conn, 1_000)
+        await add_instructions(conn, small)
+        ids = [str(r["id"]) for r in await conn.fetch(f"SELECT id FROM instructions LIMIT {due}")]
+    for size in (small, big):
+        if size > small:
+            started = time.perf_counter()
+            async with connect(dsn) as conn:
+                await add_instructions(conn, size - small)
+            elapsed = time.perf_counter() - started
+            report.line("bulk insert", f"{size - small:,} more instructions in {elapsed:.1f} s")
+        async with children(tick_child, {"dsn": dsn, "due": ids, "ticks": ticks}) as [kid]:
+            results[size] = await kid.recv(timeout=300)
+    for size, res in results.items():
+        report.line(f"median tick, {size:,} instructions",
+                    f"{ms(res['busy'])} with {due} due; {ms(res['idle'])} with none due")
+        report.line("  process RSS before / after", f"{res['rss_before']:.1f} / "
+                    f"{res['rss_after']:.1f} MiB ({ticks} busy + {ticks} idle ticks)")
+    b, s = results[big], results[small]
+    report.line(f"ratio {big:,} / {small:,}", f"{b['busy'] / s['busy']:.2f}x tick time, "
+                f"{b['rss_after'] / s['rss_after']:.2f}x RSS (1.0 = does not grow)")
+    grown = max(b["rss_after"] - s["rss_after"], b["rss_after"] - b["rss_before"])
+    report.verdict("tick (100 due)", ms(b["busy"]), "< 10 ms", b["busy"] < 0.010)
+    report.verdict("tick memory", f"+{grown:.1f} MiB", "grows < 5 MiB with the table", grown < 5)
+
+
+async def burst(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    n = 3_000 if args.quick else 10_000
+    report.title(3, f"{n:,} instructions due in the same second, {args.schedulers} scheduler "
+                 "process(es) ticking as `pilotlight scheduler`")
+    await reset_schema(dsn)
+    async with connect(dsn) as conn:
+        await add_users(conn, 1_000)
+        await add_instructions(conn, n)
+        async with children(scheduler_child, {"dsn": dsn}, args.schedulers) as kids:
+            interval = [(await kid.recv())["interval"] for kid in kids][-1]
+            await asyncio.sleep(1.5)  # every scheduler is ticking
+            due_at = await conn.fetchval(
+                "SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
+            await conn.execute("UPDATE instructions SET next_run_at = $1", due_at)
+
+            async def all_queued() -> bool:
+                return await conn.fetchval("SELECT count(*) FROM runs") >= n
+
+            await wait_until(all_queued, timeout=300, every=0.1)
+        lags = [r[0] for r in await conn.fetch(
+            "SELECT extract(epoch FROM created_at - scheduled_for)::float8 FROM runs")]
+    p50, p99 = percentile(lags, 50), percentile(lags, 99)
+    report.line("tick interval", f"{interval:.1f} s, batch {settings(dsn).scheduler_batch_size}")
+    report.line("lag due -> queued p50 / p99 / max", f"{ms(p50)} / {ms(p99)} / {ms(max(lags))}")
+    report.verdict("burst p99 lag", ms(p99), "< 2 s", p99 < 2.0)
+
+
+async def runnow(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    samples = 15 if args.quick else 50
+    report.title(4, f"Run-now to running: {samples} samples, idle worker in another process")
+    await reset_schema(dsn)
+    runtime = Runtime.build(settings(dsn))
+    async with transaction(runtime.sessionmaker) as session:
+        user = await users.create_user(session=session, email="now@example.com", timezone="UTC")
+        session.add(Account(user_id=user.id, kind="sample", email=user.email, scopes={},
+                            sync_cursor={}, status="active"))
+    async with transaction(runtime.sessionmaker) as session:
+        instruction = await instructions.create(
+            session=session, user=user, default_max_tool_calls=10, data=InstructionCreate(
+                title="Now", text="Digest my mail.",
+                trigger={"type": "cron", "cron": "0 8 * * 1-5", "timezone": "UTC"}))
+    lags: dict[str, list[float]] = {}
+    # Pauses between samples: short with LISTEN; with polling spread over a whole poll
+    # interval, so a sample lands at a random phase of the loop (the worker's clock restarts
+    # when the previous run ends).
+    modes = (("LISTEN/NOTIFY, poll 5 s", True, 5.0, 0.2), ("polling only, poll 1 s", False, 1.0,
+                                                             1.0))
+    async with connect(dsn) as conn:
+        for label, listen, poll, spread in modes:
+            params = {"dsn": dsn, "concurrency": 20, "poll": poll, "listen": listen,
+                      "until_drained": False}
+            async with children(worker_child, params) as [kid]:
+                await kid.recv()
+                if listen:
+                    async def listening() -> bool:
+                        return bool(await conn.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+                            " AND datname = current_database()"))
+                    await wait_until(listening, timeout=30)
+                await asyncio.sleep(poll + 0.5)  # past the worker's first iteration: idle
+                lags[label] = []
+                for _ in range(samples):
+                    await asyncio.sleep(0.1 + random.uniform(0, spread))
+                    async with transaction(runtime.sessionmaker) as session:
+                        run = await run_now(session=session, instruction=instruction,
+                                            wakeups=Wakeups())  # nothing local: only NOTIFY
+
+                    async def finished(run_id: uuid.UUID = run.id) -> bool:
+                        return bool(await conn.fetchval(
+                            "SELECT finished_at IS NOT NULL FROM runs WHERE id = $1", run_id))
+
+                    await wait_until(finished, timeout=30, every=0.005)
+                    row = await conn.fetchrow("SELECT created_at, started_at FROM runs"
+                                              " WHERE id = $1", run.id)
+                    lags[label].append((row["started_at"] - row["created_at"]).total_seconds())
+    await runtime.close()
+    (ours_label, ours), (base_label, base) = lags.items()
+    for label, values in lags.items():
+        report.line(f"{label}", f"p50 {ms(median(values))}, p90 {ms(percentile(values, 90))},"
+                    f" max {ms(max(values))}")
+    report.line("ratio LISTEN / polling (p50)", f"{median(ours) / median(base):.3f}x "
+                "(lower is better)")
+    report.verdict("run-now p50", ms(median(ours)), "< 100 ms", median(ours) < 0.100)
+
+
+async def inflight(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    conc, sleep = args.inflight, 2.0
+    pool = settings(dsn).database_pool_size
+    report.title(5, f"In flight in one worker process: {conc:,} runs queued, model answers after "
+                 f"{sleep:.0f} s, worker_concurrency={conc}, pool {pool}")
+    await reset_schema(dsn)
+    async with connect(dsn) as conn:
+        await add_users(conn, max(1, conc // 10))
+        await add_instructions(conn, conc)
+        await queue_runs(conn)
+    params = {"dsn": dsn, "concurrency": conc, "poll": 1.0, "listen": True, "sleep": sleep,
+              "until_drained": True}
+    async with children(worker_child, params) as [kid]:
+        await kid.recv()
+        res = await kid.recv(timeout=600)
+    report.line("peak waiting on the model at once", f"{res['peak_agent']:,}")
+    report.line("peak held by the worker / running", f"{res['peak_inflight']:,} / "
+                f"{res['peak_running']:,} (worker.inflight / status 'running' in the table)")
+    report.line("all done in", f"{res['elapsed']:.1f} s (one wave would be {sleep:.0f} s)")
+    report.line("process RSS idle / peak", f"{res['rss_idle']:.0f} / {res['rss_peak']:.0f} MiB")
+    report.verdict("in flight at once", f"{res['peak_agent']:,}", ">= 1,000",
+                   res["peak_agent"] >= 1000)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL,
+                        help="PostgreSQL on this machine; created if missing, its schema reset")
+    parser.add_argument("--quick", action="store_true", help="small sizes: under ~2 minutes")
+    parser.add_argument("--only", default=",".join(FIGURES),
+                        help=f"comma-separated figures to run, of: {','.join(FIGURES)}")
+    parser.add_argument("--concurrency", type=int, default=20,
+                        help="throughput: worker_concurrency and pgqueuer max_concurrent_tasks")
+    parser.add_argument("--schedulers", type=int, default=1,
+                        help="burst: scheduler processes ticking at once")
+    parser.add_argument("--inflight", type=int, default=1500,
+                        help="inflight: worker_concurrency and runs queued")
+    args = parser.parse_args()
+    args.only = [f.strip() for f in args.only.split(",") if f.strip()]
+    unknown = set(args.only) - set(FIGURES)
+    if unknown:
+        parser.error(f"unknown figure(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+async def main() -> None:
+    args = parse_args()
+    # SIGTERM or Ctrl-C cancel the figure; its `children` block then stops every child.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
+    dsn = plain_dsn(args.database_url)
+    await ensure_database(dsn)
+    async with connect(dsn) as conn:
+        server = await conn.fetchval("SHOW server_version")
+    print(f"Pilotlight engine benchmarks ({'quick' if args.quick else 'full'}) on {dsn}")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL "
+          f"{server}, pgqueuer {pgqueuer_version()}; everything on this one machine "
+          "(client, workers and PostgreSQL share the cores)")
+    print("load average at start: {:.2f} {:.2f} {:.2f} (other work on the machine skews every"
+          " figure)".format(*os.getloadavg()))
+    report = Report()
+    figures = {"throughput": throughput, "tick": tick, "burst": burst, "runnow": runnow,
+               "inflight": inflight}
+    started = time.perf_counter()
+    for name in FIGURES:
+        if name in args.only:
+            await figures[name](dsn, args, report)
+    report.summary()
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at the end: "
+          "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        sys.exit(130)
