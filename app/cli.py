@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -18,6 +18,9 @@ from app.core.errors import DomainError
 from app.core.loops import LoopService
 from app.core.migrate import pending, upgrade
 from app.core.runtime import Runtime
+
+if TYPE_CHECKING:
+    from app.agent.llm import LLM
 
 T = TypeVar("T")
 
@@ -67,7 +70,26 @@ async def _require_schema(runtime: Runtime) -> None:
         raise typer.Exit(2)
 
 
-def _loops(runtime: Runtime, *, scheduler: bool, worker: bool) -> list[LoopService]:
+async def _model_or_exit(settings: Settings) -> LLM:
+    """The configured model, checked once: a rejected key stops the process at start."""
+    from app.agent.factory import build_llm, probe
+    from app.agent.llm import KeyRejected, LLMError
+
+    llm = build_llm(settings)
+    try:
+        await probe(llm)
+    except KeyRejected as exc:
+        typer.echo(f"error: {exc}; fix PILOTLIGHT_GEMINI_API_KEY (see `pilotlight check`)",
+                   err=True)
+        raise typer.Exit(2) from exc
+    except LLMError as exc:
+        log.warning("the model did not answer a test request (%s); runs will retry", exc)
+    return llm
+
+
+def _loops(
+    runtime: Runtime, *, scheduler: bool, worker: bool, llm: LLM | None = None
+) -> list[LoopService]:
     from app.agent.factory import build_llm
     from app.runs.execute import RunExecutor
     from app.runs.scheduler import SchedulerTick
@@ -83,7 +105,7 @@ def _loops(runtime: Runtime, *, scheduler: bool, worker: bool) -> list[LoopServi
         )
     if worker:
         executor = RunExecutor(
-            sessionmaker=runtime.sessionmaker, settings=settings, llm=build_llm(settings)
+            sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or build_llm(settings)
         )
         loops.append(Worker(runtime=runtime, executor=executor))
     return loops
@@ -148,7 +170,8 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
             "get an API token with: %s token create   (API docs: http://%s:%d/docs)",
             _self_command(), host or settings.host, port or settings.port,
         )
-        loops = _loops(runtime, scheduler=True, worker=True)
+        llm = await _model_or_exit(settings)
+        loops = _loops(runtime, scheduler=True, worker=True, llm=llm)
         await _serve_http(runtime, loops, host or settings.host, port or settings.port)
 
     _run(main)
@@ -185,9 +208,66 @@ def worker() -> None:
 
     async def main(runtime: Runtime) -> None:
         await _require_schema(runtime)
-        await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True))
+        llm = await _model_or_exit(runtime.settings)
+        await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True, llm=llm))
 
     _run(main)
+
+
+@cli.command()
+def check() -> None:
+    """Check the database, the model (and its API key) and the sources; exit 1 on a problem."""
+
+    async def main(runtime: Runtime) -> bool:
+        from sqlalchemy import func, select
+
+        from app.accounts.models import Account
+        from app.agent.factory import build_llm, probe
+        from app.agent.llm import LLMError
+        from app.sources.base import SourceError
+        from app.sources.sample import SampleSource
+
+        settings, ok = runtime.settings, True
+
+        def line(name: str, good: bool, text: str) -> None:
+            nonlocal ok
+            ok = ok and good
+            typer.echo(f"{name:<9} {'ok ' if good else 'FAIL'}  {text}")
+
+        url = runtime.engine.url.render_as_string(hide_password=True)
+        try:
+            reason = await pending(runtime.engine)
+            line("database", reason is None, f"{url}: " + (reason or "schema up to date"))
+        except Exception as exc:  # any failure to connect is the answer here
+            line("database", False, f"{url}: unreachable ({type(exc).__name__}: {exc})")
+            reason = "unreachable"
+        llm = build_llm(settings)
+        where = f" at {settings.gemini_base_url}" if settings.gemini_base_url else ""
+        try:
+            await probe(llm)
+            detail = "offline model (no PILOTLIGHT_GEMINI_API_KEY)" if llm.name == (
+                "pilotlight-offline") else f"{llm.name}{where}: the API key works"
+            line("model", True, detail)
+        except LLMError as exc:
+            line("model", False, f"{llm.name}{where}: {exc}")
+        if reason is None:
+            async with runtime.sessionmaker() as session:
+                rows = (await session.execute(
+                    select(Account.kind, Account.status, func.count())
+                    .group_by(Account.kind, Account.status)
+                )).all()
+            accounts = ", ".join(f"{n} {kind} ({status})" for kind, status, n in rows)
+            line("accounts", True, accounts or "none yet (`serve` adds the sample on first start)")
+        try:
+            delta = await SampleSource(settings.sample_data_dir).delta(None, limit=1000)
+            line("sample", True, f"{len(delta.messages)} messages, {len(delta.files)} documents "
+                 f"in {settings.sample_data_dir or 'the bundled sample'}")
+        except SourceError as exc:
+            line("sample", False, str(exc))
+        return ok
+
+    if not _run(main):
+        raise typer.Exit(1)
 
 
 @cli.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.agent.llm import LLM
+from app.agent.llm import LLM, TurnRequest
 from app.agent.offline import OfflineModel
 from app.core.config import Settings
 
@@ -28,4 +28,16 @@ def build_llm(settings: Settings) -> LLM:
         base_url=settings.gemini_base_url,
         max_retries=settings.gemini_max_retries,
         timeout_seconds=settings.gemini_timeout_seconds,
+    )
+
+
+async def probe(llm: LLM) -> None:
+    """Ask the model for one tiny answer; raises `LLMError` (`KeyRejected` for a bad key)."""
+    if isinstance(llm, OfflineModel):
+        return
+    await llm.turn(
+        TurnRequest(
+            model=llm.name, system_instruction="Answer with the single word OK.",
+            input="Are you there?", thinking_level="minimal",
+        )
     )

@@ -40,7 +40,14 @@ from google.genai import _interactions as api_errors
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from app.agent.llm import FunctionCall, LLMError, TurnRequest, TurnResponse, Usage
+from app.agent.llm import (
+    FunctionCall,
+    KeyRejected,
+    LLMError,
+    TurnRequest,
+    TurnResponse,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +237,7 @@ class GeminiModel:
                 status = exc.status_code
                 message = api_message(exc)
                 if status in AUTH_STATUS:
-                    raise LLMError(f"Gemini API key rejected: {message}") from exc
+                    raise KeyRejected(f"Gemini API key rejected: {message}") from exc
                 if status not in RETRYABLE_STATUS:
                     raise LLMError(f"Gemini API error {status}: {message}") from exc
                 failure = f"{status} {message}"

@@ -79,6 +79,10 @@ class LLMError(Exception):
     """The model could not answer this turn."""
 
 
+class KeyRejected(LLMError):
+    """The model service refused the API key: nothing will work until it is fixed."""
+
+
 class LLM(Protocol):
     """What the agent loop needs from a model."""
 

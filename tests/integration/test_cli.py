@@ -8,11 +8,15 @@ from pathlib import Path
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.users import service as users
+from tests.fakes.gemini import FakeGemini
 from tests.integration.processes import command, pilotlight_env
 
 
-def cli(database_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = pilotlight_env(data_dir=tmp_path / "data", database_url=database_url)
+def cli(
+    database_url: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**pilotlight_env(data_dir=tmp_path / "data", database_url=database_url),
+           **(env or {})}
     return subprocess.run(
         command(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
@@ -56,3 +60,35 @@ async def test_bad_input_is_a_clear_error(
     assert no_local.returncode == 2
     assert "start `pilotlight serve` once" in no_local.stderr
     assert "Traceback" not in no_local.stderr + nobody.stderr + bad_email.stderr
+
+
+async def test_check_reports_database_model_and_sources(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    result = cli(database_url, tmp_path, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "database  ok" in result.stdout
+    assert "offline model" in result.stdout
+    assert "14 messages, 6 documents" in result.stdout
+
+
+async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    with FakeGemini() as fake:
+        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_MAX_RETRIES": "0"}
+        good = cli(database_url, tmp_path, "check",
+                   env={**env, "PILOTLIGHT_GEMINI_API_KEY": fake.api_key})
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "the API key works" in good.stdout
+
+        env["PILOTLIGHT_GEMINI_API_KEY"] = "not-the-key"
+        bad = cli(database_url, tmp_path, "check", env=env)
+        assert bad.returncode == 1
+        assert "model     FAIL" in bad.stdout
+        assert "key rejected" in bad.stdout
+
+        worker = cli(database_url, tmp_path, "worker", env=env)
+        assert worker.returncode == 2
+        assert "Gemini API key rejected" in worker.stderr
+        assert "not-the-key" not in worker.stderr + worker.stdout  # never echo secrets
