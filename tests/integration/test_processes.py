@@ -15,6 +15,7 @@ from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
 from tests import factories
+from tests.fakes.gemini import FakeGemini
 from tests.integration.processes import (
     command,
     free_port,
@@ -144,3 +145,46 @@ def test_roles_refuse_to_start_on_an_unmigrated_database(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "run `pilotlight migrate` first" in result.stderr
+
+
+async def test_serve_digests_the_sample_through_gemini_when_configured(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """With a key and a base URL, the first digest comes through the Gemini path."""
+    with FakeGemini() as fake:
+        port = free_port()
+        env = pilotlight_env(
+            data_dir=tmp_path / "data", database_url=database_url if is_postgres else "",
+            PILOTLIGHT_PORT=str(port), PILOTLIGHT_GEMINI_API_KEY=fake.api_key,
+            PILOTLIGHT_GEMINI_BASE_URL=fake.url,
+        )
+        if is_postgres:
+            subprocess.run(command("migrate"), env=env, cwd=tmp_path, check=True, timeout=60)
+        log = tmp_path / "serve.log"
+        server = start(command("serve"), env, tmp_path, log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(base, server, log)
+            token = subprocess.run(
+                command("token", "create"), env=env, cwd=tmp_path, check=True, timeout=60,
+                capture_output=True, text=True,
+            ).stdout.strip()
+            headers = {"Authorization": f"Bearer {token}"}
+
+            def digest() -> dict[str, Any] | None:
+                items = httpx.get(f"{base}/api/v1/notifications", headers=headers).json()
+                return next((n for n in items["items"] if n["kind"] == "digest"), None)
+
+            notification = wait_for(digest, 30, "the first digest")
+            run = httpx.get(f"{base}/api/v1/runs/{notification['run_id']}",
+                            headers=headers).json()
+        finally:
+            code = stop(server)
+        assert stopped_cleanly(code, log), log.read_text()
+    assert run["model"] == "gemini-3.5-flash"
+    assert notification["data"]["digest"]["model"] == "gemini-3.5-flash"
+    assert run["input_tokens"] > 0
+    assert run["cost_usd"] > 0
+    turns = [r for r in fake.requests() if r.status == 200]
+    assert len(turns) >= 2  # the first turn, then the function results
+    assert fake.api_key not in log.read_text()
