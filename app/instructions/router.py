@@ -5,11 +5,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.core.db import commit
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import InvalidCursor, encode_cursor
-from app.instructions import service
+from app.instructions import drafting, service
+from app.instructions.drafting import (
+    DraftIntervalTooShort,
+    DraftNotUnderstood,
+    DraftWatchNotAvailable,
+)
 from app.instructions.schemas import (
+    DraftIn,
+    DraftOut,
     InstructionCreate,
     InstructionOut,
     InstructionPage,
@@ -39,6 +47,36 @@ async def create_instruction(
         default_max_tool_calls=runtime.settings.agent_default_max_tool_calls,
     )
     return service.to_out(instruction)
+
+
+# Before the "/{instruction_id}" routes, so that "draft" is never read as an id.
+@router.post(
+    "/draft", response_model=DraftOut,
+    responses=error_responses(DraftNotUnderstood, DraftIntervalTooShort, DraftWatchNotAvailable),
+)
+async def draft_instruction(
+    data: DraftIn, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> DraftOut:
+    """Propose an instruction from one sentence, in the user's time zone; creates nothing.
+
+    POST the answer's `instruction` to `/instructions` as is to create it.
+    """
+    timezone = user.timezone
+    key = runtime.settings.gemini_api_key
+    if key is None or not key.get_secret_value():
+        return drafting.parse(data.text, timezone=timezone)
+    from app.agent.factory import build_llm  # only with a key: the parser needs no model
+
+    # Authentication is the only database work here: end its transaction before a model
+    # turn that may take a while, as the worker does.
+    await commit(session)
+    llm = build_llm(runtime.settings)
+    try:
+        return await drafting.draft(text=data.text, timezone=timezone, llm=llm)
+    finally:
+        close = getattr(llm, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @router.get("", response_model=InstructionPage, responses=error_responses(InvalidCursor))

@@ -140,3 +140,33 @@ class InstructionOut(BaseModel):
 class InstructionPage(BaseModel):
     items: list[InstructionOut]
     next_cursor: str | None = None
+
+
+DRAFT_TEXT_MAX = 1000
+
+
+class DraftIn(_Strict):
+    text: str = Field(
+        min_length=1, max_length=DRAFT_TEXT_MAX,
+        description="One sentence: what to do and when.",
+        examples=["every weekday at 8 tell me what my team sent"],
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _sentence(cls, value: str) -> str:
+        _no_nul(value)
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class DraftOut(BaseModel):
+    instruction: InstructionCreate = Field(
+        description="The proposed body: POST it to /instructions as is to create it."
+    )
+    schedule: str = Field(description="The trigger in words.")
+    explanation: str = Field(description="One line: what was understood.")
+    drafted_by: str = Field(
+        description='Who drafted it: "pilotlight-offline" (the parser) or the model\'s name.'
+    )

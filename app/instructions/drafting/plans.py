@@ -1,0 +1,270 @@
+"""From what was read to a trigger, or to a watch trigger that is refused for now."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from app.instructions.drafting.errors import (
+    DraftWatchNotAvailable,
+    _not_understood,
+    _quote,
+)
+from app.instructions.drafting.reading import (
+    _DAY_WORDS,
+    _PERIODS,
+    _WEEK_ORDER,
+    _Reading,
+    _Schedule,
+    _Time,
+)
+from app.instructions.schemas import (
+    CronTriggerIn,
+    IntervalTriggerIn,
+)
+
+log = logging.getLogger(__name__)
+
+# --- From what was read to a trigger ----------------------------------------------------------
+
+
+def _days_field(days: set[int]) -> str:
+    """A crontab day-of-week field, Monday first: "1-5", "6,0", "2,4"."""
+    ordered = [d for d in _WEEK_ORDER if d in days]
+    if len(ordered) in (0, 7):
+        return "*"
+    parts: list[str] = []
+    run: list[int] = []
+    for day in ordered:
+        if run and day == run[-1] + 1:
+            run.append(day)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+        run = [day]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+    return ",".join(parts)
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _days_words(days: set[int]) -> tuple[str, str]:
+    """("every weekday", "Weekday"): the days in a phrase, and as a title's first word."""
+    if len(days) == 7 or not days:
+        return "every day", "Daily"
+    if days == {1, 2, 3, 4, 5}:
+        return "every weekday", "Weekday"
+    if days == {6, 0}:
+        return "on weekends", "Weekend"
+    names = [_DAY_WORDS[d] for d in _WEEK_ORDER if d in days]
+    if len(names) == 1:
+        return f"every {names[0]}", names[0]
+    return "on " + _and([n + "s" for n in names]), _and(names)
+
+
+def _hours_field(window: tuple[int, int] | None, step: int) -> str:
+    every = f"/{step}" if step > 1 else ""
+    if window is None:
+        return f"*{every}"
+    first, last = window
+    if first <= last:
+        return f"{first}-{last}{every}"
+    if step > 1:
+        raise _not_understood("an interval of hours over a range that spans midnight")
+    return f"{first}-23,0-{last}"
+
+
+@dataclass
+class _Plan:
+    trigger: CronTriggerIn | IntervalTriggerIn
+    when: str  # "every weekday at 08:00"
+    title_head: str  # "Weekday"
+    title_tail: str  # "at 08:00"
+    note: str = ""
+
+
+def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
+    assert s.interval is not None
+    words = s.interval_words
+    if s.times or s.periods or s.twice:
+        told = _and([str(t) for t in s.times] or s.periods or ["twice a day"])
+        raise _not_understood(
+            f"the schedule: it has both an interval ({_quote(words)}) and a time of day "
+            f"({told}), and an interval "
+            'counts from when the instruction is created; try "every hour between 9 and 17" '
+            'or "every day at 8"'
+        )
+    if s.day_of_month or s.monthly or s.weekly:
+        raise _not_understood(
+            f"the schedule: {_quote(words)} cannot be combined with a day of the week or month"
+        )
+    restricted = bool(s.days) and len(s.days) < 7
+    if not restricted and s.window is None:
+        return _Plan(IntervalTriggerIn(type="interval", seconds=s.interval), words,
+                     "Hourly" if s.interval == 3600 else "", "" if s.interval == 3600 else words)
+    # On some days or hours only: the same rhythm as a cron expression, if it has one.
+    seconds = s.interval
+    if seconds % 3600 == 0 and 24 % (seconds // 3600) == 0:
+        minute, hour = "0", _hours_field(s.window, seconds // 3600)
+    elif seconds < 3600 and seconds % 60 == 0 and 60 % (seconds // 60) == 0:
+        step = seconds // 60
+        minute, hour = ("*" if step == 1 else f"*/{step}"), _hours_field(s.window, 1)
+    else:
+        raise _not_understood(
+            f"{_quote(words)} on some days or hours only: that needs an interval that divides "
+            'a day or an hour evenly, such as "every 2 hours" or "every 15 minutes"'
+        )
+    days_phrase, head = _days_words(s.days)
+    when = words
+    if s.window is not None:
+        when += f" between {s.window[0]:02d}:00 and {s.window[1]:02d}:59"
+    if restricted:
+        when += f", {days_phrase}"
+    cron = f"{minute} {hour} * * {_days_field(s.days)}"
+    tail = words if s.interval != 3600 or restricted else "every hour"
+    return _Plan(CronTriggerIn(type="cron", cron=cron, timezone=timezone), when,
+                 head if restricted else "", tail)
+
+
+def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
+    if s.window is not None:
+        raise _not_understood(
+            f"the schedule: a range of hours ({s.window[0]:02d}:00 to {s.window[1]:02d}:00) "
+            'needs an interval, e.g. "every hour between 9 and 17"'
+        )
+    times = list(s.times)
+    note = ""
+    if not times:
+        defaults = [_PERIODS[p][0] for p in s.periods] or (
+            [(8, 0), (18, 0)] if s.twice else [(8, 0)]
+        )
+        times = [_Time(h, m, True) for h, m in defaults]
+        if not s.periods:
+            note = f"no time was given, so {_and([str(t) for t in times])}"
+    elif s.periods:
+        adjusted = []
+        for time in times:
+            if not time.fixed and time.hour < 12 and "morning" not in s.periods and any(
+                p in s.periods for p in ("afternoon", "evening", "night", "end of day")
+            ):
+                time = _Time(time.hour + 12, time.minute, True)
+            adjusted.append(time)
+        times = adjusted
+        for period in s.periods:
+            if not any(t.hour in _PERIODS[period][1] for t in times):
+                raise _not_understood(
+                    f"the times: {_and([str(t) for t in times])} is not in the {period}"
+                )
+    if s.twice and len(times) != 2:
+        raise _not_understood(f"the times: twice a day, but {_and([str(t) for t in times])}")
+    if len({t.minute for t in times}) > 1:
+        raise _not_understood(
+            f"the times {_and([str(t) for t in times])} together: one instruction runs at "
+            "one minute past its hours; make one instruction for each time"
+        )
+    hours = sorted({t.hour for t in times})
+    minute = times[0].minute
+    at = _and([f"{h:02d}:{minute:02d}" for h in hours])
+
+    if s.day_of_month is not None or s.monthly:
+        if s.days and len(s.days) < 7:
+            raise _not_understood(
+                "the schedule: a day of the month and a day of the week cannot be combined; "
+                'try "on the 1st of every month" or "every Monday"'
+            )
+        day = s.day_of_month or 1
+        if s.day_of_month is None:
+            note = "; ".join(n for n in (note, "monthly means the 1st") if n)
+        cron = f"{minute} {','.join(map(str, hours))} {day} * *"
+        return _Plan(CronTriggerIn(type="cron", cron=cron, timezone=timezone),
+                     f"on day {day} of every month at {at}", "Monthly", f"at {at}", note)
+    days = set(s.days)
+    if s.weekly and not days:
+        days = {1}
+        note = "; ".join(n for n in (note, "weekly means Mondays") if n)
+    days_phrase, head = _days_words(days)
+    cron = f"{minute} {','.join(map(str, hours))} * * {_days_field(days)}"
+    return _Plan(CronTriggerIn(type="cron", cron=cron, timezone=timezone),
+                 f"{days_phrase} at {at}", head, f"at {at}", note)
+
+
+# --- Watch triggers: understood, not available yet --------------------------------------------
+
+_WHENEVER = r"\b(?:whenever|when|each\s+time|every\s+time|as\s+soon\s+as|if)\b"
+_MAILWORD = r"(?:e-?mails?|mails?|messages?|anything|something)"
+_ADDRESS = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|[\w.-]+"
+_WATCH_MAIL_FROM = re.compile(
+    rf"{_WHENEVER}[^.;!?]*?(?:\b(?:new\s+|an?\s+)?{_MAILWORD}(?:\s+comes?|\s+arrives?)?\s+from"
+    rf"|\bfrom)\s+(?:the\s+|my\s+|our\s+)?(?P<who>{_ADDRESS})"
+    rf"|{_WHENEVER}\s+(?:my\s+|the\s+)?(?P<sender>{_ADDRESS})\s+(?:e-?mails|writes|sends)\b"
+)
+_WATCH_MAIL_ABOUT = re.compile(
+    rf"{_WHENEVER}[^.;!?]*?\b{_MAILWORD}\s+(?:about|regarding|on|mentioning)\s+"
+    r"(?P<topic>[\w\"' -]+?)(?=\s*(?:[,.;!?]|$|\s(?:arrives?|comes?|lands?|and|tell|let|"
+    r"notify|send|email|ping|i\b)))"
+)
+_WATCH_THING = re.compile(
+    rf"{_WHENEVER}\s+(?:i\s+(?:get|receive)\s+)?(?:an?\s+|any\s+|new\s+|the\s+)*(?:new\s+)?"
+    r"(?P<thing>[a-z][\w-]+?)s?\s+(?:arrives?|comes?\s+in|lands?|is\s+received|"
+    r"are\s+received|shows?\s+up)\b"
+)
+_WATCH_FOLDER = re.compile(
+    r"\bin\s+(?:the\s+|my\s+)?(?:folder\s+(?P<a>\"[^\"]+\"|'[^']+'|[\w.-]+)"
+    r"|(?P<b>\"[^\"]+\"|'[^']+'|[\w.-]+)\s+folder)"
+)
+_WATCH_CHANGE = re.compile(
+    rf"{_WHENEVER}[^.;!?]*?\b(?:changes?|changed|is\s+(?:updated|edited|added|modified)|"
+    r"are\s+(?:updated|edited|added|modified)|arrives?|comes?\s+in|i\s+(?:get|receive))\b"
+)
+# Arrivals that are not one kind of mail: "whenever mail arrives" is any mail.
+_NOT_A_KIND = frozenset(
+    "mail email e-mail message anything something thing document doc file sheet note".split()
+)
+
+
+def _watch_refusal(reading: _Reading) -> DraftWatchNotAvailable | None:
+    """The watch trigger the sentence asks for, as a refusal that says what was understood."""
+    low, text = reading.low, reading.text
+    understood = query = task = ""
+    if match := _WATCH_MAIL_FROM.search(low):
+        who = text[match.start("who"):match.end("who")] if match["who"] else text[
+            match.start("sender"):match.end("sender")]
+        who = who.lower()
+        understood = f"whenever mail from {who} arrives"
+        query, task = f"Gmail query: from:{who}", f"tell me about new mail from {who}"
+    elif match := _WATCH_MAIL_ABOUT.search(low):
+        topic = text[match.start("topic"):match.end("topic")].strip(" \"'")
+        topic = " ".join(re.sub(r"^(?:the|a|an)\s+", "", topic, flags=re.I).split()[:6])
+        term = f'"{topic}"' if " " in topic else topic
+        understood = f"whenever mail about {topic} arrives"
+        query = f"Gmail query: subject:{term} OR {term}"
+        task = f"tell me about new mail about {topic}"
+    elif (match := _WATCH_THING.search(low)) and match["thing"] not in _NOT_A_KIND:
+        thing = match["thing"]
+        article = "an" if thing[0] in "aeiou" else "a"
+        understood = f"whenever {article} {thing} arrives"
+        query = f"Gmail query: subject:{thing} OR {thing}"
+        task = f"tell me about new {thing}s"
+    elif (match := _WATCH_FOLDER.search(low)) and _WATCH_CHANGE.search(low):
+        span = "a" if match["a"] else "b"
+        folder = text[match.start(span):match.end(span)].strip("\"'")
+        understood = f"whenever a document in the folder '{folder}' changes"
+        query = f"Drive folder: '{folder}'"
+        task = f"tell me what changed in the folder '{folder}'"
+    elif match := _WATCH_CHANGE.search(low):
+        clause = text[match.start():match.end()]
+        understood = " ".join(clause.split())
+        drive = re.search(r"\b(?:docs?|documents?|files?|drive|sheets?|folders?)\b", low)
+        query = "Drive: changed files" if drive else "Gmail query: in:inbox"
+        task = "tell me what changed in my documents" if drive else "tell me about new mail"
+    else:
+        return None
+    return DraftWatchNotAvailable(
+        f"Understood {_quote(understood, 120)} ({query}): that needs a watch trigger, and "
+        "watch triggers are not available yet: they arrive with the Gmail and Drive connection. "
+        f'The closest schedule is "every hour", e.g. "every hour {task}".'
+    )

@@ -1,0 +1,283 @@
+"""POST /instructions/draft: a proposed instruction from one sentence, which creates nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import update
+
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.main import create_app
+from app.users.models import User
+from tests.factories import user_with_token
+from tests.fakes.gemini import FakeGemini, Text
+from tests.integration.api.helpers import API, assert_error
+
+DRAFT = f"{API}/instructions/draft"
+
+
+async def test_draft_needs_a_token(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    response = await client.post(DRAFT, json={"text": "every day at 8 tell me my mail"})
+    assert_error(response, 401, "InvalidToken", "missing bearer token")
+
+
+@pytest.mark.parametrize(
+    ("sentence", "trigger", "schedule"),
+    [
+        ("every weekday at 8 tell me what my team sent",
+         {"type": "cron", "cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"},
+         "At 08:00, Monday through Friday (Europe/Berlin)"),
+        ("on Tuesdays and Thursdays at 16:00 email me what the sales team sent",
+         {"type": "cron", "cron": "0 16 * * 2,4", "timezone": "Europe/Berlin"},
+         "At 16:00, only on Tuesday and Thursday (Europe/Berlin)"),
+        ("every 2 hours check for invoices in my inbox",
+         {"type": "interval", "seconds": 7200}, "Every 2 hours"),
+        ("every hour between 9 and 17 on weekdays push urgent mail",
+         {"type": "cron", "cron": "0 9-17 * * 1-5", "timezone": "Europe/Berlin"},
+         "At 0 minutes past the hour, between 09:00 and 17:59, Monday through Friday "
+         "(Europe/Berlin)"),
+        ("on weekends at 10 give me a full summary of my documents",
+         {"type": "cron", "cron": "0 10 * * 6,0", "timezone": "Europe/Berlin"},
+         "At 10:00, only on Saturday and Sunday (Europe/Berlin)"),
+    ],
+)
+async def test_a_draft_is_accepted_by_create_as_is(
+    client: httpx.AsyncClient, runtime: Runtime, sentence: str, trigger: dict[str, object],
+    schedule: str,
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    response = await client.post(DRAFT, json={"text": sentence}, headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"instruction", "schedule", "explanation", "drafted_by"}
+    assert body["drafted_by"] == "pilotlight-offline"
+    assert body["schedule"] == schedule
+    assert body["explanation"].startswith("Understood: ")
+    proposal = body["instruction"]
+    assert set(proposal) == {"title", "text", "trigger", "sources", "channels",
+                             "thinking_level", "max_tool_calls", "only_new"}
+    assert proposal["trigger"] == trigger
+    assert proposal["max_tool_calls"] is None
+
+    # Drafting created nothing.
+    listed = await client.get(f"{API}/instructions", headers=headers)
+    assert listed.json()["items"] == []
+
+    created = await client.post(f"{API}/instructions", json=proposal, headers=headers)
+    assert created.status_code == 201, created.text
+    instruction = created.json()
+    assert instruction["schedule"] == schedule
+    assert instruction["trigger"] == trigger
+    assert instruction["title"] == proposal["title"]
+    assert instruction["text"] == proposal["text"]
+    assert sorted(instruction["sources"]) == sorted(proposal["sources"])
+    assert sorted(instruction["channels"]) == sorted(proposal["channels"])
+    assert instruction["only_new"] == proposal["only_new"]
+    assert instruction["max_tool_calls"] == runtime.settings.agent_default_max_tool_calls
+    assert instruction["next_run_at"] is not None
+
+
+async def test_the_example_sentence(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    _user, headers = await user_with_token(runtime)
+    response = await client.post(
+        DRAFT, json={"text": "every weekday at 8 tell me what my team sent"}, headers=headers
+    )
+    assert response.json() == {
+        "instruction": {
+            "title": "Weekday team mail at 08:00",
+            "text": "Every weekday at 8 tell me what my team sent.",
+            "trigger": {"type": "cron", "cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"},
+            "sources": ["gmail"],
+            "channels": ["in_app"],
+            "thinking_level": "medium",
+            "max_tool_calls": None,
+            "only_new": True,
+        },
+        "schedule": "At 08:00, Monday through Friday (Europe/Berlin)",
+        "explanation": "Understood: every weekday at 08:00 (Europe/Berlin); reads Gmail; "
+                       "delivers in the app; reports only what is new.",
+        "drafted_by": "pilotlight-offline",
+    }
+
+
+async def test_the_draft_is_in_the_users_time_zone(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user, headers = await user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(User).where(User.id == user.id).values(timezone="America/New_York")
+        )
+    response = await client.post(
+        DRAFT, json={"text": "every evening email me my mail"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["instruction"]["trigger"] == {
+        "type": "cron", "cron": "0 18 * * *", "timezone": "America/New_York"
+    }
+    assert response.json()["schedule"] == "At 18:00 (America/New_York)"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "error", "fragments"),
+    [
+        ("tell me what my team sent", "DraftNotUnderstood",
+         ["when to run", "every weekday at 8 tell me what my team sent"]),
+        ("qwerty uiop", "DraftNotUnderstood", ["qwerty uiop"]),
+        ("every morning at 6 pm summarize mail", "DraftNotUnderstood", ["not in the morning"]),
+        ("every 2 hours at 9 check mail", "DraftNotUnderstood", ["interval", "time of day"]),
+        ("every 20 seconds check my inbox", "DraftIntervalTooShort", ["once a minute"]),
+        ("whenever mail from billing@example.com arrives", "DraftWatchNotAvailable",
+         ["whenever mail from billing@example.com arrives", "from:billing@example.com",
+          "Gmail and Drive connection", "every hour"]),
+        ("whenever an invoice arrives, tell me", "DraftWatchNotAvailable",
+         ["subject:invoice OR invoice"]),
+    ],
+)
+async def test_sentences_it_cannot_draft_are_422(
+    client: httpx.AsyncClient, runtime: Runtime, sentence: str, error: str,
+    fragments: list[str],
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    response = await client.post(DRAFT, json={"text": sentence}, headers=headers)
+    body = assert_error(response, 422, error, *fragments)
+    assert set(body) == {"error", "detail"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"text": "every day at 8 tell me my mail", "timezone": "UTC"}, "timezone"),
+        ({"text": "every day at 8 tell me my mail", "title": "x"}, "title"),
+        ({}, "text"),
+        ({"text": ""}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": "x" * 1001}, "text"),
+        ({"text": "every day at 8\u0000 tell me"}, "text"),
+        ({"text": 42}, "text"),
+    ],
+    ids=["timezone", "title", "missing", "empty", "blank", "too-long", "nul", "not-a-string"],
+)
+async def test_bad_requests_are_422(
+    client: httpx.AsyncClient, runtime: Runtime, payload: dict[str, object], field: str
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    response = await client.post(DRAFT, json=payload, headers=headers)
+    body = assert_error(response, 422, "ValidationError")
+    assert any(item["field"] == field for item in body["errors"]), body
+
+
+async def test_a_long_sentence_at_the_limit_is_read(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    text = "every day at 8 tell me what my team sent " + "please " * 200
+    text = text[:1000]
+    response = await client.post(DRAFT, json={"text": text}, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_draft_is_not_read_as_an_instruction_id(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    # POST /instructions/draft is the draft route; other methods on it are not ids either.
+    response = await client.post(DRAFT, json={"text": "hourly check my inbox"}, headers=headers)
+    assert response.status_code == 200, response.text
+    response = await client.get(DRAFT, headers=headers)
+    assert response.status_code in (405, 422), response.text
+    assert response.json()["error"] in ("MethodNotAllowed", "ValidationError")
+
+
+async def test_openapi_documents_the_draft_errors(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"][DRAFT]["post"]
+    assert set(operation["responses"]) >= {"200", "401", "422"}
+    described = operation["responses"]["422"]["description"]
+    for name in ("DraftNotUnderstood", "DraftIntervalTooShort", "DraftWatchNotAvailable"):
+        assert name in described
+
+
+# --- with Gemini configured (the fake Interactions API) ----------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+@pytest.fixture
+async def gemini_client(runtime: Runtime, fake: FakeGemini) -> httpx.AsyncClient:
+    settings = runtime.settings.model_copy(
+        update={"gemini_api_key": SecretStr(fake.api_key), "gemini_base_url": fake.url,
+                "gemini_max_retries": 0}
+    )
+    app = create_app(Runtime(settings, runtime.engine, runtime.sessionmaker, runtime.wakeups))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                             base_url="http://pilotlight.test")
+
+
+async def test_gemini_drafts_through_structured_output(
+    gemini_client: httpx.AsyncClient, runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    fake.script(Text(json.dumps({
+        "understood": True, "title": "Team mail", "text": "Weekdays at 8: my team's mail.",
+        "trigger": {"type": "cron", "cron": "0 8 * * 1-5"}, "sources": ["gmail"],
+        "channels": ["in_app", "push"], "only_new": True,
+    })))
+    async with gemini_client as client:
+        response = await client.post(
+            DRAFT, json={"text": "weekdays 8ish, my team's mail, on my phone"}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["drafted_by"] == runtime.settings.gemini_model
+        assert body["instruction"]["trigger"] == {
+            "type": "cron", "cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"
+        }
+        assert body["instruction"]["channels"] == ["in_app", "push"]
+        created = await client.post(f"{API}/instructions", json=body["instruction"],
+                                    headers=headers)
+        assert created.status_code == 201, created.text
+
+    (request,) = fake.bodies()
+    assert request["input"] == "weekdays 8ish, my team's mail, on my phone"
+    assert "tools" not in request
+    assert request["response_format"]["mime_type"] == "application/json"
+    assert "understood" in request["response_format"]["schema"]["properties"]
+
+
+async def test_gemini_output_that_is_not_a_proposal_falls_back_to_the_parser(
+    gemini_client: httpx.AsyncClient, runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    fake.script(Text("Sure! Here is your instruction."), Text("{}"))
+    async with gemini_client as client:
+        ok = await client.post(
+            DRAFT, json={"text": "every weekday at 8 tell me what my team sent"},
+            headers=headers,
+        )
+        refused = await client.post(DRAFT, json={"text": "make it nice"}, headers=headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["drafted_by"] == "pilotlight-offline"
+    assert_error(refused, 422, "DraftNotUnderstood", "when to run")
+
+
+async def test_gemini_failing_falls_back_to_the_parser(
+    gemini_client: httpx.AsyncClient, runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    fake.fail(503)
+    async with gemini_client as client:
+        response = await client.post(DRAFT, json={"text": "hourly check my inbox"},
+                                     headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["drafted_by"] == "pilotlight-offline"
+    assert response.json()["instruction"]["trigger"] == {"type": "interval", "seconds": 3600}

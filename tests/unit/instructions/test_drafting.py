@@ -1,0 +1,393 @@
+"""Drafting an instruction from a sentence: the parser's table, its refusals, the LLM seam."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from app.agent.llm import LLMError, TurnRequest, TurnResponse
+from app.agent.offline import OfflineModel
+from app.core.errors import DomainError
+from app.instructions.drafting import (
+    PARSER_NAME,
+    DraftIntervalTooShort,
+    DraftNotUnderstood,
+    DraftWatchNotAvailable,
+    draft,
+    draft_json_schema,
+    parse,
+)
+from app.instructions.schemas import InstructionCreate
+from app.instructions.triggers import describe
+
+TZ = "Europe/Berlin"
+BOTH = ["gmail", "drive"]
+MAIL = ["gmail"]
+DOCS = ["drive"]
+APP = ["in_app"]
+EMAIL = ["in_app", "email"]
+PUSH = ["in_app", "push"]
+
+
+def cron(expression: str) -> dict[str, Any]:
+    return {"type": "cron", "cron": expression, "timezone": TZ}
+
+
+def every(seconds: int) -> dict[str, Any]:
+    return {"type": "interval", "seconds": seconds}
+
+
+# sentence -> (trigger, sources, channels)
+PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
+    # every day / daily / mornings and evenings / a time of day
+    ("every weekday at 8 tell me what my team sent", cron("0 8 * * 1-5"), MAIL, APP),
+    ("daily tell me what changed in my documents", cron("0 8 * * *"), DOCS, APP),
+    ("every day at 8am summarize my inbox", cron("0 8 * * *"), MAIL, APP),
+    ("every day at 7:30 summarize my inbox", cron("30 7 * * *"), MAIL, APP),
+    ("each morning tell me what's new in my drive", cron("0 8 * * *"), DOCS, APP),
+    ("every morning summarize new mail from my team", cron("0 8 * * *"), MAIL, APP),
+    ("each morning at 7:30 list the documents that changed", cron("30 7 * * *"), DOCS, APP),
+    ("every evening tell me what my team sent", cron("0 18 * * *"), MAIL, APP),
+    ("every evening email me a summary of my mail", cron("0 18 * * *"), MAIL, EMAIL),
+    ("at 8 tell me what my team sent", cron("0 8 * * *"), MAIL, APP),
+    ("at 17:45 tell me what my team sent", cron("45 17 * * *"), MAIL, APP),
+    ("daily at noon list the documents that changed", cron("0 12 * * *"), DOCS, APP),
+    ("every day at 6 pm email me a digest of my mail", cron("0 18 * * *"), MAIL, EMAIL),
+    ("every day at noon notify my phone about urgent messages", cron("0 12 * * *"), MAIL, PUSH),
+    ("every evening at 7 tell me what changed in my drive", cron("0 19 * * *"), DOCS, APP),
+    ("every morning at 6 tell me about overnight mail", cron("0 6 * * *"), MAIL, APP),
+    ("every afternoon tell me what changed in my notes", cron("0 14 * * *"), DOCS, APP),
+    ("every night at 10 summarize the day's email", cron("0 22 * * *"), MAIL, APP),
+    ("at midnight list the files that changed", cron("0 0 * * *"), DOCS, APP),
+    ("every Tuesday at 9.30 summarize the sprint notes", cron("30 9 * * 2"), DOCS, APP),
+    ("every morning and evening summarize my mail", cron("0 8,18 * * *"), MAIL, APP),
+    ("twice a day check my inbox", cron("0 8,18 * * *"), MAIL, APP),
+    ("every weekday at 8 and 17 tell me what my team sent", cron("0 8,17 * * 1-5"), MAIL, APP),
+    ("at 9 and 5 on weekdays check my inbox", cron("0 9,17 * * 1-5"), MAIL, APP),
+    # weekdays, weekends, named days
+    ("every weekday at 17:45 tell me what my team sent", cron("45 17 * * 1-5"), MAIL, APP),
+    ("on weekdays at 8 tell me what changed in the shared drive", cron("0 8 * * 1-5"), DOCS, APP),
+    ("Monday to Friday at 9am digest my inbox and drive", cron("0 9 * * 1-5"), BOTH, APP),
+    ("Monday through Friday at 7 give me a briefing", cron("0 7 * * 1-5"), BOTH, APP),
+    ("Mon-Fri 8am what did my team send", cron("0 8 * * 1-5"), BOTH, APP),
+    ("weekdays 7:30 what changed in the budget sheet", cron("30 7 * * 1-5"), DOCS, APP),
+    ("every workday at 08:00 summarize my mail", cron("0 8 * * 1-5"), MAIL, APP),
+    ("every weekday morning tell me what my team sent", cron("0 8 * * 1-5"), MAIL, APP),
+    ("every weekday at 6 pm push urgent mail", cron("0 18 * * 1-5"), MAIL, PUSH),
+    ("on weekends at 10 tell me everything", cron("0 10 * * 6,0"), BOTH, APP),
+    ("every weekend at 9 give me a full summary", cron("0 9 * * 6,0"), BOTH, APP),
+    ("every Monday summarize last week's documents", cron("0 8 * * 1"), DOCS, APP),
+    ("every Friday at 4pm email me what changed in my files", cron("0 16 * * 5"), DOCS, EMAIL),
+    ("on Tuesdays and Thursdays at 16:00 tell me what the sales team sent",
+     cron("0 16 * * 2,4"), MAIL, APP),
+    ("Monday, Wednesday and Friday at 8 check my inbox", cron("0 8 * * 1,3,5"), MAIL, APP),
+    ("every Sunday evening plan my week from my documents", cron("0 18 * * 0"), DOCS, APP),
+    ("Mondays at 7 pm digest the drive", cron("0 19 * * 1"), DOCS, APP),
+    ("weekly summarize my documents", cron("0 8 * * 1"), DOCS, APP),
+    ("on the 1st of every month at 9 report on invoices in my mail", cron("0 9 1 * *"), MAIL,
+     APP),
+    ("on the 15th at 10 summarize the invoices", cron("0 10 15 * *"), BOTH, APP),
+    # intervals
+    ("every 2 hours check for invoices in my inbox", every(7200), MAIL, APP),
+    ("every hour tell me about urgent mail", every(3600), MAIL, APP),
+    ("hourly check my inbox", every(3600), MAIL, APP),
+    ("hourly check my inbox and push urgent things", every(3600), MAIL, PUSH),
+    ("every 30 minutes check my inbox", every(1800), MAIL, APP),
+    ("every half hour check my inbox", every(1800), MAIL, APP),
+    ("every 15 minutes look for replies from the client", every(900), MAIL, APP),
+    ("every 90 minutes check the shared drive", every(5400), DOCS, APP),
+    ("every six hours summarize the drive", every(21600), DOCS, APP),
+    ("every minute check for urgent mail", every(60), MAIL, APP),
+    ("every other day check the drive", every(172800), DOCS, APP),
+    # intervals on some days or hours only: the same rhythm in cron
+    ("every hour on weekdays check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
+    ("every 2 hours between 8 and 18 check my inbox", cron("0 8-18/2 * * *"), MAIL, APP),
+    ("every hour from 9 to 5 check urgent mail", cron("0 9-17 * * *"), MAIL, APP),
+    ("every 30 minutes between 9am and 5pm on weekdays check support mail",
+     cron("*/30 9-17 * * 1-5"), MAIL, APP),
+    # channels
+    ("every weekday at 8:30 a.m. email me and push a summary of my mail", cron("30 8 * * 1-5"),
+     MAIL, ["in_app", "email", "push"]),
+    ("every weekday at 8 tell me what my team sent and email me", cron("0 8 * * 1-5"), MAIL,
+     EMAIL),
+    ("every morning email me a summary of the changed docs", cron("0 8 * * *"), DOCS, EMAIL),
+    ("every evening send a push notification about new files", cron("0 18 * * *"), DOCS, PUSH),
+]
+
+
+@pytest.mark.parametrize(("sentence", "trigger", "sources", "channels"), PHRASES,
+                         ids=[p[0] for p in PHRASES])
+def test_phrasings(
+    sentence: str, trigger: dict[str, Any], sources: list[str], channels: list[str]
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    body = out.instruction.model_dump()
+    assert body["trigger"] == trigger
+    assert body["sources"] == sources
+    assert body["channels"] == channels
+    assert out.schedule == describe(trigger)
+    assert out.drafted_by == PARSER_NAME == "pilotlight-offline"
+    assert out.explanation.startswith("Understood: ")
+    assert "\n" not in out.explanation
+    assert body["thinking_level"] == "medium"
+    assert body["max_tool_calls"] is None
+    # The proposal is valid input for POST /instructions as it is.
+    assert InstructionCreate.model_validate(out.model_dump(mode="json")["instruction"])
+
+
+def test_table_is_large() -> None:
+    assert len(PHRASES) >= 40
+    assert len({p[0] for p in PHRASES}) == len(PHRASES)
+
+
+def test_example_title_text_and_explanation() -> None:
+    out = parse("  every weekday at 8   tell me what my team sent ", timezone=TZ)
+    assert out.instruction.title == "Weekday team mail at 08:00"
+    assert out.instruction.text == "Every weekday at 8 tell me what my team sent."
+    assert out.instruction.only_new is True
+    assert out.schedule == "At 08:00, Monday through Friday (Europe/Berlin)"
+    assert out.explanation == (
+        "Understood: every weekday at 08:00 (Europe/Berlin); reads Gmail; delivers in the app; "
+        "reports only what is new."
+    )
+
+
+@pytest.mark.parametrize(
+    ("sentence", "title"),
+    [
+        ("every hour tell me about urgent mail", "Hourly urgent mail"),
+        ("every 30 minutes check my inbox", "Mail every 30 minutes"),
+        ("on weekends at 10 tell me everything", "Weekend digest at 10:00"),
+        ("every Friday at 4pm email me what changed in my files", "Friday documents at 16:00"),
+        ("every day at 1 pm tell me about new messages from billing@example.com",
+         "Daily mail from billing@example.com at 13:00"),
+        ("on the 1st of every month at 9 report on invoices in my mail",
+         "Monthly invoices mail at 09:00"),
+    ],
+)
+def test_titles(sentence: str, title: str) -> None:
+    assert parse(sentence, timezone=TZ).instruction.title == title
+
+
+@pytest.mark.parametrize(
+    ("sentence", "only_new"),
+    [
+        ("every day at 8 tell me everything", False),
+        ("every day at 8 summarize all mail", False),
+        ("every day at 8 summarize all of my emails", False),
+        ("every Friday give me a full summary of the drive", False),
+        ("daily at 8 tell me everything new in my inbox", True),
+        ("every day at 8 tell me what my team sent", True),
+    ],
+)
+def test_only_new(sentence: str, only_new: bool) -> None:
+    assert parse(sentence, timezone=TZ).instruction.only_new is only_new
+
+
+def test_the_time_zone_is_the_users() -> None:
+    out = parse("every weekday at 8 tell me what my team sent", timezone="America/New_York")
+    assert out.instruction.trigger.model_dump() == {
+        "type": "cron", "cron": "0 8 * * 1-5", "timezone": "America/New_York"
+    }
+    assert out.schedule.endswith("(America/New_York)")
+
+
+def test_defaults_are_explained() -> None:
+    assert "no time was given, so 08:00" in parse(
+        "every Monday summarize my documents", timezone=TZ
+    ).explanation
+    assert "weekly means Mondays" in parse("weekly summarize my docs", timezone=TZ).explanation
+    interval = parse("every 2 hours check my inbox", timezone=TZ)
+    assert interval.explanation.startswith("Understood: every 2 hours; reads Gmail")
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
+    # no schedule, nonsense
+    ("tell me what my team sent", DraftNotUnderstood, ["when to run", "how often"]),
+    ("asdf qwer", DraftNotUnderstood, ["when to run", '"asdf qwer"']),
+    ("12345 !!!", DraftNotUnderstood, ["no words"]),
+    ("every blorp tell me things", DraftNotUnderstood, ['"every blorp"']),
+    ("every day at 8", DraftNotUnderstood, ["no task", "every day at 08:00"]),
+    ("tomorrow at 8 tell me what my team sent", DraftNotUnderstood, ['"tomorrow"', "not once"]),
+    ("at 25:00 tell me my mail", DraftNotUnderstood, ['"25:00"']),
+    ("at 13 pm tell me my mail", DraftNotUnderstood, ['"13 pm"']),
+    ("three times a day check my mail", DraftNotUnderstood, ["at 8, 12 and 17"]),
+    ("every other week check my drive", DraftNotUnderstood, ['"every other week"']),
+    ("every second monday report on the drive", DraftNotUnderstood, ['"every second monday"']),
+    ("on the last day of the month report invoices", DraftNotUnderstood, ["last day"]),
+    # contradictory times
+    ("every morning at 6 pm tell me my mail", DraftNotUnderstood, ["18:00", "morning"]),
+    ("every evening at 7am tell me my mail", DraftNotUnderstood, ["07:00", "evening"]),
+    ("every 2 hours at 9 check mail", DraftNotUnderstood, ["interval", "time of day"]),
+    ("every hour and every 2 hours check mail", DraftNotUnderstood, ["two different intervals"]),
+    ("at 7:30 and 17:45 tell me my mail", DraftNotUnderstood, ["07:30 and 17:45"]),
+    ("monthly on mondays report the drive", DraftNotUnderstood, ["day of the month"]),
+    ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
+    ("every 45 minutes on weekdays check mail", DraftNotUnderstood, ["divides"]),
+    ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
+    # too often
+    ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
+    ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
+    ("every second check my inbox", DraftIntervalTooShort, ["once a minute"]),
+    # watch triggers: understood, not available yet, with the closest schedule
+    ("whenever mail from billing@example.com arrives, tell me", DraftWatchNotAvailable,
+     ['"whenever mail from billing@example.com arrives"', "from:billing@example.com",
+      "gmail and drive connection", '"every hour"']),
+    ("whenever an invoice arrives notify my phone", DraftWatchNotAvailable,
+     ['"whenever an invoice arrives"', "subject:invoice OR invoice", '"every hour"']),
+    ("when I get mail about the merger tell me", DraftWatchNotAvailable,
+     ["whenever mail about merger arrives", "subject:merger OR merger"]),
+    ("when I get an email about the quarterly report, push it", DraftWatchNotAvailable,
+     ['subject:"quarterly report" OR "quarterly report"']),
+    ("whenever a document in folder Contracts changes tell me", DraftWatchNotAvailable,
+     ["whenever a document in the folder 'Contracts' changes", "Drive folder: 'Contracts'",
+      '"every hour']),
+    ("every time my boss emails me tell me", DraftWatchNotAvailable, ["from:boss"]),
+    ("as soon as new mail arrives summarize it", DraftWatchNotAvailable, ["in:inbox"]),
+]
+
+
+@pytest.mark.parametrize(("sentence", "error", "fragments"), REFUSALS,
+                         ids=[r[0] for r in REFUSALS])
+def test_refusals(sentence: str, error: type[DomainError], fragments: list[str]) -> None:
+    with pytest.raises(error) as caught:
+        parse(sentence, timezone=TZ)
+    assert caught.value.status_code == 422
+    detail = caught.value.detail
+    for fragment in fragments:
+        assert fragment.lower() in detail.lower(), (fragment, detail)
+    if error is DraftNotUnderstood:  # it says what works
+        assert '"every weekday at 8 tell me what my team sent"' in detail
+
+
+def test_the_example_in_refusals_works() -> None:
+    assert parse("every weekday at 8 tell me what my team sent", timezone=TZ)
+
+
+def test_a_schedule_wins_over_a_watch_phrase() -> None:
+    out = parse("every hour tell me when mail from billing@example.com arrives", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == every(3600)
+    assert out.instruction.title == "Hourly mail from billing@example.com"
+
+
+# --- the seam for a real model ----------------------------------------------------------------
+
+
+class ScriptedModel:
+    """A stand-in for a remote model behind the port: answers each turn from a script."""
+
+    def __init__(self, *answers: str | Exception, name: str = "gemini-test") -> None:
+        self.name = name
+        self.answers = list(answers)
+        self.requests: list[TurnRequest] = []
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return TurnResponse(interaction_id=f"i{len(self.requests)}", text=answer)
+
+
+def model_answer(**changes: Any) -> str:
+    answer: dict[str, Any] = {
+        "understood": True,
+        "title": "Weekday team mail",
+        "text": "Every weekday at 8 tell me what my team sent.",
+        "trigger": {"type": "cron", "cron": "0 8 * * 1-5"},
+        "sources": ["gmail"],
+        "channels": ["in_app"],
+        "only_new": True,
+    }
+    answer.update(changes)
+    return json.dumps(answer)
+
+
+SENTENCE = "every weekday at 8 tell me what my team sent"
+
+
+async def test_a_model_drafts_with_structured_output() -> None:
+    model = ScriptedModel(model_answer(channels=["in_app", "email"]))
+    out = await draft(text=SENTENCE, timezone=TZ, llm=model)
+    assert out.drafted_by == "gemini-test"
+    assert out.instruction.trigger.model_dump() == cron("0 8 * * 1-5")
+    assert out.instruction.channels == ["in_app", "email"]
+    assert out.schedule == "At 08:00, Monday through Friday (Europe/Berlin)"
+    assert out.explanation.startswith("Understood: at 08:00, Monday through Friday")
+    (request,) = model.requests
+    assert request.input == SENTENCE
+    assert request.tools == []
+    assert request.model == "gemini-test"
+    assert request.response_schema == draft_json_schema()
+    assert TZ in request.system_instruction
+
+
+def test_the_response_schema_is_self_contained() -> None:
+    schema = draft_json_schema()
+    assert "$ref" not in json.dumps(schema)
+    assert "$defs" not in schema
+    assert {"understood", "trigger", "sources", "channels"} <= set(schema["properties"])
+
+
+async def test_an_interval_from_a_model() -> None:
+    model = ScriptedModel(model_answer(trigger={"type": "interval", "seconds": 7200}))
+    out = await draft(text="every 2 hours check mail", timezone=TZ, llm=model)
+    assert out.instruction.trigger.model_dump() == every(7200)
+    assert out.schedule == "Every 2 hours"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "not json",
+        "",
+        json.dumps({"title": "missing understood"}),
+        model_answer(trigger={"type": "cron", "cron": "61 8 * * *"}),
+        model_answer(trigger={"type": "daily"}),
+        model_answer(sources=["dropbox"]),
+        model_answer(title=""),
+        model_answer(understood=False, reason="no idea"),
+        model_answer(trigger=None),
+        LLMError("Gemini API still failing"),
+    ],
+    ids=["text", "empty", "missing", "bad-cron", "bad-type", "bad-source", "no-title",
+         "not-understood", "no-trigger", "llm-error"],
+)
+async def test_invalid_model_output_falls_back_to_the_parser(answer: str | Exception) -> None:
+    model = ScriptedModel(answer)
+    out = await draft(text=SENTENCE, timezone=TZ, llm=model)
+    assert out.drafted_by == PARSER_NAME
+    assert out == parse(SENTENCE, timezone=TZ)
+
+
+async def test_the_fallback_keeps_the_parsers_refusal() -> None:
+    with pytest.raises(DraftNotUnderstood, match="when to run"):
+        await draft(text="tell me things", timezone=TZ, llm=ScriptedModel("garbage"))
+
+
+async def test_a_watch_from_a_model_is_refused_with_what_it_understood() -> None:
+    model = ScriptedModel(
+        model_answer(trigger={"type": "watch", "gmail_query": "from:billing@example.com"},
+                     text="Whenever mail from billing@example.com arrives, tell me.")
+    )
+    with pytest.raises(DraftWatchNotAvailable) as caught:
+        await draft(text="whenever mail from billing@example.com arrives", timezone=TZ,
+                    llm=model)
+    assert "Gmail query: from:billing@example.com" in caught.value.detail
+    assert '"every hour"' in caught.value.detail
+
+
+async def test_a_too_short_interval_from_a_model_is_refused() -> None:
+    model = ScriptedModel(model_answer(trigger={"type": "interval", "seconds": 10}))
+    with pytest.raises(DraftIntervalTooShort):
+        await draft(text="every 10 seconds check mail", timezone=TZ, llm=model)
+
+
+async def test_the_offline_model_and_no_model_use_the_parser() -> None:
+    expected = parse(SENTENCE, timezone=TZ)
+    assert await draft(text=SENTENCE, timezone=TZ) == expected
+    assert await draft(text=SENTENCE, timezone=TZ, llm=OfflineModel()) == expected
