@@ -2,6 +2,12 @@
 
 The caller persists what it is handed: each `StepRecord` as it happens, and
 the outcome's cursors only once the run has succeeded (or been skipped).
+
+A turn that calls `ask_user` pauses the run: its other calls are run, and the
+outcome is `waiting` with a `PausedState` the caller stores. `run_agent(...,
+resume=ResumeState(state, answer))` goes on from there: it sends those results
+and the answer in one turn chained to the asking one, without new deltas.
+`notify_now` goes through the caller's `Notifier`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,6 @@ from app.agent.digest import (
     CoverWindow,
     Digest,
     DigestDraft,
-    DraftItem,
-    DraftSection,
     build_digest,
     draft_json_schema,
 )
@@ -36,19 +40,38 @@ from app.agent.llm import (
     Usage,
 )
 from app.agent.prompt import (
+    ALERT_ALREADY_SENT,
+    ALERT_SENT,
+    ASKED,
     BUDGET_SPENT,
     LAST_CALL_GUIDANCE,
     LAST_TURN_GUIDANCE,
+    NO_ANSWER,
+    ONE_QUESTION_AT_A_TIME,
     SYSTEM_INSTRUCTION,
+    answered,
     build_first_prompt,
     repair_prompt,
+    too_many,
 )
-from app.agent.tools import ToolBox
-from app.sources.base import Delta, Source
+from app.agent.resume import PausedState, ResumeState, fallback_draft
+from app.agent.tools import (
+    ASK_USER,
+    NOTIFY_NOW,
+    Alert,
+    AskedQuestion,
+    BadCall,
+    ToolBox,
+    parse_alert,
+    parse_question,
+)
+from app.sources.base import Source
 
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 500
+MAX_QUESTIONS_PER_RUN = 2
+MAX_ALERTS_PER_RUN = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ class AgentRequest:
     # Input tokens the run may spend in all (chained turns bill the whole
     # conversation so far); None: no limit.
     max_input_tokens: int | None = None
+    # Offer ask_user and notify_now (not to a preview, which tells nobody).
+    interactive: bool = False
 
 
 class StepRecord(BaseModel):
@@ -91,14 +116,22 @@ class StepRecorder(Protocol):
     async def __call__(self, step: StepRecord) -> None: ...
 
 
+class Notifier(Protocol):
+    """Alerts the user now; False when this alert was already sent (a retried run)."""
+
+    async def __call__(self, alert: Alert) -> bool: ...
+
+
 class AgentOutcome(BaseModel):
-    status: Literal["succeeded", "skipped"]
+    status: Literal["succeeded", "skipped", "waiting"]
     digest: Digest | None = None
     cursors: dict[str, dict[str, Any]]
     usage: Usage = Field(default_factory=Usage)
     interaction_ids: list[str] = Field(default_factory=list)
     skipped_reason: str | None = None
     budget_exhausted: bool = False
+    # status "waiting": what to store on the run to resume it once the user answers.
+    paused: PausedState | None = None
 
 
 class AgentError(Exception):
@@ -117,16 +150,41 @@ class _Run:
     """The state of one run; `run_agent` is its only entry point."""
 
     def __init__(
-        self, llm: LLM, sources: Mapping[str, Source], request: AgentRequest, record: StepRecorder
+        self,
+        llm: LLM,
+        sources: Mapping[str, Source],
+        request: AgentRequest,
+        record: StepRecorder,
+        notify: Notifier | None,
     ) -> None:
-        self.llm, self.request, self.record = llm, request, record
-        self.toolbox = ToolBox(sources, read_mail=request.read_mail, read_files=request.read_files)
+        self.llm, self.request, self.record, self.notify = llm, request, record, notify
+        self.toolbox = ToolBox(
+            sources, read_mail=request.read_mail, read_files=request.read_files,
+            user_tools=request.interactive,
+        )
         self.usage = Usage()
         self.interaction_ids: list[str] = []
         self.turns = 0
         self.calls_used = 0
         self.refused_calls = 0
+        self.questions_asked = 0
+        self.alerts_sent = 0
+        self.asked: AskedQuestion | None = None  # by the turn being answered
+        self.notes: list[str] = []
         self.schema = draft_json_schema()
+
+    def restore(self, state: PausedState) -> None:
+        """Take back the budgets, usage and seen items of a paused run."""
+        self.turns, self.calls_used = state.turns, state.calls_used
+        self.refused_calls = state.refused_calls
+        self.questions_asked, self.alerts_sent = state.questions_asked, state.alerts_sent
+        self.usage = state.usage.model_copy()
+        self.interaction_ids = list(state.interaction_ids)
+        self.toolbox.restore_seen(state.seen)
+
+    def tokens_spent(self) -> bool:
+        limit = self.request.max_input_tokens
+        return limit is not None and self.usage.input_tokens >= limit
 
     async def turn(
         self, turn_input: str | list[FunctionResult], previous: str | None
@@ -175,14 +233,12 @@ class _Run:
         """Run one tool call within the budget; always exactly one result for it."""
         started = time.perf_counter()
         error: str | None
-        # ask_user and notify_now will be intercepted here, before the read-only tools.
         if self.calls_used >= self.request.max_tool_calls:
             self.refused_calls += 1
             text, error = BUDGET_SPENT, "action budget spent"
         else:
             self.calls_used += 1
-            outcome = await self.toolbox.execute(call)
-            text, error = outcome.text, outcome.error
+            text, error = await self.dispatch(call)
         await self.record(
             StepRecord(
                 kind="tool",
@@ -196,8 +252,42 @@ class _Run:
         )
         return FunctionResult(call_id=call.call_id, name=call.name, result=text)
 
+    async def dispatch(self, call: FunctionCall) -> tuple[str, str | None]:
+        """The result text of one call (and its error), the user tools intercepted first."""
+        try:
+            if self.request.interactive and call.name == ASK_USER:
+                return self.ask(parse_question(call))
+            if self.request.interactive and call.name == NOTIFY_NOW:
+                return await self.alert(parse_alert(call))
+        except BadCall as exc:
+            return f"Error: {exc}", str(exc)
+        outcome = await self.toolbox.execute(call)
+        return outcome.text, outcome.error
+
+    def ask(self, question: AskedQuestion) -> tuple[str, str | None]:
+        if self.asked is not None:
+            return ONE_QUESTION_AT_A_TIME, "one question at a time"
+        if self.questions_asked >= MAX_QUESTIONS_PER_RUN:
+            return too_many("ask the user", MAX_QUESTIONS_PER_RUN), "too many questions"
+        self.asked = question
+        self.questions_asked += 1
+        return ASKED, None
+
+    async def alert(self, alert: Alert) -> tuple[str, str | None]:
+        if self.alerts_sent >= MAX_ALERTS_PER_RUN:
+            return too_many("alert the user", MAX_ALERTS_PER_RUN), "too many alerts"
+        if self.notify is None:
+            raise BadCall("alerts are not available in this run.")
+        sent = await self.notify(alert)
+        self.alerts_sent += 1
+        return (ALERT_SENT if sent else ALERT_ALREADY_SENT), None
+
     async def results(self, response: TurnResponse) -> list[FunctionResult]:
-        results = [await self.call(c, response.interaction_id) for c in response.function_calls]
+        """One result per call of the turn, in order; a question asked is in `self.asked`."""
+        self.asked = None
+        return [await self.call(c, response.interaction_id) for c in response.function_calls]
+
+    def with_guidance(self, results: list[FunctionResult]) -> list[FunctionResult]:
         guidance = []
         if self.calls_used >= self.request.max_tool_calls and not self.refused_calls:
             guidance.append(LAST_CALL_GUIDANCE)
@@ -209,6 +299,30 @@ class _Run:
                 update={"result": last.result + "\n\n" + " ".join(guidance)}
             )
         return results
+
+    def pause(
+        self,
+        interaction_id: str,
+        results: list[FunctionResult],
+        cursors: dict[str, dict[str, Any]],
+        fallback: DigestDraft,
+    ) -> AgentOutcome:
+        """The outcome of a turn that asked the user: everything needed to go on later."""
+        asked = self.asked
+        assert asked is not None
+        index = next(i for i, r in enumerate(results) if r.call_id == asked.call_id)
+        state = PausedState(
+            interaction_id=interaction_id, call_id=asked.call_id, question=asked.text,
+            choices=asked.choices, results=results[:index] + results[index + 1 :],
+            question_index=index, turns=self.turns, calls_used=self.calls_used,
+            refused_calls=self.refused_calls, questions_asked=self.questions_asked,
+            alerts_sent=self.alerts_sent, usage=self.usage, interaction_ids=self.interaction_ids,
+            cursors=cursors, seen=self.toolbox.export_seen(), fallback=fallback,
+        )
+        return AgentOutcome(
+            status="waiting", cursors=cursors, usage=self.usage,
+            interaction_ids=list(self.interaction_ids), paused=state,
+        )
 
     async def final_draft(self, response: TurnResponse) -> DigestDraft:
         """Validate the final text; one repair turn if it does not match the schema."""
@@ -226,26 +340,6 @@ class _Run:
             raise AgentError(f"the model's digest is still invalid after a repair: {exc}") from exc
 
 
-def _fallback_draft(deltas: Mapping[str, Delta]) -> DigestDraft:
-    """What the run has when the model ran out of turns without answering: the new items."""
-    messages = [m for d in deltas.values() for m in d.messages]
-    files = [f for d in deltas.values() for f in d.files]
-    mail = [
-        DraftItem(title=m.subject, detail=f"From {m.sender}: {m.snippet}", message_ids=[m.id])
-        for m in messages
-    ]
-    docs = [DraftItem(title=f.name, detail=f.snippet, file_ids=[f.id]) for f in files]
-    return DigestDraft(
-        summary=f"The agent ran out of turns before writing its digest. {len(messages)} new "
-        f"messages and {len(files)} new or changed documents are listed below, unread.",
-        sections=[
-            DraftSection(title=title, items=items)
-            for title, items in (("New mail", mail), ("Documents changed", docs))
-            if items
-        ],
-    )
-
-
 async def run_agent(
     *,
     llm: LLM,
@@ -253,13 +347,21 @@ async def run_agent(
     cursors: Mapping[str, dict[str, Any] | None],
     request: AgentRequest,
     record: StepRecorder,
+    resume: ResumeState | None = None,
+    notify: Notifier | None = None,
 ) -> AgentOutcome:
     """Run one instruction once over `sources` (keyed by account) from `cursors`.
 
+    With `resume`, go on from a run that paused on `ask_user` (the sources' delta
+    is not asked again; `cursors` are unused). The outcome is `waiting` when the
+    model asks the user a question.
+
     Raises `SourceError` if a delta fails, `LLMError` if a model turn fails
     and `AgentError` if no valid digest comes back; in each case the caller
-    keeps the old cursors.
+    keeps the old cursors (and a paused run's state).
     """
+    if resume is not None:
+        return await _resume(llm, sources, request, record, notify, resume)
     keys = list(sources)
     fetched = await asyncio.gather(
         *(
@@ -277,7 +379,7 @@ async def run_agent(
             status="skipped", cursors=new_cursors, skipped_reason="Nothing new since the last run."
         )
 
-    run = _Run(llm, sources, request, record)
+    run = _Run(llm, sources, request, record, notify)
     for key, delta in deltas.items():
         run.toolbox.show_delta(key, delta)
     prompt = build_first_prompt(
@@ -298,19 +400,63 @@ async def run_agent(
             reverse=True,
         ),
     )
-    notes: list[str] = []
     response = await run.turn(prompt, None)
+    return await _converse(run, response, new_cursors, fallback_draft(deltas))
 
-    def tokens_spent() -> bool:
-        limit = request.max_input_tokens
-        return limit is not None and run.usage.input_tokens >= limit
 
-    while response.function_calls and run.turns < request.max_turns and not tokens_spent():
-        response = await run.turn(await run.results(response), response.interaction_id)
+async def _resume(
+    llm: LLM,
+    sources: Mapping[str, Source],
+    request: AgentRequest,
+    record: StepRecorder,
+    notify: Notifier | None,
+    resume: ResumeState,
+) -> AgentOutcome:
+    """Answer the paused turn's calls, the question among them, in one turn; then go on."""
+    state = PausedState.model_validate(resume.state)
+    run = _Run(llm, sources, request, record, notify)
+    run.restore(state)
+    if resume.answer is None:
+        text = NO_ANSWER
+        run.notes.append(
+            f"You did not answer the question “{state.question}” in time; this digest was "
+            "written without it."
+        )
+    else:
+        text = answered(resume.answer)
+    await record(
+        StepRecord(
+            kind="tool", name=ASK_USER, arguments={"question": state.question},
+            result_excerpt=_excerpt(text), interaction_id=state.interaction_id,
+            error=None if resume.answer is not None else "no answer in time",
+        )
+    )
+    results = list(state.results)
+    results.insert(state.question_index, FunctionResult(
+        call_id=state.call_id, name=ASK_USER, result=text
+    ))
+    response = await run.turn(run.with_guidance(results), state.interaction_id)
+    return await _converse(run, response, state.cursors, state.fallback)
+
+
+async def _converse(
+    run: _Run,
+    response: TurnResponse,
+    cursors: dict[str, dict[str, Any]],
+    fallback: DigestDraft,
+) -> AgentOutcome:
+    """Answer tool calls turn by turn until the digest, a budget, or a question to the user."""
+    request = run.request
+    notes = run.notes
+    while response.function_calls and run.turns < request.max_turns and not run.tokens_spent():
+        results = await run.results(response)
+        if run.asked is not None:
+            return run.pause(response.interaction_id, results, cursors, fallback)
+        response = await run.turn(run.with_guidance(results), response.interaction_id)
     turns_spent = bool(response.function_calls)
     if turns_spent:  # a budget cut it short: finish with what the run has
-        draft = _fallback_draft(deltas)
-        if tokens_spent():
+        draft = fallback
+        if run.tokens_spent():
             notes.append(
                 f"Stopped after {run.usage.input_tokens} input tokens (the budget is "
                 f"{request.max_input_tokens}) without a digest from the model; the new items "
@@ -341,7 +487,7 @@ async def run_agent(
     return AgentOutcome(
         status="succeeded",
         digest=digest,
-        cursors=new_cursors,
+        cursors=cursors,
         usage=run.usage,
         interaction_ids=run.interaction_ids,
         budget_exhausted=turns_spent or calls_spent,

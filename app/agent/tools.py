@@ -1,12 +1,17 @@
-"""The model's tools: read-only searches and reads over the run's sources.
+"""The model's tools: read-only searches and reads over the run's sources, and the two
+that reach the user (`ask_user`, `notify_now`).
 
 A tool never raises to the model: a bad argument, an unknown id or a source
 that cannot answer becomes a result text the model can act on. What a tool
 returns is untrusted data and goes back fenced, bounded in length.
+
+The user-facing tools have no recipient: whatever the model passes, they reach
+only the user. Their text is model output, kept as bounded plain text.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +36,11 @@ MESSAGE_BODY_CHARS = 6_000
 THREAD_BODY_CHARS = 12_000  # shared by the messages of one thread
 DOCUMENT_CHARS = 8_000
 MAX_RECIPIENTS = 20
+QUESTION_CHARS = 500
+CHOICE_CHARS = 100
+MAX_CHOICES = 6
+ALERT_TITLE_CHARS = 120
+ALERT_MESSAGE_CHARS = 1_000
 
 T = TypeVar("T")
 C = TypeVar("C", MailCard, FileCard)
@@ -76,12 +86,121 @@ FILE_TOOLS = [
         parameters=_object("id", "The id of a file, from a card or a search result."),
     ),
 ]
-# Interactive tools (ask_user, notify_now) are not read-only: the runner will intercept
-# them before dispatching here, since they pause the run or reach the user.
+# The runner intercepts these two before `ToolBox.execute`: one pauses the run, the
+# other writes through the executor. Neither has a recipient parameter.
+ASK_USER = "ask_user"
+NOTIFY_NOW = "notify_now"
+USER_TOOLS = [
+    FunctionDeclaration(
+        name=ASK_USER,
+        description="Ask the user one short follow-up question when the instruction is "
+        "ambiguous and the answer changes what you report. The run pauses until the user "
+        "answers or the question expires (then you are told there was no answer). Ask only "
+        "when you cannot go on without it; other tool calls of the same turn are still run.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "question": {
+                    "type": "string",
+                    "description": f"The question, plain text, at most {QUESTION_CHARS} "
+                    "characters.",
+                },
+                "choices": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": f"Optional answers to pick from, at most {MAX_CHOICES}, "
+                    f"each at most {CHOICE_CHARS} characters.",
+                },
+            },
+            "required": ["question"],
+        },
+    ),
+    FunctionDeclaration(
+        name=NOTIFY_NOW,
+        description="Alert the user at once, before the digest, about something urgent the "
+        "instruction asks to be told about immediately. It reaches only the user.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "title": {
+                    "type": "string",
+                    "description": f"A short title, at most {ALERT_TITLE_CHARS} characters.",
+                },
+                "message": {
+                    "type": "string",
+                    "description": f"The alert, plain text, at most {ALERT_MESSAGE_CHARS} "
+                    "characters.",
+                },
+            },
+            "required": ["title", "message"],
+        },
+    ),
+]
 
 
-def tool_declarations(*, read_mail: bool, read_files: bool) -> list[FunctionDeclaration]:
-    return [*(MAIL_TOOLS if read_mail else []), *(FILE_TOOLS if read_files else [])]
+def tool_declarations(
+    *, read_mail: bool, read_files: bool, user_tools: bool = False
+) -> list[FunctionDeclaration]:
+    return [
+        *(MAIL_TOOLS if read_mail else []),
+        *(FILE_TOOLS if read_files else []),
+        *(USER_TOOLS if user_tools else []),
+    ]
+
+
+# C0 controls but tab and newline, DEL, and the bidi overrides that can disguise text.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain_text(value: str, limit: int) -> str:
+    """Model text made safe to store and show as plain text: no control characters, bounded.
+
+    Markup is kept as the characters it is: whatever shows it escapes it.
+    """
+    text = _UNSAFE.sub("", value.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class AskedQuestion:
+    """An `ask_user` call, its text checked and bounded."""
+
+    call_id: str
+    text: str
+    choices: list[str]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A `notify_now` call, its text checked and bounded."""
+
+    call_id: str
+    title: str
+    message: str
+
+
+def parse_question(call: FunctionCall) -> AskedQuestion:
+    """Raises `BadCall` with a message for the model when the arguments are not usable."""
+    text = plain_text(_string(call.arguments, "question"), QUESTION_CHARS)
+    raw = call.arguments.get("choices")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise BadCall(f'"choices" must be a list of strings; got {raw!r}.')
+    choices = [plain_text(c, CHOICE_CHARS) for c in raw]
+    choices = list(dict.fromkeys(c for c in choices if c))[:MAX_CHOICES]
+    if not text:
+        raise BadCall('this tool needs {"question": "<text>"}.')
+    return AskedQuestion(call.call_id, text, choices)
+
+
+def parse_alert(call: FunctionCall) -> Alert:
+    """Raises `BadCall` with a message for the model when the arguments are not usable."""
+    title = plain_text(_string(call.arguments, "title"), ALERT_TITLE_CHARS)
+    message = plain_text(_string(call.arguments, "message"), ALERT_MESSAGE_CHARS)
+    if not title or not message:
+        raise BadCall('this tool needs {"title": "<text>", "message": "<text>"}.')
+    return Alert(call.call_id, title, message)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -127,7 +246,7 @@ class ToolResult:
     error: str | None = None
 
 
-class _BadCall(Exception):
+class BadCall(Exception):
     """The call cannot be run as asked; the message is for the model."""
 
 
@@ -138,10 +257,30 @@ class ToolBox:
     cited ids are real when the digest is resolved.
     """
 
-    def __init__(self, sources: Mapping[str, Source], *, read_mail: bool, read_files: bool):
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        *,
+        read_mail: bool,
+        read_files: bool,
+        user_tools: bool = False,
+    ):
         self.sources = dict(sources)
-        self.declarations = tool_declarations(read_mail=read_mail, read_files=read_files)
+        self.declarations = tool_declarations(
+            read_mail=read_mail, read_files=read_files, user_tools=user_tools
+        )
         self._seen: dict[tuple[SeenKind, str], tuple[str, str]] = {}  # → (account, title)
+
+    def export_seen(self) -> list[list[str]]:
+        """The seen index as JSON: [kind, id, account, title] per item, for a paused run."""
+        return [[kind, item_id, account, title]
+                for (kind, item_id), (account, title) in self._seen.items()]
+
+    def restore_seen(self, seen: list[list[str]]) -> None:
+        """Take back what `export_seen` gave; entries of accounts no longer there are dropped."""
+        for kind, item_id, account, title in seen:
+            if account in self.sources and kind in ("message", "thread", "file"):
+                self._see(kind, item_id, account, title)  # type: ignore[arg-type]
 
     def _see(self, kind: SeenKind, item_id: str, account: str, title: str) -> None:
         self._seen.setdefault((kind, item_id), (account, title))
@@ -176,12 +315,12 @@ class ToolBox:
             "read_file": self._read_file,
         }
         offered = [d.name for d in self.declarations]
-        if call.name not in offered:
+        if call.name not in offered or call.name not in handlers:
             error = f"There is no tool named {call.name!r}. Available: {', '.join(offered)}."
             return ToolResult(f"Error: {error}", error)
         try:
             return ToolResult(await handlers[call.name](call.arguments))
-        except _BadCall as exc:
+        except BadCall as exc:
             return ToolResult(f"Error: {exc}", str(exc))
 
     # --- the tools ---
@@ -247,7 +386,7 @@ class ToolBox:
             except SourceError as exc:  # one account down must not hide the others
                 failed.append(f"{account} ({exc})")
         if failed and len(failed) == len(self.sources):
-            raise _BadCall(f"the search failed: {'; '.join(failed)}")
+            raise BadCall(f"the search failed: {'; '.join(failed)}")
         found.sort(key=lambda pair: newest(pair[1]), reverse=True)
         note = f"\n\nNot searched, the source could not answer: {'; '.join(failed)}."
         return found[:SEARCH_LIMIT], note if failed else ""
@@ -267,13 +406,13 @@ class ToolBox:
             except SourceError as exc:  # one account down must not hide the others
                 failure = exc
         if failure is not None:
-            raise _BadCall(f"could not read {kind} {item_id!r}: {failure}")
+            raise BadCall(f"could not read {kind} {item_id!r}: {failure}")
         hint = "a thread_id from a card" if kind == "thread" else "an id from a card or a search"
-        raise _BadCall(f"there is no {kind} with id {item_id!r}; use {hint}.")
+        raise BadCall(f"there is no {kind} with id {item_id!r}; use {hint}.")
 
 
 def _string(arguments: dict[str, Any], name: str) -> str:
     value = arguments.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise _BadCall(f'this tool needs {{"{name}": "<text>"}}; got {arguments!r}.')
+        raise BadCall(f'this tool needs {{"{name}": "<text>"}}; got {arguments!r}.')
     return value.strip()

@@ -169,6 +169,11 @@ class Settings(BaseSettings):
         description="New messages (and new files) per account shown in the prompt; the rest "
         "come in the next run.",
     )
+    agent_question_ttl_seconds: int = Field(
+        86400, ge=60, le=30 * 86400,
+        description="How long a question the agent asks waits for an answer; then its run "
+        "resumes without one.",
+    )
 
     # --- sources -----------------------------------------------------------
     sample_data_dir: Path | None = Field(

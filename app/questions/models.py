@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, TimestampMixin
@@ -16,7 +16,18 @@ QUESTION_STATUSES = ("open", "answered", "expired")
 
 class Question(IdMixin, TimestampMixin, Base):
     __tablename__ = "questions"
-    __table_args__ = (Index(None, "user_id", "status"),)
+    __table_args__ = (
+        Index(None, "user_id", "status"),
+        Index(None, "run_id"),
+        # Repeated questions are merged among the open ones of an instruction.
+        Index(None, "instruction_id", "status"),
+        Index(
+            "ix_questions_expiring",
+            "expires_at",
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
+    )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

@@ -1,19 +1,31 @@
 """Executing one claimed run: the agent over the user's sources, then its outcome.
 
-The agent runs outside any transaction. Each step is written on its own; the
-outcome (run row, instruction cursor, notification and its deliveries) is
-written in one transaction that names the lease, so a worker that lost the
-run writes nothing, and a retry never tells the user twice.
+The agent runs outside any transaction. Each step (and each `notify_now`
+alert) is written on its own; the outcome (run row, instruction cursor,
+notification and its deliveries) is written in one transaction that names the
+lease, so a worker that lost the run writes nothing, and a retry never tells
+the user twice.
+
+A run whose agent asks the user a question ends its attempt `waiting_for_user`
+with `Run.agent_state`:
+
+    {"attempt": <the claim's attempt when it paused>,
+     "cursors_from": {<account>: <the instruction's cursor the run started from>},
+     "state": <app.agent.resume.PausedState as JSON>}
+
+and frees the worker. The answer (or the question's expiry) queues it again;
+the next claim resumes it from that state. Attempts are counted from the pause.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -25,28 +37,28 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accounts.models import Account
 from app.agent.llm import LLM
 from app.agent.pricing import cost_usd
+from app.agent.resume import ResumeState
 from app.agent.runner import (
     AgentOutcome,
     AgentRequest,
-    StepRecord,
+    Notifier,
     StepRecorder,
     run_agent,
 )
 from app.core.config import Settings
-from app.core.db import after_commit, transaction, utcnow
+from app.core.db import after_commit, db_now, transaction, utcnow
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
+from app.questions import service as questions
+from app.questions.models import Question
 from app.runs import costs, metrics, queue
-from app.runs.models import Run, RunStep
+from app.runs.models import Run
+from app.runs.steps import Alerter, LeaseLost, StepWriter, without_nul
 from app.sources.base import Source
 from app.sources.registry import source_for
 from app.users.models import User
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(Exception):
-    """Another worker (or a cancel) took the run: this worker must not write its outcome."""
 
 
 @dataclass
@@ -55,10 +67,23 @@ class _Context:
     instruction: Instruction
     user: User
     accounts: list[Account]
+    # A paused run: how to resume it, or that its question is still open.
+    resume: ResumeState | None = None
+    still_waiting: bool = False
+    paused_at_attempt: int = 0
+    cursors_from: dict[str, Any] | None = None
+
+    def attempt(self, claim: queue.Claim) -> int:
+        """Attempts since the run last paused: waiting for the user is not a failure."""
+        return claim.attempt - self.paused_at_attempt
 
 
 class Agent(Protocol):
-    """What the executor runs: `run_agent`, or another with its signature (benchmarks)."""
+    """What the executor runs: `run_agent`, or another with its signature (benchmarks).
+
+    `resume` and `notify` are passed only to an agent whose signature names them;
+    one without them runs without the user tools.
+    """
 
     async def __call__(
         self,
@@ -68,7 +93,19 @@ class Agent(Protocol):
         cursors: Mapping[str, dict[str, Any] | None],
         request: AgentRequest,
         record: StepRecorder,
+        resume: ResumeState | None = None,
+        notify: Notifier | None = None,
     ) -> AgentOutcome: ...
+
+
+def _takes_user_tools(agent: Agent) -> bool:
+    try:
+        parameters = inspect.signature(agent).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"resume", "notify"} <= set(parameters) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 class RunExecutor:
@@ -84,6 +121,7 @@ class RunExecutor:
         self.settings = settings
         self.llm = llm
         self.agent = agent
+        self._user_tools = _takes_user_tools(agent)
         self._fault_fired = False
 
     def fault(self, point: str) -> None:
@@ -103,11 +141,14 @@ class RunExecutor:
         if ctx.instruction.deleted_at is not None:
             await self._cancel_deleted(claim)
             return
+        if ctx.still_waiting:
+            await self._wait_again(claim)
+            return
         over_cap = await self._over_cost_cap(ctx)
         if over_cap is not None:
             await self._skip_for_cost(claim, ctx, over_cap)
             return
-        if claim.attempt > self.settings.worker_max_attempts:
+        if ctx.attempt(claim) > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
             return
         started = time.monotonic()
@@ -121,7 +162,10 @@ class RunExecutor:
             await self._failed(claim, ctx, exc)
             return
         try:
-            await self._succeeded(claim, ctx, outcome)
+            if outcome.status == "waiting":
+                await self._paused(claim, ctx, outcome)
+            else:
+                await self._succeeded(claim, ctx, outcome)
         except LeaseLost:
             log.warning("run %s: lease lost before its outcome was written", claim.run_id)
             return
@@ -143,7 +187,10 @@ class RunExecutor:
                     select(Account).where(Account.user_id == user.id).order_by(Account.created_at)
                 )
             ).scalars().all()
-            return _Context(run, instruction, user, list(accounts))
+            ctx = _Context(run, instruction, user, list(accounts))
+            if run.agent_state:
+                await _load_resume(session, ctx, run.agent_state)
+            return ctx
 
     async def _run_agent(self, claim: queue.Claim, ctx: _Context) -> AgentOutcome:
         sources: dict[str, Source] = {}
@@ -173,12 +220,19 @@ class RunExecutor:
             context_limit=self.settings.agent_context_limit,
             since=ctx.run.window_start if preview else None,
             max_input_tokens=self.settings.agent_max_input_tokens,
+            interactive=self._user_tools and not preview,
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
-        recorder = _StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
+        recorder = StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
+        if not self._user_tools:
+            return await self.agent(
+                llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
+            )
+        alerter = Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
         return await self.agent(
-            llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
+            llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder,
+            resume=ctx.resume, notify=alerter,
         )
 
     async def _over_cost_cap(self, ctx: _Context) -> str | None:
@@ -202,6 +256,7 @@ class RunExecutor:
         async with transaction(self.sessionmaker) as session:
             if not await queue.finish(
                 session=session, claim=claim, status="skipped", finished_at=now, error=reason,
+                agent_state=None,
             ):
                 return
             day = now.astimezone(ZoneInfo(ctx.user.timezone)).date().isoformat()
@@ -217,12 +272,81 @@ class RunExecutor:
         async with transaction(self.sessionmaker) as session:
             await queue.finish(
                 session=session, claim=claim, status="cancelled", finished_at=utcnow(),
-                error="the instruction was deleted",
+                error="the instruction was deleted", agent_state=None,
             )
+
+    async def _wait_again(self, claim: queue.Claim) -> None:
+        """A paused run was queued while its question is open: back to waiting, uncounted."""
+        async with transaction(self.sessionmaker) as session:
+            await queue.finish(
+                session=session, claim=claim, status="waiting_for_user", worker_id=None,
+                attempt=Run.attempt - 1,
+            )
+
+    async def _paused(self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome) -> None:
+        """The agent asked the user: park the run with its state, store and send the question.
+
+        A question that repeats an open one of the instruction is stored (its run
+        resumes on its own call) but not sent again.
+        """
+        paused = outcome.paused
+        assert paused is not None
+        async with transaction(self.sessionmaker) as session:
+            instruction = await _lock_instruction(session, ctx.instruction)
+            if instruction.deleted_at is not None:
+                await queue.finish(
+                    session=session, claim=claim, status="cancelled", finished_at=utcnow(),
+                    error="the instruction was deleted while the run was running",
+                    agent_state=None,
+                )
+                return
+            now = await db_now(session)
+            cursors_from = ctx.cursors_from
+            if cursors_from is None:
+                cursors_from = {key: ctx.instruction.cursor.get(key) for key in outcome.cursors}
+            written = await queue.finish(
+                session=session, claim=claim, status="waiting_for_user", worker_id=None,
+                model=self.llm.name, interaction_ids={"ids": outcome.interaction_ids},
+                agent_state={
+                    "attempt": claim.attempt,
+                    "cursors_from": cursors_from,
+                    "state": without_nul(paused.model_dump(mode="json")),
+                },
+                **self._usage_values(outcome),
+            )
+            if not written:
+                raise LeaseLost()
+            question, repeated = await questions.ask(
+                session=session, user_id=ctx.user.id, run_id=claim.run_id,
+                instruction_id=instruction.id, interaction_id=paused.interaction_id,
+                call_id=paused.call_id, text=paused.question, choices=paused.choices,
+                expires_at=now + timedelta(seconds=self.settings.agent_question_ttl_seconds),
+            )
+            if repeated:
+                log.info("run %s repeats an open question; not asked again", claim.run_id)
+                return
+            await notifications.notify(
+                session=session, user_id=ctx.user.id,
+                key=f"run:{claim.run_id}:question:{paused.call_id}", kind="question",
+                title=f"{instruction.title}: a question for you", body=paused.question,
+                channels=instruction.channels.get("kinds", []),
+                data={"question_id": str(question.id), "choices": paused.choices},
+                run_id=claim.run_id, instruction_id=instruction.id,
+            )
+
+    def _usage_values(self, outcome: AgentOutcome) -> dict[str, Any]:
+        return {
+            "input_tokens": outcome.usage.input_tokens,
+            "output_tokens": outcome.usage.output_tokens,
+            "thought_tokens": outcome.usage.thought_tokens,
+            "cached_tokens": outcome.usage.cached_tokens,
+            "cost_usd": cost_usd(self.llm.name, outcome.usage, self.settings.gemini_prices),
+        }
 
     async def _succeeded(self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome) -> None:
         now = utcnow()
-        digest = outcome.digest.model_dump(mode="json") if outcome.digest else None
+        # Model text: PostgreSQL cannot store a NUL in it.
+        digest = without_nul(outcome.digest.model_dump(mode="json")) if outcome.digest else None
         async with transaction(self.sessionmaker) as session:
             # Locked first: a delete that commits meanwhile waits, or is seen here.
             instruction = await _lock_instruction(session, ctx.instruction)
@@ -239,12 +363,8 @@ class RunExecutor:
                     "Nothing dated in this window." if ctx.run.reason == "preview"
                     and outcome.status == "skipped" else outcome.skipped_reason
                 ),
-                interaction_ids={"ids": outcome.interaction_ids},
-                input_tokens=outcome.usage.input_tokens,
-                output_tokens=outcome.usage.output_tokens,
-                thought_tokens=outcome.usage.thought_tokens,
-                cached_tokens=outcome.usage.cached_tokens,
-                cost_usd=cost_usd(self.llm.name, outcome.usage, self.settings.gemini_prices),
+                interaction_ids={"ids": outcome.interaction_ids}, agent_state=None,
+                **self._usage_values(outcome),
             )
             if not written:
                 raise LeaseLost()
@@ -252,14 +372,15 @@ class RunExecutor:
             after_commit(session, metrics.RUNS_FINISHED.labels(outcome.status).inc)
             if ctx.run.reason == "preview":
                 return  # the digest is on the run; nothing else changes
-            instruction.cursor = {**instruction.cursor, **outcome.cursors}
+            instruction.cursor = _advance(instruction.cursor, outcome.cursors, ctx.cursors_from)
             instruction.covered_until = _later(instruction.covered_until, ctx.run.window_end)
             instruction.last_run_at = now
             instruction.consecutive_failures = 0
             if outcome.digest is not None:
                 await notifications.notify(
                     session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:digest",
-                    kind="digest", title=instruction.title, body=outcome.digest.summary,
+                    kind="digest", title=instruction.title,
+                    body=without_nul(outcome.digest.summary),
                     channels=instruction.channels.get("kinds", []),
                     data={"digest": digest}, run_id=claim.run_id, instruction_id=instruction.id,
                 )
@@ -269,9 +390,11 @@ class RunExecutor:
     async def _failed(self, claim: queue.Claim, ctx: _Context, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         now = utcnow()
+        attempt = ctx.attempt(claim)
         async with transaction(self.sessionmaker) as session:
-            if claim.attempt < self.settings.worker_max_attempts:
-                delay = queue.retry_delay(claim.attempt, self.settings.worker_retry_base_seconds)
+            # A paused run keeps its state: the retry resumes it again.
+            if attempt < self.settings.worker_max_attempts:
+                delay = queue.retry_delay(attempt, self.settings.worker_retry_base_seconds)
                 written = await queue.finish(
                     session=session, claim=claim, status="queued", worker_id=None,
                     available_at=now + timedelta(seconds=delay), error=reason,
@@ -290,6 +413,7 @@ class RunExecutor:
         async with transaction(self.sessionmaker) as session:
             written = await queue.finish(
                 session=session, claim=claim, status="failed", finished_at=now, error=reason,
+                agent_state=None,
             )
             if not written:
                 return
@@ -322,43 +446,39 @@ class RunExecutor:
             )
 
 
-class _StepWriter:
-    """Writes each step of the agent as it happens, numbered within the attempt."""
+async def _load_resume(session: AsyncSession, ctx: _Context, agent_state: dict[str, Any]) -> None:
+    """What a paused run resumes with: the answer to its question, or that there is none."""
+    state = agent_state.get("state") or {}
+    ctx.paused_at_attempt = int(agent_state.get("attempt", 0))
+    ctx.cursors_from = agent_state.get("cursors_from")
+    question = (
+        await session.execute(
+            select(Question).where(
+                Question.run_id == ctx.run.id, Question.call_id == state.get("call_id")
+            ).order_by(Question.created_at.desc()).limit(1)
+        )
+    ).scalar_one_or_none()
+    if question is not None and question.status == "open":
+        ctx.still_waiting = True
+        return
+    answer = question.answer if question is not None and question.status == "answered" else None
+    ctx.resume = ResumeState(state=state, answer=answer)
 
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        claim: queue.Claim,
-        run: Run,
-        fault: Callable[[str], None],
-    ) -> None:
-        self.sessionmaker = sessionmaker
-        self.claim = claim
-        self.run = run
-        self.fault = fault
-        self.seq = 0
 
-    async def __call__(self, step: StepRecord) -> None:
-        self.seq += 1
-        async with transaction(self.sessionmaker) as session:
-            # Fenced like the outcome: a worker that lost the run stops here.
-            held = await queue.still_held(session=session, claim=self.claim)
-            if not held:
-                raise LeaseLost()
-            session.add(
-                RunStep(
-                    user_id=self.run.user_id, run_id=self.run.id, attempt=self.claim.attempt,
-                    seq=self.seq, kind=step.kind, name=step.name[:120],
-                    arguments=step.arguments, result_excerpt=step.result_excerpt,
-                    interaction_id=step.interaction_id,
-                    input_tokens=step.usage.input_tokens, output_tokens=step.usage.output_tokens,
-                    thought_tokens=step.usage.thought_tokens,
-                    cached_tokens=step.usage.cached_tokens,
-                    duration_ms=step.duration_ms, error=step.error,
-                )
-            )
-        if step.kind == "model":
-            self.fault("model_answered")
+def _advance(
+    current: dict[str, Any], new: Mapping[str, Any], started_from: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The instruction's cursors after a run; a resumed run never moves one back.
+
+    While a run waited for the user, a later run of the instruction may have moved
+    an account's cursor on: that account keeps the newer one.
+    """
+    if started_from is None:
+        return {**current, **new}
+    return {
+        **current,
+        **{key: value for key, value in new.items() if current.get(key) == started_from.get(key)},
+    }
 
 
 async def _lock_instruction(session: AsyncSession, instruction: Instruction) -> Instruction:

@@ -13,11 +13,15 @@ from app.core.db import transaction
 from app.core.loops import LoopService
 from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
+from app.questions import service as questions
 from app.runs import metrics, queue
 from app.runs.execute import RunExecutor
 from app.runs.service import WORKER_CHANNEL
 
 log = logging.getLogger(__name__)
+
+# Unanswered questions expired per iteration; the rest wait for the next one.
+EXPIRE_BATCH = 100
 
 
 class Worker(LoopService):
@@ -33,12 +37,17 @@ class Worker(LoopService):
         runtime.wakeups.subscribe(WORKER_CHANNEL, self.wake)
 
     async def run_once(self) -> int:
-        """Re-queue runs of dead workers, then claim as many runs as there is room for."""
+        """Re-queue runs of dead workers and runs whose question expired, then claim as
+        many runs as there is room for."""
         async with transaction(self.runtime.sessionmaker) as session:
             rescued = await queue.rescue_expired(session=session)
         if rescued:
             metrics.LEASE_RESCUES.inc(rescued)
             log.warning("re-queued %d run(s) whose lease expired", rescued)
+        async with transaction(self.runtime.sessionmaker) as session:
+            expired = await questions.expire_due(session=session, limit=EXPIRE_BATCH)
+        if expired:
+            log.info("%d question(s) expired unanswered; their runs resume without", expired)
         room = self.settings.worker_concurrency - len(self.inflight)
         if room <= 0:
             return 0

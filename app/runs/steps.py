@@ -1,0 +1,127 @@
+"""What a run writes while its agent works: each step, and each `notify_now` alert.
+
+Each write is its own transaction and is fenced by the run's lease like the
+outcome: a worker that lost the run raises `LeaseLost` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.agent.runner import StepRecord
+from app.agent.tools import Alert
+from app.core.db import transaction
+from app.instructions.models import Instruction
+from app.notifications import service as notifications
+from app.notifications.models import Notification
+from app.runs import queue
+from app.runs.models import Run, RunStep
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with NUL characters dropped from every string in it.
+
+    Model output can hold them, and PostgreSQL text and JSONB cannot.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+class LeaseLost(Exception):
+    """Another worker (or a cancel) took the run: this worker must not write its outcome."""
+
+
+class StepWriter:
+    """Writes each step of the agent as it happens, numbered within the attempt."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        claim: queue.Claim,
+        run: Run,
+        fault: Callable[[str], None],
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.claim = claim
+        self.run = run
+        self.fault = fault
+        self.seq = 0
+
+    async def __call__(self, step: StepRecord) -> None:
+        self.seq += 1
+        async with transaction(self.sessionmaker) as session:
+            # Fenced like the outcome: a worker that lost the run stops here.
+            held = await queue.still_held(session=session, claim=self.claim)
+            if not held:
+                raise LeaseLost()
+            session.add(
+                RunStep(
+                    user_id=self.run.user_id, run_id=self.run.id, attempt=self.claim.attempt,
+                    seq=self.seq, kind=step.kind, name=without_nul(step.name[:120]),
+                    arguments=without_nul(step.arguments),
+                    result_excerpt=without_nul(step.result_excerpt),
+                    interaction_id=step.interaction_id,
+                    input_tokens=step.usage.input_tokens, output_tokens=step.usage.output_tokens,
+                    thought_tokens=step.usage.thought_tokens,
+                    cached_tokens=step.usage.cached_tokens,
+                    duration_ms=step.duration_ms, error=without_nul(step.error),
+                )
+            )
+        if step.kind == "model":
+            self.fault("model_answered")
+
+
+class Alerter:
+    """notify_now: one alert notification, in its own transaction, fenced like a step.
+
+    Keyed by the call id, so a retried resume does not alert twice; a retried run
+    that says the same thing again under a new call id does not either.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        claim: queue.Claim,
+        user_id: uuid.UUID,
+        instruction: Instruction,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.claim = claim
+        self.user_id = user_id
+        self.instruction = instruction
+
+    async def __call__(self, alert: Alert) -> bool:
+        instruction = self.instruction
+        title = f"{instruction.title}: {alert.title}"
+        async with transaction(self.sessionmaker) as session:
+            if not await queue.still_held(session=session, claim=self.claim):
+                raise LeaseLost()
+            said_before = await session.scalar(
+                select(Notification.id).where(
+                    Notification.user_id == self.user_id,
+                    Notification.run_id == self.claim.run_id,
+                    Notification.kind == "alert",
+                    Notification.title == title[:300],
+                    Notification.body == alert.message,
+                ).limit(1)
+            )
+            if said_before is not None:
+                return False
+            created = await notifications.notify(
+                session=session, user_id=self.user_id,
+                key=f"run:{self.claim.run_id}:notify:{alert.call_id}", kind="alert",
+                title=title, body=alert.message, channels=instruction.channels.get("kinds", []),
+                data={"call_id": alert.call_id}, run_id=self.claim.run_id,
+                instruction_id=instruction.id,
+            )
+        return created is not None
