@@ -163,6 +163,16 @@ async def _requeue(session: AsyncSession, run_ids: Iterable[uuid.UUID], now: dat
     return result.rowcount
 
 
+async def expire_open_for_run(*, session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Close the open questions of a run that was cancelled: answering could not resume it."""
+    await session.execute(
+        update(Question)
+        .where(Question.run_id == run_id, Question.status == "open")
+        .values(status="expired", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def expire_open_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
     """Close the open questions of an instruction that is going away: they can't be answered."""
     now = utcnow()

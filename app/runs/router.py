@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import InvalidCursor, encode_cursor
+from app.questions import service as questions
 from app.runs import costs, service
 from app.runs.models import Run
 from app.runs.schemas import RunDetail, RunOut, RunPage, RunStatus, RunStepOut
@@ -64,5 +65,7 @@ async def get_run(run_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> 
     responses=error_responses(RunNotFound, RunAlreadyFinished),
 )
 async def cancel_run(run_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Run:
-    """Cancel a queued, waiting or running run."""
-    return await service.cancel(session=session, user=user, run_id=run_id)
+    """Cancel a queued, waiting or running run; a question it waits on is closed."""
+    run = await service.cancel(session=session, user=user, run_id=run_id)
+    await questions.expire_open_for_run(session=session, run_id=run.id)
+    return run

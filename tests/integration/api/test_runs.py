@@ -12,7 +12,7 @@ import pytest
 from app.core.db import utcnow
 from app.core.runtime import Runtime
 from tests.factories import instruction, user_with_token
-from tests.integration.api.helpers import API, add_run, add_steps, assert_error
+from tests.integration.api.helpers import API, add_question, add_run, add_steps, assert_error
 
 
 async def test_list_filters_by_instruction_and_status(
@@ -199,3 +199,19 @@ async def test_non_uuid_run_id_is_422(
     method = "POST" if path.endswith("cancel") else "GET"
     response = await client.request(method, f"{API}/{path}", headers=headers)
     assert_error(response, 422, "ValidationError", "run_id")
+
+
+async def test_cancelling_a_waiting_run_closes_its_question(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user, headers = await user_with_token(runtime)
+    run = await add_run(runtime, user, await instruction(runtime, user),
+                        status="waiting_for_user")
+    question = await add_question(runtime, user, run)
+    response = await client.post(f"{API}/runs/{run.id}/cancel", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert (await client.get(f"{API}/questions", headers=headers)).json() == []
+    answer = await client.post(f"{API}/questions/{question.id}/answer", headers=headers,
+                               json={"answer": "too late"})
+    assert_error(answer, 409, "QuestionClosed", "expired")
