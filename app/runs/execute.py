@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
 from app.agent.llm import LLM
-from app.agent.pricing import cost_usd
+from app.agent.pricing import cost_usd, price_for
 from app.agent.resume import ResumeState
 from app.agent.runner import (
     AgentOutcome,
@@ -72,6 +72,8 @@ class _Context:
     still_waiting: bool = False
     paused_at_attempt: int = 0
     cursors_from: dict[str, Any] | None = None
+    # Why the run would pass the user's daily cost cap, if it would.
+    over_cap: str | None = None
 
     def attempt(self, claim: queue.Claim) -> int:
         """Attempts since the run last paused: waiting for the user is not a failure."""
@@ -144,9 +146,8 @@ class RunExecutor:
         if ctx.still_waiting:
             await self._wait_again(claim)
             return
-        over_cap = await self._over_cost_cap(ctx)
-        if over_cap is not None:
-            await self._skip_for_cost(claim, ctx, over_cap)
+        if ctx.over_cap is not None:
+            await self._skip_for_cost(claim, ctx, ctx.over_cap)
             return
         if ctx.attempt(claim) > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
@@ -174,14 +175,19 @@ class RunExecutor:
         )
 
     async def _load(self, claim: queue.Claim) -> _Context | None:
+        """Everything the run needs, in one transaction: it is on every run's start path."""
         async with transaction(self.sessionmaker) as session:
-            run = await session.get(Run, claim.run_id)
-            if run is None or run.lease_token != claim.lease_token:
+            row = (
+                await session.execute(
+                    select(Run, Instruction, User)
+                    .join(Instruction, Instruction.id == Run.instruction_id)
+                    .join(User, User.id == Run.user_id)
+                    .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token)
+                )
+            ).one_or_none()
+            if row is None:
                 return None
-            instruction = await session.get(Instruction, run.instruction_id)
-            user = await session.get(User, run.user_id)
-            assert instruction is not None
-            assert user is not None
+            run, instruction, user = row
             accounts = (
                 await session.execute(
                     select(Account).where(Account.user_id == user.id).order_by(Account.created_at)
@@ -190,6 +196,7 @@ class RunExecutor:
             ctx = _Context(run, instruction, user, list(accounts))
             if run.agent_state:
                 await _load_resume(session, ctx, run.agent_state)
+            ctx.over_cap = await self._over_cost_cap(session, ctx)
             return ctx
 
     async def _run_agent(self, claim: queue.Claim, ctx: _Context) -> AgentOutcome:
@@ -235,15 +242,17 @@ class RunExecutor:
             resume=ctx.resume, notify=alerter,
         )
 
-    async def _over_cost_cap(self, ctx: _Context) -> str | None:
+    async def _over_cost_cap(self, session: AsyncSession, ctx: _Context) -> str | None:
         """Why this run would pass the user's daily cost cap, or None if it would not.
 
-        The run's cost is estimated from the instruction's recent runs.
+        The run's cost is estimated from the instruction's recent runs. A model the
+        price table does not list (the offline model) costs nothing: no check.
         """
+        if price_for(self.llm.name, self.settings.gemini_prices) is None:
+            return None
         cap = ctx.user.daily_cost_cap_usd
-        async with transaction(self.sessionmaker) as session:
-            spent = await costs.spent_today(session=session, user=ctx.user)
-            estimate = await costs.typical_cost(session=session, instruction_id=ctx.instruction.id)
+        spent = await costs.spent_today(session=session, user=ctx.user)
+        estimate = await costs.typical_cost(session=session, instruction_id=ctx.instruction.id)
         if spent + estimate <= cap:
             return None
         return (

@@ -7,6 +7,7 @@ import uuid
 import httpx
 from sqlalchemy import update
 
+from app.agent.pricing import ModelPrice
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.runs.models import Run
@@ -24,6 +25,8 @@ async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
 async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     runtime: Runtime,
 ) -> None:
+    # Price the offline model, as if it were a paid one: a free model is never capped.
+    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
     worker = make_worker(runtime)
