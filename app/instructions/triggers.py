@@ -57,6 +57,12 @@ def _day_of_week(field: str) -> str:
     return ",".join(_WEEKDAYS[day] for day in sorted(days, key=lambda day: (day + 6) % 7))
 
 
+# Built triggers are immutable (APScheduler's get_next_fire_time keeps no state), and
+# building one costs ~10x a look-up with it: the scheduler reuses them across fires.
+_TRIGGER_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_TRIGGER_CACHE_SIZE)
 def _cron(expression: str, timezone: str) -> BaseTrigger:
     """A crontab expression with crontab's meaning (APScheduler's from_crontab differs)."""
     fields = expression.split()
@@ -85,8 +91,13 @@ def _trigger(spec: dict[str, Any], anchor: datetime) -> BaseTrigger:
     if spec["type"] == "cron":
         return _cron(spec["cron"], spec.get("timezone") or "UTC")
     if spec["type"] == "interval":
-        return IntervalTrigger(seconds=int(spec["seconds"]), start_date=anchor, timezone=UTC)
+        return _interval(int(spec["seconds"]), anchor)
     raise ValueError(f"trigger type '{spec['type']}' has no fire times")
+
+
+@functools.lru_cache(maxsize=_TRIGGER_CACHE_SIZE)
+def _interval(seconds: int, anchor: datetime) -> BaseTrigger:
+    return IntervalTrigger(seconds=seconds, start_date=anchor, timezone=UTC)
 
 
 def validate_cron(expression: str, timezone: str) -> None:
@@ -182,7 +193,14 @@ def _gap_time_matches(expression: str, shift: datetime, zone: tzinfo) -> bool:
 
 def _next_cron(expression: str, timezone: str, after: datetime) -> datetime | None:
     """The first fire time after `after` (UTC) under the rules above."""
-    trigger = _cron(expression, timezone)
+    return _next_cron_of(_cron(expression, timezone), expression, after)
+
+
+# Answers are kept per built trigger (the object _cron hands out while it is cached): a
+# fire computes the same look-up twice (latest_due, then the following fire time), and
+# instructions on one schedule due at the same moment share it.
+@functools.lru_cache(maxsize=_TRIGGER_CACHE_SIZE)
+def _next_cron_of(trigger: BaseTrigger, expression: str, after: datetime) -> datetime | None:
     real_time = _every_hour(expression.split()[1])
     cursor = after
     for _ in range(_MAX_CRON_STEPS):

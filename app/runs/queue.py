@@ -7,13 +7,27 @@ changes nothing.
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, exists, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    String,
+    Uuid,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -64,6 +78,98 @@ async def enqueue(
         return None
     await notify_workers(session)
     return run_id
+
+
+# The columns enqueue_many is given for each run; the rest start as in `enqueue`.
+_GIVEN = ("user_id", "instruction_id", "reason", "scheduled_for", "window_start", "window_end")
+
+
+def _new_run_ids(count: int) -> list[uuid.UUID]:
+    """`count` random (version 4) UUIDs, as uuid4 makes them, from one read of urandom."""
+    data = os.urandom(16 * count)
+    return [uuid.UUID(bytes=data[i:i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
+def _runs_from_arrays() -> tuple[list[str], Any]:
+    """The columns and SELECT of new runs from one array per given column (PostgreSQL).
+
+    As INSERT ... SELECT FROM unnest(...), a batch is one statement with a parameter
+    per column rather than per value: binding thousands of values one by one costs
+    more Python than the insert costs PostgreSQL.
+    """
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    moment = DateTime(timezone=True)
+    new = (
+        func.unnest(
+            bindparam("id", type_=ARRAY(Uuid())),
+            bindparam("user_id", type_=ARRAY(Uuid())),
+            bindparam("instruction_id", type_=ARRAY(Uuid())),
+            bindparam("reason", type_=ARRAY(String())),
+            bindparam("scheduled_for", type_=ARRAY(moment)),
+            bindparam("window_start", type_=ARRAY(moment)),
+            bindparam("window_end", type_=ARRAY(moment)),
+        )
+        .table_valued("id", *_GIVEN)
+        .render_derived(name="new_runs")
+    )
+    now = bindparam("now", type_=moment)
+    constants = {
+        "status": literal_column("'queued'"), "attempt": literal_column("0"),
+        "available_at": now, "interaction_ids": literal_column("'{}'::jsonb"),
+        "input_tokens": literal_column("0"), "output_tokens": literal_column("0"),
+        "thought_tokens": literal_column("0"), "cached_tokens": literal_column("0"),
+        "cost_usd": literal_column("0.0"), "created_at": now, "updated_at": now,
+    }
+    columns = ["id", *_GIVEN, *constants]
+    return columns, select(*(new.c[name] for name in ("id", *_GIVEN)), *constants.values())
+
+
+_COLUMNS_FROM_ARRAYS, _RUNS_FROM_ARRAYS = _runs_from_arrays()
+
+
+async def enqueue_many(
+    *, session: AsyncSession, rows: Sequence[Mapping[str, Any]], now: datetime | None = None
+) -> int:
+    """Queue many runs with one multi-row INSERT; returns how many were new.
+
+    Each row gives user_id, instruction_id, reason, scheduled_for, window_start and
+    window_end. A row whose (instruction, fire time) already has a run is skipped, as
+    in `enqueue`. `now` is the database's clock (read when not given). One notification
+    wakes idle workers if anything was queued.
+    """
+    if not rows:
+        return 0
+    if now is None:
+        now = await db_now(session)
+    ids = _new_run_ids(len(rows))
+    connection = await session.connection()
+    stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"])
+    # RETURNING names the rows that were new (those that met no conflict).
+    if connection.dialect.name == "postgresql":
+        arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in _GIVEN}
+        result = await connection.execute(
+            stmt.from_select(_COLUMNS_FROM_ARRAYS, _RUNS_FROM_ARRAYS).returning(Run.id),
+            {"id": ids, "now": now, **arrays},
+        )
+    else:
+        # Executed with a list of rows, the statement is compiled once and cached, and
+        # SQLAlchemy's "insertmanyvalues" sends it as one INSERT ... VALUES (...), (...)
+        # per 1,000 rows (fewer if the limit on bound parameters asks).
+        values = [
+            {
+                "id": run_id, "status": "queued", "attempt": 0, "available_at": now,
+                "interaction_ids": {}, "input_tokens": 0, "output_tokens": 0,
+                "thought_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0, "created_at": now,
+                "updated_at": now, **{name: row[name] for name in _GIVEN},
+            }
+            for run_id, row in zip(ids, rows, strict=True)
+        ]
+        result = await connection.execute(stmt.returning(Run.id), values)
+    inserted = len(result.all())
+    if inserted:
+        await notify_workers(session)
+    return inserted
 
 
 async def notify_workers(session: AsyncSession) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from prometheus_client import REGISTRY
+from sqlalchemy import select, update
 
 from app.core.db import transaction
 from app.core.runtime import Runtime
@@ -23,11 +24,15 @@ class Clock:
         return self.now
 
 
-def tick(runtime: Runtime, clock: Clock) -> SchedulerTick:
+def tick(runtime: Runtime, clock: Clock, **settings: object) -> SchedulerTick:
     return SchedulerTick(
-        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=runtime.settings,
-        clock=clock,
+        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+        settings=runtime.settings.model_copy(update=settings), clock=clock,
     )
+
+
+def queued_by_schedule() -> float:
+    return REGISTRY.get_sample_value("pilotlight_runs_queued_total", {"reason": "schedule"}) or 0
 
 
 async def _set(runtime: Runtime, instruction_id, **values) -> None:  # type: ignore[no-untyped-def]
@@ -139,3 +144,83 @@ async def test_changing_the_schedule_takes_effect_at_once(runtime: Runtime, clie
     next_run = datetime.fromisoformat(response.json()["next_run_at"])
     assert next_run - datetime.now(UTC) <= timedelta(seconds=121)
     assert await tick(runtime, Clock(next_run + timedelta(seconds=1))).run_once() == 1
+
+
+async def test_a_burst_bigger_than_a_batch_is_queued_by_one_tick(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [await factories.instruction(runtime, user) for _ in range(300)]
+    fire = instructions[0].next_run_at
+    assert fire is not None
+    assert all(i.next_run_at == fire for i in instructions)  # all due in the same second
+    wakes: list[str] = []
+    runtime.wakeups.subscribe("runs", lambda: wakes.append("runs"))
+    counted = queued_by_schedule()
+    scheduler = tick(runtime, Clock(fire + timedelta(seconds=1)), scheduler_batch_size=100)
+
+    assert await scheduler.run_once() == 300  # three full batches and an empty one
+    assert await scheduler.run_once() == 0
+
+    assert queued_by_schedule() - counted == 300
+    assert wakes == ["runs"] * 3  # once per batch that queued something
+    for instruction in instructions:
+        runs = await runs_of(runtime, instruction.id)
+        assert [(r.scheduled_for, r.window_end, r.status) for r in runs] == [
+            (fire, fire, "queued")
+        ]
+    async with transaction(runtime.sessionmaker) as session:
+        moved = (await session.execute(select(Instruction.next_run_at))).scalars().all()
+    assert len(moved) == 300
+    assert all(t is not None and t > fire for t in moved)
+    assert len(set(moved)) == 1  # the same next weekday 08:00 for every one of them
+
+
+async def test_a_stop_ends_a_burst_between_batches(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [await factories.instruction(runtime, user) for _ in range(30)]
+    fire = instructions[0].next_run_at
+    assert fire is not None
+    stop = asyncio.Event()
+
+    class StoppingClock(Clock):
+        # SIGTERM arrives while the first batch is being read.
+        def __call__(self) -> datetime:
+            stop.set()
+            return self.now
+
+    scheduler = tick(runtime, StoppingClock(fire + timedelta(seconds=1)), scheduler_batch_size=10)
+    await asyncio.wait_for(scheduler.run(stop), 10)
+
+    queued = [run for i in instructions for run in await runs_of(runtime, i.id)]
+    assert len(queued) == 10  # the batch in hand is finished, no further one is started
+    # The rest is queued by the next scheduler to tick.
+    assert await tick(runtime, Clock(fire + timedelta(seconds=2))).run_once() == 20
+
+
+async def test_a_fire_time_older_than_the_grace_is_skipped_in_a_mixed_batch(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    weekdays = await factories.instruction(runtime, user)
+    every_five = await factories.instruction(
+        runtime, user, trigger={"type": "cron", "cron": "*/5 * * * *", "timezone": "UTC"}
+    )
+    assert weekdays.next_run_at is not None
+    missed = weekdays.next_run_at
+    # The schedulers were down from just before 08:00 until 21:00: the 08:00 fire time
+    # is 13 hours old, past the 12-hour grace; the five-minutely one has a fresh one.
+    now = missed + timedelta(hours=13)  # 21:00, also a five-minutely fire time
+    scheduler = tick(runtime, Clock(now), scheduler_misfire_grace_seconds=12 * 3600)
+    assert await scheduler.run_once() == 1
+
+    assert await runs_of(runtime, weekdays.id) == []
+    (run,) = await runs_of(runtime, every_five.id)
+    assert run.scheduled_for == now
+    async with transaction(runtime.sessionmaker) as session:
+        skipped = await session.get(Instruction, weekdays.id)
+        fired = await session.get(Instruction, every_five.id)
+    assert skipped is not None
+    assert fired is not None
+    # Both move on: the skipped one to its next weekday 08:00.
+    assert skipped.next_run_at is not None
+    assert skipped.next_run_at > now
+    assert fired.next_run_at == now + timedelta(minutes=5)
