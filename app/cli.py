@@ -91,6 +91,7 @@ def _loops(
     runtime: Runtime, *, scheduler: bool, worker: bool, llm: LLM | None = None
 ) -> list[LoopService]:
     from app.agent.factory import build_llm
+    from app.delivery.sender import DeliverySender
     from app.runs.execute import RunExecutor
     from app.runs.scheduler import SchedulerTick
     from app.runs.worker import Worker
@@ -108,6 +109,7 @@ def _loops(
             sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or build_llm(settings)
         )
         loops.append(Worker(runtime=runtime, executor=executor))
+        loops.append(DeliverySender(runtime=runtime))
     return loops
 
 

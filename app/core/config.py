@@ -6,12 +6,17 @@ configuration table is checked against this class by a test.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import datetime
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.agent.pricing import ModelPrice
 
@@ -26,7 +31,8 @@ DEFAULT_GEMINI_PRICES = {
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PILOTLIGHT_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="PILOTLIGHT_", env_file=".env", extra="ignore", validate_default=True,
+        hide_input_in_errors=True,  # a malformed key or password is not echoed into logs
     )
 
     # --- general -----------------------------------------------------------
@@ -116,9 +122,9 @@ class Settings(BaseSettings):
     test_fault: str = Field(
         "",
         pattern=r"^$|^(kill|stop):(claimed|model_answered|digest_written|notification_written|"
-        r"outcome_committed)$",
+        r"outcome_committed|delivery_sent)$",
         description="Testing only: the worker SIGKILLs or SIGSTOPs itself at this point of a "
-        "run, e.g. kill:model_answered.",
+        "run, e.g. kill:model_answered, or of a delivery (delivery_sent: sent, not yet marked).",
     )
 
     # --- agent -------------------------------------------------------------
@@ -164,15 +170,76 @@ class Settings(BaseSettings):
     agent_default_max_tool_calls: int = Field(
         10, ge=0, le=100, description="Default action budget of a new instruction."
     )
+    agent_question_ttl_seconds: int = Field(
+        86400, ge=60, le=30 * 86400,
+        description="How long a question the agent asks waits for an answer; then its run "
+        "resumes without one.",
+    )
     agent_context_limit: int = Field(
         100, ge=1, le=1000,
         description="New messages (and new files) per account shown in the prompt; the rest "
         "come in the next run.",
     )
-    agent_question_ttl_seconds: int = Field(
-        86400, ge=60, le=30 * 86400,
-        description="How long a question the agent asks waits for an answer; then its run "
-        "resumes without one.",
+
+    # --- delivery ----------------------------------------------------------
+    delivery_poll_seconds: float = Field(
+        1.0, ge=0.05, le=60, description="How often the delivery sender looks for due deliveries."
+    )
+    delivery_batch_size: int = Field(
+        50, ge=1, le=1000, description="Deliveries claimed per transaction."
+    )
+    delivery_concurrency: int = Field(
+        10, ge=1, le=200, description="Deliveries one sender sends at once."
+    )
+    delivery_claim_seconds: float = Field(
+        60, ge=2, le=3600,
+        description="How long a claimed delivery is held by one sender; if it dies, another "
+        "sends it again after this, with the same idempotency key. Longer than the timeout.",
+    )
+    delivery_timeout_seconds: float = Field(
+        15, ge=1, le=300,
+        description="How long one send (an SMTP conversation, a webhook request) may take.",
+    )
+    delivery_max_attempts: int = Field(
+        8, ge=1, le=50, description="Attempts of one delivery before it fails."
+    )
+    delivery_retry_base_seconds: float = Field(
+        30, ge=0.1, le=3600,
+        description="First retry delay (with jitter); doubles with each attempt. A longer "
+        "Retry-After is honoured.",
+    )
+    delivery_retry_max_seconds: float = Field(
+        3600, ge=1, le=86400, description="Longest wait before a retry, Retry-After included."
+    )
+    smtp_host: str = Field(
+        "", max_length=255,
+        description="SMTP server for email deliveries; empty means email is not configured "
+        "and email deliveries fail at once, saying so.",
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP server port.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "starttls",
+        description="SMTP encryption: none, starttls (upgrade a plain connection) or tls "
+        "(implicit TLS, usually port 465).",
+    )
+    smtp_username: str = Field(
+        "", max_length=320, description="SMTP login; empty means no authentication."
+    )
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field(
+        "Pilotlight <pilotlight@localhost>", min_length=3, max_length=320,
+        description="From address of emails; its domain also names the Message-IDs.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach private, loopback and link-local addresses (a "
+        "receiver on this machine or network). Cloud metadata addresses stay refused.",
+    )
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, max_length=20,
+        description="Fernet keys that encrypt secrets at rest (webhook secrets), newest first, "
+        "comma-separated or a JSON list; older keys still decrypt. Empty with SQLite: a key "
+        "is generated once into DATA_DIR/secret.key. Required with PostgreSQL.",
     )
 
     # --- sources -----------------------------------------------------------
@@ -197,6 +264,44 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
         return value
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for n, key in enumerate(value, 1):
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"key {n} is not a Fernet key (32 url-safe base64 bytes)")
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError("not an email address (name@domain or Name <name@domain>)")
+        return value
+
+    @model_validator(mode="after")
+    def _claim_outlasts_send(self) -> Settings:
+        if self.delivery_claim_seconds <= self.delivery_timeout_seconds:
+            raise ValueError(
+                "delivery_claim_seconds must be longer than delivery_timeout_seconds, or a "
+                "slow send could be claimed and sent again meanwhile"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

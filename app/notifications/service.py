@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import service as channels_service
 from app.core.db import insert_ignore, utcnow
 from app.core.errors import NotFound
 from app.core.pagination import newest_first
@@ -52,15 +53,27 @@ async def notify(
         return None
     for channel in dict.fromkeys(["in_app", *channels]):
         in_app = channel == "in_app"
-        session.add(
-            Delivery(
-                user_id=user_id, notification_id=notification_id, channel=channel, target="",
-                idempotency_key=f"{notification_id}:{channel}",
-                status="sent" if in_app else "pending",
-                attempts=1 if in_app else 0, sent_at=now if in_app else None,
-                next_attempt_at=now, created_at=now,
+        targets = [""]
+        if channel == "webhook":
+            if channels_service.event_type(kind, run_id) is None:
+                continue  # webhooks are not sent this kind of notification
+            # One per subscribed webhook; with none, one without a target that fails
+            # and so tells the user that nothing received it.
+            found = await channels_service.targets(
+                session=session, user_id=user_id, kind=kind, run_id=run_id
             )
-        )
+            targets = [str(target) for target in found] or [""]
+        for target in targets:
+            session.add(
+                Delivery(
+                    user_id=user_id, notification_id=notification_id, channel=channel,
+                    target=target,
+                    idempotency_key=":".join(filter(None, (str(notification_id), channel, target))),
+                    status="sent" if in_app else "pending",
+                    attempts=1 if in_app else 0, sent_at=now if in_app else None,
+                    next_attempt_at=now, created_at=now,
+                )
+            )
     await session.flush()
     return notification_id
 

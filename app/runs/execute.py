@@ -398,9 +398,10 @@ class RunExecutor:
 
     async def _failed(self, claim: queue.Claim, ctx: _Context, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
-        now = utcnow()
         attempt = ctx.attempt(claim)
         async with transaction(self.sessionmaker) as session:
+            # The retry time is on the database's clock, like the leases that claim it.
+            now = await db_now(session)
             # A paused run keeps its state: the retry resumes it again.
             if attempt < self.settings.worker_max_attempts:
                 delay = queue.retry_delay(attempt, self.settings.worker_retry_base_seconds)
@@ -450,7 +451,9 @@ class RunExecutor:
             await notifications.notify(
                 session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:failed",
                 kind="error", title=f"{instruction.title}: run failed", body=body,
-                channels=[], data={"error": reason}, run_id=claim.run_id,
+                # The instruction's channels: a run.failed webhook, an email, ...
+                channels=instruction.channels.get("kinds", []),
+                data={"error": reason}, run_id=claim.run_id,
                 instruction_id=instruction.id,
             )
 

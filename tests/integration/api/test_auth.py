@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
+from app.channels.models import Webhook
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.models import Base
@@ -44,12 +45,16 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", f"{API}/runs/{{run_id}}/cancel"): None,
     ("POST", f"{API}/questions/{{question_id}}/answer"): {"answer": "not yours to answer"},
     ("POST", f"{API}/notifications/{{notification_id}}/read"): None,
+    ("GET", f"{API}/webhooks/{{webhook_id}}"): None,
+    ("PATCH", f"{API}/webhooks/{{webhook_id}}"): {"enabled": False},
+    ("DELETE", f"{API}/webhooks/{{webhook_id}}"): None,
 }
 NOT_FOUND = {
     "instruction_id": "InstructionNotFound",
     "run_id": "RunNotFound",
     "question_id": "QuestionNotFound",
     "notification_id": "NotificationNotFound",
+    "webhook_id": "WebhookNotFound",
 }
 
 
@@ -204,9 +209,13 @@ async def world(runtime: Runtime) -> World:
     question = await add_question(runtime, user_a, run)
     notification = await add_notification(runtime, user_a, run=run, channels=("email",))
     await instruction(runtime, user_b, title="B's own")  # B is not empty-handed
+    webhook = Webhook(user_id=user_a.id, url="https://hooks.example.com/a",
+                      secret_encrypted=b"encrypted", event_types={"types": ["digest.created"]})
+    async with transaction(runtime.sessionmaker) as session:
+        session.add(webhook)
     ids = {
         "instruction_id": mine.id, "run_id": run.id, "question_id": question.id,
-        "notification_id": notification,
+        "notification_id": notification, "webhook_id": webhook.id,
     }
     return World(headers_a, headers_b, ids)
 
@@ -222,6 +231,7 @@ async def _snapshot(client: httpx.AsyncClient, world: World) -> dict[str, Any]:
         "runs": (await client.get(f"{API}/runs", headers=headers)).json(),
         "questions": (await client.get(f"{API}/questions", headers=headers)).json(),
         "notifications": (await client.get(f"{API}/notifications", headers=headers)).json(),
+        "webhooks": (await client.get(f"{API}/webhooks", headers=headers)).json(),
     }
 
 
@@ -269,6 +279,7 @@ async def test_other_users_ids_are_not_found(
         (f"{API}/questions", None),
         (f"{API}/notifications", "items"),
         (f"{API}/notifications?unread=true", "items"),
+        (f"{API}/webhooks", None),
     ],
 )
 async def test_other_users_data_is_not_listed(

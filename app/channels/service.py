@@ -1,0 +1,167 @@
+"""Webhooks: register, list, change, delete; their secrets, encrypted at rest.
+
+A secret is `whsec_` + base64 of 32 random bytes (Standard Webhooks), shown
+once on creation and stored only encrypted (`app/core/crypto.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.channels.models import Webhook
+from app.channels.schemas import WebhookCreate, WebhookOut, WebhookUpdate
+from app.core.config import Settings
+from app.core.crypto import SecretBox, secret_box
+from app.core.db import utcnow
+from app.core.errors import BadRequest, Conflict, NotFound
+from app.delivery.ssrf import UrlRefused, check_url
+from app.users.models import User
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+MAX_WEBHOOKS_PER_USER = 20
+# The event a notification is, by its kind; kinds not here are not sent to webhooks.
+EVENTS = {"digest": "digest.created", "question": "question.asked", "error": "run.failed"}
+
+
+class WebhookNotFound(NotFound):
+    pass
+
+
+class WebhookUrlRefused(BadRequest):
+    pass
+
+
+class TooManyWebhooks(Conflict):
+    pass
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_...` secret: the bytes its base64 encodes."""
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def secret_of(webhook: Webhook, box: SecretBox) -> str:
+    return box.decrypt(webhook.secret_encrypted).decode()
+
+
+def event_type(kind: str, run_id: uuid.UUID | None) -> str | None:
+    """The webhook event of a notification: `error` only for a failed run."""
+    if kind == "error" and run_id is None:
+        return None
+    return EVENTS.get(kind)
+
+
+def _checked_url(url: str, settings: Settings) -> str:
+    try:
+        check_url(url, allow_private=settings.webhook_allow_private)
+    except UrlRefused as exc:
+        raise WebhookUrlRefused(f"url: {exc}") from exc
+    return url
+
+
+def to_out(webhook: Webhook) -> WebhookOut:
+    return WebhookOut(
+        id=webhook.id, url=webhook.url, event_types=list(webhook.event_types.get("types", [])),
+        enabled=webhook.enabled, status_detail=webhook.status_detail,
+        created_at=webhook.created_at, updated_at=webhook.updated_at,
+    )
+
+
+async def create(
+    *, session: AsyncSession, user: User, data: WebhookCreate, settings: Settings
+) -> tuple[Webhook, str]:
+    """Register a webhook; returns it and its secret in plain text (shown only this once)."""
+    url = _checked_url(data.url, settings)
+    count = (await session.execute(
+        select(func.count()).select_from(Webhook).where(Webhook.user_id == user.id)
+    )).scalar_one()
+    if count >= MAX_WEBHOOKS_PER_USER:
+        raise TooManyWebhooks(f"at most {MAX_WEBHOOKS_PER_USER} webhooks per user")
+    secret = new_secret()
+    webhook = Webhook(
+        user_id=user.id, url=url, secret_encrypted=secret_box(settings).encrypt(secret.encode()),
+        event_types={"types": list(data.event_types)}, enabled=data.enabled,
+    )
+    session.add(webhook)
+    await session.flush()
+    return webhook, secret
+
+
+async def list_for(*, session: AsyncSession, user: User) -> Sequence[Webhook]:
+    rows = await session.execute(
+        select(Webhook).where(Webhook.user_id == user.id)
+        .order_by(Webhook.created_at.desc(), Webhook.id)
+    )
+    return rows.scalars().all()
+
+
+async def get(*, session: AsyncSession, user: User, webhook_id: uuid.UUID) -> Webhook:
+    webhook = (await session.execute(
+        select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == user.id)
+    )).scalar_one_or_none()
+    if webhook is None:
+        raise WebhookNotFound(f"webhook {webhook_id} not found")
+    return webhook
+
+
+async def update_webhook(
+    *, session: AsyncSession, user: User, webhook_id: uuid.UUID, data: WebhookUpdate,
+    settings: Settings,
+) -> Webhook:
+    webhook = await get(session=session, user=user, webhook_id=webhook_id)
+    if data.url is not None:
+        webhook.url = _checked_url(data.url, settings)
+    if data.event_types is not None:
+        webhook.event_types = {"types": list(data.event_types)}
+    if data.enabled is not None:
+        webhook.enabled = data.enabled
+        if data.enabled:
+            webhook.status_detail = None
+    webhook.updated_at = utcnow()
+    await session.flush()
+    return webhook
+
+
+async def delete(*, session: AsyncSession, user: User, webhook_id: uuid.UUID) -> None:
+    webhook = await get(session=session, user=user, webhook_id=webhook_id)
+    await session.delete(webhook)
+    await session.flush()
+
+
+async def targets(
+    *, session: AsyncSession, user_id: uuid.UUID, kind: str, run_id: uuid.UUID | None
+) -> list[uuid.UUID]:
+    """The user's enabled webhooks that subscribe to this notification's event."""
+    event = event_type(kind, run_id)
+    if event is None:
+        return []
+    rows = await session.execute(
+        select(Webhook.id, Webhook.event_types)
+        .where(Webhook.user_id == user_id, Webhook.enabled.is_(True))
+        .order_by(Webhook.created_at, Webhook.id)
+    )
+    return [row.id for row in rows if event in row.event_types.get("types", [])]
+
+
+async def disable(
+    *, session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID, reason: str
+) -> bool:
+    """Turn a webhook off (its endpoint said 410 Gone); False if it is gone or already off."""
+    result = await session.execute(
+        update(Webhook)
+        .where(Webhook.id == webhook_id, Webhook.user_id == user_id, Webhook.enabled.is_(True))
+        .values(enabled=False, status_detail=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))

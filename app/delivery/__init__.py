@@ -1,0 +1,1 @@
+"""Delivery: the outbox sender and its channels (email, webhooks)."""

@@ -1,0 +1,79 @@
+"""What a channel sender is given (a job) and what it answers (a result)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Literal, Protocol
+
+from app.channels.models import Webhook
+from app.core.db import utcnow
+from app.notifications.models import Notification
+from app.users.models import User
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this sender holds; `attempt` (its attempts count) fences every write."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: str
+    target: str
+    idempotency_key: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery: Claimed
+    notification: Notification
+    user: User
+    webhook: Webhook | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    status: Literal["sent", "retry", "failed"]
+    reason: str = ""
+    # Seconds the receiver asked us to wait (Retry-After), honoured up to a maximum.
+    retry_after: float | None = None
+    # False when the user caused it and knows (they deleted or disabled the webhook).
+    tell_user: bool = True
+    # The endpoint answered 410 Gone: stop calling it.
+    disable_webhook: bool = False
+
+
+SENT = Result("sent")
+
+
+def retry(reason: str, retry_after: float | None = None) -> Result:
+    return Result("retry", reason, retry_after=retry_after)
+
+
+def failed(reason: str, *, tell_user: bool = True, disable_webhook: bool = False) -> Result:
+    return Result("failed", reason, tell_user=tell_user, disable_webhook=disable_webhook)
+
+
+class ChannelSender(Protocol):
+    async def send(self, job: Job) -> Result: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - utcnow()).total_seconds(), 0.0)

@@ -1,0 +1,197 @@
+"""A notification as an email: HTML with inlined CSS and a plain-text part.
+
+Everything the model wrote is escaped (a `<script>` in a digest shows as
+text); links come only from the refs' `link`, which the app built, and only
+http(s) ones; there are no images, so nothing remote is ever loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from html import escape
+from typing import Any
+
+import css_inline
+
+from app.notifications.models import Notification
+
+CSS = """
+body { margin: 0; padding: 0; background: #f4f5f7; }
+.wrap { max-width: 640px; margin: 0 auto; padding: 24px; background: #ffffff;
+        font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif;
+        font-size: 15px; line-height: 1.5; color: #1f2328; }
+h1 { font-size: 22px; margin: 0 0 12px 0; }
+h2 { font-size: 17px; margin: 24px 0 8px 0; border-bottom: 1px solid #d0d7de;
+     padding-bottom: 4px; }
+p { margin: 0 0 12px 0; white-space: pre-wrap; }
+ul { margin: 0 0 12px 0; padding-left: 20px; }
+li { margin: 0 0 10px 0; }
+.detail { white-space: pre-wrap; }
+.refs { display: block; font-size: 13px; color: #57606a; }
+.refs a { color: #0969da; }
+.meta { font-size: 12px; color: #57606a; border-top: 1px solid #d0d7de; padding-top: 12px;
+        margin-top: 24px; }
+"""
+_INLINER = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+def message_id(idempotency_key: str, from_address: str) -> str:
+    """The same Message-ID on every attempt of one delivery, so receivers can de-duplicate."""
+    domain = parseaddr(from_address)[1].rpartition("@")[2] or "pilotlight.invalid"
+    # Short enough that the header is never folded.
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def build_message(
+    notification: Notification, *, to: str, from_address: str, idempotency_key: str
+) -> EmailMessage:
+    digest = notification.data.get("digest") if isinstance(notification.data, dict) else None
+    if isinstance(digest, dict):
+        text, html = digest_text(notification.title, digest), digest_html(notification.title,
+                                                                          digest)
+    else:
+        text, html = plain_text(notification), plain_html(notification)
+    message = EmailMessage()
+    name, address = parseaddr(from_address)
+    message["From"] = Address(display_name=name, addr_spec=address)
+    message["To"] = to
+    message["Subject"] = _one_line(notification.title)[:200] or "Pilotlight"
+    message["Date"] = formatdate(notification.created_at.timestamp(), usegmt=True)
+    message["Message-ID"] = message_id(idempotency_key, from_address)
+    # RFC 3834: machine-made, so auto-responders do not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Pilotlight-Notification"] = str(notification.id)
+    message.set_content(text)
+    message.add_alternative(_INLINER.inline(html), subtype="html")
+    return message
+
+
+# --- the digest ------------------------------------------------------------------------------
+
+
+def _safe_link(ref: dict[str, Any]) -> str | None:
+    link = ref.get("link")
+    if isinstance(link, str) and link.lower().startswith(("https://", "http://")):
+        return link
+    return None
+
+
+def _refs(refs: Iterable[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(str(r.get("title") or r.get("id") or "source"), _safe_link(r)) for r in refs
+            if isinstance(r, dict)]
+
+
+def _refs_html(refs: Iterable[dict[str, Any]]) -> str:
+    parts = [
+        f'<a href="{escape(link, quote=True)}">{escape(title)}</a>' if link else escape(title)
+        for title, link in _refs(refs)
+    ]
+    return f'<span class="refs">Sources: {", ".join(parts)}</span>' if parts else ""
+
+
+def _action_line(action: dict[str, Any]) -> str:
+    extra = [f"owner: {action['owner']}" if action.get("owner") else "",
+             f"due: {action['due']}" if action.get("due") else ""]
+    extra_text = ", ".join(e for e in extra if e)
+    return str(action.get("text", "")) + (f" ({extra_text})" if extra_text else "")
+
+
+def _covers(digest: dict[str, Any]) -> str:
+    covers = digest.get("covers") or {}
+    start, end = covers.get("start"), covers.get("end")
+    if start and end:
+        return f"Covers {start} to {end}."
+    return f"Covers everything up to {end}." if end else ""
+
+
+def digest_html(title: str, digest: dict[str, Any]) -> str:
+    out = [f"<h1>{escape(title)}</h1>", f"<p>{escape(str(digest.get('summary', '')))}</p>"]
+    for section in digest.get("sections") or []:
+        out.append(f"<h2>{escape(str(section.get('title', '')))}</h2>")
+        items = []
+        for item in section.get("items") or []:
+            items.append(
+                f"<li><strong>{escape(str(item.get('title', '')))}</strong>"
+                f'<div class="detail">{escape(str(item.get("detail", "")))}</div>'
+                f"{_refs_html(item.get('refs') or [])}</li>"
+            )
+        out.append(f"<ul>{''.join(items)}</ul>" if items else "<p>Nothing here.</p>")
+    actions = digest.get("action_items") or []
+    if actions:
+        out.append("<h2>Action items</h2><ul>")
+        out += [f"<li>{escape(_action_line(a))}{_refs_html(a.get('refs') or [])}</li>"
+                for a in actions]
+        out.append("</ul>")
+    meta = [escape(str(note)) for note in digest.get("notes") or []]
+    meta.append(escape(f"Written by {digest.get('model', 'the model')}. {_covers(digest)}"))
+    out.append(f'<div class="meta">{"<br>".join(meta)}</div>')
+    return _page(title, "".join(out))
+
+
+def digest_text(title: str, digest: dict[str, Any]) -> str:
+    lines = [title, "=" * len(title), "", str(digest.get("summary", "")), ""]
+    links: list[str] = []
+
+    def cite(refs: Iterable[dict[str, Any]]) -> str:
+        marks = []
+        for ref_title, link in _refs(refs):
+            if link:
+                links.append(f"[{len(links) + 1}] {ref_title}: {link}")
+                marks.append(f"[{len(links)}]")
+            else:
+                marks.append(ref_title)
+        return f"  Sources: {', '.join(marks)}" if marks else ""
+
+    for section in digest.get("sections") or []:
+        heading = str(section.get("title", ""))
+        lines += [heading, "-" * len(heading)]
+        for item in section.get("items") or []:
+            lines.append(f"* {item.get('title', '')}")
+            lines.append(f"  {item.get('detail', '')}")
+            sources = cite(item.get("refs") or [])
+            if sources:
+                lines.append(sources)
+        lines.append("")
+    actions = digest.get("action_items") or []
+    if actions:
+        lines += ["Action items", "------------"]
+        for action in actions:
+            lines.append(f"* {_action_line(action)}")
+            sources = cite(action.get("refs") or [])
+            if sources:
+                lines.append(sources)
+        lines.append("")
+    lines += [str(note) for note in digest.get("notes") or []]
+    lines.append(f"Written by {digest.get('model', 'the model')}. {_covers(digest)}".strip())
+    if links:
+        lines += ["", "Links:", *links]
+    return "\n".join(lines) + "\n"
+
+
+# --- any other notification ------------------------------------------------------------------
+
+
+def plain_text(notification: Notification) -> str:
+    return f"{notification.title}\n\n{notification.body}\n"
+
+
+def plain_html(notification: Notification) -> str:
+    return _page(notification.title, f"<h1>{escape(notification.title)}</h1>"
+                 f"<p>{escape(notification.body)}</p>")
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
+        f'<body><div class="wrap">{body}</div></body></html>'
+    )

@@ -1,0 +1,209 @@
+"""Webhook URLs must not reach inside: the SSRF guard and an httpx transport that pins.
+
+Every address a host resolves to is checked, and the request then connects to
+that checked address (the URL's host goes in the Host header and TLS SNI), so
+a second DNS answer cannot switch it to an internal one (DNS rebinding).
+Numeric IPv4 forms (2130706433, 0177.0.0.1, 0x7f.0.0.1) and IPv4 inside
+IPv6 (::ffff:127.0.0.1, 6to4, Teredo, NAT64) are read as the addresses they
+are. Refusals happen before any connection is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+# Refused even when private addresses are allowed: instance credentials live there.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
+        "169.254.170.2",  # AWS ECS task metadata
+        "169.254.169.253",  # AWS DNS
+        "fd00:ec2::254",  # AWS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure wire server (a public address)
+        "192.0.0.192",  # Oracle Cloud
+    )
+)
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.I)
+
+
+class UrlRefused(Exception):
+    """This URL may not be called; the message says why."""
+
+
+class ResolveFailed(OSError):
+    """The host did not resolve (maybe for now): worth a retry, unlike a refusal."""
+
+
+def parse_ipv4_loose(host: str) -> ipaddress.IPv4Address | None:
+    """Read IPv4 in every form inet_aton accepts (decimal, octal, hex, 1 to 4 parts)."""
+    if not _NUMERIC_HOST.match(host):
+        return None
+    parts = host.rstrip(".").split(".")
+    try:
+        numbers = [
+            int(p, 16) if p.lower().startswith("0x") else int(p, 8) if len(p) > 1 and
+            p.startswith("0") else int(p)
+            for p in parts
+        ]
+    except ValueError:
+        return None  # "0x" alone, or 08 (not octal): not an address, and not a name either
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = 0
+    for n in head:
+        value = value * 256 + n
+    value = value * 256 ** (5 - len(numbers)) + last
+    return ipaddress.IPv4Address(value)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host names literally, or None for a name to resolve."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        return parse_ipv4_loose(bare)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))  # NAT64, IPv4-compatible
+    return found
+
+
+def _why_internal(ip: IPAddress) -> str | None:
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in _UNIQUE_LOCAL):
+        return "unique-local"
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return "private"
+    return None
+
+
+def check_address(ip: IPAddress, *, allow_private: bool) -> None:
+    """Raise UrlRefused unless `ip` may be called."""
+    candidates: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates += _embedded_ipv4(ip)
+    for address in candidates:
+        if address in METADATA_ADDRESSES:
+            raise UrlRefused(f"{ip} is a cloud metadata address")
+        why = _why_internal(address)
+        if why is not None and not allow_private:
+            shown = ip if address == ip else f"{ip} ({address})"
+            raise UrlRefused(
+                f"{shown} is a {why} address (set PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE to allow)"
+            )
+
+
+def check_url(url: str, *, allow_private: bool) -> httpx.URL:
+    """What can be checked without DNS: scheme, host, credentials, a literal address."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        # httpx refuses some numeric hosts (0177.0.0.1); say what they really are.
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            host = ""
+        ip = literal_address(host)
+        if ip is not None:
+            check_address(ip, allow_private=allow_private)
+        raise UrlRefused(f"not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise UrlRefused("only http:// and https:// URLs are allowed")
+    if not parsed.host:
+        raise UrlRefused("the URL has no host")
+    if parsed.userinfo:
+        raise UrlRefused("credentials in the URL are not allowed (they would be stored as is)")
+    if parsed.fragment:
+        raise UrlRefused("a fragment (#...) is not sent to the server; remove it")
+    host = parsed.host.rstrip(".").lower()
+    if host in METADATA_NAMES or host.endswith(".internal"):
+        raise UrlRefused(f"{host} is an internal cloud name")
+    ip = literal_address(host)
+    if ip is not None:
+        check_address(ip, allow_private=allow_private)
+    return parsed
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolve_checked(
+    url: httpx.URL, *, allow_private: bool, resolve: Resolver = system_resolve
+) -> IPAddress:
+    """The one address to connect to; every address the host resolves to must pass."""
+    check_url(str(url), allow_private=allow_private)
+    host = url.host.rstrip(".")
+    literal = literal_address(host)
+    if literal is not None:
+        return literal
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        answers = await resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise ResolveFailed(f"cannot resolve {host}: {exc}") from exc
+    addresses: list[IPAddress] = []
+    for answer in answers:
+        ip = ipaddress.ip_address(answer.split("%")[0])
+        check_address(ip, allow_private=allow_private)
+        addresses.append(ip)
+    if not addresses:
+        raise ResolveFailed(f"{host} has no address")
+    return addresses[0]
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """Check every request's host, then connect to the checked address, not the name."""
+
+    def __init__(
+        self, *, allow_private: bool, resolve: Resolver = system_resolve, verify: bool = True
+    ) -> None:
+        self.allow_private = allow_private
+        self.resolve = resolve
+        self._inner = httpx.AsyncHTTPTransport(verify=verify, retries=0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        original = request.url
+        ip = await resolve_checked(original, allow_private=self.allow_private,
+                                   resolve=self.resolve)
+        # The Host header was set from the original URL when the request was built.
+        request.url = original.copy_with(host=str(ip))
+        if original.scheme == "https":
+            # TLS names (and the certificate is checked against) the host, not the address.
+            request.extensions = {**request.extensions, "sni_hostname": original.host}
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -1,0 +1,131 @@
+"""The webhook channel: a signed POST per Standard Webhooks (https://www.standardwebhooks.com).
+
+`webhook-id` is the delivery's idempotency key, the same on every retry, so a
+receiver de-duplicates on it; the signature covers id, timestamp and body.
+Only 2xx is success; 410 disables the endpoint; 429 and 5xx are retried
+(honouring Retry-After); any other answer, a redirect included, fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+
+from app.channels import service as channels
+from app.core.config import Settings
+from app.core.crypto import SecretKeyError, secret_box
+from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
+from app.delivery.ssrf import (
+    PinnedTransport,
+    ResolveFailed,
+    Resolver,
+    UrlRefused,
+    check_url,
+    system_resolve,
+)
+from app.notifications.models import Notification
+
+USER_AGENT = "Pilotlight-Webhooks/1"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header: `v1,` + base64(HMAC-SHA256(key, id.timestamp.body))."""
+    key = channels.signing_key(secret)
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def payload(notification: Notification, event_type: str) -> bytes:
+    body: dict[str, Any] = {
+        "type": event_type,
+        "timestamp": notification.created_at.isoformat(),
+        "data": {
+            **notification.data,
+            "notification_id": str(notification.id),
+            "kind": notification.kind,
+            "title": notification.title,
+            "body": notification.body,
+            "run_id": str(notification.run_id) if notification.run_id else None,
+            "instruction_id": (
+                str(notification.instruction_id) if notification.instruction_id else None
+            ),
+            "created_at": notification.created_at.isoformat(),
+        },
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookChannel:
+    def __init__(self, settings: Settings, *, resolve: Resolver = system_resolve) -> None:
+        self.settings = settings
+        self.resolve = resolve
+
+    async def send(self, job: Job) -> Result:
+        webhook = job.webhook
+        if not job.delivery.target:
+            return failed(
+                "no enabled webhook subscribes to this event: add one with POST "
+                "/api/v1/webhooks, or take webhook off the instruction's channels"
+            )
+        if webhook is None:
+            return failed("the webhook was deleted", tell_user=False)
+        if not webhook.enabled:
+            return failed("the webhook is disabled", tell_user=False)
+        event_type = channels.event_type(job.notification.kind, job.notification.run_id)
+        if event_type is None:
+            return failed(f"no webhook event for a '{job.notification.kind}' notification")
+        try:
+            secret = channels.secret_of(webhook, secret_box(self.settings))
+        except SecretKeyError as exc:
+            return failed(exc.detail)
+        body = payload(job.notification, event_type)
+        msg_id = job.delivery.idempotency_key
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, msg_id, timestamp, body),
+        }
+        allow_private = self.settings.webhook_allow_private
+        try:
+            check_url(webhook.url, allow_private=allow_private)
+        except UrlRefused as exc:
+            return failed(f"refused to call {webhook.url}: {exc}")
+        transport = PinnedTransport(allow_private=allow_private, resolve=self.resolve)
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False,
+                timeout=self.settings.delivery_timeout_seconds,
+            ) as client:
+                response = await client.post(webhook.url, content=body, headers=headers)
+        except UrlRefused as exc:
+            return failed(f"refused to call {webhook.url}: {exc}")
+        except (ResolveFailed, httpx.TransportError) as exc:
+            return retry(f"POST {webhook.url} failed: {type(exc).__name__}: {exc}")
+        return self._judge(response, webhook.url)
+
+    @staticmethod
+    def _judge(response: httpx.Response, url: str) -> Result:
+        code = response.status_code
+        if 200 <= code < 300:
+            return SENT
+        answer = f"{url} answered {code} {response.reason_phrase}".strip()
+        if code == 410:
+            return failed(f"{answer}: the endpoint is gone, so the webhook was disabled",
+                          disable_webhook=True)
+        if code == 429 or code >= 500:
+            return retry(answer, parse_retry_after(response.headers.get("retry-after")))
+        if 300 <= code < 400:
+            return failed(f"{answer}: redirects are not followed; register the final URL")
+        return failed(answer)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,120 @@
+"""Real receivers on 127.0.0.1: a webhook endpoint that checks signatures, and an SMTP server.
+
+The webhook receiver verifies every request with the `standardwebhooks`
+package (an implementation independent of ours) and de-duplicates on
+`webhook-id`, as a receiver should.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+
+from tests.integration.processes import free_port
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    path: str
+    verified: bool
+    error: str = ""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """Answers each request with the next scripted (status, headers), then 200."""
+
+    secret: str = ""
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+    processed: int = 0  # requests acted on once each (duplicates by webhook-id are not)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def answer(self, *statuses: int | tuple[int, dict[str, str]]) -> None:
+        for status in statuses:
+            self.script.append(status if isinstance(status, tuple) else (status, {}))
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        try:
+            StandardWebhook(self.secret).verify(body, headers)
+            verified, error = True, ""
+        except (WebhookVerificationError, EmptyWebhookSecretError, ValueError) as exc:
+            verified, error = False, str(exc)
+        self.received.append(Received(headers, body, path, verified, error))
+        status, extra = self.script.pop(0) if self.script else (200, {})
+        if 200 <= status < 300 and verified and headers.get("webhook-id") not in self.seen_ids:
+            self.seen_ids.add(headers["webhook-id"])
+            self.processed += 1
+        return status, extra
+
+
+def start_webhook_receiver() -> tuple[WebhookReceiver, ThreadingHTTPServer]:
+    receiver = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, extra = receiver.handle(self.path, headers, body)
+            self.send_response(status)
+            for name, value in {**extra, "content-length": "0"}.items():
+                self.send_header(name, value)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    return receiver, server
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+
+
+class MailHandler:
+    """aiosmtpd handler: keeps every message; answers DATA with the scripted replies first."""
+
+    def __init__(self) -> None:
+        self.messages: list[Mail] = []
+        self.replies: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return self.replies.pop(0) if self.replies else "250 Message accepted for delivery"
+
+
+def start_smtp_server() -> tuple[MailHandler, Controller]:
+    handler = MailHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return handler, controller

@@ -1,0 +1,225 @@
+"""The SSRF guard refuses internal addresses before any connection is opened.
+
+Nothing here may connect anywhere but the local receiver: every refused URL is
+checked to have opened no socket at all (the suite's guard fails the test on
+any non-loopback connect, and a counting wrapper sees loopback ones).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app.channels.models import Webhook
+from app.core.crypto import secret_box
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.delivery.sender import DeliverySender
+from app.delivery.ssrf import (
+    PinnedTransport,
+    UrlRefused,
+    check_address,
+    parse_ipv4_loose,
+    resolve_checked,
+)
+from tests import factories
+from tests.integration.delivery.conftest import add_digest, delivery, with_settings
+from tests.integration.delivery.receivers import WebhookReceiver, start_webhook_receiver
+
+DIGEST = {"summary": "s", "sections": [], "model": "m", "covers": {"end": "2026-11-23T08:00:00Z"}}
+
+
+def corpus(port: int) -> list[str]:
+    return [
+        f"http://127.0.0.1:{port}/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        f"http://[::1]:{port}/hook",
+        f"http://[::ffff:127.0.0.1]:{port}/hook",
+        f"http://2130706433:{port}/hook",
+        f"http://0177.0.0.1:{port}/hook",
+        f"http://0x7f.0.0.1:{port}/hook",
+        f"http://localhost:{port}/hook",
+        "http://192.168.1.1/", "http://172.16.0.1/", "http://100.64.0.1/", "http://0.0.0.0/",
+        "http://224.0.0.1/", "http://[fe80::1]/", "http://[fd00::1]/", "http://[fd00:ec2::254]/",
+        "http://[::]/", "http://[2002:7f00:1::]/", "http://[64:ff9b::a00:1]/",
+        "http://0x7f000001/", "http://127.1/", "http://0/", "https://127.0.0.1./x",
+    ]
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every socket connect during the test (on top of the suite's non-loopback guard)."""
+    seen: list[object] = []
+    inner = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        seen.append(address)
+        inner(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return seen
+
+
+@pytest.mark.parametrize("index", range(len(corpus(1))))
+async def test_internal_addresses_are_refused_without_connecting(
+    runtime: Runtime, receiver: WebhookReceiver, connects: list[object], index: int
+) -> None:
+    runtime = with_settings(runtime, webhook_allow_private=False)
+    url = corpus(receiver.port)[index]
+    user, _ = await factories.user_with_token(runtime)
+    # Written directly: the API already refuses the literal ones (tested below).
+    async with transaction(runtime.sessionmaker) as session:
+        session.add(Webhook(user_id=user.id, url=url, event_types={"types": ["digest.created"]},
+                            secret_encrypted=secret_box(runtime.settings).encrypt(b"whsec_AAAA")))
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    connects.clear()
+
+    await DeliverySender(runtime=runtime).run_once()
+    refused = await delivery(runtime, notification_id, "webhook")
+    assert refused.status == "failed"  # at once: a refusal is not retried
+    assert refused.attempts == 1
+    assert "refused to call" in (refused.last_error or "")
+    assert receiver.received == []
+    ports = [a[1] for a in connects if isinstance(a, tuple) and len(a) >= 2]
+    assert receiver.port not in ports
+    assert all(ipaddress.ip_address(str(a[0]).split("%")[0]).is_loopback
+               for a in connects if isinstance(a, tuple)), connects
+
+
+@pytest.mark.parametrize("index", range(len(corpus(1))))
+async def test_the_transport_refuses_before_connecting(
+    connects: list[object], index: int
+) -> None:
+    url = corpus(1)[index]
+    async with httpx.AsyncClient(transport=PinnedTransport(allow_private=False)) as client:
+        # httpx itself refuses some numeric forms (0177.0.0.1) before the transport sees them.
+        with pytest.raises((UrlRefused, httpx.InvalidURL)):
+            await client.post(url, content=b"{}")
+    assert connects == []
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
+                                 "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/",
+                                 "http://metadata.google.internal/computeMetadata/v1/",
+                                 "http://2852039166/"])
+async def test_cloud_metadata_is_refused_even_when_private_addresses_are_allowed(
+    connects: list[object], url: str
+) -> None:
+    with pytest.raises(UrlRefused):
+        await resolve_checked(httpx.URL(url), allow_private=True)
+    assert connects == []
+
+
+async def test_every_answer_of_the_resolver_must_pass(connects: list[object]) -> None:
+    """A name that resolves to a public and a private address is refused (no connection)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.215.14", "10.0.0.7"]
+
+    with pytest.raises(UrlRefused, match="10.0.0.7"):
+        await resolve_checked(httpx.URL("https://hooks.pilotlight.test/x"), allow_private=False,
+                              resolve=resolve)
+    assert connects == []
+
+
+async def test_the_api_refuses_literal_internal_urls(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    runtime.settings.webhook_allow_private = False
+    _user, headers = await factories.user_with_token(runtime)
+    for url in ["http://10.0.0.1/", "http://0177.0.0.1/", "http://[::ffff:127.0.0.1]/",
+                "http://169.254.169.254/", "ftp://example.com/", "http://user:pw@example.com/",
+                "http://metadata.google.internal/", "not a url"]:
+        response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["error"] == "WebhookUrlRefused", url
+
+
+@pytest.mark.parametrize(("host", "address"), [
+    ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"),
+    ("0x7f000001", "127.0.0.1"), ("127.1", "127.0.0.1"), ("10.1", "10.0.0.1"),
+    ("192.168.0x1.1", "192.168.1.1"), ("017700000001", "127.0.0.1"), ("0", "0.0.0.0"),
+    ("1.2.3.4", "1.2.3.4"),
+])
+def test_numeric_ipv4_forms_are_read_as_addresses(host: str, address: str) -> None:
+    assert parse_ipv4_loose(host) == ipaddress.IPv4Address(address)
+
+
+@pytest.mark.parametrize("host", ["example.com", "1.2.3.4.5", "08.0.0.1", "256.0.0.1", "0x",
+                                  "1.2.3.256", "4294967296"])
+def test_names_and_impossible_numbers_are_not_addresses(host: str) -> None:
+    assert parse_ipv4_loose(host) is None
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
+                                     "8.8.8.8"])
+def test_public_addresses_pass(address: str) -> None:
+    check_address(ipaddress.ip_address(address), allow_private=False)
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name`, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(("served", "ok"), [("receiver.pilotlight.test", True),
+                                             ("someone-else.test", False)])
+async def test_https_is_pinned_and_the_certificate_is_checked_against_the_name(
+    tmp_path: Path, connects: list[object], served: str, ok: bool
+) -> None:
+    cert, key = _certificate(tmp_path, served)
+    receiver, server = start_webhook_receiver()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    transport = PinnedTransport(allow_private=True, resolve=resolve, verify=client_context)
+    url = f"https://receiver.pilotlight.test:{receiver.port}/hook"
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            if ok:
+                response = await client.post(url, content=b"{}")
+                assert response.status_code == 200
+                [request] = receiver.received
+                assert request.headers["host"] == f"receiver.pilotlight.test:{receiver.port}"
+            else:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await client.post(url, content=b"{}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["receiver.pilotlight.test"]
+    assert [a for a in connects if isinstance(a, tuple)] == [("127.0.0.1", receiver.port)]

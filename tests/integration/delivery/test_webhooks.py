@@ -1,0 +1,261 @@
+"""Webhook deliveries to a real receiver on 127.0.0.1 that verifies Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.channels.models import Webhook
+from app.core.db import transaction, utcnow
+from app.core.runtime import Runtime
+from app.delivery.sender import DeliverySender
+from app.delivery.webhooks import WebhookChannel
+from app.runs.models import Run
+from tests import factories
+from tests.integration.api.helpers import add_run
+from tests.integration.delivery.conftest import (
+    add_digest,
+    add_webhook,
+    deliveries,
+    delivery,
+    notifications,
+    send_until_settled,
+    with_settings,
+)
+from tests.integration.delivery.receivers import WebhookReceiver
+
+DIGEST = {"summary": "All quiet.", "sections": [], "action_items": [], "notes": [],
+          "model": "pilotlight-offline", "covers": {"start": None, "end": "2026-11-23T08:00:00Z"}}
+
+
+async def _webhook(runtime: Runtime, webhook_id: uuid.UUID) -> Webhook:
+    async with transaction(runtime.sessionmaker) as session:
+        found = await session.get(Webhook, webhook_id)
+        assert found is not None
+        return found
+
+
+async def test_a_digest_is_posted_signed_and_verified_by_an_independent_implementation(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    sent = next(d for d in rows if d.channel == "webhook")
+    assert (sent.status, sent.attempts, sent.target) == ("sent", 1, str(webhook.id))
+    assert sent.idempotency_key == f"{notification_id}:webhook:{webhook.id}"
+
+    [request] = receiver.received
+    assert request.verified, request.error
+    assert request.path == "/hook"
+    assert request.headers["webhook-id"] == sent.idempotency_key
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert request.headers["content-type"] == "application/json"
+    body = request.json
+    assert body["type"] == "digest.created"
+    assert body["data"]["notification_id"] == str(notification_id)
+    assert body["data"]["title"] == "Morning digest"
+    assert body["data"]["digest"]["summary"] == "All quiet."
+    assert receiver.processed == 1
+
+
+@pytest.mark.parametrize("status", [503, 500, 429])
+async def test_a_retry_sends_the_same_webhook_id(
+    runtime: Runtime, receiver: WebhookReceiver, status: int
+) -> None:
+    receiver.answer(status)
+    user, _ = await factories.user_with_token(runtime)
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    sender = DeliverySender(runtime=runtime)
+
+    await sender.run_once()
+    waiting = await delivery(runtime, notification_id, "webhook")
+    assert (waiting.status, waiting.attempts) == ("pending", 1)
+    assert str(status) in (waiting.last_error or "")
+
+    rows = await send_until_settled(sender, runtime, notification_id)
+    sent = next(d for d in rows if d.channel == "webhook")
+    assert (sent.status, sent.attempts, sent.last_error) == ("sent", 2, None)
+    assert len(receiver.received) == 2
+    assert all(r.verified for r in receiver.received), [r.error for r in receiver.received]
+    assert {r.headers["webhook-id"] for r in receiver.received} == {sent.idempotency_key}
+    assert receiver.processed == 1
+
+
+async def test_retry_after_is_honoured(runtime: Runtime, receiver: WebhookReceiver) -> None:
+    runtime = with_settings(runtime, delivery_retry_max_seconds=3600.0)
+    receiver.answer((503, {"Retry-After": "120"}))
+    user, _ = await factories.user_with_token(runtime)
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    before = utcnow()
+    await DeliverySender(runtime=runtime).run_once()
+    waiting = await delivery(runtime, notification_id, "webhook")
+    assert waiting.status == "pending"
+    # The base delay is 0.1 s; the receiver asked for two minutes.
+    assert waiting.next_attempt_at >= before + timedelta(seconds=120)
+    assert waiting.next_attempt_at <= utcnow() + timedelta(seconds=121)
+
+
+async def test_410_disables_the_webhook_and_tells_the_user(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    receiver.answer(410)
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    sender = DeliverySender(runtime=runtime)
+
+    await sender.run_once()
+    gone = await delivery(runtime, notification_id, "webhook")
+    assert (gone.status, gone.attempts) == ("failed", 1)
+    assert "410" in (gone.last_error or "")
+    row = await _webhook(runtime, webhook.id)
+    assert row.enabled is False
+    assert "410" in (row.status_detail or "")
+    [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert told.key == f"delivery:{gone.id}:failed"
+    assert "disabled" in told.body
+    assert str(webhook.id) in told.body
+
+    # Nothing more goes to it; the next digest says that no webhook took it.
+    later = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    await sender.run_once()
+    assert len(receiver.received) == 1
+    nobody = await delivery(runtime, later, "webhook")
+    assert nobody.status == "failed"
+    assert nobody.target == ""
+    assert "no enabled webhook" in (nobody.last_error or "")
+
+
+@pytest.mark.parametrize(("status", "fragment"), [(400, "400"), (404, "404"),
+                                                  (302, "redirects are not followed")])
+async def test_other_answers_fail_without_retry(
+    runtime: Runtime, receiver: WebhookReceiver, status: int, fragment: str
+) -> None:
+    receiver.answer((status, {"Location": receiver.url + "/elsewhere"}))
+    user, _ = await factories.user_with_token(runtime)
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    await DeliverySender(runtime=runtime).run_once()
+    failed = await delivery(runtime, notification_id, "webhook")
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert fragment in (failed.last_error or "")
+    assert [r.path for r in receiver.received] == ["/hook"]  # a redirect is not followed
+
+
+async def test_after_max_attempts_the_delivery_fails_and_the_user_is_told(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    runtime = with_settings(runtime, delivery_max_attempts=3)
+    receiver.answer(500, 502, 503, 504)
+    user, _ = await factories.user_with_token(runtime)
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    failed = next(d for d in rows if d.channel == "webhook")
+    assert (failed.status, failed.attempts) == ("failed", 3)
+    assert "gave up after 3 attempts" in (failed.last_error or "")
+    assert len(receiver.received) == 3
+    [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert told.key == f"delivery:{failed.id}:failed"
+
+
+async def test_one_delivery_per_subscribed_enabled_webhook(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    other, _ = await factories.user_with_token(runtime)
+    first, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    second, _ = await add_webhook(runtime, user, receiver.url + "?second",
+                                  event_types=["digest.created"])
+    await add_webhook(runtime, user, receiver.url, event_types=["question.asked"])
+    await add_webhook(runtime, user, receiver.url, enabled=False)
+    await add_webhook(runtime, other, receiver.url)  # someone else's
+
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    rows = await deliveries(runtime, notification_id)
+    assert sorted((d.channel, d.target) for d in rows) == sorted(
+        [("in_app", ""), ("webhook", str(first.id)), ("webhook", str(second.id))]
+    )
+
+    # An alert is no webhook event: no delivery at all (and no failure to report).
+    alert = await add_digest(runtime, user, channels=("webhook",), kind="alert")
+    assert [d.channel for d in await deliveries(runtime, alert)] == ["in_app"]
+
+    # A failed run is sent as run.failed (an error notification of a run).
+    instruction = await factories.instruction(runtime, user)
+    run: Run = await add_run(runtime, user, instruction, status="failed")
+    failed_run = await add_digest(runtime, user, channels=("webhook",), kind="error",
+                                  run_id=run.id)
+    targets = [d.target for d in await deliveries(runtime, failed_run) if d.channel == "webhook"]
+    assert targets == [str(first.id)]
+    await send_until_settled(DeliverySender(runtime=runtime), runtime, failed_run)
+    assert sorted(r.json["type"] for r in receiver.received) == [
+        "digest.created", "digest.created", "run.failed"]
+    # Each webhook signs with its own secret; the receiver knows the first one's.
+    assert [r.verified for r in receiver.received] == [
+        r.headers["webhook-id"].endswith(str(first.id)) for r in receiver.received]
+
+
+async def test_a_deleted_webhook_gets_nothing_and_nobody_is_alarmed(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.delete(await session.get(Webhook, webhook.id))
+
+    await DeliverySender(runtime=runtime).run_once()
+    dropped = await delivery(runtime, notification_id, "webhook")
+    assert (dropped.status, dropped.last_error) == ("failed", "the webhook was deleted")
+    assert receiver.received == []
+    assert [n.kind for n in await notifications(runtime, user)] == ["digest"]
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """A name is resolved once, checked, and the request pinned to that address: the Host
+    header names the host, the socket goes to the address."""
+    calls: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    user, _ = await factories.user_with_token(runtime)
+    url = f"http://receiver.pilotlight.test:{receiver.port}/hook"
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    sender = DeliverySender(runtime=runtime, channels={
+        "webhook": WebhookChannel(runtime.settings, resolve=resolve)})
+
+    await sender.run_once()
+    assert (await delivery(runtime, notification_id, "webhook")).status == "sent"
+    assert calls == ["receiver.pilotlight.test"]
+    [request] = receiver.received
+    assert request.headers["host"] == f"receiver.pilotlight.test:{receiver.port}"
+    assert request.verified
+
+
+async def test_the_webhook_secret_is_stored_encrypted_only(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    webhook, secret = await add_webhook(runtime, user, receiver.url)
+    async with transaction(runtime.sessionmaker) as session:
+        stored = (await session.execute(
+            select(Webhook.secret_encrypted).where(Webhook.id == webhook.id))).scalar_one()
+    assert secret.encode() not in stored
+    assert secret.removeprefix("whsec_").encode() not in stored
