@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import signal
 from collections.abc import Mapping
 
 from app.channels import service as channels
 from app.core.db import transaction
+from app.core.faults import FaultPoints
 from app.core.loops import LoopService
 from app.core.runtime import Runtime
 from app.delivery import repository
@@ -48,7 +47,7 @@ class DeliverySender(LoopService):
         self.settings = runtime.settings
         self.channels = dict(channels) if channels is not None else default_channels(runtime)
         self._room = asyncio.Semaphore(self.settings.delivery_concurrency)
-        self._fault_fired = False
+        self.fault = FaultPoints(self.settings.test_fault)
 
     async def run_once(self) -> int:
         """Claim a batch of due deliveries and send them; returns how many were claimed."""
@@ -66,15 +65,6 @@ class DeliverySender(LoopService):
         if len(claims) == self.settings.delivery_batch_size:
             self.wake()  # there may be more
         return len(claims)
-
-    def fault(self, point: str) -> None:
-        """Testing only: die or freeze here, as PILOTLIGHT_TEST_FAULT says."""
-        action, _, at = self.settings.test_fault.partition(":")
-        if at != point or self._fault_fired:
-            return
-        self._fault_fired = True
-        log.warning("test fault: %s at %s", action, point)
-        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
 
     async def _deliver(self, claimed: Claimed) -> None:
         async with self._room:

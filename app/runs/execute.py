@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import signal
 import time
 import traceback
 from collections.abc import Mapping
@@ -47,6 +45,7 @@ from app.agent.runner import (
 )
 from app.core.config import Settings
 from app.core.db import after_commit, db_now, transaction, utcnow
+from app.core.faults import FaultPoints
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.questions import service as questions
@@ -124,16 +123,7 @@ class RunExecutor:
         self.llm = llm
         self.agent = agent
         self._user_tools = _takes_user_tools(agent)
-        self._fault_fired = False
-
-    def fault(self, point: str) -> None:
-        """Testing only: die (SIGKILL) or freeze (SIGSTOP) here, as PILOTLIGHT_TEST_FAULT says."""
-        action, _, at = self.settings.test_fault.partition(":")
-        if at != point or self._fault_fired:
-            return
-        self._fault_fired = True
-        log.warning("test fault: %s at %s", action, point)
-        os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
+        self.fault = FaultPoints(settings.test_fault)
 
     async def execute(self, claim: queue.Claim) -> None:
         ctx = await self._load(claim)
