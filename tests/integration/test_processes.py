@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,15 +33,36 @@ from tests.integration.processes import (
 pytestmark = pytest.mark.slow
 
 
-async def test_serve_first_start_shows_a_digest_within_seconds(
-    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
-) -> None:
-    """What a newcomer sees: serve, a token from the CLI, a digest of the sample mailbox."""
+@dataclass
+class Served:
+    """A running `pilotlight serve` on a fresh data folder, with the local user's token."""
+
+    base: str
+    headers: dict[str, str]
+    token: str
+    log: Path
+    code: int | None = None
+
+    def first_digest(self) -> dict[str, Any]:
+        def digest() -> dict[str, Any] | None:
+            page = httpx.get(f"{self.base}/api/v1/notifications", headers=self.headers).json()
+            return next((n for n in page["items"] if n["kind"] == "digest"), None)
+
+        return wait_for(digest, 30, "the first digest")
+
+    def get(self, path: str) -> Any:
+        return httpx.get(f"{self.base}/api/v1{path}", headers=self.headers).json()
+
+
+@contextmanager
+def served(
+    tmp_path: Path, database_url: str, is_postgres: bool, **settings: str
+) -> Iterator[Served]:
+    """Serve as a newcomer would: on PostgreSQL `migrate` first; SQLite needs nothing."""
     port = free_port()
-    # On PostgreSQL the scaled path: `migrate` first; on SQLite serve does it all.
     env = pilotlight_env(
         data_dir=tmp_path / "data", database_url=database_url if is_postgres else "",
-        PILOTLIGHT_PORT=str(port),
+        PILOTLIGHT_PORT=str(port), **settings,
     )
     if is_postgres:
         subprocess.run(command("migrate"), env=env, cwd=tmp_path, check=True, timeout=60)
@@ -51,36 +75,40 @@ async def test_serve_first_start_shows_a_digest_within_seconds(
             command("token", "create"), env=env, cwd=tmp_path, check=True, timeout=60,
             capture_output=True, text=True,
         ).stdout.strip()
-        assert token.startswith("plt_")
-        assert "\n" not in token
-        headers = {"Authorization": f"Bearer {token}"}
+        result = Served(base, {"Authorization": f"Bearer {token}"}, token, log)
+        yield result
+    finally:
+        code = stop(server)
+    result.code = code
+    assert stopped_cleanly(code, log), log.read_text()
 
-        def digest() -> dict[str, Any] | None:
-            items = httpx.get(f"{base}/api/v1/notifications", headers=headers).json()["items"]
-            return next((n for n in items if n["kind"] == "digest"), None)
 
-        notification = wait_for(digest, 30, "the first digest")
+async def test_serve_first_start_shows_a_digest_within_seconds(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """What a newcomer sees: serve, a token from the CLI, a digest of the sample mailbox."""
+    with served(tmp_path, database_url, is_postgres) as app:
+        assert app.token.startswith("plt_")
+        assert "\n" not in app.token
+        notification = app.first_digest()
         assert notification["title"] == "Morning digest"
         result = notification["data"]["digest"]
         assert result["model"] == "pilotlight-offline"
         cited = {ref["id"] for s in result["sections"] for i in s["items"] for ref in i["refs"]}
         assert cited, "the digest cites the sample mailbox"
 
-        run = httpx.get(f"{base}/api/v1/runs/{notification['run_id']}", headers=headers).json()
+        run = app.get(f"/runs/{notification['run_id']}")
         assert run["status"] == "succeeded"
         assert [s["kind"] for s in run["steps"]][0] == "model"
         assert any(s["kind"] == "tool" for s in run["steps"])
 
-        instructions = httpx.get(f"{base}/api/v1/instructions", headers=headers).json()
-        (example,) = instructions["items"]
+        (example,) = app.get("/instructions")["items"]
         assert example["schedule"] == "At 08:00, Monday through Friday (Europe/Berlin)"
-        assert httpx.get(f"{base}/readyz").status_code == 200
-    finally:
-        code = stop(server)
-    assert stopped_cleanly(code, log), log.read_text()
-    assert "worker stopped" in log.read_text()
-    assert "scheduler stopped" in log.read_text()
-    assert token not in log.read_text()  # secrets never reach the log
+        assert httpx.get(f"{app.base}/readyz").status_code == 200
+    text = app.log.read_text()
+    assert "worker stopped" in text
+    assert "scheduler stopped" in text
+    assert app.token not in text  # secrets never reach the log
 
 
 async def test_api_scheduler_and_worker_as_separate_processes(
@@ -146,45 +174,20 @@ def test_roles_refuse_to_start_on_an_unmigrated_database(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "run `pilotlight migrate` first" in result.stderr
 
-
 async def test_serve_digests_the_sample_through_gemini_when_configured(
     runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:
     """With a key and a base URL, the first digest comes through the Gemini path."""
-    with FakeGemini() as fake:
-        port = free_port()
-        env = pilotlight_env(
-            data_dir=tmp_path / "data", database_url=database_url if is_postgres else "",
-            PILOTLIGHT_PORT=str(port), PILOTLIGHT_GEMINI_API_KEY=fake.api_key,
-            PILOTLIGHT_GEMINI_BASE_URL=fake.url,
-        )
-        if is_postgres:
-            subprocess.run(command("migrate"), env=env, cwd=tmp_path, check=True, timeout=60)
-        log = tmp_path / "serve.log"
-        server = start(command("serve"), env, tmp_path, log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(base, server, log)
-            token = subprocess.run(
-                command("token", "create"), env=env, cwd=tmp_path, check=True, timeout=60,
-                capture_output=True, text=True,
-            ).stdout.strip()
-            headers = {"Authorization": f"Bearer {token}"}
-
-            def digest() -> dict[str, Any] | None:
-                items = httpx.get(f"{base}/api/v1/notifications", headers=headers).json()
-                return next((n for n in items["items"] if n["kind"] == "digest"), None)
-
-            notification = wait_for(digest, 30, "the first digest")
-            run = httpx.get(f"{base}/api/v1/runs/{notification['run_id']}",
-                            headers=headers).json()
-        finally:
-            code = stop(server)
-        assert stopped_cleanly(code, log), log.read_text()
+    with FakeGemini() as fake, served(
+        tmp_path, database_url, is_postgres, PILOTLIGHT_GEMINI_API_KEY=fake.api_key,
+        PILOTLIGHT_GEMINI_BASE_URL=fake.url,
+    ) as app:
+        notification = app.first_digest()
+        run = app.get(f"/runs/{notification['run_id']}")
     assert run["model"] == "gemini-3.5-flash"
     assert notification["data"]["digest"]["model"] == "gemini-3.5-flash"
     assert run["input_tokens"] > 0
     assert run["cost_usd"] > 0
     turns = [r for r in fake.requests() if r.status == 200]
     assert len(turns) >= 2  # the first turn, then the function results
-    assert fake.api_key not in log.read_text()
+    assert fake.api_key not in app.log.read_text()
