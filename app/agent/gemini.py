@@ -6,7 +6,11 @@ One port turn is one `client.aio.interactions.create` call. The request body:
     system_instruction        the port's system instruction, on every turn
     input                     first turn: the user's text (a string); later turns: one
                               {"type": "function_result", "call_id", "name", "result"}
-                              step per function call of the previous turn
+                              step per function call of the previous turn; a result
+                              with media parts sends `result` as a list of content:
+                              [{"type": "text", "text"}, then per part
+                              {"type": "document" | "image", "mime_type", "data": <base64>}]
+                              (PDFs are documents, images are images)
     previous_interaction_id   the previous turn's interaction id (server-side history)
     tools                     [{"type": "function", "name", "description", "parameters"}]
     generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high"};
@@ -42,6 +46,7 @@ from google.genai import types as genai_types
 
 from app.agent.llm import (
     FunctionCall,
+    FunctionResult,
     KeyRejected,
     LLMError,
     TurnRequest,
@@ -107,6 +112,20 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+def function_result_step(result: FunctionResult) -> dict[str, Any]:
+    """One `function_result` input step: plain text, or text then its media parts."""
+    content: str | list[dict[str, Any]] = result.result
+    if result.parts:
+        content = [{"type": "text", "text": result.result}]
+        for part in result.parts:
+            kind = "document" if part.mime_type == "application/pdf" else "image"
+            content.append({"type": kind, "mime_type": part.mime_type, "data": part.b64()})
+    return {
+        "type": "function_result", "call_id": result.call_id, "name": result.name,
+        "result": content,
+    }
+
+
 def build_body(request: TurnRequest) -> dict[str, Any]:
     """The `interactions.create` keyword arguments for one port turn."""
     body: dict[str, Any] = {
@@ -117,10 +136,7 @@ def build_body(request: TurnRequest) -> dict[str, Any]:
     if isinstance(request.input, str):
         body["input"] = request.input
     else:  # one result per call, each with its call's id and name; guidance is in the text
-        body["input"] = [
-            {"type": "function_result", "call_id": r.call_id, "name": r.name, "result": r.result}
-            for r in request.input
-        ]
+        body["input"] = [function_result_step(r) for r in request.input]
     if request.previous_interaction_id:
         body["previous_interaction_id"] = request.previous_interaction_id
     if request.tools:

@@ -9,9 +9,11 @@ text that matches `response_schema`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer, field_validator
 
 ThinkingLevel = Literal["minimal", "low", "medium", "high"]
 THINKING_LEVELS: tuple[str, ...] = ("minimal", "low", "medium", "high")
@@ -29,16 +31,45 @@ class FunctionCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class MediaPart(BaseModel):
+    """An image or a document (PDF) handed to the model with a function result.
+
+    `data` is the raw bytes; a base64 string is accepted and decoded.
+    """
+
+    mime_type: str
+    data: bytes
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError("data must be bytes or base64 text") from exc
+        return value
+
+    @field_serializer("data", when_used="json")
+    def _encode(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
+
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+
 class FunctionResult(BaseModel):
     """The answer to exactly one FunctionCall (same call_id and name).
 
     Guidance for the model goes at the end of `result`, after two newlines,
-    never as a separate part.
+    never as a separate part. `parts` carries images or documents the tool
+    read; a model that cannot look at them (the offline planner) ignores them.
     """
 
     call_id: str
     name: str
     result: str
+    parts: list[MediaPart] = Field(default_factory=list)
 
 
 class Usage(BaseModel):

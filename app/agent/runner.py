@@ -34,6 +34,7 @@ from app.agent.llm import (
     FunctionCall,
     FunctionResult,
     LLMError,
+    MediaPart,
     ThinkingLevel,
     TurnRequest,
     TurnResponse,
@@ -233,12 +234,13 @@ class _Run:
         """Run one tool call within the budget; always exactly one result for it."""
         started = time.perf_counter()
         error: str | None
+        parts: tuple[MediaPart, ...] = ()
         if self.calls_used >= self.request.max_tool_calls:
             self.refused_calls += 1
             text, error = BUDGET_SPENT, "action budget spent"
         else:
             self.calls_used += 1
-            text, error = await self.dispatch(call)
+            text, error, parts = await self.dispatch(call)
         await self.record(
             StepRecord(
                 kind="tool",
@@ -250,19 +252,24 @@ class _Run:
                 error=error,
             )
         )
-        return FunctionResult(call_id=call.call_id, name=call.name, result=text)
+        # A PDF or an image read by the call rides along as media parts of the result.
+        return FunctionResult(
+            call_id=call.call_id, name=call.name, result=text, parts=list(parts)
+        )
 
-    async def dispatch(self, call: FunctionCall) -> tuple[str, str | None]:
-        """The result text of one call (and its error), the user tools intercepted first."""
+    async def dispatch(
+        self, call: FunctionCall
+    ) -> tuple[str, str | None, tuple[MediaPart, ...]]:
+        """The result of one call (text, error, media), the user tools intercepted first."""
         try:
             if self.request.interactive and call.name == ASK_USER:
-                return self.ask(parse_question(call))
+                return (*self.ask(parse_question(call)), ())
             if self.request.interactive and call.name == NOTIFY_NOW:
-                return await self.alert(parse_alert(call))
+                return (*(await self.alert(parse_alert(call))), ())
         except BadCall as exc:
-            return f"Error: {exc}", str(exc)
+            return f"Error: {exc}", str(exc), ()
         outcome = await self.toolbox.execute(call)
-        return outcome.text, outcome.error
+        return outcome.text, outcome.error, outcome.parts
 
     def ask(self, question: AskedQuestion) -> tuple[str, str | None]:
         if self.asked is not None:

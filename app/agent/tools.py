@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from app.agent.digest import RefKind, SourceRef
-from app.agent.llm import FunctionCall, FunctionDeclaration
+from app.agent.llm import FunctionCall, FunctionDeclaration, MediaPart
 from app.agent.prompt import SNIPPET_CHARS, fence
 from app.sources.base import (
     Delta,
@@ -41,6 +41,11 @@ CHOICE_CHARS = 100
 MAX_CHOICES = 6
 ALERT_TITLE_CHARS = 120
 ALERT_MESSAGE_CHARS = 1_000
+MEDIA_BYTES = 5 * 1024 * 1024  # larger images and PDFs are described, not shown
+MEDIA_TYPES = frozenset(
+    {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"}
+)
+FILENAME_CHARS = 255
 
 T = TypeVar("T")
 C = TypeVar("C", MailCard, FileCard)
@@ -72,6 +77,23 @@ MAIL_TOOLS = [
         description="Read a whole conversation, its messages in date order.",
         parameters=_object("id", "The thread_id of a message card."),
     ),
+    FunctionDeclaration(
+        name="read_attachment",
+        description="Look at one attachment of a message, as read_message lists it. "
+        "PDFs and images (PNG, JPEG, GIF, WebP) up to "
+        f"{MEDIA_BYTES // (1024 * 1024)} MB are shown to you; other files are not.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "message_id": {"type": "string", "description": "The id of the message."},
+                "filename": {
+                    "type": "string",
+                    "description": "The attachment's name exactly as read_message lists it.",
+                },
+            },
+            "required": ["message_id", "filename"],
+        },
+    ),
 ]
 FILE_TOOLS = [
     FunctionDeclaration(
@@ -82,7 +104,7 @@ FILE_TOOLS = [
     ),
     FunctionDeclaration(
         name="read_file",
-        description="Read one document's text.",
+        description="Read one document's text; a PDF or an image is shown to you as it is.",
         parameters=_object("id", "The id of a file, from a card or a search result."),
     ),
 ]
@@ -244,6 +266,7 @@ def _document(doc: Document) -> dict[str, Any]:
 class ToolResult:
     text: str
     error: str | None = None
+    parts: tuple[MediaPart, ...] = ()  # images or PDFs for the model to look at
 
 
 class BadCall(Exception):
@@ -307,10 +330,11 @@ class ToolBox:
         return SourceRef(kind=kind, id=item_id, account=account, title=title, link=link)
 
     async def execute(self, call: FunctionCall) -> ToolResult:
-        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[str | ToolResult]]] = {
             "search_mail": self._search_mail,
             "read_message": self._read_message,
             "read_thread": self._read_thread,
+            "read_attachment": self._read_attachment,
             "search_files": self._search_files,
             "read_file": self._read_file,
         }
@@ -319,9 +343,10 @@ class ToolBox:
             error = f"There is no tool named {call.name!r}. Available: {', '.join(offered)}."
             return ToolResult(f"Error: {error}", error)
         try:
-            return ToolResult(await handlers[call.name](call.arguments))
+            outcome = await handlers[call.name](call.arguments)
         except BadCall as exc:
             return ToolResult(f"Error: {exc}", str(exc))
+        return outcome if isinstance(outcome, ToolResult) else ToolResult(outcome)
 
     # --- the tools ---
 
@@ -366,11 +391,47 @@ class ToolBox:
         header = f"Thread {thread.id!r}: {len(records)} messages, oldest first.\n"
         return header + fence("read_thread", records)
 
-    async def _read_file(self, arguments: dict[str, Any]) -> str:
+    async def _read_attachment(self, arguments: dict[str, Any]) -> ToolResult:
+        message_id = _string(arguments, "message_id")
+        filename = _filename(arguments)
+        account, message = await self._find(
+            "message", message_id, lambda source: source.read_message(message_id)
+        )
+        self._see_mail(account, message)
+        listed = next((a for a in message.attachments if a.filename == filename), None)
+        if listed is None:
+            names = ", ".join(repr(a.filename) for a in message.attachments) or "none"
+            raise BadCall(
+                f"message {message_id!r} has no attachment {filename!r}; its attachments: "
+                f"{names}."
+            )
+        label = f"Attachment {filename!r} of message {message_id!r}"
+        mime = listed.mime_type.lower()
+        if mime not in MEDIA_TYPES:
+            return ToolResult(
+                f"{label} ({listed.mime_type}, {listed.size} bytes) cannot be shown: only PDFs "
+                "and PNG, JPEG, GIF or WebP images can."
+            )
+        if listed.size > MEDIA_BYTES:
+            return ToolResult(_too_large(label, listed.mime_type, listed.size))
+        try:
+            mime_type, data = await self.sources[account].read_attachment(message_id, filename)
+        except SourceError as exc:
+            raise BadCall(f"could not read attachment {filename!r}: {exc}") from exc
+        return _media(label, mime_type, data)
+
+    async def _read_file(self, arguments: dict[str, Any]) -> str | ToolResult:
         file_id = _string(arguments, "id")
         account, doc = await self._find("file", file_id, lambda source: source.read_file(file_id))
         self._see("file", doc.id, account, doc.name)
-        return fence("read_file", [_document(doc)])
+        if doc.mime_type.lower() not in MEDIA_TYPES:
+            return fence("read_file", [_document(doc)])
+        label = f"Document {doc.name!r} (id {doc.id!r})"
+        try:
+            mime_type, data = await self.sources[account].read_file_bytes(doc.id)
+        except SourceError:  # the source gives no bytes: its text is all there is
+            return fence("read_file", [_document(doc)])
+        return _media(label, mime_type, data)
 
     # --- routing ---
 
@@ -409,6 +470,39 @@ class ToolBox:
             raise BadCall(f"could not read {kind} {item_id!r}: {failure}")
         hint = "a thread_id from a card" if kind == "thread" else "an id from a card or a search"
         raise BadCall(f"there is no {kind} with id {item_id!r}; use {hint}.")
+
+
+def _too_large(label: str, mime_type: str, size: int) -> str:
+    return (
+        f"{label} ({mime_type}, {size} bytes) is too large to be shown; the limit is "
+        f"{MEDIA_BYTES} bytes."
+    )
+
+
+def _media(label: str, mime_type: str, data: bytes) -> ToolResult:
+    """A short text line and the media part; a text answer when it cannot be shown."""
+    mime = mime_type.lower()
+    if mime not in MEDIA_TYPES:
+        return ToolResult(f"{label} ({mime_type}) cannot be shown: only PDFs and PNG, JPEG, "
+                          "GIF or WebP images can.")
+    if len(data) > MEDIA_BYTES:
+        return ToolResult(_too_large(label, mime_type, len(data)))
+    kind = "PDF document" if mime == "application/pdf" else "image"
+    text = f"{label}: the {kind} ({mime}, {len(data)} bytes) is attached to this result."
+    return ToolResult(text, parts=(MediaPart(mime_type=mime, data=data),))
+
+
+def _filename(arguments: dict[str, Any]) -> str:
+    """An attachment name as the model gave it: a plain name, never a path."""
+    name = _string(arguments, "filename")
+    if (
+        len(name) > FILENAME_CHARS
+        or name in (".", "..")
+        or any(ch in name for ch in "/\\\x00")
+        or _UNSAFE.search(name)
+    ):
+        raise BadCall(f"{name[:80]!r} is not an attachment name; use a name read_message lists.")
+    return name
 
 
 def _string(arguments: dict[str, Any], name: str) -> str:

@@ -136,6 +136,20 @@ class Source(ABC):
     async def read_file(self, file_id: str) -> Document:
         """Return one document's text; raises `ItemNotFound`."""
 
+    async def read_attachment(self, message_id: str, filename: str) -> tuple[str, bytes]:
+        """One attachment of a message as (mime_type, bytes); raises `ItemNotFound`.
+
+        `filename` comes from the model: it is looked up among the message's
+        attachments, never joined onto a path. Sources that cannot serve
+        attachments keep this default.
+        """
+        raise ItemNotFound(f"attachment {filename!r} of message {message_id!r} is not available")
+
+    async def read_file_bytes(self, file_id: str) -> tuple[str, bytes]:
+        """A document's original bytes as (mime_type, bytes), for images and PDFs;
+        raises `ItemNotFound` (the default) when the source cannot give them."""
+        raise ItemNotFound(f"the bytes of file {file_id!r} are not available")
+
     def message_link(self, message_id: str) -> str | None:
         """A link for the user to open a message, built by the app, never by the model."""
         return None

@@ -5,6 +5,9 @@ fresh install has something realistic to run instructions against. Pointed at
 another folder (`SampleSource(Path("/srv/demo"))`) it reads `<root>/maildir`
 (a Maildir: messages in `cur/` and `new/`, `tmp/` ignored) and `<root>/docs`
 (`.md`, `.txt` and `.csv` files, plus an optional `.meta.json` sidecar).
+PDFs and images (`.pdf`, `.png`, `.jpg`, `.jpeg`, `.gif`, `.webp`) are documents
+only when the sidecar names them; they have no text and are served as bytes
+(`read_file_bytes`). Message attachments are served by `read_attachment`.
 
 The sidecar maps a file name to `{"modified_time", "modified_by",
 "mime_type", "sha256"}`: file mtimes are not stable in git, so the sample's
@@ -62,6 +65,17 @@ SAMPLE_DATA_DIR = Path(__file__).parent / "sample_data"
 SNIPPET_CHARS = 200
 META_FILE = ".meta.json"
 DOC_TYPES = {".md": "text/markdown", ".txt": "text/plain", ".csv": "text/csv"}
+# Documents served as their bytes (`read_file_bytes`), with no text of their own.
+MEDIA_DOC_TYPES = {
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+MAX_MEDIA_BYTES = 20 * 1024 * 1024
+"""Attachments and media documents larger than this are refused, not read."""
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _QUERY_TOKEN = re.compile(r'(\w+):"([^"]*)"|"([^"]*)"|(\S+)')
@@ -385,6 +399,34 @@ def _attachments(msg: EmailMessage, body_part: EmailMessage | None) -> list[Atta
     return found
 
 
+def _attachment_part(
+    msg: EmailMessage, body_part: EmailMessage | None, filename: str
+) -> EmailMessage | None:
+    """The part `_attachments` lists under `filename` (same walk, same names)."""
+    index = 0
+    hit: EmailMessage | None = None
+
+    def visit(part: EmailMessage) -> None:
+        nonlocal index, hit
+        if hit is not None or part is body_part:
+            return
+        if part.get_content_maintype() == "multipart":
+            for sub in part.iter_parts():
+                if isinstance(sub, EmailMessage):
+                    visit(sub)
+            return
+        ctype = part.get_content_type()
+        name = part.get_filename()
+        if not (part.is_attachment() or name or ctype == "message/rfc822"):
+            return
+        index += 1
+        if (name or f"attachment-{index}") == filename:
+            hit = part
+
+    visit(msg)
+    return hit
+
+
 def parse_mail(key: str, data: bytes, fallback_date: datetime) -> _Mail:
     """Parse one RFC 5322 message into the parts the source serves."""
     msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
@@ -609,7 +651,10 @@ class SampleSource(Source):
         for entry in entries:
             name = entry.name
             suffix = Path(name).suffix.lower()
-            if name.startswith(".") or suffix not in DOC_TYPES or not entry.is_file():
+            if name.startswith(".") or not entry.is_file():
+                continue
+            media = suffix in MEDIA_DOC_TYPES
+            if not (suffix in DOC_TYPES or (media and name in meta)):
                 continue
             try:
                 data = Path(entry.path).read_bytes()
@@ -619,7 +664,8 @@ class SampleSource(Source):
             digest = hashlib.sha256(data).hexdigest()
             info = meta.get(name, {})
             mime = info.get("mime_type")
-            mime_type = mime if isinstance(mime, str) and mime else DOC_TYPES[suffix]
+            default_type = DOC_TYPES.get(suffix) or MEDIA_DOC_TYPES[suffix]
+            mime_type = mime if isinstance(mime, str) and mime else default_type
             meta_time = _meta_time(info.get("modified_time"))
             recorded = info.get("sha256")
             if meta_time is not None and (recorded is None or recorded == digest):
@@ -635,7 +681,7 @@ class SampleSource(Source):
                 modified_time=modified_time,
                 modified_by=modified_by,
                 sha256=digest,
-                text=_tidy(data.decode("utf-8-sig", "replace")),
+                text="" if media else _tidy(data.decode("utf-8-sig", "replace")),
             )
         return docs
 
@@ -786,3 +832,69 @@ class SampleSource(Source):
 
     async def read_file(self, file_id: str) -> Document:
         return await asyncio.to_thread(self._read_file, file_id)
+
+    def _read_file_bytes(self, file_id: str) -> tuple[str, bytes]:
+        name = _check_id(file_id, "file")
+        doc = self._docs().get(name)  # looked up in the listing, never joined from the id
+        if doc is None or Path(name).suffix.lower() not in MEDIA_DOC_TYPES:
+            raise ItemNotFound(f"no image or PDF file with id {file_id!r}")
+        path = self.docs_dir / doc.name
+        try:
+            if path.stat().st_size > MAX_MEDIA_BYTES:
+                raise SourceError(f"file {file_id!r} is larger than {MAX_MEDIA_BYTES} bytes")
+            return doc.mime_type, path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ItemNotFound(f"no file with id {file_id!r}") from exc
+
+    async def read_file_bytes(self, file_id: str) -> tuple[str, bytes]:
+        return await asyncio.to_thread(self._read_file_bytes, file_id)
+
+    # ------------------------------------------------------------------ attachments
+
+    def _read_attachment(self, message_id: str, filename: str) -> tuple[str, bytes]:
+        key = _check_id(message_id, "message")
+        box = self._mailbox()
+        mail = box.mails.get(key)
+        if mail is None:
+            raise ItemNotFound(f"no message with id {message_id!r}")
+        if not any(a.filename == filename for a in mail.attachments):
+            raise ItemNotFound(f"message {message_id!r} has no attachment {filename!r}")
+        path = self._path_of(key)
+        if path is None:
+            raise ItemNotFound(f"no message with id {message_id!r}")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ItemNotFound(f"no message with id {message_id!r}") from exc
+        msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+        found = _attachment_part(
+            msg, body_part if isinstance(body_part, EmailMessage) else None, filename
+        )
+        if found is None:
+            raise ItemNotFound(f"message {message_id!r} has no attachment {filename!r}")
+        if _part_size(found) > MAX_MEDIA_BYTES:
+            raise SourceError(f"attachment {filename!r} is larger than {MAX_MEDIA_BYTES} bytes")
+        payload = (
+            found.as_bytes() if found.get_content_maintype() == "message"
+            else found.get_payload(decode=True)
+        )
+        return found.get_content_type(), payload if isinstance(payload, bytes) else b""
+
+    def _path_of(self, key: str) -> Path | None:
+        """The Maildir file of a key, found by listing `cur/` and `new/`."""
+        for sub in ("cur", "new"):
+            try:
+                entries = sorted(os.scandir(self.maildir / sub), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise SourceError(f"cannot list {self.maildir / sub}: {exc}") from exc
+            for entry in entries:
+                if not entry.name.startswith(".") and maildir_key(entry.name) == key:
+                    return Path(entry.path)
+        return None
+
+    async def read_attachment(self, message_id: str, filename: str) -> tuple[str, bytes]:
+        """An attachment named as `read_message` lists it; `SourceError` when too large."""
+        return await asyncio.to_thread(self._read_attachment, message_id, filename)

@@ -8,6 +8,14 @@ medium / high, malformed tools, response_format, input or model 400; an unknown
 `previous_interaction_id` 404; after a turn with function calls, anything but one
 `function_result` per call with that call's `call_id` and `name` 400.
 
+A function result is a string, an object, or a list of content parts: `text` ({"text"}),
+`image` and `document` ({"mime_type", "data"}: standard base64, inline only, no `uri`).
+Images must be PNG, JPEG, GIF, WebP, HEIC or HEIF and documents PDF, the bytes must look
+like that type (magic numbers), and one part holds at most `MAX_INLINE_BYTES` decoded; any
+other part type, mime type or bad data is a 400. Each image or document part is billed a
+fixed `MEDIA_TOKENS` input tokens, whatever its size (the service bills by resolution and
+pages; the fake keeps it simple and deterministic).
+
 Replies come from a per-test script (`Calls`, `Text`) or, when it is empty, the offline
 planner. Tokens are billed like the service bills them, deterministically (len // 4): a
 chained turn pays input for the whole conversation so far; thoughts are reported apart.
@@ -19,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import itertools
 import json
 import socket
@@ -41,6 +51,7 @@ from app.agent.llm import (
     FunctionDeclaration,
     FunctionResult,
     LLMError,
+    MediaPart,
     TurnRequest,
 )
 from app.agent.offline import OfflineModel
@@ -49,6 +60,20 @@ DEFAULT_API_KEY = "fake-gemini-key"
 FORBIDDEN_SAMPLING = ("temperature", "top_p", "top_k", "thinking_budget")
 # Thought tokens a reply spends by default, per thinking level.
 THOUGHT_TOKENS = {"minimal": 0, "low": 8, "medium": 32, "high": 128}
+# Function result content parts: what the fake accepts, and how it bills media.
+IMAGE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "image/heic", "image/heif"}
+)
+DOCUMENT_TYPES = frozenset({"application/pdf"})
+MAX_INLINE_BYTES = 20 * 1024 * 1024
+MEDIA_TOKENS = 258  # billed per image or document part
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "application/pdf": (b"%PDF-",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
 
 
 def tokens(text: str) -> int:
@@ -357,7 +382,7 @@ class FakeGemini:
             previous = self._stored.get(previous_id)
             if previous is None:
                 raise ApiError(404, "not_found", f"Interaction {previous_id} not found.")
-        turn_input, sent = self._input(body.get("input"), previous)
+        turn_input, new_input = self._input(body.get("input"), previous)
 
         with self._lock:
             reply = self._script.popleft() if self._script else None
@@ -372,7 +397,6 @@ class FakeGemini:
         # Bill it: the whole conversation so far is input on a chained turn.
         history = previous.history if previous else 0
         prefix = tokens(system) + tokens(json.dumps(body.get("tools") or []))
-        new_input = tokens(sent)
         steps: list[dict[str, Any]] = []
         thoughts = THOUGHT_TOKENS[level] if reply.thought_tokens is None else reply.thought_tokens
         if thoughts:
@@ -455,8 +479,8 @@ class FakeGemini:
 
     def _input(
         self, value: Any, previous: _Stored | None
-    ) -> tuple[str | list[FunctionResult], str]:
-        """The turn's input for the planner, and its text for billing."""
+    ) -> tuple[str | list[FunctionResult], int]:
+        """The turn's input for the planner, and the input tokens it bills."""
         if value is None or value == [] or value == "":
             raise _invalid("input is required.")
         items = value if isinstance(value, list) else [value]
@@ -483,9 +507,21 @@ class FakeGemini:
                     )
                 if any(r.call_id == call_id for r in answered):
                     raise _invalid(f"input[{index}]: call_id {call_id!r} is answered twice.")
-                text = result if isinstance(result, str) else json.dumps(result)
-                answered.append(FunctionResult(call_id=call_id, name=name, result=text))
-            return answered, "".join(r.result for r in answered)
+                parts: list[MediaPart] = []
+                if isinstance(result, list):
+                    text, parts = _result_content(index, result)
+                elif isinstance(result, str | dict):
+                    text = result if isinstance(result, str) else json.dumps(result)
+                else:
+                    raise _invalid(
+                        f"input[{index}].result must be a string, an object or a list of "
+                        "content."
+                    )
+                answered.append(
+                    FunctionResult(call_id=call_id, name=name, result=text, parts=parts)
+                )
+            media = sum(len(r.parts) for r in answered)
+            return answered, tokens("".join(r.result for r in answered)) + MEDIA_TOKENS * media
         if results:
             raise _invalid("function_result given, but there is no function call to answer.")
         texts: list[str] = []
@@ -499,7 +535,7 @@ class FakeGemini:
             else:
                 raise _invalid("input must be text, text content or user_input steps.")
         text = "\n".join(texts)
-        return text, text
+        return text, tokens(text)
 
     async def _plan(
         self,
@@ -529,6 +565,44 @@ class FakeGemini:
         else:
             reply = Text(response.text or "")
         return reply, response.interaction_id
+
+
+def _result_content(index: int, content: list[Any]) -> tuple[str, list[MediaPart]]:
+    """A function result given as content parts: its text and its media, checked."""
+    if not content:
+        raise _invalid(f"input[{index}].result: content must not be empty.")
+    texts: list[str] = []
+    parts: list[MediaPart] = []
+    for number, item in enumerate(content):
+        where = f"input[{index}].result[{number}]"
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text":
+            if not isinstance(item.get("text"), str):
+                raise _invalid(f"{where}.text must be a string.")
+            texts.append(item["text"])
+            continue
+        if kind not in ("image", "document"):
+            raise _invalid(f"{where}: unsupported content type {kind!r} in a function result.")
+        mime, data = item.get("mime_type"), item.get("data")
+        allowed = IMAGE_TYPES if kind == "image" else DOCUMENT_TYPES
+        if mime not in allowed:
+            raise _invalid(
+                f"{where}.mime_type {mime!r} is not supported for {kind} content "
+                f"(expected one of {', '.join(sorted(allowed))})."
+            )
+        if item.get("uri") is not None or not isinstance(data, str) or not data:
+            raise _invalid(f"{where}: the fake takes inline base64 data only.")
+        if len(data) > (MAX_INLINE_BYTES + 2) // 3 * 4:
+            raise _invalid(f"{where}: inline data larger than {MAX_INLINE_BYTES} bytes.")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid(f"{where}.data is not valid base64.") from exc
+        magic = _MAGIC.get(mime)
+        if magic is not None and not raw.startswith(magic):
+            raise _invalid(f"{where}: the data is not a valid {mime} file.")
+        parts.append(MediaPart(mime_type=mime, data=raw))
+    return "".join(texts), parts
 
 
 def main() -> None:
