@@ -21,7 +21,7 @@ RefKind = Literal["message", "file"]
 
 class DraftItem(BaseModel):
     title: str = Field(description="One line naming the thing (a subject, a decision, a file).")
-    detail: str = Field(description="One to three sentences: what is new and why it matters.")
+    detail: str = Field(description="One sentence: what is new and why it matters.")
     message_ids: list[str] = Field(
         default_factory=list, description="Ids of the messages this item is based on."
     )

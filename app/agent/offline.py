@@ -18,12 +18,18 @@ from email.utils import parseaddr
 
 from app.agent.digest import DigestDraft, DraftActionItem, DraftItem, DraftSection
 from app.agent.llm import FunctionCall, FunctionResult, LLMError, TurnRequest, TurnResponse, Usage
-from app.agent.prompt import ParsedPrompt, parse_fences, parse_first_prompt
+from app.agent.prompt import ME, ParsedPrompt, parse_fences, parse_first_prompt
 
 OFFLINE_MODEL_NAME = "pilotlight-offline"
 OFFLINE_NOTE = "Written by Pilotlight's offline model: extractive, no LLM."
 MAX_CONVERSATIONS = 512
-DETAIL_CHARS = 280
+DETAIL_CHARS = 160
+MAX_SECTION_ITEMS = 8  # per section; the rest is grouped into one item
+MAX_LOW_ITEMS = 3  # low-priority mail shown one by one (injections always are)
+MAX_ASKS = 6  # requests to the user turned into action items
+MAX_ACTIONS = 12
+GROUP_TITLE_CHARS = 32
+GROUP_TITLES = 12  # titles named in a grouped item
 
 _LOW_SENDER = re.compile(r"newsletter|no-?reply|notifications?@|mailer|bounce|news@", re.I)
 _LOW_TEXT = re.compile(r"unsubscribe|newsletter|view (it )?in (your )?browser", re.I)
@@ -101,6 +107,8 @@ def _address(person: str) -> str:
 
 
 def _name(person: str) -> str:
+    if "@" not in person and "<" not in person:
+        return person  # the cards give a bare name
     name, address = parseaddr(person)
     return name or address or person
 
@@ -138,8 +146,8 @@ def _sentences(text: str) -> list[str]:
     return [s for line in _logical_lines(text) for s in _SENTENCE_END.split(line) if s]
 
 
-def _excerpt(item: _Item, chars: int = DETAIL_CHARS // 2) -> str:
-    """The first sentences, about `chars` long, that say something (greetings skipped)."""
+def _excerpt(item: _Item, chars: int = 0) -> str:
+    """The first sentences, about `chars` long (one by default), that say something."""
     picked: list[str] = []
     for sentence in _sentences(item.text):
         if len(sentence.split()) < 4 or sentence.endswith(",") or sentence.startswith("#"):
@@ -274,7 +282,7 @@ class OfflineModel:
                 m.subject,
                 m.sender,
                 read.get(m.id, m.snippet),
-                from_me=bool(me) and _address(m.sender) == me,
+                from_me=m.sender == ME or (bool(me) and _address(m.sender) == me),
             )
             for m in conversation.prompt.messages
         ] + [
@@ -324,17 +332,14 @@ class OfflineModel:
         items = self._items(conversation, read)
         attention: list[DraftItem] = []
         team: list[DraftItem] = []
-        low = [
-            _low_entry(item)
-            for item in items
-            if item.kind == "message" and (item.low or item.injection)
-        ]
+        low = _low_entries([i for i in items if i.kind == "message" and (i.low or i.injection)])
         files = [item for item in items if item.kind == "file"]
         threads: dict[str, list[_Item]] = {}
         for item in items:
             if item.kind == "message" and not (item.low or item.injection):
                 threads.setdefault(item.thread, []).append(item)
         actions = [a for item in files for a in _actions(item)]
+        asked: list[DraftActionItem] = []
         for thread in threads.values():  # newest first, as the cards came
             invoice = any(m.invoice for m in thread)
             asks = [(m, s) for m in thread for s in m.asks]
@@ -344,14 +349,14 @@ class OfflineModel:
             else:
                 (attention if asks else team).append(entry)
             actions += [a for message in thread for a in _actions(message)]
-            actions += [
+            asked += [
                 DraftActionItem(
                     text=f"{_name(m.who)} asks ({m.title}): {s}",
                     owner="you",
                     due=_due(s),
                     message_ids=[m.id],
                 )
-                for m, s in asks
+                for m, s in _first_per_mail(asks)
             ]
         documents = [
             DraftItem(
@@ -368,7 +373,16 @@ class OfflineModel:
                 f"of {conversation.prompt.max_tool_calls} tool calls); the rest are summarised "
                 "from their previews."
             )
-        actions = _merge_actions(actions)
+        merged = _merge_actions(actions)
+        actions = _merge_actions(merged[:MAX_ACTIONS] + asked[:MAX_ASKS])[:MAX_ACTIONS]
+        if len(actions) < len(merged) + len(asked):
+            notes.append(
+                f"{len(merged) + len(asked) - len(actions)} more requests and action "
+                "lines are in the cited mail."
+            )
+        attention = _capped(attention, "more that may need you")
+        team = _capped(team, "more threads")
+        documents = _capped(documents, "more documents")
         sections = [
             DraftSection(title=title, items=entries)
             for title, entries in (
@@ -384,7 +398,7 @@ class OfflineModel:
             sections=sections,
             action_items=actions,
             notes=notes,
-        ).model_dump_json()
+        ).model_dump_json(exclude_defaults=True)  # no empty lists: every token is paid for
 
 
 def _thread_entry(thread: list[_Item]) -> DraftItem:
@@ -399,6 +413,61 @@ def _thread_entry(thread: list[_Item]) -> DraftItem:
         detail += f" ({len(thread)} new messages in this thread.)"
     title = re.sub(r"^((re|fwd?):\s*)+", "", newest.title, flags=re.I)
     return DraftItem(title=title, detail=detail, message_ids=[m.id for m in thread])
+
+
+def _first_per_mail(asks: list[tuple[_Item, str]]) -> list[tuple[_Item, str]]:
+    """The first request of each mail, in order: one action item per mail is enough."""
+    first: dict[str, tuple[_Item, str]] = {}
+    for message, sentence in asks:
+        first.setdefault(message.id, (message, sentence))
+    return list(first.values())
+
+
+def _short_title(title: str) -> str:
+    title = re.sub(r"^((re|fwd?):\s*)+", "", title, flags=re.I)
+    return title if len(title) <= GROUP_TITLE_CHARS else title[: GROUP_TITLE_CHARS - 1] + "…"
+
+
+def _title_list(titles: list[str]) -> str:
+    """Distinct titles, shortened, at most GROUP_TITLES of them, as one sentence."""
+    distinct = list(dict.fromkeys(_short_title(title) for title in titles))
+    listed = "; ".join(distinct[:GROUP_TITLES])
+    more = len(distinct) - GROUP_TITLES
+    return f"{listed}; and {more} more subjects." if more > 0 else f"{listed}."
+
+
+def _capped(entries: list[DraftItem], what: str) -> list[DraftItem]:
+    """At most MAX_SECTION_ITEMS items: the rest grouped into one that names and cites them."""
+    if len(entries) <= MAX_SECTION_ITEMS:
+        return entries
+    keep, rest = entries[: MAX_SECTION_ITEMS - 1], entries[MAX_SECTION_ITEMS - 1 :]
+    grouped = DraftItem(
+        title=f"{len(rest)} {what}",
+        detail=_title_list([e.title for e in rest]),
+        message_ids=[i for e in rest for i in e.message_ids],
+        file_ids=[i for e in rest for i in e.file_ids],
+    )
+    return [*keep, grouped]
+
+
+def _low_entries(items: list[_Item]) -> list[DraftItem]:
+    """Injections one by one; other low-priority mail one by one when few, else one item."""
+    entries = [_low_entry(item) for item in items if item.injection]
+    rest = [item for item in items if not item.injection]
+    if len(rest) <= MAX_LOW_ITEMS:
+        return entries + [_low_entry(item) for item in rest]
+    senders = Counter(_name(item.who) for item in rest)
+    detail = (
+        "From "
+        + ", ".join(f"{who} ({n})" if n > 1 else who for who, n in senders.most_common())
+        + "."
+    )
+    grouped = DraftItem(
+        title=f"{len(rest)} notifications and newsletters",
+        detail=detail,
+        message_ids=[item.id for item in rest],
+    )
+    return [*entries, grouped]
 
 
 def _low_entry(item: _Item) -> DraftItem:
