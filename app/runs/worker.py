@@ -72,6 +72,9 @@ class Worker(LoopService):
         except asyncio.CancelledError:
             if not execution.done():
                 execution.cancel()
+                # Let it unwind (roll back its transaction) before anyone releases the
+                # run: on SQLite an open write transaction would block the release.
+                await asyncio.gather(execution, return_exceptions=True)
             raise
         except Exception:
             log.exception("run %s crashed the executor", claim.run_id)
