@@ -15,6 +15,7 @@ from app.channels.router import router as webhooks_router
 from app.core.errors import install_error_handlers
 from app.core.loops import LoopService
 from app.core.runtime import Runtime
+from app.events.router import router as events_router
 from app.instructions.router import router as instructions_router
 from app.notifications.router import router as notifications_router
 from app.questions.router import router as questions_router
@@ -38,6 +39,8 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if getattr(_app.state, "events", None) is not None:
+                await _app.state.events.close()  # the event streams' LISTEN connection
 
     app = FastAPI(
         title="Pilotlight",
@@ -51,7 +54,7 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         users_router, instructions_router, runs_router, questions_router, notifications_router,
-        usage_router, webhooks_router,
+        usage_router, webhooks_router, events_router,
     ):
         api.include_router(router)
     app.include_router(api)

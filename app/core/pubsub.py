@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,16 @@ def _set_on_call(event: asyncio.Event) -> Callable[[Any], None]:
 class PgListener:
     """LISTEN on some channels and call a callback for each notification."""
 
-    def __init__(self, url: URL, channels: dict[str, Callable[[], None]]) -> None:
+    def __init__(
+        self,
+        url: URL,
+        channels: dict[str, Callable[[], None]],
+        payload_channels: dict[str, Callable[[str], None]] | None = None,
+    ) -> None:
         self.dsn = asyncpg_dsn(url)
         self.channels = channels
+        # Channels whose callback is given each notification's payload.
+        self.payload_channels = payload_channels or {}
         self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -47,11 +57,15 @@ class PgListener:
                 connection.add_termination_listener(_set_on_call(lost))
                 for channel, callback in self.channels.items():
                     await connection.add_listener(channel, self._handler(callback))
+                for channel, with_payload in self.payload_channels.items():
+                    await connection.add_listener(channel, self._payload_handler(with_payload))
                 self.connected.set()
                 delay = 0.5
                 # A notification may have been sent while we were not listening.
                 for callback in self.channels.values():
                     callback()
+                for with_payload in self.payload_channels.values():
+                    with_payload("")
                 waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -77,3 +91,27 @@ class PgListener:
             callback()
 
         return handle
+
+    @staticmethod
+    def _payload_handler(callback: Callable[[str], None]) -> Callable[..., None]:
+        def handle(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        return handle
+
+
+# PostgreSQL NOTIFY channel of the in-app event stream; the payload is a user id,
+# or empty for "anyone" (a change whose user the writer does not have at hand).
+EVENTS_CHANNEL = "pilotlight_events"
+
+
+async def publish_event(session: AsyncSession, user_id: uuid.UUID | None = None) -> None:
+    """Wake the event streams of `user_id` (everyone's if None) when this transaction commits.
+
+    PostgreSQL only: on SQLite the streams poll.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": EVENTS_CHANNEL, "payload": str(user_id) if user_id else ""},
+        )

@@ -14,6 +14,7 @@ from app.channels import service as channels_service
 from app.core.db import insert_ignore, utcnow
 from app.core.errors import NotFound
 from app.core.pagination import newest_first
+from app.core.pubsub import publish_event
 from app.notifications.models import Delivery, Notification
 from app.users.models import User
 
@@ -75,6 +76,7 @@ async def notify(
                 )
             )
     await session.flush()
+    await publish_event(session, user_id)
     return notification_id
 
 

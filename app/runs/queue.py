@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.core.db import db_now, insert_ignore
+from app.core.pubsub import publish_event
 from app.runs.models import Run
 
 # PostgreSQL NOTIFY channel that wakes idle workers when a run is queued.
@@ -176,6 +177,8 @@ async def notify_workers(session: AsyncSession) -> None:
     """Wake idle workers on every machine once this transaction commits (PostgreSQL)."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNS_CHANNEL})
+        # A run was queued (or re-queued): its status changed, tell the event streams.
+        await publish_event(session)
 
 
 async def claim(
@@ -227,6 +230,8 @@ async def claim(
             rows = (await session.execute(stmt)).all()
     except IntegrityError:
         return []  # another worker started a run of one of these instructions just now
+    if rows:
+        await publish_event(session)
     return [
         Claim(
             run_id=r.id, lease_token=token, attempt=r.attempt, claimed_at=now,
@@ -259,6 +264,8 @@ async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
         .values(lease_token=None, lease_expires_at=None, **values)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1 and "status" in values:
+        await publish_event(session)
     return result.rowcount == 1
 
 

@@ -1,0 +1,112 @@
+"""GET /events: the user's notifications, questions and run changes as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app.core.deps import RuntimeDep
+from app.core.errors import error_responses
+from app.core.runtime import Runtime
+from app.events import service
+from app.events.service import Cursor, EventHub, InvalidEventId
+from app.users.deps import CurrentUser
+from app.users.service import InvalidToken
+
+router = APIRouter(prefix="/events", tags=["events"], responses=error_responses(InvalidToken))
+
+# How often a stream looks for new events without a wake-up: every second on
+# SQLite (no NOTIFY), rarely on PostgreSQL while the LISTEN connection is up.
+POLL_SECONDS = 1.0
+LISTENING_POLL_SECONDS = 10.0
+
+
+def hub_of(request: Request, runtime: Runtime) -> EventHub:
+    hub: EventHub | None = getattr(request.app.state, "events", None)
+    if hub is None:
+        hub = request.app.state.events = EventHub()
+    hub.start(runtime)
+    return hub
+
+
+async def _stream(
+    request: Request, runtime: Runtime, hub: EventHub, user_id: uuid.UUID, cursor: Cursor,
+    heartbeat: float,
+) -> AsyncIterator[str]:
+    woken, unsubscribe = hub.subscribe(user_id)
+    seen: set[tuple[str, uuid.UUID, datetime]] = set()
+    loop = asyncio.get_running_loop()
+    next_heartbeat = loop.time() + heartbeat
+    # How long a client waits before reconnecting, and a first line so it knows it is open.
+    yield "retry: 2000\n: connected\n\n"
+    try:
+        floor = cursor
+        since: Cursor | None = None  # the first query is exactly "after the cursor"
+        while True:
+            woken.clear()
+            # A short session per query: the stream holds no connection while it waits.
+            async with runtime.sessionmaker() as session:
+                events = await service.new_events(
+                    session=session, user_id=user_id, cursor=cursor, since=since, seen=seen
+                )
+            for event in events:
+                cursor = event.cursor
+                yield event.encode()
+            service.prune(seen, cursor)
+            since = service.lookback(cursor, floor)
+            if hub.closing.is_set() or await request.is_disconnected():
+                return
+            poll = LISTENING_POLL_SECONDS if hub.listening else POLL_SECONDS
+            timeout = max(0.0, min(poll, next_heartbeat - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout)
+            if hub.closing.is_set():
+                return
+            if loop.time() >= next_heartbeat:
+                yield ": heartbeat\n\n"
+                next_heartbeat = loop.time() + heartbeat
+    finally:
+        unsubscribe()
+
+
+@router.get(
+    "",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}},
+              "description": "A server-sent event stream (never ends on its own)"},
+        **error_responses(InvalidEventId),
+    },
+)
+async def stream_events(
+    request: Request,
+    runtime: RuntimeDep,
+    user: CurrentUser,
+    last_event_id: Annotated[str | None, Header(description="Resume after this event id")] = None,
+    heartbeat: Annotated[
+        float, Query(ge=0.1, le=300, description="Seconds between heartbeat comments")
+    ] = 15.0,
+) -> StreamingResponse:
+    """Server-sent events: `notification`, `question` and `run`, with heartbeat comments.
+
+    Without `Last-Event-ID` the stream starts now; with it, it resumes right
+    after that event.
+    """
+    if last_event_id:
+        cursor = Cursor.decode(last_event_id)
+    else:
+        async with runtime.sessionmaker() as session:
+            cursor = await service.start_cursor(session=session)
+    hub = hub_of(request, runtime)
+    return StreamingResponse(
+        _stream(request, runtime, hub, user.id, cursor, heartbeat),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

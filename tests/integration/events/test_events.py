@@ -1,0 +1,248 @@
+"""GET /events against a real api process: events written by other processes arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.core.runtime import Runtime
+from tests import factories
+from tests.integration.api.helpers import add_notification
+from tests.integration.processes import (
+    command,
+    free_port,
+    pilotlight_env,
+    start,
+    stop,
+    stopped_cleanly,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.slow
+
+EVENTS = "/api/v1/events"
+WAIT = 20.0  # seconds to wait for one line of the stream before failing
+
+
+@dataclass
+class Sse:
+    """One received SSE block: an event (with id, name, data) or a comment."""
+
+    id: str | None = None
+    event: str | None = None
+    data: Any = None
+    comment: str | None = None
+
+
+class Stream:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.lines = response.aiter_lines()
+
+    async def next(self) -> Sse:
+        """The next event or comment, as the parts of one block."""
+        block = Sse()
+        while True:
+            line = await asyncio.wait_for(anext(self.lines), WAIT)
+            if line == "":
+                if block.event or block.comment is not None:
+                    return block
+                continue
+            if line.startswith(":"):
+                block.comment = line[1:].strip()
+            elif line.startswith("id: "):
+                block.id = line[4:]
+            elif line.startswith("event: "):
+                block.event = line[7:]
+            elif line.startswith("data: "):
+                block.data = json.loads(line[6:])
+
+    async def next_event(self) -> Sse:
+        """The next event, skipping comments (heartbeats)."""
+        while True:
+            block = await self.next()
+            if block.event:
+                return block
+
+
+@dataclass
+class Api:
+    base: str
+
+
+@pytest.fixture(scope="module")
+def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """An api process and a worker process on the test database."""
+    tmp = tmp_path_factory.mktemp("events")
+    port = free_port()
+    env = pilotlight_env(
+        data_dir=tmp / "data", database_url=database_url, PILOTLIGHT_PORT=str(port),
+        PILOTLIGHT_WORKER_POLL_SECONDS="0.2",
+    )
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for role in ("api", "worker"):
+            processes[role] = start(command(role), env, tmp, tmp / f"{role}.log")
+        wait_healthy(f"http://127.0.0.1:{port}", processes["api"], tmp / "api.log")
+        yield Api(f"http://127.0.0.1:{port}")
+    finally:
+        codes = {role: stop(p) for role, p in processes.items()}
+    for role, code in codes.items():
+        log = tmp / f"{role}.log"
+        assert stopped_cleanly(code, log), f"{role} exited {code}:\n{log.read_text()}"
+
+
+@asynccontextmanager
+async def events(
+    api: Api, headers: dict[str, str], *, last_event_id: str | None = None,
+    heartbeat: float | None = None,
+) -> AsyncIterator[Stream]:
+    """An open stream; it is known to be open (the server wrote its first line) on entry."""
+    headers = dict(headers)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    params = {"heartbeat": str(heartbeat)} if heartbeat is not None else {}
+    async with (
+        httpx.AsyncClient(base_url=api.base, timeout=WAIT) as client,
+        client.stream("GET", EVENTS, headers=headers, params=params) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = Stream(response)
+        assert (await stream.next()).comment == "connected"
+        yield stream
+
+
+async def test_a_notification_written_by_another_process_arrives(
+    runtime: Runtime, api: Api
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        notification_id = await add_notification(runtime, user, title="Fresh digest")
+        event = await stream.next_event()
+    assert event.event == "notification"
+    assert event.id
+    assert event.data["id"] == str(notification_id)
+    assert event.data["title"] == "Fresh digest"
+    assert event.data["kind"] == "digest"
+
+
+async def test_a_question_is_its_own_event(runtime: Runtime, api: Api) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        await add_notification(runtime, user, title="Which team?", kind="question")
+        event = await stream.next_event()
+    assert event.event == "question"
+    assert event.data["title"] == "Which team?"
+
+
+async def test_run_status_changes_from_the_worker_process_arrive(
+    runtime: Runtime, api: Api
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    async with events(api, headers) as stream:
+        async with httpx.AsyncClient(base_url=api.base) as client:
+            queued = await client.post(
+                f"/api/v1/instructions/{instruction.id}/run", headers=headers
+            )
+        assert queued.status_code == 201, queued.text
+        run_id = queued.json()["id"]
+        statuses: list[str] = []
+        while not statuses or statuses[-1] in ("queued", "running"):
+            event = await stream.next_event()
+            if event.event == "run":
+                assert event.data["id"] == run_id
+                assert event.data["instruction_id"] == str(instruction.id)
+                statuses.append(event.data["status"])
+    # Polling may merge quick changes, but never reorders them.
+    assert statuses[-1] == "succeeded", statuses
+    order = ["queued", "running", "succeeded"]
+    assert [order.index(s) for s in statuses] == sorted(order.index(s) for s in statuses)
+
+
+async def test_last_event_id_resumes_after_that_event(runtime: Runtime, api: Api) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        first = await add_notification(runtime, user, title="first")
+        first_event = await stream.next_event()
+        assert first_event.data["id"] == str(first)
+        second = await add_notification(runtime, user, title="second")
+        assert (await stream.next_event()).data["id"] == str(second)
+    third = await add_notification(runtime, user, title="third")  # while disconnected
+    assert first_event.id
+    async with events(api, headers, last_event_id=first_event.id) as stream:
+        resumed = [await stream.next_event(), await stream.next_event()]
+        assert [e.data["id"] for e in resumed] == [str(second), str(third)]
+        fourth = await add_notification(runtime, user, title="fourth")
+        assert (await stream.next_event()).data["id"] == str(fourth)
+    # Resuming from the last event gets nothing old: the next event is a new one.
+    async with events(api, headers, last_event_id=resumed[-1].id) as stream:
+        fifth = await add_notification(runtime, user, title="fifth")
+        assert (await stream.next_event()).data["id"] == str(fourth)
+        assert (await stream.next_event()).data["id"] == str(fifth)
+
+
+async def test_heartbeats_arrive(runtime: Runtime, api: Api) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers, heartbeat=0.2) as stream:
+        assert (await stream.next()).comment == "heartbeat"
+        assert (await stream.next()).comment == "heartbeat"
+
+
+async def test_another_users_events_never_appear(runtime: Runtime, api: Api) -> None:
+    alice, alice_headers = await factories.user_with_token(runtime)
+    bob, bob_headers = await factories.user_with_token(runtime)
+    async with events(api, alice_headers) as alice_stream, events(api, bob_headers) as bob_stream:
+        await add_notification(runtime, alice, title="for alice")
+        await add_notification(runtime, bob, title="for bob")
+        bob_event = await bob_stream.next_event()
+        alice_event = await alice_stream.next_event()
+    assert bob_event.data["title"] == "for bob"
+    assert alice_event.data["title"] == "for alice"
+
+
+async def test_without_a_token_401(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.base) as client:
+        response = await client.get(EVENTS)
+    assert response.status_code == 401
+    assert response.json()["error"] == "InvalidToken"
+
+
+async def test_a_malformed_last_event_id_422(runtime: Runtime, api: Api) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    async with httpx.AsyncClient(base_url=api.base) as client:
+        response = await client.get(EVENTS, headers={**headers, "Last-Event-ID": "nope"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "InvalidEventId"
+
+
+async def test_an_open_stream_does_not_keep_the_api_from_stopping(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    port = free_port()
+    env = pilotlight_env(
+        data_dir=tmp_path / "data", database_url=database_url, PILOTLIGHT_PORT=str(port)
+    )
+    log = tmp_path / "api.log"
+    process = start(command("api"), env, tmp_path, log)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        async with events(Api(f"http://127.0.0.1:{port}"), headers) as stream:
+            code = stop(process)
+            # The server ended the stream as it stopped: reading it to its end returns.
+            rest = [line async for line in stream.lines]
+        assert all(line == "" or line.startswith(":") for line in rest), rest
+    finally:
+        code = stop(process)
+    assert stopped_cleanly(code, log), f"api exited {code}:\n{log.read_text()}"
