@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.pagination import newest_first
+from app.core.pubsub import publish_event
 from app.core.runtime import Wakeups
 from app.instructions.models import Instruction
 from app.runs import metrics, queue
@@ -123,6 +124,7 @@ async def cancel(*, session: AsyncSession, user: User, run_id: uuid.UUID) -> Run
     run.finished_at = now
     run.updated_at = now
     await session.flush()
+    await publish_event(session, user.id)  # live feeds see it on commit
     return run
 
 
@@ -147,3 +149,5 @@ async def cancel_queued_for(*, session: AsyncSession, instruction_id: uuid.UUID)
         run.updated_at = now
         run.error = "the instruction was deleted"
     await session.flush()
+    if rows:
+        await publish_event(session, rows[0].user_id)
