@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app.channels.push_router import router as push_router
 from app.channels.router import router as webhooks_router
 from app.core.errors import install_error_handlers
 from app.core.loops import LoopService
@@ -54,7 +55,7 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         users_router, instructions_router, runs_router, questions_router, notifications_router,
-        usage_router, webhooks_router, events_router,
+        usage_router, webhooks_router, push_router, events_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -56,3 +56,34 @@ class WebhookCreated(WebhookOut):
         description="The signing secret (whsec_...), shown only this once: verify the "
         "webhook-signature header of each request with it, per Standard Webhooks."
     )
+
+
+class PushKeys(_Strict):
+    p256dh: str = Field(min_length=80, max_length=200, pattern=r"^[A-Za-z0-9_-]+=*$",
+                        description="The browser's P-256 public key, base64url.")
+    auth: str = Field(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_-]+=*$",
+                      description="The browser's auth secret, base64url.")
+
+
+class PushSubscriptionCreate(BaseModel):
+    """The browser's `PushSubscription.toJSON()`; `expirationTime` and others are ignored."""
+
+    endpoint: str = Field(min_length=9, max_length=2000, pattern=r"^https?://\S+$",
+                          description="The push service URL (https; http only where "
+                          "PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE is set).")
+    keys: PushKeys
+
+
+class PushSubscriptionDelete(_Strict):
+    endpoint: str = Field(min_length=1, max_length=2000)
+
+
+class PushSubscriptionOut(BaseModel):
+    id: uuid.UUID
+    endpoint: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class VapidPublicKey(BaseModel):
+    public_key: str = Field(description="The applicationServerKey for pushManager.subscribe.")

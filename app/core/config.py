@@ -235,6 +235,24 @@ class Settings(BaseSettings):
         description="Let webhooks reach private, loopback and link-local addresses (a "
         "receiver on this machine or network). Cloud metadata addresses stay refused.",
     )
+    vapid_private_key: SecretStr | None = Field(
+        None, description="Web push VAPID private key (P-256): PEM, or the raw 32 bytes in "
+        "base64url. Empty with SQLite: generated once into DATA_DIR/vapid.pem. Required with "
+        "PostgreSQL.",
+    )
+    vapid_public_key: str = Field(
+        "", max_length=200, description="The VAPID public key (base64url, uncompressed point); "
+        "empty means derived from the private key. Must match it when set.",
+    )
+    vapid_subject: str = Field(
+        "mailto:pilotlight@localhost", min_length=8, max_length=320,
+        pattern=r"^(mailto:|https://)\S+$",
+        description="VAPID `sub` claim: a mailto: or https: contact for push services.",
+    )
+    push_ttl_seconds: int = Field(
+        86400, ge=0, le=2419200,
+        description="How long a push service keeps a notification for an offline browser.",
+    )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, max_length=20,
         description="Fernet keys that encrypt secrets at rest (webhook secrets), newest first, "

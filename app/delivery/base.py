@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
-from app.channels.models import Webhook
+from app.channels.models import PushSubscription, Webhook
 from app.core.db import utcnow
 from app.notifications.models import Notification
 from app.users.models import User
@@ -32,6 +32,7 @@ class Job:
     notification: Notification
     user: User
     webhook: Webhook | None = None
+    push_subscription: PushSubscription | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Result:
     tell_user: bool = True
     # The endpoint answered 410 Gone: stop calling it.
     disable_webhook: bool = False
+    # The push service answered 404 or 410: the browser unsubscribed, so drop it.
+    remove_push_subscription: bool = False
 
 
 SENT = Result("sent")
@@ -53,8 +56,12 @@ def retry(reason: str, retry_after: float | None = None) -> Result:
     return Result("retry", reason, retry_after=retry_after)
 
 
-def failed(reason: str, *, tell_user: bool = True, disable_webhook: bool = False) -> Result:
-    return Result("failed", reason, tell_user=tell_user, disable_webhook=disable_webhook)
+def failed(
+    reason: str, *, tell_user: bool = True, disable_webhook: bool = False,
+    remove_push_subscription: bool = False,
+) -> Result:
+    return Result("failed", reason, tell_user=tell_user, disable_webhook=disable_webhook,
+                  remove_push_subscription=remove_push_subscription)
 
 
 class ChannelSender(Protocol):

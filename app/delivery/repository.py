@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.channels.models import Webhook
+from app.channels.models import PushSubscription, Webhook
 from app.core.db import db_now
 from app.delivery.base import Claimed, Job
 from app.notifications.models import Delivery, Notification
@@ -68,18 +68,22 @@ async def load(*, session: AsyncSession, claimed: Claimed) -> Job | None:
     user = await session.get(User, claimed.user_id)
     if notification is None or user is None:
         return None
-    webhook = None
-    if claimed.channel == "webhook" and claimed.target:
-        try:
-            webhook_id = uuid.UUID(claimed.target)
-        except ValueError:
-            webhook_id = None
-        if webhook_id is not None:
-            webhook = (await session.execute(
-                select(Webhook).where(Webhook.id == webhook_id,
-                                      Webhook.user_id == claimed.user_id)
-            )).scalar_one_or_none()
-    return Job(delivery=claimed, notification=notification, user=user, webhook=webhook)
+    webhook = subscription = None
+    try:
+        target_id = uuid.UUID(claimed.target) if claimed.target else None
+    except ValueError:
+        target_id = None
+    if claimed.channel == "webhook" and target_id is not None:
+        webhook = (await session.execute(
+            select(Webhook).where(Webhook.id == target_id, Webhook.user_id == claimed.user_id)
+        )).scalar_one_or_none()
+    if claimed.channel == "push" and target_id is not None:
+        subscription = (await session.execute(
+            select(PushSubscription).where(PushSubscription.id == target_id,
+                                           PushSubscription.user_id == claimed.user_id)
+        )).scalar_one_or_none()
+    return Job(delivery=claimed, notification=notification, user=user, webhook=webhook,
+               push_subscription=subscription)
 
 
 async def _fenced(session: AsyncSession, claimed: Claimed, **values: Any) -> bool:

@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Mapping
 
+from app.channels import push as push_subscriptions
 from app.channels import service as channels
 from app.core.db import transaction
 from app.core.faults import FaultPoints
@@ -23,6 +24,7 @@ from app.core.runtime import Runtime
 from app.delivery import repository
 from app.delivery.base import ChannelSender, Claimed, Job, Result, failed
 from app.delivery.mail import EmailChannel
+from app.delivery.push import PushChannel
 from app.delivery.webhooks import WebhookChannel
 from app.notifications import service as notifications
 
@@ -32,8 +34,8 @@ CHANNEL_NAMES = {"email": "email", "webhook": "webhook", "push": "push notificat
 
 
 def default_channels(runtime: Runtime) -> dict[str, ChannelSender]:
-    # Web push joins here when it arrives; until then its deliveries wait.
-    return {"email": EmailChannel(runtime.settings), "webhook": WebhookChannel(runtime.settings)}
+    return {"email": EmailChannel(runtime.settings), "webhook": WebhookChannel(runtime.settings),
+            "push": PushChannel(runtime.settings)}
 
 
 class DeliverySender(LoopService):
@@ -116,6 +118,10 @@ class DeliverySender(LoopService):
             if result.disable_webhook and job is not None and job.webhook is not None:
                 await channels.disable(session=session, user_id=claimed.user_id,
                                        webhook_id=job.webhook.id, reason=result.reason)
+            if result.remove_push_subscription and job is not None \
+                    and job.push_subscription is not None:
+                await push_subscriptions.remove(session=session, user_id=claimed.user_id,
+                                                subscription_id=job.push_subscription.id)
             if not result.tell_user or job is None:
                 return
             what = CHANNEL_NAMES.get(claimed.channel, claimed.channel)

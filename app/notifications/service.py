@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.channels import push as push_service
 from app.channels import service as channels_service
 from app.core.db import insert_ignore, utcnow
 from app.core.errors import NotFound
@@ -64,6 +65,11 @@ async def notify(
                 session=session, user_id=user_id, kind=kind, run_id=run_id
             )
             targets = [str(target) for target in found] or [""]
+        elif channel == "push":
+            # One per browser subscription; with none, one without a target that fails
+            # and tells the user, as for webhooks.
+            subscribed = await push_service.targets(session=session, user_id=user_id)
+            targets = [str(target) for target in subscribed] or [""]
         for target in targets:
             session.add(
                 Delivery(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
-from app.channels.models import Webhook
+from app.channels.models import PushSubscription, Webhook
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.models import Base
@@ -48,6 +48,7 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", f"{API}/webhooks/{{webhook_id}}"): None,
     ("PATCH", f"{API}/webhooks/{{webhook_id}}"): {"enabled": False},
     ("DELETE", f"{API}/webhooks/{{webhook_id}}"): None,
+    ("DELETE", f"{API}/push/subscriptions/{{subscription_id}}"): None,
 }
 NOT_FOUND = {
     "instruction_id": "InstructionNotFound",
@@ -55,6 +56,7 @@ NOT_FOUND = {
     "question_id": "QuestionNotFound",
     "notification_id": "NotificationNotFound",
     "webhook_id": "WebhookNotFound",
+    "subscription_id": "PushSubscriptionNotFound",
 }
 
 
@@ -211,11 +213,15 @@ async def world(runtime: Runtime) -> World:
     await instruction(runtime, user_b, title="B's own")  # B is not empty-handed
     webhook = Webhook(user_id=user_a.id, url="https://hooks.example.com/a",
                       secret_encrypted=b"encrypted", event_types={"types": ["digest.created"]})
+    subscription = PushSubscription(user_id=user_a.id, endpoint="https://push.example.com/a",
+                                    p256dh="B" * 87, auth="A" * 22)
     async with transaction(runtime.sessionmaker) as session:
         session.add(webhook)
+        session.add(subscription)
     ids = {
         "instruction_id": mine.id, "run_id": run.id, "question_id": question.id,
         "notification_id": notification, "webhook_id": webhook.id,
+        "subscription_id": subscription.id,
     }
     return World(headers_a, headers_b, ids)
 
@@ -232,6 +238,7 @@ async def _snapshot(client: httpx.AsyncClient, world: World) -> dict[str, Any]:
         "questions": (await client.get(f"{API}/questions", headers=headers)).json(),
         "notifications": (await client.get(f"{API}/notifications", headers=headers)).json(),
         "webhooks": (await client.get(f"{API}/webhooks", headers=headers)).json(),
+        "push": (await client.get(f"{API}/push/subscriptions", headers=headers)).json(),
     }
 
 

@@ -1,0 +1,128 @@
+"""The web push channel (RFC 8030): an aes128gcm-encrypted payload, signed with VAPID.
+
+pywebpush encrypts (RFC 8291) and py_vapid signs (RFC 8292); the request goes
+out through the same SSRF-guarded, pinned transport as webhooks. 2xx is
+success; 404 and 410 mean the browser unsubscribed, so the subscription is
+dropped and the delivery fails quietly; 429 and 5xx are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pywebpush import WebPusher
+
+from app.channels.push import check_endpoint
+from app.core.config import Settings
+from app.core.vapid import VapidKeyError, vapid_key
+from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
+from app.delivery.ssrf import (
+    PinnedTransport,
+    ResolveFailed,
+    Resolver,
+    UrlRefused,
+    system_resolve,
+)
+from app.notifications.models import Notification
+
+MAX_ACTIONS = 4
+# Push services accept at least 4096 bytes of encrypted payload.
+MAX_BODY_CHARS = 1000
+VAPID_LIFETIME_SECONDS = 12 * 3600
+
+
+def payload(notification: Notification) -> bytes:
+    """{title, body, url, actions}: a question's choices become notification actions."""
+    data = notification.data or {}
+    url = "/"
+    if data.get("question_id"):
+        url = f"/questions/{data['question_id']}"
+    elif notification.run_id is not None:
+        url = f"/runs/{notification.run_id}"
+    choices = [str(c) for c in data.get("choices") or []][:MAX_ACTIONS]
+    body: dict[str, Any] = {
+        "title": notification.title,
+        "body": notification.body[:MAX_BODY_CHARS],
+        "url": url,
+        "actions": [{"action": f"choice:{i}", "title": choice}
+                    for i, choice in enumerate(choices)],
+        "notification_id": str(notification.id),
+        "kind": notification.kind,
+    }
+    if data.get("question_id"):
+        body["question_id"] = str(data["question_id"])
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class PushChannel:
+    def __init__(self, settings: Settings, *, resolve: Resolver = system_resolve) -> None:
+        self.settings = settings
+        self.resolve = resolve
+
+    async def send(self, job: Job) -> Result:
+        if not job.delivery.target:
+            return failed("no browser is subscribed to push notifications: allow them in the "
+                          "web app, or take push off the instruction's channels")
+        subscription = job.push_subscription
+        if subscription is None:
+            return failed("the push subscription was removed", tell_user=False)
+        endpoint = subscription.endpoint
+        try:
+            check_endpoint(endpoint, self.settings)
+        except UrlRefused as exc:
+            return failed(f"refused to call the push service {endpoint}: {exc}")
+        try:
+            vapid = vapid_key(self.settings)
+        except VapidKeyError as exc:
+            return failed(exc.detail)
+        pusher = WebPusher({"endpoint": endpoint,
+                            "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}})
+        try:
+            encoded = pusher.encode(payload(job.notification), "aes128gcm")
+        except Exception as exc:  # a malformed browser key
+            return failed(f"the push subscription's keys are not usable: {exc}")
+        parts = urlsplit(endpoint)
+        claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": self.settings.vapid_subject,
+                  "exp": int(time.time()) + VAPID_LIFETIME_SECONDS}
+        headers = {
+            **vapid.sign(claims),
+            "content-encoding": "aes128gcm",
+            "content-type": "application/octet-stream",
+            "ttl": str(self.settings.push_ttl_seconds),
+            "urgency": "high" if job.notification.kind in ("question", "error") else "normal",
+            "topic": job.delivery.idempotency_key.replace(":", "")[:32],
+        }
+        allow_private = self.settings.webhook_allow_private
+        transport = PinnedTransport(allow_private=allow_private, resolve=self.resolve)
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False,
+                timeout=self.settings.delivery_timeout_seconds,
+            ) as client:
+                response = await client.post(endpoint, content=encoded["body"], headers=headers)
+        except UrlRefused as exc:
+            return failed(f"refused to call the push service {endpoint}: {exc}")
+        except (ResolveFailed, httpx.TransportError) as exc:
+            return retry(f"POST to the push service failed: {type(exc).__name__}: {exc}")
+        return self._judge(response)
+
+    @staticmethod
+    def _judge(response: httpx.Response) -> Result:
+        code = response.status_code
+        if 200 <= code < 300:
+            return SENT
+        host = response.request.url.host
+        answer = f"the push service {host} answered {code} {response.reason_phrase}".strip()
+        if code in (404, 410):
+            return failed(f"{answer}: the browser unsubscribed", tell_user=False,
+                          remove_push_subscription=True)
+        if code == 429 or code >= 500:
+            return retry(answer, parse_retry_after(response.headers.get("retry-after")))
+        return failed(answer)
+
+    async def aclose(self) -> None:
+        return None

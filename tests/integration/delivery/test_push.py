@@ -1,0 +1,284 @@
+"""Web push to a real "push service" on 127.0.0.1: the test is the browser and decrypts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import http_ece
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from app.channels.models import PushSubscription
+from app.core.config import Settings
+from app.core.db import transaction
+from app.core.runtime import Runtime
+from app.delivery.sender import DeliverySender
+from app.notifications.service import notify
+from tests import factories
+from tests.integration.api.helpers import API, assert_error
+from tests.integration.delivery.conftest import (
+    add_digest,
+    notifications,
+    send_until_settled,
+)
+from tests.integration.delivery.receivers import Received, WebhookReceiver
+
+SERVER_KEY = ec.generate_private_key(ec.SECP256R1())
+SERVER_PEM = SERVER_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def point(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.X962,
+                            serialization.PublicFormat.UncompressedPoint)
+
+
+class Browser:
+    """A browser's push subscription keys (RFC 8291): an ECDH P-256 pair and an auth secret."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = os.urandom(16)
+        self.endpoint = endpoint
+
+    def subscription(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "expirationTime": None,
+                "keys": {"p256dh": b64url(point(self.key.public_key())),
+                         "auth": b64url(self.auth)}}
+
+    def decrypt(self, request: Received) -> Any:
+        assert request.headers["content-encoding"] == "aes128gcm"
+        plain = http_ece.decrypt(request.body, private_key=self.key, auth_secret=self.auth,
+                                 version="aes128gcm")
+        return json.loads(plain)
+
+
+def verify_vapid(authorization: str, audience: str) -> dict[str, Any]:
+    """Check the RFC 8292 header independently: `vapid t=<JWT ES256>,k=<server key>`."""
+    scheme, _, params = authorization.partition(" ")
+    assert scheme == "vapid"
+    parts = dict(p.split("=", 1) for p in params.split(","))
+    assert unb64url(parts["k"]) == point(SERVER_KEY.public_key())
+    header, claims, signature = parts["t"].split(".")
+    assert json.loads(unb64url(header))["alg"] == "ES256"
+    raw = unb64url(signature)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    SERVER_KEY.public_key().verify(der, f"{header}.{claims}".encode(),
+                                   ec.ECDSA(hashes.SHA256()))  # raises when forged
+    decoded: dict[str, Any] = json.loads(unb64url(claims))
+    assert decoded["aud"] == audience
+    assert decoded["sub"] == "mailto:ops@example.com"
+    assert time.time() < decoded["exp"] <= time.time() + 24 * 3600
+    return decoded
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"vapid_private_key": SecretStr(SERVER_PEM),
+                                       "vapid_subject": "mailto:ops@example.com"})
+
+
+async def _subscribe(client: httpx.AsyncClient, headers: dict[str, str],
+                     browser: Browser) -> dict[str, Any]:
+    response = await client.post(f"{API}/push/subscriptions", json=browser.subscription(),
+                                 headers=headers)
+    assert response.status_code == 201, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def _subscriptions(runtime: Runtime) -> list[PushSubscription]:
+    async with transaction(runtime.sessionmaker) as session:
+        return list((await session.execute(select(PushSubscription))).scalars())
+
+
+async def test_a_digest_is_pushed_encrypted_and_signed_with_vapid(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    browser = Browser(receiver.url)
+    subscription = await _subscribe(client, headers, browser)
+    key = (await client.get(f"{API}/push/vapid-public-key", headers=headers)).json()
+    assert unb64url(key["public_key"]) == point(SERVER_KEY.public_key())
+
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [sent] = [d for d in rows if d.channel == "push"]
+    assert (sent.status, sent.target) == ("sent", subscription["id"])
+
+    [request] = receiver.received
+    assert request.path == "/hook"
+    verify_vapid(request.headers["authorization"], f"http://127.0.0.1:{receiver.port}")
+    assert int(request.headers["ttl"]) == runtime.settings.push_ttl_seconds
+    assert request.headers["urgency"] == "normal"
+    body = browser.decrypt(request)
+    assert body["title"] == "Morning digest"
+    assert body["body"] == "The summary."
+    assert body["url"] == "/"
+    assert body["actions"] == []
+    assert body["notification_id"] == str(notification_id)
+
+
+async def test_question_choices_become_actions_and_each_browser_gets_one(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    browsers = [Browser(receiver.url + "/a"), Browser(receiver.url + "/b")]
+    for browser in browsers:
+        await _subscribe(client, headers, browser)
+    question_id = uuid.uuid4()
+    async with transaction(runtime.sessionmaker) as session:
+        notification_id = await notify(
+            session=session, user_id=user.id, key=f"test:{uuid.uuid4()}", kind="question",
+            title="Which folder?", body="Two candidates.", channels=["push"],
+            data={"question_id": str(question_id), "choices": ["Invoices", "Receipts"]},
+        )
+    assert notification_id is not None
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    assert sorted(d.status for d in rows if d.channel == "push") == ["sent", "sent"]
+
+    by_path = {r.path: r for r in receiver.received}
+    assert set(by_path) == {"/hook/a", "/hook/b"}
+    for browser in browsers:
+        request = by_path[browser.endpoint.removeprefix(receiver.url[:-len("/hook")])]
+        assert request.headers["urgency"] == "high"
+        body = browser.decrypt(request)
+        assert body["url"] == f"/questions/{question_id}"
+        assert body["question_id"] == str(question_id)
+        assert body["actions"] == [{"action": "choice:0", "title": "Invoices"},
+                                   {"action": "choice:1", "title": "Receipts"}]
+
+
+@pytest.mark.parametrize("status", [404, 410])
+async def test_a_gone_subscription_is_removed_without_telling_the_user(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver, status: int
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers, Browser(receiver.url))
+    receiver.answer(status)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [failed] = [d for d in rows if d.channel == "push"]
+    assert failed.status == "failed"
+    assert str(status) in (failed.last_error or "")
+    assert await _subscriptions(runtime) == []
+    assert [n.kind for n in await notifications(runtime, user)] == ["digest"]  # no error
+
+
+async def test_429_and_5xx_are_retried(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers, Browser(receiver.url))
+    receiver.answer(429, 503)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [sent] = [d for d in rows if d.channel == "push"]
+    assert (sent.status, sent.attempts) == ("sent", 3)
+    assert len(await _subscriptions(runtime)) == 1
+
+
+async def test_push_without_a_subscription_fails_and_tells_the_user(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [failed] = [d for d in rows if d.channel == "push"]
+    assert failed.status == "failed"
+    assert "no browser is subscribed" in (failed.last_error or "")
+    assert [n.kind for n in await notifications(runtime, user)] == ["digest", "error"]
+
+
+async def test_subscribe_upserts_by_endpoint_and_unsubscribes(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    browser = Browser("https://push.example.com/send/abc")
+    first = await _subscribe(client, headers, browser)
+    browser.auth = os.urandom(16)
+    again = await _subscribe(client, headers, browser)
+    assert again["id"] == first["id"]
+    [row] = await _subscriptions(runtime)
+    assert row.auth == b64url(browser.auth)
+
+    response = await client.request("DELETE", f"{API}/push/subscriptions",
+                                     json={"endpoint": browser.endpoint}, headers=headers)
+    assert response.status_code == 204, response.text
+    assert await _subscriptions(runtime) == []
+    response = await client.request("DELETE", f"{API}/push/subscriptions",
+                                    json={"endpoint": browser.endpoint}, headers=headers)
+    assert_error(response, 404, "PushSubscriptionNotFound")
+
+    created = await _subscribe(client, headers, browser)
+    response = await client.delete(f"{API}/push/subscriptions/{created['id']}", headers=headers)
+    assert response.status_code == 204
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"endpoint": "not a url"}, id="bad-endpoint"),
+        pytest.param({"endpoint": "ftp://push.example.com/x"}, id="ftp"),
+        pytest.param({"keys": {"auth": "A" * 22}}, id="no-p256dh"),
+        pytest.param({"keys": {"p256dh": "B" * 87}}, id="no-auth"),
+        pytest.param({"keys": None}, id="no-keys"),
+    ],
+)
+async def test_a_bad_subscription_is_422(
+    client: httpx.AsyncClient, runtime: Runtime, change: dict[str, Any]
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    body = {**Browser("https://push.example.com/x").subscription(), **change}
+    if body["keys"] is None:
+        del body["keys"]
+    response = await client.post(f"{API}/push/subscriptions", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+
+
+async def test_a_private_endpoint_is_refused_unless_allowed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    runtime.settings.webhook_allow_private = False
+    try:
+        _user, headers = await factories.user_with_token(runtime)
+        for endpoint in ("https://127.0.0.1/push", "http://push.example.com/x"):
+            response = await client.post(f"{API}/push/subscriptions",
+                                         json=Browser(endpoint).subscription(), headers=headers)
+            assert_error(response, 422, "PushEndpointRefused")
+    finally:
+        runtime.settings.webhook_allow_private = True
+
+
+async def test_another_users_subscription_is_404(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _a, headers_a = await factories.user_with_token(runtime)
+    _b, headers_b = await factories.user_with_token(runtime)
+    browser = Browser("https://push.example.com/send/a")
+    created = await _subscribe(client, headers_a, browser)
+    response = await client.delete(f"{API}/push/subscriptions/{created['id']}",
+                                   headers=headers_b)
+    assert_error(response, 404, "PushSubscriptionNotFound")
+    response = await client.request("DELETE", f"{API}/push/subscriptions",
+                                    json={"endpoint": browser.endpoint}, headers=headers_b)
+    assert_error(response, 404, "PushSubscriptionNotFound")
+    assert (await client.get(f"{API}/push/subscriptions", headers=headers_b)).json() == []
+    assert len(await _subscriptions(runtime)) == 1
