@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import math
 import multiprocessing
 import re
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -283,6 +286,34 @@ class Child:
             self.process.kill()
         self.process.join(5)
         self.pipe.close()
+
+
+def child(body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Wrap a child's async main: it runs in its own event loop, errors go back over the pipe."""
+
+    @functools.wraps(body)
+    def main(pipe: Any, params: dict[str, Any]) -> None:
+        logging.basicConfig(level=logging.WARNING, format="child: %(levelname)s %(message)s")
+        try:
+            asyncio.run(body(pipe, params))
+        except Exception:
+            pipe.send({"error": traceback.format_exc()})
+
+    return main
+
+
+async def start_benchmark(database_url: str) -> tuple[str, str]:
+    """Cancel the running benchmark on SIGTERM or Ctrl-C (its `children` blocks then stop
+    every child), make sure the database exists; returns the DSN and the server version."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
+    dsn = plain_dsn(database_url)
+    await ensure_database(dsn)
+    async with connect(dsn) as conn:
+        server = await conn.fetchval("SHOW server_version")
+    return dsn, str(server)
 
 
 @contextlib.asynccontextmanager

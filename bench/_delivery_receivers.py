@@ -17,29 +17,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import re
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from _common import install_stop
+from _common import child, install_stop
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
-
-
-def child(body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(body)
-    def main(pipe: Any, params: dict[str, Any]) -> None:
-        logging.basicConfig(level=logging.WARNING, format="child: %(levelname)s %(message)s")
-        try:
-            asyncio.run(body(pipe, params))
-        except Exception:
-            pipe.send({"error": traceback.format_exc()})
-
-    return main
 
 
 # --- receivers -------------------------------------------------------------------------------

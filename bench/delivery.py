@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import sys
 import time
 import uuid
@@ -25,19 +24,19 @@ from typing import Any
 from _common import (
     Child,
     Report,
+    child,
     children,
     connect,
-    ensure_database,
     install_stop,
     median,
     ms,
     percentile,
-    plain_dsn,
     reset_schema,
     settings,
+    start_benchmark,
     wait_until,
 )
-from _delivery_receivers import child, direct_child, receivers_child
+from _delivery_receivers import direct_child, receivers_child
 from cryptography.fernet import Fernet
 
 from app.channels import service as channels
@@ -301,14 +300,7 @@ def parse_args() -> argparse.Namespace:
 
 async def main() -> None:
     args = parse_args()
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
-    dsn = plain_dsn(args.database_url)
-    await ensure_database(dsn)
-    async with connect(dsn) as conn:
-        server = await conn.fetchval("SHOW server_version")
+    dsn, server = await start_benchmark(args.database_url)
     print(f"Pilotlight delivery benchmarks ({'quick' if args.quick else 'full'}) on {dsn}")
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL "
           f"{server}; everything on this one machine (producer, sender, receivers and "

@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import logging
 import os
 import platform
 import random
-import signal
 import sys
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -34,19 +29,19 @@ from _common import (
     SleepingAgent,
     add_instructions,
     add_users,
+    child,
     children,
     connect,
-    ensure_database,
     install_stop,
     median,
     ms,
     noop_agent,
     percentile,
-    plain_dsn,
     queue_runs,
     reset_schema,
     rss_mb,
     settings,
+    start_benchmark,
     unfinished_runs,
     wait_until,
 )
@@ -76,18 +71,6 @@ def pgqueuer_version() -> str:
         return version("pgqueuer")
     except PackageNotFoundError:
         return "not installed (.venv/bin/pip install -r bench/requirements.txt)"
-
-
-def child(body: Callable[[Any, dict[str, Any]], Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(body)
-    def main(pipe: Any, params: dict[str, Any]) -> None:
-        logging.basicConfig(level=logging.WARNING, format="child: %(levelname)s %(message)s")
-        try:
-            asyncio.run(body(pipe, params))
-        except Exception:
-            pipe.send({"error": traceback.format_exc()})
-
-    return main
 
 
 @child
@@ -427,15 +410,7 @@ def parse_args() -> argparse.Namespace:
 
 async def main() -> None:
     args = parse_args()
-    # SIGTERM or Ctrl-C cancel the figure; its `children` block then stops every child.
-    main_task = asyncio.current_task()
-    assert main_task is not None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
-    dsn = plain_dsn(args.database_url)
-    await ensure_database(dsn)
-    async with connect(dsn) as conn:
-        server = await conn.fetchval("SHOW server_version")
+    dsn, server = await start_benchmark(args.database_url)
     print(f"Pilotlight engine benchmarks ({'quick' if args.quick else 'full'}) on {dsn}")
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL "
           f"{server}, pgqueuer {pgqueuer_version()}; everything on this one machine "
