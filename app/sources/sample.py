@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -374,57 +374,44 @@ def _part_size(part: EmailMessage) -> int:
     return len(payload) if isinstance(payload, bytes) else 0
 
 
-def _attachments(msg: EmailMessage, body_part: EmailMessage | None) -> list[Attachment]:
-    found: list[Attachment] = []
+def _attachment_parts(
+    msg: EmailMessage, body_part: EmailMessage | None
+) -> Iterator[tuple[str, EmailMessage]]:
+    """Each attachment's listed name and part, in message order (the body is not one)."""
+    count = 0
 
-    def visit(part: EmailMessage) -> None:
+    def visit(part: EmailMessage) -> Iterator[tuple[str, EmailMessage]]:
+        nonlocal count
         if part is body_part:
             return
         if part.get_content_maintype() == "multipart":
             for sub in part.iter_parts():
                 if isinstance(sub, EmailMessage):
-                    visit(sub)
+                    yield from visit(sub)
             return
-        ctype = part.get_content_type()
         filename = part.get_filename()
-        if not (part.is_attachment() or filename or ctype == "message/rfc822"):
+        if not (part.is_attachment() or filename or part.get_content_type() == "message/rfc822"):
             return  # an inline alternative of the body, not an attachment
-        found.append(Attachment(
-            filename=filename or f"attachment-{len(found) + 1}",
-            mime_type=ctype,
-            size=_part_size(part),
-        ))
+        count += 1
+        yield filename or f"attachment-{count}", part
 
-    visit(msg)
-    return found
+    yield from visit(msg)
+
+
+def _attachments(msg: EmailMessage, body_part: EmailMessage | None) -> list[Attachment]:
+    return [
+        Attachment(filename=name, mime_type=part.get_content_type(), size=_part_size(part))
+        for name, part in _attachment_parts(msg, body_part)
+    ]
 
 
 def _attachment_part(
     msg: EmailMessage, body_part: EmailMessage | None, filename: str
 ) -> EmailMessage | None:
-    """The part `_attachments` lists under `filename` (same walk, same names)."""
-    index = 0
-    hit: EmailMessage | None = None
-
-    def visit(part: EmailMessage) -> None:
-        nonlocal index, hit
-        if hit is not None or part is body_part:
-            return
-        if part.get_content_maintype() == "multipart":
-            for sub in part.iter_parts():
-                if isinstance(sub, EmailMessage):
-                    visit(sub)
-            return
-        ctype = part.get_content_type()
-        name = part.get_filename()
-        if not (part.is_attachment() or name or ctype == "message/rfc822"):
-            return
-        index += 1
-        if (name or f"attachment-{index}") == filename:
-            hit = part
-
-    visit(msg)
-    return hit
+    """The part `_attachments` lists under `filename`."""
+    return next(
+        (part for name, part in _attachment_parts(msg, body_part) if name == filename), None
+    )
 
 
 def parse_mail(key: str, data: bytes, fallback_date: datetime) -> _Mail:
