@@ -1,0 +1,1 @@
+"""The Google account: OAuth, Gmail and Drive as a `Source`, watch triggers."""

@@ -1,0 +1,347 @@
+"""Drive for the source: changes from a page token, search, documents as text or bytes.
+
+The delta cursor's files part is `{"page_token": str, "pending": [ids]}`: the
+`changes.list` page token to go on from, and the ids of changed files that did not
+fit in the last delta (`limit`), shown next time.
+
+Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
+text/plain); text files and PDFs (and images) come through `files.get_media`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from app.google.client import GoogleApiError, GoogleClient
+from app.sources.base import (
+    ChangedFile,
+    Document,
+    FileCard,
+    FileChanges,
+    ItemNotFound,
+    SourceError,
+)
+from app.sources.sample import _tidy, snippet
+
+FOLDER = "application/vnd.google-apps.folder"
+EXPORTS = {
+    "application/vnd.google-apps.document": "text/plain",
+    "application/vnd.google-apps.spreadsheet": "text/csv",
+    "application/vnd.google-apps.presentation": "text/plain",
+}
+TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
+BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
+FILE_FIELDS = (
+    "id,name,mimeType,modifiedTime,parents,trashed,size,"
+    "lastModifyingUser(displayName,emailAddress)"
+)
+CHANGE_PAGE = 1000
+CHANGE_PAGES_MAX = 20
+PENDING_MAX = 1000
+MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
+MAX_MEDIA_BYTES = 20 * 1024 * 1024
+SNIPPET_FILES = 20
+"""Changed files whose text is fetched for their card's snippet; later ones have none."""
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+# A query already in Drive's syntax: terms (`field op value`, `'x' in parents`) joined by
+# and / or, each maybe negated, with balanced parentheses and closed, escaped strings.
+_STRING = r"'(?:[^'\\]|\\.)*'"
+_FIELD = (
+    r"(?:name|fullText|mimeType|modifiedTime|createdTime|viewedByMeTime|trashed|starred|"
+    r"sharedWithMe|visibility|shortcutDetails\.targetId)"
+)
+_TERM = (
+    rf"(?:not\s+)?(?:{_FIELD}\s*(?:contains|!=|<=|>=|=|<|>)\s*(?:{_STRING}|true|false)"
+    rf"|{_STRING}\s+in\s+(?:parents|owners|writers|readers))"
+)
+_DRIVE_QUERY = re.compile(rf"\s*{_TERM}(?:\s+(?:and|or)\s+{_TERM})*\s*")
+_STRINGS = re.compile(_STRING)
+_WORD = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def is_text(mime_type: str) -> bool:
+    return mime_type.startswith("text/") or mime_type in TEXT_TYPES
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def looks_like_drive_syntax(query: str) -> bool:
+    """The whole query parses as Drive terms, its strings closed, its parentheses balanced."""
+    masked = _STRINGS.sub("''", query)  # string contents can hold anything, even ( and '
+    if "'" in masked.replace("''", ""):
+        return False
+    depth = 0
+    for char in masked:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    if depth:
+        return False
+    return _DRIVE_QUERY.fullmatch(re.sub(r"[()]", " ", masked)) is not None
+
+
+def drive_query(words: str) -> str:
+    """A Drive `q` for the user's words: each word (or "quoted phrase") must be in the
+    name or the text, with quotes escaped; a query already in Drive's syntax is kept."""
+    text = words.strip()
+    if looks_like_drive_syntax(text):
+        return f"({text}) and trashed = false"
+    terms = [
+        f"(name contains {_quote(term)} or fullText contains {_quote(term)})"
+        for phrase, bare in _WORD.findall(text)
+        if (term := (phrase or bare).strip())
+    ]
+    return " and ".join([*terms, "trashed = false"])
+
+
+def check_id(file_id: str) -> str:
+    if not isinstance(file_id, str) or not _ID.match(file_id):
+        raise ItemNotFound(f"no file with id {file_id!r}")
+    return file_id
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _modified_by(resource: dict[str, Any]) -> str | None:
+    user = resource.get("lastModifyingUser") or {}
+    return user.get("displayName") or user.get("emailAddress") or None
+
+
+def _listable(resource: dict[str, Any]) -> bool:
+    return not resource.get("trashed") and resource.get("mimeType") != FOLDER
+
+
+class DriveReader:
+    """One account's Drive, read-only."""
+
+    def __init__(self, client: GoogleClient) -> None:
+        self.client = client
+
+    def _files(self) -> Any:
+        return self.client.drive().files()
+
+    # ------------------------------------------------------------------ calls
+
+    async def _get(self, file_id: str) -> dict[str, Any]:
+        check_id(file_id)
+        request = self._files().get(fileId=file_id, fields=FILE_FIELDS)
+        try:
+            resource: dict[str, Any] = await self.client.call("drive", request)
+        except GoogleApiError as exc:
+            if exc.status in (400, 404):
+                raise ItemNotFound(f"no file with id {file_id!r}") from exc
+            raise
+        if resource.get("mimeType") == FOLDER:
+            raise ItemNotFound(f"{file_id!r} is a folder, not a file")
+        return resource
+
+    async def _text(self, resource: dict[str, Any]) -> str:
+        """A file's text: exported for Google's editors, downloaded for text files."""
+        mime = str(resource.get("mimeType", ""))
+        if mime in EXPORTS:
+            request = self._files().export(fileId=resource["id"], mimeType=EXPORTS[mime])
+        elif is_text(mime):
+            if int(resource.get("size") or 0) > MAX_TEXT_BYTES:
+                return f"(a text file of {resource.get('size')} bytes: too large to read)"
+            request = self._files().get_media(fileId=resource["id"])
+        else:
+            return ""
+        data = await self.client.call("drive", request)
+        raw = data if isinstance(data, bytes) else str(data).encode()
+        return _tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
+
+    def _card(self, resource: dict[str, Any], text: str) -> FileCard:
+        return FileCard(
+            id=str(resource["id"]), name=str(resource.get("name", "")),
+            mime_type=str(resource.get("mimeType", "")),
+            modified_time=_time(resource["modifiedTime"]),
+            modified_by=_modified_by(resource), snippet=snippet(text),
+        )
+
+    async def _cards(self, resources: list[dict[str, Any]]) -> list[FileCard]:
+        """Cards with snippets (the first `SNIPPET_FILES` files' text, fetched at once)."""
+
+        async def text_of(resource: dict[str, Any]) -> str:
+            try:
+                return await self._text(resource)
+            except (ItemNotFound, GoogleApiError):  # gone, or not exportable: no snippet
+                return ""
+
+        texts = await asyncio.gather(*(text_of(r) for r in resources[:SNIPPET_FILES]))
+        return [
+            self._card(r, texts[n] if n < len(texts) else "") for n, r in enumerate(resources)
+        ]
+
+    async def start_token(self) -> str:
+        result = await self.client.call("drive", self.client.drive().changes().getStartPageToken())
+        return str(result["startPageToken"])
+
+    async def changes(self, page_token: str) -> tuple[str, list[dict[str, Any]]]:
+        """(the token to go on from, each change since `page_token` in order)."""
+        changes: list[dict[str, Any]] = []
+        token = page_token
+        for _ in range(CHANGE_PAGES_MAX):
+            request = self.client.drive().changes().list(
+                pageToken=token, pageSize=CHANGE_PAGE, includeRemoved=True, spaces="drive",
+                fields=f"nextPageToken,newStartPageToken,changes(fileId,removed,time,"
+                f"file({FILE_FIELDS}))",
+            )
+            page = await self.client.call("drive", request)
+            changes += page.get("changes") or []
+            if page.get("newStartPageToken"):
+                return str(page["newStartPageToken"]), changes
+            if not page.get("nextPageToken"):
+                return token, changes
+            token = str(page["nextPageToken"])
+        return token, changes  # too much at once: carry on from here next time
+
+    # ------------------------------------------------------------------ delta
+
+    async def delta(
+        self, old: dict[str, Any] | None, *, limit: int, since: datetime | None
+    ) -> tuple[list[FileCard], dict[str, Any]]:
+        limit = max(0, limit)
+        if not old or not isinstance(old.get("page_token"), str):
+            token = await self.start_token()  # first: what changes meanwhile comes next time
+            resources = await self._recent(limit, since) if limit else []
+            return await self._cards(resources), {"page_token": token, "pending": []}
+        token, changes = await self.changes(old["page_token"])
+        latest: dict[str, dict[str, Any]] = {}
+        for change in changes:
+            file_id = str(change.get("fileId") or "")
+            if not file_id:
+                continue
+            latest.pop(file_id, None)
+            if not change.get("removed") and change.get("file"):
+                latest[file_id] = change["file"]
+        def wanted(resource: dict[str, Any]) -> bool:
+            return _listable(resource) and bool(resource.get("modifiedTime")) and (
+                since is None or _time(resource["modifiedTime"]) >= since
+            )
+
+        fresh = sorted(
+            (r for r in latest.values() if wanted(r)),
+            key=lambda r: _time(r["modifiedTime"]), reverse=True,
+        )
+        shown = fresh[:limit]
+        # What waited from the last delta comes after anything newer, fetched only as far
+        # as there is room.
+        pending = [
+            str(i) for i in old.get("pending") or [] if str(i) not in latest and _ID.match(str(i))
+        ]
+        room = limit - len(shown)
+        fetch, later = pending[: max(0, room)], pending[max(0, room):]
+
+        async def get(file_id: str) -> dict[str, Any] | None:
+            try:
+                return await self._get(file_id)
+            except ItemNotFound:  # deleted since
+                return None
+
+        for resource in await asyncio.gather(*(get(i) for i in fetch)):
+            if resource is not None and wanted(resource):
+                shown.append(resource)
+        waiting = [str(r["id"]) for r in fresh[limit:]] + later
+        return await self._cards(shown), {"page_token": token, "pending": waiting[:PENDING_MAX]}
+
+    async def _recent(self, limit: int, since: datetime | None) -> list[dict[str, Any]]:
+        q = f"trashed = false and mimeType != {_quote(FOLDER)}"
+        if since is not None:
+            stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            q += f" and modifiedTime >= {_quote(stamp)}"
+        return await self._list(q, limit=limit, order_by="modifiedTime desc")
+
+    async def _list(self, q: str, *, limit: int, order_by: str | None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        page_token: str | None = None
+        while len(found) < limit:
+            kwargs: dict[str, Any] = {
+                "q": q, "pageSize": min(1000, limit - len(found)), "spaces": "drive",
+                "fields": f"nextPageToken,files({FILE_FIELDS})",
+            }
+            if order_by:
+                kwargs["orderBy"] = order_by
+            if page_token:
+                kwargs["pageToken"] = page_token
+            try:
+                page = await self.client.call("drive", self._files().list(**kwargs))
+            except GoogleApiError as exc:
+                if exc.status == 400:
+                    raise SourceError(f"Drive refused the search {q!r}: {exc}") from exc
+                raise
+            found += [f for f in page.get("files") or [] if _listable(f)]
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                break
+        return found[:limit]
+
+    # ------------------------------------------------------------------ watch detector
+
+    async def file_changes(self, page_token: str | None) -> FileChanges:
+        if page_token is None:
+            return FileChanges(page_token=await self.start_token())
+        token, changes = await self.changes(page_token)
+        files = []
+        for change in changes:
+            resource = change.get("file") or {}
+            removed = bool(change.get("removed") or resource.get("trashed"))
+            modified = resource.get("modifiedTime")
+            files.append(ChangedFile(
+                id=str(change.get("fileId") or resource.get("id") or ""),
+                name=str(resource.get("name") or ""),
+                mime_type=str(resource.get("mimeType") or ""),
+                parents=[str(p) for p in resource.get("parents") or []],
+                modified_time=_time(modified) if modified else None,
+                removed=removed,
+            ))
+        return FileChanges(page_token=token, files=[f for f in files if f.id])
+
+    # ------------------------------------------------------------------ tools
+
+    async def search(self, query: str, *, limit: int) -> list[FileCard]:
+        """Drive search, most recently modified first. Drive does not sort queries with
+        `fullText` itself (it orders them by relevance), so they are sorted here."""
+        if limit <= 0 or not query.strip():
+            return []
+        q = drive_query(query)
+        order = None if "fulltext" in q.lower() else "modifiedTime desc"
+        resources = await self._list(q, limit=limit, order_by=order)
+        resources.sort(key=lambda r: str(r.get("modifiedTime") or ""), reverse=True)
+        return await self._cards(resources)
+
+    async def read_file(self, file_id: str) -> Document:
+        resource = await self._get(file_id)
+        mime = str(resource.get("mimeType", ""))
+        try:
+            if mime in EXPORTS or is_text(mime):
+                text = await self._text(resource)
+            elif mime in BYTES_TYPES:
+                text = ""  # shown as itself through read_file_bytes
+            else:
+                text = f"(a {mime} file: its content cannot be read as text)"
+        except GoogleApiError as exc:
+            if exc.status == 404:
+                raise ItemNotFound(f"no file with id {file_id!r}") from exc
+            raise
+        return Document(
+            id=str(resource["id"]), name=str(resource.get("name", "")), mime_type=mime,
+            modified_time=_time(resource["modifiedTime"]), modified_by=_modified_by(resource),
+            text=text,
+        )
+
+    async def read_file_bytes(self, file_id: str) -> tuple[str, bytes]:
+        resource = await self._get(file_id)
+        mime = str(resource.get("mimeType", ""))
+        if mime not in BYTES_TYPES:
+            raise ItemNotFound(f"file {file_id!r} is not an image or a PDF")
+        if int(resource.get("size") or 0) > MAX_MEDIA_BYTES:
+            raise SourceError(f"file {file_id!r} is larger than {MAX_MEDIA_BYTES} bytes")
+        data = await self.client.call("drive", self._files().get_media(fileId=file_id))
+        return mime, data if isinstance(data, bytes) else str(data).encode()

@@ -1,0 +1,228 @@
+"""Gmail's message resources turned into the source's cards and messages.
+
+Everything here is pure: no calls. Bodies are untrusted; HTML becomes plain text
+(scripts and styles dropped, entities decoded, a link's address kept after its
+text), never rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
+
+from app.sources.base import Attachment, MailCard, Message
+from app.sources.sample import _TextExtractor, _tidy, snippet
+
+METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date"]
+# Labels of messages that did not arrive: drafts, and what is in spam or trash.
+NOT_ARRIVED = frozenset({"DRAFT", "SPAM", "TRASH"})
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+
+
+class _LinkKeepingExtractor(_TextExtractor):
+    """The sample source's HTML-to-text, also writing each link's address after its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._links: list[str | None] = []
+        self._link_text: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        if tag == "a" and not self._skip:
+            href = (dict(attrs).get("href") or "").strip()
+            self._links.append(href if href.lower().startswith(_LINK_SCHEMES) else None)
+            self._link_text.append([])
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        if self._link_text and not self._skip:
+            self._link_text[-1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._links and not self._skip:
+            href = self._links.pop()
+            text = " ".join("".join(self._link_text.pop()).split())
+            if href:
+                shown = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
+                if shown != text:
+                    self._emit(f" ({shown})" if text else shown)
+        super().handle_endtag(tag)
+
+
+def html_to_text(markup: str) -> str:
+    """Readable plain text from an HTML body; links as `text (address)`."""
+    parser = _LinkKeepingExtractor()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # html.parser is lenient; a bad body must never break a read
+        return _tidy(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
+    return parser.text()
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def _headers(part: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for header in part.get("headers") or []:
+        name = str(header.get("name", "")).lower()
+        if name and name not in out:
+            out[name] = " ".join(str(header.get("value", "")).split())
+    return out
+
+
+def _walk(part: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield part
+    for sub in part.get("parts") or []:
+        if isinstance(sub, dict):
+            yield from _walk(sub)
+
+
+def decode_data(data: str) -> bytes:
+    """Gmail's base64url body data (padding optional)."""
+    try:
+        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _charset(part: dict[str, Any]) -> str:
+    content_type = _headers(part).get("content-type", "")
+    match = re.search(r'charset="?([\w.:-]+)"?', content_type, re.I)
+    return match.group(1) if match else "utf-8"
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    raw = decode_data(str((part.get("body") or {}).get("data", "")))
+    try:
+        return raw.decode(_charset(part), "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
+
+
+def _is_attachment(part: dict[str, Any]) -> bool:
+    return bool(part.get("filename")) or (
+        "attachment" in _headers(part).get("content-disposition", "").lower()
+    )
+
+
+def body_text(payload: dict[str, Any]) -> str:
+    """The message's text: its first text/plain part, else (missing or blank) its first
+    text/html part as text."""
+    plain = html_part = None
+    for part in _walk(payload):
+        if _is_attachment(part):
+            continue
+        mime = str(part.get("mimeType", "")).lower()
+        if mime == "text/plain" and plain is None:
+            plain = part
+        elif mime == "text/html" and html_part is None:
+            html_part = part
+    text = _tidy(_part_text(plain)) if plain is not None else ""
+    if not text and html_part is not None:  # some mailers send an empty plain part
+        return html_to_text(_part_text(html_part))
+    return text
+
+
+def attachment_parts(payload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each attachment's listed name and part, in message order."""
+    count = 0
+    for part in _walk(payload):
+        if str(part.get("mimeType", "")).lower().startswith("multipart/"):
+            continue
+        if not _is_attachment(part):
+            continue
+        count += 1
+        yield str(part.get("filename") or f"attachment-{count}"), part
+
+
+def attachments(payload: dict[str, Any]) -> list[Attachment]:
+    return [
+        Attachment(
+            filename=name, mime_type=str(part.get("mimeType") or "application/octet-stream"),
+            size=int((part.get("body") or {}).get("size") or 0),
+        )
+        for name, part in attachment_parts(payload)
+    ]
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def internal_date(resource: dict[str, Any]) -> datetime:
+    try:
+        millis = int(resource.get("internalDate") or 0)
+    except (TypeError, ValueError):
+        millis = 0
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def _date(headers: dict[str, str], resource: dict[str, Any]) -> datetime:
+    value = headers.get("date")
+    if value:
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return internal_date(resource)
+
+
+def _addresses(value: str) -> list[str]:
+    out = []
+    for name, addr in getaddresses([value]):
+        if addr:
+            out.append(f"{name} <{addr}>" if name else addr)
+    return out
+
+
+def arrived(resource: dict[str, Any]) -> bool:
+    """A message that arrived (or was sent to oneself), not a draft, spam or trash."""
+    labels = set(resource.get("labelIds") or [])
+    if labels & NOT_ARRIVED:
+        return False
+    return not ("SENT" in labels and "INBOX" not in labels)
+
+
+def card(resource: dict[str, Any]) -> MailCard:
+    """A card from a message in `metadata` (or `full`) format."""
+    payload = resource.get("payload") or {}
+    headers = _headers(payload)
+    listed = any(True for _ in attachment_parts(payload))
+    return MailCard(
+        id=str(resource["id"]),
+        thread_id=str(resource.get("threadId") or resource["id"]),
+        sender=headers.get("from") or "(unknown sender)",
+        to=_addresses(headers.get("to", "")),
+        subject=headers.get("subject", ""),
+        date=_date(headers, resource),
+        snippet=snippet(html.unescape(str(resource.get("snippet") or ""))),
+        # `metadata` has no parts: a multipart/mixed message is taken to carry files.
+        has_attachments=listed or str(payload.get("mimeType", "")).lower() == "multipart/mixed",
+    )
+
+
+def message(resource: dict[str, Any]) -> Message:
+    """A whole message from one in `full` format."""
+    payload = resource.get("payload") or {}
+    headers = _headers(payload)
+    return Message(
+        id=str(resource["id"]),
+        thread_id=str(resource.get("threadId") or resource["id"]),
+        sender=headers.get("from") or "(unknown sender)",
+        to=_addresses(headers.get("to", "")),
+        cc=_addresses(headers.get("cc", "")),
+        subject=headers.get("subject", ""),
+        date=_date(headers, resource),
+        body=body_text(payload),
+        attachments=attachments(payload),
+    )

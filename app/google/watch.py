@@ -1,0 +1,256 @@
+"""The watch poller: fires watch instructions for new matching mail and Drive files.
+
+Per Google account with an active watch instruction, each poll asks the cheap change
+detectors first: Gmail's history since the account's watch cursor (one `history.list`,
+2 quota units when nothing changed) and Drive's change list. Only when messages were
+added does each mail watch run its query, whose ids are intersected with the added
+ones; a Drive folder watch keeps the new or changed files whose parents include its
+folder. Every matching item gets a hit row and its run in one transaction (the hit's
+unique key makes an item fire at most one run, however many schedulers poll), and
+only then does the cursor move on, by compare-and-set: a poll that dies half way is
+done again from the same cursor and fires nothing twice.
+
+Every query is narrowed with `after:` the moment the watch was created, changed or
+resumed (`Instruction.watch_since`): older mail never fires, also mail that came while
+it was paused. A historyId that Gmail no longer knows (404), or an account polled for
+the first time, is resynced within `google_watch_resync_limit`: each query runs with
+`after:` the watch's last poll (or its start), so nothing older fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accounts.models import Account
+from app.core.config import Settings
+from app.core.db import after_commit, db_now, transaction
+from app.core.loops import LoopService
+from app.core.pubsub import PgListener
+from app.core.runtime import Wakeups
+from app.google import watch_service
+from app.google.accounts import mark_disconnected
+from app.google.watch_service import DRIVE, GMAIL, WatchedAccount, Watcher
+from app.runs import metrics
+from app.runs.service import WORKER_CHANNEL
+from app.sources.base import AccountDisconnected, Source, SourceError, WatchableSource
+from app.sources.registry import source_for
+
+log = logging.getLogger(__name__)
+
+# In-process wake-up channel, and the PostgreSQL NOTIFY channel, of the watch poller.
+WATCH_CHANNEL = "pilotlight_google_watch"
+# Accounts polled at once by one poller.
+_CONCURRENCY = 8
+# A mail watch's query looks at this many more ids than were added: messages the query
+# matches that are newer than the history read (they come again next poll) must not push
+# an added one out of the answer.
+_SEARCH_MARGIN = 50
+
+SourceFactory = Callable[[Account, Settings], Source | None]
+
+
+@dataclass
+class PollReport:
+    """What one iteration did (for tests and logs)."""
+
+    polled: int = 0
+    runs: list[uuid.UUID] = field(default_factory=list)
+    resynced: int = 0
+    failed: int = 0
+    disconnected: int = 0
+    cursor_conflicts: int = 0
+
+
+class WatchPoller(LoopService):
+    name = "google-watch"
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        wakeups: Wakeups,
+        settings: Settings,
+        sources: SourceFactory = source_for,
+    ) -> None:
+        super().__init__(interval=settings.google_watch_poll_seconds)
+        self.sessionmaker = sessionmaker
+        self.wakeups = wakeups
+        self.settings = settings
+        self.sources = sources
+        self.interval_delta = timedelta(seconds=settings.google_watch_poll_seconds)
+        wakeups.subscribe(WATCH_CHANNEL, self.wake)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # A push received by any api process wakes this poller through NOTIFY.
+        listener: asyncio.Task[None] | None = None
+        engine = self.sessionmaker.kw.get("bind")
+        if engine is not None and engine.dialect.name == "postgresql":
+            pg = PgListener(engine.url, {WATCH_CHANNEL: self.wake})
+            listener = asyncio.create_task(pg.run(stop), name="google-watch-listen")
+        try:
+            await super().run(stop)
+        finally:
+            if listener is not None:
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def run_once(self) -> PollReport:
+        """Poll every watched account that is due (a push makes one due at once)."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            due = await watch_service.watched_accounts(session=session, now=now)
+        return await self.poll(due, now)
+
+    async def poll_accounts(self, account_ids: list[uuid.UUID]) -> PollReport:
+        """Poll these accounts now, due or not."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            due = await watch_service.watched_accounts(
+                session=session, now=now, account_ids=account_ids
+            )
+        return await self.poll(due, now)
+
+    async def poll(self, due: list[WatchedAccount], now: datetime) -> PollReport:
+        report = PollReport()
+        limit = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(watched: WatchedAccount) -> None:
+            async with limit:
+                try:
+                    await self._poll(watched, now, report)
+                except Exception:
+                    # One account's failure (the database, a bug) must not stop the others';
+                    # its cursor stays, so the next poll does it again.
+                    report.failed += 1
+                    log.exception("watch: polling account %s failed", watched.account.id)
+
+        await asyncio.gather(*(one(watched) for watched in due))
+        if report.runs:
+            log.info("watch: %d account(s) polled, %d run(s) queued",
+                     report.polled, len(report.runs))
+        return report
+
+    async def _poll(self, watched: WatchedAccount, now: datetime, report: PollReport) -> None:
+        account = watched.account
+        source = self.sources(account, self.settings)
+        if not isinstance(source, WatchableSource):
+            log.warning("watch: account %s has no watchable source; skipped", account.id)
+            report.failed += 1
+            return
+        try:
+            history_id = await self._mail(watched, source, now, report)
+            page_token = await self._files(watched, source, now, report)
+        except AccountDisconnected as exc:
+            report.disconnected += 1
+            await self._disconnected(account, exc)
+            return
+        except SourceError as exc:
+            # The next poll starts again from the same cursor; hits stop repeats.
+            report.failed += 1
+            log.warning("watch: polling account %s failed: %s", account.id, exc)
+            return
+        async with transaction(self.sessionmaker) as session:
+            moved = await watch_service.advance_cursor(
+                session=session, account=account, seen=watched.cursor, history_id=history_id,
+                drive_page_token=page_token, now=now, next_poll_at=now + self.interval_delta,
+            )
+        report.polled += 1
+        if not moved:
+            # Another scheduler polled the same account meanwhile and moved the cursor.
+            report.cursor_conflicts += 1
+
+    async def _mail(
+        self, watched: WatchedAccount, source: WatchableSource, now: datetime,
+        report: PollReport,
+    ) -> str | None:
+        """Fire the mail watches; returns the historyId to store."""
+        watchers = [w for w in watched.watchers if w.spec.get(GMAIL)]
+        if not watchers:
+            return None  # a mail watch created later starts afresh
+        cursor = watched.cursor
+        start = cursor.history_id if cursor is not None else None
+        changes = await source.mail_changes(start)
+        if start is None or changes.expired:
+            report.resynced += 1
+            if changes.expired:
+                log.warning("watch: account %s history expired; resyncing", watched.account.id)
+            last_poll = cursor.polled_at if cursor is not None else None
+            for watcher in watchers:
+                since = watcher.since if last_poll is None else max(watcher.since, last_poll)
+                ids = await source.search_mail_ids(
+                    _after(watcher.spec[GMAIL], since),
+                    limit=self.settings.google_watch_resync_limit,
+                )
+                await self._fire(watcher, watched.account, "message", ids, now, report)
+        elif changes.added_message_ids:
+            added = set(changes.added_message_ids)
+            for watcher in watchers:
+                ids = await source.search_mail_ids(
+                    _after(watcher.spec[GMAIL], watcher.since),
+                    limit=len(added) + _SEARCH_MARGIN,
+                )
+                matching = [i for i in ids if i in added]
+                await self._fire(watcher, watched.account, "message", matching, now, report)
+        return changes.history_id
+
+    async def _files(
+        self, watched: WatchedAccount, source: WatchableSource, now: datetime,
+        report: PollReport,
+    ) -> str | None:
+        """Fire the Drive folder watches; returns the page token to store."""
+        watchers = [w for w in watched.watchers if w.spec.get(DRIVE)]
+        if not watchers:
+            return None
+        cursor = watched.cursor
+        token = cursor.drive_page_token if cursor is not None else None
+        changes = await source.file_changes(token)
+        if token is not None:
+            for watcher in watchers:
+                folder = watcher.spec[DRIVE]
+                # Each version of a file fires once: its id with its modifiedTime.
+                items = [
+                    f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}"
+                    for f in changes.files
+                    if not f.removed and folder in f.parents
+                    and (f.modified_time is None or f.modified_time >= watcher.since)
+                ]
+                await self._fire(watcher, watched.account, "file", items, now, report)
+        return changes.page_token
+
+    async def _fire(
+        self, watcher: Watcher, account: Account, kind: str, items: list[str], now: datetime,
+        report: PollReport,
+    ) -> None:
+        if not items:
+            return
+        async with transaction(self.sessionmaker) as session:
+            runs = await watch_service.record_hits(
+                session=session, watcher=watcher, account_id=account.id, kind=kind,
+                item_ids=items, now=now,
+            )
+            if runs:
+                count = len(runs)
+                after_commit(session, lambda: self.wakeups.notify(WORKER_CHANNEL))
+                after_commit(session, lambda: metrics.RUNS_QUEUED.labels("watch").inc(count))
+        report.runs.extend(runs)
+
+    async def _disconnected(self, account: Account, exc: AccountDisconnected) -> None:
+        """The grant is gone: the account is marked disconnected, its watches are paused
+        and the user is told once (with a reconnect link); polling it stops."""
+        log.warning("watch: account %s is disconnected: %s", account.id, exc)
+        async with transaction(self.sessionmaker) as session:
+            await mark_disconnected(
+                session, account=account, reason=str(exc), settings=self.settings
+            )
+
+
+def _after(query: str, since: datetime) -> str:
+    """The query narrowed to mail received at or after `since` (Gmail's `after:` takes
+    epoch seconds), so that nothing older than the watch fires."""
+    return f"({query}) after:{int(since.timestamp())}"

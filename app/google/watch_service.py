@@ -1,0 +1,247 @@
+"""Watch triggers' rules and bookkeeping: which accounts a watch needs, which instructions
+watch an account, the hits (each item fires at most one run) and the account's cursor.
+
+Services only flush; the watch poller (app/google/watch.py) owns the transactions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account
+from app.core.db import insert_ignore
+from app.core.errors import BadRequest
+from app.google.credentials import granted_scopes
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
+from app.google.watch_models import WatchCursor, WatchHit
+from app.instructions.models import Instruction
+from app.runs import queue
+
+# A watch trigger's spec names what it watches with one of these keys.
+GMAIL = "gmail_query"
+DRIVE = "drive_folder_id"
+
+
+class WatchNeedsGoogle(BadRequest):
+    """A watch trigger on an account that is not connected, or lacks the scope it needs."""
+
+
+def needed_scope(spec: dict[str, Any]) -> str:
+    return GMAIL_READONLY if spec.get(GMAIL) else DRIVE_READONLY
+
+
+def can_watch(account: Account, spec: dict[str, Any]) -> bool:
+    """Whether `account` can serve this watch trigger now."""
+    return (
+        account.kind == "google" and account.status == "active"
+        and needed_scope(spec) in granted_scopes(account)
+    )
+
+
+async def require_watchable(
+    *, session: AsyncSession, user_id: uuid.UUID, spec: dict[str, Any]
+) -> None:
+    """Refuse a watch trigger that no connected Google account of the user can serve."""
+    accounts = (
+        await session.execute(
+            select(Account).where(Account.user_id == user_id, Account.kind == "google")
+        )
+    ).scalars().all()
+    if any(can_watch(account, spec) for account in accounts):
+        return
+    what = "mail" if spec.get(GMAIL) else "a Drive folder"
+    scope = needed_scope(spec)
+    if not accounts:
+        raise WatchNeedsGoogle(
+            f"watching {what} needs a connected Google account: connect one at "
+            "/api/v1/google/connect, then create the instruction again"
+        )
+    if not any(a.status == "active" for a in accounts):
+        raise WatchNeedsGoogle(
+            f"watching {what} needs a connected Google account, and yours is disconnected: "
+            "reconnect it at /api/v1/google/connect"
+        )
+    raise WatchNeedsGoogle(
+        f"watching {what} needs the {scope} permission, which your Google account did not "
+        "grant: reconnect at /api/v1/google/connect and allow it"
+    )
+
+
+@dataclass(frozen=True)
+class Watcher:
+    """An active watch instruction, as the poller needs it."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    spec: dict[str, Any]
+    # Items older than this never fire (the watch was created, changed or resumed then).
+    since: datetime
+    covered_until: datetime | None
+
+
+@dataclass
+class WatchedAccount:
+    account: Account
+    cursor: WatchCursor | None
+    watchers: list[Watcher]
+
+
+_WATCHING = (
+    select(Instruction.id, Instruction.user_id, Instruction.trigger, Instruction.created_at,
+           Instruction.watch_since, Instruction.covered_until)
+    .where(
+        Instruction.status == "active", Instruction.deleted_at.is_(None),
+        Instruction.next_run_at.is_(None),
+    )
+)
+
+
+async def watched_accounts(
+    *, session: AsyncSession, now: datetime, account_ids: Sequence[uuid.UUID] | None = None,
+    due_only: bool = True,
+) -> list[WatchedAccount]:
+    """Active Google accounts with an active watch instruction that are due for a poll
+    (never polled, or next_poll_at reached); with `account_ids` or `due_only=False`,
+    due or not."""
+    rows = (await session.execute(_WATCHING)).all()
+    by_user: dict[uuid.UUID, list[Watcher]] = {}
+    for row in rows:
+        if (row.trigger or {}).get("type") != "watch":
+            continue
+        by_user.setdefault(row.user_id, []).append(
+            Watcher(row.id, row.user_id, row.trigger, row.watch_since or row.created_at,
+                    row.covered_until)
+        )
+    if not by_user:
+        return []
+    stmt = (
+        select(Account, WatchCursor)
+        .outerjoin(WatchCursor, WatchCursor.account_id == Account.id)
+        .where(Account.user_id.in_(list(by_user)), Account.kind == "google",
+               Account.status == "active")
+        .order_by(Account.id)
+    )
+    if account_ids is not None:
+        stmt = stmt.where(Account.id.in_(list(account_ids)))
+    elif due_only:
+        stmt = stmt.where(
+            (WatchCursor.next_poll_at.is_(None)) | (WatchCursor.next_poll_at <= now)
+        )
+    found: list[WatchedAccount] = []
+    for account, cursor in (await session.execute(stmt)).all():
+        watchers = [w for w in by_user[account.user_id] if can_watch(account, w.spec)]
+        if watchers:
+            found.append(WatchedAccount(account, cursor, watchers))
+    return found
+
+
+async def record_hits(
+    *,
+    session: AsyncSession,
+    watcher: Watcher,
+    account_id: uuid.UUID,
+    kind: str,
+    item_ids: Sequence[str],
+    now: datetime,
+) -> list[uuid.UUID]:
+    """Write a hit and queue a watch run for each item not seen before; returns the runs.
+
+    The unique (instruction, item) key decides which items are new, also when another
+    scheduler records the same items at the same moment (PostgreSQL makes it wait for
+    that transaction, then skips its rows). Items are inserted in sorted order so two
+    such writers lock them in the same order.
+    """
+    items = sorted(set(item_ids))
+    if not items:
+        return []
+    stmt = insert_ignore(session, WatchHit, ["instruction_id", "item_id"]).values([
+        {"id": uuid.uuid4(), "user_id": watcher.user_id, "instruction_id": watcher.id,
+         "account_id": account_id, "kind": kind, "item_id": item, "created_at": now}
+        for item in items
+    ]).returning(WatchHit.id, WatchHit.item_id)
+    new = sorted((await session.execute(stmt)).all(), key=lambda row: row.item_id)
+    runs: list[uuid.UUID] = []
+    for offset, hit in enumerate(new):
+        run_id = await _enqueue(session, watcher, account_id, kind, hit.item_id, now, offset)
+        await session.execute(
+            update(WatchHit).where(WatchHit.id == hit.id).values(run_id=run_id)
+            .execution_options(synchronize_session=False)
+        )
+        runs.append(run_id)
+    return runs
+
+
+# Runs are unique per (instruction, scheduled_for): a burst's runs are a microsecond
+# apart, and a clash (another run of the instruction at that very microsecond) moves on.
+_MAX_CLASHES = 1000
+
+
+async def _enqueue(
+    session: AsyncSession, watcher: Watcher, account_id: uuid.UUID, kind: str, item_id: str,
+    now: datetime, offset: int,
+) -> uuid.UUID:
+    item = {"account_id": str(account_id), "kind": kind, "id": item_id.split("@", 1)[0]}
+    for clash in range(_MAX_CLASHES):
+        fire = now + timedelta(microseconds=offset + clash * 1_000_003)
+        run_id = await queue.enqueue(
+            session=session, user_id=watcher.user_id, instruction_id=watcher.id,
+            reason="watch", scheduled_for=fire, window_start=watcher.covered_until,
+            window_end=fire, trigger_item=item,
+        )
+        if run_id is not None:
+            return run_id
+    raise RuntimeError(f"no free fire time for a watch run of instruction {watcher.id}")
+
+
+async def advance_cursor(
+    *,
+    session: AsyncSession,
+    account: Account,
+    seen: WatchCursor | None,
+    history_id: str | None,
+    drive_page_token: str | None,
+    now: datetime,
+    next_poll_at: datetime,
+) -> bool:
+    """Move the account's cursor on if nobody moved it since `seen` (compare-and-set)."""
+    values = {
+        "history_id": history_id, "drive_page_token": drive_page_token, "polled_at": now,
+        "next_poll_at": next_poll_at, "updated_at": now,
+    }
+    if seen is None:
+        result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+            insert_ignore(session, WatchCursor, ["account_id"]).values(
+                account_id=account.id, user_id=account.user_id, version=1, **values
+            )
+        )
+    else:
+        result = await session.execute(  # type: ignore[assignment]
+            update(WatchCursor)
+            .where(WatchCursor.account_id == account.id, WatchCursor.version == seen.version)
+            .values(version=WatchCursor.version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+    return result.rowcount == 1
+
+
+async def poll_now(*, session: AsyncSession, email: str, now: datetime) -> list[uuid.UUID]:
+    """Make the watched Google accounts of this address due now (a Gmail push)."""
+    accounts = (
+        await session.execute(
+            select(Account.id).where(Account.kind == "google", Account.email == email)
+        )
+    ).scalars().all()
+    if not accounts:
+        return []
+    await session.execute(
+        update(WatchCursor).where(WatchCursor.account_id.in_(list(accounts)))
+        .values(next_poll_at=now).execution_options(synchronize_session=False)
+    )
+    return list(accounts)

@@ -1,0 +1,296 @@
+"""The fake's state: per account a mailbox with its history, a Drive with its changes."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .mail import Attachment, StoredMessage, attachment_parts, build_rfc822
+from .query import SYSTEM_LABELS
+
+GOOGLE_APPS = "application/vnd.google-apps."
+FOLDER = GOOGLE_APPS + "folder"
+
+
+class Ids:
+    """Deterministic ids that look like Google's."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+
+    def hex16(self) -> str:
+        return f"{self.rng.getrandbits(60) | (1 << 60):016x}"[-16:]
+
+    def token(self, length: int, prefix: str = "") -> str:
+        alphabet = string.ascii_letters + string.digits + "-_"
+        return prefix + "".join(self.rng.choice(alphabet) for _ in range(length))
+
+
+@dataclass
+class HistoryRecord:
+    id: int
+    kind: str  # messageAdded, messageDeleted, labelAdded, labelRemoved
+    message_id: str
+    thread_id: str
+    label_ids: list[str]  # the message's labels after the change
+    changed: list[str] = field(default_factory=list)  # the labels added or removed
+
+
+@dataclass
+class Watch:
+    topic: str
+    label_ids: list[str]
+    label_filter: str
+    expiration_ms: int
+    history_id: int
+
+
+class Mailbox:
+    def __init__(self, email: str, ids: Ids) -> None:
+        self.email = email
+        self.ids = ids
+        self.messages: dict[str, StoredMessage] = {}
+        self.history: list[HistoryRecord] = []
+        self.history_id = 1000 + ids.rng.randrange(1000)
+        self.history_floor = self.history_id  # startHistoryIds below this answer 404
+        self.labels: dict[str, str] = {}  # user label name -> id
+        self.watch: Watch | None = None
+
+    def bump(self) -> int:
+        self.history_id += ids_gap(self.ids)
+        return self.history_id
+
+    def record(self, kind: str, message: StoredMessage, changed: list[str] | None = None) -> None:
+        history_id = self.bump()
+        message.history_id = history_id
+        self.history.append(
+            HistoryRecord(history_id, kind, message.id, message.thread_id,
+                          list(message.label_ids), list(changed or []))
+        )
+
+    def label_id(self, name: str) -> str:
+        if name.upper() == name and not name.startswith("Label_"):
+            return name  # a system label
+        if name.startswith("Label_"):
+            return name
+        if name not in self.labels:
+            self.labels[name] = f"Label_{len(self.labels) + 1}"
+        return self.labels[name]
+
+    def known_label(self, label_id: str) -> bool:
+        return label_id in SYSTEM_LABELS or label_id in self.labels.values()
+
+    def add(
+        self,
+        *,
+        sender: str,
+        to: list[str],
+        subject: str,
+        text: str,
+        html: str | None,
+        attachments: list[tuple[str, str, bytes]],
+        labels: tuple[str, ...] | list[str],
+        thread_id: str | None,
+        date: datetime | None,
+        cc: list[str] | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> StoredMessage:
+        if thread_id is not None and not any(m.thread_id == thread_id
+                                             for m in self.messages.values()):
+            raise KeyError(f"no thread {thread_id} in {self.email}'s mailbox")
+        when = (date or datetime.now(UTC)).astimezone(UTC)
+        message_id = self.ids.hex16()
+        if raw is None:
+            raw = build_rfc822(
+                sender=sender, to=to, subject=subject, text=text, html_body=html,
+                attachments=attachments, date=when, cc=cc, extra_headers=headers,
+                message_id=f"<{message_id}.{self.ids.token(8)}@mail.fake.example>",
+            )
+        message = StoredMessage(
+            id=message_id, thread_id=thread_id or message_id, raw=raw, internal_date=when,
+            label_ids=[self.label_id(label) for label in labels], history_id=0,
+        )
+        for part_id, filename, mime_type, data in attachment_parts(raw):
+            message.attachments[part_id] = Attachment(
+                self.ids.token(86, "ANGjdJ"), filename, mime_type, data
+            )
+        self.messages[message_id] = message
+        self.record("messageAdded", message)
+        return message
+
+    def relabel(self, message_id: str, add: list[str], remove: list[str]) -> StoredMessage:
+        message = self.messages[message_id]
+        added = [self.label_id(x) for x in add if self.label_id(x) not in message.label_ids]
+        removed = [self.label_id(x) for x in remove if self.label_id(x) in message.label_ids]
+        message.label_ids = [x for x in message.label_ids if x not in removed] + added
+        if added:
+            self.record("labelAdded", message, added)
+        if removed:
+            self.record("labelRemoved", message, removed)
+        return message
+
+    def delete(self, message_id: str) -> None:
+        message = self.messages.pop(message_id)
+        self.record("messageDeleted", message)
+
+    def expire_history(self) -> None:
+        """Every historyId issued so far is now too old: history.list answers 404."""
+        self.history_floor = self.bump()
+        self.history = [r for r in self.history if r.id >= self.history_floor]
+
+
+def ids_gap(ids: Ids) -> int:
+    return 1 + ids.rng.randrange(7)  # historyIds grow with gaps, as Gmail's do
+
+
+@dataclass
+class DriveFile:
+    id: str
+    name: str
+    mime_type: str
+    content: bytes
+    parents: list[str]
+    created: datetime
+    modified: datetime
+    modified_by: str
+    owner: str
+    trashed: bool = False
+    starred: bool = False
+    description: str = ""
+    version: int = 1
+
+    @property
+    def is_google_doc(self) -> bool:
+        return self.mime_type.startswith(GOOGLE_APPS) and self.mime_type != FOLDER
+
+    def resource(self, owner_email: str) -> dict[str, Any]:
+        """The full File resource (before `fields` cuts it down)."""
+        def stamp(when: datetime) -> str:
+            return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+                f"{when.microsecond // 1000:03d}Z"
+
+        me = self.modified_by == owner_email
+        file: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime_type,
+            "parents": list(self.parents),
+            "createdTime": stamp(self.created),
+            "modifiedTime": stamp(self.modified),
+            "trashed": self.trashed,
+            "explicitlyTrashed": self.trashed,
+            "starred": self.starred,
+            "description": self.description,
+            "version": str(self.version),
+            "spaces": ["drive"],
+            "ownedByMe": self.owner == owner_email,
+            "modifiedByMe": me,
+            "owners": [{"kind": "drive#user", "displayName": self.owner.split("@")[0].title(),
+                        "emailAddress": self.owner, "me": self.owner == owner_email}],
+            "lastModifyingUser": {
+                "kind": "drive#user", "displayName": self.modified_by.split("@")[0].title(),
+                "me": me,
+                **({"emailAddress": self.modified_by} if "@" in self.modified_by else {}),
+            },
+            "webViewLink": f"https://docs.google.com/fake/d/{self.id}/view",
+            "iconLink": f"https://drive-thirdparty.googleusercontent.com/16/type/{self.mime_type}",
+            "shared": False,
+        }
+        if not self.mime_type.startswith(GOOGLE_APPS):
+            file["size"] = str(len(self.content))
+            file["md5Checksum"] = hashlib.md5(self.content).hexdigest()  # noqa: S324
+            if "." in self.name:
+                file["fileExtension"] = self.name.rsplit(".", 1)[1]
+                file["fullFileExtension"] = file["fileExtension"]
+        if not self.description:
+            del file["description"]
+        # What queries look at, never rendered: text for fullText, people for 'x' in owners.
+        file["_text"] = self.content.decode("utf-8", "replace") if self._texty() else ""
+        file["_people"] = [self.owner]
+        return file
+
+    def _texty(self) -> bool:
+        return self.is_google_doc or self.mime_type.startswith("text/")
+
+
+@dataclass
+class Change:
+    id: int
+    file_id: str
+    removed: bool
+    time: datetime
+
+
+class Drive:
+    def __init__(self, email: str, ids: Ids) -> None:
+        self.email = email
+        self.ids = ids
+        self.root_id = ids.token(17, "0A")
+        self.files: dict[str, DriveFile] = {}
+        self.changes: list[Change] = []
+        self.next_change = 100 + ids.rng.randrange(100)
+
+    def file_id(self) -> str:
+        return self.ids.token(32, "1")
+
+    def changed(self, file_id: str, removed: bool = False) -> None:
+        self.changes.append(Change(self.next_change, file_id, removed, datetime.now(UTC)))
+        self.next_change += 1
+
+    def add(
+        self, *, name: str, mime_type: str, content: bytes, parents: list[str],
+        modified_by: str, modified: datetime | None = None, description: str = "",
+    ) -> DriveFile:
+        when = (modified or datetime.now(UTC)).astimezone(UTC)
+        resolved = [self.root_id if p == "root" else p for p in parents]
+        for parent in resolved:
+            if parent != self.root_id and (
+                parent not in self.files or self.files[parent].mime_type != FOLDER
+            ):
+                raise KeyError(f"no folder {parent} in {self.email}'s Drive")
+        file = DriveFile(
+            id=self.file_id(), name=name, mime_type=mime_type, content=content,
+            parents=resolved, created=when, modified=when, modified_by=modified_by,
+            owner=self.email, description=description,
+        )
+        self.files[file.id] = file
+        self.changed(file.id)
+        return file
+
+    def update(
+        self, file_id: str, *, content: bytes | None = None, name: str | None = None,
+        trashed: bool | None = None, modified_by: str | None = None,
+        parents: list[str] | None = None,
+    ) -> DriveFile:
+        file = self.files[file_id]
+        if content is not None:
+            file.content = content
+        if name is not None:
+            file.name = name
+        if trashed is not None:
+            file.trashed = trashed
+        if parents is not None:
+            file.parents = [self.root_id if p == "root" else p for p in parents]
+        if modified_by is not None:
+            file.modified_by = modified_by
+        file.modified = max(datetime.now(UTC), file.modified)
+        file.version += 1
+        self.changed(file_id)
+        return file
+
+    def delete(self, file_id: str) -> None:
+        del self.files[file_id]
+        self.changed(file_id, removed=True)
+
+
+class Account:
+    def __init__(self, email: str, ids: Ids) -> None:
+        self.email = email
+        self.mailbox = Mailbox(email, ids)
+        self.drive = Drive(email, ids)

@@ -1,0 +1,301 @@
+"""Connecting a Google account: the consent dance through the real API, the real
+google-auth-oauthlib and googleapiclient, against the fake Google over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from app.core.crypto import secret_box
+from app.core.db import transaction, utcnow
+from app.core.runtime import Runtime
+from app.google.models import OAuthState
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND, READ_SCOPES
+from app.main import create_app
+from tests.factories import user_with_token
+from tests.fakes.google import FakeGoogle
+from tests.integration.accounts.conftest import (
+    API,
+    CONNECTED,
+    PUBLIC_URL,
+    connect,
+    google_accounts,
+    query,
+    refresh,
+)
+from tests.integration.api.helpers import assert_error
+
+
+def hops(response: httpx.Response) -> list[str]:
+    return [str(r.url) for r in [*response.history, response]]
+
+
+async def test_connect_stores_the_account_with_its_address_and_scopes(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime)
+    fake_google.consent_email = "alice@example.com"
+
+    response = await connect(browser, headers)
+
+    # connect -> Google's consent -> our callback -> the dashboard's settings
+    urls = hops(response)
+    assert [r.status_code for r in [*response.history, response]] == [302, 302, 302], urls
+    assert urls[0] == f"{PUBLIC_URL}{API}/google/connect"
+    assert urls[1].startswith(f"{fake_google.url}/o/oauth2/auth?")
+    assert urls[2].startswith(f"{PUBLIC_URL}/oauth/google/callback?")
+    assert response.headers["location"] == CONNECTED
+    consent = query(urls[1])
+    assert consent["client_id"] == FakeGoogle.CLIENT_ID
+    assert consent["redirect_uri"] == f"{PUBLIC_URL}/oauth/google/callback"
+    assert consent["response_type"] == "code"
+    assert set(consent["scope"].split()) == set(READ_SCOPES)
+    assert consent["access_type"] == "offline"
+    assert consent["include_granted_scopes"] == "true"
+    assert consent["prompt"] == "consent"
+    assert consent["code_challenge_method"] == "S256"
+    assert len(consent["state"]) >= 32
+
+    (account,) = await google_accounts(runtime, user)
+    assert account.email == "alice@example.com"  # from Gmail's users.getProfile
+    assert set(account.scopes["granted"]) == set(READ_SCOPES)
+    assert account.status == "active"
+    assert account.status_detail is None
+    # the sealed refresh token is a live grant at Google
+    refresh(account, runtime.settings)
+    assert any(r.path.endswith("/profile") for r in fake_google.requests)
+
+    # the state is stored only as a hash, used once
+    async with transaction(runtime.sessionmaker) as session:
+        (state,) = (await session.execute(select(OAuthState))).scalars().all()
+    assert state.user_id == user.id
+    assert state.state_hash == hashlib.sha256(consent["state"].encode()).hexdigest()
+    assert state.used_at is not None
+    assert consent["state"].encode() not in state.code_verifier_encrypted
+    verifier = secret_box(runtime.settings).decrypt(state.code_verifier_encrypted).decode()
+    assert 43 <= len(verifier) <= 128
+
+    listed = await browser.get(f"{API}/accounts", headers=headers)
+    assert listed.status_code == 200, listed.text
+    google_rows = [a for a in listed.json() if a["kind"] == "google"]
+    assert google_rows == [{
+        "id": str(account.id), "kind": "google", "email": "alice@example.com",
+        "status": "active", "status_detail": None,
+        "features": {"gmail": True, "drive": True, "gmail_send": False},
+        "scopes": sorted(READ_SCOPES),
+        "created_at": google_rows[0]["created_at"], "updated_at": google_rows[0]["updated_at"],
+    }]
+    refresh_token = secret_box(runtime.settings).decrypt(
+        account.refresh_token_encrypted or b"").decode()
+    assert refresh_token not in listed.text
+
+
+async def test_gmail_send_is_added_by_incremental_consent_to_the_same_account(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime)
+    first = await connect(browser, headers)
+    assert first.headers["location"] == CONNECTED
+    (before,) = await google_accounts(runtime, user)
+
+    again = await connect(browser, headers, gmail_send="true")
+    assert again.headers["location"] == CONNECTED
+    asked = set(query(again.history[1].url)["scope"].split())
+    assert asked == {*READ_SCOPES, GMAIL_SEND}
+    assert query(again.history[1].url)["include_granted_scopes"] == "true"
+
+    (after,) = await google_accounts(runtime, user)  # updated, not a second account
+    assert after.id == before.id
+    assert set(after.scopes["granted"]) == {*READ_SCOPES, GMAIL_SEND}
+    listed = (await browser.get(f"{API}/accounts", headers=headers)).json()
+    assert [a["features"] for a in listed if a["kind"] == "google"] == [
+        {"gmail": True, "drive": True, "gmail_send": True}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("granted", "off", "message"),
+    [
+        pytest.param({GMAIL_READONLY}, "drive", "Drive is off", id="no-drive"),
+        pytest.param({DRIVE_READONLY}, "gmail", "Gmail is off", id="no-gmail"),
+    ],
+)
+async def test_a_scope_not_granted_turns_its_feature_off_with_a_message(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle,
+    granted: set[str], off: str, message: str,
+) -> None:
+    user, headers = await user_with_token(runtime)
+    fake_google.granted_scopes = granted
+
+    response = await connect(browser, headers)
+
+    assert response.headers["location"] == CONNECTED
+    (account,) = await google_accounts(runtime, user)
+    assert set(account.scopes["granted"]) == granted
+    assert message in (account.status_detail or "")
+    (shown,) = [a for a in (await browser.get(f"{API}/accounts", headers=headers)).json()
+                if a["kind"] == "google"]
+    assert shown["features"][off] is False
+    assert shown["status"] == "active"
+    assert message in shown["status_detail"]
+    assert "Connect Google again" in shown["status_detail"]
+    other = ({"gmail", "drive"} - {off}).pop()
+    assert shown["features"][other] is True
+    if off == "gmail":  # no Gmail, no getProfile: the address is not known
+        assert not any(r.path.endswith("/profile") for r in fake_google.requests)
+
+
+async def _started_state(
+    browser: httpx.AsyncClient, headers: dict[str, str]
+) -> tuple[str, str]:
+    """Start a connection without following it: the consent URL's state and the URL."""
+    started = await browser.get(f"{API}/google/connect", headers=headers, follow_redirects=False)
+    assert started.status_code == 302, started.text
+    location = started.headers["location"]
+    return query(location)["state"], location
+
+
+async def test_a_wrong_state_is_refused_and_nothing_is_stored(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime)
+    state, _ = await _started_state(browser, headers)
+    code = fake_google.issue_code(
+        "alice@example.com", list(READ_SCOPES), f"{PUBLIC_URL}/oauth/google/callback"
+    )
+
+    for params, fragment in [
+        ({"state": state[:-2] + "xx", "code": code}, "unknown state"),
+        ({"code": code}, "no state"),
+        ({"state": "", "code": code}, "no state"),
+    ]:
+        response = await browser.get("/oauth/google/callback", params=params)
+        assert_error(response, 400, "OAuthStateInvalid", fragment, "/api/v1/google/connect")
+    assert await google_accounts(runtime) == []
+    assert not any(r.path == "/token" for r in fake_google.requests)
+
+    # the right state still works: the refusals did not use it up
+    response = await browser.get(
+        "/oauth/google/callback", params={"state": state, "code": code}, follow_redirects=False
+    )
+    assert response.headers["location"] == CONNECTED
+    assert [a.user_id for a in await google_accounts(runtime)] == [user.id]
+
+
+async def test_a_used_state_is_refused(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime)
+    response = await connect(browser, headers)
+    callback = response.url
+    (account,) = await google_accounts(runtime, user)
+
+    replay = await browser.get(str(callback))
+
+    assert_error(replay, 400, "OAuthStateInvalid", "already used")
+    (still,) = await google_accounts(runtime, user)
+    assert still.refresh_token_encrypted == account.refresh_token_encrypted
+    assert still.updated_at == account.updated_at
+
+
+async def test_an_expired_state_is_refused(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    state, consent_url = await _started_state(browser, headers)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
+
+    response = await browser.get(consent_url)  # the user took too long at Google
+
+    assert str(response.url).startswith(f"{PUBLIC_URL}/oauth/google/callback?")
+    assert query(response.url)["state"] == state
+    assert_error(response, 400, "OAuthStateInvalid", "expired", "start again")
+    assert await google_accounts(runtime) == []
+    assert not any(r.path == "/token" for r in fake_google.requests)
+
+
+async def test_a_refused_code_is_a_clear_400(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    state, _ = await _started_state(browser, headers)
+
+    response = await browser.get(
+        "/oauth/google/callback", params={"state": state, "code": "not-a-code-google-gave"}
+    )
+
+    assert_error(response, 400, "CodeRejected", "invalid_grant", "start again")
+    assert await google_accounts(runtime) == []
+
+
+async def test_without_a_google_client_the_routes_say_how_to_configure_it(
+    runtime: Runtime,
+) -> None:
+    unconfigured = Runtime(
+        runtime.settings.model_copy(update={"google_client_id": "", "google_client_secret": None}),
+        runtime.engine, runtime.sessionmaker, runtime.wakeups,
+    )
+    _user, headers = await user_with_token(runtime)
+    transport = httpx.ASGITransport(app=create_app(unconfigured))
+    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
+        responses = [
+            await client.get(f"{API}/google/connect", headers=headers),
+            await client.get("/oauth/google/callback", params={"state": "s", "code": "c"}),
+        ]
+    for response in responses:
+        assert_error(
+            response, 409, "GoogleNotConfigured", "PILOTLIGHT_GOOGLE_CLIENT_ID",
+            f"{PUBLIC_URL}/oauth/google/callback",
+        )
+
+
+async def test_consent_refused_at_google_is_a_clear_400_and_uses_up_the_state(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    fake_google.oauth.consent_denied = True  # the user clicks "Cancel"
+
+    response = await connect(browser, headers)
+
+    assert query(response.url)["error"] == "access_denied"
+    assert_error(response, 400, "ConsentRefused", "access_denied", "nothing was stored")
+    assert await google_accounts(runtime) == []
+    replay = await browser.get(str(response.url))
+    assert_error(replay, 400, "OAuthStateInvalid", "already used")
+
+
+async def test_a_consent_link_opened_in_another_browser_is_refused(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """Mallory starts a connection and sends the consent link to Alice: Alice's grant must
+    not land in Mallory's account. The callback completes only in the starting browser."""
+    mallory, headers = await user_with_token(runtime)
+    state, consent_url = await _started_state(browser, headers)
+    fake_google.consent_email = "alice@example.com"
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        mounts={PUBLIC_URL: httpx.ASGITransport(app=app)}, base_url=PUBLIC_URL,
+        follow_redirects=True, timeout=30,
+    ) as alices_browser:
+        response = await alices_browser.get(consent_url)
+
+    assert str(response.url).startswith(f"{PUBLIC_URL}/oauth/google/callback?")
+    assert_error(response, 400, "OAuthStateInvalid", "another browser", "start again")
+    assert await google_accounts(runtime) == []
+    assert not any(r.path == "/token" for r in fake_google.requests)
+
+    # the state was not used up: the browser that started it can still finish
+    code = fake_google.issue_code(
+        "mallory@example.com", list(READ_SCOPES), f"{PUBLIC_URL}/oauth/google/callback"
+    )
+    finished = await browser.get(
+        "/oauth/google/callback", params={"state": state, "code": code}, follow_redirects=False
+    )
+    assert finished.headers["location"] == CONNECTED
+    assert [a.user_id for a in await google_accounts(runtime)] == [mallory.id]
+    assert "pilotlight_google_state" not in browser.cookies

@@ -1,0 +1,111 @@
+"""Drive through the real client against the fake: changes, exports, downloads, search."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.config import Settings
+from app.google.scopes import GMAIL_READONLY
+from app.google.source import GoogleSource
+from app.sources.base import ItemNotFound
+from tests.fakes.google import FakeGoogle
+from tests.integration.google.conftest import ALICE, google_account
+
+DOC = "application/vnd.google-apps.document"
+SHEET = "application/vnd.google-apps.spreadsheet"
+FOLDER = "application/vnd.google-apps.folder"
+
+
+async def test_changes_then_docs_sheets_and_text_files_read_as_text(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    old = fake.add_file(ALICE, name="Old plan", mime_type=DOC, content="An old plan.")
+    first = await source.delta(None, mail=False, limit=10)
+    assert [f.id for f in first.files] == [old]
+    assert set(first.cursor) == {"drive"}
+
+    doc = fake.add_file(ALICE, name="Launch plan", mime_type=DOC,
+                        content="Launch on Monday.\nOwner: Bob.", modified_by="Bob")
+    sheet = fake.add_file(ALICE, name="Budget", mime_type=SHEET, content="item,cost\nads,100\n")
+    text = fake.add_file(ALICE, name="notes.txt", mime_type="text/plain", content="plain notes")
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert {f.id for f in second.files} == {doc, sheet, text}
+    card = next(f for f in second.files if f.id == doc)
+    assert card.name == "Launch plan"
+    assert card.modified_by == "Bob"
+    assert "Launch on Monday." in card.snippet
+
+    assert (await source.delta(second.cursor, mail=False)).files == []
+    fake.update_file(ALICE, old, content="A newer plan.")
+    third = await source.delta(second.cursor, mail=False)
+    assert [f.id for f in third.files] == [old]
+
+    read = await source.read_file(doc)
+    assert read.text == "Launch on Monday.\nOwner: Bob."
+    assert read.mime_type == DOC
+    assert (await source.read_file(sheet)).text == "item,cost\nads,100"
+    assert (await source.read_file(text)).text == "plain notes"
+    exports = [r.path for r in fake.requests if r.path.endswith("/export")]
+    assert f"/drive/v3/files/{doc}/export" in exports
+    with pytest.raises(ItemNotFound):
+        await source.read_file("no-such-file")
+
+
+async def test_a_pdf_is_served_as_bytes(fake: FakeGoogle, source: GoogleSource) -> None:
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    file_id = fake.add_file(ALICE, name="scan.pdf", mime_type="application/pdf", content=pdf)
+    doc = await source.read_file(file_id)
+    assert doc.mime_type == "application/pdf"
+    assert await source.read_file_bytes(file_id) == ("application/pdf", pdf)
+
+
+async def test_search_builds_a_safe_drive_query(fake: FakeGoogle, source: GoogleSource) -> None:
+    plan = fake.add_file(ALICE, name="Bob's plan", mime_type=DOC, content="Quarterly goals.")
+    fake.add_file(ALICE, name="Other", mime_type=DOC, content="Nothing here.")
+    assert [f.id for f in await source.search_files("Bob's plan")] == [plan]
+    assert [f.id for f in await source.search_files("quarterly")] == [plan]
+    assert [f.id for f in await source.search_files("name contains 'Bob'")] == [plan]
+
+
+async def test_file_changes_detector(fake: FakeGoogle, source: GoogleSource) -> None:
+    folder = fake.add_file(ALICE, name="Meetings", mime_type=FOLDER, content="")
+    start = await source.file_changes(None)
+    assert start.files == []
+    file_id = fake.add_file(ALICE, name="Minutes", mime_type=DOC, content="Minutes.",
+                            parents=(folder,))
+    changes = await source.file_changes(start.page_token)
+    (changed,) = changes.files
+    assert (changed.id, changed.name, changed.parents) == (file_id, "Minutes", [folder])
+    assert not changed.removed
+    assert (await source.file_changes(changes.page_token)).files == []
+
+
+async def test_scopes_not_granted_read_as_nothing(
+    fake: FakeGoogle, google_settings: Settings
+) -> None:
+    fake.add_file(ALICE, name="Plan", mime_type=DOC, content="A plan.")
+    fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Hi", text="Hi")
+    mail_only = GoogleSource(
+        google_account(fake, google_settings, scopes=(GMAIL_READONLY,)), google_settings
+    )
+    delta = await mail_only.delta(None, limit=10)
+    assert len(delta.messages) == 1
+    assert delta.files == []
+    assert set(delta.cursor) == {"gmail"}
+    assert await mail_only.search_files("Plan") == []
+    assert not [r for r in fake.requests if "/drive/" in r.path]
+
+
+async def test_changes_over_the_limit_wait_for_the_next_delta(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    start = await source.delta(None, mail=False, limit=3)
+    ids = [fake.add_file(ALICE, name=f"Doc {n}", mime_type=DOC, content=f"Text {n}.")
+           for n in range(5)]
+    first = await source.delta(start.cursor, mail=False, limit=3)
+    second = await source.delta(first.cursor, mail=False, limit=3)
+    third = await source.delta(second.cursor, mail=False, limit=3)
+    assert len(first.files) == 3
+    assert {f.id for f in first.files} | {f.id for f in second.files} == set(ids)
+    assert len(second.files) == 2
+    assert third.files == []

@@ -1,0 +1,87 @@
+"""Reading mail through the real client against the fake: bodies, threads, attachments."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.google.source import GoogleSource
+from app.sources.base import ItemNotFound
+from tests.fakes.google import FakeGoogle
+from tests.integration.google.conftest import ALICE
+
+HTML = """<html><head><title>Hidden title</title><style>p { color: red }</style>
+<script>alert("x")</script></head><body>
+<p>Hello&nbsp;Alice &amp; team,</p>
+<p>The Q3 report is <a href="https://example.com/report?id=7&amp;v=2">here</a>.</p>
+<ul><li>first item</li><li>second &lt;item&gt;</li></ul>
+<p><a href="javascript:alert(1)">click</a></p>
+</body></html>"""
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+async def test_an_html_body_becomes_text_without_scripts_with_links(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    mid = fake.add_message(ALICE, sender="News <news@example.com>", to=[ALICE],
+                           subject="Report", text="", html=HTML)
+    message = await source.read_message(mid)
+    body = message.body
+    assert "Hello Alice & team," in body
+    assert "here (https://example.com/report?id=7&v=2)" in body
+    assert "- first item" in body
+    assert "second <item>" in body
+    for hidden in ("alert", "color: red", "Hidden title", "<p>", "javascript"):
+        assert hidden not in body
+    assert "click" in body
+
+
+async def test_attachments_are_listed_and_a_pdf_is_read(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    mid = fake.add_message(
+        ALICE, sender="Billing <billing@example.com>", to=[ALICE], subject="Invoice 42",
+        text="Your invoice is attached.",
+        attachments=[("invoice-42.pdf", "application/pdf", PDF),
+                     ("notes.txt", "text/plain", b"plain notes")],
+    )
+    message = await source.read_message(mid)
+    assert message.body == "Your invoice is attached."
+    assert [(a.filename, a.mime_type, a.size) for a in message.attachments] == [
+        ("invoice-42.pdf", "application/pdf", len(PDF)),
+        ("notes.txt", "text/plain", len(b"plain notes")),
+    ]
+    assert await source.read_attachment(mid, "invoice-42.pdf") == ("application/pdf", PDF)
+    with pytest.raises(ItemNotFound):
+        await source.read_attachment(mid, "../../etc/passwd")
+    (card,) = await source.search_mail("subject:Invoice", limit=5)
+    assert card.id == mid
+    assert card.has_attachments
+
+
+async def test_a_thread_is_read_in_date_order(fake: FakeGoogle, source: GoogleSource) -> None:
+    first = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                             subject="Lunch?", text="Lunch on Friday?")
+    card = (await source.search_mail("Lunch", limit=5))[0]
+    reply = fake.add_message(ALICE, sender="Carol <carol@example.com>", to=[ALICE],
+                             subject="Re: Lunch?", text="Friday works.", thread_id=card.thread_id)
+    thread = await source.read_thread(card.thread_id)
+    assert [m.id for m in thread.messages] == [first, reply]
+    assert thread.subject == "Lunch?"
+
+
+async def test_unknown_and_malformed_ids_are_not_found(source: GoogleSource) -> None:
+    for bad in ("0123456789abcdef", "../profile", "a/b"):
+        with pytest.raises(ItemNotFound):
+            await source.read_message(bad)
+        with pytest.raises(ItemNotFound):
+            await source.read_thread(bad)
+
+
+async def test_links_are_built_by_the_app(source: GoogleSource) -> None:
+    assert source.message_link("18c0ffee") == (
+        "https://mail.google.com/mail/?authuser=alice%40example.com#all/18c0ffee"
+    )
+    assert source.file_link("1AbC") == (
+        "https://drive.google.com/open?id=1AbC&authuser=alice%40example.com"
+    )

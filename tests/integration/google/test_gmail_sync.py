@@ -1,0 +1,161 @@
+"""Gmail incremental sync through the real client against the fake: history, resync, batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import REGISTRY
+
+from app.core.config import Settings
+from app.google.source import GoogleSource
+from tests.fakes.google import FakeGoogle
+from tests.integration.google.conftest import ALICE, google_account
+
+
+def mail(fake: FakeGoogle, n: int, subject: str = "Note") -> list[str]:
+    return [
+        fake.add_message(ALICE, sender=f"Bob {i} <bob{i}@example.com>", to=[ALICE],
+                         subject=f"{subject} {i}", text=f"Body of {subject.lower()} {i}.")
+        for i in range(n)
+    ]
+
+
+def units_metric(source: GoogleSource) -> float:
+    value = REGISTRY.get_sample_value(
+        "pilotlight_google_quota_units_total", {"account": source.client.account_id, "api": "gmail"}
+    )
+    return value or 0.0
+
+
+def gmail_calls(fake: FakeGoogle) -> list[str]:
+    return [r.path for r in fake.requests if "/gmail/" in r.path]
+
+
+async def test_first_sync_then_only_new_mail_then_one_history_call(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    old = mail(fake, 3, "Old")
+
+    first = await source.delta(None, files=False, limit=10)
+    assert [c.id for c in first.messages] == list(reversed(old))  # newest first
+    assert first.messages[0].subject == "Old 2"
+    assert first.messages[0].sender == "Bob 2 <bob2@example.com>"
+    assert first.messages[0].to == [ALICE]
+    assert "Body of old 2" in first.messages[0].snippet
+    assert set(first.cursor) == {"gmail"}
+
+    new = mail(fake, 2, "New")
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [c.id for c in second.messages] == list(reversed(new))
+
+    fake.reset_counters()
+    before = units_metric(source)
+    third = await source.delta(second.cursor, files=False, limit=10)
+    assert third.messages == []
+    assert gmail_calls(fake) == ["/gmail/v1/users/me/history"]  # one history.list
+    assert fake.quota_units(ALICE) == 2
+    assert units_metric(source) - before == 2  # what /metrics exports for the account
+
+
+async def test_a_burst_over_the_limit_waits_for_the_next_delta(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    start = await source.delta(None, files=False, limit=5)
+    burst = mail(fake, 8, "Burst")
+
+    fake.reset_counters()
+    part1 = await source.delta(start.cursor, files=False, limit=5)
+    assert fake.batch_sizes == [5]  # metadata only for what the delta shows
+    part2 = await source.delta(part1.cursor, files=False, limit=5)
+    part3 = await source.delta(part2.cursor, files=False, limit=5)
+    assert [c.id for c in part1.messages] == list(reversed(burst))[:5]
+    assert [c.id for c in part2.messages] == list(reversed(burst))[5:]
+    assert part3.messages == []
+
+
+async def test_expired_history_id_resyncs_within_the_bound(
+    fake: FakeGoogle, google_settings: Settings
+) -> None:
+    bounded = google_settings.model_copy(update={"google_resync_messages": 10})
+    source = GoogleSource(google_account(fake, bounded), bounded)
+    seen = mail(fake, 4, "Seen")
+    first = await source.delta(None, files=False, limit=50)
+    assert len(first.messages) == 4
+
+    missed = mail(fake, 6, "Missed")
+    fake.expire_history(ALICE)
+    fake.reset_counters()
+    resync = await source.delta(first.cursor, files=False, limit=50)
+    # Only what is new: the seen mail is listed again but not shown again.
+    assert [c.id for c in resync.messages] == list(reversed(missed))
+    assert not {c.id for c in resync.messages} & set(seen)
+    lists = [r for r in fake.requests if r.path == "/gmail/v1/users/me/messages"]
+    assert len(lists) == 1  # bounded: one page of at most google_resync_messages
+
+    # The cursor now holds a live historyId: the next delta is incremental again.
+    later = mail(fake, 1, "Later")
+    fake.reset_counters()
+    after = await source.delta(resync.cursor, files=False, limit=50)
+    assert [c.id for c in after.messages] == later
+    assert "/gmail/v1/users/me/messages" not in gmail_calls(fake)
+
+
+async def test_a_resync_shows_at_most_the_bound(
+    fake: FakeGoogle, google_settings: Settings
+) -> None:
+    bounded = google_settings.model_copy(update={"google_resync_messages": 10})
+    source = GoogleSource(google_account(fake, bounded), bounded)
+    first = await source.delta(None, files=False, limit=50)
+    missed = mail(fake, 25, "Missed")
+    fake.expire_history(ALICE)
+    resync = await source.delta(first.cursor, files=False, limit=50)
+    assert [c.id for c in resync.messages] == list(reversed(missed))[:10]
+
+
+async def test_metadata_is_fetched_in_batches_of_at_most_50(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    ids = mail(fake, 120, "Many")
+    fake.reset_counters()
+    delta = await source.delta(None, files=False, limit=120)
+    assert len(delta.messages) == 120
+    assert {c.id for c in delta.messages} == set(ids)
+    gets = [r for r in fake.requests if r.in_batch and "/messages/" in r.path]
+    assert len(gets) == 120
+    sizes = fake.batch_sizes
+    assert sizes
+    assert max(sizes) <= 50
+    assert sum(sizes) == 120
+
+
+async def test_mail_changes_is_the_cheap_detector(fake: FakeGoogle, source: GoogleSource) -> None:
+    start = await source.mail_changes(None)
+    assert start.added_message_ids == []
+    fake.reset_counters()
+    same = await source.mail_changes(start.history_id)
+    assert same.added_message_ids == []
+    assert fake.quota_units(ALICE) == 2
+    new = mail(fake, 2, "Invoice")
+    changed = await source.mail_changes(same.history_id)
+    assert changed.added_message_ids == new
+    assert not changed.expired
+    fake.expire_history(ALICE)
+    expired = await source.mail_changes(changed.history_id)
+    assert expired.expired
+    assert expired.added_message_ids == []
+    assert await source.search_mail_ids("subject:Invoice") == list(reversed(new))
+
+
+async def test_a_resync_does_not_show_old_mail_the_first_sync_left_out(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for n in range(6):
+        fake.add_message(ALICE, sender="Old <old@example.com>", to=[ALICE], subject=f"Old {n}",
+                         text="old", date=yesterday + timedelta(minutes=n))
+    first = await source.delta(None, files=False, limit=2)
+    assert [c.subject for c in first.messages] == ["Old 5", "Old 4"]
+    new = mail(fake, 3, "New")
+    fake.expire_history(ALICE)
+    resync = await source.delta(first.cursor, files=False, limit=50)
+    assert [c.id for c in resync.messages] == list(reversed(new))

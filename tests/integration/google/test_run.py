@@ -1,0 +1,107 @@
+"""A whole run of an instruction through the worker, the offline model reading fake Google."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from app.accounts.models import Account
+from app.core.db import transaction
+from app.core.runtime import Runtime, Wakeups
+from app.instructions.models import Instruction
+from app.runs import service as runs_service
+from tests import factories
+from tests.fakes.google import FakeGoogle
+from tests.integration.google.conftest import ALICE, google_account
+from tests.integration.runs.helpers import (
+    get_run,
+    make_worker,
+    notifications_of,
+    steps_of,
+    work_once,
+)
+
+DOC = "application/vnd.google-apps.document"
+
+
+async def run_now(runtime: Runtime, instruction: Instruction) -> uuid.UUID:
+    async with transaction(runtime.sessionmaker) as session:
+        run = await runs_service.run_now(
+            session=session, instruction=instruction, wakeups=runtime.wakeups
+        )
+        return run.id
+
+
+def refs_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    items = [i for s in result["sections"] for i in s["items"]] + result["action_items"]
+    return [ref for item in items for ref in item["refs"]]
+
+
+async def test_a_run_reads_the_google_account_and_writes_a_digest(
+    runtime: Runtime, fake: FakeGoogle, google_settings: Any
+) -> None:
+    google = Runtime(google_settings, runtime.engine, runtime.sessionmaker, Wakeups())
+    user, _ = await factories.user_with_token(google, ALICE, sample=False)
+    account = google_account(fake, google_settings, user_id=user.id)
+    async with transaction(google.sessionmaker) as session:
+        session.add(account)
+    invoice = fake.add_message(
+        ALICE, sender="Billing <billing@example.com>", to=[ALICE], subject="Invoice 42 due Friday",
+        text="Please pay invoice 42 of 120 EUR by Friday.",
+        attachments=[("invoice-42.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n")],
+    )
+    update = fake.add_message(
+        ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Launch moved to Monday",
+        html="<p>The launch moves to <b>Monday</b>. Can you update the plan?</p>",
+    )
+    plan = fake.add_file(ALICE, name="Launch plan", mime_type=DOC,
+                         content="Launch on Monday. Owner: Bob.", modified_by="Bob")
+    instruction = await factories.instruction(google, user, channels=["in_app"])
+
+    run_id = await run_now(google, instruction)
+    assert await work_once(make_worker(google)) == 1
+    run = await get_run(google, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.result is not None
+    (digest,) = await notifications_of(google, user.id)
+    assert digest.kind == "digest"
+    # Context first: the app read both new messages in full from Gmail before the model's
+    # first turn (their excerpts are on the cards), so no tool call had to; any that were
+    # made went without errors.
+    full_reads = {
+        r.path.rsplit("/", 1)[-1] for r in fake.requests
+        if r.method_id == "gmail.users.messages.get" and r.query.get("format") == "full"
+    }
+    assert {invoice, update} <= full_reads
+    tools = [s for s in await steps_of(google, run_id) if s.kind == "tool"]
+    assert [s.error for s in tools if s.error] == []
+    assert "Launch on Monday" in json.dumps(run.result)
+
+    refs = refs_of(run.result)
+    cited = {(r["kind"], r["id"]) for r in refs}
+    assert ("message", invoice) in cited or ("message", update) in cited
+    for ref in refs:
+        assert ref["account"] == str(account.id)
+        if ref["kind"] == "message":
+            assert ref["link"].startswith("https://mail.google.com/mail/")
+        else:
+            assert ref["link"].startswith("https://drive.google.com/open?id=")
+    assert ("file", plan) in cited
+
+    # The instruction's cursor for the account now holds Gmail's and Drive's positions.
+    async with transaction(google.sessionmaker) as session:
+        stored = await session.get(Instruction, instruction.id)
+        assert stored is not None
+        cursor = stored.cursor[str(account.id)]
+        assert set(cursor) == {"gmail", "drive"}
+        assert (await session.execute(select(Account.status))).scalar_one() == "active"
+
+    # Nothing new: the next run is skipped after one history.list and one changes.list.
+    fake.reset_counters()
+    second = await run_now(google, instruction)
+    await work_once(make_worker(google))
+    assert (await get_run(google, second)).status == "skipped"
+    assert fake.quota_units(ALICE) == 2

@@ -1,0 +1,246 @@
+"""The watch poller over the real Google clients and the fake: each matching message or
+file fires exactly one run, a burst is never dropped, an expired history resyncs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.core.runtime import Runtime
+from app.google.scopes import GMAIL_READONLY
+from app.google.watch_models import WatchCursor, WatchHit
+from app.runs.scheduler import SchedulerTick
+from tests.factories import instruction_body, user_with_token
+from tests.fakes.google import FakeGoogle
+from tests.integration.google_watch.conftest import (
+    EMAIL,
+    fired_ids,
+    google_account,
+    pdf,
+    poller,
+    watch_runs,
+)
+
+API = "/api/v1"
+BILLING = "from:billing@example.com has:attachment"
+
+
+async def create_watch(client: httpx.AsyncClient, headers: dict[str, str], **trigger: str) -> str:
+    response = await client.post(
+        f"{API}/instructions", headers=headers,
+        json=instruction_body(title="Invoices", text="Tell me about each new invoice.",
+                              trigger={"type": "watch", **trigger}),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["next_run_at"] is None
+    return str(body["id"])
+
+
+async def test_a_watch_fires_once_per_matching_message_and_never_for_others(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    fake.add_message(EMAIL, sender="billing@example.com", subject="Old invoice", attachments=pdf(),
+                     date=datetime.now(UTC) - timedelta(days=3))
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+
+    first = await watch.run_once()  # never polled: due at once, and nothing new yet
+    assert (first.polled, first.runs) == (1, [])
+
+    invoice = fake.add_message(EMAIL, sender="Billing <billing@example.com>",
+                               subject="Invoice 42", text="Amount due: 12 EUR", attachments=pdf())
+    fake.add_message(EMAIL, sender="billing@example.com", subject="No attachment")
+    fake.add_message(EMAIL, sender="bob@example.com", subject="A pdf", attachments=pdf())
+    report = await watch.poll_accounts([account.id])
+
+    assert len(report.runs) == 1
+    runs = await watch_runs(runtime, instruction_id)
+    assert fired_ids(runs) == [invoice]
+    assert runs[0].trigger_item == {"account_id": str(account.id), "kind": "message",
+                                    "id": invoice}
+    assert runs[0].status == "queued"
+
+    # Polled again (also by a new poller: a restart): nothing fires twice.
+    fake.reset_counters()
+    again = await poller(runtime).poll_accounts([account.id])
+    assert again.runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [invoice]
+    # Nothing changed: one history.list, 2 quota units, and no query.
+    assert fake.quota_units(EMAIL) == 2
+    assert [r.method_id for r in fake.requests] == ["gmail.users.history.list"]
+
+
+async def test_a_burst_of_30_matching_messages_in_one_poll_gives_30_runs(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    matching = []
+    for n in range(30):
+        matching.append(fake.add_message(EMAIL, sender="billing@example.com",
+                                          subject=f"Invoice {n}", attachments=pdf()))
+        fake.add_message(EMAIL, sender="bob@example.com", subject=f"Chatter {n}")
+    report = await watch.poll_accounts([account.id])
+
+    assert len(report.runs) == 30
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted(matching)
+    async with runtime.sessionmaker() as session:
+        hits = (await session.execute(select(WatchHit))).scalars().all()
+    assert sorted(h.item_id for h in hits) == sorted(matching)
+    assert all(h.run_id is not None for h in hits)
+
+
+async def test_an_expired_history_resyncs_without_firing_for_older_messages(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    first = fake.add_message(EMAIL, sender="billing@example.com", subject="One", attachments=pdf())
+    await watch.poll_accounts([account.id])
+    # Arrived before the last poll, but that poll never saw it (a mailbox import, or mail
+    # that came while the history was out of reach): older than the watch's last poll.
+    fake.add_message(EMAIL, sender="billing@example.com", subject="Imported", attachments=pdf(),
+                     date=datetime.now(UTC) - timedelta(hours=2))
+    async with runtime.sessionmaker() as session:
+        before = (await session.execute(select(WatchCursor))).scalar_one()
+
+    fake.expire_history(EMAIL)
+    second = fake.add_message(EMAIL, sender="billing@example.com", subject="Two",
+                              attachments=pdf())
+    report = await watch.poll_accounts([account.id])
+
+    assert report.resynced == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([first, second])
+    async with runtime.sessionmaker() as session:
+        after = (await session.execute(select(WatchCursor))).scalar_one()
+    assert int(after.history_id or 0) == fake.history_id(EMAIL) > int(before.history_id or 0)
+    assert after.version == before.version + 1
+
+
+async def test_a_drive_folder_watch_fires_for_new_or_changed_files_in_that_folder_only(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Meeting notes",
+                           mime_type="application/vnd.google-apps.folder")
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    notes = fake.add_file(EMAIL, name="Standup 23 Nov", content="Ship the watch.",
+                          parents=(folder,))
+    fake.add_file(EMAIL, name="Elsewhere", content="Not watched.", parents=("root",))
+    report = await watch.poll_accounts([account.id])
+
+    assert len(report.runs) == 1
+    runs = await watch_runs(runtime, instruction_id)
+    assert runs[0].trigger_item == {"account_id": str(account.id), "kind": "file", "id": notes}
+
+    assert (await watch.poll_accounts([account.id])).runs == []
+    fake.update_file(EMAIL, notes, content="Ship the watch. Then the push.")
+    changed = await watch.poll_accounts([account.id])
+    assert len(changed.runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [notes, notes]
+
+
+async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query="from:boss@example.com")
+    tick = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                         settings=runtime.settings)
+    assert await tick.run_once() == 0
+    body = (await client.get(f"{API}/instructions/{instruction_id}", headers=headers)).json()
+    assert body["next_run_at"] is None
+    assert body["schedule"] == "When new mail matches 'from:boss@example.com'"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "trigger", "fragment"),
+    [
+        pytest.param(None, {"gmail_query": "from:boss"}, "needs a connected Google account",
+                     id="no-account"),
+        pytest.param([GMAIL_READONLY], {"drive_folder_id": "folder1"}, "drive.readonly",
+                     id="drive-not-granted"),
+    ],
+)
+async def test_a_watch_without_a_google_account_that_can_serve_it_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+    scopes: list[str] | None, trigger: dict[str, str], fragment: str,
+) -> None:
+    user, headers = await user_with_token(runtime)  # the sample mailbox cannot be watched
+    if scopes is not None:
+        await google_account(runtime, user, fake, scopes=scopes)
+    response = await client.post(
+        f"{API}/instructions", headers=headers,
+        json=instruction_body(trigger={"type": "watch", **trigger}),
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "WatchNeedsGoogle"
+    assert fragment in response.json()["detail"]
+    assert (await client.get(f"{API}/instructions", headers=headers)).json()["items"] == []
+
+
+async def test_mail_that_came_while_a_watch_was_paused_never_fires(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    paused = await client.post(f"{API}/instructions/{instruction_id}/pause", headers=headers)
+    assert paused.status_code == 200, paused.text
+
+    fake.add_message(EMAIL, sender="billing@example.com", subject="While paused",
+                     attachments=pdf(), date=datetime.now(UTC) - timedelta(seconds=5))
+    assert (await watch.poll_accounts([account.id])).polled == 0  # nothing to watch for
+    resumed = await client.post(f"{API}/instructions/{instruction_id}/resume", headers=headers)
+    assert resumed.status_code == 200, resumed.text
+    after = fake.add_message(EMAIL, sender="billing@example.com", subject="After resume",
+                             attachments=pdf())
+    report = await watch.poll_accounts([account.id])
+
+    assert len(report.runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [after]
+
+
+async def test_a_revoked_grant_disconnects_the_account_and_pauses_its_watches(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    fake.revoke(EMAIL)
+    fake.expire_access_tokens()
+
+    report = await watch.poll_accounts([account.id])
+
+    assert report.disconnected == 1
+    body = (await client.get(f"{API}/instructions/{instruction_id}", headers=headers)).json()
+    assert body["status"] == "paused"
+    accounts = (await client.get(f"{API}/accounts", headers=headers)).json()
+    assert [a["status"] for a in accounts] == ["disconnected"]
+    feed = (await client.get(f"{API}/notifications", headers=headers)).json()["items"]
+    assert len(feed) == 1
+    assert "/api/v1/google/connect" in feed[0]["body"]
+    # Nothing is watched any more: the next poll leaves the account alone.
+    assert (await watch.run_once()).polled == 0

@@ -1,0 +1,166 @@
+"""The fake's Drive v3 through google-api-python-client: files, export, media, changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+
+from .conftest import ALICE
+
+DOC = "application/vnd.google-apps.document"
+FOLDER = "application/vnd.google-apps.folder"
+
+
+def _error(exc: HttpError) -> dict:
+    return json.loads(exc.content)["error"]
+
+
+def _names(drive, **kwargs) -> set[str]:
+    return {f["name"] for f in drive.files().list(**kwargs).execute()["files"]}
+
+
+def test_list_defaults_and_fields(fake, drive):
+    listed = drive.files().list().execute()
+    assert listed["kind"] == "drive#fileList"
+    assert all(f.keys() == {"kind", "id", "name", "mimeType"} for f in listed["files"])
+    narrow = drive.files().list(fields="files(id, name, modifiedTime, parents)").execute()
+    assert narrow.keys() == {"files"}
+    assert all(f.keys() == {"id", "name", "modifiedTime", "parents"} for f in narrow["files"])
+    with pytest.raises(HttpError) as caught:
+        drive.files().list(fields="files(id,colour)").execute()
+    assert caught.value.status_code == 400
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    ("name contains 'Launch'", {"Launch plan"}),
+    ("name contains 'plan'", {"Launch plan"}),
+    ("fullText contains 'domain'", {"notes.txt"}),
+    (f"mimeType = '{FOLDER}'", {"Projects"}),
+    (f"mimeType != '{FOLDER}' and name contains 'K'", {"Kickoff deck"}),
+    ("name = 'notes.txt' or name = 'Contract.pdf'", {"notes.txt", "Contract.pdf"}),
+    ("'root' in parents and trashed = false", {"Projects", "notes.txt", "Contract.pdf"}),
+    ("not name contains 'Launch' and fullText contains 'Bob'", set()),
+    ("mimeType contains 'spreadsheet' and 'me' in owners", {"Budget 2026"}),
+])
+def test_query_language(fake, drive, query, names):
+    assert _names(drive, q=query) == names
+
+
+def test_query_by_folder_and_time(fake, drive):
+    folder = next(f for f in drive.files().list(q=f"mimeType = '{FOLDER}'").execute()["files"])
+    assert _names(drive, q=f"'{folder['id']}' in parents") == \
+        {"Launch plan", "Budget 2026", "Kickoff deck"}
+    recent = _names(drive, q="modifiedTime > '2000-01-01T00:00:00' and trashed = false")
+    assert "notes.txt" in recent
+    assert _names(drive, q="modifiedTime > '2999-01-01T00:00:00Z'") == set()
+
+
+@pytest.mark.parametrize("query", ["name has 'x'", "name contains x", "colour = 'red'",
+                                   "(name = 'a'", "name = 'a' and"])
+def test_bad_queries_are_400(fake, drive, query):
+    with pytest.raises(HttpError) as caught:
+        drive.files().list(q=query).execute()
+    assert caught.value.status_code == 400
+    assert _error(caught.value)["errors"][0]["location"] == "q"
+
+
+def test_paging_needs_next_page_token_in_fields(fake, drive):
+    seen: list[str] = []
+    request = drive.files().list(pageSize=2, orderBy="name",
+                                 fields="nextPageToken,files(id,name)")
+    while request is not None:
+        page = request.execute()
+        seen += [f["name"] for f in page["files"]]
+        request = drive.files().list_next(request, page)
+    assert seen == sorted(seen, key=str.lower)
+    assert len(seen) == 6
+    with pytest.raises(HttpError):
+        drive.files().list(orderBy="colour").execute()
+
+
+def test_media_and_export(fake, drive):
+    text_id = fake.add_file(ALICE, name="a.txt", mime_type="text/plain", content="hello\n")
+    doc_id = fake.add_file(ALICE, name="Doc", mime_type=DOC, content="Line one\nLine two")
+    assert drive.files().get_media(fileId=text_id).execute() == b"hello\n"
+    exported = drive.files().export(fileId=doc_id, mimeType="text/plain").execute()
+    assert exported.decode("utf-8") == "\ufeffLine one\nLine two"  # Docs add a BOM
+    pdf = drive.files().export(fileId=doc_id, mimeType="application/pdf").execute()
+    assert pdf.startswith(b"%PDF-")
+    with pytest.raises(HttpError) as caught:
+        drive.files().get_media(fileId=doc_id).execute()
+    assert caught.value.status_code == 403
+    assert _error(caught.value)["errors"][0]["reason"] == "fileNotDownloadable"
+    with pytest.raises(HttpError) as caught:
+        drive.files().export(fileId=text_id, mimeType="text/plain").execute()
+    assert caught.value.status_code == 403
+    with pytest.raises(HttpError) as caught:
+        drive.files().export(fileId=doc_id, mimeType="image/gif").execute()
+    assert caught.value.status_code == 400
+    with pytest.raises(HttpError) as caught:
+        drive.files().get(fileId="missing").execute()
+    assert caught.value.status_code == 404
+
+
+def test_changes_feed(fake, drive):
+    token = drive.changes().getStartPageToken().execute()["startPageToken"]
+    empty = drive.changes().list(pageToken=token).execute()
+    assert empty["changes"] == []
+    assert empty["newStartPageToken"] == token
+    first = fake.add_file(ALICE, name="One", content="1")
+    second = fake.add_file(ALICE, name="Two", content="2")
+    fake.update_file(ALICE, first, content="1 again")
+    third = fake.add_file(ALICE, name="Three", content="3")
+    fake.delete_file(ALICE, third)
+
+    seen: list[dict] = []
+    pages = []
+    page_token = token
+    while True:
+        page = drive.changes().list(
+            pageToken=page_token, pageSize=2,
+            fields="nextPageToken,newStartPageToken,changes(fileId,removed,time,file(name))",
+        ).execute()
+        pages.append(page)
+        seen += page["changes"]
+        if "newStartPageToken" in page:
+            break
+        page_token = page["nextPageToken"]
+    # A file shows once, at its latest change; newStartPageToken only on the last page.
+    assert [c["fileId"] for c in seen] == [second, first, third]
+    assert [c["removed"] for c in seen] == [False, False, True]
+    assert seen[1]["file"] == {"name": "One"}
+    assert "file" not in seen[2]
+    assert all("newStartPageToken" not in p for p in pages[:-1])
+    assert all("nextPageToken" not in p for p in pages[-1:])
+    later = drive.changes().list(pageToken=pages[-1]["newStartPageToken"]).execute()
+    assert later["changes"] == []
+
+
+def test_changes_need_a_page_token(fake, drive, creds, auth_request, http):
+    creds.refresh(auth_request)
+    answer = http.get(f"{fake.url}/drive/v3/changes",
+                       headers={"Authorization": f"Bearer {creds.token}"})
+    assert answer.status_code == 400
+    with pytest.raises(HttpError):
+        drive.changes().list(pageToken="not-a-token").execute()
+
+
+def test_drive_batch(fake, drive, endpoints):
+    files = drive.files().list().execute()["files"]
+    fake.reset_counters()
+    names: dict[str, str] = {}
+
+    def collect(request_id, response, exception):
+        assert exception is None
+        names[response["id"]] = response["name"]
+
+    batch = BatchHttpRequest(callback=collect, batch_uri=endpoints.drive_batch)
+    for file in files:
+        batch.add(drive.files().get(fileId=file["id"], fields="id,name"))
+    batch.execute()
+    assert names == {f["id"]: f["name"] for f in files}
+    assert fake.batch_sizes == [len(files)]
+    assert fake.quota_units(ALICE) == 0  # Drive has no per-call units
