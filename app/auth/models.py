@@ -1,0 +1,42 @@
+"""Browser sessions and one-time login links, both stored only as hashes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, IdMixin, utcnow
+
+
+class WebSession(IdMixin, Base):
+    """A signed-in browser: the cookie holds a random token, the row only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index(None, "user_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Sent back in every form and JS request; a cross-site page cannot read it.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # How the browser signed in: local (loopback, embedded), link, google.
+    method: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LoginLink(IdMixin, Base):
+    """A one-time sign-in link printed by `pilotlight login-link EMAIL`."""
+
+    __tablename__ = "login_links"
+    __table_args__ = (Index(None, "user_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,117 @@
+"""Login links (single use, expiring) and browser sessions (server-side rows).
+
+Both tokens carry 256 random bits and are stored as SHA-256 hashes, like API
+tokens: a copy of the database signs nobody in.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.models import LoginLink, WebSession
+from app.core.db import utcnow
+from app.core.errors import Unauthorized
+from app.core.security import hash_token
+from app.users.models import User
+
+LINK_PATH = "/login/link"
+SESSION_COOKIE = "pilotlight_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+# Record activity at most this often, so page views don't each cost a write.
+SEEN_EVERY = timedelta(minutes=5)
+
+
+class LoginLinkInvalid(Unauthorized):
+    """The link is unknown, used or expired."""
+
+
+async def create_login_link(
+    *, session: AsyncSession, user: User, ttl_seconds: int, public_url: str
+) -> tuple[LoginLink, str]:
+    """A single-use sign-in link for the user; the URL is returned once and never stored."""
+    token = secrets.token_urlsafe(32)
+    link = LoginLink(
+        user_id=user.id, token_hash=hash_token(token),
+        expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+    )
+    session.add(link)
+    await session.flush()
+    return link, f"{public_url}{LINK_PATH}?token={token}"
+
+
+async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
+    """Use a link once: the first caller gets its user, every later one LoginLinkInvalid."""
+    now = utcnow()
+    # One conditional UPDATE: two browsers opening the link at once cannot both win.
+    result: CursorResult[tuple[uuid.UUID]] = await session.execute(  # type: ignore[assignment]
+        update(LoginLink)
+        .where(LoginLink.token_hash == hash_token(token), LoginLink.used_at.is_(None),
+               LoginLink.expires_at > now)
+        .values(used_at=now)
+        .returning(LoginLink.user_id)
+    )
+    user_id = result.scalar_one_or_none()
+    if user_id is None:
+        raise LoginLinkInvalid(
+            "this sign-in link is unknown, already used or expired: ask for a new one with "
+            "`pilotlight login-link EMAIL`"
+        )
+    user = await session.get(User, user_id)
+    if user is None:
+        raise LoginLinkInvalid("the user of this sign-in link no longer exists")
+    return user
+
+
+async def start_session(
+    *, session: AsyncSession, user: User, method: str, ttl_seconds: int
+) -> tuple[WebSession, str]:
+    """A new browser session; returns it and the cookie value (shown to the browser only)."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = WebSession(
+        user_id=user.id, token_hash=hash_token(token), csrf_token=secrets.token_urlsafe(32),
+        method=method, created_at=now, last_seen_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+    )
+    session.add(row)
+    await session.flush()
+    return row, token
+
+
+async def resolve_session(
+    *, session: AsyncSession, token: str, ttl_seconds: int
+) -> tuple[WebSession, User] | None:
+    """The live session and user of a cookie, or None; active sessions slide forward."""
+    now = utcnow()
+    row = (
+        await session.execute(
+            select(WebSession, User)
+            .join(User, User.id == WebSession.user_id)
+            .where(WebSession.token_hash == hash_token(token), WebSession.revoked_at.is_(None),
+                   WebSession.expires_at > now)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    web_session, user = row
+    if now - web_session.last_seen_at > SEEN_EVERY:
+        web_session.last_seen_at = now
+        web_session.expires_at = now + timedelta(seconds=ttl_seconds)
+        await session.flush()
+    return web_session, user
+
+
+async def end_session(*, session: AsyncSession, web_session: WebSession) -> None:
+    """Sign a browser out: its cookie stops working at once."""
+    web_session.revoked_at = utcnow()
+    await session.flush()
+
+
+def csrf_matches(web_session: WebSession, token: str | None) -> bool:
+    return bool(token) and secrets.compare_digest(web_session.csrf_token, token or "")

@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages mounted at `/`, over the domain services."""

@@ -1,0 +1,157 @@
+"""Signing in and out: the login page, one-time links, Google, and the CSRF token for
+scripts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from sqlalchemy.exc import IntegrityError
+
+from app.auth import service as auth
+from app.auth.service import LoginLinkInvalid
+from app.core.db import transaction
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import DomainError
+from app.core.runtime import Runtime
+from app.google import oauth, sign_in
+from app.google.oauth import CodeRejected, ConsentRefused
+from app.google.sign_in import SignInStateInvalid
+from app.web.deps import FormViewerDep, ViewerDep, local_sign_in_allowed
+from app.web.render import page, set_session_cookie
+
+# Pages return responses they build; none has a response model.
+router = APIRouter(include_in_schema=False)
+
+
+def _local_path(next_url: str | None) -> str:
+    """Only a path on this site: never an open redirect to another."""
+    if next_url and next_url.startswith("/") and not next_url.startswith(("//", "/\\")):
+        return next_url
+    return "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login(
+    request: Request, runtime: RuntimeDep, next: str | None = None  # noqa: A002
+) -> HTMLResponse:
+    settings = runtime.settings
+    return page(
+        request, "login.html", None, next=_local_path(next),
+        local=local_sign_in_allowed(request, settings),
+        google_configured=bool(settings.google_client_id),
+    )
+
+
+@router.get("/login/link", response_model=None)
+async def redeem_link(
+    request: Request, session: SessionDep, runtime: RuntimeDep,
+    token: Annotated[str, Query(max_length=200)] = "",
+) -> RedirectResponse | HTMLResponse:
+    """Open a one-time link: it signs this browser in and can never be used again."""
+    try:
+        user = await auth.redeem_login_link(session=session, token=token)
+    except LoginLinkInvalid as exc:
+        return page(request, "login.html", None, status_code=401, next="/", local=False,
+                    google_configured=bool(runtime.settings.google_client_id),
+                    problem=exc.detail)
+    _row, cookie = await auth.start_session(
+        session=session, user=user, method="link",
+        ttl_seconds=runtime.settings.web_session_ttl_seconds,
+    )
+    response = RedirectResponse("/", status_code=303)
+    set_session_cookie(response, request, cookie)
+    return response
+
+
+def _refused(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
+    response = page(request, "login.html", None, status_code=exc.status_code, next="/",
+                    local=False, google_configured=bool(runtime.settings.google_client_id),
+                    problem=exc.detail)
+    response.delete_cookie(sign_in.STATE_COOKIE, path=sign_in.CALLBACK_PATH)
+    return response
+
+
+@router.get("/login/google", response_model=None)
+async def google_login(
+    request: Request, runtime: RuntimeDep,
+    next: Annotated[str | None, Query(max_length=2000)] = None,  # noqa: A002
+) -> RedirectResponse | HTMLResponse:
+    """To Google's consent screen for `openid email`, bound to this browser by a cookie."""
+    settings = runtime.settings
+    try:
+        oauth.require_configured(settings)
+        url, sealed = sign_in.start(settings, next_path=_local_path(next))
+    except DomainError as exc:
+        return _refused(request, runtime, exc)
+    response = RedirectResponse(url, status_code=302)
+    # Lax: the cookie rides along on the top-level redirect back from Google.
+    response.set_cookie(
+        sign_in.STATE_COOKIE, sealed, max_age=settings.google_oauth_state_ttl_seconds,
+        path=sign_in.CALLBACK_PATH, httponly=True, samesite="lax",
+        secure=settings.effective_public_url.startswith("https://"),
+    )
+    return response
+
+
+@router.get(sign_in.CALLBACK_PATH, response_model=None)
+async def google_login_callback(
+    request: Request, runtime: RuntimeDep,
+    state: Annotated[str, Query(max_length=4096)] = "",
+    code: Annotated[str, Query(max_length=4096)] = "",
+    error: Annotated[str, Query(max_length=4096)] = "",
+) -> RedirectResponse | HTMLResponse:
+    """Google sends the browser back here: the verified address signs its user in."""
+    settings = runtime.settings
+    cookie = request.cookies.get(sign_in.STATE_COOKIE)
+    try:
+        oauth.require_configured(settings)
+        # No transaction is held while Google answers.
+        async with transaction(runtime.sessionmaker) as session:
+            pending = await sign_in.check_state(
+                session=session, settings=settings, state=state, cookie=cookie
+            )
+        if error:
+            raise ConsentRefused(f"Google answered {error[:100]!r}: nobody was signed in")
+        if not code:
+            raise CodeRejected("Google sent no authorization code: nobody was signed in")
+        try:
+            email = await sign_in.sign_in_code(settings, pending=pending, code=code)
+        except CodeRejected:
+            raise CodeRejected(
+                f"Google refused the authorization code; {sign_in.START_AGAIN}"
+            ) from None
+        try:
+            async with transaction(runtime.sessionmaker) as session:
+                user = await sign_in.finish(
+                    session=session, settings=settings, pending=pending, email=email
+                )
+                _row, token = await auth.start_session(
+                    session=session, user=user, method="google",
+                    ttl_seconds=settings.web_session_ttl_seconds,
+                )
+        except IntegrityError:  # the same state, finished twice at once
+            raise SignInStateInvalid(
+                f"this sign-in was already used; {sign_in.START_AGAIN}"
+            ) from None
+    except DomainError as exc:
+        return _refused(request, runtime, exc)
+    response = RedirectResponse(pending.next, status_code=303)
+    set_session_cookie(response, request, token)
+    response.delete_cookie(sign_in.STATE_COOKIE, path=sign_in.CALLBACK_PATH)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, viewer: FormViewerDep, session: SessionDep) -> RedirectResponse:
+    await auth.end_session(session=session, web_session=viewer.web_session)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(auth.SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/session/csrf")
+async def csrf_token(viewer: ViewerDep) -> JSONResponse:
+    """The session's CSRF token, for the service worker (same-origin reads only: no CORS)."""
+    return JSONResponse({"csrf_token": viewer.csrf}, headers={"Cache-Control": "no-store"})

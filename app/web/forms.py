@@ -1,0 +1,129 @@
+"""The instruction editor's form: to and from the instruction schemas, with readable errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import FormData
+
+from app.instructions import triggers
+from app.instructions.models import Instruction
+from app.instructions.schemas import InstructionCreate, Trigger
+
+CHANNEL_LABELS = {"in_app": "In the app", "email": "Email", "push": "Web push",
+                  "webhook": "Webhooks"}
+SOURCE_LABELS = {"gmail": "Mail (Gmail)", "drive": "Documents (Drive)"}
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+_TRIGGER: TypeAdapter[Any] = TypeAdapter(Trigger)
+
+
+@dataclass
+class EditorValues:
+    title: str = ""
+    text: str = ""
+    trigger_type: str = "cron"
+    cron: str = "0 8 * * 1-5"
+    timezone: str = "UTC"
+    interval_minutes: str = "60"
+    gmail_query: str = ""
+    drive_folder_id: str = ""
+    sources: list[str] = field(default_factory=lambda: ["gmail", "drive"])
+    channels: list[str] = field(default_factory=lambda: ["in_app"])
+    thinking_level: str = "medium"
+    max_tool_calls: str = ""
+    only_new: bool = True
+
+    @classmethod
+    def of(cls, data: InstructionCreate | Instruction, timezone: str) -> EditorValues:
+        if isinstance(data, Instruction):
+            trigger = data.trigger
+            sources = list(data.sources.get("kinds", []))
+            channels = list(data.channels.get("kinds", []))
+            max_calls = str(data.max_tool_calls)
+        else:
+            trigger = data.trigger.model_dump()
+            sources, channels = list(data.sources), list(data.channels)
+            max_calls = "" if data.max_tool_calls is None else str(data.max_tool_calls)
+        values = cls(title=data.title, text=data.text, sources=sources, channels=channels,
+                     thinking_level=data.thinking_level, max_tool_calls=max_calls,
+                     only_new=data.only_new, timezone=timezone)
+        values.trigger_type = trigger["type"]
+        if trigger["type"] == "cron":
+            values.cron = trigger["cron"]
+            values.timezone = trigger.get("timezone") or timezone
+        elif trigger["type"] == "interval":
+            values.interval_minutes = str(max(1, int(trigger["seconds"]) // 60))
+        elif trigger["type"] == "watch":
+            values.gmail_query = trigger.get("gmail_query") or ""
+            values.drive_folder_id = trigger.get("drive_folder_id") or ""
+        return values
+
+    @classmethod
+    def from_form(cls, form: FormData, timezone: str) -> EditorValues:
+        def text(name: str, default: str = "") -> str:
+            value = form.get(name)
+            return value.strip() if isinstance(value, str) else default
+
+        return cls(
+            title=text("title"), text=text("text"), trigger_type=text("trigger_type", "cron"),
+            cron=text("cron"), timezone=text("timezone") or timezone,
+            interval_minutes=text("interval_minutes"), gmail_query=text("gmail_query"),
+            drive_folder_id=text("drive_folder_id"),
+            sources=[v for v in form.getlist("sources") if isinstance(v, str)],
+            channels=[v for v in form.getlist("channels") if isinstance(v, str)],
+            thinking_level=text("thinking_level", "medium"),
+            max_tool_calls=text("max_tool_calls"), only_new=form.get("only_new") == "on",
+        )
+
+    def trigger(self) -> dict[str, Any]:
+        if self.trigger_type == "interval":
+            try:
+                seconds = int(float(self.interval_minutes) * 60)
+            except ValueError:
+                seconds = 0
+            return {"type": "interval", "seconds": seconds}
+        if self.trigger_type == "watch":
+            watched = {"gmail_query": self.gmail_query, "drive_folder_id": self.drive_folder_id}
+            return {"type": "watch", **{k: v for k, v in watched.items() if v}}
+        return {"type": "cron", "cron": self.cron, "timezone": self.timezone}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "title": self.title, "text": self.text, "trigger": self.trigger(),
+            "sources": self.sources, "channels": self.channels,
+            "thinking_level": self.thinking_level, "only_new": self.only_new,
+        }
+        if self.max_tool_calls:
+            body["max_tool_calls"] = self.max_tool_calls
+        return body
+
+
+def errors_of(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the field as the form labels it."""
+    out = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
+        for kind in ("cron", "interval", "watch"):
+            where = where.replace(f"trigger.{kind}.", "")
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        out.append(f"{where or 'form'}: {message}")
+    return out
+
+
+def schedule_preview(
+    spec: dict[str, Any], now: datetime, count: int = 3
+) -> tuple[str, list[datetime]]:
+    """The trigger in words and its next fire times; raises ValidationError when invalid."""
+    trigger = _TRIGGER.validate_python(spec).model_dump()
+    fires: list[datetime] = []
+    after = now
+    for _ in range(count):
+        fire = triggers.next_after(trigger, after, anchor=now)
+        if fire is None:
+            break
+        fires.append(fire)
+        after = fire
+    return triggers.describe(trigger), fires

@@ -1,0 +1,133 @@
+"""Runs (history, a run's trace and digest), questions (answer; the run resumes) and the feed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, get_args
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agent.llm import Usage
+from app.agent.pricing import cost_usd
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import BadRequest
+from app.core.pagination import encode_cursor
+from app.instructions import service as instructions
+from app.notifications import service as notifications
+from app.questions import service as questions
+from app.questions.schemas import AnswerIn, to_out
+from app.runs import service as runs
+from app.runs.models import FINAL_STATUSES, RunStep
+from app.runs.schemas import RunStatus
+from app.users.models import User
+from app.web.deps import FormViewerDep, ViewerDep
+from app.web.render import page, redirect
+
+# Pages return responses they build; none has a response model.
+router = APIRouter(include_in_schema=False)
+PAGE = 50
+STATUSES = get_args(RunStatus)
+
+
+async def _titles(session: AsyncSession, user: User) -> dict[uuid.UUID, str]:
+    """Instruction titles by id, to name runs and questions (deleted ones are missing)."""
+    rows, _ = await instructions.list_page(session=session, user=user, status=None, cursor=None,
+                                           limit=500)
+    return {r.id: r.title for r in rows}
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_list(
+    request: Request, viewer: ViewerDep, session: SessionDep,
+    instruction_id: uuid.UUID | None = None,
+    status: Annotated[RunStatus | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    rows, more = await runs.list_page(
+        session=session, user=viewer.user, instruction_id=instruction_id, status=status,
+        cursor=cursor, limit=PAGE,
+    )
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return page(
+        request, "runs.html", viewer, active="runs", runs=rows, titles=await _titles(
+            session, viewer.user), statuses=STATUSES, status=status,
+        instruction_id=instruction_id, next_cursor=next_cursor,
+    )
+
+
+def _step_cost(step: RunStep, model: str | None, prices: Any) -> float:
+    if step.kind != "model" or not model:
+        return 0.0
+    usage = Usage(input_tokens=step.input_tokens, output_tokens=step.output_tokens,
+                  thought_tokens=step.thought_tokens, cached_tokens=step.cached_tokens)
+    return cost_usd(model, usage, prices)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_detail(
+    request: Request, run_id: uuid.UUID, viewer: ViewerDep, session: SessionDep,
+    runtime: RuntimeDep,
+) -> HTMLResponse:
+    run = await runs.get(session=session, user=viewer.user, run_id=run_id)
+    steps = await runs.steps(session=session, run=run)
+    prices = runtime.settings.gemini_prices
+    titles = await _titles(session, viewer.user)
+    open_questions = [
+        q for q in await questions.list_open(session=session, user=viewer.user)
+        if q.run_id == run.id
+    ]
+    return page(
+        request, "run.html", viewer, active="runs", run=run,
+        title=titles.get(run.instruction_id, "Deleted instruction"),
+        steps=[(s, _step_cost(s, run.model, prices)) for s in steps],
+        digest=run.result if run.status == "succeeded" else None,
+        final=run.status in FINAL_STATUSES, open_questions=[to_out(q) for q in open_questions],
+    )
+
+
+@router.get("/questions", response_class=HTMLResponse)
+async def questions_list(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLResponse:
+    rows = await questions.list_open(session=session, user=viewer.user)
+    return page(request, "questions.html", viewer, active="questions",
+                questions=[to_out(q) for q in rows], titles=await _titles(session, viewer.user),
+                single=False)
+
+
+@router.get("/questions/{question_id}", response_class=HTMLResponse)
+async def question_detail(
+    request: Request, question_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
+) -> HTMLResponse:
+    """One question (a push notification opens this)."""
+    question = await questions.get(session=session, user=viewer.user, question_id=question_id)
+    return page(request, "questions.html", viewer, active="questions",
+                questions=[to_out(question)], titles=await _titles(session, viewer.user),
+                single=True)
+
+
+@router.post("/questions/{question_id}/answer")
+async def answer_question(
+    request: Request, question_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
+    runtime: RuntimeDep, answer: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Answer; the run is queued again and its page shows it resume."""
+    try:
+        data = AnswerIn(answer=answer.strip())
+    except ValidationError as exc:
+        raise BadRequest("the answer must be 1 to 2000 characters of plain text") from exc
+    question = await questions.answer(
+        session=session, user=viewer.user, question_id=question_id, text=data.answer,
+        wakeups=runtime.wakeups,
+    )
+    return redirect(request, f"/runs/{question.run_id}?answered=1", viewer)
+
+
+@router.get("/feed", response_class=HTMLResponse)
+async def feed(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLResponse:
+    """The in-app feed; new items arrive live over the event stream (GET /api/v1/events)."""
+    rows, _deliveries, _more = await notifications.list_page(
+        session=session, user=viewer.user, unread=False, cursor=None, limit=PAGE
+    )
+    return page(request, "feed.html", viewer, active="feed", items=rows)

@@ -1,0 +1,142 @@
+"""Settings: Google connection, web push, webhooks, API tokens, time zone, cost cap, usage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import queries as accounts
+from app.channels import push as push_service
+from app.channels import service as webhooks
+from app.channels.schemas import EVENT_TYPES, WebhookCreate
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import BadRequest, DomainError
+from app.core.runtime import Runtime
+from app.runs import costs
+from app.users import service as users
+from app.web.charts import usage_chart
+from app.web.deps import FormViewerDep, Viewer, ViewerDep
+from app.web.forms import errors_of
+from app.web.render import page, redirect
+
+# Pages return responses they build; none has a response model.
+router = APIRouter(include_in_schema=False)
+GOOGLE_CONNECT = "/api/v1/google/connect"
+TIMEZONES = sorted(available_timezones())
+
+
+async def _settings_page(
+    request: Request, viewer: Viewer, session: AsyncSession, runtime: Runtime, *,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    user = viewer.user
+    usage = await costs.usage(session=session, user=user, days=30)
+    context.setdefault("new_token", None)
+    context.setdefault("new_secret", None)
+    context.setdefault("webhook_errors", [])
+    context.setdefault("profile_error", None)
+    return page(
+        request, "settings.html", viewer, status_code=status_code, active="settings",
+        accounts=await accounts.list_for(session=session, user=user),
+        google_connect=GOOGLE_CONNECT,
+        google_configured=bool(runtime.settings.google_client_id),
+        tokens=await users.list_tokens(session=session, user=user),
+        webhooks=[webhooks.to_out(w) for w in await webhooks.list_for(session=session,
+                                                                       user=user)],
+        event_types=EVENT_TYPES,
+        subscriptions=await push_service.list_for(session=session, user=user),
+        timezones=TIMEZONES, usage=usage, chart=usage_chart(usage),
+        spent_today=await costs.spent_today(session=session, user=user), **context,
+    )
+
+
+@router.get("/settings", response_class=HTMLResponse)
+async def settings_page(
+    request: Request, viewer: ViewerDep, session: SessionDep, runtime: RuntimeDep
+) -> HTMLResponse:
+    return await _settings_page(request, viewer, session, runtime)
+
+
+@router.post("/settings/profile")
+async def update_profile(
+    request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep,
+    timezone: Annotated[str, Form(max_length=64)] = "",
+    daily_cost_cap_usd: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    try:
+        cap = float(daily_cost_cap_usd) if daily_cost_cap_usd.strip() else None
+        await users.update_profile(session=session, user=viewer.user,
+                                   timezone=timezone or None, daily_cost_cap_usd=cap)
+    except (ValueError, BadRequest) as exc:
+        detail = exc.detail if isinstance(exc, BadRequest) else "the cap must be a number"
+        return await _settings_page(request, viewer, session, runtime, status_code=422,
+                                    profile_error=detail)
+    return redirect(request, "/settings#profile", viewer)
+
+
+@router.post("/settings/tokens", response_class=HTMLResponse)
+async def create_token(
+    request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep,
+    name: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    """Create a token and show it on this page only: it is stored as a hash."""
+    token, plaintext = await users.create_token(
+        session=session, user=viewer.user, name=name.strip() or "dashboard"
+    )
+    return await _settings_page(request, viewer, session, runtime, status_code=201,
+                                new_token=(token, plaintext))
+
+
+@router.post("/settings/tokens/{token_id}/revoke")
+async def revoke_token(
+    request: Request, token_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
+) -> Response:
+    await users.revoke_token(session=session, user=viewer.user, token_id=token_id)
+    return redirect(request, "/settings#tokens", viewer)
+
+
+@router.post("/settings/webhooks", response_class=HTMLResponse)
+async def create_webhook(
+    request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep
+) -> HTMLResponse:
+    """Register a webhook and show its signing secret on this page only."""
+    form = await request.form()
+    body = {"url": str(form.get("url") or "").strip(),
+            "event_types": [v for v in form.getlist("event_types") if isinstance(v, str)]}
+    try:
+        data = WebhookCreate.model_validate(body)
+        webhook, secret = await webhooks.create(
+            session=session, user=viewer.user, data=data, settings=runtime.settings
+        )
+    except ValidationError as exc:
+        return await _settings_page(request, viewer, session, runtime, status_code=422,
+                                    webhook_errors=errors_of(exc))
+    except DomainError as exc:  # a refused URL, too many webhooks, no secret key
+        return await _settings_page(request, viewer, session, runtime,
+                                    status_code=exc.status_code, webhook_errors=[exc.detail])
+    return await _settings_page(request, viewer, session, runtime, status_code=201,
+                                new_secret=(webhooks.to_out(webhook), secret))
+
+
+@router.post("/settings/webhooks/{webhook_id}/delete")
+async def delete_webhook(
+    request: Request, webhook_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
+) -> Response:
+    await webhooks.delete(session=session, user=viewer.user, webhook_id=webhook_id)
+    return redirect(request, "/settings#webhooks", viewer)
+
+
+@router.post("/settings/push/{subscription_id}/delete")
+async def delete_push_subscription(
+    request: Request, subscription_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
+) -> Response:
+    await push_service.unsubscribe(session=session, user=viewer.user,
+                                   subscription_id=subscription_id)
+    return redirect(request, "/settings#push", viewer)

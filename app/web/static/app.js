@@ -1,0 +1,203 @@
+// Pilotlight dashboard: a little progressive enhancement over server-rendered pages.
+// Everything works without this file except the live parts (feed, run status, schedule
+// as you type, web push). Text from the server is only ever set with textContent.
+"use strict";
+
+const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+
+async function postJSON(url, body) {
+  return fetch(url, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+    body: JSON.stringify(body),
+  });
+}
+
+function formatWhen(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { weekday: "short", day: "2-digit", month: "short",
+    hour: "2-digit", minute: "2-digit" });
+}
+
+// --- Editor: the schedule in words as you type ---------------------------------------
+function setupSchedule() {
+  const out = document.getElementById("schedule-readable");
+  const form = document.getElementById("editor");
+  if (!out || !form) return;
+  const next = document.getElementById("schedule-next");
+  let timer = null;
+  let seq = 0;
+  const showRows = () => {
+    const type = form.querySelector('input[name="trigger_type"]:checked')?.value || "cron";
+    form.querySelectorAll("[data-trigger]").forEach((row) => {
+      row.hidden = row.dataset.trigger !== type;
+    });
+    return type;
+  };
+  const refresh = async () => {
+    const type = showRows();
+    const params = new URLSearchParams({
+      trigger_type: type,
+      cron: form.elements.cron.value,
+      timezone: form.elements.timezone.value,
+      interval_minutes: form.elements.interval_minutes.value,
+      gmail_query: form.elements.gmail_query?.value || "",
+      drive_folder_id: form.elements.drive_folder_id?.value || "",
+    });
+    const mine = ++seq;
+    try {
+      const response = await fetch(`${out.dataset.endpoint}?${params}`, { credentials: "same-origin" });
+      const data = await response.json();
+      if (mine !== seq) return; // an older answer arriving late
+      if (response.ok) {
+        out.textContent = data.schedule;
+        out.classList.remove("problem");
+        next.textContent = data.next.length ? `Next: ${data.next.join(" · ")}` : "";
+      } else {
+        out.textContent = data.detail || "Not a valid schedule";
+        out.classList.add("problem");
+        next.textContent = "";
+      }
+    } catch (err) {
+      if (mine === seq) next.textContent = "Could not check the schedule (offline?)";
+    }
+  };
+  const soon = () => { clearTimeout(timer); timer = setTimeout(refresh, 150); };
+  form.addEventListener("input", (e) => {
+    if (["cron", "timezone", "interval_minutes", "trigger_type", "gmail_query",
+         "drive_folder_id"].includes(e.target.name)) soon();
+  });
+  form.addEventListener("change", (e) => { if (e.target.name === "trigger_type") soon(); });
+  refresh();
+}
+
+// --- Live events: one stream per page, over the app's SSE endpoint -------------------
+function openStream(handlers, onState) {
+  const source = new EventSource("/api/v1/events", { withCredentials: true });
+  source.onopen = () => onState && onState("Live");
+  source.onerror = () => onState && onState("Reconnecting…");
+  for (const [name, handler] of Object.entries(handlers)) {
+    source.addEventListener(name, (event) => handler(JSON.parse(event.data)));
+  }
+  window.addEventListener("pagehide", () => source.close());
+  return source;
+}
+
+function feedItem(n) {
+  const li = document.createElement("li");
+  li.className = `card feed-item kind-${n.kind} fresh`;
+  const meta = document.createElement("p");
+  meta.className = "muted";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = n.kind;
+  const time = document.createElement("time");
+  time.dateTime = n.created_at || "";
+  time.textContent = formatWhen(n.created_at);
+  meta.append(badge, " ", time);
+  const h = document.createElement("h2");
+  const questionId = n.data && n.data.question_id;
+  const href = n.kind === "question" && questionId ? `/questions/${encodeURIComponent(questionId)}`
+    : n.run_id ? `/runs/${encodeURIComponent(n.run_id)}` : null;
+  if (href) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = n.title;
+    h.append(a);
+  } else {
+    h.textContent = n.title;
+  }
+  const body = document.createElement("p");
+  body.className = "body";
+  body.textContent = n.body || "";
+  li.append(meta, h, body);
+  return li;
+}
+
+function setupFeed() {
+  const list = document.getElementById("feed");
+  if (!list) return;
+  const state = document.getElementById("feed-state");
+  const empty = document.getElementById("feed-empty");
+  const add = (n) => {
+    list.prepend(feedItem(n));
+    if (empty) empty.hidden = true;
+  };
+  openStream({ notification: add, question: add }, (text) => { state.textContent = text; });
+}
+
+// --- A run's page: its status live; the finished run's digest and trace on arrival ----
+function setupRun() {
+  const holder = document.querySelector("[data-run-id]");
+  if (!holder) return;
+  const badge = document.getElementById("run-status");
+  const runId = holder.dataset.runId;
+  // Statuses the server renders more for (a digest, a trace, a question): reload to show it.
+  const finals = ["succeeded", "skipped", "failed", "cancelled", "waiting_for_user"];
+  let reloading = false;
+  const show = (status) => {
+    if (reloading) return;
+    badge.textContent = status.replace(/_/g, " ");
+    badge.className = `badge status-${status}`;
+    if (finals.includes(status) && status !== holder.dataset.status) {
+      reloading = true; // show the digest, trace and any question, as rendered by the server
+      window.location.reload();
+    }
+  };
+  // The stream starts at "now": read the run once it is open, so that a change made
+  // between this page's rendering and the stream's start is not missed.
+  const sync = async () => {
+    const response = await fetch(`/api/v1/runs/${encodeURIComponent(runId)}`, { credentials: "same-origin" });
+    if (response.ok) show((await response.json()).status);
+  };
+  openStream({ run: (r) => { if (r.id === runId) show(r.status); } }, (state) => {
+    if (state === "Live") sync();
+  });
+}
+
+// --- Web push: subscribe this browser through the push subscriptions API --------------
+function urlBase64ToBytes(base64) {
+  const padded = (base64 + "=".repeat((4 - (base64.length % 4)) % 4)).replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+}
+
+function setupPush() {
+  const button = document.getElementById("push-enable");
+  if (!button) return;
+  const state = document.getElementById("push-state");
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
+    button.disabled = true;
+    state.textContent = "This browser does not support web push.";
+    return;
+  }
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const permission = await Notification.requestPermission();
+      if (permission !== "granted") throw new Error("notifications were not allowed");
+      const registration = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+      await navigator.serviceWorker.ready;
+      const keyResponse = await fetch(button.dataset.keyUrl, { credentials: "same-origin" });
+      if (!keyResponse.ok) throw new Error((await keyResponse.json()).detail);
+      const { public_key: key } = await keyResponse.json();
+      const subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true, applicationServerKey: urlBase64ToBytes(key),
+      });
+      const saved = await postJSON(button.dataset.subscribeUrl, subscription.toJSON());
+      if (!saved.ok) throw new Error((await saved.json()).detail);
+      state.textContent = "Notifications are on for this browser.";
+    } catch (err) {
+      state.textContent = `Could not turn notifications on: ${err.message || err}`;
+      button.disabled = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupSchedule();
+  setupFeed();
+  setupRun();
+  setupPush();
+});

@@ -1,0 +1,221 @@
+"""The dashboard in headless Chromium (Debian's) against a real uvicorn server of the app.
+
+One event loop runs the test, the server (api, dashboard and a worker) and Playwright's
+async driver. The browser waits for elements; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from app.agent.offline import OfflineModel
+from app.core.runtime import Runtime
+from app.main import create_app
+from app.runs.execute import RunExecutor
+from app.runs.worker import Worker
+from tests import factories
+from tests.fakes.gemini import Calls, FakeGemini, Text
+from tests.integration.processes import free_port
+from tests.integration.runs.test_questions_flow import gemini_for, point_at_fake
+from tests.integration.web.helpers import login_link
+
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+)
+
+
+@asynccontextmanager
+async def served(runtime: Runtime, llm: Any) -> AsyncIterator[str]:
+    """The app with a worker, on a real uvicorn server on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    runtime.settings.public_url = f"http://127.0.0.1:{port}"
+    worker = Worker(runtime=runtime, executor=RunExecutor(
+        sessionmaker=runtime.sessionmaker, settings=runtime.settings, llm=llm))
+    app = create_app(runtime, loops=[worker])
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        timeout_graceful_shutdown=5,
+    ))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises why it could not start
+        await asyncio.sleep(0.02)  # polling the server's own start flag, not a timing guess
+    try:
+        yield runtime.settings.public_url
+    finally:
+        hub = getattr(app.state, "events", None)
+        if hub is not None:
+            hub.end_streams()  # as on SIGTERM: open event streams end, browsers reconnect
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def context(chromium: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh profile per test: no cookies or storage carried over."""
+    ctx = await chromium.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')]
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                 && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map((e) => e.name || e.id || e.tagName)"""
+
+
+async def assert_accessible_basics(page: Page) -> None:
+    """Every control has a label, and there is one main landmark with one h1."""
+    assert await page.evaluate(UNLABELLED) == []
+    await expect(page.get_by_role("main")).to_have_count(1)
+    await expect(page.locator("h1")).to_have_count(1)
+
+
+async def signed_in(runtime: Runtime, context: BrowserContext, user: Any) -> Page:
+    page = await context.new_page()
+    await page.goto(await login_link(runtime, user))
+    await expect(page.get_by_role("heading", name="Instructions", level=1)).to_be_visible()
+    return page
+
+
+async def test_draft_save_run_and_the_digest_arrives_in_the_feed(
+    runtime: Runtime, context: BrowserContext
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with served(runtime, OfflineModel()):
+        page = await signed_in(runtime, context, user)
+        await page.get_by_role("link", name="New instruction").click()
+        await page.get_by_label("What should Pilotlight do, and when?").fill(
+            "every weekday at 8 tell me what my team sent")
+        await page.get_by_role("button", name="Draft it").click()
+        await expect(page.locator("#draft-result")).to_contain_text("Understood")
+        title = page.get_by_label("Title")
+        await expect(title).not_to_have_value("")
+        await expect(page.get_by_label("Cron expression")).to_have_value("0 8 * * 1-5")
+        readable = page.locator("#schedule-readable")
+        await expect(readable).to_contain_text("08:00")
+        # The schedule in words follows the fields as they are typed.
+        await page.get_by_label("Cron expression").fill("30 9 * * *")
+        await expect(readable).to_contain_text("09:30")
+        await page.get_by_label("Cron expression").fill("not a schedule")
+        await expect(readable).to_have_class(re.compile("problem"))
+        await page.get_by_label("Cron expression").fill("30 9 * * 1-5")
+        await expect(readable).to_contain_text("09:30")
+        name = await title.input_value()
+        await assert_accessible_basics(page)
+        await page.get_by_role("button", name="Save instruction").click()
+        card = page.locator(".instruction", has_text=name)
+        await expect(card).to_contain_text("At 09:30")
+
+        feed = await context.new_page()
+        await feed.goto(f"{runtime.settings.public_url}/feed")
+        await expect(feed.locator("#feed-state")).to_have_text("Live")
+        await card.get_by_role("button", name=f"Run now: {name}").click()
+        # The run's page follows it to the end and then shows its digest and trace.
+        await expect(page.locator("#run-status")).to_have_text("succeeded")
+        await expect(page.get_by_role("heading", name="Digest")).to_be_visible()
+        await expect(page.locator(".trace .step").first).to_be_visible()
+        # The feed got the digest over the event stream, without a reload.
+        item = feed.locator(".feed-item.fresh.kind-digest")
+        await expect(item).to_contain_text(name)
+        assert await feed.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+
+DIGEST = {
+    "summary": "The Skyline Cloud invoice for Apollo is due.",
+    "sections": [{"title": "Needs your attention", "items": [
+        {"title": "Skyline Cloud invoice", "detail": "Due soon.",
+         "message_ids": ["1795086141.M1P2041.sample"]},
+    ]}],
+}
+
+
+async def test_answering_a_question_resumes_the_run(
+    runtime: Runtime, context: BrowserContext, fake: FakeGemini
+) -> None:
+    fake.reset()
+    point_at_fake(runtime.settings, fake)
+    fake.script(
+        Calls([("ask_user", {"question": "Which project?", "choices": ["Apollo", "Gemini"]})]),
+        Text(json.dumps(DIGEST)),
+    )
+    user, _ = await factories.user_with_token(runtime)
+    await factories.instruction(runtime, user, title="Invoices")
+    llm = gemini_for(runtime.settings)
+    try:
+        async with served(runtime, llm):
+            page = await signed_in(runtime, context, user)
+            await page.get_by_role("button", name="Run now: Invoices").click()
+            await expect(page.locator("#run-status")).to_have_text("waiting for user")
+            await page.get_by_role("link", name="Answer it").click()
+            await expect(page.get_by_role("heading", name="Which project?")).to_be_visible()
+            await page.get_by_role("button", name="Apollo").click()
+            # Back on the run: it is queued again, resumes and finishes with its digest.
+            await expect(page.locator("#run-status")).to_have_text("succeeded")
+            await expect(page.locator("#digest")).to_contain_text("Skyline Cloud invoice")
+            await expect(page.locator("#digest")).to_contain_text("The Skyline Cloud invoice")
+    finally:
+        await llm.aclose()
+    resumed = fake.requests()[1].body
+    assert resumed["input"][0]["result"] == "The user answered: Apollo"
+
+
+async def test_create_and_revoke_an_api_token(runtime: Runtime, context: BrowserContext) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with served(runtime, OfflineModel()) as base:
+        page = await signed_in(runtime, context, user)
+        await page.get_by_role("link", name="Settings").click()
+        await assert_accessible_basics(page)
+        # Keyboard only: the name field, then Tab to its button and Enter.
+        await page.get_by_label("Name", exact=True).fill("laptop script")
+        await page.keyboard.press("Tab")
+        await expect(page.get_by_role("button", name="Create token")).to_be_focused()
+        await page.keyboard.press("Enter")
+        shown = page.locator("#new-token")
+        await expect(shown).to_have_text(re.compile(r"^plt_"))
+        token = await shown.inner_text()
+        async with httpx.AsyncClient(base_url=base) as api:
+            headers = {"Authorization": f"Bearer {token}"}
+            assert (await api.get("/api/v1/me", headers=headers)).status_code == 200
+            await page.goto(f"{base}/settings")
+            await expect(page.locator("#new-token")).to_have_count(0)  # shown once only
+            await page.get_by_role("button", name="Revoke token laptop script").click()
+            row = page.locator("tr", has_text="laptop script")
+            await expect(row).to_contain_text("revoked")
+            assert (await api.get("/api/v1/me", headers=headers)).status_code == 401

@@ -1,0 +1,292 @@
+"""The dashboard's pages over HTTP: CSRF, one user never sees another's data, escaping."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from app.channels import push as push_service
+from app.channels import service as webhooks
+from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
+from app.core.db import transaction, utcnow
+from app.core.runtime import Runtime
+from app.main import create_app
+from app.notifications import service as notifications
+from app.runs.models import Run
+from app.users import service as users
+from app.users.models import User
+from app.web.app import DashboardMount
+from tests import factories
+from tests.integration.web.helpers import browser, question_for, sign_in
+
+P256DH = "B" + "A" * 86
+AUTH = "c" * 22
+
+
+async def _owned_by(runtime: Runtime, user: User, marker: str) -> dict[str, uuid.UUID]:
+    """One of everything the dashboard shows, for `user`: ids by path parameter name."""
+    instruction = await factories.instruction(runtime, user, title=f"{marker} instruction")
+    run_id, question_id = await question_for(runtime, user, instruction.id,
+                                             text=f"{marker} question?")
+    async with transaction(runtime.sessionmaker) as session:
+        token, _plain = await users.create_token(session=session, user=user, name=marker)
+        webhook, _secret = await webhooks.create(
+            session=session, user=user, settings=runtime.settings,
+            data=WebhookCreate(url=f"http://127.0.0.1:9/{marker}"),
+        )
+        subscription = await push_service.subscribe(
+            session=session, user=user, settings=runtime.settings,
+            data=PushSubscriptionCreate.model_validate(
+                {"endpoint": f"http://127.0.0.1:9/push/{marker}",
+                 "keys": {"p256dh": P256DH, "auth": AUTH}}),
+        )
+        await notifications.notify(
+            session=session, user_id=user.id, key=f"{marker}-note", kind="alert",
+            title=f"{marker} alert", body=f"{marker} body", channels=[],
+        )
+    return {"instruction_id": instruction.id, "run_id": run_id, "question_id": question_id,
+            "token_id": token.id, "webhook_id": webhook.id, "subscription_id": subscription.id}
+
+
+def _routes(routes: list[Any]) -> list[Route]:
+    found: list[Route] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            found += _routes(included.routes)
+        elif isinstance(route, Route):
+            found.append(route)
+    return found
+
+
+def _dashboard_routes(runtime: Runtime) -> list[tuple[str, str]]:
+    """(method, path template) of every dashboard route that takes an id."""
+    app = create_app(runtime)
+    (mount,) = [r for r in app.routes if isinstance(r, DashboardMount)]
+    return [(method, route.path) for route in _routes(mount.routes) if "{" in route.path
+            for method in sorted(route.methods or ()) if method != "HEAD"]
+
+
+async def test_one_user_never_sees_another_users_data(runtime: Runtime) -> None:
+    alice, _ = await factories.user_with_token(runtime)
+    bob, _ = await factories.user_with_token(runtime)
+    await _owned_by(runtime, alice, "ALICE")
+    bobs = await _owned_by(runtime, bob, "BOBSECRET")
+    routes = _dashboard_routes(runtime)
+    # Every id-taking route is here: a new one without an owner check fails this test.
+    assert {path for _m, path in routes} >= {
+        "/instructions/{instruction_id}", "/runs/{run_id}", "/questions/{question_id}",
+        "/settings/tokens/{token_id}/revoke", "/settings/webhooks/{webhook_id}/delete",
+        "/settings/push/{subscription_id}/delete",
+    }
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, alice)
+        for method, template in routes:
+            path = re.sub(r"\{(\w+)\}", lambda m: str(bobs[m[1]]), template)
+            data = {"csrf_token": csrf, "answer": "Apollo", "days": "7", "title": "x",
+                    "text": "x", "cron": "0 8 * * *"}
+            response = await client.request(method, path, data=data if method == "POST" else None)
+            assert response.status_code == 404, (method, path, response.status_code)
+            assert "BOBSECRET" not in response.text
+        for page in ("/", "/runs", "/questions", "/feed", "/settings",
+                     f"/runs?instruction_id={bobs['instruction_id']}"):
+            response = await client.get(page)
+            assert response.status_code == 200, page
+            assert "BOBSECRET" not in response.text, page
+            assert str(bobs["run_id"]) not in response.text, page
+        assert "ALICE instruction" in (await client.get("/")).text
+    # Bob's things are all still there and unchanged.
+    async with transaction(runtime.sessionmaker) as session:
+        run = await session.get(Run, bobs["run_id"])
+        assert run is not None
+        assert run.status == "waiting_for_user"
+        assert [t.revoked_at for t in await users.list_tokens(session=session, user=bob)] == [
+            None, None]
+
+
+async def test_forms_without_the_csrf_token_are_refused(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        path = f"/instructions/{instruction.id}/pause"
+        for data in ({}, {"csrf_token": "forged"}):
+            refused = await client.post(path, data=data)
+            assert refused.status_code == 403
+            assert "CSRF" in refused.text
+        ok = await client.post(path, data={"csrf_token": csrf})
+        assert ok.status_code == 303
+        page = await client.get("/")
+        assert "status-paused" in page.text
+
+
+async def test_the_api_needs_the_csrf_header_when_signed_in_by_cookie(runtime: Runtime) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        me = await client.get("/api/v1/me")
+        assert me.status_code == 200
+        assert me.json()["email"] == user.email
+        path = f"/api/v1/instructions/{instruction.id}/pause"
+        refused = await client.post(path)
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "CsrfRefused"
+        assert "X-CSRF-Token" in refused.json()["detail"]
+        assert (await client.post(path, headers={"X-CSRF-Token": "forged"})).status_code == 403
+        assert (await client.post(path, headers={"X-CSRF-Token": csrf})).status_code == 200
+    # A bearer token needs no CSRF token: nothing sends it on its own.
+    async with browser(runtime) as api:
+        resumed = await api.post(f"/api/v1/instructions/{instruction.id}/resume",
+                                 headers=headers)
+        assert resumed.status_code == 200
+
+
+async def test_model_and_mail_text_is_escaped_and_links_come_only_from_refs(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, title="<b>bold</b> title")
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    run_id, _question = await question_for(runtime, user, instruction.id, text=evil)
+    digest: dict[str, Any] = {
+        "summary": evil, "model": "pilotlight-offline", "notes": [],
+        "covers": {"start": None, "end": utcnow().isoformat()},
+        "sections": [{"title": evil, "items": [{
+            "title": "Invoice", "detail": evil,
+            "refs": [
+                {"kind": "message", "id": "m1", "account": "a", "title": "Good link",
+                 "link": "https://mail.example/m1"},
+                {"kind": "message", "id": "m2", "account": "a", "title": "Bad link",
+                 "link": "javascript:alert(3)"},
+            ]}]}],
+        "action_items": [],
+    }
+    async with transaction(runtime.sessionmaker) as session:
+        run = await session.get(Run, run_id)
+        assert run is not None
+        run.status, run.result, run.finished_at = "succeeded", digest, utcnow()
+        await notifications.notify(session=session, user_id=user.id, key="evil", kind="digest",
+                                   title=evil, body=evil, channels=[], run_id=run_id)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        for page in ("/", f"/runs/{run_id}", "/questions", "/feed"):
+            html = (await client.get(page)).text
+            assert "<script>alert" not in html, page
+            assert "<img src=x" not in html, page
+            assert "<b>bold</b>" not in html, page
+        run_page = (await client.get(f"/runs/{run_id}")).text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run_page
+        assert 'href="https://mail.example/m1"' in run_page
+        assert "javascript:" not in run_page
+        assert "Bad link" in run_page  # shown, as text without a link
+
+
+async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        ok = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "30 9 * * 1-5", "timezone": "Europe/Berlin"})
+        assert ok.status_code == 200
+        body = ok.json()
+        assert "09:30" in body["schedule"]
+        assert "Europe/Berlin" in body["schedule"]
+        assert len(body["next"]) == 3
+        every = await client.get("/instructions/schedule", params={
+            "trigger_type": "interval", "interval_minutes": "90"})
+        assert every.json()["schedule"] == "Every 90 minutes"
+        bad = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "99 * * *", "timezone": "UTC"})
+        assert bad.status_code == 422
+        assert bad.json()["error"] == "InvalidSchedule"
+        assert "cron" in bad.json()["detail"]
+
+
+async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        drafted = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": "every weekday at 8 tell me what my team sent"})
+        assert drafted.status_code == 200
+        assert "Proposed:" in drafted.text
+        assert 'value="0 8 * * 1-5"' in drafted.text
+        refused = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": "hello there"})
+        assert refused.status_code == 422
+        assert "Could not read" in refused.text
+        invalid = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "", "text": "x", "trigger_type": "cron",
+            "cron": "0 8 * * *", "timezone": "Europe/Berlin", "sources": "gmail",
+            "channels": "in_app"})
+        assert invalid.status_code == 422
+        assert "title" in invalid.text
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Team mail", "text": "Tell me what my team sent.",
+            "trigger_type": "interval", "interval_minutes": "120", "sources": "gmail",
+            "channels": "in_app", "thinking_level": "low", "only_new": "on"})
+        assert saved.status_code == 303
+        listing = (await client.get("/")).text
+        assert "Team mail" in listing
+        assert "Every 2 hours" in listing
+
+
+@pytest.mark.parametrize("page", ["/", "/runs", "/questions", "/feed", "/settings",
+                                  "/instructions/new", "/login"])
+async def test_every_page_renders(runtime: Runtime, page: str) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    await question_for(runtime, user, instruction.id)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        response = await client.get(page)
+        assert response.status_code == 200, response.text
+        assert '<main id="main"' in response.text
+        assert isinstance(response, httpx.Response)
+
+
+async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        saved = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Asia/Tokyo", "daily_cost_cap_usd": "2.5"})
+        assert saved.status_code == 303
+        for bad in ({"timezone": "Mars/Base"}, {"daily_cost_cap_usd": "-1"},
+                    {"daily_cost_cap_usd": "lots"}):
+            refused = await client.post("/settings/profile", data={"csrf_token": csrf, **bad})
+            assert refused.status_code == 422, bad
+        created = await client.post("/settings/webhooks", data={
+            "csrf_token": csrf, "url": "http://127.0.0.1:9/hooks", "event_types": "digest.created"})
+        assert created.status_code == 201
+        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', created.text)
+        assert secret
+        later = await client.get("/settings")
+        assert "http://127.0.0.1:9/hooks" in later.text
+        assert secret[1] not in later.text
+        assert "whsec_" not in later.text
+        bad_url = await client.post("/settings/webhooks", data={
+            "csrf_token": csrf, "url": "ftp://example.com/x", "event_types": "digest.created"})
+        assert bad_url.status_code == 422
+    async with transaction(runtime.sessionmaker) as session:
+        changed = await users.get(session=session, user_id=user.id)
+        assert changed.timezone == "Asia/Tokyo"
+        assert changed.daily_cost_cap_usd == 2.5
+
+
+async def test_the_service_worker_is_served_from_the_root(runtime: Runtime) -> None:
+    async with browser(runtime) as client:
+        response = await client.get("/sw.js")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")
+        assert response.headers["service-worker-allowed"] == "/"
+        assert "notificationclick" in response.text
+        assert "X-CSRF-Token" in response.text  # answers go through the app with the token
