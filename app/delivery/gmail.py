@@ -1,0 +1,129 @@
+"""Gmail send-to-self: the email channel's transport when the user's Google account
+granted `gmail.send`.
+
+The message is the one the SMTP path builds (same parts, same Message-ID), with From
+and To set to the account's own address, sent by `users.messages.send` with
+`{"raw": base64url}` through the shared Google client layer (thread pool, per-call
+AuthorizedHttp, retries, 100 quota units charged). What the client could not get
+through becomes an outbox result: 429 and 5xx are retried later (Google's Retry-After
+honoured), a refused grant is `GmailDisconnected` (the channel marks the account
+disconnected and falls back to SMTP), a 403 without permission is `GmailRefused`
+(falls back too, the account stays connected), anything else fails the delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from email.message import Message
+from email.utils import formataddr
+
+from app.accounts.models import Account
+from app.core.config import Settings
+from app.delivery.base import SENT, Result, failed, retry
+from app.delivery.render import parse_from
+from app.google.accounts import features
+from app.google.client import GoogleApiError, GoogleClient
+from app.sources.base import AccountDisconnected, SourceError
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class GmailUnavailable(Exception):
+    """Gmail cannot send for this account: the channel falls back to SMTP."""
+
+
+class GmailDisconnected(GmailUnavailable):
+    """The account's grant was refused (`invalid_grant`): the account is disconnected."""
+
+
+class GmailRefused(GmailUnavailable):
+    """Google refused the send for lack of permission (the grant lacks gmail.send)."""
+
+
+def can_send(account: Account) -> bool:
+    """Connected, and granted gmail.send (the account's `gmail_send` feature)."""
+    return account.kind == "google" and features(account)["gmail_send"]
+
+
+def can_read(account: Account) -> bool:
+    """Connected, and granted gmail.readonly: the user's replies can be read."""
+    return account.kind == "google" and features(account)["gmail"]
+
+
+def sender_account(accounts: list[Account]) -> Account | None:
+    """The account digests are sent through: the oldest active one granted gmail.send."""
+    return next((a for a in accounts if can_send(a)), None)
+
+
+def reply_account(
+    accounts: list[Account], *, sent_through: Account | None, to: str
+) -> Account | None:
+    """The account whose Gmail holds the user's reply: the one the email was sent through,
+    else the one it was sent to, else any that can read Gmail; None when none can."""
+    if sent_through is not None and can_read(sent_through):
+        return sent_through
+    readers = [a for a in accounts if can_read(a)]
+    addressed = [a for a in readers if a.email.lower() == to.lower()]
+    chosen = addressed or readers
+    return chosen[0] if chosen else None
+
+
+def as_sent_by(message: Message, account_email: str, from_setting: str) -> Message:
+    """The same message (parts, Message-ID) from and to the account's own address, with
+    the display name of the From setting."""
+    if "\r" in account_email or "\n" in account_email:
+        raise ValueError("a line break in an address header")
+    mine = copy.deepcopy(message)
+    del mine["From"]
+    del mine["To"]
+    mine["From"] = formataddr((parse_from(from_setting)[0], account_email), charset="utf-8")
+    mine["To"] = account_email
+    return mine
+
+
+def raw(message: Message) -> str:
+    """The message as Gmail's `raw`: base64url of its RFC 5322 bytes (CRLF line ends)."""
+    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    return base64.urlsafe_b64encode(data).decode()
+
+
+class GmailTransport:
+    """Sends one account's email to itself through Gmail."""
+
+    def __init__(self, account: Account, settings: Settings) -> None:
+        self.account_email = account.email
+        self.from_setting = settings.smtp_from
+        self.client = GoogleClient(account, settings)
+
+    async def history_id(self) -> str | None:
+        """The mailbox's current historyId (1 unit); None if Gmail cannot say now."""
+        try:
+            profile = await self.client.call(
+                "gmail", self.client.gmail().users().getProfile(userId="me"))
+        except SourceError:
+            return None
+        return str(profile["historyId"])
+
+    async def send(self, message: Message, *, to: str) -> Result:
+        """Send (`to` is ignored: the account's own address is both From and To).
+
+        Raises `GmailUnavailable` when SMTP should be tried instead."""
+        mine = as_sent_by(message, self.account_email, self.from_setting)
+        request = self.client.gmail().users().messages().send(
+            userId="me", body={"raw": raw(mine)})
+        try:
+            await self.client.call("gmail", request)
+        except AccountDisconnected as exc:
+            raise GmailDisconnected(str(exc)) from exc
+        except GoogleApiError as exc:
+            if exc.status in RETRY_STATUSES or exc.reason in ("rateLimitExceeded",
+                                                              "userRateLimitExceeded"):
+                return retry(f"Gmail answered {exc.status} to the send: {exc}",
+                             retry_after=exc.retry_after)
+            if exc.status in (401, 403):
+                raise GmailRefused(f"Gmail refused to send ({exc.status}: {exc})") from exc
+            return failed(f"Gmail refused the message ({exc.status}): {exc}")
+        except SourceError as exc:
+            return retry(f"could not reach Gmail: {exc}")
+        return SENT

@@ -1,0 +1,36 @@
+"""The HTTP server: uvicorn's, ending the open event streams as soon as it starts to stop.
+
+On SIGTERM or SIGINT uvicorn stops accepting connections and waits for every response
+in progress to finish before the application shuts down; an event stream never finishes
+by itself, so the server would wait for it forever. This server ends the streams first
+(each ends its response cleanly; the clients reconnect with Last-Event-ID), and
+`GRACEFUL_SHUTDOWN_SECONDS` bounds the wait for any other slow response.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+def end_streams(app: object) -> None:
+    """End the event streams of `app`, if it has opened any."""
+    hub = getattr(app.state, "events", None) if isinstance(app, FastAPI) else None
+    if hub is not None:
+        hub.end_streams()
+
+
+class Server(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self.config.app)
+        await super().shutdown(sockets=sockets)
+
+
+def server(app: FastAPI, *, host: str, port: int, log_level: str) -> Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+    return Server(config)

@@ -1,0 +1,227 @@
+"""The reply poller: reads Gmail for replies to question emails and answers with them.
+
+It runs in the scheduler role: the scheduler is the process that already polls Gmail
+(watch triggers) and one replica is enough, so each mailbox is read once per interval
+rather than once per worker replica. More pollers are safe: a reply is claimed in the
+transaction that answers with it (`EmailReply`, unique per Gmail message).
+
+Per iteration, only the Google accounts with an open question whose email was sent
+(and recorded, `QuestionEmail`) are read, each from the lowest historyId recorded for
+those emails:
+
+- `history.list(labelId=SENT, historyTypes=messageAdded)`: the user's reply is a mail
+  they sent, in the thread of the one they received (with Gmail send-to-self and with
+  SMTP alike). Nothing new costs that one call (2 units).
+- Each new message's `In-Reply-To` / `References` / labels (`messages.get`,
+  `format=metadata`, batched); a message naming one of our Message-IDs, sent by the
+  user (label SENT; mail from anyone else is never an answer), is read in full and its
+  text above the quote answers that email's question.
+- The cursor then moves to the last history record read. An expired historyId (404)
+  starts again from the mailbox's current one, and says so in the log: a reply sent
+  meanwhile must be answered in the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import select
+
+from app.accounts.models import Account
+from app.core.db import transaction
+from app.core.loops import LoopService
+from app.core.runtime import Runtime
+from app.google import gmail_format
+from app.google.accounts import mark_disconnected
+from app.google.client import GoogleApiError, GoogleClient
+from app.notifications.models import Delivery
+from app.questions import replies
+from app.questions.models import Question, QuestionEmail
+from app.sources.base import AccountDisconnected, SourceError
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE = 500
+HISTORY_PAGES_MAX = 20
+ACCOUNTS_PER_PASS = 200
+REPLY_HEADERS = ["In-Reply-To", "References", "Message-ID"]
+
+REPLIES = Counter(
+    "pilotlight_email_replies",
+    "Replies to question emails this process handled, by outcome (answered, ignored, "
+    "duplicate: another poller had it)",
+    ["outcome"],
+)
+
+
+class ReplyPoller(LoopService):
+    name = "email-replies"
+
+    def __init__(self, *, runtime: Runtime) -> None:
+        super().__init__(interval=runtime.settings.email_reply_poll_seconds)
+        self.runtime = runtime
+        self.settings = runtime.settings
+
+    async def run_once(self) -> int:
+        """Read each waiting account's new mail; returns how many questions were answered."""
+        answered = 0
+        for account in await self._accounts():
+            try:
+                answered += await self.poll(account)
+            except AccountDisconnected as exc:
+                log.warning("account %s: %s", account.id, exc)
+                async with transaction(self.runtime.sessionmaker) as session:
+                    await mark_disconnected(session, account=account, reason=str(exc),
+                                            settings=self.settings)
+            except SourceError as exc:
+                log.warning("reading replies in account %s failed: %s; next pass tries again",
+                            account.id, exc)
+        return answered
+
+    async def _accounts(self) -> Sequence[Account]:
+        async with transaction(self.runtime.sessionmaker) as session:
+            waiting = (
+                select(QuestionEmail.account_id)
+                .join(Question, Question.id == QuestionEmail.question_id)
+                .join(Delivery, Delivery.id == QuestionEmail.delivery_id)
+                .where(Question.status == "open", Delivery.status == "sent")
+            )
+            rows = await session.execute(
+                select(Account)
+                .where(Account.id.in_(waiting), Account.status == "active")
+                .order_by(Account.id).limit(ACCOUNTS_PER_PASS)
+            )
+            return rows.scalars().all()
+
+    async def _open_emails(self, account_id: uuid.UUID) -> list[QuestionEmail]:
+        async with transaction(self.runtime.sessionmaker) as session:
+            rows = await session.execute(
+                select(QuestionEmail)
+                .join(Question, Question.id == QuestionEmail.question_id)
+                .where(QuestionEmail.account_id == account_id, Question.status == "open")
+            )
+            return list(rows.scalars())
+
+    async def poll(self, account: Account) -> int:
+        client = GoogleClient(account, self.settings)
+        emails = await self._open_emails(account.id)
+        known = [int(e.history_id) for e in emails if e.history_id and e.history_id.isdigit()]
+        if not known:
+            await self._advance(account.id, await self._profile_history_id(client))
+            return 0
+        try:
+            resume, added = await self._history(client, str(min(known)))
+        except GoogleApiError as exc:
+            if exc.status != 404:
+                raise
+            now = await self._profile_history_id(client)
+            log.warning("account %s: Gmail no longer has history from %s; reading replies from "
+                        "%s on", account.id, min(known), now)
+            await self._advance(account.id, now)
+            return 0
+        answered = await self._answer_from(client, account, added) if added else 0
+        await self._advance(account.id, resume)
+        return answered
+
+    async def _profile_history_id(self, client: GoogleClient) -> str:
+        profile = await client.call("gmail", client.gmail().users().getProfile(userId="me"))
+        return str(profile["historyId"])
+
+    async def _history(self, client: GoogleClient, start: str) -> tuple[str, list[str]]:
+        """(where to read from next, ids of sent messages added since `start`, oldest first)."""
+        added: list[str] = []
+        resume, token = start, None
+        for _ in range(HISTORY_PAGES_MAX):
+            kwargs: dict[str, Any] = {
+                "userId": "me", "startHistoryId": start, "historyTypes": ["messageAdded"],
+                "labelId": "SENT", "maxResults": HISTORY_PAGE,
+            }
+            if token:
+                kwargs["pageToken"] = token
+            page = await client.call("gmail", client.gmail().users().history().list(**kwargs))
+            for record in page.get("history") or []:
+                for entry in record.get("messagesAdded") or []:
+                    message_id = (entry.get("message") or {}).get("id")
+                    if message_id:
+                        added.append(str(message_id))
+                if record.get("id"):
+                    resume = str(record["id"])
+            token = page.get("nextPageToken")
+            if not token:
+                resume = str(page.get("historyId") or resume)
+                break
+        return resume, list(dict.fromkeys(added))
+
+    async def _answer_from(self, client: GoogleClient, account: Account, added: list[str]) -> int:
+        async with transaction(self.runtime.sessionmaker) as session:
+            done = await replies.handled(session=session, account_id=account.id,
+                                         gmail_ids=added)
+        todo = [m for m in added if m not in done]
+        users = client.gmail().users()
+        found = await client.batch("gmail", [
+            (m, users.messages().get(userId="me", id=m, format="metadata",
+                                     metadataHeaders=REPLY_HEADERS))
+            for m in todo
+        ])
+        candidates: dict[str, list[str]] = {}
+        for gmail_id in todo:
+            resource = found.get(gmail_id)
+            if not isinstance(resource, dict) or "SENT" not in (resource.get("labelIds") or []):
+                continue  # gone since, or not the user's own mail
+            headers = _headers(resource)
+            named = replies.referenced_ids(headers.get("in-reply-to", ""),
+                                           headers.get("references", ""))
+            if named:
+                candidates[gmail_id] = named
+        if not candidates:
+            return 0
+        async with transaction(self.runtime.sessionmaker) as session:
+            ours = await replies.emails_named(
+                session=session, account_id=account.id,
+                message_ids=[i for ids in candidates.values() for i in ids])
+        answered = 0
+        for gmail_id, named in candidates.items():
+            email = next((ours[i] for i in named if i in ours), None)
+            if email is None:
+                continue  # a reply to some other mail
+            try:
+                full = await client.call("gmail", users.messages().get(
+                    userId="me", id=gmail_id, format="full"))
+            except GoogleApiError as exc:
+                if exc.status not in (400, 404):
+                    raise
+                continue  # deleted since it was listed
+            text = replies.reply_text(gmail_format.body_text(full.get("payload") or {}))
+            async with transaction(self.runtime.sessionmaker) as session:
+                outcome = await replies.answer_by_reply(
+                    session=session, email=email, gmail_message_id=gmail_id, text=text,
+                    wakeups=self.runtime.wakeups)
+            REPLIES.labels(outcome).inc()
+            answered += outcome == "answered"
+        return answered
+
+    async def _advance(self, account_id: uuid.UUID, history_id: str) -> None:
+        """Move the open emails' cursor forward to `history_id` (never back)."""
+        async with transaction(self.runtime.sessionmaker) as session:
+            rows = await session.execute(
+                select(QuestionEmail)
+                .join(Question, Question.id == QuestionEmail.question_id)
+                .where(QuestionEmail.account_id == account_id, Question.status == "open")
+            )
+            for email in rows.scalars():
+                current = email.history_id
+                if not (current and current.isdigit()) or int(current) < int(history_id):
+                    email.history_id = history_id
+
+
+def _headers(resource: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for header in (resource.get("payload") or {}).get("headers") or []:
+        name = str(header.get("name", "")).lower()
+        if name and name not in out:
+            out[name] = " ".join(str(header.get("value", "")).split())
+    return out

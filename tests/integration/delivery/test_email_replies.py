@@ -1,0 +1,288 @@
+"""Answering a question by replying to its email: the question goes out (Gmail
+send-to-self or SMTP), the user's reply shows up in their Gmail (the fake Google, read
+by the real client), the reply poller answers with its text and the run resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from app.core.db import transaction, utcnow
+from app.core.runtime import Runtime
+from app.delivery.sender import DeliverySender
+from app.google.scopes import READ_SCOPES
+from app.notifications import service as notifications_service
+from app.questions import replies
+from app.questions import service as questions
+from app.questions.models import EmailReply, Question, QuestionEmail
+from app.questions.reply_poller import ReplyPoller
+from app.runs import service as runs_service
+from app.users.models import User
+from tests import factories
+from tests.fakes.gemini import Calls, FakeGemini, Text
+from tests.fakes.google import FakeGoogle
+from tests.integration.delivery.conftest import send_until_settled, with_settings
+from tests.integration.delivery.gmail_helpers import ALICE, connect_google, mailbox_raw
+from tests.integration.delivery.receivers import MailHandler
+from tests.integration.delivery.test_gmail_send import FROM, google_settings
+from tests.integration.runs.helpers import get_run, make_worker, work_once
+from tests.integration.runs.test_questions_flow import gemini_for
+from tests.integration.runs.test_worker import run_now
+
+ATTRIBUTION = "On Mon, 23 Nov 2026 at 08:00, Pilotlight <alice@example.com> wrote:"
+
+
+@pytest.fixture(scope="module")
+def google() -> Iterator[FakeGoogle]:
+    with FakeGoogle(seed=False) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGemini]:
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+def reply_runtime(runtime: Runtime, google: FakeGoogle, gemini: FakeGemini,
+                  smtp: tuple[MailHandler, int]) -> Runtime:
+    google.reset(seed=False)
+    gemini.reset()
+    return with_settings(runtime, **google_settings(
+        google, smtp_host="127.0.0.1", smtp_port=smtp[1], smtp_tls="none",
+        gemini_api_key=SecretStr(gemini.api_key), gemini_base_url=gemini.url, gemini_max_retries=0,
+        worker_poll_seconds=0.05))
+
+
+async def question_row(runtime: Runtime, question_id: uuid.UUID) -> Question:
+    async with transaction(runtime.sessionmaker) as session:
+        found = await session.get(Question, question_id)
+        assert found is not None
+        return found
+
+
+async def reply_rows(runtime: Runtime) -> list[EmailReply]:
+    async with transaction(runtime.sessionmaker) as session:
+        rows = await session.execute(select(EmailReply).order_by(EmailReply.created_at))
+        return list(rows.scalars())
+
+
+async def question_email(runtime: Runtime) -> QuestionEmail:
+    async with transaction(runtime.sessionmaker) as session:
+        return (await session.execute(select(QuestionEmail))).scalar_one()
+
+
+def reply(google: FakeGoogle, *, to_message_id: str, text: str, thread_id: str,
+          sender: str = f"Alice <{ALICE}>", labels: tuple[str, ...] = ("SENT",)) -> str:
+    """A reply as the user's mail client leaves it in Gmail: in the thread, sent by them."""
+    return google.add_message(
+        ALICE, sender=sender, to=["digests@pilotlight.example"], subject="Re: a question",
+        text=text, labels=labels, thread_id=thread_id,
+        headers={"In-Reply-To": to_message_id, "References": to_message_id},
+    )
+
+
+async def test_a_reply_to_the_question_email_resumes_the_run_with_that_answer(
+    reply_runtime: Runtime, google: FakeGoogle, gemini: FakeGemini
+) -> None:
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    account = await connect_google(runtime, google, user)
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
+    gemini.script(
+        Calls([("ask_user", {"question": "Which project?", "choices": ["Apollo", "Gemini"]})],
+              ids=["call_ask"]),
+        Text(json.dumps({"summary": "Apollo it is.", "sections": []})),
+    )
+    llm = gemini_for(runtime.settings)
+    worker = make_worker(runtime, llm)
+    run_id = await run_now(runtime, instruction)
+    assert await work_once(worker) == 1
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+
+    # The question goes out through Gmail send-to-self, its historyId taken first.
+    sender = DeliverySender(runtime=runtime)
+    for _ in range(5):
+        await sender.run_once()
+    [(labels, sent)] = mailbox_raw(google, ALICE)
+    assert "SENT" in labels
+    our_id = sent["Message-ID"].strip()
+    watched = await question_email(runtime)
+    assert watched.message_id == our_id
+    assert watched.account_id == account.id
+    assert watched.history_id is not None
+    [thread_id] = {m.thread_id for m in google.account(ALICE).mailbox.messages.values()}
+
+    # Nothing new: one history.list, nothing answered.
+    poller = ReplyPoller(runtime=runtime)
+    google.reset_counters()
+    assert await poller.run_once() == 0
+    assert [r.path for r in google.requests] == ["/gmail/v1/users/me/history"]
+    assert google.quota_units(ALICE) == 2
+
+    reply(google, to_message_id=our_id, thread_id=thread_id,
+          text=f"apollo\n\n{ATTRIBUTION}\n> Which project?\n> Apollo or Gemini\n")
+    assert await poller.run_once() == 1
+    question = await question_row(runtime, uuid.UUID(str(watched.question_id)))
+    assert (question.status, question.answer) == ("answered", "Apollo")  # the choice, as named
+    assert (await get_run(runtime, run_id)).status == "queued"
+
+    # A second reply in the thread is ignored (the question is answered), and logged.
+    reply(google, to_message_id=our_id, thread_id=thread_id, text="Gemini, actually")
+    assert await poller.run_once() == 0
+    assert await ReplyPoller(runtime=runtime).run_once() == 0  # a restarted poller too
+    question = await question_row(runtime, question.id)
+    assert question.answer == "Apollo"
+
+    assert await work_once(worker) == 1
+    await llm.aclose()
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    resume = gemini.requests()[1].body
+    assert [(r["call_id"], r["result"]) for r in resume["input"]] == [
+        ("call_ask", "The user answered: Apollo")]
+
+
+async def _asked_by_email(runtime: Runtime, user: User) -> tuple[uuid.UUID, uuid.UUID]:
+    """A run waiting on a question, told by email, as the worker leaves it."""
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
+    async with transaction(runtime.sessionmaker) as session:
+        run = await runs_service.run_now(session=session, instruction=instruction,
+                                         wakeups=runtime.wakeups)
+        run.status = "waiting_for_user"
+        question, _ = await questions.ask(
+            session=session, user_id=user.id, run_id=run.id, instruction_id=instruction.id,
+            interaction_id="interaction-1", call_id="call-1", text="Which project?",
+            choices=["Apollo", "Gemini"], expires_at=utcnow() + timedelta(hours=1),
+        )
+        await notifications_service.notify(
+            session=session, user_id=user.id, key=f"run:{run.id}:question:call-1",
+            kind="question", title="Morning digest: a question for you", body=question.text,
+            channels=["email"], data={"question_id": str(question.id), "choices": ["Apollo"]},
+            run_id=run.id, instruction_id=instruction.id,
+        )
+        return run.id, question.id
+
+
+async def test_a_reply_to_a_question_sent_by_smtp_answers_with_the_new_text_only_once(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user, scopes=READ_SCOPES)  # no gmail.send
+    run_id, question_id = await _asked_by_email(runtime, user)
+    sender = DeliverySender(runtime=runtime)
+    for _ in range(5):
+        await sender.run_once()
+    [mail] = smtp[0].messages
+    our_id = mail.message["Message-ID"].strip()
+    assert (await question_email(runtime)).message_id == our_id
+    # The mail reaches the user's Gmail; they answer it there.
+    received = google.add_message(ALICE, sender=FROM, subject=mail.message["Subject"],
+                                  text="Which project?")
+    # Someone else's mail naming our Message-ID is no answer: only the user's own replies.
+    reply(google, to_message_id=our_id, thread_id=received, sender="Mallory <m@evil.test>",
+          labels=("INBOX", "UNREAD"), text="Gemini")
+    reply(google, to_message_id=our_id, thread_id=received, text=(
+        "Cover the launch plan first.\nThanks!\n\n"
+        "On Mon, 23 Nov 2026 at 08:00, Pilotlight <\ndigests@pilotlight.example> wrote:\n\n"
+        "> Which project?\n> Apollo\n"))
+
+    # Two pollers at once: the reply answers once.
+    results = await asyncio.gather(ReplyPoller(runtime=runtime).run_once(),
+                                   ReplyPoller(runtime=runtime).run_once())
+    assert sum(results) == 1
+    question = await question_row(runtime, question_id)
+    assert (question.status, question.answer) == ("answered",
+                                                  "Cover the launch plan first.\nThanks!")
+    assert (await get_run(runtime, run_id)).status == "queued"
+    [handled] = await reply_rows(runtime)
+    assert (handled.outcome, handled.question_id) == ("answered", question_id)
+
+    # The same reply handed over again (a poller that read the history earlier): no effect.
+    async with transaction(runtime.sessionmaker) as session:
+        email = (await session.execute(select(QuestionEmail))).scalar_one()
+        outcome = await replies.answer_by_reply(
+            session=session, email=email, gmail_message_id=handled.gmail_message_id,
+            text="Gemini", wakeups=runtime.wakeups)
+    assert outcome == "duplicate"
+    assert (await question_row(runtime, question_id)).answer == (
+        "Cover the launch plan first.\nThanks!")
+
+
+async def test_a_reply_to_an_expired_question_is_ignored_and_recorded(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    account = await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             (await question_email_notification(runtime)))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0  # reads up to now
+    async with transaction(runtime.sessionmaker) as session:
+        question = await session.get(Question, question_id)
+        assert question is not None
+        question.status = "expired"
+    gmail_id = reply(google, to_message_id=our_id, thread_id=received, text="Apollo")
+
+    # The account has no open question any more: it is not read at all.
+    google.reset_counters()
+    assert await poller.run_once() == 0
+    assert google.requests == []
+    # A poller handed the reply anyway records it as ignored, once.
+    async with transaction(runtime.sessionmaker) as session:
+        email = (await session.execute(select(QuestionEmail))).scalar_one()
+        outcome = await replies.answer_by_reply(session=session, email=email,
+                                                gmail_message_id=gmail_id, text="Apollo",
+                                                wakeups=runtime.wakeups)
+    assert outcome == "ignored"
+    [row] = await reply_rows(runtime)
+    assert (row.account_id, row.detail) == (account.id, "the question is already expired")
+    assert (await question_row(runtime, question_id)).answer is None
+
+
+async def question_email_notification(runtime: Runtime) -> uuid.UUID:
+    from app.notifications.models import Notification
+
+    async with transaction(runtime.sessionmaker) as session:
+        return (await session.execute(
+            select(Notification.id).where(Notification.kind == "question"))).scalar_one()
+
+
+async def test_an_expired_history_id_starts_again_from_now_and_later_replies_still_answer(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    before = (await question_email(runtime)).history_id
+    google.expire_history(ALICE)
+
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0  # Gmail's 404: no error, the cursor moves to now
+    after = (await question_email(runtime)).history_id
+    assert after is not None
+    assert before is not None
+    assert int(after) > int(before)
+    assert await poller.run_once() == 0  # and the next pass reads from there
+
+    reply(google, to_message_id=our_id, thread_id=received, text="gemini")
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
