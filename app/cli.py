@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-import uvicorn
 
 from app.core.config import Settings, get_settings
 from app.core.db import transaction
@@ -31,7 +30,9 @@ cli = typer.Typer(
 user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 token_cli = typer.Typer(help="Manage personal access tokens.", no_args_is_help=True)
 cli.add_typer(user_cli, name="user")
+keys_cli = typer.Typer(help="Manage the keys that encrypt secrets at rest.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
+cli.add_typer(keys_cli, name="keys")
 
 log = logging.getLogger("pilotlight")
 
@@ -90,8 +91,10 @@ async def _model_or_exit(settings: Settings) -> LLM:
 def _loops(
     runtime: Runtime, *, scheduler: bool, worker: bool, llm: LLM | None = None
 ) -> list[LoopService]:
-    from app.agent.factory import build_llm
     from app.delivery.sender import DeliverySender
+    from app.google.renewal import PushRenewer, gmail_watch
+    from app.google.watch import WatchPoller
+    from app.questions.reply_poller import ReplyPoller
     from app.runs.execute import RunExecutor
     from app.runs.scheduler import SchedulerTick
     from app.runs.worker import Worker
@@ -104,9 +107,22 @@ def _loops(
                 sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=settings
             )
         )
+        loops.append(
+            WatchPoller(
+                sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=settings
+            )
+        )
+        if settings.google_pubsub_topic:
+            loops.append(
+                PushRenewer(
+                    sessionmaker=runtime.sessionmaker, settings=settings, register=gmail_watch
+                )
+            )
+        # Gmail is polled by the scheduler role (one replica is enough): see reply_poller.
+        loops.append(ReplyPoller(runtime=runtime))
     if worker:
         executor = RunExecutor(
-            sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or build_llm(settings)
+            sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or runtime.model()
         )
         loops.append(Worker(runtime=runtime, executor=executor))
         loops.append(DeliverySender(runtime=runtime))
@@ -114,16 +130,15 @@ def _loops(
 
 
 async def _serve_http(
-    runtime: Runtime, loops: Sequence[LoopService], host: str, port: int
+    runtime: Runtime, loops: Sequence[LoopService], host: str, port: int, *,
+    embedded: bool = False,
 ) -> None:
+    from app.events.server import server
     from app.main import create_app
 
-    app = create_app(runtime, loops=loops)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=runtime.settings.log_level.lower(),
-        lifespan="on",
-    )
-    await uvicorn.Server(config).serve()
+    app = create_app(runtime, loops=loops, embedded=embedded)
+    # Ends the open event streams when it stops, or it would wait for them forever.
+    await server(app, host=host, port=port, log_level=runtime.settings.log_level.lower()).serve()
 
 
 async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:
@@ -172,9 +187,12 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
             "get an API token with: %s token create   (API docs: http://%s:%d/docs)",
             _self_command(), host or settings.host, port or settings.port,
         )
-        llm = await _model_or_exit(settings)
-        loops = _loops(runtime, scheduler=True, worker=True, llm=llm)
-        await _serve_http(runtime, loops, host or settings.host, port or settings.port)
+        runtime.use_model(await _model_or_exit(settings))  # one client: api and worker
+        loops = _loops(runtime, scheduler=True, worker=True)
+        log.info("dashboard: http://%s:%d/", host or settings.host, port or settings.port)
+        await _serve_http(
+            runtime, loops, host or settings.host, port or settings.port, embedded=True
+        )
 
     _run(main)
 
@@ -210,8 +228,8 @@ def worker() -> None:
 
     async def main(runtime: Runtime) -> None:
         await _require_schema(runtime)
-        llm = await _model_or_exit(runtime.settings)
-        await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True, llm=llm))
+        runtime.use_model(await _model_or_exit(runtime.settings))
+        await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True))
 
     _run(main)
 
@@ -332,6 +350,71 @@ def token_create(
         return plaintext
 
     # Only the token on stdout, so `TOKEN=$(pilotlight token create)` works.
+    typer.echo(_run(main))
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10000, help="Rows re-encrypted per transaction.")
+    ] = 500,
+) -> None:
+    """Re-encrypt every stored secret with the newest key (the first of
+    PILOTLIGHT_SECRET_KEYS); afterwards the older keys can be removed."""
+
+    async def main(runtime: Runtime) -> None:
+        from app.core.rotation import ColumnCount, rotate_all
+        from app.models import Base
+
+        await _require_schema(runtime)
+        if not runtime.settings.secret_keys:
+            typer.echo("PILOTLIGHT_SECRET_KEYS is not set: secrets are sealed with "
+                       "DATA_DIR/secret.key; put a new key first in PILOTLIGHT_SECRET_KEYS, "
+                       "then that key after it, and rotate", err=True)
+
+        def report(count: ColumnCount) -> None:
+            typer.echo(count.line())
+
+        counts = await rotate_all(
+            runtime.sessionmaker, runtime.settings, Base.metadata, batch_size=batch_size,
+            report=report,
+        )
+        rotated = sum(count.rotated for count in counts)
+        typer.echo(f"done: {rotated} secrets re-encrypted with the newest key; the older keys "
+                   "can now be removed from PILOTLIGHT_SECRET_KEYS", err=True)
+
+    _run(main)
+
+
+@cli.command("login-link")
+def login_link(
+    email: Annotated[str, typer.Argument(help="The user to sign in.")],
+) -> None:
+    """Print a one-time dashboard sign-in link for a user (single use, expires soon)."""
+
+    async def main(runtime: Runtime) -> str:
+        from app.auth import service as auth
+        from app.users import service
+
+        await _require_schema(runtime)
+        settings = runtime.settings
+        async with transaction(runtime.sessionmaker) as session:
+            user = await service.get_by_email(session=session, email=email)
+            if user is None:
+                typer.echo(
+                    f"error: no user {email}: create it with `pilotlight user create EMAIL`",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            _link, url = await auth.create_login_link(
+                session=session, user=user, ttl_seconds=settings.web_login_link_ttl_seconds,
+                public_url=settings.effective_public_url,
+            )
+        minutes = settings.web_login_link_ttl_seconds // 60
+        typer.echo(f"sign-in link for {user.email} (one use, valid {minutes} min):", err=True)
+        return url
+
+    # Only the link on stdout, for scripts.
     typer.echo(_run(main))
 
 

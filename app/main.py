@@ -1,4 +1,4 @@
-"""The FastAPI application: REST API under /api/v1, health, OpenAPI docs."""
+"""The FastAPI application: REST API under /api/v1, health, OpenAPI docs, the dashboard at /."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from app.accounts.router import router as accounts_router
 from app.channels.push_router import router as push_router
 from app.channels.router import router as webhooks_router
 from app.core.errors import install_error_handlers
 from app.core.loops import LoopService
 from app.core.runtime import Runtime
 from app.events.router import router as events_router
+from app.google.pubsub_router import router as google_pubsub_router
+from app.google.router import callback_router as google_callback_router
+from app.google.router import router as google_router
 from app.instructions.router import router as instructions_router
 from app.notifications.router import router as notifications_router
 from app.questions.router import router as questions_router
@@ -24,12 +28,18 @@ from app.runs.metrics import refresh_database_gauges
 from app.runs.router import router as runs_router
 from app.runs.router import usage_router
 from app.users.router import router as users_router
+from app.web.app import DashboardMount, create_web_app
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAPI:
-    """Build the app; `loops` (scheduler, worker) run beside it in `serve` mode."""
+def create_app(
+    runtime: Runtime, *, loops: Sequence[LoopService] = (), embedded: bool = False
+) -> FastAPI:
+    """Build the app; `loops` (scheduler, worker) run beside it in `serve` mode.
+
+    `embedded` (`serve`): the dashboard signs the local user in on loopback.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -55,10 +65,12 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         users_router, instructions_router, runs_router, questions_router, notifications_router,
-        usage_router, webhooks_router, push_router, events_router,
+        usage_router, webhooks_router, push_router, events_router, accounts_router,
+        google_router, google_pubsub_router,
     ):
         api.include_router(router)
     app.include_router(api)
+    app.include_router(google_callback_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -85,4 +97,7 @@ def create_app(runtime: Runtime, *, loops: Sequence[LoopService] = ()) -> FastAP
             await refresh_database_gauges(session)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
+    # Last: the dashboard takes every path the API and health routes did not.
+    web = create_web_app(runtime, embedded=embedded)
+    app.router.routes.append(DashboardMount(web, siblings=list(app.router.routes)))
     return app

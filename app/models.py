@@ -1,15 +1,19 @@
 """Imports every domain's models so the metadata is complete (Alembic, tests)."""
 
 from app.accounts.models import Account
+from app.auth.models import LoginLink, WebSession
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import Base
+from app.google.models import OAuthState
+from app.google.watch_models import WatchCursor, WatchHit
 from app.instructions.models import Instruction
 from app.notifications.models import Delivery, Notification
-from app.questions.models import Question
-from app.runs.models import Run, RunStep
+from app.questions.models import EmailReply, Question, QuestionEmail
+from app.runs.models import ModelCall, Run, RunStep
 from app.users.models import ApiToken, User
 
 __all__ = [
-    "Account", "ApiToken", "Base", "Delivery", "Instruction", "Notification",
-    "PushSubscription", "Question", "Run", "RunStep", "User", "Webhook",
+    "Account", "ApiToken", "Base", "Delivery", "EmailReply", "Instruction", "LoginLink",
+    "ModelCall", "Notification", "OAuthState", "PushSubscription", "Question", "QuestionEmail",
+    "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WebSession", "Webhook",
 ]

@@ -44,6 +44,7 @@ from app.channels.schemas import WebhookCreate
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.delivery import wakeup
 from app.delivery.mail import EmailChannel
 from app.delivery.render import message_id
 from app.delivery.sender import DeliverySender
@@ -85,21 +86,28 @@ async def sender_child(pipe: Any, p: dict[str, Any]) -> None:
         pipe.send({"ready": True, "poll": s.delivery_poll_seconds, "batch": s.delivery_batch_size,
                    "concurrency": s.delivery_concurrency, "pool": s.database_pool_size})
         if not p["until_drained"]:
-            await sender.run(stop)
+            task = asyncio.create_task(sender.run(stop))
+            # Answers {"cmd": "cpu"} with the CPU seconds this process has used so far.
+            while not task.done():
+                if pipe.poll():
+                    if pipe.recv().get("cmd") == "cpu":
+                        pipe.send({"cpu": time.process_time()})
+                await asyncio.sleep(0.02)
+            task.result()
             await runtime.close()
             return
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         task = asyncio.create_task(sender.run(stop))
         while await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'"):
             if task.done():
                 task.result()
                 raise RuntimeError("the sender stopped early")
             await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         stop.set()
         await task
     await runtime.close()
-    pipe.send({"elapsed": elapsed})
+    pipe.send({"elapsed": elapsed, "cpu": cpu})
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -200,9 +208,12 @@ async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None
                 f"{ours_rate:,.0f} deliveries/s  ({ours['elapsed']:.2f} s; concurrency "
                 f"{info['concurrency']}, batch {info['batch']}, poll {info['poll']:g} s, pool "
                 f"{info['pool']}; {duplicates} duplicate arrivals)")
+    report.line("ours: sender CPU", f"{ms(ours['cpu'] / (2 * n))} per delivery "
+                f"({ours['cpu']:.2f} s of CPU in {ours['elapsed']:.2f} s)")
     report.line("baseline (direct httpx + aiosmtplib)",
                 f"{their_rate:,.0f} sends/s  ({theirs['elapsed']:.2f} s; same concurrency "
-                f"{info['concurrency']}, from a list in memory)")
+                f"{info['concurrency']}, kept-alive connections, from a list in memory)")
+    report.line("baseline: CPU", f"{ms(theirs['cpu'] / (2 * n))} per send")
     report.line("ratio ours/direct", f"{ratio:.2f}x (1.0 = the outbox costs nothing)")
     report.verdict("throughput", f"{ours_rate:,.0f}/s = {ratio:.2f}x direct",
                    f">= {args.rate}/s (the lag figure's rate)", ours_rate >= args.rate)
@@ -225,6 +236,8 @@ async def lag(dsn: str, args: argparse.Namespace, report: Report) -> None:
             async with children(sender_child, params) as [kid]:
                 info = await kid.recv()
                 await asyncio.sleep(info["poll"] + 0.5)  # the sender is idle and polling
+                kid.pipe.send({"cmd": "cpu"})
+                cpu = (await kid.recv())["cpu"]
                 started = time.perf_counter()
                 behind = 0.0
                 for i in range(total):
@@ -241,6 +254,8 @@ async def lag(dsn: str, args: argparse.Namespace, report: Report) -> None:
                     return (await statuses(dsn)).get("pending", 0) == 0
 
                 await wait_until(drained, timeout=300, every=0.05)
+                kid.pipe.send({"cmd": "cpu"})
+                cpu = (await kid.recv())["cpu"] - cpu
         finally:
             await runtime.close()
         wanted = await expected(dsn, s.smtp_from)
@@ -255,18 +270,25 @@ async def lag(dsn: str, args: argparse.Namespace, report: Report) -> None:
     for key, (channel, created) in wanted.items():
         lags["all"].append(first[key] - created)
         lags[channel].append(first[key] - created)
+    offered = 2 * total / produced
     report.line("producer", f"{total:,} notify() transactions in {produced:.1f} s = "
                 f"{total / produced:,.0f}/s (target {per_second:g}/s; at most "
                 f"{ms(behind)} behind schedule)")
+    report.line("offered", f"{offered:,.0f} deliveries/s")
     report.line("sender", f"concurrency {info['concurrency']}, batch {info['batch']}, poll "
-                f"{info['poll']:g} s (PILOTLIGHT_DELIVERY_POLL_SECONDS)")
+                f"{info['poll']:g} s (PILOTLIGHT_DELIVERY_POLL_SECONDS), woken by NOTIFY "
+                f"{wakeup.DELIVERY_CHANNEL}; CPU {ms(cpu / (2 * total))} per delivery")
     for label, values in lags.items():
         report.line(f"lag {label} p50 / p99 / max", f"{ms(median(values))} / "
                     f"{ms(percentile(values, 99))} / {ms(max(values))}  ({len(values):,})")
     p99 = percentile(lags["all"], 99)
-    report.line("ratio p99 / poll interval", f"{p99 / info['poll']:.2f}x (the sender is not "
-                "woken by new notifications; it finds them when it polls)")
-    report.verdict("lag p99", ms(p99), f"< 1 s at {args.rate}/s", p99 < 1.0)
+    report.line("ratio p99 / poll interval", f"{p99 / info['poll']:.2f}x (below 1: the "
+                "deliveries were sent on the wake-up, not found by a poll)")
+    # Judged only when the producer offered (nearly) the rate: a slower producer is a
+    # lighter load, not a pass.
+    reached = offered >= 0.95 * args.rate
+    report.verdict("lag p99", f"{ms(p99)} at {offered:,.0f}/s offered",
+                   f"< 1 s at {args.rate}/s", p99 < 1.0 and reached)
 
 
 # --- main --------------------------------------------------------------------------------------

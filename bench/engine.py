@@ -150,13 +150,14 @@ async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
 
 @child
 async def tick_child(pipe: Any, p: dict[str, Any]) -> None:
-    """Times SchedulerTick.run_once() with the same instructions re-armed before each tick."""
+    """Times SchedulerTick.run_once() with the same instructions re-armed before each tick,
+    holding its connection between ticks as its loop (`pilotlight scheduler`) does."""
     runtime = Runtime.build(settings(p["dsn"]))
     scheduler = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
                               settings=runtime.settings)
     due = [uuid.UUID(i) for i in p["due"]]
 
-    async with connect(p["dsn"]) as conn:
+    async with connect(p["dsn"]) as conn, scheduler.holding():
         async def timed_tick(rearm: bool) -> float:
             if rearm:
                 await conn.execute(

@@ -20,25 +20,21 @@ RefKind = Literal["message", "file"]
 
 
 class DraftItem(BaseModel):
-    title: str = Field(description="One line naming the thing (a subject, a decision, a file).")
+    title: str = Field(description="A subject, a decision or a file.")
     detail: str = Field(description="One sentence: what is new and why it matters.")
-    message_ids: list[str] = Field(
-        default_factory=list, description="Ids of the messages this item is based on."
-    )
-    file_ids: list[str] = Field(
-        default_factory=list, description="Ids of the documents this item is based on."
-    )
+    message_ids: list[str] = Field(default_factory=list, description="Cited mail (m1).")
+    file_ids: list[str] = Field(default_factory=list, description="Cited documents (f1).")
 
 
 class DraftSection(BaseModel):
-    title: str = Field(description='A heading such as "Needs your attention" or "Team mail".')
+    title: str = Field(description="A heading.")
     items: list[DraftItem]
 
 
 class DraftActionItem(BaseModel):
-    text: str = Field(description="What has to be done, as one sentence.")
-    owner: str | None = Field(default=None, description='Who does it ("you" for the user).')
-    due: str | None = Field(default=None, description='When it is due, as written ("Friday").')
+    text: str = Field(description="What is to be done, one sentence.")
+    owner: str | None = Field(default=None, description='Who ("you": the user).')
+    due: str | None = Field(default=None, description="When, as written.")
     message_ids: list[str] = Field(default_factory=list)
     file_ids: list[str] = Field(default_factory=list)
 
@@ -46,13 +42,11 @@ class DraftActionItem(BaseModel):
 class DigestDraft(BaseModel):
     """The final answer the model gives: cited ids, no links."""
 
-    summary: str = Field(description="Two or three sentences: what is new and what matters most.")
+    summary: str = Field(description="Two or three sentences: what is new, what matters most.")
     sections: list[DraftSection]
     action_items: list[DraftActionItem] = Field(default_factory=list)
     notes: list[str] = Field(
-        default_factory=list,
-        description="How this digest was made, if the reader should know (e.g. items left "
-        "unread for lack of budget). Not for content.",
+        default_factory=list, description="How the digest was made, if it matters; no content."
     )
 
 
@@ -66,14 +60,39 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def draft_json_schema() -> dict[str, Any]:
-    """The JSON schema of `DigestDraft` with every `$ref` inlined.
+def _compact(node: Any) -> Any:
+    """A schema node without what the model does not need: titles, null defaults, and
+    `anyOf [T, null]` (an optional field is simply not required)."""
+    if isinstance(node, list):
+        return [_compact(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    options = node.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        kept = next(o for o in options if o != {"type": "null"})
+        node = {**{k: v for k, v in node.items() if k != "anyOf"}, **kept}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" or (key == "default" and value is None):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _compact(v) for name, v in value.items()}
+        else:
+            out[key] = _compact(value)
+    return out
 
-    Structured-output endpoints accept only part of JSON Schema; a
-    self-contained schema avoids depending on their `$ref` support.
+
+def draft_json_schema() -> dict[str, Any]:
+    """The JSON schema of `DigestDraft`, self-contained and compact.
+
+    Structured-output endpoints accept only part of JSON Schema; a self-contained
+    schema avoids depending on their `$ref` support. The schema is billed as input on
+    every turn, so it carries no titles and short descriptions.
     """
     schema = DigestDraft.model_json_schema()
-    return _inline_refs(schema, schema.get("$defs", {}))
+    compact = _compact(_inline_refs(schema, schema.get("$defs", {})))
+    compact.pop("description", None)
+    return compact
 
 
 # --- What the app stores -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from app.agent.digest import DigestDraft, DraftActionItem, DraftItem, DraftSection
+from app.agent.excerpt import CUT, logical_lines
 from app.agent.llm import FunctionCall, FunctionResult, LLMError, TurnRequest, TurnResponse, Usage
 from app.agent.prompt import ME, ParsedPrompt, parse_fences, parse_first_prompt
 
@@ -29,7 +30,7 @@ MAX_LOW_ITEMS = 3  # low-priority mail shown one by one (injections always are)
 MAX_ASKS = 6  # requests to the user turned into action items
 MAX_ACTIONS = 12
 GROUP_TITLE_CHARS = 32
-GROUP_TITLES = 12  # titles named in a grouped item
+GROUP_TITLES = 8  # titles named in a grouped item
 
 _LOW_SENDER = re.compile(r"newsletter|no-?reply|notifications?@|mailer|bounce|news@", re.I)
 _LOW_TEXT = re.compile(r"unsubscribe|newsletter|view (it )?in (your )?browser", re.I)
@@ -62,8 +63,6 @@ _ACTION_LINE = re.compile(r"^(?:[-*•]\s*)?(?:action(?: item)?|todo)\s*[:\-–]
 _ACTIONS_HEADING = re.compile(r"^(#+\s*)?actions?( items?)?:?$", re.I)
 _NAMED_BULLET = re.compile(r"^[-*•]\s*\**([A-Z][\w.'-]*(?: [A-Z][\w.'-]*)?)\**\s*:\**\s*(.+)$")
 _OWNER_FIRST = re.compile(r"^([A-Z][\w.'-]*(?: [A-Z][\w.'-]*)?) (?:to|will|should|must) ")
-_BULLET = re.compile(r"^([-*•]|\d+[.)])\s")
-_WROTE = re.compile(r"^On .+wrote:$")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=[A-Z0-9\"(])")
 _WORD = re.compile(r"[a-z][a-z'-]{3,}")
 # Words of an instruction that say how to report, not what to look for.
@@ -91,6 +90,7 @@ class _Item:
     invoice: bool = False
     injection: str | None = None
     asks: list[str] = field(default_factory=list)
+    cut: bool = False  # the card's text leaves out what a read would give
 
 
 @dataclass
@@ -117,33 +117,25 @@ def _keywords(instruction: str) -> set[str]:
     return {w for w in _WORD.findall(instruction.lower()) if w not in _STOPWORDS}
 
 
-def _logical_lines(body: str) -> list[str]:
-    """Lines with quoted text and signatures dropped and hard-wrapped lines joined again."""
-    out: list[str] = []
-    last = ""  # the kind of the previous line
-    for raw in body.splitlines():
-        if raw.startswith(">") or _WROTE.match(raw.strip()):
-            continue
-        if raw.rstrip() == "--":
-            break
-        text = raw.strip()
-        kind = (
-            "" if not text
-            else "heading" if text.startswith("#")
-            else "bullet" if _BULLET.match(text)
-            else "indented" if raw[:1].isspace()
-            else "prose"
-        )  # fmt: skip
-        if (kind, last) in (("indented", "bullet"), ("prose", "prose")):
-            out[-1] += " " + text  # a hard-wrapped line continues the one before
-        else:
-            out.append(text)
-            last = kind
-    return out
+def _incomplete(text: str) -> bool:
+    """Whether a card's text leaves out what a read would give: a request or an action
+    that did not fit its excerpt, or a snippet cut off mid-text. An excerpt that only
+    left out other text (it ends with " …") has what this model takes from a mail."""
+    return text.endswith(CUT) or (text.endswith("…") and not text.endswith(" …"))
+
+
+_GAP_MARK = re.compile(r"(^|\s)…(\s|$)")
+
+
+def _plain(text: str) -> str:
+    """A card's text without the excerpt's marks: each left-out gap ends a line."""
+    text = text.removesuffix(CUT)
+    # An excerpt's lines are lines of the body, not one hard-wrapped paragraph.
+    return _GAP_MARK.sub("\n", text).strip().replace("\n", "\n\n")
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for line in _logical_lines(text) for s in _SENTENCE_END.split(line) if s]
+    return [s for line in logical_lines(text) for s in _SENTENCE_END.split(line) if s]
 
 
 def _excerpt(item: _Item, chars: int = 0) -> str:
@@ -167,7 +159,7 @@ def _actions(item: _Item) -> list[DraftActionItem]:
     """Action lines ("Action: Priya to send … by Friday", "- Mei: share … by Friday")."""
     found: list[DraftActionItem] = []
     in_actions = False
-    for line in _logical_lines(item.text):
+    for line in logical_lines(item.text):
         if _ACTIONS_HEADING.match(line):
             in_actions = True
             continue
@@ -281,12 +273,16 @@ class OfflineModel:
                 m.thread_id,
                 m.subject,
                 m.sender,
-                read.get(m.id, m.snippet),
+                read.get(m.id, _plain(m.snippet)),
                 from_me=m.sender == ME or (bool(me) and _address(m.sender) == me),
+                cut=m.id not in read and _incomplete(m.snippet),
             )
             for m in conversation.prompt.messages
         ] + [
-            _Item("file", f.id, f.id, f.name, f.modified_by or "", read.get(f.id, f.snippet))
+            _Item(
+                "file", f.id, f.id, f.name, f.modified_by or "", read.get(f.id, _plain(f.snippet)),
+                cut=f.id not in read and _incomplete(f.snippet),
+            )
             for f in conversation.prompt.files
         ]
         return [_analyse(item) for item in items]
@@ -297,7 +293,7 @@ class OfflineModel:
         scored: list[tuple[int, int, FunctionCall]] = []
         for order, item in enumerate(self._items(conversation, {})):
             tool = "read_message" if item.kind == "message" else "read_file"
-            if item.low or item.injection or tool not in tools:
+            if item.low or item.injection or tool not in tools or not item.cut:
                 continue
             text = f"{item.title} {item.text}"
             score = (
@@ -326,6 +322,8 @@ class OfflineModel:
         for result in results:  # error results carry no fence and leave the preview in place
             for fenced in parse_fences(result.result):
                 for record in fenced.records:
+                    if not isinstance(record, dict):
+                        continue
                     text = record.get("body", record.get("text"))
                     if isinstance(text, str) and isinstance(record.get("id"), str):
                         read[record["id"]] = text

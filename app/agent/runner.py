@@ -29,6 +29,7 @@ from app.agent.digest import (
     build_digest,
     draft_json_schema,
 )
+from app.agent.excerpt import mail_excerpts
 from app.agent.llm import (
     LLM,
     FunctionCall,
@@ -51,6 +52,7 @@ from app.agent.prompt import (
     ONE_QUESTION_AT_A_TIME,
     SYSTEM_INSTRUCTION,
     answered,
+    automated,
     build_first_prompt,
     repair_prompt,
     too_many,
@@ -66,7 +68,7 @@ from app.agent.tools import (
     parse_alert,
     parse_question,
 )
-from app.sources.base import Source
+from app.sources.base import Delta, FileCard, ItemNotFound, MailCard, Source
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,9 @@ class AgentRequest:
     max_input_tokens: int | None = None
     # Offer ask_user and notify_now (not to a preview, which tells nobody).
     interactive: bool = False
+    # A watch run: the item that fired it, {"account_id", "kind": "message" | "file",
+    # "id"}; it alone is the run's new item, and the instruction's cursors stay.
+    watch_item: Mapping[str, str] | None = None
 
 
 class StepRecord(BaseModel):
@@ -369,18 +374,27 @@ async def run_agent(
     """
     if resume is not None:
         return await _resume(llm, sources, request, record, notify, resume)
-    keys = list(sources)
-    fetched = await asyncio.gather(
-        *(
-            sources[key].delta(
-                cursors.get(key), mail=request.read_mail, files=request.read_files,
-                limit=request.context_limit, since=request.since,
+    if request.watch_item is not None:
+        deltas = await _watch_delta(sources, cursors, request.watch_item)
+        new_cursors = {key: delta.cursor for key, delta in deltas.items() if delta.cursor}
+        if not deltas:
+            return AgentOutcome(
+                status="skipped", cursors=new_cursors,
+                skipped_reason="The item that fired this watch is gone.",
             )
-            for key in keys
+    else:
+        keys = list(sources)
+        fetched = await asyncio.gather(
+            *(
+                sources[key].delta(
+                    cursors.get(key), mail=request.read_mail, files=request.read_files,
+                    limit=request.context_limit, since=request.since,
+                )
+                for key in keys
+            )
         )
-    )
-    deltas = dict(zip(keys, fetched, strict=True))
-    new_cursors = {key: delta.cursor for key, delta in deltas.items()}
+        deltas = dict(zip(keys, fetched, strict=True))
+        new_cursors = {key: delta.cursor for key, delta in deltas.items()}
     if request.only_new and all(delta.empty for delta in deltas.values()):
         return AgentOutcome(
             status="skipped", cursors=new_cursors, skipped_reason="Nothing new since the last run."
@@ -389,6 +403,13 @@ async def run_agent(
     run = _Run(llm, sources, request, record, notify)
     for key, delta in deltas.items():
         run.toolbox.show_delta(key, delta)
+    messages = sorted(
+        ((key, m) for key, d in deltas.items() for m in d.messages),
+        key=lambda pair: pair[1].date, reverse=True,
+    )
+    # Context first: the app reads the new mail for the prompt, so that the model seldom
+    # needs a turn of reads (each later turn is billed for the whole conversation again).
+    texts = await mail_excerpts([(sources[key], m) for key, m in messages], automated)
     prompt = build_first_prompt(
         title=request.title,
         text=request.text,
@@ -398,17 +419,57 @@ async def run_agent(
         max_tool_calls=request.max_tool_calls,
         read_mail=request.read_mail,
         read_files=request.read_files,
-        messages=sorted(
-            (m for d in deltas.values() for m in d.messages), key=lambda m: m.date, reverse=True
-        ),
+        messages=[m for _, m in messages],
         files=sorted(
             (f for d in deltas.values() for f in d.files),
             key=lambda f: f.modified_time,
             reverse=True,
         ),
+        alias=run.toolbox.alias,
+        texts=texts,
     )
     response = await run.turn(prompt, None)
     return await _converse(run, response, new_cursors, fallback_draft(deltas))
+
+
+async def _watch_delta(
+    sources: Mapping[str, Source],
+    cursors: Mapping[str, dict[str, Any] | None],
+    item: Mapping[str, str],
+) -> dict[str, Delta]:
+    """The item that fired a watch run as its only new item; empty when it is gone.
+
+    The instruction's cursors are handed back as they were: a watch run reports its
+    item, not what else arrived.
+    """
+    key = item.get("account_id", "")
+    source = sources.get(key)
+    if source is None:
+        return {}
+    cursor = dict(cursors.get(key) or {})
+    try:
+        if item.get("kind") == "file":
+            document = await source.read_file(item["id"])
+            card = FileCard(
+                id=document.id, name=document.name, mime_type=document.mime_type,
+                modified_time=document.modified_time, modified_by=document.modified_by,
+                snippet=_snippet(document.text),
+            )
+            return {key: Delta(files=[card], cursor=cursor)}
+        message = await source.read_message(item["id"])
+    except ItemNotFound:
+        return {}
+    mail = MailCard(
+        id=message.id, thread_id=message.thread_id, sender=message.sender, to=message.to,
+        subject=message.subject, date=message.date, snippet=_snippet(message.body),
+        has_attachments=bool(message.attachments),
+    )
+    return {key: Delta(messages=[mail], cursor=cursor)}
+
+
+def _snippet(text: str, size: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= size else flat[: size - 1] + "…"
 
 
 async def _resume(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from app.agent.aliases import Aliases
 from app.agent.digest import RefKind, SourceRef
 from app.agent.llm import FunctionCall, FunctionDeclaration, MediaPart
 from app.agent.prompt import SNIPPET_CHARS, fence
@@ -63,33 +64,29 @@ def _object(name: str, description: str) -> dict[str, Any]:
 MAIL_TOOLS = [
     FunctionDeclaration(
         name="search_mail",
-        description="Search the user's mail; words match sender, subject and body. "
-        f"Returns up to {SEARCH_LIMIT} message cards, newest first.",
-        parameters=_object("query", "Words to look for, e.g. a sender's name or a subject."),
+        description=f"Search all mail (sender, subject, body); up to {SEARCH_LIMIT} cards, "
+        "newest first.",
+        parameters=_object("query", "Words to look for."),
     ),
     FunctionDeclaration(
         name="read_message",
-        description="Read one message in full (body as plain text).",
-        parameters=_object("id", "The id of a message, from a card or a search result."),
+        description="Read one message in full.",
+        parameters=_object("id", "A message id (m1)."),
     ),
     FunctionDeclaration(
         name="read_thread",
-        description="Read a whole conversation, its messages in date order.",
-        parameters=_object("id", "The thread_id of a message card."),
+        description="Read a whole thread, oldest first.",
+        parameters=_object("id", "A thread id (t1)."),
     ),
     FunctionDeclaration(
         name="read_attachment",
-        description="Look at one attachment of a message, as read_message lists it. "
-        "PDFs and images (PNG, JPEG, GIF, WebP) up to "
-        f"{MEDIA_BYTES // (1024 * 1024)} MB are shown to you; other files are not.",
+        description="Look at an attachment read_message lists: PDFs and PNG, JPEG, GIF or WebP "
+        f"images up to {MEDIA_BYTES // (1024 * 1024)} MB.",
         parameters={
             "type": "object",
             "properties": {
-                "message_id": {"type": "string", "description": "The id of the message."},
-                "filename": {
-                    "type": "string",
-                    "description": "The attachment's name exactly as read_message lists it.",
-                },
+                "message_id": {"type": "string", "description": "A message id (m1)."},
+                "filename": {"type": "string", "description": "As read_message lists it."},
             },
             "required": ["message_id", "filename"],
         },
@@ -98,14 +95,14 @@ MAIL_TOOLS = [
 FILE_TOOLS = [
     FunctionDeclaration(
         name="search_files",
-        description="Search the user's documents by name and content. "
-        f"Returns up to {SEARCH_LIMIT} file cards, most recently modified first.",
-        parameters=_object("query", "Words to look for in a document's name or text."),
+        description=f"Search documents by name and text; up to {SEARCH_LIMIT} cards, newest "
+        "first.",
+        parameters=_object("query", "Words to look for."),
     ),
     FunctionDeclaration(
         name="read_file",
-        description="Read one document's text; a PDF or an image is shown to you as it is.",
-        parameters=_object("id", "The id of a file, from a card or a search result."),
+        description="Read a document; a PDF or an image is shown to you as it is.",
+        parameters=_object("id", "A file id (f1)."),
     ),
 ]
 # The runner intercepts these two before `ToolBox.execute`: one pauses the run, the
@@ -231,16 +228,31 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}\n[… truncated: {len(text) - limit} more characters]"
 
 
-def _card(card: MailCard | FileCard) -> dict[str, Any]:
-    record = card.model_dump(mode="json")
+def _mail_card(card: MailCard, aliases: Aliases) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": aliases.alias("message", card.id),
+        "thread_id": aliases.alias("thread", card.thread_id),
+        "sender": card.sender,
+        "subject": card.subject,
+        "date": card.date.isoformat(),
+        "snippet": truncate(card.snippet, SNIPPET_CHARS),
+    }
+    if card.has_attachments:
+        record["attachments"] = True
+    return record
+
+
+def _file_card(card: FileCard, aliases: Aliases) -> dict[str, Any]:
+    record = card.model_dump(mode="json", exclude_none=True)
+    record["id"] = aliases.alias("file", card.id)
     record["snippet"] = truncate(card.snippet, SNIPPET_CHARS)
     return record
 
 
-def _message(message: Message, body_chars: int) -> dict[str, Any]:
+def _message(message: Message, body_chars: int, aliases: Aliases) -> dict[str, Any]:
     return {
-        "id": message.id,
-        "thread_id": message.thread_id,
+        "id": aliases.alias("message", message.id),
+        "thread_id": aliases.alias("thread", message.thread_id),
         "sender": message.sender,
         "to": message.to[:MAX_RECIPIENTS],
         "cc": message.cc[:MAX_RECIPIENTS],
@@ -251,9 +263,9 @@ def _message(message: Message, body_chars: int) -> dict[str, Any]:
     }
 
 
-def _document(doc: Document) -> dict[str, Any]:
+def _document(doc: Document, aliases: Aliases) -> dict[str, Any]:
     return {
-        "id": doc.id,
+        "id": aliases.alias("file", doc.id),
         "name": doc.name,
         "mime_type": doc.mime_type,
         "modified_time": doc.modified_time.isoformat(),
@@ -293,16 +305,27 @@ class ToolBox:
             read_mail=read_mail, read_files=read_files, user_tools=user_tools
         )
         self._seen: dict[tuple[SeenKind, str], tuple[str, str]] = {}  # → (account, title)
+        self.aliases = Aliases()
+
+    def alias(self, kind: str, item_id: str) -> str:
+        """The short id the model sees for an item (given on first sight)."""
+        return self.aliases.alias(kind, item_id)
 
     def export_seen(self) -> list[list[str]]:
-        """The seen index as JSON: [kind, id, account, title] per item, for a paused run."""
-        return [[kind, item_id, account, title]
+        """The seen index as JSON: [kind, id, account, title, alias] per item, for a paused
+        run."""
+        return [[kind, item_id, account, title, self.aliases.alias(kind, item_id)]
                 for (kind, item_id), (account, title) in self._seen.items()]
 
     def restore_seen(self, seen: list[list[str]]) -> None:
-        """Take back what `export_seen` gave; entries of accounts no longer there are dropped."""
-        for kind, item_id, account, title in seen:
+        """Take back what `export_seen` gave; entries of accounts no longer there are dropped.
+
+        Entries without an alias (stored before aliases) get a new one."""
+        for entry in seen:
+            kind, item_id, account, title = entry[:4]
             if account in self.sources and kind in ("message", "thread", "file"):
+                if len(entry) > 4:
+                    self.aliases.keep(kind, item_id, entry[4])
                 self._see(kind, item_id, account, title)  # type: ignore[arg-type]
 
     def _see(self, kind: SeenKind, item_id: str, account: str, title: str) -> None:
@@ -320,7 +343,9 @@ class ToolBox:
             self._see("file", file.id, account, file.name)
 
     def resolve(self, kind: RefKind, item_id: str) -> SourceRef | None:
-        """The app's reference to an item the run saw; None for an id it never saw."""
+        """The app's reference to an item the run saw (by alias or real id); None for an
+        id it never saw."""
+        item_id = self.aliases.real(kind, item_id)
         seen = self._seen.get((kind, item_id))
         if seen is None:
             return None
@@ -357,7 +382,7 @@ class ToolBox:
         )
         for account, card in found:
             self._see_mail(account, card)
-        body = fence("search_mail", [_card(c) for _, c in found])
+        body = fence("search_mail", [_mail_card(c, self.aliases) for _, c in found])
         return f"{len(found)} messages match {query!r}.\n{body}{note}"
 
     async def _search_files(self, arguments: dict[str, Any]) -> str:
@@ -368,31 +393,33 @@ class ToolBox:
         )
         for account, card in found:
             self._see("file", card.id, account, card.name)
-        body = fence("search_files", [_card(c) for _, c in found])
+        body = fence("search_files", [_file_card(c, self.aliases) for _, c in found])
         return f"{len(found)} documents match {query!r}.\n{body}{note}"
 
     async def _read_message(self, arguments: dict[str, Any]) -> str:
-        message_id = _string(arguments, "id")
+        message_id = self.aliases.real("message", _string(arguments, "id"))
         account, message = await self._find(
             "message", message_id, lambda source: source.read_message(message_id)
         )
         self._see_mail(account, message)
-        return fence("read_message", [_message(message, MESSAGE_BODY_CHARS)])
+        return fence("read_message", [_message(message, MESSAGE_BODY_CHARS, self.aliases)])
 
     async def _read_thread(self, arguments: dict[str, Any]) -> str:
-        thread_id = _string(arguments, "id")
+        thread_id = self.aliases.real("thread", _string(arguments, "id"))
         account, thread = await self._find(
             "thread", thread_id, lambda source: source.read_thread(thread_id)
         )
         for message in thread.messages:
             self._see_mail(account, message)
         body_chars = THREAD_BODY_CHARS // max(1, len(thread.messages))
-        records = [_message(m, body_chars) for m in thread.messages]
-        header = f"Thread {thread.id!r}: {len(records)} messages, oldest first.\n"
+        records = [_message(m, body_chars, self.aliases) for m in thread.messages]
+        alias = self.aliases.alias("thread", thread.id)
+        header = f"Thread {alias!r}: {len(records)} messages, oldest first.\n"
         return header + fence("read_thread", records)
 
     async def _read_attachment(self, arguments: dict[str, Any]) -> ToolResult:
-        message_id = _string(arguments, "message_id")
+        shown_id = _string(arguments, "message_id")
+        message_id = self.aliases.real("message", shown_id)
         filename = _filename(arguments)
         account, message = await self._find(
             "message", message_id, lambda source: source.read_message(message_id)
@@ -402,10 +429,10 @@ class ToolBox:
         if listed is None:
             names = ", ".join(repr(a.filename) for a in message.attachments) or "none"
             raise BadCall(
-                f"message {message_id!r} has no attachment {filename!r}; its attachments: "
+                f"message {shown_id!r} has no attachment {filename!r}; its attachments: "
                 f"{names}."
             )
-        label = f"Attachment {filename!r} of message {message_id!r}"
+        label = f"Attachment {filename!r} of message {shown_id!r}"
         mime = listed.mime_type.lower()
         if mime not in MEDIA_TYPES:
             return ToolResult(
@@ -421,16 +448,16 @@ class ToolBox:
         return _media(label, mime_type, data)
 
     async def _read_file(self, arguments: dict[str, Any]) -> str | ToolResult:
-        file_id = _string(arguments, "id")
+        file_id = self.aliases.real("file", _string(arguments, "id"))
         account, doc = await self._find("file", file_id, lambda source: source.read_file(file_id))
         self._see("file", doc.id, account, doc.name)
         if doc.mime_type.lower() not in MEDIA_TYPES:
-            return fence("read_file", [_document(doc)])
-        label = f"Document {doc.name!r} (id {doc.id!r})"
+            return fence("read_file", [_document(doc, self.aliases)])
+        label = f"Document {doc.name!r} (id {self.aliases.alias('file', doc.id)!r})"
         try:
             mime_type, data = await self.sources[account].read_file_bytes(doc.id)
         except SourceError:  # the source gives no bytes: its text is all there is
-            return fence("read_file", [_document(doc)])
+            return fence("read_file", [_document(doc, self.aliases)])
         return _media(label, mime_type, data)
 
     # --- routing ---
@@ -466,10 +493,11 @@ class ToolBox:
                 continue
             except SourceError as exc:  # one account down must not hide the others
                 failure = exc
+        shown = self.aliases.get(kind, item_id) or item_id
         if failure is not None:
-            raise BadCall(f"could not read {kind} {item_id!r}: {failure}")
+            raise BadCall(f"could not read {kind} {shown!r}: {failure}")
         hint = "a thread_id from a card" if kind == "thread" else "an id from a card or a search"
-        raise BadCall(f"there is no {kind} with id {item_id!r}; use {hint}.")
+        raise BadCall(f"there is no {kind} with id {shown!r}; use {hint}.")
 
 
 def _too_large(label: str, mime_type: str, size: int) -> str:

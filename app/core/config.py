@@ -65,6 +65,27 @@ class Settings(BaseSettings):
     api_page_size_max: int = Field(
         200, ge=10, le=1000, description="Largest page a list endpoint returns."
     )
+    public_url: str = Field(
+        "", max_length=2000,
+        description="The address users reach the service at, for links in mail and push and "
+        "the OAuth redirect (e.g. https://pilot.example.com); empty means http://HOST:PORT.",
+    )
+
+    # --- dashboard ---------------------------------------------------------
+    web_session_ttl_seconds: int = Field(
+        14 * 86400, ge=300, le=366 * 86400,
+        description="How long a dashboard sign-in lasts without a visit; each visit extends it.",
+    )
+    web_login_link_ttl_seconds: int = Field(
+        900, ge=60, le=7 * 86400,
+        description="How long a one-time link from `pilotlight login-link EMAIL` can be used.",
+    )
+    web_local_sign_in: bool = Field(
+        True,
+        description="In embedded mode (`serve`), sign the local user in automatically on "
+        "requests from loopback, as long as PUBLIC_URL is empty or loopback too and no proxy "
+        "header is present; otherwise a login link (or Google sign-in) is needed.",
+    )
 
     # --- scheduler ---------------------------------------------------------
     scheduler_tick_seconds: float = Field(
@@ -90,7 +111,9 @@ class Settings(BaseSettings):
 
     # --- worker ------------------------------------------------------------
     worker_concurrency: int = Field(
-        20, ge=1, le=5000, description="Runs one worker process executes at once."
+        20, ge=1, le=5000,
+        description="Runs one worker process works on at once (finished runs waiting for "
+        "their batched outcome write are not counted).",
     )
     worker_poll_seconds: float = Field(
         1.0, ge=0.05, le=60, description="How often an idle worker looks for queued runs."
@@ -230,6 +253,11 @@ class Settings(BaseSettings):
         "Pilotlight <pilotlight@localhost>", min_length=3, max_length=320,
         description="From address of emails; its domain also names the Message-IDs.",
     )
+    email_reply_poll_seconds: float = Field(
+        30.0, ge=1, le=3600,
+        description="How often the scheduler reads Gmail history for replies to question "
+        "emails (only for accounts with an open question sent by email).",
+    )
     webhook_allow_private: bool = Field(
         False,
         description="Let webhooks reach private, loopback and link-local addresses (a "
@@ -255,12 +283,85 @@ class Settings(BaseSettings):
     )
     secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, max_length=20,
-        description="Fernet keys that encrypt secrets at rest (webhook secrets), newest first, "
-        "comma-separated or a JSON list; older keys still decrypt. Empty with SQLite: a key "
+        description="Fernet keys that encrypt secrets at rest (Google refresh tokens, webhook "
+        "secrets), newest first, comma-separated or a JSON list; older keys still decrypt and "
+        "`pilotlight keys rotate` re-encrypts everything with the first. Empty with SQLite: a key "
         "is generated once into DATA_DIR/secret.key. Required with PostgreSQL.",
     )
 
     # --- sources -----------------------------------------------------------
+    google_client_id: str = Field(
+        "", max_length=500,
+        description="OAuth client id of a Google Cloud web application; empty turns the Google "
+        "connection off.",
+    )
+    google_client_secret: SecretStr | None = Field(
+        None, description="OAuth client secret of that web application."
+    )
+    google_endpoint_root: str = Field(
+        "", max_length=2000,
+        description="Serve every Google URL (OAuth, Gmail, Drive, batch, certificates) under "
+        "this root instead of Google's hosts: for the fake in tests/fakes/google.py. Empty "
+        "means Google's own hosts.",
+    )
+    google_oauth_state_ttl_seconds: int = Field(
+        600, ge=60, le=3600,
+        description="How long a started Google connection or Google sign-in waits for its "
+        "callback; an older state is refused and the user starts again.",
+    )
+    google_api_threads: int = Field(
+        8, ge=1, le=64,
+        description="Threads that send Gmail and Drive calls in each process (httplib2 blocks; "
+        "each call has its own connection).",
+    )
+    google_http_timeout_seconds: float = Field(
+        30.0, ge=1, le=300, description="Socket timeout of one Gmail or Drive HTTP request."
+    )
+    google_retry_attempts: int = Field(
+        4, ge=0, le=10,
+        description="Retries of a Google call answered 429, 5xx or a rate-limit 403, or lost "
+        "in transport, with jittered exponential backoff.",
+    )
+    google_retry_max_seconds: float = Field(
+        30.0, ge=0, le=600,
+        description="Longest single wait before a retry; a Retry-After above it is not "
+        "waited for (the call fails and the next run tries again).",
+    )
+    google_resync_messages: int = Field(
+        200, ge=10, le=5000,
+        description="When Gmail no longer knows a stored historyId, at most this many recent "
+        "messages are listed to find what is new (a bounded full resync).",
+    )
+    google_watch_poll_seconds: float = Field(
+        60, ge=0.05, le=3600,
+        description="How often the scheduler asks Gmail's history (one history.list, 2 quota "
+        "units) and Drive's change list of each account with an active watch instruction.",
+    )
+    google_watch_resync_limit: int = Field(
+        100, ge=1, le=500,
+        description="After an expired Gmail historyId, messages per watch query looked at "
+        "again (only those newer than the watch's last poll fire).",
+    )
+    google_pubsub_topic: str = Field(
+        "", max_length=300, pattern=r"^$|^projects/[^/]+/topics/[^/]+$",
+        description="Cloud Pub/Sub topic for Gmail push (projects/P/topics/T): accounts with "
+        "a mail watch are registered with users.watch and renewed daily. Empty turns push off; "
+        "polling works either way.",
+    )
+    google_pubsub_audience: str = Field(
+        "", max_length=2000,
+        description="The audience of the push subscription's signed token (the subscription's "
+        "audience setting, by default the push URL). Empty refuses every push.",
+    )
+    google_pubsub_service_account: str = Field(
+        "", max_length=320,
+        description="When set, a push token must also be signed for this service account "
+        "email (the push subscription's identity).",
+    )
+    google_watch_renew_seconds: float = Field(
+        86400, ge=1, le=7 * 86400,
+        description="How often Gmail push registrations (users.watch, valid 7 days) are renewed.",
+    )
     sample_data_dir: Path | None = Field(
         None, description="Maildir and documents for the sample source; empty means the bundled."
     )
@@ -320,6 +421,11 @@ class Settings(BaseSettings):
                 "slow send could be claimed and sent again meanwhile"
             )
         return self
+
+    @property
+    def effective_public_url(self) -> str:
+        """Where users reach the service, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def effective_database_url(self) -> str:

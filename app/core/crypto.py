@@ -1,4 +1,5 @@
-"""Secrets at rest (webhook secrets): Fernet, with key rotation through MultiFernet.
+"""Secrets at rest (Google refresh tokens, OAuth code verifiers, webhook secrets):
+Fernet, with key rotation through MultiFernet (`app.core.rotation`).
 
 Keys come from `PILOTLIGHT_SECRET_KEYS`, newest first: the first encrypts, every
 one decrypts. With SQLite (the embedded mode) and no keys set, a key is
@@ -6,6 +7,9 @@ generated once into `DATA_DIR/secret.key` (mode 0600). With PostgreSQL several
 processes must share the keys, so none is generated and the setting is
 required. A secret no configured key can read fails closed: `SecretKeyError`,
 never a wrong plaintext.
+
+A column that holds a sealed secret is named `*_encrypted`: that is how
+`pilotlight keys rotate` finds it.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ class SecretBox:
         if not keys:
             raise SecretKeyError("no secret key configured (PILOTLIGHT_SECRET_KEYS)")
         try:
-            self._fernet = MultiFernet([Fernet(key) for key in keys])
+            fernets = [Fernet(key) for key in keys]
         except ValueError as exc:
             raise SecretKeyError(f"a secret key is not a valid Fernet key: {exc}") from exc
+        self._newest = fernets[0]
+        self._fernet = MultiFernet(fernets)
 
     def encrypt(self, plaintext: bytes) -> bytes:
         return self._fernet.encrypt(plaintext)
@@ -50,6 +56,14 @@ class SecretBox:
                 "a stored secret cannot be decrypted: the key it was encrypted with is not "
                 "among PILOTLIGHT_SECRET_KEYS (or DATA_DIR/secret.key was replaced)"
             ) from exc
+
+    def is_current(self, token: bytes) -> bool:
+        """The newest key reads it: rotating it would change nothing."""
+        try:
+            self._newest.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt with the newest key (after adding one at the front of the list)."""

@@ -50,6 +50,10 @@ class Unauthorized(DomainError):
     status_code = 401
 
 
+class Forbidden(DomainError):
+    status_code = 403
+
+
 def error_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the errors an endpoint can raise."""
     responses: dict[int | str, dict[str, Any]] = {}

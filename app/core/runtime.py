@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
+
+if TYPE_CHECKING:
+    from app.agent.llm import LLM
 
 
 @dataclass
@@ -46,5 +50,27 @@ class Runtime:
         )
         return cls(settings, engine, create_sessionmaker(engine), Wakeups())
 
+    _model: LLM | None = field(default=None, repr=False)
+
+    def model(self) -> LLM:
+        """The process's one model client, built on first use (Gemini with an API key,
+        else the offline model) and shared by the api's drafting and the worker."""
+        if self._model is None:
+            from app.agent.factory import build_llm  # the SDK loads only when used
+
+            self._model = build_llm(self.settings)
+        return self._model
+
+    def use_model(self, llm: LLM) -> None:
+        """Share a model built (and probed) at start instead of building another."""
+        self._model = llm
+
+    async def close_model(self) -> None:
+        model, self._model = self._model, None
+        close = getattr(model, "aclose", None)
+        if close is not None:
+            await close()
+
     async def close(self) -> None:
+        await self.close_model()
         await self.engine.dispose()

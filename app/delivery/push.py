@@ -21,7 +21,7 @@ from app.core.config import Settings
 from app.core.vapid import VapidKeyError, vapid_key
 from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
-    PinnedTransport,
+    PinnedClient,
     ResolveFailed,
     Resolver,
     UrlRefused,
@@ -62,6 +62,7 @@ class PushChannel:
     def __init__(self, settings: Settings, *, resolve: Resolver = system_resolve) -> None:
         self.settings = settings
         self.resolve = resolve
+        self.client = PinnedClient(resolve=resolve)
 
     async def send(self, job: Job) -> Result:
         if not job.delivery.target:
@@ -97,13 +98,10 @@ class PushChannel:
             "topic": job.delivery.idempotency_key.replace(":", "")[:32],
         }
         allow_private = self.settings.webhook_allow_private
-        transport = PinnedTransport(allow_private=allow_private, resolve=self.resolve)
         try:
-            async with httpx.AsyncClient(
-                transport=transport, follow_redirects=False, trust_env=False,
-                timeout=self.settings.delivery_timeout_seconds,
-            ) as client:
-                response = await client.post(endpoint, content=encoded["body"], headers=headers)
+            response = await self.client.post(endpoint, content=encoded["body"], headers=headers,
+                                             allow_private=allow_private,
+                                             timeout=self.settings.delivery_timeout_seconds)
         except UrlRefused as exc:
             return failed(f"refused to call the push service {endpoint}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
@@ -125,4 +123,4 @@ class PushChannel:
         return failed(answer)
 
     async def aclose(self) -> None:
-        return None
+        await self.client.aclose()

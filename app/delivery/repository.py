@@ -10,27 +10,38 @@ whose lease ran out and was overtaken changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, DateTime, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels.models import PushSubscription, Webhook
-from app.core.db import db_now
+from app.core.db import db_now, utcnow
 from app.delivery.base import Claimed, Job
 from app.notifications.models import Delivery, Notification
 from app.users.models import User
+
+
+def _now(session: AsyncSession) -> Any:
+    """The database's clock, read in the statement itself on PostgreSQL (no round trip of
+    its own); on SQLite, which runs in this process, this machine's clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.statement_timestamp(type_=DateTime(timezone=True))
+    return utcnow()
 
 
 async def claim(
     *, session: AsyncSession, channels: Collection[str], limit: int, lease_seconds: float
 ) -> list[Claimed]:
     """Take up to `limit` due pending deliveries of these channels, the longest-waiting first."""
-    now = await db_now(session)
+    now = _now(session)
     # FOR UPDATE SKIP LOCKED: concurrent senders take disjoint batches on PostgreSQL;
-    # SQLite serialises writers (BEGIN IMMEDIATE) instead.
+    # SQLite serialises writers (BEGIN IMMEDIATE) instead. Two statements, not an UPDATE
+    # with the SELECT as its subquery: PostgreSQL may run such a subquery again for each
+    # row, and with SKIP LOCKED each run finds other rows, so far more than `limit` would
+    # be taken.
     due = (
         await session.execute(
             select(Delivery.id)
@@ -46,8 +57,7 @@ async def claim(
     rows = (
         await session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(due), Delivery.status == "pending",
-                   Delivery.next_attempt_at <= now)
+            .where(Delivery.id.in_(due), Delivery.status == "pending")
             .values(attempts=Delivery.attempts + 1,
                     next_attempt_at=now + timedelta(seconds=lease_seconds))
             .returning(Delivery.id, Delivery.user_id, Delivery.notification_id, Delivery.channel,
@@ -62,28 +72,67 @@ async def claim(
     ]
 
 
+def _target_id(claimed: Claimed) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(claimed.target) if claimed.target else None
+    except ValueError:
+        return None
+
+
 async def load(*, session: AsyncSession, claimed: Claimed) -> Job | None:
     """What sending needs; None if the notification or its user is gone."""
-    notification = await session.get(Notification, claimed.notification_id)
-    user = await session.get(User, claimed.user_id)
-    if notification is None or user is None:
-        return None
-    webhook = subscription = None
-    try:
-        target_id = uuid.UUID(claimed.target) if claimed.target else None
-    except ValueError:
-        target_id = None
-    if claimed.channel == "webhook" and target_id is not None:
-        webhook = (await session.execute(
-            select(Webhook).where(Webhook.id == target_id, Webhook.user_id == claimed.user_id)
-        )).scalar_one_or_none()
-    if claimed.channel == "push" and target_id is not None:
-        subscription = (await session.execute(
-            select(PushSubscription).where(PushSubscription.id == target_id,
-                                           PushSubscription.user_id == claimed.user_id)
-        )).scalar_one_or_none()
-    return Job(delivery=claimed, notification=notification, user=user, webhook=webhook,
-               push_subscription=subscription)
+    return (await load_many(session=session, claims=[claimed]))[claimed.id]
+
+
+async def load_many(
+    *, session: AsyncSession, claims: Sequence[Claimed]
+) -> dict[uuid.UUID, Job | None]:
+    """What sending each claimed delivery needs, in one query per table (not per delivery);
+    None for a delivery whose notification or user is gone."""
+    if not claims:
+        return {}
+
+    async def by_id(model: Any, ids: set[uuid.UUID], *where: Any) -> dict[uuid.UUID, Any]:
+        if not ids:
+            return {}
+        rows = await session.execute(select(model).where(model.id.in_(ids), *where))
+        return {row.id: row for row in rows.scalars()}
+
+    user_ids = {c.user_id for c in claims}
+    notifications: dict[uuid.UUID, Notification] = {}
+    users: dict[uuid.UUID, User] = {}
+    found = await session.execute(
+        select(Notification, User).join(User, User.id == Notification.user_id)
+        .where(Notification.id.in_({c.notification_id for c in claims}))
+    )
+    for found_notification, found_user in found:
+        notifications[found_notification.id] = found_notification
+        users[found_user.id] = found_user
+    targets: dict[str, set[uuid.UUID]] = {c.channel: set() for c in claims}
+    for c in claims:
+        target = _target_id(c)
+        if target is not None:
+            targets[c.channel].add(target)
+    webhooks = await by_id(Webhook, targets.get("webhook", set()), Webhook.user_id.in_(user_ids))
+    subscriptions = await by_id(PushSubscription, targets.get("push", set()),
+                                PushSubscription.user_id.in_(user_ids))
+    jobs: dict[uuid.UUID, Job | None] = {}
+    for c in claims:
+        notification, user = notifications.get(c.notification_id), users.get(c.user_id)
+        if notification is None or user is None:
+            jobs[c.id] = None
+            continue
+        target = _target_id(c)
+        # A target of another user is no target at all.
+        webhook = webhooks.get(target) if c.channel == "webhook" and target else None
+        if webhook is not None and webhook.user_id != c.user_id:
+            webhook = None
+        subscription = subscriptions.get(target) if c.channel == "push" and target else None
+        if subscription is not None and subscription.user_id != c.user_id:
+            subscription = None
+        jobs[c.id] = Job(delivery=c, notification=notification, user=user, webhook=webhook,
+                         push_subscription=subscription)
+    return jobs
 
 
 async def _fenced(session: AsyncSession, claimed: Claimed, **values: Any) -> bool:
@@ -99,9 +148,39 @@ async def _fenced(session: AsyncSession, claimed: Claimed, **values: Any) -> boo
 
 async def mark_sent(*, session: AsyncSession, claimed: Claimed) -> bool:
     """Sent, if this claim still holds the delivery."""
+    return await mark_sent_many(session=session, claims=[claimed]) == 1
+
+
+async def mark_sent_many(*, session: AsyncSession, claims: Sequence[Claimed]) -> int:
+    """Mark these deliveries sent in one statement, each only if its claim still holds it
+    (the same attempt, still pending); returns how many were."""
+    if not claims:
+        return 0
+    now = _now(session)
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Delivery)
+        .where(tuple_(Delivery.id, Delivery.attempts).in_([(c.id, c.attempt) for c in claims]),
+               Delivery.status == "pending")
+        .values(status="sent", sent_at=now, next_attempt_at=now, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+async def release_many(*, session: AsyncSession, claims: Sequence[Claimed]) -> int:
+    """Give back claims that were never sent (a sender stopping): due again at once, and the
+    attempt not counted. Fenced like every write: a claim already taken over stays as is."""
+    if not claims:
+        return 0
     now = await db_now(session)
-    return await _fenced(session, claimed, status="sent", sent_at=now, next_attempt_at=now,
-                         last_error=None)
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Delivery)
+        .where(tuple_(Delivery.id, Delivery.attempts).in_([(c.id, c.attempt) for c in claims]),
+               Delivery.status == "pending")
+        .values(attempts=Delivery.attempts - 1, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 async def retry_later(

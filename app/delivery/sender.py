@@ -1,18 +1,28 @@
 """The delivery sender: sends what waits in the outbox, by channel, with retries.
 
-One loop per worker process. Each iteration claims a batch of due deliveries
-in one transaction, sends them (no transaction is held while sending), and
-writes each outcome in its own transaction, fenced by the claimed attempt.
-A process that dies after sending and before writing leaves the row pending:
-when its claim runs out it is sent again with the same idempotency key
-(`webhook-id`, the email's Message-ID), and the receiver de-duplicates.
+One sender per worker process. Its loop claims due deliveries (a short lease each),
+loads what they need in the same transaction, and hands them to sending tasks, at most
+`delivery_concurrency` sending at once; it claims more as soon as there is room, while
+other sends are still in flight, so a slow endpoint holds up only its own delivery.
+It is woken when deliveries are written (in this process at once, on PostgreSQL by
+NOTIFY from any process) and polls besides, for retries that come due.
+
+No transaction is held while sending. Outcomes are written fenced by the claimed
+attempt; "sent" marks are written together, a batch per transaction. A process that
+dies after sending and before its mark is written leaves the row pending: when its
+claim runs out it is sent again with the same idempotency key (`webhook-id`, the
+email's Message-ID), and the receiver de-duplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
+import time
+import uuid
 from collections.abc import Mapping
 
 from app.channels import push as push_subscriptions
@@ -20,8 +30,9 @@ from app.channels import service as channels
 from app.core.db import transaction
 from app.core.faults import FaultPoints
 from app.core.loops import LoopService
+from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
-from app.delivery import repository
+from app.delivery import repository, wakeup
 from app.delivery.base import ChannelSender, Claimed, Job, Result, failed
 from app.delivery.mail import EmailChannel
 from app.delivery.push import PushChannel
@@ -30,11 +41,17 @@ from app.notifications import service as notifications
 
 log = logging.getLogger(__name__)
 
+# When claims follow each other closely, how long the next one waits for more deliveries.
+CLAIM_GATHER_SECONDS = 0.02
+# How long the first "sent" mark waits for others to be written in the same transaction.
+MARK_GATHER_SECONDS = 0.02
+
 CHANNEL_NAMES = {"email": "email", "webhook": "webhook", "push": "push notification"}
 
 
 def default_channels(runtime: Runtime) -> dict[str, ChannelSender]:
-    return {"email": EmailChannel(runtime.settings), "webhook": WebhookChannel(runtime.settings),
+    return {"email": EmailChannel(runtime.settings, sessionmaker=runtime.sessionmaker),
+            "webhook": WebhookChannel(runtime.settings),
             "push": PushChannel(runtime.settings)}
 
 
@@ -48,30 +65,122 @@ class DeliverySender(LoopService):
         self.runtime = runtime
         self.settings = runtime.settings
         self.channels = dict(channels) if channels is not None else default_channels(runtime)
-        self._room = asyncio.Semaphore(self.settings.delivery_concurrency)
         self.fault = FaultPoints(self.settings.test_fault)
+        # Claimed deliveries held by this sender (waiting for a slot or sending) ...
+        self.held: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # ... those of them not sending yet, and when each was claimed (monotonic).
+        self._waiting: dict[uuid.UUID, Claimed] = {}
+        self._claimed_at: dict[uuid.UUID, float] = {}
+        self._room = asyncio.Semaphore(self.settings.delivery_concurrency)
+        # At most this many held: `delivery_concurrency` sending and a batch waiting, so that
+        # sends go on while the next claim is being made.
+        self.capacity = self.settings.delivery_batch_size + self.settings.delivery_concurrency
+        self._backlog = False  # the last claim was full: more may be due than there was room for
+        self._to_mark: list[Claimed] = []
+        self._marking: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
-        """Claim a batch of due deliveries and send them; returns how many were claimed."""
-        async with transaction(self.runtime.sessionmaker) as session:
-            claims = await repository.claim(
-                session=session, channels=self.channels, limit=self.settings.delivery_batch_size,
-                lease_seconds=self.settings.delivery_claim_seconds,
-            )
-        results = await asyncio.gather(*(self._deliver(c) for c in claims),
-                                       return_exceptions=True)
-        for claimed, outcome in zip(claims, results, strict=True):
-            if isinstance(outcome, BaseException):
-                # Left pending: it is tried again when the claim runs out.
-                log.error("delivery %s crashed the sender", claimed.id, exc_info=outcome)
-        if len(claims) == self.settings.delivery_batch_size:
-            self.wake()  # there may be more
+        """Claim what there is room for, send it and write the outcomes; returns how many
+        were claimed. (`run` does not wait like this: it claims while sends are in flight.)"""
+        claims = await self._claim()
+        await asyncio.gather(*(self.held[c.id] for c in claims if c.id in self.held),
+                             return_exceptions=True)
+        await self._flush_marks()
         return len(claims)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim whenever woken (deliveries written, room freed) or every poll interval,
+        until stopped; then let the sends in flight finish and give back the rest."""
+        log.info("%s started (concurrency %d, polling every %.2fs)", self.name,
+                 self.settings.delivery_concurrency, self.interval)
+        unsubscribe = wakeup.subscribe(self.wake)
+        listening: asyncio.Task[None] | None = None
+        if self.runtime.engine.dialect.name == "postgresql":
+            listener = PgListener(self.runtime.engine.url, {wakeup.DELIVERY_CHANNEL: self.wake})
+            listening = asyncio.create_task(listener.run(stop), name="delivery-listen")
+        try:
+            last_claim = -1.0
+            while not stop.is_set():
+                if time.monotonic() - last_claim < CLAIM_GATHER_SECONDS * 5:
+                    # Deliveries are coming in fast: let a few more arrive, and claim them
+                    # together (a claim costs the same few round trips for one or fifty).
+                    await asyncio.sleep(CLAIM_GATHER_SECONDS)
+                self._wake.clear()
+                last_claim = time.monotonic()
+                try:
+                    await self._claim()
+                except Exception:
+                    log.exception("%s: claiming failed", self.name)
+                else:
+                    if self._backlog and self._room_for_more():
+                        continue  # a full batch, and room for more: claim the next at once
+                await self._sleep(stop)
+        finally:
+            unsubscribe()
+            await self._stop_sending()
+            if listening is not None:
+                await asyncio.gather(listening, return_exceptions=True)
+            await self.on_stop()
+            log.info("%s stopped", self.name)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+
+    async def _claim(self) -> list[Claimed]:
+        """Claim due deliveries up to the room left, load their jobs, start their tasks."""
+        room = min(self.capacity - len(self.held), self.settings.delivery_batch_size)
+        if room <= 0:
+            self._backlog = True
+            return []
+        async with transaction(self.runtime.sessionmaker) as session:
+            claims = await repository.claim(
+                session=session, channels=self.channels, limit=room,
+                lease_seconds=self.settings.delivery_claim_seconds,
+            )
+            jobs = await repository.load_many(session=session, claims=claims)
+        self._backlog = len(claims) == room
+        now = time.monotonic()
+        for claimed in claims:
+            self._waiting[claimed.id] = claimed
+            self._claimed_at[claimed.id] = now
+            task = asyncio.create_task(self._deliver(claimed, jobs.get(claimed.id)),
+                                       name=f"delivery-{claimed.id}")
+            self.held[claimed.id] = task
+            task.add_done_callback(functools.partial(self._done, claimed))
+        return claims
+
+    def _room_for_more(self) -> bool:
+        """Room for half a batch: worth a claim (small claims would cost as much each)."""
+        return self.capacity - len(self.held) >= max(self.settings.delivery_batch_size // 2, 1)
+
+    def _done(self, claimed: Claimed, task: asyncio.Task[None]) -> None:
+        self.held.pop(claimed.id, None)
+        self._waiting.pop(claimed.id, None)
+        self._claimed_at.pop(claimed.id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Left pending: it is tried again when the claim runs out.
+            log.error("delivery %s crashed the sender", claimed.id, exc_info=task.exception())
+        if self._backlog and self._room_for_more():
+            self.wake()  # claim more while the rest is being sent
+
+    async def _deliver(self, claimed: Claimed, job: Job | None) -> None:
         async with self._room:
-            async with transaction(self.runtime.sessionmaker) as session:
-                job = await repository.load(session=session, claimed=claimed)
+            self._waiting.pop(claimed.id, None)
+            held_for = time.monotonic() - self._claimed_at.get(claimed.id, time.monotonic())
+            if held_for > self.settings.delivery_claim_seconds - \
+                    self.settings.delivery_timeout_seconds:
+                # The claim could run out while sending, and another sender take it: leave
+                # it to whoever claims it next (it is due again when the claim runs out).
+                log.warning("delivery %s waited %.0fs for a slot; not sent by this claim",
+                            claimed.id, held_for)
+                return
             if job is None:
                 await self._failed(claimed, None, failed("the notification is gone",
                                                          tell_user=False))
@@ -84,9 +193,7 @@ class DeliverySender(LoopService):
             result = await self.channels[claimed.channel].send(job)
         if result.status == "sent":
             self.fault("delivery_sent")
-            async with transaction(self.runtime.sessionmaker) as session:
-                if not await repository.mark_sent(session=session, claimed=claimed):
-                    log.warning("delivery %s: claim lost before it was marked sent", claimed.id)
+            self._mark_sent(claimed)
             return
         if result.status == "retry" and claimed.attempt < self.settings.delivery_max_attempts:
             delay = self.retry_delay(claimed.attempt, result.retry_after)
@@ -99,6 +206,53 @@ class DeliverySender(LoopService):
         if result.status == "retry":
             result = failed(f"gave up after {claimed.attempt} attempts: {result.reason}")
         await self._failed(claimed, job, result)
+
+    def _mark_sent(self, claimed: Claimed) -> None:
+        """Queue the mark; one task writes the queued marks, a batch per transaction."""
+        self._to_mark.append(claimed)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._write_marks(), name="delivery-marks")
+
+    async def _write_marks(self) -> None:
+        while self._to_mark:
+            # Let the sends finishing about now join this transaction. A mark written a
+            # little later changes nothing but the window in which a crash would have a
+            # sent delivery sent again (with the same idempotency key).
+            await asyncio.sleep(MARK_GATHER_SECONDS)
+            batch, self._to_mark = self._to_mark, []
+            try:
+                async with transaction(self.runtime.sessionmaker) as session:
+                    marked = await repository.mark_sent_many(session=session, claims=batch)
+            except Exception:
+                log.exception("could not mark %d sent deliveries; they are sent again (same "
+                              "idempotency keys) when their claims run out", len(batch))
+                continue
+            if marked < len(batch):
+                log.warning("%d sent deliveries had lost their claims before they were marked",
+                            len(batch) - marked)
+
+    async def _flush_marks(self) -> None:
+        while self._marking is not None and not self._marking.done():
+            await asyncio.shield(self._marking)
+
+    async def _stop_sending(self) -> None:
+        """Give back the claims not sending yet, let the sends in flight finish (each is
+        bounded by the delivery timeout), and write their marks."""
+        waiting = list(self._waiting.values())
+        for claimed in waiting:
+            task = self.held.get(claimed.id)
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*self.held.values(), return_exceptions=True)
+        await self._flush_marks()
+        if waiting:
+            try:
+                async with transaction(self.runtime.sessionmaker) as session:
+                    released = await repository.release_many(session=session, claims=waiting)
+                log.info("stopping: gave back %d claimed deliveries not sent yet", released)
+            except Exception:
+                log.exception("could not give back %d claims; they are due again when they "
+                              "run out", len(waiting))
 
     def retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, at least Retry-After, at most the maximum."""

@@ -14,7 +14,11 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -184,26 +188,136 @@ async def resolve_checked(
     return addresses[0]
 
 
+# Per pinned host: httpx's defaults.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5)
+
+
+@dataclass
+class _Pool:
+    transport: httpx.AsyncHTTPTransport
+    busy: int = 0
+    used: float = 0.0
+
+
 class PinnedTransport(httpx.AsyncBaseTransport):
-    """Check every request's host, then connect to the checked address, not the name."""
+    """Check every request's host, then connect to the checked address, not the name.
+
+    The host is resolved and checked on every request, and the request goes to the
+    address just checked. Connections are kept alive in a pool per (scheme, host, checked
+    address, port): a connection is reused only for the host whose name it was opened
+    (and its certificate verified) for, and only while that host still resolves to that
+    address. One TLS context serves every pool; building one loads the CA store, which
+    costs tens of milliseconds of CPU.
+    """
 
     def __init__(
-        self, *, allow_private: bool, resolve: Resolver = system_resolve, verify: bool = True
+        self, *, allow_private: bool, resolve: Resolver = system_resolve,
+        verify: ssl.SSLContext | bool = True, max_pools: int = 64,
+        limits: httpx.Limits = POOL_LIMITS,
     ) -> None:
         self.allow_private = allow_private
         self.resolve = resolve
-        self._inner = httpx.AsyncHTTPTransport(verify=verify, retries=0)
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else \
+            httpx.create_ssl_context(verify=verify)
+        self._limits = limits
+        self._max_pools = max_pools
+        # Least recently used first.
+        self._pools: OrderedDict[tuple[str, str, str, int], _Pool] = OrderedDict()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         original = request.url
-        ip = await resolve_checked(original, allow_private=self.allow_private,
-                                   resolve=self.resolve)
+        allow_private = bool(request.extensions.get("allow_private", self.allow_private))
+        ip = await resolve_checked(original, allow_private=allow_private, resolve=self.resolve)
         # The Host header was set from the original URL when the request was built.
         request.url = original.copy_with(host=str(ip))
         if original.scheme == "https":
             # TLS names (and the certificate is checked against) the host, not the address.
             request.extensions = {**request.extensions, "sni_hostname": original.host}
-        return await self._inner.handle_async_request(request)
+        port = original.port or (443 if original.scheme == "https" else 80)
+        pool = await self._pool((original.scheme, original.host, str(ip), port))
+        pool.busy += 1
+        try:
+            response = await pool.transport.handle_async_request(request)
+        except BaseException:
+            pool.busy -= 1
+            pool.used = time.monotonic()
+            raise
+        return httpx.Response(
+            status_code=response.status_code, headers=response.headers,
+            stream=_Released(response.stream, pool),  # type: ignore[arg-type]
+            extensions=response.extensions,
+        )
+
+    async def _pool(self, key: tuple[str, str, str, int]) -> _Pool:
+        pool = self._pools.get(key)
+        if pool is not None:
+            self._pools.move_to_end(key)
+            return pool
+        # Close pools that sat idle past their connections' keep-alive, and the least
+        # recently used idle ones when there are too many (hosts that moved address).
+        now = time.monotonic()
+        idle_for = self._limits.keepalive_expiry or 0.0
+        for old_key, old in list(self._pools.items()):
+            if old.busy:
+                continue
+            if now - old.used > idle_for or len(self._pools) >= self._max_pools:
+                del self._pools[old_key]
+                await old.transport.aclose()
+        pool = _Pool(httpx.AsyncHTTPTransport(verify=self._ssl, retries=0, limits=self._limits,
+                                              ), used=now)
+        self._pools[key] = pool
+        return pool
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
+            await pool.transport.aclose()
+
+
+class _Released(httpx.AsyncByteStream):
+    """A response body that tells its pool when it is closed (so the pool is not idle before)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, pool: _Pool) -> None:
+        self._stream = stream
+        self._pool: _Pool | None = pool
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._pool is not None:
+                self._pool.busy -= 1
+                self._pool.used = time.monotonic()
+                self._pool = None
+
+
+class PinnedClient:
+    """The HTTP client of a channel: made on first use, kept (with its pools) until closed.
+
+    Redirects are not followed; every request is checked and pinned by PinnedTransport.
+    """
+
+    def __init__(self, *, resolve: Resolver = system_resolve) -> None:
+        self.resolve = resolve
+        self._client: httpx.AsyncClient | None = None
+
+    async def post(
+        self, url: str, *, content: bytes, headers: dict[str, str], allow_private: bool,
+        timeout: float,
+    ) -> httpx.Response:
+        if self._client is None:
+            transport = PinnedTransport(allow_private=False, resolve=self.resolve)
+            self._client = httpx.AsyncClient(transport=transport, follow_redirects=False,
+                                             trust_env=False)
+        return await self._client.post(url, content=content, headers=headers, timeout=timeout,
+                                       extensions={"allow_private": allow_private})
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
 from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
-    PinnedTransport,
+    PinnedClient,
     ResolveFailed,
     Resolver,
     UrlRefused,
@@ -65,6 +65,7 @@ class WebhookChannel:
     def __init__(self, settings: Settings, *, resolve: Resolver = system_resolve) -> None:
         self.settings = settings
         self.resolve = resolve
+        self.client = PinnedClient(resolve=resolve)
 
     async def send(self, job: Job) -> Result:
         webhook = job.webhook
@@ -99,13 +100,10 @@ class WebhookChannel:
             check_url(webhook.url, allow_private=allow_private)
         except UrlRefused as exc:
             return failed(f"refused to call {webhook.url}: {exc}")
-        transport = PinnedTransport(allow_private=allow_private, resolve=self.resolve)
         try:
-            async with httpx.AsyncClient(
-                transport=transport, follow_redirects=False, trust_env=False,
-                timeout=self.settings.delivery_timeout_seconds,
-            ) as client:
-                response = await client.post(webhook.url, content=body, headers=headers)
+            response = await self.client.post(webhook.url, content=body, headers=headers,
+                                             allow_private=allow_private,
+                                             timeout=self.settings.delivery_timeout_seconds)
         except UrlRefused as exc:
             return failed(f"refused to call {webhook.url}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
@@ -128,4 +126,4 @@ class WebhookChannel:
         return failed(answer)
 
     async def aclose(self) -> None:
-        return None
+        await self.client.aclose()

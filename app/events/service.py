@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,7 +212,6 @@ class EventHub:
         self._stop = asyncio.Event()
         # Set when the process is stopping: open streams end so that the server can.
         self.closing = asyncio.Event()
-        self._signals_chained = False
 
     @property
     def listening(self) -> bool:
@@ -221,7 +219,6 @@ class EventHub:
 
     def start(self, runtime: Runtime) -> None:
         """Listen, once per process, if the database is PostgreSQL."""
-        self._end_streams_on_signals()
         if self._task is not None or runtime.engine.dialect.name != "postgresql":
             return
         self._listener = PgListener(
@@ -230,32 +227,10 @@ class EventHub:
         self._task = asyncio.create_task(self._listener.run(self._stop), name="events-listener")
 
     def end_streams(self) -> None:
+        """End every open stream (the server is stopping); clients reconnect with
+        Last-Event-ID, to this server when it is back or to another replica."""
         self.closing.set()
         self.wake("")
-
-    def _end_streams_on_signals(self) -> None:
-        """End the open streams on SIGTERM/SIGINT, then let the server's handler run.
-
-        uvicorn waits for every response to finish before it shuts down, and a
-        stream never finishes by itself; clients reconnect with Last-Event-ID.
-        """
-        if self._signals_chained:
-            return
-        self._signals_chained = True
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.getsignal(sig)
-            if not callable(previous):
-                continue  # default or ignored: the process ends anyway, or never
-
-            def handle(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
-                loop.call_soon_threadsafe(self.end_streams)
-                previous(signum, frame)
-
-            try:
-                signal.signal(sig, handle)
-            except ValueError:
-                return  # not the main thread: whoever runs the server stops the streams
 
     async def close(self) -> None:
         self.end_streams()

@@ -26,6 +26,15 @@ class Instruction(IdMixin, TimestampMixin, Base):
             postgresql_where=text("status = 'active' AND deleted_at IS NULL"),
             sqlite_where=text("status = 'active' AND deleted_at IS NULL"),
         ),
+        # The watch poller's look-up: active instructions without fire times (watches).
+        Index(
+            "ix_instructions_unscheduled",
+            "user_id",
+            postgresql_where=text(
+                "status = 'active' AND deleted_at IS NULL AND next_run_at IS NULL"
+            ),
+            sqlite_where=text("status = 'active' AND deleted_at IS NULL AND next_run_at IS NULL"),
+        ),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -45,5 +54,8 @@ class Instruction(IdMixin, TimestampMixin, Base):
     # run succeeds, so a failed or killed run sees the same items again.
     cursor: Mapped[dict[str, Any]] = mapped_column(default=dict)
     covered_until: Mapped[datetime | None] = mapped_column(default=None)
+    # A watch trigger fires for items that arrive from this moment on: set when the
+    # watch is created, changed or resumed (mail that came while paused never fires).
+    watch_since: Mapped[datetime | None] = mapped_column(default=None)
     last_run_at: Mapped[datetime | None] = mapped_column(default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)

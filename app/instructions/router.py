@@ -5,10 +5,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.core.db import commit
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import InvalidCursor, encode_cursor
+from app.google.watch_service import WatchNeedsGoogle
 from app.instructions import drafting, service
 from app.instructions.drafting import (
     DraftIntervalTooShort,
@@ -25,7 +25,9 @@ from app.instructions.schemas import (
 )
 from app.instructions.service import InstructionNotFound
 from app.questions import service as questions_service
+from app.runs import costs
 from app.runs import service as runs_service
+from app.runs.costs import CostCapReached
 from app.runs.models import Run
 from app.runs.schemas import PreviewIn, RunOut
 from app.users.deps import CurrentUser
@@ -37,7 +39,10 @@ router = APIRouter(
 InstructionId = Annotated[uuid.UUID, "instruction id"]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=InstructionOut)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=InstructionOut,
+    responses=error_responses(WatchNeedsGoogle),
+)
 async def create_instruction(
     data: InstructionCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> InstructionOut:
@@ -52,7 +57,9 @@ async def create_instruction(
 # Before the "/{instruction_id}" routes, so that "draft" is never read as an id.
 @router.post(
     "/draft", response_model=DraftOut,
-    responses=error_responses(DraftNotUnderstood, DraftIntervalTooShort, DraftWatchNotAvailable),
+    responses=error_responses(
+        DraftNotUnderstood, DraftIntervalTooShort, DraftWatchNotAvailable, CostCapReached
+    ),
 )
 async def draft_instruction(
     data: DraftIn, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
@@ -61,22 +68,7 @@ async def draft_instruction(
 
     POST the answer's `instruction` to `/instructions` as is to create it.
     """
-    timezone = user.timezone
-    key = runtime.settings.gemini_api_key
-    if key is None or not key.get_secret_value():
-        return drafting.parse(data.text, timezone=timezone)
-    from app.agent.factory import build_llm  # only with a key: the parser needs no model
-
-    # Authentication is the only database work here: end its transaction before a model
-    # turn that may take a while, as the worker does.
-    await commit(session)
-    llm = build_llm(runtime.settings)
-    try:
-        return await drafting.draft(text=data.text, timezone=timezone, llm=llm)
-    finally:
-        close = getattr(llm, "aclose", None)
-        if close is not None:
-            await close()
+    return await drafting.propose(text=data.text, user=user, session=session, runtime=runtime)
 
 
 @router.get("", response_model=InstructionPage, responses=error_responses(InvalidCursor))
@@ -110,7 +102,7 @@ async def get_instruction(
 
 @router.patch(
     "/{instruction_id}", response_model=InstructionOut,
-    responses=error_responses(InstructionNotFound),
+    responses=error_responses(InstructionNotFound, WatchNeedsGoogle),
 )
 async def update_instruction(
     instruction_id: uuid.UUID, data: InstructionUpdate, user: CurrentUser, session: SessionDep
@@ -171,15 +163,17 @@ async def resume_instruction(
 
 @router.post(
     "/{instruction_id}/preview", status_code=status.HTTP_201_CREATED, response_model=RunOut,
-    responses=error_responses(InstructionNotFound),
+    responses=error_responses(InstructionNotFound, CostCapReached),
 )
 async def preview_instruction(
     instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep,
     data: PreviewIn | None = None,
 ) -> Run:
     """Queue a trial run over the last days (default 7): its digest is shown on the run,
-    nothing is delivered and the instruction's cursor does not move."""
+    nothing is delivered and the instruction's cursor does not move. Refused (429) once the
+    user's daily cost cap is reached."""
     instruction = await service.get(session=session, user=user, instruction_id=instruction_id)
+    await costs.ensure_preview_under_cap(session=session, user=user, settings=runtime.settings)
     return await runs_service.preview(
         session=session, instruction=instruction, days=(data or PreviewIn()).days,
         wakeups=runtime.wakeups,

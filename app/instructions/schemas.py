@@ -64,16 +64,34 @@ class IntervalTriggerIn(_Strict):
 
 
 class WatchTriggerIn(_Strict):
+    """Run when a new message matches a Gmail query, or a file in a Drive folder is new or
+    changes: exactly one of the two. Each matching item fires one run."""
+
     type: Literal["watch"]
-    gmail_query: str | None = Field(None, max_length=500)
-    drive_folder_id: str | None = Field(None, max_length=200)
+    gmail_query: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="Gmail search syntax.", examples=["from:billing@example.com has:attachment"],
+    )
+    drive_folder_id: str | None = Field(
+        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+        description="The id of a Drive folder (from its URL).",
+    )
+
+    @field_validator("gmail_query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return _no_nul(value)
 
     @model_validator(mode="after")
-    def _reserved(self) -> WatchTriggerIn:
-        raise ValueError(
-            "watch triggers are not available yet: they arrive with the Gmail and Drive "
-            "connection; use a cron or interval trigger"
-        )
+    def _exactly_one(self) -> WatchTriggerIn:
+        if (self.gmail_query is None) == (self.drive_folder_id is None):
+            raise ValueError(
+                "a watch trigger needs exactly one of gmail_query (a Gmail search) and "
+                "drive_folder_id (a Drive folder)"
+            )
+        return self
 
 
 Trigger = Annotated[

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.pagination import newest_first
+from app.google import watch_service
 from app.instructions import triggers
 from app.instructions.models import Instruction
 from app.instructions.schemas import InstructionCreate, InstructionOut, InstructionUpdate
@@ -27,18 +28,24 @@ class InstructionNotActive(Conflict):
     pass
 
 
-def _trigger_spec(trigger: Any, user: User) -> dict[str, Any]:
-    spec: dict[str, Any] = trigger.model_dump()
+async def _trigger_spec(session: AsyncSession, trigger: Any, user: User) -> dict[str, Any]:
+    """The trigger as stored; a watch trigger needs a Google account that can serve it."""
+    spec: dict[str, Any] = trigger.model_dump(exclude_none=trigger.type == "watch")
     if spec["type"] == "cron" and not spec.get("timezone"):
         spec["timezone"] = user.timezone
+    if spec["type"] == "watch":
+        await watch_service.require_watchable(session=session, user_id=user.id, spec=spec)
     return spec
 
 
 def schedule_next(instruction: Instruction, *, now: datetime) -> None:
-    """Point next_run_at at the first fire time after now (or clear it when not active)."""
+    """Point next_run_at at the first fire time after now (or clear it when not active);
+    an active watch watches from now on."""
     if instruction.status != "active" or instruction.deleted_at is not None:
         instruction.next_run_at = None
         return
+    if instruction.trigger.get("type") == "watch":
+        instruction.watch_since = now
     instruction.next_run_at = triggers.next_after(
         instruction.trigger, now, anchor=instruction.created_at
     )
@@ -76,7 +83,7 @@ async def create(
         user_id=user.id,
         title=data.title,
         text=data.text,
-        trigger=_trigger_spec(data.trigger, user),
+        trigger=await _trigger_spec(session, data.trigger, user),
         sources={"kinds": sorted(set(data.sources))},
         channels={"kinds": sorted(set(data.channels))},
         thinking_level=data.thinking_level,
@@ -141,7 +148,7 @@ async def update(
         instruction.channels = {"kinds": sorted(set(data.channels))}
     now = utcnow()
     if data.trigger is not None:
-        instruction.trigger = _trigger_spec(data.trigger, user)
+        instruction.trigger = await _trigger_spec(session, data.trigger, user)
         schedule_next(instruction, now=now)
     instruction.updated_at = now
     await session.flush()

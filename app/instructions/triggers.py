@@ -250,7 +250,12 @@ def _next_cron_of(trigger: BaseTrigger, expression: str, after: datetime) -> dat
 
 
 def next_after(spec: dict[str, Any], after: datetime, *, anchor: datetime) -> datetime | None:
-    """The first fire time strictly after `after` (UTC), or None if there is none."""
+    """The first fire time strictly after `after` (UTC), or None if there is none.
+
+    A watch trigger has no fire times: the watch poller fires it (app/google/watch.py).
+    """
+    if spec["type"] == "watch":
+        return None
     if spec["type"] == "cron":
         return _next_cron(spec["cron"], spec.get("timezone") or "UTC", after.astimezone(UTC))
     trigger = _trigger(spec, anchor)
@@ -303,4 +308,8 @@ def describe(spec: dict[str, Any]) -> str:
                 count = seconds // size
                 return f"Every {unit}" if count == 1 else f"Every {_plural(count, unit)}"
         return f"Every {_plural(seconds, 'second')}"
+    if spec["type"] == "watch" and spec.get("gmail_query"):
+        return f"When new mail matches {spec['gmail_query']!r}"
+    if spec["type"] == "watch" and spec.get("drive_folder_id"):
+        return f"When a file in Drive folder {spec['drive_folder_id']} is new or changes"
     return "When something new arrives"

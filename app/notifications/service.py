@@ -16,6 +16,7 @@ from app.core.db import insert_ignore, utcnow
 from app.core.errors import NotFound
 from app.core.pagination import newest_first
 from app.core.pubsub import publish_event
+from app.delivery import wakeup as delivery_wakeup
 from app.notifications.models import Delivery, Notification
 from app.users.models import User
 
@@ -53,6 +54,7 @@ async def notify(
     )
     if result.rowcount != 1:
         return None
+    outbox = False
     for channel in dict.fromkeys(["in_app", *channels]):
         in_app = channel == "in_app"
         targets = [""]
@@ -71,6 +73,7 @@ async def notify(
             subscribed = await push_service.targets(session=session, user_id=user_id)
             targets = [str(target) for target in subscribed] or [""]
         for target in targets:
+            outbox = outbox or not in_app
             session.add(
                 Delivery(
                     user_id=user_id, notification_id=notification_id, channel=channel,
@@ -83,6 +86,8 @@ async def notify(
             )
     await session.flush()
     await publish_event(session, user_id)
+    if outbox:
+        await delivery_wakeup.announce(session)  # the senders start at once, not at their poll
     return notification_id
 
 

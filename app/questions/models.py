@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, IdMixin, TimestampMixin
+from app.core.db import Base, IdMixin, TimestampMixin, utcnow
 
 QUESTION_STATUSES = ("open", "answered", "expired")
 
@@ -42,3 +42,45 @@ class Question(IdMixin, TimestampMixin, Base):
     answer: Mapped[str | None] = mapped_column(Text, default=None)
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class QuestionEmail(IdMixin, Base):
+    """A question's email, whose replies (in the user's Gmail) answer the question.
+
+    `message_id` is the email's own Message-ID (stable across retries of its delivery);
+    `account_id` is the Google account whose Gmail sees the reply, and `history_id`
+    where the reply poller reads that Gmail's history from (the historyId taken before
+    the email was sent, then advanced by each poll).
+    """
+
+    __tablename__ = "question_emails"
+    __table_args__ = (Index(None, "account_id"), Index(None, "question_id"))
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    question_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("questions.id", ondelete="CASCADE")
+    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(200), unique=True)
+    history_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmailReply(IdMixin, Base):
+    """A reply the poller has handled: written with its outcome, so it answers at most once
+    (also across restarts and two pollers: the unique key is the Gmail message)."""
+
+    __tablename__ = "email_replies"
+    __table_args__ = (UniqueConstraint("account_id", "gmail_message_id"),)
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    gmail_message_id: Mapped[str] = mapped_column(String(200))
+    question_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("questions.id", ondelete="SET NULL"), default=None
+    )
+    outcome: Mapped[str] = mapped_column(String(16))  # answered / ignored
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,6 +35,18 @@ class QuestionClosed(Conflict):
     pass
 
 
+async def get(*, session: AsyncSession, user: User, question_id: uuid.UUID) -> Question:
+    """One of the user's questions, in any state; another user's is not found."""
+    question = (
+        await session.execute(
+            select(Question).where(Question.id == question_id, Question.user_id == user.id)
+        )
+    ).scalar_one_or_none()
+    if question is None:
+        raise QuestionNotFound(f"question {question_id} not found")
+    return question
+
+
 async def list_open(*, session: AsyncSession, user: User) -> Sequence[Question]:
     """The open questions, oldest first; a merged repeat is shown once, as the first."""
     result = await session.execute(
@@ -99,13 +111,7 @@ async def answer(
     *, session: AsyncSession, user: User, question_id: uuid.UUID, text: str, wakeups: Wakeups
 ) -> Question:
     """Record the answer, also on the open questions it repeats, and re-queue their runs."""
-    question = (
-        await session.execute(
-            select(Question).where(Question.id == question_id, Question.user_id == user.id)
-        )
-    ).scalar_one_or_none()
-    if question is None:
-        raise QuestionNotFound(f"question {question_id} not found")
+    question = await get(session=session, user=user, question_id=question_id)
     # Lock it with the open questions it repeats, in one order (no deadlock between two
     # answers to merged questions); the loser finds it answered.
     same = await _open_like(session, question.instruction_id, question.text)

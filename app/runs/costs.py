@@ -1,9 +1,11 @@
-"""What runs cost: today's spend against the cap, and usage over days and instructions."""
+"""What runs and other model turns cost: today's spend against the cap, usage over days and
+instructions, and the check that refuses a model turn once the cap is reached."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,9 +13,19 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agent.llm import Usage as TokenUsage
+from app.agent.pricing import ModelPrice, cost_usd, price_for
+from app.core.config import Settings
 from app.core.db import utcnow
-from app.runs.models import Run
+from app.core.errors import DomainError
+from app.runs.models import ModelCall, Run
 from app.users.models import User
+
+
+class CostCapReached(DomainError):
+    """The user's daily cost cap is spent: no more paid model turns today."""
+
+    status_code = 429
 
 
 def _start_of_day(user: User, now: datetime) -> datetime:
@@ -22,15 +34,65 @@ def _start_of_day(user: User, now: datetime) -> datetime:
 
 
 async def spent_today(*, session: AsyncSession, user: User) -> float:
-    """USD the user's runs have cost since midnight in the user's time zone."""
+    """USD the user's runs and other model turns (drafting) have cost since midnight in
+    the user's time zone."""
     since = _start_of_day(user, utcnow())
-    total = await session.scalar(
+    runs = await session.scalar(
         select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
             Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
             Run.finished_at >= since,
         )
     )
-    return float(total or 0.0)
+    calls = await session.scalar(
+        select(func.coalesce(func.sum(ModelCall.cost_usd), 0.0)).where(
+            ModelCall.user_id == user.id, ModelCall.created_at >= since
+        )
+    )
+    return float(runs or 0.0) + float(calls or 0.0)
+
+
+async def ensure_under_cap(
+    *, session: AsyncSession, user: User, model: str, prices: Mapping[str, ModelPrice]
+) -> None:
+    """Raise `CostCapReached` when the user's spend today has reached the daily cap and
+    `model` costs money (the offline model is free and always allowed)."""
+    if price_for(model, prices) is None:
+        return
+    cap = user.daily_cost_cap_usd
+    spent = await spent_today(session=session, user=user)
+    if spent >= cap:
+        raise CostCapReached(
+            f"the daily cost cap of ${cap:.2f} is reached (${spent:.4f} spent today); "
+            "paid model turns resume tomorrow, or raise the cap"
+        )
+
+
+async def ensure_preview_under_cap(
+    *, session: AsyncSession, user: User, settings: Settings
+) -> None:
+    """The cap check before queueing a preview run, which uses Gemini only when a key is
+    set (the offline model is free)."""
+    key = settings.gemini_api_key
+    if key is not None and key.get_secret_value():
+        await ensure_under_cap(
+            session=session, user=user, model=settings.gemini_model,
+            prices=settings.gemini_prices,
+        )
+
+
+async def record_model_call(
+    *, session: AsyncSession, user_id: uuid.UUID, purpose: str, model: str,
+    usage: TokenUsage, prices: Mapping[str, ModelPrice],
+) -> ModelCall:
+    """Store a model turn outside a run with its cost (flushes; the caller commits)."""
+    call = ModelCall(
+        user_id=user_id, purpose=purpose, model=model, input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens, thought_tokens=usage.thought_tokens,
+        cached_tokens=usage.cached_tokens, cost_usd=cost_usd(model, usage, prices),
+    )
+    session.add(call)
+    await session.flush()
+    return call
 
 
 async def typical_cost(*, session: AsyncSession, instruction_id: uuid.UUID) -> float:
@@ -48,6 +110,7 @@ async def typical_cost(*, session: AsyncSession, instruction_id: uuid.UUID) -> f
 
 class UsageTotals(BaseModel):
     runs: int = 0
+    model_calls: int = 0  # model turns outside runs (drafting)
     input_tokens: int = 0
     output_tokens: int = 0
     thought_tokens: int = 0
@@ -70,8 +133,11 @@ class Usage(BaseModel):
     total: UsageTotals
 
 
-def _add(totals: UsageTotals, run: Run) -> None:
-    totals.runs += 1
+def _add(totals: UsageTotals, run: Run | ModelCall) -> None:
+    if isinstance(run, Run):
+        totals.runs += 1
+    else:
+        totals.model_calls += 1
     totals.input_tokens += run.input_tokens
     totals.output_tokens += run.output_tokens
     totals.thought_tokens += run.thought_tokens
@@ -81,7 +147,8 @@ def _add(totals: UsageTotals, run: Run) -> None:
 
 async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     """Tokens and cost of the user's finished runs over the last `days` days, by day
-    (in the user's time zone) and by instruction."""
+    (in the user's time zone) and by instruction; model turns outside runs (drafting)
+    count in the days and the total."""
     zone = ZoneInfo(user.timezone)
     since = _start_of_day(user, utcnow()) - timedelta(days=days - 1)
     runs = (
@@ -108,6 +175,15 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
         entry.instruction_id = run.instruction_id
         _add(entry, run)
         _add(total, run)
+    calls = (
+        await session.execute(
+            select(ModelCall).where(ModelCall.user_id == user.id, ModelCall.created_at >= since)
+        )
+    ).scalars().all()
+    for call in calls:
+        day = call.created_at.astimezone(zone).date().isoformat()
+        _add(by_day.setdefault(day, DayUsage(day=day)), call)
+        _add(total, call)
     return Usage(
         timezone=user.timezone,
         days=sorted(by_day.values(), key=lambda d: d.day),

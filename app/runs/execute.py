@@ -23,14 +23,16 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from app.accounts.models import Account
 from app.agent.llm import LLM
@@ -46,18 +48,23 @@ from app.agent.runner import (
 from app.core.config import Settings
 from app.core.db import after_commit, db_now, transaction, utcnow
 from app.core.faults import FaultPoints
+from app.google.accounts import mark_disconnected
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.questions import service as questions
 from app.questions.models import Question
-from app.runs import costs, metrics, queue
+from app.runs import costs, metrics, outcomes, queue
+from app.runs.batching import Coalescer, HeldConnection
 from app.runs.models import Run
 from app.runs.steps import Alerter, LeaseLost, StepWriter, without_nul
-from app.sources.base import Source
+from app.sources.base import AccountDisconnected, Source
 from app.sources.registry import source_for
 from app.users.models import User
 
 log = logging.getLogger(__name__)
+
+# The most runs loaded, or written, in one transaction.
+_BATCH = 200
 
 
 @dataclass
@@ -124,6 +131,35 @@ class RunExecutor:
         self.agent = agent
         self._user_tools = _takes_user_tools(agent)
         self.fault = FaultPoints(settings.test_fault)
+        # Runs that start or end together are loaded, and written, together.
+        self._loads: Coalescer[queue.Claim, _Context | None] = Coalescer(
+            self._load_many, max_size=_BATCH, parallel=2
+        )
+        self._preloaded: dict[Any, _Context | None] = {}
+        # Called when a run's outcome waits to be written (the worker claims more).
+        self.on_writing: Callable[[], None] | None = None
+        # PostgreSQL: the connections the batched outcomes are written on (one statement
+        # each, no checkout); see app/runs/outcomes_sql.py.
+        engine = sessionmaker.kw.get("bind")
+        self.writes: HeldConnection | None = (
+            HeldConnection(engine, autocommit=False, count=2)
+            if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
+            else None
+        )
+        self._successes: Coalescer[outcomes.Success, None] = Coalescer(
+            self._write_successes, max_size=_BATCH, parallel=2
+        )
+
+    @property
+    def writing(self) -> int:
+        """Runs whose work is done and whose successful outcome waits to be written."""
+        return self._successes.waiting
+
+    async def close(self) -> None:
+        """Give back the connection the outcomes are written on (it is taken again if
+        needed)."""
+        if self.writes is not None:
+            await self.writes.close()
 
     async def execute(self, claim: queue.Claim) -> None:
         ctx = await self._load(claim)
@@ -148,6 +184,9 @@ class RunExecutor:
         except LeaseLost:
             log.warning("run %s: lease lost while running", claim.run_id)
             return
+        except AccountDisconnected as exc:
+            await self._disconnected(claim, ctx, exc)
+            return
         except Exception as exc:
             log.warning("run %s attempt %d failed: %s", claim.run_id, claim.attempt, exc)
             await self._failed(claim, ctx, exc)
@@ -165,29 +204,98 @@ class RunExecutor:
         )
 
     async def _load(self, claim: queue.Claim) -> _Context | None:
-        """Everything the run needs, in one transaction: it is on every run's start path."""
+        """Everything the run needs (None if its lease is gone): on every run's start path,
+        so the runs that start together are loaded in one transaction."""
+        if claim.run_id in self._preloaded:
+            return self._preloaded.pop(claim.run_id)
+        return await self._loads(claim)
+
+    async def preload(self, session: AsyncSession, claims: list[queue.Claim]) -> None:
+        """Load the runs just claimed in the claim's own transaction (one round trip of
+        BEGIN and COMMIT fewer per batch); `_load` then finds them."""
+        if claims:
+            self._preloaded.update(zip(
+                (claim.run_id for claim in claims), await self._load_in(session, claims),
+                strict=True,
+            ))
+
+    async def _load_many(self, claims: list[queue.Claim]) -> list[_Context | None | BaseException]:
         async with transaction(self.sessionmaker) as session:
-            row = (
+            return list(await self._load_in(session, claims))
+
+    async def _load_in(
+        self, session: AsyncSession, claims: list[queue.Claim]
+    ) -> list[_Context | None]:
+        held = {claim.run_id: claim.lease_token for claim in claims}
+        # One statement: each run with its instruction, its user and the user's accounts
+        # (a row per account; none is a row with None).
+        rows = (
+            await session.execute(
+                select(Run, Instruction, User, Account)
+                .join(Instruction, Instruction.id == Run.instruction_id)
+                .join(User, User.id == Run.user_id)
+                .outerjoin(Account, Account.user_id == Run.user_id)
+                .where(Run.id.in_(held))
+                .order_by(Account.created_at)
+            )
+        ).all()
+        return await self._contexts(session, claims, [tuple(row) for row in rows])
+
+    async def claim_and_load(
+        self, session: AsyncSession, *, worker_id: str, limit: int, lease_seconds: float
+    ) -> list[queue.Claim]:
+        """PostgreSQL: claim runs and read what they need in ONE statement (the claim as
+        a CTE whose RETURNING is the runs as claimed); `_load` then finds them."""
+        claimed = aliased(Run, queue.CLAIMED)
+        params = queue.claim_params(
+            worker_id=worker_id, limit=limit, lease_seconds=lease_seconds
+        )
+        try:
+            rows = (
                 await session.execute(
-                    select(Run, Instruction, User)
-                    .join(Instruction, Instruction.id == Run.instruction_id)
-                    .join(User, User.id == Run.user_id)
-                    .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token)
+                    select(claimed, Instruction, User, Account, queue.CLAIMED_NOTIFY)
+                    .join(Instruction, Instruction.id == claimed.instruction_id)
+                    .join(User, User.id == claimed.user_id)
+                    .outerjoin(Account, Account.user_id == claimed.user_id)
+                    .order_by(Account.created_at),
+                    params,
                 )
-            ).one_or_none()
-            if row is None:
-                return None
-            run, instruction, user = row
-            accounts = (
-                await session.execute(
-                    select(Account).where(Account.user_id == user.id).order_by(Account.created_at)
-                )
-            ).scalars().all()
-            ctx = _Context(run, instruction, user, list(accounts))
+            ).all()
+        except IntegrityError:
+            # Another worker started a run of one of these instructions just now (the
+            # unique index of running runs): nothing this time.
+            await session.rollback()
+            return []
+        runs = {row[0].id: row[0] for row in rows}
+        claims = [queue.claim_of(run, params["token"]) for run in runs.values()]
+        contexts = await self._contexts(session, claims, [tuple(row[:4]) for row in rows])
+        self._preloaded.update(zip(runs, contexts, strict=True))
+        return claims
+
+    async def _contexts(
+        self, session: AsyncSession, claims: list[queue.Claim], rows: list[tuple[Any, ...]]
+    ) -> list[_Context | None]:
+        """Each claim's context from rows of (run, instruction, user, account or None)."""
+        held = {claim.run_id: claim.lease_token for claim in claims}
+        found = {run.id: (run, instruction, user) for run, instruction, user, _a in rows
+                 if run.lease_token == held[run.id]}
+        accounts: dict[Any, dict[Any, Account]] = {}
+        for _run, _instruction, user, account in rows:
+            users_accounts = accounts.setdefault(user.id, {})
+            if account is not None:
+                users_accounts.setdefault(account.id, account)
+        contexts: list[_Context | None] = []
+        for claim in claims:
+            if claim.run_id not in found:
+                contexts.append(None)
+                continue
+            run, instruction, user = found[claim.run_id]
+            ctx = _Context(run, instruction, user, list(accounts[user.id].values()))
             if run.agent_state:
                 await _load_resume(session, ctx, run.agent_state)
             ctx.over_cap = await self._over_cost_cap(session, ctx)
-            return ctx
+            contexts.append(ctx)
+        return contexts
 
     async def _run_agent(self, claim: queue.Claim, ctx: _Context) -> AgentOutcome:
         sources: dict[str, Source] = {}
@@ -218,6 +326,7 @@ class RunExecutor:
             since=ctx.run.window_start if preview else None,
             max_input_tokens=self.settings.agent_max_input_tokens,
             interactive=self._user_tools and not preview,
+            watch_item=ctx.run.trigger_item,
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
@@ -343,6 +452,21 @@ class RunExecutor:
         }
 
     async def _succeeded(self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome) -> None:
+        """Write the outcome (raises LeaseLost if the lease was lost): runs that end
+        together are written in one transaction (app/runs/outcomes.py)."""
+        waiting = self._successes(outcomes.Success(claim, ctx, outcome))
+        if self.on_writing is not None:
+            self.on_writing()  # the run has done its work: room for another
+        await waiting
+
+    async def _write_successes(
+        self, items: list[outcomes.Success]
+    ) -> list[None | BaseException]:
+        return await outcomes.write_successes(self, items)
+
+    async def _succeeded_one(
+        self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome
+    ) -> None:
         now = utcnow()
         # Model text: PostgreSQL cannot store a NUL in it.
         digest = without_nul(outcome.digest.model_dump(mode="json")) if outcome.digest else None
@@ -406,6 +530,26 @@ class RunExecutor:
                 return
         log.debug("run %s final failure: %s", claim.run_id, traceback.format_exception(exc))
         await self._give_up(claim, ctx, reason)
+
+    async def _disconnected(
+        self, claim: queue.Claim, ctx: _Context, exc: AccountDisconnected
+    ) -> None:
+        """A Google grant is gone: fail the run without retries and mark the user's (one,
+        active) Google account; that pauses what depends on it and tells the user once."""
+        reason = f"AccountDisconnected: {exc}"[:2000]
+        async with transaction(self.sessionmaker) as session:
+            written = await queue.finish(
+                session=session, claim=claim, status="failed", finished_at=utcnow(),
+                error=reason, agent_state=None,
+            )
+            if not written:
+                return
+            after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
+            for account in ctx.accounts:
+                if account.kind == "google" and account.status == "active":
+                    await mark_disconnected(
+                        session, account=account, reason=str(exc), settings=self.settings
+                    )
 
     async def _give_up(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
         """Fail the run; after repeated failures stop the instruction and tell the user."""

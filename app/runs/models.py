@@ -79,6 +79,8 @@ class Run(IdMixin, TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     # A run paused on a question to the user: what resumes it (see app/runs/execute.py).
     agent_state: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # A watch run: the item that fired it, {"account_id", "kind": "message" | "file", "id"}.
+    trigger_item: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class RunStep(IdMixin, Base):
@@ -102,4 +104,22 @@ class RunStep(IdMixin, Base):
     cached_tokens: Mapped[int] = mapped_column(default=0)
     duration_ms: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelCall(IdMixin, Base):
+    """A model turn outside any run (drafting an instruction): its tokens and cost count
+    toward the user's usage and daily cost cap like a run's."""
+
+    __tablename__ = "model_calls"
+    __table_args__ = (Index(None, "user_id", "created_at"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))  # draft
+    model: Mapped[str] = mapped_column(String(120))
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    thought_tokens: Mapped[int] = mapped_column(default=0)
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

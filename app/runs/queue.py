@@ -7,6 +7,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.core.db import db_now, insert_ignore
-from app.core.pubsub import publish_event
+from app.core.pubsub import EVENTS_CHANNEL, publish_event
 from app.runs.models import Run
 
 # PostgreSQL NOTIFY channel that wakes idle workers when a run is queued.
@@ -59,8 +60,11 @@ async def enqueue(
     scheduled_for: datetime,
     window_start: datetime | None,
     window_end: datetime | None,
+    trigger_item: dict[str, Any] | None = None,
 ) -> uuid.UUID | None:
     """Queue a run; None when a run for this (instruction, fire time) already exists.
+
+    `trigger_item` names the message or file that fired a watch run.
 
     On PostgreSQL the same transaction notifies idle workers; the notification
     is delivered only if it commits.
@@ -72,7 +76,7 @@ async def enqueue(
         scheduled_for=scheduled_for, window_start=window_start, window_end=window_end,
         status="queued", attempt=0, available_at=now, interaction_ids={},
         input_tokens=0, output_tokens=0, thought_tokens=0, cached_tokens=0, cost_usd=0.0,
-        created_at=now, updated_at=now,
+        created_at=now, updated_at=now, trigger_item=trigger_item,
     )
     result: CursorResult[Any] = await session.execute(stmt)  # type: ignore[assignment]
     if result.rowcount != 1:
@@ -85,7 +89,7 @@ async def enqueue(
 _GIVEN = ("user_id", "instruction_id", "reason", "scheduled_for", "window_start", "window_end")
 
 
-def _new_run_ids(count: int) -> list[uuid.UUID]:
+def new_run_ids(count: int) -> list[uuid.UUID]:
     """`count` random (version 4) UUIDs, as uuid4 makes them, from one read of urandom."""
     data = os.urandom(16 * count)
     return [uuid.UUID(bytes=data[i:i + 16], version=4) for i in range(0, 16 * count, 16)]
@@ -126,7 +130,12 @@ def _runs_from_arrays() -> tuple[list[str], Any]:
     return columns, select(*(new.c[name] for name in ("id", *_GIVEN)), *constants.values())
 
 
-_COLUMNS_FROM_ARRAYS, _RUNS_FROM_ARRAYS = _runs_from_arrays()
+COLUMNS_FROM_ARRAYS, RUNS_FROM_ARRAYS = _runs_from_arrays()
+
+
+def run_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of RUNS_FROM_ARRAYS but `id` and `now`: one list per given column."""
+    return {name: [row[name] for row in rows] for name in _GIVEN}
 
 
 async def enqueue_many(
@@ -143,14 +152,14 @@ async def enqueue_many(
         return 0
     if now is None:
         now = await db_now(session)
-    ids = _new_run_ids(len(rows))
+    ids = new_run_ids(len(rows))
     connection = await session.connection()
     stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"])
     # RETURNING names the rows that were new (those that met no conflict).
     if connection.dialect.name == "postgresql":
-        arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in _GIVEN}
+        arrays = run_arrays(rows)
         result = await connection.execute(
-            stmt.from_select(_COLUMNS_FROM_ARRAYS, _RUNS_FROM_ARRAYS).returning(Run.id),
+            stmt.from_select(COLUMNS_FROM_ARRAYS, RUNS_FROM_ARRAYS).returning(Run.id),
             {"id": ids, "now": now, **arrays},
         )
     else:
@@ -181,6 +190,63 @@ async def notify_workers(session: AsyncSession) -> None:
         await publish_event(session)
 
 
+# PostgreSQL: a whole claim in one statement. The due runs, oldest first, locked with
+# SKIP LOCKED so that workers take disjoint batches; the first of each instruction (one
+# running run per instruction); their lease on the database's clock (one moment for the
+# whole statement); and a NOTIFY to the event streams, evaluated only if a row was
+# claimed.
+_CLAIM_UPDATE = """
+    WITH candidates AS (
+        SELECT r.id, r.instruction_id, r.available_at FROM runs r
+        WHERE r.status = 'queued' AND r.available_at <= statement_timestamp()
+          AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.instruction_id = r.instruction_id
+                          AND o.status = 'running')
+        ORDER BY r.available_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), chosen AS (
+        SELECT DISTINCT ON (instruction_id) id FROM candidates
+        ORDER BY instruction_id, available_at, id
+    )
+    UPDATE runs SET status = 'running', attempt = runs.attempt + 1,
+        lease_token = :token,
+        lease_expires_at = statement_timestamp() + make_interval(secs => :lease_seconds),
+        worker_id = :worker_id, started_at = statement_timestamp(),
+        updated_at = statement_timestamp()
+    FROM chosen WHERE runs.id = chosen.id AND runs.status = 'queued'
+    RETURNING runs.*
+"""
+
+_CLAIM_POSTGRESQL = text(
+    f"""
+    WITH claimed AS ({_CLAIM_UPDATE})
+    SELECT claimed.id, claimed.attempt, claimed.scheduled_for, claimed.available_at,
+        claimed.started_at, (SELECT pg_notify(:events, '')) AS notified
+    FROM claimed
+    """
+)
+
+# The claimed runs as they are after the claim (RETURNING runs.*), for statements that
+# read more with them (app/runs/execute.py loads each run's instruction, user and
+# accounts in the same statement).
+CLAIMED = text(_CLAIM_UPDATE).columns(*Run.__table__.columns).cte("claimed")
+CLAIMED_NOTIFY: Any = literal_column(f"(SELECT pg_notify('{EVENTS_CHANNEL}', ''))")
+
+
+def claim_params(*, worker_id: str, limit: int, lease_seconds: float) -> dict[str, Any]:
+    """The parameters of a claim on PostgreSQL, with a new lease token."""
+    return {"limit": limit, "token": uuid.uuid4(), "lease_seconds": float(lease_seconds),
+            "worker_id": worker_id, "events": EVENTS_CHANNEL}
+
+
+def claim_of(run: Run, token: uuid.UUID) -> Claim:
+    """The claim of a run as it is right after it was claimed."""
+    return Claim(
+        run_id=run.id, lease_token=token, attempt=run.attempt, claimed_at=run.started_at,
+        due_at=run.scheduled_for if run.attempt == 1 else run.available_at,
+    )
+
+
 async def claim(
     *, session: AsyncSession, worker_id: str, limit: int, lease_seconds: float
 ) -> list[Claim]:
@@ -190,6 +256,10 @@ async def claim(
     workers racing for the same instruction on PostgreSQL meet the unique
     index of running runs; the loser claims nothing this time and polls again.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        return await _claim_postgresql(
+            session=session, worker_id=worker_id, limit=limit, lease_seconds=lease_seconds
+        )
     now = await db_now(session)
     token = uuid.uuid4()
     running = aliased(Run)
@@ -254,6 +324,63 @@ async def renew(*, session: AsyncSession, claim: Claim, lease_seconds: float) ->
     return result.rowcount == 1
 
 
+async def _claim_postgresql(
+    *, session: AsyncSession, worker_id: str, limit: int, lease_seconds: float
+) -> list[Claim]:
+    params = claim_params(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds)
+    token = params["token"]
+    # Another worker may have started a run of one of these instructions just now: the
+    # unique index of running runs refuses the claim, which then takes nothing this time.
+    # A claim that begins its transaction rolls it back; one inside a transaction that
+    # holds more work uses a savepoint.
+    if not session.in_transaction():
+        try:
+            rows = (await session.execute(_CLAIM_POSTGRESQL, params)).all()
+        except IntegrityError:
+            await session.rollback()
+            return []
+    else:
+        try:
+            async with session.begin_nested():
+                rows = (await session.execute(_CLAIM_POSTGRESQL, params)).all()
+        except IntegrityError:
+            return []
+    return [
+        Claim(
+            run_id=r.id, lease_token=token, attempt=r.attempt, claimed_at=r.started_at,
+            due_at=r.scheduled_for if r.attempt == 1 else r.available_at,
+        )
+        for r in rows
+    ]
+
+
+_RENEW_MANY_POSTGRESQL = text(
+    """
+    UPDATE runs SET lease_expires_at = clock_timestamp() + make_interval(secs => :seconds)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[])) AS held(id, token)
+    WHERE runs.id = held.id AND runs.lease_token = held.token AND runs.status = 'running'
+    RETURNING runs.id
+    """
+)
+
+
+async def renew_many(
+    *, session: AsyncSession, claims: Sequence[Claim], lease_seconds: float
+) -> set[uuid.UUID]:
+    """Extend many leases at once; returns the runs whose lease still held (see `renew`)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return {
+            claim.run_id for claim in claims
+            if await renew(session=session, claim=claim, lease_seconds=lease_seconds)
+        }
+    rows = await session.execute(
+        _RENEW_MANY_POSTGRESQL,
+        {"ids": [c.run_id for c in claims], "tokens": [c.lease_token for c in claims],
+         "seconds": float(lease_seconds)},
+    )
+    return {row[0] for row in rows}
+
+
 async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
     """Write a run's outcome if this claim still holds its lease."""
     values.setdefault("updated_at", await db_now(session))
@@ -267,6 +394,85 @@ async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
     if result.rowcount == 1 and "status" in values:
         await publish_event(session)
     return result.rowcount == 1
+
+
+# The outcome a run's attempt ends with, as `finish_many` writes it for many runs at once.
+OUTCOME_COLUMNS = (
+    "status", "finished_at", "result", "model", "error", "interaction_ids", "agent_state",
+    "input_tokens", "output_tokens", "thought_tokens", "cached_tokens", "cost_usd",
+)
+_JSON_OUTCOMES = ("result", "interaction_ids", "agent_state")
+
+# PostgreSQL: every run's outcome in one UPDATE ... FROM unnest(...), fenced row by row
+# by the claim's lease token; it returns the runs whose lease still held.
+# The SET list of a run's outcome from a row `v` of outcomes (also used by outcomes_sql).
+OUTCOME_SET = """status = v.status, finished_at = v.finished_at,
+        result = CAST(v.result AS jsonb), model = v.model, error = v.error,
+        interaction_ids = CAST(v.interaction_ids AS jsonb),
+        agent_state = CAST(v.agent_state AS jsonb), input_tokens = v.input_tokens,
+        output_tokens = v.output_tokens, thought_tokens = v.thought_tokens,
+        cached_tokens = v.cached_tokens, cost_usd = v.cost_usd,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()"""
+
+FINISH_MANY_UPDATE = f"""
+    UPDATE runs SET {OUTCOME_SET}
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]), CAST(:status AS varchar[]),
+        CAST(:finished_at AS timestamptz[]), CAST(:result AS text[]),
+        CAST(:model AS varchar[]), CAST(:error AS text[]), CAST(:interaction_ids AS text[]),
+        CAST(:agent_state AS text[]), CAST(:input_tokens AS integer[]),
+        CAST(:output_tokens AS integer[]), CAST(:thought_tokens AS integer[]),
+        CAST(:cached_tokens AS integer[]), CAST(:cost_usd AS float8[]))
+        AS v(id, token, status, finished_at, result, model, error, interaction_ids,
+             agent_state, input_tokens, output_tokens, thought_tokens, cached_tokens,
+             cost_usd)
+    WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.status = 'running'
+    RETURNING runs.id
+"""
+
+_FINISH_MANY_POSTGRESQL = text(
+    f"""
+    WITH done AS ({FINISH_MANY_UPDATE})
+    -- The event streams' NOTIFY (publish_event), evaluated only if a row was written.
+    SELECT done.id, (SELECT pg_notify(:events, '')) AS notified FROM done
+    """
+)
+
+
+def finish_many_params(outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The parameters of FINISH_MANY_UPDATE: one array per column."""
+    params: dict[str, Any] = {
+        "ids": [claim.run_id for claim, _values in outcomes],
+        "tokens": [claim.lease_token for claim, _values in outcomes],
+    }
+    for column in OUTCOME_COLUMNS:
+        if column in _JSON_OUTCOMES:
+            # JSON as the column type writes it: None is JSON null, as in `finish`.
+            params[column] = [json.dumps(values[column]) for _claim, values in outcomes]
+        else:
+            params[column] = [values[column] for _claim, values in outcomes]
+    return params
+
+
+async def finish_many(
+    *, session: AsyncSession, outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]
+) -> set[uuid.UUID]:
+    """Write many runs' outcomes (each with every key of OUTCOME_COLUMNS); returns the
+    runs whose claim still held the lease. The others are left as they are.
+
+    PostgreSQL writes them with one statement, fenced per row as `finish` is; SQLite
+    runs `finish` for each in the same transaction.
+    """
+    if not outcomes:
+        return set()
+    if session.get_bind().dialect.name != "postgresql":
+        written = set()
+        for claim, values in outcomes:
+            if await finish(session=session, claim=claim, **values):
+                written.add(claim.run_id)
+        return written
+    params = finish_many_params(outcomes)
+    rows = await session.execute(_FINISH_MANY_POSTGRESQL, {**params, "events": EVENTS_CHANNEL})
+    return {row[0] for row in rows}
 
 
 async def still_held(*, session: AsyncSession, claim: Claim) -> bool:

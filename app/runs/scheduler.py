@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Row, Uuid, bindparam, func, literal_column, select, update
+from sqlalchemy import (
+    DateTime,
+    Row,
+    String,
+    Uuid,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 
 from app.core.config import Settings
 from app.core.db import after_commit, db_now, transaction
 from app.core.loops import LoopService
+from app.core.pubsub import EVENTS_CHANNEL
 from app.core.runtime import Wakeups
 from app.instructions import triggers
 from app.instructions.models import Instruction
 from app.runs import metrics, queue
+from app.runs.batching import HeldConnection
 from app.runs.service import WORKER_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -31,24 +51,34 @@ _MAX_BATCHES = 50
 # columns a fire needs; SKIP LOCKED lets several schedulers share the work on
 # PostgreSQL, and the unique (instruction_id, scheduled_for) stops a second run if two
 # race.
-_DUE = (
-    select(
-        Instruction.id, Instruction.user_id, Instruction.trigger, Instruction.next_run_at,
-        Instruction.created_at, Instruction.covered_until,
+def _due(now: Any) -> Any:
+    return (
+        select(
+            Instruction.id, Instruction.user_id, Instruction.trigger, Instruction.next_run_at,
+            Instruction.created_at, Instruction.covered_until,
+        )
+        .where(
+            # Literal, not bound: the planner then matches the index's predicate also with a
+            # generic plan for the prepared statement.
+            Instruction.status == literal_column("'active'"),
+            Instruction.deleted_at.is_(None),
+            Instruction.next_run_at <= now,
+        )
+        .order_by(Instruction.next_run_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
     )
-    .where(
-        # Literal, not bound: the planner then matches the index's predicate also with a
-        # generic plan for the prepared statement.
-        Instruction.status == literal_column("'active'"),
-        Instruction.deleted_at.is_(None),
-        Instruction.next_run_at <= bindparam("now"),
-    )
-    .order_by(Instruction.next_run_at)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
+
+
+_DUE = _due(bindparam("now"))
+# PostgreSQL on its own clock: the clock is read by the statement that reads the due rows
+# (statement_timestamp() is the real time at the statement's start, one value for every
+# row), so no round trip of its own.
+_DUE_NOW_POSTGRESQL = _due(func.statement_timestamp()).add_columns(
+    func.statement_timestamp().label("db_now")
 )
 
-# SQLite (and the fallback): one UPDATE executed with every row's parameters.
+# SQLite: one UPDATE executed with every row's parameters.
 _MOVE_EACH = (
     update(Instruction)
     .where(Instruction.id == bindparam("b_id"))
@@ -56,24 +86,97 @@ _MOVE_EACH = (
 )
 
 
-def _move_all_postgresql() -> Any:
-    """One UPDATE ... FROM unnest(ids, nexts): every row's next_run_at in one statement."""
-    moves = (
-        func.unnest(
-            bindparam("ids", type_=ARRAY(Uuid())),
-            bindparam("nexts", type_=ARRAY(DateTime(timezone=True))),
+def _fire_all_postgresql() -> Any:
+    """One statement for a whole batch on PostgreSQL: every fired instruction's new
+    next_run_at (UPDATE ... FROM unnest), its new runs (INSERT ... SELECT FROM unnest,
+    ON CONFLICT DO NOTHING on the unique fire time), and the NOTIFYs that wake idle
+    workers and the event streams when anything was queued. Returns how many runs were
+    new. Plain SQL: a Core UPDATE would take the runs' parameters (id, user_id) for
+    columns to set."""
+    return text(
+        f"""
+        WITH moved AS (
+            UPDATE instructions SET next_run_at = moves.next, updated_at = :now
+            FROM unnest(CAST(:move_ids AS uuid[]), CAST(:move_nexts AS timestamptz[]))
+                AS moves(id, next)
+            WHERE instructions.id = moves.id
+            RETURNING instructions.id
+        ), new_runs AS (
+            INSERT INTO runs (id, user_id, instruction_id, reason, scheduled_for,
+                window_start, window_end, status, attempt, available_at, interaction_ids,
+                input_tokens, output_tokens, thought_tokens, cached_tokens, cost_usd,
+                created_at, updated_at)
+            SELECT n.id, n.user_id, n.instruction_id, n.reason, n.scheduled_for,
+                n.window_start, n.window_end, 'queued', 0, :now, '{{}}'::jsonb,
+                0, 0, 0, 0, 0.0, :now, :now
+            FROM unnest(CAST(:id AS uuid[]), CAST(:user_id AS uuid[]),
+                CAST(:instruction_id AS uuid[]), CAST(:reason AS varchar[]),
+                CAST(:scheduled_for AS timestamptz[]), CAST(:window_start AS timestamptz[]),
+                CAST(:window_end AS timestamptz[]))
+                AS n(id, user_id, instruction_id, reason, scheduled_for, window_start,
+                     window_end)
+            ON CONFLICT (instruction_id, scheduled_for) DO NOTHING
+            RETURNING runs.id
+        ), counted AS (SELECT count(*) AS queued FROM new_runs)
+        SELECT queued,
+            CASE WHEN queued > 0 THEN pg_notify('{queue.RUNS_CHANNEL}', '') END AS workers,
+            CASE WHEN queued > 0 THEN pg_notify('{EVENTS_CHANNEL}', '') END AS events
+        FROM counted
+        """
+    ).bindparams(
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("move_ids", type_=ARRAY(Uuid())),
+        bindparam("move_nexts", type_=ARRAY(DateTime(timezone=True))),
+        bindparam("id", type_=ARRAY(Uuid())),
+        bindparam("user_id", type_=ARRAY(Uuid())),
+        bindparam("instruction_id", type_=ARRAY(Uuid())),
+        bindparam("reason", type_=ARRAY(String())),
+        bindparam("scheduled_for", type_=ARRAY(DateTime(timezone=True))),
+        bindparam("window_start", type_=ARRAY(DateTime(timezone=True))),
+        bindparam("window_end", type_=ARRAY(DateTime(timezone=True))),
+    )
+
+
+_FIRE_ALL_POSTGRESQL = _fire_all_postgresql()
+
+# Schedules whose last answer is kept: bounded, so memory does not grow with the table.
+_FIRE_CACHE_SIZE = 4096
+
+
+class FireTimes:
+    """`triggers.next_after` for cron schedules, remembered per schedule.
+
+    The first fire time after `after` is the same `next` for every moment in
+    [after, next): no fire time lies between. The due rows of a tick come in order of
+    next_run_at, so the instructions of one schedule due in one tick cost one trigger
+    computation instead of one each. Interval and date triggers depend on the
+    instruction's anchor and are computed as before.
+    """
+
+    def __init__(self, size: int = _FIRE_CACHE_SIZE) -> None:
+        self.size = size
+        self._known: OrderedDict[tuple[str, str], tuple[datetime, datetime | None]] = (
+            OrderedDict()
         )
-        .table_valued("id", "next")
-        .render_derived(name="moves")
-    )
-    return (
-        update(Instruction)
-        .where(Instruction.id == moves.c.id)
-        .values(next_run_at=moves.c.next)
-    )
 
-
-_MOVE_ALL_POSTGRESQL = _move_all_postgresql()
+    def next_after(
+        self, spec: dict[str, Any], after: datetime, *, anchor: datetime
+    ) -> datetime | None:
+        if spec.get("type") != "cron":
+            return triggers.next_after(spec, after, anchor=anchor)
+        key = (str(spec["cron"]), str(spec.get("timezone") or "UTC"))
+        known = self._known.get(key)
+        if known is not None:
+            start, following = known
+            if start <= after and (following is None or after < following):
+                self._known.move_to_end(key)
+                return following
+        following = triggers.next_after(spec, after, anchor=anchor)
+        self._known[key] = (after, following)
+        self._known.move_to_end(key)
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+        return following
 
 
 class SchedulerTick(LoopService):
@@ -95,12 +198,33 @@ class SchedulerTick(LoopService):
         self.speedup = settings.scheduler_clock_speedup
         self.origin = settings.scheduler_clock_origin
         self.clock = clock
+        self.fire_times = FireTimes()
+        # PostgreSQL: one connection for the batches of a tick, kept between ticks while
+        # the loop runs (no checkout, whose ping is three round trips, per batch).
+        engine = sessionmaker.kw.get("bind")
+        self._held = (
+            HeldConnection(engine, autocommit=False)
+            if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
+            else None
+        )
         self._stop: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         # Kept so that a burst of batches stops between two of them on SIGTERM.
         self._stop = stop
-        await super().run(stop)
+        async with self.holding():
+            await super().run(stop)
+
+    @contextlib.asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """Keep the connection between ticks (as `run` does) until the block ends."""
+        if self._held is not None:
+            self._held.keep = True
+        try:
+            yield
+        finally:
+            if self._held is not None:
+                await self._held.close()
 
     async def _now(self, session: AsyncSession) -> tuple[datetime, datetime | None]:
         """The scheduler's clock and the database's (None when the test's clock is used).
@@ -109,11 +233,13 @@ class SchedulerTick(LoopService):
         asks for it; runs are stamped with the database's, which workers go by.
         """
         db_time = None if self.clock is not None else await db_now(session)
-        now = self.clock() if self.clock is not None else db_time
+        return self._scaled(self.clock() if self.clock is not None else db_time), db_time
+
+    def _scaled(self, now: datetime | None) -> datetime:
         assert now is not None
         if self.speedup != 1 and self.origin is not None:
             now = self.origin + (now - self.origin) * self.speedup
-        return now, db_time
+        return now
 
     async def run_once(self) -> int:
         """Queue one run for each due instruction; returns how many were queued."""
@@ -128,22 +254,22 @@ class SchedulerTick(LoopService):
         return queued
 
     async def _batch(self) -> tuple[int, bool]:
+        if self._held is not None:
+            queued, full = await self._batch_postgresql(self._held)
+            if queued:
+                self.wakeups.notify(WORKER_CHANNEL)
+                metrics.RUNS_QUEUED.labels("schedule").inc(queued)
+            return queued, full
         async with transaction(self.sessionmaker) as session:
-            now, db_time = await self._now(session)
             # Core statements on the session's connection: no ORM state to build or flush.
             connection = await session.connection()
+            now, db_time = await self._now(session)
             due = (
-                await connection.execute(_DUE, {"now": now, "limit": self.batch_size})
+                await connection.execute(_DUE, {"limit": self.batch_size, "now": now})
             ).all()
             if not due:
                 return 0, False
-            runs: list[dict[str, Any]] = []
-            moves: list[tuple[uuid.UUID, datetime | None]] = []
-            for row in due:
-                next_run_at, run = self._fire(row, now)
-                moves.append((row.id, next_run_at))
-                if run is not None:
-                    runs.append(run)
+            runs, moves = self._fire_batch(due, now)
             queued = await queue.enqueue_many(session=session, rows=runs, now=db_time)
             await self._move(connection, moves)
             if queued:
@@ -151,15 +277,71 @@ class SchedulerTick(LoopService):
                 after_commit(session, lambda: metrics.RUNS_QUEUED.labels("schedule").inc(queued))
         return queued, len(due) == self.batch_size
 
+    async def _batch_postgresql(self, held: HeldConnection) -> tuple[int, bool]:
+        """On the held connection: BEGIN, the due rows (with the clock), one statement
+        for the whole batch, COMMIT; no checkout."""
+        async with held.use() as connection, connection.begin():
+            params = {"limit": self.batch_size}
+            if self.clock is None and self.speedup == 1:
+                due = (await connection.execute(_DUE_NOW_POSTGRESQL, params)).all()
+                if not due:
+                    return 0, False
+                now = db_time = due[0].db_now.astimezone(UTC)
+            else:
+                db_time = None if self.clock is not None else await _clock(connection)
+                now = self._scaled(self.clock() if self.clock is not None else db_time)
+                due = (await connection.execute(_DUE, {**params, "now": now})).all()
+                if not due:
+                    return 0, False
+            runs, moves = self._fire_batch(due, now)
+            queued = await self._fire_all(connection, runs, moves, db_time)
+        return queued, len(due) == self.batch_size
+
+    def _fire_batch(
+        self, due: Sequence[Row[Any]], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[tuple[uuid.UUID, datetime | None]]]:
+        runs: list[dict[str, Any]] = []
+        moves: list[tuple[uuid.UUID, datetime | None]] = []
+        for row in due:
+            next_run_at, run = self._fire(row, now)
+            moves.append((row.id, next_run_at))
+            if run is not None:
+                runs.append(run)
+        return runs, moves
+
+    @staticmethod
+    async def _fire_all(
+        connection: AsyncConnection,
+        runs: Sequence[dict[str, Any]],
+        moves: Sequence[tuple[uuid.UUID, datetime | None]],
+        db_time: datetime | None,
+    ) -> int:
+        """PostgreSQL: the batch's runs, moves and wake-ups in one round trip."""
+        arrays = queue.run_arrays(runs)
+        result = await connection.execute(
+            _FIRE_ALL_POSTGRESQL,
+            {
+                "move_ids": [m[0] for m in moves], "move_nexts": [m[1] for m in moves],
+                "id": queue.new_run_ids(len(runs)),
+                # The database's clock; a test's clock stamps nothing (as enqueue_many).
+                "now": db_time if db_time is not None else await _clock(connection),
+                **arrays,
+            },
+        )
+        return int(result.scalar_one())
+
     def _fire(
         self, row: Row[Any], now: datetime
     ) -> tuple[datetime | None, dict[str, Any] | None]:
         """The instruction's new next_run_at, and its run unless the fire time is too old."""
         assert row.next_run_at is not None
-        # Missed several fire times (schedulers down)? One catch-up run for the
-        # newest of them covers the whole gap.
-        fire = triggers.latest_due(row.trigger, row.next_run_at, now, anchor=row.created_at)
-        following = triggers.next_after(row.trigger, fire, anchor=row.created_at)
+        fire = row.next_run_at
+        following = self.fire_times.next_after(row.trigger, fire, anchor=row.created_at)
+        if following is not None and following <= now:
+            # Missed several fire times (schedulers down)? One catch-up run for the
+            # newest of them covers the whole gap.
+            fire = triggers.latest_due(row.trigger, fire, now, anchor=row.created_at)
+            following = self.fire_times.next_after(row.trigger, fire, anchor=row.created_at)
         # next_run_at only ever moves forward, whatever the trigger says.
         next_run_at = following if following is None or following > fire else None
         if now - fire > self.grace:
@@ -177,13 +359,11 @@ class SchedulerTick(LoopService):
     async def _move(
         connection: AsyncConnection, moves: Sequence[tuple[uuid.UUID, datetime | None]]
     ) -> None:
-        """Write every fired instruction's next_run_at in one statement."""
-        if connection.dialect.name == "postgresql":
-            await connection.execute(
-                _MOVE_ALL_POSTGRESQL,
-                {"ids": [m[0] for m in moves], "nexts": [m[1] for m in moves]},
-            )
-        else:
-            await connection.execute(
-                _MOVE_EACH, [{"b_id": m[0], "b_next": m[1]} for m in moves]
-            )
+        """SQLite: every fired instruction's next_run_at, one UPDATE executed per row."""
+        await connection.execute(_MOVE_EACH, [{"b_id": m[0], "b_next": m[1]} for m in moves])
+
+
+async def _clock(connection: AsyncConnection) -> datetime:
+    value = (await connection.execute(select(func.clock_timestamp()))).scalar_one()
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC)

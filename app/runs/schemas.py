@@ -32,6 +32,9 @@ class RunOut(BaseModel):
     cost_usd: float
     result: dict[str, Any] | None
     error: str | None
+    trigger_item: dict[str, Any] | None = Field(
+        None, description='A watch run: what fired it, {"account_id", "kind", "id"}.'
+    )
     created_at: datetime
 
 

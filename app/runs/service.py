@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit, utcnow
@@ -151,3 +151,25 @@ async def cancel_queued_for(*, session: AsyncSession, instruction_id: uuid.UUID)
     await session.flush()
     if rows:
         await publish_event(session, rows[0].user_id)
+
+
+async def latest_by_instruction(
+    *, session: AsyncSession, user: User, instruction_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Run]:
+    """The newest run of each of these instructions (previews left out), by instruction."""
+    if not instruction_ids:
+        return {}
+    newest = (
+        select(Run.instruction_id, func.max(Run.created_at).label("at"))
+        .where(Run.user_id == user.id, Run.instruction_id.in_(instruction_ids),
+               Run.reason != "preview")
+        .group_by(Run.instruction_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Run).join(
+            newest, (Run.instruction_id == newest.c.instruction_id)
+            & (Run.created_at == newest.c.at)
+        ).where(Run.user_id == user.id)
+    )
+    return {run.instruction_id: run for run in rows.scalars()}

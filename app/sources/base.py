@@ -95,6 +95,54 @@ class ItemNotFound(SourceError):
     """The message, thread or file id does not exist in this source."""
 
 
+class AccountDisconnected(SourceError):
+    """The account's grant is gone (revoked, `invalid_grant`, never stored): the user must
+    reconnect. Callers mark the account disconnected; retrying cannot help."""
+
+
+class MailChanges(BaseModel):
+    """What Gmail's history says arrived since a historyId (the watch's change detector)."""
+
+    history_id: str
+    added_message_ids: list[str] = Field(default_factory=list)
+    # The start historyId was too old (Gmail answered 404): `history_id` is the current
+    # one and the added ids are unknown; the caller resyncs within its bounds.
+    expired: bool = False
+
+
+class ChangedFile(BaseModel):
+    """One entry of Drive's change list."""
+
+    id: str
+    name: str = ""
+    mime_type: str = ""
+    parents: list[str] = Field(default_factory=list)
+    modified_time: datetime | None = None
+    removed: bool = False
+
+
+class FileChanges(BaseModel):
+    page_token: str
+    files: list[ChangedFile] = Field(default_factory=list)
+
+
+class WatchableSource(ABC):
+    """The cheap change detectors and id queries behind watch triggers (Gmail and Drive)."""
+
+    @abstractmethod
+    async def mail_changes(self, start_history_id: str | None) -> MailChanges:
+        """New message ids since `start_history_id` (one `history.list` call when nothing
+        changed); `None` returns the current historyId and no ids."""
+
+    @abstractmethod
+    async def search_mail_ids(self, query: str, *, limit: int = 100) -> list[str]:
+        """Ids of the messages matching a Gmail query, newest first."""
+
+    @abstractmethod
+    async def file_changes(self, page_token: str | None) -> FileChanges:
+        """Drive changes since `page_token`; `None` returns the start token and no files."""
+
+
 class Source(ABC):
     """One account's mail and documents, read-only."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
@@ -93,4 +94,57 @@ async def authenticate(*, session: AsyncSession, token: str) -> User:
         await session.execute(
             update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now)
         )
+    return user
+
+
+class ApiTokenNotFound(NotFound):
+    pass
+
+
+async def list_tokens(*, session: AsyncSession, user: User) -> Sequence[ApiToken]:
+    """The user's tokens, newest first, revoked ones included (their hashes only)."""
+    rows = await session.execute(
+        select(ApiToken).where(ApiToken.user_id == user.id)
+        .order_by(ApiToken.created_at.desc(), ApiToken.id)
+    )
+    return rows.scalars().all()
+
+
+async def revoke_token(*, session: AsyncSession, user: User, token_id: uuid.UUID) -> ApiToken:
+    """Revoke one of the user's tokens; it stops working at once. Revoking twice is a no-op."""
+    token = (
+        await session.execute(
+            select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
+        )
+    ).scalar_one_or_none()
+    if token is None:
+        raise ApiTokenNotFound(f"token {token_id} not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        await session.flush()
+    return token
+
+
+MAX_DAILY_COST_CAP_USD = 10_000.0
+
+
+async def update_profile(
+    *, session: AsyncSession, user: User, timezone: str | None = None,
+    daily_cost_cap_usd: float | None = None,
+) -> User:
+    """Change the user's time zone or daily cost cap (USD, 0 stops paid runs)."""
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise BadRequest(f"unknown time zone '{timezone}'") from exc
+        user.timezone = timezone
+    if daily_cost_cap_usd is not None:
+        if not 0 <= daily_cost_cap_usd <= MAX_DAILY_COST_CAP_USD:
+            raise BadRequest(
+                f"the daily cost cap must be between 0 and {MAX_DAILY_COST_CAP_USD:g} USD"
+            )
+        user.daily_cost_cap_usd = daily_cost_cap_usd
+    user.updated_at = utcnow()
+    await session.flush()
     return user

@@ -17,8 +17,18 @@ fixed `MEDIA_TOKENS` input tokens, whatever its size (the service bills by resol
 pages; the fake keeps it simple and deterministic).
 
 Replies come from a per-test script (`Calls`, `Text`) or, when it is empty, the offline
-planner. Tokens are billed like the service bills them, deterministically (len // 4): a
-chained turn pays input for the whole conversation so far; thoughts are reported apart.
+planner. Tokens are billed like the service bills them, deterministically (len // 4):
+every turn pays input for the system instruction, the tools and the response schema
+(structured output's schema counts as input); a chained turn pays input for the whole
+conversation so far; thoughts are reported apart, as output. Implicit caching is on, as
+on the service for Gemini 2.5 and later, in stateful and stateless mode: the longest
+prefix of a turn's context that an earlier request processed (its system instruction,
+tools and schema unchanged, then the same inputs and outputs) within `CACHE_TTL_SECONDS`
+is reported in `total_cached_tokens` when it is at least the model's minimum
+(`CACHE_MIN_TOKENS`, 4,096 for the Gemini 3 family; `cache_min_tokens=` overrides it for a
+test). It stays part of `total_input_tokens`. A model's output becomes part of a cached
+prefix only once a later turn has processed it (the fake never reports more cache hits
+than the service could).
 Control it from Python (`fail`, `slow`, `script`, `requests`, `reset`) or, standalone
 (`python -m tests.fakes.gemini --port PORT [--api-key KEY]`), over `/_fake/{action}`.
 """
@@ -29,6 +39,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hashlib
 import itertools
 import json
 import socket
@@ -67,6 +78,11 @@ IMAGE_TYPES = frozenset(
 DOCUMENT_TYPES = frozenset({"application/pdf"})
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 MEDIA_TOKENS = 258  # billed per image or document part
+# Implicit caching: the minimum cached prefix per model family (longest name prefix wins),
+# and how long a processed prefix stays cached (the service says "a short amount of time").
+CACHE_MIN_TOKENS = {"gemini-2.5": 2048, "gemini-": 4096}
+DEFAULT_CACHE_MIN_TOKENS = 4096
+CACHE_TTL_SECONDS = 300.0
 _MAGIC: dict[str, tuple[bytes, ...]] = {
     "application/pdf": (b"%PDF-",),
     "image/png": (b"\x89PNG\r\n\x1a\n",),
@@ -79,6 +95,10 @@ _MAGIC: dict[str, tuple[bytes, ...]] = {
 def tokens(text: str) -> int:
     """The fake's deterministic token count."""
     return len(text) // 4
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
@@ -118,6 +138,8 @@ class Recorded:
 class _Stored:
     interaction: dict[str, Any]
     history: int  # tokens of the conversation up to and including this turn
+    # The conversation as segments (digest, tokens): each input and output, in order.
+    segments: tuple[tuple[str, int], ...] = ()
     pending: dict[str, str] = field(default_factory=dict)  # call_id -> name
     planner_id: str | None = None  # the planner's own id for this turn
 
@@ -148,12 +170,14 @@ class FakeGemini:
         *,
         replies: list[Reply] | None = None,
         planner: LLM | None = None,
-        cache_history: bool = False,
+        cache_min_tokens: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.planner: LLM = planner or OfflineModel()
-        # Report the earlier conversation of a chained turn as cached input.
-        self.cache_history = cache_history
+        # None: the service's minimum for the model (CACHE_MIN_TOKENS).
+        self.cache_min_tokens = cache_min_tokens
+        # Prefixes processed so far: segment digests -> (tokens, monotonic time).
+        self._cache: dict[tuple[str, ...], tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque(replies or [])
         self._faults: deque[tuple[int, float | None, str | None]] = deque()
@@ -217,6 +241,7 @@ class FakeGemini:
             self._delays.clear()
             self._requests.clear()
             self._stored.clear()
+            self._cache.clear()
 
     # --- running ----------------------------------------------------------------------------
 
@@ -394,9 +419,18 @@ class FakeGemini:
                 model, system, turn_input, tools, previous, level, schema
             )
 
-        # Bill it: the whole conversation so far is input on a chained turn.
+        # Bill it: the system instruction, tools and schema, then the whole conversation so
+        # far on a chained turn, then this turn's input.
         history = previous.history if previous else 0
-        prefix = tokens(system) + tokens(json.dumps(body.get("tools") or []))
+        fixed = [system, json.dumps(body.get("tools") or [], sort_keys=True),
+                 json.dumps(schema, sort_keys=True) if schema is not None else ""]
+        prefix = sum(tokens(part) for part in fixed)
+        segments = (
+            *(previous.segments if previous else ()),
+            (_digest(json.dumps(body.get("input"), sort_keys=True)), new_input),
+        )
+        context = ((_digest("\x00".join(fixed)), prefix), *segments)
+        cached = self._cached(model, context)
         steps: list[dict[str, Any]] = []
         thoughts = THOUGHT_TOKENS[level] if reply.thought_tokens is None else reply.thought_tokens
         if thoughts:
@@ -415,7 +449,7 @@ class FakeGemini:
             steps.append({"type": "model_output", "content": [{"type": "text", "text": said}]})
         usage = {
             "total_input_tokens": prefix + history + new_input,
-            "total_cached_tokens": prefix + history if self.cache_history and previous else 0,
+            "total_cached_tokens": cached,
             "total_output_tokens": tokens(said),
             "total_thought_tokens": thoughts,
         }
@@ -438,9 +472,35 @@ class FakeGemini:
             interaction["previous_interaction_id"] = previous_id
         with self._lock:
             self._stored[interaction_id] = _Stored(
-                interaction, history + new_input + tokens(said), pending, planner_id
+                interaction, history + new_input + tokens(said),
+                (*segments, (_digest(said), tokens(said))), pending, planner_id,
             )
         return interaction
+
+    def _cached(self, model: str, context: tuple[tuple[str, int], ...]) -> int:
+        """Implicit caching: the tokens of the longest prefix of `context` processed before
+        (and still cached), if it reaches the model's minimum; then remember this context's
+        prefixes as processed."""
+        minimum = self.cache_min_tokens
+        if minimum is None:
+            names = [name for name in CACHE_MIN_TOKENS if model.startswith(name)]
+            minimum = (
+                CACHE_MIN_TOKENS[max(names, key=len)] if names else DEFAULT_CACHE_MIN_TOKENS
+            )
+        now = time.monotonic()
+        hit, total = 0, 0
+        keys: list[tuple[tuple[str, ...], int]] = []
+        with self._lock:
+            for index, (_, count) in enumerate(context):
+                total += count
+                key = tuple(digest for digest, _ in context[: index + 1])
+                keys.append((key, total))
+                seen = self._cache.get(key)
+                if seen is not None and now - seen[1] <= CACHE_TTL_SECONDS:
+                    hit = seen[0]
+            for key, count in keys:
+                self._cache[key] = (count, now)
+        return hit if hit >= minimum else 0
 
     def _tools(self, tools: Any) -> list[FunctionDeclaration]:
         if tools is None:

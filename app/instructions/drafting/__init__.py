@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.agent.llm import LLM, LLMError, TurnRequest
+from app.agent.llm import LLM, LLMError, TurnRequest, Usage
 from app.agent.offline import OFFLINE_MODEL_NAME
 from app.instructions.drafting.errors import (
     PARSER_NAME,
@@ -51,9 +52,15 @@ from app.instructions.schemas import (
 )
 from app.instructions.triggers import describe
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.core.runtime import Runtime
+    from app.users.models import User
+
 __all__ = [
     "PARSER_NAME", "DraftIntervalTooShort", "DraftNotUnderstood", "DraftWatchNotAvailable",
-    "draft", "draft_json_schema", "parse",
+    "draft", "draft_json_schema", "parse", "propose",
 ]
 
 log = logging.getLogger(__name__)
@@ -245,9 +252,13 @@ def draft_system_instruction(timezone: str) -> str:
     )
 
 
-async def draft(*, text: str, timezone: str, llm: LLM | None = None) -> DraftOut:
+async def draft(
+    *, text: str, timezone: str, llm: LLM | None = None,
+    on_usage: Callable[[Usage], Awaitable[None]] | None = None,
+) -> DraftOut:
     """A proposed instruction for one sentence: the model's if it has a valid one, else the
-    parser's (or the parser's refusal)."""
+    parser's (or the parser's refusal). `on_usage` gets the model turn's usage as soon as
+    it is answered, whatever becomes of the answer (its tokens are spent)."""
     if llm is None or llm.name == OFFLINE_MODEL_NAME:
         return parse(text, timezone=timezone)
     request = TurnRequest(
@@ -256,6 +267,8 @@ async def draft(*, text: str, timezone: str, llm: LLM | None = None) -> DraftOut
     )
     try:
         response = await llm.turn(request)
+        if on_usage is not None:
+            await on_usage(response.usage)
         answer = ModelDraft.model_validate_json(response.text or "")
     except (LLMError, ValidationError) as exc:
         log.warning("drafting with %s failed, using the parser: %s", llm.name, exc)
@@ -269,8 +282,8 @@ async def draft(*, text: str, timezone: str, llm: LLM | None = None) -> DraftOut
             )
             raise DraftWatchNotAvailable(
                 f"Understood {_quote(answer.text or text, 120)} ({target}): that needs a watch "
-                "trigger, and watch triggers are not available yet: they arrive with the Gmail "
-                'and Drive connection. The closest schedule is "every hour".'
+                "trigger, which drafting does not propose yet: create the instruction with a "
+                'watch trigger, or use the closest schedule, "every hour".'
             )
         if answer.trigger.type == "interval" and 0 < (answer.trigger.seconds or 0) < 60:
             raise DraftIntervalTooShort(
@@ -300,3 +313,32 @@ async def draft(*, text: str, timezone: str, llm: LLM | None = None) -> DraftOut
                 drafted_by=llm.name,
             )
     return parse(text, timezone=timezone)
+
+
+async def propose(*, text: str, user: User, session: AsyncSession, runtime: Runtime) -> DraftOut:
+    """Draft with the process's model (the parser without a Gemini key), as the API and the
+    dashboard both do: refused at the user's daily cost cap, the turn's tokens recorded.
+
+    Ends the session's transaction before the model turn, which may take a while.
+    """
+    from app.core.db import commit, transaction
+    from app.runs import costs
+
+    settings = runtime.settings
+    key = settings.gemini_api_key
+    if key is None or not key.get_secret_value():
+        return parse(text, timezone=user.timezone)
+    llm = runtime.model()  # the process's one client, not one per request
+    await costs.ensure_under_cap(
+        session=session, user=user, model=llm.name, prices=settings.gemini_prices
+    )
+    await commit(session)
+
+    async def record(usage: Usage) -> None:  # in its own transaction: a 4xx keeps it too
+        async with transaction(runtime.sessionmaker) as own:
+            await costs.record_model_call(
+                session=own, user_id=user.id, purpose="draft", model=llm.name, usage=usage,
+                prices=settings.gemini_prices,
+            )
+
+    return await draft(text=text, timezone=user.timezone, llm=llm, on_usage=record)

@@ -23,7 +23,8 @@ class DraftIntervalTooShort(BadRequest):
 
 
 class DraftWatchNotAvailable(BadRequest):
-    """The sentence asks for a run on an event (a watch trigger), which is not available yet."""
+    """The sentence asks for a run on an event (a watch trigger), which drafting does not
+    propose yet (the instruction can be created with one)."""
 
 
 def _not_understood(what: str) -> DraftNotUnderstood:

@@ -1,4 +1,4 @@
-"""From what was read to a trigger, or to a watch trigger that is refused for now."""
+"""From what was read to a trigger, or to a watch trigger that drafting refuses for now."""
 
 from __future__ import annotations
 
@@ -264,7 +264,8 @@ def _watch_refusal(reading: _Reading) -> DraftWatchNotAvailable | None:
     else:
         return None
     return DraftWatchNotAvailable(
-        f"Understood {_quote(understood, 120)} ({query}): that needs a watch trigger, and "
-        "watch triggers are not available yet: they arrive with the Gmail and Drive connection. "
-        f'The closest schedule is "every hour", e.g. "every hour {task}".'
+        f"Understood {_quote(understood, 120)} ({query}): that needs a watch trigger, which "
+        "drafting does not propose yet: create the instruction with a watch trigger "
+        '({"type": "watch", "gmail_query": ...} or "drive_folder_id"), or use the closest '
+        f'schedule, "every hour", e.g. "every hour {task}".'
     )

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
+from app.accounts.models import Account
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
@@ -49,6 +50,7 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("PATCH", f"{API}/webhooks/{{webhook_id}}"): {"enabled": False},
     ("DELETE", f"{API}/webhooks/{{webhook_id}}"): None,
     ("DELETE", f"{API}/push/subscriptions/{{subscription_id}}"): None,
+    ("DELETE", f"{API}/accounts/{{account_id}}"): None,
 }
 NOT_FOUND = {
     "instruction_id": "InstructionNotFound",
@@ -57,7 +59,12 @@ NOT_FOUND = {
     "notification_id": "NotificationNotFound",
     "webhook_id": "WebhookNotFound",
     "subscription_id": "PushSubscriptionNotFound",
+    "account_id": "AccountNotFound",
 }
+
+
+# Routes that take another credential than a personal token, and their 401's error.
+OTHER_CREDENTIALS = {("POST", f"{API}/google/pubsub"): "PushTokenMissing"}  # Pub/Sub's JWT
 
 
 def _path_params(path: str) -> list[str]:
@@ -145,7 +152,7 @@ async def test_every_api_route_needs_a_token(
     for name in _path_params(path):
         url = url.replace(f"{{{name}}}", str(uuid.uuid4()))
     response = await client.request(method, url, json=_body_for(method, path))
-    assert_error(response, 401, "InvalidToken")
+    assert_error(response, 401, OTHER_CREDENTIALS.get((method, path), "InvalidToken"))
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -203,7 +210,8 @@ class World:
 
 @pytest.fixture
 async def world(runtime: Runtime) -> World:
-    """User A with an instruction, a run waiting on a question, and a notification; user B."""
+    """User A with an instruction, a run waiting on a question, a notification, a webhook, a
+    push subscription and the sample account; user B."""
     user_a, headers_a = await user_with_token(runtime)
     user_b, headers_b = await user_with_token(runtime)
     mine = await instruction(runtime, user_a)
@@ -218,10 +226,13 @@ async def world(runtime: Runtime) -> World:
     async with transaction(runtime.sessionmaker) as session:
         session.add(webhook)
         session.add(subscription)
+        account_id = (
+            await session.execute(select(Account.id).where(Account.user_id == user_a.id))
+        ).scalar_one()
     ids = {
         "instruction_id": mine.id, "run_id": run.id, "question_id": question.id,
         "notification_id": notification, "webhook_id": webhook.id,
-        "subscription_id": subscription.id,
+        "subscription_id": subscription.id, "account_id": account_id,
     }
     return World(headers_a, headers_b, ids)
 
@@ -239,6 +250,7 @@ async def _snapshot(client: httpx.AsyncClient, world: World) -> dict[str, Any]:
         "notifications": (await client.get(f"{API}/notifications", headers=headers)).json(),
         "webhooks": (await client.get(f"{API}/webhooks", headers=headers)).json(),
         "push": (await client.get(f"{API}/push/subscriptions", headers=headers)).json(),
+        "accounts": (await client.get(f"{API}/accounts", headers=headers)).json(),
     }
 
 
@@ -287,6 +299,7 @@ async def test_other_users_ids_are_not_found(
         (f"{API}/notifications", "items"),
         (f"{API}/notifications?unread=true", "items"),
         (f"{API}/webhooks", None),
+        (f"{API}/accounts", None),
     ],
 )
 async def test_other_users_data_is_not_listed(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -14,6 +14,7 @@ from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.main import create_app
 from app.users.models import User
+from tests import factories
 from tests.factories import user_with_token
 from tests.fakes.gemini import FakeGemini, Text
 from tests.integration.api.helpers import API, assert_error
@@ -134,7 +135,7 @@ async def test_the_draft_is_in_the_users_time_zone(
         ("every 20 seconds check my inbox", "DraftIntervalTooShort", ["once a minute"]),
         ("whenever mail from billing@example.com arrives", "DraftWatchNotAvailable",
          ["whenever mail from billing@example.com arrives", "from:billing@example.com",
-          "Gmail and Drive connection", "every hour"]),
+          "drafting does not propose", "every hour"]),
         ("whenever an invoice arrives, tell me", "DraftWatchNotAvailable",
          ["subject:invoice OR invoice"]),
     ],
@@ -213,12 +214,21 @@ def fake() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture
-async def gemini_client(runtime: Runtime, fake: FakeGemini) -> httpx.AsyncClient:
+async def gemini_runtime(runtime: Runtime, fake: FakeGemini) -> AsyncIterator[Runtime]:
+    """The test database's runtime with Gemini pointed at the fake; its model is closed
+    after the test (the engine belongs to `runtime`)."""
     settings = runtime.settings.model_copy(
         update={"gemini_api_key": SecretStr(fake.api_key), "gemini_base_url": fake.url,
                 "gemini_max_retries": 0}
     )
-    app = create_app(Runtime(settings, runtime.engine, runtime.sessionmaker, runtime.wakeups))
+    served = Runtime(settings, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    yield served
+    await served.close_model()
+
+
+@pytest.fixture
+async def gemini_client(gemini_runtime: Runtime) -> httpx.AsyncClient:
+    app = create_app(gemini_runtime)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                              base_url="http://pilotlight.test")
 
@@ -281,3 +291,87 @@ async def test_gemini_failing_falls_back_to_the_parser(
     assert response.status_code == 200, response.text
     assert response.json()["drafted_by"] == "pilotlight-offline"
     assert response.json()["instruction"]["trigger"] == {"type": "interval", "seconds": 3600}
+
+
+# --- one client per process; drafting turns are paid for and capped -------------------------
+
+PROPOSAL = json.dumps({
+    "understood": True, "title": "Team mail", "text": "Weekdays at 8: my team's mail.",
+    "trigger": {"type": "cron", "cron": "0 8 * * 1-5"}, "sources": ["gmail"],
+    "channels": ["in_app"], "only_new": True,
+})
+
+
+async def test_every_draft_goes_through_the_processs_one_client(
+    gemini_client: httpx.AsyncClient, gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(gemini_runtime)
+    fake.script(Text(PROPOSAL), Text(PROPOSAL))
+    async with gemini_client as client:
+        first = await client.post(DRAFT, json={"text": "weekdays at 8, team"}, headers=headers)
+        model = gemini_runtime.model()
+        second = await client.post(DRAFT, json={"text": "weekdays at 8, team"}, headers=headers)
+
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert gemini_runtime.model() is model  # built once, still open, not one per request
+    assert len(fake.requests()) == 2
+
+
+async def test_a_draft_counts_in_usage_at_what_the_fake_billed(
+    gemini_client: httpx.AsyncClient, gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(gemini_runtime)
+    fake.script(Text(PROPOSAL))
+    async with gemini_client as client:
+        drafted = await client.post(DRAFT, json={"text": "weekdays at 8"}, headers=headers)
+        usage = await client.get(f"{API}/usage", headers=headers)
+
+    assert drafted.status_code == 200, drafted.text
+    assert usage.status_code == 200, usage.text
+    (billed,) = fake.billed()
+    total = usage.json()["total"]
+    assert (total["runs"], total["model_calls"]) == (0, 1)
+    assert total["input_tokens"] == billed["total_input_tokens"]
+    assert total["output_tokens"] == billed["total_output_tokens"]
+    assert total["thought_tokens"] == billed["total_thought_tokens"]
+    expected = (billed["total_input_tokens"] * 1.50 + (
+        billed["total_output_tokens"] + billed["total_thought_tokens"]) * 9.00) / 1_000_000
+    assert total["cost_usd"] == pytest.approx(expected)
+    assert sum(day["model_calls"] for day in usage.json()["days"]) == 1
+
+
+async def test_drafting_is_refused_once_the_daily_cap_is_reached(
+    gemini_client: httpx.AsyncClient, gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    user, headers = await user_with_token(gemini_runtime)
+    async with transaction(gemini_runtime.sessionmaker) as session:
+        await session.execute(
+            update(User).where(User.id == user.id).values(daily_cost_cap_usd=0.000001)
+        )
+    fake.script(Text(PROPOSAL), Text(PROPOSAL))
+    async with gemini_client as client:
+        first = await client.post(DRAFT, json={"text": "weekdays at 8"}, headers=headers)
+        second = await client.post(DRAFT, json={"text": "weekdays at 8"}, headers=headers)
+
+    assert first.status_code == 200, first.text  # under the cap before it: it runs
+    assert_error(second, 429, "CostCapReached", "daily cost cap")
+    assert len(fake.requests()) == 1  # the refused draft never reached the model
+
+
+async def test_a_preview_is_refused_once_the_daily_cap_is_reached(
+    gemini_client: httpx.AsyncClient, gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    user, headers = await user_with_token(gemini_runtime)
+    instruction = await factories.instruction(gemini_runtime, user)
+    async with transaction(gemini_runtime.sessionmaker) as session:
+        await session.execute(
+            update(User).where(User.id == user.id).values(daily_cost_cap_usd=0.0)
+        )
+    async with gemini_client as client:
+        response = await client.post(f"{API}/instructions/{instruction.id}/preview",
+                                     headers=headers, json={"days": 7})
+        runs = await client.get(f"{API}/runs", headers=headers)
+
+    assert_error(response, 429, "CostCapReached", "daily cost cap of $0.00 is reached")
+    assert runs.json()["items"] == []  # nothing was queued
+    assert fake.requests() == []

@@ -45,6 +45,11 @@ class WebhookReceiver:
     seen_ids: set[str] = field(default_factory=set)
     processed: int = 0  # requests acted on once each (duplicates by webhook-id are not)
     port: int = 0
+    # Cleared: requests are received but not answered until it is set again (a slow endpoint).
+    go: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.go.set()
 
     @property
     def url(self) -> str:
@@ -61,6 +66,7 @@ class WebhookReceiver:
         except (WebhookVerificationError, EmptyWebhookSecretError, ValueError) as exc:
             verified, error = False, str(exc)
         self.received.append(Received(headers, body, path, verified, error))
+        self.go.wait(30)
         status, extra = self.script.pop(0) if self.script else (200, {})
         if 200 <= status < 300 and verified and headers.get("webhook-id") not in self.seen_ids:
             self.seen_ids.add(headers["webhook-id"])
@@ -68,10 +74,15 @@ class WebhookReceiver:
         return status, extra
 
 
-def start_webhook_receiver() -> tuple[WebhookReceiver, ThreadingHTTPServer]:
+def start_webhook_receiver(
+    *, keep_alive: bool = False
+) -> tuple[WebhookReceiver, ThreadingHTTPServer]:
+    """The receiver on a free port; with `keep_alive`, HTTP/1.1 connections stay open."""
     receiver = WebhookReceiver()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
@@ -97,6 +108,7 @@ class Mail:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    peer: Any = None  # the client's (address, port): the same for one connection
 
 
 class MailHandler:
@@ -109,7 +121,8 @@ class MailHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
-        self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
+        self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message,
+                                  session.peer))
         return self.replies.pop(0) if self.replies else "250 Message accepted for delivery"
 
 

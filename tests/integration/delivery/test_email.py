@@ -172,6 +172,34 @@ async def test_a_deferred_email_is_retried_with_the_same_message_id(
     assert ids == {message_id(email.idempotency_key, mail_runtime.settings.smtp_from)}
 
 
+async def test_emails_share_a_kept_smtp_connection_until_the_server_says_421(
+    mail_runtime: Runtime, smtp: tuple[MailHandler, int]
+) -> None:
+    handler, _port = smtp
+    runtime = with_settings(mail_runtime, delivery_concurrency=1)
+    user, _ = await factories.user_with_token(runtime)
+    sender = DeliverySender(runtime=runtime)
+    try:
+        for _ in range(3):
+            await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+        assert await sender.run_once() == 3
+        assert len(handler.messages) == 3
+        assert len({mail.peer for mail in handler.messages}) == 1  # one connection, kept
+
+        # 421: the server is closing the connection; the message is retried on a new one.
+        handler.replies = ["421 4.3.2 Shutting down"]
+        later = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+        rows = await send_until_settled(sender, runtime, later)
+        assert [(d.status, d.attempts) for d in rows if d.channel == "email"] == [("sent", 2)]
+        assert len(handler.messages) == 5
+        assert handler.messages[3].peer == handler.messages[0].peer
+        assert handler.messages[4].peer != handler.messages[3].peer
+        ids = {m.message["Message-ID"] for m in handler.messages[3:]}
+        assert len(ids) == 1  # the same message both times
+    finally:
+        await sender.on_stop()
+
+
 async def test_a_refused_email_fails_at_once_and_the_user_is_told(
     mail_runtime: Runtime, smtp: tuple[MailHandler, int]
 ) -> None:

@@ -21,6 +21,7 @@ from tests.integration.delivery.conftest import (
     with_settings,
 )
 from tests.integration.delivery.receivers import WebhookReceiver
+from tests.integration.runs.test_crashes import eventually
 
 CHANNELS = ("email", "webhook")
 
@@ -86,3 +87,90 @@ async def test_two_senders_at_once_send_each_delivery_once(
     assert len(receiver.received) == 12  # not one request twice
     assert receiver.processed == 12
     assert all(r.verified for r in receiver.received)
+
+
+async def test_a_claim_takes_no_more_than_its_limit(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    for _ in range(12):
+        await add_digest(runtime, user, channels=("email",))
+
+    first = await _claim(runtime, limit=5)
+    second = await _claim(runtime, limit=5)
+    third = await _claim(runtime, limit=5)
+    assert [len(first), len(second), len(third)] == [5, 5, 2]
+    assert len({c.id for c in first + second + third}) == 12
+
+
+async def test_a_released_claim_is_due_again_uncounted_and_a_stale_one_changes_nothing(
+    runtime: Runtime
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    notification_id = await add_digest(runtime, user, channels=("email",))
+    [claimed] = await _claim(runtime)
+
+    stale = repository.Claimed(**{**claimed.__dict__, "attempt": claimed.attempt + 1})
+    async with transaction(runtime.sessionmaker) as session:
+        assert await repository.release_many(session=session, claims=[stale]) == 0
+        assert await repository.release_many(session=session, claims=[claimed]) == 1
+    row = await delivery(runtime, notification_id, "email")
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert row.next_attempt_at <= utcnow()
+    [again] = await _claim(runtime)
+    assert (again.id, again.attempt) == (claimed.id, 1)
+
+
+async def test_the_running_sender_is_woken_by_a_new_delivery_not_by_its_poll(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """The sender polls once a minute here; a digest written meanwhile is sent at once."""
+    runtime = with_settings(runtime, delivery_poll_seconds=60)
+    user, _ = await factories.user_with_token(runtime)
+    _webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    sender = DeliverySender(runtime=runtime)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        await asyncio.sleep(0.5)  # its first claim (nothing due) is behind it; it sleeps
+        ids = [await add_digest(runtime, user, channels=("webhook",)) for _ in range(3)]
+
+        async def sent() -> bool:
+            rows = [await delivery(runtime, i, "webhook") for i in ids]
+            return all(r.status == "sent" for r in rows)
+
+        await eventually(sent, 30, "the woken sender to send the deliveries")
+    finally:
+        stop.set()
+        await running
+    assert receiver.processed == 3
+
+
+async def test_a_stopping_sender_finishes_what_it_sends_and_gives_back_the_rest(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    runtime = with_settings(runtime, delivery_concurrency=1, delivery_batch_size=5)
+    user, _ = await factories.user_with_token(runtime)
+    _webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    ids = [await add_digest(runtime, user, channels=("webhook",)) for _ in range(3)]
+    receiver.go.clear()  # the endpoint takes its time
+    sender = DeliverySender(runtime=runtime)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        await eventually(lambda: _true(len(receiver.received) == 1), 30, "the first request")
+        assert len(sender.held) == 3  # one sending, two waiting for the slot
+        stop.set()
+        # The two waiting are given back at once; the one sending is let finish.
+        await eventually(lambda: _true(len(sender.held) == 1), 30, "the waiting to be dropped")
+    finally:
+        receiver.go.set()
+        stop.set()
+        await running
+    rows = [await delivery(runtime, i, "webhook") for i in ids]
+    assert sorted((r.status, r.attempts) for r in rows) == [
+        ("pending", 0), ("pending", 0), ("sent", 1)]
+    assert all(r.next_attempt_at <= utcnow() for r in rows if r.status == "pending")
+    assert len(receiver.received) == 1
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -223,3 +223,48 @@ async def test_https_is_pinned_and_the_certificate_is_checked_against_the_name(
         server.server_close()
     assert asked == ["receiver.pilotlight.test"]
     assert [a for a in connects if isinstance(a, tuple)] == [("127.0.0.1", receiver.port)]
+
+
+async def test_a_kept_connection_serves_only_the_address_the_host_resolves_to_now(
+    connects: list[object]
+) -> None:
+    """Connections are kept alive, but the host is resolved and checked on every request,
+    and a connection is reused only while the host still resolves to its address."""
+    receiver, server = start_webhook_receiver(keep_alive=True)
+    answers = ["127.0.0.1"]
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return list(answers)
+
+    transport = PinnedTransport(allow_private=True, resolve=resolve)
+    url = f"http://receiver.pilotlight.test:{receiver.port}/hook"
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            for _ in range(3):
+                assert (await client.post(url, content=b"{}")).status_code == 200
+            assert asked == ["receiver.pilotlight.test"] * 3  # resolved every time
+            assert [a for a in connects if isinstance(a, tuple)] == [
+                ("127.0.0.1", receiver.port)]  # over one kept connection
+
+            # The name now points elsewhere: a new connection to the new address, not the
+            # kept one (nothing listens on 127.0.0.2, so it fails).
+            answers[:] = ["127.0.0.2"]
+            with pytest.raises(httpx.ConnectError):
+                await client.post(url, content=b"{}")
+            assert connects[-1] == ("127.0.0.2", receiver.port)
+
+            # ... or inside: refused before any connection, kept ones notwithstanding.
+            seen = len(connects)
+            answers[:] = ["169.254.169.254"]
+            with pytest.raises(UrlRefused):
+                await client.post(url, content=b"{}")
+            answers[:] = ["10.0.0.7"]
+            with pytest.raises(UrlRefused):
+                await client.post(url, content=b"{}", extensions={"allow_private": False})
+            assert len(connects) == seen
+            assert len(receiver.received) == 3
+    finally:
+        server.shutdown()
+        server.server_close()

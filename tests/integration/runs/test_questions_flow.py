@@ -196,7 +196,8 @@ async def test_a_question_pauses_the_run_and_the_answer_resumes_it_after_a_full_
         ("function_result", "call_read", "read_message"),
         ("function_result", "call_ask", "ask_user"),
     ]
-    assert INVOICE_ID in resume["input"][0]["result"]
+    # The read result shows the message under its short id (kept in the paused state).
+    assert "USD 2,418.60" in resume["input"][0]["result"]
     assert resume["input"][1]["result"] == "The user answered: Apollo"
     assert run.interaction_ids == {"ids": [asking["id"], records[1].response["id"]]}
     billed = sum(r.response["usage"]["total_input_tokens"] for r in records)

@@ -224,3 +224,36 @@ async def test_a_fire_time_older_than_the_grace_is_skipped_in_a_mixed_batch(
     assert skipped.next_run_at is not None
     assert skipped.next_run_at > now
     assert fired.next_run_at == now + timedelta(minutes=5)
+
+
+def test_remembered_fire_times_match_the_trigger_across_dst_shifts() -> None:
+    """FireTimes answers as triggers.next_after does, at every moment, also around the
+    shifts of the DST table's zones (30 minutes on Lord Howe) and going back in time."""
+    import random
+
+    from app.instructions import triggers
+    from app.runs.scheduler import FireTimes
+
+    anchor = datetime(2026, 1, 1, tzinfo=UTC)
+    schedules = [
+        {"type": "cron", "cron": cron, "timezone": zone}
+        for zone in ("Europe/London", "America/New_York", "Australia/Lord_Howe")
+        for cron in ("30 1 * * *", "30 2 * * *", "0 * * * *", "*/20 1-3 * * *", "0 8 * * 1-5")
+    ]
+    # Around the 2026 shifts of the three zones, and some moments in between.
+    starts = [datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 3, 28, 20, tzinfo=UTC),
+              datetime(2026, 4, 4, 12, tzinfo=UTC), datetime(2026, 10, 3, 12, tzinfo=UTC),
+              datetime(2026, 10, 24, 20, tzinfo=UTC), datetime(2026, 10, 31, 20, tzinfo=UTC)]
+    rng = random.Random(7)
+    cached = FireTimes(size=4)  # smaller than the schedules: evictions too
+    checked = 0
+    for start in starts:
+        moments = sorted(start + timedelta(minutes=rng.randrange(0, 3 * 24 * 60))
+                         for _ in range(40))
+        moments += moments[::-7]  # and back again
+        for moment in moments:
+            for spec in schedules:
+                expected = triggers.next_after(spec, moment, anchor=anchor)
+                assert cached.next_after(spec, moment, anchor=anchor) == expected, (spec, moment)
+                checked += 1
+    assert checked == len(starts) * 46 * len(schedules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -124,6 +125,55 @@ def test_chained_turns_are_billed_for_the_whole_conversation(fake):
     assert second["usage"]["total_output_tokens"] == 10
     assert second["usage"]["total_thought_tokens"] == 0
     assert [s["type"] for s in first["steps"]] == ["thought", "function_call"]
+
+
+SCHEMA = {"type": "object", "properties": {"summary": {"type": "string"}}}
+FORMAT = {"type": "text", "mime_type": "application/json", "schema": SCHEMA}
+
+
+def test_the_response_schema_is_billed_as_input_on_every_turn(fake):
+    fake.script(Text("{}"), Text("{}"))
+    plain = post(fake, {**BASE, "input": "a" * 400}).json()["usage"]["total_input_tokens"]
+    shaped = post(fake, {**BASE, "input": "a" * 400, "response_format": FORMAT}).json()
+
+    schema_tokens = len(json.dumps(SCHEMA, sort_keys=True)) // 4
+    assert shaped["usage"]["total_input_tokens"] == plain + schema_tokens
+
+
+def chain(fake: FakeGemini, first_input: str, system: str = "s") -> tuple[dict, dict]:
+    fake.script(Calls([("f", {})], thought_tokens=0), Text("done", thought_tokens=0))
+    body = {**BASE, "system_instruction": system, "input": first_input}
+    first = post(fake, body).json()
+    call = next(s for s in first["steps"] if s["type"] == "function_call")
+    result = {"type": "function_result", "call_id": call["id"], "name": "f", "result": "r" * 40}
+    second = post(fake, {**body, "input": [result], "previous_interaction_id": first["id"]})
+    return first, second.json()
+
+
+def test_implicit_caching_reports_the_processed_prefix_of_a_chained_turn():
+    with FakeGemini(cache_min_tokens=100) as fake:
+        first, second = chain(fake, "a" * 800)
+
+    assert first["usage"]["total_cached_tokens"] == 0
+    # The first turn's whole prompt (system instruction and input) is the cached prefix;
+    # its output is not (no request had processed it yet). All of it is still input.
+    assert second["usage"]["total_cached_tokens"] == first["usage"]["total_input_tokens"]
+    assert second["usage"]["total_input_tokens"] > second["usage"]["total_cached_tokens"]
+
+
+def test_no_cache_below_the_models_minimum_or_after_the_prefix_changed():
+    with FakeGemini() as fake:  # gemini-3.5-flash: 4,096 tokens at least
+        _, short = chain(fake, "a" * 800)
+        assert short["usage"]["total_cached_tokens"] == 0
+        _, long = chain(fake, "a" * 20_000)
+        assert long["usage"]["total_cached_tokens"] == 5_000 + 0  # 20,000 chars, "s" is 0
+        # A new conversation with the same long input is cached in stateless mode too...
+        again = post(fake, {**BASE, "system_instruction": "s", "input": "a" * 20_000}).json()
+        assert again["usage"]["total_cached_tokens"] == 5_000
+        # ...but not behind another system instruction: the prefix differs from the start.
+        fake.script(Text("x"))
+        other = post(fake, {**BASE, "system_instruction": "t", "input": "a" * 20_000}).json()
+        assert other["usage"]["total_cached_tokens"] == 0
 
 
 async def test_the_real_sdk_sees_the_fakes_errors_as_the_apis(fake):

@@ -125,7 +125,12 @@ async def test_a_run_over_the_sample_with_gemini_produces_a_valid_digest(fake, g
     assert outcome.interaction_ids == [a["id"] for a in answered]
     assert len(outcome.interaction_ids) >= 2  # tool calls, then the digest
     assert [s.interaction_id for s in steps if s.kind == "model"] == outcome.interaction_ids
-    assert any(s.kind == "tool" and s.name == "read_message" for s in steps)
+    # The mail was read for the prompt; the documents' cards are snippets cut short.
+    assert any(s.kind == "tool" and s.name == "read_file" for s in steps)
+    # Cited by their short ids, stored by their real ones.
+    first = fake.bodies()[0]["input"]
+    assert INVOICE_ID not in first
+    assert '"m14"' in first
 
 
 async def test_the_wire_carries_thinking_level_chaining_and_one_result_per_call(fake, gemini):
@@ -205,7 +210,8 @@ async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
 
 
 async def test_cached_input_is_priced_at_the_cached_rate():
-    with FakeGemini(cache_history=True) as fake:
+    # The fake's implicit cache, with its minimum lowered so that a short run reaches it.
+    with FakeGemini(cache_min_tokens=1) as fake:
         model = make_model(fake)
         outcome = await run(model)
         await model.aclose()

@@ -26,6 +26,12 @@ from app.sources.sample import SAMPLE_DATA_DIR, SampleSource
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 INVOICE_ID = "1795086141.M1P2041.sample"
 BUDGET_NOTES_ID = "1795102807.M2P2041.sample"
+DRAFT_CITING_THE_INVOICE = {
+    "summary": "An invoice.",
+    "sections": [{"title": "Bills", "items": [
+        {"title": "Skyline invoice", "detail": "Due 19 Dec.", "message_ids": ["m14"]},
+    ]}],
+}
 INJECTION_ID = "1795385593.M11P2041.sample"
 READ_ONLY_TOOLS = {"search_mail", "read_message", "read_thread", "search_files", "read_file"}
 
@@ -369,3 +375,68 @@ async def test_the_input_token_budget_finishes_with_the_new_items_and_says_so(sa
     assert any("input tokens (the budget is 1)" in n for n in outcome.digest.notes)
     cited = {r.id for s in outcome.digest.sections for i in s.items for r in i.refs}
     assert INVOICE_ID in cited
+
+
+async def test_the_app_reads_new_mail_for_the_prompt_so_a_mail_digest_takes_one_turn(sample):
+    model = ScriptedModel(final(DRAFT_CITING_THE_INVOICE))
+    outcome = await run(model, {"sample": sample}, Steps(), read_files=False)
+
+    assert outcome.status == "succeeded"
+    (request,) = model.requests  # one turn: nothing to read, nothing billed twice
+    prompt = request.input
+    assert isinstance(prompt, str)
+    # The invoice's amount and the notes' action lines come from the bodies, not the
+    # 200-character snippets, under short ids.
+    assert "Amount due: USD 2,418.60" in prompt
+    assert "Action: Priya to send the revised budget by Friday." in prompt
+    assert INVOICE_ID not in prompt
+    assert '["m14",' in prompt
+    assert outcome.digest is not None
+    refs = [r for s in outcome.digest.sections for i in s.items for r in i.refs]
+    assert [r.id for r in refs] == [INVOICE_ID]  # "m14" cited, the real id stored
+
+
+async def test_a_watch_run_reports_the_message_that_fired_it_and_keeps_the_cursors(sample):
+    steps = Steps()
+    cursors = {"sample": {"seen": "before"}}
+    outcome = await run_agent(
+        llm=OfflineModel(), sources={"sample": sample}, cursors=cursors, record=steps,
+        request=make_request(watch_item={"account_id": "sample", "kind": "message",
+                                         "id": INVOICE_ID}),
+    )
+
+    assert outcome.status == "succeeded"
+    assert outcome.cursors == cursors  # what else arrived is left for the other runs
+    digest = outcome.digest
+    assert digest is not None
+    cited = {r.id for s in digest.sections for i in s.items for r in i.refs}
+    assert cited == {INVOICE_ID}
+
+
+async def test_a_watch_run_on_a_file_shows_that_file_alone(sample):
+    scripted = ScriptedModel(
+        final({"summary": "Budget changed.", "sections": [], "action_items": []})
+    )
+    outcome = await run_agent(
+        llm=scripted, sources={"sample": sample}, cursors={}, record=Steps(),
+        request=make_request(watch_item={"account_id": "sample", "kind": "file",
+                                         "id": "q4-budget.csv"}),
+    )
+
+    assert outcome.status == "succeeded"
+    prompt = str(scripted.requests[0].input)
+    assert "q4-budget.csv" in prompt
+    assert "launch-blog-post-draft.md" not in prompt
+    assert "0 new messages and 1 new or changed documents" in prompt
+
+
+async def test_a_watch_run_whose_item_is_gone_is_skipped_without_a_model_call(sample):
+    model = CountingModel(OfflineModel())
+    outcome = await run_agent(
+        llm=model, sources={"sample": sample}, cursors={}, record=Steps(),
+        request=make_request(watch_item={"account_id": "sample", "kind": "message",
+                                         "id": "no-such-message"}),
+    )
+
+    assert (outcome.status, model.turns) == ("skipped", 0)
+    assert outcome.skipped_reason == "The item that fired this watch is gone."

@@ -233,10 +233,10 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
     ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
     ("every second check my inbox", DraftIntervalTooShort, ["once a minute"]),
-    # watch triggers: understood, not available yet, with the closest schedule
+    # watch triggers: understood, not drafted yet, with the closest schedule
     ("whenever mail from billing@example.com arrives, tell me", DraftWatchNotAvailable,
      ['"whenever mail from billing@example.com arrives"', "from:billing@example.com",
-      "gmail and drive connection", '"every hour"']),
+      "drafting does not propose", '"every hour"']),
     ("whenever an invoice arrives notify my phone", DraftWatchNotAvailable,
      ['"whenever an invoice arrives"', "subject:invoice OR invoice", '"every hour"']),
     ("when I get mail about the merger tell me", DraftWatchNotAvailable,
