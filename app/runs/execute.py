@@ -522,6 +522,7 @@ class RunExecutor:
                 written = await queue.finish(
                     session=session, claim=claim, status="queued", worker_id=None,
                     available_at=now + timedelta(seconds=delay), error=reason,
+                    updated_at=now,  # one clock reading: the back-off is measured from it
                 )
                 if not written:
                     log.warning("run %s: lease lost; not retried by this worker", claim.run_id)
