@@ -7,23 +7,16 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
-    Row,
-    String,
-    Uuid,
     bindparam,
-    func,
     literal_column,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -71,12 +64,24 @@ def _due(now: Any) -> Any:
 
 
 _DUE = _due(bindparam("now"))
-# PostgreSQL on its own clock: the clock is read by the statement that reads the due rows
-# (statement_timestamp() is the real time at the statement's start, one value for every
-# row), so no round trip of its own.
-_DUE_NOW_POSTGRESQL = _due(func.statement_timestamp()).add_columns(
-    func.statement_timestamp().label("db_now")
-)
+
+# PostgreSQL: the tick's two statements go to the asyncpg connection itself, as plain
+# SQL with positional parameters: SQLAlchemy's per-row and per-parameter processing
+# cost more Python than the statements cost PostgreSQL. Same statements as _due reads.
+_DUE_COLUMNS = "id, user_id, trigger, next_run_at, created_at, covered_until"
+_DUE_WHERE = "status = 'active' AND deleted_at IS NULL"  # ix_instructions_due's predicate
+# The clock is read by the statement that reads the due rows (statement_timestamp() is
+# the real time at the statement's start, one value for every row): no round trip of
+# its own.
+_DUE_NOW_SQL = f"""
+    SELECT {_DUE_COLUMNS}, statement_timestamp() AS db_now FROM instructions
+    WHERE {_DUE_WHERE} AND next_run_at <= statement_timestamp()
+    ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED"""
+# With a test's clock ($2), or a sped-up one.
+_DUE_AT_SQL = f"""
+    SELECT {_DUE_COLUMNS} FROM instructions
+    WHERE {_DUE_WHERE} AND next_run_at <= $2
+    ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED"""
 
 # SQLite: one UPDATE executed with every row's parameters.
 _MOVE_EACH = (
@@ -85,59 +90,41 @@ _MOVE_EACH = (
     .values(next_run_at=bindparam("b_next"))
 )
 
-
-def _fire_all_postgresql() -> Any:
-    """One statement for a whole batch on PostgreSQL: every fired instruction's new
-    next_run_at (UPDATE ... FROM unnest), its new runs (INSERT ... SELECT FROM unnest,
-    ON CONFLICT DO NOTHING on the unique fire time), and the NOTIFYs that wake idle
-    workers and the event streams when anything was queued. Returns how many runs were
-    new. Plain SQL: a Core UPDATE would take the runs' parameters (id, user_id) for
-    columns to set."""
-    return text(
-        f"""
-        WITH moved AS (
-            UPDATE instructions SET next_run_at = moves.next, updated_at = :now
-            FROM unnest(CAST(:move_ids AS uuid[]), CAST(:move_nexts AS timestamptz[]))
-                AS moves(id, next)
-            WHERE instructions.id = moves.id
-            RETURNING instructions.id
-        ), new_runs AS (
-            INSERT INTO runs (id, user_id, instruction_id, reason, scheduled_for,
-                window_start, window_end, status, attempt, available_at, interaction_ids,
-                input_tokens, output_tokens, thought_tokens, cached_tokens, cost_usd,
-                created_at, updated_at)
-            SELECT n.id, n.user_id, n.instruction_id, n.reason, n.scheduled_for,
-                n.window_start, n.window_end, 'queued', 0, :now, '{{}}'::jsonb,
-                0, 0, 0, 0, 0.0, :now, :now
-            FROM unnest(CAST(:id AS uuid[]), CAST(:user_id AS uuid[]),
-                CAST(:instruction_id AS uuid[]), CAST(:reason AS varchar[]),
-                CAST(:scheduled_for AS timestamptz[]), CAST(:window_start AS timestamptz[]),
-                CAST(:window_end AS timestamptz[]))
-                AS n(id, user_id, instruction_id, reason, scheduled_for, window_start,
-                     window_end)
-            ON CONFLICT (instruction_id, scheduled_for) DO NOTHING
-            RETURNING runs.id
-        ), counted AS (SELECT count(*) AS queued FROM new_runs)
-        SELECT queued,
-            CASE WHEN queued > 0 THEN pg_notify('{queue.RUNS_CHANNEL}', '') END AS workers,
-            CASE WHEN queued > 0 THEN pg_notify('{EVENTS_CHANNEL}', '') END AS events
-        FROM counted
-        """
-    ).bindparams(
-        bindparam("now", type_=DateTime(timezone=True)),
-        bindparam("move_ids", type_=ARRAY(Uuid())),
-        bindparam("move_nexts", type_=ARRAY(DateTime(timezone=True))),
-        bindparam("id", type_=ARRAY(Uuid())),
-        bindparam("user_id", type_=ARRAY(Uuid())),
-        bindparam("instruction_id", type_=ARRAY(Uuid())),
-        bindparam("reason", type_=ARRAY(String())),
-        bindparam("scheduled_for", type_=ARRAY(DateTime(timezone=True))),
-        bindparam("window_start", type_=ARRAY(DateTime(timezone=True))),
-        bindparam("window_end", type_=ARRAY(DateTime(timezone=True))),
-    )
-
-
-_FIRE_ALL_POSTGRESQL = _fire_all_postgresql()
+# One statement for a whole batch on PostgreSQL: every fired instruction's new
+# next_run_at (UPDATE ... FROM unnest), its new runs (INSERT ... SELECT FROM unnest,
+# ON CONFLICT DO NOTHING on the unique fire time), and the NOTIFYs that wake idle
+# workers and the event streams when anything was queued. Returns how many runs were
+# new. $1 is the database's clock; then the moves; then one array per run column.
+_FIRE_ALL_SQL = f"""
+    WITH moved AS (
+        UPDATE instructions SET next_run_at = moves.next, updated_at = $1
+        FROM unnest($2::uuid[], $3::timestamptz[]) AS moves(id, next)
+        WHERE instructions.id = moves.id
+        RETURNING instructions.id
+    ), new_runs AS (
+        INSERT INTO runs (id, user_id, instruction_id, reason, scheduled_for,
+            window_start, window_end, status, attempt, available_at, interaction_ids,
+            input_tokens, output_tokens, thought_tokens, cached_tokens, cost_usd,
+            created_at, updated_at)
+        SELECT n.id, n.user_id, n.instruction_id, n.reason, n.scheduled_for,
+            n.window_start, n.window_end, 'queued', 0, $1, '{{}}'::jsonb,
+            0, 0, 0, 0, 0.0, $1, $1
+        FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::varchar[],
+            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+            AS n(id, user_id, instruction_id, reason, scheduled_for, window_start,
+                 window_end)
+        ON CONFLICT (instruction_id, scheduled_for) DO NOTHING
+        RETURNING runs.id
+    ), counted AS (SELECT count(*) AS queued FROM new_runs)
+    SELECT queued,
+        CASE WHEN queued > 0 THEN pg_notify('{queue.RUNS_CHANNEL}', '') END AS workers,
+        CASE WHEN queued > 0 THEN pg_notify('{EVENTS_CHANNEL}', '') END AS events
+    FROM counted
+"""
+# The run columns of _FIRE_ALL_SQL's arrays after id, in order.
+_FIRE_RUN_COLUMNS = (
+    "user_id", "instruction_id", "reason", "scheduled_for", "window_start", "window_end",
+)
 
 # Schedules whose last answer is kept: bounded, so memory does not grow with the table.
 _FIRE_CACHE_SIZE = 4096
@@ -203,7 +190,7 @@ class SchedulerTick(LoopService):
         # the loop runs (no checkout, whose ping is three round trips, per batch).
         engine = sessionmaker.kw.get("bind")
         self._held = (
-            HeldConnection(engine, autocommit=False)
+            HeldConnection(engine)  # autocommit: the tick begins its own transaction
             if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql"
             else None
         )
@@ -269,7 +256,7 @@ class SchedulerTick(LoopService):
             ).all()
             if not due:
                 return 0, False
-            runs, moves = self._fire_batch(due, now)
+            runs, moves = self._fire_batch([row._mapping for row in due], now)
             queued = await queue.enqueue_many(session=session, rows=runs, now=db_time)
             await self._move(connection, moves)
             if queued:
@@ -278,81 +265,71 @@ class SchedulerTick(LoopService):
         return queued, len(due) == self.batch_size
 
     async def _batch_postgresql(self, held: HeldConnection) -> tuple[int, bool]:
-        """On the held connection: BEGIN, the due rows (with the clock), one statement
-        for the whole batch, COMMIT; no checkout."""
-        async with held.use() as connection, connection.begin():
-            params = {"limit": self.batch_size}
-            if self.clock is None and self.speedup == 1:
-                due = (await connection.execute(_DUE_NOW_POSTGRESQL, params)).all()
-                if not due:
-                    return 0, False
-                now = db_time = due[0].db_now.astimezone(UTC)
-            else:
-                db_time = None if self.clock is not None else await _clock(connection)
-                now = self._scaled(self.clock() if self.clock is not None else db_time)
-                due = (await connection.execute(_DUE, {**params, "now": now})).all()
-                if not due:
-                    return 0, False
-            runs, moves = self._fire_batch(due, now)
-            queued = await self._fire_all(connection, runs, moves, db_time)
-        return queued, len(due) == self.batch_size
+        """On the held connection's asyncpg connection: BEGIN, the due rows (with the
+        clock), one statement for the whole batch, COMMIT; no checkout."""
+        async with held.use() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            async with driver.transaction():
+                if self.clock is None and self.speedup == 1:
+                    due = await driver.fetch(_DUE_NOW_SQL, self.batch_size)
+                    if not due:
+                        return 0, False
+                    now = db_time = due[0]["db_now"].astimezone(UTC)
+                else:
+                    db_time = (
+                        None if self.clock is not None
+                        else (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
+                    )
+                    now = self._scaled(self.clock() if self.clock is not None else db_time)
+                    due = await driver.fetch(_DUE_AT_SQL, self.batch_size, now)
+                    if not due:
+                        return 0, False
+                runs, moves = self._fire_batch(due, now)
+                if db_time is None:  # a test's clock stamps nothing (as enqueue_many)
+                    db_time = (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
+                queued = await driver.fetchval(
+                    _FIRE_ALL_SQL, db_time, [m[0] for m in moves], [m[1] for m in moves],
+                    queue.new_run_ids(len(runs)),
+                    *([run[column] for run in runs] for column in _FIRE_RUN_COLUMNS),
+                )
+        return int(queued), len(due) == self.batch_size
 
     def _fire_batch(
-        self, due: Sequence[Row[Any]], now: datetime
+        self, due: Sequence[Mapping[Any, Any]], now: datetime
     ) -> tuple[list[dict[str, Any]], list[tuple[uuid.UUID, datetime | None]]]:
         runs: list[dict[str, Any]] = []
         moves: list[tuple[uuid.UUID, datetime | None]] = []
         for row in due:
             next_run_at, run = self._fire(row, now)
-            moves.append((row.id, next_run_at))
+            moves.append((row["id"], next_run_at))
             if run is not None:
                 runs.append(run)
         return runs, moves
 
-    @staticmethod
-    async def _fire_all(
-        connection: AsyncConnection,
-        runs: Sequence[dict[str, Any]],
-        moves: Sequence[tuple[uuid.UUID, datetime | None]],
-        db_time: datetime | None,
-    ) -> int:
-        """PostgreSQL: the batch's runs, moves and wake-ups in one round trip."""
-        arrays = queue.run_arrays(runs)
-        result = await connection.execute(
-            _FIRE_ALL_POSTGRESQL,
-            {
-                "move_ids": [m[0] for m in moves], "move_nexts": [m[1] for m in moves],
-                "id": queue.new_run_ids(len(runs)),
-                # The database's clock; a test's clock stamps nothing (as enqueue_many).
-                "now": db_time if db_time is not None else await _clock(connection),
-                **arrays,
-            },
-        )
-        return int(result.scalar_one())
-
     def _fire(
-        self, row: Row[Any], now: datetime
+        self, row: Mapping[Any, Any], now: datetime
     ) -> tuple[datetime | None, dict[str, Any] | None]:
         """The instruction's new next_run_at, and its run unless the fire time is too old."""
-        assert row.next_run_at is not None
-        fire = row.next_run_at
-        following = self.fire_times.next_after(row.trigger, fire, anchor=row.created_at)
+        assert row["next_run_at"] is not None
+        fire = row["next_run_at"]
+        following = self.fire_times.next_after(row["trigger"], fire, anchor=row["created_at"])
         if following is not None and following <= now:
             # Missed several fire times (schedulers down)? One catch-up run for the
             # newest of them covers the whole gap.
-            fire = triggers.latest_due(row.trigger, fire, now, anchor=row.created_at)
-            following = self.fire_times.next_after(row.trigger, fire, anchor=row.created_at)
+            fire = triggers.latest_due(row["trigger"], fire, now, anchor=row["created_at"])
+            following = self.fire_times.next_after(row["trigger"], fire, anchor=row["created_at"])
         # next_run_at only ever moves forward, whatever the trigger says.
         next_run_at = following if following is None or following > fire else None
         if now - fire > self.grace:
             log.warning(
                 "instruction %s missed its run at %s by more than the grace period; skipped",
-                row.id, fire.isoformat(),
+                row["id"], fire.isoformat(),
             )
             return next_run_at, None
         return next_run_at, {
-            "user_id": row.user_id, "instruction_id": row.id, "reason": "schedule",
-            "scheduled_for": fire, "window_start": row.covered_until, "window_end": fire,
+            "user_id": row["user_id"], "instruction_id": row["id"], "reason": "schedule",
+            "scheduled_for": fire, "window_start": row["covered_until"], "window_end": fire,
         }
 
     @staticmethod
@@ -362,8 +339,3 @@ class SchedulerTick(LoopService):
         """SQLite: every fired instruction's next_run_at, one UPDATE executed per row."""
         await connection.execute(_MOVE_EACH, [{"b_id": m[0], "b_next": m[1]} for m in moves])
 
-
-async def _clock(connection: AsyncConnection) -> datetime:
-    value = (await connection.execute(select(func.clock_timestamp()))).scalar_one()
-    assert isinstance(value, datetime)
-    return value.astimezone(UTC)
