@@ -49,7 +49,11 @@ class Run(IdMixin, TimestampMixin, Base):
         ),
     )
 
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The instruction's user, kept here for per-user queries. No foreign key of its own:
+    # instruction_id's (with CASCADE, as instructions.user_id's) already ties the run to
+    # the user, and a second check would lock the user's row for every new run
+    # (migration 0012).
+    user_id: Mapped[uuid.UUID] = mapped_column()
     instruction_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("instructions.id", ondelete="CASCADE")
     )
