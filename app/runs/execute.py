@@ -67,6 +67,23 @@ log = logging.getLogger(__name__)
 _BATCH = 200
 
 
+def _claim_and_load() -> Any:
+    """PostgreSQL: the claim (a CTE whose RETURNING is the runs as claimed) with each
+    run's instruction, user and accounts. Built once: SQLAlchemy then computes its cache
+    key once, not on every claim."""
+    claimed = aliased(Run, queue.CLAIMED)
+    return (
+        select(claimed, Instruction, User, Account, queue.CLAIMED_NOTIFY)
+        .join(Instruction, Instruction.id == claimed.instruction_id)
+        .join(User, User.id == claimed.user_id)
+        .outerjoin(Account, Account.user_id == claimed.user_id)
+        .order_by(Account.created_at)
+    )
+
+
+_CLAIM_AND_LOAD = _claim_and_load()
+
+
 @dataclass
 class _Context:
     run: Run
@@ -246,21 +263,11 @@ class RunExecutor:
     ) -> list[queue.Claim]:
         """PostgreSQL: claim runs and read what they need in ONE statement (the claim as
         a CTE whose RETURNING is the runs as claimed); `_load` then finds them."""
-        claimed = aliased(Run, queue.CLAIMED)
         params = queue.claim_params(
             worker_id=worker_id, limit=limit, lease_seconds=lease_seconds
         )
         try:
-            rows = (
-                await session.execute(
-                    select(claimed, Instruction, User, Account, queue.CLAIMED_NOTIFY)
-                    .join(Instruction, Instruction.id == claimed.instruction_id)
-                    .join(User, User.id == claimed.user_id)
-                    .outerjoin(Account, Account.user_id == claimed.user_id)
-                    .order_by(Account.created_at),
-                    params,
-                )
-            ).all()
+            rows = (await session.execute(_CLAIM_AND_LOAD, params)).all()
         except IntegrityError:
             # Another worker started a run of one of these instructions just now (the
             # unique index of running runs): nothing this time.

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.accounts.models import Account
 from app.core.config import Settings
 from app.google.credentials import granted_scopes
 from app.google.scopes import READ_SCOPES
 from app.google.source import GoogleSource
 from app.sources.base import Source
-from app.sources.sample import SampleSource
+from app.sources.sample import SAMPLE_DATA_DIR, SampleSource
+
+# One SampleSource per folder for the process: it only reads, and its cache of parsed
+# messages (checked against each file's size and mtime) then serves every run.
+_samples: dict[Path, SampleSource] = {}
+
+
+def _sample(root: Path | None) -> SampleSource:
+    key = Path(root) if root is not None else SAMPLE_DATA_DIR
+    source = _samples.get(key)
+    if source is None:
+        source = _samples[key] = SampleSource(key)
+    return source
 
 
 def source_for(account: Account, settings: Settings) -> Source | None:
@@ -21,7 +35,7 @@ def source_for(account: Account, settings: Settings) -> Source | None:
     if account.status != "active":
         return None
     if account.kind == "sample":
-        return SampleSource(settings.sample_data_dir)
+        return _sample(settings.sample_data_dir)
     if account.kind == "google":
         if (
             account.refresh_token_encrypted is None
