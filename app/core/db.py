@@ -60,6 +60,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # asyncpg decodes timestamptz as an aware datetime in UTC already (from the binary
+        # protocol, whatever the session's TimeZone): no call per value, on hot paths
+        # that read tens of timestamps per row.
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            return None
+        return super().result_processor(dialect, coltype)
+
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
