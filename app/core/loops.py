@@ -25,6 +25,10 @@ class LoopService(ABC):
     async def run_once(self) -> object:
         """Do one iteration's work (what it returns is for tests and logs)."""
 
+    async def plan_wait(self) -> float:
+        """Seconds to wait after an iteration unless woken: the interval, by default."""
+        return self.interval
+
     def wake(self) -> None:
         """Run the next iteration now instead of after the interval."""
         self._wake.set()
@@ -36,18 +40,26 @@ class LoopService(ABC):
         log.info("%s started (every %.2fs)", self.name, self.interval)
         try:
             while not stop.is_set():
+                timeout = self.interval
+                failed = False
                 try:
                     await self.run_once()
                 except Exception:
+                    failed = True
                     log.exception("%s iteration failed", self.name)
-                self._wake.clear()
+                self._wake.clear()  # (a wake-up during plan_wait below is kept)
+                if not failed:  # after a failure the loop waits the whole interval
+                    try:
+                        timeout = await self.plan_wait()
+                    except Exception:
+                        log.exception("%s: planning the next wait failed", self.name)
                 waiters = [
                     asyncio.ensure_future(stop.wait()),
                     asyncio.ensure_future(self._wake.wait()),
                 ]
                 try:
                     await asyncio.wait(
-                        waiters, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED
+                        waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                     )
                 finally:
                     for waiter in waiters:

@@ -83,6 +83,12 @@ _DUE_AT_SQL = f"""
     WHERE {_DUE_WHERE} AND next_run_at <= $2
     ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED"""
 
+# How long until the next instruction is due, by the database's clock (NULL: none is):
+# the tick loop sleeps until then when that is sooner than its interval.
+_NEXT_DUE_SQL = f"""
+    SELECT extract(epoch FROM min(next_run_at) - clock_timestamp())::float8
+    FROM instructions WHERE {_DUE_WHERE}"""
+
 # SQLite: one UPDATE executed with every row's parameters.
 _MOVE_EACH = (
     update(Instruction)
@@ -239,6 +245,21 @@ class SchedulerTick(LoopService):
         if queued:
             log.info("queued %d scheduled run(s)", queued)
         return queued
+
+    async def plan_wait(self) -> float:
+        """The tick loop's wait: the interval, or on PostgreSQL on the real clock until a
+        few milliseconds after the next instruction is due when that is sooner (one read
+        of ix_instructions_due's first entry), so that a run is queued on time rather
+        than up to an interval late."""
+        if self._held is None or self.clock is not None or self.speedup != 1:
+            return self.interval
+        async with self._held.use() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            seconds = await driver.fetchval(_NEXT_DUE_SQL)
+        if seconds is None:
+            return self.interval
+        return min(self.interval, max(float(seconds), 0.0) + 0.005)
 
     async def _batch(self) -> tuple[int, bool]:
         if self._held is not None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from app.core.db import transaction
+from app.core.db import db_now, transaction
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
 from app.runs.scheduler import SchedulerTick
@@ -257,3 +257,43 @@ def test_remembered_fire_times_match_the_trigger_across_dst_shifts() -> None:
                 assert cached.next_after(spec, moment, anchor=anchor) == expected, (spec, moment)
                 checked += 1
     assert checked == len(starts) * 46 * len(schedules)
+
+
+async def test_the_loop_wakes_when_the_next_instruction_is_due_not_a_whole_interval_later(
+    runtime: Runtime,
+) -> None:
+    """PostgreSQL: the tick loop's wait ends when the next instruction is due, so a run is
+    queued on time with an interval of an hour; SQLite ticks every interval."""
+    scheduler = SchedulerTick(
+        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+        settings=runtime.settings.model_copy(update={"scheduler_tick_seconds": 3600}),
+    )
+    postgresql = runtime.engine.dialect.name == "postgresql"
+    async with scheduler.holding():
+        assert await scheduler.plan_wait() == 3600  # nothing is scheduled at all
+        user, _ = await factories.user_with_token(runtime)
+        instruction = await factories.instruction(runtime, user)
+        async with transaction(runtime.sessionmaker) as session:
+            due = await db_now(session) + timedelta(seconds=1)
+        await _set(runtime, instruction.id, next_run_at=due)
+        wait = await scheduler.plan_wait()
+        if not postgresql:
+            assert wait == 3600
+            return
+        assert 0 < wait <= 1.1
+
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler.run(stop))
+    try:
+        async def queued() -> bool:
+            return bool(await runs_of(runtime, instruction.id))
+
+        for _ in range(300):  # at most 30 s, far less than the hour's interval
+            if await queued():
+                break
+            await asyncio.sleep(0.1)
+        runs = await runs_of(runtime, instruction.id)
+        assert [r.scheduled_for for r in runs] == [due]
+    finally:
+        stop.set()
+        await loop
