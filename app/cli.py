@@ -91,6 +91,7 @@ async def _model_or_exit(settings: Settings) -> LLM:
 def _loops(
     runtime: Runtime, *, scheduler: bool, worker: bool, llm: LLM | None = None
 ) -> list[LoopService]:
+    from app.auth.housekeeping import ExpiredSignInPurger
     from app.delivery.sender import DeliverySender
     from app.google.renewal import PushRenewer, gmail_watch
     from app.google.watch import WatchPoller
@@ -120,6 +121,7 @@ def _loops(
             )
         # Gmail is polled by the scheduler role (one replica is enough): see reply_poller.
         loops.append(ReplyPoller(runtime=runtime))
+        loops.append(ExpiredSignInPurger(sessionmaker=runtime.sessionmaker))
     if worker:
         executor = RunExecutor(
             sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or runtime.model()
