@@ -284,6 +284,23 @@ class DriveReader:
 
     # ------------------------------------------------------------------ watch detector
 
+    async def folder_files(
+        self, folder_id: str, *, since: datetime, limit: int
+    ) -> list[ChangedFile]:
+        """The folder's files modified at or after `since`, newest first."""
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
+             f" and mimeType != {_quote(FOLDER)} and modifiedTime >= {_quote(stamp)}")
+        return [
+            ChangedFile(
+                id=str(f["id"]), name=str(f.get("name") or ""),
+                mime_type=str(f.get("mimeType") or ""),
+                parents=[str(p) for p in f.get("parents") or []],
+                modified_time=_time(f["modifiedTime"]) if f.get("modifiedTime") else None,
+            )
+            for f in await self._list(q, limit=limit, order_by="modifiedTime desc")
+        ]
+
     async def file_changes(self, page_token: str | None) -> FileChanges:
         if page_token is None:
             return FileChanges(page_token=await self.start_token())

@@ -20,6 +20,7 @@ from app.google.drive import DriveReader
 from app.google.gmail import GmailReader
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 from app.sources.base import (
+    ChangedFile,
     Delta,
     Document,
     FileCard,
@@ -100,6 +101,11 @@ class GoogleSource(Source, WatchableSource):
 
     async def file_changes(self, page_token: str | None) -> FileChanges:
         return await self._need_files().file_changes(page_token)
+
+    async def folder_files(
+        self, folder_id: str, *, since: datetime, limit: int = 100
+    ) -> list[ChangedFile]:
+        return await self._need_files().folder_files(folder_id, since=since, limit=limit)
 
     # ------------------------------------------------------------------ mail tools
 

@@ -14,7 +14,10 @@ Every query is narrowed with `after:` the moment the watch was created, changed 
 resumed (`Instruction.watch_since`): older mail never fires, also mail that came while
 it was paused. A historyId that Gmail no longer knows (404), or an account polled for
 the first time, is resynced within `google_watch_resync_limit`: each query runs with
-`after:` the watch's last poll (or its start), so nothing older fires.
+`after:` the watch's last poll (or its start), so nothing older fires. Drive's change
+list likewise starts only at an account's first poll: a folder watch then reads the
+folder for files modified since the watch began, so none added before that poll is
+missed.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from app.google.accounts import mark_disconnected
 from app.google.watch_service import DRIVE, GMAIL, WatchedAccount, Watcher
 from app.runs import metrics
 from app.runs.service import WORKER_CHANNEL
-from app.sources.base import AccountDisconnected, Source, SourceError, WatchableSource
+from app.sources.base import (
+    AccountDisconnected,
+    ChangedFile,
+    Source,
+    SourceError,
+    WatchableSource,
+)
 from app.sources.registry import source_for
 
 log = logging.getLogger(__name__)
@@ -210,17 +219,29 @@ class WatchPoller(LoopService):
         cursor = watched.cursor
         token = cursor.drive_page_token if cursor is not None else None
         changes = await source.file_changes(token)
-        if token is not None:
+        if token is None:
+            # The change list starts now: what came to the folder since the watch began
+            # (or since the last poll) is read from the folder itself, after the start
+            # token was taken, so that no file falls between the two.
+            report.resynced += 1
+            last_poll = cursor.polled_at if cursor is not None else None
             for watcher in watchers:
-                folder = watcher.spec[DRIVE]
-                # Each version of a file fires once: its id with its modifiedTime.
-                items = [
-                    f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}"
-                    for f in changes.files
-                    if not f.removed and folder in f.parents
-                    and (f.modified_time is None or f.modified_time >= watcher.since)
-                ]
-                await self._fire(watcher, watched.account, "file", items, now, report)
+                since = watcher.since if last_poll is None else max(watcher.since, last_poll)
+                files = await source.folder_files(
+                    watcher.spec[DRIVE], since=since,
+                    limit=self.settings.google_watch_resync_limit,
+                )
+                await self._fire(watcher, watched.account, "file", _versions(files), now,
+                                 report)
+            return changes.page_token
+        for watcher in watchers:
+            folder = watcher.spec[DRIVE]
+            files = [
+                f for f in changes.files
+                if not f.removed and folder in f.parents
+                and (f.modified_time is None or f.modified_time >= watcher.since)
+            ]
+            await self._fire(watcher, watched.account, "file", _versions(files), now, report)
         return changes.page_token
 
     async def _fire(
@@ -248,6 +269,11 @@ class WatchPoller(LoopService):
             await mark_disconnected(
                 session, account=account, reason=str(exc), settings=self.settings
             )
+
+
+def _versions(files: list[ChangedFile]) -> list[str]:
+    """Each version of a file fires once: its id with its modifiedTime."""
+    return [f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}" for f in files]
 
 
 def _after(query: str, since: datetime) -> str:

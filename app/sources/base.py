@@ -142,6 +142,13 @@ class WatchableSource(ABC):
     async def file_changes(self, page_token: str | None) -> FileChanges:
         """Drive changes since `page_token`; `None` returns the start token and no files."""
 
+    @abstractmethod
+    async def folder_files(
+        self, folder_id: str, *, since: datetime, limit: int = 100
+    ) -> list[ChangedFile]:
+        """The files in a folder modified at or after `since`, newest first (what a
+        watch of it must see before the change list starts)."""
+
 
 class Source(ABC):
     """One account's mail and documents, read-only."""

@@ -157,6 +157,34 @@ async def test_a_drive_folder_watch_fires_for_new_or_changed_files_in_that_folde
     assert fired_ids(await watch_runs(runtime, instruction_id)) == [notes, notes]
 
 
+async def test_a_file_added_before_the_first_poll_of_a_folder_watch_still_fires(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Invoices",
+                           mime_type="application/vnd.google-apps.folder")
+    old = fake.add_file(EMAIL, name="Last year", content="Paid.", parents=(folder,),
+                        modified=datetime.now(UTC) - timedelta(days=30))
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    # Between the watch's creation and the poller's first look at the account.
+    early = fake.add_file(EMAIL, name="Invoice 1107", content="Due Friday.",
+                          parents=(folder,))
+    fake.add_file(EMAIL, name="Elsewhere", content="Not watched.", parents=("root",))
+    watch = poller(runtime)
+
+    first = await watch.poll_accounts([account.id])
+    assert len(first.runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [early]
+    # The change list has started: the next poll fires nothing again, a new file once.
+    assert (await watch.poll_accounts([account.id])).runs == []
+    later = fake.add_file(EMAIL, name="Invoice 1108", content="Due Monday.",
+                          parents=(folder,))
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [early, later]
+    assert old not in fired_ids(await watch_runs(runtime, instruction_id))
+
+
 async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
