@@ -195,21 +195,14 @@ async def update_instruction(
 
 
 @router.post("/instructions/{instruction_id}/pause")
-async def pause(
-    request: Request, instruction_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
-) -> Response:
-    await instructions.set_paused(
-        session=session, user=viewer.user, instruction_id=instruction_id, paused=True
-    )
-    return redirect(request, "/", viewer)
-
-
 @router.post("/instructions/{instruction_id}/resume")
-async def resume(
+async def pause_or_resume(
     request: Request, instruction_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
 ) -> Response:
+    """The instruction list's Pause and Resume buttons: the path's last word says which."""
     await instructions.set_paused(
-        session=session, user=viewer.user, instruction_id=instruction_id, paused=False
+        session=session, user=viewer.user, instruction_id=instruction_id,
+        paused=request.url.path.endswith("/pause"),
     )
     return redirect(request, "/", viewer)
 

@@ -123,6 +123,10 @@ async def test_forms_without_the_csrf_token_are_refused(runtime: Runtime) -> Non
         assert ok.status_code == 303
         page = await client.get("/")
         assert "status-paused" in page.text
+        resumed = await client.post(f"/instructions/{instruction.id}/resume",
+                                    data={"csrf_token": csrf})
+        assert resumed.status_code == 303
+        assert "status-paused" not in (await client.get("/")).text
 
 
 async def test_the_api_needs_the_csrf_header_when_signed_in_by_cookie(runtime: Runtime) -> None:
