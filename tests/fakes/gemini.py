@@ -42,7 +42,6 @@ import binascii
 import hashlib
 import itertools
 import json
-import socket
 import threading
 import time
 import uuid
@@ -66,6 +65,7 @@ from app.agent.llm import (
     TurnRequest,
 )
 from app.agent.offline import OfflineModel
+from tests.fakes._server import ThreadedServer
 
 DEFAULT_API_KEY = "fake-gemini-key"
 FORBIDDEN_SAMPLING = ("temperature", "top_p", "top_k", "thinking_budget")
@@ -161,8 +161,10 @@ def _reply_from_json(data: dict[str, Any]) -> Reply:
     return Calls(calls, data.get("thought_tokens"))
 
 
-class FakeGemini:
+class FakeGemini(ThreadedServer):
     """The fake service; `with FakeGemini() as fake:` runs it in a background thread."""
+
+    name = "fake-gemini"
 
     def __init__(
         self,
@@ -185,9 +187,7 @@ class FakeGemini:
         self._requests: list[Recorded] = []
         self._stored: dict[str, _Stored] = {}
         self._ids = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        super().__init__()
         self.app = Starlette(
             routes=[
                 Route("/{version}/interactions", self._create, methods=["POST"]),
@@ -242,48 +242,6 @@ class FakeGemini:
             self._requests.clear()
             self._stored.clear()
             self._cache.clear()
-
-    # --- running ----------------------------------------------------------------------------
-
-    def bind(self, port: int = 0) -> socket.socket:
-        """A listening socket on 127.0.0.1 (connections queue from here on)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        return sock
-
-    def start(self, port: int = 0) -> FakeGemini:
-        sock = self.bind(port)
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-            name="fake-gemini",
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake Gemini server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- HTTP -------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes._server import ThreadedServer
 
 from . import batch, drive, gmail
 from .calls import Call
@@ -54,18 +54,18 @@ class Fault:
     retry_after: float | None
 
 
-class FakeGoogle:
+class FakeGoogle(ThreadedServer):
     """A strict fake of Google's OAuth server, Gmail v1 and Drive v3 on 127.0.0.1."""
 
     CLIENT_ID = "fake-client-id.apps.googleusercontent.com"
     CLIENT_SECRET = "fake-client-secret"
 
+    name = "fake-google"
+
     def __init__(self, seed: bool = False) -> None:
         self._lock = threading.RLock()
         self._reset_state()
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.app = Starlette(routes=[
             Route("/{path:path}", self._http,
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -304,43 +304,6 @@ class FakeGoogle:
     def reset_counters(self) -> None:
         with self._lock:
             self._requests.clear()
-
-    # --- running --------------------------------------------------------------------------
-
-    def bind(self, port: int = 0) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(128)
-        self.port = sock.getsockname()[1]
-        return sock
-
-    def start(self, port: int = 0) -> FakeGoogle:
-        sock = self.bind(port)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        daemon=True, name="fake-google")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake Google server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeGoogle:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- HTTP -----------------------------------------------------------------------------
 
