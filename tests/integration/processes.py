@@ -61,8 +61,9 @@ def stopped_cleanly(code: int, log: Path) -> bool:
     return code == 0 and "Traceback" not in text
 
 
-def wait_logged(log: Path, text: str, timeout: float = 30) -> None:
-    """Wait until a process has written `text` to its log (e.g. that it started)."""
+def wait_logged(log: Path, text: str, timeout: float = 90) -> None:
+    """Wait until a process has written `text` to its log (e.g. that it started). Seven
+    processes importing the app at once on two busy cores can take half a minute."""
     wait_for(lambda: text in log.read_text(), timeout, f"'{text}' in {log.name}")
 
 
