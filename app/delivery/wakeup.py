@@ -9,12 +9,14 @@ lost wake-up only delays a delivery by the poll interval.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit
+from app.core.pubsub import EVENTS_CHANNEL
 
 DELIVERY_CHANNEL = "pilotlight_deliveries"
 
@@ -37,10 +39,20 @@ def _wake_local() -> None:
         callback()
 
 
-async def announce(session: AsyncSession) -> None:
-    """Wake the senders once this transaction commits (here at once, elsewhere by NOTIFY)."""
+async def announce(session: AsyncSession, *, events_of: uuid.UUID | None = None) -> None:
+    """Wake the senders once this transaction commits (here at once, elsewhere by NOTIFY).
+
+    With `events_of`, the same statement also does what `publish_event(session, events_of)`
+    does (wakes that user's event streams): one round trip for both NOTIFYs.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:channel, '')"),
-                              {"channel": DELIVERY_CHANNEL})
+        if events_of is None:
+            await session.execute(text("SELECT pg_notify(:channel, '')"),
+                                  {"channel": DELIVERY_CHANNEL})
+        else:
+            await session.execute(
+                text("SELECT pg_notify(:events, :user_id), pg_notify(:channel, '')"),
+                {"events": EVENTS_CHANNEL, "user_id": str(events_of),
+                 "channel": DELIVERY_CHANNEL})
     if not any(_wake_local is c for c in session.info.get("after_commit", [])):
         after_commit(session, _wake_local)
