@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, DateTime, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import db_now, utcnow
@@ -23,46 +23,61 @@ from app.delivery.base import Claimed, Job
 from app.notifications.models import Delivery, Notification
 from app.users.models import User
 
+# Where the outbox statements run: a session, or (the sender on PostgreSQL) a connection it
+# keeps, in autocommit mode, for statements that are each atomic on their own.
+Executor = AsyncSession | AsyncConnection
 
-def _now(session: AsyncSession) -> Any:
+
+def _dialect(db: Executor) -> str:
+    return db.get_bind().dialect.name if isinstance(db, AsyncSession) else db.dialect.name
+
+
+def _now(db: Executor) -> Any:
     """The database's clock, read in the statement itself on PostgreSQL (no round trip of
     its own); on SQLite, which runs in this process, this machine's clock."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(db) == "postgresql":
         return func.statement_timestamp(type_=DateTime(timezone=True))
     return utcnow()
 
 
+_CLAIMED = (Delivery.id, Delivery.user_id, Delivery.notification_id, Delivery.channel,
+            Delivery.target, Delivery.idempotency_key, Delivery.attempts)
+
+
 async def claim(
-    *, session: AsyncSession, channels: Collection[str], limit: int, lease_seconds: float
+    *, session: Executor, channels: Collection[str], limit: int, lease_seconds: float
 ) -> list[Claimed]:
-    """Take up to `limit` due pending deliveries of these channels, the longest-waiting first."""
+    """Take up to `limit` due pending deliveries of these channels, the longest-waiting first.
+
+    On PostgreSQL one statement (atomic without a transaction around it): the due rows are
+    chosen and locked (`FOR UPDATE SKIP LOCKED`, so concurrent senders take disjoint
+    batches) in a MATERIALIZED CTE, evaluated once, and the UPDATE takes exactly those.
+    (An UPDATE with the SELECT as a plain subquery could run it again per row, and with
+    SKIP LOCKED each run finds other rows, so far more than `limit` would be taken.) SQLite
+    serialises writers (BEGIN IMMEDIATE) instead, and runs the SELECT and the UPDATE apart.
+    """
     now = _now(session)
-    # FOR UPDATE SKIP LOCKED: concurrent senders take disjoint batches on PostgreSQL;
-    # SQLite serialises writers (BEGIN IMMEDIATE) instead. Two statements, not an UPDATE
-    # with the SELECT as its subquery: PostgreSQL may run such a subquery again for each
-    # row, and with SKIP LOCKED each run finds other rows, so far more than `limit` would
-    # be taken.
     due = (
-        await session.execute(
-            select(Delivery.id)
-            .where(Delivery.status == "pending", Delivery.next_attempt_at <= now,
-                   Delivery.channel.in_(list(channels)))
-            .order_by(Delivery.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).scalars().all()
-    if not due:
-        return []
+        select(Delivery.id)
+        .where(Delivery.status == "pending", Delivery.next_attempt_at <= now,
+               Delivery.channel.in_(list(channels)))
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    take = update(Delivery).values(attempts=Delivery.attempts + 1,
+                                   next_attempt_at=now + timedelta(seconds=lease_seconds))
+    if _dialect(session) == "postgresql":
+        chosen = due.cte("due").prefix_with("MATERIALIZED")
+        stmt = take.where(Delivery.id == chosen.c.id, Delivery.status == "pending")
+    else:
+        ids = (await session.execute(due)).scalars().all()
+        if not ids:
+            return []
+        stmt = take.where(Delivery.id.in_(ids), Delivery.status == "pending")
     rows = (
         await session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(due), Delivery.status == "pending")
-            .values(attempts=Delivery.attempts + 1,
-                    next_attempt_at=now + timedelta(seconds=lease_seconds))
-            .returning(Delivery.id, Delivery.user_id, Delivery.notification_id, Delivery.channel,
-                       Delivery.target, Delivery.idempotency_key, Delivery.attempts)
-            .execution_options(synchronize_session=False)
+            stmt.returning(*_CLAIMED).execution_options(synchronize_session=False)
         )
     ).all()
     return [
@@ -151,7 +166,7 @@ async def mark_sent(*, session: AsyncSession, claimed: Claimed) -> bool:
     return await mark_sent_many(session=session, claims=[claimed]) == 1
 
 
-async def mark_sent_many(*, session: AsyncSession, claims: Sequence[Claimed]) -> int:
+async def mark_sent_many(*, session: Executor, claims: Sequence[Claimed]) -> int:
     """Mark these deliveries sent in one statement, each only if its claim still holds it
     (the same attempt, still pending); returns how many were."""
     if not claims:

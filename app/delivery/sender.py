@@ -25,6 +25,8 @@ import time
 import uuid
 from collections.abc import Mapping
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.channels import push as push_subscriptions
 from app.channels import service as channels
 from app.core.db import transaction
@@ -38,6 +40,7 @@ from app.delivery.mail import EmailChannel
 from app.delivery.push import PushChannel
 from app.delivery.webhooks import WebhookChannel
 from app.notifications import service as notifications
+from app.runs.batching import HeldConnection
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,14 @@ class DeliverySender(LoopService):
         self._backlog = False  # the last claim was full: more may be due than there was room for
         self._to_mark: list[Claimed] = []
         self._marking: asyncio.Task[None] | None = None
+        # On PostgreSQL the claims and the "sent" marks run on connections kept while `run`
+        # runs, in autocommit mode (a claim and a mark are one atomic statement each): no
+        # pool checkout, so no pre-ping (three round trips with asyncpg), BEGIN or COMMIT.
+        # Two: a claim need not wait for a mark. SQLite uses a transaction each.
+        self._held: HeldConnection | None = (
+            HeldConnection(runtime.engine, count=2)
+            if runtime.engine.dialect.name == "postgresql" else None
+        )
 
     async def run_once(self) -> int:
         """Claim what there is room for, send it and write the outcomes; returns how many
@@ -98,6 +109,8 @@ class DeliverySender(LoopService):
         if self.runtime.engine.dialect.name == "postgresql":
             listener = PgListener(self.runtime.engine.url, {wakeup.DELIVERY_CHANNEL: self.wake})
             listening = asyncio.create_task(listener.run(stop), name="delivery-listen")
+        if self._held is not None:
+            self._held.keep = True
         try:
             last_claim = -1.0
             while not stop.is_set():
@@ -118,6 +131,8 @@ class DeliverySender(LoopService):
         finally:
             unsubscribe()
             await self._stop_sending()
+            if self._held is not None:
+                await self._held.close()
             if listening is not None:
                 await asyncio.gather(listening, return_exceptions=True)
             await self.on_stop()
@@ -139,12 +154,26 @@ class DeliverySender(LoopService):
         if room <= 0:
             self._backlog = True
             return []
-        async with transaction(self.runtime.sessionmaker) as session:
-            claims = await repository.claim(
-                session=session, channels=self.channels, limit=room,
-                lease_seconds=self.settings.delivery_claim_seconds,
-            )
-            jobs = await repository.load_many(session=session, claims=claims)
+        if self._held is None:
+            async with transaction(self.runtime.sessionmaker) as session:
+                claims = await repository.claim(
+                    session=session, channels=self.channels, limit=room,
+                    lease_seconds=self.settings.delivery_claim_seconds,
+                )
+                jobs = await repository.load_many(session=session, claims=claims)
+        else:
+            async with self._held.use() as connection:
+                # The claim commits on its own; what the deliveries need is read after it
+                # (if that read fails, the claims are due again when their lease runs out).
+                claims = await repository.claim(
+                    session=connection, channels=self.channels, limit=room,
+                    lease_seconds=self.settings.delivery_claim_seconds,
+                )
+                jobs = {}
+                if claims:
+                    async with AsyncSession(bind=connection, autoflush=False,
+                                            expire_on_commit=False) as session:
+                        jobs = await repository.load_many(session=session, claims=claims)
         self._backlog = len(claims) == room
         now = time.monotonic()
         for claimed in claims:
@@ -221,8 +250,7 @@ class DeliverySender(LoopService):
             await asyncio.sleep(MARK_GATHER_SECONDS)
             batch, self._to_mark = self._to_mark, []
             try:
-                async with transaction(self.runtime.sessionmaker) as session:
-                    marked = await repository.mark_sent_many(session=session, claims=batch)
+                marked = await self._mark_sent_many(batch)
             except Exception:
                 log.exception("could not mark %d sent deliveries; they are sent again (same "
                               "idempotency keys) when their claims run out", len(batch))
@@ -230,6 +258,13 @@ class DeliverySender(LoopService):
             if marked < len(batch):
                 log.warning("%d sent deliveries had lost their claims before they were marked",
                             len(batch) - marked)
+
+    async def _mark_sent_many(self, batch: list[Claimed]) -> int:
+        if self._held is None:
+            async with transaction(self.runtime.sessionmaker) as session:
+                return await repository.mark_sent_many(session=session, claims=batch)
+        async with self._held.use() as connection:  # one statement, autocommit
+            return await repository.mark_sent_many(session=connection, claims=batch)
 
     async def _flush_marks(self) -> None:
         while self._marking is not None and not self._marking.done():
