@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.channels import push as push_service
@@ -85,7 +85,7 @@ async def notify(
             ))
     # Core, with the rows as parameters (a cached statement; no unit of work to build for
     # objects nobody reads here).
-    await session.execute(insert(Delivery.__table__), rows)
+    await session.execute(insert(cast(Table, Delivery.__table__)), rows)
     if outbox:
         # The event streams and the senders, woken by one statement (two NOTIFYs).
         await delivery_wakeup.announce(session, events_of=user_id)
