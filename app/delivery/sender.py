@@ -260,11 +260,18 @@ class DeliverySender(LoopService):
                             len(batch) - marked)
 
     async def _mark_sent_many(self, batch: list[Claimed]) -> int:
-        if self._held is None:
-            async with transaction(self.runtime.sessionmaker) as session:
-                return await repository.mark_sent_many(session=session, claims=batch)
-        async with self._held.use() as connection:  # one statement, autocommit
-            return await repository.mark_sent_many(session=connection, claims=batch)
+        if self._held is not None:
+            try:
+                async with self._held.use() as connection:  # one statement, autocommit
+                    return await repository.mark_sent_many(session=connection, claims=batch)
+            except Exception:
+                # A kept connection can have gone stale (the server restarted) where a pool
+                # checkout would have been pinged first. The mark is fenced, so writing it
+                # again is harmless; not writing it would send these again.
+                log.warning("marking %d sent deliveries on the kept connection failed; "
+                            "trying a new one", len(batch), exc_info=True)
+        async with transaction(self.runtime.sessionmaker) as session:
+            return await repository.mark_sent_many(session=session, claims=batch)
 
     async def _flush_marks(self) -> None:
         while self._marking is not None and not self._marking.done():
