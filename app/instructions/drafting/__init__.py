@@ -27,10 +27,12 @@ from app.instructions.drafting.errors import (
     _quote,
 )
 from app.instructions.drafting.plans import (
+    _FOLDER_ID_HOW,
     _and,
     _cron_plan,
     _interval_plan,
-    _watch_refusal,
+    _watch_plan,
+    _WatchPlan,
 )
 from app.instructions.drafting.reading import (
     _EMAIL_CHANNEL,
@@ -49,6 +51,7 @@ from app.instructions.schemas import (
     InstructionCreate,
     IntervalTriggerIn,
     SourceKind,
+    WatchTriggerIn,
 )
 from app.instructions.triggers import describe
 
@@ -121,6 +124,28 @@ def _explain(when: str, timezone: str, data: InstructionCreate, note: str = "") 
             f"reports {scope}.")
 
 
+def _explain_watch(when: str, data: InstructionCreate) -> str:
+    assert isinstance(data.trigger, WatchTriggerIn)
+    delivers = _and([{"in_app": "in the app", "email": "by email", "push": "by push",
+                      "webhook": "by webhook"}[c] for c in data.channels])
+    return (f"Understood: {when}; one run for each new message that matches the Gmail query "
+            f"{data.trigger.gmail_query}; delivers {delivers}. Saving it needs a connected "
+            "Google account that allows reading Gmail.")
+
+
+def _watch_draft(
+    watch: _WatchPlan, sentence: str, channels: list[Channel], only_new: bool
+) -> DraftOut:
+    data = InstructionCreate(
+        title=watch.title[:200], text=_clean(sentence), trigger=watch.trigger, sources=["gmail"],
+        channels=channels, thinking_level="medium", max_tool_calls=None, only_new=only_new,
+    )
+    return DraftOut(
+        instruction=data, schedule=describe(watch.trigger.model_dump(exclude_none=True)),
+        explanation=_explain_watch(watch.when, data), drafted_by=PARSER_NAME,
+    )
+
+
 def _clean(text: str) -> str:
     text = " ".join(text.split())
     text = text[:1].upper() + text[1:]
@@ -152,8 +177,8 @@ def parse(text: str, *, timezone: str) -> DraftOut:
     recurring = _RECURRING.search(reading.low)
     schedule = _read_schedule(reading)
     if not schedule.found():
-        if refusal := _watch_refusal(reading):
-            raise refusal
+        if watch := _watch_plan(reading):
+            return _watch_draft(watch, sentence, channels, only_new)
         if unknown := _UNKNOWN_EVERY.search(reading.rest):
             raise _not_understood(f"{_quote(unknown[0])} as a schedule")
         raise _not_understood(
@@ -243,8 +268,10 @@ def draft_system_instruction(timezone: str) -> str:
         "trigger: type cron with a 5-field crontab expression in the user's time zone "
         "(minute hour day month weekday; weekdays from Sunday = 0; mornings 08:00, evenings "
         "18:00 when no time is said), or type interval with seconds (at least 60), or type "
-        "watch when it should run on an event (mail from someone, a document changing) with "
-        "gmail_query or drive_folder. sources: gmail for mail, drive for documents, both when "
+        "watch when it should run on an event, with gmail_query for mail (a Gmail search: "
+        "from:someone for mail from someone, subject:topic OR topic for mail about a topic, "
+        "in:inbox for any new mail) or drive_folder for a document changing in a named Drive "
+        "folder. sources: gmail for mail, drive for documents, both when "
         "unclear. channels: in_app always, plus email or push only when asked. only_new: false "
         "only when asked for everything or a full summary. title: a few words. text: the "
         "sentence, cleaned. If you cannot tell when it should run or what it should do, set "
@@ -275,16 +302,7 @@ async def draft(
         return parse(text, timezone=timezone)
     if answer.understood and answer.trigger is not None:
         if answer.trigger.type == "watch":
-            target = (
-                f"Gmail query: {answer.trigger.gmail_query}" if answer.trigger.gmail_query
-                else f'Drive folder: "{answer.trigger.drive_folder}"'
-                if answer.trigger.drive_folder else "an event"
-            )
-            raise DraftWatchNotAvailable(
-                f"Understood {_quote(answer.text or text, 120)} ({target}): that needs a watch "
-                "trigger, which drafting does not propose yet: create the instruction with a "
-                'watch trigger, or use the closest schedule, "every hour".'
-            )
+            return _model_watch(answer, text, timezone, llm.name)
         if answer.trigger.type == "interval" and 0 < (answer.trigger.seconds or 0) < 60:
             raise DraftIntervalTooShort(
                 f"Every {answer.trigger.seconds} seconds is too often: instructions run at most "
@@ -312,6 +330,36 @@ async def draft(
                 explanation=_explain(when[:1].lower() + when[1:], timezone, data),
                 drafted_by=llm.name,
             )
+    return parse(text, timezone=timezone)
+
+
+def _model_watch(answer: ModelDraft, text: str, timezone: str, model: str) -> DraftOut:
+    """The model's watch: proposed on its Gmail query; a Drive folder, which it can only
+    name, is refused with how to give its id; anything short of that, the parser's."""
+    assert answer.trigger is not None
+    if answer.trigger.gmail_query:
+        try:
+            trigger = WatchTriggerIn(type="watch", gmail_query=answer.trigger.gmail_query)
+            sources = answer.sources if "gmail" in answer.sources else ["gmail"]
+            data = InstructionCreate(
+                title=answer.title, text=answer.text or _clean(text), trigger=trigger,
+                sources=sources, channels=answer.channels, max_tool_calls=None,
+                only_new=answer.only_new,
+            )
+        except ValidationError as exc:
+            log.warning("%s proposed an invalid watch, using the parser: %s", model, exc)
+        else:
+            return DraftOut(
+                instruction=data, schedule=describe(trigger.model_dump(exclude_none=True)),
+                explanation=_explain_watch("whenever matching mail arrives", data),
+                drafted_by=model,
+            )
+    elif answer.trigger.drive_folder:
+        folder = " ".join(answer.trigger.drive_folder.split())[:100]
+        raise DraftWatchNotAvailable(
+            f"Understood {_quote(answer.text or text, 120)} (Drive folder: '{folder}'): "
+            f"{_FOLDER_ID_HOW}tell me what changed in the folder '{folder}'\"."
+        )
     return parse(text, timezone=timezone)
 
 

@@ -23,8 +23,9 @@ class DraftIntervalTooShort(BadRequest):
 
 
 class DraftWatchNotAvailable(BadRequest):
-    """The sentence asks for a run on an event (a watch trigger), which drafting does not
-    propose yet (the instruction can be created with one)."""
+    """The sentence asks for a run on an event that drafting cannot propose a watch trigger
+    for: a Drive folder (a watch needs its id, from the folder's URL), or an event on nothing
+    it can name. Mail events are proposed as a watch on a Gmail query."""
 
 
 def _not_understood(what: str) -> DraftNotUnderstood:

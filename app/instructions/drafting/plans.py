@@ -1,4 +1,4 @@
-"""From what was read to a trigger, or to a watch trigger that drafting refuses for now."""
+"""From what was read to a trigger: a schedule, or a watch on mail."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from app.instructions.drafting.reading import (
 from app.instructions.schemas import (
     CronTriggerIn,
     IntervalTriggerIn,
+    WatchTriggerIn,
 )
 
 log = logging.getLogger(__name__)
@@ -226,46 +227,74 @@ _NOT_A_KIND = frozenset(
 )
 
 
-def _watch_refusal(reading: _Reading) -> DraftWatchNotAvailable | None:
-    """The watch trigger the sentence asks for, as a refusal that says what was understood."""
+_MAIL_NOUN = re.compile(r"\b(?:e-?mails?|mails?|messages?|inbox|gmail)\b")
+_DRIVE_NOUN = re.compile(r"\b(?:docs?|documents?|files?|drive|sheets?|spreadsheets?|folders?)\b")
+_FOLDER_ID_HOW = (
+    'a watch on a Drive folder needs the folder\'s id, which drafting cannot look up: create '
+    'the instruction with {"type": "watch", "drive_folder_id": "..."}, the id being the last '
+    "part of the folder's URL (https://drive.google.com/drive/folders/ID) (in the dashboard's "
+    'editor: "When new mail or files arrive", "Drive folder id"), or use the closest schedule, '
+    '"every hour", e.g. "every hour '
+)
+
+
+@dataclass
+class _WatchPlan:
+    trigger: WatchTriggerIn
+    when: str  # "whenever mail from billing@example.com arrives"
+    title: str  # "New mail from billing@example.com"
+
+
+def _mail_watch(query: str, when: str, title: str) -> _WatchPlan:
+    return _WatchPlan(WatchTriggerIn(type="watch", gmail_query=query), when, title)
+
+
+def _watch_plan(reading: _Reading) -> _WatchPlan | None:
+    """The watch trigger the sentence asks for: a Gmail query for mail, None when it asks for
+    no event; raises DraftWatchNotAvailable for a Drive folder (a watch needs its id) or an
+    event it cannot tell mail from documents in."""
     low, text = reading.low, reading.text
-    understood = query = task = ""
     if match := _WATCH_MAIL_FROM.search(low):
         who = text[match.start("who"):match.end("who")] if match["who"] else text[
             match.start("sender"):match.end("sender")]
         who = who.lower()
-        understood = f"whenever mail from {who} arrives"
-        query, task = f"Gmail query: from:{who}", f"tell me about new mail from {who}"
-    elif match := _WATCH_MAIL_ABOUT.search(low):
+        return _mail_watch(f"from:{who}", f"whenever mail from {who} arrives",
+                           f"New mail from {who}")
+    if match := _WATCH_MAIL_ABOUT.search(low):
         topic = text[match.start("topic"):match.end("topic")].strip(" \"'")
         topic = " ".join(re.sub(r"^(?:the|a|an)\s+", "", topic, flags=re.I).split()[:6])
         term = f'"{topic}"' if " " in topic else topic
-        understood = f"whenever mail about {topic} arrives"
-        query = f"Gmail query: subject:{term} OR {term}"
-        task = f"tell me about new mail about {topic}"
-    elif (match := _WATCH_THING.search(low)) and match["thing"] not in _NOT_A_KIND:
+        return _mail_watch(f"subject:{term} OR {term}", f"whenever mail about {topic} arrives",
+                           f"New mail about {topic}")
+    if (match := _WATCH_THING.search(low)) and match["thing"] not in _NOT_A_KIND:
         thing = match["thing"]
         article = "an" if thing[0] in "aeiou" else "a"
-        understood = f"whenever {article} {thing} arrives"
-        query = f"Gmail query: subject:{thing} OR {thing}"
-        task = f"tell me about new {thing}s"
-    elif (match := _WATCH_FOLDER.search(low)) and _WATCH_CHANGE.search(low):
+        return _mail_watch(f"subject:{thing} OR {thing}", f"whenever {article} {thing} arrives",
+                           f"New {thing}s")
+    if (match := _WATCH_FOLDER.search(low)) and _WATCH_CHANGE.search(low):
         span = "a" if match["a"] else "b"
         folder = text[match.start(span):match.end(span)].strip("\"'")
         understood = f"whenever a document in the folder '{folder}' changes"
-        query = f"Drive folder: '{folder}'"
-        task = f"tell me what changed in the folder '{folder}'"
-    elif match := _WATCH_CHANGE.search(low):
-        clause = text[match.start():match.end()]
-        understood = " ".join(clause.split())
-        drive = re.search(r"\b(?:docs?|documents?|files?|drive|sheets?|folders?)\b", low)
-        query = "Drive: changed files" if drive else "Gmail query: in:inbox"
-        task = "tell me what changed in my documents" if drive else "tell me about new mail"
-    else:
-        return None
-    return DraftWatchNotAvailable(
-        f"Understood {_quote(understood, 120)} ({query}): that needs a watch trigger, which "
-        "drafting does not propose yet: create the instruction with a watch trigger "
-        '({"type": "watch", "gmail_query": ...} or "drive_folder_id"), or use the closest '
-        f'schedule, "every hour", e.g. "every hour {task}".'
-    )
+        raise DraftWatchNotAvailable(
+            f"Understood {_quote(understood, 120)} (Drive folder: '{folder}'): {_FOLDER_ID_HOW}"
+            f"tell me what changed in the folder '{folder}'\"."
+        )
+    if match := _WATCH_CHANGE.search(low):
+        understood = _quote(" ".join(text[match.start():match.end()].split()), 120)
+        rest = reading.rest  # without the channel words: "email me" is not mail to watch
+        mail, drive = bool(_MAIL_NOUN.search(rest)), bool(_DRIVE_NOUN.search(rest))
+        if mail and not drive:
+            return _mail_watch("in:inbox", "whenever new mail arrives in the inbox", "New mail")
+        if drive and not mail:
+            raise DraftWatchNotAvailable(
+                f"Understood {understood} (Drive: changed files): {_FOLDER_ID_HOW}"
+                'tell me what changed in my documents".'
+            )
+        raise DraftWatchNotAvailable(
+            f"Understood {understood} as an event, but not what to watch: say which mail, e.g. "
+            '"whenever mail from billing@example.com arrives tell me" or "whenever an invoice '
+            'arrives tell me", or create the instruction with a watch trigger on a Drive '
+            'folder ({"type": "watch", "drive_folder_id": ...}, the id from the folder\'s URL); '
+            'or use the closest schedule, "every hour".'
+        )
+    return None

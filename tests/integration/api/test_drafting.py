@@ -133,11 +133,10 @@ async def test_the_draft_is_in_the_users_time_zone(
         ("every morning at 6 pm summarize mail", "DraftNotUnderstood", ["not in the morning"]),
         ("every 2 hours at 9 check mail", "DraftNotUnderstood", ["interval", "time of day"]),
         ("every 20 seconds check my inbox", "DraftIntervalTooShort", ["once a minute"]),
-        ("whenever mail from billing@example.com arrives", "DraftWatchNotAvailable",
-         ["whenever mail from billing@example.com arrives", "from:billing@example.com",
-          "drafting does not propose", "every hour"]),
-        ("whenever an invoice arrives, tell me", "DraftWatchNotAvailable",
-         ["subject:invoice OR invoice"]),
+        ("whenever a document in folder Contracts changes tell me", "DraftWatchNotAvailable",
+         ["Drive folder: 'Contracts'", "drive_folder_id", "folder's URL", "every hour"]),
+        ("whenever something changes tell me", "DraftWatchNotAvailable",
+         ["not what to watch", "whenever mail from"]),
     ],
 )
 async def test_sentences_it_cannot_draft_are_422(
@@ -148,6 +147,42 @@ async def test_sentences_it_cannot_draft_are_422(
     response = await client.post(DRAFT, json={"text": sentence}, headers=headers)
     body = assert_error(response, 422, error, *fragments)
     assert set(body) == {"error", "detail"}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "query", "title", "channels"),
+    [
+        ("whenever an invoice arrives tell me at once", "subject:invoice OR invoice",
+         "New invoices", ["in_app"]),
+        ("whenever mail from billing@example.com arrives, push it", "from:billing@example.com",
+         "New mail from billing@example.com", ["in_app", "push"]),
+    ],
+)
+async def test_a_mail_event_is_drafted_as_a_watch_that_create_refuses_without_google(
+    client: httpx.AsyncClient, runtime: Runtime, sentence: str, query: str, title: str,
+    channels: list[str],
+) -> None:
+    _user, headers = await user_with_token(runtime)  # no connected Google account
+    response = await client.post(DRAFT, json={"text": sentence}, headers=headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["drafted_by"] == "pilotlight-offline"
+    assert body["schedule"] == f"When new mail matches '{query}'"
+    assert f"one run for each new message that matches the Gmail query {query}" in (
+        body["explanation"])
+    assert "connected Google account" in body["explanation"]
+    proposal = body["instruction"]
+    assert proposal["trigger"] == {"type": "watch", "gmail_query": query,
+                                   "drive_folder_id": None}
+    assert proposal["title"] == title
+    assert proposal["sources"] == ["gmail"]
+    assert proposal["channels"] == channels
+
+    created = await client.post(f"{API}/instructions", json=proposal, headers=headers)
+    assert_error(created, 422, "WatchNeedsGoogle", "needs a connected Google account",
+                 "/api/v1/google/connect")
+    listed = await client.get(f"{API}/instructions", headers=headers)
+    assert listed.json()["items"] == []
 
 
 @pytest.mark.parametrize(
@@ -262,6 +297,33 @@ async def test_gemini_drafts_through_structured_output(
     assert "tools" not in request
     assert request["response_format"]["mime_type"] == "application/json"
     assert "understood" in request["response_format"]["schema"]["properties"]
+
+
+async def test_gemini_drafts_a_watch_on_mail_and_refuses_one_on_a_named_folder(
+    gemini_client: httpx.AsyncClient, runtime: Runtime, fake: FakeGemini
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    answer = {"understood": True, "title": "Invoices", "text": "Tell me about each invoice.",
+              "sources": ["gmail"], "channels": ["in_app", "email"], "only_new": True}
+    fake.script(
+        Text(json.dumps({**answer, "trigger": {"type": "watch",
+                                               "gmail_query": "subject:invoice"}})),
+        Text(json.dumps({**answer, "trigger": {"type": "watch", "drive_folder": "Contracts"}})),
+    )
+    async with gemini_client as client:
+        mail = await client.post(DRAFT, json={"text": "invoices, as they come, by email"},
+                                 headers=headers)
+        folder = await client.post(DRAFT, json={"text": "changes in Contracts, right away"},
+                                   headers=headers)
+    assert mail.status_code == 200, mail.text
+    body = mail.json()
+    assert body["drafted_by"] == runtime.settings.gemini_model
+    assert body["instruction"]["trigger"] == {"type": "watch", "gmail_query": "subject:invoice",
+                                              "drive_folder_id": None}
+    assert body["instruction"]["channels"] == ["in_app", "email"]
+    assert body["schedule"] == "When new mail matches 'subject:invoice'"
+    assert_error(folder, 422, "DraftWatchNotAvailable", "Drive folder: 'Contracts'",
+                 "drive_folder_id", "folder's URL")
 
 
 async def test_gemini_output_that_is_not_a_proposal_falls_back_to_the_parser(

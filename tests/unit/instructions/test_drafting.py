@@ -233,21 +233,18 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
     ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
     ("every second check my inbox", DraftIntervalTooShort, ["once a minute"]),
-    # watch triggers: understood, not drafted yet, with the closest schedule
-    ("whenever mail from billing@example.com arrives, tell me", DraftWatchNotAvailable,
-     ['"whenever mail from billing@example.com arrives"', "from:billing@example.com",
-      "drafting does not propose", '"every hour"']),
-    ("whenever an invoice arrives notify my phone", DraftWatchNotAvailable,
-     ['"whenever an invoice arrives"', "subject:invoice OR invoice", '"every hour"']),
-    ("when I get mail about the merger tell me", DraftWatchNotAvailable,
-     ["whenever mail about merger arrives", "subject:merger OR merger"]),
-    ("when I get an email about the quarterly report, push it", DraftWatchNotAvailable,
-     ['subject:"quarterly report" OR "quarterly report"']),
+    # watch triggers drafting cannot propose: a Drive folder (needs its id), no clear target
     ("whenever a document in folder Contracts changes tell me", DraftWatchNotAvailable,
      ["whenever a document in the folder 'Contracts' changes", "Drive folder: 'Contracts'",
-      '"every hour']),
-    ("every time my boss emails me tell me", DraftWatchNotAvailable, ["from:boss"]),
-    ("as soon as new mail arrives summarize it", DraftWatchNotAvailable, ["in:inbox"]),
+      "drive_folder_id", "folder's URL", '"every hour tell me what changed in the folder']),
+    ('when a file in the "Board minutes" folder is updated email me', DraftWatchNotAvailable,
+     ["Drive folder: 'Board minutes'", "drive_folder_id", "folder's URL"]),
+    ("when a document changes email me", DraftWatchNotAvailable,
+     ['"when a document changes"', "drive_folder_id", "folder's URL",
+      '"every hour tell me what changed in my documents"']),
+    ("whenever something changes tell me", DraftWatchNotAvailable,
+     ['"whenever something changes"', "not what to watch", "whenever mail from",
+      "drive_folder_id", '"every hour"']),
 ]
 
 
@@ -266,6 +263,62 @@ def test_refusals(sentence: str, error: type[DomainError], fragments: list[str])
 
 def test_the_example_in_refusals_works() -> None:
     assert parse("every weekday at 8 tell me what my team sent", timezone=TZ)
+
+
+def gmail_watch(query: str) -> dict[str, Any]:
+    return {"type": "watch", "gmail_query": query, "drive_folder_id": None}
+
+
+# sentence -> (Gmail query, title, channels, what was understood)
+WATCHES: list[tuple[str, str, str, list[str], str]] = [
+    ("whenever mail from billing@example.com arrives, tell me", "from:billing@example.com",
+     "New mail from billing@example.com", APP, "whenever mail from billing@example.com arrives"),
+    ("whenever an invoice arrives tell me at once", "subject:invoice OR invoice",
+     "New invoices", APP, "whenever an invoice arrives"),
+    ("whenever an invoice arrives notify my phone", "subject:invoice OR invoice",
+     "New invoices", PUSH, "whenever an invoice arrives"),
+    ("when invoices come in email me", "subject:invoice OR invoice", "New invoices", EMAIL,
+     "whenever an invoice arrives"),
+    ("when I get mail about the merger tell me", "subject:merger OR merger",
+     "New mail about merger", APP, "whenever mail about merger arrives"),
+    ("when I get an email about the quarterly report, push it",
+     'subject:"quarterly report" OR "quarterly report"', "New mail about quarterly report",
+     PUSH, "whenever mail about quarterly report arrives"),
+    ("every time my boss emails me tell me", "from:boss", "New mail from boss", APP,
+     "whenever mail from boss arrives"),
+    ("as soon as new mail arrives summarize it", "in:inbox", "New mail", APP,
+     "whenever new mail arrives in the inbox"),
+    ("as soon as new mail arrives email me", "in:inbox", "New mail", EMAIL,
+     "whenever new mail arrives in the inbox"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "query", "title", "channels", "understood"), WATCHES,
+                         ids=[w[0] for w in WATCHES])
+def test_mail_events_are_drafted_as_a_watch_on_a_gmail_query(
+    sentence: str, query: str, title: str, channels: list[str], understood: str
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    data = out.instruction
+    assert data.trigger.model_dump() == gmail_watch(query)
+    assert data.sources == MAIL
+    assert data.channels == channels
+    assert data.title == title
+    assert data.text == sentence[:1].upper() + sentence[1:] + "."
+    assert out.drafted_by == PARSER_NAME
+    assert out.schedule == f"When new mail matches {query!r}"
+    assert out.schedule == describe({"type": "watch", "gmail_query": query})
+    assert out.explanation == (
+        f"Understood: {understood}; one run for each new message that matches the Gmail "
+        f"query {query}; delivers {EXPLAINED_CHANNELS[tuple(channels)]}. Saving it needs a "
+        "connected Google account that allows reading Gmail."
+    )
+    # what create takes as is (the API then asks for a Google account that can serve it)
+    assert InstructionCreate.model_validate(data.model_dump()) == data
+
+
+EXPLAINED_CHANNELS = {tuple(APP): "in the app", tuple(PUSH): "in the app and by push",
+                      tuple(EMAIL): "in the app and by email"}
 
 
 def test_a_schedule_wins_over_a_watch_phrase() -> None:
@@ -369,16 +422,67 @@ async def test_the_fallback_keeps_the_parsers_refusal() -> None:
         await draft(text="tell me things", timezone=TZ, llm=ScriptedModel("garbage"))
 
 
-async def test_a_watch_from_a_model_is_refused_with_what_it_understood() -> None:
+async def test_a_watch_on_mail_from_a_model_is_proposed() -> None:
     model = ScriptedModel(
         model_answer(trigger={"type": "watch", "gmail_query": "from:billing@example.com"},
+                     title="Billing mail", sources=["gmail", "drive"],
+                     channels=["in_app", "push"],
                      text="Whenever mail from billing@example.com arrives, tell me.")
     )
+    out = await draft(text="whenever mail from billing@example.com arrives", timezone=TZ,
+                      llm=model)
+    assert out.drafted_by == "gemini-test"
+    data = out.instruction
+    assert data.trigger.model_dump() == gmail_watch("from:billing@example.com")
+    assert data.title == "Billing mail"
+    assert data.sources == BOTH
+    assert data.channels == PUSH
+    assert out.schedule == "When new mail matches 'from:billing@example.com'"
+    assert out.explanation.startswith(
+        "Understood: whenever matching mail arrives; one run for each new message that "
+        "matches the Gmail query from:billing@example.com; delivers in the app and by push."
+    )
+
+
+async def test_a_mail_watch_from_a_model_reads_gmail() -> None:
+    model = ScriptedModel(
+        model_answer(trigger={"type": "watch", "gmail_query": "subject:invoice"},
+                     sources=["drive"])
+    )
+    out = await draft(text="whenever an invoice arrives tell me", timezone=TZ, llm=model)
+    assert out.drafted_by == "gemini-test"
+    assert out.instruction.sources == MAIL
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [{"type": "watch", "gmail_query": "   "}, {"type": "watch", "gmail_query": "x" * 501},
+     {"type": "watch", "gmail_query": "from:a\u0000"}, {"type": "watch"}],
+    ids=["blank", "too-long", "nul", "no-target"],
+)
+async def test_an_invalid_watch_from_a_model_falls_back_to_the_parser(
+    trigger: dict[str, Any],
+) -> None:
+    sentence = "whenever an invoice arrives tell me"
+    model = ScriptedModel(model_answer(trigger=trigger))
+    out = await draft(text=sentence, timezone=TZ, llm=model)
+    assert out == parse(sentence, timezone=TZ)
+    assert out.drafted_by == PARSER_NAME
+
+
+async def test_a_drive_folder_watch_from_a_model_is_refused_with_how_to_give_its_id() -> None:
+    model = ScriptedModel(
+        model_answer(trigger={"type": "watch", "drive_folder": "Contracts"}, sources=["drive"],
+                     text="Whenever a document in Contracts changes, tell me.")
+    )
     with pytest.raises(DraftWatchNotAvailable) as caught:
-        await draft(text="whenever mail from billing@example.com arrives", timezone=TZ,
+        await draft(text="whenever a document in Contracts changes tell me", timezone=TZ,
                     llm=model)
-    assert "Gmail query: from:billing@example.com" in caught.value.detail
-    assert '"every hour"' in caught.value.detail
+    detail = caught.value.detail
+    assert caught.value.status_code == 422
+    for fragment in ("Drive folder: 'Contracts'", '"drive_folder_id"', "folder's URL",
+                     '"every hour tell me what changed in the folder \'Contracts\'"'):
+        assert fragment in detail, (fragment, detail)
 
 
 async def test_a_too_short_interval_from_a_model_is_refused() -> None:
