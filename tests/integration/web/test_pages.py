@@ -241,6 +241,33 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
         assert "Every 2 hours" in listing
 
 
+async def test_a_drafted_watch_fills_the_editors_watch_fields(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)  # no connected Google account
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        drafted = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": "whenever an invoice arrives tell me at once"})
+        assert drafted.status_code == 200, drafted.text
+        assert "Proposed:" in drafted.text
+        assert "one run for each new message" in drafted.text
+        assert 'value="watch" checked' in drafted.text
+        assert 'value="subject:invoice OR invoice"' in drafted.text
+        assert 'value="New invoices"' in drafted.text
+        assert "When new mail matches &#39;subject:invoice OR invoice&#39;" in drafted.text
+        folder = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": "whenever a document in folder Contracts changes"})
+        assert folder.status_code == 422
+        assert "drive_folder_id" in folder.text
+        # Saved as drafted, without a Google account: the form says what to connect.
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "New invoices",
+            "text": "Whenever an invoice arrives tell me at once.", "trigger_type": "watch",
+            "gmail_query": "subject:invoice OR invoice", "sources": "gmail",
+            "channels": "in_app", "thinking_level": "medium", "only_new": "on"})
+        assert saved.status_code == 422
+        assert "needs a connected Google account" in saved.text
+
+
 @pytest.mark.parametrize("page", ["/", "/runs", "/questions", "/feed", "/settings",
                                   "/instructions/new", "/login"])
 async def test_every_page_renders(runtime: Runtime, page: str) -> None:
