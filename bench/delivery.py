@@ -21,7 +21,6 @@ import time
 import uuid
 from typing import Any
 
-import _bench_path  # noqa: F401  (first: see the module)
 from _common import (
     Child,
     Report,
