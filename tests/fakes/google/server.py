@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -105,6 +106,15 @@ class FakeGoogle(ThreadedServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def settings(self) -> dict[str, Any]:
+        """The app settings that point Pilotlight at this fake (its endpoints, its OAuth
+        client), for `Settings.model_copy(update=...)`."""
+        return {
+            "google_endpoint_root": self.url,
+            "google_client_id": self.CLIENT_ID,
+            "google_client_secret": SecretStr(self.CLIENT_SECRET),
+        }
 
     @property
     def consent_email(self) -> str:

@@ -49,10 +49,8 @@ def fake_google() -> Iterator[FakeGoogle]:
 @pytest.fixture
 def settings(settings: Settings, fake_google: FakeGoogle) -> Settings:
     return settings.model_copy(update={
+        **fake_google.settings(),
         "secret_keys": [SecretStr(SECRET_KEY)],
-        "google_client_id": FakeGoogle.CLIENT_ID,
-        "google_client_secret": SecretStr(FakeGoogle.CLIENT_SECRET),
-        "google_endpoint_root": fake_google.url,
         "public_url": PUBLIC_URL,
     })
 

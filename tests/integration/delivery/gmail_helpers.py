@@ -6,7 +6,6 @@ import email.policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.accounts.models import Account
@@ -24,9 +23,8 @@ WITH_SEND = (*READ_SCOPES, GMAIL_SEND)
 def point_at_google(runtime: Runtime, fake: FakeGoogle) -> None:
     """The runtime's settings pointed at the fake (one retry inside the client, fast)."""
     s = runtime.settings
-    s.google_endpoint_root = fake.url
-    s.google_client_id = FakeGoogle.CLIENT_ID
-    s.google_client_secret = SecretStr(FakeGoogle.CLIENT_SECRET)
+    for name, value in fake.settings().items():
+        setattr(s, name, value)
     s.google_http_timeout_seconds = 10.0
     s.google_retry_max_seconds = 5.0
     s.google_retry_attempts = 1

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from app.core.runtime import Runtime
 from app.delivery.render import message_id
@@ -44,8 +43,7 @@ def google() -> Iterator[FakeGoogle]:
 
 def google_settings(fake: FakeGoogle, **more: Any) -> dict[str, Any]:
     return {
-        "google_endpoint_root": fake.url, "google_client_id": FakeGoogle.CLIENT_ID,
-        "google_client_secret": SecretStr(FakeGoogle.CLIENT_SECRET),
+        **fake.settings(),
         "google_http_timeout_seconds": 10.0, "google_retry_max_seconds": 5.0,
         "google_retry_attempts": 1, "smtp_from": FROM, **more,
     }

@@ -29,9 +29,7 @@ def fake() -> Iterator[FakeGoogle]:
 def google_settings(settings: Settings, fake: FakeGoogle) -> Settings:
     """The test settings pointed at the fake, with fast retries."""
     return settings.model_copy(update={
-        "google_endpoint_root": fake.url,
-        "google_client_id": FakeGoogle.CLIENT_ID,
-        "google_client_secret": SecretStr(FakeGoogle.CLIENT_SECRET),
+        **fake.settings(),
         "secret_keys": [SecretStr(Fernet.generate_key().decode())],
         "google_http_timeout_seconds": 10.0,
         "google_retry_max_seconds": 5.0,

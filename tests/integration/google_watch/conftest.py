@@ -36,9 +36,7 @@ def fake() -> Iterator[FakeGoogle]:
 def settings(settings: Settings, fake: FakeGoogle) -> Settings:
     """The test settings pointed at the fake; every Google URL under its root."""
     return settings.model_copy(update={
-        "google_endpoint_root": fake.url,
-        "google_client_id": FakeGoogle.CLIENT_ID,
-        "google_client_secret": SecretStr(FakeGoogle.CLIENT_SECRET),
+        **fake.settings(),
         "secret_keys": [SecretStr(Fernet.generate_key().decode())],
         "google_pubsub_audience": AUDIENCE,
         "google_watch_poll_seconds": 3600.0,

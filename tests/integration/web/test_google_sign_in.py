@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.auth.models import WebSession
@@ -40,11 +39,7 @@ def fake_google() -> Iterator[FakeGoogle]:
 
 @pytest.fixture
 def settings(settings: Settings, fake_google: FakeGoogle) -> Settings:
-    return settings.model_copy(update={
-        "google_client_id": FakeGoogle.CLIENT_ID,
-        "google_client_secret": SecretStr(FakeGoogle.CLIENT_SECRET),
-        "google_endpoint_root": fake_google.url, "public_url": PUBLIC_URL,
-    })
+    return settings.model_copy(update={**fake_google.settings(), "public_url": PUBLIC_URL})
 
 
 def new_browser(runtime: Runtime) -> httpx.AsyncClient:
