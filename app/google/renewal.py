@@ -1,4 +1,5 @@
-"""Gmail push registrations (`users.watch`), renewed daily while push is configured.
+"""Gmail push registrations (`users.watch`), renewed daily while push is configured, and
+stopped (`users.stop`) once an account has no mail watch left.
 
 Gmail stops pushing after 7 days unless `users.watch` is called again. Each account
 that has a mail watch and has been polled once is registered with the configured
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
@@ -44,6 +45,8 @@ class PushRegistration(BaseModel):
 
 # Registers an account's mailbox with a topic; raises SourceError (AccountDisconnected).
 Register = Callable[[Account, Settings, str], Awaitable[PushRegistration]]
+# Ends an account's registration (`users.stop`); raises as Register does.
+Unregister = Callable[[Account, Settings], Awaitable[None]]
 
 
 @dataclass
@@ -51,6 +54,7 @@ class RenewalReport:
     renewed: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     alerted: list[uuid.UUID] = field(default_factory=list)
+    stopped: list[uuid.UUID] = field(default_factory=list)
 
 
 class PushRenewer(LoopService):
@@ -62,30 +66,76 @@ class PushRenewer(LoopService):
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         register: Register,
+        unregister: Unregister | None = None,
     ) -> None:
         super().__init__(interval=min(settings.google_watch_renew_seconds, _MAX_LOOP_SECONDS))
         self.sessionmaker = sessionmaker
         self.settings = settings
         self.register = register
+        self.unregister = unregister or gmail_stop
         self.every = timedelta(seconds=settings.google_watch_renew_seconds)
 
     async def run_once(self) -> RenewalReport:
-        """Register every due account with the topic; off when no topic is configured."""
+        """Register every due account with the topic, and stop the registration of every
+        account that no longer has a mail watch; off when no topic is configured."""
         report = RenewalReport()
         topic = self.settings.google_pubsub_topic
         if not topic:
             return report
         async with transaction(self.sessionmaker) as session:
             now = await db_now(session)
-            due = await self._due(session, topic, now)
+            watched = await watch_service.watched_accounts(
+                session=session, now=now, due_only=False
+            )
+            mail = {w.account.id: w.account for w in watched
+                    if any(watcher.spec.get(GMAIL) for watcher in w.watchers)}
+            due = await self._due(session, topic, now, mail)
+            unwatched = await self._unwatched(session, mail)
         for account in due:
             await self._renew(account, topic, report)
+        for account in unwatched:
+            await self._stop(account, report)
         return report
 
-    async def _due(self, session: AsyncSession, topic: str, now: datetime) -> list[Account]:
-        watched = await watch_service.watched_accounts(session=session, now=now, due_only=False)
-        mail = {w.account.id: w.account for w in watched
-                if any(watcher.spec.get(GMAIL) for watcher in w.watchers)}
+    @staticmethod
+    async def _unwatched(
+        session: AsyncSession, mail: dict[uuid.UUID, Account]
+    ) -> list[Account]:
+        """Accounts registered for push whose mail watches are all gone (deleted, paused,
+        or the account disconnected): Gmail would go on pushing for up to 7 days."""
+        return list((
+            await session.execute(
+                select(Account).join(WatchCursor, WatchCursor.account_id == Account.id)
+                .where(WatchCursor.push_topic.is_not(None),
+                       Account.id.not_in(list(mail)) if mail else true())
+                .order_by(Account.id)
+            )
+        ).scalars().all())
+
+    async def _stop(self, account: Account, report: RenewalReport) -> None:
+        if account.status == "active" and account.refresh_token_encrypted is not None:
+            try:
+                await self.unregister(account, self.settings)
+            except AccountDisconnected as exc:
+                # No grant to stop it with: the registration lapses within 7 days.
+                log.info("Gmail push stop for account %s: disconnected: %s", account.id, exc)
+            except SourceError as exc:
+                log.warning("Gmail push stop for account %s failed (retried): %s",
+                            account.id, exc)
+                return
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            await session.execute(
+                update(WatchCursor).where(WatchCursor.account_id == account.id)
+                .values(push_topic=None, push_expires_at=None, push_renewed_at=None,
+                        push_failing_since=None, push_error=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        report.stopped.append(account.id)
+
+    async def _due(
+        self, session: AsyncSession, topic: str, now: datetime, mail: dict[uuid.UUID, Account]
+    ) -> list[Account]:
         if not mail:
             return []
         # Only accounts polled once: the poller made their cursor row.
@@ -161,6 +211,14 @@ class PushRenewer(LoopService):
             )
             await session.flush()
             return sent is not None
+
+
+async def gmail_stop(account: Account, settings: Settings) -> None:
+    """`users.stop`: Gmail stops pushing for the account's mailbox."""
+    from app.google.client import GoogleClient
+
+    client = GoogleClient(account, settings)
+    await client.call("gmail", client.gmail().users().stop(userId="me"))
 
 
 async def gmail_watch(account: Account, settings: Settings, topic: str) -> PushRegistration:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -13,10 +14,14 @@ import pytest
 from sqlalchemy import select
 
 from app.core.config import Settings
+from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.google.renewal import PushRenewer, gmail_watch
 from app.google.watch_models import WatchCursor
+from app.instructions import service as instructions
+from app.instructions.models import Instruction
 from app.notifications.models import Notification
+from app.users.models import User
 from tests.factories import instruction_body, user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.google_watch.conftest import (
@@ -184,3 +189,34 @@ async def test_a_failed_renewal_alerts_once_and_polling_carries_on(
     assert cursor.push_expires_at is not None
     # Renewed just now: not due again until a day has passed.
     assert (await renewer.run_once()).renewed == []
+
+
+async def test_push_is_stopped_once_an_account_has_no_mail_watch_left(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, push_settings: Settings
+) -> None:
+    instruction_id = await watched(client, runtime, fake)
+    await poller(runtime).run_once()
+    renewer = PushRenewer(sessionmaker=runtime.sessionmaker, settings=push_settings,
+                          register=gmail_watch)
+    registered = await renewer.run_once()
+    assert len(registered.renewed) == 1
+    assert [w["topic"] for w in fake.watches(EMAIL)] == [TOPIC]
+    assert (await renewer.run_once()).stopped == []  # still watched: nothing stops
+
+    async with runtime.sessionmaker() as session:
+        user_id = (await session.execute(select(Instruction.user_id))).scalar_one()
+    async with transaction(runtime.sessionmaker) as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        await instructions.delete(
+            session=session, user=user, instruction_id=uuid.UUID(instruction_id)
+        )
+    stopped = await renewer.run_once()
+
+    assert stopped.stopped == registered.renewed
+    assert fake.watches(EMAIL) == []  # Gmail no longer pushes for this mailbox
+    async with runtime.sessionmaker() as session:
+        cursor = (await session.execute(select(WatchCursor))).scalar_one()
+    assert (cursor.push_topic, cursor.push_expires_at) == (None, None)
+    again = await renewer.run_once()
+    assert (again.stopped, again.renewed) == ([], [])  # stopped once, not re-registered
