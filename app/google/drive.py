@@ -114,6 +114,21 @@ def _modified_by(resource: dict[str, Any]) -> str | None:
     return user.get("displayName") or user.get("emailAddress") or None
 
 
+def _since(moment: datetime) -> str:
+    """`modifiedTime >= ...` in a files.list query: RFC 3339, UTC."""
+    return _quote(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _changed(resource: dict[str, Any], *, file_id: str, removed: bool = False) -> ChangedFile:
+    modified = resource.get("modifiedTime")
+    return ChangedFile(
+        id=file_id, name=str(resource.get("name") or ""),
+        mime_type=str(resource.get("mimeType") or ""),
+        parents=[str(p) for p in resource.get("parents") or []],
+        modified_time=_time(modified) if modified else None, removed=removed,
+    )
+
+
 def _listable(resource: dict[str, Any]) -> bool:
     return not resource.get("trashed") and resource.get("mimeType") != FOLDER
 
@@ -254,8 +269,7 @@ class DriveReader:
     async def _recent(self, limit: int, since: datetime | None) -> list[dict[str, Any]]:
         q = f"trashed = false and mimeType != {_quote(FOLDER)}"
         if since is not None:
-            stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            q += f" and modifiedTime >= {_quote(stamp)}"
+            q += f" and modifiedTime >= {_since(since)}"
         return await self._list(q, limit=limit, order_by="modifiedTime desc")
 
     async def _list(self, q: str, *, limit: int, order_by: str | None) -> list[dict[str, Any]]:
@@ -288,16 +302,10 @@ class DriveReader:
         self, folder_id: str, *, since: datetime, limit: int
     ) -> list[ChangedFile]:
         """The folder's files modified at or after `since`, newest first."""
-        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
         q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
-             f" and mimeType != {_quote(FOLDER)} and modifiedTime >= {_quote(stamp)}")
+             f" and mimeType != {_quote(FOLDER)} and modifiedTime >= {_since(since)}")
         return [
-            ChangedFile(
-                id=str(f["id"]), name=str(f.get("name") or ""),
-                mime_type=str(f.get("mimeType") or ""),
-                parents=[str(p) for p in f.get("parents") or []],
-                modified_time=_time(f["modifiedTime"]) if f.get("modifiedTime") else None,
-            )
+            _changed(f, file_id=str(f["id"]))
             for f in await self._list(q, limit=limit, order_by="modifiedTime desc")
         ]
 
@@ -308,15 +316,9 @@ class DriveReader:
         files = []
         for change in changes:
             resource = change.get("file") or {}
-            removed = bool(change.get("removed") or resource.get("trashed"))
-            modified = resource.get("modifiedTime")
-            files.append(ChangedFile(
-                id=str(change.get("fileId") or resource.get("id") or ""),
-                name=str(resource.get("name") or ""),
-                mime_type=str(resource.get("mimeType") or ""),
-                parents=[str(p) for p in resource.get("parents") or []],
-                modified_time=_time(modified) if modified else None,
-                removed=removed,
+            files.append(_changed(
+                resource, file_id=str(change.get("fileId") or resource.get("id") or ""),
+                removed=bool(change.get("removed") or resource.get("trashed")),
             ))
         return FileChanges(page_token=token, files=[f for f in files if f.id])
 

@@ -191,7 +191,7 @@ class WatchPoller(LoopService):
                 log.warning("watch: account %s history expired; resyncing", watched.account.id)
             last_poll = cursor.polled_at if cursor is not None else None
             for watcher in watchers:
-                since = watcher.since if last_poll is None else max(watcher.since, last_poll)
+                since = _resync_since(watcher, last_poll)
                 ids = await source.search_mail_ids(
                     _after(watcher.spec[GMAIL], since),
                     limit=self.settings.google_watch_resync_limit,
@@ -226,7 +226,7 @@ class WatchPoller(LoopService):
             report.resynced += 1
             last_poll = cursor.polled_at if cursor is not None else None
             for watcher in watchers:
-                since = watcher.since if last_poll is None else max(watcher.since, last_poll)
+                since = _resync_since(watcher, last_poll)
                 files = await source.folder_files(
                     watcher.spec[DRIVE], since=since,
                     limit=self.settings.google_watch_resync_limit,
@@ -269,6 +269,11 @@ class WatchPoller(LoopService):
             await mark_disconnected(
                 session, account=account, reason=str(exc), settings=self.settings
             )
+
+
+def _resync_since(watcher: Watcher, last_poll: datetime | None) -> datetime:
+    """Where a resync looks from: the watch's start, or its last poll if later."""
+    return watcher.since if last_poll is None else max(watcher.since, last_poll)
 
 
 def _versions(files: list[ChangedFile]) -> list[str]:

@@ -254,8 +254,7 @@ class SchedulerTick(LoopService):
         if self._held is None or self.clock is not None or self.speedup != 1:
             return self.interval
         async with self._held.use() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
+            driver = await _driver(connection)
             seconds = await driver.fetchval(_NEXT_DUE_SQL)
         if seconds is None:
             return self.interval
@@ -289,8 +288,7 @@ class SchedulerTick(LoopService):
         """On the held connection's asyncpg connection: BEGIN, the due rows (with the
         clock), one statement for the whole batch, COMMIT; no checkout."""
         async with held.use() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
+            driver = await _driver(connection)
             async with driver.transaction():
                 if self.clock is None and self.speedup == 1:
                     due = await driver.fetch(_DUE_NOW_SQL, self.batch_size)
@@ -360,3 +358,9 @@ class SchedulerTick(LoopService):
         """SQLite: every fired instruction's next_run_at, one UPDATE executed per row."""
         await connection.execute(_MOVE_EACH, [{"b_id": m[0], "b_next": m[1]} for m in moves])
 
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one (PostgreSQL only)."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver

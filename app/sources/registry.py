@@ -10,19 +10,12 @@ from app.google.credentials import granted_scopes
 from app.google.scopes import READ_SCOPES
 from app.google.source import GoogleSource
 from app.sources.base import Source
-from app.sources.sample import SAMPLE_DATA_DIR, SampleSource
+from app.sources.sample import SampleSource
 
-# One SampleSource per folder for the process: it only reads, and its cache of parsed
-# messages (checked against each file's size and mtime) then serves every run.
-_samples: dict[Path, SampleSource] = {}
-
-
-def _sample(root: Path | None) -> SampleSource:
-    key = Path(root) if root is not None else SAMPLE_DATA_DIR
-    source = _samples.get(key)
-    if source is None:
-        source = _samples[key] = SampleSource(key)
-    return source
+# One SampleSource per folder for the process (None: the bundled one): it only reads,
+# and its cache of parsed messages (checked against each file's size and mtime) then
+# serves every run.
+_samples: dict[Path | None, SampleSource] = {}
 
 
 def source_for(account: Account, settings: Settings) -> Source | None:
@@ -35,7 +28,10 @@ def source_for(account: Account, settings: Settings) -> Source | None:
     if account.status != "active":
         return None
     if account.kind == "sample":
-        return _sample(settings.sample_data_dir)
+        root = settings.sample_data_dir
+        if root not in _samples:
+            _samples[root] = SampleSource(root)
+        return _samples[root]
     if account.kind == "google":
         if (
             account.refresh_token_encrypted is None
