@@ -8,6 +8,8 @@ transaction has committed and are dropped on rollback.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -79,6 +81,33 @@ class Base(DeclarativeBase):
 
 class IdMixin:
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0x2 << 62
+_KEEP = ~((0xF << 76) | (0x3 << 62))
+
+
+def uuid7s(count: int) -> list[uuid.UUID]:
+    """`count` time-ordered UUIDs (version 7, RFC 9562): 48 bits of Unix milliseconds,
+    then 74 random bits from one read of urandom.
+
+    For the keys of rows written at a high rate (runs): each new key sorts after the
+    keys written before it, so its primary-key entry lands on the index's rightmost
+    page instead of a random one (fewer pages touched and dirtied per insert). The
+    random bits keep keys unguessable; what they reveal is the creation time, which
+    the row shows anyway.
+    """
+    stamp = (time.time_ns() // 1_000_000) << 80
+    data = os.urandom(10 * count)
+    return [
+        uuid.UUID(int=(stamp | int.from_bytes(data[i:i + 10])) & _KEEP | _VERSION_7 | _VARIANT)
+        for i in range(0, 10 * count, 10)
+    ]
+
+
+def uuid7() -> uuid.UUID:
+    return uuid7s(1)[0]
 
 
 class TimestampMixin:

@@ -87,10 +87,12 @@ def _every_hour(hour: str) -> bool:
     return all(field.get_next_value(datetime(2000, 1, 1, h)) == h for h in range(24))
 
 
-def _trigger(spec: dict[str, Any], anchor: datetime) -> BaseTrigger:
+def _trigger(spec: dict[str, Any], anchor: datetime | None) -> BaseTrigger:
     if spec["type"] == "cron":
         return _cron(spec["cron"], spec.get("timezone") or "UTC")
     if spec["type"] == "interval":
+        if anchor is None:
+            raise ValueError("an interval trigger counts from an anchor; none was given")
         return _interval(int(spec["seconds"]), anchor)
     raise ValueError(f"trigger type '{spec['type']}' has no fire times")
 
@@ -249,8 +251,13 @@ def _next_cron_of(trigger: BaseTrigger, expression: str, after: datetime) -> dat
     return None
 
 
-def next_after(spec: dict[str, Any], after: datetime, *, anchor: datetime) -> datetime | None:
+def next_after(
+    spec: dict[str, Any], after: datetime, *, anchor: datetime | None
+) -> datetime | None:
     """The first fire time strictly after `after` (UTC), or None if there is none.
+
+    `anchor` (the instruction's creation) is where an interval trigger counts from;
+    cron fire times do not depend on it.
 
     A watch trigger has no fire times: the watch poller fires it (app/google/watch.py).
     """
@@ -264,7 +271,7 @@ def next_after(spec: dict[str, Any], after: datetime, *, anchor: datetime) -> da
 
 
 def latest_due(
-    spec: dict[str, Any], first_due: datetime, now: datetime, *, anchor: datetime
+    spec: dict[str, Any], first_due: datetime, now: datetime, *, anchor: datetime | None
 ) -> datetime:
     """The newest fire time in [first_due, now]: one catch-up run covers all the missed ones.
 

@@ -8,7 +8,6 @@ changes nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,8 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.core.db import db_now, insert_ignore
+from app.core.db import db_now, insert_ignore, uuid7, uuid7s
 from app.core.pubsub import EVENTS_CHANNEL, publish_event
+from app.instructions.models import Instruction
 from app.runs.models import Run
 
 # PostgreSQL NOTIFY channel that wakes idle workers when a run is queued.
@@ -69,7 +69,7 @@ async def enqueue(
     On PostgreSQL the same transaction notifies idle workers; the notification
     is delivered only if it commits.
     """
-    run_id = uuid.uuid4()
+    run_id = uuid7()
     now = await db_now(session)
     stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"]).values(
         id=run_id, user_id=user_id, instruction_id=instruction_id, reason=reason,
@@ -87,12 +87,6 @@ async def enqueue(
 
 # The columns enqueue_many is given for each run; the rest start as in `enqueue`.
 _GIVEN = ("user_id", "instruction_id", "reason", "scheduled_for", "window_start", "window_end")
-
-
-def new_run_ids(count: int) -> list[uuid.UUID]:
-    """`count` random (version 4) UUIDs, as uuid4 makes them, from one read of urandom."""
-    data = os.urandom(16 * count)
-    return [uuid.UUID(bytes=data[i:i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
 def _runs_from_arrays() -> tuple[list[str], Any]:
@@ -152,7 +146,7 @@ async def enqueue_many(
         return 0
     if now is None:
         now = await db_now(session)
-    ids = new_run_ids(len(rows))
+    ids = uuid7s(len(rows))
     connection = await session.connection()
     stmt = insert_ignore(session, Run, ["instruction_id", "scheduled_for"])
     # RETURNING names the rows that were new (those that met no conflict).
@@ -504,8 +498,22 @@ async def release(*, session: AsyncSession, claim: Claim) -> bool:
 
 
 async def rescue_expired(*, session: AsyncSession, limit: int = 500) -> int:
-    """Re-queue runs whose worker stopped renewing its lease (it died or hung)."""
+    """Re-queue runs whose worker stopped renewing its lease (it died or hung).
+
+    One whose instruction's row is gone is cancelled instead: a worker that claims such
+    a run finds nothing to load and lets its lease run out. (Runs have no foreign key
+    to their instruction, see app/runs/models.py; deleting an instruction deletes its
+    runs, but a run written by a transaction that raced the deletion outlives it.)
+    """
     now = await db_now(session)
+    await session.execute(
+        update(Run)
+        .where(Run.status == "running", Run.lease_expires_at < now,
+               ~exists().where(Instruction.id == Run.instruction_id))
+        .values(status="cancelled", lease_token=None, lease_expires_at=None, worker_id=None,
+                finished_at=now, updated_at=now, error="the instruction was deleted")
+        .execution_options(synchronize_session=False)
+    )
     expired = (
         select(Run.id)
         .where(Run.status == "running", Run.lease_expires_at < now)

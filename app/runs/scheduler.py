@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import Settings
-from app.core.db import after_commit, db_now, transaction
+from app.core.db import after_commit, db_now, transaction, uuid7s
 from app.core.loops import LoopService
 from app.core.pubsub import EVENTS_CHANNEL
 from app.core.runtime import Wakeups
@@ -67,14 +68,23 @@ _DUE = _due(bindparam("now"))
 
 # PostgreSQL: the tick's two statements go to the asyncpg connection itself, as plain
 # SQL with positional parameters: SQLAlchemy's per-row and per-parameter processing
-# cost more Python than the statements cost PostgreSQL. Same statements as _due reads.
-_DUE_COLUMNS = "id, user_id, trigger, next_run_at, created_at, covered_until"
+# cost more Python than the statements cost PostgreSQL. Same rows as _due reads, and
+# only what the fire times need, decoded cheaply: the trigger as text (parsed once per
+# distinct schedule, not once per row), the anchor only where the trigger uses one
+# (interval and date triggers; cron fire times do not depend on it), and the clock as
+# seconds. The run's other columns (user_id, covered_until) come back from the
+# UPDATE of _FIRE_ALL_SQL instead.
+_DUE_COLUMNS = (
+    "id, trigger::text AS trigger, next_run_at,"
+    " CASE WHEN trigger->>'type' = 'cron' THEN NULL ELSE created_at END AS anchor"
+)
 _DUE_WHERE = "status = 'active' AND deleted_at IS NULL"  # ix_instructions_due's predicate
 # The clock is read by the statement that reads the due rows (statement_timestamp() is
 # the real time at the statement's start, one value for every row): no round trip of
 # its own.
 _DUE_NOW_SQL = f"""
-    SELECT {_DUE_COLUMNS}, statement_timestamp() AS db_now FROM instructions
+    SELECT {_DUE_COLUMNS}, extract(epoch FROM statement_timestamp())::float8 AS db_now
+    FROM instructions
     WHERE {_DUE_WHERE} AND next_run_at <= statement_timestamp()
     ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED"""
 # With a test's clock ($2), or a sped-up one.
@@ -82,6 +92,14 @@ _DUE_AT_SQL = f"""
     SELECT {_DUE_COLUMNS} FROM instructions
     WHERE {_DUE_WHERE} AND next_run_at <= $2
     ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED"""
+
+# The tick's transaction does not wait for its commit to reach the disk
+# (synchronous_commit off, for this transaction only). If the server crashes before it
+# does, the tick is lost whole, its runs with the moves of next_run_at, and the next
+# tick after the restart queues the same fire times again: nothing is missed or doubled.
+# Whatever acts on a queued run (a worker's claim) commits synchronously, and the write-
+# ahead log is flushed in order, so a run that was started is durable with its tick.
+_BEGIN = "BEGIN; SET LOCAL synchronous_commit = off"
 
 # How long until the next instruction is due, by the database's clock (NULL: none is):
 # the tick loop sleeps until then when that is sooner than its interval.
@@ -97,28 +115,29 @@ _MOVE_EACH = (
 )
 
 # One statement for a whole batch on PostgreSQL: every fired instruction's new
-# next_run_at (UPDATE ... FROM unnest), its new runs (INSERT ... SELECT FROM unnest,
-# ON CONFLICT DO NOTHING on the unique fire time), and the NOTIFYs that wake idle
-# workers and the event streams when anything was queued. Returns how many runs were
-# new. $1 is the database's clock; then the moves; then one array per run column.
+# next_run_at (UPDATE ... FROM unnest), the runs of those whose fire time is recent
+# enough (INSERT ... SELECT from the UPDATE's RETURNING, which gives each run its
+# instruction's user and covered window; ON CONFLICT DO NOTHING on the unique fire
+# time), and the NOTIFYs that wake idle workers and the event streams when anything was
+# queued. Returns how many runs were new. $1 is the database's clock; then per fired
+# instruction: its id, its new next_run_at, the fire time of its run (NULL: no run) and
+# the run's id.
 _FIRE_ALL_SQL = f"""
     WITH moved AS (
         UPDATE instructions SET next_run_at = moves.next, updated_at = $1
-        FROM unnest($2::uuid[], $3::timestamptz[]) AS moves(id, next)
+        FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::uuid[])
+            AS moves(id, next, fire, run_id)
         WHERE instructions.id = moves.id
-        RETURNING instructions.id
+        RETURNING instructions.id, instructions.user_id, instructions.covered_until,
+            moves.fire, moves.run_id
     ), new_runs AS (
         INSERT INTO runs (id, user_id, instruction_id, reason, scheduled_for,
             window_start, window_end, status, attempt, available_at, interaction_ids,
             input_tokens, output_tokens, thought_tokens, cached_tokens, cost_usd,
             created_at, updated_at)
-        SELECT n.id, n.user_id, n.instruction_id, n.reason, n.scheduled_for,
-            n.window_start, n.window_end, 'queued', 0, $1, '{{}}'::jsonb,
-            0, 0, 0, 0, 0.0, $1, $1
-        FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::varchar[],
-            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
-            AS n(id, user_id, instruction_id, reason, scheduled_for, window_start,
-                 window_end)
+        SELECT run_id, user_id, id, 'schedule', fire, covered_until, fire, 'queued', 0, $1,
+            '{{}}'::jsonb, 0, 0, 0, 0, 0.0, $1, $1
+        FROM moved WHERE fire IS NOT NULL
         ON CONFLICT (instruction_id, scheduled_for) DO NOTHING
         RETURNING runs.id
     ), counted AS (SELECT count(*) AS queued FROM new_runs)
@@ -127,10 +146,6 @@ _FIRE_ALL_SQL = f"""
         CASE WHEN queued > 0 THEN pg_notify('{EVENTS_CHANNEL}', '') END AS events
     FROM counted
 """
-# The run columns of _FIRE_ALL_SQL's arrays after id, in order.
-_FIRE_RUN_COLUMNS = (
-    "user_id", "instruction_id", "reason", "scheduled_for", "window_start", "window_end",
-)
 
 # Schedules whose last answer is kept: bounded, so memory does not grow with the table.
 _FIRE_CACHE_SIZE = 4096
@@ -153,7 +168,7 @@ class FireTimes:
         )
 
     def next_after(
-        self, spec: dict[str, Any], after: datetime, *, anchor: datetime
+        self, spec: dict[str, Any], after: datetime, *, anchor: datetime | None
     ) -> datetime | None:
         if spec.get("type") != "cron":
             return triggers.next_after(spec, after, anchor=anchor)
@@ -276,7 +291,19 @@ class SchedulerTick(LoopService):
             ).all()
             if not due:
                 return 0, False
-            runs, moves = self._fire_batch([row._mapping for row in due], now)
+            runs: list[dict[str, Any]] = []
+            moves: list[tuple[uuid.UUID, datetime | None]] = []
+            for row in due:
+                next_run_at, fire = self._fire(
+                    row.id, row.trigger, row.next_run_at, row.created_at, now
+                )
+                moves.append((row.id, next_run_at))
+                if fire is not None:
+                    runs.append({
+                        "user_id": row.user_id, "instruction_id": row.id,
+                        "reason": "schedule", "scheduled_for": fire,
+                        "window_start": row.covered_until, "window_end": fire,
+                    })
             queued = await queue.enqueue_many(session=session, rows=runs, now=db_time)
             await self._move(connection, moves)
             if queued:
@@ -289,67 +316,71 @@ class SchedulerTick(LoopService):
         clock), one statement for the whole batch, COMMIT; no checkout."""
         async with held.use() as connection:
             driver = await _driver(connection)
-            async with driver.transaction():
-                if self.clock is None and self.speedup == 1:
-                    due = await driver.fetch(_DUE_NOW_SQL, self.batch_size)
-                    if not due:
-                        return 0, False
-                    now = db_time = due[0]["db_now"].astimezone(UTC)
-                else:
-                    db_time = (
-                        None if self.clock is not None
-                        else (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
-                    )
-                    now = self._scaled(self.clock() if self.clock is not None else db_time)
-                    due = await driver.fetch(_DUE_AT_SQL, self.batch_size, now)
-                    if not due:
-                        return 0, False
-                runs, moves = self._fire_batch(due, now)
-                if db_time is None:  # a test's clock stamps nothing (as enqueue_many)
-                    db_time = (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
-                queued = await driver.fetchval(
-                    _FIRE_ALL_SQL, db_time, [m[0] for m in moves], [m[1] for m in moves],
-                    queue.new_run_ids(len(runs)),
-                    *([run[column] for run in runs] for column in _FIRE_RUN_COLUMNS),
-                )
-        return int(queued), len(due) == self.batch_size
+            await driver.execute(_BEGIN)
+            try:
+                queued, count = await self._fire_postgresql(driver)
+            except BaseException:
+                await driver.execute("ROLLBACK")
+                raise
+            await driver.execute("COMMIT")
+        return queued, count == self.batch_size
 
-    def _fire_batch(
-        self, due: Sequence[Mapping[Any, Any]], now: datetime
-    ) -> tuple[list[dict[str, Any]], list[tuple[uuid.UUID, datetime | None]]]:
-        runs: list[dict[str, Any]] = []
-        moves: list[tuple[uuid.UUID, datetime | None]] = []
+    async def _fire_postgresql(self, driver: Any) -> tuple[int, int]:
+        """The batch in the open transaction: (runs queued, instructions due)."""
+        db_time: datetime | None
+        if self.clock is None and self.speedup == 1:
+            due = await driver.fetch(_DUE_NOW_SQL, self.batch_size)
+            if not due:
+                return 0, 0
+            now = db_time = datetime.fromtimestamp(due[0]["db_now"], UTC)
+        else:
+            db_time = (
+                None if self.clock is not None
+                else (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
+            )
+            now = self._scaled(self.clock() if self.clock is not None else db_time)
+            due = await driver.fetch(_DUE_AT_SQL, self.batch_size, now)
+            if not due:
+                return 0, 0
+        if db_time is None:  # a test's clock stamps nothing (as enqueue_many)
+            db_time = (await driver.fetchval("SELECT clock_timestamp()")).astimezone(UTC)
+        specs: dict[str, dict[str, Any]] = {}  # each distinct trigger parsed once
+        ids, nexts, fires = [], [], []
         for row in due:
-            next_run_at, run = self._fire(row, now)
-            moves.append((row["id"], next_run_at))
-            if run is not None:
-                runs.append(run)
-        return runs, moves
+            text = row["trigger"]
+            spec = specs.get(text)
+            if spec is None:
+                spec = specs[text] = json.loads(text)
+            next_run_at, fire = self._fire(row["id"], spec, row["next_run_at"], row["anchor"], now)
+            ids.append(row["id"])
+            nexts.append(next_run_at)
+            fires.append(fire)
+        queued = await driver.fetchval(
+            _FIRE_ALL_SQL, db_time, ids, nexts, fires, uuid7s(len(ids))
+        )
+        return int(queued), len(due)
 
     def _fire(
-        self, row: Mapping[Any, Any], now: datetime
-    ) -> tuple[datetime | None, dict[str, Any] | None]:
-        """The instruction's new next_run_at, and its run unless the fire time is too old."""
-        assert row["next_run_at"] is not None
-        fire = row["next_run_at"]
-        following = self.fire_times.next_after(row["trigger"], fire, anchor=row["created_at"])
+        self, instruction_id: uuid.UUID, spec: dict[str, Any], fire: datetime,
+        anchor: datetime | None, now: datetime,
+    ) -> tuple[datetime | None, datetime | None]:
+        """The instruction's new next_run_at, and the fire time of its run (None when
+        the fire time is too old to run: skipped)."""
+        following = self.fire_times.next_after(spec, fire, anchor=anchor)
         if following is not None and following <= now:
             # Missed several fire times (schedulers down)? One catch-up run for the
             # newest of them covers the whole gap.
-            fire = triggers.latest_due(row["trigger"], fire, now, anchor=row["created_at"])
-            following = self.fire_times.next_after(row["trigger"], fire, anchor=row["created_at"])
+            fire = triggers.latest_due(spec, fire, now, anchor=anchor)
+            following = self.fire_times.next_after(spec, fire, anchor=anchor)
         # next_run_at only ever moves forward, whatever the trigger says.
         next_run_at = following if following is None or following > fire else None
         if now - fire > self.grace:
             log.warning(
                 "instruction %s missed its run at %s by more than the grace period; skipped",
-                row["id"], fire.isoformat(),
+                instruction_id, fire.isoformat(),
             )
             return next_run_at, None
-        return next_run_at, {
-            "user_id": row["user_id"], "instruction_id": row["id"], "reason": "schedule",
-            "scheduled_for": fire, "window_start": row["covered_until"], "window_end": fire,
-        }
+        return next_run_at, fire
 
     @staticmethod
     async def _move(

@@ -241,3 +241,73 @@ async def test_many_runs_in_flight_each_finish_once(runtime: Runtime) -> None:
     assert statuses == ["succeeded"] * 6
     digests = [n for n in await notifications_of(runtime, user.id) if n.kind == "digest"]
     assert sorted(n.run_id for n in digests) == sorted(ids)
+
+
+async def test_deleting_an_instruction_or_its_user_deletes_their_runs(runtime: Runtime) -> None:
+    """Runs have no foreign key to their instruction (migration 0013); the trigger
+    `instructions_delete_runs` keeps what its ON DELETE CASCADE did."""
+    from sqlalchemy import delete, func, select
+
+    from app.users.models import User
+
+    user, _ = await factories.user_with_token(runtime)
+    first = await factories.instruction(runtime, user)
+    second = await factories.instruction(runtime, user)
+    other_user, _ = await factories.user_with_token(runtime)
+    kept = await factories.instruction(runtime, other_user)
+    for instruction in (first, second, kept):
+        await run_now(runtime, instruction)
+        await work_once(make_worker(runtime))  # with its steps (whose key cascades)
+    kept_run = await run_now(runtime, kept)
+
+    async def count(*where: object) -> int:
+        async with transaction(runtime.sessionmaker) as session:
+            return int(await session.scalar(select(func.count()).select_from(Run).where(*where)))
+
+    assert await count(Run.user_id == user.id) == 2
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(Instruction).where(Instruction.id == first.id))
+    assert await count(Run.instruction_id == first.id) == 0
+    assert await count(Run.instruction_id == second.id) == 1
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(User).where(User.id == user.id))
+    assert await count(Run.user_id == user.id) == 0
+    assert await count(Run.user_id == other_user.id) == 2
+    assert (await get_run(runtime, kept_run)).status == "queued"
+
+
+async def test_rescuer_cancels_a_run_whose_instruction_is_gone(runtime: Runtime) -> None:
+    """A run written by a transaction that raced its instruction's deletion outlives it:
+    a worker claims it, finds nothing to load, and the rescuer cancels it once the lease
+    runs out (rather than queueing it again, forever)."""
+    from sqlalchemy import delete, insert
+
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    orphan = await get_run(runtime, run_id)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(Instruction).where(Instruction.id == instruction.id))
+        # The racing writer's run, committed after the deletion's trigger ran.
+        await session.execute(insert(Run).values(
+            id=run_id, user_id=user.id, instruction_id=instruction.id, reason="manual",
+            scheduled_for=orphan.scheduled_for, status="queued", attempt=0,
+            available_at=orphan.available_at, interaction_ids={},
+        ))
+    worker = make_worker(runtime)
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "running"  # claimed, nothing loaded: the lease runs out
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(Run).where(Run.id == run_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    async with transaction(runtime.sessionmaker) as session:
+        assert await queue.rescue_expired(session=session) == 0
+    run = await get_run(runtime, run_id)
+    assert run.status == "cancelled"
+    assert run.error == "the instruction was deleted"
+    assert run.lease_token is None
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "cancelled"

@@ -1,0 +1,30 @@
+"""Time-ordered UUIDs (version 7) for the keys of runs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from app.core.db import uuid7, uuid7s
+
+
+def test_uuid7s_are_version_7_unique_and_carry_the_time() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = uuid7s(1000)
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 1000
+    for value in ids:
+        assert isinstance(value, uuid.UUID)
+        assert value.version == 7
+        assert value.variant == uuid.RFC_4122
+        assert before <= value.int >> 80 <= after
+        # Parsed back from its text, it is the same key.
+        assert uuid.UUID(str(value)) == value
+
+
+def test_uuid7s_made_later_sort_after() -> None:
+    first = uuid7()
+    time.sleep(0.002)
+    later = uuid7s(50)
+    assert all(first < value for value in later)
+    assert sorted([*later, first])[0] == first
