@@ -99,7 +99,14 @@ _DUE_AT_SQL = f"""
 # tick after the restart queues the same fire times again: nothing is missed or doubled.
 # Whatever acts on a queued run (a worker's claim) commits synchronously, and the write-
 # ahead log is flushed in order, so a run that was started is durable with its tick.
-_BEGIN = "BEGIN; SET LOCAL synchronous_commit = off"
+#
+# The due rows are read by an index scan of ix_instructions_due in its order, never by a
+# bitmap scan (which the planner prefers when it expects few rows): each fire leaves the
+# entry of the old next_run_at dead at the left edge of the index until a vacuum, and
+# only a plain index scan marks such entries dead for the scans after it (a bitmap scan
+# visits them all again on every tick: measured 2.0 ms against 0.4 ms for 100 due rows
+# after 140 ticks).
+_BEGIN = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_bitmapscan = off"
 
 # How long until the next instruction is due, by the database's clock (NULL: none is):
 # the tick loop sleeps until then when that is sooner than its interval.
