@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 import uuid
 
@@ -18,8 +20,13 @@ def test_uuid7s_are_version_7_unique_and_carry_the_time() -> None:
         assert value.version == 7
         assert value.variant == uuid.RFC_4122
         assert before <= value.int >> 80 <= after
-        # Parsed back from its text, it is the same key.
-        assert uuid.UUID(str(value)) == value
+        # Parsed back from its text or bytes, it is the same key, as a dict key too; it
+        # copies and pickles as a UUID made by the constructor does.
+        parsed = uuid.UUID(str(value))
+        assert parsed == value and uuid.UUID(bytes=value.bytes) == value
+        assert {parsed: 1}[value] == 1
+        assert pickle.loads(pickle.dumps(value)) == value == copy.deepcopy(value)
+        assert value.is_safe is uuid.SafeUUID.unknown
 
 
 def test_uuid7s_made_later_sort_after() -> None:
