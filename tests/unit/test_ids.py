@@ -23,7 +23,8 @@ def test_uuid7s_are_version_7_unique_and_carry_the_time() -> None:
         # Parsed back from its text or bytes, it is the same key, as a dict key too; it
         # copies and pickles as a UUID made by the constructor does.
         parsed = uuid.UUID(str(value))
-        assert parsed == value and uuid.UUID(bytes=value.bytes) == value
+        assert parsed == value
+        assert uuid.UUID(bytes=value.bytes) == value
         assert {parsed: 1}[value] == 1
         assert pickle.loads(pickle.dumps(value)) == value == copy.deepcopy(value)
         assert value.is_safe is uuid.SafeUUID.unknown
