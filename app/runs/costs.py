@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
@@ -33,22 +34,39 @@ def _start_of_day(user: User, now: datetime) -> datetime:
     return datetime.combine(now.astimezone(zone).date(), time(), zone)
 
 
-async def spent_today(*, session: AsyncSession, user: User) -> float:
-    """USD the user's runs and other model turns (drafting) have cost since midnight in
-    the user's time zone."""
-    since = _start_of_day(user, utcnow())
-    runs = await session.scalar(
+def _spent_since(user: User, now: datetime) -> Any:
+    """What the user's runs and other model turns (drafting) have cost since midnight in
+    the user's time zone: one scalar expression (two subqueries)."""
+    since = _start_of_day(user, now)
+    runs = (
         select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
             Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
             Run.finished_at >= since,
-        )
+        ).scalar_subquery()
     )
-    calls = await session.scalar(
+    calls = (
         select(func.coalesce(func.sum(ModelCall.cost_usd), 0.0)).where(
             ModelCall.user_id == user.id, ModelCall.created_at >= since
-        )
+        ).scalar_subquery()
     )
-    return float(runs or 0.0) + float(calls or 0.0)
+    return runs + calls
+
+
+async def spent_today(*, session: AsyncSession, user: User) -> float:
+    """USD the user's runs and other model turns (drafting) have cost since midnight in
+    the user's time zone."""
+    return float(await session.scalar(select(_spent_since(user, utcnow()))) or 0.0)
+
+
+async def spent_today_by_user(
+    *, session: AsyncSession, users: Sequence[User]
+) -> dict[uuid.UUID, float]:
+    """`spent_today` of several users, in one statement."""
+    if not users:
+        return {}
+    now = utcnow()
+    row = (await session.execute(select(*(_spent_since(user, now) for user in users)))).one()
+    return {user.id: float(value or 0.0) for user, value in zip(users, row, strict=True)}
 
 
 async def ensure_under_cap(
@@ -95,8 +113,9 @@ async def record_model_call(
     return call
 
 
-async def typical_cost(*, session: AsyncSession, instruction_id: uuid.UUID) -> float:
-    """The average cost of the instruction's last five runs that reached the model."""
+def _typical(instruction_id: uuid.UUID) -> Any:
+    """The average cost of the instruction's last five runs that reached the model, as a
+    scalar expression."""
     recent = (
         select(Run.cost_usd)
         .where(Run.instruction_id == instruction_id, Run.status == "succeeded")
@@ -104,8 +123,18 @@ async def typical_cost(*, session: AsyncSession, instruction_id: uuid.UUID) -> f
         .limit(5)
         .subquery()
     )
-    average = await session.scalar(select(func.avg(recent.c.cost_usd)))
-    return float(average or 0.0)
+    return select(func.coalesce(func.avg(recent.c.cost_usd), 0.0)).scalar_subquery()
+
+
+async def typical_costs(
+    *, session: AsyncSession, instruction_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, float]:
+    """The average cost of each instruction's last five runs that reached the model, in
+    one statement."""
+    if not instruction_ids:
+        return {}
+    row = (await session.execute(select(*(_typical(i) for i in instruction_ids)))).one()
+    return {i: float(value or 0.0) for i, value in zip(instruction_ids, row, strict=True)}
 
 
 class UsageTotals(BaseModel):

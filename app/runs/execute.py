@@ -300,8 +300,8 @@ class RunExecutor:
             ctx = _Context(run, instruction, user, list(accounts[user.id].values()))
             if run.agent_state:
                 await _load_resume(session, ctx, run.agent_state)
-            ctx.over_cap = await self._over_cost_cap(session, ctx)
             contexts.append(ctx)
+        await self._check_cost_caps(session, [ctx for ctx in contexts if ctx is not None])
         return contexts
 
     async def _run_agent(self, claim: queue.Claim, ctx: _Context) -> AgentOutcome:
@@ -348,23 +348,33 @@ class RunExecutor:
             resume=ctx.resume, notify=alerter,
         )
 
-    async def _over_cost_cap(self, session: AsyncSession, ctx: _Context) -> str | None:
-        """Why this run would pass the user's daily cost cap, or None if it would not.
+    async def _check_cost_caps(self, session: AsyncSession, contexts: list[_Context]) -> None:
+        """Mark the runs that would pass their user's daily cost cap (`over_cap`).
 
-        The run's cost is estimated from the instruction's recent runs. A model the
-        price table does not list (the offline model) costs nothing: no check.
+        A run's cost is estimated from its instruction's recent runs. The runs loaded
+        together are checked together, in two statements whatever their number, and in
+        claim order: each run let through counts its estimate against its user's cap,
+        so runs of one user that start together cannot pass the cap together. A model
+        the price table does not list (the offline model) costs nothing: no check.
         """
-        if price_for(self.llm.name, self.settings.gemini_prices) is None:
-            return None
-        cap = ctx.user.daily_cost_cap_usd
-        spent = await costs.spent_today(session=session, user=ctx.user)
-        estimate = await costs.typical_cost(session=session, instruction_id=ctx.instruction.id)
-        if spent + estimate <= cap:
-            return None
-        return (
-            f"the daily cost cap of ${cap:.2f} would be passed: ${spent:.4f} spent today, "
-            f"a run of this instruction costs about ${estimate:.4f}"
+        if not contexts or price_for(self.llm.name, self.settings.gemini_prices) is None:
+            return
+        users = list({ctx.user.id: ctx.user for ctx in contexts}.values())
+        spent = await costs.spent_today_by_user(session=session, users=users)
+        estimates = await costs.typical_costs(
+            session=session, instruction_ids=list({ctx.instruction.id for ctx in contexts})
         )
+        for ctx in contexts:
+            cap = ctx.user.daily_cost_cap_usd
+            so_far, estimate = spent[ctx.user.id], estimates[ctx.instruction.id]
+            if so_far + estimate <= cap:
+                spent[ctx.user.id] = so_far + estimate
+                continue
+            ctx.over_cap = (
+                f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "
+                f"today or held by runs starting now, a run of this instruction costs "
+                f"about ${estimate:.4f}"
+            )
 
     async def _skip_for_cost(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
         now = utcnow()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from app.agent.pricing import ModelPrice
 from app.core.db import transaction
@@ -53,6 +54,54 @@ async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     await work_once(worker)
     assert (await get_run(runtime, allowed)).status in ("succeeded", "skipped")
     assert (await get_run(runtime, allowed)).error != run.error
+
+
+async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
+    runtime: Runtime,
+) -> None:
+    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
+    user, _ = await factories.user_with_token(runtime)
+    morning = await factories.instruction(runtime, user)
+    evening = await factories.instruction(runtime, user, title="Evening")
+    worker = make_worker(runtime)
+    for instruction in (morning, evening):
+        done = await run_now(runtime, instruction)
+        await work_once(worker)
+        await _cost(runtime, done, 0.30)
+    # 0.60 spent of the 1.00 cap; each instruction's run costs about 0.30. Alone, either
+    # run fits; claimed in one batch, the first counts against the cap for the second.
+    both = [await run_now(runtime, morning), await run_now(runtime, evening)]
+    assert await work_once(worker) == 2
+    runs = [await get_run(runtime, run_id) for run_id in both]
+    capped = [run for run in runs if "daily cost cap" in (run.error or "")]
+    # The other ran its agent (skipped too, as a run with nothing new, or succeeded).
+    assert len(capped) == 1
+    assert capped[0].status == "skipped"
+    assert "$0.9000 spent today or held by runs starting now" in (capped[0].error or "")
+
+
+async def test_the_cap_check_of_a_batch_is_two_statements_whatever_its_size(
+    runtime: Runtime,
+) -> None:
+    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
+    queued = []
+    for _ in range(4):
+        user, _headers = await factories.user_with_token(runtime)
+        queued.append(await run_now(runtime, await factories.instruction(runtime, user)))
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await work_once(make_worker(runtime)) == 4
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    assert [(await get_run(runtime, run_id)).status for run_id in queued] == ["succeeded"] * 4
+    # One statement for the four users' spend, one for the four instructions' estimates.
+    assert sum("model_calls" in statement for statement in statements) == 1
+    assert sum("avg(" in statement.lower() for statement in statements) == 1
 
 
 async def test_usage_by_day_and_instruction(
