@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event, update
 
 from app.agent.pricing import ModelPrice
@@ -23,11 +24,18 @@ async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
         await session.execute(update(Run).where(Run.id == run_id).values(cost_usd=usd))
 
 
-async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
-    runtime: Runtime,
-) -> None:
-    # Price the offline model, as if it were a paid one: a free model is never capped.
+@pytest.fixture
+def priced(runtime: Runtime) -> Runtime:
+    """The runtime with the offline model priced as if it were a paid one: a free model
+    is never capped."""
     runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
+    return runtime
+
+
+async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
+    priced: Runtime,
+) -> None:
+    runtime = priced
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
     worker = make_worker(runtime)
@@ -57,9 +65,9 @@ async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
 
 
 async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
-    runtime: Runtime,
+    priced: Runtime,
 ) -> None:
-    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
+    runtime = priced
     user, _ = await factories.user_with_token(runtime)
     morning = await factories.instruction(runtime, user)
     evening = await factories.instruction(runtime, user, title="Evening")
@@ -81,9 +89,9 @@ async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
 
 
 async def test_the_cap_check_of_a_batch_is_two_statements_whatever_its_size(
-    runtime: Runtime,
+    priced: Runtime,
 ) -> None:
-    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=1.0, output=1.0)
+    runtime = priced
     queued = []
     for _ in range(4):
         user, _headers = await factories.user_with_token(runtime)
