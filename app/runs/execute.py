@@ -301,7 +301,12 @@ class RunExecutor:
             if run.agent_state:
                 await _load_resume(session, ctx, run.agent_state)
             contexts.append(ctx)
-        await self._check_cost_caps(session, [ctx for ctx in contexts if ctx is not None])
+        # A run that stops before its agent (its instruction deleted, its question still
+        # open) spends nothing and holds nothing against the cap.
+        await self._check_cost_caps(session, [
+            ctx for ctx in contexts
+            if ctx is not None and not ctx.still_waiting and ctx.instruction.deleted_at is None
+        ])
         return contexts
 
     async def _run_agent(self, claim: queue.Claim, ctx: _Context) -> AgentOutcome:
