@@ -69,6 +69,25 @@ async def spent_today_by_user(
     return {user.id: float(value or 0.0) for user, value in zip(users, row, strict=True)}
 
 
+async def runs_at_work(
+    *, session: AsyncSession, user_ids: Sequence[uuid.UUID], besides: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """For each of these users, the instructions of their runs at work (running, on any
+    worker) other than the runs `besides`, in one statement: what those runs will cost
+    is not spent yet, but it will be."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(Run.user_id, Run.instruction_id).where(
+            Run.status == "running", Run.user_id.in_(user_ids), Run.id.not_in(besides),
+        )
+    )
+    found: dict[uuid.UUID, list[uuid.UUID]] = {user_id: [] for user_id in user_ids}
+    for user_id, instruction_id in rows:
+        found[user_id].append(instruction_id)
+    return found
+
+
 async def ensure_under_cap(
     *, session: AsyncSession, user: User, model: str, prices: Mapping[str, ModelPrice]
 ) -> None:

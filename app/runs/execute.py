@@ -356,19 +356,28 @@ class RunExecutor:
     async def _check_cost_caps(self, session: AsyncSession, contexts: list[_Context]) -> None:
         """Mark the runs that would pass their user's daily cost cap (`over_cap`).
 
-        A run's cost is estimated from its instruction's recent runs. The runs loaded
-        together are checked together, in two statements whatever their number, and in
-        claim order: each run let through counts its estimate against its user's cap,
-        so runs of one user that start together cannot pass the cap together. A model
-        the price table does not list (the offline model) costs nothing: no check.
+        A run's cost is estimated from its instruction's recent runs. What counts against
+        the cap is today's spend, the estimates of the user's runs still at work (on
+        this worker or another), and, in claim order, the estimate of each run of this
+        batch let through: runs of one user that start together, or while others run,
+        cannot pass the cap together. The runs loaded together are checked together, in
+        three statements whatever their number. A model the price table does not list
+        (the offline model) costs nothing: no check.
         """
         if not contexts or price_for(self.llm.name, self.settings.gemini_prices) is None:
             return
         users = list({ctx.user.id: ctx.user for ctx in contexts}.values())
         spent = await costs.spent_today_by_user(session=session, users=users)
-        estimates = await costs.typical_costs(
-            session=session, instruction_ids=list({ctx.instruction.id for ctx in contexts})
+        at_work = await costs.runs_at_work(
+            session=session, user_ids=[user.id for user in users],
+            besides=[ctx.run.id for ctx in contexts],
         )
+        estimates = await costs.typical_costs(session=session, instruction_ids=list(
+            {ctx.instruction.id for ctx in contexts}
+            | {i for instructions in at_work.values() for i in instructions}
+        ))
+        for user_id, instructions in at_work.items():
+            spent[user_id] += sum(estimates[i] for i in instructions)
         for ctx in contexts:
             cap = ctx.user.daily_cost_cap_usd
             so_far, estimate = spent[ctx.user.id], estimates[ctx.instruction.id]
@@ -377,7 +386,7 @@ class RunExecutor:
                 continue
             ctx.over_cap = (
                 f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "
-                f"today or held by runs starting now, a run of this instruction costs "
+                f"today or held by runs at work, a run of this instruction costs "
                 f"about ${estimate:.4f}"
             )
 

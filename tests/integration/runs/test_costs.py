@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import event, update
 
 from app.agent.pricing import ModelPrice
-from app.core.db import transaction
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.runs import queue
 from app.runs.models import Run
 from app.users.models import User
 from tests import factories
@@ -85,10 +86,46 @@ async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
     # The other ran its agent (skipped too, as a run with nothing new, or succeeded).
     assert len(capped) == 1
     assert capped[0].status == "skipped"
-    assert "$0.9000 spent today or held by runs starting now" in (capped[0].error or "")
+    assert "$0.9000 spent today or held by runs at work" in (capped[0].error or "")
 
 
-async def test_the_cap_check_of_a_batch_is_two_statements_whatever_its_size(
+async def test_a_run_at_work_on_another_worker_holds_its_estimate_against_the_cap(
+    priced: Runtime,
+) -> None:
+    runtime = priced
+    user, _ = await factories.user_with_token(runtime)
+    morning = await factories.instruction(runtime, user)
+    evening = await factories.instruction(runtime, user, title="Evening")
+    worker = make_worker(runtime)
+    for instruction in (morning, evening):
+        done = await run_now(runtime, instruction)
+        await work_once(worker)
+        await _cost(runtime, done, 0.30)
+    # 0.60 spent of the 1.00 cap. Another worker has started a run of `morning` (about
+    # 0.30, not spent yet); a run of `evening` (about 0.30) would pass the cap with it.
+    elsewhere = await run_now(runtime, morning)
+    async with transaction(runtime.sessionmaker) as session:
+        taken = await queue.claim(session=session, worker_id="elsewhere", limit=1,
+                                  lease_seconds=60)
+    assert [claim.run_id for claim in taken] == [elsewhere]
+    capped = await run_now(runtime, evening)
+    assert await work_once(worker) == 1
+    run = await get_run(runtime, capped)
+    assert run.status == "skipped"
+    assert "$0.9000 spent today or held by runs at work" in (run.error or "")
+
+    # Once that run has finished, for less than its estimate, 0.65 is spent: 0.95 with a
+    # run of `evening` fits.
+    async with transaction(runtime.sessionmaker) as session:
+        assert await queue.finish(session=session, claim=taken[0], status="succeeded",
+                                  finished_at=utcnow(), agent_state=None)
+    await _cost(runtime, elsewhere, 0.05)
+    allowed = await run_now(runtime, evening)
+    await work_once(worker)
+    assert "daily cost cap" not in ((await get_run(runtime, allowed)).error or "")
+
+
+async def test_the_cap_check_of_a_batch_is_three_statements_whatever_its_size(
     priced: Runtime,
 ) -> None:
     runtime = priced
@@ -107,8 +144,11 @@ async def test_the_cap_check_of_a_batch_is_two_statements_whatever_its_size(
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", seen)
     assert [(await get_run(runtime, run_id)).status for run_id in queued] == ["succeeded"] * 4
-    # One statement for the four users' spend, one for the four instructions' estimates.
+    # One statement for the four users' spend, one for their runs at work, one for the
+    # estimates of the instructions of both.
     assert sum("model_calls" in statement for statement in statements) == 1
+    assert sum("runs.status = " in statement and "runs.id NOT IN" in statement
+               for statement in statements) == 1
     assert sum("avg(" in statement.lower() for statement in statements) == 1
 
 
