@@ -162,18 +162,22 @@ class DeliverySender(LoopService):
                 )
                 jobs = await repository.load_many(session=session, claims=claims)
         else:
-            async with self._held.use() as connection:
-                # The claim commits on its own; what the deliveries need is read after it
-                # (if that read fails, the claims are due again when their lease runs out).
-                claims = await repository.claim(
-                    session=connection, channels=self.channels, limit=room,
-                    lease_seconds=self.settings.delivery_claim_seconds,
-                )
-                jobs = {}
-                if claims:
-                    async with AsyncSession(bind=connection, autoflush=False,
-                                            expire_on_commit=False) as session:
-                        jobs = await repository.load_many(session=session, claims=claims)
+            claims = []
+            try:
+                async with self._held.use() as connection:
+                    # The claim commits on its own; what the deliveries need is read after it.
+                    claims = await repository.claim(
+                        session=connection, channels=self.channels, limit=room,
+                        lease_seconds=self.settings.delivery_claim_seconds,
+                    )
+                    jobs = {}
+                    if claims:
+                        async with AsyncSession(bind=connection, autoflush=False,
+                                                expire_on_commit=False) as session:
+                            jobs = await repository.load_many(session=session, claims=claims)
+            except Exception:
+                await self._give_back_unread(claims)
+                raise
         self._backlog = len(claims) == room
         now = time.monotonic()
         for claimed in claims:
@@ -184,6 +188,21 @@ class DeliverySender(LoopService):
             self.held[claimed.id] = task
             task.add_done_callback(functools.partial(self._done, claimed))
         return claims
+
+    async def _give_back_unread(self, claims: list[Claimed]) -> None:
+        """The read after a claim failed: give the claims back (due again at once, the
+        attempt not counted), rather than leave them until their lease runs out. If that
+        fails too, the lease is the fallback."""
+        if not claims:
+            return
+        try:
+            async with transaction(self.runtime.sessionmaker) as session:
+                released = await repository.release_many(session=session, claims=claims)
+        except Exception:
+            log.exception("could not give back %d claimed deliveries; due again when their "
+                          "claim runs out", len(claims))
+            return
+        log.warning("reading %d claimed deliveries failed; gave back %d", len(claims), released)
 
     def _room_for_more(self) -> bool:
         """Room for half a batch: worth a claim (small claims would cost as much each)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import event, update
 
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
@@ -174,3 +176,39 @@ async def test_a_stopping_sender_finishes_what_it_sends_and_gives_back_the_rest(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_claims_whose_read_failed_are_given_back_at_once(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """The database fails the read of what the claimed deliveries need (on PostgreSQL
+    it comes after the claim has committed): they are due again at once, the attempt
+    not counted, and the next claim sends them."""
+    user, _ = await factories.user_with_token(runtime)
+    _webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    ids = [await add_digest(runtime, user, channels=("webhook",)) for _ in range(2)]
+    failures: list[str] = []
+
+    def fail_the_read(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM notifications JOIN users" in statement and not failures:
+            failures.append(statement)
+            raise RuntimeError("the database went away")
+
+    sender = DeliverySender(runtime=runtime)
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", fail_the_read)
+    try:
+        with pytest.raises(Exception, match="the database went away"):
+            await sender.run_once()
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", fail_the_read)
+    assert failures
+    assert not sender.held
+    rows = [await delivery(runtime, i, "webhook") for i in ids]
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 2
+    assert all(r.next_attempt_at <= utcnow() for r in rows)
+
+    assert await sender.run_once() == 2
+    await sender.on_stop()
+    rows = [await delivery(runtime, i, "webhook") for i in ids]
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2
+    assert receiver.processed == 2
