@@ -45,6 +45,26 @@ async def create_login_link(
     return link, f"{public_url}{LINK_PATH}?token={token}"
 
 
+_LINK_UNUSABLE = (
+    "this sign-in link is unknown, already used or expired: ask for a new one with "
+    "`pilotlight login-link EMAIL`"
+)
+
+
+async def login_link_user(*, session: AsyncSession, token: str) -> User:
+    """Whom a link would sign in, without using it (the page that asks first)."""
+    user_id = await session.scalar(
+        select(LoginLink.user_id).where(
+            LoginLink.token_hash == hash_token(token), LoginLink.used_at.is_(None),
+            LoginLink.expires_at > utcnow(),
+        )
+    )
+    user = None if user_id is None else await session.get(User, user_id)
+    if user is None:
+        raise LoginLinkInvalid(_LINK_UNUSABLE)
+    return user
+
+
 async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
     """Use a link once: the first caller gets its user, every later one LoginLinkInvalid."""
     now = utcnow()
@@ -58,10 +78,7 @@ async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
     )
     user_id = result.scalar_one_or_none()
     if user_id is None:
-        raise LoginLinkInvalid(
-            "this sign-in link is unknown, already used or expired: ask for a new one with "
-            "`pilotlight login-link EMAIL`"
-        )
+        raise LoginLinkInvalid(_LINK_UNUSABLE)
     user = await session.get(User, user_id)
     if user is None:
         raise LoginLinkInvalid("the user of this sign-in link no longer exists")

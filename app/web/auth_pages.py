@@ -4,8 +4,9 @@ scripts."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -26,8 +27,15 @@ router = APIRouter(include_in_schema=False)
 
 
 def _local_path(next_url: str | None) -> str:
-    """Only a path on this site: never an open redirect to another."""
-    if next_url and next_url.startswith("/") and not next_url.startswith(("//", "/\\")):
+    """Only a path on this site: never an open redirect to another. Browsers drop tabs and
+    line breaks from a URL and read a backslash as a slash, so "/\t/evil.example" would
+    become "//evil.example": a path with any of them, or any other control character or
+    space, is refused."""
+    if (
+        next_url and next_url.startswith("/") and not next_url.startswith("//")
+        and "\\" not in next_url
+        and all(ch.isprintable() and not ch.isspace() for ch in next_url)
+    ):
         return next_url
     return "/"
 
@@ -44,18 +52,73 @@ async def login(
     )
 
 
+def _login_problem(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
+    """The sign-in page, saying what went wrong."""
+    return page(request, "login.html", None, status_code=exc.status_code, next="/",
+                local=False, google_configured=bool(runtime.settings.google_client_id),
+                problem=exc.detail)
+
+
 @router.get("/login/link", response_model=None)
-async def redeem_link(
+async def open_link(
     request: Request, session: SessionDep, runtime: RuntimeDep,
     token: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    """A one-time link asks first, naming the account, and is used by the button (a POST):
+    a link scanner that opens it uses nothing, and a link someone else sends signs nobody
+    in without a click that says as whom."""
+    try:
+        user = await auth.login_link_user(session=session, token=token)
+    except LoginLinkInvalid as exc:
+        return _login_problem(request, runtime, exc)
+    signed_in_as = None
+    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    if cookie:
+        found = await auth.resolve_session(
+            session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds
+        )
+        if found is not None and found[1].id != user.id:
+            signed_in_as = found[1].email
+    response = page(request, "login_link.html", None, token=token, email=user.email,
+                    signed_in_as=signed_in_as)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class LinkPostRefused(DomainError):
+    """A sign-in link's button was pressed on another site's page."""
+
+    status_code = 403
+
+
+def _same_site_post(request: Request, runtime: Runtime) -> bool:
+    """The POST comes from this site's own page (or from no browser at all): the browser's
+    Sec-Fetch-Site says so, or else its Origin is this site's."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    ours = {f"{request.url.scheme}://{request.url.netloc}"}
+    public = urlsplit(runtime.settings.effective_public_url)
+    ours.add(f"{public.scheme}://{public.netloc}")
+    return origin in ours
+
+
+@router.post("/login/link", response_model=None)
+async def redeem_link(
+    request: Request, session: SessionDep, runtime: RuntimeDep,
+    token: Annotated[str, Form(max_length=200)] = "",
 ) -> RedirectResponse | HTMLResponse:
-    """Open a one-time link: it signs this browser in and can never be used again."""
+    """Use a one-time link: it signs this browser in and can never be used again."""
+    if not _same_site_post(request, runtime):
+        return _login_problem(request, runtime, LinkPostRefused(
+            "this sign-in was sent from another site's page: open the link itself"))
     try:
         user = await auth.redeem_login_link(session=session, token=token)
     except LoginLinkInvalid as exc:
-        return page(request, "login.html", None, status_code=401, next="/", local=False,
-                    google_configured=bool(runtime.settings.google_client_id),
-                    problem=exc.detail)
+        return _login_problem(request, runtime, exc)
     _row, cookie = await auth.start_session(
         session=session, user=user, method="link",
         ttl_seconds=runtime.settings.web_session_ttl_seconds,
@@ -66,9 +129,7 @@ async def redeem_link(
 
 
 def _refused(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
-    response = page(request, "login.html", None, status_code=exc.status_code, next="/",
-                    local=False, google_configured=bool(runtime.settings.google_client_id),
-                    problem=exc.detail)
+    response = _login_problem(request, runtime, exc)
     response.delete_cookie(sign_in.STATE_COOKIE, path=sign_in.CALLBACK_PATH)
     return response
 

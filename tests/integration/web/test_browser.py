@@ -110,6 +110,7 @@ async def assert_accessible_basics(page: Page) -> None:
 async def signed_in(runtime: Runtime, context: BrowserContext, user: Any) -> Page:
     page = await context.new_page()
     await page.goto(await login_link(runtime, user))
+    await page.get_by_role("button", name=f"Sign in as {user.email}").click()
     await expect(page.get_by_role("heading", name="Instructions", level=1)).to_be_visible()
     return page
 

@@ -10,7 +10,14 @@ from app.core.runtime import Runtime
 from app.users import service as users
 from tests import factories
 from tests.integration.processes import command, pilotlight_env
-from tests.integration.web.helpers import browser, csrf_of, login_link, sign_in
+from tests.integration.web.helpers import (
+    BASE,
+    browser,
+    csrf_of,
+    login_link,
+    open_link,
+    sign_in,
+)
 
 
 async def _local_user(runtime: Runtime) -> None:
@@ -56,13 +63,21 @@ async def test_no_automatic_sign_in_outside_the_embedded_loopback_case(runtime: 
         assert (await client.get("/")).status_code == 303
 
 
-async def test_a_login_link_works_once(runtime: Runtime) -> None:
+async def test_a_login_link_asks_first_then_works_once(runtime: Runtime) -> None:
     user, _headers = await factories.user_with_token(runtime)
     url = await login_link(runtime, user)
     path = url.removeprefix(runtime.settings.effective_public_url)
     assert path.startswith("/login/link?token=")
     async with browser(runtime) as client:
-        first = await client.get(path)
+        # Opening the link (a person, or a mail scanner) signs nobody in and uses nothing.
+        for _ in range(2):
+            asked = await client.get(path)
+            assert asked.status_code == 200
+            assert f"Sign in as {user.email}" in asked.text
+            assert "set-cookie" not in asked.headers
+            assert asked.headers["cache-control"] == "no-store"
+        assert (await client.get("/")).status_code == 303
+        first = await open_link(client, path)
         assert first.status_code == 303
         assert first.headers["location"] == "/"
         cookie = first.headers["set-cookie"]
@@ -70,20 +85,53 @@ async def test_a_login_link_works_once(runtime: Runtime) -> None:
         assert "samesite=lax" in cookie.lower()
         assert (await client.get("/")).status_code == 200
     async with browser(runtime) as other:
-        second = await other.get(path)
-        assert second.status_code == 401
-        assert "already used or expired" in second.text
-        assert "set-cookie" not in second.headers
+        for second in (await other.get(path), await open_link(other, path)):
+            assert second.status_code == 401
+            assert "already used or expired" in second.text
+            assert "set-cookie" not in second.headers
         assert (await other.get("/")).status_code == 303
+
+
+async def test_a_login_link_pressed_from_another_site_signs_nobody_in(
+    runtime: Runtime
+) -> None:
+    """Login CSRF: someone's own link, submitted by their page in another's browser."""
+    someone, _headers = await factories.user_with_token(runtime, "mallory@example.com")
+    victim, _headers = await factories.user_with_token(runtime, "ada@example.com")
+    url = await login_link(runtime, someone)
+    token = url.split("token=", 1)[1]
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, victim)
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Origin": "https://evil.example"}):
+            refused = await client.post("/login/link", data={"token": token}, headers=headers)
+            assert refused.status_code == 403, headers
+            assert "another site" in refused.text
+            assert "set-cookie" not in refused.headers
+        # Still the victim's own session; the link was not used up.
+        assert "ada@example.com" in (await client.get("/settings")).text
+        # Opening it asks first, and says whose session it would replace.
+        asked = await client.get(url.removeprefix(runtime.settings.effective_public_url))
+        assert "Sign in as mallory@example.com" in asked.text
+        assert "signed in as ada@example.com" in asked.text
+    async with browser(runtime) as own:
+        # Its owner's browser, posting from the site's own page (or without a browser's
+        # headers at all, as a script would), uses it.
+        used = await own.post("/login/link", data={"token": token},
+                              headers={"Origin": BASE})
+        assert used.status_code == 303
 
 
 async def test_an_expired_or_unknown_login_link_signs_nobody_in(runtime: Runtime) -> None:
     user, _headers = await factories.user_with_token(runtime)
     expired = await login_link(runtime, user, ttl_seconds=-1)
     async with browser(runtime) as client:
-        response = await client.get(expired.removeprefix(runtime.settings.effective_public_url))
-        assert response.status_code == 401
+        path = expired.removeprefix(runtime.settings.effective_public_url)
+        assert (await client.get(path)).status_code == 401
+        assert (await open_link(client, path)).status_code == 401
         assert (await client.get("/login/link?token=not-a-token")).status_code == 401
+        refused = await client.post("/login/link", data={"token": "not-a-token"})
+        assert refused.status_code == 401
         assert (await client.get("/")).status_code == 303
 
 
@@ -93,9 +141,25 @@ async def test_the_cookie_is_secure_when_the_public_url_is_https(runtime: Runtim
     url = await login_link(runtime, user)
     assert url.startswith("https://pilot.example.com/login/link?token=")
     async with browser(runtime, base_url="https://pilot.example.com") as client:
-        response = await client.get(url)
+        response = await open_link(client, url)
         assert response.status_code == 303
         assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_the_login_page_links_only_to_paths_on_this_site(runtime: Runtime) -> None:
+    """Browsers drop tabs and line breaks from URLs and read a backslash as a slash:
+    "/<tab>/evil.example" would be "//evil.example", another site."""
+    await _local_user(runtime)
+    async with browser(runtime, embedded=True) as client:
+        for unsafe in ("/\t/evil.example", "/\n/evil.example", "/\\evil.example",
+                       "/a\\..\\\\evil.example", "//evil.example", "https://evil.example",
+                       "/ /evil.example", "/\u2028/evil.example"):
+            page = await client.get("/login", params={"next": unsafe})
+            assert page.status_code == 200
+            assert 'href="/"' in page.text, unsafe
+            assert "evil.example" not in page.text, unsafe
+        page = await client.get("/login", params={"next": "/runs?status=failed"})
+        assert 'href="/runs?status=failed"' in page.text
 
 
 async def test_signing_out_ends_the_session(runtime: Runtime) -> None:
@@ -134,10 +198,10 @@ async def test_the_login_link_command_prints_a_working_single_use_link(
     assert "one use" in printed.stderr
     site = "https://pilot.example.com"
     async with browser(runtime, base_url=site) as client:
-        assert (await client.get(url)).status_code == 303
+        assert (await open_link(client, url)).status_code == 303
         assert (await client.get("/")).status_code == 200
     async with browser(runtime, base_url=site) as again:
-        assert (await again.get(url)).status_code == 401
+        assert (await open_link(again, url)).status_code == 401
     nobody = subprocess.run(command("login-link", "nobody@example.com"), env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 2
