@@ -148,8 +148,13 @@ async def update(
         instruction.channels = {"kinds": sorted(set(data.channels))}
     now = utcnow()
     if data.trigger is not None:
-        instruction.trigger = await _trigger_spec(session, data.trigger, user)
-        schedule_next(instruction, now=now)
+        trigger = await _trigger_spec(session, data.trigger, user)
+        # Only a different trigger is rescheduled: the dashboard sends the trigger with
+        # every save, and rescheduling the same one would drop a fire time that is due
+        # but not queued yet, or the watched items that came since the last poll.
+        if trigger != instruction.trigger:
+            instruction.trigger = trigger
+            schedule_next(instruction, now=now)
     instruction.updated_at = now
     await session.flush()
     return instruction
@@ -163,6 +168,8 @@ async def set_paused(
         session=session, user=user, instruction_id=instruction_id, for_update=True
     )
     now = utcnow()
+    if instruction.status == ("paused" if paused else "active"):
+        return instruction  # already so: its schedule stays as it is
     if paused:
         instruction.status = "paused"
     else:

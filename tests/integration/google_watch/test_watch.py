@@ -3,6 +3,7 @@ file fires exactly one run, a burst is never dropped, an expired history resyncs
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -247,6 +248,31 @@ async def test_mail_that_came_while_a_watch_was_paused_never_fires(
 
     assert len(report.runs) == 1
     assert fired_ids(await watch_runs(runtime, instruction_id)) == [after]
+
+
+async def test_editing_a_watch_without_changing_its_trigger_loses_no_mail(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """The dashboard sends the trigger with every save: a title edit made between a
+    message's arrival and the next poll must not move the watch's start past it."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    invoice = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 43",
+                               attachments=pdf())
+    await asyncio.sleep(1.1)  # Gmail's after: counts whole seconds
+    edited = await client.patch(
+        f"{API}/instructions/{instruction_id}", headers=headers,
+        json={"title": "Invoices, renamed",
+              "trigger": {"type": "watch", "gmail_query": BILLING}},
+    )
+    assert edited.status_code == 200, edited.text
+    report = await watch.poll_accounts([account.id])
+
+    assert len(report.runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [invoice]
 
 
 async def test_a_revoked_grant_disconnects_the_account_and_pauses_its_watches(

@@ -10,7 +10,9 @@ from sqlalchemy import select, update
 
 from app.core.db import db_now, transaction
 from app.core.runtime import Runtime
+from app.instructions import service as instructions
 from app.instructions.models import Instruction
+from app.instructions.schemas import InstructionUpdate
 from app.runs.scheduler import SchedulerTick
 from tests import factories
 from tests.integration.runs.helpers import runs_of
@@ -80,6 +82,36 @@ async def test_not_due_paused_and_deleted_instructions_get_no_run(runtime: Runti
     assert await tick(runtime, Clock(waiting.next_run_at + timedelta(seconds=1))).run_once() == 1
     assert await runs_of(runtime, paused.id) == []
     assert await runs_of(runtime, deleted.id) == []
+
+
+async def test_an_edit_that_keeps_the_trigger_keeps_a_due_fire_time(runtime: Runtime) -> None:
+    """The dashboard sends the trigger with every save: renaming an instruction that is
+    due, before the tick has queued its run, must not skip that run."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    due = datetime.now(UTC) - timedelta(seconds=30)
+    await _set(runtime, instruction.id, next_run_at=due)
+    async with transaction(runtime.sessionmaker) as session:
+        await instructions.update(
+            session=session, user=user, instruction_id=instruction.id,
+            data=InstructionUpdate(title="Renamed", trigger=dict(instruction.trigger)),
+        )
+        # Resuming what is not paused changes nothing either.
+        await instructions.set_paused(
+            session=session, user=user, instruction_id=instruction.id, paused=False)
+    assert await tick(runtime, Clock(due + timedelta(seconds=31))).run_once() == 1
+    (run,) = await runs_of(runtime, instruction.id)
+    assert run.scheduled_for == due
+
+    # A different trigger takes effect at once: no run for the old schedule's fire time.
+    await _set(runtime, instruction.id, next_run_at=due)
+    async with transaction(runtime.sessionmaker) as session:
+        changed = await instructions.update(
+            session=session, user=user, instruction_id=instruction.id,
+            data=InstructionUpdate(trigger={"type": "interval", "seconds": 3600}),
+        )
+        assert changed.next_run_at is not None
+        assert changed.next_run_at > datetime.now(UTC)
 
 
 async def test_missed_fire_times_coalesce_into_one_catch_up_run(runtime: Runtime) -> None:
