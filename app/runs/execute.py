@@ -102,6 +102,21 @@ class _Context:
         """Attempts since the run last paused: waiting for the user is not a failure."""
         return claim.attempt - self.paused_at_attempt
 
+    def cancelled_because(self) -> str | None:
+        """Why the run must not start at all: its instruction was deleted, or it was
+        paused (or stopped after failures) before this run of its schedule or watch got
+        going. A run asked for by hand, a preview, or one that has already talked to the
+        user (it waits on, or resumes from, a question) goes ahead."""
+        if self.instruction.deleted_at is not None:
+            return "the instruction was deleted"
+        if (
+            self.instruction.status != "active" and self.run.reason in ("schedule", "watch")
+            and not self.run.agent_state
+        ):
+            return ("the instruction was paused" if self.instruction.status == "paused"
+                    else "the instruction stopped after failed runs")
+        return None
+
 
 class Agent(Protocol):
     """What the executor runs: `run_agent`, or another with its signature (benchmarks).
@@ -183,8 +198,9 @@ class RunExecutor:
         if ctx is None:
             return
         self.fault("claimed")
-        if ctx.instruction.deleted_at is not None:
-            await self._cancel_deleted(claim)
+        cancelled = ctx.cancelled_because()
+        if cancelled is not None:
+            await self._cancel(claim, cancelled)
             return
         if ctx.still_waiting:
             await self._wait_again(claim)
@@ -301,11 +317,11 @@ class RunExecutor:
             if run.agent_state:
                 await _load_resume(session, ctx, run.agent_state)
             contexts.append(ctx)
-        # A run that stops before its agent (its instruction deleted, its question still
-        # open) spends nothing and holds nothing against the cap.
+        # A run that stops before its agent (cancelled, its question still open) spends
+        # nothing and holds nothing against the cap.
         await self._check_cost_caps(session, [
             ctx for ctx in contexts
-            if ctx is not None and not ctx.still_waiting and ctx.instruction.deleted_at is None
+            if ctx is not None and not ctx.still_waiting and ctx.cancelled_because() is None
         ])
         return contexts
 
@@ -407,11 +423,11 @@ class RunExecutor:
                 channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
             )
 
-    async def _cancel_deleted(self, claim: queue.Claim) -> None:
+    async def _cancel(self, claim: queue.Claim, reason: str) -> None:
         async with transaction(self.sessionmaker) as session:
             await queue.finish(
                 session=session, claim=claim, status="cancelled", finished_at=utcnow(),
-                error="the instruction was deleted", agent_state=None,
+                error=reason, agent_state=None,
             )
 
     async def _wait_again(self, claim: queue.Claim) -> None:

@@ -12,6 +12,7 @@ from app.agent.llm import TurnRequest, TurnResponse
 from app.agent.offline import OfflineModel
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.instructions import service as instructions_service
 from app.instructions.models import Instruction
 from app.runs import queue
 from app.runs import service as runs_service
@@ -311,3 +312,31 @@ async def test_rescuer_cancels_a_run_whose_instruction_is_gone(runtime: Runtime)
     assert run.lease_token is None
     await work_once(worker)
     assert (await get_run(runtime, run_id)).status == "cancelled"
+
+
+async def test_runs_of_the_schedule_queued_before_a_pause_are_cancelled_not_run(
+    runtime: Runtime,
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fire = datetime.now(UTC) - timedelta(minutes=1)
+    async with transaction(runtime.sessionmaker) as session:
+        scheduled = await queue.enqueue(
+            session=session, user_id=user.id, instruction_id=instruction.id,
+            reason="schedule", scheduled_for=fire, window_start=None, window_end=fire,
+        )
+    assert scheduled is not None
+    async with transaction(runtime.sessionmaker) as session:
+        await instructions_service.set_paused(
+            session=session, user=user, instruction_id=instruction.id, paused=True)
+    # Asked for by hand while paused: that one runs.
+    by_hand = await run_now(runtime, instruction)
+    worker = make_worker(runtime)
+    while await work_once(worker):
+        pass
+    run = await get_run(runtime, scheduled)
+    assert (run.status, run.error) == ("cancelled", "the instruction was paused")
+    assert (await get_run(runtime, by_hand)).status in ("succeeded", "skipped")
+    assert [n.run_id for n in await notifications_of(runtime, user.id)
+            if n.kind == "digest"] in ([by_hand], [])
+    assert await steps_of(runtime, scheduled) == []
