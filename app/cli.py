@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -45,9 +45,14 @@ def _setup_logging(settings: Settings) -> None:
     )
 
 
-def _run(factory: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Run an async command with a runtime built from the settings, closing it after."""
+def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:
+    """Run an async command with a runtime built from the settings (with the command's
+    options that were given, e.g. --port, which links and OAuth redirects then use
+    too), closing it after."""
     settings = get_settings()
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if given:
+        settings = settings.model_copy(update=given)
     _setup_logging(settings)
 
     async def main() -> T:
@@ -186,17 +191,15 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
                 boot.user.email,
             )
         log.info(
-            "get an API token with: %s token create   (API docs: http://%s:%d/docs)",
-            _self_command(), host or settings.host, port or settings.port,
+            "get an API token with: %s token create   (API docs: %s/docs)",
+            _self_command(), settings.effective_public_url,
         )
         runtime.use_model(await _model_or_exit(settings))  # one client: api and worker
         loops = _loops(runtime, scheduler=True, worker=True)
-        log.info("dashboard: http://%s:%d/", host or settings.host, port or settings.port)
-        await _serve_http(
-            runtime, loops, host or settings.host, port or settings.port, embedded=True
-        )
+        log.info("dashboard: %s/", settings.effective_public_url)
+        await _serve_http(runtime, loops, settings.host, settings.port, embedded=True)
 
-    _run(main)
+    _run(main, host=host, port=port)
 
 
 @cli.command()
@@ -205,10 +208,9 @@ def api(host: HostOpt = None, port: PortOpt = None) -> None:
 
     async def main(runtime: Runtime) -> None:
         await _require_schema(runtime)
-        settings = runtime.settings
-        await _serve_http(runtime, [], host or settings.host, port or settings.port)
+        await _serve_http(runtime, [], runtime.settings.host, runtime.settings.port)
 
-    _run(main)
+    _run(main, host=host, port=port)
 
 
 @cli.command()

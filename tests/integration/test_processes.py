@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -58,16 +59,17 @@ class Served:
 def served(
     tmp_path: Path, database_url: str, is_postgres: bool, **settings: str
 ) -> Iterator[Served]:
-    """Serve as a newcomer would: on PostgreSQL `migrate` first; SQLite needs nothing."""
+    """Serve as a newcomer would: on PostgreSQL `migrate` first; SQLite needs nothing. The
+    port is the command's option (the links the service makes then use it too)."""
     port = free_port()
     env = pilotlight_env(
         data_dir=tmp_path / "data", database_url=database_url if is_postgres else "",
-        PILOTLIGHT_PORT=str(port), **settings,
+        **settings,
     )
     if is_postgres:
         subprocess.run(command("migrate"), env=env, cwd=tmp_path, check=True, timeout=60)
     log = tmp_path / "serve.log"
-    server = start(command("serve"), env, tmp_path, log)
+    server = start(command("serve", "--port", str(port)), env, tmp_path, log)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, server, log)
@@ -109,6 +111,19 @@ async def test_serve_first_start_shows_a_digest_within_seconds(
     assert "worker stopped" in text
     assert "scheduler stopped" in text
     assert app.token not in text  # secrets never reach the log
+
+
+async def test_the_port_option_is_the_port_of_the_links_the_service_makes(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """`serve --port N` without a public URL: Google's redirect back comes to port N."""
+    with served(tmp_path, database_url, is_postgres, PILOTLIGHT_GOOGLE_CLIENT_ID="client-1",
+                PILOTLIGHT_GOOGLE_CLIENT_SECRET="secret-1") as app:
+        consent = httpx.get(f"{app.base}/api/v1/google/connect", headers=app.headers)
+        assert consent.status_code == 302, consent.text
+        redirect_uri = parse_qs(urlsplit(consent.headers["location"]).query)["redirect_uri"]
+        assert redirect_uri == [f"{app.base}/oauth/google/callback"]
+    assert f"dashboard: {app.base}/" in app.log.read_text()
 
 
 async def test_api_scheduler_and_worker_as_separate_processes(
