@@ -4,11 +4,13 @@ granted `gmail.send`.
 The message is the one the SMTP path builds (same parts, same Message-ID), with From
 and To set to the account's own address, sent by `users.messages.send` with
 `{"raw": base64url}` through the shared Google client layer (thread pool, per-call
-AuthorizedHttp, retries, 100 quota units charged). What the client could not get
-through becomes an outbox result: 429 and 5xx are retried later (Google's Retry-After
-honoured), a refused grant is `GmailDisconnected` (the channel marks the account
-disconnected and falls back to SMTP), a 403 without permission is `GmailRefused`
-(falls back too, the account stays connected), anything else fails the delivery.
+AuthorizedHttp, 100 quota units charged), once per attempt (a send is not repeated
+blindly: an attempt after one whose answer was lost first looks for the message by
+its Message-ID). What the client could not get through becomes an outbox result: 429
+and 5xx are retried later (Google's Retry-After honoured), a refused grant is
+`GmailDisconnected` (the channel marks the account disconnected and falls back to
+SMTP), a 403 without permission is `GmailRefused` (falls back too, the account stays
+connected), anything else fails the delivery.
 """
 
 from __future__ import annotations
@@ -95,25 +97,52 @@ class GmailTransport:
         self.account_email = account.email
         self.from_setting = settings.smtp_from
         self.client = GoogleClient(account, settings)
+        # Each call's socket timeout: within the delivery's, so that a send ends before
+        # the delivery's claim does.
+        self.timeout = settings.delivery_timeout_seconds
+        # Without gmail.readonly an earlier attempt cannot be looked for.
+        self.readable = can_read(account)
 
     async def history_id(self) -> str | None:
-        """The mailbox's current historyId (1 unit); None if Gmail cannot say now."""
+        """The mailbox's current historyId (1 unit); None if Gmail cannot say now (asked
+        once, within the delivery's time: the delivery's claim must not run out)."""
         try:
             profile = await self.client.call(
-                "gmail", self.client.gmail().users().getProfile(userId="me"))
+                "gmail", self.client.gmail().users().getProfile(userId="me"), once=True,
+                timeout=self.timeout)
         except SourceError:
             return None
         return str(profile["historyId"])
 
-    async def send(self, message: Message, *, to: str) -> Result:
+    async def already_sent(self, message: Message) -> bool:
+        """Whether a message with this Message-ID is in the account's mailbox already (an
+        earlier attempt whose answer was lost did send it). Raises SourceError if Gmail
+        cannot say."""
+        message_id = str(message["Message-ID"] or "").strip().strip("<>")
+        if not message_id:
+            return False
+        found = await self.client.call(
+            "gmail", self.client.gmail().users().messages().list(
+                userId="me", q=f"rfc822msgid:{message_id}", maxResults=1,
+                includeSpamTrash=True),
+            once=True, timeout=self.timeout)
+        return bool(found.get("messages"))
+
+    async def send(self, message: Message, *, to: str, tried_before: bool = False) -> Result:
         """Send (`to` is ignored: the account's own address is both From and To).
 
-        Raises `GmailUnavailable` when SMTP should be tried instead."""
+        Sent once per call, never retried here: if the answer is lost (a timeout, a 5xx),
+        Gmail may have taken the message, so the outbox tries again later, and an attempt
+        after one that may have sent (`tried_before`) first looks for the message by its
+        Message-ID (when the grant can read Gmail). Raises `GmailUnavailable` when SMTP
+        should be tried instead."""
         mine = as_sent_by(message, self.account_email, self.from_setting)
         request = self.client.gmail().users().messages().send(
             userId="me", body={"raw": raw(mine)})
         try:
-            await self.client.call("gmail", request)
+            if tried_before and self.readable and await self.already_sent(mine):
+                return SENT
+            await self.client.call("gmail", request, once=True, timeout=self.timeout)
         except AccountDisconnected as exc:
             raise GmailDisconnected(str(exc)) from exc
         except GoogleApiError as exc:

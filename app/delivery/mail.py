@@ -226,7 +226,7 @@ class EmailChannel:
         if through is not None:
             try:
                 result = await gmail.GmailTransport(through, self.settings).send(
-                    message, to=through.email)
+                    message, to=through.email, tried_before=job.delivery.attempt > 1)
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
                 log.warning("delivery %s: %s; trying SMTP", job.delivery.id, not_through_gmail)

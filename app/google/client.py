@@ -210,9 +210,18 @@ class GoogleClient:
 
     # ------------------------------------------------------------------ one call
 
-    async def call(self, api: Api, request: HttpRequest) -> Any:
-        """Send one built request, with the retries above; returns the parsed body."""
-        return await self._with_retries(api, lambda: self._send(api, request))
+    async def call(
+        self, api: Api, request: HttpRequest, *, once: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one built request, with the retries above; returns the parsed body.
+
+        `once`: no retry at all, for a request that must not be repeated blindly (a send:
+        Gmail may have taken the message when the answer was lost); the caller decides.
+        `timeout`: the socket timeout of this call, when shorter than the setting's."""
+        return await self._with_retries(
+            api, lambda: self._send(api, request, timeout), retries=not once
+        )
 
     def _authorized_http(self, http: httplib2.Http) -> google_auth_httplib2.AuthorizedHttp:
         self._refresh_if_needed(http)
@@ -220,8 +229,9 @@ class GoogleClient:
             self._creds.credentials, http=http, max_refresh_attempts=1
         )
 
-    def _new_http(self) -> httplib2.Http:
-        return httplib2.Http(timeout=self.settings.google_http_timeout_seconds)
+    def _new_http(self, timeout: float | None = None) -> httplib2.Http:
+        limit = self.settings.google_http_timeout_seconds
+        return httplib2.Http(timeout=limit if timeout is None else min(limit, timeout))
 
     def _refresh_if_needed(self, http: httplib2.Http) -> None:
         """One refresh per account at a time: the token is then shared by every call."""
@@ -232,11 +242,11 @@ class GoogleClient:
             if not creds.valid:
                 creds.refresh(google_auth_httplib2.Request(http))
 
-    def _send(self, api: Api, request: HttpRequest) -> Any:
+    def _send(self, api: Api, request: HttpRequest, timeout: float | None = None) -> Any:
         """In a pool thread: one attempt. Raises `_Retry` for what is worth retrying."""
         metrics.charge(self.account_id, api, request.methodId)
         try:
-            http = self._new_http()
+            http = self._new_http(timeout)
             try:
                 result = request.execute(http=self._authorized_http(http))
             finally:
@@ -254,7 +264,9 @@ class GoogleClient:
         metrics.REQUESTS.labels(api, "ok").inc()
         return result
 
-    async def _with_retries(self, api: Api, attempt: Callable[[], Any]) -> Any:
+    async def _with_retries(
+        self, api: Api, attempt: Callable[[], Any], *, retries: bool = True
+    ) -> Any:
         loop = asyncio.get_running_loop()
         tries = 0
         while True:
@@ -273,7 +285,7 @@ class GoogleClient:
                 retry = _Retry("token", None, failure)
             except _Retry as exc:
                 retry = exc
-            delay = self._delay(tries, retry.retry_after)
+            delay = self._delay(tries, retry.retry_after) if retries else None
             if delay is None:
                 raise retry.final from retry
             tries += 1

@@ -3,6 +3,7 @@ fake Google; SMTP (aiosmtpd) when the account cannot send, or its grant is revok
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from tests.integration.delivery.gmail_helpers import (
 )
 from tests.integration.delivery.receivers import MailHandler
 from tests.integration.delivery.test_email import DIGEST, LINKS, _Html, _parts
+from tests.integration.runs.test_crashes import eventually
 
 FROM = "Pilotlight <digests@pilotlight.example>"
 
@@ -183,3 +185,75 @@ async def test_gmail_rate_limited_retries_the_delivery_after_retry_after(
     # Retry-After (3 s) is longer than the backoff of a first retry (at most 0.1 s here).
     assert waiting.next_attempt_at - waiting.created_at >= timedelta(seconds=2.9)
     assert mailbox_raw(google, ALICE) == []
+
+
+def _digests_in(google: FakeGoogle) -> list[Any]:
+    return [m for _label, m in mailbox_raw(google, ALICE) if m["Subject"] == "Morning digest"]
+
+
+async def test_a_send_whose_answer_was_lost_is_not_sent_again(
+    runtime: Runtime, google: FakeGoogle
+) -> None:
+    """Gmail takes the message and answers after the socket timeout: the client must not
+    send it again, and the outbox's next attempt finds it by its Message-ID."""
+    google.reset(seed=False)
+    runtime = with_settings(runtime, **google_settings(
+        google, google_http_timeout_seconds=1.0, google_retry_attempts=3,
+        google_retry_max_seconds=0.2))
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    await connect_google(runtime, google, user)
+    sender = DeliverySender(runtime=runtime)
+    warm = await add_digest(runtime, user, channels=("email",), title="Warm-up")
+    await send_until_settled(sender, runtime, warm)  # the access token is cached now
+    notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+
+    google.latency_seconds = 1.5
+    try:
+        assert await sender.run_once() == 1
+    finally:
+        google.latency_seconds = 0
+    waiting = await delivery(runtime, notification_id, "email")
+    assert (waiting.status, waiting.attempts) == ("pending", 1)
+    assert len(_digests_in(google)) == 1  # taken once, its answer lost
+
+    rows = await send_until_settled(sender, runtime, notification_id)
+    (done,) = [row for row in rows if row.channel == "email"]
+    assert (done.status, done.attempts) == ("sent", 2)
+    assert len(_digests_in(google)) == 1
+    sends = [r for r in google.requests if r.path.endswith("/messages/send")]
+    assert len(sends) == 2  # the warm-up's and the digest's: none repeated
+
+
+async def test_a_slow_gmail_send_ends_within_the_delivery_timeout(
+    runtime: Runtime, google: FakeGoogle
+) -> None:
+    """Gmail slower than the delivery's claim: the send gives up within the delivery
+    timeout (less than the claim), so no other sender claims it and sends it meanwhile."""
+    google.reset(seed=False)
+    runtime = with_settings(runtime, **google_settings(
+        google, google_http_timeout_seconds=10.0, google_retry_attempts=0),
+        delivery_claim_seconds=3, delivery_timeout_seconds=1, delivery_poll_seconds=0.2,
+        delivery_max_attempts=50)
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    await connect_google(runtime, google, user)
+    sender = DeliverySender(runtime=runtime)
+    warm = await add_digest(runtime, user, channels=("email",), title="Warm-up")
+    await send_until_settled(sender, runtime, warm)
+    notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+
+    google.latency_seconds = 4.0  # longer than the claim
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        await asyncio.sleep(5)
+    finally:
+        google.latency_seconds = 0
+    try:
+        async def settled() -> bool:
+            return (await delivery(runtime, notification_id, "email")).status == "sent"
+
+        await eventually(settled, 30, "the digest to be marked sent")
+    finally:
+        stop.set()
+        await running
+    assert len(_digests_in(google)) == 1
