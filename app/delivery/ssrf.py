@@ -43,6 +43,9 @@ METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-da
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.I)
+# A DNS label as found in host names (letters, digits, hyphens not at either end), and the
+# underscore that some real names carry.
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.I)
 
 
 class UrlRefused(Exception):
@@ -130,7 +133,8 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
     """What can be checked without DNS: scheme, host, credentials, a literal address."""
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        shown_host = parsed.host  # decodes IDNA, which may fail (xn--.com)
+    except (httpx.InvalidURL, TypeError, UnicodeError) as exc:
         # httpx refuses some numeric hosts (0177.0.0.1); say what they really are.
         try:
             host = urlsplit(url).hostname or ""
@@ -142,19 +146,28 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
         raise UrlRefused(f"not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https"):
         raise UrlRefused("only http:// and https:// URLs are allowed")
-    if not parsed.host:
+    if not shown_host:
         raise UrlRefused("the URL has no host")
     if parsed.userinfo:
         raise UrlRefused("credentials in the URL are not allowed (they would be stored as is)")
     if parsed.fragment:
         raise UrlRefused("a fragment (#...) is not sent to the server; remove it")
-    host = parsed.host.rstrip(".").lower()
+    if parsed.port is not None and not 0 < parsed.port <= 65535:
+        raise UrlRefused(f"port {parsed.port} does not exist (ports go from 1 to 65535)")
+    host = shown_host.rstrip(".").lower()
     if host in METADATA_NAMES or host.endswith(".internal"):
         raise UrlRefused(f"{host} is an internal cloud name")
     ip = literal_address(host)
     if ip is not None:
         check_address(ip, allow_private=allow_private)
+    elif not _is_host_name(parsed.raw_host.decode("ascii", "replace").rstrip(".")):
+        raise UrlRefused(f"{shown_host!r} is not a valid host name")
     return parsed
+
+
+def _is_host_name(name: str) -> bool:
+    """`name` (in its ASCII form: IDNA, percent escapes) can be a host's name in DNS."""
+    return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
 
 
 async def system_resolve(host: str, port: int) -> list[str]:

@@ -146,6 +146,22 @@ async def test_the_api_refuses_literal_internal_urls(
         assert response.json()["error"] == "WebhookUrlRefused", url
 
 
+async def test_the_api_refuses_urls_that_can_never_be_delivered(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    for url, reason in [
+        ("https://xn--.com/", "not a valid url"),
+        ("https://example.com:99999/", "port 99999"), ("https://example.com:0/", "port 0"),
+        ("https://%00/", "not a valid host name"), ("https://a..b/", "not a valid host name"),
+        ("https://-a.com/", "not a valid host name"),
+    ]:
+        response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["error"] == "WebhookUrlRefused", url
+        assert reason in response.json()["detail"].lower(), (url, response.text)
+
+
 @pytest.mark.parametrize(("host", "address"), [
     ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"),
     ("0x7f000001", "127.0.0.1"), ("127.1", "127.0.0.1"), ("10.1", "10.0.0.1"),
