@@ -26,14 +26,19 @@ import httpx
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
-# Refused even when private addresses are allowed: instance credentials live there.
+# Refused even when private addresses are allowed, like every link-local address:
+# instance credentials live there.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in (
         "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
         "169.254.170.2",  # AWS ECS task metadata
+        "169.254.170.23",  # AWS EKS Pod Identity
         "169.254.169.253",  # AWS DNS
         "fd00:ec2::254",  # AWS over IPv6
+        "fd00:ec2::23",  # AWS EKS Pod Identity over IPv6
+        "fd00:ec2::253",  # AWS DNS over IPv6
+        "fd20:ce::254",  # GCP over IPv6
         "100.100.100.200",  # Alibaba Cloud
         "168.63.129.16",  # Azure wire server (a public address)
         "192.0.0.192",  # Oracle Cloud
@@ -102,8 +107,6 @@ def _why_internal(ip: IPAddress) -> str | None:
         return "unspecified"
     if ip.is_loopback:
         return "loopback"
-    if ip.is_link_local:
-        return "link-local"
     if ip.is_multicast:
         return "multicast"
     if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in _UNIQUE_LOCAL):
@@ -117,13 +120,19 @@ def check_address(ip: IPAddress, *, allow_private: bool) -> None:
     """Raise UrlRefused unless `ip` may be called."""
     candidates: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        candidates += _embedded_ipv4(ip)
+        # Without its zone (fd00:ec2::254%eth0 is fd00:ec2::254), and what it embeds.
+        candidates = [ipaddress.IPv6Address(ip.packed), *_embedded_ipv4(ip)]
     for address in candidates:
         if address in METADATA_ADDRESSES:
             raise UrlRefused(f"{ip} is a cloud metadata address")
+        shown = ip if address == ip else f"{ip} ({address})"
+        if address.is_link_local:
+            raise UrlRefused(
+                f"{shown} is a link-local address, where cloud metadata services live "
+                "(refused even with PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE)"
+            )
         why = _why_internal(address)
         if why is not None and not allow_private:
-            shown = ip if address == ip else f"{ip} ({address})"
             raise UrlRefused(
                 f"{shown} is a {why} address (set PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE to allow)"
             )

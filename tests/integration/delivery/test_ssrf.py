@@ -112,7 +112,11 @@ async def test_the_transport_refuses_before_connecting(
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
                                  "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/",
                                  "http://metadata.google.internal/computeMetadata/v1/",
-                                 "http://2852039166/"])
+                                 "http://2852039166/", "http://[fd20:ce::254]/",
+                                 "http://169.254.170.23/", "http://[fd00:ec2::23]/",
+                                 "http://[::ffff:169.254.170.23]/", "http://169.254.1.1/",
+                                 "http://[fe80::1]/", "http://[fe80::1%25eth0]/",
+                                 "http://[fd00:ec2::254%25eth0]/"])
 async def test_cloud_metadata_is_refused_even_when_private_addresses_are_allowed(
     connects: list[object], url: str
 ) -> None:
@@ -129,6 +133,19 @@ async def test_every_answer_of_the_resolver_must_pass(connects: list[object]) ->
 
     with pytest.raises(UrlRefused, match="10.0.0.7"):
         await resolve_checked(httpx.URL("https://hooks.pilotlight.test/x"), allow_private=False,
+                              resolve=resolve)
+    assert connects == []
+
+
+@pytest.mark.parametrize("answer", ["169.254.170.23", "fe80::1%eth0", "fd20:ce::254"])
+async def test_a_name_resolving_to_link_local_or_metadata_is_refused_even_when_private_is_allowed(
+    connects: list[object], answer: str
+) -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        return [answer]
+
+    with pytest.raises(UrlRefused):
+        await resolve_checked(httpx.URL("https://hooks.pilotlight.test/x"), allow_private=True,
                               resolve=resolve)
     assert connects == []
 
