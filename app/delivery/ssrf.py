@@ -179,6 +179,23 @@ def _is_host_name(name: str) -> bool:
     return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
 
 
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, to name it in errors and logs.
+
+    Webhook and push URLs carry secrets in their path and query (Slack's
+    /services/T/B/XXXX, ?token=, push endpoints are capability URLs), so those never
+    leave the database.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "a URL that cannot be read"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP

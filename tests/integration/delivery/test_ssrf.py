@@ -29,6 +29,7 @@ from app.delivery.ssrf import (
     PinnedTransport,
     UrlRefused,
     check_address,
+    origin,
     parse_ipv4_loose,
     resolve_checked,
 )
@@ -199,6 +200,16 @@ def test_names_and_impossible_numbers_are_not_addresses(host: str) -> None:
                                      "8.8.8.8"])
 def test_public_addresses_pass(address: str) -> None:
     check_address(ipaddress.ip_address(address), allow_private=False)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://hooks.slack.com/services/T0/B0/XXXX", "https://hooks.slack.com"),
+    ("https://user:pw@Example.com:8443/x?token=t#f", "https://example.com:8443"),
+    ("http://[fd00::1]:80/push/abc", "http://[fd00::1]:80"),
+    ("https://example.com:99999/x?token=t", "a URL that cannot be read"),
+])
+def test_origin_names_a_url_without_its_secrets(url: str, shown: str) -> None:
+    assert origin(url) == shown
 
 
 def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
