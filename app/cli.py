@@ -37,12 +37,31 @@ cli.add_typer(keys_cli, name="keys")
 log = logging.getLogger("pilotlight")
 
 
+class AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access log, with each request's path but never its query string.
+
+    Queries carry secrets: the login link's token, the OAuth callbacks' state and code.
+    uvicorn logs `(client_addr, method, full_path, http_version, status_code)` as args.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            # uvicorn quotes the path, so its first "?" starts the query.
+            record.args = (args[0], args[1], args[2].partition("?")[0], *args[3:])
+        return True
+
+
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # On the logger, where it outlives uvicorn's own logging setup (dictConfig keeps filters).
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogWithoutQuery) for f in access.filters):
+        access.addFilter(AccessLogWithoutQuery())
 
 
 def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:

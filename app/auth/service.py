@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.models import LoginLink, WebSession
 from app.core.db import utcnow
 from app.core.errors import Unauthorized
-from app.core.security import hash_token
+from app.core.security import hash_token, same_secret
 from app.users.models import User
 
 LINK_PATH = "/login/link"
@@ -131,4 +131,4 @@ async def end_session(*, session: AsyncSession, web_session: WebSession) -> None
 
 
 def csrf_matches(web_session: WebSession, token: str | None) -> bool:
-    return bool(token) and secrets.compare_digest(web_session.csrf_token, token or "")
+    return bool(token) and same_secret(web_session.csrf_token, token or "")

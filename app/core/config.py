@@ -260,8 +260,9 @@ class Settings(BaseSettings):
     )
     webhook_allow_private: bool = Field(
         False,
-        description="Let webhooks reach private, loopback and link-local addresses (a "
-        "receiver on this machine or network). Cloud metadata addresses stay refused.",
+        description="Let webhooks reach private, loopback and unique-local addresses (a "
+        "receiver on this machine or network). Link-local addresses (169.254.0.0/16, "
+        "fe80::/10) and cloud metadata addresses stay refused.",
     )
     vapid_private_key: SecretStr | None = Field(
         None, description="Web push VAPID private key (P-256): PEM, or the raw 32 bytes in "

@@ -1,8 +1,10 @@
-"""Personal access tokens: a recognisable prefix, shown once, stored as a hash."""
+"""Personal access tokens (a recognisable prefix, shown once, stored as a hash), and
+comparing secrets in constant time."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 TOKEN_PREFIX = "plt_"
@@ -22,3 +24,12 @@ def hash_token(token: str) -> str:
 def display_prefix(token: str) -> str:
     """The part of a token safe to show in lists (`plt_3q2F…`)."""
     return token[: len(TOKEN_PREFIX) + 6]
+
+
+def same_secret(expected: str, given: str) -> bool:
+    """Compare two secrets in constant time; any text, whatever a client sent."""
+    # compare_digest refuses str with non-ASCII characters (TypeError): compare the bytes.
+    # surrogatepass: a JSON string may hold a lone surrogate, which strict UTF-8 refuses.
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )

@@ -25,6 +25,7 @@ from app.delivery.ssrf import (
     ResolveFailed,
     Resolver,
     UrlRefused,
+    origin,
     system_resolve,
 )
 from app.notifications.models import Notification
@@ -75,7 +76,7 @@ class PushChannel:
         try:
             check_endpoint(endpoint, self.settings)
         except UrlRefused as exc:
-            return failed(f"refused to call the push service {endpoint}: {exc}")
+            return failed(f"refused to call the push service {origin(endpoint)}: {exc}")
         try:
             vapid = vapid_key(self.settings)
         except VapidKeyError as exc:
@@ -103,7 +104,7 @@ class PushChannel:
                                              allow_private=allow_private,
                                              timeout=self.settings.delivery_timeout_seconds)
         except UrlRefused as exc:
-            return failed(f"refused to call the push service {endpoint}: {exc}")
+            return failed(f"refused to call the push service {origin(endpoint)}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
             return retry(f"POST to the push service failed: {type(exc).__name__}: {exc}")
         return self._judge(response)

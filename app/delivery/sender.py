@@ -340,7 +340,8 @@ class DeliverySender(LoopService):
             if not result.tell_user or job is None:
                 return
             what = CHANNEL_NAMES.get(claimed.channel, claimed.channel)
-            where = f" to {job.webhook.url}" if job.webhook is not None else ""
+            # The reason names the webhook's host; its URL may carry a secret.
+            where = f" (webhook {job.webhook.id})" if job.webhook is not None else ""
             body = f"“{job.notification.title}” was not delivered by {what}{where}: {result.reason}"
             if result.disable_webhook and job.webhook is not None:
                 body += (f"\n\nTurn the webhook on again (PATCH /api/v1/webhooks/"

@@ -26,14 +26,19 @@ import httpx
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
-# Refused even when private addresses are allowed: instance credentials live there.
+# Refused even when private addresses are allowed, like every link-local address:
+# instance credentials live there.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in (
         "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
         "169.254.170.2",  # AWS ECS task metadata
+        "169.254.170.23",  # AWS EKS Pod Identity
         "169.254.169.253",  # AWS DNS
         "fd00:ec2::254",  # AWS over IPv6
+        "fd00:ec2::23",  # AWS EKS Pod Identity over IPv6
+        "fd00:ec2::253",  # AWS DNS over IPv6
+        "fd20:ce::254",  # GCP over IPv6
         "100.100.100.200",  # Alibaba Cloud
         "168.63.129.16",  # Azure wire server (a public address)
         "192.0.0.192",  # Oracle Cloud
@@ -43,6 +48,9 @@ METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-da
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.I)
+# A DNS label as found in host names (letters, digits, hyphens not at either end), and the
+# underscore that some real names carry.
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", re.I)
 
 
 class UrlRefused(Exception):
@@ -99,8 +107,6 @@ def _why_internal(ip: IPAddress) -> str | None:
         return "unspecified"
     if ip.is_loopback:
         return "loopback"
-    if ip.is_link_local:
-        return "link-local"
     if ip.is_multicast:
         return "multicast"
     if isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in _UNIQUE_LOCAL):
@@ -114,13 +120,19 @@ def check_address(ip: IPAddress, *, allow_private: bool) -> None:
     """Raise UrlRefused unless `ip` may be called."""
     candidates: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        candidates += _embedded_ipv4(ip)
+        # Without its zone (fd00:ec2::254%eth0 is fd00:ec2::254), and what it embeds.
+        candidates = [ipaddress.IPv6Address(ip.packed), *_embedded_ipv4(ip)]
     for address in candidates:
         if address in METADATA_ADDRESSES:
             raise UrlRefused(f"{ip} is a cloud metadata address")
+        shown = ip if address == ip else f"{ip} ({address})"
+        if address.is_link_local:
+            raise UrlRefused(
+                f"{shown} is a link-local address, where cloud metadata services live "
+                "(refused even with PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE)"
+            )
         why = _why_internal(address)
         if why is not None and not allow_private:
-            shown = ip if address == ip else f"{ip} ({address})"
             raise UrlRefused(
                 f"{shown} is a {why} address (set PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE to allow)"
             )
@@ -130,7 +142,8 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
     """What can be checked without DNS: scheme, host, credentials, a literal address."""
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        shown_host = parsed.host  # decodes IDNA, which may fail (xn--.com)
+    except (httpx.InvalidURL, TypeError, UnicodeError) as exc:
         # httpx refuses some numeric hosts (0177.0.0.1); say what they really are.
         try:
             host = urlsplit(url).hostname or ""
@@ -142,19 +155,45 @@ def check_url(url: str, *, allow_private: bool) -> httpx.URL:
         raise UrlRefused(f"not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https"):
         raise UrlRefused("only http:// and https:// URLs are allowed")
-    if not parsed.host:
+    if not shown_host:
         raise UrlRefused("the URL has no host")
     if parsed.userinfo:
         raise UrlRefused("credentials in the URL are not allowed (they would be stored as is)")
     if parsed.fragment:
         raise UrlRefused("a fragment (#...) is not sent to the server; remove it")
-    host = parsed.host.rstrip(".").lower()
+    if parsed.port is not None and not 0 < parsed.port <= 65535:
+        raise UrlRefused(f"port {parsed.port} does not exist (ports go from 1 to 65535)")
+    host = shown_host.rstrip(".").lower()
     if host in METADATA_NAMES or host.endswith(".internal"):
         raise UrlRefused(f"{host} is an internal cloud name")
     ip = literal_address(host)
     if ip is not None:
         check_address(ip, allow_private=allow_private)
+    elif not _is_host_name(parsed.raw_host.decode("ascii", "replace").rstrip(".")):
+        raise UrlRefused(f"{shown_host!r} is not a valid host name")
     return parsed
+
+
+def _is_host_name(name: str) -> bool:
+    """`name` (in its ASCII form: IDNA, percent escapes) can be a host's name in DNS."""
+    return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
+
+
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, to name it in errors and logs.
+
+    Webhook and push URLs carry secrets in their path and query (Slack's
+    /services/T/B/XXXX, ?token=, push endpoints are capability URLs), so those never
+    leave the database.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "a URL that cannot be read"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 async def system_resolve(host: str, port: int) -> list[str]:

@@ -27,6 +27,7 @@ from app.delivery.ssrf import (
     Resolver,
     UrlRefused,
     check_url,
+    origin,
     system_resolve,
 )
 from app.notifications.models import Notification
@@ -96,26 +97,27 @@ class WebhookChannel:
             "webhook-signature": sign(secret, msg_id, timestamp, body),
         }
         allow_private = self.settings.webhook_allow_private
+        shown = origin(webhook.url)
         try:
             check_url(webhook.url, allow_private=allow_private)
         except UrlRefused as exc:
-            return failed(f"refused to call {webhook.url}: {exc}")
+            return failed(f"refused to call {shown}: {exc}")
         try:
             response = await self.client.post(webhook.url, content=body, headers=headers,
                                              allow_private=allow_private,
                                              timeout=self.settings.delivery_timeout_seconds)
         except UrlRefused as exc:
-            return failed(f"refused to call {webhook.url}: {exc}")
+            return failed(f"refused to call {shown}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
-            return retry(f"POST {webhook.url} failed: {type(exc).__name__}: {exc}")
-        return self._judge(response, webhook.url)
+            return retry(f"POST {shown} failed: {type(exc).__name__}: {exc}")
+        return self._judge(response, shown)
 
     @staticmethod
-    def _judge(response: httpx.Response, url: str) -> Result:
+    def _judge(response: httpx.Response, shown: str) -> Result:
         code = response.status_code
         if 200 <= code < 300:
             return SENT
-        answer = f"{url} answered {code} {response.reason_phrase}".strip()
+        answer = f"{shown} answered {code} {response.reason_phrase}".strip()
         if code == 410:
             return failed(f"{answer}: the endpoint is gone, so the webhook was disabled",
                           disable_webhook=True)

@@ -9,7 +9,6 @@ transaction.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.core.db import utcnow
 from app.core.errors import DomainError
+from app.core.security import same_secret
 from app.google import oauth
 from app.google.accounts import missing_scopes_detail
 from app.google.credentials import seal_refresh_token
@@ -123,7 +123,7 @@ async def consume_state(
             f"this state expired {settings.google_oauth_state_ttl_seconds} seconds after the "
             f"connection was started; {START_AGAIN}"
         )
-    if browser_state is None or not hmac.compare_digest(browser_state, state):
+    if browser_state is None or not same_secret(browser_state, state):
         raise OAuthStateInvalid(
             "this connection was started in another browser (or its cookie was refused): "
             "finish it in the browser that started it, or start again there; nothing was "

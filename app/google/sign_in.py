@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -36,6 +35,7 @@ from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
 from app.core.db import utcnow
 from app.core.errors import DomainError, Forbidden, Unauthorized
+from app.core.security import same_secret
 from app.google import oauth
 from app.google.endpoints import google_endpoints
 from app.google.models import OAuthState
@@ -109,7 +109,7 @@ async def check_state(
         data: dict[str, Any] = json.loads(secret_box(settings).decrypt(cookie.encode()))
     except (SecretKeyError, ValueError):
         raise SignInStateInvalid(f"the sign-in cookie cannot be read; {START_AGAIN}") from None
-    if not state or not hmac.compare_digest(str(data.get("state", "")), state):
+    if not state or not same_secret(str(data.get("state", "")), state):
         raise SignInStateInvalid(
             "the state Google sent back does not belong to the sign-in this browser started: "
             f"nobody was signed in; {START_AGAIN}"

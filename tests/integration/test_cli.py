@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 from pathlib import Path
 
+import httpx
+import pytest
+from uvicorn.logging import AccessFormatter
+
+from app.cli import _setup_logging
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.events.server import server
+from app.main import create_app
 from app.users import service as users
 from tests.fakes.gemini import FakeGemini
-from tests.integration.processes import command, pilotlight_env
+from tests.integration.processes import command, free_port, pilotlight_env
 
 
 def cli(
@@ -92,3 +101,40 @@ async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
         assert worker.returncode == 2
         assert "Gemini API key rejected" in worker.stderr
         assert "not-the-key" not in worker.stderr + worker.stdout  # never echo secrets
+
+
+async def test_the_access_log_shows_paths_but_never_query_strings(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The login link's token and the OAuth callbacks' state and code stay out of the log."""
+    _setup_logging(runtime.settings)
+    port = free_port()
+    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="info")
+    access = logging.getLogger("uvicorn.access")  # does not propagate: caplog listens on it
+    access.addHandler(caplog.handler)
+    serving = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await client.get("/login/link", params={"token": "LINKSECRET"})
+            await client.get("/oauth/google/callback",
+                             params={"state": "STATESECRET", "code": "CODESECRET"})
+            await client.get("/login/google/callback",
+                             params={"state": "STATESECRET", "code": "CODESECRET"})
+    finally:
+        http.should_exit = True
+        await serving
+        access.removeHandler(caplog.handler)
+
+    records = [r for r in caplog.records if r.name == "uvicorn.access"]
+    shown = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s',
+                            use_colors=False)  # uvicorn's own
+    lines = [shown.format(r) for r in records]
+    assert len(lines) == 3, lines
+    for path, line in zip(["/login/link", "/oauth/google/callback", "/login/google/callback"],
+                          lines, strict=True):
+        assert f'"GET {path} HTTP/1.1"' in line, line
+        assert "SECRET" not in line, line
+        assert "?" not in line, line

@@ -186,6 +186,21 @@ async def test_a_wrong_state_is_refused_and_nothing_is_stored(
     assert [a.user_id for a in await google_accounts(runtime)] == [user.id]
 
 
+async def test_a_state_cookie_that_is_not_ascii_is_refused_not_a_crash(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    state, _ = await _started_state(browser, headers)
+
+    response = await browser.get(
+        "/oauth/google/callback", params={"state": state, "code": "x"},
+        headers={"cookie": "pilotlight_google_state=é".encode()},
+    )
+
+    assert_error(response, 400, "OAuthStateInvalid", "another browser")
+    assert await google_accounts(runtime) == []
+
+
 async def test_a_used_state_is_refused(
     browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
 ) -> None:

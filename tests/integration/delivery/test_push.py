@@ -30,6 +30,7 @@ from tests.integration.delivery.conftest import (
     add_digest,
     notifications,
     send_until_settled,
+    with_settings,
 )
 from tests.integration.delivery.receivers import Received, WebhookReceiver
 
@@ -195,6 +196,22 @@ async def test_429_and_5xx_are_retried(
     [sent] = [d for d in rows if d.channel == "push"]
     assert (sent.status, sent.attempts) == ("sent", 3)
     assert len(await _subscriptions(runtime)) == 1
+
+
+async def test_a_refused_endpoint_is_named_by_its_host_only(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """A push endpoint is a capability URL: its path must not reach errors (logged)."""
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers, Browser(receiver.url + "/CAPABILITYSECRET"))
+    runtime = with_settings(runtime, webhook_allow_private=False)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [failed] = [d for d in rows if d.channel == "push"]
+    assert failed.status == "failed"
+    assert f"refused to call the push service http://127.0.0.1:{receiver.port}:" in (
+        failed.last_error or "")
+    assert "SECRET" not in (failed.last_error or "")
 
 
 async def test_push_without_a_subscription_fails_and_tells_the_user(runtime: Runtime) -> None:

@@ -29,6 +29,7 @@ from app.delivery.ssrf import (
     PinnedTransport,
     UrlRefused,
     check_address,
+    origin,
     parse_ipv4_loose,
     resolve_checked,
 )
@@ -112,7 +113,11 @@ async def test_the_transport_refuses_before_connecting(
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
                                  "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/",
                                  "http://metadata.google.internal/computeMetadata/v1/",
-                                 "http://2852039166/"])
+                                 "http://2852039166/", "http://[fd20:ce::254]/",
+                                 "http://169.254.170.23/", "http://[fd00:ec2::23]/",
+                                 "http://[::ffff:169.254.170.23]/", "http://169.254.1.1/",
+                                 "http://[fe80::1]/", "http://[fe80::1%25eth0]/",
+                                 "http://[fd00:ec2::254%25eth0]/"])
 async def test_cloud_metadata_is_refused_even_when_private_addresses_are_allowed(
     connects: list[object], url: str
 ) -> None:
@@ -133,6 +138,19 @@ async def test_every_answer_of_the_resolver_must_pass(connects: list[object]) ->
     assert connects == []
 
 
+@pytest.mark.parametrize("answer", ["169.254.170.23", "fe80::1%eth0", "fd20:ce::254"])
+async def test_a_name_resolving_to_link_local_or_metadata_is_refused_even_when_private_is_allowed(
+    connects: list[object], answer: str
+) -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        return [answer]
+
+    with pytest.raises(UrlRefused):
+        await resolve_checked(httpx.URL("https://hooks.pilotlight.test/x"), allow_private=True,
+                              resolve=resolve)
+    assert connects == []
+
+
 async def test_the_api_refuses_literal_internal_urls(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
@@ -144,6 +162,22 @@ async def test_the_api_refuses_literal_internal_urls(
         response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
         assert response.status_code == 422, (url, response.text)
         assert response.json()["error"] == "WebhookUrlRefused", url
+
+
+async def test_the_api_refuses_urls_that_can_never_be_delivered(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    for url, reason in [
+        ("https://xn--.com/", "not a valid url"),
+        ("https://example.com:99999/", "port 99999"), ("https://example.com:0/", "port 0"),
+        ("https://%00/", "not a valid host name"), ("https://a..b/", "not a valid host name"),
+        ("https://-a.com/", "not a valid host name"),
+    ]:
+        response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["error"] == "WebhookUrlRefused", url
+        assert reason in response.json()["detail"].lower(), (url, response.text)
 
 
 @pytest.mark.parametrize(("host", "address"), [
@@ -166,6 +200,16 @@ def test_names_and_impossible_numbers_are_not_addresses(host: str) -> None:
                                      "8.8.8.8"])
 def test_public_addresses_pass(address: str) -> None:
     check_address(ipaddress.ip_address(address), allow_private=False)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://hooks.slack.com/services/T0/B0/XXXX", "https://hooks.slack.com"),
+    ("https://user:pw@Example.com:8443/x?token=t#f", "https://example.com:8443"),
+    ("http://[fd00::1]:80/push/abc", "http://[fd00::1]:80"),
+    ("https://example.com:99999/x?token=t", "a URL that cannot be read"),
+])
+def test_origin_names_a_url_without_its_secrets(url: str, shown: str) -> None:
+    assert origin(url) == shown
 
 
 def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -150,6 +151,35 @@ async def test_other_answers_fail_without_retry(
     assert (failed.status, failed.attempts) == ("failed", 1)
     assert fragment in (failed.last_error or "")
     assert [r.path for r in receiver.received] == ["/hook"]  # a redirect is not followed
+
+
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_failing_webhook_leaves_the_secrets_of_its_url_out_of_logs_and_errors(
+    runtime: Runtime, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture, refused: bool
+) -> None:
+    """Slack-style paths and ?token= queries are credentials: errors name the host only."""
+    receiver.answer(503, 400)
+    user, _ = await factories.user_with_token(runtime)
+    url = receiver.url + "/services/T0/B0/PATHSECRET?token=QUERYSECRET"
+    _webhook_row, receiver.secret = await add_webhook(runtime, user, url)
+    if refused:  # now refused at delivery: the guard's own error names no URL either
+        runtime = with_settings(runtime, webhook_allow_private=False)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    caplog.set_level(logging.INFO)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+
+    failed = next(d for d in rows if d.channel == "webhook")
+    assert failed.status == "failed"
+    assert ("refused to call" if refused else "400") in (failed.last_error or "")
+    assert f"http://127.0.0.1:{receiver.port}" in (failed.last_error or "")
+    [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("app.")]
+    assert any("failed" in m for m in logged), logged
+    assert refused or any("retry in" in m for m in logged), logged
+    for text in [failed.last_error or "", told.body, str(told.data), *logged]:
+        assert "SECRET" not in text, text
+        assert "/services" not in text, text
 
 
 async def test_after_max_attempts_the_delivery_fails_and_the_user_is_told(

@@ -115,10 +115,12 @@ async def test_forms_without_the_csrf_token_are_refused(runtime: Runtime) -> Non
     async with browser(runtime) as client:
         csrf = await sign_in(runtime, client, user)
         path = f"/instructions/{instruction.id}/pause"
-        for data in ({}, {"csrf_token": "forged"}):
+        for data in ({}, {"csrf_token": "forged"}, {"csrf_token": "é"}):
             refused = await client.post(path, data=data)
             assert refused.status_code == 403
             assert "CSRF" in refused.text
+        refused = await client.post(path, headers={"X-CSRF-Token": "é".encode()})
+        assert refused.status_code == 403
         ok = await client.post(path, data={"csrf_token": csrf})
         assert ok.status_code == 303
         page = await client.get("/")
@@ -142,7 +144,10 @@ async def test_the_api_needs_the_csrf_header_when_signed_in_by_cookie(runtime: R
         assert refused.status_code == 403
         assert refused.json()["error"] == "CsrfRefused"
         assert "X-CSRF-Token" in refused.json()["detail"]
-        assert (await client.post(path, headers={"X-CSRF-Token": "forged"})).status_code == 403
+        for forged in (b"forged", "é".encode()):
+            refused = await client.post(path, headers={"X-CSRF-Token": forged})
+            assert refused.status_code == 403
+            assert refused.json()["error"] == "CsrfRefused"
         assert (await client.post(path, headers={"X-CSRF-Token": csrf})).status_code == 200
     # A bearer token needs no CSRF token: nothing sends it on its own.
     async with browser(runtime) as api:
