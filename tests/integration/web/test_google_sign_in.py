@@ -5,7 +5,7 @@ and google-auth verifying the id_token against the fake's certificates."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -225,15 +225,18 @@ async def test_a_good_id_token_gives_its_address(runtime: Runtime) -> None:
         "alice@example.com")
 
 
-@pytest.mark.parametrize(("claims", "reason"), [
-    (_claims(aud="another-client.apps.googleusercontent.com"), "audience"),
-    (_claims(email_verified=False), "not verified"),
-    (_claims(iss="https://evil.example"), "issuer"),
-    (_claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "expired"),
+# The claims are made when the test runs (not when the tests are collected): a token
+# made at collection would expire during a long run of the suite.
+@pytest.mark.parametrize(("changes", "reason"), [
+    (lambda now: {"aud": "another-client.apps.googleusercontent.com"}, "audience"),
+    (lambda now: {"email_verified": False}, "not verified"),
+    (lambda now: {"iss": "https://evil.example"}, "issuer"),
+    (lambda now: {"exp": now - 3600, "iat": now - 7200}, "expired"),
 ])
 async def test_an_id_token_google_did_not_vouch_for_is_refused(
-    runtime: Runtime, claims: dict[str, object], reason: str
+    runtime: Runtime, changes: Callable[[int], dict[str, object]], reason: str
 ) -> None:
+    claims = _claims(**changes(int(time.time())))
     with pytest.raises(sign_in.IdTokenInvalid, match=reason):
         await sign_in.verified_email(runtime.settings, sign_jwt(claims))
 
