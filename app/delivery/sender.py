@@ -176,7 +176,7 @@ class DeliverySender(LoopService):
                                                 expire_on_commit=False) as session:
                             jobs = await repository.load_many(session=session, claims=claims)
             except Exception:
-                await self._give_back_unread(claims)
+                await self._give_back(claims, "reading the claimed deliveries failed")
                 raise
         self._backlog = len(claims) == room
         now = time.monotonic()
@@ -189,10 +189,10 @@ class DeliverySender(LoopService):
             task.add_done_callback(functools.partial(self._done, claimed))
         return claims
 
-    async def _give_back_unread(self, claims: list[Claimed]) -> None:
-        """The read after a claim failed: give the claims back (due again at once, the
-        attempt not counted), rather than leave them until their lease runs out. If that
-        fails too, the lease is the fallback."""
+    async def _give_back(self, claims: list[Claimed], why: str) -> None:
+        """Give back claims that were not sent (due again at once, the attempt not
+        counted), rather than leave them until their claim runs out. If that fails too,
+        the claim running out is the fallback."""
         if not claims:
             return
         try:
@@ -202,7 +202,7 @@ class DeliverySender(LoopService):
             log.exception("could not give back %d claimed deliveries; due again when their "
                           "claim runs out", len(claims))
             return
-        log.warning("reading %d claimed deliveries failed; gave back %d", len(claims), released)
+        log.warning("%s: gave back %d of %d claimed deliveries", why, released, len(claims))
 
     def _room_for_more(self) -> bool:
         """Room for half a batch: worth a claim (small claims would cost as much each)."""
@@ -219,26 +219,22 @@ class DeliverySender(LoopService):
             self.wake()  # claim more while the rest is being sent
 
     async def _deliver(self, claimed: Claimed, job: Job | None) -> None:
+        result: Result | None = None
         async with self._room:
             self._waiting.pop(claimed.id, None)
             held_for = time.monotonic() - self._claimed_at.get(claimed.id, time.monotonic())
-            if held_for > self.settings.delivery_claim_seconds - \
-                    self.settings.delivery_timeout_seconds:
-                # The claim could run out while sending, and another sender take it: leave
-                # it to whoever claims it next (it is due again when the claim runs out).
-                log.warning("delivery %s waited %.0fs for a slot; not sent by this claim",
-                            claimed.id, held_for)
-                return
-            if job is None:
-                await self._failed(claimed, None, failed("the notification is gone",
-                                                         tell_user=False))
-                return
-            if claimed.attempt > self.settings.delivery_max_attempts:
-                # Every earlier attempt died before writing its outcome.
-                await self._failed(claimed, job, failed(
-                    f"gave up: {claimed.attempt - 1} attempts stopped before they finished"))
-                return
-            result = await self.channels[claimed.channel].send(job)
+            late = held_for > (self.settings.delivery_claim_seconds
+                               - self.settings.delivery_timeout_seconds)
+            if not late:
+                result = await self._attempt(claimed, job)
+        if late:
+            # The claim could run out while sending, and another sender take it: give it
+            # back unsent, its attempt not counted (a backlog must not use up attempts).
+            await self._give_back(
+                [claimed], f"delivery {claimed.id} waited {held_for:.0f}s for a slot")
+            return
+        if result is None:
+            return
         if result.status == "sent":
             self.fault("delivery_sent")
             self._mark_sent(claimed)
@@ -254,6 +250,19 @@ class DeliverySender(LoopService):
         if result.status == "retry":
             result = failed(f"gave up after {claimed.attempt} attempts: {result.reason}")
         await self._failed(claimed, job, result)
+
+    async def _attempt(self, claimed: Claimed, job: Job | None) -> Result | None:
+        """Send, in a slot; None when there is nothing to send (the delivery failed)."""
+        if job is None:
+            await self._failed(claimed, None, failed("the notification is gone",
+                                                     tell_user=False))
+            return None
+        if claimed.attempt > self.settings.delivery_max_attempts:
+            # Every earlier attempt died before writing its outcome.
+            await self._failed(claimed, job, failed(
+                f"gave up: {claimed.attempt - 1} attempts stopped before they finished"))
+            return None
+        return await self.channels[claimed.channel].send(job)
 
     def _mark_sent(self, claimed: Claimed) -> None:
         """Queue the mark; one task writes the queued marks, a batch per transaction."""

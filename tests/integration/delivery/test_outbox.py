@@ -22,7 +22,7 @@ from tests.integration.delivery.conftest import (
     delivery,
     with_settings,
 )
-from tests.integration.delivery.receivers import WebhookReceiver
+from tests.integration.delivery.receivers import MailHandler, WebhookReceiver
 from tests.integration.runs.test_crashes import eventually
 
 CHANNELS = ("email", "webhook")
@@ -212,3 +212,40 @@ async def test_claims_whose_read_failed_are_given_back_at_once(
     rows = [await delivery(runtime, i, "webhook") for i in ids]
     assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2
     assert receiver.processed == 2
+
+
+async def test_waiting_for_a_slot_uses_up_no_attempt(
+    runtime: Runtime, receiver: WebhookReceiver, smtp: tuple[MailHandler, int]
+) -> None:
+    """One user's webhook hangs until the timeout, with a burst of deliveries queued ahead:
+    another user's email, claimed and left waiting for the one slot past what its claim
+    allows, is given back unsent, its attempt not counted, and is sent in the end (it
+    used to fail 'gave up' without ever being tried)."""
+    runtime = with_settings(
+        runtime, smtp_host="127.0.0.1", smtp_port=smtp[1], smtp_tls="none",
+        delivery_concurrency=1, delivery_claim_seconds=2.5, delivery_timeout_seconds=1,
+        delivery_max_attempts=3, delivery_retry_base_seconds=0.1,
+        delivery_retry_max_seconds=0.2, delivery_poll_seconds=0.1, delivery_batch_size=20)
+    receiver.go.clear()  # each webhook send times out after 1 s
+    alice, _ = await factories.user_with_token(runtime, "alice@example.com")
+    await add_webhook(runtime, alice, receiver.url)
+    for _ in range(12):
+        await add_digest(runtime, alice, channels=("webhook",))
+    bob, _ = await factories.user_with_token(runtime, "bob@example.com")
+    email = await add_digest(runtime, bob, channels=("email",), title="Bob's digest")
+    sender = DeliverySender(runtime=runtime)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    try:
+        async def settled() -> bool:
+            return (await delivery(runtime, email, "email")).status != "pending"
+
+        await eventually(settled, 90, "Bob's email to be sent or failed")
+    finally:
+        stop.set()
+        receiver.go.set()
+        await running
+    row = await delivery(runtime, email, "email")
+    assert (row.status, row.last_error) == ("sent", None)
+    assert row.attempts == 1
+    assert len(smtp[0].messages) == 1
