@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.agent.llm import ThinkingLevel
+from app.core.validation import check_timezone
 from app.instructions.triggers import validate_cron
 
 SourceKind = Literal["gmail", "drive"]
@@ -29,14 +29,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone '{value}'") from exc
-    return value
-
-
 class CronTriggerIn(_Strict):
     type: Literal["cron"]
     cron: str = Field(max_length=120, examples=["0 8 * * 1-5"])
@@ -47,7 +39,7 @@ class CronTriggerIn(_Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        return None if value is None else _check_timezone(value)
+        return None if value is None else check_timezone(value)
 
     @model_validator(mode="after")
     def _cron(self) -> CronTriggerIn:

@@ -310,6 +310,8 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
         ({"title": ""}, "title"),
         ({"trigger": {"type": "cron", "cron": "banana"}}, "invalid cron expression"),
         ({"trigger": {"type": "interval", "seconds": 1}}, "seconds"),
+        ({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "Europe"}},
+         "unknown time zone"),
         ({"status": "paused"}, "status"),
         ({"thinking_level": "extreme"}, "thinking_level"),
     ]
@@ -443,6 +445,10 @@ BAD_BODIES: list[Any] = [
                  ["unknown time zone"], id="timezone-path"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": ""}},
                  ["unknown time zone"], id="timezone-empty"),
+    *[pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": zone}},
+                   ["unknown time zone", zone], id=f"timezone-{zone}")
+      for zone in ("Europe", "America", "localtime", "posixrules", "right/UTC", "posix/UTC",
+                   "Factory")],
     pytest.param({"trigger": {"type": "interval", "seconds": 59}},
                  ["trigger.interval.seconds", "60"], id="interval-59"),
     pytest.param({"trigger": {"type": "interval", "seconds": 90.5}},

@@ -15,6 +15,7 @@ from app.channels import service as webhooks
 from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.instructions import service as instructions
 from app.main import create_app
 from app.notifications import service as notifications
 from app.runs.models import Run
@@ -210,6 +211,39 @@ async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
         assert bad.status_code == 422
         assert bad.json()["error"] == "InvalidSchedule"
         assert "cron" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("zone", ["Europe", "localtime", "right/UTC", "Factory"])
+async def test_the_editor_and_the_profile_refuse_what_is_not_a_time_zone(
+    runtime: Runtime, zone: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": zone})
+        assert preview.status_code == 422, preview.text
+        assert preview.json()["error"] == "InvalidSchedule"
+        assert "unknown time zone" in preview.json()["detail"]
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": zone, "sources": "gmail",
+            "channels": "in_app"})
+        assert saved.status_code == 422, saved.text
+        assert "unknown time zone" in saved.text
+        profile = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": zone})
+        assert profile.status_code == 422, profile.text
+        assert "unknown time zone" in profile.text
+        offered = re.findall(r"<option(?: selected)?>([^<]+)</option>", profile.text)
+        assert "UTC" in offered
+        assert "Europe/Berlin" in offered
+        assert zone not in offered
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await users.get(session=session, user_id=user.id)).timezone == "Europe/Berlin"
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert rows == []
 
 
 async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
