@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.instructions.models import Instruction
 from app.users.models import User
 from tests.factories import instruction, instruction_body, user_with_token
 from tests.integration.api.helpers import API, add_run, assert_error, parse_time
@@ -236,6 +237,22 @@ async def test_list_invalid_limit(client: httpx.AsyncClient, runtime: Runtime, l
     assert_error(response, 422, "ValidationError", "limit")
 
 
+async def test_a_stored_trigger_that_cannot_be_described_still_lists(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Stored before validation refused it: shown as written, never a 500."""
+    user, headers = await user_with_token(runtime)
+    stored = await instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Instruction).where(Instruction.id == stored.id).values(
+            trigger={"type": "cron", "cron": "0 8 * * 07", "timezone": "UTC"}))
+    response = await client.get(f"{API}/instructions", headers=headers)
+    assert response.status_code == 200, response.text
+    assert [i["schedule"] for i in response.json()["items"]] == ["Cron '0 8 * * 07' (UTC)"]
+    one = await client.get(f"{API}/instructions/{stored.id}", headers=headers)
+    assert one.json()["schedule"] == "Cron '0 8 * * 07' (UTC)"
+
+
 # --- change -------------------------------------------------------------------
 
 
@@ -435,6 +452,9 @@ BAD_BODIES: list[Any] = [
                  ["invalid cron expression", CRON], id="cron-weekday-8"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * 5-1"}},
                  ["invalid cron expression", CRON], id="cron-weekday-backwards"),
+    *[pytest.param({"trigger": {"type": "cron", "cron": cron}},
+                   ["invalid cron expression", CRON], id=f"cron-{cron}")
+      for cron in ("0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667", "\u0667 8 * * *")],
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 31 2 *"}},
                  ["invalid cron expression", "never fires"], id="cron-february-31"),
     pytest.param({"trigger": {"type": "cron", "cron": ""}},

@@ -246,6 +246,45 @@ async def test_the_editor_and_the_profile_refuse_what_is_not_a_time_zone(
         assert rows == []
 
 
+@pytest.mark.parametrize("cron", ["0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667"])
+async def test_the_editor_refuses_a_cron_it_cannot_put_in_words(
+    runtime: Runtime, cron: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": cron, "timezone": "UTC"})
+        assert preview.status_code == 422, preview.text
+        assert "invalid cron expression" in preview.json()["detail"]
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "cron", "cron": cron, "timezone": "UTC", "sources": "gmail",
+            "channels": "in_app"})
+        assert saved.status_code == 422, saved.text
+        assert "invalid cron expression" in saved.text
+        assert (await client.get("/")).status_code == 200
+    async with transaction(runtime.sessionmaker) as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert rows == []
+
+
+async def test_the_list_shows_a_stored_cron_it_cannot_put_in_words(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    stored = await factories.instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        row = await instructions.get(session=session, user=user, instruction_id=stored.id)
+        row.trigger = {"type": "cron", "cron": "0 8 * * 07", "timezone": "UTC"}
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        listing = await client.get("/")
+        assert listing.status_code == 200, listing.text
+        assert "0 8 * * 07" in listing.text
+        editor = await client.get(f"/instructions/{stored.id}")
+        assert editor.status_code == 200, editor.text
+
+
 async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)
     async with browser(runtime) as client:
