@@ -230,6 +230,32 @@ async def test_list_cursor_without_offset_is_invalid(
     assert_error(response, 422, "InvalidCursor", "cursor")
 
 
+@pytest.mark.parametrize("path", ["instructions", "runs", "notifications"])
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
+async def test_list_cursor_out_of_range_in_utc_is_invalid(
+    client: httpx.AsyncClient, runtime: Runtime, path: str, stamp: str
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    raw = f"{stamp}|{uuid.uuid4()}".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await client.get(f"{API}/{path}", params={"cursor": cursor}, headers=headers)
+    assert_error(response, 422, "InvalidCursor", "cursor")
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00+00:00"])
+async def test_list_cursor_at_the_ends_of_time(
+    client: httpx.AsyncClient, runtime: Runtime, stamp: str
+) -> None:
+    user, headers = await user_with_token(runtime)
+    await instruction(runtime, user)
+    raw = f"{stamp}|{uuid.uuid4()}".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await client.get(f"{API}/instructions", params={"cursor": cursor},
+                                headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["items"]) == (1 if stamp.startswith("9999") else 0)
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
 async def test_list_invalid_limit(client: httpx.AsyncClient, runtime: Runtime, limit: str) -> None:
     _user, headers = await user_with_token(runtime)
