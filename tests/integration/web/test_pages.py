@@ -327,6 +327,25 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
         assert "Every 2 hours" in listing
 
 
+@pytest.mark.parametrize(("sentence", "reason"), [
+    pytest.param("every 1" + "0" * 320 + " minutes summarize my mail", "up to a year",
+                 id="interval-overflows"),
+    pytest.param("when mail from " + "a" * 600 + "@x.com arrives tell me",
+                 "the mail to watch for", id="query-too-long"),
+])
+async def test_the_editor_says_what_a_draft_could_not_read(
+    runtime: Runtime, sentence: str, reason: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": sentence})
+        assert refused.status_code == 422, refused.text
+        assert reason in refused.text
+        assert "Proposed:" not in refused.text
+
+
 async def test_a_drafted_watch_fills_the_editors_watch_fields(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)  # no connected Google account
     async with browser(runtime) as client:
