@@ -332,6 +332,8 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
                  id="interval-overflows"),
     pytest.param("when mail from " + "a" * 600 + "@x.com arrives tell me",
                  "the mail to watch for", id="query-too-long"),
+    pytest.param("every day at 8 tell me\u0000 my mail", "must not contain NUL", id="nul"),
+    pytest.param("   ", "must not be blank", id="blank"),
 ])
 async def test_the_editor_says_what_a_draft_could_not_read(
     runtime: Runtime, sentence: str, reason: str
