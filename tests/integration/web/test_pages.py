@@ -298,6 +298,30 @@ async def test_the_runs_page_refuses_a_cursor_out_of_range(runtime: Runtime, sta
         assert "invalid page cursor" in response.text
 
 
+@pytest.mark.parametrize("minutes", ["inf", "1e999", "-inf", "nan", "soon"])
+async def test_the_editor_needs_an_interval_in_minutes(runtime: Runtime, minutes: str) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    stored = await factories.instruction(runtime, user)
+    form = {"title": "Mail", "text": "Tell me what came.", "trigger_type": "interval",
+            "interval_minutes": minutes, "sources": "gmail", "channels": "in_app"}
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "interval", "interval_minutes": minutes})
+        assert preview.status_code == 422, preview.text
+        assert preview.json()["error"] == "InvalidSchedule"
+        assert "interval must be a number of minutes" in preview.json()["detail"]
+        for path in ("/instructions", f"/instructions/{stored.id}"):
+            refused = await client.post(path, data={"csrf_token": csrf, **form})
+            assert refused.status_code == 422, (path, refused.text)
+            assert "interval must be a number of minutes" in refused.text
+    async with transaction(runtime.sessionmaker) as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert [(r.id, r.title, r.trigger) for r in rows] == [
+            (stored.id, stored.title, stored.trigger)]
+
+
 async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)
     async with browser(runtime) as client:
