@@ -27,3 +27,11 @@ def check_timezone(name: str) -> str:
     if name not in timezones():
         raise ValueError(f"unknown time zone '{name}'")
     return name
+
+
+def check_no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write (SQLite
+    # would store it, so the two databases would answer differently).
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value

@@ -9,20 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.agent.llm import ThinkingLevel
-from app.core.validation import check_timezone
+from app.core.validation import check_no_nul, check_timezone
 from app.instructions.triggers import validate_cron
 
 SourceKind = Literal["gmail", "drive"]
 Channel = Literal["in_app", "email", "push", "webhook"]
 MIN_INTERVAL_SECONDS = 60
 MAX_TEXT = 4000
-
-
-def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    return value
 
 
 class _Strict(BaseModel):
@@ -74,7 +67,7 @@ class WatchTriggerIn(_Strict):
     def _query(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
-        return _no_nul(value)
+        return None if value is None else check_no_nul(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WatchTriggerIn:
@@ -108,7 +101,7 @@ class InstructionCreate(_Strict):
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+        return None if value is None else check_no_nul(value)
 
 
 class InstructionUpdate(_Strict):
@@ -124,7 +117,7 @@ class InstructionUpdate(_Strict):
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+        return None if value is None else check_no_nul(value)
 
 
 class InstructionOut(BaseModel):
@@ -165,7 +158,7 @@ class DraftIn(_Strict):
     @field_validator("text")
     @classmethod
     def _sentence(cls, value: str) -> str:
-        _no_nul(value)
+        check_no_nul(value)
         if not value.strip():
             raise ValueError("must not be blank")
         return value

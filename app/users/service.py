@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from app.core.security import TOKEN_PREFIX, display_prefix, hash_token, new_token
-from app.core.validation import check_timezone
+from app.core.validation import check_no_nul, check_timezone
 from app.users.models import ApiToken, User
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -69,6 +69,10 @@ async def create_token(
     *, session: AsyncSession, user: User, name: str = ""
 ) -> tuple[ApiToken, str]:
     """Create a token; the plaintext is returned once and never stored."""
+    try:
+        check_no_nul(name)
+    except ValueError as exc:
+        raise BadRequest(f"token name: {exc}") from exc
     plaintext = new_token()
     token = ApiToken(
         user_id=user.id, name=name, prefix=display_prefix(plaintext),

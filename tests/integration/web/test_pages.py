@@ -444,6 +444,18 @@ async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
         assert changed.daily_cost_cap_usd == 2.5
 
 
+async def test_a_token_name_with_nul_is_refused(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post("/settings/tokens", data={
+            "csrf_token": csrf, "name": "a\u0000b"}, headers={"Accept": "text/html"})
+        assert refused.status_code == 422, refused.text
+        assert "must not contain NUL" in refused.text
+    async with transaction(runtime.sessionmaker) as session:
+        assert len(await users.list_tokens(session=session, user=user)) == 1  # the fixture's
+
+
 async def test_the_service_worker_is_served_from_the_root(runtime: Runtime) -> None:
     async with browser(runtime) as client:
         response = await client.get("/sw.js")
