@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.agent.llm import ThinkingLevel
-from app.core.validation import check_no_nul, check_timezone
+from app.core.validation import check_no_nul, check_not_blank, check_timezone
 from app.instructions.triggers import validate_cron
 
 SourceKind = Literal["gmail", "drive"]
@@ -65,9 +65,7 @@ class WatchTriggerIn(_Strict):
     @field_validator("gmail_query")
     @classmethod
     def _query(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return None if value is None else check_no_nul(value)
+        return None if value is None else check_no_nul(check_not_blank(value))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WatchTriggerIn:
@@ -101,7 +99,7 @@ class InstructionCreate(_Strict):
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return None if value is None else check_no_nul(value)
+        return None if value is None else check_not_blank(check_no_nul(value))
 
 
 class InstructionUpdate(_Strict):
@@ -117,7 +115,7 @@ class InstructionUpdate(_Strict):
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return None if value is None else check_no_nul(value)
+        return None if value is None else check_not_blank(check_no_nul(value))
 
 
 class InstructionOut(BaseModel):
@@ -158,10 +156,7 @@ class DraftIn(_Strict):
     @field_validator("text")
     @classmethod
     def _sentence(cls, value: str) -> str:
-        check_no_nul(value)
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+        return check_not_blank(check_no_nul(value))
 
 
 class DraftOut(BaseModel):

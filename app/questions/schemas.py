@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.validation import check_no_nul
+from app.core.validation import check_no_nul, check_not_blank
 
 
 class QuestionOut(BaseModel):
@@ -30,7 +30,7 @@ class AnswerIn(BaseModel):
     @field_validator("answer")
     @classmethod
     def _plain(cls, value: str) -> str:
-        return check_no_nul(value)
+        return check_not_blank(check_no_nul(value))
 
 
 def to_out(question: Any) -> QuestionOut:

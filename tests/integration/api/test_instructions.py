@@ -351,6 +351,8 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
     url = f"{API}/instructions/{created['id']}"
     cases: list[tuple[dict[str, Any], str]] = [
         ({"title": ""}, "title"),
+        ({"title": "   "}, "must not be blank"),
+        ({"text": "\n\t"}, "must not be blank"),
         ({"trigger": {"type": "cron", "cron": "banana"}}, "invalid cron expression"),
         ({"trigger": {"type": "interval", "seconds": 1}}, "seconds"),
         ({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "Europe"}},
@@ -508,6 +510,10 @@ BAD_BODIES: list[Any] = [
     pytest.param({"title": "x" * 201}, ["title", "200"], id="title-201"),
     pytest.param({"title": ""}, ["title"], id="title-empty"),
     pytest.param({"text": ""}, ["text"], id="text-empty"),
+    pytest.param({"title": "   "}, ["title", "blank"], id="title-blank"),
+    pytest.param({"text": "   "}, ["text", "blank"], id="text-blank"),
+    pytest.param({"title": "   ", "text": "\t\n "}, ["title", "text", "blank"],
+                 id="both-blank"),
     pytest.param({"title": "nul \u0000 byte"}, ["title"], id="title-nul"),
     pytest.param({"text": "nul \u0000 byte"}, ["text"], id="text-nul"),
     pytest.param({"owner": "someone-else"}, ["owner", "extra"], id="unknown-field"),
