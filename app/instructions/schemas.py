@@ -103,6 +103,8 @@ class InstructionCreate(_Strict):
 
 
 class InstructionUpdate(_Strict):
+    """The fields to change; a field left out keeps its value. None of them takes null."""
+
     title: str | None = Field(None, min_length=1, max_length=200)
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     trigger: Trigger | None = None
@@ -111,6 +113,14 @@ class InstructionUpdate(_Strict):
     thinking_level: ThinkingLevel | None = None
     max_tool_calls: int | None = Field(None, ge=0, le=100)
     only_new: bool | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # None stands for "left out"; a null sent would be read so and change nothing.
+        if value is None:
+            raise ValueError("cannot be null: leave the field out to keep its value")
+        return value
 
     @field_validator("title", "text")
     @classmethod

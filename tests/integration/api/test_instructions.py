@@ -366,6 +366,31 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
     assert (await client.get(url, headers=headers)).json() == created
 
 
+@pytest.mark.parametrize("body", [
+    {"title": None},
+    {"text": None},
+    {"trigger": None, "max_tool_calls": None, "only_new": None},
+    {"sources": None, "channels": None, "thinking_level": None},
+    {"title": "Evening digest", "only_new": None},
+])
+async def test_patch_refuses_null(
+    client: httpx.AsyncClient, runtime: Runtime, body: dict[str, Any]
+) -> None:
+    """Null would silently change nothing: a field is changed, or left out."""
+    _user, headers = await user_with_token(runtime)
+    created = await create(client, headers)
+    url = f"{API}/instructions/{created['id']}"
+    response = await client.patch(url, json=body, headers=headers)
+    error = assert_error(response, 422, "ValidationError", "cannot be null")
+    assert {e["field"] for e in error["errors"]} == {k for k, v in body.items() if v is None}
+    assert (await client.get(url, headers=headers)).json() == created
+    # A cron trigger's time zone may be null: the user's time zone.
+    response = await client.patch(url, headers=headers, json={
+        "trigger": {"type": "cron", "cron": "0 9 * * *", "timezone": None}})
+    assert response.status_code == 200, response.text
+    assert response.json()["trigger"]["timezone"] == "Europe/Berlin"
+
+
 # --- pause, resume, run now, delete -------------------------------------------
 
 
