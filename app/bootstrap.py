@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts.models import Account
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.core.validation import timezones
 from app.instructions import service as instructions
 from app.instructions.schemas import CronTriggerIn, InstructionCreate
 from app.runs import service as runs
@@ -44,11 +44,8 @@ def local_timezone(configured: str) -> str:
     for name in candidates:
         if not name:
             continue
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            continue
-        return name
+        if name in timezones():
+            return name
     return "UTC"
 
 

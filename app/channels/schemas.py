@@ -8,6 +8,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.core.validation import check_no_nul
+
 EventType = Literal["digest.created", "question.asked", "run.failed"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
@@ -76,6 +78,8 @@ class PushSubscriptionCreate(BaseModel):
 
 class PushSubscriptionDelete(_Strict):
     endpoint: str = Field(min_length=1, max_length=2000)
+
+    _plain = field_validator("endpoint")(check_no_nul)
 
 
 class PushSubscriptionOut(BaseModel):

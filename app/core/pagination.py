@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -31,8 +31,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("cursor timestamp without a UTC offset")
-        return created_at, uuid.UUID(row_id)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # In UTC as the columns hold it; past year 9999 or before year 1 it overflows.
+        return created_at.astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidCursor("invalid page cursor") from exc
 
 

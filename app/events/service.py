@@ -54,6 +54,9 @@ class Position:
     @classmethod
     def decode(cls, value: str) -> Position:
         micros, hex_id = value.split("_")
+        if int(micros) < 0:  # the stream never had a position before 1970
+            raise ValueError(value)
+        # OverflowError past the year 9999.
         return cls(_EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=hex_id))
 
 
@@ -74,7 +77,7 @@ class Cursor:
             if notifications[:1] != "n" or runs[:1] != "r":
                 raise ValueError(value)
             return cls(Position.decode(notifications[1:]), Position.decode(runs[1:]))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise InvalidEventId(f"Last-Event-ID {value!r} is not an event of this stream") from exc
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.agent.llm import ThinkingLevel
+from app.core.validation import check_no_nul, check_not_blank, check_timezone
 from app.instructions.triggers import validate_cron
 
 SourceKind = Literal["gmail", "drive"]
@@ -18,23 +18,8 @@ MIN_INTERVAL_SECONDS = 60
 MAX_TEXT = 4000
 
 
-def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    return value
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone '{value}'") from exc
-    return value
 
 
 class CronTriggerIn(_Strict):
@@ -47,7 +32,7 @@ class CronTriggerIn(_Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        return None if value is None else _check_timezone(value)
+        return None if value is None else check_timezone(value)
 
     @model_validator(mode="after")
     def _cron(self) -> CronTriggerIn:
@@ -80,9 +65,7 @@ class WatchTriggerIn(_Strict):
     @field_validator("gmail_query")
     @classmethod
     def _query(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return _no_nul(value)
+        return None if value is None else check_no_nul(check_not_blank(value))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WatchTriggerIn:
@@ -116,10 +99,12 @@ class InstructionCreate(_Strict):
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+        return None if value is None else check_not_blank(check_no_nul(value))
 
 
 class InstructionUpdate(_Strict):
+    """The fields to change; a field left out keeps its value. None of them takes null."""
+
     title: str | None = Field(None, min_length=1, max_length=200)
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     trigger: Trigger | None = None
@@ -129,10 +114,18 @@ class InstructionUpdate(_Strict):
     max_tool_calls: int | None = Field(None, ge=0, le=100)
     only_new: bool | None = None
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # None stands for "left out"; a null sent would be read so and change nothing.
+        if value is None:
+            raise ValueError("cannot be null: leave the field out to keep its value")
+        return value
+
     @field_validator("title", "text")
     @classmethod
     def _plain(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+        return None if value is None else check_not_blank(check_no_nul(value))
 
 
 class InstructionOut(BaseModel):
@@ -173,10 +166,7 @@ class DraftIn(_Strict):
     @field_validator("text")
     @classmethod
     def _sentence(cls, value: str) -> str:
-        _no_nul(value)
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+        return check_not_blank(check_no_nul(value))
 
 
 class DraftOut(BaseModel):

@@ -104,8 +104,28 @@ def _interval(seconds: int, anchor: datetime) -> BaseTrigger:
 
 def validate_cron(expression: str, timezone: str) -> None:
     """Raise ValueError with a readable reason if the expression is not valid cron."""
+    if not expression.isascii():
+        # APScheduler reads any Unicode digit ("٧" as 7); crontab and readers of it don't.
+        raise ValueError("only ASCII characters: digits 0-9, names such as mon, and * , - /")
     if _cron(expression, timezone).get_next_fire_time(None, datetime.now(UTC)) is None:
         raise ValueError("it never fires (no such date)")
+    # A trigger is shown in words wherever it is listed: refuse what cannot be put so.
+    _cron_words(expression)
+
+
+def _cron_words(expression: str) -> str:
+    """The expression in words; raises ValueError where cron_descriptor has none.
+
+    APScheduler takes a weekday of "07" or "0007" (Sunday), cron_descriptor does not.
+    """
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except Exception as exc:  # FormatError mostly, but it raises other kinds as well
+        raise ValueError(
+            "it cannot be read in words; write numbers without leading zeros (7, not 07)"
+        ) from exc
 
 
 # Daylight saving time
@@ -304,10 +324,11 @@ def _plural(n: int, unit: str) -> str:
 def describe(spec: dict[str, Any]) -> str:
     """A readable schedule: "At 08:00, Monday through Friday (Europe/Berlin)"."""
     if spec["type"] == "cron":
-        options = Options()
-        options.use_24hour_time_format = True
-        text = ExpressionDescriptor(spec["cron"], options).get_description()
-        return f"{text} ({spec.get('timezone') or 'UTC'})"
+        zone = spec.get("timezone") or "UTC"
+        try:
+            return f"{_cron_words(spec['cron'])} ({zone})"
+        except ValueError:  # stored before validation refused it: a listing must not fail
+            return f"Cron {spec['cron']!r} ({zone})"
     if spec["type"] == "interval":
         seconds = int(spec["seconds"])
         for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):

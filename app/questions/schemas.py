@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.core.validation import check_no_nul, check_not_blank
+
 
 class QuestionOut(BaseModel):
     id: uuid.UUID
@@ -28,10 +30,7 @@ class AnswerIn(BaseModel):
     @field_validator("answer")
     @classmethod
     def _plain(cls, value: str) -> str:
-        # PostgreSQL text cannot hold NUL: refuse it here rather than fail on write.
-        if "\x00" in value:
-            raise ValueError("must not contain NUL (\\u0000) characters")
-        return value
+        return check_not_blank(check_no_nul(value))
 
 
 def to_out(question: Any) -> QuestionOut:

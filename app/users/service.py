@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from app.core.security import TOKEN_PREFIX, display_prefix, hash_token, new_token
+from app.core.validation import check_no_nul, check_timezone
 from app.users.models import ApiToken, User
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -30,6 +30,13 @@ class InvalidToken(Unauthorized):
     pass
 
 
+def _check_timezone(name: str) -> None:
+    try:
+        check_timezone(name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
 async def create_user(
     *, session: AsyncSession, email: str, name: str = "", timezone: str = "UTC"
 ) -> User:
@@ -37,10 +44,7 @@ async def create_user(
     email = email.strip().lower()
     if not _EMAIL.match(email):
         raise BadRequest(f"'{email}' is not an email address")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequest(f"unknown time zone '{timezone}'") from exc
+    _check_timezone(timezone)
     if await get_by_email(session=session, email=email) is not None:
         raise UserExists(f"a user with email {email} already exists")
     user = User(email=email, name=name, timezone=timezone)
@@ -65,6 +69,10 @@ async def create_token(
     *, session: AsyncSession, user: User, name: str = ""
 ) -> tuple[ApiToken, str]:
     """Create a token; the plaintext is returned once and never stored."""
+    try:
+        check_no_nul(name)
+    except ValueError as exc:
+        raise BadRequest(f"token name: {exc}") from exc
     plaintext = new_token()
     token = ApiToken(
         user_id=user.id, name=name, prefix=display_prefix(plaintext),
@@ -134,10 +142,7 @@ async def update_profile(
 ) -> User:
     """Change the user's time zone or daily cost cap (USD, 0 stops paid runs)."""
     if timezone is not None:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise BadRequest(f"unknown time zone '{timezone}'") from exc
+        _check_timezone(timezone)
         user.timezone = timezone
     if daily_cost_cap_usd is not None:
         if not 0 <= daily_cost_cap_usd <= MAX_DAILY_COST_CAP_USD:

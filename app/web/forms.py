@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from starlette.datastructures import FormData
 
 from app.instructions import triggers
@@ -82,8 +83,12 @@ class EditorValues:
         if self.trigger_type == "interval":
             try:
                 seconds = int(float(self.interval_minutes) * 60)
-            except ValueError:
-                seconds = 0
+            except (ValueError, OverflowError) as exc:  # not a number, nan, inf or "1e999"
+                # As a ValidationError, which every caller shows as the form's other errors.
+                raise ValidationError.from_exception_data("EditorValues", [InitErrorDetails(
+                    type=PydanticCustomError("minutes", "interval must be a number of minutes"),
+                    loc=("interval_minutes",), input=self.interval_minutes,
+                )]) from exc
             return {"type": "interval", "seconds": seconds}
         if self.trigger_type == "watch":
             watched = {"gmail_query": self.gmail_query, "drive_folder_id": self.drive_folder_id}

@@ -16,7 +16,12 @@ from app.core.errors import BadRequest, ErrorBody
 from app.google.watch_service import WatchNeedsGoogle, require_watchable
 from app.instructions import drafting
 from app.instructions import service as instructions
-from app.instructions.schemas import DRAFT_TEXT_MAX, InstructionCreate, InstructionUpdate
+from app.instructions.schemas import (
+    DRAFT_TEXT_MAX,
+    DraftIn,
+    InstructionCreate,
+    InstructionUpdate,
+)
 from app.questions import service as questions
 from app.runs import costs
 from app.runs import service as runs
@@ -110,9 +115,13 @@ async def draft_instruction(
     """Draft from one sentence into the editor's fields; nothing is saved until confirmed."""
     timezone = viewer.user.timezone
     values = EditorValues(timezone=timezone)
-    if not sentence.strip():
+    try:  # as the API's body is: blank and NUL are refused before drafting
+        DraftIn(text=sentence)
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         return _editor(request, viewer, values, instruction_id=None, status_code=422,
-                       draft_error="Write one sentence: what to do and when.")
+                       sentence=sentence,
+                       draft_error=f"Write one sentence: what to do and when ({reasons}).")
     try:  # ends the transaction before the model turn
         draft = await drafting.propose(
             text=sentence, user=viewer.user, session=session, runtime=runtime

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
-from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
@@ -18,6 +17,7 @@ from app.channels.schemas import EVENT_TYPES, WebhookCreate
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
+from app.core.validation import timezones
 from app.runs import costs
 from app.users import service as users
 from app.web.charts import usage_chart
@@ -28,7 +28,7 @@ from app.web.render import page, redirect
 # Pages return responses they build; none has a response model.
 router = APIRouter(include_in_schema=False)
 GOOGLE_CONNECT = "/api/v1/google/connect"
-TIMEZONES = sorted(available_timezones())
+TIMEZONES = sorted(timezones())
 
 
 async def _settings_page(

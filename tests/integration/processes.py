@@ -23,9 +23,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The checkout these tests belong to: its `app` is the one the processes run, not the one
+# an editable install may point at (another worktree sharing the virtualenv).
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def pilotlight_env(*, data_dir: Path, database_url: str = "", **extra: str) -> dict[str, str]:
     """The environment of a fresh machine: no PILOTLIGHT_ settings but the ones given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTLIGHT_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(
         PILOTLIGHT_DATA_DIR=str(data_dir), PILOTLIGHT_DATABASE_URL=database_url,
         PILOTLIGHT_TIMEZONE="Europe/Berlin", PILOTLIGHT_LOG_LEVEL="INFO", **extra,

@@ -177,8 +177,12 @@ def parse(text: str, *, timezone: str) -> DraftOut:
     recurring = _RECURRING.search(reading.low)
     schedule = _read_schedule(reading)
     if not schedule.found():
-        if watch := _watch_plan(reading):
-            return _watch_draft(watch, sentence, channels, only_new)
+        try:
+            watch = _watch_plan(reading)
+            if watch:
+                return _watch_draft(watch, sentence, channels, only_new)
+        except ValidationError as exc:  # a query the trigger refuses (too long): never a 500
+            raise _not_understood(f"the mail to watch for in {_quote(sentence)}") from exc
         if unknown := _UNKNOWN_EVERY.search(reading.rest):
             raise _not_understood(f"{_quote(unknown[0])} as a schedule")
         raise _not_understood(

@@ -222,6 +222,8 @@ class _Schedule:
 
 
 def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
+    if seconds > MAX_INTERVAL_SECONDS:  # before round(), which overflows on inf ("every 1e400")
+        raise _not_understood(f"{_quote(words)} (intervals go up to a year)")
     seconds = round(seconds)
     if schedule.interval is not None and schedule.interval != seconds:
         raise _not_understood(
@@ -234,8 +236,6 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
             f"{_quote(words)} is too often: instructions run at most once a minute. "
             'Try "every minute" or "every 5 minutes".'
         )
-    if seconds > MAX_INTERVAL_SECONDS:
-        raise _not_understood(f"{_quote(words)} (intervals go up to a year)")
     schedule.interval, schedule.interval_words = seconds, " ".join(words.split())
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select, text, update
 from app.accounts.models import Account
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import transaction, utcnow
+from app.core.errors import BadRequest
 from app.core.runtime import Runtime
 from app.models import Base
 from app.users import service as users
@@ -172,6 +173,21 @@ async def test_me(client: httpx.AsyncClient, runtime: Runtime) -> None:
             await session.execute(select(ApiToken).where(ApiToken.user_id == user.id))
         ).scalar_one()
     assert token.last_used_at is not None
+
+
+NOT_TIME_ZONES = ["Europe", "America", "localtime", "posixrules", "right/UTC", "posix/UTC",
+                  "Factory", "Mars/Base", "Europe/", ""]
+
+
+@pytest.mark.parametrize("zone", NOT_TIME_ZONES)
+async def test_a_user_needs_an_iana_time_zone(runtime: Runtime, zone: str) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        with pytest.raises(BadRequest, match="unknown time zone"):
+            await users.create_user(session=session, email="tz@example.com", timezone=zone)
+        user = await users.create_user(session=session, email="tz@example.com", timezone="UTC")
+        with pytest.raises(BadRequest, match="unknown time zone"):
+            await users.update_profile(session=session, user=user, timezone=zone)
+        assert user.timezone == "UTC"
 
 
 async def test_only_a_hash_of_the_token_is_stored(

@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.instructions.models import Instruction
 from app.users.models import User
 from tests.factories import instruction, instruction_body, user_with_token
 from tests.integration.api.helpers import API, add_run, assert_error, parse_time
@@ -229,11 +230,53 @@ async def test_list_cursor_without_offset_is_invalid(
     assert_error(response, 422, "InvalidCursor", "cursor")
 
 
+@pytest.mark.parametrize("path", ["instructions", "runs", "notifications"])
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
+async def test_list_cursor_out_of_range_in_utc_is_invalid(
+    client: httpx.AsyncClient, runtime: Runtime, path: str, stamp: str
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    raw = f"{stamp}|{uuid.uuid4()}".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await client.get(f"{API}/{path}", params={"cursor": cursor}, headers=headers)
+    assert_error(response, 422, "InvalidCursor", "cursor")
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00+00:00"])
+async def test_list_cursor_at_the_ends_of_time(
+    client: httpx.AsyncClient, runtime: Runtime, stamp: str
+) -> None:
+    user, headers = await user_with_token(runtime)
+    await instruction(runtime, user)
+    raw = f"{stamp}|{uuid.uuid4()}".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = await client.get(f"{API}/instructions", params={"cursor": cursor},
+                                headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["items"]) == (1 if stamp.startswith("9999") else 0)
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
 async def test_list_invalid_limit(client: httpx.AsyncClient, runtime: Runtime, limit: str) -> None:
     _user, headers = await user_with_token(runtime)
     response = await client.get(f"{API}/instructions", params={"limit": limit}, headers=headers)
     assert_error(response, 422, "ValidationError", "limit")
+
+
+async def test_a_stored_trigger_that_cannot_be_described_still_lists(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Stored before validation refused it: shown as written, never a 500."""
+    user, headers = await user_with_token(runtime)
+    stored = await instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Instruction).where(Instruction.id == stored.id).values(
+            trigger={"type": "cron", "cron": "0 8 * * 07", "timezone": "UTC"}))
+    response = await client.get(f"{API}/instructions", headers=headers)
+    assert response.status_code == 200, response.text
+    assert [i["schedule"] for i in response.json()["items"]] == ["Cron '0 8 * * 07' (UTC)"]
+    one = await client.get(f"{API}/instructions/{stored.id}", headers=headers)
+    assert one.json()["schedule"] == "Cron '0 8 * * 07' (UTC)"
 
 
 # --- change -------------------------------------------------------------------
@@ -308,8 +351,12 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
     url = f"{API}/instructions/{created['id']}"
     cases: list[tuple[dict[str, Any], str]] = [
         ({"title": ""}, "title"),
+        ({"title": "   "}, "must not be blank"),
+        ({"text": "\n\t"}, "must not be blank"),
         ({"trigger": {"type": "cron", "cron": "banana"}}, "invalid cron expression"),
         ({"trigger": {"type": "interval", "seconds": 1}}, "seconds"),
+        ({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "Europe"}},
+         "unknown time zone"),
         ({"status": "paused"}, "status"),
         ({"thinking_level": "extreme"}, "thinking_level"),
     ]
@@ -317,6 +364,31 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
         response = await client.patch(url, json=body, headers=headers)
         assert_error(response, 422, "ValidationError", fragment)
     assert (await client.get(url, headers=headers)).json() == created
+
+
+@pytest.mark.parametrize("body", [
+    {"title": None},
+    {"text": None},
+    {"trigger": None, "max_tool_calls": None, "only_new": None},
+    {"sources": None, "channels": None, "thinking_level": None},
+    {"title": "Evening digest", "only_new": None},
+])
+async def test_patch_refuses_null(
+    client: httpx.AsyncClient, runtime: Runtime, body: dict[str, Any]
+) -> None:
+    """Null would silently change nothing: a field is changed, or left out."""
+    _user, headers = await user_with_token(runtime)
+    created = await create(client, headers)
+    url = f"{API}/instructions/{created['id']}"
+    response = await client.patch(url, json=body, headers=headers)
+    error = assert_error(response, 422, "ValidationError", "cannot be null")
+    assert {e["field"] for e in error["errors"]} == {k for k, v in body.items() if v is None}
+    assert (await client.get(url, headers=headers)).json() == created
+    # A cron trigger's time zone may be null: the user's time zone.
+    response = await client.patch(url, headers=headers, json={
+        "trigger": {"type": "cron", "cron": "0 9 * * *", "timezone": None}})
+    assert response.status_code == 200, response.text
+    assert response.json()["trigger"]["timezone"] == "Europe/Berlin"
 
 
 # --- pause, resume, run now, delete -------------------------------------------
@@ -433,6 +505,9 @@ BAD_BODIES: list[Any] = [
                  ["invalid cron expression", CRON], id="cron-weekday-8"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * 5-1"}},
                  ["invalid cron expression", CRON], id="cron-weekday-backwards"),
+    *[pytest.param({"trigger": {"type": "cron", "cron": cron}},
+                   ["invalid cron expression", CRON], id=f"cron-{cron}")
+      for cron in ("0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667", "\u0667 8 * * *")],
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 31 2 *"}},
                  ["invalid cron expression", "never fires"], id="cron-february-31"),
     pytest.param({"trigger": {"type": "cron", "cron": ""}},
@@ -443,6 +518,10 @@ BAD_BODIES: list[Any] = [
                  ["unknown time zone"], id="timezone-path"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": ""}},
                  ["unknown time zone"], id="timezone-empty"),
+    *[pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": zone}},
+                   ["unknown time zone", zone], id=f"timezone-{zone}")
+      for zone in ("Europe", "America", "localtime", "posixrules", "right/UTC", "posix/UTC",
+                   "Factory")],
     pytest.param({"trigger": {"type": "interval", "seconds": 59}},
                  ["trigger.interval.seconds", "60"], id="interval-59"),
     pytest.param({"trigger": {"type": "interval", "seconds": 90.5}},
@@ -456,6 +535,10 @@ BAD_BODIES: list[Any] = [
     pytest.param({"title": "x" * 201}, ["title", "200"], id="title-201"),
     pytest.param({"title": ""}, ["title"], id="title-empty"),
     pytest.param({"text": ""}, ["text"], id="text-empty"),
+    pytest.param({"title": "   "}, ["title", "blank"], id="title-blank"),
+    pytest.param({"text": "   "}, ["text", "blank"], id="text-blank"),
+    pytest.param({"title": "   ", "text": "\t\n "}, ["title", "text", "blank"],
+                 id="both-blank"),
     pytest.param({"title": "nul \u0000 byte"}, ["title"], id="title-nul"),
     pytest.param({"text": "nul \u0000 byte"}, ["text"], id="text-nul"),
     pytest.param({"owner": "someone-else"}, ["owner", "extra"], id="unknown-field"),

@@ -270,6 +270,15 @@ async def test_a_bad_subscription_is_422(
     assert response.status_code == 422, response.text
 
 
+async def test_unsubscribing_an_endpoint_with_nul_is_422(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    response = await client.request("DELETE", f"{API}/push/subscriptions",
+                                    json={"endpoint": "https://x/\u0000"}, headers=headers)
+    assert_error(response, 422, "ValidationError", "endpoint", "NUL")
+
+
 async def test_a_private_endpoint_is_refused_unless_allowed(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

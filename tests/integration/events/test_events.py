@@ -218,10 +218,22 @@ async def test_without_a_token_401(api: Api) -> None:
     assert response.json()["error"] == "InvalidToken"
 
 
-async def test_a_malformed_last_event_id_422(runtime: Runtime, api: Api) -> None:
+HEX = "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("last_event_id", [
+    "nope",
+    f"n100000000000000000000_{HEX}.r0_{HEX}",  # past the year 9999
+    f"n0_{HEX}.r-100000000000000000000_{HEX}",
+    f"n-62135596800000000_{HEX}.r0_{HEX}",  # the year 1: looking back from it overflows
+    f"n-1_{HEX}.r0_{HEX}",
+])
+async def test_a_malformed_last_event_id_422(
+    runtime: Runtime, api: Api, last_event_id: str
+) -> None:
     _user, headers = await factories.user_with_token(runtime)
     async with httpx.AsyncClient(base_url=api.base) as client:
-        response = await client.get(EVENTS, headers={**headers, "Last-Event-ID": "nope"})
+        response = await client.get(EVENTS, headers={**headers, "Last-Event-ID": last_event_id})
     assert response.status_code == 422
     assert response.json()["error"] == "InvalidEventId"
 

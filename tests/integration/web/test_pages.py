@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from app.channels import service as webhooks
 from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.instructions import service as instructions
 from app.main import create_app
 from app.notifications import service as notifications
 from app.runs.models import Run
@@ -217,6 +219,114 @@ async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
         assert "cron" in bad.json()["detail"]
 
 
+@pytest.mark.parametrize("zone", ["Europe", "localtime", "right/UTC", "Factory"])
+async def test_the_editor_and_the_profile_refuse_what_is_not_a_time_zone(
+    runtime: Runtime, zone: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": zone})
+        assert preview.status_code == 422, preview.text
+        assert preview.json()["error"] == "InvalidSchedule"
+        assert "unknown time zone" in preview.json()["detail"]
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": zone, "sources": "gmail",
+            "channels": "in_app"})
+        assert saved.status_code == 422, saved.text
+        assert "unknown time zone" in saved.text
+        profile = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": zone})
+        assert profile.status_code == 422, profile.text
+        assert "unknown time zone" in profile.text
+        offered = re.findall(r"<option(?: selected)?>([^<]+)</option>", profile.text)
+        assert "UTC" in offered
+        assert "Europe/Berlin" in offered
+        assert zone not in offered
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await users.get(session=session, user_id=user.id)).timezone == "Europe/Berlin"
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert rows == []
+
+
+@pytest.mark.parametrize("cron", ["0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667"])
+async def test_the_editor_refuses_a_cron_it_cannot_put_in_words(
+    runtime: Runtime, cron: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": cron, "timezone": "UTC"})
+        assert preview.status_code == 422, preview.text
+        assert "invalid cron expression" in preview.json()["detail"]
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "cron", "cron": cron, "timezone": "UTC", "sources": "gmail",
+            "channels": "in_app"})
+        assert saved.status_code == 422, saved.text
+        assert "invalid cron expression" in saved.text
+        assert (await client.get("/")).status_code == 200
+    async with transaction(runtime.sessionmaker) as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert rows == []
+
+
+async def test_the_list_shows_a_stored_cron_it_cannot_put_in_words(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    stored = await factories.instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        row = await instructions.get(session=session, user=user, instruction_id=stored.id)
+        row.trigger = {"type": "cron", "cron": "0 8 * * 07", "timezone": "UTC"}
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        listing = await client.get("/")
+        assert listing.status_code == 200, listing.text
+        assert "0 8 * * 07" in listing.text
+        editor = await client.get(f"/instructions/{stored.id}")
+        assert editor.status_code == 200, editor.text
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
+async def test_the_runs_page_refuses_a_cursor_out_of_range(runtime: Runtime, stamp: str) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    cursor = base64.urlsafe_b64encode(f"{stamp}|{uuid.uuid4()}".encode()).decode().rstrip("=")
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        response = await client.get("/runs", params={"cursor": cursor},
+                                    headers={"Accept": "text/html"})
+        assert response.status_code == 422, response.text
+        assert "invalid page cursor" in response.text
+
+
+@pytest.mark.parametrize("minutes", ["inf", "1e999", "-inf", "nan", "soon"])
+async def test_the_editor_needs_an_interval_in_minutes(runtime: Runtime, minutes: str) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    stored = await factories.instruction(runtime, user)
+    form = {"title": "Mail", "text": "Tell me what came.", "trigger_type": "interval",
+            "interval_minutes": minutes, "sources": "gmail", "channels": "in_app"}
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "interval", "interval_minutes": minutes})
+        assert preview.status_code == 422, preview.text
+        assert preview.json()["error"] == "InvalidSchedule"
+        assert "interval must be a number of minutes" in preview.json()["detail"]
+        for path in ("/instructions", f"/instructions/{stored.id}"):
+            refused = await client.post(path, data={"csrf_token": csrf, **form})
+            assert refused.status_code == 422, (path, refused.text)
+            assert "interval must be a number of minutes" in refused.text
+    async with transaction(runtime.sessionmaker) as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        assert [(r.id, r.title, r.trigger) for r in rows] == [
+            (stored.id, stored.title, stored.trigger)]
+
+
 async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)
     async with browser(runtime) as client:
@@ -244,6 +354,27 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
         listing = (await client.get("/")).text
         assert "Team mail" in listing
         assert "Every 2 hours" in listing
+
+
+@pytest.mark.parametrize(("sentence", "reason"), [
+    pytest.param("every 1" + "0" * 320 + " minutes summarize my mail", "up to a year",
+                 id="interval-overflows"),
+    pytest.param("when mail from " + "a" * 600 + "@x.com arrives tell me",
+                 "the mail to watch for", id="query-too-long"),
+    pytest.param("every day at 8 tell me\u0000 my mail", "must not contain NUL", id="nul"),
+    pytest.param("   ", "must not be blank", id="blank"),
+])
+async def test_the_editor_says_what_a_draft_could_not_read(
+    runtime: Runtime, sentence: str, reason: str
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": sentence})
+        assert refused.status_code == 422, refused.text
+        assert reason in refused.text
+        assert "Proposed:" not in refused.text
 
 
 async def test_a_drafted_watch_fills_the_editors_watch_fields(runtime: Runtime) -> None:
@@ -316,6 +447,18 @@ async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
         changed = await users.get(session=session, user_id=user.id)
         assert changed.timezone == "Asia/Tokyo"
         assert changed.daily_cost_cap_usd == 2.5
+
+
+async def test_a_token_name_with_nul_is_refused(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post("/settings/tokens", data={
+            "csrf_token": csrf, "name": "a\u0000b"}, headers={"Accept": "text/html"})
+        assert refused.status_code == 422, refused.text
+        assert "must not contain NUL" in refused.text
+    async with transaction(runtime.sessionmaker) as session:
+        assert len(await users.list_tokens(session=session, user=user)) == 1  # the fixture's
 
 
 async def test_the_service_worker_is_served_from_the_root(runtime: Runtime) -> None:

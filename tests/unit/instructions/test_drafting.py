@@ -229,6 +229,14 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
     ("every 45 minutes on weekdays check mail", DraftNotUnderstood, ["divides"]),
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
+    # too far apart, or too long to be a Gmail query
+    ("every 400 days check my inbox", DraftNotUnderstood, ["up to a year"]),
+    ("every 1" + "0" * 320 + " minutes summarize my mail", DraftNotUnderstood,
+     ["up to a year"]),
+    ("every 1" + "0" * 320 + ".5 hours summarize my mail", DraftNotUnderstood,
+     ["up to a year"]),
+    ("when mail from " + "a" * 600 + "@x.com arrives tell me", DraftNotUnderstood,
+     ["the mail to watch for"]),
     # too often
     ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
     ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
@@ -249,7 +257,7 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
 
 
 @pytest.mark.parametrize(("sentence", "error", "fragments"), REFUSALS,
-                         ids=[r[0] for r in REFUSALS])
+                         ids=[r[0][:60] for r in REFUSALS])
 def test_refusals(sentence: str, error: type[DomainError], fragments: list[str]) -> None:
     with pytest.raises(error) as caught:
         parse(sentence, timezone=TZ)

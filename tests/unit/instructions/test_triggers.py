@@ -322,6 +322,14 @@ def test_describe() -> None:
     assert describe({"type": "cron", "cron": "30 2 * * *"}).endswith("(UTC)")
 
 
+def test_describe_never_fails_on_what_it_cannot_read() -> None:
+    """A trigger stored before validation refused it still lists, shown as written."""
+    for expression in ("0 8 * * 07", "0 8 * * \u0667", "banana"):
+        assert describe(_cron(expression, "Europe/Berlin")) == (
+            f"Cron '{expression}' (Europe/Berlin)"
+        )
+
+
 @pytest.mark.parametrize(
     "expression",
     [
@@ -336,6 +344,11 @@ def test_describe() -> None:
         "0 8 * * * *",  # six fields
         "a b c d e",
         "0 8 30 2 *",  # February 30th never comes
+        "0 8 * * 07",  # Sunday to APScheduler, but cron_descriptor cannot read it
+        "0 8 * * 0007",
+        "0 8 * * \u0667",  # an Arabic-Indic 7
+        "\u0667 8 * * *",
+        "0 \uff18 * * *",  # a fullwidth 8
     ],
 )
 def test_validate_cron_refuses_bad_expressions(expression: str) -> None:
