@@ -191,7 +191,7 @@ async def test_an_expired_sign_in_is_refused(
     # The same cookie as the browser holds, but issued an hour ago (the test has the key).
     expired = secret_box(runtime.settings).encrypt(
         b'{"state": "%s", "verifier": "v", "next": "/", "exp": %d}'
-        % (query(callback)["state"].encode(), int(time.time()) - 1)
+        % (query(callback)["state"].encode(), int(time.time()) - 3600)
     ).decode()
     async with new_browser(runtime) as later:
         later.cookies.set(sign_in.STATE_COOKIE, expired, path="/login/google/callback")
