@@ -12,8 +12,10 @@ from sqlalchemy import event, update
 from app.agent.pricing import ModelPrice
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.instructions.models import Instruction
 from app.runs import queue
 from app.runs.models import Run
+from app.runs.worker import Worker
 from app.users.models import User
 from tests import factories
 from tests.integration.runs.helpers import get_run, make_worker, notifications_of, work_once
@@ -65,10 +67,8 @@ async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     assert (await get_run(runtime, allowed)).error != run.error
 
 
-async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
-    priced: Runtime,
-) -> None:
-    runtime = priced
+async def _two_spent(runtime: Runtime, usd: float) -> tuple[Instruction, Instruction, Worker]:
+    """One user's two instructions, each with a finished run that cost `usd`; a worker."""
     user, _ = await factories.user_with_token(runtime)
     morning = await factories.instruction(runtime, user)
     evening = await factories.instruction(runtime, user, title="Evening")
@@ -76,7 +76,15 @@ async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
     for instruction in (morning, evening):
         done = await run_now(runtime, instruction)
         await work_once(worker)
-        await _cost(runtime, done, 0.30)
+        await _cost(runtime, done, usd)
+    return morning, evening, worker
+
+
+async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
+    priced: Runtime,
+) -> None:
+    runtime = priced
+    morning, evening, worker = await _two_spent(runtime, 0.30)
     # 0.60 spent of the 1.00 cap; each instruction's run costs about 0.30. Alone, either
     # run fits; claimed in one batch, the first counts against the cap for the second.
     both = [await run_now(runtime, morning), await run_now(runtime, evening)]
@@ -93,14 +101,7 @@ async def test_a_run_at_work_on_another_worker_holds_its_estimate_against_the_ca
     priced: Runtime,
 ) -> None:
     runtime = priced
-    user, _ = await factories.user_with_token(runtime)
-    morning = await factories.instruction(runtime, user)
-    evening = await factories.instruction(runtime, user, title="Evening")
-    worker = make_worker(runtime)
-    for instruction in (morning, evening):
-        done = await run_now(runtime, instruction)
-        await work_once(worker)
-        await _cost(runtime, done, 0.30)
+    morning, evening, worker = await _two_spent(runtime, 0.30)
     # 0.60 spent of the 1.00 cap. Another worker has started a run of `morning` (about
     # 0.30, not spent yet); a run of `evening` (about 0.30) would pass the cap with it.
     elsewhere = await run_now(runtime, morning)
