@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import update
 
 from app.core.db import transaction
@@ -117,8 +118,10 @@ async def test_the_port_option_is_the_port_of_the_links_the_service_makes(
     runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:
     """`serve --port N` without a public URL: Google's redirect back comes to port N."""
+    # With PostgreSQL the key that seals OAuth state is a setting (none is generated).
     with served(tmp_path, database_url, is_postgres, PILOTLIGHT_GOOGLE_CLIENT_ID="client-1",
-                PILOTLIGHT_GOOGLE_CLIENT_SECRET="secret-1") as app:
+                PILOTLIGHT_GOOGLE_CLIENT_SECRET="secret-1",
+                PILOTLIGHT_SECRET_KEYS=Fernet.generate_key().decode()) as app:
         consent = httpx.get(f"{app.base}/api/v1/google/connect", headers=app.headers)
         assert consent.status_code == 302, consent.text
         redirect_uri = parse_qs(urlsplit(consent.headers["location"]).query)["redirect_uri"]
