@@ -34,7 +34,8 @@ def subscribe(callback: Callable[[], None]) -> Callable[[], None]:
     return unsubscribe
 
 
-def _wake_local() -> None:
+def wake_here() -> None:
+    """Wake this process's senders now (deliveries were committed)."""
     for callback in list(_senders):
         callback()
 
@@ -54,5 +55,5 @@ async def announce(session: AsyncSession, *, events_of: uuid.UUID | None = None)
                 text("SELECT pg_notify(:events, :user_id), pg_notify(:channel, '')"),
                 {"events": EVENTS_CHANNEL, "user_id": str(events_of),
                  "channel": DELIVERY_CHANNEL})
-    if not any(_wake_local is c for c in session.info.get("after_commit", [])):
-        after_commit(session, _wake_local)
+    if not any(wake_here is c for c in session.info.get("after_commit", [])):
+        after_commit(session, wake_here)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.agent.runner import AgentOutcome
 from app.core.db import after_commit, insert_ignore, transaction, utcnow
 from app.core.pubsub import EVENTS_CHANNEL
+from app.delivery import wakeup as delivery_wakeup
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.notifications.models import Delivery, Notification
@@ -231,6 +232,8 @@ async def _notify(session: AsyncSession, notes: Sequence[_Note]) -> None:
             })
     if deliveries:
         await session.execute(insert(Delivery), deliveries)
+        if any(d["status"] == "pending" for d in deliveries):
+            await delivery_wakeup.announce(session)  # senders wake once this commits
     users = sorted({str(note.user_id) for row, note in zip(rows, plain, strict=True)
                     if row["id"] in new})
     if users and session.get_bind().dialect.name == "postgresql":

@@ -15,7 +15,8 @@ the statement:
   with the run's, covered until the later of the two ends, no failures);
 - `noted`, `delivered`: each done run's digest notification, once per key, and its
   deliveries (in-app sent at once, email pending in the outbox);
-- the NOTIFYs of the event streams, as `publish_event`: everyone, each user told.
+- the NOTIFYs of the event streams, as `publish_event`: everyone, each user told; and
+  of the delivery senders when an email (pending delivery) was written.
 
 Runs whose instruction was deleted, or now has webhook or push channels (the run
 loaded it before), come back as `redo` and go through `_succeeded_one`, in a
@@ -32,6 +33,7 @@ from sqlalchemy import text
 
 from app.core.db import utcnow
 from app.core.pubsub import EVENTS_CHANNEL
+from app.delivery import wakeup as delivery_wakeup
 from app.runs import metrics, queue
 from app.runs.steps import LeaseLost, without_nul
 
@@ -113,17 +115,20 @@ _SUCCEEDED = text(
             SELECT DISTINCT k.kind AS channel FROM jsonb_array_elements_text(
                 '["in_app"]'::jsonb || {_KINDS.format("plain.channels")}) AS k(kind)
         ) AS c
-        RETURNING deliveries.id
+        RETURNING deliveries.id, deliveries.status
     )
     SELECT 'done' AS what, done.id,
         (SELECT count(*) FROM moved) AS moved,
         (SELECT count(*) FROM delivered) AS delivered,
         (SELECT count(*) FROM (SELECT pg_notify(:events, told.user_id) FROM
             (SELECT DISTINCT user_id::text AS user_id FROM noted) AS told) AS t) AS told,
-        (SELECT count(*) FROM (SELECT pg_notify(:events, '')) AS e) AS notified
+        (SELECT count(*) FROM (SELECT pg_notify(:events, '')) AS e) AS notified,
+        (SELECT count(*) FROM (SELECT pg_notify(:deliveries, '') WHERE EXISTS (
+            SELECT 1 FROM delivered WHERE delivered.status = 'pending')) AS s) AS to_send
     FROM done
     UNION ALL
-    SELECT 'redo', v.id, 0, 0, 0, 0 FROM v WHERE v.instruction_id NOT IN (SELECT id FROM plain)
+    SELECT 'redo', v.id, 0, 0, 0, 0, 0 FROM v
+    WHERE v.instruction_id NOT IN (SELECT id FROM plain)
     """
 )
 
@@ -156,8 +161,9 @@ async def write_postgresql(
         params.update(_moves_and_notes(items, batch, digests))
         async with executor.writes.use() as connection, connection.begin():
             rows = (
-                await connection.execute(_SUCCEEDED, {**params, "now": now,
-                                                      "events": EVENTS_CHANNEL})
+                await connection.execute(_SUCCEEDED, {
+                    **params, "now": now, "events": EVENTS_CHANNEL,
+                    "deliveries": delivery_wakeup.DELIVERY_CHANNEL})
             ).all()
             done = {row.id for row in rows if row.what == "done"}
             if done:
@@ -167,6 +173,10 @@ async def write_postgresql(
                     executor.fault("notification_written")
         if done:
             executor.fault("outcome_committed")
+            if any(row.to_send for row in rows):
+                # The NOTIFY wakes the senders of every process, this one's too (it
+                # LISTENs); waking it here directly saves the round trip.
+                delivery_wakeup.wake_here()
         again = {row.id for row in rows if row.what == "redo"}
         for n in batch:
             run_id = items[n].claim.run_id
