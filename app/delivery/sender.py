@@ -189,7 +189,9 @@ class DeliverySender(LoopService):
             task.add_done_callback(functools.partial(self._done, claimed))
         return claims
 
-    async def _give_back(self, claims: list[Claimed], why: str) -> None:
+    async def _give_back(
+        self, claims: list[Claimed], why: str, *, level: int = logging.WARNING
+    ) -> None:
         """Give back claims that were not sent (due again at once, the attempt not
         counted), rather than leave them until their claim runs out. If that fails too,
         the claim running out is the fallback."""
@@ -202,7 +204,8 @@ class DeliverySender(LoopService):
             log.exception("could not give back %d claimed deliveries; due again when their "
                           "claim runs out", len(claims))
             return
-        log.warning("%s: gave back %d of %d claimed deliveries", why, released, len(claims))
+        log.log(level, "%s: gave back %d of %d claimed deliveries not sent", why, released,
+                len(claims))
 
     def _room_for_more(self) -> bool:
         """Room for half a batch: worth a claim (small claims would cost as much each)."""
@@ -315,14 +318,7 @@ class DeliverySender(LoopService):
                 task.cancel()
         await asyncio.gather(*self.held.values(), return_exceptions=True)
         await self._flush_marks()
-        if waiting:
-            try:
-                async with transaction(self.runtime.sessionmaker) as session:
-                    released = await repository.release_many(session=session, claims=waiting)
-                log.info("stopping: gave back %d claimed deliveries not sent yet", released)
-            except Exception:
-                log.exception("could not give back %d claims; they are due again when they "
-                              "run out", len(waiting))
+        await self._give_back(waiting, "stopping", level=logging.INFO)
 
     def retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, at least Retry-After, at most the maximum."""
