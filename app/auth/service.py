@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import LoginLink, WebSession
@@ -51,14 +52,15 @@ _LINK_UNUSABLE = (
 )
 
 
+def _usable_link(token: str, now: datetime) -> Any:
+    """The link of this token, if it is unused and unexpired."""
+    return and_(LoginLink.token_hash == hash_token(token), LoginLink.used_at.is_(None),
+                LoginLink.expires_at > now)
+
+
 async def login_link_user(*, session: AsyncSession, token: str) -> User:
     """Whom a link would sign in, without using it (the page that asks first)."""
-    user_id = await session.scalar(
-        select(LoginLink.user_id).where(
-            LoginLink.token_hash == hash_token(token), LoginLink.used_at.is_(None),
-            LoginLink.expires_at > utcnow(),
-        )
-    )
+    user_id = await session.scalar(select(LoginLink.user_id).where(_usable_link(token, utcnow())))
     user = None if user_id is None else await session.get(User, user_id)
     if user is None:
         raise LoginLinkInvalid(_LINK_UNUSABLE)
@@ -71,8 +73,7 @@ async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
     # One conditional UPDATE: two browsers opening the link at once cannot both win.
     result: CursorResult[tuple[uuid.UUID]] = await session.execute(  # type: ignore[assignment]
         update(LoginLink)
-        .where(LoginLink.token_hash == hash_token(token), LoginLink.used_at.is_(None),
-               LoginLink.expires_at > now)
+        .where(_usable_link(token, now))
         .values(used_at=now)
         .returning(LoginLink.user_id)
     )
