@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from app.core import heap
 from app.core.config import Settings, get_settings
 from app.core.db import transaction
 from app.core.errors import DomainError
@@ -163,6 +164,7 @@ async def _serve_http(
     from app.main import create_app
 
     app = create_app(runtime, loops=loops, embedded=embedded)
+    heap.settle()
     # Ends the open event streams when it stops, or it would wait for them forever.
     await server(app, host=host, port=port, log_level=runtime.settings.log_level.lower()).serve()
 
@@ -177,6 +179,7 @@ async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    heap.settle()
     await asyncio.gather(*(service.run(stop) for service in loops))
 
 

@@ -48,6 +48,7 @@ from _common import (
 
 from app.accounts.models import Account
 from app.agent.offline import OfflineModel
+from app.core import heap
 from app.core.db import transaction
 from app.core.loops import LoopService
 from app.core.runtime import Runtime, Wakeups
@@ -85,6 +86,7 @@ async def worker_child(pipe: Any, p: dict[str, Any]) -> None:
     executor = RunExecutor(sessionmaker=runtime.sessionmaker, settings=runtime.settings,
                            llm=OfflineModel(), agent=agent)
     worker = Worker(runtime=runtime, executor=executor)
+    heap.settle()  # as `pilotlight worker` does before its loops start
     # Without LISTEN the worker is the plain polling loop (Worker.run adds only the listener).
     loop = worker.run(stop) if p["listen"] else LoopService.run(worker, stop)
     rss_idle = rss_mb()[0]
@@ -94,7 +96,7 @@ async def worker_child(pipe: Any, p: dict[str, Any]) -> None:
             await loop
             await runtime.close()
             return
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         task = asyncio.create_task(loop)
         peak_inflight = peak_running = 0
         while await unfinished_runs(conn):
@@ -106,11 +108,12 @@ async def worker_child(pipe: Any, p: dict[str, Any]) -> None:
                 running = await conn.fetchval("SELECT count(*) FROM runs WHERE status='running'")
                 peak_running = max(peak_running, running)
             await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         stop.set()
         await task
     await runtime.close()
-    pipe.send({"elapsed": elapsed, "peak_inflight": peak_inflight, "peak_running": peak_running,
+    pipe.send({"elapsed": elapsed, "cpu": cpu, "peak_inflight": peak_inflight,
+               "peak_running": peak_running,
                "peak_agent": getattr(agent, "peak", 0), "rss_idle": rss_idle,
                "rss_peak": rss_mb()[1]})
 
@@ -132,7 +135,7 @@ async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
 
     async with connect(p["dsn"]) as conn:
         pipe.send({"ready": True})
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         task = asyncio.create_task(
             qm.run(batch_size=p["batch"], max_concurrent_tasks=p["concurrency"])
         )
@@ -141,11 +144,11 @@ async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
                 task.result()
                 raise RuntimeError("pgqueuer stopped early")
             await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         qm.shutdown.set()
         await task
     await pool.close()
-    pipe.send({"elapsed": elapsed})
+    pipe.send({"elapsed": elapsed, "cpu": cpu})
 
 
 @child
@@ -156,6 +159,7 @@ async def tick_child(pipe: Any, p: dict[str, Any]) -> None:
     scheduler = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
                               settings=runtime.settings)
     due = [uuid.UUID(i) for i in p["due"]]
+    heap.settle()  # as `pilotlight scheduler` does
 
     async with connect(p["dsn"]) as conn, scheduler.holding():
         async def timed_tick(rearm: bool) -> float:
@@ -190,6 +194,7 @@ async def scheduler_child(pipe: Any, p: dict[str, Any]) -> None:
     runtime = Runtime.build(settings(p["dsn"]))
     tick = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
                          settings=runtime.settings)
+    heap.settle()
     pipe.send({"ready": True, "interval": tick.interval})
     await tick.run(stop)
     await runtime.close()
@@ -240,6 +245,8 @@ async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None
     report.line(f"baseline (pgqueuer {pgqueuer_version()})",
                 f"{their_rate:,.0f} jobs/s  ({theirs['elapsed']:.2f} s; max_concurrent_tasks="
                 f"{conc}, batch_size={params['batch']}, asyncpg pool {params['pool']})")
+    report.line("process CPU per run / job", f"ours {ours['cpu'] / n * 1e3:.2f} ms, pgqueuer "
+                f"{theirs['cpu'] / n * 1e3:.2f} ms (the measured process only)")
     report.line("ratio ours/pgqueuer", f"{ratio:.2f}x (higher is better)")
     report.verdict("throughput", f"{ours_rate:,.0f}/s = {ratio:.2f}x pgq", ">= 1.0x", ratio >= 1.0)
 
