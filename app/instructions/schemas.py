@@ -102,8 +102,21 @@ class InstructionCreate(_Strict):
         return None if value is None else check_not_blank(check_no_nul(value))
 
 
+def _without_null(schema: dict[str, Any]) -> None:
+    """The document of a model whose None means "left out": no field takes null."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            field.update(options[0])
+        elif options:
+            field["anyOf"] = options
+
+
 class InstructionUpdate(_Strict):
     """The fields to change; a field left out keeps its value. None of them takes null."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_null)
 
     title: str | None = Field(None, min_length=1, max_length=200)
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
