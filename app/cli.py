@@ -42,14 +42,21 @@ class AccessLogWithoutQuery(logging.Filter):
     """uvicorn's access log, with each request's path but never its query string.
 
     Queries carry secrets: the login link's token, the OAuth callbacks' state and code.
-    uvicorn logs `(client_addr, method, full_path, http_version, status_code)` as args.
+    uvicorn logs `(client_addr, method, full_path, http_version, status_code)` as args
+    to its access log, and `(client_addr, full_path[, status])` to its error log for a
+    WebSocket handshake (the app has no WebSocket routes: each is refused, and logged).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+        if not isinstance(args, tuple):
+            return True
+        if record.name == "uvicorn.access" and len(args) == 5 and isinstance(args[2], str):
             # uvicorn quotes the path, so its first "?" starts the query.
             record.args = (args[0], args[1], args[2].partition("?")[0], *args[3:])
+        elif (str(record.msg).startswith('%s - "WebSocket %s"') and len(args) >= 2
+              and isinstance(args[1], str)):
+            record.args = (args[0], args[1].partition("?")[0], *args[2:])
         return True
 
 
@@ -60,9 +67,10 @@ def _setup_logging(settings: Settings) -> None:
         stream=sys.stderr,
     )
     # On the logger, where it outlives uvicorn's own logging setup (dictConfig keeps filters).
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, AccessLogWithoutQuery) for f in access.filters):
-        access.addFilter(AccessLogWithoutQuery())
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, AccessLogWithoutQuery) for f in logger.filters):
+            logger.addFilter(AccessLogWithoutQuery())
 
 
 def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:

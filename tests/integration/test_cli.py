@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from uvicorn.logging import AccessFormatter
 
 from app.cli import _setup_logging
@@ -110,8 +111,10 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
     _setup_logging(runtime.settings)
     port = free_port()
     http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="info")
-    access = logging.getLogger("uvicorn.access")  # does not propagate: caplog listens on it
-    access.addHandler(caplog.handler)
+    # They do not propagate: caplog listens on them.
+    loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
     serving = asyncio.create_task(http.serve())
     try:
         while not http.started:
@@ -123,10 +126,15 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
                              params={"state": "STATESECRET", "code": "CODESECRET"})
             await client.get("/login/google/callback",
                              params={"state": "STATESECRET", "code": "CODESECRET"})
+        # No WebSocket route: the handshake is refused, and uvicorn logs it.
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/events?token=WSSECRET"):
+                pass
     finally:
         http.should_exit = True
         await serving
-        access.removeHandler(caplog.handler)
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
 
     records = [r for r in caplog.records if r.name == "uvicorn.access"]
     shown = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s',
@@ -138,3 +146,7 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
         assert f'"GET {path} HTTP/1.1"' in line, line
         assert "SECRET" not in line, line
         assert "?" not in line, line
+    handshakes = [r.getMessage() for r in caplog.records if "WebSocket" in r.getMessage()]
+    assert handshakes
+    assert all('"WebSocket /events"' in line for line in handshakes), handshakes
+    assert not [r for r in caplog.records if "SECRET" in r.getMessage()]
