@@ -8,7 +8,9 @@ transaction has committed and are dropped on rollback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -123,13 +125,32 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class _RollbackOnClose(sqlite3.Connection):
+    """A SQLite connection that ends its transaction when it is closed.
+
+    SQLAlchemy closes a connection whose task was cancelled in the middle of a statement
+    (a worker stopping, a lease lost). If that statement's cursor is still alive, in
+    a traceback that only the cycle collector frees, `close()` leaves the connection
+    open until the cursor goes, with its BEGIN IMMEDIATE still holding the write lock:
+    every other writer, in every process, waited out its busy timeout and failed.
+    ROLLBACK ends the transaction whatever cursors are still open.
+    """
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.rollback()
+        super().close()
+
+
 def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> AsyncEngine:
     """Create an engine; SQLite gets WAL, a busy timeout and write-ahead BEGIN IMMEDIATE."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30, "factory": _RollbackOnClose}
+        )
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
