@@ -42,13 +42,16 @@ class LoopService(ABC):
             while not stop.is_set():
                 timeout = self.interval
                 failed = False
+                # Cleared before the iteration: a wake-up that comes while it runs (a Gmail
+                # push in the middle of a poll) starts the next one at once.
+                self._wake.clear()
                 try:
                     await self.run_once()
                 except Exception:
                     failed = True
                     log.exception("%s iteration failed", self.name)
-                self._wake.clear()  # (a wake-up during plan_wait below is kept)
-                if not failed:  # after a failure the loop waits the whole interval
+                    self._wake.clear()  # after a failure the loop waits the whole interval
+                if not failed:
                     try:
                         timeout = await self.plan_wait()
                     except Exception:
