@@ -276,7 +276,12 @@ class Child:
         return message
 
     async def stop(self, timeout: float = 20) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`. A child that has
+        sent its figures and is exiting gets a second to do so first: SIGTERM while its
+        event loop closes makes Python print a stray "signal wakeup fd" error."""
+        settle = time.monotonic() + 1
+        while self.process.is_alive() and time.monotonic() < settle:
+            await asyncio.sleep(0.02)
         if self.process.is_alive():
             self.process.terminate()
         deadline = time.monotonic() + timeout
