@@ -11,8 +11,8 @@ becomes garbage.
 `settle()`, called once a process is set up, moves what exists then into the
 permanent generation (`gc.freeze`) and lets young objects pile up further before a
 collection. Most of a run's objects are freed by reference counting long before
-that; cycles are still collected, later. bench/engine.py's throughput figure measured
-the worker's CPU time per run with and without it (bench/README.md).
+that; cycles are still collected, later. bench/README.md records the worker's CPU
+time per run with and without it, under bench/engine.py's throughput figure.
 """
 
 from __future__ import annotations
