@@ -48,7 +48,9 @@ def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subproc
         return subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
+def stop(process: subprocess.Popen[bytes], timeout: float = 15, log: Path | None = None) -> int:
+    """SIGTERM, and the exit code. One still running after `timeout` is killed (so it
+    holds nothing for the tests after), and the test fails, with the end of its log."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
@@ -56,7 +58,10 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise
+        if log is None:
+            raise
+        raise AssertionError(f"still running {timeout}s after SIGTERM; killed. The end of "
+                             f"its log:\n{log.read_text()[-20_000:]}") from None
 
 
 def stopped_cleanly(code: int, log: Path) -> bool:

@@ -155,8 +155,8 @@ async def test_sigterm_during_runs_loses_none(
     try:
         await eventually(started, 30, "the first worker to start runs")
     finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0, (tmp_path / "first.log").read_text()
+        code = stop(first, timeout=30, log=tmp_path / "first.log")
+    assert code == 0, (tmp_path / "first.log").read_text()
 
     second = start(command("worker"), env, tmp_path, tmp_path / "second.log")
     try:
