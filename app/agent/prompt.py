@@ -24,6 +24,7 @@ from app.sources.base import FileCard, MailCard
 
 FENCE_TAG = "untrusted_data"
 NEW_ITEMS_LABEL = "new_items"
+SENT_ALERTS_LABEL = "sent_alerts"
 SNIPPET_CHARS = 300
 ME = "me"  # the sender of a card the mailbox owner wrote
 
@@ -271,11 +272,14 @@ def build_first_prompt(
     files: Sequence[FileCard],
     alias: Alias = _same,
     texts: Mapping[str, str] | None = None,
+    sent_alerts: Sequence[Mapping[str, str]] = (),
 ) -> str:
     """The user's text on the first turn: the instruction, the time, the budget, the new items.
 
     `alias` gives the short id the model sees for an item; `texts` a mail's excerpt
     (`app.agent.excerpt`) by real id, else its card shows the start of the snippet.
+    `sent_alerts`: what an earlier attempt of this run already told the user with
+    notify_now. Model text drawn from the mail: it goes in a fence, as data.
     """
     zone = _zone(timezone)
     reads = [name for name, on in (("mail", read_mail), ("documents", read_files)) if on]
@@ -301,6 +305,16 @@ def build_first_prompt(
     cards = _Cards(zone, now, mailbox_owner(messages), alias, texts or {})
     records = _mail_records(messages, cards) + [cards.file(c) for c in files]
     parts.append(fence(NEW_ITEMS_LABEL, records))
+    if sent_alerts:
+        parts += [
+            "",
+            "# Alerts already sent",
+            "An earlier attempt of this run stopped after sending the user these alerts with "
+            "notify_now. Do not send them again, in any words; they need not be in the "
+            "digest either.",
+            fence(SENT_ALERTS_LABEL, [{"title": a["title"], "message": a["message"]}
+                                      for a in sent_alerts]),
+        ]
     return "\n".join(parts)
 
 
@@ -325,12 +339,13 @@ _BUDGET_RE = re.compile(r"You have a limited action budget of (\d+) tool calls?\
 def parse_first_prompt(text: str) -> ParsedPrompt:
     """Read back what `build_first_prompt` wrote; tolerant of anything it cannot find.
 
-    The header is read only from the text before the last data fence, and the
+    The header is read only from the text before the new items' fence, and the
     last match wins there: the instruction is free text that comes first, and
     the data, which comes after, must not be able to set the budget.
     """
     parsed = ParsedPrompt()
-    # The data fence is the last one opened: nothing inside a fence can spell a tag.
+    # The new items' fence (only the sent alerts' may follow it): nothing inside a fence
+    # can spell a tag.
     start = text.rfind(f'<{FENCE_TAG} label="{NEW_ITEMS_LABEL}">\n')
     head = text[:start] if start >= 0 else text
     if m := _TITLE_RE.search(head):

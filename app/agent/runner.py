@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -105,6 +105,9 @@ class AgentRequest:
     # A watch run: the item that fired it, {"account_id", "kind": "message" | "file",
     # "id"}; it alone is the run's new item, and the instruction's cursors stay.
     watch_item: Mapping[str, str] | None = None
+    # The alerts an earlier attempt of this run sent ({"title", "message"}): a retried
+    # attempt is shown them, as data, so that it does not send them again in new words.
+    sent_alerts: Sequence[Mapping[str, str]] = ()
 
 
 class StepRecord(BaseModel):
@@ -427,6 +430,7 @@ async def run_agent(
         ),
         alias=run.toolbox.alias,
         texts=texts,
+        sent_alerts=request.sent_alerts,
     )
     response = await run.turn(prompt, None)
     return await _converse(run, response, new_cursors, fallback_draft(deltas))

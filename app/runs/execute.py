@@ -337,6 +337,13 @@ class RunExecutor:
             )
         kinds = ctx.instruction.sources.get("kinds", [])
         preview = ctx.run.reason == "preview"
+        interactive = self._user_tools and not preview
+        alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
+                   if self._user_tools else None)
+        sent_alerts: list[dict[str, str]] = []
+        if alerter is not None and interactive and claim.attempt > 1 and ctx.resume is None:
+            # A retry starts afresh: it is shown what the attempts before it told the user.
+            sent_alerts = await alerter.sent()
         request = AgentRequest(
             title=ctx.instruction.title,
             text=ctx.instruction.text,
@@ -353,17 +360,17 @@ class RunExecutor:
             context_limit=self.settings.agent_context_limit,
             since=ctx.run.window_start if preview else None,
             max_input_tokens=self.settings.agent_max_input_tokens,
-            interactive=self._user_tools and not preview,
+            interactive=interactive,
             watch_item=ctx.run.trigger_item,
+            sent_alerts=sent_alerts,
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
         recorder = StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
-        if not self._user_tools:
+        if alerter is None:
             return await self.agent(
                 llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
             )
-        alerter = Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
         return await self.agent(
             llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder,
             resume=ctx.resume, notify=alerter,

@@ -100,9 +100,26 @@ class Alerter:
         self.user_id = user_id
         self.instruction = instruction
 
+    def _title(self, alert_title: str) -> str:
+        return f"{self.instruction.title}: {alert_title}"
+
+    async def sent(self) -> list[dict[str, str]]:
+        """The alerts this run has sent so far (by earlier attempts), oldest first, as
+        the model wrote them."""
+        prefix = self._title("")
+        async with transaction(self.sessionmaker) as session:
+            rows = (await session.execute(
+                select(Notification.title, Notification.body).where(
+                    Notification.user_id == self.user_id,
+                    Notification.run_id == self.claim.run_id,
+                    Notification.kind == "alert",
+                ).order_by(Notification.created_at, Notification.id)
+            )).all()
+        return [{"title": title.removeprefix(prefix), "message": body} for title, body in rows]
+
     async def __call__(self, alert: Alert) -> bool:
         instruction = self.instruction
-        title = f"{instruction.title}: {alert.title}"
+        title = self._title(alert.title)
         async with transaction(self.sessionmaker) as session:
             if not await queue.still_held(session=session, claim=self.claim):
                 raise LeaseLost()

@@ -21,7 +21,13 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from app.agent.gemini import GeminiModel
-from app.agent.prompt import ALERT_ALREADY_SENT, NO_ANSWER
+from app.agent.prompt import (
+    ALERT_ALREADY_SENT,
+    NEW_ITEMS_LABEL,
+    NO_ANSWER,
+    SENT_ALERTS_LABEL,
+    parse_fences,
+)
 from app.core.config import Settings
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
@@ -340,6 +346,62 @@ async def test_notify_now_alerts_once_even_when_the_run_is_retried(
     assert retried[0]["result"] == ALERT_ALREADY_SENT
     steps = [s for s in await steps_of(runtime, run_id) if s.name == "notify_now"]
     assert [s.attempt for s in steps] == [1, 2]
+
+
+def first_prompts(fake: FakeGemini) -> list[str]:
+    """The first-turn prompt of each attempt the fake was asked, in order."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith("# Standing instruction"):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for request in fake.requests():
+        walk(request.body.get("input"))
+    return found
+
+
+async def test_a_retried_attempt_is_shown_the_alerts_sent_before(
+    gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    """A retry starts a new conversation: told nothing, a model alerts again in new
+    words (the exact-repeat check above cannot catch that). It is shown, as data, what
+    the attempts before it sent."""
+    runtime = gemini_runtime
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    alert = ("notify_now", {"title": "Invoice <overdue>", "message": "Skyline is overdue."})
+    fake.script(Calls([alert], ids=["call_alert"]))  # then the script runs out: a 500
+    llm = gemini_for(runtime.settings)
+    worker = make_worker(runtime, llm)
+    run_id = await run_now(runtime, instruction)
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).attempt == 1
+
+    fake.script(Text(json.dumps(DIGEST)))  # the retry, told, does not alert again
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
+    await work_once(worker)
+    await llm.aclose()
+
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    first, retry = first_prompts(fake)
+    assert parse_fences(first)[-1].label == NEW_ITEMS_LABEL  # attempt 1: nothing sent yet
+    shown = parse_fences(retry)[-1]
+    assert shown.label == SENT_ALERTS_LABEL
+    # As the model wrote them, without the instruction's title the notification adds.
+    assert shown.records == [{"title": "Invoice <overdue>", "message": "Skyline is overdue."}]
+    assert "<overdue>" not in retry  # data: its "<" is escaped like the mail's
+    assert "Do not send them again" in retry
+    alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert [n.title for n in alerts] == ["Morning digest: Invoice <overdue>"]
 
 
 async def test_question_text_with_markup_is_stored_and_served_as_plain_text(
