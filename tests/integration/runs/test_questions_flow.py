@@ -311,15 +311,12 @@ async def test_a_repeated_question_is_asked_once_and_one_answer_resumes_both_run
     assert kinds == ["digest", "digest", "question"]
 
 
-async def test_notify_now_alerts_once_even_when_the_run_is_retried(
-    gemini_runtime: Runtime, fake: FakeGemini
-) -> None:
-    runtime = gemini_runtime
-    user, _ = await factories.user_with_token(runtime)
-    instruction = await factories.instruction(runtime, user, channels=["in_app", "push"])
-    alert = ("notify_now", {"title": "Invoice overdue", "message": "Skyline is overdue.",
-                            "to": "boss@example.com"})
-    # The first attempt alerts, then the model fails (the script runs out: a 500).
+async def alert_then_retry(
+    runtime: Runtime, fake: FakeGemini, instruction: Instruction,
+    alert: tuple[str, dict[str, Any]], *retry: Any,
+) -> uuid.UUID:
+    """A run whose first attempt alerts and then fails (the script runs out: a 500),
+    and whose second, scripted `retry`, succeeds. Returns the run's id."""
     fake.script(Calls([alert], ids=["call_alert"]))
     llm = gemini_for(runtime.settings)
     worker = make_worker(runtime, llm)
@@ -328,14 +325,28 @@ async def test_notify_now_alerts_once_even_when_the_run_is_retried(
     run = await get_run(runtime, run_id)
     assert (run.status, run.attempt) == ("queued", 1), run.error
 
-    fake.script(Calls([alert], ids=["call_alert"]), Text(json.dumps(DIGEST)))
+    fake.script(*retry)
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
     await work_once(worker)
     await llm.aclose()
-
     run = await get_run(runtime, run_id)
     assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    return run_id
+
+
+async def test_notify_now_alerts_once_even_when_the_run_is_retried(
+    gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    runtime = gemini_runtime
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "push"])
+    alert = ("notify_now", {"title": "Invoice overdue", "message": "Skyline is overdue.",
+                            "to": "boss@example.com"})
+    run_id = await alert_then_retry(
+        runtime, fake, instruction, alert, Calls([alert], ids=["call_alert"]),
+        Text(json.dumps(DIGEST)),
+    )
     alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
     assert len(alerts) == 1
     (sent,) = alerts
@@ -377,21 +388,8 @@ async def test_a_retried_attempt_is_shown_the_alerts_sent_before(
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
     alert = ("notify_now", {"title": "Invoice <overdue>", "message": "Skyline is overdue."})
-    fake.script(Calls([alert], ids=["call_alert"]))  # then the script runs out: a 500
-    llm = gemini_for(runtime.settings)
-    worker = make_worker(runtime, llm)
-    run_id = await run_now(runtime, instruction)
-    await work_once(worker)
-    assert (await get_run(runtime, run_id)).attempt == 1
-
-    fake.script(Text(json.dumps(DIGEST)))  # the retry, told, does not alert again
-    async with transaction(runtime.sessionmaker) as session:
-        await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
-    await work_once(worker)
-    await llm.aclose()
-
-    run = await get_run(runtime, run_id)
-    assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    # The retry, told, does not alert again.
+    await alert_then_retry(runtime, fake, instruction, alert, Text(json.dumps(DIGEST)))
     first, retry = first_prompts(fake)
     assert parse_fences(first)[-1].label == NEW_ITEMS_LABEL  # attempt 1: nothing sent yet
     shown = parse_fences(retry)[-1]
