@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_only
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -173,9 +174,39 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
         return engine
     if null_pool:
         return create_async_engine(url, poolclass=NullPool)
-    return create_async_engine(
+    engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
     )
+    if engine.dialect.driver == "asyncpg":
+        ping = _one_round_trip_ping(engine.dialect.do_ping)
+        engine.dialect.do_ping = ping  # type: ignore[method-assign,assignment]
+    return engine
+
+
+def _one_round_trip_ping(dialect_ping: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """The pool's check on checkout, as one `SELECT 1` in the simple query protocol.
+
+    The asyncpg dialect sends it as BEGIN, a prepared `;` and ROLLBACK (for pgbouncer's
+    transaction mode, where a prepared statement outside a transaction can fail): three
+    round trips before every checkout's own work, every API request's. A simple query
+    prepares nothing, so one does (`;` alone is an empty query, whose answer asyncpg's
+    simple protocol cannot read). Errors go through the dialect's own translation, so
+    the pool still tells a dropped connection (reconnect) from another error (raise).
+    Should SQLAlchemy's adapted connection change its insides, the dialect's ping is used.
+    """
+
+    def ping(adapted: Any) -> bool:
+        connection = getattr(adapted, "_connection", None)
+        translate = getattr(adapted, "_handle_exception", None)
+        if connection is None or translate is None:
+            return dialect_ping(adapted)
+        try:
+            await_only(connection.execute("SELECT 1"))
+        except Exception as error:
+            translate(error)
+        return True
+
+    return ping
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
