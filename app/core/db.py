@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event, text
+from sqlalchemy import util as sa_util
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -31,7 +32,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import await_only
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -183,6 +183,10 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
     return engine
 
 
+# SQLAlchemy 2.1 calls it `await_`; `await_only`, the 2.0 name, is to go in 2.2.
+_await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
+
+
 def _one_round_trip_ping(dialect_ping: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """The pool's check on checkout, as one `SELECT 1` in the simple query protocol.
 
@@ -201,7 +205,7 @@ def _one_round_trip_ping(dialect_ping: Callable[[Any], bool]) -> Callable[[Any],
         if connection is None or translate is None:
             return dialect_ping(adapted)
         try:
-            await_only(connection.execute("SELECT 1"))
+            _await(connection.execute("SELECT 1"))
         except Exception as error:
             translate(error)
         return True
