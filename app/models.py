@@ -7,13 +7,14 @@ from app.core.db import Base
 from app.google.models import OAuthState
 from app.google.watch_models import WatchCursor, WatchHit
 from app.instructions.models import Instruction
-from app.notifications.models import Delivery, Notification
+from app.notifications.models import AlertedItem, Delivery, Notification
 from app.questions.models import EmailReply, Question, QuestionEmail
 from app.runs.models import ModelCall, Run, RunStep
 from app.users.models import ApiToken, User
 
 __all__ = [
-    "Account", "ApiToken", "Base", "Delivery", "EmailReply", "Instruction", "LoginLink",
-    "ModelCall", "Notification", "OAuthState", "PushSubscription", "Question", "QuestionEmail",
-    "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WebSession", "Webhook",
+    "Account", "AlertedItem", "ApiToken", "Base", "Delivery", "EmailReply", "Instruction",
+    "LoginLink", "ModelCall", "Notification", "OAuthState", "PushSubscription", "Question",
+    "QuestionEmail", "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WebSession",
+    "Webhook",
 ]

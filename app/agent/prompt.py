@@ -73,7 +73,9 @@ ONE_QUESTION_AT_A_TIME = (
     "Not asked: ask one question at a time. Another question of this turn was asked."
 )
 ALERT_SENT = "Alert sent to the user."
-ALERT_ALREADY_SENT = "This alert was already sent to the user; it was not sent again."
+ALERT_ALREADY_SENT = (
+    "Not sent: the user was already alerted about this (or about every item it names)."
+)
 
 
 def answered(answer: str) -> str:

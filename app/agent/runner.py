@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -293,9 +293,23 @@ class _Run:
             return too_many("alert the user", MAX_ALERTS_PER_RUN), "too many alerts"
         if self.notify is None:
             raise BadCall("alerts are not available in this run.")
-        sent = await self.notify(alert)
+        sent = await self.notify(replace(alert, items=self.alerted_items(alert)))
         self.alerts_sent += 1
         return (ALERT_SENT if sent else ALERT_ALREADY_SENT), None
+
+    def alerted_items(self, alert: Alert) -> tuple[str, ...]:
+        """The app's keys of the items the alert is about; `BadCall` for an id that is
+        not a message or file this run saw."""
+        keys: dict[str, None] = {}
+        for value in alert.about:
+            ref = self.toolbox.resolve("message", value) or self.toolbox.resolve("file", value)
+            if ref is None:
+                raise BadCall(
+                    f'"about" holds {value!r}, which is not the id of a message or a file '
+                    "you were shown (m1, f1)."
+                )
+            keys[f"{ref.account}:{ref.kind}:{ref.id}"] = None
+        return tuple(keys)
 
     async def results(self, response: TurnResponse) -> list[FunctionResult]:
         """One result per call of the turn, in order; a question asked is in `self.asked`."""

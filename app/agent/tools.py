@@ -42,6 +42,9 @@ CHOICE_CHARS = 100
 MAX_CHOICES = 6
 ALERT_TITLE_CHARS = 120
 ALERT_MESSAGE_CHARS = 1_000
+# The most items one alert may name in "about", and the longest id accepted there.
+MAX_ALERT_ITEMS = 10
+ALERT_ITEM_CHARS = 200
 MEDIA_BYTES = 5 * 1024 * 1024  # larger images and PDFs are described, not shown
 MEDIA_TYPES = frozenset(
     {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"}
@@ -150,6 +153,14 @@ USER_TOOLS = [
                     "description": f"The alert, plain text, at most {ALERT_MESSAGE_CHARS} "
                     "characters.",
                 },
+                "about": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The ids of the messages and files the alert is about "
+                    f"(m1, f1), at most {MAX_ALERT_ITEMS}. The user is alerted about an item "
+                    "once: an alert whose items were all alerted about before, by this "
+                    "instruction, is not sent again.",
+                },
             },
             "required": ["title", "message"],
         },
@@ -196,6 +207,11 @@ class Alert:
     call_id: str
     title: str
     message: str
+    # The ids the model named in "about", as it wrote them (aliases or real ids).
+    about: tuple[str, ...] = ()
+    # Those items as the app keys them ("<account>:<kind>:<id>"), set by the runner once
+    # it has checked that the run saw each one.
+    items: tuple[str, ...] = ()
 
 
 def parse_question(call: FunctionCall) -> AskedQuestion:
@@ -219,7 +235,17 @@ def parse_alert(call: FunctionCall) -> Alert:
     message = plain_text(_string(call.arguments, "message"), ALERT_MESSAGE_CHARS)
     if not title or not message:
         raise BadCall('this tool needs {"title": "<text>", "message": "<text>"}.')
-    return Alert(call.call_id, title, message)
+    raw = call.arguments.get("about")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise BadCall(f'"about" must be a list of ids (m1, f1); got {raw!r}.')
+    about = tuple(dict.fromkeys(v.strip() for v in raw if v.strip()))
+    if len(about) > MAX_ALERT_ITEMS:
+        raise BadCall(f'"about" names {len(about)} items; at most {MAX_ALERT_ITEMS}.')
+    if any(len(v) > ALERT_ITEM_CHARS for v in about):
+        raise BadCall('"about" holds an id that is too long; use the ids shown (m1, f1).')
+    return Alert(call.call_id, title, message, about)
 
 
 def truncate(text: str, limit: int) -> str:

@@ -68,3 +68,23 @@ class Delivery(IdMixin, Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertedItem(Base):
+    """A message or file that an instruction's `notify_now` alert was about.
+
+    The user is alerted about an item once per instruction: a retried attempt, or a
+    later run that sees the same mail (one waiting for the user starts from the same
+    cursors), cannot alert about it again, in whatever words (app/runs/steps.py).
+    """
+
+    __tablename__ = "alerted_items"
+
+    instruction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("instructions.id", ondelete="CASCADE"), primary_key=True
+    )
+    # "<account id>:<message | file>:<id>"
+    item: Mapped[str] = mapped_column(String(300), primary_key=True)
+    # The run that alerted (no foreign key: runs are deleted with their instruction).
+    run_id: Mapped[uuid.UUID] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

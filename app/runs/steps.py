@@ -10,15 +10,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.agent.runner import StepRecord
 from app.agent.tools import Alert
-from app.core.db import transaction
+from app.core.db import insert_ignore, transaction, utcnow
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
-from app.notifications.models import Notification
+from app.notifications.models import AlertedItem, Notification
 from app.runs import queue
 from app.runs.models import Run, RunStep
 
@@ -85,7 +85,9 @@ class Alerter:
     """notify_now: one alert notification, in its own transaction, fenced like a step.
 
     Keyed by the call id, so a retried resume does not alert twice; a retried run
-    that says the same thing again under a new call id does not either.
+    that says the same thing again under a new call id does not either. An alert that
+    names the items it is about is sent only if one of them was never alerted about by
+    the instruction (`alerted_items`), whatever its words and whichever run sends it.
     """
 
     def __init__(
@@ -134,11 +136,27 @@ class Alerter:
             )
             if said_before is not None:
                 return False
+            if alert.items and not await self._first_time(session, alert.items):
+                return False
             created = await notifications.notify(
                 session=session, user_id=self.user_id,
                 key=f"run:{self.claim.run_id}:notify:{alert.call_id}", kind="alert",
                 title=title, body=alert.message, channels=instruction.channels.get("kinds", []),
-                data={"call_id": alert.call_id}, run_id=self.claim.run_id,
+                data={"call_id": alert.call_id, **({"about": list(alert.items)}
+                                                    if alert.items else {})},
+                run_id=self.claim.run_id,
                 instruction_id=instruction.id,
             )
         return created is not None
+
+    async def _first_time(self, session: AsyncSession, items: tuple[str, ...]) -> bool:
+        """Record the items as alerted about; False if every one of them already was."""
+        now = utcnow()
+        result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+            insert_ignore(session, AlertedItem, ["instruction_id", "item"]).values([
+                {"instruction_id": self.instruction.id, "item": item,
+                 "run_id": self.claim.run_id, "created_at": now}
+                for item in items
+            ])
+        )
+        return result.rowcount > 0

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from app.agent.gemini import GeminiModel
 from app.agent.prompt import (
     ALERT_ALREADY_SENT,
+    ALERT_SENT,
     NEW_ITEMS_LABEL,
     NO_ANSWER,
     SENT_ALERTS_LABEL,
@@ -33,6 +34,7 @@ from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
 from app.main import create_app
+from app.notifications.models import AlertedItem
 from app.questions.models import Question
 from app.runs.models import Run
 from tests import factories
@@ -49,6 +51,7 @@ from tests.integration.runs.test_worker import run_now
 
 API = "/api/v1"
 INVOICE_ID = "1795086141.M1P2041.sample"
+OTHER_ID = "1795102807.M2P2041.sample"
 DIGEST = {
     "summary": "The Skyline Cloud invoice for Apollo is due.",
     "sections": [{"title": "Needs your attention", "items": [
@@ -357,6 +360,77 @@ async def test_notify_now_alerts_once_even_when_the_run_is_retried(
     assert retried[0]["result"] == ALERT_ALREADY_SENT
     steps = [s for s in await steps_of(runtime, run_id) if s.name == "notify_now"]
     assert [s.attempt for s in steps] == [1, 2]
+
+
+async def alerted_items(runtime: Runtime, instruction_id: uuid.UUID) -> list[AlertedItem]:
+    async with transaction(runtime.sessionmaker) as session:
+        return list((await session.scalars(
+            select(AlertedItem).where(AlertedItem.instruction_id == instruction_id)
+        )).all())
+
+
+async def test_an_alert_about_an_item_is_sent_once_whatever_its_words(
+    gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    """A retried attempt that alerts about the same mail in other words (which the
+    exact-repeat check cannot catch, and the model was told not to) sends nothing."""
+    runtime = gemini_runtime
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    first = ("notify_now", {"title": "Invoice overdue", "message": "Skyline is overdue.",
+                            "about": [INVOICE_ID]})
+    again = ("notify_now", {"title": "Skyline bill late", "message": "Pay Skyline today.",
+                            "about": [INVOICE_ID]})
+    run_id = await alert_then_retry(
+        runtime, fake, instruction, first, Calls([again]), Text(json.dumps(DIGEST)),
+    )
+    assert fake.requests()[-1].body["input"][0]["result"] == ALERT_ALREADY_SENT
+    (sent,) = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert sent.title == "Morning digest: Invoice overdue"
+    (item,) = await alerted_items(runtime, instruction.id)
+    account_id = item.item.removesuffix(f":message:{INVOICE_ID}")
+    assert uuid.UUID(account_id)  # the mailbox's account: ids are only unique within one
+    assert sent.data["about"] == [item.item]
+    assert item.run_id == run_id
+
+
+async def test_a_later_run_alerts_only_about_items_not_alerted_about_before(
+    gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    """A run that waits for the user's answer has not moved its instruction's cursors,
+    so the next run sees the same mail: its alert goes out only if it names an item not
+    alerted about before. Another instruction of the same user alerts about its own."""
+    runtime = gemini_runtime
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    other = await factories.instruction(runtime, user, title="Invoices")
+    fake.script(Calls([
+        ("notify_now", {"title": "Invoice", "message": "Due.", "about": [INVOICE_ID]}),
+        ("ask_user", {"question": "Which project should the digest cover?"}),
+    ]))
+    await work_once_with(runtime, gemini_for(runtime.settings), instruction)
+    fake.script(
+        Calls([("notify_now", {"title": "Still due", "message": "Due!", "about": [INVOICE_ID]}),
+               ("notify_now", {"title": "Two things", "message": "Both.",
+                               "about": [INVOICE_ID, OTHER_ID]})]),
+        Text(json.dumps(DIGEST)),
+    )
+    await work_once_with(runtime, gemini_for(runtime.settings), instruction)
+    assert [r["result"] for r in fake.requests()[-1].body["input"]] == [
+        ALERT_ALREADY_SENT, ALERT_SENT]
+    (waiting,) = await questions_of(runtime, instruction.id)
+    assert waiting.status == "open"  # the first run still waits for its answer
+    fake.script(
+        Calls([("notify_now", {"title": "Invoice", "message": "Due.", "about": [INVOICE_ID]})]),
+        Text(json.dumps(DIGEST)),
+    )
+    await work_once_with(runtime, gemini_for(runtime.settings), other)
+
+    alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert sorted(n.title for n in alerts) == [
+        "Invoices: Invoice", "Morning digest: Invoice", "Morning digest: Two things"]
+    assert sorted(i.item.split(":message:")[1] for i in
+                  await alerted_items(runtime, instruction.id)) == [INVOICE_ID, OTHER_ID]
 
 
 def first_prompts(fake: FakeGemini) -> list[str]:

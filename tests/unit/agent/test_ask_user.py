@@ -24,6 +24,7 @@ from app.agent.prompt import (
 from app.agent.resume import PausedState, ResumeState
 from app.agent.runner import MAX_QUESTIONS_PER_RUN, AgentOutcome, run_agent
 from app.agent.tools import (
+    MAX_ALERT_ITEMS,
     QUESTION_CHARS,
     USER_TOOLS,
     Alert,
@@ -211,6 +212,40 @@ async def test_notify_now_reaches_only_the_user_and_spends_the_action_budget():
     assert not isinstance(results, str)
     assert results[0].result == ALERT_SENT
     assert results[1].result.startswith(BUDGET_SPENT)
+
+
+async def test_notify_now_names_its_items_by_the_ids_the_run_saw():
+    """"about" takes the ids the run showed (an alias or the real id); the notifier gets
+    the app's key of each item, or the model is told why not, and nothing is sent."""
+    alerts = Alerts()
+    refused = [
+        {"about": ["m999"]},  # never shown
+        {"about": "m1"},  # not a list
+        {"about": [f"m{i}" for i in range(1, MAX_ALERT_ITEMS + 2)]},  # too many
+    ]
+    model = ScriptedModel(
+        calls(("notify_now", {"title": "Overdue", "message": "Pay it.",
+                              "about": [INVOICE_ID, " m1 ", INVOICE_ID]}),
+              *(("notify_now", {"title": "No", "message": "No.", **bad}) for bad in refused)),
+        final(DRAFT),
+    )
+    outcome = await go(model, SampleSource(), Steps(), notify=alerts)
+
+    assert outcome.status == "succeeded"
+    (alert,) = alerts
+    assert alert.about == (INVOICE_ID, "m1")
+    invoice, m1 = alert.items
+    assert invoice == f"sample:message:{INVOICE_ID}"
+    assert m1.startswith("sample:message:")
+    assert m1.endswith(".sample")  # m1, by its real id
+    results = model.requests[1].input
+    assert not isinstance(results, str)
+    assert results[0].result == ALERT_SENT
+    never, not_list, too_many = (r.result for r in results[1:])
+    assert never.startswith("Error:")
+    assert "'m999'" in never
+    assert not_list.startswith('Error: "about" must be a list')
+    assert too_many.startswith(f'Error: "about" names {MAX_ALERT_ITEMS + 1} items')
 
 
 @pytest.mark.parametrize(
