@@ -159,6 +159,11 @@ class GmailReader:
             found[mid] = result
         return found
 
+    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
+        """Which of these messages are emails Pilotlight sent."""
+        found = await self.metadata(ids)
+        return {mid for mid, resource in found.items() if fmt.from_pilotlight(resource)}
+
     async def cards(self, ids: list[str], since: datetime | None = None) -> list[MailCard]:
         """Cards of the arrived messages among `ids`, in the order of `ids`."""
         found = await self.metadata(ids)
@@ -207,8 +212,10 @@ class GmailReader:
             found = await self.metadata(chunk)
             for mid in chunk:
                 resource = found.get(mid)
-                if resource is None or not fmt.arrived(resource):
-                    continue  # deleted since, or a draft, spam or trash: seen all the same
+                if resource is None or not fmt.arrived(resource) or fmt.from_pilotlight(resource):
+                    # Deleted since, a draft, spam or trash, or our own email: seen all the
+                    # same.
+                    continue
                 arrived_at = int(resource.get("internalDate") or 0)
                 if resync and arrived_at < after:
                     # Older than what was shown last: not new, nor is the rest of the
@@ -233,7 +240,10 @@ class GmailReader:
         query = f"after:{int(since.timestamp())}" if since is not None else None
         ids = await self.list_ids(query=query, limit=limit) if limit else []
         found = await self.metadata(ids)
-        resources = [found[i] for i in ids if i in found and fmt.arrived(found[i])]
+        resources = [
+            found[i] for i in ids
+            if i in found and fmt.arrived(found[i]) and not fmt.from_pilotlight(found[i])
+        ]
         cards = [
             c for c in (fmt.card(r) for r in resources) if since is None or c.date >= since
         ]

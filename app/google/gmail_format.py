@@ -19,7 +19,10 @@ from typing import Any
 from app.sources.base import Attachment, MailCard, Message
 from app.sources.sample import _TextExtractor, _tidy, snippet
 
-METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date"]
+# Set on every email Pilotlight sends (app/delivery/render.py): the digests, alerts and
+# questions that land in the user's own mailbox are its own words, not new mail.
+PILOTLIGHT_HEADER = "X-Pilotlight-Notification"
+METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date", PILOTLIGHT_HEADER]
 # Labels of messages that did not arrive: drafts, and what is in spam or trash.
 NOT_ARRIVED = frozenset({"DRAFT", "SPAM", "TRASH"})
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
@@ -191,6 +194,13 @@ def arrived(resource: dict[str, Any]) -> bool:
     if labels & NOT_ARRIVED:
         return False
     return not ("SENT" in labels and "INBOX" not in labels)
+
+
+def from_pilotlight(resource: dict[str, Any]) -> bool:
+    """An email Pilotlight sent (a message in `metadata` or `full` format). Never new mail:
+    a digest would report the last digest, and a watch would fire on its own digest for
+    ever. A sender who forges the header only hides its own mail from the digest."""
+    return PILOTLIGHT_HEADER.lower() in _headers(resource.get("payload") or {})
 
 
 def card(resource: dict[str, Any]) -> MailCard:

@@ -196,7 +196,8 @@ class WatchPoller(LoopService):
                     _after(watcher.spec[GMAIL], since),
                     limit=self.settings.google_watch_resync_limit,
                 )
-                await self._fire(watcher, watched.account, "message", ids, now, report)
+                await self._fire(watcher, watched.account, "message",
+                                 await _not_ours(source, ids), now, report)
         elif changes.added_message_ids:
             added = set(changes.added_message_ids)
             for watcher in watchers:
@@ -205,7 +206,8 @@ class WatchPoller(LoopService):
                     limit=len(added) + _SEARCH_MARGIN,
                 )
                 matching = [i for i in ids if i in added]
-                await self._fire(watcher, watched.account, "message", matching, now, report)
+                await self._fire(watcher, watched.account, "message",
+                                 await _not_ours(source, matching), now, report)
         return changes.history_id
 
     async def _files(
@@ -285,3 +287,13 @@ def _after(query: str, since: datetime) -> str:
     """The query narrowed to mail received at or after `since` (Gmail's `after:` takes
     epoch seconds), so that nothing older than the watch fires."""
     return f"({query}) after:{int(since.timestamp())}"
+
+
+async def _not_ours(source: WatchableSource, ids: list[str]) -> list[str]:
+    """The ids without Pilotlight's own emails: a watch whose query matches the digest
+    it sends (`in:inbox`, `to:me`) would otherwise fire on it, and again on the next one.
+    One metadata batch, only when something matched."""
+    if not ids:
+        return ids
+    ours = await source.sent_by_pilotlight(ids)
+    return [i for i in ids if i not in ours]

@@ -139,6 +139,11 @@ class WatchableSource(ABC):
         """Ids of the messages matching a Gmail query, newest first."""
 
     @abstractmethod
+    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
+        """Which of these messages are emails Pilotlight itself sent (a digest, an alert,
+        a question, delivered to the user's own mailbox): they never fire a watch."""
+
+    @abstractmethod
     async def file_changes(self, page_token: str | None) -> FileChanges:
         """Drive changes since `page_token`; `None` returns the start token and no files."""
 
