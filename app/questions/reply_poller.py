@@ -16,9 +16,13 @@ those emails:
   `format=metadata`, batched); a message naming one of our Message-IDs, sent by the
   user (label SENT; mail from anyone else is never an answer), is read in full and its
   text above the quote answers that email's question.
-- The cursor then moves to the last history record read. An expired historyId (404)
-  starts again from the mailbox's current one, and says so in the log: a reply sent
-  meanwhile must be answered in the app.
+- The cursor then moves to the last history record read; a message whose headers
+  Gmail could not give (a failed part of the batch) keeps it where it was. An expired
+  historyId (404) starts again from the mailbox's current one, and says so in the log:
+  a reply sent meanwhile must be answered in the app.
+- An email recorded without a historyId (Gmail could not give one after the send) has
+  the user's sent mail since it searched once (`in:sent after:`), then follows the
+  history from the id read before that search.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from app.core.runtime import Runtime
 from app.google import gmail_format
 from app.google.accounts import mark_disconnected
 from app.google.client import GoogleApiError, GoogleClient
+from app.google.gmail import GmailReader
 from app.notifications.models import Delivery
 from app.questions import replies
 from app.questions.models import Question, QuestionEmail
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 HISTORY_PAGE = 500
 HISTORY_PAGES_MAX = 20
 ACCOUNTS_PER_PASS = 200
+# An email recorded without a historyId: at most this many of the user's sent messages
+# since it are searched for a reply, from a minute before it (clocks differ).
+CATCH_UP_LIMIT = 500
+_SEARCH_MARGIN_SECONDS = 60
 REPLY_HEADERS = ["In-Reply-To", "References", "Message-ID"]
 
 REPLIES = Counter(
@@ -109,10 +118,11 @@ class ReplyPoller(LoopService):
     async def poll(self, account: Account) -> int:
         client = GoogleClient(account, self.settings)
         emails = await self._open_emails(account.id)
-        known = [int(e.history_id) for e in emails if e.history_id and e.history_id.isdigit()]
+        unread = [e for e in emails if not _has_history(e)]
+        caught_up = await self._catch_up(client, account, unread) if unread else 0
+        known = [int(e.history_id) for e in emails if e.history_id and _has_history(e)]
         if not known:
-            await self._advance(account.id, await self._profile_history_id(client))
-            return 0
+            return caught_up
         try:
             resume, added = await self._history(client, str(min(known)))
         except GoogleApiError as exc:
@@ -122,9 +132,28 @@ class ReplyPoller(LoopService):
             log.warning("account %s: Gmail no longer has history from %s; reading replies from "
                         "%s on", account.id, min(known), now)
             await self._advance(account.id, now)
-            return 0
+            return caught_up
         answered = await self._answer_from(client, account, added) if added else 0
         await self._advance(account.id, resume)
+        return caught_up + answered
+
+    async def _catch_up(
+        self, client: GoogleClient, account: Account, unread: list[QuestionEmail]
+    ) -> int:
+        """Emails whose send could not read the mailbox's historyId: the user's mail sent
+        since the first of them is searched for replies (the history cannot say what came
+        before an id nobody has), then they follow the history from the id read first."""
+        now = await self._profile_history_id(client)
+        since = int(min(e.created_at for e in unread).timestamp()) - _SEARCH_MARGIN_SECONDS
+        ids = await GmailReader(client, resync_limit=0).list_ids(
+            query=f"in:sent after:{since}", limit=CATCH_UP_LIMIT)
+        answered = await self._answer_from(client, account, ids) if ids else 0
+        async with transaction(self.runtime.sessionmaker) as session:
+            rows = await session.execute(
+                select(QuestionEmail).where(QuestionEmail.id.in_([e.id for e in unread])))
+            for email in rows.scalars():
+                if not _has_history(email):
+                    email.history_id = now
         return answered
 
     async def _profile_history_id(self, client: GoogleClient) -> str:
@@ -170,6 +199,9 @@ class ReplyPoller(LoopService):
         candidates: dict[str, list[str]] = {}
         for gmail_id in todo:
             resource = found.get(gmail_id)
+            if isinstance(resource, GoogleApiError) and resource.status not in (400, 404):
+                # Not read (quota, a server error): the cursor must not move past it.
+                raise resource
             if not isinstance(resource, dict) or "SENT" not in (resource.get("labelIds") or []):
                 continue  # gone since, or not the user's own mail
             headers = _headers(resource)
@@ -216,6 +248,11 @@ class ReplyPoller(LoopService):
                 current = email.history_id
                 if not (current and current.isdigit()) or int(current) < int(history_id):
                     email.history_id = history_id
+
+
+def _has_history(email: QuestionEmail) -> bool:
+    """Whether the email has a historyId to read the history from."""
+    return bool(email.history_id and email.history_id.isdigit())
 
 
 def _headers(resource: dict[str, Any]) -> dict[str, str]:

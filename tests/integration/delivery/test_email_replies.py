@@ -286,3 +286,51 @@ async def test_an_expired_history_id_starts_again_from_now_and_later_replies_sti
     reply(google, to_message_id=our_id, thread_id=received, text="gemini")
     assert await poller.run_once() == 1
     assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
+async def test_a_reply_whose_headers_gmail_could_not_give_is_read_on_the_next_pass(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    """A part of the metadata batch that fails (Gmail's 500, 429) is not "gone": the
+    cursor stays before the reply, and the next pass answers with it."""
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    before = (await question_email(runtime)).history_id
+    gmail_id = reply(google, to_message_id=our_id, thread_id=received, text="gemini")
+    google.fail_next(f"/messages/{gmail_id}", status=500, count=2)  # the try and its retry
+
+    assert await poller.run_once() == 0
+    assert (await question_email(runtime)).history_id == before
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
+async def test_a_reply_to_an_email_sent_without_a_history_id_is_still_read(
+    reply_runtime: Runtime, google: FakeGoogle
+) -> None:
+    """Gmail could not give the mailbox's historyId after the question's email was sent:
+    the reply, sent before the first poll, is found by a search of the sent mail."""
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user)  # with gmail.send: the email goes to self
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    google.fail_next("/profile", status=503, count=1)  # asked once, right after the send
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    emailed = await question_email(runtime)
+    assert emailed.history_id is None
+    (thread_id,) = {m.thread_id for m in google.account(ALICE).mailbox.messages.values()}
+    reply(google, to_message_id=emailed.message_id, thread_id=thread_id, text="apollo")
+
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Apollo"
+    assert (await question_email(runtime)).history_id is not None  # the history from now on
