@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -211,7 +211,7 @@ async def advance_cursor(
     next_poll_at: datetime,
 ) -> bool:
     """Move the account's cursor on if nobody moved it since `seen` (compare-and-set)."""
-    values = {
+    values: dict[str, Any] = {
         "history_id": history_id, "drive_page_token": drive_page_token, "polled_at": now,
         "next_poll_at": next_poll_at, "updated_at": now,
     }
@@ -222,6 +222,13 @@ async def advance_cursor(
             )
         )
     else:
+        # A push that came during the poll (`poll_now`) set the next poll to then: it stays,
+        # or the mail it announced would wait for the whole interval.
+        values["next_poll_at"] = case(
+            (WatchCursor.next_poll_at.is_distinct_from(seen.next_poll_at),
+             WatchCursor.next_poll_at),
+            else_=next_poll_at,
+        )
         result = await session.execute(  # type: ignore[assignment]
             update(WatchCursor)
             .where(WatchCursor.account_id == account.id, WatchCursor.version == seen.version)

@@ -10,10 +10,18 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.accounts.models import Account
+from app.core.config import Settings
+from app.core.db import db_now, transaction
 from app.core.runtime import Runtime
+from app.google import watch_service
 from app.google.scopes import GMAIL_READONLY
+from app.google.source import GoogleSource
+from app.google.watch import WatchPoller
 from app.google.watch_models import WatchCursor, WatchHit
 from app.runs.scheduler import SchedulerTick
+from app.sources.base import MailChanges, Source
+from app.sources.registry import source_for
 from tests.factories import instruction_body, user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.google_watch.conftest import (
@@ -298,3 +306,42 @@ async def test_a_revoked_grant_disconnects_the_account_and_pauses_its_watches(
     assert "/api/v1/google/connect" in feed[0]["body"]
     # Nothing is watched any more: the next poll leaves the account alone.
     assert (await watch.run_once()).polled == 0
+
+
+async def test_a_push_that_comes_during_a_poll_is_polled_at_once(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """Gmail pushes for mail that arrived just after the poll in flight read the history:
+    the poll's own next poll time (an hour here) must not overwrite the push's "now"."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    arrived: list[str] = []
+
+    def sources(account: Account, settings: Settings) -> Source | None:
+        source = source_for(account, settings)
+        assert isinstance(source, GoogleSource)
+        read_history = source.mail_changes
+
+        async def mail_changes(start: str | None) -> MailChanges:
+            changes = await read_history(start)
+            if start is not None and not arrived:  # the second poll, once
+                arrived.append(fake.add_message(EMAIL, sender="billing@example.com",
+                                                subject="Invoice", attachments=pdf()))
+                async with transaction(runtime.sessionmaker) as session:  # the push
+                    await watch_service.poll_now(session=session, email=EMAIL,
+                                                 now=await db_now(session))
+            return changes
+
+        source.mail_changes = mail_changes  # type: ignore[method-assign]
+        return source
+
+    watch = WatchPoller(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                        settings=runtime.settings, sources=sources)
+    await watch.run_once()  # the account's first poll: its cursor starts here
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert arrived  # the push came while that poll ran
+
+    report = await watch.run_once()  # the push woke the loop: it polls at once
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == arrived
+    assert len(report.runs) == 1
