@@ -34,6 +34,19 @@ ANSWER_CHARS = 2000
 _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
+# Where a client puts the original mail below the reply without quoting it: Outlook's
+# rule or "Original Message" line, or its header block ("From: …" then "Sent: …").
+_ORIGINAL = re.compile(
+    r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine)"
+    r"\s*-{3,})\s*$", re.IGNORECASE)
+_HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", re.IGNORECASE)
+_HEADER_NEXT = re.compile(
+    r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviado|Skickat|Sendt|To|À|An)"
+    r"\s*:", re.IGNORECASE)
+_FORWARDED = re.compile(
+    r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré)"
+    r"\s*-{3,}\s*$|^\s*Begin forwarded message:\s*$", re.IGNORECASE)
+_FORWARD_SUBJECT = re.compile(r"^\s*(Fwd?|WG|TR)\s*:", re.IGNORECASE)
 
 
 async def watch(
@@ -60,25 +73,75 @@ def referenced_ids(in_reply_to: str, references: str) -> list[str]:
 
 
 def reply_text(body: str) -> str:
-    """What the user wrote: the text above the quoted mail.
+    """What the user wrote: the text of the reply without the quoted mail.
 
-    Stops at the attribution line ("On <date>, <someone> wrote:", also when the mail
-    client wrapped it over two lines) and at a signature ("-- "); drops lines quoted
-    with ">"."""
+    - Lines quoted with ">" are dropped, with the line that introduces them when it ends
+      in ":" ("On <date>, <someone> wrote:" in any language, also when the client wrapped
+      it over two lines), wherever they are: above the reply (bottom posting), below it,
+      or between its lines.
+    - The reply ends at a signature ("-- "), at an English attribution line not followed
+      by quoted lines (the original below it unquoted), and where a client puts the
+      original unquoted: Outlook's rule or "Original Message" line, or its header block
+      ("From: …" followed by "Sent:", "Date:" or "To:")."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
-    for n, line in enumerate(lines):
-        if _ON_WROTE_START.match(line) and (
-            _WROTE_END.search(line)
-            or (n + 1 < len(lines) and _WROTE_END.search(line + " " + lines[n + 1]))
-        ):
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        if line.rstrip() == "--" or _ORIGINAL.match(line) or _header_block(lines, n):
             break
-        if line.rstrip() == "--":
-            break
-        if line.lstrip().startswith(">"):
+        if _quoted(line):
+            n += 1
             continue
+        intro = _introduction(lines, n)
+        if intro:
+            if _quote_follows(lines, n + intro):
+                n += intro
+                continue
+            if _ON_WROTE_START.match(line):
+                break  # "On … wrote:" and the original below it, unquoted
         kept.append(line.rstrip())
+        n += 1
     return "\n".join(kept).strip().replace("\x00", "")[:ANSWER_CHARS]
+
+
+def is_forward(subject: str, body: str) -> bool:
+    """A forward of the question's email (to someone else), not an answer to it."""
+    if _FORWARD_SUBJECT.match(subject or ""):
+        return True
+    return any(_FORWARDED.match(line) for line in body.splitlines())
+
+
+def _quoted(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _introduction(lines: list[str], n: int) -> int:
+    """How many lines (1 or 2) from `n` make a line introducing a quote: one that ends in
+    ":", or an English attribution that the client wrapped over two lines; 0 if none."""
+    line = lines[n].rstrip()
+    if line.endswith(":"):
+        return 1
+    following = lines[n + 1].rstrip() if n + 1 < len(lines) else ""
+    if _ON_WROTE_START.match(line) and _WROTE_END.search(f"{line} {following}"):
+        return 2
+    return 0
+
+
+def _quote_follows(lines: list[str], n: int) -> bool:
+    """Whether the next line with text from `n` on is quoted."""
+    for line in lines[n:]:
+        if line.strip():
+            return _quoted(line)
+    return False
+
+
+def _header_block(lines: list[str], n: int) -> bool:
+    """Outlook's header block of the original mail: "From: …" and, within the next two
+    lines, "Sent:", "Date:" or "To:"."""
+    if not _HEADER_FROM.match(lines[n]):
+        return False
+    return any(_HEADER_NEXT.match(line) for line in lines[n + 1:n + 3])
 
 
 def _plain(text: str) -> str:
@@ -126,7 +189,7 @@ async def emails_named(
 
 async def answer_by_reply(
     *, session: AsyncSession, email: QuestionEmail, gmail_message_id: str, text: str,
-    wakeups: Wakeups,
+    wakeups: Wakeups, forward: bool = False,
 ) -> str:
     """Answer `email`'s question with a reply's text, unless this reply was handled already
     (another poller, an earlier pass) or the question is closed. Returns the outcome:
@@ -151,6 +214,8 @@ async def answer_by_reply(
     why = ""
     if question is None or user is None:
         why = "the question is gone"
+    elif forward:
+        why = "a forward of the question's email, not a reply to it"
     elif not text:
         why = "the reply has no text above the quoted mail"
     elif question.status != "open":

@@ -227,10 +227,12 @@ class ReplyPoller(LoopService):
                 if exc.status not in (400, 404):
                     raise
                 continue  # deleted since it was listed
-            text = replies.reply_text(gmail_format.body_text(full.get("payload") or {}))
+            body = gmail_format.body_text(full.get("payload") or {})
+            subject = _headers(full).get("subject", "")
             async with transaction(self.runtime.sessionmaker) as session:
                 outcome = await replies.answer_by_reply(
-                    session=session, email=email, gmail_message_id=gmail_id, text=text,
+                    session=session, email=email, gmail_message_id=gmail_id,
+                    text=replies.reply_text(body), forward=replies.is_forward(subject, body),
                     wakeups=self.runtime.wakeups)
             REPLIES.labels(outcome).inc()
             answered += outcome == "answered"

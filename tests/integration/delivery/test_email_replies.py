@@ -334,3 +334,34 @@ async def test_a_reply_to_an_email_sent_without_a_history_id_is_still_read(
     assert await poller.run_once() == 1
     assert (await question_row(runtime, question_id)).answer == "Apollo"
     assert (await question_email(runtime)).history_id is not None  # the history from now on
+
+
+async def test_a_forward_of_the_question_email_is_no_answer(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    # The user forwards the email to a colleague: in the thread, sent by them.
+    google.add_message(
+        ALICE, sender=f"Alice <{ALICE}>", to=["bob@example.com"], subject="Fwd: a question",
+        text="Bob, what do you think?\n\n---------- Forwarded message ---------\n"
+             "From: Pilotlight <digests@pilotlight.example>\n\nWhich project?\n",
+        labels=("SENT",), thread_id=received,
+        headers={"In-Reply-To": our_id, "References": our_id})
+
+    assert await poller.run_once() == 0
+    [forward] = await reply_rows(runtime)
+    assert (forward.outcome, forward.detail) == (
+        "ignored", "a forward of the question's email, not a reply to it")
+    assert (await question_row(runtime, question_id)).status == "open"
+    reply(google, to_message_id=our_id, thread_id=received, text="Gemini, says Bob.")
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini, says Bob."
