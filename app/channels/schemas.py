@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.validation import check_no_nul
+from app.core.validation import PartialUpdate, check_no_nul
 
 EventType = Literal["digest.created", "question.asked", "run.failed"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
@@ -33,7 +33,9 @@ class WebhookCreate(_Strict):
     _dedupe = field_validator("event_types")(_unique)
 
 
-class WebhookUpdate(_Strict):
+class WebhookUpdate(PartialUpdate):
+    """The fields to change; a field left out keeps its value. None of them takes null."""
+
     url: str | None = Field(None, min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(None, min_length=1, max_length=len(EVENT_TYPES))
     enabled: bool | None = Field(

@@ -7,7 +7,10 @@ naming the field; a service turns it into a `BadRequest`.
 from __future__ import annotations
 
 import functools
+from typing import Any
 from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, field_validator
 
 # Names the time zone search path holds that are not the zone of a place: "localtime" (on
 # Debian a link to whatever /etc/localtime is) and tzdata's "Factory" ("-00", zone
@@ -41,3 +44,28 @@ def check_not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """The document of a model whose None means "left out": no field takes null."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            field.update(options[0])
+        elif options:
+            field["anyOf"] = options
+
+
+class PartialUpdate(BaseModel):
+    """A PATCH body: the fields to change; one left out keeps its value, and none takes
+    null (a null sent would be read as left out and change nothing, silently)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_null)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null: leave the field out to keep its value")
+        return value

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.agent.llm import ThinkingLevel
-from app.core.validation import check_no_nul, check_not_blank, check_timezone
+from app.core.validation import PartialUpdate, check_no_nul, check_not_blank, check_timezone
 from app.instructions.triggers import validate_cron
 
 SourceKind = Literal["gmail", "drive"]
@@ -102,21 +102,8 @@ class InstructionCreate(_Strict):
         return None if value is None else check_not_blank(check_no_nul(value))
 
 
-def _without_null(schema: dict[str, Any]) -> None:
-    """The document of a model whose None means "left out": no field takes null."""
-    for field in schema.get("properties", {}).values():
-        field.pop("default", None)
-        options = [o for o in field.pop("anyOf", []) if o.get("type") != "null"]
-        if len(options) == 1:
-            field.update(options[0])
-        elif options:
-            field["anyOf"] = options
-
-
-class InstructionUpdate(_Strict):
+class InstructionUpdate(PartialUpdate):
     """The fields to change; a field left out keeps its value. None of them takes null."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_without_null)
 
     title: str | None = Field(None, min_length=1, max_length=200)
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
@@ -126,14 +113,6 @@ class InstructionUpdate(_Strict):
     thinking_level: ThinkingLevel | None = None
     max_tool_calls: int | None = Field(None, ge=0, le=100)
     only_new: bool | None = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # None stands for "left out"; a null sent would be read so and change nothing.
-        if value is None:
-            raise ValueError("cannot be null: leave the field out to keep its value")
-        return value
 
     @field_validator("title", "text")
     @classmethod

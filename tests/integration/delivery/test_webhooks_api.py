@@ -93,6 +93,11 @@ async def test_change_turn_off_and_on_and_delete(
                  {"url": "file:///etc/passwd"}):
         response = await client.patch(path, json=body, headers=headers)
         assert response.status_code == 422, (body, response.text)
+    # Null would silently change nothing: a field is changed, or left out.
+    for body in ({"url": None}, {"enabled": None}, {"event_types": None}):
+        assert_error(await client.patch(path, json=body, headers=headers), 422,
+                     "ValidationError", "cannot be null")
+    assert (await client.get(path, headers=headers)).json() == on.json()
 
     assert (await client.delete(path, headers=headers)).status_code == 204
     assert_error(await client.get(path, headers=headers), 404, "WebhookNotFound")
