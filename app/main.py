@@ -14,7 +14,8 @@ from sqlalchemy import text
 from app.accounts.router import router as accounts_router
 from app.channels.push_router import router as push_router
 from app.channels.router import router as webhooks_router
-from app.core.errors import install_error_handlers
+from app.core.body_limit import BodyLimit
+from app.core.errors import document_errors, install_error_handlers
 from app.core.loops import LoopService
 from app.core.runtime import Runtime
 from app.events.router import router as events_router
@@ -61,6 +62,8 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    document_errors(app)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.api_max_body_bytes)
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (

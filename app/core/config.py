@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         description="The address users reach the service at, for links in mail and push and "
         "the OAuth redirect (e.g. https://pilot.example.com); empty means http://HOST:PORT.",
     )
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=16_384, le=100 * 1_048_576,
+        description="Largest request body the api role reads; a larger one is refused with "
+        "413 before it is read.",
+    )
 
     # --- dashboard ---------------------------------------------------------
     web_session_ttl_seconds: int = Field(

@@ -72,6 +72,57 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+def _problem(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error as the API words it."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        # pydantic puts the character offset where a field name would be.
+        reason = (error.get("ctx") or {}).get("error", "invalid")
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {"field": "body", "message": f"the body is not valid JSON ({reason}{at})",
+                "type": "json_invalid"}
+    return {"field": _loc(loc), "message": str(error.get("msg", "")), "type": error.get("type")}
+
+
+def _not_json(request: Request, errors: list[dict[str, Any]]) -> str | None:
+    """The Content-Type of a request whose JSON body was not read as JSON because of it."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return None
+    whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if whole_body and all(e.get("type") in ("model_attributes_type", "dict_type")
+                          for e in whole_body):
+        return content_type
+    return None
+
+
+def document_errors(app: FastAPI) -> None:
+    """The OpenAPI document with the error body the handlers below send: its 422 responses
+    name `ErrorBody`, not FastAPI's own validation error shape (which nothing sends)."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                invalid = operation.get("responses", {}).get("422")
+                if invalid is not None:
+                    invalid["content"] = error_body
+                    if invalid.get("description") == "Validation Error":
+                        invalid["description"] = "ValidationError"
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
@@ -80,15 +131,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body.model_dump(exclude_none=True), exc.status_code, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": _loc(e.get("loc", ())),
-                "message": str(e.get("msg", "")),
-                "type": e.get("type"),
-            }
-            for e in exc.errors()
-        ]
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = _not_json(request, list(exc.errors()))
+        if content_type is not None:
+            detail = (f"the body must be JSON, sent with Content-Type: application/json "
+                      f"(this request's is {content_type[:100]})")
+            unsupported = ErrorBody(error="UnsupportedMediaType", detail=detail)
+            return JSONResponse(unsupported.model_dump(exclude_none=True), 415)
+        errors = [_problem(e) for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         body = ErrorBody(error="ValidationError", detail=detail, errors=errors)
         return JSONResponse(jsonable_encoder(body.model_dump(exclude_none=True)), 422)

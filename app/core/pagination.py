@@ -13,6 +13,11 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.core.errors import BadRequest
 
 T = TypeVar("T", bound=Any)
+# The `limit` parameter of the list endpoints, as the OpenAPI document tells it.
+PAGE_LIMIT = (
+    "Items per page. A value above PILOTLIGHT_API_PAGE_SIZE_MAX (200 by default) gets that "
+    "many; follow next_cursor for the rest."
+)
 
 
 class InvalidCursor(BadRequest):

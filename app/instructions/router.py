@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
-from app.core.pagination import InvalidCursor, encode_cursor
+from app.core.pagination import PAGE_LIMIT, InvalidCursor, encode_cursor
 from app.google.watch_service import WatchNeedsGoogle
 from app.instructions import drafting, service
 from app.instructions.drafting import (
@@ -78,7 +78,7 @@ async def list_instructions(
     runtime: RuntimeDep,
     status: Literal["active", "paused", "error"] | None = None,
     cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000, description=PAGE_LIMIT)] = 50,
 ) -> InstructionPage:
     """The user's instructions, newest first."""
     limit = min(limit, runtime.settings.api_page_size_max)

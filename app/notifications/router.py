@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
-from app.core.pagination import InvalidCursor, encode_cursor
+from app.core.pagination import PAGE_LIMIT, InvalidCursor, encode_cursor
 from app.notifications import service
 from app.notifications.models import Delivery, Notification
 from app.notifications.schemas import DeliveryOut, NotificationOut, NotificationPage
@@ -43,7 +43,7 @@ async def list_notifications(
     runtime: RuntimeDep,
     unread: bool = False,
     cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000, description=PAGE_LIMIT)] = 50,
 ) -> NotificationPage:
     """The in-app feed, newest first."""
     limit = min(limit, runtime.settings.api_page_size_max)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
-from app.core.pagination import InvalidCursor, encode_cursor
+from app.core.pagination import PAGE_LIMIT, InvalidCursor, encode_cursor
 from app.questions import service as questions
 from app.runs import costs, service
 from app.runs.models import Run
@@ -37,7 +37,7 @@ async def list_runs(
     instruction_id: uuid.UUID | None = None,
     status: RunStatus | None = None,
     cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=1000, description=PAGE_LIMIT)] = 50,
 ) -> RunPage:
     """The user's runs, newest first, optionally of one instruction or in one status."""
     limit = min(limit, runtime.settings.api_page_size_max)

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from app.core.config import Settings
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
@@ -47,9 +48,16 @@ def assert_error(
     return body
 
 
+class _RoutesOnly:
+    """What building the app reads of a runtime (its settings); listing the routes
+    touches nothing else."""
+
+    settings = Settings()
+
+
 def app_routes() -> list[tuple[str, str]]:
     """(method, path) of every route of the app, included routers flattened."""
-    app = create_app(None)  # type: ignore[arg-type]  # routes only: no runtime is touched
+    app = create_app(_RoutesOnly())  # type: ignore[arg-type]
     try:  # FastAPI >= 0.16x includes routers lazily; this walks them
         from fastapi.routing import iter_route_contexts
     except ImportError:  # older FastAPI copies included routes into app.routes

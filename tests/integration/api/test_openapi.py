@@ -128,3 +128,24 @@ async def test_the_patch_body_documents_no_field_as_nullable(client: httpx.Async
                                "title": "Title"}
     assert "oneOf" in fields["trigger"]
     assert not schema.get("required")
+
+
+async def test_every_422_is_documented_as_the_error_body_the_api_sends(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    invalid = [(path, method, operation["responses"]["422"])
+               for path, operations in document["paths"].items()
+               for method, operation in operations.items()
+               if "422" in operation.get("responses", {})]
+    assert len(invalid) > 10
+    for path, method, response in invalid:
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    # What a 422 is sent with matches it.
+    _user, headers = await user_with_token(runtime)
+    sent = (await client.get(f"{API}/instructions/not-an-id", headers=headers)).json()
+    body = document["components"]["schemas"]["ErrorBody"]
+    assert set(sent) <= set(body["properties"])
+    assert set(body["required"]) <= set(sent)
