@@ -19,7 +19,7 @@ from pywebpush import WebPusher
 from app.channels.push import check_endpoint
 from app.core.config import Settings
 from app.core.vapid import VapidKeyError, vapid_key
-from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
+from app.delivery.base import SENT, Deadline, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
     PinnedClient,
     ResolveFailed,
@@ -65,7 +65,7 @@ class PushChannel:
         self.resolve = resolve
         self.client = PinnedClient(resolve=resolve)
 
-    async def send(self, job: Job) -> Result:
+    async def send(self, job: Job, *, deadline: Deadline) -> Result:
         if not job.delivery.target:
             return failed("no browser is subscribed to push notifications: allow them in the "
                           "web app, or take push off the instruction's channels")
@@ -102,7 +102,7 @@ class PushChannel:
         try:
             response = await self.client.post(endpoint, content=encoded["body"], headers=headers,
                                              allow_private=allow_private,
-                                             timeout=self.settings.delivery_timeout_seconds)
+                                             timeout=deadline.step_timeout())
         except UrlRefused as exc:
             return failed(f"refused to call the push service {origin(endpoint)}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
