@@ -49,6 +49,8 @@ class WebhookReceiver:
     port: int = 0
     # Cleared: requests are received but not answered until it is set again (a slow endpoint).
     go: threading.Event = field(default_factory=threading.Event)
+    # A larger body is refused with 413, as push services refuse more than 4096 bytes.
+    max_body: int | None = None
 
     def __post_init__(self) -> None:
         self.go.set()
@@ -68,6 +70,8 @@ class WebhookReceiver:
         except (WebhookVerificationError, EmptyWebhookSecretError, ValueError) as exc:
             verified, error = False, str(exc)
         self.received.append(Received(headers, body, path, verified, error))
+        if self.max_body is not None and len(body) > self.max_body:
+            return 413, {}
         self.go.wait(30)
         status, extra = self.script.pop(0) if self.script else (200, {})
         if 200 <= status < 300 and verified and headers.get("webhook-id") not in self.seen_ids:
