@@ -226,7 +226,9 @@ class Settings(BaseSettings):
     )
     delivery_timeout_seconds: float = Field(
         15, ge=1, le=300,
-        description="How long one send (an SMTP conversation, a webhook request) may take.",
+        description="How long one send may take in all (a webhook or push request with its "
+        "DNS lookup and the whole answer; an email's Gmail and SMTP calls together); one cut "
+        "off is retried later.",
     )
     delivery_max_attempts: int = Field(
         8, ge=1, le=50, description="Attempts of one delivery before it fails."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -47,6 +48,9 @@ class Result:
     disable_webhook: bool = False
     # The push service answered 404 or 410: the browser unsubscribed, so drop it.
     remove_push_subscription: bool = False
+    # The send was cut off by its deadline: it may have got through (and work in a thread
+    # may still be ending), so it is not tried again before its claim would have run out.
+    cut_off: bool = False
 
 
 SENT = Result("sent")
@@ -64,8 +68,28 @@ def failed(
                   remove_push_subscription=remove_push_subscription)
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a send must be over (`time.monotonic()`): the one budget that every call of
+    the send (DNS, connect, each read, each API call, SMTP) shares."""
+
+    at: float
+
+    @classmethod
+    def within(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(self.at - time.monotonic(), 0.0)
+
+    def step_timeout(self) -> float:
+        """A timeout for each step of a request (httpx's connect, read, write: not the
+        whole request, which the sender's cut-off bounds): what is left, never zero."""
+        return max(self.remaining(), 0.01)
+
+
 class ChannelSender(Protocol):
-    async def send(self, job: Job) -> Result: ...
+    async def send(self, job: Job, *, deadline: Deadline) -> Result: ...
 
     async def aclose(self) -> None: ...
 

@@ -22,7 +22,7 @@ from email.utils import formataddr
 
 from app.accounts.models import Account
 from app.core.config import Settings
-from app.delivery.base import SENT, Result, failed, retry
+from app.delivery.base import SENT, Deadline, Result, failed, retry
 from app.delivery.render import parse_from
 from app.google.accounts import features
 from app.google.client import GoogleApiError, GoogleClient
@@ -93,13 +93,13 @@ def raw(message: Message) -> str:
 class GmailTransport:
     """Sends one account's email to itself through Gmail."""
 
-    def __init__(self, account: Account, settings: Settings) -> None:
+    def __init__(self, account: Account, settings: Settings, deadline: Deadline) -> None:
         self.account_email = account.email
         self.from_setting = settings.smtp_from
         self.client = GoogleClient(account, settings)
-        # Each call's socket timeout: within the delivery's, so that a send ends before
-        # the delivery's claim does.
-        self.timeout = settings.delivery_timeout_seconds
+        # The delivery's: every call (a search, the send, the historyId) gets what is left
+        # of it, and none is sent after it, so that a send ends before its claim does.
+        self.deadline = deadline.at
         # Without gmail.readonly an earlier attempt cannot be looked for.
         self.readable = can_read(account)
 
@@ -109,7 +109,7 @@ class GmailTransport:
         try:
             profile = await self.client.call(
                 "gmail", self.client.gmail().users().getProfile(userId="me"), once=True,
-                timeout=self.timeout)
+                deadline=self.deadline)
         except SourceError:
             return None
         return str(profile["historyId"])
@@ -125,7 +125,7 @@ class GmailTransport:
             "gmail", self.client.gmail().users().messages().list(
                 userId="me", q=f"rfc822msgid:{message_id}", maxResults=1,
                 includeSpamTrash=True),
-            once=True, timeout=self.timeout)
+            once=True, deadline=self.deadline)
         return bool(found.get("messages"))
 
     async def send(self, message: Message, *, to: str, tried_before: bool = False) -> Result:
@@ -142,7 +142,7 @@ class GmailTransport:
         try:
             if tried_before and self.readable and await self.already_sent(mine):
                 return SENT
-            await self.client.call("gmail", request, once=True, timeout=self.timeout)
+            await self.client.call("gmail", request, once=True, deadline=self.deadline)
         except AccountDisconnected as exc:
             raise GmailDisconnected(str(exc)) from exc
         except GoogleApiError as exc:

@@ -25,7 +25,7 @@ from app.accounts.models import Account
 from app.core.config import Settings
 from app.core.db import transaction
 from app.delivery import gmail
-from app.delivery.base import SENT, Job, Result, failed, retry
+from app.delivery.base import SENT, Deadline, Job, Result, failed, retry
 from app.delivery.render import build_message, parse_from
 from app.google.accounts import mark_disconnected
 from app.questions import replies
@@ -40,7 +40,7 @@ NOT_CONFIGURED = (
 
 
 class EmailTransport(Protocol):
-    async def send(self, message: Message, *, to: str) -> Result: ...
+    async def send(self, message: Message, *, to: str, deadline: Deadline) -> Result: ...
 
 
 # A kept connection idle longer than this is checked (NOOP) before it is used again, and
@@ -68,11 +68,11 @@ class SmtpTransport:
         self._idle: list[_Kept] = []
         self._quitting: set[asyncio.Task[None]] = set()
 
-    async def send(self, message: Message, *, to: str) -> Result:
+    async def send(self, message: Message, *, to: str, deadline: Deadline) -> Result:
         s = self.settings
         kept: _Kept | None = None
         try:
-            async with asyncio.timeout(s.delivery_timeout_seconds):
+            async with asyncio.timeout(deadline.remaining()):
                 kept = await self._connection()
                 # The envelope sender is the From address (what aiosmtplib would parse out).
                 await kept.smtp.send_message(message, sender=parse_from(s.smtp_from)[1] or None,
@@ -215,7 +215,9 @@ class EmailChannel:
         self.transport_for: Callable[[User], EmailTransport | None] = transport_for
         self.sessionmaker = sessionmaker
 
-    async def send(self, job: Job) -> Result:
+    async def send(self, job: Job, *, deadline: Deadline) -> Result:
+        """Every call made here (the database, Gmail, SMTP) shares `deadline`: each gets
+        what the ones before it left."""
         message = build_message(
             job.notification, to=job.user.email, from_address=self.settings.smtp_from,
             idempotency_key=job.delivery.idempotency_key,
@@ -225,7 +227,7 @@ class EmailChannel:
         not_through_gmail = ""
         if through is not None:
             try:
-                result = await gmail.GmailTransport(through, self.settings).send(
+                result = await gmail.GmailTransport(through, self.settings, deadline).send(
                     message, to=through.email, tried_before=job.delivery.attempt > 1)
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
@@ -239,7 +241,7 @@ class EmailChannel:
                     # question's email itself (in SENT, where the poller looks). It is
                     # sent: a failure here must not send it again.
                     try:
-                        await self._watch_replies(job, message, accounts, through)
+                        await self._watch_replies(job, message, accounts, through, deadline)
                     except Exception:
                         log.exception("delivery %s: sent, but replies to it will not be "
                                       "read", job.delivery.id)
@@ -249,8 +251,8 @@ class EmailChannel:
             return failed(f"{not_through_gmail}, and {NOT_CONFIGURED}" if not_through_gmail
                           else NOT_CONFIGURED)
         # Before the send: the mail reaches the user's Gmail after it.
-        await self._watch_replies(job, message, accounts, None)
-        return await transport.send(message, to=job.user.email)
+        await self._watch_replies(job, message, accounts, None, deadline)
+        return await transport.send(message, to=job.user.email, deadline=deadline)
 
     async def _google_accounts(self, job: Job) -> list[Account]:
         if self.sessionmaker is None:
@@ -266,7 +268,7 @@ class EmailChannel:
 
     async def _watch_replies(
         self, job: Job, message: Message, accounts: list[Account],
-        through: Account | None,
+        through: Account | None, deadline: Deadline,
     ) -> None:
         """A question's email: remember its Message-ID, the account whose Gmail will hold
         the reply, and that Gmail's historyId now (the reply comes after it)."""
@@ -278,7 +280,7 @@ class EmailChannel:
             accounts, sent_through=through, to=through.email if through else job.user.email)
         if reader is None:
             return  # no Gmail to read the reply from: answer in the app, by push, or the API
-        history_id = await gmail.GmailTransport(reader, self.settings).history_id()
+        history_id = await gmail.GmailTransport(reader, self.settings, deadline).history_id()
         async with transaction(self.sessionmaker) as session:
             await replies.watch(
                 session=session, user_id=job.user.id, question_id=uuid.UUID(question_id),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ from pywebpush import WebPusher
 from app.channels.push import check_endpoint
 from app.core.config import Settings
 from app.core.vapid import VapidKeyError, vapid_key
-from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
+from app.delivery.base import SENT, Deadline, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
     PinnedClient,
     ResolveFailed,
@@ -31,32 +32,84 @@ from app.delivery.ssrf import (
 from app.notifications.models import Notification
 
 MAX_ACTIONS = 4
-# Push services accept at least 4096 bytes of encrypted payload.
+# Push services must accept 4096 bytes of encrypted payload (RFC 8030 section 7.2) and
+# may refuse more (413, which fails the delivery). pywebpush's aes128gcm (RFC 8188, one
+# 4096-byte record) adds 103 bytes: a header of 86 (salt 16, record size 4, key id length
+# 1, the 65-byte ephemeral public key) and 17 to the record (the padding delimiter, the
+# 16-byte tag); so at most 3993 bytes of JSON. Some room is left.
+MAX_PAYLOAD_BYTES = 3800
+# More than a notification shows; in UTF-8 that may still be too long (CJK text takes 3
+# bytes a character, emoji 4): `payload` shortens it further to fit.
 MAX_BODY_CHARS = 1000
+# An action is a button: a longer choice is cut (its action still answers with all of it).
+MAX_ACTION_CHARS = 60
 VAPID_LIFETIME_SECONDS = 12 * 3600
+ELLIPSIS = "\u2026"
 
 
 def payload(notification: Notification) -> bytes:
-    """{title, body, url, actions}: a question's choices become notification actions."""
+    """{title, body, url, actions}: a question's choices become notification actions.
+
+    At most MAX_PAYLOAD_BYTES of UTF-8: when longer, the body is shortened, then the
+    choices (each action's title; an action keeps its index, so it still answers with
+    the whole choice), then the title, each cut marked with an ellipsis."""
     data = notification.data or {}
     url = "/"
     if data.get("question_id"):
         url = f"/questions/{data['question_id']}"
     elif notification.run_id is not None:
         url = f"/runs/{notification.run_id}"
-    choices = [str(c) for c in data.get("choices") or []][:MAX_ACTIONS]
-    body: dict[str, Any] = {
-        "title": notification.title,
-        "body": notification.body[:MAX_BODY_CHARS],
-        "url": url,
-        "actions": [{"action": f"choice:{i}", "title": choice}
-                    for i, choice in enumerate(choices)],
-        "notification_id": str(notification.id),
-        "kind": notification.kind,
-    }
-    if data.get("question_id"):
-        body["question_id"] = str(data["question_id"])
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    choices = [_cut(str(c), MAX_ACTION_CHARS) for c in data.get("choices") or []][:MAX_ACTIONS]
+
+    def encode(title: str, text: str, labels: list[str]) -> bytes:
+        body: dict[str, Any] = {
+            "title": title,
+            "body": text,
+            "url": url,
+            "actions": [{"action": f"choice:{i}", "title": label}
+                        for i, label in enumerate(labels)],
+            "notification_id": str(notification.id),
+            "kind": notification.kind,
+        }
+        if data.get("question_id"):
+            body["question_id"] = str(data["question_id"])
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    title, text = notification.title, notification.body[:MAX_BODY_CHARS]
+    if len(encode(title, text, choices)) <= MAX_PAYLOAD_BYTES:
+        return encode(title, text, choices)
+    text = _longest(lambda n: encode(title, _cut(text, n), choices), len(text), text)
+    if len(encode(title, text, choices)) > MAX_PAYLOAD_BYTES and choices:
+        n = _fitting(lambda n: encode(title, text, [_cut(c, n) for c in choices]),
+                     max(len(c) for c in choices))
+        # Without a character of each choice left, the actions go (the url still opens
+        # the question).
+        choices = [_cut(c, n) for c in choices] if n > 0 else []
+    if len(encode(title, text, choices)) > MAX_PAYLOAD_BYTES:
+        title = _longest(lambda n: encode(_cut(title, n), text, choices), len(title), title)
+    return encode(title, text, choices)
+
+
+def _cut(text: str, n: int) -> str:
+    """The first `n` characters, with an ellipsis when that is not all of it."""
+    return text if n >= len(text) else text[:n].rstrip() + ELLIPSIS if n > 0 else ""
+
+
+def _fitting(encode: Callable[[int], bytes], most: int) -> int:
+    """The largest n in 0..most whose encoding fits (0 if none does): a binary search,
+    the encoding growing with n."""
+    low, high = 0, most
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(encode(middle)) <= MAX_PAYLOAD_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _longest(encode: Callable[[int], bytes], most: int, text: str) -> str:
+    return _cut(text, _fitting(encode, most))
 
 
 class PushChannel:
@@ -65,7 +118,7 @@ class PushChannel:
         self.resolve = resolve
         self.client = PinnedClient(resolve=resolve)
 
-    async def send(self, job: Job) -> Result:
+    async def send(self, job: Job, *, deadline: Deadline) -> Result:
         if not job.delivery.target:
             return failed("no browser is subscribed to push notifications: allow them in the "
                           "web app, or take push off the instruction's channels")
@@ -102,7 +155,7 @@ class PushChannel:
         try:
             response = await self.client.post(endpoint, content=encoded["body"], headers=headers,
                                              allow_private=allow_private,
-                                             timeout=self.settings.delivery_timeout_seconds)
+                                             timeout=deadline.step_timeout())
         except UrlRefused as exc:
             return failed(f"refused to call the push service {origin(endpoint)}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:

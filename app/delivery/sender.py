@@ -35,7 +35,7 @@ from app.core.loops import LoopService
 from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
 from app.delivery import repository, wakeup
-from app.delivery.base import ChannelSender, Claimed, Job, Result, failed
+from app.delivery.base import ChannelSender, Claimed, Deadline, Job, Result, failed
 from app.delivery.mail import EmailChannel
 from app.delivery.push import PushChannel
 from app.delivery.webhooks import WebhookChannel
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 CLAIM_GATHER_SECONDS = 0.02
 # How long the first "sent" mark waits for others to be written in the same transaction.
 MARK_GATHER_SECONDS = 0.02
+
+# How much sooner than the send's own deadline a channel is asked to be done (at most a
+# tenth of the timeout).
+CHANNEL_MARGIN_SECONDS = 0.5
 
 CHANNEL_NAMES = {"email": "email", "webhook": "webhook", "push": "push notification"}
 
@@ -244,6 +248,8 @@ class DeliverySender(LoopService):
             return
         if result.status == "retry" and claimed.attempt < self.settings.delivery_max_attempts:
             delay = self.retry_delay(claimed.attempt, result.retry_after)
+            if result.cut_off:
+                delay = max(delay, self._claim_left(claimed))
             log.info("delivery %s (%s) attempt %d: %s; retry in %.1fs", claimed.id,
                      claimed.channel, claimed.attempt, result.reason, delay)
             async with transaction(self.runtime.sessionmaker) as session:
@@ -265,7 +271,36 @@ class DeliverySender(LoopService):
             await self._failed(claimed, job, failed(
                 f"gave up: {claimed.attempt - 1} attempts stopped before they finished"))
             return None
-        return await self.channels[claimed.channel].send(job)
+        # One deadline for the whole send. httpx's timeout bounds each connect, read and
+        # write, not the request (an endpoint dripping its answer a byte at a time would
+        # hold it for ever), DNS has none, and the email channel makes several calls: the
+        # `late` check above and the settings' check (the claim outlasts the timeout) rely
+        # on every send being over within `delivery_timeout_seconds`, or the claim could
+        # run out mid-send and another sender send it again. The channel is given its
+        # deadline a little before ours, to end with a result of its own.
+        timeout = self.settings.delivery_timeout_seconds
+        deadline = Deadline.within(timeout - min(CHANNEL_MARGIN_SECONDS, timeout / 10))
+        cut = asyncio.timeout(timeout)
+        try:
+            async with cut:
+                return await self.channels[claimed.channel].send(job, deadline=deadline)
+        except TimeoutError:
+            if not cut.expired():
+                raise
+        # Cancelling the await ends what runs on the event loop (the connection is closed);
+        # work in a thread (the Google client's calls, a DNS lookup) goes on. The Google
+        # client shuts its sockets at the deadline so that such a call sends nothing more,
+        # and the retry is not due before this attempt's claim would have run out (see
+        # `_deliver`), so no second attempt starts while anything of this one may still run.
+        # The receiver de-duplicates what got through (`webhook-id`, the Message-ID, which
+        # the Gmail path looks for before it sends again).
+        return Result("retry", f"the send took longer than {timeout:g}s "
+                      "(PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS)", cut_off=True)
+
+    def _claim_left(self, claimed: Claimed) -> float:
+        """Seconds until the claim runs out (as this sender reckons it: from the claim)."""
+        claimed_at = self._claimed_at.get(claimed.id, time.monotonic())
+        return max(claimed_at + self.settings.delivery_claim_seconds - time.monotonic(), 0.0)
 
     def _mark_sent(self, claimed: Claimed) -> None:
         """Queue the mark; one task writes the queued marks, a batch per transaction."""
@@ -310,7 +345,7 @@ class DeliverySender(LoopService):
 
     async def _stop_sending(self) -> None:
         """Give back the claims not sending yet, let the sends in flight finish (each is
-        bounded by the delivery timeout), and write their marks."""
+        cut off at the delivery timeout, see `_attempt`), and write their marks."""
         waiting = list(self._waiting.values())
         for claimed in waiting:
             task = self.held.get(claimed.id)

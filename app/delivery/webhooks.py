@@ -20,7 +20,7 @@ import httpx
 from app.channels import service as channels
 from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
-from app.delivery.base import SENT, Job, Result, failed, parse_retry_after, retry
+from app.delivery.base import SENT, Deadline, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
     PinnedClient,
     ResolveFailed,
@@ -68,7 +68,7 @@ class WebhookChannel:
         self.resolve = resolve
         self.client = PinnedClient(resolve=resolve)
 
-    async def send(self, job: Job) -> Result:
+    async def send(self, job: Job, *, deadline: Deadline) -> Result:
         webhook = job.webhook
         if not job.delivery.target:
             return failed(
@@ -105,7 +105,7 @@ class WebhookChannel:
         try:
             response = await self.client.post(webhook.url, content=body, headers=headers,
                                              allow_private=allow_private,
-                                             timeout=self.settings.delivery_timeout_seconds)
+                                             timeout=deadline.step_timeout())
         except UrlRefused as exc:
             return failed(f"refused to call {shown}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:

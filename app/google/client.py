@@ -3,9 +3,12 @@
 - Services are built once per process from the bundled discovery documents
   (`static_discovery=True`) with `api_endpoint` from `app/google/endpoints.py`, so the
   same code talks to Google or to the fake.
-- httplib2 is not thread-safe: every call gets its own
-  `AuthorizedHttp(credentials, http=httplib2.Http(timeout=...))`, made in the pool
+- httplib2 is not thread-safe: every call attempt gets its own
+  `AuthorizedHttp(credentials, http=httplib2.Http(timeout=...))`, used only by the pool
   thread that runs it. The pool is bounded (`google_api_threads`).
+- A call may have a deadline (the outbox's sends): it is not started after it, and its
+  sockets are shut down when it passes or the await is cancelled, so the thread stops
+  too (`_StoppableHttp`).
 - Credentials are cached per account per process, so an access token is reused
   across calls until it expires; a refresh happens under a per-account lock.
 - Faults: a 401 refreshes the access token and sends the call once more
@@ -23,14 +26,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import random
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Any, Literal
 
 import google_auth_httplib2
@@ -56,6 +63,8 @@ BATCH_LIMIT = 50
 BACKOFF_BASE_SECONDS = 0.5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+# A call with a deadline is not started with less time than this left.
+MIN_CALL_SECONDS = 0.05
 
 
 class GoogleApiError(SourceError):
@@ -189,6 +198,54 @@ class _Retry(Exception):
         self.final = final
 
 
+# --------------------------------------------------------------------------- stopping a call
+
+
+class _StoppableHttp(httplib2.Http):
+    """An httplib2.Http whose sockets the event loop can shut down while a pool thread uses
+    it.
+
+    Cancelling the await of work in a thread does not stop the thread: a call cut off by
+    its deadline (or cancelled) would go on in the pool, and could still send, say, a Gmail
+    send after the delivery was counted failed and retried. `stop()` shuts every socket
+    the call has opened, so the thread's next read or write fails at once, and a
+    connection opened after it is closed before anything is sent on it. What the server
+    got before `stop()` it may still act on; the outbox looks for a sent message by its
+    Message-ID before it sends again."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._guard = threading.Lock()
+        self._stopped = False
+        self._sockets: list[socket.socket] = []
+
+    def stop(self) -> None:
+        with self._guard:
+            self._stopped = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _conn_request(self, conn: Any, *args: Any) -> Any:
+        # Every connect of this connection, httplib2's own reconnects included.
+        if not getattr(conn, "_pilotlight_guarded", False):
+            conn.connect = functools.partial(self._connect, conn, conn.connect)
+            conn._pilotlight_guarded = True
+        return super()._conn_request(conn, *args)
+
+    def _connect(self, conn: Any, connect: Callable[[], None]) -> None:
+        if self._stopped:
+            raise TimeoutError("the call was stopped (its deadline passed)")
+        connect()
+        with self._guard:
+            if not self._stopped:
+                self._sockets.append(conn.sock)
+                return
+        conn.close()
+        raise TimeoutError("the call was stopped (its deadline passed)")
+
+
 # --------------------------------------------------------------------------- the client
 
 
@@ -212,15 +269,17 @@ class GoogleClient:
 
     async def call(
         self, api: Api, request: HttpRequest, *, once: bool = False,
-        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Send one built request, with the retries above; returns the parsed body.
 
         `once`: no retry at all, for a request that must not be repeated blindly (a send:
         Gmail may have taken the message when the answer was lost); the caller decides.
-        `timeout`: the socket timeout of this call, when shorter than the setting's."""
+        `deadline` (`time.monotonic()`): the call, its retries and its thread's work are
+        over by then; it raises SourceError when it could not finish in time."""
         return await self._with_retries(
-            api, lambda: self._send(api, request, timeout), retries=not once
+            api, functools.partial(self._send, api, request, deadline), retries=not once,
+            deadline=deadline,
         )
 
     def _authorized_http(self, http: httplib2.Http) -> google_auth_httplib2.AuthorizedHttp:
@@ -229,9 +288,11 @@ class GoogleClient:
             self._creds.credentials, http=http, max_refresh_attempts=1
         )
 
-    def _new_http(self, timeout: float | None = None) -> httplib2.Http:
+    def _new_http(self, deadline: float | None = None) -> _StoppableHttp:
         limit = self.settings.google_http_timeout_seconds
-        return httplib2.Http(timeout=limit if timeout is None else min(limit, timeout))
+        if deadline is not None:
+            limit = min(limit, max(deadline - time.monotonic(), MIN_CALL_SECONDS))
+        return _StoppableHttp(timeout=limit)
 
     def _refresh_if_needed(self, http: httplib2.Http) -> None:
         """One refresh per account at a time: the token is then shared by every call."""
@@ -242,11 +303,15 @@ class GoogleClient:
             if not creds.valid:
                 creds.refresh(google_auth_httplib2.Request(http))
 
-    def _send(self, api: Api, request: HttpRequest, timeout: float | None = None) -> Any:
+    def _send(
+        self, api: Api, request: HttpRequest, deadline: float | None, http: httplib2.Http
+    ) -> Any:
         """In a pool thread: one attempt. Raises `_Retry` for what is worth retrying."""
+        if deadline is not None and deadline - time.monotonic() < MIN_CALL_SECONDS:
+            # Queued in the pool, or a token refresh, until too late: not sent at all.
+            raise SourceError("no time was left for the call")
         metrics.charge(self.account_id, api, request.methodId)
         try:
-            http = self._new_http(timeout)
             try:
                 result = request.execute(http=self._authorized_http(http))
             finally:
@@ -256,7 +321,8 @@ class GoogleClient:
             if _retryable(exc):
                 raise _Retry(str(exc.resp.status), _retry_after(exc), _api_error(exc)) from exc
             raise _api_error(exc) from exc
-        except (httplib2.HttpLib2Error, OSError, TransportError) as exc:
+        except (httplib2.HttpLib2Error, OSError, HTTPException,
+                TransportError) as exc:
             metrics.REQUESTS.labels(api, "transport").inc()
             raise _Retry(
                 "transport", None, SourceError(f"could not reach Google: {exc}")
@@ -265,13 +331,13 @@ class GoogleClient:
         return result
 
     async def _with_retries(
-        self, api: Api, attempt: Callable[[], Any], *, retries: bool = True
+        self, api: Api, attempt: Callable[[httplib2.Http], Any], *, retries: bool = True,
+        deadline: float | None = None,
     ) -> Any:
-        loop = asyncio.get_running_loop()
         tries = 0
         while True:
             try:
-                return await loop.run_in_executor(self._pool, attempt)
+                return await self._in_thread(attempt, self._new_http(deadline), deadline)
             except RefreshError as exc:
                 if _is_invalid_grant(exc):
                     forget_credentials(self.account_id)
@@ -286,6 +352,9 @@ class GoogleClient:
             except _Retry as exc:
                 retry = exc
             delay = self._delay(tries, retry.retry_after) if retries else None
+            if delay is not None and deadline is not None and \
+                    time.monotonic() + delay + MIN_CALL_SECONDS > deadline:
+                delay = None
             if delay is None:
                 raise retry.final from retry
             tries += 1
@@ -294,6 +363,26 @@ class GoogleClient:
                 "Google %s call failed (%s); retry %d in %.2fs", api, retry.reason, tries, delay
             )
             await asyncio.sleep(delay)
+
+    async def _in_thread(
+        self, attempt: Callable[[httplib2.Http], Any], http: _StoppableHttp,
+        deadline: float | None,
+    ) -> Any:
+        """`attempt(http)` in the pool; its sockets are shut down when the deadline passes or
+        the await is cancelled (which alone would leave the thread running)."""
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._pool, attempt, http)  # cancelled if not started
+        timer = None
+        if deadline is not None:
+            timer = loop.call_later(max(deadline - time.monotonic(), 0.0), http.stop)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            http.stop()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _delay(self, tries: int, retry_after: float | None) -> float | None:
         """How long to wait before try `tries + 1`; None when it is not worth it."""
@@ -355,7 +444,7 @@ class GoogleClient:
         return done
 
     def _send_batch(
-        self, api: Api, chunk: list[tuple[str, HttpRequest]]
+        self, api: Api, chunk: list[tuple[str, HttpRequest]], http: httplib2.Http
     ) -> dict[str, tuple[Any, HttpError | None]]:
         """In a pool thread: one batch request; each part's body or error."""
         uri = self.endpoints.gmail_batch if api == "gmail" else self.endpoints.drive_batch
@@ -369,7 +458,6 @@ class GoogleClient:
             batch.add(request, request_id=str(n))
             metrics.charge(self.account_id, api, request.methodId)
         try:
-            http = self._new_http()
             try:
                 batch.execute(http=self._authorized_http(http))
             finally:

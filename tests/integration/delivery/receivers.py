@@ -7,7 +7,9 @@ package (an implementation independent of ours) and de-duplicates on
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socketserver
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -47,6 +49,8 @@ class WebhookReceiver:
     port: int = 0
     # Cleared: requests are received but not answered until it is set again (a slow endpoint).
     go: threading.Event = field(default_factory=threading.Event)
+    # A larger body is refused with 413, as push services refuse more than 4096 bytes.
+    max_body: int | None = None
 
     def __post_init__(self) -> None:
         self.go.set()
@@ -66,6 +70,8 @@ class WebhookReceiver:
         except (WebhookVerificationError, EmptyWebhookSecretError, ValueError) as exc:
             verified, error = False, str(exc)
         self.received.append(Received(headers, body, path, verified, error))
+        if self.max_body is not None and len(body) > self.max_body:
+            return 413, {}
         self.go.wait(30)
         status, extra = self.script.pop(0) if self.script else (200, {})
         if 200 <= status < 300 and verified and headers.get("webhook-id") not in self.seen_ids:
@@ -117,12 +123,16 @@ class MailHandler:
     def __init__(self) -> None:
         self.messages: list[Mail] = []
         self.replies: list[str] = []
+        # Seconds the answer to DATA takes, the message kept already (a slow server).
+        self.delay = 0.0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message,
                                   session.peer))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return self.replies.pop(0) if self.replies else "250 Message accepted for delivery"
 
 
@@ -131,3 +141,71 @@ def start_smtp_server() -> tuple[MailHandler, Controller]:
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     return handler, controller
+
+
+@dataclass
+class DripServer:
+    """An HTTP endpoint on a raw socket that answers its first `slow` requests with a 200
+    whose body of `length` bytes comes one byte every `interval` seconds: every read is
+    quick, the whole answer is not. Later requests are answered at once."""
+
+    length: int
+    interval: float
+    slow: int = 1
+    requests: list[dict[str, str]] = field(default_factory=list)  # each POST's headers
+    port: int = 0
+    closing: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def serve(self, sock: Any) -> None:
+        buffer = b""
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {name.strip().lower(): value.strip()
+                       for name, _, value in (line.partition(":") for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            while len(buffer) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+            buffer = buffer[length:]
+            self.requests.append(headers)
+            if len(self.requests) > self.slow:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                continue
+            sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n\r\n".encode())
+            for _ in range(self.length):
+                if self.closing.wait(self.interval):
+                    return
+                sock.sendall(b"x")
+
+
+def start_drip_server(
+    *, length: int, interval: float, slow: int = 1
+) -> tuple[DripServer, socketserver.ThreadingTCPServer]:
+    drip = DripServer(length=length, interval=interval, slow=slow)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.settimeout(60)
+            try:
+                drip.serve(self.request)
+            except OSError:
+                return  # the client hung up
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    drip.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    return drip, server

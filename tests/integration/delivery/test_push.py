@@ -22,6 +22,7 @@ from app.channels.models import PushSubscription
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.delivery.push import MAX_PAYLOAD_BYTES
 from app.delivery.sender import DeliverySender
 from app.notifications.service import notify
 from tests import factories
@@ -66,11 +67,14 @@ class Browser:
                 "keys": {"p256dh": b64url(point(self.key.public_key())),
                          "auth": b64url(self.auth)}}
 
-    def decrypt(self, request: Received) -> Any:
+    def plaintext(self, request: Received) -> bytes:
         assert request.headers["content-encoding"] == "aes128gcm"
-        plain = http_ece.decrypt(request.body, private_key=self.key, auth_secret=self.auth,
-                                 version="aes128gcm")
-        return json.loads(plain)
+        plain: bytes = http_ece.decrypt(request.body, private_key=self.key,
+                                        auth_secret=self.auth, version="aes128gcm")
+        return plain
+
+    def decrypt(self, request: Received) -> Any:
+        return json.loads(self.plaintext(request))
 
 
 def verify_vapid(authorization: str, audience: str) -> dict[str, Any]:
@@ -167,6 +171,46 @@ async def test_question_choices_become_actions_and_each_browser_gets_one(
         assert body["question_id"] == str(question_id)
         assert body["actions"] == [{"action": "choice:0", "title": "Invoices"},
                                    {"action": "choice:1", "title": "Receipts"}]
+
+
+async def test_japanese_and_emoji_are_cut_to_what_push_services_take(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """Push services refuse more than 4096 bytes of encrypted payload with 413, which fails
+    the delivery for good. Japanese takes 3 bytes a character in UTF-8, emoji 4: a
+    question with a long title, body and choices is cut to fit (the body first, then the
+    choices), and pushed. It used to be cut at 1000 characters of body only, and refused."""
+    receiver.max_body = 4096
+    user, headers = await factories.user_with_token(runtime)
+    browser = Browser(receiver.url)
+    await _subscribe(client, headers, browser)
+    title = ("来週の会議の日程について確認させてください。" * 20)[:300]
+    body = "会議の資料を準備しました🎉" * 200
+    choices = ["はい、その日程で問題ありません🙆" * 10, "いいえ、別の日にしてください🙅" * 10,
+               "👍" * 100]
+    async with transaction(runtime.sessionmaker) as session:
+        notification_id = await notify(
+            session=session, user_id=user.id, key=f"test:{uuid.uuid4()}", kind="question",
+            title=title, body=body, channels=["push"],
+            data={"question_id": str(uuid.uuid4()), "choices": choices},
+        )
+    assert notification_id is not None
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    [sent] = [d for d in rows if d.channel == "push"]
+    assert (sent.status, sent.last_error) == ("sent", None)
+
+    [request] = receiver.received
+    assert len(request.body) <= 4096
+    plain = browser.plaintext(request)
+    assert len(plain) <= MAX_PAYLOAD_BYTES
+    pushed = json.loads(plain)
+    assert pushed["title"] == title
+    assert pushed["body"].endswith("…")
+    assert body.startswith(pushed["body"].removesuffix("…"))
+    assert [a["action"] for a in pushed["actions"]] == ["choice:0", "choice:1", "choice:2"]
+    for action, choice in zip(pushed["actions"], choices, strict=True):
+        assert action["title"].endswith("…")
+        assert choice.startswith(action["title"].removesuffix("…"))
 
 
 @pytest.mark.parametrize("status", [404, 410])
