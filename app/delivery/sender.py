@@ -226,20 +226,25 @@ class DeliverySender(LoopService):
             self.wake()  # claim more while the rest is being sent
 
     async def _deliver(self, claimed: Claimed, job: Job | None) -> None:
-        result: Result | None = None
-        async with self._room:
-            self._waiting.pop(claimed.id, None)
-            held_for = time.monotonic() - self._claimed_at.get(claimed.id, time.monotonic())
-            late = held_for > (self.settings.delivery_claim_seconds
-                               - self.settings.delivery_timeout_seconds)
-            if not late:
-                result = await self._attempt(claimed, job)
-        if late:
-            # The claim could run out while sending, and another sender take it: give it
-            # back unsent, its attempt not counted (a backlog must not use up attempts).
+        # A send must start while the claim still outlasts it: otherwise the claim could run
+        # out mid-send and another sender send it again. A delivery that cannot have a slot
+        # by then is given back unsent, its attempt not counted (a backlog must not use up
+        # attempts), and at that moment, not once a slot is free: by then its claim may have
+        # run out and been taken again (by this sender too), and the give-back, fenced by the
+        # attempt, would fail and the attempt be lost.
+        claimed_at = self._claimed_at.get(claimed.id, time.monotonic())
+        start_by = claimed_at + (self.settings.delivery_claim_seconds
+                                 - self.settings.delivery_timeout_seconds)
+        if not await self._slot_by(start_by):
+            held_for = time.monotonic() - claimed_at
             await self._give_back(
                 [claimed], f"delivery {claimed.id} waited {held_for:.0f}s for a slot")
             return
+        try:
+            self._waiting.pop(claimed.id, None)
+            result = await self._attempt(claimed, job)
+        finally:
+            self._room.release()
         if result is None:
             return
         if result.status == "sent":
@@ -259,6 +264,18 @@ class DeliverySender(LoopService):
         if result.status == "retry":
             result = failed(f"gave up after {claimed.attempt} attempts: {result.reason}")
         await self._failed(claimed, job, result)
+
+    async def _slot_by(self, start_by: float) -> bool:
+        """Take a sending slot if one is free by `start_by` (`time.monotonic()`)."""
+        wait = start_by - time.monotonic()
+        if wait <= 0:
+            return False
+        try:
+            async with asyncio.timeout(wait):
+                await self._room.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     async def _attempt(self, claimed: Claimed, job: Job | None) -> Result | None:
         """Send, in a slot; None when there is nothing to send (the delivery failed)."""
