@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete, update
 
+from app.auth import service as auth
+from app.auth.models import WebSession
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.users import service as users
+from app.users.models import User
 from tests import factories
 from tests.integration.api.helpers import add_notification
 from tests.integration.processes import (
@@ -209,6 +216,75 @@ async def test_another_users_events_never_appear(runtime: Runtime, api: Api) -> 
         alice_event = await alice_stream.next_event()
     assert bob_event.data["title"] == "for bob"
     assert alice_event.data["title"] == "for alice"
+
+
+async def _web_session(runtime: Runtime, user: User) -> tuple[uuid.UUID, dict[str, str]]:
+    """A dashboard session for the user, as signing in starts one, and its cookie header."""
+    async with transaction(runtime.sessionmaker) as session:
+        row, token = await auth.start_session(
+            session=session, user=user, method="link", ttl_seconds=3600
+        )
+    return row.id, {"Cookie": f"{auth.SESSION_COOKIE}={token}"}
+
+
+async def _revoke_token(runtime: Runtime, user: User, _session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        [token] = await users.list_tokens(session=session, user=user)
+        await users.revoke_token(session=session, user=user, token_id=token.id)
+
+
+async def _sign_out(runtime: Runtime, _user: User, session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        web_session = await session.get(WebSession, session_id)
+        assert web_session is not None
+        await auth.end_session(session=session, web_session=web_session)
+
+
+async def _expire_session(runtime: Runtime, _user: User, session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(WebSession).where(WebSession.id == session_id).values(expires_at=utcnow())
+        )
+
+
+async def _delete_user(runtime: Runtime, user: User, _session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(User).where(User.id == user.id))
+
+
+@pytest.mark.parametrize(("credential", "end"), [
+    ("token", _revoke_token),
+    ("token", _delete_user),
+    ("cookie", _sign_out),
+    ("cookie", _expire_session),
+    ("cookie", _delete_user),
+])
+async def test_the_stream_ends_when_its_sign_in_stops_working(
+    runtime: Runtime, api: Api, credential: str,
+    end: Callable[[Runtime, User, uuid.UUID], Awaitable[None]],
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    session_id, cookie = await _web_session(runtime, user)
+    if credential == "cookie":
+        headers = cookie
+    async with events(api, headers) as stream:
+        first = await add_notification(runtime, user, title="before")
+        assert (await stream.next_event()).data["id"] == str(first)
+        await end(runtime, user, session_id)
+        async with httpx.AsyncClient(base_url=api.base) as client:
+            refused = await client.get("/api/v1/notifications", headers=headers)
+        assert refused.status_code == 401
+        # The stream sees it too and ends by itself: nothing more is delivered on it.
+        rest = await asyncio.wait_for(_rest(stream), WAIT)
+    assert ": signed out" in rest, rest
+    assert not [line for line in rest if line.startswith(("event:", "data:"))], rest
+    async with httpx.AsyncClient(base_url=api.base) as client:
+        again = await client.get(EVENTS, headers=headers)
+    assert again.status_code == 401
+
+
+async def _rest(stream: Stream) -> list[str]:
+    return [line async for line in stream.lines]
 
 
 async def test_without_a_token_401(api: Api) -> None:
