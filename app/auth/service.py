@@ -102,11 +102,11 @@ async def start_session(
     return row, token
 
 
-async def resolve_session(
-    *, session: AsyncSession, token: str, ttl_seconds: int
+async def live_session(
+    *, session: AsyncSession, token: str, now: datetime
 ) -> tuple[WebSession, User] | None:
-    """The live session and user of a cookie, or None; active sessions slide forward."""
-    now = utcnow()
+    """The session and user of a cookie if it is still signed in at `now`, else None;
+    records nothing (an open event stream checks again with it)."""
     row = (
         await session.execute(
             select(WebSession, User)
@@ -118,6 +118,18 @@ async def resolve_session(
     if row is None:
         return None
     web_session, user = row
+    return web_session, user
+
+
+async def resolve_session(
+    *, session: AsyncSession, token: str, ttl_seconds: int
+) -> tuple[WebSession, User] | None:
+    """The live session and user of a cookie, or None; active sessions slide forward."""
+    now = utcnow()
+    found = await live_session(session=session, token=token, now=now)
+    if found is None:
+        return None
+    web_session, user = found
     if now - web_session.last_seen_at > SEEN_EVERY:
         web_session.last_seen_at = now
         web_session.expires_at = now + timedelta(seconds=ttl_seconds)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import RuntimeDep
+from app.core.db import utcnow
+from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.runtime import Runtime
 from app.events import service
 from app.events.service import Cursor, EventHub, InvalidEventId
-from app.users.deps import CurrentUser
+from app.users.deps import CurrentSignIn, SignIn
 from app.users.service import InvalidToken
 
 router = APIRouter(prefix="/events", tags=["events"], responses=error_responses(InvalidToken))
@@ -26,6 +25,9 @@ router = APIRouter(prefix="/events", tags=["events"], responses=error_responses(
 # SQLite (no NOTIFY), rarely on PostgreSQL while the LISTEN connection is up.
 POLL_SECONDS = 1.0
 LISTENING_POLL_SECONDS = 10.0
+# How often a stream checks that its token or session still works (one indexed query),
+# and ends if not: revoking a token or signing out stops the stream within this time.
+CHECK_SECONDS = 5.0
 
 
 def hub_of(request: Request, runtime: Runtime) -> EventHub:
@@ -37,34 +39,46 @@ def hub_of(request: Request, runtime: Runtime) -> EventHub:
 
 
 async def _stream(
-    request: Request, runtime: Runtime, hub: EventHub, user_id: uuid.UUID, cursor: Cursor,
-    heartbeat: float,
+    request: Request, runtime: Runtime, hub: EventHub, sign_in: SignIn, cursor: Cursor,
+    seen: service.Seen, heartbeat: float,
 ) -> AsyncIterator[str]:
+    user_id = sign_in.user.id
     woken, unsubscribe = hub.subscribe(user_id)
-    seen: set[tuple[str, uuid.UUID, datetime]] = set()
     loop = asyncio.get_running_loop()
     next_heartbeat = loop.time() + heartbeat
+    # The request checked the credential just now; a session also ends when it expires.
+    next_check = loop.time() + CHECK_SECONDS
+    expires_at = sign_in.expires_at
     # How long a client waits before reconnecting, and a first line so it knows it is open.
     yield "retry: 2000\n: connected\n\n"
     try:
-        floor = cursor
-        since: Cursor | None = None  # the first query is exactly "after the cursor"
         while True:
             woken.clear()
             # A short session per query: the stream holds no connection while it waits.
             async with runtime.sessionmaker() as session:
+                if loop.time() >= next_check or (expires_at and utcnow() >= expires_at):
+                    try:
+                        expires_at = await sign_in.check(session=session)
+                    except InvalidToken:
+                        # The client reconnects and is refused with 401.
+                        yield ": signed out\n\n"
+                        return
+                    next_check = loop.time() + CHECK_SECONDS
                 events = await service.new_events(
-                    session=session, user_id=user_id, cursor=cursor, since=since, seen=seen
+                    session=session, user_id=user_id, cursor=cursor, seen=seen,
+                    since=service.lookback(cursor),
                 )
             for event in events:
                 cursor = event.cursor
                 yield event.encode()
             service.prune(seen, cursor)
-            since = service.lookback(cursor, floor)
             if hub.closing.is_set() or await request.is_disconnected():
                 return
             poll = LISTENING_POLL_SECONDS if hub.listening else POLL_SECONDS
-            timeout = max(0.0, min(poll, next_heartbeat - loop.time()))
+            wake_at = min(next_heartbeat, next_check)
+            if expires_at is not None:
+                wake_at = min(wake_at, loop.time() + (expires_at - utcnow()).total_seconds())
+            timeout = max(0.0, min(poll, wake_at - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout)
             if hub.closing.is_set():
@@ -81,14 +95,16 @@ async def _stream(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}},
-              "description": "A server-sent event stream (never ends on its own)"},
+              "description": "A server-sent event stream; it ends only when its sign-in "
+                             "stops working or the server stops"},
         **error_responses(InvalidEventId),
     },
 )
 async def stream_events(
     request: Request,
     runtime: RuntimeDep,
-    user: CurrentUser,
+    session: SessionDep,
+    sign_in: CurrentSignIn,
     last_event_id: Annotated[str | None, Header(description="Resume after this event id")] = None,
     heartbeat: Annotated[
         float, Query(ge=0.1, le=300, description="Seconds between heartbeat comments")
@@ -96,17 +112,22 @@ async def stream_events(
 ) -> StreamingResponse:
     """Server-sent events: `notification`, `question` and `run`, with heartbeat comments.
 
-    Without `Last-Event-ID` the stream starts now; with it, it resumes right
-    after that event.
+    Without `Last-Event-ID` the stream starts now; with it, it resumes after that
+    event, with what the client lacks from before it (rows committed late) and
+    without what it had. The stream ends (after a `signed out` comment) within a few
+    seconds of its token being revoked or its session ending, and when the session
+    expires; reconnecting is then refused with 401.
     """
     if last_event_id:
         cursor = Cursor.decode(last_event_id)
     else:
-        async with runtime.sessionmaker() as session:
-            cursor = await service.start_cursor(session=session)
+        cursor = await service.start_cursor(session=session)
+    seen = await service.received_in_window(
+        session=session, user_id=sign_in.user.id, cursor=cursor
+    )
     hub = hub_of(request, runtime)
     return StreamingResponse(
-        _stream(request, runtime, hub, user.id, cursor, heartbeat),
+        _stream(request, runtime, hub, sign_in, cursor, seen, heartbeat),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

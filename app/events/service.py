@@ -4,15 +4,39 @@ The database is the source of events: notifications (questions are
 notifications of kind "question") ordered by (created_at, id), and run status
 changes ordered by (updated_at, id). An event's id is the stream's cursor
 after it, one position in each sequence, so resuming from `Last-Event-ID` is
-just a query. On PostgreSQL, writers `pg_notify` the user's id in the same
+a query. On PostgreSQL, writers `pg_notify` the user's id in the same
 transaction and one LISTEN connection per process wakes that user's streams;
 streams poll as well, so nothing depends on a notification arriving.
+
+A row is stamped before its transaction commits, so it can become visible after
+rows stamped later. The stream counts on that delay being under `LOOKBACK`, and
+every query looks back that far from the cursor, skipping what was sent. What a
+stream guarantees:
+
+- Every notification, and each run's status as of each time it is read, is sent
+  once, in order of its timestamp, except that a row committed late comes when it
+  commits. A run that changes twice between two reads is sent in its last state.
+- A new stream sends what commits after it opened, including rows stamped up to
+  `LOOKBACK` before it opened; rows already committed then are the client's (it
+  reads the feed for those).
+- An event's id also lists (as short digests) the rows the client has that fall
+  in the look-back window below that event, so a stream resumed with it sends
+  what the client lacks, rows stamped earlier but committed later included, and
+  nothing the client had. Only if more than `MAX_LISTED` rows fall in the window
+  may the oldest of them come again (an event carries the row's id: clients can
+  drop repeats).
+- An id of the older form, without that list, still resumes: the rows committed
+  in its window by the time of the reconnect count as the client's.
+- A row whose commit lags its timestamp by more than `LOOKBACK` may be missed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +61,13 @@ _NIL = uuid.UUID(int=0)
 # it already sent) so that such a row is not lost.
 LOOKBACK = timedelta(seconds=10)
 BATCH = 100
+# At most this many received rows are listed in an event id (8 characters each).
+MAX_LISTED = 64
+_DIGEST_CHARS = 8
+_DIGESTS = re.compile(rf"(?:[A-Za-z0-9_-]{{{_DIGEST_CHARS}}})*")
+
+# What a stream has sent (or counts as the client's): ("n" or "r", row id, timestamp).
+Seen = set[tuple[str, uuid.UUID, datetime]]
 
 
 class InvalidEventId(BadRequest):
@@ -62,23 +93,57 @@ class Position:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a stream is: the last notification and the last run change it has passed."""
+    """Where a stream is: the last notification and the last run change it has passed,
+    and the digests of the rows the client has in the look-back window below them
+    (None: not known, from a new stream or an id of the older form)."""
 
     notifications: Position
     runs: Position
+    received: tuple[str, ...] | None = None
 
     def encode(self) -> str:
-        return f"n{self.notifications.encode()}.r{self.runs.encode()}"
+        value = f"n{self.notifications.encode()}.r{self.runs.encode()}"
+        return value if self.received is None else f"{value}.s{''.join(self.received)}"
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
         try:
-            notifications, runs = value.split(".")
-            if notifications[:1] != "n" or runs[:1] != "r":
+            notifications, runs, *rest = value.split(".")
+            if notifications[:1] != "n" or runs[:1] != "r" or len(rest) > 1:
                 raise ValueError(value)
-            return cls(Position.decode(notifications[1:]), Position.decode(runs[1:]))
+            received = None
+            if rest:
+                listed = rest[0]
+                if listed[:1] != "s" or not _DIGESTS.fullmatch(listed[1:]):
+                    raise ValueError(value)
+                received = tuple(
+                    listed[i:i + _DIGEST_CHARS] for i in range(1, len(listed), _DIGEST_CHARS)
+                )
+            return cls(Position.decode(notifications[1:]), Position.decode(runs[1:]), received)
         except (ValueError, OverflowError) as exc:
             raise InvalidEventId(f"Last-Event-ID {value!r} is not an event of this stream") from exc
+
+
+def _digest(item: tuple[str, uuid.UUID, datetime]) -> str:
+    """A short name for a received row, to list it in an event id."""
+    kind, row_id, at = item
+    raw = f"{kind}:{row_id.hex}:{(at - _EPOCH) // _MICROSECOND}".encode()
+    digest = hashlib.blake2b(raw, digest_size=_DIGEST_CHARS * 3 // 4).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _window(position: Position) -> Position:
+    """Where the look back below `position` starts."""
+    return Position(position.at - LOOKBACK, _NIL)
+
+
+def _listed(seen: Seen, notifications: Position, runs: Position) -> tuple[str, ...]:
+    """The digests of the rows in `seen` inside the look-back windows of these positions,
+    the newest `MAX_LISTED`."""
+    starts = {"n": _window(notifications), "r": _window(runs)}
+    inside = [item for item in seen if _key(Position(item[2], item[1])) > _key(starts[item[0]])]
+    inside.sort(key=lambda item: (item[2], item[1]), reverse=True)
+    return tuple(_digest(item) for item in inside[:MAX_LISTED])
 
 
 @dataclass(frozen=True)
@@ -117,13 +182,14 @@ def _notification_data(n: Notification) -> dict[str, Any]:
 
 
 async def new_events(
-    *, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor, since: Cursor | None = None,
-    seen: set[tuple[str, uuid.UUID, datetime]] | None = None,
+    *, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor, seen: Seen,
+    since: Cursor | None = None,
 ) -> list[Event]:
-    """The user's events after `cursor`, oldest first, each carrying the cursor after it.
+    """The user's events after `cursor` not in `seen`, oldest first, each carrying the
+    cursor after it; they are added to `seen`.
 
-    With `since` (earlier than `cursor`) rows from there on are read too, except
-    those in `seen`: a live stream's look back for rows that committed late.
+    With `since` (earlier than `cursor`) rows from there on are read too: the look
+    back for rows that committed late.
     """
     start = since or cursor
     notifications: list[Notification] = []
@@ -170,35 +236,52 @@ async def new_events(
     events = []
     for at, name, row_id, data in found:
         kind = "r" if name == "run" else "n"
-        if seen is not None:
-            if (kind, row_id, at) in seen:
-                continue
-            seen.add((kind, row_id, at))
+        if (kind, row_id, at) in seen:
+            continue
+        seen.add((kind, row_id, at))
         position = Position(at, row_id)
+        last_n, last_r = cursor.notifications, cursor.runs
         if kind == "r":
-            cursor = Cursor(cursor.notifications, max(cursor.runs, position, key=_key))
+            last_r = max(last_r, position, key=_key)
         else:
-            cursor = Cursor(max(cursor.notifications, position, key=_key), cursor.runs)
+            last_n = max(last_n, position, key=_key)
+        cursor = Cursor(last_n, last_r, _listed(seen, last_n, last_r))
         events.append(Event(name, cursor, data))
     return events
+
+
+async def received_in_window(*, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor) -> Seen:
+    """What a stream opening at `cursor` counts as the client's in the look-back window:
+    the rows its id lists, or, when it lists none (a new stream, an id of the older
+    form), every row committed there by now."""
+    seen: Seen = set()
+    for kind, model, column, position in (
+        ("n", Notification, Notification.created_at, cursor.notifications),
+        ("r", Run, Run.updated_at, cursor.runs),
+    ):
+        rows = await session.execute(
+            select(column, model.id).where(
+                model.user_id == user_id, _after(column, model.id, _window(position)),
+                or_(column < position.at, and_(column == position.at, model.id <= position.id)),
+            )
+        )
+        for at, row_id in rows:
+            item = (kind, row_id, at)
+            if cursor.received is None or _digest(item) in cursor.received:
+                seen.add(item)
+    return seen
 
 
 def _key(position: Position) -> tuple[datetime, uuid.UUID]:
     return position.at, position.id
 
 
-def lookback(cursor: Cursor, floor: Cursor) -> Cursor:
-    """Where a live stream reads from: a little before its cursor, never before `floor`.
-
-    `floor` is where the stream started: what is older was the client's before it came.
-    """
-    return Cursor(
-        max(Position(cursor.notifications.at - LOOKBACK, _NIL), floor.notifications, key=_key),
-        max(Position(cursor.runs.at - LOOKBACK, _NIL), floor.runs, key=_key),
-    )
+def lookback(cursor: Cursor) -> Cursor:
+    """Where a stream reads from: `LOOKBACK` before its cursor, for rows that committed late."""
+    return Cursor(_window(cursor.notifications), _window(cursor.runs))
 
 
-def prune(seen: set[tuple[str, uuid.UUID, datetime]], cursor: Cursor) -> None:
+def prune(seen: Seen, cursor: Cursor) -> None:
     """Forget what is older than the look back: it is behind the cursor for good."""
     oldest = min(cursor.notifications.at, cursor.runs.at) - LOOKBACK
     for item in [item for item in seen if item[2] < oldest]:

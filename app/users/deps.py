@@ -1,5 +1,8 @@
 """The `CurrentUser` dependency: a bearer token, or the dashboard's session cookie.
 
+`CurrentSignIn` is the same with the credential, for a response that outlives the
+request (the event stream) to check again that it still works.
+
 A request signed in by cookie that changes something must carry the session's
 CSRF token in the `X-CSRF-Token` header: a cross-site page can make the browser
 send the cookie, but cannot read the token.
@@ -7,12 +10,16 @@ send the cookie, but cannot read the token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
+from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden
 from app.users import service
@@ -30,15 +37,42 @@ class CsrfRefused(Forbidden):
     pass
 
 
-async def get_current_user(
+@dataclass(frozen=True)
+class SignIn:
+    """Who a request is signed in as, and with what: enough to check it again later (an
+    open event stream does, so that revoking a token or signing out ends the stream)."""
+
+    user: User
+    token: str | None  # the bearer token, when the request has one
+    cookie: str | None  # else the session cookie
+    # When it stops working unless renewed; None for a token, which works until revoked.
+    expires_at: datetime | None
+
+    async def check(self, *, session: AsyncSession) -> datetime | None:
+        """Still signed in? Returns `expires_at` as it is now; raises InvalidToken when
+        the token was revoked, the session ended or expired, or the user is gone.
+
+        Reads only: unlike a request, checking does not extend the session."""
+        if self.token is not None:
+            await service.token_owner(session=session, token=self.token)
+            return None
+        if self.cookie:
+            found = await auth.live_session(session=session, token=self.cookie, now=utcnow())
+            if found is not None:
+                return found[0].expires_at
+        raise service.InvalidToken("the session ended: sign in again")
+
+
+async def get_sign_in(
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
-) -> User:
+) -> SignIn:
     if credentials is not None:
-        return await service.authenticate(session=session, token=credentials.credentials)
+        user = await service.authenticate(session=session, token=credentials.credentials)
+        return SignIn(user=user, token=credentials.credentials, cookie=None, expires_at=None)
     if cookie:
         found = await auth.resolve_session(
             session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds
@@ -52,10 +86,15 @@ async def get_current_user(
                     f"a request signed in by the session cookie needs the {auth.CSRF_HEADER} "
                     "header with the page's CSRF token"
                 )
-            return user
+            return SignIn(user=user, token=None, cookie=cookie, expires_at=web_session.expires_at)
     raise service.InvalidToken(
         "missing bearer token: create one with `pilotlight token create`"
     )
 
 
+async def get_current_user(sign_in: Annotated[SignIn, Depends(get_sign_in)]) -> User:
+    return sign_in.user
+
+
+CurrentSignIn = Annotated[SignIn, Depends(get_sign_in)]
 CurrentUser = Annotated[User, Depends(get_current_user)]

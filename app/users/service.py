@@ -83,8 +83,8 @@ async def create_token(
     return token, plaintext
 
 
-async def authenticate(*, session: AsyncSession, token: str) -> User:
-    """The user a bearer token belongs to; raises InvalidToken."""
+async def token_owner(*, session: AsyncSession, token: str) -> tuple[ApiToken, User]:
+    """A bearer token that still works and its user, recording nothing; raises InvalidToken."""
     if not token.startswith(TOKEN_PREFIX):
         raise InvalidToken(f"tokens start with '{TOKEN_PREFIX}'")
     result = await session.execute(
@@ -96,6 +96,12 @@ async def authenticate(*, session: AsyncSession, token: str) -> User:
     if row is None:
         raise InvalidToken("unknown or revoked token")
     api_token, user = row
+    return api_token, user
+
+
+async def authenticate(*, session: AsyncSession, token: str) -> User:
+    """The user a bearer token belongs to; raises InvalidToken."""
+    api_token, user = await token_owner(session=session, token=token)
     now = utcnow()
     # Record use at most once a minute, so reads don't each cost a write.
     if api_token.last_used_at is None or (now - api_token.last_used_at).total_seconds() > 60:

@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete, update
 
+from app.auth import service as auth
+from app.auth.models import WebSession
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.notifications.models import Notification
+from app.users import service as users
+from app.users.models import User
 from tests import factories
-from tests.integration.api.helpers import add_notification
+from tests.integration.api.helpers import add_notification, parse_time
 from tests.integration.processes import (
     command,
     free_port,
@@ -192,6 +201,72 @@ async def test_last_event_id_resumes_after_that_event(runtime: Runtime, api: Api
         assert (await stream.next_event()).data["id"] == str(fifth)
 
 
+async def _add_late(runtime: Runtime, user: User, *, title: str, created_at: datetime) -> str:
+    """A notification stamped at `created_at` that commits now: as a writer whose
+    transaction took a while commits it."""
+    notification = Notification(
+        id=uuid.uuid4(), user_id=user.id, key=f"test:{uuid.uuid4()}", kind="digest",
+        title=title, body="", data={}, created_at=created_at,
+    )
+    async with transaction(runtime.sessionmaker) as session:
+        session.add(notification)
+    return str(notification.id)
+
+
+async def _until(stream: Stream, notification_id: uuid.UUID) -> list[str]:
+    """The ids of the notifications the stream sends, up to and with this one."""
+    ids: list[str] = []
+    while not ids or ids[-1] != str(notification_id):
+        ids.append((await stream.next_event()).data["id"])
+    return ids
+
+
+async def test_a_resumed_stream_gets_a_row_stamped_before_its_last_event_but_committed_later(
+    runtime: Runtime, api: Api
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        await add_notification(runtime, user, title="B")
+        b = await stream.next_event()
+    # Stamped before B, committed after the client had B and went away.
+    late = await _add_late(
+        runtime, user, title="A", created_at=parse_time(b.data["created_at"]) - timedelta(seconds=2)
+    )
+    assert b.id
+    async with events(api, headers, last_event_id=b.id) as stream:
+        marker = await add_notification(runtime, user, title="C")
+        # A comes; B, which the client had, does not come again.
+        assert await _until(stream, marker) == [late, str(marker)]
+
+
+async def test_a_new_stream_gets_a_row_stamped_before_it_opened_but_committed_later(
+    runtime: Runtime, api: Api
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    before = utcnow()
+    await add_notification(runtime, user, title="committed before the stream opened")
+    async with events(api, headers) as stream:
+        late = await _add_late(runtime, user, title="late", created_at=before)
+        marker = await add_notification(runtime, user, title="marker")
+        assert await _until(stream, marker) == [late, str(marker)]
+
+
+async def test_an_event_id_of_the_older_form_still_resumes(runtime: Runtime, api: Api) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        await add_notification(runtime, user, title="first")
+        first = await stream.next_event()
+        second = await add_notification(runtime, user, title="second")
+        assert (await stream.next_event()).data["id"] == str(second)
+    assert first.id
+    # Before it listed what the client has, an id was only the positions: "n….r…".
+    older = ".".join(first.id.split(".")[:2])
+    assert older != first.id
+    third = await add_notification(runtime, user, title="third")
+    async with events(api, headers, last_event_id=older) as stream:
+        assert await _until(stream, third) == [str(second), str(third)]
+
+
 async def test_heartbeats_arrive(runtime: Runtime, api: Api) -> None:
     _user, headers = await factories.user_with_token(runtime)
     async with events(api, headers, heartbeat=0.2) as stream:
@@ -211,6 +286,75 @@ async def test_another_users_events_never_appear(runtime: Runtime, api: Api) -> 
     assert alice_event.data["title"] == "for alice"
 
 
+async def _web_session(runtime: Runtime, user: User) -> tuple[uuid.UUID, dict[str, str]]:
+    """A dashboard session for the user, as signing in starts one, and its cookie header."""
+    async with transaction(runtime.sessionmaker) as session:
+        row, token = await auth.start_session(
+            session=session, user=user, method="link", ttl_seconds=3600
+        )
+    return row.id, {"Cookie": f"{auth.SESSION_COOKIE}={token}"}
+
+
+async def _revoke_token(runtime: Runtime, user: User, _session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        [token] = await users.list_tokens(session=session, user=user)
+        await users.revoke_token(session=session, user=user, token_id=token.id)
+
+
+async def _sign_out(runtime: Runtime, _user: User, session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        web_session = await session.get(WebSession, session_id)
+        assert web_session is not None
+        await auth.end_session(session=session, web_session=web_session)
+
+
+async def _expire_session(runtime: Runtime, _user: User, session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(WebSession).where(WebSession.id == session_id).values(expires_at=utcnow())
+        )
+
+
+async def _delete_user(runtime: Runtime, user: User, _session_id: uuid.UUID) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(User).where(User.id == user.id))
+
+
+@pytest.mark.parametrize(("credential", "end"), [
+    ("token", _revoke_token),
+    ("token", _delete_user),
+    ("cookie", _sign_out),
+    ("cookie", _expire_session),
+    ("cookie", _delete_user),
+])
+async def test_the_stream_ends_when_its_sign_in_stops_working(
+    runtime: Runtime, api: Api, credential: str,
+    end: Callable[[Runtime, User, uuid.UUID], Awaitable[None]],
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    session_id, cookie = await _web_session(runtime, user)
+    if credential == "cookie":
+        headers = cookie
+    async with events(api, headers) as stream:
+        first = await add_notification(runtime, user, title="before")
+        assert (await stream.next_event()).data["id"] == str(first)
+        await end(runtime, user, session_id)
+        async with httpx.AsyncClient(base_url=api.base) as client:
+            refused = await client.get("/api/v1/notifications", headers=headers)
+        assert refused.status_code == 401
+        # The stream sees it too and ends by itself: nothing more is delivered on it.
+        rest = await asyncio.wait_for(_rest(stream), WAIT)
+    assert ": signed out" in rest, rest
+    assert not [line for line in rest if line.startswith(("event:", "data:"))], rest
+    async with httpx.AsyncClient(base_url=api.base) as client:
+        again = await client.get(EVENTS, headers=headers)
+    assert again.status_code == 401
+
+
+async def _rest(stream: Stream) -> list[str]:
+    return [line async for line in stream.lines]
+
+
 async def test_without_a_token_401(api: Api) -> None:
     async with httpx.AsyncClient(base_url=api.base) as client:
         response = await client.get(EVENTS)
@@ -227,6 +371,9 @@ HEX = "0123456789abcdef" * 2
     f"n0_{HEX}.r-100000000000000000000_{HEX}",
     f"n-62135596800000000_{HEX}.r0_{HEX}",  # the year 1: looking back from it overflows
     f"n-1_{HEX}.r0_{HEX}",
+    f"n0_{HEX}.r0_{HEX}.sABCDEFG",  # the received rows' digests are 8 characters each
+    f"n0_{HEX}.r0_{HEX}.ABCDEFGH",
+    f"n0_{HEX}.r0_{HEX}.sABCDEFGH.sABCDEFGH",
 ])
 async def test_a_malformed_last_event_id_422(
     runtime: Runtime, api: Api, last_event_id: str
