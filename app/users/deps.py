@@ -10,7 +10,7 @@ send the cookie, but cannot read the token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -43,8 +43,10 @@ class SignIn:
     open event stream does, so that revoking a token or signing out ends the stream)."""
 
     user: User
-    token: str | None  # the bearer token, when the request has one
-    cookie: str | None  # else the session cookie
+    # The bearer token, when the request has one, else the session cookie: secrets, kept
+    # out of the repr (a log line of this object must not show them).
+    token: str | None = field(repr=False)
+    cookie: str | None = field(repr=False)
     # When it stops working unless renewed; None for a token, which works until revoked.
     expires_at: datetime | None
 
