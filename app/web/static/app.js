@@ -77,7 +77,10 @@ function setupSchedule() {
 function openStream(handlers, onState) {
   const source = new EventSource("/api/v1/events", { withCredentials: true });
   source.onopen = () => onState && onState("Live");
-  source.onerror = () => onState && onState("Reconnecting…");
+  // The browser reconnects by itself, unless the server refused the stream (signed out:
+  // the stream ends and the reconnect gets 401); then it gives up, and so do we.
+  source.onerror = () => onState && onState(
+    source.readyState === EventSource.CLOSED ? "Signed out: reload the page" : "Reconnecting…");
   for (const [name, handler] of Object.entries(handlers)) {
     source.addEventListener(name, (event) => handler(JSON.parse(event.data)));
   }

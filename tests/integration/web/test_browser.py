@@ -158,6 +158,21 @@ async def test_draft_save_run_and_the_digest_arrives_in_the_feed(
         assert await feed.evaluate("performance.getEntriesByType('navigation').length") == 1
 
 
+async def test_the_feed_says_so_when_signing_out_ends_its_stream(
+    runtime: Runtime, context: BrowserContext
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with served(runtime, OfflineModel()):
+        page = await signed_in(runtime, context, user)
+        feed = await context.new_page()
+        await feed.goto(f"{runtime.settings.public_url}/feed")
+        await expect(feed.locator("#feed-state")).to_have_text("Live")
+        await page.get_by_role("button", name="Sign out").click()
+        # The stream checks its session every few seconds, ends, and is refused after.
+        await expect(feed.locator("#feed-state")).to_have_text(
+            "Signed out: reload the page", timeout=TIMEOUT_MS)
+
+
 DIGEST = {
     "summary": "The Skyline Cloud invoice for Apollo is due.",
     "sections": [{"title": "Needs your attention", "items": [
