@@ -314,15 +314,28 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             await pool.transport.aclose()
 
 
+# What is read of a response body at most: the outbox needs the status and a line of the
+# reason, and an endpoint (anyone's) must not make the process hold a body of any size.
+MAX_RESPONSE_BYTES = 65_536
+
+
 class _Released(httpx.AsyncByteStream):
-    """A response body that tells its pool when it is closed (so the pool is not idle before)."""
+    """A response body, read to `MAX_RESPONSE_BYTES` at most, that tells its pool when it is
+    closed (so the pool is not idle before)."""
 
     def __init__(self, stream: httpx.AsyncByteStream, pool: _Pool) -> None:
         self._stream = stream
         self._pool: _Pool | None = pool
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        room = MAX_RESPONSE_BYTES
         async for chunk in self._stream:
+            if len(chunk) >= room:
+                # The rest is never read: the connection is closed, not kept.
+                if room:
+                    yield chunk[:room]
+                return
+            room -= len(chunk)
             yield chunk
 
     async def aclose(self) -> None:

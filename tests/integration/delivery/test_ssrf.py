@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import socketserver
 import ssl
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from app.delivery.ssrf import (
+    MAX_RESPONSE_BYTES,
+    PinnedClient,
     PinnedTransport,
     UrlRefused,
     check_address,
@@ -312,3 +316,39 @@ async def test_a_kept_connection_serves_only_the_address_the_host_resolves_to_no
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_a_huge_answer_is_read_only_to_the_bound(connects: list[object]) -> None:
+    """An endpoint (anyone may run one) answering with 50 MB is read to 64 KiB, and its
+    connection dropped, not the whole answer held in memory."""
+    sent: list[int] = []
+    size = 50 * 1024 * 1024
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            self.request.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+            total = 0
+            try:
+                while total < size:
+                    total += self.request.send(b"x" * 65536)
+            except OSError:
+                pass  # the client hung up
+            finally:
+                sent.append(total)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    client = PinnedClient()
+    try:
+        response = await client.post(f"http://127.0.0.1:{server.server_address[1]}/hook",
+                                     content=b"{}", headers={}, allow_private=True, timeout=10)
+        assert response.status_code == 200
+        assert len(response.content) == MAX_RESPONSE_BYTES
+    finally:
+        await client.aclose()
+        server.shutdown()
+        server.server_close()
+    assert sent
+    assert sent[0] < size // 10
