@@ -97,8 +97,10 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
     if ip.teredo is not None:
         found.extend(ip.teredo)
-    if any(ip in net for net in NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1):
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))  # NAT64, IPv4-compatible
+    if (any(ip in net for net in NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1)
+            or int(ip) >> 32 == 0xFFFF0000):
+        # NAT64, IPv4-compatible, and IPv4-translated (::ffff:0:a.b.c.d, SIIT)
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return found
 
 

@@ -121,7 +121,8 @@ async def test_the_transport_refuses_before_connecting(
                                  "http://169.254.170.23/", "http://[fd00:ec2::23]/",
                                  "http://[::ffff:169.254.170.23]/", "http://169.254.1.1/",
                                  "http://[fe80::1]/", "http://[fe80::1%25eth0]/",
-                                 "http://[fd00:ec2::254%25eth0]/"])
+                                 "http://[fd00:ec2::254%25eth0]/",
+                                 "http://[::ffff:0:a9fe:a9fe]/"])
 async def test_cloud_metadata_is_refused_even_when_private_addresses_are_allowed(
     connects: list[object], url: str
 ) -> None:
