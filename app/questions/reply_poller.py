@@ -18,11 +18,9 @@ those emails:
   text above the quote answers that email's question.
 - The cursor then moves to the last history record read; a message whose headers
   Gmail could not give (a failed part of the batch) keeps it where it was. An expired
-  historyId (404) starts again from the mailbox's current one, and says so in the log:
-  a reply sent meanwhile must be answered in the app.
-- An email recorded without a historyId (Gmail could not give one after the send) has
-  the user's sent mail since it searched once (`in:sent after:`), then follows the
-  history from the id read before that search.
+  historyId (404), or an email recorded without one (Gmail could not give it after the
+  send), has the user's sent mail since the email searched once (`in:sent after:`, at
+  most 500 messages), then follows the history from the id read before that search.
 """
 
 from __future__ import annotations
@@ -128,21 +126,22 @@ class ReplyPoller(LoopService):
         except GoogleApiError as exc:
             if exc.status != 404:
                 raise
-            now = await self._profile_history_id(client)
-            log.warning("account %s: Gmail no longer has history from %s; reading replies from "
-                        "%s on", account.id, min(known), now)
-            await self._advance(account.id, now)
-            return caught_up
+            log.warning("account %s: Gmail no longer has history from %s; searching the mail "
+                        "sent since the questions' emails", account.id, min(known))
+            expired = [e for e in emails if _has_history(e)]
+            return caught_up + await self._catch_up(client, account, expired, restart=True)
         answered = await self._answer_from(client, account, added) if added else 0
         await self._advance(account.id, resume)
         return caught_up + answered
 
     async def _catch_up(
-        self, client: GoogleClient, account: Account, unread: list[QuestionEmail]
+        self, client: GoogleClient, account: Account, unread: list[QuestionEmail], *,
+        restart: bool = False,
     ) -> int:
-        """Emails whose send could not read the mailbox's historyId: the user's mail sent
-        since the first of them is searched for replies (the history cannot say what came
-        before an id nobody has), then they follow the history from the id read first."""
+        """Emails the history cannot serve: their send could not read the mailbox's
+        historyId, or (`restart`) Gmail no longer has the history from theirs. The user's
+        mail sent since the first of them is searched for replies, then they follow the
+        history from the id read before the search."""
         now = await self._profile_history_id(client)
         since = int(min(e.created_at for e in unread).timestamp()) - _SEARCH_MARGIN_SECONDS
         ids = await GmailReader(client, resync_limit=0).list_ids(
@@ -152,7 +151,7 @@ class ReplyPoller(LoopService):
             rows = await session.execute(
                 select(QuestionEmail).where(QuestionEmail.id.in_([e.id for e in unread])))
             for email in rows.scalars():
-                if not _has_history(email):
+                if restart or not _has_history(email):
                     email.history_id = now
         return answered
 

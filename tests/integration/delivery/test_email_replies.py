@@ -261,6 +261,26 @@ async def question_email_notification(runtime: Runtime) -> uuid.UUID:
             select(Notification.id).where(Notification.kind == "question"))).scalar_one()
 
 
+async def test_a_reply_sent_before_gmail_dropped_the_history_still_answers(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    """The reply came, then Gmail forgot the history from the email's historyId (404)
+    before the poller read it: the sent mail since the email is searched instead."""
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    reply(google, to_message_id=our_id, thread_id=received, text="apollo")
+    google.expire_history(ALICE)
+
+    assert await ReplyPoller(runtime=runtime).run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Apollo"
+
+
 async def test_an_expired_history_id_starts_again_from_now_and_later_replies_still_answer(
     reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
 ) -> None:
