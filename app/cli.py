@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.core import heap
-from app.core.config import Settings, get_settings
+from app.core.config import Settings, get_settings, setting_errors
 from app.core.db import transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
@@ -73,14 +75,31 @@ def _setup_logging(settings: Settings) -> None:
             logger.addFilter(AccessLogWithoutQuery())
 
 
-def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:
+def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
+    """The settings, or one line per bad one and exit: 2 (bad input), or 1 for `check`,
+    which reports it among its other findings."""
+    try:
+        settings = get_settings()
+        if given:
+            settings = settings.model_copy(update=given)
+        return settings
+    except (ValidationError, SettingsError) as exc:
+        for text in setting_errors(exc):
+            if checking:
+                typer.echo(f"{'settings':<9} FAIL  {text}")
+            else:
+                typer.echo(f"error: {text}", err=True)
+        raise typer.Exit(1 if checking else 2) from None
+
+
+def _run(
+    factory: Callable[[Runtime], Awaitable[T]], *, checking: bool = False, **overrides: Any
+) -> T:
     """Run an async command with a runtime built from the settings (with the command's
     options that were given, e.g. --port, which links and OAuth redirects then use
     too), closing it after."""
-    settings = get_settings()
     given = {name: value for name, value in overrides.items() if value is not None}
-    if given:
-        settings = settings.model_copy(update=given)
+    settings = _settings(given, checking=checking)
     _setup_logging(settings)
 
     async def main() -> T:
@@ -320,7 +339,7 @@ def check() -> None:
             line("sample", False, str(exc))
         return ok
 
-    if not _run(main):
+    if not _run(main, checking=True):
         raise typer.Exit(1)
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.agent.pricing import ModelPrice
 
@@ -28,10 +30,12 @@ DEFAULT_GEMINI_PRICES = {
     "gemini-3.1-pro": ModelPrice(input=2.00, output=12.00, cached=0.20),
 }
 
+ENV_PREFIX = "PILOTLIGHT_"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PILOTLIGHT_", env_file=".env", extra="ignore", validate_default=True,
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True,
         hide_input_in_errors=True,  # a malformed key or password is not echoed into logs
     )
 
@@ -391,7 +395,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:  # its message has no part of the keys
+                    raise ValueError(
+                        f"starts with [ but is not a JSON list ({exc.msg}, at character "
+                        f'{exc.pos + 1}): write ["KEY1", "KEY2"], or KEY1,KEY2'
+                    ) from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -418,8 +428,9 @@ class Settings(BaseSettings):
     def _claim_outlasts_send(self) -> Settings:
         if self.delivery_claim_seconds <= self.delivery_timeout_seconds:
             raise ValueError(
-                "delivery_claim_seconds must be longer than delivery_timeout_seconds, or a "
-                "slow send could be claimed and sent again meanwhile"
+                "PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
+                "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS, or a slow send could be claimed and sent "
+                "again meanwhile"
             )
         return self
 
@@ -442,3 +453,32 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def setting_errors(
+    error: ValidationError | SettingsError, options: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per bad setting: its environment variable (or, for a setting in `options`,
+    the command-line option that gave it) and what is wrong or expected. The value itself
+    is never repeated: it may be a key or a password."""
+    options = options or {}
+
+    def where(field: str) -> str:
+        return options.get(field) or f"{ENV_PREFIX}{field.upper()}"
+
+    if isinstance(error, SettingsError):
+        # pydantic-settings decodes a list or dict setting as JSON before validating it.
+        found = re.search(r'field "(\w+)"', str(error))
+        if found is None:
+            return [str(error)]
+        return [f"{where(found[1])}: not valid JSON"]
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.append(message)
+            continue
+        field, *inner = (str(part) for part in item["loc"])
+        at = f" (at {'.'.join(inner)})" if inner else ""
+        lines.append(f"{where(field)}{at}: {message}")
+    return lines

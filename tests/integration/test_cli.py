@@ -72,6 +72,55 @@ async def test_bad_input_is_a_clear_error(
     assert "Traceback" not in no_local.stderr + nobody.stderr + bad_email.stderr
 
 
+def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one line a command that was refused printed: `check` on stdout, others on stderr."""
+    assert result.returncode == code, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["migrate"], {"PILOTLIGHT_SECRET_KEYS": "abc"},
+         "error: PILOTLIGHT_SECRET_KEYS: key 1 is not a Fernet key (32 url-safe base64 bytes)"),
+        (["token", "create"], {"PILOTLIGHT_SECRET_KEYS": "[abc"},
+         "error: PILOTLIGHT_SECRET_KEYS: starts with [ but is not a JSON list"),
+        (["serve"], {"PILOTLIGHT_PORT": "abc"},
+         "error: PILOTLIGHT_PORT: Input should be a valid integer"),
+        (["worker"], {"PILOTLIGHT_GEMINI_PRICES": "{bad"},
+         "error: PILOTLIGHT_GEMINI_PRICES: not valid JSON"),
+        (["api"], {"PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS": "100"},
+         "error: PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
+         "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS"),
+    ],
+    ids=["fernet-key", "keys-json", "port", "prices-json", "claim-vs-timeout"],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = cli(database_url, tmp_path, *args, env=env)
+    assert one_error(result).startswith(expected)
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()  # refused before anything was done
+
+
+def test_check_reports_bad_settings_and_exits_1(database_url: str, tmp_path: Path) -> None:
+    result = cli(database_url, tmp_path, "check",
+                 env={"PILOTLIGHT_SECRET_KEYS": "abc", "PILOTLIGHT_PORT": "abc"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "settings  FAIL  PILOTLIGHT_PORT: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "settings  FAIL  PILOTLIGHT_SECRET_KEYS: key 1 is not a Fernet key (32 url-safe base64 "
+        "bytes)",
+    ]
+
+
 async def test_check_reports_database_model_and_sources(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
