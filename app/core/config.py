@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.agent.pricing import ModelPrice
 
@@ -31,6 +33,19 @@ DEFAULT_GEMINI_PRICES = {
 }
 
 ENV_PREFIX = "PILOTLIGHT_"
+# The schemes a database URL may have, and the SQLAlchemy dialect+driver each means: the
+# service is async and only these drivers are installed and tested.
+DATABASE_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+SUPPORTED_DATABASES = (
+    "sqlite:///PATH (aiosqlite) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg; "
+    "postgres:// and postgresql+asyncpg:// too)"
+)
 
 
 class Settings(BaseSettings):
@@ -46,8 +61,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "",
         description=(
-            "SQLAlchemy URL of the database. Empty means SQLite in the data folder. "
-            "postgresql:// URLs use asyncpg."
+            "SQLAlchemy URL of the database: sqlite:///PATH (aiosqlite) or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg; postgres:// too). Empty "
+            "means SQLite in the data folder."
         ),
     )
     database_pool_size: int = Field(
@@ -382,12 +398,21 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
-        for prefix in ("postgres://", "postgresql://"):
-            if value.startswith(prefix):
-                return "postgresql+asyncpg://" + value[len(prefix) :]
-        if value.startswith("sqlite:///"):
-            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
-        return value
+        # The messages never repeat the URL: it may hold a password.
+        if not value:
+            return value
+        scheme, sep, rest = value.strip().partition("://")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+            raise ValueError(f"not a database URL: use {SUPPORTED_DATABASES}")
+        driver = DATABASE_SCHEMES.get(scheme.lower())
+        if driver is None:
+            raise ValueError(f"unsupported database {scheme}://: use {SUPPORTED_DATABASES}")
+        url = f"{driver}://{rest}"
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError):  # e.g. a port that is not a number
+            raise ValueError(f"not a valid {scheme}:// URL: use {SUPPORTED_DATABASES}") from None
+        return url
 
     @field_validator("secret_keys", mode="before")
     @classmethod

@@ -93,11 +93,14 @@ def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
          "error: PILOTLIGHT_PORT: Input should be a valid integer"),
         (["worker"], {"PILOTLIGHT_GEMINI_PRICES": "{bad"},
          "error: PILOTLIGHT_GEMINI_PRICES: not valid JSON"),
+        (["migrate"], {"PILOTLIGHT_DATABASE_URL": "not a url"},
+         "error: PILOTLIGHT_DATABASE_URL: not a database URL: use sqlite:///PATH (aiosqlite) "
+         "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg"),
         (["api"], {"PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS": "100"},
          "error: PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
          "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS"),
     ],
-    ids=["fernet-key", "keys-json", "port", "prices-json", "claim-vs-timeout"],
+    ids=["fernet-key", "keys-json", "port", "prices-json", "not-a-url", "claim-vs-timeout"],
 )
 def test_a_bad_setting_is_one_line_naming_its_variable(
     database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], expected: str
@@ -106,6 +109,15 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
     assert one_error(result).startswith(expected)
     assert result.stdout == ""
     assert not (tmp_path / "data").exists()  # refused before anything was done
+
+
+def test_check_reports_an_unsupported_database(database_url: str, tmp_path: Path) -> None:
+    result = cli(database_url, tmp_path, "check",
+                 env={"PILOTLIGHT_DATABASE_URL": "mysql://u:hunter2@127.0.0.1/y"})
+    line = one_error(result, code=1)
+    assert line.startswith("settings  FAIL  PILOTLIGHT_DATABASE_URL: unsupported database "
+                           "mysql://: use sqlite:///PATH (aiosqlite) or postgresql://"), line
+    assert "hunter2" not in line
 
 
 def test_check_reports_bad_settings_and_exits_1(database_url: str, tmp_path: Path) -> None:

@@ -50,3 +50,32 @@ def test_out_of_bounds_values_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [("postgres://u:p@127.0.0.1:5432/db", "postgresql+asyncpg://u:p@127.0.0.1:5432/db"),
+     ("postgresql://u@127.0.0.1/db", "postgresql+asyncpg://u@127.0.0.1/db"),
+     ("postgresql+asyncpg://u@127.0.0.1/db", "postgresql+asyncpg://u@127.0.0.1/db"),
+     ("sqlite:////var/lib/p.db", "sqlite+aiosqlite:////var/lib/p.db"),
+     ("sqlite+aiosqlite:///p.db", "sqlite+aiosqlite:///p.db")],
+)
+def test_supported_database_urls_use_the_async_drivers(given: str, used: str) -> None:
+    assert Settings(_env_file=None, database_url=given).database_url == used  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [("mysql://u:hunter2@127.0.0.1/db", "unsupported database mysql://"),
+     ("postgresql+psycopg://u:hunter2@127.0.0.1/db", "unsupported database postgresql+psycopg://"),
+     ("not a url", "not a database URL"),
+     ("u:hunter2@127.0.0.1/db", "not a database URL"),
+     ("postgresql://u:hunter2@127.0.0.1:port/db", "not a valid postgresql:// URL")],
+)
+def test_other_database_urls_are_refused_saying_what_is_supported(given: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, database_url=given)  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert reason in message
+    assert "sqlite:///PATH (aiosqlite) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in message
+    assert "hunter2" not in message
