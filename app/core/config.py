@@ -33,6 +33,7 @@ DEFAULT_GEMINI_PRICES = {
 }
 
 ENV_PREFIX = "PILOTLIGHT_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The schemes a database URL may have, and the SQLAlchemy dialect+driver each means: the
 # service is async and only these drivers are installed and tested.
 DATABASE_SCHEMES = {
@@ -77,7 +78,10 @@ class Settings(BaseSettings):
         description="Time zone of the local user and the example instruction; empty means the "
         "machine's.",
     )
-    log_level: str = Field("INFO", description="Python logging level.")
+    log_level: str = Field(
+        "INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+        "(any case)."
+    )
 
     # --- api ---------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the api role listens on.")
@@ -413,6 +417,15 @@ class Settings(BaseSettings):
         except (ArgumentError, ValueError):  # e.g. a port that is not a number
             raise ValueError(f"not a valid {scheme}:// URL: use {SUPPORTED_DATABASES}") from None
         return url
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        # The names both logging and uvicorn (which takes them in lower case) know.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level: use {', '.join(LOG_LEVELS)} (any case)")
+        return level
 
     @field_validator("secret_keys", mode="before")
     @classmethod

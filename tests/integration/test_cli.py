@@ -96,11 +96,15 @@ def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
         (["migrate"], {"PILOTLIGHT_DATABASE_URL": "not a url"},
          "error: PILOTLIGHT_DATABASE_URL: not a database URL: use sqlite:///PATH (aiosqlite) "
          "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg"),
+        (["serve"], {"PILOTLIGHT_LOG_LEVEL": "LOUD"},
+         "error: PILOTLIGHT_LOG_LEVEL: not a log level: use DEBUG, INFO, WARNING, ERROR, "
+         "CRITICAL (any case)"),
         (["api"], {"PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS": "100"},
          "error: PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
          "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS"),
     ],
-    ids=["fernet-key", "keys-json", "port", "prices-json", "not-a-url", "claim-vs-timeout"],
+    ids=["fernet-key", "keys-json", "port", "prices-json", "not-a-url", "log-level",
+         "claim-vs-timeout"],
 )
 def test_a_bad_setting_is_one_line_naming_its_variable(
     database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], expected: str

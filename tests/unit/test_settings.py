@@ -79,3 +79,10 @@ def test_other_database_urls_are_refused_saying_what_is_supported(given: str, re
     assert reason in message
     assert "sqlite:///PATH (aiosqlite) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in message
     assert "hunter2" not in message
+
+
+def test_the_log_level_is_a_standard_name_in_any_case() -> None:
+    assert Settings(_env_file=None, log_level="debug").log_level == "DEBUG"  # type: ignore[call-arg]
+    assert Settings(_env_file=None, log_level=" Warning ").log_level == "WARNING"  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="use DEBUG, INFO, WARNING, ERROR, CRITICAL"):
+        Settings(_env_file=None, log_level="LOUD")  # type: ignore[call-arg]
