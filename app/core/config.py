@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.agent.pricing import ModelPrice
+from app.core.validation import timezones
 
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 # USD per million tokens, Google's list prices for prompts up to 200k tokens.
@@ -75,8 +76,8 @@ class Settings(BaseSettings):
     )
     timezone: str = Field(
         "",
-        description="Time zone of the local user and the example instruction; empty means the "
-        "machine's.",
+        description="Time zone of the local user and the example instruction, an IANA name "
+        "(Europe/Berlin); empty means the machine's (else UTC).",
     )
     log_level: str = Field(
         "INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL "
@@ -417,6 +418,19 @@ class Settings(BaseSettings):
         except (ArgumentError, ValueError):  # e.g. a port that is not a number
             raise ValueError(f"not a valid {scheme}:// URL: use {SUPPORTED_DATABASES}") from None
         return url
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        name = value.strip()
+        if name and name not in timezones():
+            same = [zone for zone in timezones() if zone.lower() == name.lower()]
+            hint = f"; did you mean {same[0]}?" if same else ""
+            raise ValueError(
+                "unknown time zone: use an IANA name such as Europe/Berlin or UTC (exact "
+                f"case), or leave it empty for the machine's{hint}"
+            )
+        return name
 
     @field_validator("log_level")
     @classmethod

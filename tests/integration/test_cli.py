@@ -99,12 +99,15 @@ def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
         (["serve"], {"PILOTLIGHT_LOG_LEVEL": "LOUD"},
          "error: PILOTLIGHT_LOG_LEVEL: not a log level: use DEBUG, INFO, WARNING, ERROR, "
          "CRITICAL (any case)"),
+        (["serve"], {"PILOTLIGHT_TIMEZONE": "Europe/berlin"},
+         "error: PILOTLIGHT_TIMEZONE: unknown time zone: use an IANA name such as Europe/Berlin "
+         "or UTC (exact case), or leave it empty for the machine's; did you mean Europe/Berlin?"),
         (["api"], {"PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS": "100"},
          "error: PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
          "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS"),
     ],
     ids=["fernet-key", "keys-json", "port", "prices-json", "not-a-url", "log-level",
-         "claim-vs-timeout"],
+         "timezone", "claim-vs-timeout"],
 )
 def test_a_bad_setting_is_one_line_naming_its_variable(
     database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], expected: str

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.bootstrap import local_timezone
 from app.core.config import Settings
+from app.core.validation import timezones
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -86,3 +88,19 @@ def test_the_log_level_is_a_standard_name_in_any_case() -> None:
     assert Settings(_env_file=None, log_level=" Warning ").log_level == "WARNING"  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="use DEBUG, INFO, WARNING, ERROR, CRITICAL"):
         Settings(_env_file=None, log_level="LOUD")  # type: ignore[call-arg]
+
+
+def test_the_time_zone_is_an_iana_name_or_empty() -> None:
+    assert Settings(_env_file=None, timezone="Europe/Berlin").timezone == "Europe/Berlin"  # type: ignore[call-arg]
+    assert Settings(_env_file=None, timezone="").timezone == ""  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="did you mean Europe/Berlin"):
+        Settings(_env_file=None, timezone="Europe/berlin")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="unknown time zone: use an IANA name"):
+        Settings(_env_file=None, timezone="Mars/X")  # type: ignore[call-arg]
+
+
+def test_the_local_user_gets_the_configured_zone_and_never_another() -> None:
+    assert local_timezone("Asia/Tokyo") == "Asia/Tokyo"
+    assert local_timezone("") in timezones()  # the machine's, else UTC
+    with pytest.raises(ValueError, match="unknown time zone"):
+        local_timezone("Europe/berlin")
