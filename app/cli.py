@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.core import heap
-from app.core.config import Settings, get_settings, setting_errors
+from app.core.config import Settings, get_settings, setting_errors, with_options
 from app.core.db import transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
@@ -79,12 +79,10 @@ def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
     """The settings, or one line per bad one and exit: 2 (bad input), or 1 for `check`,
     which reports it among its other findings."""
     try:
-        settings = get_settings()
-        if given:
-            settings = settings.model_copy(update=given)
-        return settings
+        return with_options(get_settings(), given)
     except (ValidationError, SettingsError) as exc:
-        for text in setting_errors(exc):
+        options = {name: "--" + name.replace("_", "-") for name in given}
+        for text in setting_errors(exc, options):
             if checking:
                 typer.echo(f"{'settings':<9} FAIL  {text}")
             else:

@@ -507,6 +507,14 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def with_options(settings: Settings, options: Mapping[str, Any]) -> Settings:
+    """The settings with a command's options put in, validated like the environment
+    (model_copy would take them unchecked: `--port 99999` failed only at bind)."""
+    if not options:
+        return settings
+    return Settings.model_validate({**settings.model_dump(), **options})
+
+
 def setting_errors(
     error: ValidationError | SettingsError, options: Mapping[str, str] | None = None
 ) -> list[str]:

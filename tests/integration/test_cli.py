@@ -118,6 +118,15 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
     assert not (tmp_path / "data").exists()  # refused before anything was done
 
 
+@pytest.mark.parametrize("role", ["serve", "api"])
+def test_options_are_checked_like_settings_before_anything_is_done(
+    database_url: str, tmp_path: Path, role: str
+) -> None:
+    result = cli(database_url, tmp_path, role, "--port", "99999")
+    assert one_error(result) == "error: --port: Input should be less than or equal to 65535"
+    assert not (tmp_path / "data").exists()  # serve did not migrate first
+
+
 def test_check_reports_an_unsupported_database(database_url: str, tmp_path: Path) -> None:
     result = cli(database_url, tmp_path, "check",
                  env={"PILOTLIGHT_DATABASE_URL": "mysql://u:hunter2@127.0.0.1/y"})
