@@ -15,7 +15,7 @@ from pydantic_settings import SettingsError
 
 from app.core import heap
 from app.core.config import Settings, get_settings, setting_errors, with_options
-from app.core.db import transaction
+from app.core.db import DatabaseUnreachable, ensure_reachable, transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
 from app.core.migrate import pending, upgrade
@@ -101,8 +101,13 @@ def _run(
     _setup_logging(settings)
 
     async def main() -> T:
-        runtime = Runtime.build(settings)
         try:
+            runtime = Runtime.build(settings)
+        except OSError as exc:  # the SQLite database's folder cannot be made
+            raise DatabaseUnreachable(settings.effective_database_url, exc) from exc
+        try:
+            if not checking:  # check reports it among its findings
+                await ensure_reachable(runtime.engine)
             return await factory(runtime)
         finally:
             await runtime.close()
@@ -112,6 +117,12 @@ def _run(
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
+    except DatabaseUnreachable as exc:
+        if checking:
+            typer.echo(f"{'database':<9} FAIL  {exc}")
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _require_schema(runtime: Runtime) -> None:
@@ -307,10 +318,11 @@ def check() -> None:
 
         url = runtime.engine.url.render_as_string(hide_password=True)
         try:
+            await ensure_reachable(runtime.engine)
             reason = await pending(runtime.engine)
             line("database", reason is None, f"{url}: " + (reason or "schema up to date"))
-        except Exception as exc:  # any failure to connect is the answer here
-            line("database", False, f"{url}: unreachable ({type(exc).__name__}: {exc})")
+        except DatabaseUnreachable as exc:
+            line("database", False, str(exc))
             reason = "unreachable"
         llm = build_llm(settings)
         where = f" at {settings.gemini_base_url}" if settings.gemini_base_url else ""

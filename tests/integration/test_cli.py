@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from sqlalchemy.engine import make_url
 from uvicorn.logging import AccessFormatter
 
 from app.cli import _setup_logging
@@ -147,6 +148,58 @@ def test_check_reports_bad_settings_and_exits_1(database_url: str, tmp_path: Pat
         "settings  FAIL  PILOTLIGHT_SECRET_KEYS: key 1 is not a Fernet key (32 url-safe base64 "
         "bytes)",
     ]
+
+
+REFUSED = "connection refused (is the server running, on that host and port?)"
+
+
+def closed_port_url() -> tuple[str, str]:
+    """A PostgreSQL URL with a password at a closed port on 127.0.0.1, and how it is shown."""
+    port = free_port()
+    return (f"postgresql://postgres:hunter2@127.0.0.1:{port}/pilotlight",
+            f"postgresql+asyncpg://postgres:***@127.0.0.1:{port}/pilotlight")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate"], ["token", "create"], ["user", "create", "a@b.example"], ["serve"], ["api"],
+     ["scheduler"], ["worker"], ["keys", "rotate"], ["login-link", "a@b.example"]],
+    ids=["migrate", "token", "user", "serve", "api", "scheduler", "worker", "keys", "login-link"],
+)
+def test_an_unreachable_database_is_one_line_with_the_password_hidden(
+    database_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    url, shown = closed_port_url()
+    result = cli(database_url, tmp_path, *args, env={"PILOTLIGHT_DATABASE_URL": url})
+    assert one_error(result, code=1) == f"error: cannot reach the database at {shown}: {REFUSED}"
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["token", "create"]], ids=["migrate", "token"])
+def test_a_database_that_cannot_be_opened_is_one_line(
+    database_url: str, is_postgres: bool, tmp_path: Path, args: list[str]
+) -> None:
+    if is_postgres:  # the test server, a database it does not have
+        missing = make_url(database_url)
+        missing = missing.set(database=f"{missing.database}_missing")
+        url, reason = missing.render_as_string(hide_password=False), (
+            f'database "{missing.database}" does not exist')
+    else:  # a folder where the file should be
+        url, reason = f"sqlite:///{tmp_path}", "unable to open database file"
+    result = cli(database_url, tmp_path, *args, env={"PILOTLIGHT_DATABASE_URL": url})
+    shown = make_url(url.replace("sqlite://", "sqlite+aiosqlite://")).render_as_string()
+    assert one_error(result, code=1) == f"error: cannot reach the database at {shown}: {reason}"
+
+
+def test_check_reports_an_unreachable_database(database_url: str, tmp_path: Path) -> None:
+    url, shown = closed_port_url()
+    result = cli(database_url, tmp_path, "check", env={"PILOTLIGHT_DATABASE_URL": url})
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"database  FAIL  cannot reach the database at {shown}: {REFUSED}"
+    assert lines[1].startswith("model     ok")  # the other checks still ran
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 async def test_check_reports_database_model_and_sources(
