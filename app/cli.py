@@ -298,7 +298,8 @@ def worker() -> None:
 
 @cli.command()
 def check() -> None:
-    """Check the database, the model (and its API key) and the sources; exit 1 on a problem."""
+    """Check the settings, the database, the model (and its API key), the keys PostgreSQL
+    needs and the sources; exit 1 on a problem."""
 
     async def main(runtime: Runtime) -> bool:
         from sqlalchemy import func, select
@@ -341,6 +342,7 @@ def check() -> None:
                 )).all()
             accounts = ", ".join(f"{n} {kind} ({status})" for kind, status, n in rows)
             line("accounts", True, accounts or "none yet (`serve` adds the sample on first start)")
+        _check_keys(settings, line)
         try:
             delta = await SampleSource(settings.sample_data_dir).delta(None, limit=1000)
             line("sample", True, f"{len(delta.messages)} messages, {len(delta.files)} documents "
@@ -351,6 +353,34 @@ def check() -> None:
 
     if not _run(main, checking=True):
         raise typer.Exit(1)
+
+
+def _check_keys(settings: Settings, line: Callable[[str, bool, str], None]) -> None:
+    """The keys that PostgreSQL needs set (SQLite makes its own on first use, not here)."""
+    from app.core import crypto, vapid
+
+    if settings.secret_keys:
+        count = len(settings.secret_keys)
+        line("secrets", True, f"PILOTLIGHT_SECRET_KEYS: {count} key{'s' if count > 1 else ''}")
+    elif settings.is_sqlite:
+        path = settings.data_dir / crypto.KEY_FILE
+        line("secrets", True, str(path) if path.exists() else f"{path} (made on first use)")
+    else:
+        line("secrets", False, "PILOTLIGHT_SECRET_KEYS is not set, and with PostgreSQL none is "
+             "generated: adding a webhook or connecting Google answers 503 until it is")
+    configured = settings.vapid_private_key and settings.vapid_private_key.get_secret_value()
+    key_file = settings.data_dir / vapid.KEY_FILE
+    if configured or (settings.is_sqlite and key_file.exists()):
+        try:
+            vapid.vapid_key(settings)
+            line("push", True, "PILOTLIGHT_VAPID_PRIVATE_KEY" if configured else str(key_file))
+        except vapid.VapidKeyError as exc:
+            line("push", False, exc.detail)
+    elif settings.is_sqlite:
+        line("push", True, f"{key_file} (made on first use)")
+    else:
+        line("push", False, "PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
+             "is generated: web push answers 503 until it is (other channels work)")
 
 
 @cli.command()

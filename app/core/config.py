@@ -291,8 +291,8 @@ class Settings(BaseSettings):
     )
     vapid_private_key: SecretStr | None = Field(
         None, description="Web push VAPID private key (P-256): PEM, or the raw 32 bytes in "
-        "base64url. Empty with SQLite: generated once into DATA_DIR/vapid.pem. Required with "
-        "PostgreSQL.",
+        "base64url. Empty with SQLite: generated once into DATA_DIR/vapid.pem. With PostgreSQL "
+        "none is generated: without it web push answers 503 (`check` reports it).",
     )
     vapid_public_key: str = Field(
         "", max_length=200, description="The VAPID public key (base64url, uncompressed point); "
@@ -312,7 +312,8 @@ class Settings(BaseSettings):
         description="Fernet keys that encrypt secrets at rest (Google refresh tokens, webhook "
         "secrets), newest first, comma-separated or a JSON list; older keys still decrypt and "
         "`pilotlight keys rotate` re-encrypts everything with the first. Empty with SQLite: a key "
-        "is generated once into DATA_DIR/secret.key. Required with PostgreSQL.",
+        "is generated once into DATA_DIR/secret.key. With PostgreSQL none is generated: without "
+        "it what stores a secret answers 503 (`check` reports it).",
     )
 
     # --- sources -----------------------------------------------------------

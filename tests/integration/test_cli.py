@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 from uvicorn.logging import AccessFormatter
 
@@ -202,21 +205,65 @@ def test_check_reports_an_unreachable_database(database_url: str, tmp_path: Path
     assert "hunter2" not in result.stdout + result.stderr
 
 
+def postgres_keys() -> dict[str, str]:
+    """The keys a PostgreSQL setup needs (SQLite makes its own)."""
+    vapid = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    return {"PILOTLIGHT_SECRET_KEYS": Fernet.generate_key().decode(),
+            "PILOTLIGHT_VAPID_PRIVATE_KEY": vapid}
+
+
 async def test_check_reports_database_model_and_sources(
-    runtime: Runtime, database_url: str, tmp_path: Path
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:
-    result = cli(database_url, tmp_path, "check")
+    result = cli(database_url, tmp_path, "check", env=postgres_keys() if is_postgres else {})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "database  ok" in result.stdout
     assert "offline model" in result.stdout
     assert "14 messages, 6 documents" in result.stdout
+    if not is_postgres:  # reported, not made: check changes nothing
+        data = tmp_path / "data"
+        assert f"secrets   ok   {data / 'secret.key'} (made on first use)" in result.stdout
+        assert f"push      ok   {data / 'vapid.pem'} (made on first use)" in result.stdout
+        assert not (data / "secret.key").exists()
+        assert not (data / "vapid.pem").exists()
+
+
+async def test_check_reports_the_keys_postgresql_needs(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    # On a SQLite run, a PostgreSQL URL at a closed port: the keys are judged all the same.
+    url = database_url if is_postgres else closed_port_url()[0]
+    env = {"PILOTLIGHT_DATABASE_URL": url}
+    missing = cli(database_url, tmp_path, "check", env=env)
+    assert missing.returncode == 1
+    assert ("secrets   FAIL  PILOTLIGHT_SECRET_KEYS is not set, and with PostgreSQL none is "
+            "generated: adding a webhook or connecting Google answers 503 until it is"
+            ) in missing.stdout.splitlines()
+    assert ("push      FAIL  PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
+            "is generated: web push answers 503 until it is (other channels work)"
+            ) in missing.stdout.splitlines()
+
+    keys = postgres_keys()
+    given = cli(database_url, tmp_path, "check", env={**env, **keys})
+    assert "secrets   ok   PILOTLIGHT_SECRET_KEYS: 1 key" in given.stdout.splitlines()
+    assert "push      ok   PILOTLIGHT_VAPID_PRIVATE_KEY" in given.stdout.splitlines()
+    assert given.returncode == (0 if is_postgres else 1), given.stdout  # SQLite run: no server
+    for key in keys.values():
+        assert key not in given.stdout + given.stderr
+
+    bad = cli(database_url, tmp_path, "check",
+              env={**env, **keys, "PILOTLIGHT_VAPID_PRIVATE_KEY": "not-a-key"})
+    assert bad.returncode == 1
+    assert "push      FAIL  the VAPID private key cannot be read: " in bad.stdout
+    assert "not-a-key" not in bad.stdout + bad.stderr
 
 
 async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
-    runtime: Runtime, database_url: str, tmp_path: Path
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:
     with FakeGemini() as fake:
-        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_MAX_RETRIES": "0"}
+        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_MAX_RETRIES": "0",
+               **(postgres_keys() if is_postgres else {})}
         good = cli(database_url, tmp_path, "check",
                    env={**env, "PILOTLIGHT_GEMINI_API_KEY": fake.api_key})
         assert good.returncode == 0, good.stdout + good.stderr
