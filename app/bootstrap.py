@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from app.accounts.models import Account
 from app.core.db import transaction
 from app.core.runtime import Runtime
-from app.core.validation import timezones
+from app.core.validation import check_timezone, timezones
 from app.instructions import service as instructions
 from app.instructions.schemas import CronTriggerIn, InstructionCreate
 from app.runs import service as runs
@@ -33,20 +33,20 @@ class Bootstrap:
 
 
 def local_timezone(configured: str) -> str:
-    """The configured time zone, else the machine's, else UTC."""
-    candidates = [configured]
+    """The configured time zone, else the machine's, else UTC.
+
+    A configured zone that is not one is refused (Settings checks it too), never
+    replaced by another: the user would get digests at the wrong hour without a word.
+    """
+    if configured:
+        return check_timezone(configured)
     try:
         from tzlocal import get_localzone_name
 
-        candidates.append(get_localzone_name() or "")
+        machine = get_localzone_name() or ""
     except Exception:  # tzlocal raises several kinds when the machine's zone is unclear
-        pass
-    for name in candidates:
-        if not name:
-            continue
-        if name in timezones():
-            return name
-    return "UTC"
+        machine = ""
+    return machine if machine in timezones() else "UTC"
 
 
 async def ensure_local_user(runtime: Runtime) -> Bootstrap:

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.core import heap
-from app.core.config import Settings, get_settings
-from app.core.db import transaction
+from app.core.config import Settings, get_settings, setting_errors, with_options
+from app.core.db import DatabaseUnreachable, ensure_reachable, transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
 from app.core.migrate import pending, upgrade
@@ -73,19 +75,39 @@ def _setup_logging(settings: Settings) -> None:
             logger.addFilter(AccessLogWithoutQuery())
 
 
-def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:
+def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
+    """The settings, or one line per bad one and exit: 2 (bad input), or 1 for `check`,
+    which reports it among its other findings."""
+    try:
+        return with_options(get_settings(), given)
+    except (ValidationError, SettingsError) as exc:
+        options = {name: "--" + name.replace("_", "-") for name in given}
+        for text in setting_errors(exc, options):
+            if checking:
+                typer.echo(f"{'settings':<9} FAIL  {text}")
+            else:
+                typer.echo(f"error: {text}", err=True)
+        raise typer.Exit(1 if checking else 2) from None
+
+
+def _run(
+    factory: Callable[[Runtime], Awaitable[T]], *, checking: bool = False, **overrides: Any
+) -> T:
     """Run an async command with a runtime built from the settings (with the command's
     options that were given, e.g. --port, which links and OAuth redirects then use
     too), closing it after."""
-    settings = get_settings()
     given = {name: value for name, value in overrides.items() if value is not None}
-    if given:
-        settings = settings.model_copy(update=given)
+    settings = _settings(given, checking=checking)
     _setup_logging(settings)
 
     async def main() -> T:
-        runtime = Runtime.build(settings)
         try:
+            runtime = Runtime.build(settings)
+        except OSError as exc:  # the SQLite database's folder cannot be made
+            raise DatabaseUnreachable(settings.effective_database_url, exc) from exc
+        try:
+            if not checking:  # check reports it among its findings
+                await ensure_reachable(runtime.engine)
             return await factory(runtime)
         finally:
             await runtime.close()
@@ -95,6 +117,12 @@ def _run(factory: Callable[[Runtime], Awaitable[T]], **overrides: Any) -> T:
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
+    except DatabaseUnreachable as exc:
+        if checking:
+            typer.echo(f"{'database':<9} FAIL  {exc}")
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _require_schema(runtime: Runtime) -> None:
@@ -270,7 +298,8 @@ def worker() -> None:
 
 @cli.command()
 def check() -> None:
-    """Check the database, the model (and its API key) and the sources; exit 1 on a problem."""
+    """Check the settings, the database, the model (and its API key), the keys PostgreSQL
+    needs and the sources; exit 1 on a problem."""
 
     async def main(runtime: Runtime) -> bool:
         from sqlalchemy import func, select
@@ -290,10 +319,11 @@ def check() -> None:
 
         url = runtime.engine.url.render_as_string(hide_password=True)
         try:
+            await ensure_reachable(runtime.engine)
             reason = await pending(runtime.engine)
             line("database", reason is None, f"{url}: " + (reason or "schema up to date"))
-        except Exception as exc:  # any failure to connect is the answer here
-            line("database", False, f"{url}: unreachable ({type(exc).__name__}: {exc})")
+        except DatabaseUnreachable as exc:
+            line("database", False, str(exc))
             reason = "unreachable"
         llm = build_llm(settings)
         where = f" at {settings.gemini_base_url}" if settings.gemini_base_url else ""
@@ -312,6 +342,7 @@ def check() -> None:
                 )).all()
             accounts = ", ".join(f"{n} {kind} ({status})" for kind, status, n in rows)
             line("accounts", True, accounts or "none yet (`serve` adds the sample on first start)")
+        _check_keys(settings, line)
         try:
             delta = await SampleSource(settings.sample_data_dir).delta(None, limit=1000)
             line("sample", True, f"{len(delta.messages)} messages, {len(delta.files)} documents "
@@ -320,8 +351,36 @@ def check() -> None:
             line("sample", False, str(exc))
         return ok
 
-    if not _run(main):
+    if not _run(main, checking=True):
         raise typer.Exit(1)
+
+
+def _check_keys(settings: Settings, line: Callable[[str, bool, str], None]) -> None:
+    """The keys that PostgreSQL needs set (SQLite makes its own on first use, not here)."""
+    from app.core import crypto, vapid
+
+    if settings.secret_keys:
+        count = len(settings.secret_keys)
+        line("secrets", True, f"PILOTLIGHT_SECRET_KEYS: {count} key{'s' if count > 1 else ''}")
+    elif settings.is_sqlite:
+        path = settings.data_dir / crypto.KEY_FILE
+        line("secrets", True, str(path) if path.exists() else f"{path} (made on first use)")
+    else:
+        line("secrets", False, "PILOTLIGHT_SECRET_KEYS is not set, and with PostgreSQL none is "
+             "generated: adding a webhook or connecting Google answers 503 until it is")
+    configured = settings.vapid_private_key and settings.vapid_private_key.get_secret_value()
+    key_file = settings.data_dir / vapid.KEY_FILE
+    if configured or (settings.is_sqlite and key_file.exists()):
+        try:
+            vapid.vapid_key(settings)
+            line("push", True, "PILOTLIGHT_VAPID_PRIVATE_KEY" if configured else str(key_file))
+        except vapid.VapidKeyError as exc:
+            line("push", False, exc.detail)
+    elif settings.is_sqlite:
+        line("push", True, f"{key_file} (made on first use)")
+    else:
+        line("push", False, "PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
+             "is generated: web push answers 503 until it is (other channels work)")
 
 
 @cli.command()

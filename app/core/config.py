@@ -9,16 +9,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.agent.pricing import ModelPrice
+from app.core.validation import timezones
 
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 # USD per million tokens, Google's list prices for prompts up to 200k tokens.
@@ -28,10 +33,26 @@ DEFAULT_GEMINI_PRICES = {
     "gemini-3.1-pro": ModelPrice(input=2.00, output=12.00, cached=0.20),
 }
 
+ENV_PREFIX = "PILOTLIGHT_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The schemes a database URL may have, and the SQLAlchemy dialect+driver each means: the
+# service is async and only these drivers are installed and tested.
+DATABASE_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+SUPPORTED_DATABASES = (
+    "sqlite:///PATH (aiosqlite) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg; "
+    "postgres:// and postgresql+asyncpg:// too)"
+)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PILOTLIGHT_", env_file=".env", extra="ignore", validate_default=True,
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True,
         hide_input_in_errors=True,  # a malformed key or password is not echoed into logs
     )
 
@@ -42,8 +63,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "",
         description=(
-            "SQLAlchemy URL of the database. Empty means SQLite in the data folder. "
-            "postgresql:// URLs use asyncpg."
+            "SQLAlchemy URL of the database: sqlite:///PATH (aiosqlite) or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg; postgres:// too). Empty "
+            "means SQLite in the data folder."
         ),
     )
     database_pool_size: int = Field(
@@ -54,10 +76,13 @@ class Settings(BaseSettings):
     )
     timezone: str = Field(
         "",
-        description="Time zone of the local user and the example instruction; empty means the "
-        "machine's.",
+        description="Time zone of the local user and the example instruction, an IANA name "
+        "(Europe/Berlin); empty means the machine's (else UTC).",
     )
-    log_level: str = Field("INFO", description="Python logging level.")
+    log_level: str = Field(
+        "INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL "
+        "(any case)."
+    )
 
     # --- api ---------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the api role listens on.")
@@ -273,8 +298,8 @@ class Settings(BaseSettings):
     )
     vapid_private_key: SecretStr | None = Field(
         None, description="Web push VAPID private key (P-256): PEM, or the raw 32 bytes in "
-        "base64url. Empty with SQLite: generated once into DATA_DIR/vapid.pem. Required with "
-        "PostgreSQL.",
+        "base64url. Empty with SQLite: generated once into DATA_DIR/vapid.pem. With PostgreSQL "
+        "none is generated: without it web push answers 503 (`check` reports it).",
     )
     vapid_public_key: str = Field(
         "", max_length=200, description="The VAPID public key (base64url, uncompressed point); "
@@ -294,7 +319,8 @@ class Settings(BaseSettings):
         description="Fernet keys that encrypt secrets at rest (Google refresh tokens, webhook "
         "secrets), newest first, comma-separated or a JSON list; older keys still decrypt and "
         "`pilotlight keys rotate` re-encrypts everything with the first. Empty with SQLite: a key "
-        "is generated once into DATA_DIR/secret.key. Required with PostgreSQL.",
+        "is generated once into DATA_DIR/secret.key. With PostgreSQL none is generated: without "
+        "it what stores a secret answers 503 (`check` reports it).",
     )
 
     # --- sources -----------------------------------------------------------
@@ -385,12 +411,43 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str) -> str:
-        for prefix in ("postgres://", "postgresql://"):
-            if value.startswith(prefix):
-                return "postgresql+asyncpg://" + value[len(prefix) :]
-        if value.startswith("sqlite:///"):
-            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
-        return value
+        # The messages never repeat the URL: it may hold a password.
+        if not value:
+            return value
+        scheme, sep, rest = value.strip().partition("://")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+            raise ValueError(f"not a database URL: use {SUPPORTED_DATABASES}")
+        driver = DATABASE_SCHEMES.get(scheme.lower())
+        if driver is None:
+            raise ValueError(f"unsupported database {scheme}://: use {SUPPORTED_DATABASES}")
+        url = f"{driver}://{rest}"
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError):  # e.g. a port that is not a number
+            raise ValueError(f"not a valid {scheme}:// URL: use {SUPPORTED_DATABASES}") from None
+        return url
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        name = value.strip()
+        if name and name not in timezones():
+            same = [zone for zone in timezones() if zone.lower() == name.lower()]
+            hint = f"; did you mean {same[0]}?" if same else ""
+            raise ValueError(
+                "unknown time zone: use an IANA name such as Europe/Berlin or UTC (exact "
+                f"case), or leave it empty for the machine's{hint}"
+            )
+        return name
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        # The names both logging and uvicorn (which takes them in lower case) know.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level: use {', '.join(LOG_LEVELS)} (any case)")
+        return level
 
     @field_validator("secret_keys", mode="before")
     @classmethod
@@ -398,7 +455,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:  # its message has no part of the keys
+                    raise ValueError(
+                        f"starts with [ but is not a JSON list ({exc.msg}, at character "
+                        f'{exc.pos + 1}): write ["KEY1", "KEY2"], or KEY1,KEY2'
+                    ) from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -425,8 +488,9 @@ class Settings(BaseSettings):
     def _claim_outlasts_send(self) -> Settings:
         if self.delivery_claim_seconds <= self.delivery_timeout_seconds:
             raise ValueError(
-                "delivery_claim_seconds must be longer than delivery_timeout_seconds, or a "
-                "slow send could be claimed and sent again meanwhile"
+                "PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
+                "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS, or a slow send could be claimed and sent "
+                "again meanwhile"
             )
         return self
 
@@ -449,3 +513,40 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def with_options(settings: Settings, options: Mapping[str, Any]) -> Settings:
+    """The settings with a command's options put in, validated like the environment
+    (model_copy would take them unchecked: `--port 99999` failed only at bind)."""
+    if not options:
+        return settings
+    return Settings.model_validate({**settings.model_dump(), **options})
+
+
+def setting_errors(
+    error: ValidationError | SettingsError, options: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per bad setting: its environment variable (or, for a setting in `options`,
+    the command-line option that gave it) and what is wrong or expected. The value itself
+    is never repeated: it may be a key or a password."""
+    options = options or {}
+
+    def where(field: str) -> str:
+        return options.get(field) or f"{ENV_PREFIX}{field.upper()}"
+
+    if isinstance(error, SettingsError):
+        # pydantic-settings decodes a list or dict setting as JSON before validating it.
+        found = re.search(r'field "(\w+)"', str(error))
+        if found is None:
+            return [str(error)]
+        return [f"{where(found[1])}: not valid JSON"]
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.append(message)
+            continue
+        field, *inner = (str(part) for part in item["loc"])
+        at = f" (at {'.'.join(inner)})" if inner else ""
+        lines.append(f"{where(field)}{at}: {message}")
+    return lines

@@ -8,8 +8,10 @@ transaction has committed and are dropped on rollback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -22,7 +24,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, MetaData, event, text
 from sqlalchemy import util as sa_util
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -211,6 +214,52 @@ def _one_round_trip_ping(dialect_ping: Callable[[Any], bool]) -> Callable[[Any],
         return True
 
     return ping
+
+
+class DatabaseUnreachable(Exception):
+    """The database cannot be connected to: one line, with its URL's password hidden."""
+
+    def __init__(self, url: str | URL, cause: BaseException) -> None:
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        reason = _reason(cause)
+        if parsed.password:  # in case a driver ever repeats it
+            reason = reason.replace(str(parsed.password), "***")
+        super().__init__(f"cannot reach the database at {shown}: {reason}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig  # the driver's own message, without SQLAlchemy's decoration
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running, on that host and port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+async def ensure_reachable(engine: AsyncEngine) -> None:
+    """Connect once, or raise `DatabaseUnreachable` saying why."""
+    try:
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            # Opened with sqlite3 first: when aiosqlite fails to connect, its worker thread
+            # can outlive the event loop of a command that then exits, and print a
+            # traceback of its own ("Event loop is closed") after our one line.
+            await asyncio.to_thread(_open_sqlite, database)
+        async with engine.connect():
+            pass
+    except Exception as exc:  # whatever stops the connection is the answer
+        raise DatabaseUnreachable(engine.url, exc) from exc
+
+
+def _open_sqlite(database: str) -> None:
+    sqlite3.connect(database, timeout=30).close()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

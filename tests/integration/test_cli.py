@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 from uvicorn.logging import AccessFormatter
 
 from app.cli import _setup_logging
@@ -72,21 +76,194 @@ async def test_bad_input_is_a_clear_error(
     assert "Traceback" not in no_local.stderr + nobody.stderr + bad_email.stderr
 
 
-async def test_check_reports_database_model_and_sources(
-    runtime: Runtime, database_url: str, tmp_path: Path
+def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one line a command that was refused printed: `check` on stdout, others on stderr."""
+    assert result.returncode == code, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["migrate"], {"PILOTLIGHT_SECRET_KEYS": "abc"},
+         "error: PILOTLIGHT_SECRET_KEYS: key 1 is not a Fernet key (32 url-safe base64 bytes)"),
+        (["token", "create"], {"PILOTLIGHT_SECRET_KEYS": "[abc"},
+         "error: PILOTLIGHT_SECRET_KEYS: starts with [ but is not a JSON list"),
+        (["serve"], {"PILOTLIGHT_PORT": "abc"},
+         "error: PILOTLIGHT_PORT: Input should be a valid integer"),
+        (["worker"], {"PILOTLIGHT_GEMINI_PRICES": "{bad"},
+         "error: PILOTLIGHT_GEMINI_PRICES: not valid JSON"),
+        (["migrate"], {"PILOTLIGHT_DATABASE_URL": "not a url"},
+         "error: PILOTLIGHT_DATABASE_URL: not a database URL: use sqlite:///PATH (aiosqlite) "
+         "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (asyncpg"),
+        (["serve"], {"PILOTLIGHT_LOG_LEVEL": "LOUD"},
+         "error: PILOTLIGHT_LOG_LEVEL: not a log level: use DEBUG, INFO, WARNING, ERROR, "
+         "CRITICAL (any case)"),
+        (["serve"], {"PILOTLIGHT_TIMEZONE": "Europe/berlin"},
+         "error: PILOTLIGHT_TIMEZONE: unknown time zone: use an IANA name such as Europe/Berlin "
+         "or UTC (exact case), or leave it empty for the machine's; did you mean Europe/Berlin?"),
+        (["api"], {"PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS": "100"},
+         "error: PILOTLIGHT_DELIVERY_CLAIM_SECONDS must be longer than "
+         "PILOTLIGHT_DELIVERY_TIMEOUT_SECONDS"),
+    ],
+    ids=["fernet-key", "keys-json", "port", "prices-json", "not-a-url", "log-level",
+         "timezone", "claim-vs-timeout"],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], expected: str
 ) -> None:
-    result = cli(database_url, tmp_path, "check")
+    result = cli(database_url, tmp_path, *args, env=env)
+    assert one_error(result).startswith(expected)
+    assert result.stdout == ""
+    assert not (tmp_path / "data").exists()  # refused before anything was done
+
+
+@pytest.mark.parametrize("role", ["serve", "api"])
+def test_options_are_checked_like_settings_before_anything_is_done(
+    database_url: str, tmp_path: Path, role: str
+) -> None:
+    result = cli(database_url, tmp_path, role, "--port", "99999")
+    assert one_error(result) == "error: --port: Input should be less than or equal to 65535"
+    assert not (tmp_path / "data").exists()  # serve did not migrate first
+
+
+def test_check_reports_an_unsupported_database(database_url: str, tmp_path: Path) -> None:
+    result = cli(database_url, tmp_path, "check",
+                 env={"PILOTLIGHT_DATABASE_URL": "mysql://u:hunter2@127.0.0.1/y"})
+    line = one_error(result, code=1)
+    assert line.startswith("settings  FAIL  PILOTLIGHT_DATABASE_URL: unsupported database "
+                           "mysql://: use sqlite:///PATH (aiosqlite) or postgresql://"), line
+    assert "hunter2" not in line
+
+
+def test_check_reports_bad_settings_and_exits_1(database_url: str, tmp_path: Path) -> None:
+    result = cli(database_url, tmp_path, "check",
+                 env={"PILOTLIGHT_SECRET_KEYS": "abc", "PILOTLIGHT_PORT": "abc"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "settings  FAIL  PILOTLIGHT_PORT: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        "settings  FAIL  PILOTLIGHT_SECRET_KEYS: key 1 is not a Fernet key (32 url-safe base64 "
+        "bytes)",
+    ]
+
+
+REFUSED = "connection refused (is the server running, on that host and port?)"
+
+
+def closed_port_url() -> tuple[str, str]:
+    """A PostgreSQL URL with a password at a closed port on 127.0.0.1, and how it is shown."""
+    port = free_port()
+    return (f"postgresql://postgres:hunter2@127.0.0.1:{port}/pilotlight",
+            f"postgresql+asyncpg://postgres:***@127.0.0.1:{port}/pilotlight")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate"], ["token", "create"], ["user", "create", "a@b.example"], ["serve"], ["api"],
+     ["scheduler"], ["worker"], ["keys", "rotate"], ["login-link", "a@b.example"]],
+    ids=["migrate", "token", "user", "serve", "api", "scheduler", "worker", "keys", "login-link"],
+)
+def test_an_unreachable_database_is_one_line_with_the_password_hidden(
+    database_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    url, shown = closed_port_url()
+    result = cli(database_url, tmp_path, *args, env={"PILOTLIGHT_DATABASE_URL": url})
+    assert one_error(result, code=1) == f"error: cannot reach the database at {shown}: {REFUSED}"
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["token", "create"]], ids=["migrate", "token"])
+def test_a_database_that_cannot_be_opened_is_one_line(
+    database_url: str, is_postgres: bool, tmp_path: Path, args: list[str]
+) -> None:
+    if is_postgres:  # the test server, a database it does not have
+        missing = make_url(database_url)
+        missing = missing.set(database=f"{missing.database}_missing")
+        url, reason = missing.render_as_string(hide_password=False), (
+            f'database "{missing.database}" does not exist')
+    else:  # a folder where the file should be
+        url, reason = f"sqlite:///{tmp_path}", "unable to open database file"
+    result = cli(database_url, tmp_path, *args, env={"PILOTLIGHT_DATABASE_URL": url})
+    shown = make_url(url.replace("sqlite://", "sqlite+aiosqlite://")).render_as_string()
+    assert one_error(result, code=1) == f"error: cannot reach the database at {shown}: {reason}"
+
+
+def test_check_reports_an_unreachable_database(database_url: str, tmp_path: Path) -> None:
+    url, shown = closed_port_url()
+    result = cli(database_url, tmp_path, "check", env={"PILOTLIGHT_DATABASE_URL": url})
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"database  FAIL  cannot reach the database at {shown}: {REFUSED}"
+    assert lines[1].startswith("model     ok")  # the other checks still ran
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def postgres_keys() -> dict[str, str]:
+    """The keys a PostgreSQL setup needs (SQLite makes its own)."""
+    vapid = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    return {"PILOTLIGHT_SECRET_KEYS": Fernet.generate_key().decode(),
+            "PILOTLIGHT_VAPID_PRIVATE_KEY": vapid}
+
+
+async def test_check_reports_database_model_and_sources(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    result = cli(database_url, tmp_path, "check", env=postgres_keys() if is_postgres else {})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "database  ok" in result.stdout
     assert "offline model" in result.stdout
     assert "14 messages, 6 documents" in result.stdout
+    if not is_postgres:  # reported, not made: check changes nothing
+        data = tmp_path / "data"
+        assert f"secrets   ok   {data / 'secret.key'} (made on first use)" in result.stdout
+        assert f"push      ok   {data / 'vapid.pem'} (made on first use)" in result.stdout
+        assert not (data / "secret.key").exists()
+        assert not (data / "vapid.pem").exists()
+
+
+async def test_check_reports_the_keys_postgresql_needs(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    # On a SQLite run, a PostgreSQL URL at a closed port: the keys are judged all the same.
+    url = database_url if is_postgres else closed_port_url()[0]
+    env = {"PILOTLIGHT_DATABASE_URL": url}
+    missing = cli(database_url, tmp_path, "check", env=env)
+    assert missing.returncode == 1
+    assert ("secrets   FAIL  PILOTLIGHT_SECRET_KEYS is not set, and with PostgreSQL none is "
+            "generated: adding a webhook or connecting Google answers 503 until it is"
+            ) in missing.stdout.splitlines()
+    assert ("push      FAIL  PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
+            "is generated: web push answers 503 until it is (other channels work)"
+            ) in missing.stdout.splitlines()
+
+    keys = postgres_keys()
+    given = cli(database_url, tmp_path, "check", env={**env, **keys})
+    assert "secrets   ok   PILOTLIGHT_SECRET_KEYS: 1 key" in given.stdout.splitlines()
+    assert "push      ok   PILOTLIGHT_VAPID_PRIVATE_KEY" in given.stdout.splitlines()
+    assert given.returncode == (0 if is_postgres else 1), given.stdout  # SQLite run: no server
+    for key in keys.values():
+        assert key not in given.stdout + given.stderr
+
+    bad = cli(database_url, tmp_path, "check",
+              env={**env, **keys, "PILOTLIGHT_VAPID_PRIVATE_KEY": "not-a-key"})
+    assert bad.returncode == 1
+    assert "push      FAIL  the VAPID private key cannot be read: " in bad.stdout
+    assert "not-a-key" not in bad.stdout + bad.stderr
 
 
 async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
-    runtime: Runtime, database_url: str, tmp_path: Path
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:
     with FakeGemini() as fake:
-        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_MAX_RETRIES": "0"}
+        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_MAX_RETRIES": "0",
+               **(postgres_keys() if is_postgres else {})}
         good = cli(database_url, tmp_path, "check",
                    env={**env, "PILOTLIGHT_GEMINI_API_KEY": fake.api_key})
         assert good.returncode == 0, good.stdout + good.stderr

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from app.bootstrap import local_timezone
 from app.core.config import Settings
+from app.core.validation import timezones
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -50,3 +52,55 @@ def test_out_of_bounds_values_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [("postgres://u:p@127.0.0.1:5432/db", "postgresql+asyncpg://u:p@127.0.0.1:5432/db"),
+     ("postgresql://u@127.0.0.1/db", "postgresql+asyncpg://u@127.0.0.1/db"),
+     ("postgresql+asyncpg://u@127.0.0.1/db", "postgresql+asyncpg://u@127.0.0.1/db"),
+     ("sqlite:////var/lib/p.db", "sqlite+aiosqlite:////var/lib/p.db"),
+     ("sqlite+aiosqlite:///p.db", "sqlite+aiosqlite:///p.db")],
+)
+def test_supported_database_urls_use_the_async_drivers(given: str, used: str) -> None:
+    assert Settings(_env_file=None, database_url=given).database_url == used  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [("mysql://u:hunter2@127.0.0.1/db", "unsupported database mysql://"),
+     ("postgresql+psycopg://u:hunter2@127.0.0.1/db", "unsupported database postgresql+psycopg://"),
+     ("not a url", "not a database URL"),
+     ("u:hunter2@127.0.0.1/db", "not a database URL"),
+     ("postgresql://u:hunter2@127.0.0.1:port/db", "not a valid postgresql:// URL")],
+)
+def test_other_database_urls_are_refused_saying_what_is_supported(given: str, reason: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, database_url=given)  # type: ignore[call-arg]
+    message = str(refused.value)
+    assert reason in message
+    assert "sqlite:///PATH (aiosqlite) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE" in message
+    assert "hunter2" not in message
+
+
+def test_the_log_level_is_a_standard_name_in_any_case() -> None:
+    assert Settings(_env_file=None, log_level="debug").log_level == "DEBUG"  # type: ignore[call-arg]
+    assert Settings(_env_file=None, log_level=" Warning ").log_level == "WARNING"  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="use DEBUG, INFO, WARNING, ERROR, CRITICAL"):
+        Settings(_env_file=None, log_level="LOUD")  # type: ignore[call-arg]
+
+
+def test_the_time_zone_is_an_iana_name_or_empty() -> None:
+    assert Settings(_env_file=None, timezone="Europe/Berlin").timezone == "Europe/Berlin"  # type: ignore[call-arg]
+    assert Settings(_env_file=None, timezone="").timezone == ""  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="did you mean Europe/Berlin"):
+        Settings(_env_file=None, timezone="Europe/berlin")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="unknown time zone: use an IANA name"):
+        Settings(_env_file=None, timezone="Mars/X")  # type: ignore[call-arg]
+
+
+def test_the_local_user_gets_the_configured_zone_and_never_another() -> None:
+    assert local_timezone("Asia/Tokyo") == "Asia/Tokyo"
+    assert local_timezone("") in timezones()  # the machine's, else UTC
+    with pytest.raises(ValueError, match="unknown time zone"):
+        local_timezone("Europe/berlin")
