@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.accounts.models import Account
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
@@ -222,13 +223,7 @@ async def test_a_reply_to_an_expired_question_is_ignored_and_recorded(
     reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
 ) -> None:
     runtime = reply_runtime
-    user, _ = await factories.user_with_token(runtime, ALICE)
-    account = await connect_google(runtime, google, user, scopes=READ_SCOPES)
-    _run_id, question_id = await _asked_by_email(runtime, user)
-    await send_until_settled(DeliverySender(runtime=runtime), runtime,
-                             (await question_email_notification(runtime)))
-    our_id = smtp[0].messages[0].message["Message-ID"].strip()
-    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
     poller = ReplyPoller(runtime=runtime)
     assert await poller.run_once() == 0  # reads up to now
     async with transaction(runtime.sessionmaker) as session:
@@ -253,6 +248,21 @@ async def test_a_reply_to_an_expired_question_is_ignored_and_recorded(
     assert (await question_row(runtime, question_id)).answer is None
 
 
+async def emailed_question(
+    runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> tuple[Account, uuid.UUID, str, str]:
+    """Alice's question, emailed by SMTP (her grant has no gmail.send) and arrived in her
+    Gmail: (her account, the question's id, the email's Message-ID, its Gmail thread)."""
+    user, _ = await factories.user_with_token(runtime, ALICE)
+    account = await connect_google(runtime, google, user, scopes=READ_SCOPES)
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                             await question_email_notification(runtime))
+    our_id = smtp[0].messages[0].message["Message-ID"].strip()
+    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    return account, question_id, our_id, received
+
+
 async def question_email_notification(runtime: Runtime) -> uuid.UUID:
     from app.notifications.models import Notification
 
@@ -267,13 +277,7 @@ async def test_a_reply_sent_before_gmail_dropped_the_history_still_answers(
     """The reply came, then Gmail forgot the history from the email's historyId (404)
     before the poller read it: the sent mail since the email is searched instead."""
     runtime = reply_runtime
-    user, _ = await factories.user_with_token(runtime, ALICE)
-    await connect_google(runtime, google, user, scopes=READ_SCOPES)
-    _run_id, question_id = await _asked_by_email(runtime, user)
-    await send_until_settled(DeliverySender(runtime=runtime), runtime,
-                             await question_email_notification(runtime))
-    our_id = smtp[0].messages[0].message["Message-ID"].strip()
-    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
     reply(google, to_message_id=our_id, thread_id=received, text="apollo")
     google.expire_history(ALICE)
 
@@ -285,13 +289,7 @@ async def test_an_expired_history_id_starts_again_from_now_and_later_replies_sti
     reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
 ) -> None:
     runtime = reply_runtime
-    user, _ = await factories.user_with_token(runtime, ALICE)
-    await connect_google(runtime, google, user, scopes=READ_SCOPES)
-    _run_id, question_id = await _asked_by_email(runtime, user)
-    await send_until_settled(DeliverySender(runtime=runtime), runtime,
-                             await question_email_notification(runtime))
-    our_id = smtp[0].messages[0].message["Message-ID"].strip()
-    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
     before = (await question_email(runtime)).history_id
     google.expire_history(ALICE)
 
@@ -314,13 +312,7 @@ async def test_a_reply_whose_headers_gmail_could_not_give_is_read_on_the_next_pa
     """A part of the metadata batch that fails (Gmail's 500, 429) is not "gone": the
     cursor stays before the reply, and the next pass answers with it."""
     runtime = reply_runtime
-    user, _ = await factories.user_with_token(runtime, ALICE)
-    await connect_google(runtime, google, user, scopes=READ_SCOPES)
-    _run_id, question_id = await _asked_by_email(runtime, user)
-    await send_until_settled(DeliverySender(runtime=runtime), runtime,
-                             await question_email_notification(runtime))
-    our_id = smtp[0].messages[0].message["Message-ID"].strip()
-    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
     poller = ReplyPoller(runtime=runtime)
     assert await poller.run_once() == 0
     before = (await question_email(runtime)).history_id
@@ -360,13 +352,7 @@ async def test_a_forward_of_the_question_email_is_no_answer(
     reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
 ) -> None:
     runtime = reply_runtime
-    user, _ = await factories.user_with_token(runtime, ALICE)
-    await connect_google(runtime, google, user, scopes=READ_SCOPES)
-    _run_id, question_id = await _asked_by_email(runtime, user)
-    await send_until_settled(DeliverySender(runtime=runtime), runtime,
-                             await question_email_notification(runtime))
-    our_id = smtp[0].messages[0].message["Message-ID"].strip()
-    received = google.add_message(ALICE, sender=FROM, subject="q", text="Which project?")
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
     poller = ReplyPoller(runtime=runtime)
     assert await poller.run_once() == 0
     # The user forwards the email to a colleague: in the thread, sent by them.
