@@ -25,9 +25,9 @@ those emails:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 HISTORY_PAGE = 500
 HISTORY_PAGES_MAX = 20
 ACCOUNTS_PER_PASS = 200
+# Accounts read at once (as the watch poller).
+CONCURRENCY = 8
 # An email recorded without a historyId: at most this many of the user's sent messages
 # since it are searched for a reply, from a minute before it (clocks differ).
 CATCH_UP_LIMIT = 500
@@ -72,24 +74,34 @@ class ReplyPoller(LoopService):
         super().__init__(interval=runtime.settings.email_reply_poll_seconds)
         self.runtime = runtime
         self.settings = runtime.settings
+        # The last account read: the next pass goes on after it, so that with more than
+        # ACCOUNTS_PER_PASS accounts waiting every one is read in turn.
+        self._after: uuid.UUID | None = None
 
     async def run_once(self) -> int:
-        """Read each waiting account's new mail; returns how many questions were answered."""
-        answered = 0
-        for account in await self._accounts():
-            try:
-                answered += await self.poll(account)
-            except AccountDisconnected as exc:
-                log.warning("account %s: %s", account.id, exc)
-                async with transaction(self.runtime.sessionmaker) as session:
-                    await mark_disconnected(session, account=account, reason=str(exc),
-                                            settings=self.settings)
-            except SourceError as exc:
-                log.warning("reading replies in account %s failed: %s; next pass tries again",
-                            account.id, exc)
-        return answered
+        """Read each waiting account's new mail, a few at once; returns how many questions
+        were answered."""
+        limit = asyncio.Semaphore(CONCURRENCY)
 
-    async def _accounts(self) -> Sequence[Account]:
+        async def one(account: Account) -> int:
+            async with limit:
+                try:
+                    return await self.poll(account)
+                except AccountDisconnected as exc:
+                    log.warning("account %s: %s", account.id, exc)
+                    async with transaction(self.runtime.sessionmaker) as session:
+                        await mark_disconnected(session, account=account, reason=str(exc),
+                                                settings=self.settings)
+                except SourceError as exc:
+                    log.warning("reading replies in account %s failed: %s; next pass tries "
+                                "again", account.id, exc)
+                return 0
+
+        return sum(await asyncio.gather(*(one(a) for a in await self._accounts())))
+
+    async def _accounts(self) -> list[Account]:
+        """At most ACCOUNTS_PER_PASS accounts with an open question emailed, in id order
+        from where the last pass stopped, round again."""
         async with transaction(self.runtime.sessionmaker) as session:
             waiting = (
                 select(QuestionEmail.account_id)
@@ -97,12 +109,21 @@ class ReplyPoller(LoopService):
                 .join(Delivery, Delivery.id == QuestionEmail.delivery_id)
                 .where(Question.status == "open", Delivery.status == "sent")
             )
-            rows = await session.execute(
+            accounts = (
                 select(Account)
                 .where(Account.id.in_(waiting), Account.status == "active")
                 .order_by(Account.id).limit(ACCOUNTS_PER_PASS)
             )
-            return rows.scalars().all()
+            after = self._after
+            found = list((await session.execute(
+                accounts if after is None else accounts.where(Account.id > after)
+            )).scalars())
+            if after is not None and len(found) < ACCOUNTS_PER_PASS:
+                found += [a for a in (await session.execute(
+                    accounts.where(Account.id <= after).limit(ACCOUNTS_PER_PASS - len(found))
+                )).scalars()]
+        self._after = found[-1].id if found else None
+        return found
 
     async def _open_emails(self, account_id: uuid.UUID) -> list[QuestionEmail]:
         async with transaction(self.runtime.sessionmaker) as session:

@@ -20,7 +20,7 @@ from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from app.google.scopes import READ_SCOPES
 from app.notifications import service as notifications_service
-from app.questions import replies
+from app.questions import replies, reply_poller
 from app.questions import service as questions
 from app.questions.models import EmailReply, Question, QuestionEmail
 from app.questions.reply_poller import ReplyPoller
@@ -371,3 +371,37 @@ async def test_a_forward_of_the_question_email_is_no_answer(
     reply(google, to_message_id=our_id, thread_id=received, text="Gemini, says Bob.")
     assert await poller.run_once() == 1
     assert (await question_row(runtime, question_id)).answer == "Gemini, says Bob."
+
+
+async def test_with_more_accounts_waiting_than_a_pass_reads_each_is_read_in_turn(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = reply_runtime
+    monkeypatch.setattr(reply_poller, "ACCOUNTS_PER_PASS", 2)
+    emailed: dict[uuid.UUID, tuple[str, uuid.UUID]] = {}  # account -> (address, question)
+    for address in ("ann@example.com", "ben@example.com", "cy@example.com"):
+        user, _ = await factories.user_with_token(runtime, address)
+        account = await connect_google(runtime, google, user, scopes=READ_SCOPES,
+                                       email=address)
+        _run_id, question_id = await _asked_by_email(runtime, user)
+        emailed[account.id] = (address, question_id)
+    sender = DeliverySender(runtime=runtime)
+    for _ in range(5):
+        await sender.run_once()
+    async with transaction(runtime.sessionmaker) as session:
+        sent = {e.account_id: e.message_id for e in (await session.scalars(
+            select(QuestionEmail))).all()}
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0  # each email's history is read from here on
+    # Only the account read last in id order gets a reply: a pass reads two of three.
+    last = max(emailed)
+    address, question_id = emailed[last]
+    thread = google.add_message(address, sender=FROM, subject="q", text="Which project?")
+    google.add_message(address, sender=f"<{address}>", to=["digests@pilotlight.example"],
+                       subject="Re: q", text="Gemini", labels=("SENT",), thread_id=thread,
+                       headers={"In-Reply-To": sent[last], "References": sent[last]})
+
+    answered = [await poller.run_once() for _ in range(2)]
+    assert sum(answered) == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
