@@ -196,11 +196,16 @@ def arrived(resource: dict[str, Any]) -> bool:
     return not ("SENT" in labels and "INBOX" not in labels)
 
 
+def message_headers(resource: dict[str, Any]) -> dict[str, str]:
+    """A message resource's top-level headers by lower-case name (the first of each)."""
+    return _headers(resource.get("payload") or {})
+
+
 def from_pilotlight(resource: dict[str, Any]) -> bool:
     """An email Pilotlight sent (a message in `metadata` or `full` format). Never new mail:
     a digest would report the last digest, and a watch would fire on its own digest for
     ever. A sender who forges the header only hides its own mail from the digest."""
-    return PILOTLIGHT_HEADER.lower() in _headers(resource.get("payload") or {})
+    return PILOTLIGHT_HEADER.lower() in message_headers(resource)
 
 
 def card(resource: dict[str, Any]) -> MailCard:

@@ -224,7 +224,7 @@ class ReplyPoller(LoopService):
                 raise resource
             if not isinstance(resource, dict) or "SENT" not in (resource.get("labelIds") or []):
                 continue  # gone since, or not the user's own mail
-            headers = _headers(resource)
+            headers = gmail_format.message_headers(resource)
             named = replies.referenced_ids(headers.get("in-reply-to", ""),
                                            headers.get("references", ""))
             if named:
@@ -248,7 +248,7 @@ class ReplyPoller(LoopService):
                     raise
                 continue  # deleted since it was listed
             body = gmail_format.body_text(full.get("payload") or {})
-            subject = _headers(full).get("subject", "")
+            subject = gmail_format.message_headers(full).get("subject", "")
             async with transaction(self.runtime.sessionmaker) as session:
                 outcome = await replies.answer_by_reply(
                     session=session, email=email, gmail_message_id=gmail_id,
@@ -275,12 +275,3 @@ class ReplyPoller(LoopService):
 def _has_history(email: QuestionEmail) -> bool:
     """Whether the email has a historyId to read the history from."""
     return bool(email.history_id and email.history_id.isdigit())
-
-
-def _headers(resource: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for header in (resource.get("payload") or {}).get("headers") or []:
-        name = str(header.get("name", "")).lower()
-        if name and name not in out:
-            out[name] = " ".join(str(header.get("value", "")).split())
-    return out
