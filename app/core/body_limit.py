@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import ErrorBody
+
 
 class BodyLimit:
     """ASGI middleware: request bodies of at most `max_bytes`."""
@@ -35,8 +37,8 @@ class BodyLimit:
                 status, error, detail = (
                     (400, "BadRequest", "the Content-Length header is not a number")
                     if length is None else (413, "PayloadTooLarge", self._too_large()))
-                response = JSONResponse({"error": error, "detail": detail}, status,
-                                        headers={"Connection": "close"})
+                body = ErrorBody(error=error, detail=detail).model_dump(exclude_none=True)
+                response = JSONResponse(body, status, headers={"Connection": "close"})
                 await response(scope, receive, send)
                 return
         received = 0
