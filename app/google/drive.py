@@ -24,7 +24,7 @@ from app.sources.base import (
     ItemNotFound,
     SourceError,
 )
-from app.sources.sample import _tidy, snippet
+from app.sources.text import snippet, tidy
 
 FOLDER = "application/vnd.google-apps.folder"
 EXPORTS = {
@@ -170,7 +170,7 @@ class DriveReader:
             return ""
         data = await self.client.call("drive", request)
         raw = data if isinstance(data, bytes) else str(data).encode()
-        return _tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
+        return tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
 
     def _card(self, resource: dict[str, Any], text: str) -> FileCard:
         return FileCard(

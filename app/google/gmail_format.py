@@ -17,7 +17,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from app.sources.base import Attachment, MailCard, Message
-from app.sources.sample import _TextExtractor, _tidy, snippet
+from app.sources.text import TextExtractor, snippet, tidy
 
 # Set on every email Pilotlight sends (app/delivery/render.py): the digests, alerts and
 # questions that land in the user's own mailbox are its own words, not new mail.
@@ -28,7 +28,7 @@ NOT_ARRIVED = frozenset({"DRAFT", "SPAM", "TRASH"})
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
 
 
-class _LinkKeepingExtractor(_TextExtractor):
+class _LinkKeepingExtractor(TextExtractor):
     """The sample source's HTML-to-text, also writing each link's address after its text."""
 
     def __init__(self) -> None:
@@ -66,7 +66,7 @@ def html_to_text(markup: str) -> str:
         parser.feed(markup)
         parser.close()
     except Exception:  # html.parser is lenient; a bad body must never break a read
-        return _tidy(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
+        return tidy(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
     return parser.text()
 
 
@@ -129,7 +129,7 @@ def body_text(payload: dict[str, Any]) -> str:
             plain = part
         elif mime == "text/html" and html_part is None:
             html_part = part
-    text = _tidy(_part_text(plain)) if plain is not None else ""
+    text = tidy(_part_text(plain)) if plain is not None else ""
     if not text and html_part is not None:  # some mailers send an empty plain part
         return html_to_text(_part_text(html_part))
     return text

@@ -34,18 +34,15 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from app.sources.base import (
-    Attachment,
     Delta,
     Document,
     FileCard,
@@ -56,13 +53,23 @@ from app.sources.base import (
     SourceError,
     Thread,
 )
+from app.sources.maildir import (
+    Mail,
+    Mailbox,
+    attachment_part,
+    maildir_key,
+    parse_mail,
+    part_size,
+    thread_id_for,
+    thread_roots,
+)
+from app.sources.text import snippet, tidy
 
 log = logging.getLogger(__name__)
 
 SAMPLE_DATA_DIR = Path(__file__).parent / "sample_data"
 """The bundled sample: `maildir/` and `docs/`."""
 
-SNIPPET_CHARS = 200
 META_FILE = ".meta.json"
 DOC_TYPES = {".md": "text/markdown", ".txt": "text/plain", ".csv": "text/csv"}
 # Documents served as their bytes (`read_file_bytes`), with no text of their own.
@@ -77,139 +84,8 @@ MEDIA_DOC_TYPES = {
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 """Attachments and media documents larger than this are refused, not read."""
 
-_MSGID = re.compile(r"<[^<>\s]+>")
 _QUERY_TOKEN = re.compile(r'(\w+):"([^"]*)"|"([^"]*)"|(\S+)')
 _MAIL_FIELDS = frozenset({"from", "to", "subject"})
-
-
-# --------------------------------------------------------------------------- html
-
-
-class _TextExtractor(HTMLParser):
-    """Plain text from HTML: drops scripts and styles, keeps paragraphs and list items."""
-
-    _SKIP = frozenset({"script", "style", "title", "template", "noscript", "head"})
-    _PARAGRAPH = frozenset(
-        {"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote", "pre"}
-    )
-    _LINE = frozenset(
-        {"div", "tr", "section", "article", "header", "footer", "dt", "dd", "hr", "address",
-         "center", "form", "fieldset", "figure", "figcaption", "main", "nav", "aside"}
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self._out: list[str] = []
-        self._skip = 0
-        self._pre = 0
-        self._pending = 0  # line breaks owed before the next text
-
-    def _break(self, lines: int) -> None:
-        self._pending = max(self._pending, lines)
-
-    def _emit(self, text: str) -> None:
-        if self._pending:
-            if self._out:
-                self._out.append("\n" * self._pending)
-            self._pending = 0
-        self._out.append(text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "body":
-            self._skip = 0  # a missing </head> must not hide the whole body
-        if tag in self._SKIP:
-            self._skip += 1
-        elif self._skip:
-            return
-        elif tag == "br":
-            self._emit("\n")
-        elif tag == "li":
-            self._break(1)
-            self._emit("- ")
-        elif tag in ("td", "th"):
-            self._emit("\t")
-        elif tag in self._PARAGRAPH:
-            self._break(2)
-            if tag == "pre":
-                self._pre += 1
-        elif tag in self._LINE:
-            self._break(1)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._skip:
-            return
-        if tag == "br":
-            self._emit("\n")
-        elif tag == "hr":
-            self._break(1)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif self._skip:
-            return
-        elif tag in self._PARAGRAPH:
-            self._break(2)
-            if tag == "pre":
-                self._pre = max(0, self._pre - 1)
-        elif tag in self._LINE or tag == "li":
-            self._break(1)
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        if self._pre:
-            self._emit(data)
-        elif data.strip():
-            self._emit(re.sub(r"[ \t\r\n\f\v]+", " ", data))
-        elif not self._pending:
-            self._out.append(" ")
-
-    def text(self) -> str:
-        lines = []
-        for line in "".join(self._out).split("\n"):
-            cells = [" ".join(cell.split()) for cell in line.split("\t")]
-            lines.append(" | ".join(cell for cell in cells if cell))
-        return _tidy("\n".join(lines))
-
-
-def html_to_text(html: str) -> str:
-    """Turn an HTML body into readable plain text (no tags, entities decoded)."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # html.parser is lenient; never let a bad body break a read
-        log.warning("could not parse an HTML body; stripping tags instead", exc_info=True)
-        return _tidy(re.sub(r"<[^>]*>", " ", html))
-    return parser.text()
-
-
-# --------------------------------------------------------------------------- text helpers
-
-
-def _tidy(text: str) -> str:
-    """Normalise line ends, trim trailing spaces, squeeze runs of blank lines."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [line.rstrip() for line in text.split("\n")]
-    out: list[str] = []
-    for line in lines:
-        if not line and (not out or not out[-1]):
-            continue
-        out.append(line)
-    return "\n".join(out).strip()
-
-
-def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    """The first ~`limit` characters of `text`, whitespace collapsed."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[:limit]
-    space = cut.rfind(" ")
-    if space > limit * 3 // 4:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-") + "…"
 
 
 def _parse_query(query: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -249,226 +125,6 @@ def _check_id(item_id: object, what: str) -> str:
     ):
         raise ItemNotFound(f"no {what} with id {item_id!r}")
     return item_id
-
-
-# --------------------------------------------------------------------------- mail
-
-
-@dataclass(frozen=True)
-class _Mail:
-    key: str
-    message_id: str | None
-    parent_id: str | None  # the first References entry, else In-Reply-To
-    sender: str
-    to: list[str]
-    cc: list[str]
-    subject: str
-    date: datetime
-    body: str
-    attachments: list[Attachment]
-
-
-@dataclass(frozen=True)
-class _Mailbox:
-    mails: dict[str, _Mail]  # key -> mail
-    thread_of: dict[str, str]  # key -> thread id
-
-    def newest_first(self) -> list[_Mail]:
-        return sorted(self.mails.values(), key=lambda m: (m.date, m.key), reverse=True)
-
-    def card(self, mail: _Mail) -> MailCard:
-        return MailCard(
-            id=mail.key,
-            thread_id=self.thread_of[mail.key],
-            sender=mail.sender,
-            to=mail.to,
-            subject=mail.subject,
-            date=mail.date,
-            snippet=snippet(mail.body),
-            has_attachments=bool(mail.attachments),
-        )
-
-    def message(self, mail: _Mail) -> Message:
-        return Message(
-            id=mail.key,
-            thread_id=self.thread_of[mail.key],
-            sender=mail.sender,
-            to=mail.to,
-            cc=mail.cc,
-            subject=mail.subject,
-            date=mail.date,
-            body=mail.body,
-            attachments=mail.attachments,
-        )
-
-
-def maildir_key(filename: str) -> str:
-    """A Maildir file's unique key: its name without the `:2,FLAGS` info part."""
-    return filename.split(":", 1)[0]
-
-
-def thread_id_for(root_message_id: str) -> str:
-    """An opaque, path-safe thread id for a thread root's Message-ID."""
-    return hashlib.sha1(root_message_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-
-
-def _header_text(msg: EmailMessage, name: str) -> str:
-    try:
-        value = msg.get(name)
-    except Exception:
-        return ""
-    return " ".join(str(value).split()) if value is not None else ""
-
-
-def _addresses(msg: EmailMessage, name: str) -> list[str]:
-    out: list[str] = []
-    try:
-        headers = msg.get_all(name) or []
-    except Exception:
-        return out
-    for header in headers:
-        addresses = getattr(header, "addresses", None)
-        if addresses:
-            out.extend(" ".join(str(a).split()) for a in addresses if a.addr_spec not in ("", "<>"))
-        else:
-            out.extend(p.strip() for p in str(header).split(",") if p.strip())
-    return out
-
-
-def _message_ids(value: str) -> list[str]:
-    return _MSGID.findall(value)
-
-
-def _date(msg: EmailMessage, fallback: datetime) -> datetime:
-    try:
-        header = msg.get("Date")
-        value = getattr(header, "datetime", None)
-    except Exception:
-        value = None
-    if not isinstance(value, datetime):
-        return fallback
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _part_text(part: EmailMessage) -> str:
-    try:
-        content = part.get_content()
-    except Exception:  # unknown charset, broken transfer encoding
-        content = part.get_payload(decode=True)
-    if isinstance(content, bytes):
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            return content.decode(charset, "replace")
-        except LookupError:
-            return content.decode("utf-8", "replace")
-    return content if isinstance(content, str) else ""
-
-
-def _part_size(part: EmailMessage) -> int:
-    try:
-        if part.get_content_maintype() == "message":
-            return len(part.as_bytes())
-        payload = part.get_payload(decode=True)
-    except Exception:
-        return 0
-    return len(payload) if isinstance(payload, bytes) else 0
-
-
-def _attachment_parts(
-    msg: EmailMessage, body_part: EmailMessage | None
-) -> Iterator[tuple[str, EmailMessage]]:
-    """Each attachment's listed name and part, in message order (the body is not one)."""
-    count = 0
-
-    def visit(part: EmailMessage) -> Iterator[tuple[str, EmailMessage]]:
-        nonlocal count
-        if part is body_part:
-            return
-        if part.get_content_maintype() == "multipart":
-            for sub in part.iter_parts():
-                if isinstance(sub, EmailMessage):
-                    yield from visit(sub)
-            return
-        filename = part.get_filename()
-        if not (part.is_attachment() or filename or part.get_content_type() == "message/rfc822"):
-            return  # an inline alternative of the body, not an attachment
-        count += 1
-        yield filename or f"attachment-{count}", part
-
-    yield from visit(msg)
-
-
-def _attachments(msg: EmailMessage, body_part: EmailMessage | None) -> list[Attachment]:
-    return [
-        Attachment(filename=name, mime_type=part.get_content_type(), size=_part_size(part))
-        for name, part in _attachment_parts(msg, body_part)
-    ]
-
-
-def _attachment_part(
-    msg: EmailMessage, body_part: EmailMessage | None, filename: str
-) -> EmailMessage | None:
-    """The part `_attachments` lists under `filename`."""
-    return next(
-        (part for name, part in _attachment_parts(msg, body_part) if name == filename), None
-    )
-
-
-def parse_mail(key: str, data: bytes, fallback_date: datetime) -> _Mail:
-    """Parse one RFC 5322 message into the parts the source serves."""
-    msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
-    body_part = msg.get_body(preferencelist=("plain", "html"))
-    body = ""
-    if isinstance(body_part, EmailMessage):
-        text = _part_text(body_part)
-        if body_part.get_content_subtype() == "html":
-            body = html_to_text(text)
-        else:
-            body = _tidy(text)
-    else:
-        body_part = None
-    own_ids = _message_ids(_header_text(msg, "Message-ID"))
-    references = _message_ids(_header_text(msg, "References"))
-    in_reply_to = _message_ids(_header_text(msg, "In-Reply-To"))
-    parent = references[0] if references else (in_reply_to[0] if in_reply_to else None)
-    from_ = _addresses(msg, "From")
-    return _Mail(
-        key=key,
-        message_id=own_ids[0] if own_ids else None,
-        parent_id=parent,
-        sender=from_[0] if from_ else (_header_text(msg, "From") or "(unknown sender)"),
-        to=_addresses(msg, "To"),
-        cc=_addresses(msg, "Cc"),
-        subject=_header_text(msg, "Subject") or "(no subject)",
-        date=_date(msg, fallback_date),
-        body=body,
-        attachments=_attachments(msg, body_part),
-    )
-
-
-def _thread_roots(mails: Collection[_Mail]) -> dict[str, str]:
-    """Each mail's thread root Message-ID: follow parents as far as they are known.
-
-    A reply's parent is its first References entry (the thread's root, as
-    mail clients write it), else its In-Reply-To; a parent that is not in the
-    Maildir still names the thread, so replies to a missing root stay together.
-    """
-    by_msgid: dict[str, _Mail] = {}
-    for mail in mails:
-        if mail.message_id is not None:
-            by_msgid.setdefault(mail.message_id, mail)
-    roots: dict[str, str] = {}
-    for mail in mails:
-        root = mail.message_id or f"<maildir-key:{mail.key}>"
-        seen = {root}
-        parent = mail.parent_id
-        while parent is not None and parent not in seen:
-            seen.add(parent)
-            root = parent
-            known = by_msgid.get(parent)
-            parent = known.parent_id if known is not None else None
-        roots[mail.key] = root
-    return roots
 
 
 # --------------------------------------------------------------------------- documents
@@ -565,12 +221,12 @@ class SampleSource(Source):
             raise SourceError(f"sample data folder {self.root} does not exist")
         self.maildir = self.root / "maildir"
         self.docs_dir = self.root / "docs"
-        self._cache: dict[Path, tuple[tuple[int, int], _Mail]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int], Mail]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ reading disk
 
-    def _mailbox(self) -> _Mailbox:
+    def _mailbox(self) -> Mailbox:
         files: dict[str, Path] = {}
         for sub in ("cur", "new"):  # tmp/ holds deliveries in progress
             folder = self.maildir / sub
@@ -585,7 +241,7 @@ class SampleSource(Source):
                     continue
                 files.setdefault(maildir_key(entry.name), Path(entry.path))
 
-        mails: dict[str, _Mail] = {}
+        mails: dict[str, Mail] = {}
         live: set[Path] = set()
         for key, path in files.items():
             mail = self._parse_cached(key, path)
@@ -596,10 +252,10 @@ class SampleSource(Source):
             for stale in set(self._cache) - live:
                 del self._cache[stale]
 
-        roots = _thread_roots(mails.values())
-        return _Mailbox(mails, {key: thread_id_for(root) for key, root in roots.items()})
+        roots = thread_roots(mails.values())
+        return Mailbox(mails, {key: thread_id_for(root) for key, root in roots.items()})
 
-    def _parse_cached(self, key: str, path: Path) -> _Mail | None:
+    def _parse_cached(self, key: str, path: Path) -> Mail | None:
         try:
             st = path.stat()
         except FileNotFoundError:  # moved or deleted by a mail client meanwhile
@@ -668,7 +324,7 @@ class SampleSource(Source):
                 modified_time=modified_time,
                 modified_by=modified_by,
                 sha256=digest,
-                text="" if media else _tidy(data.decode("utf-8-sig", "replace")),
+                text="" if media else tidy(data.decode("utf-8-sig", "replace")),
             )
         return docs
 
@@ -855,12 +511,12 @@ class SampleSource(Source):
             raise ItemNotFound(f"no message with id {message_id!r}") from exc
         msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
         body_part = msg.get_body(preferencelist=("plain", "html"))
-        found = _attachment_part(
+        found = attachment_part(
             msg, body_part if isinstance(body_part, EmailMessage) else None, filename
         )
         if found is None:
             raise ItemNotFound(f"message {message_id!r} has no attachment {filename!r}")
-        if _part_size(found) > MAX_MEDIA_BYTES:
+        if part_size(found) > MAX_MEDIA_BYTES:
             raise SourceError(f"attachment {filename!r} is larger than {MAX_MEDIA_BYTES} bytes")
         payload = (
             found.as_bytes() if found.get_content_maintype() == "message"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.sources.base import ItemNotFound, SourceError
-from app.sources.sample import SAMPLE_DATA_DIR, SampleSource, html_to_text
+from app.sources.sample import SAMPLE_DATA_DIR, SampleSource
+from app.sources.text import html_to_text
 
 BUNDLED_MESSAGES = 14
 BUNDLED_FILES = 6
