@@ -140,10 +140,12 @@ async def delete_instruction(
 async def pause_instruction(
     instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
 ) -> InstructionOut:
-    """Stop new runs until resumed."""
+    """Stop new runs until resumed; runs of its schedule or watches still queued are
+    cancelled (run-now and answered questions go ahead)."""
     instruction = await service.set_paused(
         session=session, user=user, instruction_id=instruction_id, paused=True
     )
+    await runs_service.cancel_paused_away(session=session, instruction_id=instruction.id)
     return service.to_out(instruction)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -134,20 +135,38 @@ async def cancel_queued_for(*, session: AsyncSession, instruction_id: uuid.UUID)
     A running one is left to its worker, which cancels it when it sees the
     instruction gone.
     """
+    await _cancel_where(
+        session, "the instruction was deleted", Run.instruction_id == instruction_id,
+        Run.status.in_(("queued", "waiting_for_user")),
+    )
+
+
+async def cancel_paused_away(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
+    """Cancel the queued runs of its schedule or watches when an instruction is paused,
+    so that a resume does not bring them back. Runs asked for by hand, previews and
+    runs resuming from a question go ahead, as the worker's own check lets them."""
+    await _cancel_where(
+        session, "the instruction was paused", Run.instruction_id == instruction_id,
+        Run.status == "queued", Run.reason.in_(("schedule", "watch")),
+        keep=lambda run: bool(run.agent_state),
+    )
+
+
+async def _cancel_where(
+    session: AsyncSession, why: str, *where: Any, keep: Callable[[Run], bool] | None = None
+) -> None:
     now = utcnow()
-    rows = (
-        await session.execute(
-            select(Run)
-            .where(Run.instruction_id == instruction_id,
-                   Run.status.in_(("queued", "waiting_for_user")))
-            .with_for_update()
-        )
-    ).scalars().all()
+    rows = [
+        run for run in (
+            await session.execute(select(Run).where(*where).with_for_update())
+        ).scalars()
+        if keep is None or not keep(run)
+    ]
     for run in rows:
         run.status = "cancelled"
         run.finished_at = now
         run.updated_at = now
-        run.error = "the instruction was deleted"
+        run.error = why
     await session.flush()
     if rows:
         await publish_event(session, rows[0].user_id)

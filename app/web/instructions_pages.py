@@ -209,10 +209,12 @@ async def pause_or_resume(
     request: Request, instruction_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
 ) -> Response:
     """The instruction list's Pause and Resume buttons: the path's last word says which."""
+    paused = request.url.path.endswith("/pause")
     await instructions.set_paused(
-        session=session, user=viewer.user, instruction_id=instruction_id,
-        paused=request.url.path.endswith("/pause"),
+        session=session, user=viewer.user, instruction_id=instruction_id, paused=paused
     )
+    if paused:  # as the API's pause
+        await runs.cancel_paused_away(session=session, instruction_id=instruction_id)
     return redirect(request, "/", viewer)
 
 

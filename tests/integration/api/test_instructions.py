@@ -420,6 +420,33 @@ async def test_pause_and_resume(client: httpx.AsyncClient, runtime: Runtime) -> 
     assert utcnow() < parse_time(body["next_run_at"]) <= utcnow() + timedelta(seconds=60)
 
 
+async def test_pause_cancels_the_queued_runs_of_the_schedule_and_watches_only(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A run of the schedule still queued when the instruction is paused does not come
+    back with a resume; run-now and a run resuming from an answer go ahead."""
+    user, headers = await user_with_token(runtime)
+    created = await create(client, headers)
+    url = f"{API}/instructions/{created['id']}"
+    instruction_id = uuid.UUID(created["id"])
+    scheduled = await add_run(runtime, user, instruction_id, reason="schedule")
+    watched = await add_run(runtime, user, instruction_id, reason="watch")
+    manual = await add_run(runtime, user, instruction_id, reason="manual")
+    answered = await add_run(runtime, user, instruction_id, reason="schedule",
+                             agent_state={"attempt": 1, "state": {}})
+
+    assert (await client.post(f"{url}/pause", headers=headers)).status_code == 200
+    assert (await client.post(f"{url}/resume", headers=headers)).status_code == 200
+
+    runs = {r["id"]: r for r in (await client.get(
+        f"{API}/runs", params={"instruction_id": created["id"]}, headers=headers)).json()["items"]}
+    assert runs[str(scheduled.id)]["status"] == "cancelled"
+    assert runs[str(scheduled.id)]["error"] == "the instruction was paused"
+    assert runs[str(watched.id)]["status"] == "cancelled"
+    assert runs[str(manual.id)]["status"] == "queued"
+    assert runs[str(answered.id)]["status"] == "queued"
+
+
 async def test_run_now_queues_a_manual_run(client: httpx.AsyncClient, runtime: Runtime) -> None:
     _user, headers = await user_with_token(runtime)
     created = await create(client, headers)
