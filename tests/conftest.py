@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,11 +41,47 @@ def _is_loopback(address: object) -> bool:
         return False  # a name to resolve: not allowed, it could be anything
 
 
+def _resolves_locally(host: object) -> bool:
+    """A name whose lookup never leaves the machine: none, localhost, or an address."""
+    if host is None:
+        return True
+    name = (host.decode() if isinstance(host, bytes) else str(host)).rstrip(".").lower()
+    if name in ("", "localhost") or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False  # a DNS query: it could reach the machine's resolver and beyond
+    return True  # a literal address: connecting to it is judged by `connect`
+
+
 @pytest.fixture(autouse=True)
 def _no_external_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail any test that opens a connection to an address other than loopback."""
+    """Fail any test that opens a connection to an address other than loopback, or that
+    looks up a name other than localhost (a DNS query leaves the machine too)."""
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+    real_gethostbyname = socket.gethostbyname
+    real_gethostbyname_ex = socket.gethostbyname_ex
+
+    def lookup_guard(host: object) -> None:
+        if not _resolves_locally(host):
+            _violations.append(f"lookup of {host!r}")
+            raise socket.gaierror(socket.EAI_NONAME,
+                                  f"test tried to look up {host!r}: only localhost allowed")
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        lookup_guard(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def gethostbyname(host: str) -> str:
+        lookup_guard(host)
+        return real_gethostbyname(host)
+
+    def gethostbyname_ex(host: str) -> Any:
+        lookup_guard(host)
+        return real_gethostbyname_ex(host)
 
     def guard(address: object) -> None:
         if not _is_loopback(address):
@@ -61,10 +98,14 @@ def _no_external_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyname", gethostbyname)
+    monkeypatch.setattr(socket, "gethostbyname_ex", gethostbyname_ex)
     start = len(_violations)
     yield
     # Code under test may swallow the refusal; the test fails all the same.
-    assert _violations[start:] == [], f"non-loopback connections attempted: {_violations[start:]}"
+    assert _violations[start:] == [], (
+        f"non-loopback connections or lookups attempted: {_violations[start:]}")
 
 
 def _database_url(tmp_dir: Path) -> str:
