@@ -220,7 +220,7 @@ class EmailChannel:
         what the ones before it left."""
         message = build_message(
             job.notification, to=job.user.email, from_address=self.settings.smtp_from,
-            idempotency_key=job.delivery.idempotency_key,
+            idempotency_key=job.delivery.idempotency_key, timezone=job.user.timezone,
         )
         accounts = await self._google_accounts(job)
         through = gmail.sender_account(accounts)

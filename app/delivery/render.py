@@ -11,6 +11,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from email import charset
 from email.header import Header
 from email.message import Message
@@ -19,6 +20,7 @@ from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate, parseaddr
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 
@@ -67,7 +69,8 @@ def _one_line(text: str) -> str:
 
 
 def build_message(
-    notification: Notification, *, to: str, from_address: str, idempotency_key: str
+    notification: Notification, *, to: str, from_address: str, idempotency_key: str,
+    timezone: str = "UTC",
 ) -> Message:
     """multipart/alternative: the text part, then the HTML part with its CSS inlined.
 
@@ -78,8 +81,8 @@ def build_message(
     """
     digest = notification.data.get("digest") if isinstance(notification.data, dict) else None
     if isinstance(digest, dict):
-        text, html = digest_text(notification.title, digest), digest_html(notification.title,
-                                                                          digest)
+        text = digest_text(notification.title, digest, timezone)
+        html = digest_html(notification.title, digest, timezone)
     else:
         text, html = plain_text(notification), plain_html(notification)
     name, address = parse_from(from_address)
@@ -140,15 +143,34 @@ def _action_line(action: dict[str, Any]) -> str:
     return str(action.get("text", "")) + (f" ({extra_text})" if extra_text else "")
 
 
-def _covers(digest: dict[str, Any]) -> str:
+def _moment(value: object, zone: ZoneInfo) -> str:
+    """An ISO time as the reader reads it, in their zone: `Mon 23 Nov 08:00`."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).strftime("%a %d %b %Y %H:%M")
+
+
+def _covers(digest: dict[str, Any], timezone: str) -> str:
     covers = digest.get("covers") or {}
     start, end = covers.get("start"), covers.get("end")
+    try:
+        zone = ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        zone, timezone = ZoneInfo("UTC"), "UTC"
     if start and end:
-        return f"Covers {start} to {end}."
-    return f"Covers everything up to {end}." if end else ""
+        return f"Covers {_moment(start, zone)} to {_moment(end, zone)} ({timezone} time)."
+    return f"Covers everything up to {_moment(end, zone)} ({timezone} time)." if end else ""
 
 
-def digest_html(title: str, digest: dict[str, Any]) -> str:
+def _written_by(digest: dict[str, Any], timezone: str) -> str:
+    return f"Written by {digest.get('model', 'the model')}. {_covers(digest, timezone)}".strip()
+
+
+def digest_html(title: str, digest: dict[str, Any], timezone: str = "UTC") -> str:
     out = [f"<h1>{escape(title)}</h1>", f"<p>{escape(str(digest.get('summary', '')))}</p>"]
     for section in digest.get("sections") or []:
         out.append(f"<h2>{escape(str(section.get('title', '')))}</h2>")
@@ -167,12 +189,12 @@ def digest_html(title: str, digest: dict[str, Any]) -> str:
                 for a in actions]
         out.append("</ul>")
     meta = [escape(str(note)) for note in digest.get("notes") or []]
-    meta.append(escape(f"Written by {digest.get('model', 'the model')}. {_covers(digest)}"))
+    meta.append(escape(_written_by(digest, timezone)))
     out.append(f'<div class="meta">{"<br>".join(meta)}</div>')
     return _page(title, "".join(out))
 
 
-def digest_text(title: str, digest: dict[str, Any]) -> str:
+def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> str:
     lines = [title, "=" * len(title), "", str(digest.get("summary", "")), ""]
     links: list[str] = []
 
@@ -206,7 +228,7 @@ def digest_text(title: str, digest: dict[str, Any]) -> str:
                 lines.append(sources)
         lines.append("")
     lines += [str(note) for note in digest.get("notes") or []]
-    lines.append(f"Written by {digest.get('model', 'the model')}. {_covers(digest)}".strip())
+    lines.append(_written_by(digest, timezone))
     if links:
         lines += ["", "Links:", *links]
     return "\n".join(lines) + "\n"

@@ -56,7 +56,7 @@ DIGEST: dict[str, Any] = {
                       "refs": []}],
     "notes": ["Made by the offline model."],
     "model": "pilotlight-offline",
-    "covers": {"start": None, "end": "2026-11-23T08:00:00+00:00"},
+    "covers": {"start": "2026-11-22T07:00:00Z", "end": "2026-11-23T07:00:00Z"},
 }
 LINKS = {"https://mail.google.com/mail/u/0/#all/m1", "https://docs.google.com/document/d/f1"}
 
@@ -145,6 +145,10 @@ async def test_the_digest_arrives_as_html_and_text_with_model_text_escaped(
 
     assert SCRIPT in text  # plain text shows it as written
     assert "Budget review moved to Friday" in text
+    # What it covers, in the user's time zone (Europe/Berlin), in both parts.
+    covers = "Covers Sun 22 Nov 2026 08:00 to Mon 23 Nov 2026 08:00 (Europe/Berlin time)."
+    assert covers in text
+    assert covers in shown
     for link in LINKS:
         assert link in text
     assert "javascript:" not in text
