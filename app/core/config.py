@@ -485,6 +485,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _grace_outlasts_ticks(self) -> Settings:
+        # A fire time is first seen by the tick after it, up to a tick (and that tick's
+        # own work) late: a grace shorter than that would skip fire times that were on time.
+        if self.scheduler_misfire_grace_seconds < 3 * self.scheduler_tick_seconds:
+            raise ValueError(
+                "PILOTLIGHT_SCHEDULER_MISFIRE_GRACE_SECONDS must be at least 3 times "
+                "PILOTLIGHT_SCHEDULER_TICK_SECONDS, or fire times the next tick reaches a "
+                "little late would be skipped as missed"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _claim_outlasts_send(self) -> Settings:
         if self.delivery_claim_seconds <= self.delivery_timeout_seconds:
             raise ValueError(

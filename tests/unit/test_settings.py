@@ -104,3 +104,14 @@ def test_the_local_user_gets_the_configured_zone_and_never_another() -> None:
     assert local_timezone("") in timezones()  # the machine's, else UTC
     with pytest.raises(ValueError, match="unknown time zone"):
         local_timezone("Europe/berlin")
+
+
+def test_a_misfire_grace_shorter_than_a_few_ticks_is_refused() -> None:
+    """The next tick reaches a fire time up to a tick late: a shorter grace would skip
+    fire times that were on time, with no run and no notice."""
+    with pytest.raises(ValidationError, match="at least 3 times"):
+        Settings(_env_file=None, scheduler_tick_seconds=60,  # type: ignore[call-arg]
+                 scheduler_misfire_grace_seconds=30)
+    settings = Settings(_env_file=None, scheduler_tick_seconds=60,  # type: ignore[call-arg]
+                        scheduler_misfire_grace_seconds=180)
+    assert settings.scheduler_misfire_grace_seconds == 180
