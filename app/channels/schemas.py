@@ -28,7 +28,7 @@ class WebhookCreate(_Strict):
         default_factory=lambda: list(EVENT_TYPES), min_length=1, max_length=len(EVENT_TYPES),
         description="The events sent to it; all of them when omitted.",
     )
-    enabled: bool = True
+    enabled: bool = Field(True, strict=True)
 
     _dedupe = field_validator("event_types")(_unique)
 
@@ -39,7 +39,8 @@ class WebhookUpdate(PartialUpdate):
     url: str | None = Field(None, min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(None, min_length=1, max_length=len(EVENT_TYPES))
     enabled: bool | None = Field(
-        None, description="Turn it on again after a 410 disabled it, or off for a while."
+        None, strict=True,
+        description="Turn it on again after a 410 disabled it, or off for a while.",
     )
 
     _dedupe = field_validator("event_types")(_unique)

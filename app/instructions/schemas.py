@@ -45,7 +45,7 @@ class CronTriggerIn(_Strict):
 
 class IntervalTriggerIn(_Strict):
     type: Literal["interval"]
-    seconds: int = Field(ge=MIN_INTERVAL_SECONDS, le=366 * 86400)
+    seconds: int = Field(ge=MIN_INTERVAL_SECONDS, le=366 * 86400, strict=True)
 
 
 class WatchTriggerIn(_Strict):
@@ -90,10 +90,12 @@ class InstructionCreate(_Strict):
     channels: list[Channel] = Field(default=["in_app"], min_length=1, max_length=4)
     thinking_level: ThinkingLevel = "medium"
     max_tool_calls: int | None = Field(
-        None, ge=0, le=100, description="Action budget; the server default when omitted."
+        None, ge=0, le=100, strict=True,
+        description="Action budget; the server default when omitted.",
     )
     only_new: bool = Field(
-        True, description="Report only what is new; with nothing new the run is skipped."
+        True, strict=True,
+        description="Report only what is new; with nothing new the run is skipped.",
     )
 
     @field_validator("title", "text")
@@ -111,8 +113,8 @@ class InstructionUpdate(PartialUpdate):
     sources: list[SourceKind] | None = Field(None, min_length=1, max_length=2)
     channels: list[Channel] | None = Field(None, min_length=1, max_length=4)
     thinking_level: ThinkingLevel | None = None
-    max_tool_calls: int | None = Field(None, ge=0, le=100)
-    only_new: bool | None = None
+    max_tool_calls: int | None = Field(None, ge=0, le=100, strict=True)
+    only_new: bool | None = Field(None, strict=True)
 
     @field_validator("title", "text")
     @classmethod

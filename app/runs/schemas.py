@@ -41,7 +41,9 @@ class RunOut(BaseModel):
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    days: int = Field(7, ge=1, le=90, description="How many days back the preview looks.")
+    days: int = Field(
+        7, ge=1, le=90, strict=True, description="How many days back the preview looks."
+    )
 
 
 class RunStepOut(BaseModel):

@@ -22,6 +22,8 @@ from app.auth import service as auth
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden
+from app.core.request_shape import as_declared
+from app.core.runtime import Runtime
 from app.users import service
 from app.users.models import User
 
@@ -71,6 +73,17 @@ async def get_sign_in(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
+) -> SignIn:
+    sign_in = await _signed_in(request, session, runtime, credentials, cookie)
+    # Signed in, the request's shape is checked (a caller who is not learns nothing of it):
+    # what the endpoint does not take is refused rather than ignored.
+    await as_declared(request)
+    return sign_in
+
+
+async def _signed_in(
+    request: Request, session: AsyncSession, runtime: Runtime,
+    credentials: HTTPAuthorizationCredentials | None, cookie: str | None,
 ) -> SignIn:
     if credentials is not None:
         user = await service.authenticate(session=session, token=credentials.credentials)

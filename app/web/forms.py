@@ -102,7 +102,10 @@ class EditorValues:
             "thinking_level": self.thinking_level, "only_new": self.only_new,
         }
         if self.max_tool_calls:
-            body["max_tool_calls"] = self.max_tool_calls
+            # The API takes a JSON number; the form's text is one only if it is digits
+            # (anything else goes through as text and is refused, naming the field).
+            calls = self.max_tool_calls.strip()
+            body["max_tool_calls"] = int(calls) if calls.isdigit() else calls
         return body
 
 

@@ -1,7 +1,9 @@
-"""Bodies the API cannot take get a 4xx that says why: too large, not JSON, bad JSON."""
+"""What the API cannot take gets a 4xx that says why: bodies too large, not JSON or bad
+JSON; values of the wrong JSON type; query parameters and bodies an endpoint does not take."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -54,3 +56,55 @@ async def test_a_body_that_is_not_json_says_so(
     response = await client.post(url, content=body, headers={
         **headers, "Content-Type": "application/json; charset=utf-8"})
     assert response.status_code == 201, response.text
+
+
+async def test_a_query_parameter_the_endpoint_does_not_take_is_refused_not_ignored(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Ignored, a filter /notifications does not have answered the whole feed as if it
+    had been filtered."""
+    _user, headers = await user_with_token(runtime)
+    response = await client.get(f"{API}/notifications", headers=headers,
+                                params={"instruction_id": str(uuid.uuid4())})
+    body = assert_error(response, 422, "ValidationError", "unknown query parameter")
+    assert body["errors"][0]["field"] == "instruction_id"
+    assert "cursor, limit, unread" in body["errors"][0]["message"]
+    ok = await client.get(f"{API}/notifications", headers=headers, params={"unread": "true"})
+    assert ok.status_code == 200, ok.text
+    # Without a token the answer is the 401: the request's shape is not told to anyone.
+    assert (await client.get(f"{API}/notifications?x=1")).status_code == 401
+
+
+async def test_a_body_sent_to_an_endpoint_that_takes_none_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A client that thinks run-now takes `{"days": 3}` as preview does must not get a run
+    that is not what it asked for."""
+    _user, headers = await user_with_token(runtime)
+    created = await client.post(f"{API}/instructions", json=instruction_body(), headers=headers)
+    url = f"{API}/instructions/{created.json()['id']}/run"
+    response = await client.post(url, json={"days": 3}, headers=headers)
+    assert_error(response, 422, "ValidationError", "takes no body")
+    runs = await client.get(f"{API}/runs", headers=headers,
+                            params={"instruction_id": created.json()["id"]})
+    assert runs.json()["items"] == []
+    # No body, or an empty object as some clients send by default, is fine.
+    assert (await client.post(url, headers=headers)).status_code == 201
+    assert (await client.post(url, json={}, headers=headers)).status_code == 201
+
+
+async def test_numbers_and_booleans_must_be_json_numbers_and_booleans(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """`true` was stored as an action budget of 1, and "yes" as only_new."""
+    _user, headers = await user_with_token(runtime)
+    created = await client.post(f"{API}/instructions", json=instruction_body(), headers=headers)
+    url = f"{API}/instructions/{created.json()['id']}"
+    for change in ({"max_tool_calls": True}, {"max_tool_calls": "5"}, {"only_new": "yes"},
+                   {"only_new": 1}, {"trigger": {"type": "interval", "seconds": "3600"}}):
+        response = await client.patch(url, json=change, headers=headers)
+        body = assert_error(response, 422, "ValidationError")
+        assert body["errors"][0]["field"].split(".")[0] == next(iter(change)), body
+    changed = await client.patch(url, json={"max_tool_calls": 5, "only_new": False},
+                                 headers=headers)
+    assert (changed.json()["max_tool_calls"], changed.json()["only_new"]) == (5, False)
