@@ -6,6 +6,10 @@ fit in the last delta (`limit`), shown next time.
 
 Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
 text/plain); text files and PDFs (and images) come through `files.get_media`.
+
+Shared drives are read too: Drive answers a shared-drive file with a 404 and leaves it out of
+lists and changes unless the call opts in, so every call says `supportsAllDrives` and lists and
+changes add `includeItemsFromAllDrives` (`files.export` has no such parameter and needs none).
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ CHANGE_PAGES_MAX = 20
 PENDING_MAX = 1000
 MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
+ALL_DRIVES: dict[str, Any] = {"supportsAllDrives": True}
+"""For files.get (metadata and alt=media) and changes.getStartPageToken."""
+ITEMS_FROM_ALL_DRIVES: dict[str, Any] = {**ALL_DRIVES, "includeItemsFromAllDrives": True}
+"""For changes.list: without a driveId it reads the user's change log, which holds the changes
+to the shared drives the user is a member of as well as to their own files."""
+LIST_ALL_DRIVES: dict[str, Any] = {**ITEMS_FROM_ALL_DRIVES, "corpora": "allDrives"}
+"""For files.list: My Drive, shared with me and every shared drive the user is a member of.
+Drive says to prefer `user` or `drive` for efficiency, but `user` leaves shared drives out;
+our lists are narrow (a folder, recent files, a search) and capped."""
 SNIPPET_FILES = 20
 """Changed files whose text is fetched for their card's snippet; later ones have none."""
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -146,7 +159,7 @@ class DriveReader:
 
     async def _get(self, file_id: str) -> dict[str, Any]:
         check_id(file_id)
-        request = self._files().get(fileId=file_id, fields=FILE_FIELDS)
+        request = self._files().get(fileId=file_id, fields=FILE_FIELDS, **ALL_DRIVES)
         try:
             resource: dict[str, Any] = await self.client.call("drive", request)
         except GoogleApiError as exc:
@@ -165,7 +178,7 @@ class DriveReader:
         elif is_text(mime):
             if int(resource.get("size") or 0) > MAX_TEXT_BYTES:
                 return f"(a text file of {resource.get('size')} bytes: too large to read)"
-            request = self._files().get_media(fileId=resource["id"])
+            request = self._files().get_media(fileId=resource["id"], **ALL_DRIVES)
         else:
             return ""
         data = await self.client.call("drive", request)
@@ -195,7 +208,8 @@ class DriveReader:
         ]
 
     async def start_token(self) -> str:
-        result = await self.client.call("drive", self.client.drive().changes().getStartPageToken())
+        request = self.client.drive().changes().getStartPageToken(**ALL_DRIVES)
+        result = await self.client.call("drive", request)
         return str(result["startPageToken"])
 
     async def changes(self, page_token: str) -> tuple[str, list[dict[str, Any]]]:
@@ -205,6 +219,7 @@ class DriveReader:
         for _ in range(CHANGE_PAGES_MAX):
             request = self.client.drive().changes().list(
                 pageToken=token, pageSize=CHANGE_PAGE, includeRemoved=True, spaces="drive",
+                **ITEMS_FROM_ALL_DRIVES,
                 fields=f"nextPageToken,newStartPageToken,changes(fileId,removed,time,"
                 f"file({FILE_FIELDS}))",
             )
@@ -278,7 +293,7 @@ class DriveReader:
         while len(found) < limit:
             kwargs: dict[str, Any] = {
                 "q": q, "pageSize": min(1000, limit - len(found)), "spaces": "drive",
-                "fields": f"nextPageToken,files({FILE_FIELDS})",
+                "fields": f"nextPageToken,files({FILE_FIELDS})", **LIST_ALL_DRIVES,
             }
             if order_by:
                 kwargs["orderBy"] = order_by
@@ -362,5 +377,6 @@ class DriveReader:
             raise ItemNotFound(f"file {file_id!r} is not an image or a PDF")
         if int(resource.get("size") or 0) > MAX_MEDIA_BYTES:
             raise SourceError(f"file {file_id!r} is larger than {MAX_MEDIA_BYTES} bytes")
-        data = await self.client.call("drive", self._files().get_media(fileId=file_id))
+        request = self._files().get_media(fileId=file_id, **ALL_DRIVES)
+        data = await self.client.call("drive", request)
         return mime, data if isinstance(data, bytes) else str(data).encode()

@@ -19,7 +19,9 @@ the first consent only (or with prompt=consent), as Google does.
 
 Data: `add_message` (`headers=` adds headers such as In-Reply-To), `modify_labels`,
 `delete_message`, `history_id`, `expire_history`, `watches`; `add_file`, `update_file`,
-`delete_file`, `root_folder_id`. Gmail part bodies and attachment data are unpadded
+`delete_file`, `root_folder_id`, `add_shared_drive` (add files to it with its id as parent:
+they carry a `driveId` and are seen only by calls that opt in with supportsAllDrives /
+includeItemsFromAllDrives, as in Drive). Gmail part bodies and attachment data are unpadded
 base64url, Docs exported as text/plain start with a BOM.
 
 Faults and counters (`server.py`): `fail_next(path_contains, status, count, retry_after)`,

@@ -38,8 +38,38 @@ def _public(file: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict
     return visible
 
 
+# Shared drives, as the "Implement shared drive support" guide and the bundled discovery
+# document (both flags default to false) describe them, and as callers report:
+# - files.get (and alt=media) on a shared-drive file without supportsAllDrives=true is a 404
+#   "File not found" (seattleflu/id3c#214);
+# - files.export has no supportsAllDrives parameter (not in the discovery document; an
+#   export of a shared-drive Doc works without it: taylorwilsdon/google_workspace_mcp#325);
+# - files.list leaves shared-drive items out unless includeItemsFromAllDrives=true
+#   (gimite/google-drive-ruby#367), and corpora=drive / allDrives or a driveId without it is a
+#   403 (nithinmurali/pygsheets#437; its reason string is not documented: ours is a guess);
+#   a driveId goes with corpora=drive and only with it (the API rejects allDrives + driveId
+#   with "driveId must be specified if and only if corpora is set to drive");
+# - changes.list leaves them out unless includeItemsFromAllDrives=true; without a driveId it
+#   reads the user's change log, which "includes changes to shared drives they're a member
+#   of" ("Track changes for users and shared drives").
+# Items are shown only with both flags: a caller that does not say supportsAllDrives does not
+# handle shared drives. The fake does not model per-drive change logs (driveId on changes).
+CORPORA = ("user", "domain", "drive", "allDrives")
+
+
+def _all_drives(call: Call) -> bool:
+    return bool(call.query.get("supportsAllDrives"))
+
+
+def _from_all_drives(call: Call) -> bool:
+    return _all_drives(call) and bool(call.query.get("includeItemsFromAllDrives"))
+
+
 def _file(call: Call) -> DriveFile:
     file = call.account.drive.files.get(call.path["fileId"])
+    if file is not None and file.drive_id is not None and call.method.id != "drive.files.export":
+        if not _all_drives(call):
+            file = None
     if file is None:
         message = f"File not found: {call.path['fileId']}."
         raise ApiError(404, "notFound", message, location="fileId", location_type="parameter")
@@ -78,10 +108,35 @@ def _sort(files: list[dict[str, Any]], order_by: str | None) -> list[dict[str, A
     return files
 
 
+def _corpus(call: Call) -> Callable[[DriveFile], bool]:
+    """Which files a files.list looks at, from corpora, driveId and the two flags."""
+    corpora = call.query.get("corpora") or "user"
+    drive_id = call.query.get("driveId")
+    if corpora not in CORPORA:
+        raise _invalid("corpora", f"Invalid Value: {corpora}")
+    if (corpora == "drive") != bool(drive_id):
+        raise ApiError(400, "invalid", "The driveId parameter must be specified if and only if "
+                       "corpora is set to drive.", location="driveId",
+                       location_type="parameter")
+    if corpora in ("drive", "allDrives") and not call.query.get("includeItemsFromAllDrives"):
+        raise ApiError(403, "teamDriveIncludeItemsRequired",
+                       "The includeItemsFromAllDrives parameter must be set to true when driveId "
+                       "is specified or corpora contains drive or allDrives.",
+                       location="includeItemsFromAllDrives", location_type="parameter")
+    if corpora == "drive":
+        if drive_id not in call.account.drive.shared_drives:
+            raise ApiError(404, "notFound", f"Shared drive not found: {drive_id}",
+                           location="driveId", location_type="parameter")
+        return lambda f: f.drive_id == drive_id
+    shared = corpora == "allDrives" and _from_all_drives(call)
+    return lambda f: f.drive_id is None or shared
+
+
 def list_files(call: Call) -> Reply:
     drive = call.account.drive
+    corpus = _corpus(call)
     test = drive_query(call.query["q"], drive.root_id) if call.query.get("q") else None
-    files = [f.resource(call.account.email) for f in drive.files.values()]
+    files = [f.resource(call.account.email) for f in drive.files.values() if corpus(f)]
     files = _sort([f for f in files if test is None or test(f)], call.query.get("orderBy"))
     size = int(call.query.get("pageSize", 100))
     start = _offset(call)
@@ -168,12 +223,20 @@ def pdf_bytes(text: str) -> bytes:
     return out
 
 
+def _no_drive_logs(call: Call) -> None:
+    if call.query.get("driveId"):
+        raise ApiError(400, "invalid", "The fake keeps no per-drive change logs: driveId is not "
+                       "modelled.", location="driveId", location_type="parameter")
+
+
 def start_page_token(call: Call) -> Reply:
+    _no_drive_logs(call)
     return call.respond({"kind": "drive#startPageToken",
                          "startPageToken": str(call.account.drive.next_change)})
 
 
 def list_changes(call: Call) -> Reply:
+    _no_drive_logs(call)
     drive = call.account.drive
     token = call.query["pageToken"]
     if not token.isdigit():
@@ -186,6 +249,9 @@ def list_changes(call: Call) -> Reply:
             latest.pop(change.file_id, None)
             latest[change.file_id] = change  # a file shows once, at its latest change
     changes = sorted(latest.values(), key=lambda c: c.id)
+    if not _from_all_drives(call):  # a shared-drive item's change is not shown at all
+        changes = [c for c in changes if c.file_id not in drive.files
+                   or drive.files[c.file_id].drive_id is None]
     if not include_removed:
         changes = [c for c in changes if not c.removed and c.file_id in drive.files]
     size = int(call.query.get("pageSize", 100))

@@ -288,6 +288,11 @@ class FakeGoogle(ThreadedServer):
         with self._lock:
             self.account(email).drive.delete(file_id)
 
+    def add_shared_drive(self, email: str, name: str) -> str:
+        """A shared drive `email` is a member of; its id is the parent of its top files."""
+        with self._lock:
+            return self.account(email).drive.add_shared_drive(name)
+
     def root_folder_id(self, email: str) -> str:
         return self.account(email).drive.root_id
 

@@ -163,6 +163,8 @@ class DriveFile:
     starred: bool = False
     description: str = ""
     version: int = 1
+    drive_id: str | None = None
+    """The shared drive the file lives in; None for a file in My Drive."""
 
     @property
     def is_google_doc(self) -> bool:
@@ -210,6 +212,11 @@ class DriveFile:
                 file["fullFileExtension"] = file["fileExtension"]
         if not self.description:
             del file["description"]
+        if self.drive_id is not None:
+            # Only items in a shared drive carry driveId; they are owned by the drive, so
+            # owners and ownedByMe are left out ("Shared drive API differences" guide).
+            file["driveId"] = self.drive_id
+            del file["owners"], file["ownedByMe"]
         # What queries look at, never rendered: text for fullText, people for 'x' in owners.
         file["_text"] = self.content.decode("utf-8", "replace") if self._texty() else ""
         file["_people"] = [self.owner]
@@ -233,11 +240,29 @@ class Drive:
         self.ids = ids
         self.root_id = ids.token(17, "0A")
         self.files: dict[str, DriveFile] = {}
+        self.shared_drives: dict[str, str] = {}
+        """Shared drives the account is a member of: id -> name. A shared drive's id is
+        also the id of its top folder, the parent of the files at its top."""
         self.changes: list[Change] = []
         self.next_change = 100 + ids.rng.randrange(100)
 
     def file_id(self) -> str:
         return self.ids.token(32, "1")
+
+    def add_shared_drive(self, name: str) -> str:
+        drive_id = self.ids.token(17, "0A")
+        self.shared_drives[drive_id] = name
+        return drive_id
+
+    def drive_of(self, parents: list[str]) -> str | None:
+        """The shared drive of a file with these parents (all in one drive, as in Drive)."""
+        drives = {
+            p if p in self.shared_drives else self.files[p].drive_id
+            for p in parents if p in self.shared_drives or p in self.files
+        }
+        if len(drives) > 1:
+            raise ValueError("a file lives in one drive: its parents are in several")
+        return drives.pop() if drives else None
 
     def changed(self, file_id: str, removed: bool = False) -> None:
         self.changes.append(Change(self.next_change, file_id, removed, datetime.now(UTC)))
@@ -250,14 +275,14 @@ class Drive:
         when = (modified or datetime.now(UTC)).astimezone(UTC)
         resolved = [self.root_id if p == "root" else p for p in parents]
         for parent in resolved:
-            if parent != self.root_id and (
+            if parent != self.root_id and parent not in self.shared_drives and (
                 parent not in self.files or self.files[parent].mime_type != FOLDER
             ):
                 raise KeyError(f"no folder {parent} in {self.email}'s Drive")
         file = DriveFile(
             id=self.file_id(), name=name, mime_type=mime_type, content=content,
             parents=resolved, created=when, modified=when, modified_by=modified_by,
-            owner=self.email, description=description,
+            owner=self.email, description=description, drive_id=self.drive_of(resolved),
         )
         self.files[file.id] = file
         self.changed(file.id)
@@ -277,6 +302,7 @@ class Drive:
             file.trashed = trashed
         if parents is not None:
             file.parents = [self.root_id if p == "root" else p for p in parents]
+            file.drive_id = self.drive_of(file.parents)
         if modified_by is not None:
             file.modified_by = modified_by
         file.modified = max(datetime.now(UTC), file.modified)

@@ -109,3 +109,53 @@ async def test_changes_over_the_limit_wait_for_the_next_delta(
     assert {f.id for f in first.files} | {f.id for f in second.files} == set(ids)
     assert len(second.files) == 2
     assert third.files == []
+
+
+async def test_changes_in_a_shared_drive_reach_the_delta(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """Drive leaves shared-drive files out of lists and changes, and answers them with a 404,
+    unless the call opts in: the team's shared drive is read like My Drive."""
+    team = fake.add_shared_drive(ALICE, "Team")
+    roadmap = fake.add_file(ALICE, name="Roadmap", mime_type=DOC, content="Q3: Berlin.",
+                            parents=(team,))
+    first = await source.delta(None, mail=False, limit=10)
+    assert [f.id for f in first.files] == [roadmap]
+
+    folder = fake.add_file(ALICE, name="Plans", mime_type=FOLDER, parents=(team,))
+    plan = fake.add_file(ALICE, name="Team plan", mime_type=DOC, content="Ship on Friday.",
+                         parents=(folder,), modified_by="Bob")
+    notes = fake.add_file(ALICE, name="notes.txt", mime_type="text/plain",
+                          content="Standup notes.", parents=(folder,))
+    second = await source.delta(first.cursor, mail=False, limit=1)
+    third = await source.delta(second.cursor, mail=False, limit=1)
+    # The one that did not fit waited, and was fetched again by id from the shared drive.
+    assert len(second.files) == len(third.files) == 1
+    cards = {f.id: f for f in [*second.files, *third.files]}
+    assert set(cards) == {plan, notes}
+    assert cards[plan].modified_by == "Bob"
+    assert "Ship on Friday." in cards[plan].snippet
+    assert "Standup notes." in cards[notes].snippet
+
+    fake.update_file(ALICE, roadmap, content="Q3: Berlin and Madrid.")
+    fourth = await source.delta(third.cursor, mail=False)
+    assert [f.id for f in fourth.files] == [roadmap]
+    assert "Madrid" in fourth.files[0].snippet
+
+
+async def test_shared_drive_files_are_read_and_found(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    team = fake.add_shared_drive(ALICE, "Team")
+    doc = fake.add_file(ALICE, name="Team budget", mime_type=SHEET,
+                        content="item,cost\nads,100\n", parents=(team,))
+    text = fake.add_file(ALICE, name="team.txt", mime_type="text/plain",
+                         content="Team notes.", parents=(team,))
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    scan = fake.add_file(ALICE, name="team-scan.pdf", mime_type="application/pdf",
+                         content=pdf, parents=(team,))
+
+    assert (await source.read_file(doc)).text == "item,cost\nads,100"
+    assert (await source.read_file(text)).text == "Team notes."
+    assert await source.read_file_bytes(scan) == ("application/pdf", pdf)
+    assert {f.id for f in await source.search_files("team")} == {doc, text, scan}

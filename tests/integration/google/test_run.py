@@ -105,3 +105,36 @@ async def test_a_run_reads_the_google_account_and_writes_a_digest(
     await work_once(make_worker(google))
     assert (await get_run(google, second)).status == "skipped"
     assert fake.quota_units(ALICE) == 2
+
+
+async def test_a_digest_reports_the_changes_in_a_shared_drive(
+    runtime: Runtime, fake: FakeGoogle, google_settings: Any
+) -> None:
+    """The team's documents live in a shared drive, which Drive shows only to calls that opt
+    in: both the first run's recent files and the next run's changes come from it."""
+    google = Runtime(google_settings, runtime.engine, runtime.sessionmaker, Wakeups())
+    user, _ = await factories.user_with_token(google, ALICE, sample=False)
+    account = google_account(fake, google_settings, user_id=user.id)
+    async with transaction(google.sessionmaker) as session:
+        session.add(account)
+    team = fake.add_shared_drive(ALICE, "Team")
+    roadmap = fake.add_file(ALICE, name="Roadmap", mime_type=DOC,
+                            content="Q3: open the Berlin office.", parents=(team,))
+    instruction = await factories.instruction(google, user, channels=["in_app"])
+
+    first = await run_now(google, instruction)
+    await work_once(make_worker(google))
+    run = await get_run(google, first)
+    assert run.status == "succeeded", run.error
+    assert run.result is not None
+    assert ("file", roadmap) in {(r["kind"], r["id"]) for r in refs_of(run.result)}
+
+    plan = fake.add_file(ALICE, name="Hiring plan", mime_type=DOC, modified_by="Bob",
+                         content="Hire two engineers for Berlin by October.", parents=(team,))
+    second = await run_now(google, instruction)
+    await work_once(make_worker(google))
+    run = await get_run(google, second)
+    assert run.status == "succeeded", run.error
+    assert run.result is not None
+    assert "Hire two engineers" in json.dumps(run.result)
+    assert ("file", plan) in {(r["kind"], r["id"]) for r in refs_of(run.result)}

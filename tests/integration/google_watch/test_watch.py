@@ -194,6 +194,30 @@ async def test_a_file_added_before_the_first_poll_of_a_folder_watch_still_fires(
     assert old not in fired_ids(await watch_runs(runtime, instruction_id))
 
 
+async def test_a_folder_watch_on_a_shared_drive_folder_fires_for_its_new_files(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """Drive leaves shared-drive items out of the change list and of folder listings unless
+    the call opts in: without it such a watch is accepted and then never fires."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    team = fake.add_shared_drive(EMAIL, "Finance team")
+    folder = fake.add_file(EMAIL, name="Invoices",
+                           mime_type="application/vnd.google-apps.folder", parents=(team,))
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    # Before the poller's first look: found by listing the folder.
+    early = fake.add_file(EMAIL, name="Invoice 1107", content="Due Friday.", parents=(folder,))
+    fake.add_file(EMAIL, name="Elsewhere", content="Not watched.", parents=(team,))
+    watch = poller(runtime)
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+
+    # After it: found in the change list.
+    later = fake.add_file(EMAIL, name="Invoice 1108", content="Due Monday.", parents=(folder,))
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([early, later])
+    assert (await watch.poll_accounts([account.id])).runs == []
+
+
 async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:

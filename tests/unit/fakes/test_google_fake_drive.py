@@ -139,6 +139,58 @@ def test_changes_feed(fake, drive):
     assert later["changes"] == []
 
 
+def test_shared_drive_items_need_the_callers_opt_in(fake, drive):
+    """As in Drive: a shared-drive file is a 404 to files.get and missing from lists and
+    changes unless the call says supportsAllDrives (and includeItemsFromAllDrives)."""
+    start = drive.changes().getStartPageToken(supportsAllDrives=True).execute()
+    token = start["startPageToken"]
+    team = fake.add_shared_drive(ALICE, "Team")
+    folder = fake.add_file(ALICE, name="Plans", mime_type=FOLDER, parents=(team,))
+    doc = fake.add_file(ALICE, name="Team plan", mime_type=DOC, content="Ship it.",
+                        parents=(folder,))
+    text = fake.add_file(ALICE, name="team.txt", mime_type="text/plain", content="hi",
+                         parents=(team,))
+
+    for file_id in (doc, text):
+        with pytest.raises(HttpError) as caught:
+            drive.files().get(fileId=file_id).execute()
+        assert caught.value.status_code == 404
+    with pytest.raises(HttpError) as caught:
+        drive.files().get_media(fileId=text).execute()
+    assert caught.value.status_code == 404
+    got = drive.files().get(fileId=doc, supportsAllDrives=True,
+                            fields="id,driveId,parents,owners").execute()
+    assert got == {"id": doc, "driveId": team, "parents": [folder]}
+    assert drive.files().get_media(fileId=text, supportsAllDrives=True).execute() == b"hi"
+    # files.export has no supportsAllDrives parameter, and needs none.
+    exported = drive.files().export(fileId=doc, mimeType="text/plain").execute()
+    assert exported.endswith(b"Ship it.")
+
+    q = "name contains 'team'"
+    assert _names(drive, q=q) == set()
+    assert _names(drive, q=q, supportsAllDrives=True, includeItemsFromAllDrives=True) == set()
+    everywhere = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
+    assert _names(drive, q=q, corpora="allDrives", **everywhere) == {"Team plan", "team.txt"}
+    assert _names(drive, q=f"'{folder}' in parents", corpora="allDrives", **everywhere) == \
+        {"Team plan"}
+    assert _names(drive, corpora="drive", driveId=team, **everywhere) == \
+        {"Plans", "Team plan", "team.txt"}
+    with pytest.raises(HttpError) as caught:
+        drive.files().list(corpora="allDrives").execute()
+    assert caught.value.status_code == 403
+    with pytest.raises(HttpError) as caught:
+        drive.files().list(corpora="drive", **everywhere).execute()
+    assert caught.value.status_code == 400
+
+    def changed(**kwargs):
+        return {c["fileId"] for c in
+                drive.changes().list(pageToken=token, **kwargs).execute()["changes"]}
+
+    assert changed() == set()
+    assert changed(supportsAllDrives=True, includeItemsFromAllDrives=True) == \
+        {folder, doc, text}
+
+
 def test_changes_need_a_page_token(fake, drive, creds, auth_request, http):
     creds.refresh(auth_request)
     answer = http.get(f"{fake.url}/drive/v3/changes",
