@@ -56,7 +56,7 @@ class EditorValues:
             values.cron = trigger["cron"]
             values.timezone = trigger.get("timezone") or timezone
         elif trigger["type"] == "interval":
-            values.interval_minutes = str(max(1, int(trigger["seconds"]) // 60))
+            values.interval_minutes = minutes_text(int(trigger["seconds"]))
         elif trigger["type"] == "watch":
             values.gmail_query = trigger.get("gmail_query") or ""
             values.drive_folder_id = trigger.get("drive_folder_id") or ""
@@ -82,7 +82,7 @@ class EditorValues:
     def trigger(self) -> dict[str, Any]:
         if self.trigger_type == "interval":
             try:
-                seconds = int(float(self.interval_minutes) * 60)
+                seconds = round(float(self.interval_minutes) * 60)
             except (ValueError, OverflowError) as exc:  # not a number, nan, inf or "1e999"
                 # As a ValidationError, which every caller shows as the form's other errors.
                 raise ValidationError.from_exception_data("EditorValues", [InitErrorDetails(
@@ -121,15 +121,23 @@ def errors_of(exc: ValidationError) -> list[str]:
     return out
 
 
+def minutes_text(seconds: int) -> str:
+    """An interval in the editor's minutes, exact (90 s is "1.5"): saved unchanged, it is
+    the same interval, not one rounded to whole minutes and rescheduled."""
+    return f"{seconds / 60:.4f}".rstrip("0").rstrip(".")
+
+
 def schedule_preview(
-    spec: dict[str, Any], now: datetime, count: int = 3
+    spec: dict[str, Any], now: datetime, count: int = 3, *, anchor: datetime | None = None
 ) -> tuple[str, list[datetime]]:
-    """The trigger in words and its next fire times; raises ValidationError when invalid."""
+    """The trigger in words and its next fire times; raises ValidationError when invalid.
+    An interval counts from `anchor` (an instruction's creation, as its schedule does),
+    else from now (a new instruction)."""
     trigger = _TRIGGER.validate_python(spec).model_dump()
     fires: list[datetime] = []
     after = now
     for _ in range(count):
-        fire = triggers.next_after(trigger, after, anchor=now)
+        fire = triggers.next_after(trigger, after, anchor=anchor or now)
         if fire is None:
             break
         fires.append(fire)

@@ -83,20 +83,27 @@ async def new_instruction(request: Request, viewer: ViewerDep) -> HTMLResponse:
 @router.get("/instructions/schedule")
 async def readable_schedule(
     viewer: ViewerDep,
+    session: SessionDep,
     trigger_type: Annotated[str, Query(max_length=16)] = "cron",
     cron: Annotated[str, Query(max_length=120)] = "",
     timezone: Annotated[str, Query(max_length=64)] = "",
     interval_minutes: Annotated[str, Query(max_length=12)] = "",
     gmail_query: Annotated[str, Query(max_length=500)] = "",
     drive_folder_id: Annotated[str, Query(max_length=200)] = "",
+    instruction_id: uuid.UUID | None = None,
 ) -> JSONResponse:
-    """The schedule in words and its next three fire times, for the editor as you type."""
+    """The schedule in words and its next three fire times, for the editor as you type
+    (an instruction's own editor names it: its interval counts from its creation)."""
+    anchor = None
+    if instruction_id is not None:
+        anchor = (await instructions.get(
+            session=session, user=viewer.user, instruction_id=instruction_id)).created_at
     values = EditorValues(trigger_type=trigger_type, cron=cron,
                           timezone=timezone or viewer.user.timezone,
                           interval_minutes=interval_minutes, gmail_query=gmail_query.strip(),
                           drive_folder_id=drive_folder_id.strip())
     try:
-        words, fires = schedule_preview(values.trigger(), utcnow())
+        words, fires = schedule_preview(values.trigger(), utcnow(), anchor=anchor)
     except ValidationError as exc:
         body = ErrorBody(error="InvalidSchedule", detail="; ".join(errors_of(exc)))
         return JSONResponse(body.model_dump(exclude_none=True), status_code=422)

@@ -46,6 +46,8 @@ function setupSchedule() {
       gmail_query: form.elements.gmail_query?.value || "",
       drive_folder_id: form.elements.drive_folder_id?.value || "",
     });
+    // An instruction's own editor: its interval counts from its creation, as it will run.
+    if (out.dataset.instruction) params.set("instruction_id", out.dataset.instruction);
     const mine = ++seq;
     try {
       const response = await fetch(`${out.dataset.endpoint}?${params}`, { credentials: "same-origin" });

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from app.runs.models import Run
 from app.users import service as users
 from app.users.models import User
 from app.web.app import DashboardMount
+from app.web.render import when
 from tests import factories
 from tests.integration.web.helpers import browser, question_for, sign_in
 
@@ -217,6 +219,63 @@ async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
         assert bad.status_code == 422
         assert bad.json()["error"] == "InvalidSchedule"
         assert "cron" in bad.json()["detail"]
+
+
+async def test_saving_the_editor_unchanged_keeps_an_interval_of_seconds(
+    runtime: Runtime,
+) -> None:
+    """A 90 s interval (set through the API) was shown as 1 minute and saved as 60 s when
+    only the title was changed, and rescheduled."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user,
+                                       trigger={"type": "interval", "seconds": 90})
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        page = (await client.get(f"/instructions/{made.id}")).text
+        shown = re.search(r'name="interval_minutes"[^>]*value="([^"]*)"', page)
+        assert shown is not None
+        assert shown[1] == "1.5"
+        saved = await client.post(f"/instructions/{made.id}", data={
+            "csrf_token": csrf, "title": "Renamed", "text": made.text,
+            "trigger_type": "interval", "interval_minutes": shown[1], "sources": "gmail",
+            "channels": "in_app", "thinking_level": "medium", "only_new": "on"})
+        assert saved.status_code == 303, saved.text
+    async with runtime.sessionmaker() as session:
+        after = await instructions.get(session=session, user=user, instruction_id=made.id)
+    assert after.title == "Renamed"
+    assert after.trigger == {"type": "interval", "seconds": 90}
+    assert after.next_run_at == made.next_run_at  # not rescheduled
+
+
+async def test_an_instructions_editor_shows_the_fire_times_it_will_have(
+    runtime: Runtime,
+) -> None:
+    """An interval counts from the instruction's creation: its editor's preview counted
+    from now, and showed times the saved instruction would not have."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user,
+                                       trigger={"type": "interval", "seconds": 3600})
+    async with transaction(runtime.sessionmaker) as session:
+        found = await instructions.get(session=session, user=user, instruction_id=made.id)
+        found.created_at = utcnow() - timedelta(minutes=30)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        editor = (await client.get(f"/instructions/{made.id}")).text
+        assert f'data-instruction="{made.id}"' in editor
+        params = {"trigger_type": "interval", "interval_minutes": "120",
+                  "instruction_id": str(made.id)}
+        shown = (await client.get("/instructions/schedule", params=params)).json()["next"]
+        saved = await client.post(f"/instructions/{made.id}", data={
+            "csrf_token": csrf, "title": made.title, "text": made.text,
+            "trigger_type": "interval", "interval_minutes": "120", "sources": "gmail",
+            "channels": "in_app", "thinking_level": "medium", "only_new": "on"})
+        assert saved.status_code == 303, saved.text
+        params["instruction_id"] = str(uuid.uuid4())
+        assert (await client.get("/instructions/schedule", params=params)).status_code == 404
+    async with runtime.sessionmaker() as session:
+        after = await instructions.get(session=session, user=user, instruction_id=made.id)
+    assert after.next_run_at is not None
+    assert shown[0] == when(after.next_run_at, user.timezone)
 
 
 @pytest.mark.parametrize("zone", ["Europe", "localtime", "right/UTC", "Factory"])
