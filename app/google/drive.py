@@ -42,6 +42,9 @@ CHANGE_PAGE = 1000
 CHANGE_PAGES_MAX = 20
 PENDING_MAX = 1000
 MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
+# files.export refuses with 403 and one of these reasons: the export is over 10 MB, or the
+# owner turned exports off. The file is there, only its text cannot be had.
+UNEXPORTABLE = frozenset({"exportSizeLimitExceeded", "fileNotExportable"})
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 SNIPPET_FILES = 20
 """Changed files whose text is fetched for their card's snippet; later ones have none."""
@@ -168,7 +171,16 @@ class DriveReader:
             request = self._files().get_media(fileId=resource["id"])
         else:
             return ""
-        data = await self.client.call("drive", request)
+        try:
+            data = await self.client.call("drive", request)
+        except GoogleApiError as exc:
+            if exc.status == 403 and exc.reason in UNEXPORTABLE:
+                if exc.reason == "exportSizeLimitExceeded":
+                    return "(a Google Docs file too large for Drive to export as text: " \
+                        "its content cannot be read)"
+                return "(a Google Docs file that Drive does not export: its content " \
+                    "cannot be read)"
+            raise
         raw = data if isinstance(data, bytes) else str(data).encode()
         return tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
 

@@ -109,3 +109,21 @@ async def test_changes_over_the_limit_wait_for_the_next_delta(
     assert {f.id for f in first.files} | {f.id for f in second.files} == set(ids)
     assert len(second.files) == 2
     assert third.files == []
+
+
+async def test_a_google_doc_too_large_to_export_reads_as_a_note_not_an_error(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """Drive exports at most 10 MB (files.export answers 403 exportSizeLimitExceeded): the
+    file is still listed and read, its text replaced by a note saying why."""
+    start = await source.delta(None, mail=False, limit=10)
+    big = fake.add_file(ALICE, name="Board pack", mime_type=DOC,
+                        content="x" * (10 * 1024 * 1024 + 10))
+
+    (card,) = (await source.delta(start.cursor, mail=False, limit=10)).files
+    assert (card.id, card.name) == (big, "Board pack")
+    assert "too large" in card.snippet
+    read = await source.read_file(big)
+    assert read.name == "Board pack"
+    assert "too large for Drive to export" in read.text
+    assert [f.id for f in await source.search_files("Board pack")] == [big]

@@ -32,6 +32,7 @@ from tests.integration.google_watch.conftest import (
     poller,
     watch_runs,
 )
+from tests.integration.runs.helpers import get_run, make_worker, work_once
 
 API = "/api/v1"
 BILLING = "from:billing@example.com has:attachment"
@@ -192,6 +193,28 @@ async def test_a_file_added_before_the_first_poll_of_a_folder_watch_still_fires(
     assert len((await watch.poll_accounts([account.id])).runs) == 1
     assert fired_ids(await watch_runs(runtime, instruction_id)) == [early, later]
     assert old not in fired_ids(await watch_runs(runtime, instruction_id))
+
+
+async def test_a_watch_run_for_a_google_doc_too_large_to_export_succeeds(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """files.export stops at 10 MB (403 exportSizeLimitExceeded): the run still reports the
+    file instead of failing on every attempt (and counting towards the failure limit)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Minutes",
+                           mime_type="application/vnd.google-apps.folder")
+    await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    fake.add_file(EMAIL, name="Board pack", content="x" * (10 * 1024 * 1024 + 10),
+                  parents=(folder,))
+    (run_id,) = (await watch.poll_accounts([account.id])).runs
+    await work_once(make_worker(runtime))
+
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.error) == ("succeeded", 1, None)
 
 
 async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(
