@@ -35,7 +35,7 @@ EXPORTS = {
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
-    "id,name,mimeType,modifiedTime,parents,trashed,size,"
+    "id,name,mimeType,createdTime,modifiedTime,parents,trashed,size,"
     "lastModifyingUser(displayName,emailAddress)"
 )
 CHANGE_PAGE = 1000
@@ -124,11 +124,13 @@ def _since(moment: datetime) -> str:
 
 def _changed(resource: dict[str, Any], *, file_id: str, removed: bool = False) -> ChangedFile:
     modified = resource.get("modifiedTime")
+    created = resource.get("createdTime")
     return ChangedFile(
         id=file_id, name=str(resource.get("name") or ""),
         mime_type=str(resource.get("mimeType") or ""),
         parents=[str(p) for p in resource.get("parents") or []],
-        modified_time=_time(modified) if modified else None, removed=removed,
+        modified_time=_time(modified) if modified else None,
+        created_time=_time(created) if created else None, removed=removed,
     )
 
 
@@ -284,13 +286,15 @@ class DriveReader:
             q += f" and modifiedTime >= {_since(since)}"
         return await self._list(q, limit=limit, order_by="modifiedTime desc")
 
-    async def _list(self, q: str, *, limit: int, order_by: str | None) -> list[dict[str, Any]]:
+    async def _list(
+        self, q: str, *, limit: int, order_by: str | None, fields: str = FILE_FIELDS
+    ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         page_token: str | None = None
         while len(found) < limit:
             kwargs: dict[str, Any] = {
                 "q": q, "pageSize": min(1000, limit - len(found)), "spaces": "drive",
-                "fields": f"nextPageToken,files({FILE_FIELDS})",
+                "fields": f"nextPageToken,files({fields})",
             }
             if order_by:
                 kwargs["orderBy"] = order_by
@@ -313,13 +317,29 @@ class DriveReader:
     async def folder_files(
         self, folder_id: str, *, since: datetime, limit: int
     ) -> list[ChangedFile]:
-        """The folder's files modified at or after `since`, newest first."""
+        """The folder's files created or modified at or after `since`, newest first: an
+        upload keeps its own modifiedTime, but its createdTime is the upload's."""
+        when = _since(since)
         q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
-             f" and mimeType != {_quote(FOLDER)} and modifiedTime >= {_since(since)}")
-        return [
+             f" and mimeType != {_quote(FOLDER)}"
+             f" and (createdTime >= {when} or modifiedTime >= {when})")
+        files = [
             _changed(f, file_id=str(f["id"]))
             for f in await self._list(q, limit=limit, order_by="modifiedTime desc")
         ]
+        # The query's times are whole seconds: the rest of the second before is left out.
+        return [
+            f for f in files
+            if any(t is not None and t >= since for t in (f.created_time, f.modified_time))
+        ]
+
+    async def folder_file_ids(self, folder_id: str, *, limit: int) -> list[str]:
+        """The ids of the folder's files now (ids only: up to 1000 a call)."""
+        q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
+             f" and mimeType != {_quote(FOLDER)}")
+        files = await self._list(q, limit=limit, order_by=None,
+                                 fields="id,mimeType,trashed")
+        return [str(f["id"]) for f in files]
 
     async def file_changes(self, page_token: str | None) -> FileChanges:
         if page_token is None:

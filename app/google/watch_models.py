@@ -4,7 +4,9 @@
 the watch poller last read them; it moves only by compare-and-set on `version`, so two
 schedulers polling the same account at once never move it back. `WatchHit` holds one
 row per (instruction, item) that fired: its unique key is what makes a message or file
-fire at most one run, across restarts and any number of schedulers.
+fire at most one run, across restarts and any number of schedulers. A Drive folder watch
+also keeps there, without a run, the files it knows to be in its folder
+(`watch_service.MEMBER`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class WatchHit(IdMixin, Base):
         ForeignKey("instructions.id", ondelete="CASCADE")
     )
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # message | file
+    kind: Mapped[str] = mapped_column(String(16))  # message | file | member | snapshot
     # A Gmail message id, or a Drive file id with its modifiedTime (each version fires).
     item_id: Mapped[str] = mapped_column(String(300))
     run_id: Mapped[uuid.UUID | None] = mapped_column(

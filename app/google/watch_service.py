@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, case, select, update
+from sqlalchemy import CursorResult, case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -177,6 +177,112 @@ async def record_hits(
         runs.append(run_id)
     return runs
 
+
+# A Drive folder watch also keeps, in the hits table and without a run, which files it
+# knows to be in its folder: those there when it started watching (a snapshot, marked
+# by a row for the moment it started), and those that came since with an older
+# modifiedTime (moved in, or uploaded with their own date). Drive's change list reports a
+# file again for a change of its metadata alone (viewed, starred, shared), and says
+# nothing of the parents it had before: only this tells a file new to the folder from
+# one that was always there.
+MEMBER = "member"
+SNAPSHOT = "snapshot"
+
+
+def _member(file_id: str) -> str:
+    return f"in:{file_id}"
+
+
+def _snapshot(watcher: Watcher) -> str:
+    return f"snapshot:{watcher.since.astimezone(UTC).isoformat()}"
+
+
+async def without_snapshot(*, session: AsyncSession, watchers: Sequence[Watcher]) -> list[Watcher]:
+    """The folder watches whose folder has not been read since they (re)started."""
+    if not watchers:
+        return []
+    taken = {tuple(row) for row in (await session.execute(
+        select(WatchHit.instruction_id, WatchHit.item_id).where(
+            WatchHit.instruction_id.in_([w.id for w in watchers]), WatchHit.kind == SNAPSHOT,
+        )
+    )).all()}
+    return [w for w in watchers if (w.id, _snapshot(w)) not in taken]
+
+
+async def record_snapshot(
+    *, session: AsyncSession, watcher: Watcher, account_id: uuid.UUID,
+    file_ids: Sequence[str], now: datetime,
+) -> None:
+    """The files in the folder as the watch (re)starts: none of them is new to it."""
+    await session.execute(
+        delete(WatchHit).where(
+            WatchHit.instruction_id == watcher.id, WatchHit.kind.in_([MEMBER, SNAPSHOT])
+        ).execution_options(synchronize_session=False)
+    )
+    await _insert_marks(session, watcher, account_id, MEMBER,
+                        [_member(i) for i in file_ids], now)
+    await _insert_marks(session, watcher, account_id, SNAPSHOT, [_snapshot(watcher)], now)
+
+
+async def _insert_marks(
+    session: AsyncSession, watcher: Watcher, account_id: uuid.UUID, kind: str,
+    items: Sequence[str], now: datetime,
+) -> None:
+    for start in range(0, len(items), _CHUNK):
+        await session.execute(
+            insert_ignore(session, WatchHit, ["instruction_id", "item_id"]).values([
+                {"id": uuid.uuid4(), "user_id": watcher.user_id, "instruction_id": watcher.id,
+                 "account_id": account_id, "kind": kind, "item_id": item, "created_at": now}
+                for item in sorted(set(items[start:start + _CHUNK]))
+            ])
+        )
+
+
+async def record_folder_changes(
+    *,
+    session: AsyncSession,
+    watcher: Watcher,
+    account_id: uuid.UUID,
+    versions: Sequence[str],
+    older: Sequence[tuple[str, str]],
+    left: Sequence[str],
+    now: datetime,
+) -> list[uuid.UUID]:
+    """Fire a folder watch for one page of Drive changes; returns the runs.
+
+    `versions` are the files in the folder modified (or created) since the watch began,
+    each fired once per version as before. `older` are (file id, version) of the files in
+    the folder with an older modifiedTime: new to the folder (moved in, uploaded with
+    their own date) unless the watch already knows them there, and then they fire.
+    `left` are files no longer in the folder: if they come back, they are new again.
+    """
+    for start in range(0, len(left), _CHUNK):
+        await session.execute(
+            delete(WatchHit).where(
+                WatchHit.instruction_id == watcher.id, WatchHit.kind == MEMBER,
+                WatchHit.item_id.in_([_member(i) for i in left[start:start + _CHUNK]]),
+            ).execution_options(synchronize_session=False)
+        )
+    known: set[str] = set()
+    ids = [file_id for file_id, _ in older]
+    for start in range(0, len(ids), _CHUNK):
+        known |= set((await session.execute(
+            select(WatchHit.item_id).where(
+                WatchHit.instruction_id == watcher.id, WatchHit.kind == MEMBER,
+                WatchHit.item_id.in_([_member(i) for i in ids[start:start + _CHUNK]]),
+            )
+        )).scalars().all())
+    arrived = [(file_id, version) for file_id, version in older
+               if _member(file_id) not in known]
+    await _insert_marks(session, watcher, account_id, MEMBER,
+                        [_member(file_id) for file_id, _ in arrived], now)
+    return await record_hits(
+        session=session, watcher=watcher, account_id=account_id, kind="file",
+        item_ids=[*versions, *(version for _, version in arrived)], now=now,
+    )
+
+
+_CHUNK = 500
 
 # Runs are unique per (instruction, scheduled_for): a burst's runs are a microsecond
 # apart, and a clash (another run of the instruction at that very microsecond) moves on.

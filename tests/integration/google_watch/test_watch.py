@@ -35,6 +35,8 @@ from tests.integration.google_watch.conftest import (
 from tests.integration.runs.helpers import get_run, make_worker, work_once
 
 API = "/api/v1"
+FOLDER = "application/vnd.google-apps.folder"
+PDF = b"%PDF-1.4\n% a scanned invoice\n"
 BILLING = "from:billing@example.com has:attachment"
 
 
@@ -193,6 +195,71 @@ async def test_a_file_added_before_the_first_poll_of_a_folder_watch_still_fires(
     assert len((await watch.poll_accounts([account.id])).runs) == 1
     assert fired_ids(await watch_runs(runtime, instruction_id)) == [early, later]
     assert old not in fired_ids(await watch_runs(runtime, instruction_id))
+
+
+async def test_a_file_uploaded_with_its_own_older_date_fires_a_folder_watch(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """Drive for desktop and API uploads keep a file's modifiedTime (a scan from last
+    week): the file is new to the folder all the same, whether it comes before the first
+    poll (read from the folder by createdTime) or after (from the change list)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Invoices", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    last_week = datetime.now(UTC) - timedelta(days=7)
+    early = fake.add_file(EMAIL, name="invoice-1106.pdf", mime_type="application/pdf",
+                          content=PDF, parents=(folder,), modified=last_week)
+    watch = poller(runtime)
+    await watch.run_once()
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [early]
+
+    later = fake.add_file(EMAIL, name="invoice-1107.pdf", mime_type="application/pdf",
+                          content=PDF, parents=(folder,), modified=last_week)
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([early, later])
+
+
+async def test_a_file_moved_into_a_watched_folder_fires_and_a_mere_star_does_not(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """A move leaves modifiedTime as it was; the change list reports the file with its new
+    parents. Drive also reports files whose metadata alone changed (starred, viewed): a
+    file that was in the folder before the watch began never fires for that, nor does the
+    moved one fire again."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    # Another watch first: the account's change list is running when the folder watch
+    # starts, so the folder watch starts from it, not from a first poll.
+    other = fake.add_file(EMAIL, name="Other", mime_type=FOLDER)
+    await create_watch(client, headers, drive_folder_id=other)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    folder = fake.add_file(EMAIL, name="To review", mime_type=FOLDER)
+    there = fake.add_file(EMAIL, name="Old contract", content="Old terms.",
+                          parents=(folder,), modified=two_days_ago, created=two_days_ago)
+    draft = fake.add_file(EMAIL, name="Contract draft", content="Terms.",
+                          parents=("root",), modified=two_days_ago, created=two_days_ago)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    await watch.poll_accounts([account.id])
+    assert await watch_runs(runtime, instruction_id) == []
+
+    fake.update_file(EMAIL, draft, parents=[folder])
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [draft]
+
+    fake.star_file(EMAIL, there)
+    fake.star_file(EMAIL, draft)
+    assert (await watch.poll_accounts([account.id])).runs == []
+    # Out and back again: the same version of the file, already reported.
+    fake.update_file(EMAIL, draft, parents=["root"])
+    await watch.poll_accounts([account.id])
+    fake.update_file(EMAIL, draft, parents=[folder])
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [draft]
 
 
 async def test_a_watch_run_for_a_google_doc_too_large_to_export_succeeds(
