@@ -1,8 +1,12 @@
 """Drive for the source: changes from a page token, search, documents as text or bytes.
 
-The delta cursor's files part is `{"page_token": str, "pending": [ids]}`: the
-`changes.list` page token to go on from, and the ids of changed files that did not
-fit in the last delta (`limit`), shown next time.
+The delta cursor's files part is `{"page_token": str, "pending": [ids], "covered": str}`:
+the `changes.list` page token to go on from, the ids of changed files that did not fit
+in the last delta (`limit`), shown next time, and the latest moment (Drive's clock, RFC
+3339) the deltas have read changes up to. Drive's change list also reports files whose
+metadata alone changed (viewed, starred, shared, with their modifiedTime as it was): a
+change counts only if the file was modified or created after `covered`. A cursor
+without `covered` (older ones) keeps every change once, as before.
 
 Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
 text/plain); text files and PDFs (and images) come through `files.get_media`.
@@ -115,6 +119,25 @@ def _time(value: Any) -> datetime:
 def _modified_by(resource: dict[str, Any]) -> str | None:
     user = resource.get("lastModifyingUser") or {}
     return user.get("displayName") or user.get("emailAddress") or None
+
+
+def _moment(value: Any) -> datetime | None:
+    """An RFC 3339 time from Drive or a cursor, or None if there is none (or it is bad)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = _time(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _covered(cursor: dict[str, Any]) -> datetime | None:
+    return _moment(cursor.get("covered"))
 
 
 def _since(moment: datetime) -> str:
@@ -240,23 +263,44 @@ class DriveReader:
         if not old or not isinstance(old.get("page_token"), str):
             token = await self.start_token()  # first: what changes meanwhile comes next time
             resources = await self._recent(limit, since) if limit else []
-            return await self._cards(resources), {"page_token": token, "pending": []}
+            first: dict[str, Any] = {"page_token": token, "pending": []}
+            # Newest first: what is older than the newest file shown was covered too.
+            if resources and resources[0].get("modifiedTime"):
+                first["covered"] = _stamp(_time(resources[0]["modifiedTime"]))
+            return await self._cards(resources), first
+        covered = _covered(old)
         token, changes = await self.changes(old["page_token"])
         latest: dict[str, dict[str, Any]] = {}
+        reached = covered
         for change in changes:
+            when = _moment(change.get("time"))
+            if when is not None and (reached is None or when > reached):
+                reached = when
             file_id = str(change.get("fileId") or "")
             if not file_id:
                 continue
             latest.pop(file_id, None)
             if not change.get("removed") and change.get("file"):
                 latest[file_id] = change["file"]
+
         def wanted(resource: dict[str, Any]) -> bool:
             return _listable(resource) and bool(resource.get("modifiedTime")) and (
                 since is None or _time(resource["modifiedTime"]) >= since
             )
 
+        def changed(resource: dict[str, Any]) -> bool:
+            """Modified or created since the last delta read the changes, not only viewed,
+            starred or shared (Drive lists those too, their modifiedTime as it was)."""
+            if covered is None:
+                return True
+            return any(
+                moment is not None and moment > covered
+                for moment in (_moment(resource.get("modifiedTime")),
+                               _moment(resource.get("createdTime")))
+            )
+
         fresh = sorted(
-            (r for r in latest.values() if wanted(r)),
+            (r for r in latest.values() if wanted(r) and changed(r)),
             key=lambda r: _time(r["modifiedTime"]), reverse=True,
         )
         shown = fresh[:limit]
@@ -278,7 +322,10 @@ class DriveReader:
             if resource is not None and wanted(resource):
                 shown.append(resource)
         waiting = [str(r["id"]) for r in fresh[limit:]] + later
-        return await self._cards(shown), {"page_token": token, "pending": waiting[:PENDING_MAX]}
+        cursor: dict[str, Any] = {"page_token": token, "pending": waiting[:PENDING_MAX]}
+        if reached is not None:
+            cursor["covered"] = _stamp(reached)
+        return await self._cards(shown), cursor
 
     async def _recent(self, limit: int, since: datetime | None) -> list[dict[str, Any]]:
         q = f"trashed = false and mimeType != {_quote(FOLDER)}"
