@@ -24,6 +24,11 @@ upload may keep its own, and viewing, starring or sharing a file puts it in the 
 list with nothing new in it. So a folder watch reads its folder's file ids once when it
 (re)starts and keeps in the database which files it knows there: a file in the folder
 with an older modifiedTime fires only if it was not known there (moved or uploaded in).
+
+A doc being written autosaves between every two polls: a version of a file fires only
+once its modifiedTime is `google_watch_settle_seconds` old. Until then it waits in the
+database (`WatchPendingFile`), replaced by any newer version, and every poll fires the
+versions that have rested long enough, so a restart loses none.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from app.core.pubsub import PgListener
 from app.core.runtime import Wakeups
 from app.google import watch_service
 from app.google.accounts import mark_disconnected
-from app.google.watch_service import DRIVE, GMAIL, WatchedAccount, Watcher
+from app.google.watch_service import DRIVE, GMAIL, FileVersion, WatchedAccount, Watcher
 from app.runs import metrics
 from app.runs.service import WORKER_CHANNEL
 from app.sources.base import (
@@ -102,6 +107,7 @@ class WatchPoller(LoopService):
         self.settings = settings
         self.sources = sources
         self.interval_delta = timedelta(seconds=settings.google_watch_poll_seconds)
+        self.settle = timedelta(seconds=settings.google_watch_settle_seconds)
         wakeups.subscribe(WATCH_CHANNEL, self.wake)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -242,8 +248,9 @@ class WatchPoller(LoopService):
                     watcher.spec[DRIVE], since=since,
                     limit=self.settings.google_watch_resync_limit,
                 )
-                await self._fire(watcher, watched.account, "file", _versions(files), now,
-                                 report)
+                await self._folder(watcher, watched.account, now, report,
+                                   versions=_versions(files))
+            await self._settled(watchers, watched.account, now, report)
             return changes.page_token
         for watcher in watchers:
             folder = watcher.spec[DRIVE]
@@ -254,18 +261,38 @@ class WatchPoller(LoopService):
             recent = [f for f in inside if _since_watch(f, watcher.since)]
             older = [f for f in inside if not _since_watch(f, watcher.since)]
             left = [f.id for f in changes.files if f.removed or folder not in f.parents]
-            if not (recent or older or left):
-                continue
-            async with transaction(self.sessionmaker) as session:
-                runs = await watch_service.record_folder_changes(
-                    session=session, watcher=watcher, account_id=watched.account.id,
-                    versions=_versions(recent),
-                    older=list(zip((f.id for f in older), _versions(older), strict=True)),
-                    left=left, now=now,
-                )
-                self._queued(session, runs)
-            report.runs.extend(runs)
+            await self._folder(watcher, watched.account, now, report,
+                               versions=_versions(recent), older=_versions(older), left=left)
+        await self._settled(watchers, watched.account, now, report)
         return changes.page_token
+
+    async def _folder(
+        self, watcher: Watcher, account: Account, now: datetime, report: PollReport, *,
+        versions: list[FileVersion], older: list[FileVersion] | None = None,
+        left: list[str] | None = None,
+    ) -> None:
+        """Fire (or keep waiting to settle) one folder watch's changed files."""
+        if not (versions or older or left):
+            return
+        async with transaction(self.sessionmaker) as session:
+            runs = await watch_service.record_folder_changes(
+                session=session, watcher=watcher, account_id=account.id, versions=versions,
+                older=older or [], left=left or [], now=now, settle=self.settle,
+            )
+            self._queued(session, runs)
+        report.runs.extend(runs)
+
+    async def _settled(
+        self, watchers: list[Watcher], account: Account, now: datetime, report: PollReport,
+    ) -> None:
+        """Fire the file versions that waited long enough without a newer one (also
+        those left waiting when the settle time was then longer)."""
+        async with transaction(self.sessionmaker) as session:
+            runs = await watch_service.fire_settled(
+                session=session, watchers=watchers, account_id=account.id, now=now,
+            )
+            self._queued(session, runs)
+        report.runs.extend(runs)
 
     async def _snapshot(
         self, watchers: list[Watcher], account: Account, source: WatchableSource,
@@ -333,9 +360,13 @@ def _since_watch(file: ChangedFile, since: datetime) -> bool:
     )
 
 
-def _versions(files: list[ChangedFile]) -> list[str]:
+def _versions(files: list[ChangedFile]) -> list[FileVersion]:
     """Each version of a file fires once: its id with its modifiedTime."""
-    return [f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}" for f in files]
+    return [
+        FileVersion(id=f.id, modified=f.modified_time,
+                    key=f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}")
+        for f in files
+    ]
 
 
 def _after(query: str, since: datetime) -> str:
