@@ -306,9 +306,9 @@ class WatchPoller(LoopService):
         for watcher in needed:
             ids = await source.folder_file_ids(watcher.spec[DRIVE], limit=_SNAPSHOT_FILES)
             if len(ids) >= _SNAPSHOT_FILES:
-                log.warning("watch: folder of instruction %s holds over %d files; a change to "
-                            "the metadata of one of the others fires it", watcher.id,
-                            _SNAPSHOT_FILES)
+                log.warning("watch: only the first %d files of the folder of instruction %s "
+                            "are known to be there; a change to the metadata of another "
+                            "fires it once", _SNAPSHOT_FILES, watcher.id)
             async with transaction(self.sessionmaker) as session:
                 await watch_service.record_snapshot(
                     session=session, watcher=watcher, account_id=account.id, file_ids=ids,
