@@ -5,7 +5,7 @@ from app.auth.models import LoginLink, WebSession
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import Base
 from app.google.models import OAuthState
-from app.google.watch_models import WatchCursor, WatchHit
+from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.instructions.models import Instruction
 from app.notifications.models import AlertedItem, Delivery, Notification
 from app.questions.models import EmailReply, Question, QuestionEmail
@@ -15,6 +15,6 @@ from app.users.models import ApiToken, User
 __all__ = [
     "Account", "AlertedItem", "ApiToken", "Base", "Delivery", "EmailReply", "Instruction",
     "LoginLink", "ModelCall", "Notification", "OAuthState", "PushSubscription", "Question",
-    "QuestionEmail", "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WebSession",
-    "Webhook",
+    "QuestionEmail", "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WatchPendingFile",
+    "WebSession", "Webhook",
 ]

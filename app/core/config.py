@@ -376,6 +376,12 @@ class Settings(BaseSettings):
         description="After an expired Gmail historyId, messages per watch query looked at "
         "again (only those newer than the watch's last poll fire).",
     )
+    google_watch_settle_seconds: float = Field(
+        300, ge=0, le=86400,
+        description="A Drive folder watch fires for a new version of a file once its "
+        "modifiedTime is this old (a doc being written autosaves at every poll: one run when "
+        "it rests, not one per save). 0 fires at once.",
+    )
     google_pubsub_topic: str = Field(
         "", max_length=300, pattern=r"^$|^projects/[^/]+/topics/[^/]+$",
         description="Cloud Pub/Sub topic for Gmail push (projects/P/topics/T): accounts with "

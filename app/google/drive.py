@@ -1,8 +1,12 @@
 """Drive for the source: changes from a page token, search, documents as text or bytes.
 
-The delta cursor's files part is `{"page_token": str, "pending": [ids]}`: the
-`changes.list` page token to go on from, and the ids of changed files that did not
-fit in the last delta (`limit`), shown next time.
+The delta cursor's files part is `{"page_token": str, "pending": [ids], "covered": str}`:
+the `changes.list` page token to go on from, the ids of changed files that did not fit
+in the last delta (`limit`), shown next time, and the latest moment (Drive's clock, RFC
+3339) the deltas have read changes up to. Drive's change list also reports files whose
+metadata alone changed (viewed, starred, shared, with their modifiedTime as it was): a
+change counts only if the file was modified or created after `covered`. A cursor
+without `covered` (older ones) keeps every change once, as before.
 
 Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
 text/plain); text files and PDFs (and images) come through `files.get_media`.
@@ -39,13 +43,16 @@ EXPORTS = {
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
-    "id,name,mimeType,modifiedTime,parents,trashed,size,"
+    "id,name,mimeType,createdTime,modifiedTime,parents,trashed,size,"
     "lastModifyingUser(displayName,emailAddress)"
 )
 CHANGE_PAGE = 1000
 CHANGE_PAGES_MAX = 20
 PENDING_MAX = 1000
 MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
+# files.export refuses with 403 and one of these reasons: the export is over 10 MB, or the
+# owner turned exports off. The file is there, only its text cannot be had.
+UNEXPORTABLE = frozenset({"exportSizeLimitExceeded", "fileNotExportable"})
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 ALL_DRIVES: dict[str, Any] = {"supportsAllDrives": True}
 """For files.get (metadata and alt=media) and changes.getStartPageToken."""
@@ -127,6 +134,25 @@ def _modified_by(resource: dict[str, Any]) -> str | None:
     return user.get("displayName") or user.get("emailAddress") or None
 
 
+def _moment(value: Any) -> datetime | None:
+    """An RFC 3339 time from Drive or a cursor, or None if there is none (or it is bad)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = _time(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _covered(cursor: dict[str, Any]) -> datetime | None:
+    return _moment(cursor.get("covered"))
+
+
 def _since(moment: datetime) -> str:
     """`modifiedTime >= ...` in a files.list query: RFC 3339, UTC."""
     return _quote(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
@@ -134,11 +160,13 @@ def _since(moment: datetime) -> str:
 
 def _changed(resource: dict[str, Any], *, file_id: str, removed: bool = False) -> ChangedFile:
     modified = resource.get("modifiedTime")
+    created = resource.get("createdTime")
     return ChangedFile(
         id=file_id, name=str(resource.get("name") or ""),
         mime_type=str(resource.get("mimeType") or ""),
         parents=[str(p) for p in resource.get("parents") or []],
-        modified_time=_time(modified) if modified else None, removed=removed,
+        modified_time=_time(modified) if modified else None,
+        created_time=_time(created) if created else None, removed=removed,
     )
 
 
@@ -181,7 +209,16 @@ class DriveReader:
             request = self._files().get_media(fileId=resource["id"], **ALL_DRIVES)
         else:
             return ""
-        data = await self.client.call("drive", request)
+        try:
+            data = await self.client.call("drive", request)
+        except GoogleApiError as exc:
+            if exc.status == 403 and exc.reason in UNEXPORTABLE:
+                if exc.reason == "exportSizeLimitExceeded":
+                    return "(a Google Docs file too large for Drive to export as text: " \
+                        "its content cannot be read)"
+                return "(a Google Docs file that Drive does not export: its content " \
+                    "cannot be read)"
+            raise
         raw = data if isinstance(data, bytes) else str(data).encode()
         return tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
 
@@ -241,23 +278,44 @@ class DriveReader:
         if not old or not isinstance(old.get("page_token"), str):
             token = await self.start_token()  # first: what changes meanwhile comes next time
             resources = await self._recent(limit, since) if limit else []
-            return await self._cards(resources), {"page_token": token, "pending": []}
+            first: dict[str, Any] = {"page_token": token, "pending": []}
+            # Newest first: what is older than the newest file shown was covered too.
+            if resources and resources[0].get("modifiedTime"):
+                first["covered"] = _stamp(_time(resources[0]["modifiedTime"]))
+            return await self._cards(resources), first
+        covered = _covered(old)
         token, changes = await self.changes(old["page_token"])
         latest: dict[str, dict[str, Any]] = {}
+        reached = covered
         for change in changes:
+            when = _moment(change.get("time"))
+            if when is not None and (reached is None or when > reached):
+                reached = when
             file_id = str(change.get("fileId") or "")
             if not file_id:
                 continue
             latest.pop(file_id, None)
             if not change.get("removed") and change.get("file"):
                 latest[file_id] = change["file"]
+
         def wanted(resource: dict[str, Any]) -> bool:
             return _listable(resource) and bool(resource.get("modifiedTime")) and (
                 since is None or _time(resource["modifiedTime"]) >= since
             )
 
+        def changed(resource: dict[str, Any]) -> bool:
+            """Modified or created since the last delta read the changes, not only viewed,
+            starred or shared (Drive lists those too, their modifiedTime as it was)."""
+            if covered is None:
+                return True
+            return any(
+                moment is not None and moment > covered
+                for moment in (_moment(resource.get("modifiedTime")),
+                               _moment(resource.get("createdTime")))
+            )
+
         fresh = sorted(
-            (r for r in latest.values() if wanted(r)),
+            (r for r in latest.values() if wanted(r) and changed(r)),
             key=lambda r: _time(r["modifiedTime"]), reverse=True,
         )
         shown = fresh[:limit]
@@ -279,7 +337,10 @@ class DriveReader:
             if resource is not None and wanted(resource):
                 shown.append(resource)
         waiting = [str(r["id"]) for r in fresh[limit:]] + later
-        return await self._cards(shown), {"page_token": token, "pending": waiting[:PENDING_MAX]}
+        cursor: dict[str, Any] = {"page_token": token, "pending": waiting[:PENDING_MAX]}
+        if reached is not None:
+            cursor["covered"] = _stamp(reached)
+        return await self._cards(shown), cursor
 
     async def _recent(self, limit: int, since: datetime | None) -> list[dict[str, Any]]:
         q = f"trashed = false and mimeType != {_quote(FOLDER)}"
@@ -287,13 +348,15 @@ class DriveReader:
             q += f" and modifiedTime >= {_since(since)}"
         return await self._list(q, limit=limit, order_by="modifiedTime desc")
 
-    async def _list(self, q: str, *, limit: int, order_by: str | None) -> list[dict[str, Any]]:
+    async def _list(
+        self, q: str, *, limit: int, order_by: str | None, fields: str = FILE_FIELDS
+    ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         page_token: str | None = None
         while len(found) < limit:
             kwargs: dict[str, Any] = {
                 "q": q, "pageSize": min(1000, limit - len(found)), "spaces": "drive",
-                "fields": f"nextPageToken,files({FILE_FIELDS})", **LIST_ALL_DRIVES,
+                "fields": f"nextPageToken,files({fields})", **LIST_ALL_DRIVES,
             }
             if order_by:
                 kwargs["orderBy"] = order_by
@@ -316,13 +379,29 @@ class DriveReader:
     async def folder_files(
         self, folder_id: str, *, since: datetime, limit: int
     ) -> list[ChangedFile]:
-        """The folder's files modified at or after `since`, newest first."""
+        """The folder's files created or modified at or after `since`, newest first: an
+        upload keeps its own modifiedTime, but its createdTime is the upload's."""
+        when = _since(since)
         q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
-             f" and mimeType != {_quote(FOLDER)} and modifiedTime >= {_since(since)}")
-        return [
+             f" and mimeType != {_quote(FOLDER)}"
+             f" and (createdTime >= {when} or modifiedTime >= {when})")
+        files = [
             _changed(f, file_id=str(f["id"]))
             for f in await self._list(q, limit=limit, order_by="modifiedTime desc")
         ]
+        # The query's times are whole seconds: the rest of the second before is left out.
+        return [
+            f for f in files
+            if any(t is not None and t >= since for t in (f.created_time, f.modified_time))
+        ]
+
+    async def folder_file_ids(self, folder_id: str, *, limit: int) -> list[str]:
+        """The ids of the folder's files now (ids only: up to 1000 a call)."""
+        q = (f"{_quote(check_id(folder_id))} in parents and trashed = false"
+             f" and mimeType != {_quote(FOLDER)}")
+        files = await self._list(q, limit=limit, order_by=None,
+                                 fields="id,mimeType,trashed")
+        return [str(f["id"]) for f in files]
 
     async def file_changes(self, page_token: str | None) -> FileChanges:
         if page_token is None:

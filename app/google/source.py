@@ -110,6 +110,9 @@ class GoogleSource(Source, WatchableSource):
     ) -> list[ChangedFile]:
         return await self._need_files().folder_files(folder_id, since=since, limit=limit)
 
+    async def folder_file_ids(self, folder_id: str, *, limit: int) -> list[str]:
+        return await self._need_files().folder_file_ids(folder_id, limit=limit)
+
     # ------------------------------------------------------------------ mail tools
 
     async def search_mail(self, query: str, *, limit: int = 20) -> list[MailCard]:

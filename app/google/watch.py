@@ -16,8 +16,19 @@ it was paused. A historyId that Gmail no longer knows (404), or an account polle
 the first time, is resynced within `google_watch_resync_limit`: each query runs with
 `after:` the watch's last poll (or its start), so nothing older fires. Drive's change
 list likewise starts only at an account's first poll: a folder watch then reads the
-folder for files modified since the watch began, so none added before that poll is
-missed.
+folder for files created or modified since the watch began, so none added before that
+poll is missed.
+
+A Drive change is not always a new version: a move keeps the file's modifiedTime, an
+upload may keep its own, and viewing, starring or sharing a file puts it in the change
+list with nothing new in it. So a folder watch reads its folder's file ids once when it
+(re)starts and keeps in the database which files it knows there: a file in the folder
+with an older modifiedTime fires only if it was not known there (moved or uploaded in).
+
+A doc being written autosaves between every two polls: a version of a file fires only
+once its modifiedTime is `google_watch_settle_seconds` old. Until then it waits in the
+database (`WatchPendingFile`), replaced by any newer version, and every poll fires the
+versions that have rested long enough, so a restart loses none.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from app.core.pubsub import PgListener
 from app.core.runtime import Wakeups
 from app.google import watch_service
 from app.google.accounts import mark_disconnected
-from app.google.watch_service import DRIVE, GMAIL, WatchedAccount, Watcher
+from app.google.watch_service import DRIVE, GMAIL, FileVersion, WatchedAccount, Watcher
 from app.runs import metrics
 from app.runs.service import WORKER_CHANNEL
 from app.sources.base import (
@@ -61,6 +72,8 @@ _CONCURRENCY = 8
 # matches that are newer than the history read (they come again next poll) must not push
 # an added one out of the answer.
 _SEARCH_MARGIN = 50
+# Files of a watched folder read when its watch (re)starts (1000 ids a call).
+_SNAPSHOT_FILES = 10_000
 
 SourceFactory = Callable[[Account, Settings], Source | None]
 
@@ -94,6 +107,7 @@ class WatchPoller(LoopService):
         self.settings = settings
         self.sources = sources
         self.interval_delta = timedelta(seconds=settings.google_watch_poll_seconds)
+        self.settle = timedelta(seconds=settings.google_watch_settle_seconds)
         wakeups.subscribe(WATCH_CHANNEL, self.wake)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -221,6 +235,7 @@ class WatchPoller(LoopService):
         cursor = watched.cursor
         token = cursor.drive_page_token if cursor is not None else None
         changes = await source.file_changes(token)
+        await self._snapshot(watchers, watched.account, source, now)
         if token is None:
             # The change list starts now: what came to the folder since the watch began
             # (or since the last poll) is read from the folder itself, after the start
@@ -233,18 +248,72 @@ class WatchPoller(LoopService):
                     watcher.spec[DRIVE], since=since,
                     limit=self.settings.google_watch_resync_limit,
                 )
-                await self._fire(watcher, watched.account, "file", _versions(files), now,
-                                 report)
+                await self._folder(watcher, watched.account, now, report,
+                                   versions=_versions(files))
+            await self._settled(watchers, watched.account, now, report)
             return changes.page_token
         for watcher in watchers:
             folder = watcher.spec[DRIVE]
-            files = [
-                f for f in changes.files
-                if not f.removed and folder in f.parents
-                and (f.modified_time is None or f.modified_time >= watcher.since)
-            ]
-            await self._fire(watcher, watched.account, "file", _versions(files), now, report)
+            inside = [f for f in changes.files if not f.removed and folder in f.parents]
+            # Created or changed since the watch began: each version fires once. An older
+            # file is new to the folder only if the watch did not know it there (moved
+            # in, or uploaded with its own date); else the change was to its metadata.
+            recent = [f for f in inside if _since_watch(f, watcher.since)]
+            older = [f for f in inside if not _since_watch(f, watcher.since)]
+            left = [f.id for f in changes.files if f.removed or folder not in f.parents]
+            await self._folder(watcher, watched.account, now, report,
+                               versions=_versions(recent), older=_versions(older), left=left)
+        await self._settled(watchers, watched.account, now, report)
         return changes.page_token
+
+    async def _folder(
+        self, watcher: Watcher, account: Account, now: datetime, report: PollReport, *,
+        versions: list[FileVersion], older: list[FileVersion] | None = None,
+        left: list[str] | None = None,
+    ) -> None:
+        """Fire (or keep waiting to settle) one folder watch's changed files."""
+        if not (versions or older or left):
+            return
+        async with transaction(self.sessionmaker) as session:
+            runs = await watch_service.record_folder_changes(
+                session=session, watcher=watcher, account_id=account.id, versions=versions,
+                older=older or [], left=left or [], now=now, settle=self.settle,
+            )
+            self._queued(session, runs)
+        report.runs.extend(runs)
+
+    async def _settled(
+        self, watchers: list[Watcher], account: Account, now: datetime, report: PollReport,
+    ) -> None:
+        """Fire the file versions that waited long enough without a newer one (also
+        those left waiting when the settle time was then longer)."""
+        async with transaction(self.sessionmaker) as session:
+            runs = await watch_service.fire_settled(
+                session=session, watchers=watchers, account_id=account.id, now=now,
+            )
+            self._queued(session, runs)
+        report.runs.extend(runs)
+
+    async def _snapshot(
+        self, watchers: list[Watcher], account: Account, source: WatchableSource,
+        now: datetime,
+    ) -> None:
+        """Read the folder of each watch that (re)started since the last poll: the files
+        there now are not new to it. (One that came in with an older modifiedTime between
+        the watch's start and this poll is counted as there already: Drive cannot say.)"""
+        async with transaction(self.sessionmaker) as session:
+            needed = await watch_service.without_snapshot(session=session, watchers=watchers)
+        for watcher in needed:
+            ids = await source.folder_file_ids(watcher.spec[DRIVE], limit=_SNAPSHOT_FILES)
+            if len(ids) >= _SNAPSHOT_FILES:
+                log.warning("watch: only the first %d files of the folder of instruction %s "
+                            "are known to be there; a change to the metadata of another "
+                            "fires it once", _SNAPSHOT_FILES, watcher.id)
+            async with transaction(self.sessionmaker) as session:
+                await watch_service.record_snapshot(
+                    session=session, watcher=watcher, account_id=account.id, file_ids=ids,
+                    now=now,
+                )
 
     async def _fire(
         self, watcher: Watcher, account: Account, kind: str, items: list[str], now: datetime,
@@ -257,11 +326,15 @@ class WatchPoller(LoopService):
                 session=session, watcher=watcher, account_id=account.id, kind=kind,
                 item_ids=items, now=now,
             )
-            if runs:
-                count = len(runs)
-                after_commit(session, lambda: self.wakeups.notify(WORKER_CHANNEL))
-                after_commit(session, lambda: metrics.RUNS_QUEUED.labels("watch").inc(count))
+            self._queued(session, runs)
         report.runs.extend(runs)
+
+    def _queued(self, session: AsyncSession, runs: list[uuid.UUID]) -> None:
+        """Once committed: wake a worker for the runs, count them."""
+        if runs:
+            count = len(runs)
+            after_commit(session, lambda: self.wakeups.notify(WORKER_CHANNEL))
+            after_commit(session, lambda: metrics.RUNS_QUEUED.labels("watch").inc(count))
 
     async def _disconnected(self, account: Account, exc: AccountDisconnected) -> None:
         """The grant is gone: the account is marked disconnected, its watches are paused
@@ -278,9 +351,22 @@ def _resync_since(watcher: Watcher, last_poll: datetime | None) -> datetime:
     return watcher.since if last_poll is None else max(watcher.since, last_poll)
 
 
-def _versions(files: list[ChangedFile]) -> list[str]:
+def _since_watch(file: ChangedFile, since: datetime) -> bool:
+    """Created or modified at or after `since` (a file without dates counts as new)."""
+    if file.modified_time is None:
+        return True
+    return file.modified_time >= since or (
+        file.created_time is not None and file.created_time >= since
+    )
+
+
+def _versions(files: list[ChangedFile]) -> list[FileVersion]:
     """Each version of a file fires once: its id with its modifiedTime."""
-    return [f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}" for f in files]
+    return [
+        FileVersion(id=f.id, modified=f.modified_time,
+                    key=f"{f.id}@{f.modified_time.isoformat() if f.modified_time else ''}")
+        for f in files
+    ]
 
 
 def _after(query: str, since: datetime) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, case, select, update
+from sqlalchemy import CursorResult, case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -20,7 +20,7 @@ from app.core.db import insert_ignore
 from app.core.errors import BadRequest
 from app.google.credentials import granted_scopes
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
-from app.google.watch_models import WatchCursor, WatchHit
+from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.instructions.models import Instruction
 from app.runs import queue
 
@@ -177,6 +177,199 @@ async def record_hits(
         runs.append(run_id)
     return runs
 
+
+# A Drive folder watch also keeps, in the hits table and without a run, which files it
+# knows to be in its folder: those there when it started watching (a snapshot, marked
+# by a row for the moment it started), and those that came since with an older
+# modifiedTime (moved in, or uploaded with their own date). Drive's change list reports a
+# file again for a change of its metadata alone (viewed, starred, shared), and says
+# nothing of the parents it had before: only this tells a file new to the folder from
+# one that was always there.
+MEMBER = "member"
+SNAPSHOT = "snapshot"
+
+
+def _member(file_id: str) -> str:
+    return f"in:{file_id}"
+
+
+def _snapshot(watcher: Watcher) -> str:
+    return f"snapshot:{watcher.since.astimezone(UTC).isoformat()}"
+
+
+async def without_snapshot(*, session: AsyncSession, watchers: Sequence[Watcher]) -> list[Watcher]:
+    """The folder watches whose folder has not been read since they (re)started."""
+    if not watchers:
+        return []
+    taken = {tuple(row) for row in (await session.execute(
+        select(WatchHit.instruction_id, WatchHit.item_id).where(
+            WatchHit.instruction_id.in_([w.id for w in watchers]), WatchHit.kind == SNAPSHOT,
+        )
+    )).all()}
+    return [w for w in watchers if (w.id, _snapshot(w)) not in taken]
+
+
+async def record_snapshot(
+    *, session: AsyncSession, watcher: Watcher, account_id: uuid.UUID,
+    file_ids: Sequence[str], now: datetime,
+) -> None:
+    """The files in the folder as the watch (re)starts: none of them is new to it (and
+    no version that waited to settle before it was paused or changed fires)."""
+    await session.execute(
+        delete(WatchHit).where(
+            WatchHit.instruction_id == watcher.id, WatchHit.kind.in_([MEMBER, SNAPSHOT])
+        ).execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(WatchPendingFile).where(WatchPendingFile.instruction_id == watcher.id)
+        .execution_options(synchronize_session=False)
+    )
+    await _insert_marks(session, watcher, account_id, MEMBER,
+                        [_member(i) for i in file_ids], now)
+    await _insert_marks(session, watcher, account_id, SNAPSHOT, [_snapshot(watcher)], now)
+
+
+async def _insert_marks(
+    session: AsyncSession, watcher: Watcher, account_id: uuid.UUID, kind: str,
+    items: Sequence[str], now: datetime,
+) -> None:
+    for start in range(0, len(items), _CHUNK):
+        await session.execute(
+            insert_ignore(session, WatchHit, ["instruction_id", "item_id"]).values([
+                {"id": uuid.uuid4(), "user_id": watcher.user_id, "instruction_id": watcher.id,
+                 "account_id": account_id, "kind": kind, "item_id": item, "created_at": now}
+                for item in sorted(set(items[start:start + _CHUNK]))
+            ])
+        )
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """One version of a Drive file: `key` (its id with its modifiedTime) is the hit's
+    item id, so each version fires once."""
+
+    id: str
+    key: str
+    modified: datetime | None
+
+
+async def record_folder_changes(
+    *,
+    session: AsyncSession,
+    watcher: Watcher,
+    account_id: uuid.UUID,
+    versions: Sequence[FileVersion],
+    older: Sequence[FileVersion],
+    left: Sequence[str],
+    now: datetime,
+    settle: timedelta,
+) -> list[uuid.UUID]:
+    """Fire a folder watch for one page of Drive changes; returns the runs.
+
+    `versions` are the files in the folder modified (or created) since the watch began,
+    each fired once per version as before. `older` are the files in the folder with an
+    older modifiedTime: new to the folder (moved in, uploaded with their own date) unless
+    the watch already knows them there, and then they fire. `left` are files no longer
+    in the folder: if they come back, they are new again. A version modified less than
+    `settle` ago waits (see `fire_settled`).
+    """
+    for start in range(0, len(left), _CHUNK):
+        await session.execute(
+            delete(WatchHit).where(
+                WatchHit.instruction_id == watcher.id, WatchHit.kind == MEMBER,
+                WatchHit.item_id.in_([_member(i) for i in left[start:start + _CHUNK]]),
+            ).execution_options(synchronize_session=False)
+        )
+    known: set[str] = set()
+    ids = [file.id for file in older]
+    for start in range(0, len(ids), _CHUNK):
+        known |= set((await session.execute(
+            select(WatchHit.item_id).where(
+                WatchHit.instruction_id == watcher.id, WatchHit.kind == MEMBER,
+                WatchHit.item_id.in_([_member(i) for i in ids[start:start + _CHUNK]]),
+            )
+        )).scalars().all())
+    arrived = [file for file in older if _member(file.id) not in known]
+    await _insert_marks(session, watcher, account_id, MEMBER,
+                        [_member(file.id) for file in arrived], now)
+    files = [*versions, *arrived]
+    ready = [f for f in files if f.modified is None or f.modified + settle <= now]
+    waiting = [f for f in files if f not in ready]
+    # A version that fires replaces the one that waited for the file.
+    ready_ids = sorted({f.id for f in ready})
+    for start in range(0, len(ready_ids), _CHUNK):
+        await session.execute(
+            delete(WatchPendingFile).where(
+                WatchPendingFile.instruction_id == watcher.id,
+                WatchPendingFile.file_id.in_(ready_ids[start:start + _CHUNK]),
+            ).execution_options(synchronize_session=False)
+        )
+    for file in sorted(waiting, key=lambda f: f.id):
+        await _wait(session, watcher, account_id, file, now, settle)
+    return await record_hits(
+        session=session, watcher=watcher, account_id=account_id, kind="file",
+        item_ids=[f.key for f in ready], now=now,
+    )
+
+
+async def _wait(
+    session: AsyncSession, watcher: Watcher, account_id: uuid.UUID, file: FileVersion,
+    now: datetime, settle: timedelta,
+) -> None:
+    """Keep this version of the file waiting (the latest one: it replaces an older)."""
+    assert file.modified is not None
+    values = {"id": uuid.uuid4(), "user_id": watcher.user_id, "instruction_id": watcher.id,
+              "account_id": account_id, "file_id": file.id, "version": file.key,
+              "due_at": file.modified + settle, "seen_at": now}
+    stmt: Any
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(WatchPendingFile).values(**values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(WatchPendingFile).values(**values)
+    # An older modifiedTime never replaces a newer one (two schedulers, a page read late).
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=["instruction_id", "file_id"],
+        set_={"version": stmt.excluded.version, "due_at": stmt.excluded.due_at,
+              "seen_at": stmt.excluded.seen_at},
+        where=WatchPendingFile.due_at <= stmt.excluded.due_at,
+    ))
+
+
+async def fire_settled(
+    *, session: AsyncSession, watchers: Sequence[Watcher], account_id: uuid.UUID,
+    now: datetime,
+) -> list[uuid.UUID]:
+    """Fire the waiting file versions that have rested long enough; returns the runs.
+    One seen before its watch (re)started (paused, changed) is dropped."""
+    by_id = {w.id: w for w in watchers}
+    if not by_id:
+        return []
+    # Taken in one statement: a version that a newer one replaced meanwhile is not due.
+    rows = (await session.execute(
+        delete(WatchPendingFile).where(
+            WatchPendingFile.instruction_id.in_(list(by_id)),
+            WatchPendingFile.account_id == account_id, WatchPendingFile.due_at <= now,
+        ).returning(WatchPendingFile.instruction_id, WatchPendingFile.version,
+                    WatchPendingFile.seen_at)
+        .execution_options(synchronize_session=False)
+    )).all()
+    runs: list[uuid.UUID] = []
+    for watcher in watchers:
+        versions = [r.version for r in rows
+                    if r.instruction_id == watcher.id and r.seen_at >= watcher.since]
+        if versions:
+            runs += await record_hits(
+                session=session, watcher=watcher, account_id=account_id, kind="file",
+                item_ids=versions, now=now,
+            )
+    return runs
+
+
+_CHUNK = 500
 
 # Runs are unique per (instruction, scheduled_for): a burst's runs are a microsecond
 # apart, and a clash (another run of the instruction at that very microsecond) moves on.

@@ -118,6 +118,8 @@ class ChangedFile(BaseModel):
     mime_type: str = ""
     parents: list[str] = Field(default_factory=list)
     modified_time: datetime | None = None
+    # When the file came to Drive (an upload keeps its own modifiedTime, not this).
+    created_time: datetime | None = None
     removed: bool = False
 
 
@@ -151,8 +153,12 @@ class WatchableSource(ABC):
     async def folder_files(
         self, folder_id: str, *, since: datetime, limit: int = 100
     ) -> list[ChangedFile]:
-        """The files in a folder modified at or after `since`, newest first (what a
-        watch of it must see before the change list starts)."""
+        """The files in a folder created or modified at or after `since`, newest first
+        (what a watch of it must see before the change list starts)."""
+
+    @abstractmethod
+    async def folder_file_ids(self, folder_id: str, *, limit: int) -> list[str]:
+        """The ids of the files in a folder now (at most `limit`)."""
 
 
 class Source(ABC):

@@ -264,13 +264,14 @@ class FakeGoogle(ThreadedServer):
         self, email: str, *, name: str, mime_type: str = "application/vnd.google-apps.document",
         content: str | bytes = b"", parents: tuple[str, ...] | list[str] = ("root",),
         modified_by: str | None = None, modified: datetime | None = None,
-        description: str = "",
+        created: datetime | None = None, description: str = "",
     ) -> str:
         data = content.encode() if isinstance(content, str) else content
         with self._lock:
             file = self.account(email).drive.add(
                 name=name, mime_type=mime_type, content=data, parents=list(parents),
-                modified_by=modified_by or email, modified=modified, description=description,
+                modified_by=modified_by or email, modified=modified, created=created,
+                description=description,
             )
             return file.id
 
@@ -283,6 +284,11 @@ class FakeGoogle(ThreadedServer):
         with self._lock:
             self.account(email).drive.update(file_id, content=data, name=name, trashed=trashed,
                                              modified_by=modified_by, parents=parents)
+
+    def star_file(self, email: str, file_id: str, starred: bool = True) -> None:
+        """Star a file: a change in the change list, its modifiedTime unchanged."""
+        with self._lock:
+            self.account(email).drive.star(file_id, starred)
 
     def delete_file(self, email: str, file_id: str) -> None:
         with self._lock:

@@ -270,9 +270,15 @@ class Drive:
 
     def add(
         self, *, name: str, mime_type: str, content: bytes, parents: list[str],
-        modified_by: str, modified: datetime | None = None, description: str = "",
+        modified_by: str, modified: datetime | None = None, created: datetime | None = None,
+        description: str = "",
     ) -> DriveFile:
-        when = (modified or datetime.now(UTC)).astimezone(UTC)
+        # files.create takes modifiedTime (and createdTime) from the uploader: Drive for
+        # desktop and API uploads keep a file's own date. Unless given, createdTime is the
+        # moment of the upload, so an old file uploaded now is created now.
+        now = datetime.now(UTC)
+        when = (modified or now).astimezone(UTC)
+        born = (created or (when if modified is None else now)).astimezone(UTC)
         resolved = [self.root_id if p == "root" else p for p in parents]
         for parent in resolved:
             if parent != self.root_id and parent not in self.shared_drives and (
@@ -281,7 +287,7 @@ class Drive:
                 raise KeyError(f"no folder {parent} in {self.email}'s Drive")
         file = DriveFile(
             id=self.file_id(), name=name, mime_type=mime_type, content=content,
-            parents=resolved, created=when, modified=when, modified_by=modified_by,
+            parents=resolved, created=born, modified=when, modified_by=modified_by,
             owner=self.email, description=description, drive_id=self.drive_of(resolved),
         )
         self.files[file.id] = file
@@ -305,8 +311,20 @@ class Drive:
             file.drive_id = self.drive_of(file.parents)
         if modified_by is not None:
             file.modified_by = modified_by
-        file.modified = max(datetime.now(UTC), file.modified)
+        # A move (new parents, nothing else) leaves modifiedTime alone on Drive: only the
+        # change list and the file's version say that it happened.
+        if content is not None or name is not None or trashed is not None:
+            file.modified = max(datetime.now(UTC), file.modified)
         file.version += 1
+        self.changed(file_id)
+        return file
+
+    def star(self, file_id: str, starred: bool = True) -> DriveFile:
+        """A metadata-only change (starred, like viewed or shared): Drive's change list
+        reports the file again, with its modifiedTime and version as they were (starred
+        is the user's own flag, not the file's content)."""
+        file = self.files[file_id]
+        file.starred = starred
         self.changed(file_id)
         return file
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from app.core.config import Settings
@@ -159,3 +161,66 @@ async def test_shared_drive_files_are_read_and_found(
     assert (await source.read_file(text)).text == "Team notes."
     assert await source.read_file_bytes(scan) == ("application/pdf", pdf)
     assert {f.id for f in await source.search_files("team")} == {doc, text, scan}
+
+
+async def test_a_google_doc_too_large_to_export_reads_as_a_note_not_an_error(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """Drive exports at most 10 MB (files.export answers 403 exportSizeLimitExceeded): the
+    file is still listed and read, its text replaced by a note saying why."""
+    start = await source.delta(None, mail=False, limit=10)
+    big = fake.add_file(ALICE, name="Board pack", mime_type=DOC,
+                        content="x" * (10 * 1024 * 1024 + 10))
+
+    (card,) = (await source.delta(start.cursor, mail=False, limit=10)).files
+    assert (card.id, card.name) == (big, "Board pack")
+    assert "too large" in card.snippet
+    read = await source.read_file(big)
+    assert read.name == "Board pack"
+    assert "too large for Drive to export" in read.text
+    assert [f.id for f in await source.search_files("Board pack")] == [big]
+
+
+async def test_a_file_only_starred_or_viewed_is_not_a_changed_document(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """Drive's change list also reports files whose metadata alone changed (viewed,
+    starred, shared), their modifiedTime as it was: the digest shows only files modified
+    or created since the last delta read the changes."""
+    doc = fake.add_file(ALICE, name="Budget", mime_type=DOC, content="Q4: 120k.")
+    first = await source.delta(None, mail=False, limit=10)
+    assert [f.id for f in first.files] == [doc]
+
+    fake.star_file(ALICE, doc)
+    assert (await source.delta(first.cursor, mail=False, limit=10)).files == []
+
+    other = fake.add_file(ALICE, name="Plan", mime_type=DOC, content="Ship.")
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert [f.id for f in second.files] == [other]
+    fake.star_file(ALICE, other)
+    fake.star_file(ALICE, doc, starred=False)
+    assert (await source.delta(second.cursor, mail=False, limit=10)).files == []
+
+    fake.update_file(ALICE, doc, content="Q4: 130k.")
+    scan = fake.add_file(ALICE, name="scan.pdf", mime_type="application/pdf",
+                         content=b"%PDF-1.4\n", modified=datetime.now(UTC) - timedelta(days=9))
+    third = await source.delta(second.cursor, mail=False, limit=10)
+    assert {f.id for f in third.files} == {doc, scan}
+
+
+async def test_a_cursor_from_before_covered_keeps_every_change_once(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A cursor stored before the digest knew what it had covered (no `covered`): its
+    next delta shows every change as it did (nothing lost), and then knows."""
+    doc = fake.add_file(ALICE, name="Budget", mime_type=DOC, content="Q4: 120k.")
+    first = await source.delta(None, mail=False, limit=10)
+    stored = {"drive": {"page_token": first.cursor["drive"]["page_token"], "pending": []}}
+
+    fake.star_file(ALICE, doc)
+    fake.update_file(ALICE, doc, content="Q4: 125k.")
+    again = await source.delta(stored, mail=False, limit=10)
+    assert [f.id for f in again.files] == [doc]
+    assert "covered" in again.cursor["drive"]
+    fake.star_file(ALICE, doc, starred=False)
+    assert (await source.delta(again.cursor, mail=False, limit=10)).files == []

@@ -40,6 +40,8 @@ def settings(settings: Settings, fake: FakeGoogle) -> Settings:
         "secret_keys": [SecretStr(Fernet.generate_key().decode())],
         "google_pubsub_audience": AUDIENCE,
         "google_watch_poll_seconds": 3600.0,
+        # Each version fires at once; the tests of settling set their own.
+        "google_watch_settle_seconds": 0.0,
     })
 
 

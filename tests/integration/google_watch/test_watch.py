@@ -17,7 +17,7 @@ from app.core.runtime import Runtime
 from app.google import watch_service
 from app.google.scopes import GMAIL_READONLY
 from app.google.source import GoogleSource
-from app.google.watch import WatchPoller
+from app.google.watch import PollReport, WatchPoller
 from app.google.watch_models import WatchCursor, WatchHit
 from app.runs.scheduler import SchedulerTick
 from app.sources.base import MailChanges, Source
@@ -32,8 +32,11 @@ from tests.integration.google_watch.conftest import (
     poller,
     watch_runs,
 )
+from tests.integration.runs.helpers import get_run, make_worker, work_once
 
 API = "/api/v1"
+FOLDER = "application/vnd.google-apps.folder"
+PDF = b"%PDF-1.4\n% a scanned invoice\n"
 BILLING = "from:billing@example.com has:attachment"
 
 
@@ -216,6 +219,174 @@ async def test_a_folder_watch_on_a_shared_drive_folder_fires_for_its_new_files(
     assert len((await watch.poll_accounts([account.id])).runs) == 1
     assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([early, later])
     assert (await watch.poll_accounts([account.id])).runs == []
+
+
+async def test_a_file_uploaded_with_its_own_older_date_fires_a_folder_watch(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """Drive for desktop and API uploads keep a file's modifiedTime (a scan from last
+    week): the file is new to the folder all the same, whether it comes before the first
+    poll (read from the folder by createdTime) or after (from the change list)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Invoices", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    last_week = datetime.now(UTC) - timedelta(days=7)
+    early = fake.add_file(EMAIL, name="invoice-1106.pdf", mime_type="application/pdf",
+                          content=PDF, parents=(folder,), modified=last_week)
+    watch = poller(runtime)
+    await watch.run_once()
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [early]
+
+    later = fake.add_file(EMAIL, name="invoice-1107.pdf", mime_type="application/pdf",
+                          content=PDF, parents=(folder,), modified=last_week)
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([early, later])
+
+
+async def test_a_file_moved_into_a_watched_folder_fires_and_a_mere_star_does_not(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """A move leaves modifiedTime as it was; the change list reports the file with its new
+    parents. Drive also reports files whose metadata alone changed (starred, viewed): a
+    file that was in the folder before the watch began never fires for that, nor does the
+    moved one fire again."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    # Another watch first: the account's change list is running when the folder watch
+    # starts, so the folder watch starts from it, not from a first poll.
+    other = fake.add_file(EMAIL, name="Other", mime_type=FOLDER)
+    await create_watch(client, headers, drive_folder_id=other)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    folder = fake.add_file(EMAIL, name="To review", mime_type=FOLDER)
+    there = fake.add_file(EMAIL, name="Old contract", content="Old terms.",
+                          parents=(folder,), modified=two_days_ago, created=two_days_ago)
+    draft = fake.add_file(EMAIL, name="Contract draft", content="Terms.",
+                          parents=("root",), modified=two_days_ago, created=two_days_ago)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    await watch.poll_accounts([account.id])
+    assert await watch_runs(runtime, instruction_id) == []
+
+    fake.update_file(EMAIL, draft, parents=[folder])
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [draft]
+
+    fake.star_file(EMAIL, there)
+    fake.star_file(EMAIL, draft)
+    assert (await watch.poll_accounts([account.id])).runs == []
+    # Out and back again: the same version of the file, already reported.
+    fake.update_file(EMAIL, draft, parents=["root"])
+    await watch.poll_accounts([account.id])
+    fake.update_file(EMAIL, draft, parents=[folder])
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [draft]
+
+
+async def poll_at(runtime: Runtime, watch: WatchPoller, account: Account,
+                  now: datetime) -> PollReport:
+    """Poll the account as if the clock said `now` (a settle period passes at once)."""
+    async with transaction(runtime.sessionmaker) as session:
+        due = await watch_service.watched_accounts(
+            session=session, now=now, account_ids=[account.id]
+        )
+    return await watch.poll(due, now)
+
+
+def settling_poller(runtime: Runtime, seconds: float = 300) -> WatchPoller:
+    settings = runtime.settings.model_copy(update={"google_watch_settle_seconds": seconds})
+    return WatchPoller(
+        sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups, settings=settings
+    )
+
+
+async def test_a_doc_written_across_several_polls_fires_once_when_it_rests(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """A doc autosaves between every two polls while it is written: its versions wait
+    (in the database: a restarted poller still has them) until one has rested for the
+    settle time, and that one fires. A file moved in with an older date fires at once."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Meeting notes", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+
+    notes = fake.add_file(EMAIL, name="Standup", content="- ", parents=(folder,))
+    agenda = fake.add_file(EMAIL, name="Agenda", content="1.", parents=("root",),
+                           modified=datetime.now(UTC) - timedelta(days=1))
+    fake.update_file(EMAIL, agenda, parents=[folder])
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    for minute in range(1, 6):
+        fake.update_file(EMAIL, notes, content=f"- point {minute}")
+        assert (await watch.poll_accounts([account.id])).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [agenda]
+
+    restarted = settling_poller(runtime)
+    rested = datetime.now(UTC) + timedelta(seconds=301)
+    assert len((await poll_at(runtime, restarted, account, rested)).runs) == 1
+    assert (await poll_at(runtime, restarted, account, rested)).runs == []
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([agenda, notes])
+    async with runtime.sessionmaker() as session:
+        hits = (await session.execute(
+            select(WatchHit.item_id).where(WatchHit.kind == "file",
+                                           WatchHit.item_id.startswith(notes))
+        )).scalars().all()
+    last = fake.account(EMAIL).drive.files[notes].modified
+    assert [datetime.fromisoformat(h.split("@", 1)[1]) for h in hits] == [
+        last.replace(microsecond=last.microsecond // 1000 * 1000)
+    ]
+
+
+async def test_a_version_waiting_to_settle_when_its_watch_is_paused_never_fires(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Drafts", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    draft = fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
+    assert (await watch.poll_accounts([account.id])).runs == []
+
+    for action in ("pause", "resume"):
+        answer = await client.post(f"{API}/instructions/{instruction_id}/{action}",
+                                   headers=headers)
+        assert answer.status_code == 200, answer.text
+    later = datetime.now(UTC) + timedelta(seconds=301)
+    assert (await poll_at(runtime, watch, account, later)).runs == []
+    # A version written after the resume waits and fires as usual.
+    fake.update_file(EMAIL, draft, content="Whole")
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert len((await poll_at(runtime, watch, account, later + timedelta(seconds=1))).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [draft]
+
+
+async def test_a_watch_run_for_a_google_doc_too_large_to_export_succeeds(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """files.export stops at 10 MB (403 exportSizeLimitExceeded): the run still reports the
+    file instead of failing on every attempt (and counting towards the failure limit)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Minutes",
+                           mime_type="application/vnd.google-apps.folder")
+    await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    fake.add_file(EMAIL, name="Board pack", content="x" * (10 * 1024 * 1024 + 10),
+                  parents=(folder,))
+    (run_id,) = (await watch.poll_accounts([account.id])).runs
+    await work_once(make_worker(runtime))
+
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.error) == ("succeeded", 1, None)
 
 
 async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from googleapiclient.errors import HttpError
@@ -189,6 +190,29 @@ def test_shared_drive_items_need_the_callers_opt_in(fake, drive):
     assert changed() == set()
     assert changed(supportsAllDrives=True, includeItemsFromAllDrives=True) == \
         {folder, doc, text}
+
+
+def test_moves_stars_and_old_uploads_keep_modified_time_as_on_drive(fake, drive):
+    """A move changes only parents, starring only the user's flag: Drive reports both in
+    the change list with modifiedTime as it was. An upload that sets its own modifiedTime
+    is created when uploaded."""
+    folder = fake.add_file(ALICE, name="Box", mime_type=FOLDER)
+    when = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+    old = fake.add_file(ALICE, name="Scan", content="s", modified=when)
+    fields = "createdTime,modifiedTime,parents,starred"
+    before = drive.files().get(fileId=old, fields=fields).execute()
+    assert before["modifiedTime"] == "2026-01-05T09:30:00.000Z"
+    assert before["createdTime"] > before["modifiedTime"]
+
+    token = drive.changes().getStartPageToken().execute()["startPageToken"]
+    fake.update_file(ALICE, old, parents=[folder])
+    fake.star_file(ALICE, old)
+    after = drive.files().get(fileId=old, fields=fields).execute()
+    assert after == {**before, "parents": [folder], "starred": True}
+    (change,) = drive.changes().list(
+        pageToken=token, fields="changes(fileId,file(modifiedTime))"
+    ).execute()["changes"]
+    assert change == {"fileId": old, "file": {"modifiedTime": before["modifiedTime"]}}
 
 
 def test_changes_need_a_page_token(fake, drive, creds, auth_request, http):
