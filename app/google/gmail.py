@@ -159,10 +159,16 @@ class GmailReader:
             found[mid] = result
         return found
 
-    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
-        """Which of these messages are emails Pilotlight sent."""
+    async def arrived_mail(self, ids: list[str]) -> list[str]:
+        """Those of `ids` that arrived (`fmt.arrived`: no draft, no mail sent to others, not
+        in spam or trash) and are not Pilotlight's own emails, in the order of `ids`;
+        deleted ones are left out. One metadata batch."""
         found = await self.metadata(ids)
-        return {mid for mid, resource in found.items() if fmt.from_pilotlight(resource)}
+        return [
+            mid for mid in dict.fromkeys(ids)
+            if (resource := found.get(mid)) is not None
+            and fmt.arrived(resource) and not fmt.from_pilotlight(resource)
+        ]
 
     async def cards(self, ids: list[str], since: datetime | None = None) -> list[MailCard]:
         """Cards of the arrived messages among `ids`, in the order of `ids`."""

@@ -14,7 +14,10 @@ Every query is narrowed with `after:` the moment the watch was created, changed 
 resumed (`Instruction.watch_since`): older mail never fires, also mail that came while
 it was paused. A historyId that Gmail no longer knows (404), or an account polled for
 the first time, is resynced within `google_watch_resync_limit`: each query runs with
-`after:` the watch's last poll (or its start), so nothing older fires. Drive's change
+`after:` the watch's last poll (or its start), so nothing older fires. Either way only
+mail that arrived fires, by the labels and headers of the matching messages (one
+metadata batch): not the user's drafts or the mail they sent to others (a query answers
+those too), nor Pilotlight's own emails. Drive's change
 list likewise starts only at an account's first poll: a folder watch then reads the
 folder for files modified since the watch began, so none added before that poll is
 missed.
@@ -197,7 +200,7 @@ class WatchPoller(LoopService):
                     limit=self.settings.google_watch_resync_limit,
                 )
                 await self._fire(watcher, watched.account, "message",
-                                 await _not_ours(source, ids), now, report)
+                                 await _arrived(source, ids), now, report)
         elif changes.added_message_ids:
             added = set(changes.added_message_ids)
             for watcher in watchers:
@@ -207,7 +210,7 @@ class WatchPoller(LoopService):
                 )
                 matching = [i for i in ids if i in added]
                 await self._fire(watcher, watched.account, "message",
-                                 await _not_ours(source, matching), now, report)
+                                 await _arrived(source, matching), now, report)
         return changes.history_id
 
     async def _files(
@@ -289,11 +292,12 @@ def _after(query: str, since: datetime) -> str:
     return f"({query}) after:{int(since.timestamp())}"
 
 
-async def _not_ours(source: WatchableSource, ids: list[str]) -> list[str]:
-    """The ids without Pilotlight's own emails: a watch whose query matches the digest
-    it sends (`in:inbox`, `to:me`) would otherwise fire on it, and again on the next one.
-    One metadata batch, only when something matched."""
+async def _arrived(source: WatchableSource, ids: list[str]) -> list[str]:
+    """The ids of mail the user received, by the messages' labels and headers, on every
+    path alike: a resync's query (like any `messages.list`) also answers the user's own
+    sent mail and drafts, which never fire; nor do Pilotlight's own emails, or a watch
+    whose query matches the digest it sends (`in:inbox`, `to:me`) would fire on it, and
+    again on the next one. One metadata batch, only when something matched."""
     if not ids:
         return ids
-    ours = await source.sent_by_pilotlight(ids)
-    return [i for i in ids if i not in ours]
+    return await source.arrived_mail(ids)

@@ -139,9 +139,11 @@ class WatchableSource(ABC):
         """Ids of the messages matching a Gmail query, newest first."""
 
     @abstractmethod
-    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
-        """Which of these messages are emails Pilotlight itself sent (a digest, an alert,
-        a question, delivered to the user's own mailbox): they never fire a watch."""
+    async def arrived_mail(self, ids: list[str]) -> list[str]:
+        """Those of these messages that are mail the user received, in the given order:
+        not a draft, not mail the user sent to others, not in spam or trash, and not an
+        email Pilotlight itself sent (a digest, an alert, a question, delivered to the
+        user's own mailbox). Only these fire a watch."""
 
     @abstractmethod
     async def file_changes(self, page_token: str | None) -> FileChanges:

@@ -139,6 +139,33 @@ async def test_an_expired_history_resyncs_without_firing_for_older_messages(
     assert after.version == before.version + 1
 
 
+@pytest.mark.parametrize("history", ["kept", "expired"])
+async def test_the_users_own_sent_mail_and_drafts_never_fire_also_after_a_resync(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, history: str
+) -> None:
+    """Gmail's `messages.list` (a resync's query) answers sent mail and drafts too; a
+    watch fires for the same mail whether its history was kept or had to be resynced."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+
+    if history == "expired":
+        fake.expire_history(EMAIL)
+    fake.add_message(EMAIL, sender=EMAIL, to=["client@example.com"],
+                     subject="Invoice 7 for you", labels=("SENT",))
+    fake.add_message(EMAIL, sender=EMAIL, to=["client@example.com"],
+                     subject="Invoice 8 (draft)", labels=("DRAFT",))
+    to_self = fake.add_message(EMAIL, sender=EMAIL, to=[EMAIL], subject="Invoice 9 (a copy)",
+                               labels=("SENT", "INBOX"))
+    arrived = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 42")
+    report = await watch.poll_accounts([account.id])
+
+    assert report.resynced == (history == "expired")
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([to_self, arrived])
+
+
 async def test_a_drive_folder_watch_fires_for_new_or_changed_files_in_that_folder_only(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
