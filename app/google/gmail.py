@@ -22,8 +22,10 @@ An expired historyId (404): a bounded full resync. The newest
 `google_resync_messages` ids are listed; those in `seen` are dropped, the rest are
 fetched newest first and kept while they arrived at or after `after` (a message older
 than what was last shown was covered by the history the cursor came from, or arrived
-before it existed; the first older one ends the resync). What arrived beyond the
-newest N while the history was lost is not shown: that is the bound.
+before it existed; the first older one ends the resync). That rule is for the listing
+only: the ids waiting in `pending` were found before and never shown, so they are shown
+(or keep waiting) as after any delta. What arrived beyond the newest N while the
+history was lost is not shown: that is the bound.
 
 Metadata comes from `messages.get(format=metadata)` in batches of at most 50.
 """
@@ -204,18 +206,20 @@ class GmailReader:
             added = list(reversed(await self.list_ids(query=None, limit=self.resync_limit)))
             resync = True
         # Newest first: what history added (it lists oldest first), then what waited.
+        waiting = set(pending)
         candidates = [
             i for i in dict.fromkeys([*reversed(added), *pending]) if i not in seen_set
         ]
         shown: list[MailCard] = []
         newest = after
-        looked = 0
+        looked: list[str] = []
         # Metadata only for as many as can be shown: a burst costs what the delta shows.
-        older = False
-        while len(shown) < limit and looked < len(candidates) and not older:
-            chunk = candidates[looked : looked + limit - len(shown)]
-            looked += len(chunk)
+        while len(shown) < limit and candidates:
+            chunk = candidates[: limit - len(shown)]
+            candidates = candidates[len(chunk):]
+            looked += chunk
             found = await self.metadata(chunk)
+            older = False
             for mid in chunk:
                 resource = found.get(mid)
                 if resource is None or not fmt.arrived(resource) or fmt.from_pilotlight(resource):
@@ -223,19 +227,22 @@ class GmailReader:
                     # same.
                     continue
                 arrived_at = int(resource.get("internalDate") or 0)
-                if resync and arrived_at < after:
-                    # Older than what was shown last: not new, nor is the rest of the
-                    # listing (newest first).
+                if resync and arrived_at < after and mid not in waiting:
+                    # Listed again but older than what was shown last: not new, nor is the
+                    # rest of the listing (newest first). What waited in `pending` was
+                    # found before and never shown: it stays.
                     older = True
                     continue
                 card = fmt.card(resource)
                 if since is None or card.date >= since:
                     shown.append(card)
                     newest = max(newest, arrived_at)
+            if older:
+                candidates = [i for i in candidates if i in waiting]
         return shown, {
             "history_id": history_id,
-            "seen": (seen + candidates[:looked])[-SEEN_MAX:],
-            "pending": [] if older else candidates[looked:][:PENDING_MAX],
+            "seen": (seen + looked)[-SEEN_MAX:],
+            "pending": candidates[:PENDING_MAX],
             "after": newest,
         }
 

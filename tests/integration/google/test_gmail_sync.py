@@ -100,6 +100,35 @@ async def test_expired_history_id_resyncs_within_the_bound(
     assert "/gmail/v1/users/me/messages" not in gmail_calls(fake)
 
 
+async def test_a_burst_waiting_for_the_next_delta_survives_an_expired_history(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """The older part of a burst waits in `pending`; Gmail may drop the history before the
+    next delta (a weekly digest): the resync still shows what waited, though it arrived
+    before the newest message already shown."""
+    first = await source.delta(None, files=False, limit=3)
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    burst = [
+        fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                         subject=f"Burst {i}", date=t0 + timedelta(seconds=i))
+        for i in range(8)
+    ]
+    second = await source.delta(first.cursor, files=False, limit=3)
+    assert [c.id for c in second.messages] == burst[:-4:-1]  # the newest three
+    waiting = burst[-4::-1]  # the five older ones
+
+    fake.expire_history(ALICE)
+    new = fake.add_message(ALICE, sender="Carol <carol@example.com>", to=[ALICE],
+                           subject="After the gap")
+    third = await source.delta(second.cursor, files=False, limit=4)
+    assert [c.id for c in third.messages] == [new, *waiting[:3]]
+    # What the limit left out keeps waiting, and comes next, once.
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert [c.id for c in fourth.messages] == waiting[3:]
+    fifth = await source.delta(fourth.cursor, files=False, limit=10)
+    assert fifth.messages == []
+
+
 async def test_a_resync_shows_at_most_the_bound(
     fake: FakeGoogle, google_settings: Settings
 ) -> None:
