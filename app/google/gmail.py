@@ -5,12 +5,20 @@ The delta cursor's mail part is
 
 - `history_id`: where the next `history.list` starts. A no-change delta is that one
   call (2 quota units).
-- `seen`: the ids already looked at, shown or skipped (drafts, spam, deleted), the
-  newest `SEEN_MAX`, so a message is never shown twice, also across a resync.
+- `seen`: the ids already looked at, shown or skipped (drafts, sent, deleted, ours; not
+  what was in spam or trash, which may come back), the newest `SEEN_MAX`, so a message
+  is never shown twice, also across a resync or a trip to the trash and back (within
+  the bound: a message shown, then trashed and restored after `SEEN_MAX` others were
+  looked at, is shown again).
 - `pending`: ids found but not looked at because the delta was full (`limit`); the
   next delta shows them after anything newer, so a burst is not dropped (up to
   `PENDING_MAX` waiting ids: beyond that the oldest of a burst are lost).
 - `after`: the arrival time (internalDate) of the newest message shown.
+
+New mail is what history says arrived (`messageAdded`, not a draft, spam, trash or
+mail sent to others) and what it says came back: a `labelsRemoved` entry taking SPAM or
+TRASH off a message ("Not spam", restored from the trash) is an arrival too, unless the
+message is in `seen`.
 
 Metadata is fetched only for the candidates a delta looks at, newest first, until
 `limit` cards are found: a burst costs what the delta shows, not what arrived.
@@ -56,6 +64,8 @@ record read."""
 LIST_PAGE_MAX = 500
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+# Labels whose removal brings a message back: "Not spam", or restored from the trash.
+_QUARANTINE = frozenset({"SPAM", "TRASH"})
 
 
 class HistoryExpired(SourceError):
@@ -92,16 +102,22 @@ class GmailReader:
         profile = await self.client.call("gmail", self._users().getProfile(userId="me"))
         return str(profile["historyId"])
 
-    async def history(self, start: str) -> tuple[str, list[str]]:
-        """(historyId to resume from, ids of arrived messages added since `start`, oldest
-        first). Raises `HistoryExpired` on Gmail's 404."""
+    async def history(self, start: str) -> tuple[str, list[str], list[str]]:
+        """(historyId to resume from, ids of arrived messages added since `start`, ids of
+        messages taken out of spam or trash since then), each oldest first. Raises
+        `HistoryExpired` on Gmail's 404.
+
+        "Not spam" and "restore from trash" add no message: Gmail records a labelsRemoved
+        (SPAM or TRASH) entry, so those are asked for too. Most label changes (read,
+        starred) are only read past: the call is the same one, 2 units a page."""
         added: list[str] = []
+        rescued: list[str] = []
         page_token: str | None = None
         resume = start
         for _ in range(HISTORY_PAGES_MAX):
             kwargs: dict[str, Any] = {
-                "userId": "me", "startHistoryId": start, "historyTypes": ["messageAdded"],
-                "maxResults": HISTORY_PAGE,
+                "userId": "me", "startHistoryId": start,
+                "historyTypes": ["messageAdded", "labelRemoved"], "maxResults": HISTORY_PAGE,
             }
             if page_token:
                 kwargs["pageToken"] = page_token
@@ -116,12 +132,21 @@ class GmailReader:
                     msg = entry.get("message") or {}
                     if msg.get("id") and fmt.arrived(msg):
                         added.append(str(msg["id"]))
+                for entry in record.get("labelsRemoved") or []:
+                    msg = entry.get("message") or {}
+                    # The message's labels after the change, when Gmail gives them: out of
+                    # spam but still in trash (or a draft) has not arrived. The caller's
+                    # metadata decides in the end.
+                    if (msg.get("id") and set(entry.get("labelIds") or []) & _QUARANTINE
+                            and fmt.arrived(msg)):
+                        rescued.append(str(msg["id"]))
                 if record.get("id"):
                     resume = str(record["id"])
             page_token = page.get("nextPageToken")
             if not page_token:
-                return str(page.get("historyId") or resume), added
-        return resume, added  # too much at once: carry on from the last record next time
+                return str(page.get("historyId") or resume), added, rescued
+        # Too much at once: carry on from the last record next time.
+        return resume, added, rescued
 
     async def list_ids(self, *, query: str | None, limit: int) -> list[str]:
         """Message ids matching `query` (Gmail syntax), newest first, at most `limit`."""
@@ -161,16 +186,17 @@ class GmailReader:
             found[mid] = result
         return found
 
-    async def arrived_mail(self, ids: list[str]) -> list[str]:
+    async def arrived_mail(self, ids: list[str]) -> dict[str, datetime]:
         """Those of `ids` that arrived (`fmt.arrived`: no draft, no mail sent to others, not
-        in spam or trash) and are not Pilotlight's own emails, in the order of `ids`;
-        deleted ones are left out. One metadata batch."""
+        in spam or trash) and are not Pilotlight's own emails, in the order of `ids`, with
+        their arrival time (internalDate); deleted ones are left out. One metadata
+        batch."""
         found = await self.metadata(ids)
-        return [
-            mid for mid in dict.fromkeys(ids)
+        return {
+            mid: fmt.internal_date(resource) for mid in dict.fromkeys(ids)
             if (resource := found.get(mid)) is not None
             and fmt.arrived(resource) and not fmt.from_pilotlight(resource)
-        ]
+        }
 
     async def cards(self, ids: list[str], since: datetime | None = None) -> list[MailCard]:
         """Cards of the arrived messages among `ids`, in the order of `ids`."""
@@ -199,7 +225,10 @@ class GmailReader:
         pending = [str(i) for i in old.get("pending") or []]
         after = int(old.get("after") or 0)
         try:
-            history_id, added = await self.history(old["history_id"])
+            history_id, arrived, rescued = await self.history(old["history_id"])
+            # A message back from spam or trash arrives now, unless it was seen (`seen`
+            # keeps no id skipped for being in spam or trash: it may come back).
+            added = [*arrived, *rescued]
             resync = False
         except HistoryExpired:
             history_id = await self.history_id()
@@ -217,13 +246,17 @@ class GmailReader:
         while len(shown) < limit and candidates:
             chunk = candidates[: limit - len(shown)]
             candidates = candidates[len(chunk):]
-            looked += chunk
             found = await self.metadata(chunk)
             older = False
             for mid in chunk:
                 resource = found.get(mid)
+                if resource is not None and set(resource.get("labelIds") or []) & _QUARANTINE:
+                    # In spam or trash by now: not shown, nor kept as seen, so that it is
+                    # shown if it comes back from there.
+                    continue
+                looked.append(mid)
                 if resource is None or not fmt.arrived(resource) or fmt.from_pilotlight(resource):
-                    # Deleted since, a draft, spam or trash, or our own email: seen all the
+                    # Deleted since, a draft, sent to others, or our own email: seen all the
                     # same.
                     continue
                 arrived_at = int(resource.get("internalDate") or 0)
@@ -273,10 +306,15 @@ class GmailReader:
         if start is None:
             return MailChanges(history_id=await self.history_id())
         try:
-            history_id, added = await self.history(start)
+            history_id, added, rescued = await self.history(start)
         except HistoryExpired:
             return MailChanges(history_id=await self.history_id(), expired=True)
-        return MailChanges(history_id=history_id, added_message_ids=list(dict.fromkeys(added)))
+        added = list(dict.fromkeys(added))
+        known = set(added)
+        return MailChanges(
+            history_id=history_id, added_message_ids=added,
+            rescued_message_ids=[i for i in dict.fromkeys(rescued) if i not in known],
+        )
 
     # ------------------------------------------------------------------ tools
 

@@ -175,6 +175,65 @@ async def test_mail_changes_is_the_cheap_detector(fake: FakeGoogle, source: Goog
     assert await source.search_mail_ids("subject:Invoice") == list(reversed(new))
 
 
+async def test_mail_taken_out_of_spam_or_trash_is_new_mail_once(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """"Not spam" and "restore from trash" add no message to Gmail's history, only a
+    labelsRemoved (SPAM or TRASH) record: a message that was never shown arrives then."""
+    first = await source.delta(None, files=False, limit=10)
+    spam = fake.add_message(ALICE, sender="Billing <billing@example.com>", to=[ALICE],
+                            subject="Invoice 42", labels=("SPAM", "UNREAD"))
+    filtered = fake.add_message(ALICE, sender="News <news@example.com>", to=[ALICE],
+                                subject="Filtered to the trash", labels=("TRASH",))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert second.messages == []
+
+    fake.modify_labels(ALICE, spam, add=["INBOX"], remove=["SPAM"])
+    fake.modify_labels(ALICE, filtered, remove=["TRASH"])
+    third = await source.delta(second.cursor, files=False, limit=10)
+    assert sorted(c.id for c in third.messages) == sorted([spam, filtered])
+    assert {c.subject for c in third.messages} == {"Invoice 42", "Filtered to the trash"}
+
+    # Once: to the trash and back again, it is not new again.
+    fake.modify_labels(ALICE, spam, add=["TRASH"])
+    fake.modify_labels(ALICE, spam, remove=["TRASH"])
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert fourth.messages == []
+
+
+async def test_mail_trashed_and_restored_is_shown_once(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    first = await source.delta(None, files=False, limit=10)
+    shown = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Hi")
+    quick = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                             subject="Trashed before any delta saw it")
+    fake.modify_labels(ALICE, quick, add=["TRASH"], remove=["INBOX"])
+    sent = fake.add_message(ALICE, sender=ALICE, to=["bob@example.com"], subject="Sent",
+                            labels=("SENT",))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [c.id for c in second.messages] == [shown]
+
+    for message in (shown, sent):
+        fake.modify_labels(ALICE, message, add=["TRASH"])
+    for message in (shown, quick, sent):
+        fake.modify_labels(ALICE, message, remove=["TRASH"])
+    third = await source.delta(second.cursor, files=False, limit=10)
+    # The one never shown now is; the shown one is not shown again, nor is sent mail.
+    assert [c.id for c in third.messages] == [quick]
+    changes = await source.mail_changes(str(second.cursor["gmail"]["history_id"]))
+    assert changes.added_message_ids == []
+    assert changes.rescued_message_ids == [shown, quick]  # sent mail never arrives
+
+    # Reading, starring (label changes) cost nothing more: one history.list.
+    fake.modify_labels(ALICE, quick, remove=["UNREAD"])
+    fake.modify_labels(ALICE, quick, add=["STARRED"])
+    fake.reset_counters()
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert fourth.messages == []
+    assert gmail_calls(fake) == ["/gmail/v1/users/me/history"]
+
+
 async def test_a_resync_does_not_show_old_mail_the_first_sync_left_out(
     fake: FakeGoogle, source: GoogleSource
 ) -> None:
