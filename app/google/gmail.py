@@ -108,8 +108,9 @@ class GmailReader:
         `HistoryExpired` on Gmail's 404.
 
         "Not spam" and "restore from trash" add no message: Gmail records a labelsRemoved
-        (SPAM or TRASH) entry, so those are asked for too. Most label changes (read,
-        starred) are only read past: the call is the same one, 2 units a page."""
+        (SPAM or TRASH) entry, so label removals are asked for too; the other ones (most
+        are UNREAD, when mail is read) are read past, in the same pages of the same call
+        (2 units a page)."""
         added: list[str] = []
         rescued: list[str] = []
         page_token: str | None = None

@@ -144,10 +144,10 @@ class WatchableSource(ABC):
     @abstractmethod
     async def arrived_mail(self, ids: list[str]) -> dict[str, datetime]:
         """Those of these messages that are mail the user received, in the given order,
-        with the time each arrived (Gmail's internalDate):
-        not a draft, not mail the user sent to others, not in spam or trash, and not an
-        email Pilotlight itself sent (a digest, an alert, a question, delivered to the
-        user's own mailbox). Only these fire a watch."""
+        with the time each arrived (Gmail's internalDate): not a draft, not mail the user
+        sent to others, not in spam or trash, and not an email Pilotlight itself sent (a
+        digest, an alert, a question, delivered to the user's own mailbox). Only these
+        fire a watch."""
 
     @abstractmethod
     async def file_changes(self, page_token: str | None) -> FileChanges:
