@@ -1,15 +1,18 @@
 """Gmail for the source: incremental sync from a historyId, search, reads, attachments.
 
-The delta cursor's mail part is
-`{"history_id": str, "seen": [ids], "pending": [ids], "after": epoch ms}`:
+The delta cursor's mail part is `{"history_id": str, "seen": [ids], "seen_at": [epoch
+ms], "floor": epoch ms, "pending": [ids], "after": epoch ms}`:
 
 - `history_id`: where the next `history.list` starts. A no-change delta is that one
   call (2 quota units).
 - `seen`: the ids already looked at, shown or skipped (drafts, sent, deleted, ours; not
-  what was in spam or trash, which may come back), the newest `SEEN_MAX`, so a message
-  is never shown twice, also across a resync or a trip to the trash and back (within
-  the bound: a message shown, then trashed and restored after `SEEN_MAX` others were
-  looked at, is shown again).
+  what was in spam or trash, which may come back), the last `SEEN_MAX` looked at, so a
+  message is never shown twice, also across a resync or a trip to the trash and back;
+  `seen_at`: when each arrived (internalDate).
+- `floor`: the latest arrival among the ids `seen` has let go of. A message back from
+  spam or trash that arrived at or before it is not shown: `seen` can no longer say
+  whether it was (so spam rescued long after it came, past `SEEN_MAX` other messages,
+  is not shown either).
 - `pending`: ids found but not looked at because the delta was full (`limit`); the
   next delta shows them after anything newer, so a burst is not dropped (up to
   `PENDING_MAX` waiting ids: beyond that the oldest of a burst are lost).
@@ -18,7 +21,7 @@ The delta cursor's mail part is
 New mail is what history says arrived (`messageAdded`, not a draft, spam, trash or
 mail sent to others) and what it says came back: a `labelsRemoved` entry taking SPAM or
 TRASH off a message ("Not spam", restored from the trash) is an arrival too, unless the
-message is in `seen`.
+message is in `seen` or arrived at or before `floor`.
 
 Metadata is fetched only for the candidates a delta looks at, newest first, until
 `limit` cards are found: a burst costs what the delta shows, not what arrived.
@@ -225,11 +228,17 @@ class GmailReader:
         seen_set = set(seen)
         pending = [str(i) for i in old.get("pending") or []]
         after = int(old.get("after") or 0)
+        seen_at = [int(t) for t in old.get("seen_at") or []]
+        if len(seen_at) != len(seen):
+            seen_at = [after] * len(seen)  # a cursor from before seen_at: none arrived later
+        floor = int(old.get("floor") or 0)
+        back: set[str] = set()
         try:
             history_id, arrived, rescued = await self.history(old["history_id"])
             # A message back from spam or trash arrives now, unless it was seen (`seen`
             # keeps no id skipped for being in spam or trash: it may come back).
             added = [*arrived, *rescued]
+            back = set(rescued) - set(arrived)
             resync = False
         except HistoryExpired:
             history_id = await self.history_id()
@@ -243,6 +252,7 @@ class GmailReader:
         shown: list[MailCard] = []
         newest = after
         looked: list[str] = []
+        looked_at: list[int] = []
         # Metadata only for as many as can be shown: a burst costs what the delta shows.
         while len(shown) < limit and candidates:
             chunk = candidates[: limit - len(shown)]
@@ -255,12 +265,17 @@ class GmailReader:
                     # In spam or trash by now: not shown, nor kept as seen, so that it is
                     # shown if it comes back from there.
                     continue
+                arrived_at = int((resource or {}).get("internalDate") or 0)
                 looked.append(mid)
+                looked_at.append(arrived_at)
                 if resource is None or not fmt.arrived(resource) or fmt.from_pilotlight(resource):
                     # Deleted since, a draft, sent to others, or our own email: seen all the
                     # same.
                     continue
-                arrived_at = int(resource.get("internalDate") or 0)
+                if mid in back and mid not in waiting and arrived_at <= floor:
+                    # Back from the trash, but from before what `seen` still remembers: it
+                    # may have been shown then.
+                    continue
                 if resync and arrived_at < after and mid not in waiting:
                     # Listed again but older than what was shown last: not new, nor is the
                     # rest of the listing (newest first). What waited in `pending` was
@@ -273,9 +288,16 @@ class GmailReader:
                     newest = max(newest, arrived_at)
             if older:
                 candidates = [i for i in candidates if i in waiting]
+        seen, seen_at = seen + looked, seen_at + looked_at
+        forgotten = len(seen) - SEEN_MAX
+        if forgotten > 0:
+            floor = max(floor, *seen_at[:forgotten])
+            seen, seen_at = seen[forgotten:], seen_at[forgotten:]
         return shown, {
             "history_id": history_id,
-            "seen": (seen + looked)[-SEEN_MAX:],
+            "seen": seen,
+            "seen_at": seen_at,
+            "floor": floor,
             "pending": candidates[:PENDING_MAX],
             "after": newest,
         }
@@ -294,9 +316,12 @@ class GmailReader:
         cards = [
             c for c in (fmt.card(r) for r in resources) if since is None or c.date >= since
         ]
+        seen_at = [int((found.get(i) or {}).get("internalDate") or 0) for i in ids]
         return cards, {
             "history_id": history_id,
             "seen": ids[-SEEN_MAX:],
+            "seen_at": seen_at[-SEEN_MAX:],
+            "floor": max(seen_at[:-SEEN_MAX], default=0),
             "pending": [],
             "after": max((int(r.get("internalDate") or 0) for r in resources), default=0),
         }

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 
 from app.core.config import Settings
+from app.google.gmail import SEEN_MAX
 from app.google.source import GoogleSource
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import ALICE, google_account
@@ -232,6 +233,53 @@ async def test_mail_trashed_and_restored_is_shown_once(
     fourth = await source.delta(third.cursor, files=False, limit=10)
     assert fourth.messages == []
     assert gmail_calls(fake) == ["/gmail/v1/users/me/history"]
+
+
+async def test_mail_restored_after_seen_let_go_of_it_is_not_shown_again(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """`seen` keeps the last SEEN_MAX ids: a message shown before those, trashed and then
+    restored, might be shown twice, so mail that comes back from spam or trash is new
+    only if it arrived after what `seen` let go of."""
+    t0 = datetime.now(UTC)
+    first = await source.delta(None, files=False, limit=10)
+    shown = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                             subject="Shown long ago", date=t0 - timedelta(hours=3))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [c.id for c in second.messages] == [shown]
+
+    fake.modify_labels(ALICE, shown, add=["TRASH"])
+    spam = fake.add_message(ALICE, sender="Billing <billing@example.com>", to=[ALICE],
+                            subject="Invoice 42", labels=("SPAM",),
+                            date=t0 - timedelta(hours=2))
+    many = [fake.add_message(ALICE, sender="News <news@example.com>", to=[ALICE],
+                             subject=f"News {n}", date=t0 - timedelta(hours=1, seconds=-n))
+            for n in range(SEEN_MAX)]
+    third = await source.delta(second.cursor, files=False, limit=SEEN_MAX)
+    assert len(third.messages) == len(many)
+    assert shown not in third.cursor["gmail"]["seen"]
+
+    fake.modify_labels(ALICE, shown, remove=["TRASH"])
+    fake.modify_labels(ALICE, spam, add=["INBOX"], remove=["SPAM"])
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert [c.id for c in fourth.messages] == [spam]
+
+
+async def test_a_cursor_from_before_seen_at_still_works(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    first = await source.delta(None, files=False, limit=10)
+    shown = mail(fake, 2, "Shown")
+    second = await source.delta(first.cursor, files=False, limit=10)
+    old_shape = {"gmail": {k: v for k, v in second.cursor["gmail"].items()
+                           if k not in ("seen_at", "floor")}}
+    new = mail(fake, 1, "New")
+    fake.modify_labels(ALICE, shown[0], add=["TRASH"])
+    fake.modify_labels(ALICE, shown[0], remove=["TRASH"])
+    third = await source.delta(old_shape, files=False, limit=10)
+    assert [c.id for c in third.messages] == new
+    part = third.cursor["gmail"]
+    assert len(part["seen_at"]) == len(part["seen"]) == 3
 
 
 async def test_a_resync_does_not_show_old_mail_the_first_sync_left_out(
