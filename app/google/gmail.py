@@ -1,16 +1,27 @@
 """Gmail for the source: incremental sync from a historyId, search, reads, attachments.
 
-The delta cursor's mail part is
-`{"history_id": str, "seen": [ids], "pending": [ids], "after": epoch ms}`:
+The delta cursor's mail part is `{"history_id": str, "seen": [ids], "seen_at": [epoch
+ms], "floor": epoch ms, "pending": [ids], "after": epoch ms}`:
 
 - `history_id`: where the next `history.list` starts. A no-change delta is that one
   call (2 quota units).
-- `seen`: the ids already looked at, shown or skipped (drafts, spam, deleted), the
-  newest `SEEN_MAX`, so a message is never shown twice, also across a resync.
+- `seen`: the ids already looked at, shown or skipped (drafts, sent, deleted, ours; not
+  what was in spam or trash, which may come back), the last `SEEN_MAX` looked at, so a
+  message is never shown twice, also across a resync or a trip to the trash and back;
+  `seen_at`: when each arrived (internalDate).
+- `floor`: the latest arrival among the ids `seen` has let go of. A message back from
+  spam or trash that arrived at or before it is not shown: `seen` can no longer say
+  whether it was (so spam rescued long after it came, past `SEEN_MAX` other messages,
+  is not shown either).
 - `pending`: ids found but not looked at because the delta was full (`limit`); the
   next delta shows them after anything newer, so a burst is not dropped (up to
   `PENDING_MAX` waiting ids: beyond that the oldest of a burst are lost).
 - `after`: the arrival time (internalDate) of the newest message shown.
+
+New mail is what history says arrived (`messageAdded`, not a draft, spam, trash or
+mail sent to others) and what it says came back: a `labelsRemoved` entry taking SPAM or
+TRASH off a message ("Not spam", restored from the trash) is an arrival too, unless the
+message is in `seen` or arrived at or before `floor`.
 
 Metadata is fetched only for the candidates a delta looks at, newest first, until
 `limit` cards are found: a burst costs what the delta shows, not what arrived.
@@ -22,8 +33,10 @@ An expired historyId (404): a bounded full resync. The newest
 `google_resync_messages` ids are listed; those in `seen` are dropped, the rest are
 fetched newest first and kept while they arrived at or after `after` (a message older
 than what was last shown was covered by the history the cursor came from, or arrived
-before it existed; the first older one ends the resync). What arrived beyond the
-newest N while the history was lost is not shown: that is the bound.
+before it existed; the first older one ends the resync). That rule is for the listing
+only: the ids waiting in `pending` were found before and never shown, so they are shown
+(or keep waiting) as after any delta. What arrived beyond the newest N while the
+history was lost is not shown: that is the bound.
 
 Metadata comes from `messages.get(format=metadata)` in batches of at most 50.
 """
@@ -54,6 +67,8 @@ record read."""
 LIST_PAGE_MAX = 500
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+# Labels whose removal brings a message back: "Not spam", or restored from the trash.
+_QUARANTINE = frozenset({"SPAM", "TRASH"})
 
 
 class HistoryExpired(SourceError):
@@ -90,16 +105,23 @@ class GmailReader:
         profile = await self.client.call("gmail", self._users().getProfile(userId="me"))
         return str(profile["historyId"])
 
-    async def history(self, start: str) -> tuple[str, list[str]]:
-        """(historyId to resume from, ids of arrived messages added since `start`, oldest
-        first). Raises `HistoryExpired` on Gmail's 404."""
+    async def history(self, start: str) -> tuple[str, list[str], list[str]]:
+        """(historyId to resume from, ids of arrived messages added since `start`, ids of
+        messages taken out of spam or trash since then), each oldest first. Raises
+        `HistoryExpired` on Gmail's 404.
+
+        "Not spam" and "restore from trash" add no message: Gmail records a labelsRemoved
+        (SPAM or TRASH) entry, so label removals are asked for too; the other ones (most
+        are UNREAD, when mail is read) are read past, in the same pages of the same call
+        (2 units a page)."""
         added: list[str] = []
+        rescued: list[str] = []
         page_token: str | None = None
         resume = start
         for _ in range(HISTORY_PAGES_MAX):
             kwargs: dict[str, Any] = {
-                "userId": "me", "startHistoryId": start, "historyTypes": ["messageAdded"],
-                "maxResults": HISTORY_PAGE,
+                "userId": "me", "startHistoryId": start,
+                "historyTypes": ["messageAdded", "labelRemoved"], "maxResults": HISTORY_PAGE,
             }
             if page_token:
                 kwargs["pageToken"] = page_token
@@ -114,12 +136,21 @@ class GmailReader:
                     msg = entry.get("message") or {}
                     if msg.get("id") and fmt.arrived(msg):
                         added.append(str(msg["id"]))
+                for entry in record.get("labelsRemoved") or []:
+                    msg = entry.get("message") or {}
+                    # The message's labels after the change, when Gmail gives them: out of
+                    # spam but still in trash (or a draft) has not arrived. The caller's
+                    # metadata decides in the end.
+                    if (msg.get("id") and set(entry.get("labelIds") or []) & _QUARANTINE
+                            and fmt.arrived(msg)):
+                        rescued.append(str(msg["id"]))
                 if record.get("id"):
                     resume = str(record["id"])
             page_token = page.get("nextPageToken")
             if not page_token:
-                return str(page.get("historyId") or resume), added
-        return resume, added  # too much at once: carry on from the last record next time
+                return str(page.get("historyId") or resume), added, rescued
+        # Too much at once: carry on from the last record next time.
+        return resume, added, rescued
 
     async def list_ids(self, *, query: str | None, limit: int) -> list[str]:
         """Message ids matching `query` (Gmail syntax), newest first, at most `limit`."""
@@ -159,10 +190,17 @@ class GmailReader:
             found[mid] = result
         return found
 
-    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
-        """Which of these messages are emails Pilotlight sent."""
+    async def arrived_mail(self, ids: list[str]) -> dict[str, datetime]:
+        """Those of `ids` that arrived (`fmt.arrived`: no draft, no mail sent to others, not
+        in spam or trash) and are not Pilotlight's own emails, in the order of `ids`, with
+        their arrival time (internalDate); deleted ones are left out. One metadata
+        batch."""
         found = await self.metadata(ids)
-        return {mid for mid, resource in found.items() if fmt.from_pilotlight(resource)}
+        return {
+            mid: fmt.internal_date(resource) for mid in dict.fromkeys(ids)
+            if (resource := found.get(mid)) is not None
+            and fmt.arrived(resource) and not fmt.from_pilotlight(resource)
+        }
 
     async def cards(self, ids: list[str], since: datetime | None = None) -> list[MailCard]:
         """Cards of the arrived messages among `ids`, in the order of `ids`."""
@@ -190,46 +228,77 @@ class GmailReader:
         seen_set = set(seen)
         pending = [str(i) for i in old.get("pending") or []]
         after = int(old.get("after") or 0)
+        seen_at = [int(t) for t in old.get("seen_at") or []]
+        if len(seen_at) != len(seen):
+            seen_at = [after] * len(seen)  # a cursor from before seen_at: none arrived later
+        floor = int(old.get("floor") or 0)
+        back: set[str] = set()
         try:
-            history_id, added = await self.history(old["history_id"])
+            history_id, arrived, rescued = await self.history(old["history_id"])
+            # A message back from spam or trash arrives now, unless it was seen (`seen`
+            # keeps no id skipped for being in spam or trash: it may come back).
+            added = [*arrived, *rescued]
+            back = set(rescued) - set(arrived)
             resync = False
         except HistoryExpired:
             history_id = await self.history_id()
             added = list(reversed(await self.list_ids(query=None, limit=self.resync_limit)))
             resync = True
         # Newest first: what history added (it lists oldest first), then what waited.
+        waiting = set(pending)
         candidates = [
             i for i in dict.fromkeys([*reversed(added), *pending]) if i not in seen_set
         ]
         shown: list[MailCard] = []
         newest = after
-        looked = 0
+        looked: list[str] = []
+        looked_at: list[int] = []
         # Metadata only for as many as can be shown: a burst costs what the delta shows.
-        older = False
-        while len(shown) < limit and looked < len(candidates) and not older:
-            chunk = candidates[looked : looked + limit - len(shown)]
-            looked += len(chunk)
+        while len(shown) < limit and candidates:
+            chunk = candidates[: limit - len(shown)]
+            candidates = candidates[len(chunk):]
             found = await self.metadata(chunk)
+            older = False
             for mid in chunk:
                 resource = found.get(mid)
+                if resource is not None and set(resource.get("labelIds") or []) & _QUARANTINE:
+                    # In spam or trash by now: not shown, nor kept as seen, so that it is
+                    # shown if it comes back from there.
+                    continue
+                arrived_at = int((resource or {}).get("internalDate") or 0)
+                looked.append(mid)
+                looked_at.append(arrived_at)
                 if resource is None or not fmt.arrived(resource) or fmt.from_pilotlight(resource):
-                    # Deleted since, a draft, spam or trash, or our own email: seen all the
+                    # Deleted since, a draft, sent to others, or our own email: seen all the
                     # same.
                     continue
-                arrived_at = int(resource.get("internalDate") or 0)
-                if resync and arrived_at < after:
-                    # Older than what was shown last: not new, nor is the rest of the
-                    # listing (newest first).
+                if mid in back and mid not in waiting and arrived_at <= floor:
+                    # Back from the trash, but from before what `seen` still remembers: it
+                    # may have been shown then.
+                    continue
+                if resync and arrived_at < after and mid not in waiting:
+                    # Listed again but older than what was shown last: not new, nor is the
+                    # rest of the listing (newest first). What waited in `pending` was
+                    # found before and never shown: it stays.
                     older = True
                     continue
                 card = fmt.card(resource)
                 if since is None or card.date >= since:
                     shown.append(card)
                     newest = max(newest, arrived_at)
+            if older:
+                candidates = [i for i in candidates if i in waiting]
+        seen, seen_at = seen + looked, seen_at + looked_at
+        forgotten = len(seen) - SEEN_MAX
+        if forgotten > 0:
+            floor = max(floor, *seen_at[:forgotten])
+            seen, seen_at = seen[forgotten:], seen_at[forgotten:]
         return shown, {
             "history_id": history_id,
-            "seen": (seen + candidates[:looked])[-SEEN_MAX:],
-            "pending": [] if older else candidates[looked:][:PENDING_MAX],
+            "seen": seen,
+            "seen_at": seen_at,
+            "floor": floor,
+            "pending": candidates[:PENDING_MAX],
             "after": newest,
         }
 
@@ -247,9 +316,12 @@ class GmailReader:
         cards = [
             c for c in (fmt.card(r) for r in resources) if since is None or c.date >= since
         ]
+        seen_at = [int((found.get(i) or {}).get("internalDate") or 0) for i in ids]
         return cards, {
             "history_id": history_id,
             "seen": ids[-SEEN_MAX:],
+            "seen_at": seen_at[-SEEN_MAX:],
+            "floor": max(seen_at[:-SEEN_MAX], default=0),
             "pending": [],
             "after": max((int(r.get("internalDate") or 0) for r in resources), default=0),
         }
@@ -260,10 +332,15 @@ class GmailReader:
         if start is None:
             return MailChanges(history_id=await self.history_id())
         try:
-            history_id, added = await self.history(start)
+            history_id, added, rescued = await self.history(start)
         except HistoryExpired:
             return MailChanges(history_id=await self.history_id(), expired=True)
-        return MailChanges(history_id=history_id, added_message_ids=list(dict.fromkeys(added)))
+        added = list(dict.fromkeys(added))
+        known = set(added)
+        return MailChanges(
+            history_id=history_id, added_message_ids=added,
+            rescued_message_ids=[i for i in dict.fromkeys(rescued) if i not in known],
+        )
 
     # ------------------------------------------------------------------ tools
 

@@ -99,8 +99,8 @@ class GoogleSource(Source, WatchableSource):
     async def search_mail_ids(self, query: str, *, limit: int = 100) -> list[str]:
         return await self._need_mail().list_ids(query=query, limit=max(0, limit))
 
-    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
-        return await self._need_mail().sent_by_pilotlight(ids) if ids else set()
+    async def arrived_mail(self, ids: list[str]) -> dict[str, datetime]:
+        return await self._need_mail().arrived_mail(ids) if ids else {}
 
     async def file_changes(self, page_token: str | None) -> FileChanges:
         return await self._need_files().file_changes(page_token)

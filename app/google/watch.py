@@ -4,9 +4,11 @@ Per Google account with an active watch instruction, each poll asks the cheap ch
 detectors first: Gmail's history since the account's watch cursor (one `history.list`,
 2 quota units when nothing changed) and Drive's change list. Only when messages were
 added does each mail watch run its query, whose ids are intersected with the added
-ones; a Drive folder watch keeps the new or changed files whose parents include its
-folder. Every matching item gets a hit row and its run in one transaction (the hit's
-unique key makes an item fire at most one run, however many schedulers poll), and
+ones; a message taken out of spam or trash arrives then too, and is looked for with the
+query narrowed to the second it first arrived in. A Drive folder watch keeps the new or
+changed files whose parents include its folder. Every matching item gets a hit row and
+its run in one transaction (the hit's unique key makes an item fire at most one run,
+however many schedulers poll; a message trashed and restored fires no second run), and
 only then does the cursor move on, by compare-and-set: a poll that dies half way is
 done again from the same cursor and fires nothing twice.
 
@@ -14,7 +16,10 @@ Every query is narrowed with `after:` the moment the watch was created, changed 
 resumed (`Instruction.watch_since`): older mail never fires, also mail that came while
 it was paused. A historyId that Gmail no longer knows (404), or an account polled for
 the first time, is resynced within `google_watch_resync_limit`: each query runs with
-`after:` the watch's last poll (or its start), so nothing older fires. Drive's change
+`after:` the watch's last poll (or its start), so nothing older fires. Either way only
+mail that arrived fires, by the labels and headers of the matching messages (one
+metadata batch): not the user's drafts or the mail they sent to others (a query answers
+those too), nor Pilotlight's own emails. Drive's change
 list likewise starts only at an account's first poll: a folder watch then reads the
 folder for files created or modified since the watch began, so none added before that
 poll is missed.
@@ -211,17 +216,31 @@ class WatchPoller(LoopService):
                     limit=self.settings.google_watch_resync_limit,
                 )
                 await self._fire(watcher, watched.account, "message",
-                                 await _not_ours(source, ids), now, report)
-        elif changes.added_message_ids:
+                                 await _arrived(source, ids), now, report)
+        elif changes.added_message_ids or changes.rescued_message_ids:
             added = set(changes.added_message_ids)
+            # Back from spam or trash ("Not spam", restored): it may have arrived long ago,
+            # beyond the newest answers of a query, so each is looked for by the second it
+            # arrived in (one query each; a rescue is rare). Metadata first, for that time.
+            rescued = await source.arrived_mail(changes.rescued_message_ids)
             for watcher in watchers:
-                ids = await source.search_mail_ids(
-                    _after(watcher.spec[GMAIL], watcher.since),
-                    limit=len(added) + _SEARCH_MARGIN,
-                )
-                matching = [i for i in ids if i in added]
-                await self._fire(watcher, watched.account, "message",
-                                 await _not_ours(source, matching), now, report)
+                matching: list[str] = []
+                if added:
+                    ids = await source.search_mail_ids(
+                        _after(watcher.spec[GMAIL], watcher.since),
+                        limit=len(added) + _SEARCH_MARGIN,
+                    )
+                    matching = await _arrived(source, [i for i in ids if i in added])
+                for mid, arrived_at in rescued.items():
+                    if arrived_at < watcher.since:
+                        continue
+                    ids = await source.search_mail_ids(
+                        _around(watcher.spec[GMAIL], arrived_at),
+                        limit=self.settings.google_watch_resync_limit,
+                    )
+                    if mid in ids:
+                        matching.append(mid)
+                await self._fire(watcher, watched.account, "message", matching, now, report)
         return changes.history_id
 
     async def _files(
@@ -375,11 +394,19 @@ def _after(query: str, since: datetime) -> str:
     return f"({query}) after:{int(since.timestamp())}"
 
 
-async def _not_ours(source: WatchableSource, ids: list[str]) -> list[str]:
-    """The ids without Pilotlight's own emails: a watch whose query matches the digest
-    it sends (`in:inbox`, `to:me`) would otherwise fire on it, and again on the next one.
-    One metadata batch, only when something matched."""
+def _around(query: str, when: datetime) -> str:
+    """The query narrowed to mail received within a second or so of `when` (whether
+    Gmail's `after:` and `before:` include their own second or not)."""
+    second = int(when.timestamp())
+    return f"({query}) after:{second - 1} before:{second + 2}"
+
+
+async def _arrived(source: WatchableSource, ids: list[str]) -> list[str]:
+    """The ids of mail the user received, by the messages' labels and headers, on every
+    path alike: a resync's query (like any `messages.list`) also answers the user's own
+    sent mail and drafts, which never fire; nor do Pilotlight's own emails, or a watch
+    whose query matches the digest it sends (`in:inbox`, `to:me`) would fire on it, and
+    again on the next one. One metadata batch, only when something matched."""
     if not ids:
         return ids
-    ours = await source.sent_by_pilotlight(ids)
-    return [i for i in ids if i not in ours]
+    return list(await source.arrived_mail(ids))

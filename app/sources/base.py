@@ -105,6 +105,9 @@ class MailChanges(BaseModel):
 
     history_id: str
     added_message_ids: list[str] = Field(default_factory=list)
+    # Messages taken out of spam or trash ("Not spam", restored): they arrive now, though
+    # they were added earlier. None of them is also in `added_message_ids`.
+    rescued_message_ids: list[str] = Field(default_factory=list)
     # The start historyId was too old (Gmail answered 404): `history_id` is the current
     # one and the added ids are unknown; the caller resyncs within its bounds.
     expired: bool = False
@@ -141,9 +144,12 @@ class WatchableSource(ABC):
         """Ids of the messages matching a Gmail query, newest first."""
 
     @abstractmethod
-    async def sent_by_pilotlight(self, ids: list[str]) -> set[str]:
-        """Which of these messages are emails Pilotlight itself sent (a digest, an alert,
-        a question, delivered to the user's own mailbox): they never fire a watch."""
+    async def arrived_mail(self, ids: list[str]) -> dict[str, datetime]:
+        """Those of these messages that are mail the user received, in the given order,
+        with the time each arrived (Gmail's internalDate): not a draft, not mail the user
+        sent to others, not in spam or trash, and not an email Pilotlight itself sent (a
+        digest, an alert, a question, delivered to the user's own mailbox). Only these
+        fire a watch."""
 
     @abstractmethod
     async def file_changes(self, page_token: str | None) -> FileChanges:

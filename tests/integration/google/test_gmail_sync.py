@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 
 from app.core.config import Settings
+from app.google.gmail import SEEN_MAX
 from app.google.source import GoogleSource
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import ALICE, google_account
@@ -100,6 +101,35 @@ async def test_expired_history_id_resyncs_within_the_bound(
     assert "/gmail/v1/users/me/messages" not in gmail_calls(fake)
 
 
+async def test_a_burst_waiting_for_the_next_delta_survives_an_expired_history(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """The older part of a burst waits in `pending`; Gmail may drop the history before the
+    next delta (a weekly digest): the resync still shows what waited, though it arrived
+    before the newest message already shown."""
+    first = await source.delta(None, files=False, limit=3)
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    burst = [
+        fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                         subject=f"Burst {i}", date=t0 + timedelta(seconds=i))
+        for i in range(8)
+    ]
+    second = await source.delta(first.cursor, files=False, limit=3)
+    assert [c.id for c in second.messages] == burst[:-4:-1]  # the newest three
+    waiting = burst[-4::-1]  # the five older ones
+
+    fake.expire_history(ALICE)
+    new = fake.add_message(ALICE, sender="Carol <carol@example.com>", to=[ALICE],
+                           subject="After the gap")
+    third = await source.delta(second.cursor, files=False, limit=4)
+    assert [c.id for c in third.messages] == [new, *waiting[:3]]
+    # What the limit left out keeps waiting, and comes next, once.
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert [c.id for c in fourth.messages] == waiting[3:]
+    fifth = await source.delta(fourth.cursor, files=False, limit=10)
+    assert fifth.messages == []
+
+
 async def test_a_resync_shows_at_most_the_bound(
     fake: FakeGoogle, google_settings: Settings
 ) -> None:
@@ -144,6 +174,112 @@ async def test_mail_changes_is_the_cheap_detector(fake: FakeGoogle, source: Goog
     assert expired.expired
     assert expired.added_message_ids == []
     assert await source.search_mail_ids("subject:Invoice") == list(reversed(new))
+
+
+async def test_mail_taken_out_of_spam_or_trash_is_new_mail_once(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """"Not spam" and "restore from trash" add no message to Gmail's history, only a
+    labelsRemoved (SPAM or TRASH) record: a message that was never shown arrives then."""
+    first = await source.delta(None, files=False, limit=10)
+    spam = fake.add_message(ALICE, sender="Billing <billing@example.com>", to=[ALICE],
+                            subject="Invoice 42", labels=("SPAM", "UNREAD"))
+    filtered = fake.add_message(ALICE, sender="News <news@example.com>", to=[ALICE],
+                                subject="Filtered to the trash", labels=("TRASH",))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert second.messages == []
+
+    fake.modify_labels(ALICE, spam, add=["INBOX"], remove=["SPAM"])
+    fake.modify_labels(ALICE, filtered, remove=["TRASH"])
+    third = await source.delta(second.cursor, files=False, limit=10)
+    assert sorted(c.id for c in third.messages) == sorted([spam, filtered])
+    assert {c.subject for c in third.messages} == {"Invoice 42", "Filtered to the trash"}
+
+    # Once: to the trash and back again, it is not new again.
+    fake.modify_labels(ALICE, spam, add=["TRASH"])
+    fake.modify_labels(ALICE, spam, remove=["TRASH"])
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert fourth.messages == []
+
+
+async def test_mail_trashed_and_restored_is_shown_once(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    first = await source.delta(None, files=False, limit=10)
+    shown = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Hi")
+    quick = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                             subject="Trashed before any delta saw it")
+    fake.modify_labels(ALICE, quick, add=["TRASH"], remove=["INBOX"])
+    sent = fake.add_message(ALICE, sender=ALICE, to=["bob@example.com"], subject="Sent",
+                            labels=("SENT",))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [c.id for c in second.messages] == [shown]
+
+    for message in (shown, sent):
+        fake.modify_labels(ALICE, message, add=["TRASH"])
+    for message in (shown, quick, sent):
+        fake.modify_labels(ALICE, message, remove=["TRASH"])
+    third = await source.delta(second.cursor, files=False, limit=10)
+    # The one never shown now is; the shown one is not shown again, nor is sent mail.
+    assert [c.id for c in third.messages] == [quick]
+    changes = await source.mail_changes(str(second.cursor["gmail"]["history_id"]))
+    assert changes.added_message_ids == []
+    assert changes.rescued_message_ids == [shown, quick]  # sent mail never arrives
+
+    # Reading, starring (label changes) cost nothing more: one history.list.
+    fake.modify_labels(ALICE, quick, remove=["UNREAD"])
+    fake.modify_labels(ALICE, quick, add=["STARRED"])
+    fake.reset_counters()
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert fourth.messages == []
+    assert gmail_calls(fake) == ["/gmail/v1/users/me/history"]
+
+
+async def test_mail_restored_after_seen_let_go_of_it_is_not_shown_again(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """`seen` keeps the last SEEN_MAX ids: a message shown before those, trashed and then
+    restored, might be shown twice, so mail that comes back from spam or trash is new
+    only if it arrived after what `seen` let go of."""
+    t0 = datetime.now(UTC)
+    first = await source.delta(None, files=False, limit=10)
+    shown = fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE],
+                             subject="Shown long ago", date=t0 - timedelta(hours=3))
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [c.id for c in second.messages] == [shown]
+
+    fake.modify_labels(ALICE, shown, add=["TRASH"])
+    spam = fake.add_message(ALICE, sender="Billing <billing@example.com>", to=[ALICE],
+                            subject="Invoice 42", labels=("SPAM",),
+                            date=t0 - timedelta(hours=2))
+    many = [fake.add_message(ALICE, sender="News <news@example.com>", to=[ALICE],
+                             subject=f"News {n}", date=t0 - timedelta(hours=1, seconds=-n))
+            for n in range(SEEN_MAX)]
+    third = await source.delta(second.cursor, files=False, limit=SEEN_MAX)
+    assert len(third.messages) == len(many)
+    assert shown not in third.cursor["gmail"]["seen"]
+
+    fake.modify_labels(ALICE, shown, remove=["TRASH"])
+    fake.modify_labels(ALICE, spam, add=["INBOX"], remove=["SPAM"])
+    fourth = await source.delta(third.cursor, files=False, limit=10)
+    assert [c.id for c in fourth.messages] == [spam]
+
+
+async def test_a_cursor_from_before_seen_at_still_works(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    first = await source.delta(None, files=False, limit=10)
+    shown = mail(fake, 2, "Shown")
+    second = await source.delta(first.cursor, files=False, limit=10)
+    old_shape = {"gmail": {k: v for k, v in second.cursor["gmail"].items()
+                           if k not in ("seen_at", "floor")}}
+    new = mail(fake, 1, "New")
+    fake.modify_labels(ALICE, shown[0], add=["TRASH"])
+    fake.modify_labels(ALICE, shown[0], remove=["TRASH"])
+    third = await source.delta(old_shape, files=False, limit=10)
+    assert [c.id for c in third.messages] == new
+    part = third.cursor["gmail"]
+    assert len(part["seen_at"]) == len(part["seen"]) == 3
 
 
 async def test_a_resync_does_not_show_old_mail_the_first_sync_left_out(

@@ -142,6 +142,87 @@ async def test_an_expired_history_resyncs_without_firing_for_older_messages(
     assert after.version == before.version + 1
 
 
+@pytest.mark.parametrize("history", ["kept", "expired"])
+async def test_the_users_own_sent_mail_and_drafts_never_fire_also_after_a_resync(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, history: str
+) -> None:
+    """Gmail's `messages.list` (a resync's query) answers sent mail and drafts too; a
+    watch fires for the same mail whether its history was kept or had to be resynced."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+
+    if history == "expired":
+        fake.expire_history(EMAIL)
+    fake.add_message(EMAIL, sender=EMAIL, to=["client@example.com"],
+                     subject="Invoice 7 for you", labels=("SENT",))
+    fake.add_message(EMAIL, sender=EMAIL, to=["client@example.com"],
+                     subject="Invoice 8 (draft)", labels=("DRAFT",))
+    to_self = fake.add_message(EMAIL, sender=EMAIL, to=[EMAIL], subject="Invoice 9 (a copy)",
+                               labels=("SENT", "INBOX"))
+    arrived = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 42")
+    report = await watch.poll_accounts([account.id])
+
+    assert report.resynced == (history == "expired")
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([to_self, arrived])
+
+
+async def test_mail_taken_out_of_spam_fires_a_watch_once(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """"Not spam" adds no message to Gmail's history (a labelsRemoved SPAM record): the
+    invoice arrives then, though more than a query's margin of newer invoices came
+    since; to the trash and back, it does not fire again."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+
+    spam = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 1",
+                            labels=("SPAM", "UNREAD"))
+    soon = datetime.now(UTC) + timedelta(seconds=5)  # later than the spam (not the watch)
+    newer = [fake.add_message(EMAIL, sender="billing@example.com", subject=f"Invoice {n}",
+                              date=soon + timedelta(seconds=n))
+             for n in range(2, 60)]
+    await watch.poll_accounts([account.id])
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted(newer)
+
+    fake.modify_labels(EMAIL, spam, add=["INBOX"], remove=["SPAM"])
+    report = await watch.poll_accounts([account.id])
+    assert len(report.runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([spam, *newer])
+
+    fake.modify_labels(EMAIL, spam, add=["TRASH"])
+    fake.modify_labels(EMAIL, spam, remove=["TRASH"])
+    again = await watch.poll_accounts([account.id])
+    assert again.runs == []
+
+
+async def test_mail_taken_out_of_spam_fires_only_a_watch_it_matches_and_is_new_to(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    old = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 0",
+                           labels=("SPAM",), date=datetime.now(UTC) - timedelta(days=2))
+    instruction_id = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+    other = fake.add_message(EMAIL, sender="bob@example.com", subject="Lunch",
+                             labels=("SPAM",))
+    await watch.poll_accounts([account.id])
+
+    # Older than the watch, or not matching its query: rescued, but no run.
+    fake.modify_labels(EMAIL, old, add=["INBOX"], remove=["SPAM"])
+    fake.modify_labels(EMAIL, other, add=["INBOX"], remove=["SPAM"])
+    report = await watch.poll_accounts([account.id])
+    assert report.runs == []
+    assert await watch_runs(runtime, instruction_id) == []
+
+
 async def test_a_drive_folder_watch_fires_for_new_or_changed_files_in_that_folder_only(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
