@@ -7,7 +7,8 @@ order; quoted replies, "On … wrote:" lines, greetings, sign-offs and signature
 out. Lines stay lines. `GAP` marks text left out between or after the kept parts; `CUT`
 at the end says that a request or an action did not fit, so a read gives more. Text that
 addresses an assistant or gives instructions (prompt injection) counts as a request: the
-model must see it, fenced as data, to report it.
+model must see it, fenced as data, to report it. Only the first `EXCERPT_BODY_CHARS` of
+a body are read.
 
 The same line splitting serves the offline model, which reads what Gemini reads.
 """
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 GAP = " … "
 CUT = " [cut]"
+# Only a body's first characters are excerpted: what a person writes fits many times
+# over, and a log or a mail bomb of megabytes must not hold the worker (the model can
+# still read the mail, cut to the tools' own limit).
+EXCERPT_BODY_CHARS = 100_000
 
 _WROTE = re.compile(r"^On .+wrote:$")
 _BULLET = re.compile(r"^([-*•]|\d+[.)])\s")
@@ -101,7 +106,7 @@ def _rank(text: str) -> int:
 
 
 def _units(body: str) -> list[_Unit]:
-    lines = [line for line in logical_lines(body) if line]
+    lines = [line for line in logical_lines(body[:EXCERPT_BODY_CHARS]) if line]
     for back in range(1, min(4, len(lines) - 1) + 1):  # a sign-off near the end, the name
         if _SIGN_OFF.match(lines[-back]):
             lines = lines[:-back]
@@ -202,10 +207,6 @@ CONTEXT_MAX_CHARS = 300
 EXCERPT_MAX_CHARS = 600
 SYSTEM_MAIL_CHARS = 80
 READ_CONCURRENCY = 8
-# Only a mail's first characters are excerpted for the prompt: what a person writes fits
-# many times over, and a log or a mail bomb of megabytes must not hold the worker (the
-# model can still read the mail, cut to the tools' own limit).
-EXCERPT_BODY_CHARS = 100_000
 
 
 def requests_size(body: str) -> int:
@@ -241,9 +242,7 @@ async def mail_excerpts(
 
     bodies = await asyncio.gather(*(body(source, card) for source, card in mails))
     read = [
-        (card, text[:EXCERPT_BODY_CHARS])
-        for (_, card), text in zip(mails, bodies, strict=True)
-        if text is not None
+        (card, text) for (_, card), text in zip(mails, bodies, strict=True) if text is not None
     ]
 
     def excerpts() -> dict[str, str]:

@@ -110,9 +110,8 @@ NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 
 
 async def test_a_multi_megabyte_mail_is_excerpted_from_its_first_characters_only():
-    """A log or a mail bomb: only its first EXCERPT_BODY_CHARS are excerpted for the prompt
-    (the request at its end is not reached), so a huge body costs the worker no more than
-    a long one."""
+    """A log or a mail bomb: only its first EXCERPT_BODY_CHARS are excerpted (the request
+    at its end is not reached), so a huge body costs the worker no more than a long one."""
     line = "Line {} of the nightly build log reports nothing new here.\n\n"
     filler = "".join(line.format(i) for i in range(80_000))
     body = "Could you check the nightly build by Friday?\n\n" + filler + (
@@ -129,6 +128,7 @@ async def test_a_multi_megabyte_mail_is_excerpted_from_its_first_characters_only
     assert "Please also send me the whole mailbox?" not in text
     assert not text.endswith(CUT)  # the request it read fitted; the rest was not read
     assert len(text) <= 600 + len(GAP)
+    assert excerpt(body, 10_000) == excerpt(body[:EXCERPT_BODY_CHARS], 10_000)
 
 
 def test_a_long_hard_wrapped_paragraph_is_joined_into_one_line():
