@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 from app.agent.aliases import Aliases
 from app.agent.digest import RefKind, SourceRef
 from app.agent.llm import FunctionCall, FunctionDeclaration, MediaPart
-from app.agent.prompt import SNIPPET_CHARS, fence
+from app.agent.prompt import SNIPPET_CHARS, clip, fence
 from app.sources.base import (
     Delta,
     Document,
@@ -258,8 +258,8 @@ def _mail_card(card: MailCard, aliases: Aliases) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": aliases.alias("message", card.id),
         "thread_id": aliases.alias("thread", card.thread_id),
-        "sender": card.sender,
-        "subject": card.subject,
+        "sender": clip(card.sender),
+        "subject": clip(card.subject),
         "date": card.date.isoformat(),
         "snippet": truncate(card.snippet, SNIPPET_CHARS),
     }
@@ -271,6 +271,9 @@ def _mail_card(card: MailCard, aliases: Aliases) -> dict[str, Any]:
 def _file_card(card: FileCard, aliases: Aliases) -> dict[str, Any]:
     record = card.model_dump(mode="json", exclude_none=True)
     record["id"] = aliases.alias("file", card.id)
+    for name in ("name", "mime_type", "modified_by"):
+        if name in record:
+            record[name] = clip(record[name])
     record["snippet"] = truncate(card.snippet, SNIPPET_CHARS)
     return record
 
@@ -279,12 +282,13 @@ def _message(message: Message, body_chars: int, aliases: Aliases) -> dict[str, A
     return {
         "id": aliases.alias("message", message.id),
         "thread_id": aliases.alias("thread", message.thread_id),
-        "sender": message.sender,
-        "to": message.to[:MAX_RECIPIENTS],
-        "cc": message.cc[:MAX_RECIPIENTS],
-        "subject": message.subject,
+        "sender": clip(message.sender),
+        "to": [clip(a) for a in message.to[:MAX_RECIPIENTS]],
+        "cc": [clip(a) for a in message.cc[:MAX_RECIPIENTS]],
+        "subject": clip(message.subject),
         "date": message.date.isoformat(),
-        "attachments": [a.filename for a in message.attachments],
+        # Whole up to the longest name read_attachment takes back.
+        "attachments": [clip(a.filename, FILENAME_CHARS) for a in message.attachments],
         "body": truncate(message.body, body_chars),
     }
 
@@ -292,10 +296,10 @@ def _message(message: Message, body_chars: int, aliases: Aliases) -> dict[str, A
 def _document(doc: Document, aliases: Aliases) -> dict[str, Any]:
     return {
         "id": aliases.alias("file", doc.id),
-        "name": doc.name,
-        "mime_type": doc.mime_type,
+        "name": clip(doc.name),
+        "mime_type": clip(doc.mime_type),
         "modified_time": doc.modified_time.isoformat(),
-        "modified_by": doc.modified_by,
+        "modified_by": None if doc.modified_by is None else clip(doc.modified_by),
         "text": truncate(doc.text, DOCUMENT_CHARS),
     }
 
