@@ -7,7 +7,8 @@ order; quoted replies, "On … wrote:" lines, greetings, sign-offs and signature
 out. Lines stay lines. `GAP` marks text left out between or after the kept parts; `CUT`
 at the end says that a request or an action did not fit, so a read gives more. Text that
 addresses an assistant or gives instructions (prompt injection) counts as a request: the
-model must see it, fenced as data, to report it.
+model must see it, fenced as data, to report it. Only the first `EXCERPT_BODY_CHARS` of
+a body are read.
 
 The same line splitting serves the offline model, which reads what Gemini reads.
 """
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 GAP = " … "
 CUT = " [cut]"
+# Only a body's first characters are excerpted: what a person writes fits many times
+# over, and a log or a mail bomb of megabytes must not hold the worker (the model can
+# still read the mail, cut to the tools' own limit).
+EXCERPT_BODY_CHARS = 100_000
 
 _WROTE = re.compile(r"^On .+wrote:$")
 _BULLET = re.compile(r"^([-*•]|\d+[.)])\s")
@@ -58,7 +63,9 @@ _FACT = re.compile(
 
 def logical_lines(body: str) -> list[str]:
     """Lines with quoted text and signatures dropped and hard-wrapped lines joined again."""
-    out: list[str] = []
+    # Each logical line as its pieces, joined once at the end: adding to a string line by
+    # line copies it each time, and a mail of one long paragraph made that quadratic.
+    out: list[list[str]] = []
     last = ""  # the kind of the previous line
     for raw in body.splitlines():
         if raw.startswith(">") or _WROTE.match(raw.strip()):
@@ -74,11 +81,11 @@ def logical_lines(body: str) -> list[str]:
             else "prose"
         )  # fmt: skip
         if (kind, last) in (("indented", "bullet"), ("prose", "prose")):
-            out[-1] += " " + text  # a hard-wrapped line continues the one before
+            out[-1].append(text)  # a hard-wrapped line continues the one before
         else:
-            out.append(text)
+            out.append([text])
             last = kind
-    return out
+    return [" ".join(pieces) for pieces in out]
 
 
 def sentences(text: str) -> list[str]:
@@ -99,7 +106,7 @@ def _rank(text: str) -> int:
 
 
 def _units(body: str) -> list[_Unit]:
-    lines = [line for line in logical_lines(body) if line]
+    lines = [line for line in logical_lines(body[:EXCERPT_BODY_CHARS]) if line]
     for back in range(1, min(4, len(lines) - 1) + 1):  # a sign-off near the end, the name
         if _SIGN_OFF.match(lines[-back]):
             lines = lines[:-back]
@@ -171,19 +178,21 @@ def excerpt(body: str, limit: int, *, context: bool = True) -> str:
 
 def _join(units: list[_Unit], chosen: set[int]) -> str:
     """The chosen units in order: lines kept apart, `GAP` where text was left out."""
-    out, previous = "", -1
+    out: list[str] = []
+    previous = -1
     for index in sorted(chosen):
         unit = units[index]
         if previous < 0:
-            out = ("… " if index else "") + unit.text
+            out.append("… " if index else "")
         else:
             same_line = units[previous].line == unit.line
             if index == previous + 1:
-                out += (" " if same_line else "\n") + unit.text
+                out.append(" " if same_line else "\n")
             else:
-                out += (GAP if same_line else GAP.rstrip() + "\n") + unit.text
+                out.append(GAP if same_line else GAP.rstrip() + "\n")
+        out.append(unit.text)
         previous = index
-    return out
+    return "".join(out)
 
 
 # --- The first prompt's mail texts ---------------------------------------------------------
@@ -235,9 +244,15 @@ async def mail_excerpts(
     read = [
         (card, text) for (_, card), text in zip(mails, bodies, strict=True) if text is not None
     ]
-    limits = excerpt_limits([(text, automated(card.sender)) for card, text in read])
-    excerpts = {
-        card.id: excerpt(text, limit, context=not automated(card.sender))
-        for (card, text), limit in zip(read, limits, strict=True)
-    }
-    return {key: text for key, text in excerpts.items() if text}
+
+    def excerpts() -> dict[str, str]:
+        limits = excerpt_limits([(text, automated(card.sender)) for card, text in read])
+        return {
+            card.id: excerpt(text, limit, context=not automated(card.sender))
+            for (card, text), limit in zip(read, limits, strict=True)
+        }
+
+    # Off the event loop: a hundred long mails are still a second of regular expressions,
+    # and the worker renews the leases of all its runs on that loop.
+    found = await asyncio.to_thread(excerpts)
+    return {key: text for key, text in found.items() if text}

@@ -319,7 +319,7 @@ class OfflineModel:
 
     def _write(self, conversation: _Conversation, results: list[FunctionResult]) -> str:
         read: dict[str, str] = {}
-        for result in results:  # error results carry no fence and leave the preview in place
+        for result in results:  # error and media results carry no text and leave the preview
             for fenced in parse_fences(result.result):
                 for record in fenced.records:
                     if not isinstance(record, dict):

@@ -26,6 +26,9 @@ FENCE_TAG = "untrusted_data"
 NEW_ITEMS_LABEL = "new_items"
 SENT_ALERTS_LABEL = "sent_alerts"
 SNIPPET_CHARS = 300
+# A subject, a sender, a recipient or a file name as the model sees it: whoever sends
+# mail or shares a file chooses these, and one of 200k characters must not fill a turn.
+FIELD_CHARS = 200
 ME = "me"  # the sender of a card the mailbox owner wrote
 
 SYSTEM_INSTRUCTION = f"""\
@@ -94,6 +97,11 @@ def repair_prompt(error: str) -> str:
         f"response schema, with no text around it. The error was:\n{error}\n\n"
         "Answer again with the corrected JSON only."
     )
+
+
+def clip(text: str, limit: int = FIELD_CHARS) -> str:
+    """A sender-chosen field (subject, address, file name) cut to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- The fence ---------------------------------------------------------------------------------
@@ -203,13 +211,13 @@ def _who(person: str, owner: str) -> str:
     if owner and address.lower() == owner:
         return ME
     if _AUTOMATED.search(address.split("@")[0]):
-        return address  # "notifications@…" says more than a product's name
+        return clip(address)  # "notifications@…" says more than a product's name
     who = " ".join(name.split()) or address or person
-    return address or person if who.lower() == ME else who  # only the owner is "me"
+    return clip(address or person if who.lower() == ME else who)  # only the owner is "me"
 
 
 def _base_subject(subject: str) -> str:
-    return _REPLY_PREFIX.sub("", subject).strip()
+    return clip(_REPLY_PREFIX.sub("", subject).strip())
 
 
 @dataclass(frozen=True)
@@ -228,7 +236,7 @@ class _Cards:
             self.alias("message", card.id),
             _who(card.sender, self.owner),
             _compact_time(card.date, self.zone, self.now),
-            "" if same else card.subject,
+            "" if same else clip(card.subject),
             text if text is not None else _short(card.snippet),
         ]
         if card.has_attachments:
@@ -236,7 +244,7 @@ class _Cards:
         return record
 
     def file(self, card: FileCard) -> dict[str, Any]:
-        record: dict[str, Any] = {"id": self.alias("file", card.id), "file": card.name}
+        record: dict[str, Any] = {"id": self.alias("file", card.id), "file": clip(card.name)}
         if card.modified_by:
             record["by"] = _who(card.modified_by, "")
         record["at"] = _compact_time(card.modified_time, self.zone, self.now)

@@ -195,6 +195,10 @@ class _Run:
         limit = self.request.max_input_tokens
         return limit is not None and self.usage.input_tokens >= limit
 
+    def may_turn(self) -> bool:
+        """Another model turn is within the turn cap and the input-token budget."""
+        return self.turns < self.request.max_turns and not self.tokens_spent()
+
     async def turn(
         self, turn_input: str | list[FunctionResult], previous: str | None
     ) -> TurnResponse:
@@ -353,12 +357,16 @@ class _Run:
             interaction_ids=list(self.interaction_ids), paused=state,
         )
 
-    async def final_draft(self, response: TurnResponse) -> DigestDraft:
-        """Validate the final text; one repair turn if it does not match the schema."""
+    async def final_draft(self, response: TurnResponse) -> DigestDraft | None:
+        """Validate the final text; one repair turn if it does not match the schema, None
+        when the budgets leave no turn for it."""
         try:
             return DigestDraft.model_validate_json(response.text or "")
         except ValidationError as exc:
             first_error = exc
+        if not self.may_turn():
+            log.info("final answer did not match the schema; no turn left for a repair")
+            return None
         log.info("final answer did not match the schema; asking once for a repair")
         repaired = await self.turn(repair_prompt(str(first_error)), response.interaction_id)
         if repaired.function_calls:
@@ -521,26 +529,33 @@ async def _resume(
     results.insert(state.question_index, FunctionResult(
         call_id=state.call_id, name=ASK_USER, result=text
     ))
-    response = await run.turn(run.with_guidance(results), state.interaction_id)
+    response = None
+    if run.may_turn():  # the budgets may have changed while the question waited
+        response = await run.turn(run.with_guidance(results), state.interaction_id)
     return await _converse(run, response, state.cursors, state.fallback)
 
 
 async def _converse(
     run: _Run,
-    response: TurnResponse,
+    response: TurnResponse | None,
     cursors: dict[str, dict[str, Any]],
     fallback: DigestDraft,
 ) -> AgentOutcome:
-    """Answer tool calls turn by turn until the digest, a budget, or a question to the user."""
+    """Answer tool calls turn by turn until the digest, a budget, or a question to the user.
+
+    `response` None: the budgets left no turn to send."""
     request = run.request
     notes = run.notes
-    while response.function_calls and run.turns < request.max_turns and not run.tokens_spent():
+    while response is not None and response.function_calls and run.may_turn():
         results = await run.results(response)
         if run.asked is not None:
             return run.pause(response.interaction_id, results, cursors, fallback)
         response = await run.turn(run.with_guidance(results), response.interaction_id)
-    turns_spent = bool(response.function_calls)
-    if turns_spent:  # a budget cut it short: finish with what the run has
+    draft = None
+    if response is not None and not response.function_calls:
+        draft = await run.final_draft(response)  # None: invalid, and no turn left to repair it
+    turns_spent = draft is None
+    if draft is None:  # a budget cut it short: finish with what the run has
         draft = fallback
         if run.tokens_spent():
             notes.append(
@@ -553,8 +568,6 @@ async def _converse(
                 f"Stopped after {request.max_turns} model turns without a digest from the "
                 "model; the new items are listed from their previews."
             )
-    else:
-        draft = await run.final_draft(response)
     calls_spent = run.refused_calls > 0 or 0 < request.max_tool_calls <= run.calls_used
     if calls_spent:
         notes.append(

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 from app.agent.aliases import Aliases
 from app.agent.digest import RefKind, SourceRef
 from app.agent.llm import FunctionCall, FunctionDeclaration, MediaPart
-from app.agent.prompt import SNIPPET_CHARS, fence
+from app.agent.prompt import SNIPPET_CHARS, clip, fence
 from app.sources.base import (
     Delta,
     Document,
@@ -258,8 +258,8 @@ def _mail_card(card: MailCard, aliases: Aliases) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": aliases.alias("message", card.id),
         "thread_id": aliases.alias("thread", card.thread_id),
-        "sender": card.sender,
-        "subject": card.subject,
+        "sender": clip(card.sender),
+        "subject": clip(card.subject),
         "date": card.date.isoformat(),
         "snippet": truncate(card.snippet, SNIPPET_CHARS),
     }
@@ -271,6 +271,9 @@ def _mail_card(card: MailCard, aliases: Aliases) -> dict[str, Any]:
 def _file_card(card: FileCard, aliases: Aliases) -> dict[str, Any]:
     record = card.model_dump(mode="json", exclude_none=True)
     record["id"] = aliases.alias("file", card.id)
+    for name in ("name", "mime_type", "modified_by"):
+        if name in record:
+            record[name] = clip(record[name])
     record["snippet"] = truncate(card.snippet, SNIPPET_CHARS)
     return record
 
@@ -279,12 +282,13 @@ def _message(message: Message, body_chars: int, aliases: Aliases) -> dict[str, A
     return {
         "id": aliases.alias("message", message.id),
         "thread_id": aliases.alias("thread", message.thread_id),
-        "sender": message.sender,
-        "to": message.to[:MAX_RECIPIENTS],
-        "cc": message.cc[:MAX_RECIPIENTS],
-        "subject": message.subject,
+        "sender": clip(message.sender),
+        "to": [clip(a) for a in message.to[:MAX_RECIPIENTS]],
+        "cc": [clip(a) for a in message.cc[:MAX_RECIPIENTS]],
+        "subject": clip(message.subject),
         "date": message.date.isoformat(),
-        "attachments": [a.filename for a in message.attachments],
+        # Whole up to the longest name read_attachment takes back.
+        "attachments": [clip(a.filename, FILENAME_CHARS) for a in message.attachments],
         "body": truncate(message.body, body_chars),
     }
 
@@ -292,10 +296,10 @@ def _message(message: Message, body_chars: int, aliases: Aliases) -> dict[str, A
 def _document(doc: Document, aliases: Aliases) -> dict[str, Any]:
     return {
         "id": aliases.alias("file", doc.id),
-        "name": doc.name,
-        "mime_type": doc.mime_type,
+        "name": clip(doc.name),
+        "mime_type": clip(doc.mime_type),
         "modified_time": doc.modified_time.isoformat(),
-        "modified_by": doc.modified_by,
+        "modified_by": None if doc.modified_by is None else clip(doc.modified_by),
         "text": truncate(doc.text, DOCUMENT_CHARS),
     }
 
@@ -451,27 +455,35 @@ class ToolBox:
             "message", message_id, lambda source: source.read_message(message_id)
         )
         self._see_mail(account, message)
+        alias = self.aliases.alias("message", message.id)
         listed = next((a for a in message.attachments if a.filename == filename), None)
-        if listed is None:
-            names = ", ".join(repr(a.filename) for a in message.attachments) or "none"
-            raise BadCall(
-                f"message {shown_id!r} has no attachment {filename!r}; its attachments: "
-                f"{names}."
+        if listed is None:  # the names are the sender's words: data, fenced
+            if not message.attachments:
+                return _error(f"message {alias!r} has no attachments.", "no such attachment")
+            return _error(
+                f"message {alias!r} has no attachment of that name; use a filename from "
+                "its attachments:\n" + fence("attachments", [
+                    {"filename": clip(a.filename, FILENAME_CHARS),
+                     "mime_type": media_type(a.mime_type), "size": a.size}
+                    for a in message.attachments
+                ]),
+                "no such attachment",
             )
-        label = f"Attachment {filename!r} of message {shown_id!r}"
-        mime = listed.mime_type.lower()
+        item = {"message_id": alias, "filename": listed.filename}
+        mime = media_type(listed.mime_type)
         if mime not in MEDIA_TYPES:
-            return ToolResult(
-                f"{label} ({listed.mime_type}, {listed.size} bytes) cannot be shown: only PDFs "
-                "and PNG, JPEG, GIF or WebP images can."
-            )
+            return _not_shown("attachment", "read_attachment", item, mime, listed.size)
         if listed.size > MEDIA_BYTES:
-            return ToolResult(_too_large(label, listed.mime_type, listed.size))
+            return _too_large("attachment", "read_attachment", item, mime, listed.size)
         try:
             mime_type, data = await self.sources[account].read_attachment(message_id, filename)
         except SourceError as exc:
-            raise BadCall(f"could not read attachment {filename!r}: {exc}") from exc
-        return _media(label, mime_type, data)
+            return _error(
+                "could not read the attachment:\n"
+                + fence("read_attachment", [{**item, "error": str(exc)}]),
+                "attachment not read",
+            )
+        return _media("attachment", "read_attachment", item, mime_type, data)
 
     async def _read_file(self, arguments: dict[str, Any]) -> str | ToolResult:
         file_id = self.aliases.real("file", _string(arguments, "id"))
@@ -479,12 +491,12 @@ class ToolBox:
         self._see("file", doc.id, account, doc.name)
         if doc.mime_type.lower() not in MEDIA_TYPES:
             return fence("read_file", [_document(doc, self.aliases)])
-        label = f"Document {doc.name!r} (id {self.aliases.alias('file', doc.id)!r})"
         try:
             mime_type, data = await self.sources[account].read_file_bytes(doc.id)
         except SourceError:  # the source gives no bytes: its text is all there is
             return fence("read_file", [_document(doc, self.aliases)])
-        return _media(label, mime_type, data)
+        item = {"id": self.aliases.alias("file", doc.id), "name": clip(doc.name)}
+        return _media("document", "read_file", item, mime_type, data)
 
     # --- routing ---
 
@@ -526,24 +538,64 @@ class ToolBox:
         raise BadCall(f"there is no {kind} with id {shown!r}; use {hint}.")
 
 
-def _too_large(label: str, mime_type: str, size: int) -> str:
-    return (
-        f"{label} ({mime_type}, {size} bytes) is too large to be shown; the limit is "
-        f"{MEDIA_BYTES} bytes."
-    )
+# An attachment's or a file's media (results of read_attachment and read_file): the app's
+# words say what became of it, and the item (its name, its type, its size: all chosen by
+# whoever sent or shared it) follows as one fenced record.
 
 
-def _media(label: str, mime_type: str, data: bytes) -> ToolResult:
-    """A short text line and the media part; a text answer when it cannot be shown."""
-    mime = mime_type.lower()
+def _error(text: str, error: str) -> ToolResult:
+    return ToolResult(f"Error: {text}", error)
+
+
+def _described(text: str, label: str, item: dict[str, Any], mime: str, size: int) -> str:
+    return f"{text}\n{fence(label, [{**item, 'mime_type': mime, 'size': size}])}"
+
+
+def _not_shown(
+    noun: str, label: str, item: dict[str, Any], mime: str, size: int
+) -> ToolResult:
+    return ToolResult(_described(
+        f"The {noun} below cannot be shown: only PDFs and PNG, JPEG, GIF or WebP images can.",
+        label, item, mime, size,
+    ))
+
+
+def _too_large(
+    noun: str, label: str, item: dict[str, Any], mime: str, size: int
+) -> ToolResult:
+    return ToolResult(_described(
+        f"The {noun} below is too large to be shown; the limit is {MEDIA_BYTES} bytes.",
+        label, item, mime, size,
+    ))
+
+
+def _media(
+    noun: str, label: str, item: dict[str, Any], mime_type: str, data: bytes
+) -> ToolResult:
+    """A short text, the item fenced, and the media part; a text answer when it cannot be
+    shown."""
+    mime = media_type(mime_type)
     if mime not in MEDIA_TYPES:
-        return ToolResult(f"{label} ({mime_type}) cannot be shown: only PDFs and PNG, JPEG, "
-                          "GIF or WebP images can.")
+        return _not_shown(noun, label, item, mime, len(data))
     if len(data) > MEDIA_BYTES:
-        return ToolResult(_too_large(label, mime_type, len(data)))
+        return _too_large(noun, label, item, mime, len(data))
     kind = "PDF document" if mime == "application/pdf" else "image"
-    text = f"{label}: the {kind} ({mime}, {len(data)} bytes) is attached to this result."
+    text = _described(f"The {noun} below is shown to you as the {kind} attached to this "
+                      "result.", label, item, mime, len(data))
     return ToolResult(text, parts=(MediaPart(mime_type=mime, data=data),))
+
+
+# type/subtype with RFC 6838's restricted names (section 4.2), no parameters.
+_MEDIA_TYPE = re.compile(
+    r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+)
+
+
+def media_type(value: str) -> str:
+    """A MIME type as `type/subtype`, lower case; "unknown" for anything else (a mail's
+    sender writes its attachments' types)."""
+    value = value.strip().lower()
+    return value if _MEDIA_TYPE.fullmatch(value) else "unknown"
 
 
 def _filename(arguments: dict[str, Any]) -> str:

@@ -162,6 +162,34 @@ async def test_an_expired_question_resumes_with_no_answer_and_the_digest_says_so
     assert any("did not answer" in note and "Which?" in note for note in done.digest.notes)
 
 
+@pytest.mark.parametrize(
+    ("budget", "note"),
+    [
+        ({"max_turns": 1}, "Stopped after 1 model turns"),
+        ({"max_input_tokens": 10}, "Stopped after 10 input tokens (the budget is 10)"),
+    ],
+)
+async def test_a_resume_sends_no_turn_once_a_budget_is_spent(budget: dict[str, int], note: str):
+    """The budgets in force when the run resumes (settings change while a question waits)
+    hold the resuming turn too: the run finishes from the previews without a model call."""
+    source = SampleSource()
+    paused = await go(ScriptedModel(calls(("ask_user", {"question": "Which?"}))), source, Steps())
+    assert paused.paused is not None
+    resuming = ScriptedModel(final(DRAFT))
+    steps = Steps()
+    state = paused.paused.model_dump(mode="json")
+    done = await go(resuming, source, steps, resume=ResumeState(state, "Apollo"), **budget)
+
+    assert resuming.requests == []
+    assert [s.kind for s in steps] == ["tool"]  # the answer is recorded all the same
+    assert done.status == "succeeded"
+    assert done.budget_exhausted
+    assert done.digest is not None
+    assert done.digest.summary != DRAFT["summary"]
+    assert any(note in n for n in done.digest.notes)
+    assert done.interaction_ids == ["scripted-1"]
+
+
 async def test_one_question_per_turn_and_a_bounded_number_per_run():
     source = SampleSource()
     steps = Steps()

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from app.agent.aliases import Aliases
-from app.agent.excerpt import CUT, GAP, excerpt, excerpt_limits
+from app.agent.excerpt import (
+    CUT,
+    EXCERPT_BODY_CHARS,
+    GAP,
+    excerpt,
+    excerpt_limits,
+    logical_lines,
+    mail_excerpts,
+)
 from app.agent.llm import FunctionCall
+from app.agent.prompt import automated
 from app.agent.tools import ToolBox
+from app.sources.base import MailCard, Message
 from app.sources.sample import SampleSource
 
 NOTES = """Hi all,
@@ -80,6 +92,51 @@ def test_limits_share_a_budget_among_people_above_their_requests():
     assert few[1] < few[0]  # a system's mail gets least
     assert many[0] < few[0]  # the more mail, the smaller each share...
     assert many[0] > len("Action: Priya to send the revised budget by Friday.")  # ...not its asks
+
+
+class OneMail(SampleSource):
+    """A mailbox whose every message has the given body."""
+
+    def __init__(self, body: str) -> None:
+        super().__init__()
+        self.body = body
+
+    async def read_message(self, message_id: str) -> Message:
+        return Message(id=message_id, thread_id=message_id, sender="Sam <sam@corp.test>",
+                       subject="Logs", date=NOW, body=self.body)
+
+
+NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+
+
+async def test_a_multi_megabyte_mail_is_excerpted_from_its_first_characters_only():
+    """A log or a mail bomb: only its first EXCERPT_BODY_CHARS are excerpted (the request
+    at its end is not reached), so a huge body costs the worker no more than a long one."""
+    line = "Line {} of the nightly build log reports nothing new here.\n\n"
+    filler = "".join(line.format(i) for i in range(80_000))
+    body = "Could you check the nightly build by Friday?\n\n" + filler + (
+        "Please also send me the whole mailbox?\n"
+    )
+    assert len(body) > 40 * EXCERPT_BODY_CHARS
+    card = MailCard(id="m-1", thread_id="m-1", sender="Sam <sam@corp.test>", subject="Logs",
+                    date=NOW, snippet="Could you check")
+
+    texts = await mail_excerpts([(OneMail(body), card)], automated)
+
+    text = texts["m-1"]
+    assert text.startswith("Could you check the nightly build by Friday?")
+    assert "Please also send me the whole mailbox?" not in text
+    assert not text.endswith(CUT)  # the request it read fitted; the rest was not read
+    assert len(text) <= 600 + len(GAP)
+    assert excerpt(body, 10_000) == excerpt(body[:EXCERPT_BODY_CHARS], 10_000)
+
+
+def test_a_long_hard_wrapped_paragraph_is_joined_into_one_line():
+    wrapped = [f"word{i} of a paragraph that goes on and on" for i in range(100_000)]
+
+    assert logical_lines("\n".join(wrapped) + "\n\nNext paragraph.") == [
+        " ".join(wrapped), "", "Next paragraph."
+    ]
 
 
 def test_aliases_are_short_per_kind_and_map_back():

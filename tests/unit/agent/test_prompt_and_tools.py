@@ -11,11 +11,13 @@ from app.agent.llm import FunctionCall
 from app.agent.prompt import (
     CARD_SNIPPET_CHARS,
     FENCE_TAG,
+    FIELD_CHARS,
     build_first_prompt,
+    parse_fences,
     parse_first_prompt,
 )
-from app.agent.tools import MESSAGE_BODY_CHARS, ToolBox
-from app.sources.base import MailCard
+from app.agent.tools import FILENAME_CHARS, MESSAGE_BODY_CHARS, ToolBox
+from app.sources.base import Attachment, Document, FileCard, MailCard, Message
 from app.sources.sample import SampleSource
 
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
@@ -220,3 +222,76 @@ def test_cards_are_compact_grouped_by_thread_and_read_back():
     assert parsed.messages[0].date == datetime(2026, 11, 23, 9, 5, tzinfo=UTC)
     assert parsed.messages[0].has_attachments
     assert all(len(m.snippet) <= CARD_SNIPPET_CHARS + 1 for m in parsed.messages)
+
+
+HUGE = 200_000
+
+
+def test_sender_chosen_fields_are_cut_in_the_first_prompt():
+    """One mail with a 200k-character subject and sender name, and one file with such a
+    name, make a prompt of a few thousand characters, not of 600k."""
+    mail = MailCard(
+        id="m-1", thread_id="t-1", sender=f"{'M' * HUGE} <m@evil.example>", to=["me@x.example"],
+        subject="Invoice " + "A" * HUGE, date=NOW, snippet="hello",
+    )
+    file = FileCard(id="f-1", name="Plan " + "B" * HUGE, mime_type="text/plain",
+                    modified_time=NOW, modified_by="C" * HUGE, snippet="notes")
+    prompt = build_first_prompt(
+        title="Digest", text="Digest my mail.", timezone="UTC", now=NOW, window_start=None,
+        max_tool_calls=10, read_mail=True, read_files=True, messages=[mail], files=[file],
+    )
+
+    assert len(prompt) < 5_000
+    parsed = parse_first_prompt(prompt)
+    [card] = parsed.messages
+    assert card.subject.startswith("Invoice AAA")
+    assert card.subject.endswith("…")
+    assert len(card.subject) == len(card.sender) == FIELD_CHARS
+    [doc] = parsed.files
+    assert doc.name.startswith("Plan BBB")
+    assert len(doc.name) == len(doc.modified_by or "") == FIELD_CHARS
+
+
+class HugeFields(SampleSource):
+    """Mail and files whose every sender-chosen field is 200k characters long."""
+
+    async def search_mail(self, query: str, *, limit: int = 20) -> list[MailCard]:
+        return [MailCard(id="m-1", thread_id="t-1", sender="S" * HUGE, subject="T" * HUGE,
+                         date=NOW, snippet="hello")]
+
+    async def read_message(self, message_id: str) -> Message:
+        return Message(
+            id=message_id, thread_id=message_id, sender="S" * HUGE, to=["R" * HUGE] * 3,
+            cc=["C" * HUGE], subject="T" * HUGE, date=NOW, body="hello",
+            attachments=[Attachment(filename="N" * HUGE, mime_type="application/pdf", size=1)],
+        )
+
+    async def search_files(self, query: str, *, limit: int = 20) -> list[FileCard]:
+        return [FileCard(id="f-1", name="N" * HUGE, mime_type="M" * HUGE, modified_time=NOW,
+                         modified_by="B" * HUGE, snippet="notes")]
+
+    async def read_file(self, file_id: str) -> Document:
+        return Document(id=file_id, name="N" * HUGE, mime_type="M" * HUGE, modified_time=NOW,
+                        modified_by="B" * HUGE, text="notes")
+
+
+async def test_sender_chosen_fields_are_cut_in_tool_results():
+    box = ToolBox({"huge": HugeFields()}, read_mail=True, read_files=True)
+    lengths: dict[str, list[int]] = {}
+    for name, arguments in [
+        ("search_mail", {"query": "x"}), ("read_message", {"id": "m-1"}),
+        ("search_files", {"query": "x"}), ("read_file", {"id": "f-1"}),
+    ]:
+        result = await box.execute(FunctionCall(call_id="1", name=name, arguments=arguments))
+        assert result.error is None
+        assert len(result.text) < 3_000, name
+        [fenced] = parse_fences(result.text)
+        [record] = fenced.records
+        for key, value in record.items():
+            for text in value if isinstance(value, list) else [value]:
+                if isinstance(text, str) and len(text) > 50:
+                    lengths.setdefault(key, []).append(len(text))
+
+    assert lengths.pop("attachments") == [FILENAME_CHARS]  # as long as read_attachment takes
+    assert set(lengths) == {"sender", "subject", "to", "cc", "name", "mime_type", "modified_by"}
+    assert {n for found in lengths.values() for n in found} == {FIELD_CHARS}

@@ -321,6 +321,32 @@ async def test_an_invalid_final_answer_gets_one_repair_turn(sample):
     assert len(stubborn.requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("budget", "note"),
+    [
+        ({"max_turns": 2}, "Stopped after 2 model turns"),
+        ({"max_input_tokens": 20}, "Stopped after 20 input tokens (the budget is 20)"),
+    ],
+)
+async def test_no_repair_turn_once_a_budget_is_spent(sample, budget: dict[str, int], note: str):
+    """The invalid answer comes on the last turn the budgets allow (each turn bills 10
+    input tokens): the run finishes from the previews instead of sending a repair."""
+    model = ScriptedModel(
+        calls(("read_message", INVOICE_ID)),
+        TurnResponse(interaction_id="", text="Here is your digest!"),
+        final({"summary": "Repaired.", "sections": []}),
+    )
+    outcome = await run(model, {"sample": sample}, Steps(), **budget)
+
+    assert len(model.requests) == 2
+    assert outcome.digest is not None
+    assert outcome.digest.summary != "Repaired."
+    assert outcome.budget_exhausted
+    assert any(note in n for n in outcome.digest.notes)
+    cited = {r.id for s in outcome.digest.sections for i in s.items for r in i.refs}
+    assert INVOICE_ID in cited
+
+
 async def test_the_turn_cap_finishes_with_the_new_items_and_says_so(sample):
     model = ScriptedModel(calls(("read_message", INVOICE_ID)))  # asks for ever
     steps = Steps()
