@@ -359,7 +359,8 @@ class ToolBox:
                 self._see(kind, item_id, account, title)  # type: ignore[arg-type]
 
     def _see(self, kind: SeenKind, item_id: str, account: str, title: str) -> None:
-        self._seen.setdefault((kind, item_id), (account, title))
+        # The title becomes a digest's link text: cut as the prompt's cards are.
+        self._seen.setdefault((kind, item_id), (account, clip(title)))
 
     def _see_mail(self, account: str, mail: MailCard | Message) -> None:
         self._see("message", mail.id, account, mail.subject)

@@ -295,3 +295,8 @@ async def test_sender_chosen_fields_are_cut_in_tool_results():
     assert lengths.pop("attachments") == [FILENAME_CHARS]  # as long as read_attachment takes
     assert set(lengths) == {"sender", "subject", "to", "cc", "name", "mime_type", "modified_by"}
     assert {n for found in lengths.values() for n in found} == {FIELD_CHARS}
+    # A digest's link text is the item's title, cut the same way.
+    for kind, item_id in (("message", "m-1"), ("file", "f-1")):
+        ref = box.resolve(kind, item_id)
+        assert ref is not None
+        assert len(ref.title) == FIELD_CHARS
