@@ -350,13 +350,16 @@ async def test_the_list_shows_a_stored_cron_it_cannot_put_in_words(runtime: Runt
         assert editor.status_code == 200, editor.text
 
 
+@pytest.mark.parametrize("path", ["/runs", "/"])
 @pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
-async def test_the_runs_page_refuses_a_cursor_out_of_range(runtime: Runtime, stamp: str) -> None:
+async def test_the_paged_lists_refuse_a_cursor_out_of_range(
+    runtime: Runtime, stamp: str, path: str
+) -> None:
     user, _ = await factories.user_with_token(runtime)
     cursor = base64.urlsafe_b64encode(f"{stamp}|{uuid.uuid4()}".encode()).decode().rstrip("=")
     async with browser(runtime) as client:
         await sign_in(runtime, client, user)
-        response = await client.get("/runs", params={"cursor": cursor},
+        response = await client.get(path, params={"cursor": cursor},
                                     headers={"Accept": "text/html"})
         assert response.status_code == 422, response.text
         assert "invalid page cursor" in response.text
