@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, ErrorBody
+from app.core.pagination import encode_cursor
 from app.google.watch_service import WatchNeedsGoogle, require_watchable
 from app.instructions import drafting
 from app.instructions import service as instructions
@@ -42,10 +43,15 @@ LIST_LIMIT = 200
 
 
 @router.get("/", response_class=HTMLResponse)
-async def instructions_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
-    rows, _more = await instructions.list_page(
-        session=session, user=viewer.user, status=None, cursor=None, limit=LIST_LIMIT
+async def instructions_list(
+    request: Request, viewer: ViewerDep, session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Newest first, a page at a time: "More instructions" follows the API's cursor."""
+    rows, more = await instructions.list_page(
+        session=session, user=viewer.user, status=None, cursor=cursor, limit=LIST_LIMIT
     )
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     latest = await runs.latest_by_instruction(
         session=session, user=viewer.user, instruction_ids=[r.id for r in rows]
     )
@@ -55,6 +61,7 @@ async def instructions_list(request: Request, viewer: ViewerDep, session: Sessio
         request, "instructions.html", viewer, active="instructions",
         items=[(instructions.to_out(r), latest.get(r.id), spent.get(r.id, 0.0)) for r in rows],
         open_questions=len(await questions.list_open(session=session, user=viewer.user)),
+        cursor=cursor, next_cursor=next_cursor,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, get_args
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage
 from app.agent.pricing import cost_usd
+from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest
 from app.core.pagination import encode_cursor
@@ -124,10 +126,49 @@ async def answer_question(
     return redirect(request, f"/runs/{question.run_id}?answered=1", viewer)
 
 
+def _feed_url(*, unread: bool, cursor: str | None = None) -> str:
+    """The feed page with its filter and page: where a mark-read form goes back to."""
+    query = urlencode({k: v for k, v in (("unread", "1" if unread else None),
+                                         ("cursor", cursor)) if v})
+    return f"/feed?{query}" if query else "/feed"
+
+
 @router.get("/feed", response_class=HTMLResponse)
-async def feed(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLResponse:
-    """The in-app feed; new items arrive live over the event stream (GET /api/v1/events)."""
-    rows, _deliveries, _more = await notifications.list_page(
-        session=session, user=viewer.user, unread=False, cursor=None, limit=PAGE
+async def feed(
+    request: Request, viewer: ViewerDep, session: SessionDep, unread: bool = False,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    """The in-app feed, newest first, a page at a time ("Older" follows the API's cursor),
+    all or only the unread; on its first page new items arrive live over the event
+    stream (GET /api/v1/events)."""
+    rows, _deliveries, more = await notifications.list_page(
+        session=session, user=viewer.user, unread=unread, cursor=cursor, limit=PAGE
     )
-    return page(request, "feed.html", viewer, active="feed", items=rows)
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return page(request, "feed.html", viewer, active="feed", items=rows, unread=unread,
+                cursor=cursor, next_cursor=next_cursor,
+                older_url=_feed_url(unread=unread, cursor=next_cursor) if next_cursor else None)
+
+
+@router.post("/feed/read")
+async def mark_all_read(
+    request: Request, viewer: FormViewerDep, session: SessionDep,
+    unread: Annotated[bool, Form()] = False,
+) -> Response:
+    """As the API's POST /notifications/read: everything in the feed up to now."""
+    await notifications.mark_all_read(session=session, user=viewer.user, before=utcnow())
+    return redirect(request, _feed_url(unread=unread), viewer)
+
+
+@router.post("/feed/{notification_id}/read")
+async def mark_read(
+    request: Request, notification_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
+    unread: Annotated[bool, Form()] = False,
+    cursor: Annotated[str | None, Form(max_length=200)] = None,
+) -> Response:
+    """One item's "Mark read": back to the same page of the feed, at the item."""
+    await notifications.mark_read(
+        session=session, user=viewer.user, notification_id=notification_id
+    )
+    return redirect(request, f"{_feed_url(unread=unread, cursor=cursor)}#n-{notification_id}",
+                    viewer)

@@ -90,11 +90,28 @@ function openStream(handlers, onState) {
   return source;
 }
 
-function feedItem(n) {
+function hiddenInput(name, value) {
+  const input = document.createElement("input");
+  input.type = "hidden";
+  input.name = name;
+  input.value = value;
+  return input;
+}
+
+// As feed.html renders an item: unread ones are marked and have a "Mark read" form.
+function feedItem(n, { unreadOnly = false } = {}) {
   const li = document.createElement("li");
-  li.className = `card feed-item kind-${n.kind} fresh`;
+  const unread = !n.read_at;
+  li.className = `card feed-item kind-${n.kind}${unread ? " unread" : ""} fresh`;
+  if (n.id) li.id = `n-${n.id}`;
   const meta = document.createElement("p");
   meta.className = "muted";
+  if (unread) {
+    const mark = document.createElement("span");
+    mark.className = "badge unread-mark";
+    mark.textContent = "unread";
+    meta.append(mark, " ");
+  }
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.textContent = n.kind;
@@ -118,16 +135,34 @@ function feedItem(n) {
   body.className = "body";
   body.textContent = n.body || "";
   li.append(meta, h, body);
+  if (unread && n.id) {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = `/feed/${encodeURIComponent(n.id)}/read`;
+    form.className = "inline";
+    form.append(hiddenInput("csrf_token", csrfToken()));
+    if (unreadOnly) form.append(hiddenInput("unread", "1"));
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = "link";
+    button.textContent = "Mark read";
+    button.setAttribute("aria-label", `Mark read: ${n.title}`);
+    form.append(button);
+    li.append(form);
+  }
   return li;
 }
 
 function setupFeed() {
   const list = document.getElementById("feed");
-  if (!list) return;
+  // An older page of the feed is not live: newer items do not belong on it.
+  if (!list || !list.dataset.stream) return;
   const state = document.getElementById("feed-state");
   const empty = document.getElementById("feed-empty");
+  const unreadOnly = list.dataset.unread === "1";
   const add = (n) => {
-    list.prepend(feedItem(n));
+    if (unreadOnly && n.read_at) return;
+    list.prepend(feedItem(n, { unreadOnly }));
     if (empty) empty.hidden = true;
   };
   openStream({ notification: add, question: add }, (text) => { state.textContent = text; });

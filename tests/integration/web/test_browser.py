@@ -21,8 +21,10 @@ import uvicorn
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from app.agent.offline import OfflineModel
+from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.main import create_app
+from app.notifications.service import notify
 from app.runs.execute import RunExecutor
 from app.runs.worker import Worker
 from tests import factories
@@ -171,6 +173,29 @@ async def test_the_feed_says_so_when_signing_out_ends_its_stream(
         # The stream checks its session every few seconds, ends, and is refused after.
         await expect(feed.locator("#feed-state")).to_have_text(
             "Signed out: reload the page", timeout=TIMEOUT_MS)
+
+
+async def test_a_live_feed_item_arrives_unread_and_is_marked_read(
+    runtime: Runtime, context: BrowserContext
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    async with served(runtime, OfflineModel()) as base:
+        page = await signed_in(runtime, context, user)
+        await page.goto(f"{base}/feed")
+        await expect(page.locator("#feed-state")).to_have_text("Live")
+        async with transaction(runtime.sessionmaker) as session:
+            await notify(session=session, user_id=user.id, key="live-alert", kind="alert",
+                         title="Invoice overdue", body="Skyline Cloud", channels=[])
+        # Rendered by the page's script as the server renders it: unread, with its form.
+        item = page.locator(".feed-item.fresh.unread", has_text="Invoice overdue")
+        await expect(item.locator(".unread-mark")).to_have_text("unread")
+        await assert_accessible_basics(page)
+        await item.get_by_role("button", name="Mark read: Invoice overdue").click()
+        # The form posts with the CSRF token and comes back to the feed, the item read.
+        read = page.locator(".feed-item", has_text="Invoice overdue")
+        await expect(read).not_to_have_class(re.compile(r"\bunread\b"))
+        await expect(read.get_by_role("button", name="Mark read: Invoice overdue")).to_have_count(0)
+        await expect(page.locator("#feed-state")).to_have_text("Live")
 
 
 DIGEST = {

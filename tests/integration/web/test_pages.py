@@ -20,6 +20,7 @@ from app.core.runtime import Runtime
 from app.instructions import service as instructions
 from app.main import create_app
 from app.notifications import service as notifications
+from app.notifications.models import Notification
 from app.runs.models import Run
 from app.users import service as users
 from app.users.models import User
@@ -49,12 +50,13 @@ async def _owned_by(runtime: Runtime, user: User, marker: str) -> dict[str, uuid
                 {"endpoint": f"http://127.0.0.1:9/push/{marker}",
                  "keys": {"p256dh": P256DH, "auth": AUTH}}),
         )
-        await notifications.notify(
+        notification_id = await notifications.notify(
             session=session, user_id=user.id, key=f"{marker}-note", kind="alert",
             title=f"{marker} alert", body=f"{marker} body", channels=[],
         )
     return {"instruction_id": instruction.id, "run_id": run_id, "question_id": question_id,
-            "token_id": token.id, "webhook_id": webhook.id, "subscription_id": subscription.id}
+            "token_id": token.id, "webhook_id": webhook.id, "subscription_id": subscription.id,
+            "notification_id": notification_id}
 
 
 def _routes(routes: list[Any]) -> list[Route]:
@@ -86,7 +88,7 @@ async def test_one_user_never_sees_another_users_data(runtime: Runtime) -> None:
     assert {path for _m, path in routes} >= {
         "/instructions/{instruction_id}", "/runs/{run_id}", "/questions/{question_id}",
         "/settings/tokens/{token_id}/revoke", "/settings/webhooks/{webhook_id}/delete",
-        "/settings/push/{subscription_id}/delete",
+        "/settings/push/{subscription_id}/delete", "/feed/{notification_id}/read",
     }
     async with browser(runtime) as client:
         csrf = await sign_in(runtime, client, alice)
@@ -109,6 +111,9 @@ async def test_one_user_never_sees_another_users_data(runtime: Runtime) -> None:
         run = await session.get(Run, bobs["run_id"])
         assert run is not None
         assert run.status == "waiting_for_user"
+        note = await session.get(Notification, bobs["notification_id"])
+        assert note is not None
+        assert note.read_at is None
         assert [t.revoked_at for t in await users.list_tokens(session=session, user=bob)] == [
             None, None]
 
@@ -350,13 +355,16 @@ async def test_the_list_shows_a_stored_cron_it_cannot_put_in_words(runtime: Runt
         assert editor.status_code == 200, editor.text
 
 
+@pytest.mark.parametrize("path", ["/runs", "/", "/feed"])
 @pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
-async def test_the_runs_page_refuses_a_cursor_out_of_range(runtime: Runtime, stamp: str) -> None:
+async def test_the_paged_lists_refuse_a_cursor_out_of_range(
+    runtime: Runtime, stamp: str, path: str
+) -> None:
     user, _ = await factories.user_with_token(runtime)
     cursor = base64.urlsafe_b64encode(f"{stamp}|{uuid.uuid4()}".encode()).decode().rstrip("=")
     async with browser(runtime) as client:
         await sign_in(runtime, client, user)
-        response = await client.get("/runs", params={"cursor": cursor},
+        response = await client.get(path, params={"cursor": cursor},
                                     headers={"Accept": "text/html"})
         assert response.status_code == 422, response.text
         assert "invalid page cursor" in response.text
