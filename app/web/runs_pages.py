@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage
@@ -18,6 +20,7 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest
 from app.core.pagination import encode_cursor
 from app.instructions import service as instructions
+from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.questions import service as questions
 from app.questions.schemas import AnswerIn, to_out
@@ -34,11 +37,34 @@ PAGE = 50
 STATUSES = get_args(RunStatus)
 
 
-async def _titles(session: AsyncSession, user: User) -> dict[uuid.UUID, str]:
-    """Instruction titles by id, to name runs and questions (deleted ones are missing)."""
+# Instructions offered by the runs page's filter (newest first); the one filtered by is
+# always offered.
+FILTER_CHOICES = 500
+
+
+async def _titles(
+    session: AsyncSession, user: User, ids: Iterable[uuid.UUID | None]
+) -> dict[uuid.UUID, str]:
+    """The titles of these instructions, to name runs and questions (deleted ones are
+    missing: they are named "Deleted instruction")."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Instruction.id, Instruction.title).where(
+            Instruction.user_id == user.id, Instruction.id.in_(wanted),
+            Instruction.deleted_at.is_(None))
+    )
+    return {row.id: row.title for row in rows}
+
+
+async def _filter_choices(
+    session: AsyncSession, user: User, selected: uuid.UUID | None
+) -> dict[uuid.UUID, str]:
     rows, _ = await instructions.list_page(session=session, user=user, status=None, cursor=None,
-                                           limit=500)
-    return {r.id: r.title for r in rows}
+                                           limit=FILTER_CHOICES)
+    choices = {r.id: r.title for r in rows}
+    return choices | await _titles(session, user, [selected])
 
 
 @router.get("/runs", response_class=HTMLResponse)
@@ -54,8 +80,10 @@ async def runs_list(
     )
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     return page(
-        request, "runs.html", viewer, active="runs", runs=rows, titles=await _titles(
-            session, viewer.user), statuses=STATUSES, status=status,
+        request, "runs.html", viewer, active="runs", runs=rows,
+        titles=await _titles(session, viewer.user, (r.instruction_id for r in rows)),
+        choices=await _filter_choices(session, viewer.user, instruction_id),
+        statuses=STATUSES, status=status,
         instruction_id=instruction_id, next_cursor=next_cursor,
     )
 
@@ -76,7 +104,7 @@ async def run_detail(
     run = await runs.get(session=session, user=viewer.user, run_id=run_id)
     steps = await runs.steps(session=session, run=run)
     prices = runtime.settings.gemini_prices
-    titles = await _titles(session, viewer.user)
+    titles = await _titles(session, viewer.user, [run.instruction_id])
     open_questions = [
         q for q in await questions.list_open(session=session, user=viewer.user)
         if q.run_id == run.id
@@ -94,7 +122,8 @@ async def run_detail(
 async def questions_list(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLResponse:
     rows = await questions.list_open(session=session, user=viewer.user)
     return page(request, "questions.html", viewer, active="questions",
-                questions=[to_out(q) for q in rows], titles=await _titles(session, viewer.user),
+                questions=[to_out(q) for q in rows],
+                titles=await _titles(session, viewer.user, (q.instruction_id for q in rows)),
                 single=False)
 
 
@@ -105,7 +134,8 @@ async def question_detail(
     """One question (a push notification opens this)."""
     question = await questions.get(session=session, user=viewer.user, question_id=question_id)
     return page(request, "questions.html", viewer, active="questions",
-                questions=[to_out(question)], titles=await _titles(session, viewer.user),
+                questions=[to_out(question)],
+                titles=await _titles(session, viewer.user, [question.instruction_id]),
                 single=True)
 
 

@@ -9,13 +9,16 @@ import re
 import uuid
 
 import httpx
+import pytest
 
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.notifications import service as notifications
 from app.notifications.models import Notification
 from app.users.models import User
+from app.web import runs_pages
 from tests import factories
+from tests.integration.api.helpers import add_run
 from tests.integration.web.helpers import browser, sign_in
 
 
@@ -162,3 +165,26 @@ async def test_mark_all_read_needs_the_csrf_token(runtime: Runtime) -> None:
         assert "Nothing unread." in unread
         assert "Mark read" not in (await client.get("/feed")).text
     assert await _read_at(runtime, others) is None  # only the viewer's own
+
+
+async def test_runs_of_instructions_beyond_the_filters_choices_keep_their_title(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Titles came from the newest 500 instructions only: a run of an older one was named
+    "Deleted instruction"."""
+    monkeypatch.setattr(runs_pages, "FILTER_CHOICES", 2)
+    user, _ = await factories.user_with_token(runtime)
+    oldest = await factories.instruction(runtime, user, title="The oldest one")
+    for i in range(2):
+        await factories.instruction(runtime, user, title=f"Newer {i}")
+    run = await add_run(runtime, user, oldest, status="succeeded")
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        listing = (await client.get("/runs")).text
+        detail = (await client.get(f"/runs/{run.id}")).text
+        filtered = (await client.get("/runs", params={"instruction_id": str(oldest.id)})).text
+    assert "Deleted instruction" not in listing
+    assert "<td>The oldest one</td>" in listing
+    assert "The oldest one" in detail
+    assert f'<option value="{oldest.id}" selected>The oldest one</option>' in filtered
+    assert f'<option value="{oldest.id}"' not in listing  # beyond the filter's choices
