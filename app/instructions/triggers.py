@@ -139,6 +139,24 @@ def _weekday_field(days: set[int]) -> str:
     return ",".join(parts)
 
 
+def _listed_hours(minute: str, hour: str) -> str:
+    """At a fixed minute, an hour list with ranges ("22-23,0-6") as the hours themselves.
+
+    cron_descriptor reads "0 22-23,0-6" as "At 22:00 through 23:59 and 00:00 through
+    06:59" (every minute) and "30 1-3,5" as "at 01:00 through 03:59 and 05:00"; both fire
+    once an hour, at that minute.
+    """
+    if not minute.isdigit() or "," not in hour or "-" not in hour:
+        return hour
+    hours: list[int] = []
+    for part in hour.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            return hour
+        hours.extend(h for h in range(int(first), int(last or first) + 1) if h not in hours)
+    return ",".join(map(str, hours))
+
+
 @functools.cache
 def _every_day_of_month(field: str) -> bool:
     """Whether a day-of-month field matches all 31 days ("*", "1-31", "*/1", ...)."""
@@ -165,6 +183,8 @@ def _cron_words(expression: str) -> str:
     if len(fields) != 5:
         return words
     minute, hour, day, month, weekday = fields
+    hour = _listed_hours(minute, hour)
+    words = _descriptor(f"{minute} {hour} {day} {month} {weekday}")
     try:
         named = _day_of_week(weekday)
         every_date = _every_day_of_month(day)

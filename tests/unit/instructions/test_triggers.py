@@ -367,6 +367,32 @@ def test_the_words_say_when_it_fires(expression: str, words: str, fires: list[st
     assert _fire_dates(expression, len(fires)) == fires
 
 
+@pytest.mark.parametrize(
+    ("expression", "words", "hours"),
+    [
+        # cron_descriptor read these as "22:00 through 23:59 and 00:00 through 06:59" and
+        # "at 01:00 through 03:59 and 05:00": they fire once an hour, at the minute
+        ("0 22-23,0-6 * * *",
+         "At 22:00, 23:00, 00:00, 01:00, 02:00, 03:00, 04:00, 05:00 and 06:00",
+         ["00:00", "01:00", "02:00", "03:00", "04:00", "05:00", "06:00", "22:00", "23:00"]),
+        ("30 1-3,5 * * *", "At 01:30, 02:30, 03:30 and 05:30",
+         ["01:30", "02:30", "03:30", "05:30"]),
+        ("0 9-11 * * *", "At 0 minutes past the hour, between 09:00 and 11:59",
+         ["09:00", "10:00", "11:00"]),
+    ],
+)
+def test_the_words_say_at_what_hours_it_fires(
+    expression: str, words: str, hours: list[str]
+) -> None:
+    assert describe(_cron(expression, "UTC")) == f"{words} (UTC)"
+    spec, fired = _cron(expression, "UTC"), []
+    moment = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
+    while (fire := next_after(spec, moment, anchor=None)) and fire.day == 1:
+        fired.append(fire.strftime("%H:%M"))
+        moment = fire
+    assert fired == hours
+
+
 def test_last_day_of_the_month_is_refused_as_not_crontab() -> None:
     """APScheduler reads a day "last"; crontab, cron_descriptor and the API's five crontab
     fields do not: refused, and a trigger stored before that is shown as written."""
