@@ -36,6 +36,7 @@ from app.instructions.drafting.plans import (
 )
 from app.instructions.drafting.reading import (
     _EMAIL_CHANNEL,
+    _FILLER,
     _ONE_OFF,
     _PUSH_CHANNEL,
     _RECURRING,
@@ -82,12 +83,6 @@ _EVERYTHING = re.compile(
     r"\b|\beven\s+(?:if|when)\s+nothing(?:\s+is)?\s+new\b"
 )
 _SENDER = re.compile(r"\bfrom\s+(?P<who>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)")
-_FILLER = frozenset(
-    "a an the and or but of to in on at for by with from about into is are was were be been "
-    "it its this that these those there here me my mine our us we i you your please then also "
-    "just tell remind notify let know send give show ping alert what which who whom when how "
-    "any some new latest recent all every each up hey pilotlight ok okay".split()
-)
 _TITLE_STOP = _FILLER | frozenset(
     "summarize summarise summary summaries digest brief briefing report update updates "
     "overview list check look read go through happened happening changed change changes "
@@ -193,6 +188,7 @@ def parse(text: str, *, timezone: str) -> DraftOut:
             f"{_quote(one_off[0])} as a repeating schedule: instructions run again and again, "
             "not once"
         )
+    timezone = schedule.timezone or timezone  # a zone the sentence names wins
     try:
         plan = (_interval_plan if schedule.interval else _cron_plan)(schedule, timezone)
     except ValidationError as exc:  # a reading the trigger refuses: say so, never a 500

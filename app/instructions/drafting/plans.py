@@ -64,6 +64,12 @@ def _days_words(days: set[int]) -> tuple[str, str]:
     names = [_DAY_WORDS[d] for d in _WEEK_ORDER if d in days]
     if len(names) == 1:
         return f"every {names[0]}", names[0]
+    if len(names) == 6:
+        missing = next(_DAY_WORDS[d] for d in _WEEK_ORDER if d not in days)
+        return f"every day except {missing}", f"Daily except {missing}"
+    positions = [_WEEK_ORDER.index(d) for d in _WEEK_ORDER if d in days]
+    if len(names) > 2 and positions == list(range(positions[0], positions[0] + len(names))):
+        return f"{names[0]} to {names[-1]}", f"{names[0]} to {names[-1]}"
     return "on " + _and([n + "s" for n in names]), _and(names)
 
 
