@@ -319,6 +319,13 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      ['"mars/olympus"', "no such zone"]),
     ("every day at 8 in UTC and in Tokyo time digest my mail", DraftNotUnderstood,
      ["two different time zones"]),
+    # a watch on no sender, or no topic
+    ("whenever mail from arrives tell me", DraftNotUnderstood,
+     ["who the mail to watch for is from", "name the sender"]),
+    ("whenever mail from someone arrives tell me", DraftNotUnderstood, ["name the sender"]),
+    ('whenever mail about "" arrives tell me', DraftNotUnderstood,
+     ["what the mail to watch for is about", "name the topic"]),
+    ("whenever mail about the arrives tell me", DraftNotUnderstood, ["name the topic"]),
     # too often
     ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
     ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
@@ -332,6 +339,7 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("when a document changes email me", DraftWatchNotAvailable,
      ['"when a document changes"', "drive_folder_id", "folder's URL",
       '"every hour tell me what changed in my documents"']),
+    ("whenever it arrives tell me", DraftWatchNotAvailable, ["not what to watch"]),
     ("whenever something changes tell me", DraftWatchNotAvailable,
      ['"whenever something changes"', "not what to watch", "whenever mail from",
       "drive_folder_id", '"every hour"']),
