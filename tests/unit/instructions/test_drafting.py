@@ -515,6 +515,26 @@ async def test_invalid_model_output_falls_back_to_the_parser(answer: str | Excep
     assert out == parse(SENTENCE, timezone=TZ)
 
 
+async def test_a_time_zone_from_a_model_is_the_schedules() -> None:
+    model = ScriptedModel(model_answer(
+        trigger={"type": "cron", "cron": "0 8 * * 1-5", "timezone": "America/New_York"}))
+    out = await draft(text=SENTENCE + " in New York time", timezone=TZ, llm=model)
+    assert out.drafted_by == "gemini-test"
+    assert out.instruction.trigger.model_dump() == {
+        "type": "cron", "cron": "0 8 * * 1-5", "timezone": "America/New_York"}
+    assert out.schedule == "At 08:00, Monday through Friday (America/New_York)"
+    assert out.explanation.startswith(
+        "Understood: at 08:00, Monday through Friday (America/New_York);")
+    assert "timezone" in json.dumps(draft_json_schema()["properties"]["trigger"])
+
+
+async def test_an_invalid_time_zone_from_a_model_falls_back_to_the_parser() -> None:
+    model = ScriptedModel(model_answer(
+        trigger={"type": "cron", "cron": "0 8 * * 1-5", "timezone": "Mars/Olympus"}))
+    out = await draft(text=SENTENCE, timezone=TZ, llm=model)
+    assert out == parse(SENTENCE, timezone=TZ)
+
+
 async def test_the_fallback_keeps_the_parsers_refusal() -> None:
     with pytest.raises(DraftNotUnderstood, match="when to run"):
         await draft(text="tell me things", timezone=TZ, llm=ScriptedModel("garbage"))
