@@ -322,7 +322,7 @@ def _set_zone(schedule: _Schedule, zone: str, words: str) -> None:
 
 
 def _read_zone(reading: _Reading, schedule: _Schedule) -> None:
-    for match in reading.take(_ZONE_UNCLEAR):
+    if match := _ZONE_UNCLEAR.search(reading.rest):
         raise _not_understood(
             f"the time zone {_quote(match[0])}: name it as in the tz database, e.g. "
             '"in America/New_York time", "in New York time" or "in UTC"'
@@ -439,6 +439,11 @@ def _read_schedule(reading: _Reading) -> _Schedule:
             schedule.periods.append(name)
         schedule.marks.append((match.start(), "t"))
     if excluded:
+        if schedule.weekly or schedule.monthly or schedule.day_of_month:
+            raise _not_understood(
+                f"the days in {_quote(reading.text)}: days can be left out of every day or "
+                'of days of the week, e.g. "every day except Sunday at 8"'
+            )
         left = (schedule.days or _ALL_DAYS) - excluded
         if not left:
             raise _not_understood(f"the days in {_quote(reading.text)}: every day is left out")

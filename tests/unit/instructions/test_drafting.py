@@ -310,6 +310,10 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      DraftNotUnderstood, ["holidays", "only days of the week can be left out"]),
     ("every day except weekdays and weekends at 8 digest my mail", DraftNotUnderstood,
      ["every day is left out"]),
+    ("weekly except mondays digest my mail", DraftNotUnderstood,
+     ["left out of every day or of days of the week"]),
+    ("on the 1st of every month except sundays digest my mail", DraftNotUnderstood,
+     ["left out of every day or of days of the week"]),
     ("every 2 hours between 22 and 6 digest my mail", DraftNotUnderstood, ["spans midnight"]),
     # a time zone said but not one to name
     ("every day at 9am EST digest my mail", DraftNotUnderstood, ['"est"', "tz database"]),
