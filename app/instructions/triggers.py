@@ -113,11 +113,7 @@ def validate_cron(expression: str, timezone: str) -> None:
     _cron_words(expression)
 
 
-def _cron_words(expression: str) -> str:
-    """The expression in words; raises ValueError where cron_descriptor has none.
-
-    APScheduler takes a weekday of "07" or "0007" (Sunday), cron_descriptor does not.
-    """
+def _descriptor(expression: str) -> str:
     options = Options()
     options.use_24hour_time_format = True
     try:
@@ -126,6 +122,87 @@ def _cron_words(expression: str) -> str:
         raise ValueError(
             "it cannot be read in words; write numbers without leading zeros (7, not 07)"
         ) from exc
+
+
+def _weekday_field(days: set[int]) -> str:
+    """Days (Sunday = 0) as a plain crontab field, Monday first: "1-5", "6,7", "3-7"."""
+    values = sorted(day or 7 for day in days)
+    parts: list[str] = []
+    run: list[int] = []
+    for value in [*values, 99]:
+        if run and value == run[-1] + 1:
+            run.append(value)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)))
+        run = [value]
+    return ",".join(parts)
+
+
+def _listed_hours(minute: str, hour: str) -> str:
+    """At a fixed minute, an hour list with ranges ("22-23,0-6") as the hours themselves.
+
+    cron_descriptor reads "0 22-23,0-6" as "At 22:00 through 23:59 and 00:00 through
+    06:59" (every minute) and "30 1-3,5" as "at 01:00 through 03:59 and 05:00"; both fire
+    once an hour, at that minute.
+    """
+    if not minute.isdigit() or "," not in hour or "-" not in hour:
+        return hour
+    hours: list[int] = []
+    for part in hour.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            return hour
+        hours.extend(h for h in range(int(first), int(last or first) + 1) if h not in hours)
+    return ",".join(map(str, hours))
+
+
+@functools.cache
+def _every_day_of_month(field: str) -> bool:
+    """Whether a day-of-month field matches all 31 days ("*", "1-31", "*/1", ...)."""
+    day = next(f for f in CronTrigger(day=field, timezone=UTC).fields if f.name == "day")
+    return all(day.get_next_value(datetime(2000, 1, d)) == d for d in range(1, 32))
+
+
+def _cron_words(expression: str) -> str:
+    """The expression in words, as it fires; raises ValueError where there are none.
+
+    cron_descriptor reads the day fields as written: "0-7" as "Sunday through Sunday"
+    (every day), "1-5" beside a day of the month as if both had to match. Crontab fires
+    when either matches if neither field starts with "*" (both if one does): the days of
+    the week are described as the set they name, and the two fields joined as they fire.
+    APScheduler takes a weekday of "07" or "0007" (Sunday), cron_descriptor does not.
+    """
+    fields = expression.split()
+    if len(fields) == 5 and any(
+        part.strip().lower().startswith("last") for part in fields[2].split(",")
+    ):
+        # APScheduler's own "last day of the month"; not crontab, nor readable by others.
+        raise ValueError("'last' is not a crontab day of the month; use numbers 1-31")
+    words = _descriptor(expression)  # refuses what cron_descriptor cannot read at all
+    if len(fields) != 5:
+        return words
+    minute, hour, day, month, weekday = fields
+    hour = _listed_hours(minute, hour)
+    words = _descriptor(f"{minute} {hour} {day} {month} {weekday}")
+    try:
+        named = _day_of_week(weekday)
+        every_date = _every_day_of_month(day)
+    except ValueError:
+        return words
+    days = set(range(7)) if named == "*" else {_WEEKDAYS.index(n) for n in named.split(",")}
+    either = not day.startswith("*") and not weekday.startswith("*")
+    if len(days) == 7 or every_date:
+        if either:  # one of the two matches every day
+            return _descriptor(f"{minute} {hour} * {month} *")
+        if len(days) == 7:
+            return _descriptor(f"{minute} {hour} {day} {month} *")
+        return _descriptor(f"{minute} {hour} * {month} {_weekday_field(days)}")
+    base = _descriptor(f"{minute} {hour} {day} {month} *")
+    on_days = _descriptor(f"0 0 * * {_weekday_field(days)}").removeprefix("At 00:00, ")
+    on_days = on_days.removeprefix("only ")
+    on_days = on_days if on_days.startswith("on ") else f"on {on_days}"
+    return f"{base}, or {on_days}" if either else f"{base}, and only {on_days}"
 
 
 # Daylight saving time

@@ -36,6 +36,7 @@ from app.instructions.drafting.plans import (
 )
 from app.instructions.drafting.reading import (
     _EMAIL_CHANNEL,
+    _FILLER,
     _ONE_OFF,
     _PUSH_CHANNEL,
     _RECURRING,
@@ -82,12 +83,6 @@ _EVERYTHING = re.compile(
     r"\b|\beven\s+(?:if|when)\s+nothing(?:\s+is)?\s+new\b"
 )
 _SENDER = re.compile(r"\bfrom\s+(?P<who>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)")
-_FILLER = frozenset(
-    "a an the and or but of to in on at for by with from about into is are was were be been "
-    "it its this that these those there here me my mine our us we i you your please then also "
-    "just tell remind notify let know send give show ping alert what which who whom when how "
-    "any some new latest recent all every each up hey pilotlight ok okay".split()
-)
 _TITLE_STOP = _FILLER | frozenset(
     "summarize summarise summary summaries digest brief briefing report update updates "
     "overview list check look read go through happened happening changed change changes "
@@ -193,6 +188,7 @@ def parse(text: str, *, timezone: str) -> DraftOut:
             f"{_quote(one_off[0])} as a repeating schedule: instructions run again and again, "
             "not once"
         )
+    timezone = schedule.timezone or timezone  # a zone the sentence names wins
     try:
         plan = (_interval_plan if schedule.interval else _cron_plan)(schedule, timezone)
     except ValidationError as exc:  # a reading the trigger refuses: say so, never a 500
@@ -227,6 +223,9 @@ def parse(text: str, *, timezone: str) -> DraftOut:
 class ModelTrigger(BaseModel):
     type: Literal["cron", "interval", "watch"]
     cron: str | None = Field(None, description="Crontab, 5 fields; weekdays from Sunday = 0.")
+    timezone: str | None = Field(
+        None, description="For cron: the IANA zone the sentence names, if it names one."
+    )
     seconds: int | None = Field(None, description="For an interval: seconds between runs.")
     gmail_query: str | None = Field(None, description="For a watch on mail: a Gmail query.")
     drive_folder: str | None = Field(None, description="For a watch on Drive: a folder name.")
@@ -271,7 +270,9 @@ def draft_system_instruction(timezone: str) -> str:
         f"The user's time zone is {timezone}. Answer with JSON that matches the schema. "
         "trigger: type cron with a 5-field crontab expression in the user's time zone "
         "(minute hour day month weekday; weekdays from Sunday = 0; mornings 08:00, evenings "
-        "18:00 when no time is said), or type interval with seconds (at least 60), or type "
+        "18:00 when no time is said) and, only if the sentence names another time zone, "
+        "that zone's IANA name in timezone (\"New York time\": America/New_York), "
+        "or type interval with seconds (at least 60), or type "
         "watch when it should run on an event, with gmail_query for mail (a Gmail search: "
         "from:someone for mail from someone, subject:topic OR topic for mail about a topic, "
         "in:inbox for any new mail) or drive_folder for a document changing in a named Drive "
@@ -312,9 +313,12 @@ async def draft(
                 f"Every {answer.trigger.seconds} seconds is too often: instructions run at most "
                 'once a minute. Try "every minute" or "every 5 minutes".'
             )
+        # The zone the sentence names, else the user's; one that is not an IANA name makes
+        # the proposal invalid (the parser's instead).
+        zone = answer.trigger.timezone or timezone
         try:
             trigger: CronTriggerIn | IntervalTriggerIn = (
-                CronTriggerIn(type="cron", cron=answer.trigger.cron or "", timezone=timezone)
+                CronTriggerIn(type="cron", cron=answer.trigger.cron or "", timezone=zone)
                 if answer.trigger.type == "cron"
                 else IntervalTriggerIn(type="interval", seconds=answer.trigger.seconds or 0)
             )
@@ -328,10 +332,10 @@ async def draft(
                         llm.name, exc)
         else:
             schedule = describe(trigger.model_dump())
-            when = schedule.removesuffix(f" ({timezone})")
+            when = schedule.removesuffix(f" ({zone})")
             return DraftOut(
                 instruction=data, schedule=schedule,
-                explanation=_explain(when[:1].lower() + when[1:], timezone, data),
+                explanation=_explain(when[:1].lower() + when[1:], zone, data),
                 drafted_by=llm.name,
             )
     return parse(text, timezone=timezone)

@@ -13,6 +13,7 @@ from app.instructions.drafting.errors import (
 )
 from app.instructions.drafting.reading import (
     _DAY_WORDS,
+    _FILLER,
     _PERIODS,
     _WEEK_ORDER,
     _Reading,
@@ -64,6 +65,12 @@ def _days_words(days: set[int]) -> tuple[str, str]:
     names = [_DAY_WORDS[d] for d in _WEEK_ORDER if d in days]
     if len(names) == 1:
         return f"every {names[0]}", names[0]
+    if len(names) == 6:
+        missing = next(_DAY_WORDS[d] for d in _WEEK_ORDER if d not in days)
+        return f"every day except {missing}", f"Daily except {missing}"
+    positions = [_WEEK_ORDER.index(d) for d in _WEEK_ORDER if d in days]
+    if len(names) > 2 and positions == list(range(positions[0], positions[0] + len(names))):
+        return f"{names[0]} to {names[-1]}", f"{names[0]} to {names[-1]}"
     return "on " + _and([n + "s" for n in names]), _and(names)
 
 
@@ -227,6 +234,13 @@ _NOT_A_KIND = frozenset(
 )
 
 
+# Words a sender is not: "whenever mail from arrives", "when mail from someone comes".
+_NOT_A_SENDER = _FILLER | frozenset(
+    "arrives arrive arrived comes come came lands land landed gets get shows show is are "
+    "someone somebody anyone anybody everyone everybody people nobody".split()
+)
+
+
 _MAIL_NOUN = re.compile(r"\b(?:e-?mails?|mails?|messages?|inbox|gmail)\b")
 _DRIVE_NOUN = re.compile(r"\b(?:docs?|documents?|files?|drive|sheets?|spreadsheets?|folders?)\b")
 _FOLDER_ID_HOW = (
@@ -258,15 +272,26 @@ def _watch_plan(reading: _Reading) -> _WatchPlan | None:
         who = text[match.start("who"):match.end("who")] if match["who"] else text[
             match.start("sender"):match.end("sender")]
         who = who.lower()
+        if who in _NOT_A_SENDER:  # "whenever mail from arrives": no sender was said
+            raise _not_understood(
+                f"who the mail to watch for is from in {_quote(text)}: name the sender, e.g. "
+                '"whenever mail from billing@example.com arrives tell me"'
+            )
         return _mail_watch(f"from:{who}", f"whenever mail from {who} arrives",
                            f"New mail from {who}")
     if match := _WATCH_MAIL_ABOUT.search(low):
         topic = text[match.start("topic"):match.end("topic")].strip(" \"'")
         topic = " ".join(re.sub(r"^(?:the|a|an)\s+", "", topic, flags=re.I).split()[:6])
+        if not [w for w in re.findall(r"[\w'-]+", topic.lower()) if w not in _FILLER]:
+            raise _not_understood(
+                f"what the mail to watch for is about in {_quote(text)}: name the topic, e.g. "
+                '"when I get mail about the merger tell me"'
+            )
         term = f'"{topic}"' if " " in topic else topic
         return _mail_watch(f"subject:{term} OR {term}", f"whenever mail about {topic} arrives",
                            f"New mail about {topic}")
-    if (match := _WATCH_THING.search(low)) and match["thing"] not in _NOT_A_KIND:
+    if ((match := _WATCH_THING.search(low)) and match["thing"] not in _NOT_A_KIND
+            and match["thing"] not in _FILLER):
         thing = match["thing"]
         article = "an" if thing[0] in "aeiou" else "a"
         return _mail_watch(f"subject:{thing} OR {thing}", f"whenever {article} {thing} arrives",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
 
+from app.core.validation import check_timezone, timezones
 from app.instructions.drafting.errors import (
     MAX_INTERVAL_SECONDS,
     DraftIntervalTooShort,
@@ -54,6 +56,13 @@ class _Reading:
         return " ".join(self.rest.replace("\0", " ").split())
 
 
+# Words that say nothing about the task (nor name a sender or a topic).
+_FILLER = frozenset(
+    "a an the and or but of to in on at for by with from about into is are was were be been "
+    "it its this that these those there here me my mine our us we i you your please then also "
+    "just tell remind notify let know send give show ping alert what which who whom when how "
+    "any some new latest recent all every each up hey pilotlight ok okay".split()
+)
 _NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
@@ -69,7 +78,9 @@ _DAY_NUMBERS = {name[:3]: (i + 1) % 7 for i, name in enumerate(_DAY.split("|"))}
 _DAY_WORDS = {0: "Sunday", 1: "Monday", 2: "Tuesday", 3: "Wednesday", 4: "Thursday",
               5: "Friday", 6: "Saturday"}
 _WEEK_ORDER = (1, 2, 3, 4, 5, 6, 0)
-_TIME = r"noon|midday|midnight|\d{1,2}(?:[:.]\d{2})?(?:\s*(?:am|pm|h)(?![a-z]))?"
+# "8", "8:30", "8.30", "8h30" (and "8:30:00": seconds are read, and refused unless 00).
+_TIME = (r"noon|midday|midnight|\d{1,2}(?:[:.h]\d{2}(?::\d{2})?)?"
+         r"(?:\s*(?:am|pm|h)(?![a-z]))?")
 _EVERY = r"(?:every|each)\s+"
 
 _ONE_OFF = re.compile(
@@ -89,12 +100,22 @@ _PUSH_CHANNEL = re.compile(
     r"\b(?:(?:as|via|by|with|send(?:\s+me)?)\s+(?:an?\s+)?)?push(?:\s+notifications?)?\b"
     r"|\b(?:notify|ping|alert|buzz)\s+my\s+phone\b|\b(?:on|to)\s+my\s+phone\b"
 )
+_NTH = r"(?:other|alternate|second|third|fourth|fifth|\d+(?:st|nd|rd|th)?|two|three|four)"
 _EVERY_OTHER_WEEK = re.compile(
-    rf"\b{_EVERY}(?:other|second|third|fourth|\d+|two|three|four)\s+"
-    rf"(?:weeks?|months?|years?|(?:{_DAY})s?)\b"
+    rf"\b{_EVERY}{_NTH}\s+(?:weeks?|months?|years?|(?:{_DAY})s?)\b"
 )
+_ORDINAL = r"(?:first|second|third|fourth|fifth|last|1st|2nd|3rd|4th|5th)"
 _NTH_WEEKDAY = re.compile(
-    rf"\b(?:first|second|third|fourth|last|1st|2nd|3rd|4th)\s+(?:{_DAY})\s+of\b"
+    rf"\b{_ORDINAL}\s+(?:{_DAY})s?\s+(?:of|in)\b"
+    rf"|\b(?:{_EVERY}|on\s+the\s+|on\s+every\s+){_ORDINAL}\s+(?:{_DAY})s?\b"
+)
+_RARER = re.compile(
+    r"\b(?:(?:bi-?weekly|fortnightly|bi-?monthly|semi-?monthly|quarterly|yearly|annual(?:ly)?)"
+    # an adjective of the task ("the quarterly report") is not a schedule
+    r"(?!\s+(?:reports?|reviews?|results?|numbers?|figures?|summar|invoices?|budgets?|plans?|"
+    r"goals?|updates?|meetings?|statements?|tax|filings?|earnings?|close|board|targets?|okrs?|"
+    r"kpis?|bonus|fees?|subscriptions?|renewals?|sync|call|check-?ins?|newsletters?))"
+    r"|(?:every|each|a|per)\s+fortnight|(?:every|each|once\s+a|a|per)\s+(?:year|quarter))\b"
 )
 _LAST_DAY = re.compile(r"\blast\s+(?:working\s+|business\s+)?day\s+of\b")
 _TIMES_A_DAY = re.compile(
@@ -102,7 +123,7 @@ _TIMES_A_DAY = re.compile(
 )
 _TWICE_A_DAY = re.compile(r"\btwice\s+(?:a\s+day|per\s+day|daily)\b")
 _EVERY_N = re.compile(rf"\b{_EVERY}(?P<n>{_NUM})\s*(?P<unit>{_UNIT})\b")
-_EVERY_OTHER = re.compile(rf"\b{_EVERY}(?:other|second)\s+(?P<unit>hour|day)\b")
+_EVERY_OTHER = re.compile(rf"\b{_EVERY}(?:other|second|2nd)\s+(?P<unit>hour|day)\b")
 _EVERY_PART_HOUR = re.compile(
     rf"\b{_EVERY}(?P<part>half|quarter)[\s-]+(?:(?:of\s+)?an\s+)?hour\b"
 )
@@ -119,7 +140,8 @@ _AT = re.compile(
     rf"(?P<more>(?:\s*(?:,|and|&)\s*(?:at\s+)?(?:{_TIME}))*)(?![\d:])"
 )
 _BARE_TIME = re.compile(
-    r"\b(?:\d{1,2}:\d{2}(?:\s*(?:am|pm)(?![a-z]))?|\d{1,2}\s*(?:am|pm)(?![a-z])"
+    r"(?<![\d:.])(?<!every )(?<!each )"
+    r"\b(?:\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s*(?:am|pm)(?![a-z]))?|\d{1,2}\s*(?:am|pm)(?![a-z])"
     r"|noon|midday|midnight)(?![\d:])"
 )
 _ONE_TIME = re.compile(_TIME)
@@ -133,6 +155,43 @@ _WEEKDAYS = re.compile(
 )
 _WEEKENDS = re.compile(r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+)?)?weekends?\b")
 _DAY_NAME = re.compile(rf"\b(?:(?:every|each|on)\s+)?(?P<d>{_DAY}|tues|thurs)s?\b")
+# Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
+_DAY_SET = (
+    rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
+    rf"|week\s?days?|work\s?days?|working\s+days?|business\s+days?|weekends?"
+    rf"|(?:{_DAY}|tues|thurs|{_DAY_SHORT})s?)"
+)
+_EXCEPT_WORD = (
+    r"except(?:\s+(?:on|for))?|excluding|but\s+not(?:\s+on)?|(?:and\s+)?not\s+on|never\s+on|"
+    r"other\s+than(?:\s+on)?|apart\s+from|besides|skip(?:ping)?|"
+    r"(?:do\s+not|don't|dont|never)\s+run\s+on"
+)
+_EXCEPT_DAYS = re.compile(
+    rf"\b(?:{_EXCEPT_WORD})\s+(?:the\s+)?(?P<days>{_DAY_SET}"
+    rf"(?:\s*(?:,|and|or|&|nor)\s*(?:on\s+)?(?:the\s+)?{_DAY_SET})*)\b"
+)
+_MONTH = (r"(?:january|february|april|june|july|august|september|october|november|december|"
+          r"jan|feb|apr|jun|jul|aug|sept?|oct|nov|dec)")
+_MONTH_ANY = rf"(?:{_MONTH}|march|may)"
+# What is left of a schedule the sentence says but this reader cannot: refused, not dropped.
+# "\0" marks a phrase already read (see _Reading.take).
+_UNREAD_EXCLUSION = re.compile(
+    rf"\b(?:{_EXCEPT_WORD}|not|never|unless|no|don't|dont|do\s+not)\b(?:\s+(?:on|in|at|during|"
+    r"for|over|the|a|any|public|bank|national|federal|school|it's|its|it\s+is|there's|there\s+is|"
+    r"when|from|after|before|run|send|email|ping|notify|bother|me|it|anything))*\s+(?:holidays?|vacations?|\d|noon|midnight|mornings?|afternoons?|evenings?|"
+    rf"nights?|days?|weekends?|weeks?|months?|{_MONTH_ANY}\b|{_DAY}|{_DAY_SHORT}\b)"
+)
+_UNREAD_MONTH = re.compile(
+    rf"\0[\s,]*(?:(?:of|in|during)\s+)?(?:the\s+month\s+of\s+)?{_MONTH_ANY}\b"
+    rf"|\b{_MONTH_ANY}[\s,]*(?:the\s+)?\0|\b(?:every|each)\s+{_MONTH_ANY}\b"
+    rf"|\b{_MONTH_ANY}\s+\d{{1,2}}(?:st|nd|rd|th)?\b"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_ANY}\b"
+)
+_UNREAD_TIME = re.compile(
+    r"\0[\s,&]*(?:(?:and|or|then|at|but)\s+)*(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm))?)"
+    r"(?![\w:])[\s,]*(?:(?:on|every|each|at|in|the|during|over|for)\s+)*\0"
+)
+_UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
 _DAILY = re.compile(
     rf"\b(?:{_EVERY}(?:single\s+)?day|everyday|daily|(?:once\s+)?(?:a|per)\s+day|"
     r"(?:7|seven)\s+days\s+a\s+week)\b"
@@ -187,24 +246,112 @@ def _read_time(token: str) -> _Time:
         return _Time(12, 0, True)
     if token == "midnight":
         return _Time(0, 0, True)
-    match = re.fullmatch(r"(\d{1,2})(?:[:.](\d{2}))?\s*(am|pm|h)?", token)
+    match = re.fullmatch(r"(\d{1,2})(?:([:.h])(\d{2})(?::(\d{2}))?)?\s*(am|pm|h)?", token)
     if match is None:
         raise _not_understood(f"the time {_quote(token)}")
-    hour, minute, suffix = int(match[1]), int(match[2] or 0), match[3]
+    hour, minute, suffix = int(match[1]), int(match[3] or 0), match[5]
     if minute > 59 or hour > 23 or (suffix in ("am", "pm") and not 1 <= hour <= 12):
         raise _not_understood(f"the time {_quote(token)} (no such time of day)")
+    if match[4] and int(match[4]):
+        raise _not_understood(
+            f"the time {_quote(token)}: instructions run on the minute, e.g. "
+            f'"{hour}:{minute:02d}"'
+        )
     if suffix == "am":
         return _Time(hour % 12, minute, True)
     if suffix == "pm":
         return _Time(hour % 12 + 12, minute, True)
-    return _Time(hour, minute, suffix == "h" or hour == 0 or hour > 12)
+    return _Time(hour, minute, "h" in (suffix, match[2]) or hour == 0 or hour > 12)
+
+
+# --- Time zones named in the sentence --------------------------------------------------------
+
+_ZONE_AREAS = frozenset(
+    "Africa America Antarctica Asia Atlantic Australia Europe Indian Pacific".split()
+)
+
+
+@functools.cache
+def _zone_by_lower_name() -> dict[str, str]:
+    return {name.lower(): name for name in timezones()}
+
+
+@functools.cache
+def _zone_by_city() -> dict[str, str]:
+    """"new york" -> "America/New_York": the last part of each zone of a place. The few
+    names two zones share ("Istanbul": Europe/ and Asia/) are links to one zone."""
+    cities: dict[str, str] = {}
+    for name in sorted(timezones(), reverse=True):  # "Europe/Istanbul" over "Asia/Istanbul"
+        parts = name.split("/")
+        if len(parts) > 1 and parts[0] in _ZONE_AREAS:
+            cities[parts[-1].replace("_", " ").lower()] = name
+    return cities
+
+
+@functools.cache
+def _zone_city_pattern() -> re.Pattern[str]:
+    names = sorted(_zone_by_city(), key=len, reverse=True)
+    alternatives = "|".join(re.escape(n).replace(r"\ ", r"[\s_-]+") for n in names)
+    return re.compile(
+        rf"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<city>{alternatives})(?:'s)?\s+time(?:\s*zone)?\b"
+    )
+
+
+_ZONE_PATH = re.compile(
+    r"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<zone>[a-z][\w+-]*(?:/[\w+-]+)+)(?P<time>\s+time(?:\s*zone)?)?"
+    r"(?![\w/])"
+)
+_ZONE_UTC = re.compile(r"\b(?:(?:in|on)\s+)?(?P<zone>utc|gmt)(?:\s+time)?\b(?!\s*[+-]\s*\d)")
+# Said, but not a zone this can tell: refused rather than replaced by the user's zone.
+_ZONE_UNCLEAR = re.compile(
+    r"\b(?:utc|gmt)\s*[+-]\s*\d+(?::\d{2})?"
+    r"|\b(?:est|edt|cst|cdt|mst|mdt|pst|pdt|akst|akdt|hst|bst|cet|cest|eet|eest|jst|kst|aest|"
+    r"aedt|acst|acdt|awst|nzst|nzdt|msk|sgt|hkt)\b"
+    # words as well as zones: only next to a time, or before "time"
+    r"|(?:(?<=\d)|(?<=[ap]m))\s*(?:wet|west|ist)\b|\b(?:wet|west|ist)\s+time\b"
+    r"|\b(?:eastern|pacific|central|mountain|atlantic|alaska|hawaii)(?:\s+(?:standard|daylight|"
+    r"european|us|european))*\s+time\b"
+)
+
+
+def _set_zone(schedule: _Schedule, zone: str, words: str) -> None:
+    if schedule.timezone not in (None, zone):
+        raise _not_understood(f"two different time zones ({schedule.timezone} and {zone})")
+    schedule.timezone = check_timezone(zone)
+    schedule.timezone_words = words
+
+
+def _read_zone(reading: _Reading, schedule: _Schedule) -> None:
+    if match := _ZONE_UNCLEAR.search(reading.rest):
+        raise _not_understood(
+            f"the time zone {_quote(match[0])}: name it as in the tz database, e.g. "
+            '"in America/New_York time", "in New York time" or "in UTC"'
+        )
+    names = _zone_by_lower_name()
+    for match in list(_ZONE_PATH.finditer(reading.rest)):
+        zone = names.get(match["zone"])
+        if zone is None:
+            if match["time"]:
+                raise _not_understood(f"the time zone {_quote(match['zone'])} (no such zone)")
+            continue  # "and/or", not a zone
+        start, end = match.span()
+        reading.rest = reading.rest[:start] + "\0" * (end - start) + reading.rest[end:]
+        _set_zone(schedule, zone, match[0])
+    for match in reading.take(_ZONE_UTC):
+        _set_zone(schedule, match["zone"].upper(), match[0])
+    for match in reading.take(_zone_city_pattern()):
+        city = " ".join(re.split(r"[\s_-]+", match["city"]))
+        _set_zone(schedule, _zone_by_city()[city], match[0])
+
+
+# --- The schedule -----------------------------------------------------------------------------
 
 
 @dataclass
 class _Schedule:
     interval: int | None = None  # seconds
     interval_words: str = ""
-    window: tuple[int, int] | None = None  # hours, inclusive
+    window: tuple[int, int] | None = None  # hours, inclusive; overnight when the first is later
     times: list[_Time] = field(default_factory=list)
     periods: list[str] = field(default_factory=list)
     days: set[int] = field(default_factory=set)
@@ -213,6 +360,10 @@ class _Schedule:
     weekly: bool = False
     monthly: bool = False
     twice: bool = False
+    timezone: str | None = None  # named in the sentence; else the user's
+    timezone_words: str = ""
+    # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
+    marks: list[tuple[int, str]] = field(default_factory=list)
 
     def found(self) -> bool:
         return bool(
@@ -239,6 +390,9 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
     schedule.interval, schedule.interval_words = seconds, " ".join(words.split())
 
 
+_ALL_DAYS = frozenset(range(7))
+
+
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
     for pattern, reason in (
@@ -248,10 +402,22 @@ def _read_schedule(reading: _Reading) -> _Schedule:
                        'expressed; try "every Monday" or "on the 1st of every month"'),
         (_LAST_DAY, 'as a schedule: "the last day of the month" cannot be expressed; try '
                     '"on the 1st of every month"'),
+        (_RARER, "as a schedule: runs weeks, months or years apart cannot be expressed; try "
+                 '"every Monday" or "on the 1st of every month"'),
         (_TIMES_A_DAY, "as a schedule: say the times instead, e.g. \"at 8, 12 and 17\""),
     ):
         if match := pattern.search(reading.rest):
             raise _not_understood(f"{_quote(match[0])} {reason}")
+
+    excluded: set[int] = set()
+    for match in reading.take(_EXCEPT_DAYS):
+        excluded |= _days_in(match["days"])
+    if match := _UNREAD_EXCLUSION.search(reading.rest):
+        raise _not_understood(
+            f"{_quote(match[0])} as a schedule: only days of the week can be left out, e.g. "
+            '"every day except Sunday at 8" or "every weekday except Friday"'
+        )
+    _read_zone(reading, schedule)
 
     schedule.twice = bool(reading.take(_TWICE_A_DAY))
     for match in reading.take(_EVERY_N):
@@ -271,7 +437,45 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         name = _period(match["p"])
         if name not in schedule.periods:
             schedule.periods.append(name)
+        schedule.marks.append((match.start(), "t"))
+    if excluded:
+        if schedule.weekly or schedule.monthly or schedule.day_of_month:
+            raise _not_understood(
+                f"the days in {_quote(reading.text)}: days can be left out of every day or "
+                'of days of the week, e.g. "every day except Sunday at 8"'
+            )
+        left = (schedule.days or _ALL_DAYS) - excluded
+        if not left:
+            raise _not_understood(f"the days in {_quote(reading.text)}: every day is left out")
+        schedule.days = set(left)
+    _refuse_unread(reading, schedule)
     return schedule
+
+
+def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
+    """Refuse what is left of a schedule that could not be read, rather than drop it."""
+    if match := _UNREAD_EVERY.search(reading.rest):
+        raise _not_understood(f"{_quote(match[0])} as a schedule")
+    if match := _UNREAD_MONTH.search(reading.rest):
+        month = _quote(" ".join(match[0].replace("\0", " ").split()))
+        raise _not_understood(
+            f"{month} in {_quote(reading.text)}: an instruction runs every day, week or month, "
+            'not in chosen months or on a date; try "on the 1st of every month"'
+        )
+    if match := _UNREAD_TIME.search(reading.rest):
+        raise _not_understood(
+            f"{_quote(match['t'])} in {_quote(reading.text)}: one instruction runs at the same "
+            "times on each of its days; make one instruction for each set of days"
+        )
+    kinds: list[str] = []
+    for _, kind in sorted(schedule.marks):
+        if not kinds or kinds[-1] != kind:
+            kinds.append(kind)
+    if len(kinds) >= 3:
+        raise _not_understood(
+            f"which time goes with which days in {_quote(reading.text)}: one instruction runs "
+            "at the same times on each of its days; make one instruction for each set of days"
+        )
 
 
 def _read_times(reading: _Reading, schedule: _Schedule) -> None:
@@ -280,8 +484,13 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         if start.minute or stop.minute:
             raise _not_understood(f"{_quote(match[0])}: a range of hours takes whole hours")
         end = stop.hour
-        if not stop.fixed and end < start.hour and end < 12:
-            end += 12  # "between 9 and 5"
+        # "between 9 and 5" is 09-17, "between 9am and 5" too; "between 17 and 9" (a 24-hour
+        # clock) and "between 8pm and 6" go overnight.
+        twenty_four = not re.search(r"[ap]m", match["a"]) and (
+            start.hour > 12 or start.hour == 0 or match["a"].startswith("0"))
+        if (not stop.fixed and not twenty_four and end < start.hour and end < 12
+                and end + 12 > start.hour):
+            end += 12
         schedule.window = (start.hour, end)
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
@@ -292,23 +501,51 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                 time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
             schedule.times.append(time)
             previous = time
+        schedule.marks.append((match.start(), "t"))
     for match in reading.take(_BARE_TIME):
         schedule.times.append(_read_time(match[0]))
+        schedule.marks.append((match.start(), "t"))
+
+
+def _take_days(reading: _Reading) -> tuple[set[int], list[int]]:
+    """The days of the week named in what is left, and where each phrase starts."""
+    days: set[int] = set()
+    starts: list[int] = []
+    for match in reading.take(_DAY_RANGE):
+        day, last = _DAY_NUMBERS[match["a"][:3]], _DAY_NUMBERS[match["b"][:3]]
+        days.add(day)
+        while day != last:
+            day = (day + 1) % 7
+            days.add(day)
+        starts.append(match.start())
+    for match in reading.take(_WEEKDAYS):
+        days.update({1, 2, 3, 4, 5})
+        starts.append(match.start())
+    for match in reading.take(_WEEKENDS):
+        days.update({6, 0})
+        starts.append(match.start())
+    for match in reading.take(_DAY_NAME):
+        days.add(_DAY_NUMBERS[match["d"][:3]])
+        starts.append(match.start())
+    return days, starts
+
+
+_SHORT_DAY = re.compile(rf"\b(?P<d>{_DAY_SHORT})s?\b")
+
+
+def _days_in(words: str) -> set[int]:
+    """The days a list such as "Friday and Saturday", "weekends" or "sat, sun" names."""
+    reading = _Reading(words, words)
+    days, _ = _take_days(reading)
+    for match in reading.take(_SHORT_DAY):
+        days.add(_DAY_NUMBERS[match["d"][:3]])
+    return days
 
 
 def _read_days(reading: _Reading, schedule: _Schedule) -> None:
-    for match in reading.take(_DAY_RANGE):
-        day, last = _DAY_NUMBERS[match["a"][:3]], _DAY_NUMBERS[match["b"][:3]]
-        schedule.days.add(day)
-        while day != last:
-            day = (day + 1) % 7
-            schedule.days.add(day)
-    if reading.take(_WEEKDAYS):
-        schedule.days.update({1, 2, 3, 4, 5})
-    if reading.take(_WEEKENDS):
-        schedule.days.update({6, 0})
-    for match in reading.take(_DAY_NAME):
-        schedule.days.add(_DAY_NUMBERS[match["d"][:3]])
+    days, starts = _take_days(reading)
+    schedule.days |= days
+    schedule.marks.extend((start, "d") for start in starts)
     for match in reading.take(_DAY_OF_MONTH):
         day = 1 if match["first"] else int(match["n"])
         if not 1 <= day <= 31:

@@ -45,6 +45,16 @@ async def test_draft_needs_a_token(client: httpx.AsyncClient, runtime: Runtime) 
         ("on weekends at 10 give me a full summary of my documents",
          {"type": "cron", "cron": "0 10 * * 6,0", "timezone": "Europe/Berlin"},
          "At 10:00, only on Saturday and Sunday (Europe/Berlin)"),
+        ("every day except Sunday at 8 digest my mail",
+         {"type": "cron", "cron": "0 8 * * 1-6", "timezone": "Europe/Berlin"},
+         "At 08:00, Monday through Saturday (Europe/Berlin)"),
+        ("every hour between 22 and 6 check urgent mail",
+         {"type": "cron", "cron": "0 22-23,0-6 * * *", "timezone": "Europe/Berlin"},
+         "At 22:00, 23:00, 00:00, 01:00, 02:00, 03:00, 04:00, 05:00 and 06:00 "
+         "(Europe/Berlin)"),
+        ("every day at 8 in New York time digest my mail",
+         {"type": "cron", "cron": "0 8 * * *", "timezone": "America/New_York"},
+         "At 08:00 (America/New_York)"),
     ],
 )
 async def test_a_draft_is_accepted_by_create_as_is(
@@ -141,6 +151,13 @@ async def test_the_draft_is_in_the_users_time_zone(
          ["Drive folder: 'Contracts'", "drive_folder_id", "folder's URL", "every hour"]),
         ("whenever something changes tell me", "DraftWatchNotAvailable",
          ["not what to watch", "whenever mail from"]),
+        # said, but not readable: refused rather than proposed as something else
+        ("at 8 on weekdays and 10 on weekends digest my mail", "DraftNotUnderstood",
+         ['"10"', "make one instruction for each set of days"]),
+        ("every 2nd monday at 9 digest my mail", "DraftNotUnderstood", ['"every 2nd monday"']),
+        ("on the 30th of february at 9 summarize my documents", "DraftNotUnderstood",
+         ['"of february"']),
+        ("whenever mail from arrives tell me", "DraftNotUnderstood", ["name the sender"]),
     ],
 )
 async def test_sentences_it_cannot_draft_are_422(

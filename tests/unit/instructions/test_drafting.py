@@ -107,6 +107,31 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every hour from 9 to 5 check urgent mail", cron("0 9-17 * * *"), MAIL, APP),
     ("every 30 minutes between 9am and 5pm on weekdays check support mail",
      cron("*/30 9-17 * * 1-5"), MAIL, APP),
+    ("every hour between 9am and 5 check my inbox", cron("0 9-17 * * *"), MAIL, APP),
+    # overnight: from the first hour past midnight to the last
+    ("every hour between 17 and 9 digest my mail", cron("0 17-23,0-9 * * *"), MAIL, APP),
+    ("every hour between 22 and 6 digest my mail", cron("0 22-23,0-6 * * *"), MAIL, APP),
+    ("every hour between 20 and 8 digest my mail", cron("0 20-23,0-8 * * *"), MAIL, APP),
+    ("every hour between 10pm and 6am check urgent mail", cron("0 22-23,0-6 * * *"), MAIL,
+     APP),
+    # days left out
+    ("every day except Sunday at 8 digest my mail", cron("0 8 * * 1-6"), MAIL, APP),
+    ("daily at 17:00 except weekends digest my mail", cron("0 17 * * 1-5"), MAIL, APP),
+    ("not on weekends, every day at 8 digest my mail", cron("0 8 * * 1-5"), MAIL, APP),
+    ("every weekday except Friday at 8 digest my mail", cron("0 8 * * 1-4"), MAIL, APP),
+    ("every day except saturday and sunday at 8 digest my mail", cron("0 8 * * 1-5"), MAIL,
+     APP),
+    ("every day at 8 digest my mail, but never run on Sundays or Mondays",
+     cron("0 8 * * 2-6"), MAIL, APP),
+    ("every hour except weekends check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
+    # times written with seconds or an "h"
+    ("every day at 8:00:00 digest my mail", cron("0 8 * * *"), MAIL, APP),
+    ("every day at 8h30 digest my mail", cron("30 8 * * *"), MAIL, APP),
+    ("every day at 17h15 digest my mail", cron("15 17 * * *"), MAIL, APP),
+    # words of the task, not of the schedule
+    ("every Monday summarize the january invoices", cron("0 8 * * 1"), BOTH, APP),
+    ("every evening at 7 tell me the quarterly report status", cron("0 19 * * *"), BOTH, APP),
+    ("every day at 8 summarize my mail except newsletters", cron("0 8 * * *"), MAIL, APP),
     # channels
     ("every weekday at 8:30 a.m. email me and push a summary of my mail", cron("30 8 * * 1-5"),
      MAIL, ["in_app", "email", "push"]),
@@ -165,6 +190,8 @@ def test_example_title_text_and_explanation() -> None:
          "Daily mail from billing@example.com at 13:00"),
         ("on the 1st of every month at 9 report on invoices in my mail",
          "Monthly invoices mail at 09:00"),
+        ("every day except Sunday at 8 digest my mail", "Daily except Sunday mail at 08:00"),
+        ("every weekday except Friday at 8 digest my mail", "Monday to Thursday mail at 08:00"),
     ],
 )
 def test_titles(sentence: str, title: str) -> None:
@@ -184,6 +211,29 @@ def test_titles(sentence: str, title: str) -> None:
 )
 def test_only_new(sentence: str, only_new: bool) -> None:
     assert parse(sentence, timezone=TZ).instruction.only_new is only_new
+
+
+@pytest.mark.parametrize(
+    ("sentence", "zone", "title"),
+    [
+        ("every day at 8 in New York time digest my mail", "America/New_York",
+         "Daily mail at 08:00"),
+        ("every day at 8 in UTC digest my mail", "UTC", "Daily mail at 08:00"),
+        ("every day at 8 Europe/London time digest my mail", "Europe/London",
+         "Daily mail at 08:00"),
+        ("every day at 8 asia/kolkata digest my mail", "Asia/Kolkata", "Daily mail at 08:00"),
+        ("every hour on weekdays in Tokyo time check urgent mail", "Asia/Tokyo",
+         "Weekday urgent mail every hour"),
+    ],
+)
+def test_a_time_zone_the_sentence_names_is_the_schedules(
+    sentence: str, zone: str, title: str
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump()["timezone"] == zone
+    assert out.schedule.endswith(f"({zone})")
+    assert f"({zone})" in out.explanation
+    assert out.instruction.title == title  # the zone's words are read, not left in the title
 
 
 def test_the_time_zone_is_the_users() -> None:
@@ -237,6 +287,49 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      ["up to a year"]),
     ("when mail from " + "a" * 600 + "@x.com arrives tell me", DraftNotUnderstood,
      ["the mail to watch for"]),
+    # schedules said but not readable: refused, never saved as something else
+    ("every 2nd monday at 9 digest my mail", DraftNotUnderstood, ['"every 2nd monday"']),
+    ("every first monday at 9 digest my mail", DraftNotUnderstood, ['"every first monday"']),
+    ("on the last friday at 9 digest my mail", DraftNotUnderstood, ['"on the last friday"']),
+    ("fortnightly on mondays digest my mail", DraftNotUnderstood, ['"fortnightly"']),
+    ("every year at 9 digest my mail", DraftNotUnderstood, ['"every year"']),
+    ("every 3rd day check my mail", DraftNotUnderstood, ['"every 3rd"']),
+    ("at 8 on weekdays and 10 on weekends digest my mail", DraftNotUnderstood,
+     ['"10"', "make one instruction for each set of days"]),
+    ("on weekdays at 8 and on weekends at 10 digest my mail", DraftNotUnderstood,
+     ["which time goes with which days"]),
+    ("every weekday morning and saturday evening digest my mail", DraftNotUnderstood,
+     ["which time goes with which days"]),
+    ("every day at 8:00:30 digest my mail", DraftNotUnderstood, ['"8:00:30"', "on the minute"]),
+    ("on the 30th of february at 9 summarize my documents", DraftNotUnderstood,
+     ['"of february"', "not in chosen months"]),
+    ("every friday in august summarize my mail", DraftNotUnderstood, ['"in august"']),
+    ("every day except holidays at 8 digest my mail", DraftNotUnderstood,
+     ['"except holidays"', "only days of the week can be left out"]),
+    ("every day at 8 digest my mail, don't send anything on public holidays",
+     DraftNotUnderstood, ["holidays", "only days of the week can be left out"]),
+    ("every day except weekdays and weekends at 8 digest my mail", DraftNotUnderstood,
+     ["every day is left out"]),
+    ("weekly except mondays digest my mail", DraftNotUnderstood,
+     ["left out of every day or of days of the week"]),
+    ("on the 1st of every month except sundays digest my mail", DraftNotUnderstood,
+     ["left out of every day or of days of the week"]),
+    ("every 2 hours between 22 and 6 digest my mail", DraftNotUnderstood, ["spans midnight"]),
+    # a time zone said but not one to name
+    ("every day at 9am EST digest my mail", DraftNotUnderstood, ['"est"', "tz database"]),
+    ("every day at 9 pacific time digest my mail", DraftNotUnderstood, ['"pacific time"']),
+    ("every day at 8 in UTC+2 digest my mail", DraftNotUnderstood, ['"utc+2"']),
+    ("every day at 8 in Mars/Olympus time digest my mail", DraftNotUnderstood,
+     ['"mars/olympus"', "no such zone"]),
+    ("every day at 8 in UTC and in Tokyo time digest my mail", DraftNotUnderstood,
+     ["two different time zones"]),
+    # a watch on no sender, or no topic
+    ("whenever mail from arrives tell me", DraftNotUnderstood,
+     ["who the mail to watch for is from", "name the sender"]),
+    ("whenever mail from someone arrives tell me", DraftNotUnderstood, ["name the sender"]),
+    ('whenever mail about "" arrives tell me', DraftNotUnderstood,
+     ["what the mail to watch for is about", "name the topic"]),
+    ("whenever mail about the arrives tell me", DraftNotUnderstood, ["name the topic"]),
     # too often
     ("every 10 seconds check my inbox", DraftIntervalTooShort, ["once a minute"]),
     ("every 30 seconds check my inbox", DraftIntervalTooShort, ['"every 30 seconds"']),
@@ -250,6 +343,7 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("when a document changes email me", DraftWatchNotAvailable,
      ['"when a document changes"', "drive_folder_id", "folder's URL",
       '"every hour tell me what changed in my documents"']),
+    ("whenever it arrives tell me", DraftWatchNotAvailable, ["not what to watch"]),
     ("whenever something changes tell me", DraftWatchNotAvailable,
      ['"whenever something changes"', "not what to watch", "whenever mail from",
       "drive_folder_id", '"every hour"']),
@@ -422,6 +516,26 @@ async def test_invalid_model_output_falls_back_to_the_parser(answer: str | Excep
     model = ScriptedModel(answer)
     out = await draft(text=SENTENCE, timezone=TZ, llm=model)
     assert out.drafted_by == PARSER_NAME
+    assert out == parse(SENTENCE, timezone=TZ)
+
+
+async def test_a_time_zone_from_a_model_is_the_schedules() -> None:
+    model = ScriptedModel(model_answer(
+        trigger={"type": "cron", "cron": "0 8 * * 1-5", "timezone": "America/New_York"}))
+    out = await draft(text=SENTENCE + " in New York time", timezone=TZ, llm=model)
+    assert out.drafted_by == "gemini-test"
+    assert out.instruction.trigger.model_dump() == {
+        "type": "cron", "cron": "0 8 * * 1-5", "timezone": "America/New_York"}
+    assert out.schedule == "At 08:00, Monday through Friday (America/New_York)"
+    assert out.explanation.startswith(
+        "Understood: at 08:00, Monday through Friday (America/New_York);")
+    assert "timezone" in json.dumps(draft_json_schema()["properties"]["trigger"])
+
+
+async def test_an_invalid_time_zone_from_a_model_falls_back_to_the_parser() -> None:
+    model = ScriptedModel(model_answer(
+        trigger={"type": "cron", "cron": "0 8 * * 1-5", "timezone": "Mars/Olympus"}))
+    out = await draft(text=SENTENCE, timezone=TZ, llm=model)
     assert out == parse(SENTENCE, timezone=TZ)
 
 

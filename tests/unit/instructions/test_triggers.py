@@ -322,6 +322,86 @@ def test_describe() -> None:
     assert describe({"type": "cron", "cron": "30 2 * * *"}).endswith("(UTC)")
 
 
+def _fire_dates(expression: str, count: int = 21) -> list[str]:
+    """The first fire dates from Tuesday 2026-12-01, as "Tue 01"."""
+    spec = _cron(expression, "UTC")
+    moment, dates = datetime(2026, 12, 1, tzinfo=UTC), []
+    for _ in range(count):
+        fire = next_after(spec, moment, anchor=None)
+        assert fire is not None
+        dates.append(fire.strftime("%a %d"))
+        moment = fire
+    return dates
+
+
+DAILY = [f"{day} {n:02d}" for n, day in zip(range(1, 22), ["Tue", "Wed", "Thu", "Fri", "Sat",
+                                                           "Sun", "Mon"] * 3, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "words", "fires"),
+    [
+        # every day of the week, however written: every day
+        ("0 8 * * 0-7", "At 08:00", DAILY),
+        ("0 8 * * 1-7", "At 08:00", DAILY),
+        ("0 8 * * sun-sat", "At 08:00", DAILY),
+        ("0 8 * * */1", "At 08:00", DAILY),
+        # beside a day of the month, crontab fires when either matches: every day
+        ("0 8 1 * 0-7", "At 08:00", DAILY),
+        ("0 8 1-31 * 1", "At 08:00", DAILY),
+        # the days named, not the field as written
+        ("0 8 * * 3/1", "At 08:00, Wednesday through Sunday",
+         [d for d in DAILY if d[:3] in ("Wed", "Thu", "Fri", "Sat", "Sun")]),
+        ("0 8 * * 0,7", "At 08:00, only on Sunday", [d for d in DAILY if d[:3] == "Sun"]),
+        ("0 8 * * */2", "At 08:00, only on Tuesday, Thursday, Saturday, and Sunday",
+         [d for d in DAILY if d[:3] in ("Tue", "Thu", "Sat", "Sun")]),
+        # either (neither field starts with "*") or both (one does)
+        ("0 8 1 * 1", "At 08:00, on day 1 of the month, or on Monday",
+         [d for d in DAILY if d[:3] == "Mon" or d.endswith(" 01")]),
+        ("0 8 */2 * 1-5", "At 08:00, every 2 days, and only on Monday through Friday",
+         [d for d in DAILY if d[:3] not in ("Sat", "Sun") and int(d[-2:]) % 2 == 1]),
+    ],
+)
+def test_the_words_say_when_it_fires(expression: str, words: str, fires: list[str]) -> None:
+    assert describe(_cron(expression, "UTC")) == f"{words} (UTC)"
+    assert _fire_dates(expression, len(fires)) == fires
+
+
+@pytest.mark.parametrize(
+    ("expression", "words", "hours"),
+    [
+        # cron_descriptor read these as "22:00 through 23:59 and 00:00 through 06:59" and
+        # "at 01:00 through 03:59 and 05:00": they fire once an hour, at the minute
+        ("0 22-23,0-6 * * *",
+         "At 22:00, 23:00, 00:00, 01:00, 02:00, 03:00, 04:00, 05:00 and 06:00",
+         ["00:00", "01:00", "02:00", "03:00", "04:00", "05:00", "06:00", "22:00", "23:00"]),
+        ("30 1-3,5 * * *", "At 01:30, 02:30, 03:30 and 05:30",
+         ["01:30", "02:30", "03:30", "05:30"]),
+        ("0 9-11 * * *", "At 0 minutes past the hour, between 09:00 and 11:59",
+         ["09:00", "10:00", "11:00"]),
+    ],
+)
+def test_the_words_say_at_what_hours_it_fires(
+    expression: str, words: str, hours: list[str]
+) -> None:
+    assert describe(_cron(expression, "UTC")) == f"{words} (UTC)"
+    spec, fired = _cron(expression, "UTC"), []
+    moment = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
+    while (fire := next_after(spec, moment, anchor=None)) and fire.day == 1:
+        fired.append(fire.strftime("%H:%M"))
+        moment = fire
+    assert fired == hours
+
+
+def test_last_day_of_the_month_is_refused_as_not_crontab() -> None:
+    """APScheduler reads a day "last"; crontab, cron_descriptor and the API's five crontab
+    fields do not: refused, and a trigger stored before that is shown as written."""
+    for expression in ("0 8 last * *", "0 8 1,last * *", "0 8 LAST * *"):
+        with pytest.raises(ValueError, match="'last' is not a crontab day of the month"):
+            validate_cron(expression, "UTC")
+        assert describe(_cron(expression, "UTC")) == f"Cron '{expression}' (UTC)"
+
+
 def test_describe_never_fails_on_what_it_cannot_read() -> None:
     """A trigger stored before validation refused it still lists, shown as written."""
     for expression in ("0 8 * * 07", "0 8 * * \u0667", "banana"):
