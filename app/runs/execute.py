@@ -341,8 +341,9 @@ class RunExecutor:
         alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
                    if self._user_tools else None)
         sent_alerts: list[dict[str, str]] = []
-        if alerter is not None and interactive and claim.attempt > 1 and ctx.resume is None:
-            # A retry starts afresh: it is shown what the attempts before it told the user.
+        if alerter is not None and interactive and ctx.attempt(claim) > 1:
+            # A retry starts afresh, from the run's start or from its pause: it is shown
+            # what the attempts before it told the user.
             sent_alerts = await alerter.sent()
         request = AgentRequest(
             title=ctx.instruction.title,
