@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, select
+from sqlalchemy import CursorResult, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.agent.runner import StepRecord
@@ -74,6 +75,20 @@ class StepWriter:
 
     async def __call__(self, step: StepRecord) -> None:
         self.seq += 1
+        try:
+            await self._write(step)
+        except IntegrityError:
+            # A run given back uncounted (a rejected API key, a shutdown) claims the
+            # same attempt number again: its steps go on after those already written.
+            async with transaction(self.sessionmaker) as session:
+                last = await session.scalar(select(func.max(RunStep.seq)).where(
+                    RunStep.run_id == self.run.id, RunStep.attempt == self.claim.attempt))
+            self.seq = (last or 0) + 1
+            await self._write(step)
+        if step.kind == "model":
+            self.fault("model_answered")
+
+    async def _write(self, step: StepRecord) -> None:
         async with transaction(self.sessionmaker) as session:
             # Fenced like the outcome: a worker that lost the run stops here.
             held = await queue.still_held(session=session, claim=self.claim)
@@ -92,8 +107,6 @@ class StepWriter:
                     duration_ms=step.duration_ms, error=without_nul(step.error),
                 )
             )
-        if step.kind == "model":
-            self.fault("model_answered")
 
 
 class Alerter:
