@@ -194,7 +194,7 @@ async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The operator's key is broken, not the users' instructions: a run the model service
-    refuses (the real SDK, a wrong key, the fake's 403) waits in the queue, its attempt
+    refuses (the real SDK, a wrong key: 400 API_KEY_INVALID) waits in the queue, its attempt
     and its instruction's failures uncounted, nobody told; the operator is told once in
     the log, without the key, and by a gauge. Once the key works, every run runs."""
     settings = runtime.settings
@@ -212,7 +212,7 @@ async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
         run_ids = [await run_now(runtime, i) for i in instructions]
         with caplog.at_level(logging.ERROR, logger="app.runs.execute"):
             assert await work_once(worker) == 2
-        assert [r.status for r in fake.requests()] == [403, 403]
+        assert [r.status for r in fake.requests()] == [400, 400]
         for run_id in run_ids:
             run = await get_run(runtime, run_id)
             assert (run.status, run.attempt, run.error) == ("queued", 0, KEY_REJECTED)
