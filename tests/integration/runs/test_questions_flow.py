@@ -537,6 +537,47 @@ async def test_a_retried_resume_is_shown_its_alert_and_does_not_alert_twice(
     ]
 
 
+async def test_a_resume_refused_for_the_api_key_waits_and_resumes_with_the_answer(
+    gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    """A rejected key is not the run's failure: the answered run goes back to the queue
+    with its paused state, its attempt uncounted, and resumes with the answer once the
+    key works."""
+    runtime = gemini_runtime
+    runtime.settings.worker_max_attempts = 1
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fake.script(ask("Which project?"))
+    llm = gemini_for(runtime.settings)
+    run_id = await run_now(runtime, instruction)
+    await work_once(make_worker(runtime, llm))
+    (question,) = await questions_of(runtime, instruction.id)
+    answered = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"answer": "Apollo"}, headers=headers)
+    assert answered.status_code == 200, answered.text
+    paused = (await get_run(runtime, run_id)).agent_state
+
+    revoked = GeminiModel("revoked", base_url=fake.url, max_retries=0)
+    await work_once(make_worker(runtime, revoked))
+    await revoked.aclose()
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.agent_state) == ("queued", 1, paused)
+    assert fake.requests()[-1].status == 400
+
+    fake.script(Text(json.dumps(DIGEST)))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
+    await work_once(make_worker(runtime, llm))
+    await llm.aclose()
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    resumed = fake.requests()[-1].body
+    assert resumed["previous_interaction_id"] == paused["state"]["interaction_id"]
+    assert resumed["input"][0]["result"] == "The user answered: Apollo"
+    assert sorted(n.kind for n in await notifications_of(runtime, user.id)) == [
+        "digest", "question"]
+
+
 async def test_question_text_with_markup_is_stored_and_served_as_plain_text(
     gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
 ) -> None:
