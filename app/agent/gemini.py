@@ -26,7 +26,9 @@ functions, `completed`, `failed`, ...), `steps` (`thought`, `function_call` with
 
 429, 500, 502, 503, 504, timeouts and connection errors are retried with
 exponential backoff that honours `Retry-After`; the SDK's own retries are off so
-that there is one retry policy, this one.
+that there is one retry policy, this one. A refused API key (401, 403, or a 400
+whose ErrorInfo reason is API_KEY_INVALID, as the service answers a key that is not
+valid) raises `KeyRejected`: the operator must fix it, no retry will.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gemini-3.5-flash"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
+# A key that is not valid is a 400 INVALID_ARGUMENT, told apart from a bad request by
+# the reason of its google.rpc.ErrorInfo detail.
+KEY_REASONS = frozenset({"API_KEY_INVALID"})
 FAILED_STATUSES = frozenset({"failed", "cancelled"})
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -83,6 +88,16 @@ def api_message(exc: BaseException) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()
     return str(exc)
+
+
+def _reasons(exc: BaseException) -> set[str]:
+    """The reasons of the ErrorInfo details of a Google error body, if any."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, Mapping) else None
+    details = error.get("details") if isinstance(error, Mapping) else None
+    if not isinstance(details, list):
+        return set()
+    return {str(d["reason"]) for d in details if isinstance(d, Mapping) and d.get("reason")}
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
@@ -252,7 +267,7 @@ class GeminiModel:
             except api_errors.APIStatusError as exc:
                 status = exc.status_code
                 message = api_message(exc)
-                if status in AUTH_STATUS:
+                if status in AUTH_STATUS or (status == 400 and KEY_REASONS & _reasons(exc)):
                     raise KeyRejected(f"Gemini API key rejected: {message}") from exc
                 if status not in RETRYABLE_STATUS:
                     raise LLMError(f"Gemini API error {status}: {message}") from exc

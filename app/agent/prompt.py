@@ -316,16 +316,22 @@ def build_first_prompt(
     records = _mail_records(messages, cards) + [cards.file(c) for c in files]
     parts.append(fence(NEW_ITEMS_LABEL, records))
     if sent_alerts:
-        parts += [
-            "",
-            "# Alerts already sent",
-            "An earlier attempt of this run stopped after sending the user these alerts with "
-            "notify_now. Do not send them again, in any words; they need not be in the "
-            "digest either.",
-            fence(SENT_ALERTS_LABEL, [{"title": a["title"], "message": a["message"]}
-                                      for a in sent_alerts]),
-        ]
+        parts += ["", sent_alerts_note(sent_alerts)]
     return "\n".join(parts)
+
+
+def sent_alerts_note(sent_alerts: Sequence[Mapping[str, str]]) -> str:
+    """What a retried attempt is told about the alerts its run already sent: in the first
+    prompt, or as guidance on a resumed run's first turn. The alerts are model text drawn
+    from the mail: they go in a fence, as data."""
+    return "\n".join([
+        "# Alerts already sent",
+        "An earlier attempt of this run stopped after sending the user these alerts with "
+        "notify_now. Do not send them again, in any words; they need not be in the "
+        "digest either.",
+        fence(SENT_ALERTS_LABEL, [{"title": a["title"], "message": a["message"]}
+                                  for a in sent_alerts]),
+    ])
 
 
 @dataclass

@@ -55,6 +55,7 @@ from app.agent.prompt import (
     automated,
     build_first_prompt,
     repair_prompt,
+    sent_alerts_note,
     too_many,
 )
 from app.agent.resume import PausedState, ResumeState, fallback_draft
@@ -106,7 +107,8 @@ class AgentRequest:
     # "id"}; it alone is the run's new item, and the instruction's cursors stay.
     watch_item: Mapping[str, str] | None = None
     # The alerts an earlier attempt of this run sent ({"title", "message"}): a retried
-    # attempt is shown them, as data, so that it does not send them again in new words.
+    # attempt (a retried resume too) is shown them, as data, so that it does not send
+    # them again in new words.
     sent_alerts: Sequence[Mapping[str, str]] = ()
 
 
@@ -529,9 +531,17 @@ async def _resume(
     results.insert(state.question_index, FunctionResult(
         call_id=state.call_id, name=ASK_USER, result=text
     ))
+    results = run.with_guidance(results)
+    if request.sent_alerts:
+        # A retried resume chains to the same paused turn as the attempt before it, whose
+        # alerts are not in this conversation: shown them, it does not send them again.
+        last = results[-1]
+        results[-1] = last.model_copy(
+            update={"result": last.result + "\n\n" + sent_alerts_note(request.sent_alerts)}
+        )
     response = None
     if run.may_turn():  # the budgets may have changed while the question waited
-        response = await run.turn(run.with_guidance(results), state.interaction_id)
+        response = await run.turn(results, state.interaction_id)
     return await _converse(run, response, state.cursors, state.fallback)
 
 

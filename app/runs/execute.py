@@ -15,6 +15,12 @@ with `Run.agent_state`:
 
 and frees the worker. The answer (or the question's expiry) queues it again;
 the next claim resumes it from that state. Attempts are counted from the pause.
+
+A model service that rejects the API key (`KeyRejected`) is the operator's problem,
+not the run's: the run is given back to the queue for `KEY_REJECTED_BACKOFF_SECONDS`,
+its attempt uncounted, its instruction and user untouched, and the executor gives
+back the runs it claims meanwhile without trying the model. The operator is told
+in the log (once per back-off) and by the `pilotlight_model_key_rejected` gauge.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app.accounts.models import Account
-from app.agent.llm import LLM
+from app.agent.llm import LLM, KeyRejected
 from app.agent.pricing import cost_usd, price_for
 from app.agent.resume import ResumeState
 from app.agent.runner import (
@@ -65,6 +71,13 @@ log = logging.getLogger(__name__)
 
 # The most runs loaded, or written, in one transaction.
 _BATCH = 200
+
+# How long runs wait after the model service rejected the API key.
+KEY_REJECTED_BACKOFF_SECONDS = 300.0
+KEY_REJECTED = (
+    "waiting: the model service rejected the service's API key; the run is tried again "
+    "once the operator has fixed it (this is not counted as a failed attempt)"
+)
 
 
 def _claim_and_load() -> Any:
@@ -181,6 +194,10 @@ class RunExecutor:
         self._successes: Coalescer[outcomes.Success, None] = Coalescer(
             self._write_successes, max_size=_BATCH, parallel=2
         )
+        # time.monotonic() until which runs are given back without trying the model
+        # (it rejected the API key), and when that was last logged.
+        self._key_rejected_until = 0.0
+        self._key_logged_at: float | None = None
 
     @property
     def writing(self) -> int:
@@ -212,6 +229,9 @@ class RunExecutor:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
             return
         started = time.monotonic()
+        if started < self._key_rejected_until:
+            await self._give_back_for_key(claim)
+            return
         try:
             outcome = await self._run_agent(claim, ctx)
         except LeaseLost:
@@ -220,10 +240,16 @@ class RunExecutor:
         except AccountDisconnected as exc:
             await self._disconnected(claim, ctx, exc)
             return
+        except KeyRejected as exc:
+            await self._key_rejected(claim, exc)
+            return
         except Exception as exc:
             log.warning("run %s attempt %d failed: %s", claim.run_id, claim.attempt, exc)
             await self._failed(claim, ctx, exc)
             return
+        if self._key_rejected_until and outcome.interaction_ids:
+            self._key_rejected_until = 0.0  # the model answered: the key works again
+            metrics.MODEL_KEY_REJECTED.set(0)
         try:
             if outcome.status == "waiting":
                 await self._paused(claim, ctx, outcome)
@@ -341,8 +367,12 @@ class RunExecutor:
         alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
                    if self._user_tools else None)
         sent_alerts: list[dict[str, str]] = []
-        if alerter is not None and interactive and claim.attempt > 1 and ctx.resume is None:
-            # A retry starts afresh: it is shown what the attempts before it told the user.
+        if alerter is not None and interactive and (
+            ctx.attempt(claim) > 1 or ctx.run.error is not None
+        ):
+            # A retry starts afresh, from the run's start or from its pause: it is shown
+            # what the attempts before it told the user. (A run given back uncounted,
+            # after a rejected API key, is one too: its error says why.)
             sent_alerts = await alerter.sent()
         request = AgentRequest(
             title=ctx.instruction.title,
@@ -585,6 +615,42 @@ class RunExecutor:
                 return
         log.debug("run %s final failure: %s", claim.run_id, traceback.format_exception(exc))
         await self._give_up(claim, ctx, reason)
+
+    async def _key_rejected(self, claim: queue.Claim, exc: KeyRejected) -> None:
+        """The model service refused the API key: no run can work until the operator fixes
+        it. Give the run back, tell the operator (once per back-off), and give back the
+        runs claimed meanwhile without trying (`execute`)."""
+        now = time.monotonic()
+        self._key_rejected_until = now + KEY_REJECTED_BACKOFF_SECONDS
+        metrics.MODEL_KEY_REJECTED.set(1)
+        if self._key_logged_at is None or now - self._key_logged_at >= (
+            KEY_REJECTED_BACKOFF_SECONDS
+        ):
+            self._key_logged_at = now
+            message = str(exc)
+            key = self.settings.gemini_api_key
+            if key is not None and key.get_secret_value():
+                message = message.replace(key.get_secret_value(), "[the key]")
+            log.error(
+                "%s. Runs are given back to the queue, uncounted and without telling their "
+                "users, and tried again every %d s: fix PILOTLIGHT_GEMINI_API_KEY and "
+                "restart (`pilotlight check` tests the key)",
+                message, KEY_REJECTED_BACKOFF_SECONDS,
+            )
+        await self._give_back_for_key(claim)
+
+    async def _give_back_for_key(self, claim: queue.Claim) -> None:
+        """Back to the queue after the key back-off: the attempt is not counted, the
+        instruction's failures are not, and nobody is told. A paused run keeps its state."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            written = await queue.finish(
+                session=session, claim=claim, status="queued", worker_id=None,
+                attempt=Run.attempt - 1, error=KEY_REJECTED, updated_at=now,
+                available_at=now + timedelta(seconds=KEY_REJECTED_BACKOFF_SECONDS),
+            )
+            if written:
+                after_commit(session, metrics.RUNS_WAITING_FOR_KEY.inc)
 
     async def _disconnected(
         self, claim: queue.Claim, ctx: _Context, exc: AccountDisconnected

@@ -14,6 +14,14 @@ RUNS_FINISHED = Counter(
     "pilotlight_runs_finished", "Runs this process brought to an end, by status", ["status"]
 )
 RUN_RETRIES = Counter("pilotlight_run_retries", "Failed attempts put back in the queue")
+RUNS_WAITING_FOR_KEY = Counter(
+    "pilotlight_runs_waiting_for_key",
+    "Runs given back to the queue, uncounted, because the model service rejected the API key",
+)
+MODEL_KEY_REJECTED = Gauge(
+    "pilotlight_model_key_rejected",
+    "1 after the model service rejected this process's API key (runs wait), 0 once it answers",
+)
 LEASE_RESCUES = Counter(
     "pilotlight_lease_rescues", "Runs re-queued because their worker stopped renewing the lease"
 )

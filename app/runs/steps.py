@@ -6,11 +6,13 @@ outcome: a worker that lost the run raises `LeaseLost` and writes nothing.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, select
+from sqlalchemy import CursorResult, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.agent.runner import StepRecord
@@ -21,6 +23,20 @@ from app.notifications import service as notifications
 from app.notifications.models import AlertedItem, Notification
 from app.runs import queue
 from app.runs.models import Run, RunStep
+
+_NOT_A_WORD = re.compile(r"[\W_]+")
+
+
+def _words(text: str) -> str:
+    """The text without case, punctuation or spacing: "Invoice due!" is "invoice due"."""
+    return _NOT_A_WORD.sub(" ", text.casefold()).strip()
+
+
+def _same_words(title: str, message: str, sent: Sequence[Any]) -> bool:
+    """Whether one of the alerts `sent` ((title, message) rows) has the title's words
+    or the message's."""
+    title, message = _words(title), _words(message)
+    return any(_words(t) == title or _words(b) == message for t, b in sent)
 
 
 def without_nul(value: Any) -> Any:
@@ -59,6 +75,20 @@ class StepWriter:
 
     async def __call__(self, step: StepRecord) -> None:
         self.seq += 1
+        try:
+            await self._write(step)
+        except IntegrityError:
+            # A run given back uncounted (a rejected API key, a shutdown) claims the
+            # same attempt number again: its steps go on after those already written.
+            async with transaction(self.sessionmaker) as session:
+                last = await session.scalar(select(func.max(RunStep.seq)).where(
+                    RunStep.run_id == self.run.id, RunStep.attempt == self.claim.attempt))
+            self.seq = (last or 0) + 1
+            await self._write(step)
+        if step.kind == "model":
+            self.fault("model_answered")
+
+    async def _write(self, step: StepRecord) -> None:
         async with transaction(self.sessionmaker) as session:
             # Fenced like the outcome: a worker that lost the run stops here.
             held = await queue.still_held(session=session, claim=self.claim)
@@ -77,17 +107,25 @@ class StepWriter:
                     duration_ms=step.duration_ms, error=without_nul(step.error),
                 )
             )
-        if step.kind == "model":
-            self.fault("model_answered")
 
 
 class Alerter:
     """notify_now: one alert notification, in its own transaction, fenced like a step.
 
-    Keyed by the call id, so a retried resume does not alert twice; a retried run
-    that says the same thing again under a new call id does not either. An alert that
-    names the items it is about is sent only if one of them was never alerted about by
-    the instruction (`alerted_items`), whatever its words and whichever run sends it.
+    What makes two alerts "the same" must hold across attempts: a retried attempt
+    (a retried resume too) starts a new conversation, and the model gives its calls
+    new ids and its alerts new words. So:
+
+    - An alert that names the items it is about (`about`) is sent only if one of them
+      was never alerted about by the instruction (`alerted_items`), whatever its words
+      and whichever run sends it.
+    - An alert that names no items has only its words: it is not sent if this run
+      already sent an alert with the same title or the same message, compared without
+      case, punctuation or spacing.
+    - In any case, not one whose title and message were both sent by this run, or
+      whose call id was (the notification's key).
+
+    The retried attempt is also shown what was sent (`sent`), so it seldom tries.
     """
 
     def __init__(
@@ -125,16 +163,16 @@ class Alerter:
         async with transaction(self.sessionmaker) as session:
             if not await queue.still_held(session=session, claim=self.claim):
                 raise LeaseLost()
-            said_before = await session.scalar(
-                select(Notification.id).where(
+            sent = (await session.execute(
+                select(Notification.title, Notification.body).where(
                     Notification.user_id == self.user_id,
                     Notification.run_id == self.claim.run_id,
                     Notification.kind == "alert",
-                    Notification.title == title[:300],
-                    Notification.body == alert.message,
-                ).limit(1)
-            )
-            if said_before is not None:
+                )
+            )).all()
+            if (title[:300], alert.message) in {(t, b) for t, b in sent}:
+                return False
+            if not alert.items and _same_words(title[:300], alert.message, sent):
                 return False
             if alert.items and not await self._first_time(session, alert.items):
                 return False

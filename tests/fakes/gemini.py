@@ -2,11 +2,13 @@
 
 The real `google-genai` SDK talks to it (base URL `fake.url`): `POST /{version}/interactions`
 and `GET /{version}/interactions/{id}`. It refuses what the service refuses, with the API's
-error shape {"error": {"code", "message"}}: no `x-goog-api-key` 401, a wrong one 403;
-temperature / top_p / top_k / thinking_budget, a thinking_level other than minimal / low /
-medium / high, malformed tools, response_format, input or model 400; an unknown
-`previous_interaction_id` 404; after a turn with function calls, anything but one
-`function_result` per call with that call's `call_id` and `name` 400.
+error shape {"error": {"code", "message"}}; the API key, checked in front of the API, is
+refused in Google's own shape ({"error": {"code", "message", "status", "details"}}): no
+`x-goog-api-key` 403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT with reason
+API_KEY_INVALID; temperature / top_p / top_k / thinking_budget, a thinking_level other
+than minimal / low / medium / high, malformed tools, response_format, input or model 400;
+an unknown `previous_interaction_id` 404; after a turn with function calls, anything but
+one `function_result` per call with that call's `call_id` and `name` 400.
 
 A function result is a string, an object, or a list of content parts: `text` ({"text"}),
 `image` and `document` ({"mime_type", "data"}: standard base64, inline only, no `uri`).
@@ -145,9 +147,28 @@ class _Stored:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, body: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.body = body  # the whole error body, when it is not the API's own shape
+
+
+def _key_error(status: int, google_status: str, message: str, reason: str | None) -> ApiError:
+    """The API key refused in front of the API, in Google's shape. As the real service
+    answers (public reports of generativelanguage.googleapis.com errors, and the Gemini
+    API's error table): no key is a 403 PERMISSION_DENIED "Method doesn't allow
+    unregistered callers ..."; a key that is not valid a 400 INVALID_ARGUMENT "API key
+    not valid. Please pass a valid API key." with an ErrorInfo of reason API_KEY_INVALID."""
+    error: dict[str, Any] = {"code": status, "message": message, "status": google_status}
+    if reason is not None:
+        error["details"] = [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        }]
+    return ApiError(status, google_status, message, {"error": error})
 
 
 def _invalid(message: str) -> ApiError:
@@ -268,19 +289,22 @@ class FakeGemini(ThreadedServer):
     def _error(
         self, entry: Recorded, exc: ApiError, headers: dict[str, str] | None = None
     ) -> JSONResponse:
-        payload = {"error": {"code": exc.code, "message": exc.message}}
+        payload = exc.body or {"error": {"code": exc.code, "message": exc.message}}
         return self._answer(entry, exc.status, payload, headers)
 
     def _check_key(self, entry: Recorded) -> None:
         key = entry.headers.get("x-goog-api-key")
         if not key:
-            raise ApiError(
-                401, "unauthenticated",
-                "Method doesn't allow unregistered callers. Please use an API key.",
+            raise _key_error(
+                403, "PERMISSION_DENIED",
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to "
+                "call this API.", None,
             )
         if key != self.api_key:
-            raise ApiError(
-                403, "permission_denied", "API key not valid. Please pass a valid API key."
+            raise _key_error(
+                400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+                "API_KEY_INVALID",
             )
 
     async def _create(self, request: Request) -> JSONResponse:

@@ -476,6 +476,108 @@ async def test_a_retried_attempt_is_shown_the_alerts_sent_before(
     assert [n.title for n in alerts] == ["Morning digest: Invoice <overdue>"]
 
 
+async def test_a_retried_resume_is_shown_its_alert_and_does_not_alert_twice(
+    gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    """A resumed run alerts, then a later turn fails: the retry resumes from the same
+    paused turn, in a conversation that does not hold the alert, and the model alerts
+    again under a new call id in new words. The retry's resume turn shows it the alert
+    sent (as data, after the answer); and, should it alert again all the same, an alert
+    that names no items and repeats the title (or the message) of one this run sent is
+    not sent again."""
+    runtime = gemini_runtime
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fake.script(ask("Which project?"))
+    llm = gemini_for(runtime.settings)
+    worker = make_worker(runtime, llm)
+    run_id = await run_now(runtime, instruction)
+    await work_once(worker)
+    (question,) = await questions_of(runtime, instruction.id)
+    answered = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"answer": "Apollo"}, headers=headers)
+    assert answered.status_code == 200, answered.text
+
+    # The resume alerts; the next turn fails (the script runs out: a 500).
+    fake.script(Calls([("notify_now", {"title": "Invoice due",
+                                       "message": "The Apollo invoice is due today."})]))
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "queued", run.error
+    first_resume = fake.requests()[1].body
+    assert first_resume["input"][-1]["result"] == "The user answered: Apollo"
+
+    fake.script(
+        Calls([("notify_now", {"title": "Invoice due!",
+                               "message": "Apollo: the invoice is due today."}),
+               ("notify_now", {"title": "Budget", "message": "Sign off the Q4 budget."})]),
+        Text(json.dumps(DIGEST)),
+    )
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
+    await work_once(worker)
+    await llm.aclose()
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+
+    retried = fake.requests()[3].body
+    assert retried["previous_interaction_id"] == first_resume["previous_interaction_id"]
+    answer, note = retried["input"][-1]["result"].split("\n\n", 1)
+    assert answer == "The user answered: Apollo"
+    assert "Do not send them again" in note
+    assert parse_fences(note)[-1].records == [
+        {"title": "Invoice due", "message": "The Apollo invoice is due today."}]
+    # Another alert, in other words, still goes out.
+    assert [r["result"] for r in fake.requests()[4].body["input"]] == [
+        ALERT_ALREADY_SENT, ALERT_SENT]
+    alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert [(n.title, n.body) for n in alerts] == [
+        ("Morning digest: Invoice due", "The Apollo invoice is due today."),
+        ("Morning digest: Budget", "Sign off the Q4 budget."),
+    ]
+
+
+async def test_a_resume_refused_for_the_api_key_waits_and_resumes_with_the_answer(
+    gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    """A rejected key is not the run's failure: the answered run goes back to the queue
+    with its paused state, its attempt uncounted, and resumes with the answer once the
+    key works."""
+    runtime = gemini_runtime
+    runtime.settings.worker_max_attempts = 1
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fake.script(ask("Which project?"))
+    llm = gemini_for(runtime.settings)
+    run_id = await run_now(runtime, instruction)
+    await work_once(make_worker(runtime, llm))
+    (question,) = await questions_of(runtime, instruction.id)
+    answered = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"answer": "Apollo"}, headers=headers)
+    assert answered.status_code == 200, answered.text
+    paused = (await get_run(runtime, run_id)).agent_state
+
+    revoked = GeminiModel("revoked", base_url=fake.url, max_retries=0)
+    await work_once(make_worker(runtime, revoked))
+    await revoked.aclose()
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.agent_state) == ("queued", 1, paused)
+    assert fake.requests()[-1].status == 400
+
+    fake.script(Text(json.dumps(DIGEST)))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(available_at=utcnow()))
+    await work_once(make_worker(runtime, llm))
+    await llm.aclose()
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt) == ("succeeded", 2), run.error
+    resumed = fake.requests()[-1].body
+    assert resumed["previous_interaction_id"] == paused["state"]["interaction_id"]
+    assert resumed["input"][0]["result"] == "The user answered: Apollo"
+    assert sorted(n.kind for n in await notifications_of(runtime, user.id)) == [
+        "digest", "question"]
+
+
 async def test_question_text_with_markup_is_stored_and_served_as_plain_text(
     gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
 ) -> None:

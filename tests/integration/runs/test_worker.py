@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 
+from app.agent.gemini import GeminiModel
 from app.agent.llm import TurnRequest, TurnResponse
 from app.agent.offline import OfflineModel
 from app.core.db import transaction
@@ -16,8 +20,10 @@ from app.instructions import service as instructions_service
 from app.instructions.models import Instruction
 from app.runs import queue
 from app.runs import service as runs_service
+from app.runs.execute import KEY_REJECTED, KEY_REJECTED_BACKOFF_SECONDS
 from app.runs.models import Run
 from tests import factories
+from tests.fakes.gemini import FakeGemini
 from tests.integration.runs.helpers import (
     deliveries_of,
     get_run,
@@ -182,6 +188,74 @@ async def test_failed_attempts_retry_with_backoff_then_fail_and_stop_the_instruc
     errors = [n for n in await notifications_of(runtime, user.id) if n.kind == "error"]
     assert len(errors) == 2
     assert "Resume it" in errors[-1].body
+
+
+async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's key is broken, not the users' instructions: a run the model service
+    refuses (the real SDK, a wrong key: 400 API_KEY_INVALID) waits in the queue, its attempt
+    and its instruction's failures uncounted, nobody told; the operator is told once in
+    the log, without the key, and by a gauge. Once the key works, every run runs."""
+    settings = runtime.settings
+    settings.worker_max_attempts = 1
+    settings.worker_failures_before_error = 1
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [
+        await factories.instruction(runtime, user, channels=["in_app", "email"]),
+        await factories.instruction(runtime, user, title="Invoices"),
+    ]
+    given_back = REGISTRY.get_sample_value("pilotlight_runs_waiting_for_key_total") or 0
+    with FakeGemini() as fake:
+        revoked = GeminiModel("revoked-key-123", base_url=fake.url, max_retries=0)
+        worker = make_worker(runtime, revoked)
+        run_ids = [await run_now(runtime, i) for i in instructions]
+        with caplog.at_level(logging.ERROR, logger="app.runs.execute"):
+            assert await work_once(worker) == 2
+        assert [r.status for r in fake.requests()] == [400, 400]
+        for run_id in run_ids:
+            run = await get_run(runtime, run_id)
+            assert (run.status, run.attempt, run.error) == ("queued", 0, KEY_REJECTED)
+            assert run.available_at - run.updated_at == timedelta(
+                seconds=KEY_REJECTED_BACKOFF_SECONDS)
+        async with transaction(runtime.sessionmaker) as session:
+            for instruction in instructions:
+                reloaded = await session.get(Instruction, instruction.id)
+                assert reloaded is not None
+                assert (reloaded.status, reloaded.consecutive_failures) == ("active", 0)
+        assert await notifications_of(runtime, user.id) == []
+        (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "API key not valid" in logged.getMessage()
+        assert "revoked-key-123" not in logged.getMessage()
+        assert REGISTRY.get_sample_value("pilotlight_model_key_rejected") == 1
+        assert REGISTRY.get_sample_value(
+            "pilotlight_runs_waiting_for_key_total") == given_back + 2
+
+        # Claimed again within the back-off, they are given back without a request.
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(update(Run).where(Run.id.in_(run_ids))
+                                  .values(available_at=datetime.now(UTC)))
+        assert await work_once(worker) == 2
+        assert len(fake.requests()) == 2
+        assert {(await get_run(runtime, r)).status for r in run_ids} == {"queued"}
+        await revoked.aclose()
+
+        # The key is fixed (the worker restarts with a good one): every run runs.
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(update(Run).where(Run.id.in_(run_ids))
+                                  .values(available_at=datetime.now(UTC)))
+        fixed = GeminiModel(fake.api_key, base_url=fake.url, max_retries=0)
+        assert await work_once(make_worker(runtime, fixed)) == 2
+        await fixed.aclose()
+    for run_id in run_ids:
+        run = await get_run(runtime, run_id)
+        assert (run.status, run.attempt, run.error) == ("succeeded", 1, None)
+        # The refused turn's step stays; the good attempt's steps follow it.
+        steps = [(s.attempt, s.seq, s.error is not None) for s in await steps_of(runtime, run_id)]
+        assert len(steps) > 1
+        assert steps == [(1, seq, seq == 1) for seq in range(1, len(steps) + 1)]
+    assert sorted(n.kind for n in await notifications_of(runtime, user.id)) == [
+        "digest", "digest"]
 
 
 async def test_rescuer_requeues_a_run_whose_worker_died(runtime: Runtime) -> None:

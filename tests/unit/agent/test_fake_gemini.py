@@ -39,9 +39,16 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 BASE = {"model": "gemini-3.5-flash", "input": "hello"}
 
 
-def test_the_api_key_header_is_required_and_checked(fake):
-    assert error_of(post(fake, BASE, key=""))[:2] == (401, "unauthenticated")
-    assert error_of(post(fake, BASE, key="nope"))[:2] == (403, "permission_denied")
+def test_the_api_key_header_is_required_and_checked_in_googles_error_shape(fake):
+    missing = post(fake, BASE, key="").json()["error"]
+    assert (missing["code"], missing["status"]) == (403, "PERMISSION_DENIED")
+    assert missing["message"].startswith("Method doesn't allow unregistered callers")
+    wrong = post(fake, BASE, key="nope")
+    assert wrong.status_code == 400
+    error = wrong.json()["error"]
+    assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
+    assert error["message"] == "API key not valid. Please pass a valid API key."
+    assert [d["reason"] for d in error["details"]] == ["API_KEY_INVALID"]
     fake.script(Text("hi"))
     assert post(fake, BASE).status_code == 200
 

@@ -13,7 +13,7 @@ import pytest
 from app.agent.digest import draft_json_schema
 from app.agent.factory import build_llm
 from app.agent.gemini import GeminiModel, parse_interaction
-from app.agent.llm import FunctionResult, LLMError, TurnRequest, Usage
+from app.agent.llm import FunctionResult, KeyRejected, LLMError, TurnRequest, Usage
 from app.agent.offline import OfflineModel
 from app.agent.pricing import ModelPrice, cost_usd
 from app.agent.prompt import LAST_CALL_GUIDANCE, SYSTEM_INSTRUCTION
@@ -315,7 +315,18 @@ async def test_an_unknown_previous_interaction_fails_without_retries(fake, gemin
 
 async def test_a_rejected_key_says_so(fake):
     model = GeminiModel("wrong-key", base_url=fake.url)
-    with pytest.raises(LLMError, match="^Gemini API key rejected: API key not valid"):
+    with pytest.raises(KeyRejected, match="^Gemini API key rejected: API key not valid"):
+        await model.turn(first_turn())
+    await model.aclose()
+    # The service answers a key that is not valid 400 INVALID_ARGUMENT, reason
+    # API_KEY_INVALID: told apart from a bad request, and not retried.
+    assert [r.status for r in fake.requests()] == [400]
+
+
+async def test_a_key_refused_with_403_is_rejected_without_retries(fake):
+    model = GeminiModel(fake.api_key, base_url=fake.url, max_retries=3)
+    fake.fail(403, message="Generative Language API has not been used in this project.")
+    with pytest.raises(KeyRejected, match="has not been used"):
         await model.turn(first_turn())
     await model.aclose()
     assert [r.status for r in fake.requests()] == [403]
