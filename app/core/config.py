@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="Largest request body the api role reads; a larger one is refused with "
         "413 before it is read.",
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs (Swagger UI) and /redoc (ReDoc). "
+        "They load their scripts and styles from cdn.jsdelivr.net (and ReDoc its fonts from "
+        "Google Fonts) on the dashboard's origin, so they are off by default; "
+        "/openapi.json is always served.",
+    )
 
     # --- dashboard ---------------------------------------------------------
     web_session_ttl_seconds: int = Field(
