@@ -117,6 +117,15 @@ class Settings(BaseSettings):
         900, ge=60, le=7 * 86400,
         description="How long a one-time link from `pilotlight login-link EMAIL` can be used.",
     )
+    web_sign_in_max_failures: int = Field(
+        20, ge=1, le=10_000,
+        description="Failed sign-ins (wrong login links, refused Google sign-ins) one client "
+        "address may make within the window; then its sign-ins are refused with 429.",
+    )
+    web_sign_in_failure_window_seconds: int = Field(
+        600, ge=10, le=86_400,
+        description="The window of PILOTLIGHT_WEB_SIGN_IN_MAX_FAILURES, in seconds.",
+    )
     web_local_sign_in: bool = Field(
         True,
         description="In embedded mode (`serve`), sign the local user in automatically on "
