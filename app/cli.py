@@ -249,7 +249,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
                 boot.user.email,
             )
         log.info(
-            "get an API token with: %s token create   (API docs: %s/docs)",
+            "get an API token with: %s token create   (API: %s/openapi.json)",
             _self_command(), settings.effective_public_url,
         )
         runtime.use_model(await _model_or_exit(settings))  # one client: api and worker

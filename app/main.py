@@ -1,13 +1,18 @@
-"""The FastAPI application: REST API under /api/v1, health, OpenAPI docs, the dashboard at /."""
+"""The FastAPI application: REST API under /api/v1, health, the OpenAPI document (and its
+interactive docs when `PILOTLIGHT_API_DOCS` is on), the dashboard at /."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -30,8 +35,23 @@ from app.runs.router import router as runs_router
 from app.runs.router import usage_router
 from app.users.router import router as users_router
 from app.web.app import DashboardMount, create_web_app
+from app.web.security_headers import SecurityHeaders
 
 API_PREFIX = "/api/v1"
+# The API docs' pages, when turned on, may load exactly what FastAPI's Swagger UI and
+# ReDoc pages load (scripts and styles from cdn.jsdelivr.net, ReDoc's fonts from Google
+# Fonts, the favicon from fastapi.tiangolo.com, a worker from a blob) and run the one
+# inline script that starts Swagger UI (allowed by its hash, not 'unsafe-inline'):
+# no other host, no form, no frame.
+DOCS_CSP = (
+    "default-src 'none'; script-src https://cdn.jsdelivr.net {scripts}; "
+    "style-src https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
+    "font-src https://fonts.gstatic.com data:; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'; object-src 'none'"
+)
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
 
 
 def create_app(
@@ -59,11 +79,14 @@ def create_app(
         version="0.1.0",
         description="Standing instructions over your mail and documents, run by an agent.",
         lifespan=lifespan,
+        # Off: FastAPI's pages load third-party scripts; see _api_docs.
+        docs_url=None, redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     document_errors(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost of ours: every answer gets them
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (
@@ -100,7 +123,34 @@ def create_app(
             await refresh_database_gauges(session)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
+    if runtime.settings.api_docs:
+        _api_docs(app)
+
     # Last: the dashboard takes every path the API and health routes did not.
     web = create_web_app(runtime, embedded=embedded)
     app.router.routes.append(DashboardMount(web, siblings=list(app.router.routes)))
     return app
+
+
+def _with_docs_csp(response: HTMLResponse) -> HTMLResponse:
+    """The page with `DOCS_CSP`, its inline scripts allowed by their SHA-256."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(bytes(response.body).decode())
+    )
+    response.headers["Content-Security-Policy"] = DOCS_CSP.format(scripts=hashes)
+    return response
+
+
+def _api_docs(app: FastAPI) -> None:
+    """/docs and /redoc (`PILOTLIGHT_API_DOCS`): FastAPI's pages, with a policy that lets
+    them load what they need from their CDN and nothing else."""
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return _with_docs_csp(get_swagger_ui_html(openapi_url=openapi_url, title=app.title))
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return _with_docs_csp(get_redoc_html(openapi_url=openapi_url, title=app.title))

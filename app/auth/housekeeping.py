@@ -1,4 +1,5 @@
-"""Expired sign-in rows are deleted: browser sessions, login links and OAuth states.
+"""Expired sign-in rows are deleted: browser sessions, login links, OAuth states and the
+failed sign-ins counted by `app.auth.throttle`.
 
 Each is useless once expired (or revoked, or used), and nothing else removes them: a
 busy service would otherwise keep every session it ever started. A loop of the
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth.models import LoginLink, WebSession
+from app.auth.models import LoginLink, SignInFailure, WebSession
 from app.core.db import db_now, transaction
 from app.core.loops import LoopService
 from app.google.models import OAuthState
@@ -45,6 +46,8 @@ class ExpiredSignInPurger(LoopService):
             (WebSession, or_(WebSession.expires_at < before, WebSession.revoked_at < before)),
             (LoginLink, or_(LoginLink.expires_at < before, LoginLink.used_at < before)),
             (OAuthState, or_(OAuthState.expires_at < before, OAuthState.used_at < before)),
+            # Counted for at most a day (the longest window); kept no longer than that.
+            (SignInFailure, SignInFailure.created_at < before),
         ):
             while True:
                 count = await self._delete_batch(model, stopped)

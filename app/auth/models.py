@@ -40,3 +40,17 @@ class LoginLink(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SignInFailure(IdMixin, Base):
+    """One failed sign-in (a wrong login link, a refused Google callback) from a client
+    address: the rows of the last window decide whether that address may try again."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index(None, "client", "created_at"), Index(None, "created_at"))
+
+    # The client's address (an IPv6 address as its /64 network), never a token.
+    client: Mapped[str] = mapped_column(String(64))
+    # Which sign-in failed: link, google.
+    method: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column()

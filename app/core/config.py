@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="Largest request body the api role reads; a larger one is refused with "
         "413 before it is read.",
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve the interactive API docs at /docs (Swagger UI) and /redoc (ReDoc). "
+        "They load their scripts and styles from cdn.jsdelivr.net (and ReDoc its fonts from "
+        "Google Fonts) on the dashboard's origin, so they are off by default; "
+        "/openapi.json is always served.",
+    )
 
     # --- dashboard ---------------------------------------------------------
     web_session_ttl_seconds: int = Field(
@@ -109,6 +116,15 @@ class Settings(BaseSettings):
     web_login_link_ttl_seconds: int = Field(
         900, ge=60, le=7 * 86400,
         description="How long a one-time link from `pilotlight login-link EMAIL` can be used.",
+    )
+    web_sign_in_max_failures: int = Field(
+        20, ge=1, le=10_000,
+        description="Failed sign-ins (wrong login links, refused Google sign-ins) one client "
+        "address may make within the window; then its sign-ins are refused with 429.",
+    )
+    web_sign_in_failure_window_seconds: int = Field(
+        600, ge=10, le=86_400,
+        description="The window of PILOTLIGHT_WEB_SIGN_IN_MAX_FAILURES, in seconds.",
     )
     web_local_sign_in: bool = Field(
         True,

@@ -21,6 +21,9 @@ class OAuthState(IdMixin, Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # SHA-256 of the random value in the starting browser's state cookie (None on rows
+    # from before it existed, which no callback can use).
+    browser_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     code_verifier_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     # {"requested": [scope, ...]}: what the consent screen asked for.
     scopes: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -4,13 +4,14 @@ screen; Google sends it back to `GET /oauth/google/callback`, which stores the g
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import parse_qs, urlsplit
 
-from fastapi import APIRouter, Cookie, Query, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import RedirectResponse
 
+from app.auth import service as auth
+from app.core.config import Settings
 from app.core.crypto import SecretKeyError
-from app.core.db import transaction
+from app.core.db import transaction, utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.google import oauth, service
@@ -25,6 +26,17 @@ callback_router = APIRouter(tags=["google"])
 
 _PARAM = Query(max_length=4096)
 STATE_COOKIE = "pilotlight_google_state"
+# With an https public URL: a cookie that only this host, over https, can set (no
+# Domain, Path=/), so a sibling subdomain or a plain-http page cannot plant one.
+HOST_STATE_COOKIE = f"__Host-{STATE_COOKIE}"
+_MAX_COOKIE = 4096
+
+
+def state_cookie(settings: Settings) -> tuple[str, str, bool]:
+    """The state cookie's name, path and Secure flag for this public URL."""
+    if settings.effective_public_url.startswith("https://"):
+        return HOST_STATE_COOKIE, "/", True
+    return STATE_COOKIE, oauth.CALLBACK_PATH, False
 
 
 @router.get(
@@ -43,17 +55,17 @@ async def connect(
     """Connect (or reconnect) your Google account: a redirect to Google's consent screen
     asking for read access to Gmail and Drive (and sending, with `gmail_send=true`)."""
     settings = runtime.settings
-    url = await service.start_connect(
+    started = await service.start_connect(
         session=session, user=user, settings=settings, gmail_send=gmail_send
     )
-    response = RedirectResponse(url, status_code=status.HTTP_302_FOUND)
+    response = RedirectResponse(started.url, status_code=status.HTTP_302_FOUND)
     # Binds the consent to this browser: the callback must come back to it (Lax: the
-    # cookie rides along on the top-level redirect back from Google).
+    # cookie rides along on the top-level redirect back from Google). A random value,
+    # not the state, which anyone who sees the consent URL knows.
+    name, path, secure = state_cookie(settings)
     response.set_cookie(
-        STATE_COOKIE, parse_qs(urlsplit(url).query)["state"][0],
-        max_age=settings.google_oauth_state_ttl_seconds, path=oauth.CALLBACK_PATH,
-        httponly=True, samesite="lax",
-        secure=settings.effective_public_url.startswith("https://"),
+        name, started.browser_secret, max_age=settings.google_oauth_state_ttl_seconds,
+        path=path, httponly=True, samesite="lax", secure=secure,
     )
     return response
 
@@ -69,21 +81,33 @@ async def connect(
     },
 )
 async def google_callback(
+    request: Request,
     runtime: RuntimeDep,
-    browser_state: Annotated[str | None, Cookie(alias=STATE_COOKIE, max_length=4096)] = None,
     state: Annotated[str | None, _PARAM] = None,
     code: Annotated[str | None, _PARAM] = None,
     error: Annotated[str | None, _PARAM] = None,
 ) -> RedirectResponse:
-    """Where Google sends the browser after the consent screen."""
+    """Where Google sends the browser after the consent screen. It completes only in
+    the browser that started the connection (its state cookie), and not in a browser
+    signed in to the dashboard as another user (see `service.consume_state`)."""
     settings = runtime.settings
     oauth.require_configured(settings)
+    name, path, secure = state_cookie(settings)
+    browser_secret = request.cookies.get(name)
+    if browser_secret is not None and len(browser_secret) > _MAX_COOKIE:
+        browser_secret = None
     # Three steps, so that no transaction is held while Google answers: the state is
     # used up first (a failure later does not make it usable again), then the code is
     # exchanged, then the grant is stored.
     async with transaction(runtime.sessionmaker) as session:
+        signed_in = None
+        cookie = request.cookies.get(auth.SESSION_COOKIE)
+        if cookie:
+            found = await auth.live_session(session=session, token=cookie, now=utcnow())
+            signed_in = found[1].id if found is not None else None
         pending = await service.consume_state(
-            session=session, state=state or "", browser_state=browser_state, settings=settings
+            session=session, state=state or "", browser_secret=browser_secret,
+            signed_in_user_id=signed_in, settings=settings,
         )
     if error:
         raise ConsentRefused(
@@ -102,5 +126,5 @@ async def google_callback(
         f"{settings.effective_public_url}/settings?google=connected",
         status_code=status.HTTP_302_FOUND,
     )
-    response.delete_cookie(STATE_COOKIE, path=oauth.CALLBACK_PATH)
+    response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="lax")
     return response

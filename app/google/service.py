@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import delete, select
@@ -45,6 +45,15 @@ class NoRefreshToken(oauth.GoogleUnavailable):
 
 
 @dataclass(frozen=True)
+class StartedConnect:
+    """A started connection: the consent URL to send the browser to, and the random value
+    for the browser's state cookie (the row keeps only its hash)."""
+
+    url: str
+    browser_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class PendingConsent:
     """A consent request the callback may complete (its state is now used)."""
 
@@ -68,12 +77,14 @@ def requested_scopes(*, gmail_send: bool) -> list[str]:
 
 async def start_connect(
     *, session: AsyncSession, user: User, settings: Settings, gmail_send: bool = False
-) -> str:
+) -> StartedConnect:
     """Google's consent URL for `user` (the dashboard and `GET /google/connect` send the
     browser there): offline access, incremental consent, PKCE, and a fresh single-use
-    state stored hashed with its sealed code verifier. No network call."""
+    state stored hashed with its sealed code verifier; and a random browser secret for
+    the state cookie, stored hashed too (see `consume_state`). No network call."""
     scopes = requested_scopes(gmail_send=gmail_send)
     state = secrets.token_urlsafe(32)
+    browser_secret = secrets.token_urlsafe(32)
     url, verifier = oauth.consent_url(settings, scopes=scopes, state=state)
     now = utcnow()
     # Expired requests of this user are of no use any more; used ones are kept until
@@ -83,7 +94,7 @@ async def start_connect(
     )
     session.add(
         OAuthState(
-            user_id=user.id, state_hash=_hash(state),
+            user_id=user.id, state_hash=_hash(state), browser_hash=_hash(browser_secret),
             code_verifier_encrypted=secret_box(settings).encrypt(verifier.encode()),
             scopes={"requested": scopes}, redirect_uri=oauth.redirect_uri(settings),
             created_at=now,
@@ -91,17 +102,33 @@ async def start_connect(
         )
     )
     await session.flush()
-    return url
+    return StartedConnect(url=url, browser_secret=browser_secret)
 
 
 async def consume_state(
-    *, session: AsyncSession, state: str, browser_state: str | None, settings: Settings
+    *, session: AsyncSession, state: str, browser_secret: str | None,
+    signed_in_user_id: uuid.UUID | None, settings: Settings,
 ) -> PendingConsent:
     """Use up the state Google sent back; `OAuthStateInvalid` when it cannot be used.
 
-    `browser_state` is the state cookie of the browser that came back: a connection
-    completes only in the browser that started it, so a consent link started by one user
-    and opened by another (who would hand over their Google grant) is refused.
+    The grant goes to the user who started the connection (the row's `user_id`), so the
+    callback must come back to that user's browser. Two checks, both before the state is
+    used up (a refused callback leaves it usable in the right browser):
+
+    - `signed_in_user_id`, the user of the browser's dashboard session (None when it has
+      none): when the browser is signed in, it must be signed in as the starter. A browser
+      signed in as Alice that carries a state cookie from Mallory's connection (planted
+      from a sibling subdomain or over plain http) would otherwise store Alice's consent
+      on Mallory's account, whose instructions would then read Alice's mail.
+    - `browser_secret`, the state cookie: a random value handed to the client that opened
+      `/connect` (with the starter's token or session), stored hashed on the row. It is
+      not the `state`, which is public in the consent URL (browser history, proxy and
+      Google's logs), so knowing a consent URL is not enough to finish it.
+
+    A browser with no dashboard session is accepted on the cookie alone: connecting with a
+    bearer token (`GET /api/v1/google/connect` from a client that keeps its cookies) has
+    no session to check. There the cookie is the binding; with an https public URL it is
+    a `__Host-` cookie, which a sibling subdomain or a plain-http page cannot set.
     """
     if not state:
         raise OAuthStateInvalid(f"the callback has no state parameter; {START_AGAIN}")
@@ -123,7 +150,14 @@ async def consume_state(
             f"this state expired {settings.google_oauth_state_ttl_seconds} seconds after the "
             f"connection was started; {START_AGAIN}"
         )
-    if browser_state is None or not same_secret(browser_state, state):
+    if signed_in_user_id is not None and signed_in_user_id != row.user_id:
+        raise OAuthStateInvalid(
+            "this browser is signed in to Pilotlight as another user than the one who "
+            "started this connection: nothing was stored. Sign in as the user whose Google "
+            f"account you are connecting, then {START_AGAIN}"
+        )
+    if (browser_secret is None or row.browser_hash is None
+            or not same_secret(row.browser_hash, _hash(browser_secret))):
         raise OAuthStateInvalid(
             "this connection was started in another browser (or its cookie was refused): "
             "finish it in the browser that started it, or start again there; nothing was "

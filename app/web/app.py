@@ -1,8 +1,11 @@
-"""The dashboard as its own app, mounted at `/` after the API (so `/api/v1` wins)."""
+"""The dashboard as its own app, mounted at `/` after the API (so `/api/v1` wins).
+
+Its security headers (CSP, nosniff, frame deny) are set for the whole app by
+`app.web.security_headers.SecurityHeaders`, installed in `app.main`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,14 +20,6 @@ from app.core.runtime import Runtime
 from app.web import auth_pages, instructions_pages, runs_pages, settings_pages
 from app.web.deps import NotSignedIn
 from app.web.render import HERE, page
-
-# Our own scripts and styles only: nothing inline, nothing remote (mail and model text
-# can't bring a script or an image in even if escaping failed).
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; worker-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'; object-src 'none'"
-)
 
 
 def _wants_json(request: Request) -> bool:
@@ -66,19 +61,6 @@ def create_web_app(runtime: Runtime, *, embedded: bool) -> FastAPI:
             HERE / "static" / "sw.js", media_type="text/javascript",
             headers={"Service-Worker-Allowed": "/", "Cache-Control": "no-cache"},
         )
-
-    @web.middleware("http")
-    async def headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
 
     @web.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:

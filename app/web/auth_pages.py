@@ -11,7 +11,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.exc import IntegrityError
 
 from app.auth import service as auth
+from app.auth import throttle
 from app.auth.service import LoginLinkInvalid
+from app.auth.throttle import TooManySignInFailures, client_key
 from app.core.db import transaction
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import DomainError
@@ -54,9 +56,12 @@ async def login(
 
 def _login_problem(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
     """The sign-in page, saying what went wrong."""
-    return page(request, "login.html", None, status_code=exc.status_code, next="/",
-                local=False, google_configured=bool(runtime.settings.google_client_id),
-                problem=exc.detail)
+    response = page(request, "login.html", None, status_code=exc.status_code, next="/",
+                    local=False, google_configured=bool(runtime.settings.google_client_id),
+                    problem=exc.detail)
+    if isinstance(exc, TooManySignInFailures):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @router.get("/login/link", response_model=None)
@@ -67,9 +72,15 @@ async def open_link(
     """A one-time link asks first, naming the account, and is used by the button (a POST):
     a link scanner that opens it uses nothing, and a link someone else sends signs nobody
     in without a click that says as whom."""
+    client = client_key(request)
     try:
-        user = await auth.login_link_user(session=session, token=token)
-    except LoginLinkInvalid as exc:
+        await throttle.check(session, runtime.settings, client)
+        try:
+            user = await auth.login_link_user(session=session, token=token)
+        except LoginLinkInvalid:
+            await throttle.failed(session, client, method="link", reason="unusable login link")
+            raise
+    except (LoginLinkInvalid, TooManySignInFailures) as exc:
         return _login_problem(request, runtime, exc)
     signed_in_as = None
     cookie = request.cookies.get(auth.SESSION_COOKIE)
@@ -115,9 +126,15 @@ async def redeem_link(
     if not _same_site_post(request, runtime):
         return _login_problem(request, runtime, LinkPostRefused(
             "this sign-in was sent from another site's page: open the link itself"))
+    client = client_key(request)
     try:
-        user = await auth.redeem_login_link(session=session, token=token)
-    except LoginLinkInvalid as exc:
+        await throttle.check(session, runtime.settings, client)
+        try:
+            user = await auth.redeem_login_link(session=session, token=token)
+        except LoginLinkInvalid:
+            await throttle.failed(session, client, method="link", reason="unusable login link")
+            raise
+    except (LoginLinkInvalid, TooManySignInFailures) as exc:
         return _login_problem(request, runtime, exc)
     _row, cookie = await auth.start_session(
         session=session, user=user, method="link",
@@ -156,6 +173,13 @@ async def google_login(
     return response
 
 
+def _counts_as_failure(exc: DomainError) -> bool:
+    """A refused Google sign-in that someone could be guessing with: a wrong state or
+    cookie, a refused code or id_token, an address no user has. Not the user's own
+    "Cancel" at Google, a missing configuration or the limit itself."""
+    return exc.status_code in (400, 401, 403) and not isinstance(exc, ConsentRefused)
+
+
 @router.get(sign_in.CALLBACK_PATH, response_model=None)
 async def google_login_callback(
     request: Request, runtime: RuntimeDep,
@@ -166,7 +190,10 @@ async def google_login_callback(
     """Google sends the browser back here: the verified address signs its user in."""
     settings = runtime.settings
     cookie = request.cookies.get(sign_in.STATE_COOKIE)
+    client = client_key(request)
     try:
+        async with transaction(runtime.sessionmaker) as session:
+            await throttle.check(session, settings, client)
         oauth.require_configured(settings)
         # No transaction is held while Google answers.
         async with transaction(runtime.sessionmaker) as session:
@@ -197,6 +224,10 @@ async def google_login_callback(
                 f"this sign-in was already used; {sign_in.START_AGAIN}"
             ) from None
     except DomainError as exc:
+        if _counts_as_failure(exc):
+            async with transaction(runtime.sessionmaker) as session:
+                await throttle.failed(session, client, method="google",
+                                      reason=type(exc).__name__)
         return _refused(request, runtime, exc)
     response = RedirectResponse(pending.next, status_code=303)
     set_session_cookie(response, request, token)

@@ -10,12 +10,14 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from app.auth import service as auth
 from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.google.models import OAuthState
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND, READ_SCOPES
 from app.main import create_app
+from app.users.models import User
 from tests.factories import user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.accounts.conftest import (
@@ -314,3 +316,129 @@ async def test_a_consent_link_opened_in_another_browser_is_refused(
     assert finished.headers["location"] == CONNECTED
     assert [a.user_id for a in await google_accounts(runtime)] == [mallory.id]
     assert "pilotlight_google_state" not in browser.cookies
+
+
+async def _signed_in_browser(runtime: Runtime, user: User) -> tuple[httpx.AsyncClient, str]:
+    """A second browser, with a dashboard session of `user`: the client and the cookie."""
+    async with transaction(runtime.sessionmaker) as session:
+        _row, cookie = await auth.start_session(
+            session=session, user=user, method="link", ttl_seconds=3600)
+    client = httpx.AsyncClient(
+        mounts={PUBLIC_URL: httpx.ASGITransport(app=create_app(runtime))}, base_url=PUBLIC_URL,
+        follow_redirects=True, timeout=30,
+    )
+    client.cookies.set(auth.SESSION_COOKIE, cookie)
+    return client, cookie
+
+
+async def test_a_callback_in_a_browser_signed_in_as_another_user_is_refused(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """Mallory starts a connection and plants her state cookie in Alice's browser (from a
+    sibling subdomain, or over plain http). Alice, signed in to the dashboard as herself,
+    consents: her grant must not land on Mallory's account, whose instructions would then
+    read Alice's mail. The state stays usable for Mallory's own browser."""
+    mallory, mallory_headers = await user_with_token(runtime, "mallory@example.com")
+    alice, _ = await user_with_token(runtime, "alice@example.com")
+    state, consent_url = await _started_state(browser, mallory_headers)
+    planted = browser.cookies["pilotlight_google_state"]
+    fake_google.consent_email = "alice@example.com"
+
+    alices_browser, _cookie = await _signed_in_browser(runtime, alice)
+    async with alices_browser:
+        alices_browser.cookies.set("pilotlight_google_state", planted,
+                                   path="/oauth/google/callback")
+        response = await alices_browser.get(consent_url)
+
+    assert str(response.url).startswith(f"{PUBLIC_URL}/oauth/google/callback?")
+    assert_error(response, 400, "OAuthStateInvalid", "signed in to Pilotlight as another user",
+                 "nothing was stored")
+    assert await google_accounts(runtime) == []
+    assert not any(r.path == "/token" for r in fake_google.requests)
+
+    # refused before the state was used up: Mallory's own browser can still finish
+    code = fake_google.issue_code(
+        "mallory@example.com", list(READ_SCOPES), f"{PUBLIC_URL}/oauth/google/callback"
+    )
+    finished = await browser.get(
+        "/oauth/google/callback", params={"state": state, "code": code}, follow_redirects=False
+    )
+    assert finished.headers["location"] == CONNECTED
+    assert [(a.user_id, a.email) for a in await google_accounts(runtime)] == [
+        (mallory.id, "mallory@example.com")
+    ]
+
+
+async def test_the_state_cookie_is_a_random_value_not_the_public_state(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """The state is in the consent URL for anyone who sees it; the cookie that binds the
+    callback to the browser is not derived from it, and the row keeps only its hash."""
+    _user, headers = await user_with_token(runtime)
+    state, consent_url = await _started_state(browser, headers)
+    cookie = browser.cookies["pilotlight_google_state"]
+    assert cookie != state
+    assert len(cookie) >= 43
+    async with transaction(runtime.sessionmaker) as session:
+        (row,) = (await session.execute(select(OAuthState))).scalars()
+    assert row.browser_hash == hashlib.sha256(cookie.encode()).hexdigest()
+
+    # a browser whose cookie is the state itself (the URL's) is another browser
+    async with httpx.AsyncClient(
+        mounts={PUBLIC_URL: httpx.ASGITransport(app=create_app(runtime))}, base_url=PUBLIC_URL,
+        follow_redirects=True, timeout=30,
+    ) as other:
+        other.cookies.set("pilotlight_google_state", state, path="/oauth/google/callback")
+        response = await other.get(consent_url)
+    assert_error(response, 400, "OAuthStateInvalid", "another browser")
+    assert await google_accounts(runtime) == []
+
+
+async def test_connect_from_a_signed_in_browser_completes_for_that_user(
+    runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """The dashboard's "Connect Google": the browser opens /connect with its session cookie
+    (no token) and comes back to the callback signed in as the same user."""
+    user, _headers = await user_with_token(runtime, "alice@example.com")
+    client, _cookie = await _signed_in_browser(runtime, user)
+    async with client:
+        response = await connect(client, {})
+    assert response.headers["location"] == CONNECTED
+    assert [a.user_id for a in await google_accounts(runtime)] == [user.id]
+
+
+async def test_with_an_https_public_url_the_state_cookie_is_a_host_only_secure_cookie(
+    runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """`__Host-`: only this host, over https, with Path=/ and no Domain, can set it, so a
+    sibling subdomain or a plain-http page cannot plant one; the callback reads it."""
+    https_url = PUBLIC_URL.replace("http://", "https://")
+    settings = runtime.settings.model_copy(update={"public_url": https_url})
+    https = Runtime(settings, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    user, headers = await user_with_token(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(https)), base_url=https_url,
+    ) as client:
+        started = await client.get(f"{API}/google/connect", headers=headers)
+        set_cookie = started.headers["set-cookie"]
+        assert set_cookie.startswith("__Host-pilotlight_google_state=")
+        for attribute in ("Path=/;", "Secure", "HttpOnly", "SameSite=lax"):
+            assert attribute in set_cookie, set_cookie
+        assert "Domain" not in set_cookie
+        state = query(started.headers["location"])["state"]
+        code = fake_google.issue_code(
+            "alice@example.com", list(READ_SCOPES), f"{https_url}/oauth/google/callback"
+        )
+        # the plain name is not read on https: a cookie planted under it is no binding
+        planted = client.cookies["__Host-pilotlight_google_state"]
+        client.cookies.set("pilotlight_google_state", planted)
+        client.cookies.delete("__Host-pilotlight_google_state")
+        refused = await client.get("/oauth/google/callback",
+                                   params={"state": state, "code": code})
+        assert_error(refused, 400, "OAuthStateInvalid", "another browser")
+        client.cookies.set("__Host-pilotlight_google_state", planted)
+        finished = await client.get("/oauth/google/callback",
+                                    params={"state": state, "code": code})
+    assert finished.headers["location"] == f"{https_url}/settings?google=connected"
+    assert 'Max-Age=0' in finished.headers["set-cookie"]
+    assert [a.user_id for a in await google_accounts(runtime)] == [user.id]

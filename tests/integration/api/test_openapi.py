@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 
 import httpx
 import pytest
 
 from app.core.runtime import Runtime
+from app.main import create_app
 from tests.factories import user_with_token
 from tests.integration.api.helpers import API, app_routes, assert_error
 
@@ -66,12 +70,71 @@ async def test_openapi_lists_every_api_path(client: httpx.AsyncClient) -> None:
                for s in document["components"]["securitySchemes"].values())
 
 
-async def test_docs_serve_html(client: httpx.AsyncClient) -> None:
+async def test_the_api_docs_are_off_by_default_and_the_document_is_served(
+    client: httpx.AsyncClient,
+) -> None:
+    """FastAPI's /docs and /redoc load scripts from a CDN on the dashboard's origin: off
+    unless PILOTLIGHT_API_DOCS turns them on. /openapi.json is always there."""
     for path in ("/docs", "/redoc"):
-        response = await client.get(path)
-        assert response.status_code == 200, path
-        assert response.headers["content-type"].startswith("text/html")
-        assert "/openapi.json" in response.text
+        response = await client.get(path, headers={"Accept": "text/html"})
+        assert response.status_code == 404, path
+        assert "cdn.jsdelivr.net" not in response.text
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_the_api_docs_when_turned_on_may_load_only_what_they_name(
+    runtime: Runtime, path: str
+) -> None:
+    """Turned on, each page carries a policy allowing the hosts it loads from and its one
+    inline script by hash: no 'unsafe-inline' script, no frame, no form."""
+    on = Runtime(runtime.settings.model_copy(update={"api_docs": True}), runtime.engine,
+                 runtime.sessionmaker, runtime.wakeups)
+    transport = httpx.ASGITransport(app=create_app(on))
+    async with httpx.AsyncClient(transport=transport, base_url="http://pilotlight.test") as c:
+        response = await c.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+    csp = dict(
+        (part.split()[0], part.split()[1:])
+        for part in response.headers["content-security-policy"].split("; ")
+    )
+    assert csp["default-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["form-action"] == ["'none'"]
+    assert "'unsafe-inline'" not in csp["script-src"]
+    for script in re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in csp["script-src"]
+    loaded = set(re.findall(r'(?:src|href)="(https://[^/"]+)', response.text))
+    assert loaded
+    allowed = {source for sources in csp.values() for source in sources}
+    assert loaded <= allowed, loaded - allowed
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_every_answer_of_the_app_carries_the_security_headers(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Not only the dashboard's pages: API answers, health and the OAuth callback's errors
+    too (a policy restricts documents only, so JSON is unchanged)."""
+    _user, headers = await user_with_token(runtime)
+    answers = [
+        await client.get(f"{API}/me", headers=headers),
+        await client.get("/healthz"),
+        await client.get("/openapi.json"),
+        await client.get("/oauth/google/callback", params={"state": "s"}),
+        await client.get("/nowhere", headers={"Accept": "text/html"}),
+    ]
+    for response in answers:
+        assert "script-src 'self'" in response.headers["content-security-policy"], response.url
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+    assert answers[0].json()["email"]
+    assert "no-store" not in answers[0].headers.get("cache-control", "")
+    assert answers[-1].headers["cache-control"] == "no-store"  # an HTML page
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

@@ -126,6 +126,7 @@ async def events(
     ):
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-content-type-options"] == "nosniff"  # not buffered by it
         stream = Stream(response)
         assert (await stream.next()).comment == "connected"
         yield stream

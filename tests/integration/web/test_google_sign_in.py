@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.auth.models import WebSession
+from app.auth.models import SignInFailure, WebSession
 from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.core.db import transaction
@@ -254,3 +254,44 @@ async def test_an_id_token_signed_with_another_key_is_refused(runtime: Runtime) 
 async def test_the_login_page_button_carries_next(browser: httpx.AsyncClient) -> None:
     page = await browser.get("/login", params={"next": "/runs"})
     assert 'href="/login/google?next=/runs"' in page.text
+
+
+async def test_refused_google_sign_ins_count_towards_the_limit_and_cancel_does_not(
+    runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """Bogus callbacks and unknown addresses are failed sign-ins of the client's address;
+    past the limit even a good sign-in from it is refused with 429 (before Google is
+    asked). The user's own "Cancel" on Google's screen is not a failure."""
+    await factories.user_with_token(runtime, "alice@example.com")
+    limited = runtime.settings.model_copy(update={"web_sign_in_max_failures": 3})
+    strict = Runtime(limited, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+
+    async def failures() -> int:
+        async with transaction(runtime.sessionmaker) as session:
+            return int(await session.scalar(select(func.count()).select_from(SignInFailure)))
+
+    async with new_browser(strict) as browser:
+        fake_google.oauth.consent_denied = True
+        cancelled = await browser.get("/login/google")
+        assert cancelled.status_code == 400
+        assert await failures() == 0
+        fake_google.oauth.consent_denied = False
+
+        for state in ("made-up", "another"):
+            bogus = await browser.get("/login/google/callback",
+                                      params={"state": state, "code": "x"})
+            assert bogus.status_code == 400
+        fake_google.consent_email = "mallory@example.com"
+        assert (await browser.get("/login/google")).status_code == 403
+        assert await failures() == 3
+
+        fake_google.consent_email = "alice@example.com"
+        tokens_before = sum(r.path == "/token" for r in fake_google.requests)
+        refused = await browser.get("/login/google")
+        assert str(refused.url).startswith(f"{CALLBACK}?")
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 0
+        assert "too many failed sign-ins" in refused.text
+        assert sum(r.path == "/token" for r in fake_google.requests) == tokens_before
+        assert "pilotlight_session" not in browser.cookies
+    assert await failures() == 3

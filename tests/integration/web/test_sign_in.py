@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from sqlalchemy import func, select
+
+from app.auth.models import SignInFailure
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.users import service as users
@@ -207,3 +213,93 @@ async def test_the_login_link_command_prints_a_working_single_use_link(
     assert nobody.returncode == 2
     assert "pilotlight user create" in nobody.stderr
     assert user.email == "ada@example.com"
+
+
+def _guess(n: int) -> str:
+    return f"guess-{n:040d}"
+
+
+async def _age_failures(runtime: Runtime, seconds: int) -> None:
+    """Move every recorded failure `seconds` into the past (the window passes)."""
+    async with transaction(runtime.sessionmaker) as session:
+        for failure in (await session.execute(select(SignInFailure))).scalars():
+            failure.created_at -= timedelta(seconds=seconds)
+
+
+async def test_failed_sign_ins_from_one_address_are_limited_with_429_and_retry_after(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 wrong links (opened or posted) within 10 minutes, and that address is refused
+    with 429, even with a right link (which stays unused), until the window passes; other
+    addresses sign in as usual. The log names the address, never a token."""
+    caplog.set_level(logging.WARNING, logger="app.auth.throttle")
+    user, _headers = await factories.user_with_token(runtime)
+    guesser = ("203.0.113.7", 40000)
+    async with browser(runtime, client=guesser) as client:
+        for n in range(20):
+            if n % 2:
+                wrong = await client.post("/login/link", data={"token": _guess(n)},
+                                          headers={"Sec-Fetch-Site": "same-origin"})
+            else:
+                wrong = await client.get("/login/link", params={"token": _guess(n)})
+            assert wrong.status_code == 401, (n, wrong.text)
+
+        refused = await client.post("/login/link", data={"token": _guess(99)},
+                                    headers={"Sec-Fetch-Site": "same-origin"})
+        assert refused.status_code == 429
+        assert 590 <= int(refused.headers["retry-after"]) <= 600
+        assert "too many failed sign-ins from your address" in refused.text
+        assert "try again in 10 minutes" in refused.text
+        assert refused.headers["content-security-policy"]
+
+        url = (await login_link(runtime, user)).removeprefix(runtime.settings.effective_public_url)
+        assert (await client.get(url)).status_code == 429
+        assert (await open_link(client, url)).status_code == 429
+
+    # another address is not slowed down, and the link was not used up by the refusals
+    async with browser(runtime, client=("203.0.113.8", 40000)) as other:
+        assert (await open_link(other, url)).status_code == 303
+
+    # once the failures are older than the window, the address may try again
+    await _age_failures(runtime, 600)
+    async with browser(runtime, client=guesser) as client:
+        again = await open_link(client, await login_link(runtime, user))
+        assert again.status_code == 303
+
+    failures = [r.getMessage() for r in caplog.records if "failed sign-in" in r.getMessage()]
+    assert len(failures) == 20
+    assert all("203.0.113.7" in line for line in failures)
+    logged = caplog.text
+    assert "guess-" not in logged
+    assert "token=" not in logged
+
+
+async def test_failures_are_counted_across_api_processes_and_ipv6_by_its_64(
+    runtime: Runtime,
+) -> None:
+    """The count lives in the database: failures sent to two app instances (two api
+    processes behind a load balancer) add up. An IPv6 client counts as its /64."""
+    limited = runtime.settings.model_copy(update={"web_sign_in_max_failures": 4})
+    replicas = [Runtime(limited, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+                for _ in range(2)]
+    statuses = []
+    for n in range(5):
+        client = (f"2001:db8:1:2::{n + 1:x}", 40000)
+        async with browser(replicas[n % 2], client=client) as c:
+            response = await c.get("/login/link", params={"token": _guess(n)})
+            statuses.append(response.status_code)
+    assert statuses == [401, 401, 401, 401, 429]
+    async with browser(replicas[0], client=("2001:db8:1:3::1", 40000)) as c:
+        assert (await c.get("/login/link", params={"token": _guess(9)})).status_code == 401
+
+
+async def test_successful_sign_ins_are_not_limited(runtime: Runtime) -> None:
+    user, _headers = await factories.user_with_token(runtime)
+    limited = runtime.settings.model_copy(update={"web_sign_in_max_failures": 2})
+    strict = Runtime(limited, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    async with browser(strict) as client:
+        for _ in range(5):
+            signed_in = await open_link(client, await login_link(runtime, user))
+            assert signed_in.status_code == 303
+        async with transaction(runtime.sessionmaker) as session:
+            assert await session.scalar(select(func.count()).select_from(SignInFailure)) == 0
