@@ -4,8 +4,8 @@ The Google connection's state cookie holds a random value, not the state itself
 (which is public in the consent URL); the row keeps its SHA-256. Rows from before
 have none, and no callback can use them (they expire within the state's TTL).
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-11-24 03:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0016'
-down_revision: str | None = '0015'
+revision: str = '0017'
+down_revision: str | None = '0016'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
