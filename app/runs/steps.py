@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import CursorResult, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.agent.llm import Usage
 from app.agent.runner import StepRecord
 from app.agent.tools import Alert
 from app.core.db import insert_ignore, transaction, utcnow
@@ -42,7 +43,12 @@ class LeaseLost(Exception):
 
 
 class StepWriter:
-    """Writes each step of the agent as it happens, numbered within the attempt."""
+    """Writes each step of the agent as it happens, numbered within the attempt.
+
+    `usage` adds up the tokens of the attempt's model turns, each counted as soon as the
+    turn is back (billed even when the step cannot be written): what the attempt spent,
+    which every way the attempt ends adds to the run.
+    """
 
     def __init__(
         self,
@@ -56,9 +62,12 @@ class StepWriter:
         self.run = run
         self.fault = fault
         self.seq = 0
+        self.usage = Usage()
 
     async def __call__(self, step: StepRecord) -> None:
         self.seq += 1
+        if step.kind == "model":
+            self.usage += step.usage
         async with transaction(self.sessionmaker) as session:
             # Fenced like the outcome: a worker that lost the run stops here.
             held = await queue.still_held(session=session, claim=self.claim)

@@ -9,17 +9,67 @@ import httpx
 import pytest
 from sqlalchemy import event, update
 
+from app.agent.llm import FunctionCall, LLMError, TurnRequest, TurnResponse, Usage
+from app.agent.offline import OfflineModel
 from app.agent.pricing import ModelPrice
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
-from app.runs import queue
+from app.runs import costs, queue
+from app.runs import service as runs_service
 from app.runs.models import Run
 from app.runs.worker import Worker
 from app.users.models import User
 from tests import factories
-from tests.integration.runs.helpers import get_run, make_worker, notifications_of, work_once
+from tests.integration.runs.helpers import (
+    get_run,
+    make_worker,
+    notifications_of,
+    steps_of,
+    work_once,
+)
 from tests.integration.runs.test_worker import run_now
+
+# Input tokens of one turn of the models below: $1.00 at the `dear` price ($10 a million).
+DOLLAR = 100_000
+
+
+def _dear(runtime: Runtime) -> Runtime:
+    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=10.0, output=10.0)
+    return runtime
+
+
+class Searching(OfflineModel):
+    """Turn by turn a search for more mail, each turn billed $1.00 (at the `dear` price);
+    the turns listed in `failing` fail (an LLMError, as a 503 after its retries), and
+    from turn `done_at` on it answers with a digest (billed 1000 input tokens)."""
+
+    def __init__(self, failing: tuple[int, ...] = (), done_at: int = 0) -> None:
+        super().__init__()
+        self.turns = 0
+        self.failing, self.done_at = failing, done_at
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.turns += 1
+        if self.turns in self.failing:
+            raise LLMError("Gemini API still failing after 5 attempts: 503")
+        if self.done_at and self.turns >= self.done_at:
+            return TurnResponse(
+                interaction_id=f"i{self.turns}", usage=Usage(input_tokens=1000),
+                text='{"summary": "Done.", "sections": []}',
+            )
+        return TurnResponse(
+            interaction_id=f"i{self.turns}", usage=Usage(input_tokens=DOLLAR),
+            function_calls=[FunctionCall(call_id=f"c{self.turns}", name="search_mail",
+                                         arguments={"query": f"invoice {self.turns}"})],
+        )
+
+
+async def _spent_today(runtime: Runtime, user: User) -> float:
+    async with transaction(runtime.sessionmaker) as session:
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        return await costs.spent_today(session=session, user=owner)
 
 
 async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
@@ -179,3 +229,73 @@ async def test_usage_by_day_and_instruction(
     _other, other_headers = await factories.user_with_token(runtime)
     theirs = (await client.get("/api/v1/usage", headers=other_headers)).json()
     assert theirs["total"]["runs"] == 0
+
+
+async def test_what_a_failed_run_spent_is_on_the_run_and_counts_against_the_cap(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    runtime.settings.worker_max_attempts = 1
+    user, _ = await factories.user_with_token(runtime)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(make_worker(runtime, Searching(failing=(2,))))
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "failed"
+    assert sum(step.input_tokens for step in await steps_of(runtime, run_id)) == DOLLAR
+    assert run.input_tokens == DOLLAR  # the turn before the failure was paid for
+    assert run.cost_usd == pytest.approx(1.0)
+    assert await _spent_today(runtime, user) == pytest.approx(1.0)
+
+
+async def test_a_retried_run_adds_up_what_each_of_its_attempts_spent(runtime: Runtime) -> None:
+    _dear(runtime)
+    runtime.settings.worker_max_attempts = 2
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(User).where(User.id == user.id).values(
+            daily_cost_cap_usd=5.0))
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    worker = make_worker(runtime, Searching(failing=(2,), done_at=4))
+    await work_once(worker)  # turn 1 ($1.00), then turn 2 fails: queued again
+    retried = await get_run(runtime, run_id)
+    assert retried.status == "queued"
+    assert retried.input_tokens == DOLLAR
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await work_once(worker)  # turn 3 ($1.00), turn 4: the digest ($0.01)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.input_tokens == 2 * DOLLAR + 1000
+    assert run.input_tokens == sum(s.input_tokens for s in await steps_of(runtime, run_id))
+    assert run.cost_usd == pytest.approx(2.01)
+    assert await _spent_today(runtime, user) == pytest.approx(2.01)
+
+
+async def test_what_a_run_cancelled_while_at_work_spent_is_still_on_the_run(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+
+    class CancelledMeanwhile(Searching):
+        """The user cancels the run while its second turn is being answered."""
+
+        async def turn(self, request: TurnRequest) -> TurnResponse:
+            if self.turns == 1:
+                async with transaction(runtime.sessionmaker) as session:
+                    owner = await session.get(User, user.id)
+                    assert owner is not None
+                    await runs_service.cancel(session=session, user=owner, run_id=run_id)
+            return await super().turn(request)
+
+    await work_once(make_worker(runtime, CancelledMeanwhile()))
+    run = await get_run(runtime, run_id)
+    assert run.status == "cancelled"
+    # Both turns were paid for, the second one after the worker lost the run.
+    assert run.input_tokens == 2 * DOLLAR
+    assert run.cost_usd == pytest.approx(2.0)
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
