@@ -99,8 +99,10 @@ class _Context:
     still_waiting: bool = False
     paused_at_attempt: int = 0
     cursors_from: dict[str, Any] | None = None
-    # Why the run would pass the user's daily cost cap, if it would.
+    # Why the run would pass the user's daily cost cap, if it would; else, with a priced
+    # model, what the cap leaves it to spend (what others hold left out).
     over_cap: str | None = None
+    budget_usd: float | None = None
     # The attempt's step writer: what the attempt has spent so far.
     steps: StepWriter | None = None
 
@@ -379,6 +381,8 @@ class RunExecutor:
             interactive=interactive,
             watch_item=ctx.run.trigger_item,
             sent_alerts=sent_alerts,
+            max_cost_usd=ctx.budget_usd,
+            price=price_for(self.llm.name, self.settings.gemini_prices),
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
@@ -399,9 +403,10 @@ class RunExecutor:
         the cap is today's spend, the estimates of the user's runs still at work (on
         this worker or another), and, in claim order, the estimate of each run of this
         batch let through: runs of one user that start together, or while others run,
-        cannot pass the cap together. The runs loaded together are checked together, in
-        three statements whatever their number. A model the price table does not list
-        (the offline model) costs nothing: no check.
+        cannot pass the cap together. A run let through is given what is left of the cap
+        (`budget_usd`): its agent stops there, however far off the estimate was. The runs
+        loaded together are checked together, in three statements whatever their number.
+        A model the price table does not list (the offline model) costs nothing: no check.
         """
         if not contexts or price_for(self.llm.name, self.settings.gemini_prices) is None:
             return
@@ -420,8 +425,9 @@ class RunExecutor:
         for ctx in contexts:
             cap = ctx.user.daily_cost_cap_usd
             so_far, estimate = spent[ctx.user.id], estimates[ctx.instruction.id]
-            if so_far + estimate <= cap:
+            if so_far < cap and so_far + estimate <= cap:
                 spent[ctx.user.id] = so_far + estimate
+                ctx.budget_usd = cap - so_far
                 continue
             ctx.over_cap = (
                 f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "

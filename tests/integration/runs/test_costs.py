@@ -72,6 +72,12 @@ async def _spent_today(runtime: Runtime, user: User) -> float:
         return await costs.spent_today(session=session, user=owner)
 
 
+async def _cap(runtime: Runtime, user: User, usd: float) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(User).where(User.id == user.id).values(
+            daily_cost_cap_usd=usd))
+
+
 async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == run_id).values(cost_usd=usd))
@@ -108,9 +114,7 @@ async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
     assert len(alerts) == 1  # told once a day, not once a run
 
-    async with transaction(runtime.sessionmaker) as session:
-        await session.execute(update(User).where(User.id == user.id).values(
-            daily_cost_cap_usd=5.0))
+    await _cap(runtime, user, 5.0)
     allowed = await run_now(runtime, instruction)
     await work_once(worker)
     assert (await get_run(runtime, allowed)).status in ("succeeded", "skipped")
@@ -237,6 +241,7 @@ async def test_what_a_failed_run_spent_is_on_the_run_and_counts_against_the_cap(
     _dear(runtime)
     runtime.settings.worker_max_attempts = 1
     user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
     run_id = await run_now(runtime, await factories.instruction(runtime, user))
     await work_once(make_worker(runtime, Searching(failing=(2,))))
 
@@ -252,9 +257,7 @@ async def test_a_retried_run_adds_up_what_each_of_its_attempts_spent(runtime: Ru
     _dear(runtime)
     runtime.settings.worker_max_attempts = 2
     user, _ = await factories.user_with_token(runtime)
-    async with transaction(runtime.sessionmaker) as session:
-        await session.execute(update(User).where(User.id == user.id).values(
-            daily_cost_cap_usd=5.0))
+    await _cap(runtime, user, 5.0)
     run_id = await run_now(runtime, await factories.instruction(runtime, user))
     worker = make_worker(runtime, Searching(failing=(2,), done_at=4))
     await work_once(worker)  # turn 1 ($1.00), then turn 2 fails: queued again
@@ -279,6 +282,7 @@ async def test_what_a_run_cancelled_while_at_work_spent_is_still_on_the_run(
 ) -> None:
     _dear(runtime)
     user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
     run_id = await run_now(runtime, await factories.instruction(runtime, user))
 
     class CancelledMeanwhile(Searching):
@@ -299,3 +303,39 @@ async def test_what_a_run_cancelled_while_at_work_spent_is_still_on_the_run(
     assert run.input_tokens == 2 * DOLLAR
     assert run.cost_usd == pytest.approx(2.0)
     assert await _spent_today(runtime, user) == pytest.approx(2.0)
+
+
+async def test_a_run_stops_where_the_daily_cap_is_reached_and_says_so(runtime: Runtime) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)  # a cap of $1.00
+    # A new instruction: no runs to estimate its cost from ($0.00), so the run starts.
+    instruction = await factories.instruction(runtime, user, max_tool_calls=30)
+    run_id = await run_now(runtime, instruction)
+    model = Searching()  # would search on and on, at $1.00 a turn
+    await work_once(make_worker(runtime, model))
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert model.turns == 1  # the first turn spent what the cap left: no second one
+    assert run.cost_usd == pytest.approx(1.0)
+    assert run.result is not None
+    assert any("daily cost cap was reached" in note for note in run.result["notes"])
+
+
+async def test_a_run_may_spend_only_what_the_cap_leaves_after_the_days_spend(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    earlier = await run_now(runtime, await factories.instruction(runtime, user, title="Other"))
+    await work_once(make_worker(runtime))
+    await _cost(runtime, earlier, 2.5)  # $2.50 of $5.00 spent today by another instruction
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    model = Searching()
+    await work_once(make_worker(runtime, model))
+    run = await get_run(runtime, run_id)
+    assert model.turns == 3  # $1.00, $2.00, $3.00: the third reached the $2.50 left
+    assert run.cost_usd == pytest.approx(3.0)
+    assert run.result is not None
+    assert any("the $2.50 left today" in note for note in run.result["notes"])
