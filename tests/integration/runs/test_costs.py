@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, select, text, update
 
 from app.agent.llm import FunctionCall, LLMError, TurnRequest, TurnResponse, Usage
 from app.agent.offline import OfflineModel
@@ -339,3 +340,80 @@ async def test_a_run_may_spend_only_what_the_cap_leaves_after_the_days_spend(
     assert run.cost_usd == pytest.approx(3.0)
     assert run.result is not None
     assert any("the $2.50 left today" in note for note in run.result["notes"])
+
+
+class Asking(OfflineModel):
+    """First turn: ask_user, billed $2.00 (at the `dear` price); after the answer, a
+    digest (1000 input tokens, $0.01)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns = 0
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.turns += 1
+        if request.previous_interaction_id is None:
+            return TurnResponse(
+                interaction_id=f"i{self.turns}", usage=Usage(input_tokens=2 * DOLLAR),
+                function_calls=[FunctionCall(call_id=f"ask{self.turns}", name="ask_user",
+                                             arguments={"question": "Which project?"})],
+            )
+        return TurnResponse(interaction_id=f"i{self.turns}", usage=Usage(input_tokens=1000),
+                            text='{"summary": "Done.", "sections": []}')
+
+
+async def _usage_today(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    body = (await client.get("/api/v1/usage?days=7", headers=headers)).json()
+    today: dict[str, Any] = body["days"][-1]
+    return today
+
+
+async def test_what_a_run_waiting_for_the_user_spent_counts_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    _dear(runtime)
+    user, headers = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 3.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(make_worker(runtime, Asking()))
+    run = await get_run(runtime, run_id)
+    assert run.status == "waiting_for_user", run.error
+    assert run.cost_usd == pytest.approx(2.0)
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+    today = await _usage_today(client, headers)
+    assert today["runs"] == 1
+    assert today["cost_usd"] == pytest.approx(2.0)
+
+
+async def test_a_run_that_ends_days_after_it_was_created_counts_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A question may wait for its answer up to 30 days (agent_question_ttl_seconds)."""
+    user, headers = await factories.user_with_token(runtime)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            status="succeeded", cost_usd=0.75, created_at=utcnow() - timedelta(days=20),
+            finished_at=utcnow()))
+    assert await _spent_today(runtime, user) == pytest.approx(0.75)
+    today = await _usage_today(client, headers)
+    assert today["runs"] == 1
+    assert today["cost_usd"] == pytest.approx(0.75)
+
+
+async def test_todays_spend_is_read_through_the_index_of_the_runs_that_spent(
+    runtime: Runtime,
+) -> None:
+    """However old its runs, a user's spend today is found through ix_runs_spend, not by
+    reading all the user's runs."""
+    user, _ = await factories.user_with_token(runtime)
+    query = select(costs._spent_since(user, utcnow()))
+    async with transaction(runtime.sessionmaker) as session:
+        compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join((await session.execute(text(f"EXPLAIN {compiled}"))).scalars())
+        else:
+            plan = "\n".join(str(row[-1]) for row in await session.execute(
+                text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_runs_spend" in plan, plan
