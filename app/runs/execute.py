@@ -218,7 +218,10 @@ class RunExecutor:
             await self._wait_again(claim)
             return
         if ctx.over_cap is not None:
-            await self._skip_for_cost(claim, ctx, ctx.over_cap)
+            if ctx.run.agent_state:
+                await self._defer_for_cost(claim, ctx, ctx.over_cap)
+            else:
+                await self._skip_for_cost(claim, ctx, ctx.over_cap)
             return
         if ctx.attempt(claim) > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
@@ -449,6 +452,33 @@ class RunExecutor:
                 title="Daily cost cap reached",
                 body=f"Runs are skipped until tomorrow: {reason}. Raise the cap in your "
                 "settings to let them run.",
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
+
+    async def _defer_for_cost(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
+        """A run that resumes from a question (answered, or expired) would pass the cap:
+        it is not thrown away with the user's answer and what it spent, but queued again,
+        with its state, for the user's next midnight, when the cap starts again; the user
+        is told why (in the app, once a day per run). The attempt is not counted."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            resume_at = costs.next_day(ctx.user, now)
+            if not await queue.finish(
+                session=session, claim=claim, status="queued", worker_id=None,
+                available_at=resume_at, attempt=Run.attempt - 1, updated_at=now,
+                error=f"waits for tomorrow: {reason}",
+            ):
+                return
+            zone = ZoneInfo(ctx.user.timezone)
+            day = now.astimezone(zone).date().isoformat()
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:cost-cap:{day}",
+                kind="alert", title=f"{ctx.instruction.title}: goes on tomorrow",
+                body=(
+                    "The daily cost cap is reached, so this run goes on after midnight "
+                    f"({resume_at.astimezone(zone):%Y-%m-%d %H:%M %Z}), when the cap starts "
+                    f"again; your answer and what it found so far are kept. {reason}."
+                ),
                 channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
             )
 

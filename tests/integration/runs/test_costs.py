@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -16,6 +17,8 @@ from app.agent.pricing import ModelPrice
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
+from app.questions import service as questions
+from app.questions.models import Question
 from app.runs import costs, queue
 from app.runs import service as runs_service
 from app.runs.models import Run
@@ -417,3 +420,57 @@ async def test_todays_spend_is_read_through_the_index_of_the_runs_that_spent(
             plan = "\n".join(str(row[-1]) for row in await session.execute(
                 text(f"EXPLAIN QUERY PLAN {compiled}")))
     assert "ix_runs_spend" in plan, plan
+
+
+async def test_an_answered_run_over_the_cap_goes_on_tomorrow_with_the_answer(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)  # Europe/Berlin
+    await _cap(runtime, user, 3.0)
+    model = Asking()
+    worker = make_worker(runtime, model)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+    # Meanwhile another run of the user's spends the rest of the day's cap.
+    other = await run_now(runtime, await factories.instruction(runtime, user, title="Other"))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == other).values(
+            status="succeeded", cost_usd=1.5, finished_at=utcnow()))
+    async with transaction(runtime.sessionmaker) as session:
+        question = (await session.execute(
+            select(Question).where(Question.run_id == run_id))).scalar_one()
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        await questions.answer(session=session, user=owner, question_id=question.id,
+                               text="Apollo", wakeups=runtime.wakeups)
+    await work_once(worker)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "queued"  # not skipped: its state, and so the answer, are kept
+    assert run.agent_state is not None
+    midnight = costs.next_day(owner, utcnow())
+    assert run.available_at == midnight.astimezone(UTC)
+    assert midnight.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "00:00"
+    assert "daily cost cap" in (run.error or "")
+    assert model.turns == 1  # nothing was spent on it past the cap
+    told = [n for n in await notifications_of(runtime, user.id)
+            if n.kind == "alert" and n.run_id == run_id]
+    assert len(told) == 1
+    assert "goes on after midnight" in told[0].body
+    assert "your answer" in told[0].body
+
+    # Past midnight (here: the run's time has come, and the day's spend is under the cap).
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == other).values(cost_usd=0.0))
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.error is None
+    assert run.cost_usd == pytest.approx(2.01)  # the $2.00 before the question, and after
+    answered = [s for s in await steps_of(runtime, run_id) if s.name == "ask_user"]
+    assert answered
+    assert "Apollo" in (answered[-1].result_excerpt or "")
