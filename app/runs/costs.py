@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, literal_column, or_, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage as TokenUsage
@@ -221,18 +221,17 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     """
     zone = ZoneInfo(user.timezone)
     since = _start_of_day(user, utcnow()) - timedelta(days=days - 1)
-    runs = (
-        await session.execute(
-            select(Run).where(
-                Run.user_id == user.id, Run.updated_at >= since,
-                or_(
-                    _SPENT_MONEY,  # ix_runs_spend, however old the run
-                    and_(Run.created_at >= since - timedelta(days=1),
-                         Run.finished_at.is_not(None)),
-                ),
-            )
-        )
-    ).scalars().all()
+    # Two statements, each on its index: the runs that spent money (ix_runs_spend,
+    # however old the run), and the free runs finished lately (ix_runs_user_id).
+    runs = [
+        *(await session.execute(select(Run).where(
+            Run.user_id == user.id, _SPENT_MONEY, Run.updated_at >= since,
+        ))).scalars(),
+        *(await session.execute(select(Run).where(
+            Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
+            ~_SPENT_MONEY, Run.finished_at.is_not(None), Run.updated_at >= since,
+        ))).scalars(),
+    ]
     by_day: dict[str, DayUsage] = {}
     by_instruction: dict[uuid.UUID, InstructionUsage] = defaultdict(
         lambda: InstructionUsage(instruction_id=uuid.uuid4())
