@@ -41,8 +41,11 @@ def cost_usd(model: str, usage: Usage, prices: Mapping[str, ModelPrice]) -> floa
     """The cost of `usage` on `model`; 0.0 for a model the table does not price
     (the offline model is free)."""
     price = price_for(model, prices)
-    if price is None:
-        return 0.0
+    return 0.0 if price is None else cost_at(price, usage)
+
+
+def cost_at(price: ModelPrice, usage: Usage) -> float:
+    """The cost of `usage` at `price`."""
     cached = min(max(usage.cached_tokens, 0), max(usage.input_tokens, 0))
     fresh = max(usage.input_tokens, 0) - cached
     cached_rate = price.input if price.cached is None else price.cached

@@ -41,6 +41,7 @@ from app.agent.llm import (
     TurnResponse,
     Usage,
 )
+from app.agent.pricing import ModelPrice, cost_at
 from app.agent.prompt import (
     ALERT_ALREADY_SENT,
     ALERT_SENT,
@@ -110,6 +111,10 @@ class AgentRequest:
     # attempt (a retried resume too) is shown them, as data, so that it does not send
     # them again in new words.
     sent_alerts: Sequence[Mapping[str, str]] = ()
+    # USD this attempt may spend at `price` (the user's daily cost cap less what was
+    # spent today and what the user's other runs at work hold); None: no limit.
+    max_cost_usd: float | None = None
+    price: ModelPrice | None = None
 
 
 class StepRecord(BaseModel):
@@ -174,6 +179,7 @@ class _Run:
             user_tools=request.interactive,
         )
         self.usage = Usage()
+        self.spent = Usage()  # by this attempt (`usage` holds a paused run's earlier turns)
         self.interaction_ids: list[str] = []
         self.turns = 0
         self.calls_used = 0
@@ -198,8 +204,20 @@ class _Run:
         return limit is not None and self.usage.input_tokens >= limit
 
     def may_turn(self) -> bool:
-        """Another model turn is within the turn cap and the input-token budget."""
-        return self.turns < self.request.max_turns and not self.tokens_spent()
+        """Another model turn is within the turn cap, the input-token budget and what the
+        daily cost cap left this attempt."""
+        return (self.turns < self.request.max_turns and not self.tokens_spent()
+                and not self.money_spent())
+
+    def cost(self) -> float:
+        """What this attempt's turns cost (0.0 for an unpriced model)."""
+        price = self.request.price
+        return 0.0 if price is None else cost_at(price, self.spent)
+
+    def money_spent(self) -> bool:
+        """True once the attempt has spent what the user's daily cost cap left it."""
+        limit = self.request.max_cost_usd
+        return limit is not None and self.request.price is not None and self.cost() >= limit
 
     async def turn(
         self, turn_input: str | list[FunctionResult], previous: str | None
@@ -230,6 +248,7 @@ class _Run:
             )
             raise
         self.usage += response.usage
+        self.spent += response.usage
         self.interaction_ids.append(response.interaction_id)
         calls = ", ".join(f"{c.name}({c.arguments})" for c in response.function_calls)
         await self.record(
@@ -567,7 +586,13 @@ async def _converse(
     turns_spent = draft is None
     if draft is None:  # a budget cut it short: finish with what the run has
         draft = fallback
-        if run.tokens_spent():
+        if run.money_spent():
+            notes.append(
+                f"Stopped because the daily cost cap was reached (this run spent "
+                f"${run.cost():.2f} of the ${request.max_cost_usd:.2f} left today) without a "
+                "digest from the model; the new items are listed from their previews."
+            )
+        elif run.tokens_spent():
             notes.append(
                 f"Stopped after {run.usage.input_tokens} input tokens (the budget is "
                 f"{request.max_input_tokens}) without a digest from the model; the new items "

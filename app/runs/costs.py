@@ -1,5 +1,14 @@
 """What runs and other model turns cost: today's spend against the cap, usage over days and
-instructions, and the check that refuses a model turn once the cap is reached."""
+instructions, and the check that refuses a model turn once the cap is reached.
+
+The cap's day is the user's: from midnight in the user's time zone. A run's spend is
+written when each of its attempts ends (added to the run's, app/runs/execute.py), which
+sets the run's `updated_at`: a run's spend counts on the day the run last changed. For
+a run that runs in one go that is the day it spent it. A run that paused on a question
+counts on the day it paused (what it spent so far) and again, all of it, on the day it
+goes on and ends: a day may be charged a paused run's earlier spend twice, never
+none of it, however long the run waited.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage as TokenUsage
@@ -34,14 +43,25 @@ def _start_of_day(user: User, now: datetime) -> datetime:
     return datetime.combine(now.astimezone(zone).date(), time(), zone)
 
 
+def next_day(user: User, now: datetime) -> datetime:
+    """The user's next midnight, when the daily cost cap starts again."""
+    zone = ZoneInfo(user.timezone)
+    return datetime.combine(now.astimezone(zone).date() + timedelta(days=1), time(), zone)
+
+
+# `cost_usd > 0` as a literal: the predicate of the partial index ix_runs_spend, which a
+# query must repeat (a bound parameter would not match it).
+_SPENT_MONEY = Run.cost_usd > literal_column("0")
+
+
 def _spent_since(user: User, now: datetime) -> Any:
     """What the user's runs and other model turns (drafting) have cost since midnight in
-    the user's time zone: one scalar expression (two subqueries)."""
+    the user's time zone: one scalar expression (two subqueries). The runs are those
+    that spent money and were written today, finished or not (through ix_runs_spend)."""
     since = _start_of_day(user, now)
     runs = (
         select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
-            Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
-            Run.finished_at >= since,
+            Run.user_id == user.id, _SPENT_MONEY, Run.updated_at >= since,
         ).scalar_subquery()
     )
     calls = (
@@ -194,19 +214,24 @@ def _add(totals: UsageTotals, run: Run | ModelCall) -> None:
 
 
 async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
-    """Tokens and cost of the user's finished runs over the last `days` days, by day
-    (in the user's time zone) and by instruction; model turns outside runs (drafting)
-    count in the days and the total."""
+    """Tokens and cost of the user's runs over the last `days` days, by day (in the user's
+    time zone) and by instruction; model turns outside runs (drafting) count in the days
+    and the total. A run counts on the day it last changed, as for the cap: the finished
+    runs, and those not finished that have spent money (waiting for the user, retrying).
+    """
     zone = ZoneInfo(user.timezone)
     since = _start_of_day(user, utcnow()) - timedelta(days=days - 1)
-    runs = (
-        await session.execute(
-            select(Run).where(
-                Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
-                Run.finished_at >= since,
-            )
-        )
-    ).scalars().all()
+    # Two statements, each on its index: the runs that spent money (ix_runs_spend,
+    # however old the run), and the free runs finished lately (ix_runs_user_id).
+    runs = [
+        *(await session.execute(select(Run).where(
+            Run.user_id == user.id, _SPENT_MONEY, Run.updated_at >= since,
+        ))).scalars(),
+        *(await session.execute(select(Run).where(
+            Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
+            ~_SPENT_MONEY, Run.finished_at.is_not(None), Run.updated_at >= since,
+        ))).scalars(),
+    ]
     by_day: dict[str, DayUsage] = {}
     by_instruction: dict[uuid.UUID, InstructionUsage] = defaultdict(
         lambda: InstructionUsage(instruction_id=uuid.uuid4())
@@ -216,8 +241,7 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
         day = (since + timedelta(days=offset)).date().isoformat()
         by_day[day] = DayUsage(day=day)
     for run in runs:
-        assert run.finished_at is not None
-        day = run.finished_at.astimezone(zone).date().isoformat()
+        day = run.updated_at.astimezone(zone).date().isoformat()
         _add(by_day.setdefault(day, DayUsage(day=day)), run)
         entry = by_instruction[run.instruction_id]
         entry.instruction_id = run.instruction_id

@@ -4,7 +4,10 @@ The agent runs outside any transaction. Each step (and each `notify_now`
 alert) is written on its own; the outcome (run row, instruction cursor,
 notification and its deliveries) is written in one transaction that names the
 lease, so a worker that lost the run writes nothing, and a retry never tells
-the user twice.
+the user twice. Nothing, but what the attempt spent: every way an attempt ends
+(done, paused, failed and retried, given up, lost or stopped) adds the tokens
+of its model turns and their cost to the run's, so that they count against the
+user's daily cost cap.
 
 A run whose agent asks the user a question ends its attempt `waiting_for_user`
 with `Run.agent_state`:
@@ -25,6 +28,7 @@ in the log (once per back-off) and by the `pilotlight_model_key_rejected` gauge.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -41,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app.accounts.models import Account
-from app.agent.llm import LLM, KeyRejected
+from app.agent.llm import LLM, KeyRejected, Usage
 from app.agent.pricing import cost_usd, price_for
 from app.agent.resume import ResumeState
 from app.agent.runner import (
@@ -108,8 +112,16 @@ class _Context:
     still_waiting: bool = False
     paused_at_attempt: int = 0
     cursors_from: dict[str, Any] | None = None
-    # Why the run would pass the user's daily cost cap, if it would.
+    # Why the run would pass the user's daily cost cap, if it would; else, with a priced
+    # model, what the cap leaves it to spend (what others hold left out).
     over_cap: str | None = None
+    budget_usd: float | None = None
+    # The attempt's step writer: what the attempt has spent so far.
+    steps: StepWriter | None = None
+
+    def spent(self) -> Usage:
+        """The tokens the attempt's model turns have used so far."""
+        return self.steps.usage if self.steps is not None else Usage()
 
     def attempt(self, claim: queue.Claim) -> int:
         """Attempts since the run last paused: waiting for the user is not a failure."""
@@ -223,7 +235,10 @@ class RunExecutor:
             await self._wait_again(claim)
             return
         if ctx.over_cap is not None:
-            await self._skip_for_cost(claim, ctx, ctx.over_cap)
+            if ctx.run.agent_state:
+                await self._defer_for_cost(claim, ctx, ctx.over_cap)
+            else:
+                await self._skip_for_cost(claim, ctx, ctx.over_cap)
             return
         if ctx.attempt(claim) > self.settings.worker_max_attempts:
             await self._give_up(claim, ctx, "gave up: every attempt stopped before it ended")
@@ -236,11 +251,17 @@ class RunExecutor:
             outcome = await self._run_agent(claim, ctx)
         except LeaseLost:
             log.warning("run %s: lease lost while running", claim.run_id)
+            await self._charge_lost(claim, ctx)
             return
+        except asyncio.CancelledError:
+            # The lease was lost, or the worker is stopping: what was spent stays spent.
+            await self._charge_lost(claim, ctx)
+            raise
         except AccountDisconnected as exc:
             await self._disconnected(claim, ctx, exc)
             return
         except KeyRejected as exc:
+            await self._charge_lost(claim, ctx)  # turns before the refusal were billed
             await self._key_rejected(claim, exc)
             return
         except Exception as exc:
@@ -257,6 +278,7 @@ class RunExecutor:
                 await self._succeeded(claim, ctx, outcome)
         except LeaseLost:
             log.warning("run %s: lease lost before its outcome was written", claim.run_id)
+            await self._charge_lost(claim, ctx)
             return
         log.info(
             "run %s %s in %.2fs", claim.run_id, outcome.status, time.monotonic() - started
@@ -393,10 +415,12 @@ class RunExecutor:
             interactive=interactive,
             watch_item=ctx.run.trigger_item,
             sent_alerts=sent_alerts,
+            max_cost_usd=ctx.budget_usd,
+            price=price_for(self.llm.name, self.settings.gemini_prices),
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
-        recorder = StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
+        recorder = ctx.steps = StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
         if alerter is None:
             return await self.agent(
                 llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
@@ -413,9 +437,10 @@ class RunExecutor:
         the cap is today's spend, the estimates of the user's runs still at work (on
         this worker or another), and, in claim order, the estimate of each run of this
         batch let through: runs of one user that start together, or while others run,
-        cannot pass the cap together. The runs loaded together are checked together, in
-        three statements whatever their number. A model the price table does not list
-        (the offline model) costs nothing: no check.
+        cannot pass the cap together. A run let through is given what is left of the cap
+        (`budget_usd`): its agent stops there, however far off the estimate was. The runs
+        loaded together are checked together, in three statements whatever their number.
+        A model the price table does not list (the offline model) costs nothing: no check.
         """
         if not contexts or price_for(self.llm.name, self.settings.gemini_prices) is None:
             return
@@ -434,8 +459,9 @@ class RunExecutor:
         for ctx in contexts:
             cap = ctx.user.daily_cost_cap_usd
             so_far, estimate = spent[ctx.user.id], estimates[ctx.instruction.id]
-            if so_far + estimate <= cap:
+            if so_far < cap and so_far + estimate <= cap:
                 spent[ctx.user.id] = so_far + estimate
+                ctx.budget_usd = cap - so_far
                 continue
             ctx.over_cap = (
                 f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "
@@ -457,6 +483,33 @@ class RunExecutor:
                 title="Daily cost cap reached",
                 body=f"Runs are skipped until tomorrow: {reason}. Raise the cap in your "
                 "settings to let them run.",
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
+
+    async def _defer_for_cost(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
+        """A run that resumes from a question (answered, or expired) would pass the cap:
+        it is not thrown away with the user's answer and what it spent, but queued again,
+        with its state, for the user's next midnight, when the cap starts again; the user
+        is told why (in the app, once a day per run). The attempt is not counted."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            resume_at = costs.next_day(ctx.user, now)
+            if not await queue.finish(
+                session=session, claim=claim, status="queued", worker_id=None,
+                available_at=resume_at, attempt=Run.attempt - 1, updated_at=now,
+                error=f"waits for tomorrow: {reason}",
+            ):
+                return
+            zone = ZoneInfo(ctx.user.timezone)
+            day = now.astimezone(zone).date().isoformat()
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:cost-cap:{day}",
+                kind="alert", title=f"{ctx.instruction.title}: goes on tomorrow",
+                body=(
+                    "The daily cost cap is reached, so this run goes on after midnight "
+                    f"({resume_at.astimezone(zone):%Y-%m-%d %H:%M %Z}), when the cap starts "
+                    f"again; your answer and what it found so far are kept. {reason}."
+                ),
                 channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
             )
 
@@ -486,11 +539,12 @@ class RunExecutor:
         async with transaction(self.sessionmaker) as session:
             instruction = await _lock_instruction(session, ctx.instruction)
             if instruction.deleted_at is not None:
-                await queue.finish(
+                if not await queue.finish(
                     session=session, claim=claim, status="cancelled", finished_at=utcnow(),
                     error="the instruction was deleted while the run was running",
-                    agent_state=None,
-                )
+                    agent_state=None, **queue.spent(self._spent(ctx)),
+                ):
+                    raise LeaseLost()
                 return
             now = await db_now(session)
             cursors_from = ctx.cursors_from
@@ -504,7 +558,7 @@ class RunExecutor:
                     "cursors_from": cursors_from,
                     "state": without_nul(paused.model_dump(mode="json")),
                 },
-                **self._usage_values(outcome),
+                **queue.spent(self._spent(ctx)),
             )
             if not written:
                 raise LeaseLost()
@@ -526,14 +580,30 @@ class RunExecutor:
                 run_id=claim.run_id, instruction_id=instruction.id,
             )
 
-    def _usage_values(self, outcome: AgentOutcome) -> dict[str, Any]:
+    def _spent(self, ctx: _Context) -> dict[str, Any]:
+        """What the attempt spent (queue.SPENT_COLUMNS), which every way it ends adds to
+        the run: its model turns' tokens (a paused run's earlier ones are on the run
+        already) and their cost."""
+        usage = ctx.spent()
         return {
-            "input_tokens": outcome.usage.input_tokens,
-            "output_tokens": outcome.usage.output_tokens,
-            "thought_tokens": outcome.usage.thought_tokens,
-            "cached_tokens": outcome.usage.cached_tokens,
-            "cost_usd": cost_usd(self.llm.name, outcome.usage, self.settings.gemini_prices),
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "thought_tokens": usage.thought_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cost_usd": cost_usd(self.llm.name, usage, self.settings.gemini_prices),
         }
+
+    async def _charge_lost(self, claim: queue.Claim, ctx: _Context) -> None:
+        """An attempt that lost its run (or was stopped) writes no outcome, but what it
+        spent is added to the run all the same: it counts against the user's cap."""
+        spend = self._spent(ctx)
+        if not any(spend.values()):
+            return
+        try:
+            async with transaction(self.sessionmaker) as session:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
+        except Exception:
+            log.exception("run %s: could not add what the attempt spent", claim.run_id)
 
     async def _succeeded(self, claim: queue.Claim, ctx: _Context, outcome: AgentOutcome) -> None:
         """Write the outcome (raises LeaseLost if the lease was lost): runs that end
@@ -558,10 +628,12 @@ class RunExecutor:
             # Locked first: a delete that commits meanwhile waits, or is seen here.
             instruction = await _lock_instruction(session, ctx.instruction)
             if instruction.deleted_at is not None:
-                await queue.finish(
+                if not await queue.finish(
                     session=session, claim=claim, status="cancelled", finished_at=now,
                     error="the instruction was deleted while the run was running",
-                )
+                    **queue.spent(self._spent(ctx)),
+                ):
+                    raise LeaseLost()
                 return
             written = await queue.finish(
                 session=session, claim=claim, status=outcome.status, finished_at=now,
@@ -571,7 +643,7 @@ class RunExecutor:
                     and outcome.status == "skipped" else outcome.skipped_reason
                 ),
                 interaction_ids={"ids": outcome.interaction_ids}, agent_state=None,
-                **self._usage_values(outcome),
+                **queue.spent(self._spent(ctx)),
             )
             if not written:
                 raise LeaseLost()
@@ -603,13 +675,16 @@ class RunExecutor:
             # A paused run keeps its state: the retry resumes it again.
             if attempt < self.settings.worker_max_attempts:
                 delay = queue.retry_delay(attempt, self.settings.worker_retry_base_seconds)
+                spend = self._spent(ctx)
                 written = await queue.finish(
                     session=session, claim=claim, status="queued", worker_id=None,
                     available_at=now + timedelta(seconds=delay), error=reason,
                     updated_at=now,  # one clock reading: the back-off is measured from it
+                    **queue.spent(spend),
                 )
                 if not written:
                     log.warning("run %s: lease lost; not retried by this worker", claim.run_id)
+                    await queue.charge(session=session, run_id=claim.run_id, values=spend)
                 else:
                     after_commit(session, metrics.RUN_RETRIES.inc)
                 return
@@ -658,12 +733,14 @@ class RunExecutor:
         """A Google grant is gone: fail the run without retries and mark the user's (one,
         active) Google account; that pauses what depends on it and tells the user once."""
         reason = f"AccountDisconnected: {exc}"[:2000]
+        spend = self._spent(ctx)
         async with transaction(self.sessionmaker) as session:
             written = await queue.finish(
                 session=session, claim=claim, status="failed", finished_at=utcnow(),
-                error=reason, agent_state=None,
+                error=reason, agent_state=None, **queue.spent(spend),
             )
             if not written:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
                 return
             after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
             for account in ctx.accounts:
@@ -675,12 +752,14 @@ class RunExecutor:
     async def _give_up(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
         """Fail the run; after repeated failures stop the instruction and tell the user."""
         now = utcnow()
+        spend = self._spent(ctx)
         async with transaction(self.sessionmaker) as session:
             written = await queue.finish(
                 session=session, claim=claim, status="failed", finished_at=now, error=reason,
-                agent_state=None,
+                agent_state=None, **queue.spent(spend),
             )
             if not written:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
                 return
             after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
             if ctx.run.reason == "preview":

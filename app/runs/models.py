@@ -26,6 +26,15 @@ class Run(IdMixin, TimestampMixin, Base):
         UniqueConstraint("instruction_id", "scheduled_for"),
         Index(None, "user_id", "created_at"),
         Index(None, "instruction_id", "created_at"),
+        # The runs that spent money, by when they last changed: what counts against the
+        # user's daily cost cap (app/runs/costs.py). Free runs are never in it.
+        Index(
+            "ix_runs_spend",
+            "user_id",
+            "updated_at",
+            postgresql_where=text("cost_usd > 0"),
+            sqlite_where=text("cost_usd > 0"),
+        ),
         Index(
             "ix_runs_claimable",
             "available_at",

@@ -103,10 +103,12 @@ async def _write_many(executor: RunExecutor, items: list[Success]) -> list[None 
         live: list[int] = []
         for n, item in enumerate(items):
             if locked[item.ctx.instruction.id].deleted_at is not None:
-                await queue.finish(
+                if not await queue.finish(
                     session=session, claim=item.claim, status="cancelled", finished_at=now,
                     error="the instruction was deleted while the run was running",
-                )
+                    **queue.spent(executor._spent(item.ctx)),
+                ):
+                    answers[n] = LeaseLost()
             else:
                 live.append(n)
         digests = {n: _digest(items[n].outcome) for n in live}
@@ -153,7 +155,7 @@ def _values(
         "status": outcome.status, "finished_at": now, "result": digest,
         "model": executor.llm.name, "error": error,
         "interaction_ids": {"ids": outcome.interaction_ids}, "agent_state": None,
-        **executor._usage_values(outcome),
+        **executor._spent(item.ctx),  # added to the run's
     }
 
 

@@ -390,10 +390,32 @@ async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
     return result.rowcount == 1
 
 
-# The outcome a run's attempt ends with, as `finish_many` writes it for many runs at once.
+# What an attempt spent: its tokens and their cost, ADDED to the run's (a run's
+# attempts, failed ones too, and its parts before and after a pause all count).
+SPENT_COLUMNS = ("input_tokens", "output_tokens", "thought_tokens", "cached_tokens", "cost_usd")
+
+
+def spent(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of `finish` that add an attempt's spend (SPENT_COLUMNS of `values`) to
+    the run's."""
+    return {column: getattr(Run, column) + values[column] for column in SPENT_COLUMNS}
+
+
+async def charge(*, session: AsyncSession, run_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+    """Add an attempt's spend to the run whatever its lease: the tokens were paid for
+    even when the worker lost the run (it was cancelled, or taken over). Only spend is
+    written, added to what the holder adds; nothing else of the run changes."""
+    await session.execute(
+        update(Run).where(Run.id == run_id).values(**spent(values))
+        .execution_options(synchronize_session=False)
+    )
+
+
+# The outcome a run's attempt ends with, as `finish_many` writes it for many runs at once;
+# its SPENT_COLUMNS are the attempt's, added to the run's.
 OUTCOME_COLUMNS = (
     "status", "finished_at", "result", "model", "error", "interaction_ids", "agent_state",
-    "input_tokens", "output_tokens", "thought_tokens", "cached_tokens", "cost_usd",
+    *SPENT_COLUMNS,
 )
 _JSON_OUTCOMES = ("result", "interaction_ids", "agent_state")
 
@@ -403,9 +425,12 @@ _JSON_OUTCOMES = ("result", "interaction_ids", "agent_state")
 OUTCOME_SET = """status = v.status, finished_at = v.finished_at,
         result = CAST(v.result AS jsonb), model = v.model, error = v.error,
         interaction_ids = CAST(v.interaction_ids AS jsonb),
-        agent_state = CAST(v.agent_state AS jsonb), input_tokens = v.input_tokens,
-        output_tokens = v.output_tokens, thought_tokens = v.thought_tokens,
-        cached_tokens = v.cached_tokens, cost_usd = v.cost_usd,
+        agent_state = CAST(v.agent_state AS jsonb),
+        input_tokens = runs.input_tokens + v.input_tokens,
+        output_tokens = runs.output_tokens + v.output_tokens,
+        thought_tokens = runs.thought_tokens + v.thought_tokens,
+        cached_tokens = runs.cached_tokens + v.cached_tokens,
+        cost_usd = runs.cost_usd + v.cost_usd,
         lease_token = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()"""
 
 FINISH_MANY_UPDATE = f"""
@@ -450,8 +475,9 @@ def finish_many_params(outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]) -> d
 async def finish_many(
     *, session: AsyncSession, outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]
 ) -> set[uuid.UUID]:
-    """Write many runs' outcomes (each with every key of OUTCOME_COLUMNS); returns the
-    runs whose claim still held the lease. The others are left as they are.
+    """Write many runs' outcomes (each with every key of OUTCOME_COLUMNS, its spend added
+    to the run's); returns the runs whose claim still held the lease. The others are
+    left as they are.
 
     PostgreSQL writes them with one statement, fenced per row as `finish` is; SQLite
     runs `finish` for each in the same transaction.
@@ -461,7 +487,7 @@ async def finish_many(
     if session.get_bind().dialect.name != "postgresql":
         written = set()
         for claim, values in outcomes:
-            if await finish(session=session, claim=claim, **values):
+            if await finish(session=session, claim=claim, **{**values, **spent(values)}):
                 written.add(claim.run_id)
         return written
     params = finish_many_params(outcomes)

@@ -15,6 +15,7 @@ from sqlalchemy import CursorResult, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.agent.llm import Usage
 from app.agent.runner import StepRecord
 from app.agent.tools import Alert
 from app.core.db import insert_ignore, transaction, utcnow
@@ -58,7 +59,12 @@ class LeaseLost(Exception):
 
 
 class StepWriter:
-    """Writes each step of the agent as it happens, numbered within the attempt."""
+    """Writes each step of the agent as it happens, numbered within the attempt.
+
+    `usage` adds up the tokens of the attempt's model turns, each counted as soon as the
+    turn is back (billed even when the step cannot be written): what the attempt spent,
+    which every way the attempt ends adds to the run.
+    """
 
     def __init__(
         self,
@@ -72,9 +78,12 @@ class StepWriter:
         self.run = run
         self.fault = fault
         self.seq = 0
+        self.usage = Usage()
 
     async def __call__(self, step: StepRecord) -> None:
         self.seq += 1
+        if step.kind == "model":
+            self.usage += step.usage  # spent, whether or not the step can be written
         try:
             await self._write(step)
         except IntegrityError:

@@ -3,23 +3,83 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, select, text, update
 
+from app.agent.llm import FunctionCall, LLMError, TurnRequest, TurnResponse, Usage
+from app.agent.offline import OfflineModel
 from app.agent.pricing import ModelPrice
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
-from app.runs import queue
+from app.questions import service as questions
+from app.questions.models import Question
+from app.runs import costs, queue
+from app.runs import service as runs_service
 from app.runs.models import Run
 from app.runs.worker import Worker
 from app.users.models import User
 from tests import factories
-from tests.integration.runs.helpers import get_run, make_worker, notifications_of, work_once
+from tests.integration.runs.helpers import (
+    get_run,
+    make_worker,
+    notifications_of,
+    steps_of,
+    work_once,
+)
 from tests.integration.runs.test_worker import run_now
+
+# Input tokens of one turn of the models below: $1.00 at the `dear` price ($10 a million).
+DOLLAR = 100_000
+
+
+def _dear(runtime: Runtime) -> Runtime:
+    runtime.settings.gemini_prices["pilotlight-offline"] = ModelPrice(input=10.0, output=10.0)
+    return runtime
+
+
+class Searching(OfflineModel):
+    """Turn by turn a search for more mail, each turn billed $1.00 (at the `dear` price);
+    the turns listed in `failing` fail (an LLMError, as a 503 after its retries), and
+    from turn `done_at` on it answers with a digest (billed 1000 input tokens)."""
+
+    def __init__(self, failing: tuple[int, ...] = (), done_at: int = 0) -> None:
+        super().__init__()
+        self.turns = 0
+        self.failing, self.done_at = failing, done_at
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.turns += 1
+        if self.turns in self.failing:
+            raise LLMError("Gemini API still failing after 5 attempts: 503")
+        if self.done_at and self.turns >= self.done_at:
+            return TurnResponse(
+                interaction_id=f"i{self.turns}", usage=Usage(input_tokens=1000),
+                text='{"summary": "Done.", "sections": []}',
+            )
+        return TurnResponse(
+            interaction_id=f"i{self.turns}", usage=Usage(input_tokens=DOLLAR),
+            function_calls=[FunctionCall(call_id=f"c{self.turns}", name="search_mail",
+                                         arguments={"query": f"invoice {self.turns}"})],
+        )
+
+
+async def _spent_today(runtime: Runtime, user: User) -> float:
+    async with transaction(runtime.sessionmaker) as session:
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        return await costs.spent_today(session=session, user=owner)
+
+
+async def _cap(runtime: Runtime, user: User, usd: float) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(User).where(User.id == user.id).values(
+            daily_cost_cap_usd=usd))
 
 
 async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
@@ -58,9 +118,7 @@ async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     alerts = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
     assert len(alerts) == 1  # told once a day, not once a run
 
-    async with transaction(runtime.sessionmaker) as session:
-        await session.execute(update(User).where(User.id == user.id).values(
-            daily_cost_cap_usd=5.0))
+    await _cap(runtime, user, 5.0)
     allowed = await run_now(runtime, instruction)
     await work_once(worker)
     assert (await get_run(runtime, allowed)).status in ("succeeded", "skipped")
@@ -179,3 +237,240 @@ async def test_usage_by_day_and_instruction(
     _other, other_headers = await factories.user_with_token(runtime)
     theirs = (await client.get("/api/v1/usage", headers=other_headers)).json()
     assert theirs["total"]["runs"] == 0
+
+
+async def test_what_a_failed_run_spent_is_on_the_run_and_counts_against_the_cap(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    runtime.settings.worker_max_attempts = 1
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(make_worker(runtime, Searching(failing=(2,))))
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "failed"
+    assert sum(step.input_tokens for step in await steps_of(runtime, run_id)) == DOLLAR
+    assert run.input_tokens == DOLLAR  # the turn before the failure was paid for
+    assert run.cost_usd == pytest.approx(1.0)
+    assert await _spent_today(runtime, user) == pytest.approx(1.0)
+
+
+async def test_a_retried_run_adds_up_what_each_of_its_attempts_spent(runtime: Runtime) -> None:
+    _dear(runtime)
+    runtime.settings.worker_max_attempts = 2
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    worker = make_worker(runtime, Searching(failing=(2,), done_at=4))
+    await work_once(worker)  # turn 1 ($1.00), then turn 2 fails: queued again
+    retried = await get_run(runtime, run_id)
+    assert retried.status == "queued"
+    assert retried.input_tokens == DOLLAR
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await work_once(worker)  # turn 3 ($1.00), turn 4: the digest ($0.01)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.input_tokens == 2 * DOLLAR + 1000
+    assert run.input_tokens == sum(s.input_tokens for s in await steps_of(runtime, run_id))
+    assert run.cost_usd == pytest.approx(2.01)
+    assert await _spent_today(runtime, user) == pytest.approx(2.01)
+
+
+async def test_what_a_run_cancelled_while_at_work_spent_is_still_on_the_run(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+
+    class CancelledMeanwhile(Searching):
+        """The user cancels the run while its second turn is being answered."""
+
+        async def turn(self, request: TurnRequest) -> TurnResponse:
+            if self.turns == 1:
+                async with transaction(runtime.sessionmaker) as session:
+                    owner = await session.get(User, user.id)
+                    assert owner is not None
+                    await runs_service.cancel(session=session, user=owner, run_id=run_id)
+            return await super().turn(request)
+
+    await work_once(make_worker(runtime, CancelledMeanwhile()))
+    run = await get_run(runtime, run_id)
+    assert run.status == "cancelled"
+    # Both turns were paid for, the second one after the worker lost the run.
+    assert run.input_tokens == 2 * DOLLAR
+    assert run.cost_usd == pytest.approx(2.0)
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+
+
+async def test_a_run_stops_where_the_daily_cap_is_reached_and_says_so(runtime: Runtime) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)  # a cap of $1.00
+    # A new instruction: no runs to estimate its cost from ($0.00), so the run starts.
+    instruction = await factories.instruction(runtime, user, max_tool_calls=30)
+    run_id = await run_now(runtime, instruction)
+    model = Searching()  # would search on and on, at $1.00 a turn
+    await work_once(make_worker(runtime, model))
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert model.turns == 1  # the first turn spent what the cap left: no second one
+    assert run.cost_usd == pytest.approx(1.0)
+    assert run.result is not None
+    assert any("daily cost cap was reached" in note for note in run.result["notes"])
+
+
+async def test_a_run_may_spend_only_what_the_cap_leaves_after_the_days_spend(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    earlier = await run_now(runtime, await factories.instruction(runtime, user, title="Other"))
+    await work_once(make_worker(runtime))
+    await _cost(runtime, earlier, 2.5)  # $2.50 of $5.00 spent today by another instruction
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    model = Searching()
+    await work_once(make_worker(runtime, model))
+    run = await get_run(runtime, run_id)
+    assert model.turns == 3  # $1.00, $2.00, $3.00: the third reached the $2.50 left
+    assert run.cost_usd == pytest.approx(3.0)
+    assert run.result is not None
+    assert any("the $2.50 left today" in note for note in run.result["notes"])
+
+
+class Asking(OfflineModel):
+    """First turn: ask_user, billed $2.00 (at the `dear` price); after the answer, a
+    digest (1000 input tokens, $0.01)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns = 0
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.turns += 1
+        if request.previous_interaction_id is None:
+            return TurnResponse(
+                interaction_id=f"i{self.turns}", usage=Usage(input_tokens=2 * DOLLAR),
+                function_calls=[FunctionCall(call_id=f"ask{self.turns}", name="ask_user",
+                                             arguments={"question": "Which project?"})],
+            )
+        return TurnResponse(interaction_id=f"i{self.turns}", usage=Usage(input_tokens=1000),
+                            text='{"summary": "Done.", "sections": []}')
+
+
+async def _usage_today(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    body = (await client.get("/api/v1/usage?days=7", headers=headers)).json()
+    today: dict[str, Any] = body["days"][-1]
+    return today
+
+
+async def test_what_a_run_waiting_for_the_user_spent_counts_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    _dear(runtime)
+    user, headers = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 3.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(make_worker(runtime, Asking()))
+    run = await get_run(runtime, run_id)
+    assert run.status == "waiting_for_user", run.error
+    assert run.cost_usd == pytest.approx(2.0)
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+    today = await _usage_today(client, headers)
+    assert today["runs"] == 1
+    assert today["cost_usd"] == pytest.approx(2.0)
+
+
+async def test_a_run_that_ends_days_after_it_was_created_counts_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A question may wait for its answer up to 30 days (agent_question_ttl_seconds)."""
+    user, headers = await factories.user_with_token(runtime)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            status="succeeded", cost_usd=0.75, created_at=utcnow() - timedelta(days=20),
+            finished_at=utcnow()))
+    assert await _spent_today(runtime, user) == pytest.approx(0.75)
+    today = await _usage_today(client, headers)
+    assert today["runs"] == 1
+    assert today["cost_usd"] == pytest.approx(0.75)
+
+
+async def test_todays_spend_is_read_through_the_index_of_the_runs_that_spent(
+    runtime: Runtime,
+) -> None:
+    """However old its runs, a user's spend today is found through ix_runs_spend, not by
+    reading all the user's runs."""
+    user, _ = await factories.user_with_token(runtime)
+    query = select(costs._spent_since(user, utcnow()))
+    async with transaction(runtime.sessionmaker) as session:
+        compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join((await session.execute(text(f"EXPLAIN {compiled}"))).scalars())
+        else:
+            plan = "\n".join(str(row[-1]) for row in await session.execute(
+                text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_runs_spend" in plan, plan
+
+
+async def test_an_answered_run_over_the_cap_goes_on_tomorrow_with_the_answer(
+    runtime: Runtime,
+) -> None:
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)  # Europe/Berlin
+    await _cap(runtime, user, 3.0)
+    model = Asking()
+    worker = make_worker(runtime, model)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+    # Meanwhile another run of the user's spends the rest of the day's cap.
+    other = await run_now(runtime, await factories.instruction(runtime, user, title="Other"))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == other).values(
+            status="succeeded", cost_usd=1.5, finished_at=utcnow()))
+    async with transaction(runtime.sessionmaker) as session:
+        question = (await session.execute(
+            select(Question).where(Question.run_id == run_id))).scalar_one()
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        await questions.answer(session=session, user=owner, question_id=question.id,
+                               text="Apollo", wakeups=runtime.wakeups)
+    await work_once(worker)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "queued"  # not skipped: its state, and so the answer, are kept
+    assert run.agent_state is not None
+    midnight = costs.next_day(owner, utcnow())
+    assert run.available_at == midnight.astimezone(UTC)
+    assert midnight.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "00:00"
+    assert "daily cost cap" in (run.error or "")
+    assert model.turns == 1  # nothing was spent on it past the cap
+    told = [n for n in await notifications_of(runtime, user.id)
+            if n.kind == "alert" and n.run_id == run_id]
+    assert len(told) == 1
+    assert "goes on after midnight" in told[0].body
+    assert "your answer" in told[0].body
+
+    # Past midnight (here: the run's time has come, and the day's spend is under the cap).
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == other).values(cost_usd=0.0))
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.error is None
+    assert run.cost_usd == pytest.approx(2.01)  # the $2.00 before the question, and after
+    answered = [s for s in await steps_of(runtime, run_id) if s.name == "ask_user"]
+    assert answered
+    assert "Apollo" in (answered[-1].result_excerpt or "")
