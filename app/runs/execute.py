@@ -235,7 +235,7 @@ class RunExecutor:
             await self._wait_again(claim)
             return
         if ctx.over_cap is not None:
-            if ctx.run.agent_state:
+            if ctx.run.agent_state or ctx.run.reason == "watch":
                 await self._defer_for_cost(claim, ctx, ctx.over_cap)
             else:
                 await self._skip_for_cost(claim, ctx, ctx.over_cap)
@@ -487,10 +487,13 @@ class RunExecutor:
             )
 
     async def _defer_for_cost(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
-        """A run that resumes from a question (answered, or expired) would pass the cap:
-        it is not thrown away with the user's answer and what it spent, but queued again,
-        with its state, for the user's next midnight, when the cap starts again; the user
-        is told why (in the app, once a day per run). The attempt is not counted."""
+        """A run that would pass the cap and cannot be skipped: one that resumes from a
+        question (answered, or expired), not thrown away with the user's answer and what
+        it spent, or a watch's run, whose one item no later run would report (a schedule's
+        next run covers what a skipped one would have). It is queued again, as it is, for
+        the user's next midnight, when the cap starts again; the user is told why (in the
+        app: once a day per resumed run, once a day for watches). The attempt is not
+        counted."""
         async with transaction(self.sessionmaker) as session:
             now = await db_now(session)
             resume_at = costs.next_day(ctx.user, now)
@@ -502,6 +505,19 @@ class RunExecutor:
                 return
             zone = ZoneInfo(ctx.user.timezone)
             day = now.astimezone(zone).date().isoformat()
+            if not ctx.run.agent_state:  # a watch's run: one notice a day for them all
+                await notifications.notify(
+                    session=session, user_id=ctx.user.id, key=f"cost-cap:{day}:watches",
+                    kind="alert", title="Watches wait for tomorrow",
+                    body=(
+                        "The daily cost cap is reached, so what your watches caught from "
+                        "now on is looked at after midnight "
+                        f"({resume_at.astimezone(zone):%Y-%m-%d %H:%M %Z}), when the cap "
+                        f"starts again; nothing they caught is dropped. {reason}."
+                    ),
+                    channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+                )
+                return
             await notifications.notify(
                 session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:cost-cap:{day}",
                 kind="alert", title=f"{ctx.instruction.title}: goes on tomorrow",

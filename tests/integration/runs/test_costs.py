@@ -474,3 +474,40 @@ async def test_an_answered_run_over_the_cap_goes_on_tomorrow_with_the_answer(
     answered = [s for s in await steps_of(runtime, run_id) if s.name == "ask_user"]
     assert answered
     assert "Apollo" in (answered[-1].result_excerpt or "")
+
+
+async def test_watch_runs_over_the_cap_wait_for_tomorrow_instead_of_losing_their_item(
+    priced: Runtime,
+) -> None:
+    """A watch's run reports one message or file that no later run reports: skipped at
+    the cap, "tell me when an invoice arrives" never told. It waits for the next day."""
+    runtime = priced
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    worker = make_worker(runtime)
+    spent = await run_now(runtime, instruction)
+    await work_once(worker)
+    await _cost(runtime, spent, 1.00)  # the whole of the $1.00 cap
+    watched = []
+    async with transaction(runtime.sessionmaker) as session:
+        for item in ("m1", "m2"):
+            watched.append(await queue.enqueue(
+                session=session, user_id=user.id, instruction_id=instruction.id,
+                reason="watch", scheduled_for=utcnow(), window_start=None,
+                window_end=utcnow(),
+                trigger_item={"account_id": str(uuid.uuid4()), "kind": "message", "id": item}))
+    await work_once(worker)
+    await work_once(worker)
+
+    async with transaction(runtime.sessionmaker) as session:
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        midnight = costs.next_day(owner, utcnow())
+    for run_id in watched:
+        run = await get_run(runtime, run_id)
+        assert run.status == "queued"
+        assert run.available_at == midnight.astimezone(UTC)
+        assert run.attempt == 0  # not counted
+        assert "daily cost cap" in (run.error or "")
+    told = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
+    assert [n.title for n in told] == ["Watches wait for tomorrow"]  # once, for both
