@@ -766,21 +766,31 @@ class RunExecutor:
                     )
 
     async def _give_up(self, claim: queue.Claim, ctx: _Context, reason: str) -> None:
-        """Fail the run; after repeated failures stop the instruction and tell the user."""
+        """Fail the run; after repeated failures stop the instruction and tell the user.
+        A run whose instruction was deleted meanwhile ends cancelled, and nobody is told
+        that a deleted instruction failed."""
         now = utcnow()
         spend = self._spent(ctx)
         async with transaction(self.sessionmaker) as session:
+            # Locked first, as the outcomes lock it: a delete committing meanwhile is seen.
+            instruction = (await session.execute(
+                select(Instruction).where(Instruction.id == ctx.instruction.id)
+                .with_for_update()
+            )).scalar_one_or_none()
+            deleted = instruction is None or instruction.deleted_at is not None
             written = await queue.finish(
-                session=session, claim=claim, status="failed", finished_at=now, error=reason,
+                session=session, claim=claim, status="cancelled" if deleted else "failed",
+                finished_at=now, error="the instruction was deleted" if deleted else reason,
                 agent_state=None, **queue.spent(spend),
             )
             if not written:
                 await queue.charge(session=session, run_id=claim.run_id, values=spend)
                 return
+            if instruction is None or deleted:
+                return
             after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
             if ctx.run.reason == "preview":
                 return  # a failed trial is shown on the run; the instruction is unaffected
-            instruction = await _lock_instruction(session, ctx.instruction)
             instruction.consecutive_failures += 1
             instruction.last_run_at = now
             threshold = self.settings.worker_failures_before_error

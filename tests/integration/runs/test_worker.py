@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from app.agent.gemini import GeminiModel
-from app.agent.llm import TurnRequest, TurnResponse
+from app.agent.llm import LLMError, TurnRequest, TurnResponse
 from app.agent.offline import OfflineModel
 from app.core.db import transaction
 from app.core.runtime import Runtime
@@ -26,6 +26,7 @@ from tests import factories
 from tests.fakes.gemini import FakeGemini
 from tests.integration.runs.helpers import (
     deliveries_of,
+    drain,
     get_run,
     make_worker,
     notifications_of,
@@ -386,6 +387,49 @@ async def test_rescuer_cancels_a_run_whose_instruction_is_gone(runtime: Runtime)
     assert run.lease_token is None
     await work_once(worker)
     assert (await get_run(runtime, run_id)).status == "cancelled"
+
+
+class FailsWhenLetGo(OfflineModel):
+    """A model that fails its turn (an overloaded service) once the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        self.started.set()
+        await self.go_on.wait()
+        raise LLMError("model overloaded")
+
+
+async def test_a_last_attempt_failing_after_its_instruction_was_deleted_ends_cancelled_untold(
+    runtime: Runtime,
+) -> None:
+    """Deleted while its last attempt ran: "Morning digest: run failed" went out on every
+    channel (email too), and the deleted instruction counted the failure."""
+    runtime.settings.worker_max_attempts = 1
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, only_new=False,
+                                              channels=["in_app", "email"])
+    model = FailsWhenLetGo()
+    worker = make_worker(runtime, model)
+    run_id = await run_now(runtime, instruction)
+    await worker.run_once()
+    await asyncio.wait_for(model.started.wait(), 5)
+    async with transaction(runtime.sessionmaker) as session:
+        await instructions_service.delete(session=session, user=user,
+                                          instruction_id=instruction.id)
+    model.go_on.set()
+    await drain(worker)
+
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.error) == ("cancelled", "the instruction was deleted")
+    assert [n for n in await notifications_of(runtime, user.id) if n.kind == "error"] == []
+    async with transaction(runtime.sessionmaker) as session:
+        gone = await session.get(Instruction, instruction.id)
+        assert gone is not None
+        assert gone.consecutive_failures == 0
 
 
 async def test_runs_of_the_schedule_queued_before_a_pause_are_cancelled_not_run(
