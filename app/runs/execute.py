@@ -118,6 +118,13 @@ class _Context:
     budget_usd: float | None = None
     # The attempt's step writer: what the attempt has spent so far.
     steps: StepWriter | None = None
+    # When the attempt read its sources: what its digest covers up to.
+    read_at: datetime | None = None
+
+    def covered_until(self) -> datetime | None:
+        """Where the instruction's window moves to: when the sources were read, which is
+        later than the fire time for a run that waited (a catch-up after downtime)."""
+        return _later(self.run.window_end, self.read_at)
 
     def spent(self) -> Usage:
         """The tokens the attempt's model turns have used so far."""
@@ -396,6 +403,10 @@ class RunExecutor:
             # what the attempts before it told the user. (A run given back uncounted,
             # after a rejected API key, is one too: its error says why.)
             sent_alerts = await alerter.sent()
+        read_at = utcnow()
+        if ctx.run.window_end is not None and ctx.run.window_end > read_at:
+            read_at = ctx.run.window_end  # another clock, a little ahead: never go back
+        ctx.read_at = read_at
         request = AgentRequest(
             title=ctx.instruction.title,
             text=ctx.instruction.text,
@@ -406,7 +417,9 @@ class RunExecutor:
             read_mail="gmail" in kinds,
             read_files="drive" in kinds,
             timezone=ctx.user.timezone,
-            now=ctx.run.window_end or utcnow(),
+            # The sources are read now, whenever the run was due: a catch-up run that
+            # waited hours must not tell the model, or the digest, a time hours stale.
+            now=read_at,
             window_start=ctx.run.window_start,
             model=self.llm.name,
             context_limit=self.settings.agent_context_limit,
@@ -668,7 +681,7 @@ class RunExecutor:
             if ctx.run.reason == "preview":
                 return  # the digest is on the run; nothing else changes
             instruction.cursor = _advance(instruction.cursor, outcome.cursors, ctx.cursors_from)
-            instruction.covered_until = _later(instruction.covered_until, ctx.run.window_end)
+            instruction.covered_until = _later(instruction.covered_until, ctx.covered_until())
             instruction.last_run_at = now
             instruction.consecutive_failures = 0
             if outcome.digest is not None:

@@ -167,7 +167,7 @@ def _move_on(
 
     ctx, outcome = item.ctx, item.outcome
     instruction.cursor = _advance(instruction.cursor, outcome.cursors, ctx.cursors_from)
-    instruction.covered_until = _later(instruction.covered_until, ctx.run.window_end)
+    instruction.covered_until = _later(instruction.covered_until, ctx.covered_until())
     instruction.last_run_at = now
     instruction.consecutive_failures = 0
     if outcome.digest is None:

@@ -208,7 +208,7 @@ def _moves_and_notes(
         if item.ctx.run.reason == "preview":
             continue  # the digest is on the run; nothing else changes
         run_id = item.claim.run_id
-        window_end: datetime | None = item.ctx.run.window_end
+        window_end: datetime | None = item.ctx.covered_until()
         columns["m_run"].append(run_id)
         columns["m_cursor"].append(json.dumps(item.outcome.cursors))
         columns["m_window_end"].append(window_end)

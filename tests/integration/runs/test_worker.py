@@ -22,6 +22,7 @@ from app.runs import queue
 from app.runs import service as runs_service
 from app.runs.execute import KEY_REJECTED, KEY_REJECTED_BACKOFF_SECONDS
 from app.runs.models import Run
+from app.runs.scheduler import SchedulerTick
 from tests import factories
 from tests.fakes.gemini import FakeGemini
 from tests.integration.runs.helpers import (
@@ -30,6 +31,7 @@ from tests.integration.runs.helpers import (
     get_run,
     make_worker,
     notifications_of,
+    runs_of,
     steps_of,
     work_once,
 )
@@ -458,3 +460,37 @@ async def test_runs_of_the_schedule_queued_before_a_pause_are_cancelled_not_run(
     assert [n.run_id for n in await notifications_of(runtime, user.id)
             if n.kind == "digest"] in ([by_hand], [])
     assert await steps_of(runtime, scheduled) == []
+
+
+async def test_a_catch_up_run_covers_up_to_when_it_read_the_sources(runtime: Runtime) -> None:
+    """The schedulers were down across a fire time: its catch-up run, hours later, read
+    what came since, but its digest said it covered up to the missed fire time (and the
+    model was told it was then), and the next run's window started there again."""
+    user, _ = await factories.user_with_token(runtime)
+    now = datetime.now(UTC)
+    missed = (now - timedelta(hours=10)).replace(minute=0, second=0, microsecond=0)
+    instruction = await factories.instruction(
+        runtime, user, only_new=False,
+        trigger={"type": "cron", "cron": f"0 {missed.hour} * * *", "timezone": "UTC"},
+    )
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Instruction).where(Instruction.id == instruction.id)
+                              .values(next_run_at=missed))
+    scheduler = SchedulerTick(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                              settings=runtime.settings)
+    assert await scheduler.run_once() == 1
+    [run] = await runs_of(runtime, instruction.id)
+    assert run.window_end == missed  # the fire time it stands for
+    await work_once(make_worker(runtime))
+
+    run = await get_run(runtime, run.id)
+    assert run.status == "succeeded", run.error
+    assert run.started_at is not None
+    covers_end = datetime.fromisoformat(run.result["covers"]["end"])
+    assert covers_end >= run.started_at - timedelta(seconds=5)
+    async with transaction(runtime.sessionmaker) as session:
+        moved = await session.get(Instruction, instruction.id)
+        assert moved is not None
+        assert moved.covered_until is not None
+        assert moved.covered_until >= run.started_at - timedelta(seconds=5)
+
