@@ -2,7 +2,7 @@
 instructions, and the check that refuses a model turn once the cap is reached.
 
 The cap's day is the user's: from midnight in the user's time zone. A run's spend is
-written when each of its attempts ends (added to the run's, app/runs/execute.py), which
+written when each of its attempts ends (added to the run's, app/runs/endings.py), which
 sets the run's `updated_at`: a run's spend counts on the day the run last changed. For
 a run that runs in one go that is the day it spent it. A run that paused on a question
 counts on the day it paused (what it spent so far) and again, all of it, on the day it

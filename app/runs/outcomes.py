@@ -30,10 +30,11 @@ from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.notifications.models import Delivery, Notification
 from app.runs import metrics, queue
+from app.runs.context import RunContext, advance, later
 from app.runs.steps import LeaseLost, without_nul
 
 if TYPE_CHECKING:
-    from app.runs.execute import RunExecutor, _Context
+    from app.runs.execute import RunExecutor
 
 # Channels whose deliveries need no look-up (webhooks and push have one per target).
 _PLAIN_CHANNELS = frozenset({"in_app", "email"})
@@ -46,7 +47,7 @@ _PUBLISH_TO_USERS = text(
 @dataclass
 class Success:
     claim: queue.Claim
-    ctx: _Context
+    ctx: RunContext
     outcome: AgentOutcome
 
 
@@ -163,11 +164,9 @@ def _move_on(
     item: Success, instruction: Instruction, digest: dict[str, Any] | None, now: datetime
 ) -> list[_Note]:
     """The instruction after its run (as `_succeeded_one`), and the digest to tell."""
-    from app.runs.execute import _advance, _later
-
     ctx, outcome = item.ctx, item.outcome
-    instruction.cursor = _advance(instruction.cursor, outcome.cursors, ctx.cursors_from)
-    instruction.covered_until = _later(instruction.covered_until, ctx.covered_until())
+    instruction.cursor = advance(instruction.cursor, outcome.cursors, ctx.cursors_from)
+    instruction.covered_until = later(instruction.covered_until, ctx.covered_until())
     instruction.last_run_at = now
     instruction.consecutive_failures = 0
     if outcome.digest is None:

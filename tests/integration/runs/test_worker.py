@@ -20,7 +20,7 @@ from app.instructions import service as instructions_service
 from app.instructions.models import Instruction
 from app.runs import queue
 from app.runs import service as runs_service
-from app.runs.execute import KEY_REJECTED, KEY_REJECTED_BACKOFF_SECONDS
+from app.runs.endings import KEY_REJECTED, KEY_REJECTED_BACKOFF_SECONDS
 from app.runs.models import Run
 from app.runs.scheduler import SchedulerTick
 from tests import factories
@@ -213,7 +213,7 @@ async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
         revoked = GeminiModel("revoked-key-123", base_url=fake.url, max_retries=0)
         worker = make_worker(runtime, revoked)
         run_ids = [await run_now(runtime, i) for i in instructions]
-        with caplog.at_level(logging.ERROR, logger="app.runs.execute"):
+        with caplog.at_level(logging.ERROR, logger="app.runs.endings"):
             assert await work_once(worker) == 2
         assert [r.status for r in fake.requests()] == [400, 400]
         for run_id in run_ids:

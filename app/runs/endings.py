@@ -1,0 +1,349 @@
+"""Every way a claimed run's attempt ends but success: skipped or deferred at the cost
+cap, cancelled, back to waiting, paused on a question, failed and retried, given up,
+cut off from its Google account, given back for a rejected API key. Each adds what the
+attempt spent to the run (its model turns' tokens and their cost), so that it counts
+against the user's daily cost cap, also when the lease was lost.
+
+A model service that rejects the API key (`KeyRejected`) is the operator's problem,
+not the run's: the run is given back to the queue for `KEY_REJECTED_BACKOFF_SECONDS`,
+its attempt uncounted, its instruction and user untouched, and the executor gives
+back the runs it claims meanwhile without trying the model. The operator is told
+in the log (once per back-off) and by the `pilotlight_model_key_rejected` gauge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.agent.llm import LLM, KeyRejected
+from app.agent.pricing import cost_usd
+from app.agent.runner import AgentOutcome
+from app.core.config import Settings
+from app.core.db import after_commit, db_now, transaction, utcnow
+from app.core.faults import FaultPoints
+from app.google.accounts import mark_disconnected
+from app.instructions.models import Instruction
+from app.notifications import service as notifications
+from app.questions import service as questions
+from app.runs import costs, metrics, queue
+from app.runs.context import RunContext, lock_instruction
+from app.runs.models import Run
+from app.runs.steps import LeaseLost, without_nul
+from app.sources.base import AccountDisconnected
+
+log = logging.getLogger(__name__)
+
+# How long runs wait after the model service rejected the API key.
+KEY_REJECTED_BACKOFF_SECONDS = 300.0
+KEY_REJECTED = (
+    "waiting: the model service rejected the service's API key; the run is tried again "
+    "once the operator has fixed it (this is not counted as a failed attempt)"
+)
+
+
+class RunEndings:
+    """The endings of `RunExecutor` (app/runs/execute.py), which sets these up."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+    llm: LLM
+    fault: FaultPoints
+    # time.monotonic() until which runs are given back without trying the model (it
+    # rejected the API key), and when that was last logged.
+    _key_rejected_until: float
+    _key_logged_at: float | None
+
+    async def _skip_for_cost(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
+        now = utcnow()
+        async with transaction(self.sessionmaker) as session:
+            if not await queue.finish(
+                session=session, claim=claim, status="skipped", finished_at=now, error=reason,
+                agent_state=None,
+            ):
+                return
+            day = now.astimezone(ZoneInfo(ctx.user.timezone)).date().isoformat()
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"cost-cap:{day}", kind="alert",
+                title="Daily cost cap reached",
+                body=f"Runs are skipped until tomorrow: {reason}. Raise the cap in your "
+                "settings to let them run.",
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
+
+    async def _defer_for_cost(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
+        """A run that would pass the cap and cannot be skipped: one that resumes from a
+        question (answered, or expired), not thrown away with the user's answer and what
+        it spent, or a watch's run, whose one item no later run would report (a schedule's
+        next run covers what a skipped one would have). It is queued again, as it is, for
+        the user's next midnight, when the cap starts again; the user is told why (in the
+        app: once a day per resumed run, once a day for watches). The attempt is not
+        counted."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            resume_at = costs.next_day(ctx.user, now)
+            if not await queue.finish(
+                session=session, claim=claim, status="queued", worker_id=None,
+                available_at=resume_at, attempt=Run.attempt - 1, updated_at=now,
+                error=f"waits for tomorrow: {reason}",
+            ):
+                return
+            zone = ZoneInfo(ctx.user.timezone)
+            day = now.astimezone(zone).date().isoformat()
+            if not ctx.run.agent_state:  # a watch's run: one notice a day for them all
+                await notifications.notify(
+                    session=session, user_id=ctx.user.id, key=f"cost-cap:{day}:watches",
+                    kind="alert", title="Watches wait for tomorrow",
+                    body=(
+                        "The daily cost cap is reached, so what your watches caught from "
+                        "now on is looked at after midnight "
+                        f"({resume_at.astimezone(zone):%Y-%m-%d %H:%M %Z}), when the cap "
+                        f"starts again; nothing they caught is dropped. {reason}."
+                    ),
+                    channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+                )
+                return
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:cost-cap:{day}",
+                kind="alert", title=f"{ctx.instruction.title}: goes on tomorrow",
+                body=(
+                    "The daily cost cap is reached, so this run goes on after midnight "
+                    f"({resume_at.astimezone(zone):%Y-%m-%d %H:%M %Z}), when the cap starts "
+                    f"again; your answer and what it found so far are kept. {reason}."
+                ),
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
+
+    async def _cancel(self, claim: queue.Claim, reason: str) -> None:
+        async with transaction(self.sessionmaker) as session:
+            await queue.finish(
+                session=session, claim=claim, status="cancelled", finished_at=utcnow(),
+                error=reason, agent_state=None,
+            )
+
+    async def _wait_again(self, claim: queue.Claim) -> None:
+        """A paused run was queued while its question is open: back to waiting, uncounted."""
+        async with transaction(self.sessionmaker) as session:
+            await queue.finish(
+                session=session, claim=claim, status="waiting_for_user", worker_id=None,
+                attempt=Run.attempt - 1,
+            )
+
+    async def _paused(self, claim: queue.Claim, ctx: RunContext, outcome: AgentOutcome) -> None:
+        """The agent asked the user: park the run with its state, store and send the question.
+
+        A question that repeats an open one of the instruction is stored (its run
+        resumes on its own call) but not sent again.
+        """
+        paused = outcome.paused
+        assert paused is not None
+        async with transaction(self.sessionmaker) as session:
+            instruction = await lock_instruction(session, ctx.instruction)
+            if instruction.deleted_at is not None:
+                if not await queue.finish(
+                    session=session, claim=claim, status="cancelled", finished_at=utcnow(),
+                    error="the instruction was deleted while the run was running",
+                    agent_state=None, **queue.spent(self._spent(ctx)),
+                ):
+                    raise LeaseLost()
+                return
+            now = await db_now(session)
+            cursors_from = ctx.cursors_from
+            if cursors_from is None:
+                cursors_from = {key: ctx.instruction.cursor.get(key) for key in outcome.cursors}
+            written = await queue.finish(
+                session=session, claim=claim, status="waiting_for_user", worker_id=None,
+                model=self.llm.name, interaction_ids={"ids": outcome.interaction_ids},
+                agent_state={
+                    "attempt": claim.attempt,
+                    "cursors_from": cursors_from,
+                    "state": without_nul(paused.model_dump(mode="json")),
+                },
+                **queue.spent(self._spent(ctx)),
+            )
+            if not written:
+                raise LeaseLost()
+            question, repeated = await questions.ask(
+                session=session, user_id=ctx.user.id, run_id=claim.run_id,
+                instruction_id=instruction.id, interaction_id=paused.interaction_id,
+                call_id=paused.call_id, text=paused.question, choices=paused.choices,
+                expires_at=now + timedelta(seconds=self.settings.agent_question_ttl_seconds),
+            )
+            if repeated:
+                log.info("run %s repeats an open question; not asked again", claim.run_id)
+                return
+            await notifications.notify(
+                session=session, user_id=ctx.user.id,
+                key=f"run:{claim.run_id}:question:{paused.call_id}", kind="question",
+                title=f"{instruction.title}: a question for you", body=paused.question,
+                channels=instruction.channels.get("kinds", []),
+                data={"question_id": str(question.id), "choices": paused.choices},
+                run_id=claim.run_id, instruction_id=instruction.id,
+            )
+
+    def _spent(self, ctx: RunContext) -> dict[str, Any]:
+        """What the attempt spent (queue.SPENT_COLUMNS), which every way it ends adds to
+        the run: its model turns' tokens (a paused run's earlier ones are on the run
+        already) and their cost."""
+        usage = ctx.spent()
+        return {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "thought_tokens": usage.thought_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cost_usd": cost_usd(self.llm.name, usage, self.settings.gemini_prices),
+        }
+
+    async def _charge_lost(self, claim: queue.Claim, ctx: RunContext) -> None:
+        """An attempt that lost its run (or was stopped) writes no outcome, but what it
+        spent is added to the run all the same: it counts against the user's cap."""
+        spend = self._spent(ctx)
+        if not any(spend.values()):
+            return
+        try:
+            async with transaction(self.sessionmaker) as session:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
+        except Exception:
+            log.exception("run %s: could not add what the attempt spent", claim.run_id)
+
+    async def _failed(self, claim: queue.Claim, ctx: RunContext, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        attempt = ctx.attempt(claim)
+        async with transaction(self.sessionmaker) as session:
+            # The retry time is on the database's clock, like the leases that claim it.
+            now = await db_now(session)
+            # A paused run keeps its state: the retry resumes it again.
+            if attempt < self.settings.worker_max_attempts:
+                delay = queue.retry_delay(attempt, self.settings.worker_retry_base_seconds)
+                spend = self._spent(ctx)
+                written = await queue.finish(
+                    session=session, claim=claim, status="queued", worker_id=None,
+                    available_at=now + timedelta(seconds=delay), error=reason,
+                    updated_at=now,  # one clock reading: the back-off is measured from it
+                    **queue.spent(spend),
+                )
+                if not written:
+                    log.warning("run %s: lease lost; not retried by this worker", claim.run_id)
+                    await queue.charge(session=session, run_id=claim.run_id, values=spend)
+                else:
+                    after_commit(session, metrics.RUN_RETRIES.inc)
+                return
+        log.debug("run %s final failure: %s", claim.run_id, traceback.format_exception(exc))
+        await self._give_up(claim, ctx, reason)
+
+    async def _key_rejected(self, claim: queue.Claim, exc: KeyRejected) -> None:
+        """The model service refused the API key: no run can work until the operator fixes
+        it. Give the run back, tell the operator (once per back-off), and give back the
+        runs claimed meanwhile without trying (`execute`)."""
+        now = time.monotonic()
+        self._key_rejected_until = now + KEY_REJECTED_BACKOFF_SECONDS
+        metrics.MODEL_KEY_REJECTED.set(1)
+        if self._key_logged_at is None or now - self._key_logged_at >= (
+            KEY_REJECTED_BACKOFF_SECONDS
+        ):
+            self._key_logged_at = now
+            message = str(exc)
+            key = self.settings.gemini_api_key
+            if key is not None and key.get_secret_value():
+                message = message.replace(key.get_secret_value(), "[the key]")
+            log.error(
+                "%s. Runs are given back to the queue, uncounted and without telling their "
+                "users, and tried again every %d s: fix PILOTLIGHT_GEMINI_API_KEY and "
+                "restart (`pilotlight check` tests the key)",
+                message, KEY_REJECTED_BACKOFF_SECONDS,
+            )
+        await self._give_back_for_key(claim)
+
+    async def _give_back_for_key(self, claim: queue.Claim) -> None:
+        """Back to the queue after the key back-off: the attempt is not counted, the
+        instruction's failures are not, and nobody is told. A paused run keeps its state."""
+        async with transaction(self.sessionmaker) as session:
+            now = await db_now(session)
+            written = await queue.finish(
+                session=session, claim=claim, status="queued", worker_id=None,
+                attempt=Run.attempt - 1, error=KEY_REJECTED, updated_at=now,
+                available_at=now + timedelta(seconds=KEY_REJECTED_BACKOFF_SECONDS),
+            )
+            if written:
+                after_commit(session, metrics.RUNS_WAITING_FOR_KEY.inc)
+
+    async def _disconnected(
+        self, claim: queue.Claim, ctx: RunContext, exc: AccountDisconnected
+    ) -> None:
+        """A Google grant is gone: fail the run without retries and mark the user's (one,
+        active) Google account; that pauses what depends on it and tells the user once."""
+        reason = f"AccountDisconnected: {exc}"[:2000]
+        spend = self._spent(ctx)
+        async with transaction(self.sessionmaker) as session:
+            written = await queue.finish(
+                session=session, claim=claim, status="failed", finished_at=utcnow(),
+                error=reason, agent_state=None, **queue.spent(spend),
+            )
+            if not written:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
+                return
+            after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
+            for account in ctx.accounts:
+                if account.kind == "google" and account.status == "active":
+                    await mark_disconnected(
+                        session, account=account, reason=str(exc), settings=self.settings
+                    )
+
+    async def _give_up(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
+        """Fail the run; after repeated failures stop the instruction and tell the user.
+        A run whose instruction was deleted meanwhile ends cancelled, and nobody is told
+        that a deleted instruction failed."""
+        now = utcnow()
+        spend = self._spent(ctx)
+        async with transaction(self.sessionmaker) as session:
+            # Locked first, as the outcomes lock it: a delete committing meanwhile is seen.
+            instruction = (await session.execute(
+                select(Instruction).where(Instruction.id == ctx.instruction.id)
+                .with_for_update()
+            )).scalar_one_or_none()
+            deleted = instruction is None or instruction.deleted_at is not None
+            written = await queue.finish(
+                session=session, claim=claim, status="cancelled" if deleted else "failed",
+                finished_at=now, error="the instruction was deleted" if deleted else reason,
+                agent_state=None, **queue.spent(spend),
+            )
+            if not written:
+                await queue.charge(session=session, run_id=claim.run_id, values=spend)
+                return
+            if instruction is None or deleted:
+                return
+            after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
+            if ctx.run.reason == "preview":
+                return  # a failed trial is shown on the run; the instruction is unaffected
+            instruction.consecutive_failures += 1
+            instruction.last_run_at = now
+            threshold = self.settings.worker_failures_before_error
+            stopped = instruction.consecutive_failures >= threshold
+            if stopped and instruction.status == "active":
+                instruction.status = "error"
+                instruction.next_run_at = None
+                instruction.status_detail = (
+                    f"stopped after {instruction.consecutive_failures} failed runs in a row; "
+                    f"last error: {reason}"
+                )
+            body = f"The run failed: {reason}"
+            if stopped:
+                body += (
+                    f"\n\nThe instruction stopped after {instruction.consecutive_failures} "
+                    "failed runs in a row. Resume it once the cause is fixed."
+                )
+            await notifications.notify(
+                session=session, user_id=ctx.user.id, key=f"run:{claim.run_id}:failed",
+                kind="error", title=f"{instruction.title}: run failed", body=body,
+                # The instruction's channels: a run.failed webhook, an email, ...
+                channels=instruction.channels.get("kinds", []),
+                data={"error": reason}, run_id=claim.run_id,
+                instruction_id=instruction.id,
+            )
