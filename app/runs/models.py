@@ -94,7 +94,7 @@ class Run(IdMixin, TimestampMixin, Base):
     cost_usd: Mapped[float] = mapped_column(default=0.0)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    # A run paused on a question to the user: what resumes it (see app/runs/execute.py and context.py).
+    # A run paused on a question to the user: what resumes it (see app/runs/execute.py).
     agent_state: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # A watch run: the item that fired it, {"account_id", "kind": "message" | "file", "id"}.
     trigger_item: Mapped[dict[str, Any] | None] = mapped_column(default=None)
