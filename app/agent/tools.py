@@ -471,11 +471,10 @@ class ToolBox:
                 "no such attachment",
             )
         item = {"message_id": alias, "filename": listed.filename}
-        mime = media_type(listed.mime_type)
-        if mime not in MEDIA_TYPES:
-            return _not_shown("attachment", "read_attachment", item, mime, listed.size)
-        if listed.size > MEDIA_BYTES:
-            return _too_large("attachment", "read_attachment", item, mime, listed.size)
+        refused = _not_shown("attachment", "read_attachment", item,
+                             media_type(listed.mime_type), listed.size)
+        if refused is not None:
+            return refused
         try:
             mime_type, data = await self.sources[account].read_attachment(message_id, filename)
         except SourceError as exc:
@@ -554,20 +553,15 @@ def _described(text: str, label: str, item: dict[str, Any], mime: str, size: int
 
 def _not_shown(
     noun: str, label: str, item: dict[str, Any], mime: str, size: int
-) -> ToolResult:
-    return ToolResult(_described(
-        f"The {noun} below cannot be shown: only PDFs and PNG, JPEG, GIF or WebP images can.",
-        label, item, mime, size,
-    ))
-
-
-def _too_large(
-    noun: str, label: str, item: dict[str, Any], mime: str, size: int
-) -> ToolResult:
-    return ToolResult(_described(
-        f"The {noun} below is too large to be shown; the limit is {MEDIA_BYTES} bytes.",
-        label, item, mime, size,
-    ))
+) -> ToolResult | None:
+    """Why the item cannot be shown as media (its type, its size), or None if it can."""
+    if mime not in MEDIA_TYPES:
+        why = "cannot be shown: only PDFs and PNG, JPEG, GIF or WebP images can"
+    elif size > MEDIA_BYTES:
+        why = f"is too large to be shown; the limit is {MEDIA_BYTES} bytes"
+    else:
+        return None
+    return ToolResult(_described(f"The {noun} below {why}.", label, item, mime, size))
 
 
 def _media(
@@ -576,10 +570,9 @@ def _media(
     """A short text, the item fenced, and the media part; a text answer when it cannot be
     shown."""
     mime = media_type(mime_type)
-    if mime not in MEDIA_TYPES:
-        return _not_shown(noun, label, item, mime, len(data))
-    if len(data) > MEDIA_BYTES:
-        return _too_large(noun, label, item, mime, len(data))
+    refused = _not_shown(noun, label, item, mime, len(data))
+    if refused is not None:
+        return refused
     kind = "PDF document" if mime == "application/pdf" else "image"
     text = _described(f"The {noun} below is shown to you as the {kind} attached to this "
                       "result.", label, item, mime, len(data))

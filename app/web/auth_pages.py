@@ -3,12 +3,14 @@ scripts."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
 from app.auth import throttle
@@ -21,6 +23,7 @@ from app.core.runtime import Runtime
 from app.google import oauth, sign_in
 from app.google.oauth import CodeRejected, ConsentRefused
 from app.google.sign_in import SignInStateInvalid
+from app.users.models import User
 from app.web.deps import FormViewerDep, ViewerDep, local_sign_in_allowed
 from app.web.render import page, set_session_cookie
 
@@ -54,6 +57,25 @@ async def login(
     )
 
 
+async def _link_user(
+    request: Request, runtime: Runtime, session: AsyncSession,
+    use: Callable[[], Awaitable[User]],
+) -> User | HTMLResponse:
+    """The user of a one-time link (`use` looks it up or uses it up), through the sign-in
+    limit: an unusable link counts as a failure of this client; for an unusable link, or
+    past the limit (then nothing is looked up), the login page that says why."""
+    client = client_key(request)
+    try:
+        await throttle.check(session, runtime.settings, client)
+    except TooManySignInFailures as exc:
+        return _login_problem(request, runtime, exc)
+    try:
+        return await use()
+    except LoginLinkInvalid as exc:
+        await throttle.failed(session, client, method="link", reason="unusable login link")
+        return _login_problem(request, runtime, exc)
+
+
 def _login_problem(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
     """The sign-in page, saying what went wrong."""
     response = page(request, "login.html", None, status_code=exc.status_code, next="/",
@@ -72,16 +94,10 @@ async def open_link(
     """A one-time link asks first, naming the account, and is used by the button (a POST):
     a link scanner that opens it uses nothing, and a link someone else sends signs nobody
     in without a click that says as whom."""
-    client = client_key(request)
-    try:
-        await throttle.check(session, runtime.settings, client)
-        try:
-            user = await auth.login_link_user(session=session, token=token)
-        except LoginLinkInvalid:
-            await throttle.failed(session, client, method="link", reason="unusable login link")
-            raise
-    except (LoginLinkInvalid, TooManySignInFailures) as exc:
-        return _login_problem(request, runtime, exc)
+    user = await _link_user(request, runtime, session,
+                            lambda: auth.login_link_user(session=session, token=token))
+    if isinstance(user, HTMLResponse):
+        return user
     signed_in_as = None
     cookie = request.cookies.get(auth.SESSION_COOKIE)
     if cookie:
@@ -126,16 +142,10 @@ async def redeem_link(
     if not _same_site_post(request, runtime):
         return _login_problem(request, runtime, LinkPostRefused(
             "this sign-in was sent from another site's page: open the link itself"))
-    client = client_key(request)
-    try:
-        await throttle.check(session, runtime.settings, client)
-        try:
-            user = await auth.redeem_login_link(session=session, token=token)
-        except LoginLinkInvalid:
-            await throttle.failed(session, client, method="link", reason="unusable login link")
-            raise
-    except (LoginLinkInvalid, TooManySignInFailures) as exc:
-        return _login_problem(request, runtime, exc)
+    user = await _link_user(request, runtime, session,
+                            lambda: auth.redeem_login_link(session=session, token=token))
+    if isinstance(user, HTMLResponse):
+        return user
     _row, cookie = await auth.start_session(
         session=session, user=user, method="link",
         ttl_seconds=runtime.settings.web_session_ttl_seconds,
