@@ -3,11 +3,13 @@ instructions, and the check that refuses a model turn once the cap is reached.
 
 The cap's day is the user's: from midnight in the user's time zone. A run's spend is
 written when each of its attempts ends (added to the run's, app/runs/endings.py), which
-sets the run's `updated_at`: a run's spend counts on the day the run last changed. For
-a run that runs in one go that is the day it spent it. A run that paused on a question
-counts on the day it paused (what it spent so far) and again, all of it, on the day it
-goes on and ends: a day may be charged a paused run's earlier spend twice, never
-none of it, however long the run waited.
+dates it (`Run.charged_at`; nothing else moves it: claiming, cancelling or requeueing
+the run does not): a run's spend counts on the day it was last charged. For a run that
+runs in one go that is the day it spent it. A run that paused on a question counts on
+the day it paused (what it spent so far) and again, all of it, on the day it goes on
+and spends more: a day may be charged a paused run's earlier spend twice, never none
+of it, however long the run waited. A run deferred to the next day by the cap does
+not carry its earlier spend into that day until it spends again.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def _spent_since(user: User, now: datetime) -> Any:
     since = _start_of_day(user, now)
     runs = (
         select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
-            Run.user_id == user.id, _SPENT_MONEY, Run.updated_at >= since,
+            Run.user_id == user.id, _SPENT_MONEY, Run.charged_at >= since,
         ).scalar_subquery()
     )
     calls = (
@@ -216,8 +218,9 @@ def _add(totals: UsageTotals, run: Run | ModelCall) -> None:
 async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     """Tokens and cost of the user's runs over the last `days` days, by day (in the user's
     time zone) and by instruction; model turns outside runs (drafting) count in the days
-    and the total. A run counts on the day it last changed, as for the cap: the finished
-    runs, and those not finished that have spent money (waiting for the user, retrying).
+    and the total. A run that spent money counts on the day it was last charged, as for
+    the cap (finished or not: waiting for the user, retrying); a free one on the day it
+    finished.
     """
     zone = ZoneInfo(user.timezone)
     since = _start_of_day(user, utcnow()) - timedelta(days=days - 1)
@@ -225,7 +228,7 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     # however old the run), and the free runs finished lately (ix_runs_user_id).
     runs = [
         *(await session.execute(select(Run).where(
-            Run.user_id == user.id, _SPENT_MONEY, Run.updated_at >= since,
+            Run.user_id == user.id, _SPENT_MONEY, Run.charged_at >= since,
         ))).scalars(),
         *(await session.execute(select(Run).where(
             Run.user_id == user.id, Run.created_at >= since - timedelta(days=1),
@@ -241,7 +244,7 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
         day = (since + timedelta(days=offset)).date().isoformat()
         by_day[day] = DayUsage(day=day)
     for run in runs:
-        day = run.updated_at.astimezone(zone).date().isoformat()
+        day = (run.charged_at or run.updated_at).astimezone(zone).date().isoformat()
         _add(by_day.setdefault(day, DayUsage(day=day)), run)
         entry = by_instruction[run.instruction_id]
         entry.instruction_id = run.instruction_id

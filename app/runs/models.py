@@ -26,12 +26,12 @@ class Run(IdMixin, TimestampMixin, Base):
         UniqueConstraint("instruction_id", "scheduled_for"),
         Index(None, "user_id", "created_at"),
         Index(None, "instruction_id", "created_at"),
-        # The runs that spent money, by when they last changed: what counts against the
-        # user's daily cost cap (app/runs/costs.py). Free runs are never in it.
+        # The runs that spent money, by when spend was last added: what counts against
+        # the user's daily cost cap (app/runs/costs.py). Free runs are never in it.
         Index(
             "ix_runs_spend",
             "user_id",
-            "updated_at",
+            "charged_at",
             postgresql_where=text("cost_usd > 0"),
             sqlite_where=text("cost_usd > 0"),
         ),
@@ -92,6 +92,9 @@ class Run(IdMixin, TimestampMixin, Base):
     thought_tokens: Mapped[int] = mapped_column(default=0)
     cached_tokens: Mapped[int] = mapped_column(default=0)
     cost_usd: Mapped[float] = mapped_column(default=0.0)
+    # When an attempt last added what it spent (set only then: cancelling, claiming or
+    # requeueing the run leaves it), the day its spend counts on for the cost cap.
+    charged_at: Mapped[datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     # A run paused on a question to the user: what resumes it (see app/runs/execute.py).

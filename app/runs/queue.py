@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.core.db import db_now, insert_ignore, uuid7, uuid7s
+from app.core.db import db_now, insert_ignore, utcnow, uuid7, uuid7s
 from app.core.pubsub import EVENTS_CHANNEL, publish_event
 from app.instructions.models import Instruction
 from app.runs.models import Run
@@ -397,8 +397,13 @@ SPENT_COLUMNS = ("input_tokens", "output_tokens", "thought_tokens", "cached_toke
 
 def spent(values: Mapping[str, Any]) -> dict[str, Any]:
     """The values of `finish` that add an attempt's spend (SPENT_COLUMNS of `values`) to
-    the run's."""
-    return {column: getattr(Run, column) + values[column] for column in SPENT_COLUMNS}
+    the run's, and date it (`charged_at`) when it cost money."""
+    added: dict[str, Any] = {
+        column: getattr(Run, column) + values[column] for column in SPENT_COLUMNS
+    }
+    if values["cost_usd"] > 0:
+        added["charged_at"] = utcnow()
+    return added
 
 
 async def charge(*, session: AsyncSession, run_id: uuid.UUID, values: Mapping[str, Any]) -> None:
@@ -431,6 +436,7 @@ OUTCOME_SET = """status = v.status, finished_at = v.finished_at,
         thought_tokens = runs.thought_tokens + v.thought_tokens,
         cached_tokens = runs.cached_tokens + v.cached_tokens,
         cost_usd = runs.cost_usd + v.cost_usd,
+        charged_at = CASE WHEN v.cost_usd > 0 THEN clock_timestamp() ELSE runs.charged_at END,
         lease_token = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()"""
 
 FINISH_MANY_UPDATE = f"""

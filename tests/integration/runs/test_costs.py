@@ -84,7 +84,8 @@ async def _cap(runtime: Runtime, user: User, usd: float) -> None:
 
 async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
     async with transaction(runtime.sessionmaker) as session:
-        await session.execute(update(Run).where(Run.id == run_id).values(cost_usd=usd))
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            cost_usd=usd, charged_at=utcnow()))
 
 
 @pytest.fixture
@@ -397,7 +398,7 @@ async def test_a_run_that_ends_days_after_it_was_created_counts_today(
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == run_id).values(
             status="succeeded", cost_usd=0.75, created_at=utcnow() - timedelta(days=20),
-            finished_at=utcnow()))
+            finished_at=utcnow(), charged_at=utcnow()))
     assert await _spent_today(runtime, user) == pytest.approx(0.75)
     today = await _usage_today(client, headers)
     assert today["runs"] == 1
@@ -437,7 +438,7 @@ async def test_an_answered_run_over_the_cap_goes_on_tomorrow_with_the_answer(
     other = await run_now(runtime, await factories.instruction(runtime, user, title="Other"))
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == other).values(
-            status="succeeded", cost_usd=1.5, finished_at=utcnow()))
+            status="succeeded", cost_usd=1.5, finished_at=utcnow(), charged_at=utcnow()))
     async with transaction(runtime.sessionmaker) as session:
         question = (await session.execute(
             select(Question).where(Question.run_id == run_id))).scalar_one()
@@ -511,3 +512,65 @@ async def test_watch_runs_over_the_cap_wait_for_tomorrow_instead_of_losing_their
         assert "daily cost cap" in (run.error or "")
     told = [n for n in await notifications_of(runtime, user.id) if n.kind == "alert"]
     assert [n.title for n in told] == ["Watches wait for tomorrow"]  # once, for both
+
+
+async def test_a_run_deferred_to_midnight_goes_on_then_whatever_it_spent_before(
+    runtime: Runtime,
+) -> None:
+    """Its earlier spend was charged on the day it paused. Counted again when the run was
+    claimed at midnight (spend went by the run's last change), it passed the cap with
+    the instruction's usual cost on top: deferred again, every night, for ever."""
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 2.5)
+    instruction = await factories.instruction(runtime, user)
+    earlier = await run_now(runtime, instruction)  # the instruction usually costs $1.00
+    yesterday = utcnow() - timedelta(days=1)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == earlier).values(
+            status="succeeded", cost_usd=1.0, finished_at=yesterday, updated_at=yesterday,
+            charged_at=yesterday))
+    worker = make_worker(runtime, Asking())
+    run_id = await run_now(runtime, instruction)
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"  # spent $2.00
+    async with transaction(runtime.sessionmaker) as session:
+        question = (await session.execute(
+            select(Question).where(Question.run_id == run_id))).scalar_one()
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        await questions.answer(session=session, user=owner, question_id=question.id,
+                               text="Apollo", wakeups=runtime.wakeups)
+    # As if the pause, the answer and the deferral were yesterday; today nothing is spent.
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            status="queued", available_at=utcnow(), updated_at=yesterday,
+            charged_at=yesterday))
+    assert await _spent_today(runtime, user) == pytest.approx(0.0)
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", (run.status, run.error)
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+async def test_ending_a_run_that_spent_last_week_charges_nothing_today(
+    runtime: Runtime, client: httpx.AsyncClient, how: str
+) -> None:
+    """Cancelling a run paused a week ago, or deleting its instruction, moved its $2.00
+    into today's spend, and today's runs were skipped for it."""
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    week_ago = utcnow() - timedelta(days=7)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            status="waiting_for_user", cost_usd=2.0, agent_state={"attempt": 1},
+            created_at=week_ago, updated_at=week_ago, charged_at=week_ago))
+    if how == "cancel":
+        response = await client.post(f"/api/v1/runs/{run_id}/cancel", headers=headers)
+    else:
+        response = await client.delete(f"/api/v1/instructions/{instruction.id}",
+                                       headers=headers)
+    assert response.status_code < 300, response.text
+    assert await _spent_today(runtime, user) == pytest.approx(0.0)
+
