@@ -6,6 +6,7 @@ outcome: a worker that lost the run raises `LeaseLost` and writes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -128,9 +129,11 @@ class Alerter:
     - An alert that names the items it is about (`about`) is sent only if one of them
       was never alerted about by the instruction (`alerted_items`), whatever its words
       and whichever run sends it.
-    - An alert that names no items has only its words: it is not sent if this run
-      already sent an alert with the same title or the same message, compared without
-      case, punctuation or spacing.
+    - An alert that names no items has only its words: it is not sent if an earlier
+      attempt of this run (an earlier claim: a retry, a resume, a run given back) sent
+      an alert with the same title or the same message, compared without case,
+      punctuation or spacing. Within one attempt, alerts that differ are all sent (two
+      invoices may both be "New invoice").
     - In any case, not one whose title and message were both sent by this run, or
       whose call id was (the notification's key).
 
@@ -172,16 +175,20 @@ class Alerter:
         async with transaction(self.sessionmaker) as session:
             if not await queue.still_held(session=session, claim=self.claim):
                 raise LeaseLost()
-            sent = (await session.execute(
-                select(Notification.title, Notification.body).where(
+            rows = (await session.execute(
+                select(Notification.title, Notification.body, Notification.data).where(
                     Notification.user_id == self.user_id,
                     Notification.run_id == self.claim.run_id,
                     Notification.kind == "alert",
                 )
             )).all()
-            if (title[:300], alert.message) in {(t, b) for t, b in sent}:
+            if (title[:300], alert.message) in {(t, b) for t, b, _data in rows}:
                 return False
-            if not alert.items and _same_words(title[:300], alert.message, sent):
+            # Which claim sent an alert: a digest of its lease token (not the token).
+            claim = hashlib.sha256(str(self.claim.lease_token).encode()).hexdigest()[:12]
+            before = [(t, b) for t, b, data in rows
+                      if not isinstance(data, dict) or data.get("claim") != claim]
+            if not alert.items and _same_words(title[:300], alert.message, before):
                 return False
             if alert.items and not await self._first_time(session, alert.items):
                 return False
@@ -189,8 +196,8 @@ class Alerter:
                 session=session, user_id=self.user_id,
                 key=f"run:{self.claim.run_id}:notify:{alert.call_id}", kind="alert",
                 title=title, body=alert.message, channels=instruction.channels.get("kinds", []),
-                data={"call_id": alert.call_id, **({"about": list(alert.items)}
-                                                    if alert.items else {})},
+                data={"call_id": alert.call_id, "claim": claim,
+                      **({"about": list(alert.items)} if alert.items else {})},
                 run_id=self.claim.run_id,
                 instruction_id=instruction.id,
             )

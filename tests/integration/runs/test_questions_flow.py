@@ -606,3 +606,28 @@ async def work_once_with(runtime: Runtime, llm: GeminiModel, instruction: Instru
     await run_now(runtime, instruction)
     await work_once(make_worker(runtime, llm))
     await llm.aclose()
+
+
+async def test_two_different_alerts_of_one_attempt_are_both_sent(
+    gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    """Only an earlier attempt's alert is compared by its words: within one attempt two
+    invoices may both be "New invoice", and the second was dropped."""
+    runtime = gemini_runtime
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fake.script(
+        Calls([("notify_now", {"title": "New invoice",
+                               "message": "Acme sent invoice 17 for $400."}),
+               ("notify_now", {"title": "New invoice",
+                               "message": "Globex sent invoice 9 for $1,200."})]),
+        Text(json.dumps(DIGEST)),
+    )
+    run_id = await run_now(runtime, instruction)
+    llm = gemini_for(runtime.settings)
+    await work_once(make_worker(runtime, llm))
+    await llm.aclose()
+    assert (await get_run(runtime, run_id)).status == "succeeded"
+    alerts = sorted(n.body for n in await notifications_of(runtime, user.id)
+                    if n.kind == "alert")
+    assert alerts == ["Acme sent invoice 17 for $400.", "Globex sent invoice 9 for $1,200."]
