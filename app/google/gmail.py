@@ -38,11 +38,19 @@ only: the ids waiting in `pending` were found before and never shown, so they ar
 (or keep waiting) as after any delta. What arrived beyond the newest N while the
 history was lost is not shown: that is the bound.
 
+Label removals that are not SPAM/TRASH (mail read: UNREAD; archived: INBOX) come in the
+same `history.list` pages but are read past: they do not count against the history
+budget (`HISTORY_PAGE` x `HISTORY_PAGES_MAX` records that add mail or take it out of
+spam or trash), so "Mark all as read" on 10,000 messages cannot stop a delta before the
+mail that came after. They are capped apart (`HISTORY_SCAN_PAGES_MAX` pages in all);
+past that cap the history is treated as lost (logged) and resynced as for a 404.
+
 Metadata comes from `messages.get(format=metadata)` in batches of at most 50.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from typing import Any
@@ -62,13 +70,18 @@ SEEN_MAX = 1000
 PENDING_MAX = 1000
 HISTORY_PAGE = 500
 HISTORY_PAGES_MAX = 20
-"""At most this many history pages per sync; the cursor then resumes from the last
-record read."""
+"""At most `HISTORY_PAGE` x this many history records that add mail or take it out of
+spam or trash per sync; the cursor then resumes from the last record read."""
+HISTORY_SCAN_PAGES_MAX = 200
+"""At most this many history pages per sync in all (records read past included: 100,000
+records, 400 quota units); beyond that the history is resynced as if expired."""
 LIST_PAGE_MAX = 500
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 # Labels whose removal brings a message back: "Not spam", or restored from the trash.
 _QUARANTINE = frozenset({"SPAM", "TRASH"})
+
+log = logging.getLogger(__name__)
 
 
 class HistoryExpired(SourceError):
@@ -113,12 +126,17 @@ class GmailReader:
         "Not spam" and "restore from trash" add no message: Gmail records a labelsRemoved
         (SPAM or TRASH) entry, so label removals are asked for too; the other ones (most
         are UNREAD, when mail is read) are read past, in the same pages of the same call
-        (2 units a page)."""
+        (2 units a page). Only records that add a message or take one out of spam or
+        trash count against the budget (`HISTORY_PAGE` x `HISTORY_PAGES_MAX`): reading
+        or archiving in bulk must not stop the delta before the mail that came after
+        (the next digest's window would leave that mail out). Past
+        `HISTORY_SCAN_PAGES_MAX` pages in all, `HistoryExpired` (resynced)."""
         added: list[str] = []
         rescued: list[str] = []
         page_token: str | None = None
         resume = start
-        for _ in range(HISTORY_PAGES_MAX):
+        counted = 0
+        for _ in range(HISTORY_SCAN_PAGES_MAX):
             kwargs: dict[str, Any] = {
                 "userId": "me", "startHistoryId": start,
                 "historyTypes": ["messageAdded", "labelRemoved"], "maxResults": HISTORY_PAGE,
@@ -132,25 +150,38 @@ class GmailReader:
                     raise HistoryExpired(f"Gmail no longer has history from {start}") from exc
                 raise
             for record in page.get("history") or []:
+                counts = bool(record.get("messagesAdded"))
                 for entry in record.get("messagesAdded") or []:
                     msg = entry.get("message") or {}
                     if msg.get("id") and fmt.arrived(msg):
                         added.append(str(msg["id"]))
                 for entry in record.get("labelsRemoved") or []:
                     msg = entry.get("message") or {}
+                    if not set(entry.get("labelIds") or []) & _QUARANTINE:
+                        continue  # read, archived...: read past, not counted
+                    counts = True
                     # The message's labels after the change, when Gmail gives them: out of
                     # spam but still in trash (or a draft) has not arrived. The caller's
                     # metadata decides in the end.
-                    if (msg.get("id") and set(entry.get("labelIds") or []) & _QUARANTINE
-                            and fmt.arrived(msg)):
+                    if msg.get("id") and fmt.arrived(msg):
                         rescued.append(str(msg["id"]))
+                counted += counts
                 if record.get("id"):
                     resume = str(record["id"])
             page_token = page.get("nextPageToken")
             if not page_token:
                 return str(page.get("historyId") or resume), added, rescued
-        # Too much at once: carry on from the last record next time.
-        return resume, added, rescued
+            if counted >= HISTORY_PAGE * HISTORY_PAGES_MAX:
+                # Too much new mail at once: carry on from the last record next time.
+                return resume, added, rescued
+        # Pages upon pages of reads and archives: stopping inside them would leave the mail
+        # after them to a later delta, whose window may be past it. Resync instead.
+        log.warning(
+            "gmail: more than %d history pages from %s (mostly mail read or archived); "
+            "resyncing as if the history had expired",
+            HISTORY_SCAN_PAGES_MAX, start,
+        )
+        raise HistoryExpired(f"Gmail history from {start} is too long to read through")
 
     async def list_ids(self, *, query: str | None, limit: int) -> list[str]:
         """Message ids matching `query` (Gmail syntax), newest first, at most `limit`."""

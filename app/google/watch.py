@@ -14,9 +14,11 @@ done again from the same cursor and fires nothing twice.
 
 Every query is narrowed with `after:` the moment the watch was created, changed or
 resumed (`Instruction.watch_since`): older mail never fires, also mail that came while
-it was paused. A historyId that Gmail no longer knows (404), or an account polled for
-the first time, is resynced within `google_watch_resync_limit`: each query runs with
-`after:` the watch's last poll (or its start), so nothing older fires. Either way only
+it was paused. A historyId that Gmail no longer knows (404), a history too long to read
+through (`gmail.HISTORY_SCAN_PAGES_MAX` pages, mostly mail read or archived: reads never
+stop the history before new mail), or an account polled for the first time, is
+resynced within `google_watch_resync_limit`: each query runs with `after:` the
+watch's last poll (or its start), so nothing older fires. Either way only
 mail that arrived fires, by the labels and headers of the matching messages (one
 metadata batch): not the user's drafts or the mail they sent to others (a query answers
 those too), nor Pilotlight's own emails. Drive's change

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import REGISTRY
 
 from app.core.config import Settings
+from app.google import gmail
 from app.google.gmail import SEEN_MAX
 from app.google.source import GoogleSource
 from tests.fakes.google import FakeGoogle
@@ -295,3 +298,70 @@ async def test_a_resync_does_not_show_old_mail_the_first_sync_left_out(
     fake.expire_history(ALICE)
     resync = await source.delta(first.cursor, files=False, limit=50)
     assert [c.id for c in resync.messages] == list(reversed(new))
+
+
+async def test_mail_read_in_bulk_does_not_push_new_mail_out_of_the_digest(
+    fake: FakeGoogle, source: GoogleSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message read ("Mark all as read": UNREAD removed) or archived is a
+    labelsRemoved record in the same history pages as new mail. They must not count
+    against the budget of HISTORY_PAGE x HISTORY_PAGES_MAX records (10,000; shrunk here
+    to 2 x 2, so 5 reads stand for 10,001): a delta stopped inside them would leave the
+    mail after them to the next digest, whose window (`since`) is past it: lost."""
+    monkeypatch.setattr(gmail, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(gmail, "HISTORY_PAGES_MAX", 2)
+    old = mail(fake, 5, "Old")
+    start = await source.delta(None, files=False, limit=10)
+    for mid in old:  # "mark all as read"
+        fake.modify_labels(ALICE, mid, remove=["UNREAD"])
+    new = fake.add_message(ALICE, subject="Contract signed", text="Signed today.")
+
+    first_read = datetime.now(UTC)
+    first = await source.delta(start.cursor, files=False, limit=10)
+    second = await source.delta(first.cursor, files=False, limit=10, since=first_read)
+    assert [m.id for m in first.messages] == [new]
+    assert second.messages == []
+    # The watch poller's detector reads the same history: the new mail is in it.
+    changes = await source.mail_changes(str(start.cursor["gmail"]["history_id"]))
+    assert changes.added_message_ids == [new]
+    assert not changes.expired
+
+
+async def test_new_mail_over_the_history_budget_waits_for_the_next_delta(
+    fake: FakeGoogle, source: GoogleSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget still holds for records that add mail: past it, the delta resumes from
+    the last record read next time (reads in between do not count)."""
+    monkeypatch.setattr(gmail, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(gmail, "HISTORY_PAGES_MAX", 2)
+    start = await source.delta(None, files=False, limit=10)
+    burst = mail(fake, 6, "Burst")
+    first = await source.delta(start.cursor, files=False, limit=10)
+    second = await source.delta(first.cursor, files=False, limit=10)
+    assert [m.id for m in first.messages] == list(reversed(burst[:4]))
+    assert [m.id for m in second.messages] == list(reversed(burst[4:]))
+
+
+async def test_history_too_long_to_read_through_is_resynced_and_new_mail_shown(
+    fake: FakeGoogle, source: GoogleSource, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Reads past the separate cap on pages in all (HISTORY_SCAN_PAGES_MAX; 2 here): the
+    history is resynced as for a 404, with a warning, and the new mail is shown; the
+    watch detector reports it expired (the watch poller then resyncs its queries)."""
+    monkeypatch.setattr(gmail, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(gmail, "HISTORY_SCAN_PAGES_MAX", 2)
+    old = mail(fake, 5, "Old")
+    start = await source.delta(None, files=False, limit=10)
+    for mid in old:
+        fake.modify_labels(ALICE, mid, add=["STARRED"], remove=["UNREAD", "INBOX"])
+    new = fake.add_message(ALICE, subject="Contract signed", text="Signed today.")
+
+    changes = await source.mail_changes(str(start.cursor["gmail"]["history_id"]))
+    assert changes.expired
+    with caplog.at_level(logging.WARNING, logger="app.google.gmail"):
+        first = await source.delta(start.cursor, files=False, limit=10)
+    assert [m.id for m in first.messages] == [new]
+    assert "resyncing" in caplog.text
+    later = await source.delta(first.cursor, files=False, limit=10)
+    assert later.messages == []

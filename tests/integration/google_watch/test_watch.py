@@ -14,7 +14,7 @@ from app.accounts.models import Account
 from app.core.config import Settings
 from app.core.db import db_now, transaction
 from app.core.runtime import Runtime
-from app.google import watch_service
+from app.google import gmail, watch_service
 from app.google.scopes import GMAIL_READONLY
 from app.google.source import GoogleSource
 from app.google.watch import PollReport, WatchPoller
@@ -167,6 +167,38 @@ async def test_the_users_own_sent_mail_and_drafts_never_fire_also_after_a_resync
 
     assert report.resynced == (history == "expired")
     assert fired_ids(await watch_runs(runtime, instruction_id)) == sorted([to_self, arrived])
+
+
+@pytest.mark.parametrize("cap", ["read through", "too long: resynced"])
+async def test_mail_read_in_bulk_does_not_hold_back_a_watch(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+    monkeypatch: pytest.MonkeyPatch, cap: str,
+) -> None:
+    """Reading or archiving mail is a labelsRemoved record in the history the poller reads
+    (it asks for labelRemoved to see mail rescued from spam): thousands of them (5 here,
+    the history budget shrunk to 2 x 2 records) do not stop the poll before the invoice
+    that came after; past the cap on pages in all (2 here), the poll resyncs and fires
+    it all the same."""
+    monkeypatch.setattr(gmail, "HISTORY_PAGE", 2)
+    monkeypatch.setattr(gmail, "HISTORY_PAGES_MAX", 2)
+    if cap != "read through":
+        monkeypatch.setattr(gmail, "HISTORY_SCAN_PAGES_MAX", 2)
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+    old = [fake.add_message(EMAIL, sender="news@example.com", subject=f"News {n}")
+           for n in range(5)]
+    await watch.poll_accounts([account.id])
+
+    for mid in old:  # "mark all as read"
+        fake.modify_labels(EMAIL, mid, remove=["UNREAD"])
+    invoice = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 42")
+    report = await watch.poll_accounts([account.id])
+
+    assert report.resynced == (cap != "read through")
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [invoice]
 
 
 async def test_mail_taken_out_of_spam_fires_a_watch_once(
