@@ -105,7 +105,7 @@ class EditorValues:
             # The API takes a JSON number; the form's text is one only if it is digits
             # (anything else goes through as text and is refused, naming the field).
             calls = self.max_tool_calls.strip()
-            body["max_tool_calls"] = int(calls) if calls.isdigit() else calls
+            body["max_tool_calls"] = int(calls) if calls.isascii() and calls.isdigit() else calls
         return body
 
 

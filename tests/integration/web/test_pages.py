@@ -205,6 +205,22 @@ async def test_model_and_mail_text_is_escaped_and_links_come_only_from_refs(
         assert "Bad link" in run_page  # shown, as text without a link
 
 
+@pytest.mark.parametrize("calls", ["²", "ten", "-1"])
+async def test_an_action_budget_that_is_not_a_number_is_the_forms_error(
+    runtime: Runtime, calls: str
+) -> None:
+    """"²" is a digit to str.isdigit() but not to int(): the page crashed with a 500."""
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        response = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "interval", "interval_minutes": "60", "sources": "gmail",
+            "channels": "in_app", "thinking_level": "medium", "max_tool_calls": calls})
+    assert response.status_code == 422
+    assert "max_tool_calls" in response.text
+
+
 async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)
     async with browser(runtime) as client:
