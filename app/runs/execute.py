@@ -327,12 +327,11 @@ class RunExecutor(RunEndings):
         alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
                    if self._user_tools else None)
         sent_alerts: list[dict[str, str]] = []
-        if alerter is not None and interactive and (
-            ctx.attempt(claim) > 1 or ctx.run.error is not None
-        ):
-            # A retry starts afresh, from the run's start or from its pause: it is shown
-            # what the attempts before it told the user. (A run given back uncounted,
-            # after a rejected API key, is one too: its error says why.)
+        if alerter is not None and interactive:
+            # Any attempt but the first starts afresh, from the run's start or from its
+            # pause: it is shown what the attempts before it told the user. That is a
+            # retry, a resume, and a run given back uncounted (a rejected API key, a
+            # shutdown), which nothing on the run tells apart: one query, every time.
             sent_alerts = await alerter.sent()
         read_at = utcnow()
         if ctx.run.window_end is not None and ctx.run.window_end > read_at:

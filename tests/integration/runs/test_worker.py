@@ -12,12 +12,14 @@ from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from app.agent.gemini import GeminiModel
-from app.agent.llm import LLMError, TurnRequest, TurnResponse
+from app.agent.llm import LLMError, TurnRequest, TurnResponse, Usage
 from app.agent.offline import OfflineModel
+from app.agent.prompt import SENT_ALERTS_LABEL
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.instructions import service as instructions_service
 from app.instructions.models import Instruction
+from app.notifications import service as notifications_service
 from app.runs import queue
 from app.runs import service as runs_service
 from app.runs.endings import KEY_REJECTED, KEY_REJECTED_BACKOFF_SECONDS
@@ -493,4 +495,43 @@ async def test_a_catch_up_run_covers_up_to_when_it_read_the_sources(runtime: Run
         assert moved is not None
         assert moved.covered_until is not None
         assert moved.covered_until >= run.started_at - timedelta(seconds=5)
+
+
+class FirstInputs(OfflineModel):
+    """Records the first turn's input of each attempt, and answers with a digest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_inputs: list[str] = []
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        if isinstance(request.input, str):
+            self.first_inputs.append(request.input)
+        return TurnResponse(interaction_id="i1", usage=Usage(input_tokens=10),
+                            text='{"summary": "Done.", "sections": []}')
+
+
+async def test_a_run_given_back_at_shutdown_is_shown_the_alerts_it_sent(
+    runtime: Runtime,
+) -> None:
+    """Given back uncounted (attempt - 1, no error), the next attempt was not told of the
+    alert the first one sent, and could send it again in new words."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    async with transaction(runtime.sessionmaker) as session:
+        (claim,) = await queue.claim(session=session, worker_id="w-old", limit=1,
+                                     lease_seconds=60)
+        await notifications_service.notify(
+            session=session, user_id=user.id, key=f"run:{run_id}:notify:c1", kind="alert",
+            title=f"{instruction.title}: Invoice overdue", body="Skyline is overdue.",
+            channels=["in_app"], run_id=run_id, instruction_id=instruction.id)
+    async with transaction(runtime.sessionmaker) as session:
+        assert await queue.release(session=session, claim=claim)
+    model = FirstInputs()
+    await work_once(make_worker(runtime, model))
+    assert (await get_run(runtime, run_id)).status == "succeeded"
+    [first] = model.first_inputs
+    assert SENT_ALERTS_LABEL in first
+    assert "Skyline is overdue." in first
 
