@@ -111,11 +111,14 @@ _NTH_WEEKDAY = re.compile(
 )
 _RARER = re.compile(
     r"\b(?:(?:bi-?weekly|fortnightly|bi-?monthly|semi-?monthly|quarterly|yearly|annual(?:ly)?)"
-    # an adjective of the task ("the quarterly report") is not a schedule
-    r"(?!\s+(?:reports?|reviews?|results?|numbers?|figures?|summar|invoices?|budgets?|plans?|"
-    r"goals?|updates?|meetings?|statements?|tax|filings?|earnings?|close|board|targets?|okrs?|"
-    r"kpis?|bonus|fees?|subscriptions?|renewals?|sync|call|check-?ins?|newsletters?))"
-    r"|(?:every|each|a|per)\s+fortnight|(?:every|each|once\s+a|a|per)\s+(?:year|quarter))\b"
+    # Only as a schedule: at the end, before punctuation or a schedule's or a task's first
+    # word ("quarterly, summarize...", "bi-weekly on Mondays"); an adjective of the task
+    # ("the quarterly report", "annual leave requests", "bi-weekly sprint notes") is not.
+    r"(?=\s*(?:$|[,.;:!?)]|\s(?:on|at|from|in|by|send|tell|give|remind|check|e-?mail|mail|"
+    r"summari[sz]e|list|digest|notify|let)\b))"
+    r"|(?:every|each|a|per)\s+fortnight"
+    # "a year" alone is the task's ("older than a year"); "every quarter hour" an interval
+    r"|(?:every|each|once\s+a|once\s+per|per)\s+(?:year|quarter)(?!\s+(?:of\s+an\s+)?hour))\b"
 )
 _LAST_DAY = re.compile(r"\blast\s+(?:working\s+|business\s+)?day\s+of\b")
 _TIMES_A_DAY = re.compile(

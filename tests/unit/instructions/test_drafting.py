@@ -131,7 +131,14 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     # words of the task, not of the schedule
     ("every Monday summarize the january invoices", cron("0 8 * * 1"), BOTH, APP),
     ("every evening at 7 tell me the quarterly report status", cron("0 19 * * *"), BOTH, APP),
+    ("every quarter hour check my inbox", {"type": "interval", "seconds": 900}, MAIL, APP),
     ("every day at 8 summarize my mail except newsletters", cron("0 8 * * *"), MAIL, APP),
+    # a period the task names is not a schedule "weeks, months or years apart"
+    ("every Monday at 9 list unpaid invoices older than a year", cron("0 9 * * 1"), BOTH, APP),
+    ("every morning at 8 tell me about annual leave requests", cron("0 8 * * *"), BOTH, APP),
+    ("every day at 8 tell me which contracts expire in a year", cron("0 8 * * *"), BOTH, APP),
+    ("every Monday at 10 send me a summary of bi-weekly sprint notes", cron("0 10 * * 1"),
+     DOCS, APP),
     # channels
     ("every weekday at 8:30 a.m. email me and push a summary of my mail", cron("30 8 * * 1-5"),
      MAIL, ["in_app", "email", "push"]),
