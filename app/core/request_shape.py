@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 # What a client may send to an endpoint that takes no body (some send `{}` by default).
 _EMPTY_BODIES = (b"", b"{}", b"null")
 
-_known: dict[int, frozenset[str]] = {}
+# The query parameters a route takes, worked out once and kept on the route itself
+# (routes compare by value and cannot be dict keys; an id could be reused by another).
+_KNOWN = "_pilotlight_query_names"
 
 
 def _query_names(dependant: Dependant) -> frozenset[str]:
@@ -39,10 +41,10 @@ async def as_declared(request: Request) -> None:
     dependant: Dependant | None = getattr(route, "dependant", None)
     if dependant is None:
         return
-    key = id(dependant)
-    if key not in _known:
-        _known[key] = _query_names(dependant)
-    known = _known[key]
+    known: frozenset[str] | None = getattr(route, _KNOWN, None)
+    if known is None:
+        known = _query_names(dependant)
+        setattr(route, _KNOWN, known)
     problems: list[dict[str, Any]] = []
     takes = ", ".join(sorted(known)) or "none"
     for name in sorted(set(request.query_params) - known):
