@@ -165,6 +165,9 @@ class DriveFile:
     version: int = 1
     drive_id: str | None = None
     """The shared drive the file lives in; None for a file in My Drive."""
+    copy_requires_writer_permission: bool = False
+    """The owner turned off "viewers can download, print and copy" for a file shared with
+    the user as a viewer (Drive v3 `copyRequiresWriterPermission`)."""
 
     @property
     def is_google_doc(self) -> bool:
@@ -203,6 +206,7 @@ class DriveFile:
             "webViewLink": f"https://docs.google.com/fake/d/{self.id}/view",
             "iconLink": f"https://drive-thirdparty.googleusercontent.com/16/type/{self.mime_type}",
             "shared": False,
+            "copyRequiresWriterPermission": self.copy_requires_writer_permission,
         }
         if not self.mime_type.startswith(GOOGLE_APPS):
             file["size"] = str(len(self.content))
