@@ -4,11 +4,12 @@ The delta cursor's files part is `{"page_token": str, "pending": [ids], "covered
 the `changes.list` page token to go on from, the ids of changed files that did not fit
 in the last delta (`limit`), shown next time, and the latest moment (Drive's clock, RFC
 3339) the deltas have read changes up to. Drive's change list also reports files whose
-metadata alone changed (viewed, starred, shared, with their modifiedTime as it was): a
-change counts only if the file was modified or created after `covered`, or if it waited
-in `pending`. `covered` never passes the moment the delta ran (an uploader sets its
-file's modifiedTime, maybe ahead). A cursor without `covered` (older ones) keeps every
-change once, as before.
+metadata alone changed (viewed, starred, with their modifiedTime as it was): a change
+counts only if the file was modified, created or shared with the user
+(`sharedWithMeTime`) after `covered`, or if it waited in `pending`. `covered` never
+passes the moment the delta ran (an uploader sets its file's modifiedTime, maybe
+ahead). A cursor without `covered` (older ones, or one holding a future time) keeps
+every change once, as before.
 
 Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
 text/plain); text files and PDFs (and images) come through `files.get_media`.
@@ -45,7 +46,7 @@ EXPORTS = {
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
-    "id,name,mimeType,createdTime,modifiedTime,parents,trashed,size,"
+    "id,name,mimeType,createdTime,modifiedTime,sharedWithMeTime,parents,trashed,size,"
     "lastModifyingUser(displayName,emailAddress)"
 )
 CHANGE_PAGE = 1000
@@ -320,14 +321,16 @@ class DriveReader:
             )
 
         def changed(resource: dict[str, Any]) -> bool:
-            """Modified or created since the last delta read the changes, not only viewed,
-            starred or shared (Drive lists those too, their modifiedTime as it was)."""
+            """Modified, created or shared with the user since the last delta read the
+            changes, not only viewed or starred (Drive lists those too, their modifiedTime
+            as it was). A file newly shared with the user is new to them, however old."""
             if covered is None or str(resource.get("id")) in waited:
                 return True
             return any(
                 moment is not None and moment > covered
                 for moment in (_moment(resource.get("modifiedTime")),
-                               _moment(resource.get("createdTime")))
+                               _moment(resource.get("createdTime")),
+                               _moment(resource.get("sharedWithMeTime")))
             )
 
         fresh = sorted(

@@ -291,3 +291,22 @@ async def test_a_doc_whose_owner_disabled_download_reads_as_a_note_not_an_error(
     assert read.name == "Locked contract"
     assert "does not let viewers download or copy it" in read.text
     assert "Secret." not in read.text
+
+
+async def test_a_document_newly_shared_with_the_user_is_shown_however_old(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A file shared with the user is in their change list with its modifiedTime and
+    createdTime as they were, maybe months ago: it is new to them (its sharedWithMeTime
+    is after what the digest covered), unlike a file only starred."""
+    old = datetime.now(UTC) - timedelta(days=90)
+    fake.add_file(ALICE, name="Budget", mime_type=DOC, content="Q4: 120k.")
+    first = await source.delta(None, mail=False, limit=10)
+    assert "covered" in first.cursor["drive"]
+    doc = fake.add_file(ALICE, name="Contract draft", mime_type=DOC, content="Terms.",
+                        modified=old, created=old)
+    fake.share_file(ALICE, doc, owner="carol@example.com")
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert [f.id for f in second.files] == [doc]
+    fake.star_file(ALICE, doc)
+    assert (await source.delta(second.cursor, mail=False, limit=10)).files == []
