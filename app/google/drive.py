@@ -4,9 +4,12 @@ The delta cursor's files part is `{"page_token": str, "pending": [ids], "covered
 the `changes.list` page token to go on from, the ids of changed files that did not fit
 in the last delta (`limit`), shown next time, and the latest moment (Drive's clock, RFC
 3339) the deltas have read changes up to. Drive's change list also reports files whose
-metadata alone changed (viewed, starred, shared, with their modifiedTime as it was): a
-change counts only if the file was modified or created after `covered`. A cursor
-without `covered` (older ones) keeps every change once, as before.
+metadata alone changed (viewed, starred, with their modifiedTime as it was): a change
+counts only if the file was modified, created or shared with the user
+(`sharedWithMeTime`) after `covered`, or if it waited in `pending`. `covered` never
+passes the moment the delta ran (an uploader sets its file's modifiedTime, maybe
+ahead). A cursor without `covered` (older ones, or one holding a future time) keeps
+every change once, as before.
 
 Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
 text/plain); text files and PDFs (and images) come through `files.get_media`.
@@ -43,16 +46,17 @@ EXPORTS = {
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
-    "id,name,mimeType,createdTime,modifiedTime,parents,trashed,size,"
+    "id,name,mimeType,createdTime,modifiedTime,sharedWithMeTime,parents,trashed,size,"
     "lastModifyingUser(displayName,emailAddress)"
 )
 CHANGE_PAGE = 1000
 CHANGE_PAGES_MAX = 20
 PENDING_MAX = 1000
 MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
-# files.export refuses with 403 and one of these reasons: the export is over 10 MB, or the
-# owner turned exports off. The file is there, only its text cannot be had.
-UNEXPORTABLE = frozenset({"exportSizeLimitExceeded", "fileNotExportable"})
+# files.export refuses with 403 and one of these reasons: the export is over 10 MB, the
+# file is no Docs Editors file, or its owner stopped viewers downloading and copying it
+# (`cannotExportFile`). The file is there, only its text cannot be had.
+UNEXPORTABLE = frozenset({"exportSizeLimitExceeded", "fileNotExportable", "cannotExportFile"})
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 ALL_DRIVES: dict[str, Any] = {"supportsAllDrives": True}
 """For files.get (metadata and alt=media) and changes.getStartPageToken."""
@@ -216,6 +220,9 @@ class DriveReader:
                 if exc.reason == "exportSizeLimitExceeded":
                     return "(a Google Docs file too large for Drive to export as text: " \
                         "its content cannot be read)"
+                if exc.reason == "cannotExportFile":
+                    return "(a Google Docs file whose owner does not let viewers download " \
+                        "or copy it: its content cannot be read)"
                 return "(a Google Docs file that Drive does not export: its content " \
                     "cannot be read)"
             raise
@@ -276,15 +283,25 @@ class DriveReader:
     ) -> tuple[list[FileCard], dict[str, Any]]:
         limit = max(0, limit)
         if not old or not isinstance(old.get("page_token"), str):
+            started = datetime.now(UTC)
             token = await self.start_token()  # first: what changes meanwhile comes next time
             resources = await self._recent(limit, since) if limit else []
             first: dict[str, Any] = {"page_token": token, "pending": []}
-            # Newest first: what is older than the newest file shown was covered too.
-            if resources and resources[0].get("modifiedTime"):
-                first["covered"] = _stamp(_time(resources[0]["modifiedTime"]))
+            # Newest first: what is older than the newest file shown was covered too. The
+            # uploader sets modifiedTime (a local file's date, a wrong clock): never past
+            # the moment the listing began, or one file dated ahead hides every change.
+            newest = _moment(resources[0].get("modifiedTime")) if resources else None
+            if newest is not None:
+                first["covered"] = _stamp(min(newest, started))
             return await self._cards(resources), first
-        covered = _covered(old)
+        started = datetime.now(UTC)
+        # A cursor from before `covered` was kept behind the clock may hold a future
+        # modifiedTime: it is read as no `covered` (every change once).
+        covered = c if (c := _covered(old)) is not None and c <= started else None
         token, changes = await self.changes(old["page_token"])
+        # What waited from the last delta changed before it: shown even if its change now
+        # is to its metadata alone (viewed, starred), which leaves its modifiedTime as it was.
+        waited = {str(i) for i in old.get("pending") or []}
         latest: dict[str, dict[str, Any]] = {}
         reached = covered
         for change in changes:
@@ -304,14 +321,16 @@ class DriveReader:
             )
 
         def changed(resource: dict[str, Any]) -> bool:
-            """Modified or created since the last delta read the changes, not only viewed,
-            starred or shared (Drive lists those too, their modifiedTime as it was)."""
-            if covered is None:
+            """Modified, created or shared with the user since the last delta read the
+            changes, not only viewed or starred (Drive lists those too, their modifiedTime
+            as it was). A file newly shared with the user is new to them, however old."""
+            if covered is None or str(resource.get("id")) in waited:
                 return True
             return any(
                 moment is not None and moment > covered
                 for moment in (_moment(resource.get("modifiedTime")),
-                               _moment(resource.get("createdTime")))
+                               _moment(resource.get("createdTime")),
+                               _moment(resource.get("sharedWithMeTime")))
             )
 
         fresh = sorted(
@@ -338,8 +357,8 @@ class DriveReader:
                 shown.append(resource)
         waiting = [str(r["id"]) for r in fresh[limit:]] + later
         cursor: dict[str, Any] = {"page_token": token, "pending": waiting[:PENDING_MAX]}
-        if reached is not None:
-            cursor["covered"] = _stamp(reached)
+        if reached is not None:  # Drive's change times, kept behind our own clock too
+            cursor["covered"] = _stamp(min(reached, started))
         return await self._cards(shown), cursor
 
     async def _recent(self, limit: int, since: datetime | None) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, case, delete, select, update
+from sqlalchemy import CursorResult, and_, case, delete, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -214,10 +214,24 @@ async def record_snapshot(
     file_ids: Sequence[str], now: datetime,
 ) -> None:
     """The files in the folder as the watch (re)starts: none of them is new to it (and
-    no version that waited to settle before it was paused or changed fires)."""
+    no version that waited to settle before it was paused or changed fires).
+
+    Only the scheduler that writes the snapshot's mark does this: another one that read
+    the folder at the same time (two woken by a resume) and comes late would delete the
+    versions the first one has queued since."""
+    mark: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        insert_ignore(session, WatchHit, ["instruction_id", "item_id"]).values(
+            id=uuid.uuid4(), user_id=watcher.user_id, instruction_id=watcher.id,
+            account_id=account_id, kind=SNAPSHOT, item_id=_snapshot(watcher), created_at=now,
+        )
+    )
+    if mark.rowcount != 1:
+        return
     await session.execute(
         delete(WatchHit).where(
-            WatchHit.instruction_id == watcher.id, WatchHit.kind.in_([MEMBER, SNAPSHOT])
+            WatchHit.instruction_id == watcher.id,
+            or_(WatchHit.kind == MEMBER,
+                and_(WatchHit.kind == SNAPSHOT, WatchHit.item_id != _snapshot(watcher))),
         ).execution_options(synchronize_session=False)
     )
     await session.execute(
@@ -226,7 +240,22 @@ async def record_snapshot(
     )
     await _insert_marks(session, watcher, account_id, MEMBER,
                         [_member(i) for i in file_ids], now)
-    await _insert_marks(session, watcher, account_id, SNAPSHOT, [_snapshot(watcher)], now)
+
+
+async def forget_folder(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
+    """What only a folder watch's polling needs (its folder's membership, up to
+    10,000 rows, and the versions waiting to settle), dropped when the
+    instruction is deleted or its trigger changes (a new folder watch takes its snapshot
+    again). The hits of the runs it fired stay with them."""
+    await session.execute(
+        delete(WatchHit).where(
+            WatchHit.instruction_id == instruction_id, WatchHit.kind.in_([MEMBER, SNAPSHOT])
+        ).execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(WatchPendingFile).where(WatchPendingFile.instruction_id == instruction_id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _insert_marks(
@@ -280,6 +309,14 @@ async def record_folder_changes(
                 WatchHit.item_id.in_([_member(i) for i in left[start:start + _CHUNK]]),
             ).execution_options(synchronize_session=False)
         )
+        # A version waiting to settle of a file no longer there (trashed, deleted, moved
+        # out) never fires.
+        await session.execute(
+            delete(WatchPendingFile).where(
+                WatchPendingFile.instruction_id == watcher.id,
+                WatchPendingFile.file_id.in_(left[start:start + _CHUNK]),
+            ).execution_options(synchronize_session=False)
+        )
     known: set[str] = set()
     ids = [file.id for file in older]
     for start in range(0, len(ids), _CHUNK):
@@ -295,13 +332,19 @@ async def record_folder_changes(
     files = [*versions, *arrived]
     ready = [f for f in files if f.modified is None or f.modified + settle <= now]
     waiting = [f for f in files if f not in ready]
-    # A version that fires replaces the one that waited for the file.
-    ready_ids = sorted({f.id for f in ready})
-    for start in range(0, len(ready_ids), _CHUNK):
+    # A version that fires replaces the one that waited for the file, if that one was not
+    # newer (an older version read late by another scheduler leaves a newer one waiting).
+    ready = sorted(ready, key=lambda f: f.id)
+    for start in range(0, len(ready), _OR_CHUNK):
         await session.execute(
             delete(WatchPendingFile).where(
                 WatchPendingFile.instruction_id == watcher.id,
-                WatchPendingFile.file_id.in_(ready_ids[start:start + _CHUNK]),
+                or_(*(
+                    and_(WatchPendingFile.file_id == f.id,
+                         true() if f.modified is None
+                         else WatchPendingFile.due_at <= f.modified + settle)
+                    for f in ready[start:start + _OR_CHUNK]
+                )),
             ).execution_options(synchronize_session=False)
         )
     for file in sorted(waiting, key=lambda f: f.id):
@@ -320,7 +363,8 @@ async def _wait(
     assert file.modified is not None
     values = {"id": uuid.uuid4(), "user_id": watcher.user_id, "instruction_id": watcher.id,
               "account_id": account_id, "file_id": file.id, "version": file.key,
-              "due_at": file.modified + settle, "seen_at": now}
+              # An uploader may date its file ahead: it rests from when it was seen then.
+              "due_at": min(file.modified, now) + settle, "seen_at": now}
     stmt: Any
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -370,6 +414,7 @@ async def fire_settled(
 
 
 _CHUNK = 500
+_OR_CHUNK = 100  # terms OR-ed in one statement (SQLite limits an expression's depth)
 
 # Runs are unique per (instruction, scheduled_for): a burst's runs are a microsecond
 # apart, and a clash (another run of the instruction at that very microsecond) moves on.

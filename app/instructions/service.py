@@ -155,6 +155,7 @@ async def update(
         if trigger != instruction.trigger:
             instruction.trigger = trigger
             schedule_next(instruction, now=now)
+            await watch_service.forget_folder(session=session, instruction_id=instruction.id)
     instruction.updated_at = now
     await session.flush()
     return instruction
@@ -190,6 +191,7 @@ async def delete(*, session: AsyncSession, user: User, instruction_id: uuid.UUID
     now = utcnow()
     instruction.deleted_at = now
     instruction.next_run_at = None
+    await watch_service.forget_folder(session=session, instruction_id=instruction.id)
     instruction.updated_at = now
     await session.flush()
     return instruction

@@ -175,6 +175,12 @@ def export_file(call: Call) -> Reply:
     if formats is None:
         raise ApiError(403, "fileNotExportable", "Export only supports Docs Editors files.",
                        location="fileId", location_type="parameter")
+    if file.copy_requires_writer_permission and file.owner != call.account.email:
+        # A viewer of a Doc whose owner turned off download, print and copy: 403
+        # cannotExportFile, "This file cannot be exported by the user." (seen in public
+        # code handling Drive's answer, e.g. exporters mapping it to "download restricted";
+        # the fake has no sharing roles: anyone but the owner is a viewer).
+        raise ApiError(403, "cannotExportFile", "This file cannot be exported by the user.")
     if target not in formats:
         raise ApiError(400, "badRequest", "The requested conversion is not supported.",
                        location="convertTo", location_type="parameter")

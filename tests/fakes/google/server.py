@@ -290,6 +290,18 @@ class FakeGoogle(ThreadedServer):
         with self._lock:
             self.account(email).drive.star(file_id, starred)
 
+    def share_file(self, email: str, file_id: str, owner: str) -> None:
+        """The file becomes `owner`'s, shared with `email` now (sharedWithMeTime)."""
+        with self._lock:
+            self.account(email).drive.share(file_id, owner)
+
+    def restrict_download(self, email: str, file_id: str, owner: str) -> None:
+        """The file is `owner`'s, shared with `email` as a viewer who may not download,
+        print or copy it (copyRequiresWriterPermission): files.export refuses."""
+        with self._lock:
+            file = self.account(email).drive.files[file_id]
+            file.owner, file.copy_requires_writer_permission = owner, True
+
     def delete_file(self, email: str, file_id: str) -> None:
         with self._lock:
             self.account(email).drive.delete(file_id)

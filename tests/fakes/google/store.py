@@ -165,6 +165,11 @@ class DriveFile:
     version: int = 1
     drive_id: str | None = None
     """The shared drive the file lives in; None for a file in My Drive."""
+    shared_with_me: datetime | None = None
+    """When the owner (not the user) shared the file with the user (`sharedWithMeTime`)."""
+    copy_requires_writer_permission: bool = False
+    """The owner turned off "viewers can download, print and copy" for a file shared with
+    the user as a viewer (Drive v3 `copyRequiresWriterPermission`)."""
 
     @property
     def is_google_doc(self) -> bool:
@@ -203,6 +208,7 @@ class DriveFile:
             "webViewLink": f"https://docs.google.com/fake/d/{self.id}/view",
             "iconLink": f"https://drive-thirdparty.googleusercontent.com/16/type/{self.mime_type}",
             "shared": False,
+            "copyRequiresWriterPermission": self.copy_requires_writer_permission,
         }
         if not self.mime_type.startswith(GOOGLE_APPS):
             file["size"] = str(len(self.content))
@@ -212,6 +218,11 @@ class DriveFile:
                 file["fullFileExtension"] = file["fileExtension"]
         if not self.description:
             del file["description"]
+        if self.shared_with_me is not None:
+            # "The time at which the file was shared with the user, if applicable": only
+            # on files shared with the user (Drive v3 File resource).
+            file["sharedWithMeTime"] = stamp(self.shared_with_me)
+            file["shared"] = True
         if self.drive_id is not None:
             # Only items in a shared drive carry driveId; they are owned by the drive, so
             # owners and ownedByMe are left out ("Shared drive API differences" guide).
@@ -325,6 +336,14 @@ class Drive:
         is the user's own flag, not the file's content)."""
         file = self.files[file_id]
         file.starred = starred
+        self.changed(file_id)
+        return file
+
+    def share(self, file_id: str, owner: str) -> DriveFile:
+        """`owner`'s file shared with the user now: the user's change list reports it,
+        its modifiedTime and createdTime as they were."""
+        file = self.files[file_id]
+        file.owner, file.shared_with_me = owner, datetime.now(UTC)
         self.changed(file_id)
         return file
 

@@ -224,3 +224,89 @@ async def test_a_cursor_from_before_covered_keeps_every_change_once(
     assert "covered" in again.cursor["drive"]
     fake.star_file(ALICE, doc, starred=False)
     assert (await source.delta(again.cursor, mail=False, limit=10)).files == []
+
+
+async def test_a_file_waiting_for_the_next_digest_is_shown_even_if_only_starred_meanwhile(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A changed file that did not fit in a delta waits for the next one (`pending`).
+    Starred or viewed meanwhile, it is in the change list again with its modifiedTime as
+    it was (before `covered`): it is still shown, not lost."""
+    start = await source.delta(None, mail=False, limit=10)
+    a = fake.add_file(ALICE, name="A", mime_type=DOC, content="a",
+                      modified=datetime.now(UTC) - timedelta(seconds=2))
+    b = fake.add_file(ALICE, name="B", mime_type=DOC, content="b")
+    first = await source.delta(start.cursor, mail=False, limit=1)
+    assert [f.id for f in first.files] == [b]
+    assert first.cursor["drive"]["pending"] == [a]
+
+    fake.star_file(ALICE, a)
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert [f.id for f in second.files] == [a]
+    assert second.cursor["drive"]["pending"] == []
+    assert (await source.delta(second.cursor, mail=False, limit=10)).files == []
+
+
+async def test_a_file_dated_in_the_future_does_not_hide_later_changes(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """The uploader sets a file's modifiedTime (Drive for desktop keeps a local file's
+    date; a camera's clock may be years ahead). The first digest lists it; what the
+    digest has covered never passes the moment it ran, so later changes are shown."""
+    fake.add_file(ALICE, name="IMG_0001.txt", mime_type="text/plain", content="photo",
+                  modified=datetime.now(UTC) + timedelta(days=365),
+                  created=datetime.now(UTC) - timedelta(days=1))
+    first = await source.delta(None, mail=False, limit=10)
+    assert len(first.files) == 1
+    assert datetime.fromisoformat(first.cursor["drive"]["covered"]) <= datetime.now(UTC)
+
+    plan = fake.add_file(ALICE, name="Plan", mime_type=DOC, content="Ship on Friday.")
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert [f.id for f in second.files] == [plan]
+
+    # A cursor that already holds a future `covered` (stored before this rule) shows
+    # every change once, as one without `covered` does.
+    stored = {"drive": {**second.cursor["drive"],
+                        "covered": (datetime.now(UTC) + timedelta(days=365)).isoformat()}}
+    memo = fake.add_file(ALICE, name="Memo", mime_type=DOC, content="Hello.")
+    third = await source.delta(stored, mail=False, limit=10)
+    assert [f.id for f in third.files] == [memo]
+    assert datetime.fromisoformat(third.cursor["drive"]["covered"]) <= datetime.now(UTC)
+
+
+async def test_a_doc_whose_owner_disabled_download_reads_as_a_note_not_an_error(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A Doc shared with the user as a viewer who may not download, print or copy it
+    (copyRequiresWriterPermission): files.export answers 403 cannotExportFile. It is
+    listed and read, its text replaced by a note saying why."""
+    start = await source.delta(None, mail=False, limit=10)
+    doc = fake.add_file(ALICE, name="Locked contract", mime_type=DOC, content="Secret.")
+    fake.restrict_download(ALICE, doc, owner="carol@example.com")
+
+    (card,) = (await source.delta(start.cursor, mail=False, limit=10)).files
+    assert (card.id, card.name) == (doc, "Locked contract")
+    assert "download" in card.snippet
+    read = await source.read_file(doc)
+    assert read.name == "Locked contract"
+    assert "does not let viewers download or copy it" in read.text
+    assert "Secret." not in read.text
+
+
+async def test_a_document_newly_shared_with_the_user_is_shown_however_old(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A file shared with the user is in their change list with its modifiedTime and
+    createdTime as they were, maybe months ago: it is new to them (its sharedWithMeTime
+    is after what the digest covered), unlike a file only starred."""
+    old = datetime.now(UTC) - timedelta(days=90)
+    fake.add_file(ALICE, name="Budget", mime_type=DOC, content="Q4: 120k.")
+    first = await source.delta(None, mail=False, limit=10)
+    assert "covered" in first.cursor["drive"]
+    doc = fake.add_file(ALICE, name="Contract draft", mime_type=DOC, content="Terms.",
+                        modified=old, created=old)
+    fake.share_file(ALICE, doc, owner="carol@example.com")
+    second = await source.delta(first.cursor, mail=False, limit=10)
+    assert [f.id for f in second.files] == [doc]
+    fake.star_file(ALICE, doc)
+    assert (await source.delta(second.cursor, mail=False, limit=10)).files == []

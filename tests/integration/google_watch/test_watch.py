@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.accounts.models import Account
 from app.core.config import Settings
@@ -18,9 +19,10 @@ from app.google import gmail, watch_service
 from app.google.scopes import GMAIL_READONLY
 from app.google.source import GoogleSource
 from app.google.watch import PollReport, WatchPoller
-from app.google.watch_models import WatchCursor, WatchHit
+from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
+from app.google.watch_service import FileVersion
 from app.runs.scheduler import SchedulerTick
-from app.sources.base import MailChanges, Source
+from app.sources.base import MailChanges, Source, WatchableSource
 from app.sources.registry import source_for
 from tests.factories import instruction_body, user_with_token
 from tests.fakes.google import FakeGoogle
@@ -653,3 +655,194 @@ async def test_a_push_that_comes_during_a_poll_is_polled_at_once(
     report = await watch.run_once()  # the push woke the loop: it polls at once
     assert fired_ids(await watch_runs(runtime, instruction_id)) == arrived
     assert len(report.runs) == 1
+
+
+async def _pending_files(runtime: Runtime) -> int:
+    async with runtime.sessionmaker() as session:
+        return (await session.execute(
+            select(func.count()).select_from(WatchPendingFile))).scalar_one()
+
+
+@pytest.mark.parametrize("how", ["trashed", "deleted", "moved_out"])
+async def test_a_file_that_leaves_the_folder_while_it_settles_never_fires(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, how: str,
+) -> None:
+    """A version waiting to settle is dropped when its file leaves the folder (trashed,
+    deleted, moved out) before it rests: no run about a file no longer there."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Drafts", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    draft = fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert await _pending_files(runtime) == 1
+    if how == "trashed":
+        fake.update_file(EMAIL, draft, trashed=True)
+    elif how == "deleted":
+        fake.delete_file(EMAIL, draft)
+    else:
+        fake.update_file(EMAIL, draft, parents=["root"])
+    assert (await watch.poll_accounts([account.id])).runs == []
+    assert await _pending_files(runtime) == 0
+    later = datetime.now(UTC) + timedelta(seconds=301)
+    assert (await poll_at(runtime, watch, account, later)).runs == []
+    assert await watch_runs(runtime, instruction_id) == []
+
+
+async def test_a_file_dated_in_the_future_fires_once_it_has_rested_since_it_was_seen(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """An uploader may date its file ahead of the clock (Drive for desktop keeps a local
+    file's date; a wrong device clock): it rests the settle time from when it was seen,
+    not from its date (here a day ahead)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Scans", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    scan = fake.add_file(EMAIL, name="scan.pdf", mime_type="application/pdf", content=PDF,
+                         parents=(folder,), modified=datetime.now(UTC) + timedelta(days=1),
+                         created=datetime.now(UTC))
+    assert (await watch.poll_accounts([account.id])).runs == []
+    later = datetime.now(UTC) + timedelta(seconds=400)
+    assert len((await poll_at(runtime, watch, account, later)).runs) == 1
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [scan]
+
+
+@pytest.mark.parametrize("how", ["deleted", "trigger_changed"])
+async def test_a_folder_watch_deleted_or_changed_keeps_no_membership_or_waiting_rows(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, how: str,
+) -> None:
+    """What only a folder watch's polling needs (its folder's membership, up to 10,000
+    rows, and the versions waiting to settle) goes when the instruction is deleted (a
+    soft delete: its runs stay) or its trigger becomes something else."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Archive", mime_type=FOLDER)
+    for n in range(5):
+        fake.add_file(EMAIL, name=f"old-{n}", content="x", parents=(folder,),
+                      modified=datetime.now(UTC) - timedelta(days=30),
+                      created=datetime.now(UTC) - timedelta(days=30))
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
+    await watch.poll_accounts([account.id])
+    assert await _pending_files(runtime) == 1
+    if how == "deleted":
+        answer = await client.delete(f"{API}/instructions/{instruction_id}", headers=headers)
+    else:
+        answer = await client.patch(
+            f"{API}/instructions/{instruction_id}", headers=headers,
+            json={"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "UTC"}},
+        )
+    assert answer.status_code in (200, 204), answer.text
+    await poll_at(runtime, watch, account, datetime.now(UTC) + timedelta(seconds=400))
+    async with runtime.sessionmaker() as session:
+        marks = (await session.execute(select(func.count()).select_from(WatchHit).where(
+            WatchHit.kind.in_([watch_service.MEMBER, watch_service.SNAPSHOT])))).scalar_one()
+    assert (marks, await _pending_files(runtime)) == (0, 0)
+    assert await watch_runs(runtime, instruction_id) == []
+
+
+async def test_an_older_version_read_late_does_not_drop_a_newer_one_waiting(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """Two schedulers read the change list from the same page token: A just before the
+    user edits a doc that had rested (V1: fires at once), B just after (V2: waits). B
+    writes first; A's V1 fires and leaves V2 waiting, which fires once it rests."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Notes", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    async with transaction(runtime.sessionmaker) as session:
+        (watched,) = await watch_service.watched_accounts(
+            session=session, now=datetime.now(UTC), account_ids=[account.id])
+    (watcher,) = watched.watchers
+    now, settle = datetime.now(UTC), timedelta(seconds=300)
+    v1_at, v2_at = now - timedelta(seconds=400), now - timedelta(seconds=5)
+    v1 = FileVersion(id="doc1", modified=v1_at, key=f"doc1@{v1_at.isoformat()}")
+    v2 = FileVersion(id="doc1", modified=v2_at, key=f"doc1@{v2_at.isoformat()}")
+    for version in (v2, v1):  # B writes first, then A (which read earlier)
+        async with transaction(runtime.sessionmaker) as session:
+            await watch_service.record_folder_changes(
+                session=session, watcher=watcher, account_id=account.id,
+                versions=[version], older=[], left=[], now=now, settle=settle)
+    assert len(await watch_runs(runtime, instruction_id)) == 1  # V1
+    assert await _pending_files(runtime) == 1  # V2
+    async with transaction(runtime.sessionmaker) as session:
+        await watch_service.fire_settled(session=session, watchers=[watcher],
+                                         account_id=account.id,
+                                         now=now + timedelta(seconds=400))
+    assert len(await watch_runs(runtime, instruction_id)) == 2
+
+
+class _HeldFolder:
+    """A source whose change list read is announced (`read`) and whose folder read (the
+    snapshot) waits for `release`."""
+
+    def __init__(self, inner: Any, read: asyncio.Event, release: asyncio.Event) -> None:
+        self.inner, self.read, self.release = inner, read, release
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def file_changes(self, token: Any) -> Any:
+        answer = await self.inner.file_changes(token)
+        self.read.set()
+        return answer
+
+    async def folder_file_ids(self, folder_id: str, *, limit: int) -> list[str]:
+        await self.release.wait()
+        return list(await self.inner.folder_file_ids(folder_id, limit=limit))
+
+
+WatchableSource.register(_HeldFolder)
+
+
+async def test_a_late_second_snapshot_does_not_drop_a_version_waiting_to_settle(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """A resumed watch wakes every scheduler: two poll the account from the same cursor
+    and both read the folder for its snapshot. B reads the change list first; A reads it
+    after a doc was written in the folder, takes the snapshot, keeps the doc waiting to
+    settle and moves the cursor on; B's snapshot lands late and changes nothing. The doc
+    fires once it has rested."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Minutes", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    plain = settling_poller(runtime)
+    await plain.run_once()
+    for action in ("pause", "resume"):
+        answer = await client.post(f"{API}/instructions/{instruction_id}/{action}",
+                                   headers=headers)
+        assert answer.status_code == 200, answer.text
+
+    read, release = asyncio.Event(), asyncio.Event()
+    held = WatchPoller(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                       settings=plain.settings,
+                       sources=lambda a, s: _HeldFolder(source_for(a, s), read, release))
+    async with transaction(runtime.sessionmaker) as session:
+        now = await db_now(session)
+        due = await watch_service.watched_accounts(session=session, now=now,
+                                                   account_ids=[account.id])
+    late = asyncio.create_task(held.poll(due, now))
+    await asyncio.wait_for(read.wait(), 10)
+    doc = fake.add_file(EMAIL, name="Board minutes", content="Draft", parents=(folder,))
+    async with transaction(runtime.sessionmaker) as session:
+        due = await watch_service.watched_accounts(session=session, now=now,
+                                                   account_ids=[account.id])
+    assert (await plain.poll(due, now)).cursor_conflicts == 0
+    assert await _pending_files(runtime) == 1
+    release.set()
+    await asyncio.wait_for(late, 10)
+    assert await _pending_files(runtime) == 1
+
+    await poll_at(runtime, plain, account, datetime.now(UTC) + timedelta(seconds=400))
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [doc]
