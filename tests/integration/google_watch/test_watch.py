@@ -418,6 +418,23 @@ def settling_poller(runtime: Runtime, seconds: float = 300) -> WatchPoller:
     )
 
 
+async def _a_draft_settling(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> tuple[dict[str, str], Account, str, WatchPoller, str]:
+    """A folder watch (settling for 300 s) whose folder just got a draft: polled once,
+    the draft's version waits. Returns the auth headers, the account, the instruction's
+    id, the poller and the draft's file id."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Drafts", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = settling_poller(runtime)
+    await watch.run_once()
+    draft = fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
+    assert (await watch.poll_accounts([account.id])).runs == []
+    return headers, account, instruction_id, watch, draft
+
+
 async def test_a_doc_written_across_several_polls_fires_once_when_it_rests(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
@@ -460,14 +477,8 @@ async def test_a_doc_written_across_several_polls_fires_once_when_it_rests(
 async def test_a_version_waiting_to_settle_when_its_watch_is_paused_never_fires(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
-    user, headers = await user_with_token(runtime, sample=False)
-    account = await google_account(runtime, user, fake)
-    folder = fake.add_file(EMAIL, name="Drafts", mime_type=FOLDER)
-    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
-    watch = settling_poller(runtime)
-    await watch.run_once()
-    draft = fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
-    assert (await watch.poll_accounts([account.id])).runs == []
+    headers, account, instruction_id, watch, draft = await _a_draft_settling(
+        client, runtime, fake)
 
     for action in ("pause", "resume"):
         answer = await client.post(f"{API}/instructions/{instruction_id}/{action}",
@@ -669,14 +680,8 @@ async def test_a_file_that_leaves_the_folder_while_it_settles_never_fires(
 ) -> None:
     """A version waiting to settle is dropped when its file leaves the folder (trashed,
     deleted, moved out) before it rests: no run about a file no longer there."""
-    user, headers = await user_with_token(runtime, sample=False)
-    account = await google_account(runtime, user, fake)
-    folder = fake.add_file(EMAIL, name="Drafts", mime_type=FOLDER)
-    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
-    watch = settling_poller(runtime)
-    await watch.run_once()
-    draft = fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
-    assert (await watch.poll_accounts([account.id])).runs == []
+    headers, account, instruction_id, watch, draft = await _a_draft_settling(
+        client, runtime, fake)
     assert await _pending_files(runtime) == 1
     if how == "trashed":
         fake.update_file(EMAIL, draft, trashed=True)
