@@ -88,6 +88,18 @@ async def _cost(runtime: Runtime, run_id: uuid.UUID, usd: float) -> None:
             cost_usd=usd, charged_at=utcnow()))
 
 
+async def _answer(runtime: Runtime, user: User, run_id: uuid.UUID, text: str) -> User:
+    """The user answers the run's question; returns the user as the session read them."""
+    async with transaction(runtime.sessionmaker) as session:
+        question = (await session.execute(
+            select(Question).where(Question.run_id == run_id))).scalar_one()
+        owner = await session.get(User, user.id)
+        assert owner is not None
+        await questions.answer(session=session, user=owner, question_id=question.id,
+                               text=text, wakeups=runtime.wakeups)
+    return owner
+
+
 @pytest.fixture
 def priced(runtime: Runtime) -> Runtime:
     """The runtime with the offline model priced as if it were a paid one: a free model
@@ -439,13 +451,7 @@ async def test_an_answered_run_over_the_cap_goes_on_tomorrow_with_the_answer(
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == other).values(
             status="succeeded", cost_usd=1.5, finished_at=utcnow(), charged_at=utcnow()))
-    async with transaction(runtime.sessionmaker) as session:
-        question = (await session.execute(
-            select(Question).where(Question.run_id == run_id))).scalar_one()
-        owner = await session.get(User, user.id)
-        assert owner is not None
-        await questions.answer(session=session, user=owner, question_id=question.id,
-                               text="Apollo", wakeups=runtime.wakeups)
+    owner = await _answer(runtime, user, run_id, "Apollo")
     await work_once(worker)
 
     run = await get_run(runtime, run_id)
@@ -534,13 +540,7 @@ async def test_a_run_deferred_to_midnight_goes_on_then_whatever_it_spent_before(
     run_id = await run_now(runtime, instruction)
     await work_once(worker)
     assert (await get_run(runtime, run_id)).status == "waiting_for_user"  # spent $2.00
-    async with transaction(runtime.sessionmaker) as session:
-        question = (await session.execute(
-            select(Question).where(Question.run_id == run_id))).scalar_one()
-        owner = await session.get(User, user.id)
-        assert owner is not None
-        await questions.answer(session=session, user=owner, question_id=question.id,
-                               text="Apollo", wakeups=runtime.wakeups)
+    await _answer(runtime, user, run_id, "Apollo")
     # As if the pause, the answer and the deferral were yesterday; today nothing is spent.
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == run_id).values(
