@@ -22,6 +22,7 @@ from app.agent.digest import RefKind, SourceRef
 from app.agent.llm import FunctionCall, FunctionDeclaration, MediaPart
 from app.agent.prompt import SNIPPET_CHARS, clip, fence
 from app.sources.base import (
+    ContentUnavailable,
     Delta,
     Document,
     FileCard,
@@ -493,6 +494,9 @@ class ToolBox:
             return fence("read_file", [_document(doc, self.aliases)])
         try:
             mime_type, data = await self.sources[account].read_file_bytes(doc.id)
+        except ContentUnavailable as exc:  # the note says why, in place of the content
+            return fence("read_file", [_document(doc.model_copy(update={"text": str(exc)}),
+                                                 self.aliases)])
         except SourceError:  # the source gives no bytes: its text is all there is
             return fence("read_file", [_document(doc, self.aliases)])
         item = {"id": self.aliases.alias("file", doc.id), "name": clip(doc.name)}

@@ -29,6 +29,7 @@ from typing import Any
 from app.google.client import GoogleApiError, GoogleClient
 from app.sources.base import (
     ChangedFile,
+    ContentUnavailable,
     Document,
     FileCard,
     FileChanges,
@@ -57,6 +58,25 @@ MAX_TEXT_BYTES = 10 * 1024 * 1024  # Drive's own export limit
 # file is no Docs Editors file, or its owner stopped viewers downloading and copying it
 # (`cannotExportFile`). The file is there, only its text cannot be had.
 UNEXPORTABLE = frozenset({"exportSizeLimitExceeded", "fileNotExportable", "cannotExportFile"})
+# files.get with alt=media refuses with 403 and one of these reasons: the owner stopped
+# viewers downloading and copying the file (`cannotDownloadFile`, "This file cannot be
+# downloaded by the user."), Google flagged it as malware or spam
+# (`cannotDownloadAbusiveFile`), or it was downloaded too often lately
+# (`downloadQuotaExceeded`). The file is there, only its content cannot be had: the agent
+# reads a note saying why instead of the run failing.
+# - An abusive file is never downloaded with acknowledgeAbuse=true: Drive asks apps to
+#   get the user's explicit consent first (and only the owner may), and a digest must not
+#   pull flagged content into the model unseen.
+# - The download quota is per file and lasts hours (Drive says up to 24): the client's
+#   retries (seconds) cannot outlast it, and a failed run would fail again on each
+#   attempt and count towards stopping the instruction. A note now is the useful answer.
+UNDOWNLOADABLE = {
+    "cannotDownloadFile": "its owner does not let viewers download or copy it",
+    "cannotDownloadAbusiveFile": "Google Drive flagged it as malware or spam, so it was "
+    "not downloaded",
+    "downloadQuotaExceeded": "Google Drive's download quota for it is used up for now "
+    "(too many downloads lately; it can take up to a day)",
+}
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 ALL_DRIVES: dict[str, Any] = {"supportsAllDrives": True}
 """For files.get (metadata and alt=media) and changes.getStartPageToken."""
@@ -174,6 +194,12 @@ def _changed(resource: dict[str, Any], *, file_id: str, removed: bool = False) -
     )
 
 
+def _undownloadable(exc: GoogleApiError, mime: str) -> str | None:
+    """A note in place of the content of a file Drive will not let us download, or None."""
+    why = UNDOWNLOADABLE.get(exc.reason) if exc.status == 403 else None
+    return None if why is None else f"(a {mime} file: {why}; its content cannot be read)"
+
+
 def _listable(resource: dict[str, Any]) -> bool:
     return not resource.get("trashed") and resource.get("mimeType") != FOLDER
 
@@ -225,6 +251,8 @@ class DriveReader:
                         "or copy it: its content cannot be read)"
                 return "(a Google Docs file that Drive does not export: its content " \
                     "cannot be read)"
+            if (note := _undownloadable(exc, mime)) is not None:
+                return note
             raise
         raw = data if isinstance(data, bytes) else str(data).encode()
         return tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
@@ -476,5 +504,10 @@ class DriveReader:
         if int(resource.get("size") or 0) > MAX_MEDIA_BYTES:
             raise SourceError(f"file {file_id!r} is larger than {MAX_MEDIA_BYTES} bytes")
         request = self._files().get_media(fileId=file_id, **ALL_DRIVES)
-        data = await self.client.call("drive", request)
+        try:
+            data = await self.client.call("drive", request)
+        except GoogleApiError as exc:
+            if (note := _undownloadable(exc, mime)) is not None:
+                raise ContentUnavailable(note) from exc
+            raise
         return mime, data if isinstance(data, bytes) else str(data).encode()

@@ -95,6 +95,12 @@ class ItemNotFound(SourceError):
     """The message, thread or file id does not exist in this source."""
 
 
+class ContentUnavailable(SourceError):
+    """The item is there but its content cannot be had (its owner does not let the user
+    download it, it is flagged as malware, its download quota is used up): the message
+    says why, for the model to read in place of the content."""
+
+
 class AccountDisconnected(SourceError):
     """The account's grant is gone (revoked, `invalid_grant`, never stored): the user must
     reconnect. Callers mark the account disconnected; retrying cannot help."""

@@ -160,10 +160,35 @@ def get_file(call: Call) -> Reply:
                 "Only files with binary content can be downloaded. Use Export with Docs "
                 "Editors files.", location="alt", location_type="parameter",
             )
+        _check_download(call, file)
         return Reply(200, file.content, file.mime_type)
     resource = file.resource(call.account.email)
     default = call.query.get("fields") is None
     return call.respond(_public(resource, DEFAULT_FILE if default else None))
+
+
+def _check_download(call: Call, file: DriveFile) -> None:
+    """Drive's refusals of alt=media for a file that is there, as callers report them
+    (403, reason in error.errors[0].reason, domain global):
+    - cannotDownloadFile, "This file cannot be downloaded by the user.": a viewer of a
+      file whose owner turned off download, print and copy (copyRequiresWriterPermission;
+      the fake has no sharing roles: anyone but the owner is a viewer);
+    - cannotDownloadAbusiveFile, "This file has been identified as malware or spam and
+      cannot be downloaded.": unless acknowledgeAbuse=true, which the files.get reference
+      says applies only to the file's owner (prasmussen/gdrive#234, glotlabs/gdrive#136);
+    - downloadQuotaExceeded, "The download quota for this file has been exceeded.": too
+      many downloads of the file lately, for hours (prasmussen/gdrive#348,
+      ivanvermeyen/laravel-google-drive-demo#102)."""
+    owner = file.owner == call.account.email
+    if file.copy_requires_writer_permission and not owner:
+        raise ApiError(403, "cannotDownloadFile", "This file cannot be downloaded by the user.")
+    if file.abusive and not (owner and call.query.get("acknowledgeAbuse")):
+        raise ApiError(403, "cannotDownloadAbusiveFile",
+                       "This file has been identified as malware or spam and cannot be "
+                       "downloaded.")
+    if file.download_quota_exceeded:
+        raise ApiError(403, "downloadQuotaExceeded",
+                       "The download quota for this file has been exceeded.")
 
 
 def export_file(call: Call) -> Reply:

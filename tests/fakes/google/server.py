@@ -297,10 +297,22 @@ class FakeGoogle(ThreadedServer):
 
     def restrict_download(self, email: str, file_id: str, owner: str) -> None:
         """The file is `owner`'s, shared with `email` as a viewer who may not download,
-        print or copy it (copyRequiresWriterPermission): files.export refuses."""
+        print or copy it (copyRequiresWriterPermission): files.export and alt=media
+        refuse."""
         with self._lock:
             file = self.account(email).drive.files[file_id]
             file.owner, file.copy_requires_writer_permission = owner, True
+
+    def flag_abuse(self, email: str, file_id: str) -> None:
+        """Google flags the file as malware or spam: alt=media refuses it unless the owner
+        says acknowledgeAbuse=true."""
+        with self._lock:
+            self.account(email).drive.files[file_id].abusive = True
+
+    def exceed_download_quota(self, email: str, file_id: str, exceeded: bool = True) -> None:
+        """The file's download quota is used up (or, with False, available again)."""
+        with self._lock:
+            self.account(email).drive.files[file_id].download_quota_exceeded = exceeded
 
     def delete_file(self, email: str, file_id: str) -> None:
         with self._lock:

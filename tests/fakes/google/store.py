@@ -170,6 +170,11 @@ class DriveFile:
     copy_requires_writer_permission: bool = False
     """The owner turned off "viewers can download, print and copy" for a file shared with
     the user as a viewer (Drive v3 `copyRequiresWriterPermission`)."""
+    abusive: bool = False
+    """Google flagged the file as malware or spam: only its owner may download it, and
+    only with acknowledgeAbuse=true."""
+    download_quota_exceeded: bool = False
+    """The file was downloaded too often lately: Drive refuses its content for a while."""
 
     @property
     def is_google_doc(self) -> bool:

@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.agent.llm import FunctionCall
+from app.agent.prompt import parse_fences
+from app.agent.tools import ToolBox
 from app.core.config import Settings
 from app.google.scopes import GMAIL_READONLY
 from app.google.source import GoogleSource
-from app.sources.base import ItemNotFound
+from app.sources.base import ContentUnavailable, ItemNotFound
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import ALICE, google_account
 
@@ -291,6 +294,74 @@ async def test_a_doc_whose_owner_disabled_download_reads_as_a_note_not_an_error(
     assert read.name == "Locked contract"
     assert "does not let viewers download or copy it" in read.text
     assert "Secret." not in read.text
+
+
+def _refuse_download(fake: FakeGoogle, file_id: str, refusal: str) -> None:
+    if refusal == "restricted":
+        fake.restrict_download(ALICE, file_id, owner="carol@example.com")
+    elif refusal == "abusive":
+        fake.flag_abuse(ALICE, file_id)
+    else:
+        fake.exceed_download_quota(ALICE, file_id)
+
+
+REFUSALS = {
+    "restricted": "does not let viewers download or copy it",
+    "abusive": "flagged it as malware or spam, so it was not downloaded",
+    "quota": "download quota for it is used up for now",
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+async def test_a_file_drive_will_not_download_reads_as_a_note_not_an_error(
+    fake: FakeGoogle, source: GoogleSource, refusal: str
+) -> None:
+    """files.get alt=media answers 403 cannotDownloadFile (owner disabled download for
+    viewers), cannotDownloadAbusiveFile (flagged as malware; acknowledgeAbuse is never
+    sent) or downloadQuotaExceeded (per file, for hours): the file is listed and read,
+    its content replaced by a note saying why. The quota passes: the next read has it."""
+    start = await source.delta(None, mail=False, limit=10)
+    notes = fake.add_file(ALICE, name="notes.txt", mime_type="text/plain",
+                          content="Secret notes.")
+    scan = fake.add_file(ALICE, name="scan.pdf", mime_type="application/pdf",
+                         content=b"%PDF-1.4\n%%EOF\n")
+    for file_id in (notes, scan):
+        _refuse_download(fake, file_id, refusal)
+
+    cards = (await source.delta(start.cursor, mail=False, limit=10)).files
+    card = next(c for c in cards if c.id == notes)
+    assert REFUSALS[refusal].split()[0] in card.snippet
+    read = await source.read_file(notes)
+    assert read.name == "notes.txt"
+    assert REFUSALS[refusal] in read.text
+    assert "Secret" not in read.text
+    with pytest.raises(ContentUnavailable, match=REFUSALS[refusal]):
+        await source.read_file_bytes(scan)
+    media = [r for r in fake.requests if r.query.get("alt") == "media"]
+    assert len(media) >= 3
+    assert not any(r.query.get("acknowledgeAbuse") for r in media)
+    if refusal == "quota":
+        fake.exceed_download_quota(ALICE, notes, exceeded=False)
+        assert (await source.read_file(notes)).text == "Secret notes."
+
+
+async def test_the_read_file_tool_gives_the_note_for_a_pdf_drive_will_not_download(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A PDF is shown to the model as itself; one whose owner disabled download for
+    viewers (403 cannotDownloadFile) comes back as its record with the note, not as an
+    empty document nor as an error."""
+    scan = fake.add_file(ALICE, name="scan.pdf", mime_type="application/pdf",
+                         content=b"%PDF-1.4\n%%EOF\n")
+    fake.restrict_download(ALICE, scan, owner="carol@example.com")
+    box = ToolBox({"google": source}, read_mail=False, read_files=True)
+    outcome = await box.execute(FunctionCall(call_id="c1", name="read_file",
+                                             arguments={"id": scan}))
+    assert (outcome.error, outcome.parts) == (None, ())
+    [document] = parse_fences(outcome.text)
+    [record] = document.records
+    assert record["name"] == "scan.pdf"
+    assert REFUSALS["restricted"] in record["text"]
 
 
 async def test_a_document_newly_shared_with_the_user_is_shown_however_old(
