@@ -80,12 +80,14 @@ async def pause_dependents(
             select(Instruction).where(
                 Instruction.user_id == account.user_id, Instruction.status == "active",
                 Instruction.deleted_at.is_(None),
-            ).order_by(Instruction.created_at).with_for_update()
+            ).order_by(Instruction.id).with_for_update()
         )
     ).scalars().all()
     now = utcnow()
     paused = []
-    for instruction in instructions:
+    # Locked in id order, as every other path that locks several instructions does (the
+    # watch poller, the batched outcome write): two of them cannot deadlock.
+    for instruction in sorted(instructions, key=lambda i: i.created_at):
         if others is not None and instruction.trigger.get("type") != "watch":
             continue
         instruction.status = "paused"

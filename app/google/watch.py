@@ -36,6 +36,17 @@ A doc being written autosaves between every two polls: a version of a file fires
 once its modifiedTime is `google_watch_settle_seconds` old. Until then it waits in the
 database (`WatchPendingFile`), replaced by any newer version, and every poll fires the
 versions that have rested long enough, so a restart loses none.
+
+A poll reads its watchers in one transaction and writes what Google answered in later
+ones. Each write first locks the instruction's row and checks that it is still the
+active watch the poll read (`watch_service.still_watching`): a delete or a trigger
+change (which forget the folder's rows under the same row lock) that came meanwhile
+leaves the poll nothing to write, so no membership row or run outlives it. A watch
+created, resumed or changed meanwhile (`watch_service.watches_changed`, checked in the
+cursor's transaction) may match what the poll read, after its new start: the cursor
+then stays, and the next poll reads the same changes with the watches as they are
+(hits stop the others firing twice). A watch deleted, paused or made a schedule holds
+nothing back.
 """
 
 from __future__ import annotations
@@ -95,6 +106,8 @@ class PollReport:
     failed: int = 0
     disconnected: int = 0
     cursor_conflicts: int = 0
+    # Polls whose cursor stayed because a watch was created, resumed or changed meanwhile.
+    watches_changed: int = 0
 
 
 class WatchPoller(LoopService):
@@ -186,10 +199,24 @@ class WatchPoller(LoopService):
             log.warning("watch: polling account %s failed: %s", account.id, exc)
             return
         async with transaction(self.sessionmaker) as session:
-            moved = await watch_service.advance_cursor(
-                session=session, account=account, seen=watched.cursor, history_id=history_id,
-                drive_page_token=page_token, now=now, next_poll_at=now + self.interval_delta,
+            changed = await watch_service.watches_changed(
+                session=session, account=account, watchers=watched.watchers
             )
+            if not changed:
+                moved = await watch_service.advance_cursor(
+                    session=session, account=account, seen=watched.cursor,
+                    history_id=history_id, drive_page_token=page_token, now=now,
+                    next_poll_at=now + self.interval_delta,
+                )
+        if changed:
+            # A watch created, resumed or changed during the poll may match what it read
+            # (it was not looked for, or its write was refused): the cursor stays, and the
+            # next poll reads the same changes with the watches as they are now. The other
+            # watches fire nothing twice: their hits are there.
+            report.watches_changed += 1
+            log.info("watch: account %s: watch(es) %s changed during the poll; its changes "
+                     "are read again", account.id, ", ".join(map(str, changed)))
+            return
         report.polled += 1
         if not moved:
             # Another scheduler polled the same account meanwhile and moved the cursor.
@@ -343,6 +370,8 @@ class WatchPoller(LoopService):
         if not items:
             return
         async with transaction(self.sessionmaker) as session:
+            if not await watch_service.still_watching(session=session, watchers=[watcher]):
+                return  # deleted, paused or changed since the poll read it
             runs = await watch_service.record_hits(
                 session=session, watcher=watcher, account_id=account.id, kind=kind,
                 item_ids=items, now=now,

@@ -103,6 +103,11 @@ _WATCHING = (
 )
 
 
+def _watcher(row: Any) -> Watcher:
+    return Watcher(row.id, row.user_id, row.trigger, row.watch_since or row.created_at,
+                   row.covered_until)
+
+
 async def watched_accounts(
     *, session: AsyncSession, now: datetime, account_ids: Sequence[uuid.UUID] | None = None,
     due_only: bool = True,
@@ -115,10 +120,7 @@ async def watched_accounts(
     for row in rows:
         if (row.trigger or {}).get("type") != "watch":
             continue
-        by_user.setdefault(row.user_id, []).append(
-            Watcher(row.id, row.user_id, row.trigger, row.watch_since or row.created_at,
-                    row.covered_until)
-        )
+        by_user.setdefault(row.user_id, []).append(_watcher(row))
     if not by_user:
         return []
     stmt = (
@@ -140,6 +142,72 @@ async def watched_accounts(
         if watchers:
             found.append(WatchedAccount(account, cursor, watchers))
     return found
+
+
+async def still_watching(
+    *, session: AsyncSession, watchers: Sequence[Watcher]
+) -> list[Watcher]:
+    """The watchers whose instruction is still the active watch the poller read (not
+    deleted, paused, or changed to another trigger or start since), their rows locked
+    until the transaction ends.
+
+    A poll reads its watchers in one transaction and writes what it found in later ones,
+    after Google answered: an instruction deleted (or changed) meanwhile has had
+    `forget_folder` run, and a write that followed it would stay for ever. Every write
+    of the poller calls this first in its own transaction: the delete and the trigger
+    change lock the same row (`instructions.service.get(for_update=True)`), so either the
+    write commits first and the forget removes it, or the forget commits first and the
+    write sees the instruction gone. (SQLite's BEGIN IMMEDIATE serializes the two
+    transactions whole.) What a refused write held is not lost for a watch resumed or
+    changed: the poller then leaves the account's cursor (`watches_changed`)."""
+    if not watchers:
+        return []
+    rows = (await session.execute(
+        select(Instruction.id, Instruction.trigger, Instruction.watch_since,
+               Instruction.created_at)
+        .where(Instruction.id.in_(sorted({w.id for w in watchers})),
+               Instruction.status == "active", Instruction.deleted_at.is_(None))
+        .order_by(Instruction.id)
+        .with_for_update()
+    )).all()
+    live = {row.id: row for row in rows}
+    return [
+        w for w in watchers
+        if (row := live.get(w.id)) is not None and row.trigger == w.spec
+        and (row.watch_since or row.created_at) == w.since
+    ]
+
+
+async def watches_changed(
+    *, session: AsyncSession, account: Account, watchers: Sequence[Watcher]
+) -> list[uuid.UUID]:
+    """The account's active watches that a poll which read `watchers` did not read as
+    they are now: created, resumed, or given another trigger since. Their rows (and
+    those of the user's paused instructions, which a resume makes watches) are locked
+    until the transaction ends.
+
+    Such a watch may match items in the history or change list the poll read (whatever
+    came after its start), which the poll did not look for, or looked for with the
+    watch as it was and was refused (`still_watching`): the account's cursor must not
+    move past them. A watch deleted or paused, or changed to a schedule, has nothing
+    left to fire and is not one of these. Locked like `still_watching`: a change that
+    took its start time before this reads waits to commit, and is seen."""
+    rows = (await session.execute(
+        select(Instruction.id, Instruction.user_id, Instruction.status, Instruction.trigger,
+               Instruction.created_at, Instruction.watch_since, Instruction.covered_until)
+        .where(Instruction.user_id == account.user_id, Instruction.deleted_at.is_(None),
+               Instruction.next_run_at.is_(None))
+        .order_by(Instruction.id)
+        .with_for_update()
+    )).all()
+    read = {w.id: (w.spec, w.since) for w in watchers}
+    return [
+        watcher.id for watcher in (_watcher(row) for row in rows
+                                   if row.status == "active"
+                                   and (row.trigger or {}).get("type") == "watch")
+        if can_watch(account, watcher.spec)
+        and read.get(watcher.id) != (watcher.spec, watcher.since)
+    ]
 
 
 async def record_hits(
@@ -218,7 +286,10 @@ async def record_snapshot(
 
     Only the scheduler that writes the snapshot's mark does this: another one that read
     the folder at the same time (two woken by a resume) and comes late would delete the
-    versions the first one has queued since."""
+    versions the first one has queued since. Nothing for a watch no longer live
+    (`still_watching`)."""
+    if not await still_watching(session=session, watchers=[watcher]):
+        return
     mark: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         insert_ignore(session, WatchHit, ["instruction_id", "item_id"]).values(
             id=uuid.uuid4(), user_id=watcher.user_id, instruction_id=watcher.id,
@@ -300,8 +371,11 @@ async def record_folder_changes(
     older modifiedTime: new to the folder (moved in, uploaded with their own date) unless
     the watch already knows them there, and then they fire. `left` are files no longer
     in the folder: if they come back, they are new again. A version modified less than
-    `settle` ago waits (see `fire_settled`).
+    `settle` ago waits (see `fire_settled`). Nothing for a watch no longer live
+    (`still_watching`).
     """
+    if not await still_watching(session=session, watchers=[watcher]):
+        return []
     for start in range(0, len(left), _CHUNK):
         await session.execute(
             delete(WatchHit).where(
@@ -388,7 +462,9 @@ async def fire_settled(
     now: datetime,
 ) -> list[uuid.UUID]:
     """Fire the waiting file versions that have rested long enough; returns the runs.
-    One seen before its watch (re)started (paused, changed) is dropped."""
+    One seen before its watch (re)started (paused, changed) is dropped; the watches no
+    longer live (`still_watching`) are left alone."""
+    watchers = await still_watching(session=session, watchers=watchers)
     by_id = {w.id: w for w in watchers}
     if not by_id:
         return []

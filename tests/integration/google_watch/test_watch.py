@@ -54,6 +54,24 @@ async def create_watch(client: httpx.AsyncClient, headers: dict[str, str], **tri
     return str(body["id"])
 
 
+async def _take_away(
+    client: httpx.AsyncClient, headers: dict[str, str], instruction_id: Any, how: str
+) -> None:
+    """End a watch through the API: "deleted", "paused", or "trigger_changed" (to a
+    daily schedule)."""
+    if how == "deleted":
+        answer = await client.delete(f"{API}/instructions/{instruction_id}", headers=headers)
+    elif how == "paused":
+        answer = await client.post(f"{API}/instructions/{instruction_id}/pause",
+                                   headers=headers)
+    else:
+        answer = await client.patch(
+            f"{API}/instructions/{instruction_id}", headers=headers,
+            json={"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "UTC"}},
+        )
+    assert answer.status_code in (200, 204), answer.text
+
+
 async def test_a_watch_fires_once_per_matching_message_and_never_for_others(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
@@ -515,6 +533,42 @@ async def test_a_watch_run_for_a_google_doc_too_large_to_export_succeeds(
     assert (run.status, run.attempt, run.error) == ("succeeded", 1, None)
 
 
+@pytest.mark.parametrize("refusal", ["restricted", "abusive", "quota"])
+async def test_a_watch_run_for_a_file_drive_will_not_download_succeeds(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, refusal: str,
+) -> None:
+    """files.get alt=media answers 403 for a file that is there but whose content cannot
+    be had: its owner disabled download for viewers (cannotDownloadFile), it is flagged as
+    malware (cannotDownloadAbusiveFile), or its download quota is used up
+    (downloadQuotaExceeded, for hours). The watch run reports the file with a note
+    instead of failing on every attempt and counting towards the failure limit."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Minutes", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    notes = fake.add_file(EMAIL, name="notes.txt", mime_type="text/plain",
+                          content="Board notes.", parents=(folder,))
+    if refusal == "restricted":
+        fake.restrict_download(EMAIL, notes, owner="carol@example.com")
+    elif refusal == "abusive":
+        fake.flag_abuse(EMAIL, notes)
+    else:
+        fake.exceed_download_quota(EMAIL, notes)
+    (run_id,) = (await watch.poll_accounts([account.id])).runs
+    await work_once(make_worker(runtime))
+
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.error) == ("succeeded", 1, None)
+    body = (await client.get(f"{API}/instructions/{instruction_id}", headers=headers)).json()
+    assert (body["status"], body["consecutive_failures"]) == ("active", 0)
+    media = [r for r in fake.requests if r.query.get("alt") == "media"]
+    assert media
+    assert not any(r.query.get("acknowledgeAbuse") for r in media)
+
+
 async def test_the_cron_tick_leaves_watch_instructions_to_the_poller(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:
@@ -737,14 +791,7 @@ async def test_a_folder_watch_deleted_or_changed_keeps_no_membership_or_waiting_
     fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
     await watch.poll_accounts([account.id])
     assert await _pending_files(runtime) == 1
-    if how == "deleted":
-        answer = await client.delete(f"{API}/instructions/{instruction_id}", headers=headers)
-    else:
-        answer = await client.patch(
-            f"{API}/instructions/{instruction_id}", headers=headers,
-            json={"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "UTC"}},
-        )
-    assert answer.status_code in (200, 204), answer.text
+    await _take_away(client, headers, instruction_id, how)
     await poll_at(runtime, watch, account, datetime.now(UTC) + timedelta(seconds=400))
     async with runtime.sessionmaker() as session:
         marks = (await session.execute(select(func.count()).select_from(WatchHit).where(
@@ -851,3 +898,275 @@ async def test_a_late_second_snapshot_does_not_drop_a_version_waiting_to_settle(
 
     await poll_at(runtime, plain, account, datetime.now(UTC) + timedelta(seconds=400))
     assert fired_ids(await watch_runs(runtime, instruction_id)) == [doc]
+
+
+class _Held:
+    """A source whose `method` announces that it was reached (`reached`) and waits for
+    `release` before it answers: a poll held there, between reading its watchers and
+    writing what it found."""
+
+    def __init__(self, inner: Any, method: str, reached: asyncio.Event,
+                 release: asyncio.Event) -> None:
+        self.inner, self.method, self.reached, self.release = inner, method, reached, release
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if name != self.method:
+            return found
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.release.wait()
+            return await found(*args, **kwargs)
+
+        return held
+
+
+WatchableSource.register(_Held)
+
+
+async def _hold_a_poll(
+    runtime: Runtime, account: Account, watch: WatchPoller, method: str
+) -> tuple[asyncio.Task[PollReport], asyncio.Event]:
+    """A poll of the account that read its watchers and now waits in `method`; returns
+    the poll and the event that lets it go on."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    held = WatchPoller(sessionmaker=runtime.sessionmaker, wakeups=runtime.wakeups,
+                       settings=watch.settings,
+                       sources=lambda a, s: _Held(source_for(a, s), method, reached, release))
+    async with transaction(runtime.sessionmaker) as session:
+        now = await db_now(session)
+        due = await watch_service.watched_accounts(session=session, now=now,
+                                                   account_ids=[account.id])
+    assert [w.id for d in due for w in d.watchers]
+    poll = asyncio.create_task(held.poll(due, now))
+    await asyncio.wait_for(reached.wait(), 10)
+    return poll, release
+
+
+async def _folder_rows(runtime: Runtime) -> tuple[int, int]:
+    """(membership and snapshot rows, versions waiting to settle)."""
+    async with runtime.sessionmaker() as session:
+        marks = (await session.execute(select(func.count()).select_from(WatchHit).where(
+            WatchHit.kind.in_([watch_service.MEMBER, watch_service.SNAPSHOT])))).scalar_one()
+    return marks, await _pending_files(runtime)
+
+
+@pytest.mark.parametrize("held", ["folder_file_ids", "folder_files"])
+@pytest.mark.parametrize("how", ["deleted", "trigger_changed"])
+async def test_a_poll_in_flight_when_a_folder_watch_is_deleted_writes_nothing_back(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, how: str, held: str,
+) -> None:
+    """A poll reads its watchers, then waits for Drive: reading the folder for the
+    watch's snapshot (before any write), or for the files that came since the watch
+    began (after the snapshot). The instruction is deleted (or its trigger changed),
+    which forgets its folder, meanwhile: the poll then writes no membership, snapshot,
+    waiting version or run for it, so none stays behind for ever."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Scans", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    fake.add_file(EMAIL, name="rested.pdf", mime_type="application/pdf", content=PDF,
+                  parents=(folder,), modified=hour_ago)  # created now: fires at once
+    fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))  # waits
+    watch = settling_poller(runtime)
+
+    poll, release = await _hold_a_poll(runtime, account, watch, held)
+    await _take_away(client, headers, instruction_id, how)
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+
+    assert (report.failed, report.runs) == (0, [])
+    assert await _folder_rows(runtime) == (0, 0)
+    assert await watch_runs(runtime, instruction_id) == []
+
+
+async def test_a_folder_watch_polled_while_nothing_interferes_keeps_its_rows(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """The same poll, held the same way, with the instruction left alone: it writes
+    the snapshot, the membership, the waiting version and the run (what the test above
+    shows is left out is there to leave out)."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Scans", mime_type=FOLDER)
+    instruction_id = await create_watch(client, headers, drive_folder_id=folder)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    rested = fake.add_file(EMAIL, name="rested.pdf", mime_type="application/pdf",
+                           content=PDF, parents=(folder,), modified=hour_ago)
+    fake.add_file(EMAIL, name="Draft", content="Half", parents=(folder,))
+    watch = settling_poller(runtime)
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "folder_file_ids")
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+
+    assert len(report.runs) == 1
+    assert await _folder_rows(runtime) == (3, 1)  # the snapshot's mark, two members
+    assert fired_ids(await watch_runs(runtime, instruction_id)) == [rested]
+
+
+async def test_a_poll_in_flight_when_a_mail_watch_is_deleted_queues_no_run(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """A mail watch's poll waits for Gmail's answer to its query while the instruction is
+    deleted: the message it then finds fires no run for the deleted instruction."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 7",
+                     attachments=pdf())
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "search_mail_ids")
+    answer = await client.delete(f"{API}/instructions/{instruction_id}", headers=headers)
+    assert answer.status_code in (200, 204), answer.text
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+
+    assert (report.failed, report.runs) == (0, [])
+    assert await watch_runs(runtime, instruction_id) == []
+
+
+async def _cursor(runtime: Runtime, account: Account) -> WatchCursor:
+    async with runtime.sessionmaker() as session:
+        return (await session.execute(
+            select(WatchCursor).where(WatchCursor.account_id == account.id)
+        )).scalar_one()
+
+
+@pytest.mark.parametrize("how", ["resumed", "query_changed"])
+async def test_mail_arriving_after_a_watch_is_resumed_during_a_poll_fires_once(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, how: str,
+) -> None:
+    """A poll reads its watchers and waits for Gmail's history; meanwhile the user pauses
+    and resumes the watch (or changes its query: its start moves on either way), and
+    then an invoice arrives. The poll finds it, but may not write for the watch as it
+    read it: it leaves the account's history cursor where it was, and the next poll,
+    which reads the watch as it is now, fires the invoice. Another watch of the account
+    that did write in the first poll reads the same history again and fires nothing
+    twice."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    resumed = await create_watch(client, headers, gmail_query=BILLING)
+    other = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()  # the account's history cursor is set
+    before = await _cursor(runtime, account)
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "mail_changes")
+    if how == "resumed":
+        for step in ("pause", "resume"):
+            answer = await client.post(f"{API}/instructions/{resumed}/{step}",
+                                       headers=headers)
+            assert answer.status_code == 200, answer.text
+    else:
+        answer = await client.patch(
+            f"{API}/instructions/{resumed}", headers=headers,
+            json={"trigger": {"type": "watch", "gmail_query": "from:billing@example.com"}},
+        )
+        assert answer.status_code == 200, answer.text
+    message = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 8",
+                               attachments=pdf())  # after the resume
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+    assert report.failed == 0
+    assert len(report.runs) == 1  # the other watch's
+    assert (await _cursor(runtime, account)).history_id == before.history_id
+    for _ in range(2):  # later polls
+        await watch.poll_accounts([account.id])
+
+    assert fired_ids(await watch_runs(runtime, resumed)) == [message]
+    assert fired_ids(await watch_runs(runtime, other)) == [message]
+    assert (await _cursor(runtime, account)).history_id != before.history_id
+
+
+async def test_a_file_arriving_after_a_folder_watch_is_resumed_during_a_poll_fires_once(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """The same for a Drive folder watch: the poll waits for Drive's change list, the
+    watch is paused and resumed, a scan is uploaded to the folder. The poll's writes
+    for the watch as it read it are refused, so the page token stays, and the next poll
+    reads the change again with the resumed watch: the scan fires, once. Another folder
+    watch of the account that fired it in the first poll does not fire it again."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Scans", mime_type=FOLDER)
+    resumed = await create_watch(client, headers, drive_folder_id=folder)
+    other = await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()  # the page token and the folder's snapshot are taken
+    before = await _cursor(runtime, account)
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "file_changes")
+    for step in ("pause", "resume"):
+        answer = await client.post(f"{API}/instructions/{resumed}/{step}", headers=headers)
+        assert answer.status_code == 200, answer.text
+    scan = fake.add_file(EMAIL, name="scan.pdf", mime_type="application/pdf", content=PDF,
+                         parents=(folder,))  # after the resume
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+    assert report.failed == 0
+    assert len(report.runs) == 1  # the other watch's
+    assert (await _cursor(runtime, account)).drive_page_token == before.drive_page_token
+    later = datetime.now(UTC) + timedelta(hours=1)  # whatever settling there is, passed
+    for _ in range(2):
+        await poll_at(runtime, watch, account, later)
+
+    assert fired_ids(await watch_runs(runtime, resumed)) == [scan]
+    assert fired_ids(await watch_runs(runtime, other)) == [scan]
+    assert (await _cursor(runtime, account)).drive_page_token != before.drive_page_token
+
+
+async def test_a_watch_created_during_a_poll_gets_the_mail_that_came_after_it(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """A watch created while a poll of the account waits for Gmail's history is not
+    among the watches that poll read: mail for it that the history holds is left for
+    the next poll (the cursor stays), which reads the new watch too."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    await create_watch(client, headers, gmail_query="subject:receipt")
+    watch = poller(runtime)
+    await watch.run_once()
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "mail_changes")
+    created = await create_watch(client, headers, gmail_query=BILLING)
+    message = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 9",
+                               attachments=pdf())
+    release.set()
+    assert (await asyncio.wait_for(poll, 10)).runs == []
+    await watch.poll_accounts([account.id])
+
+    assert fired_ids(await watch_runs(runtime, created)) == [message]
+
+
+@pytest.mark.parametrize("how", ["deleted", "paused", "trigger_changed"])
+async def test_a_watch_gone_during_a_poll_does_not_hold_the_cursor(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle, how: str,
+) -> None:
+    """A watch deleted, paused, or changed to a schedule while a poll is in flight has
+    nothing left to fire: the poll writes nothing for it and still moves the account's
+    cursor on, so the account's other watches do not read the same history again and
+    again."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    gone = await create_watch(client, headers, gmail_query=BILLING)
+    other = await create_watch(client, headers, gmail_query="subject:invoice")
+    watch = poller(runtime)
+    await watch.run_once()
+    before = await _cursor(runtime, account)
+
+    poll, release = await _hold_a_poll(runtime, account, watch, "mail_changes")
+    await _take_away(client, headers, gone, how)
+    message = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 10",
+                               attachments=pdf())
+    release.set()
+    report = await asyncio.wait_for(poll, 10)
+
+    assert (report.failed, report.polled, len(report.runs)) == (0, 1, 1)
+    assert (await _cursor(runtime, account)).history_id != before.history_id
+    assert await watch_runs(runtime, gone) == []
+    assert fired_ids(await watch_runs(runtime, other)) == [message]
