@@ -4,6 +4,7 @@ from app.accounts.models import Account
 from app.auth.models import LoginLink, WebSession
 from app.channels.models import PushSubscription, Webhook
 from app.core.db import Base
+from app.events.models import EventCounter
 from app.google.models import OAuthState
 from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.instructions.models import Instruction
@@ -13,8 +14,8 @@ from app.runs.models import ModelCall, Run, RunStep
 from app.users.models import ApiToken, User
 
 __all__ = [
-    "Account", "AlertedItem", "ApiToken", "Base", "Delivery", "EmailReply", "Instruction",
-    "LoginLink", "ModelCall", "Notification", "OAuthState", "PushSubscription", "Question",
-    "QuestionEmail", "Run", "RunStep", "User", "WatchCursor", "WatchHit", "WatchPendingFile",
-    "WebSession", "Webhook",
+    "Account", "AlertedItem", "ApiToken", "Base", "Delivery", "EmailReply", "EventCounter",
+    "Instruction", "LoginLink", "ModelCall", "Notification", "OAuthState", "PushSubscription",
+    "Question", "QuestionEmail", "Run", "RunStep", "User", "WatchCursor", "WatchHit",
+    "WatchPendingFile", "WebSession", "Webhook",
 ]

@@ -1,52 +1,60 @@
 """The in-app event stream: what is new for a user since a cursor, and wake-ups.
 
-The database is the source of events: notifications (questions are
-notifications of kind "question") ordered by (created_at, id), and run status
-changes ordered by (updated_at, id). An event's id is the stream's cursor
-after it, one position in each sequence, so resuming from `Last-Event-ID` is
-a query. On PostgreSQL, writers `pg_notify` the user's id in the same
-transaction and one LISTEN connection per process wakes that user's streams;
-streams poll as well, so nothing depends on a notification arriving.
+The database is the source of events: notifications (questions are notifications
+of kind "question") and run changes (a new run, a change of its status or reason).
+Triggers (migration 0022) stamp each such row with `event_seq`, a number that no
+row committed later can come below, once a reader takes only what is below its
+watermark:
 
-A row is stamped before its transaction commits, so it can become visible after
-rows stamped later. The stream counts on that delay being under `LOOKBACK`, and
-every query looks back that far from the cursor, skipping what was sent. What a
-stream guarantees:
+- PostgreSQL: the id of the writing transaction. Ids are handed out when a
+  transaction first writes, not when it commits, so a reader only takes rows below
+  its *watermark*, the oldest transaction id still running: every transaction
+  below it has ended, so no row can appear there any more.
+- SQLite: a counter taken inside the write transaction; SQLite runs one write
+  transaction at a time, so the numbers follow commit order, and the watermark is
+  the counter's next value.
 
-- Every notification, and each run's status as of each time it is read, is sent
-  once, in order of its timestamp, except that a row committed late comes when it
-  commits. A run that changes twice between two reads is sent in its last state.
-- A new stream sends what commits after it opened, including rows stamped up to
-  `LOOKBACK` before it opened; rows already committed then are the client's (it
-  reads the feed for those).
-- An event's id also lists (as short digests) the rows the client has that fall
-  in the look-back window below that event, so a stream resumed with it sends
-  what the client lacks, rows stamped earlier but committed later included, and
-  nothing the client had. Only if more than `MAX_LISTED` rows fall in the window
-  may the oldest of them come again (an event carries the row's id: clients can
-  drop repeats).
-- An id of the older form, without that list, still resumes: the rows committed
-  in its window by the time of the reconnect count as the client's.
-- A row whose commit lags its timestamp by more than `LOOKBACK` may be missed.
+A stream's cursor is the last row it passed, as (event_seq, kind, id): every row at
+or below it is the client's, none above it is (but for the rows it lists that had
+committed above the watermark when the stream opened, beside a long transaction), so
+resuming from `Last-Event-ID` is one query, whatever the clocks said, however long a
+transaction took and however many events there were. What a stream guarantees:
+
+- Every notification, and each run as of each change of its status that it reads,
+  is sent once, in event_seq order: the order in which their transactions first
+  wrote on PostgreSQL (a row can wait for an older transaction that commits after
+  its own), commit order on SQLite; rows of one transaction together. A run that
+  changes twice between two reads is sent in its last state.
+- A new stream sends what commits after it opened; rows committed before are the
+  client's (it reads the feed for those).
+- On PostgreSQL, an event waits for every write transaction older than its own to
+  end, in any database of the server: a transaction left open delays the stream
+  (never loses or repeats an event). Pilotlight's own transactions are short; set
+  `idle_in_transaction_session_timeout` against clients that leave one open.
+- An id of the older form (positions by timestamp, `n….r…`) still resumes, once:
+  the rows stamped after its positions come, then the stream goes on by event_seq.
+  A row stamped before those positions that committed after the client left is not
+  sent (that form could not tell it from the rows the client had).
+
+On PostgreSQL, writers `pg_notify` the user's id in the same transaction and one
+LISTEN connection per process wakes that user's streams; streams poll as well, so
+nothing depends on a notification arriving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import db_now
 from app.core.errors import BadRequest
 from app.core.pubsub import EVENTS_CHANNEL, PgListener
 from app.core.runtime import Runtime
@@ -56,22 +64,53 @@ from app.runs.models import Run
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _NIL = uuid.UUID(int=0)
-# A row is stamped before its transaction commits, so it can appear a little
-# after rows stamped later; a live stream looks this far back (and skips what
-# it already sent) so that such a row is not lost.
-LOOKBACK = timedelta(seconds=10)
 BATCH = 100
-# At most this many received rows are listed in an event id (8 characters each).
-MAX_LISTED = 64
-_DIGEST_CHARS = 8
-_DIGESTS = re.compile(rf"(?:[A-Za-z0-9_-]{{{_DIGEST_CHARS}}})*")
-
-# What a stream has sent (or counts as the client's): ("n" or "r", row id, timestamp).
-Seen = set[tuple[str, uuid.UUID, datetime]]
+# The kinds of row, in the order they sort within one event_seq; "~" is after both.
+NOTIFICATIONS, RUNS, PAST = "n", "r", "~"
+_MAX_SEQ = 2**63 - 1
+_CURSOR = re.compile(r"x(\d{1,19})(?:_([nr])([0-9a-f]{32}))?((?:\.k\d{1,19}[nr][0-9a-f]{32})*)")
+_SKIP = re.compile(r"\.k(\d{1,19})([nr][0-9a-f]{32})")
+# The older form's list of received rows: digests of 8 characters each.
+_DIGESTS = re.compile(r"(?:[A-Za-z0-9_-]{8})*")
 
 
 class InvalidEventId(BadRequest):
     pass
+
+
+# A row the client has above a cursor: (event_seq, kind and id).
+Skip = tuple[int, str]
+
+
+def _skip(seq: int, kind: str, row_id: uuid.UUID) -> Skip:
+    return seq, f"{kind}{row_id.hex}"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """After this row: the client has every row at or below (event_seq, kind, id), and
+    the rows in `skip` above it.
+
+    `skip` lists what had committed above the watermark when the stream opened (a
+    transaction older than theirs was still open then): the client has those from
+    the feed. It is empty unless a stream opened beside a long transaction, and
+    shrinks as the stream passes them.
+    """
+
+    seq: int
+    kind: str = PAST
+    id: uuid.UUID = _NIL
+    skip: tuple[Skip, ...] = ()
+
+    def encode(self) -> str:
+        value = f"x{self.seq}" if self.kind == PAST else f"x{self.seq}_{self.kind}{self.id.hex}"
+        return value + "".join(f".k{seq}{row}" for seq, row in self.skip)
+
+    def past(self, seq: int, kind: str, row_id: uuid.UUID) -> Cursor:
+        """The cursor after this row; what it skips below the row is behind it for good."""
+        skip = tuple(item for item in self.skip
+                     if item[0] >= seq and item != _skip(seq, kind, row_id))
+        return Cursor(seq, kind, row_id, skip)
 
 
 @dataclass(frozen=True)
@@ -92,64 +131,42 @@ class Position:
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Where a stream is: the last notification and the last run change it has passed,
-    and the digests of the rows the client has in the look-back window below them
-    (None: not known, from a new stream or an id of the older form)."""
+class OlderCursor:
+    """An event id of the older form: the last notification and the last run change the
+    client had, by timestamp (a list of received rows after them is ignored)."""
 
     notifications: Position
     runs: Position
-    received: tuple[str, ...] | None = None
 
     def encode(self) -> str:
-        value = f"n{self.notifications.encode()}.r{self.runs.encode()}"
-        return value if self.received is None else f"{value}.s{''.join(self.received)}"
+        return f"n{self.notifications.encode()}.r{self.runs.encode()}"
 
-    @classmethod
-    def decode(cls, value: str) -> Cursor:
-        try:
-            notifications, runs, *rest = value.split(".")
-            if notifications[:1] != "n" or runs[:1] != "r" or len(rest) > 1:
+
+def decode(value: str) -> Cursor | OlderCursor:
+    """The cursor of an event id, of either form."""
+    try:
+        if match := _CURSOR.fullmatch(value):
+            seq, kind, hex_id, listed = match.groups()
+            skip = tuple((int(at), row) for at, row in _SKIP.findall(listed))
+            if max([int(seq), *(at for at, _ in skip)]) > _MAX_SEQ:
                 raise ValueError(value)
-            received = None
-            if rest:
-                listed = rest[0]
-                if listed[:1] != "s" or not _DIGESTS.fullmatch(listed[1:]):
-                    raise ValueError(value)
-                received = tuple(
-                    listed[i:i + _DIGEST_CHARS] for i in range(1, len(listed), _DIGEST_CHARS)
-                )
-            return cls(Position.decode(notifications[1:]), Position.decode(runs[1:]), received)
-        except (ValueError, OverflowError) as exc:
-            raise InvalidEventId(f"Last-Event-ID {value!r} is not an event of this stream") from exc
-
-
-def _digest(item: tuple[str, uuid.UUID, datetime]) -> str:
-    """A short name for a received row, to list it in an event id."""
-    kind, row_id, at = item
-    raw = f"{kind}:{row_id.hex}:{(at - _EPOCH) // _MICROSECOND}".encode()
-    digest = hashlib.blake2b(raw, digest_size=_DIGEST_CHARS * 3 // 4).digest()
-    return base64.urlsafe_b64encode(digest).decode()
-
-
-def _window(position: Position) -> Position:
-    """Where the look back below `position` starts."""
-    return Position(position.at - LOOKBACK, _NIL)
-
-
-def _listed(seen: Seen, notifications: Position, runs: Position) -> tuple[str, ...]:
-    """The digests of the rows in `seen` inside the look-back windows of these positions,
-    the newest `MAX_LISTED`."""
-    starts = {"n": _window(notifications), "r": _window(runs)}
-    inside = [item for item in seen if _key(Position(item[2], item[1])) > _key(starts[item[0]])]
-    inside.sort(key=lambda item: (item[2], item[1]), reverse=True)
-    return tuple(_digest(item) for item in inside[:MAX_LISTED])
+            if kind is None:
+                return Cursor(int(seq), skip=skip)
+            return Cursor(int(seq), kind, uuid.UUID(hex=hex_id), skip)
+        notifications, runs, *rest = value.split(".")
+        if notifications[:1] != "n" or runs[:1] != "r" or len(rest) > 1:
+            raise ValueError(value)
+        if rest and (rest[0][:1] != "s" or not _DIGESTS.fullmatch(rest[0][1:])):
+            raise ValueError(value)
+        return OlderCursor(Position.decode(notifications[1:]), Position.decode(runs[1:]))
+    except (ValueError, OverflowError) as exc:
+        raise InvalidEventId(f"Last-Event-ID {value!r} is not an event of this stream") from exc
 
 
 @dataclass(frozen=True)
 class Event:
     name: str
-    cursor: Cursor
+    cursor: Cursor | OlderCursor
     data: dict[str, Any]
 
     def encode(self) -> str:
@@ -158,134 +175,204 @@ class Event:
         return f"id: {self.cursor.encode()}\nevent: {self.name}\ndata: {payload}\n\n"
 
 
-async def start_cursor(*, session: AsyncSession) -> Cursor:
-    """A cursor at the database's now: a new stream gets only what happens from here on."""
-    now = await db_now(session)
-    return Cursor(Position(now, _NIL), Position(now, _NIL))
+@dataclass(frozen=True)
+class Batch:
+    events: list[Event]
+    # After the last row read (the last event's, or a row the client had).
+    cursor: Cursor
+    # Rows of the user were seen above the watermark: they come once the older
+    # transactions still running end, which nothing may announce (read again soon).
+    held_back: bool
 
 
-def _after(column_at: Any, column_id: Any, position: Position) -> Any:
-    return or_(column_at > position.at, and_(column_at == position.at, column_id > position.id))
+async def watermark(session: AsyncSession) -> int:
+    """The lowest event_seq that may still appear: every row below it has committed."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The oldest transaction id still running (or the next one, if none is).
+        statement = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    else:
+        statement = "SELECT coalesce((SELECT value FROM event_counter WHERE id = 1), 0) + 1"
+    value = (await session.execute(text(statement))).scalar_one()
+    return int(value)
+
+
+async def highest_given(session: AsyncSession) -> int:
+    """The highest event_seq this database can have given out by now: on PostgreSQL the
+    last transaction id assigned, on SQLite the counter."""
+    if session.get_bind().dialect.name == "postgresql":
+        statement = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1"
+    else:
+        statement = "SELECT coalesce((SELECT value FROM event_counter WHERE id = 1), 0)"
+    return int((await session.execute(text(statement))).scalar_one())
+
+
+async def _committed_above(
+    session: AsyncSession, user_id: uuid.UUID, below: int, *, older: OlderCursor | None = None
+) -> tuple[Skip, ...]:
+    """The user's rows at or above `below` that have committed (an older transaction is
+    still open), those at or before the positions of `older` if given."""
+    skip = []
+    for kind, model, column, position in (
+        (NOTIFICATIONS, Notification, Notification.created_at,
+         older.notifications if older else None),
+        (RUNS, Run, Run.updated_at, older.runs if older else None),
+    ):
+        query = select(model.event_seq, model.id).where(
+            model.user_id == user_id, model.event_seq >= below
+        )
+        if position is not None:
+            query = query.where(~_since(column, model.id, position))
+        for seq, row_id in await session.execute(query):
+            skip.append(_skip(seq, kind, row_id))
+    return tuple(sorted(skip))
+
+
+async def start_cursor(*, session: AsyncSession, user_id: uuid.UUID) -> Cursor:
+    """A cursor after every row committed by now: a new stream gets what comes from here on."""
+    below = await watermark(session)
+    return Cursor(below - 1, skip=await _committed_above(session, user_id, below))
+
+
+def _after(kind: str, seq_column: Any, id_column: Any, cursor: Cursor) -> Any:
+    """Rows of `kind` after `cursor`."""
+    if kind < cursor.kind:
+        return seq_column > cursor.seq
+    if kind > cursor.kind:
+        return seq_column >= cursor.seq
+    return or_(seq_column > cursor.seq, and_(seq_column == cursor.seq, id_column > cursor.id))
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _notification_data(n: Notification) -> dict[str, Any]:
-    return {
+def _notification_event(n: Notification, cursor: Cursor | OlderCursor) -> Event:
+    return Event("question" if n.kind == "question" else "notification", cursor, {
         "id": str(n.id), "kind": n.kind, "title": n.title, "body": n.body, "data": n.data,
         "run_id": str(n.run_id) if n.run_id else None,
         "instruction_id": str(n.instruction_id) if n.instruction_id else None,
         "created_at": _iso(n.created_at), "read_at": _iso(n.read_at),
-    }
+    })
 
 
-async def new_events(
-    *, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor, seen: Seen,
-    since: Cursor | None = None,
-) -> list[Event]:
-    """The user's events after `cursor` not in `seen`, oldest first, each carrying the
-    cursor after it; they are added to `seen`.
+def _run_event(r: Any, cursor: Cursor | OlderCursor) -> Event:
+    return Event("run", cursor, {
+        "id": str(r.id), "instruction_id": str(r.instruction_id), "status": r.status,
+        "reason": r.reason, "updated_at": _iso(r.updated_at),
+    })
 
-    With `since` (earlier than `cursor`) rows from there on are read too: the look
-    back for rows that committed late.
-    """
-    start = since or cursor
+
+_RUN_COLUMNS = (Run.id, Run.instruction_id, Run.status, Run.reason, Run.updated_at, Run.event_seq)
+
+
+async def _read(
+    session: AsyncSession, user_id: uuid.UUID, cursor: Cursor, below: int
+) -> tuple[list[Notification], list[Any], bool]:
+    """The user's notifications and run changes after `cursor` and below `below`, each in
+    event_seq order, and whether there are rows at or above `below`."""
+    held_back = False
     notifications: list[Notification] = []
-    position = start.notifications
-    while True:  # page through: a look back may hold more than a batch already sent
+    after = cursor
+    while True:  # page through: a client away for long may have much to catch up on
         page = (
             await session.execute(
                 select(Notification)
                 .where(Notification.user_id == user_id,
-                       _after(Notification.created_at, Notification.id, position))
-                .order_by(Notification.created_at, Notification.id)
+                       _after(NOTIFICATIONS, Notification.event_seq, Notification.id, after))
+                .order_by(Notification.event_seq, Notification.id)
                 .limit(BATCH)
             )
         ).scalars().all()
-        notifications.extend(page)
-        if len(page) < BATCH:
+        notifications.extend(n for n in page if n.event_seq < below)
+        if len(page) < BATCH or page[-1].event_seq >= below:
+            held_back |= bool(page) and page[-1].event_seq >= below
             break
-        position = Position(page[-1].created_at, page[-1].id)
+        after = Cursor(page[-1].event_seq, NOTIFICATIONS, page[-1].id)
     runs: list[Any] = []
-    position = start.runs
+    after = cursor
     while True:
         rows = (
             await session.execute(
-                select(Run.id, Run.instruction_id, Run.status, Run.reason, Run.updated_at)
-                .where(Run.user_id == user_id, _after(Run.updated_at, Run.id, position))
-                .order_by(Run.updated_at, Run.id)
+                select(*_RUN_COLUMNS)
+                .where(Run.user_id == user_id, _after(RUNS, Run.event_seq, Run.id, after))
+                .order_by(Run.event_seq, Run.id)
                 .limit(BATCH)
             )
         ).all()
-        runs.extend(rows)
-        if len(rows) < BATCH:
+        runs.extend(r for r in rows if r.event_seq < below)
+        if len(rows) < BATCH or rows[-1].event_seq >= below:
+            held_back |= bool(rows) and rows[-1].event_seq >= below
             break
-        position = Position(rows[-1].updated_at, rows[-1].id)
-    found: list[tuple[datetime, str, uuid.UUID, dict[str, Any]]] = []
-    for n in notifications:
-        name = "question" if n.kind == "question" else "notification"
-        found.append((n.created_at, name, n.id, _notification_data(n)))
-    for r in runs:
-        found.append((r.updated_at, "run", r.id, {
-            "id": str(r.id), "instruction_id": str(r.instruction_id), "status": r.status,
-            "reason": r.reason, "updated_at": _iso(r.updated_at),
-        }))
-    found.sort(key=lambda row: (row[0], row[2]))
+        after = Cursor(rows[-1].event_seq, RUNS, rows[-1].id)
+    return notifications, runs, held_back
+
+
+async def new_events(*, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor) -> Batch:
+    """The user's events after `cursor` that can no longer be preceded by another, in
+    event_seq order, each carrying the cursor after it."""
+    # First the watermark, then the rows: every transaction below it has ended by the
+    # time the rows are read, so the read sees all of its rows.
+    below = await watermark(session)
+    notifications, runs, held_back = await _read(session, user_id, cursor, below)
+    found: list[tuple[int, str, uuid.UUID, Notification | Any]] = [
+        (n.event_seq, NOTIFICATIONS, n.id, n) for n in notifications
+    ] + [(r.event_seq, RUNS, r.id, r) for r in runs]
+    found.sort(key=lambda item: item[:3])
     events = []
-    for at, name, row_id, data in found:
-        kind = "r" if name == "run" else "n"
-        if (kind, row_id, at) in seen:
-            continue
-        seen.add((kind, row_id, at))
-        position = Position(at, row_id)
-        last_n, last_r = cursor.notifications, cursor.runs
-        if kind == "r":
-            last_r = max(last_r, position, key=_key)
-        else:
-            last_n = max(last_n, position, key=_key)
-        cursor = Cursor(last_n, last_r, _listed(seen, last_n, last_r))
-        events.append(Event(name, cursor, data))
-    return events
-
-
-async def received_in_window(*, session: AsyncSession, user_id: uuid.UUID, cursor: Cursor) -> Seen:
-    """What a stream opening at `cursor` counts as the client's in the look-back window:
-    the rows its id lists, or, when it lists none (a new stream, an id of the older
-    form), every row committed there by now."""
-    seen: Seen = set()
-    for kind, model, column, position in (
-        ("n", Notification, Notification.created_at, cursor.notifications),
-        ("r", Run, Run.updated_at, cursor.runs),
-    ):
-        rows = await session.execute(
-            select(column, model.id).where(
-                model.user_id == user_id, _after(column, model.id, _window(position)),
-                or_(column < position.at, and_(column == position.at, model.id <= position.id)),
+    for seq, kind, row_id, row in found:
+        had = _skip(seq, kind, row_id) in cursor.skip
+        cursor = cursor.past(seq, kind, row_id)
+        if not had:
+            events.append(
+                _notification_event(row, cursor) if kind == NOTIFICATIONS
+                else _run_event(row, cursor)
             )
+    return Batch(events, cursor, held_back)
+
+
+def _since(column_at: Any, column_id: Any, position: Position) -> Any:
+    return or_(column_at > position.at, and_(column_at == position.at, column_id > position.id))
+
+
+async def resume_older(
+    *, session: AsyncSession, user_id: uuid.UUID, older: OlderCursor
+) -> tuple[list[Event], Cursor]:
+    """For an event id of the older form: the rows stamped after its positions that
+    have committed (events with ids of that form, so that resuming from one of them
+    works the same), and the cursor to go on from."""
+    below = await watermark(session)
+    notifications: Sequence[Notification] = (
+        await session.execute(
+            select(Notification)
+            .where(Notification.user_id == user_id, Notification.event_seq < below,
+                   _since(Notification.created_at, Notification.id, older.notifications))
+            .order_by(Notification.created_at, Notification.id)
         )
-        for at, row_id in rows:
-            item = (kind, row_id, at)
-            if cursor.received is None or _digest(item) in cursor.received:
-                seen.add(item)
-    return seen
-
-
-def _key(position: Position) -> tuple[datetime, uuid.UUID]:
-    return position.at, position.id
-
-
-def lookback(cursor: Cursor) -> Cursor:
-    """Where a stream reads from: `LOOKBACK` before its cursor, for rows that committed late."""
-    return Cursor(_window(cursor.notifications), _window(cursor.runs))
-
-
-def prune(seen: Seen, cursor: Cursor) -> None:
-    """Forget what is older than the look back: it is behind the cursor for good."""
-    oldest = min(cursor.notifications.at, cursor.runs.at) - LOOKBACK
-    for item in [item for item in seen if item[2] < oldest]:
-        seen.discard(item)
+    ).scalars().all()
+    runs = (
+        await session.execute(
+            select(*_RUN_COLUMNS)
+            .where(Run.user_id == user_id, Run.event_seq < below,
+                   _since(Run.updated_at, Run.id, older.runs))
+            .order_by(Run.updated_at, Run.id)
+        )
+    ).all()
+    found: list[tuple[datetime, str, uuid.UUID, Any]] = [
+        (n.created_at, NOTIFICATIONS, n.id, n) for n in notifications
+    ] + [(r.updated_at, RUNS, r.id, r) for r in runs]
+    found.sort(key=lambda item: (item[0], item[2]))
+    events = []
+    cursor = older
+    for at, kind, row_id, row in found:
+        if kind == NOTIFICATIONS:
+            cursor = OlderCursor(Position(at, row_id), cursor.runs)
+            events.append(_notification_event(row, cursor))
+        else:
+            cursor = OlderCursor(cursor.notifications, Position(at, row_id))
+            events.append(_run_event(row, cursor))
+    return events, Cursor(below - 1, skip=await _committed_above(
+        session, user_id, below, older=older
+    ))
 
 
 class EventHub:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, utcnow
@@ -23,6 +23,7 @@ class Notification(IdMixin, Base):
         # tell the user twice.
         UniqueConstraint("user_id", "key"),
         Index(None, "user_id", "created_at"),
+        Index("ix_notifications_user_id_event_seq", "user_id", "event_seq"),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -39,6 +40,9 @@ class Notification(IdMixin, Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The event stream's position: set by a trigger (migration 0022), see
+    # app/events/service.py.
+    event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class Delivery(IdMixin, Base):

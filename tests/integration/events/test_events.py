@@ -7,9 +7,9 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -252,20 +252,141 @@ async def test_a_new_stream_gets_a_row_stamped_before_it_opened_but_committed_la
         assert await _until(stream, marker) == [late, str(marker)]
 
 
-async def test_an_event_id_of_the_older_form_still_resumes(runtime: Runtime, api: Api) -> None:
+async def test_a_resumed_stream_after_a_burst_sends_nothing_the_client_had(
+    runtime: Runtime, api: Api
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    burst = 100  # more rows than an event id could list, all stamped within a second
+    async with events(api, headers) as stream:
+        now = utcnow()
+        async with transaction(runtime.sessionmaker) as session:
+            for i in range(burst):
+                session.add(Notification(
+                    id=uuid.uuid4(), user_id=user.id, key=f"test:{uuid.uuid4()}",
+                    kind="digest", title=f"burst {i}", body="", data={},
+                    created_at=now + i * timedelta(milliseconds=1),
+                ))
+        received = [await stream.next_event() for _ in range(burst)]
+    assert len({e.data["id"] for e in received}) == burst
+    last = received[-1].id
+    assert last
+    async with events(api, headers, last_event_id=last) as stream:
+        marker = await add_notification(runtime, user, title="after the burst")
+        # None of the burst comes again: the next event is the new one.
+        assert (await stream.next_event()).data["id"] == str(marker)
+
+
+async def test_a_row_committed_long_after_its_timestamp_still_arrives(
+    runtime: Runtime, api: Api
+) -> None:
+    # A writer whose clock is a minute behind, or whose transaction took a minute.
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        await add_notification(runtime, user, title="before")
+        before = await stream.next_event()
+        a_minute_ago = utcnow() - timedelta(minutes=1)
+        late = await _add_late(runtime, user, title="late", created_at=a_minute_ago)
+        marker = await add_notification(runtime, user, title="marker")
+        assert await _until(stream, marker) == [late, str(marker)]
+    # A stream resumed from before it gets it too.
+    assert before.id
+    async with events(api, headers, last_event_id=before.id) as stream:
+        assert await _until(stream, marker) == [late, str(marker)]
+
+
+async def test_an_event_waits_for_an_older_transaction_still_open(
+    runtime: Runtime, api: Api, is_postgres: bool
+) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite runs one write transaction at a time")
+    user, headers = await factories.user_with_token(runtime)
+    async with events(api, headers) as stream:
+        async with transaction(runtime.sessionmaker) as open_long:
+            # Stamped a minute ago by a transaction still open: committed last, and
+            # without a NOTIFY.
+            first = Notification(
+                id=uuid.uuid4(), user_id=user.id, key=f"test:{uuid.uuid4()}", kind="digest",
+                title="long transaction", body="", data={},
+                created_at=utcnow() - timedelta(minutes=1),
+            )
+            open_long.add(first)
+            await open_long.flush()
+            # Written after it, committed before it.
+            marker = await add_notification(runtime, user, title="marker")
+        # Both come, in the order their transactions began, once it has committed.
+        assert await _until(stream, marker) == [str(first.id), str(marker)]
+
+
+async def test_a_stream_opened_beside_an_older_open_transaction_sends_only_what_is_new(
+    runtime: Runtime, api: Api, is_postgres: bool
+) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite runs one write transaction at a time")
+    user, headers = await factories.user_with_token(runtime)
+    async with AsyncExitStack() as stack:
+        async with transaction(runtime.sessionmaker) as open_long:
+            older = Notification(
+                id=uuid.uuid4(), user_id=user.id, key=f"test:{uuid.uuid4()}", kind="digest",
+                title="older transaction", body="", data={},
+            )
+            open_long.add(older)
+            await open_long.flush()
+            # Committed before the stream opens, while an older transaction is open.
+            await add_notification(runtime, user, title="committed before the stream opened")
+            stream = await stack.enter_async_context(events(api, headers))
+        # The older transaction committed after the stream opened: its row comes.
+        marker = await add_notification(runtime, user, title="marker")
+        received = [await stream.next_event(), await stream.next_event()]
+    assert [e.data["id"] for e in received] == [str(older.id), str(marker)]
+    # Resumed from the first event, the row the client had from before still does not come.
+    assert received[0].id
+    async with events(api, headers, last_event_id=received[0].id) as resumed:
+        assert await _until(resumed, marker) == [str(marker)]
+
+
+def _older_id(at: datetime, row_id: str, *, listed: str) -> str:
+    """An event id of the older form: the positions, by timestamp, of the last
+    notification and the last run change the client had, and the rows it had listed."""
+    micros = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return f"n{micros}_{uuid.UUID(row_id).hex}.r{micros}_{uuid.UUID(int=0).hex}{listed}"
+
+
+@pytest.mark.parametrize("listed", ["", ".s", ".sABCDEFGH"])
+async def test_an_event_id_of_the_older_form_still_resumes(
+    runtime: Runtime, api: Api, listed: str
+) -> None:
     user, headers = await factories.user_with_token(runtime)
     async with events(api, headers) as stream:
         await add_notification(runtime, user, title="first")
         first = await stream.next_event()
         second = await add_notification(runtime, user, title="second")
         assert (await stream.next_event()).data["id"] == str(second)
-    assert first.id
-    # Before it listed what the client has, an id was only the positions: "n….r…".
-    older = ".".join(first.id.split(".")[:2])
-    assert older != first.id
+    older = _older_id(parse_time(first.data["created_at"]), first.data["id"], listed=listed)
     third = await add_notification(runtime, user, title="third")
     async with events(api, headers, last_event_id=older) as stream:
-        assert await _until(stream, third) == [str(second), str(third)]
+        resumed = await _until(stream, third)
+        assert resumed == [str(second), str(third)]
+        fourth = await add_notification(runtime, user, title="fourth")
+        assert (await stream.next_event()).data["id"] == str(fourth)
+
+
+@pytest.mark.parametrize("ahead", ["x4611686018427387904", "x4611686018427387904_n"
+                                   "00000000000000000000000000000001", "x1.k4611686018427387904n"
+                                   "00000000000000000000000000000001"])
+async def test_an_event_id_ahead_of_this_database_starts_the_stream_now(
+    runtime: Runtime, api: Api, ahead: str
+) -> None:
+    """An id above every event_seq this database has given (it was restored, moved from
+    SQLite to PostgreSQL, or its counter restarted) is no position in it: the stream
+    starts now, as a new one does, instead of sending nothing until the numbers catch
+    up (and not a 4xx, after which a browser's EventSource stops reconnecting)."""
+    user, headers = await factories.user_with_token(runtime)
+    before = await add_notification(runtime, user, title="before the reconnect")
+    async with events(api, headers, last_event_id=ahead) as stream:
+        after = await add_notification(runtime, user, title="after the reconnect")
+        # Heartbeats keep each line's wait short: bound the whole wait.
+        assert (await asyncio.wait_for(stream.next_event(), WAIT)).data["id"] == str(after)
+    assert before != after
 
 
 async def test_heartbeats_arrive(runtime: Runtime, api: Api) -> None:
@@ -375,6 +496,16 @@ HEX = "0123456789abcdef" * 2
     f"n0_{HEX}.r0_{HEX}.sABCDEFG",  # the received rows' digests are 8 characters each
     f"n0_{HEX}.r0_{HEX}.ABCDEFGH",
     f"n0_{HEX}.r0_{HEX}.sABCDEFGH.sABCDEFGH",
+    "x",
+    "x-1",
+    "x99999999999999999999",  # past what event_seq holds
+    f"x1_{HEX}",
+    f"x1_q{HEX}",
+    f"x1_n{HEX}0",
+    "x1.k5",  # a row the client has above the cursor: its event_seq, kind and id
+    f"x1.kn{HEX}",
+    f"x1.k5q{HEX}",
+    f"x1.k99999999999999999999n{HEX}",
 ])
 async def test_a_malformed_last_event_id_422(
     runtime: Runtime, api: Api, last_event_id: str
