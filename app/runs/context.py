@@ -56,7 +56,8 @@ class RunContext:
     # model, what the cap leaves it to spend (what others hold left out).
     over_cap: str | None = None
     budget_usd: float | None = None
-    # The attempt's step writer: what the attempt has spent so far.
+    # The attempt's step writer: what the attempt has spent so far, and what of it is
+    # not on the run yet.
     steps: StepWriter | None = None
     # When the attempt read its sources: what its digest covers up to.
     read_at: datetime | None = None
@@ -67,8 +68,9 @@ class RunContext:
         return later(self.run.window_end, self.read_at)
 
     def spent(self) -> Usage:
-        """The tokens the attempt's model turns have used so far."""
-        return self.steps.usage if self.steps is not None else Usage()
+        """The tokens of the attempt's model turns that are not on the run yet: every
+        turn whose step was written was charged with it (app/runs/steps.py)."""
+        return self.steps.unbilled if self.steps is not None else Usage()
 
     def attempt(self, claim: queue.Claim) -> int:
         """Attempts since the run last paused: waiting for the user is not a failure."""

@@ -2,14 +2,16 @@
 instructions, and the check that refuses a model turn once the cap is reached.
 
 The cap's day is the user's: from midnight in the user's time zone. A run's spend is
-written when each of its attempts ends (added to the run's, app/runs/endings.py), which
-dates it (`Run.charged_at`; nothing else moves it: claiming, cancelling or requeueing
-the run does not): a run's spend counts on the day it was last charged. For a run that
-runs in one go that is the day it spent it. A run that paused on a question counts on
-the day it paused (what it spent so far) and again, all of it, on the day it goes on
-and spends more: a day may be charged a paused run's earlier spend twice, never none
-of it, however long the run waited. A run deferred to the next day by the cap does
-not carry its earlier spend into that day until it spends again.
+added to the run turn by turn: each model turn with its step (app/runs/steps.py), in
+one transaction, and a turn whose step could not be written when its attempt ends
+(app/runs/endings.py). Each charge dates the run (`Run.charged_at`; nothing else
+moves it: claiming, cancelling or requeueing the run does not). A day's cap counts
+what the runs charged that day spent since the day began: a run charged on an earlier
+day keeps what it spent by then in `charged_before_usd`, which counted on that day.
+So each model turn counts once, on the day it was charged: a run that paused on a
+question counts what it spent before the pause on the day it paused, and what it
+spends after on the day it goes on. A run deferred to the next day by the cap does
+not carry its earlier spend into that day.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class CostCapReached(DomainError):
     status_code = 429
 
 
-def _start_of_day(user: User, now: datetime) -> datetime:
+def start_of_day(user: User, now: datetime) -> datetime:
+    """The user's last midnight, when the daily cost cap's day began."""
     zone = ZoneInfo(user.timezone)
     return datetime.combine(now.astimezone(zone).date(), time(), zone)
 
@@ -59,10 +62,11 @@ _SPENT_MONEY = Run.cost_usd > literal_column("0")
 def _spent_since(user: User, now: datetime) -> Any:
     """What the user's runs and other model turns (drafting) have cost since midnight in
     the user's time zone: one scalar expression (two subqueries). The runs are those
-    that spent money and were written today, finished or not (through ix_runs_spend)."""
-    since = _start_of_day(user, now)
+    that spent money and were charged today, finished or not (through ix_runs_spend),
+    each with what it spent since it was last charged on an earlier day."""
+    since = start_of_day(user, now)
     runs = (
-        select(func.coalesce(func.sum(Run.cost_usd), 0.0)).where(
+        select(func.coalesce(func.sum(Run.cost_usd - Run.charged_before_usd), 0.0)).where(
             Run.user_id == user.id, _SPENT_MONEY, Run.charged_at >= since,
         ).scalar_subquery()
     )
@@ -91,22 +95,37 @@ async def spent_today_by_user(
     return {user.id: float(value or 0.0) for user, value in zip(users, row, strict=True)}
 
 
+def run_spent_today(user: User, run: Run, now: datetime) -> float:
+    """What of the run's spend counts against today's cap: what it spent since it was
+    last charged on an earlier day, if it was charged today (else nothing). It is in
+    `spent_today` already."""
+    if run.charged_at is None or run.charged_at < start_of_day(user, now):
+        return 0.0
+    return run.cost_usd - run.charged_before_usd
+
+
 async def runs_at_work(
-    *, session: AsyncSession, user_ids: Sequence[uuid.UUID], besides: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """For each of these users, the instructions of their runs at work (running, on any
-    worker) other than the runs `besides`, in one statement: what those runs will cost
-    is not spent yet, but it will be."""
-    if not user_ids:
+    *, session: AsyncSession, users: Sequence[User], besides: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
+    """For each of these users, their runs at work (running, on any worker) other than
+    the runs `besides`, in one statement: each as its instruction and what it has spent
+    today so far (each model turn is on its run as soon as its step is written, so it
+    is in `spent_today` already). What those runs will still cost is not spent yet, but
+    it will be."""
+    if not users:
         return {}
+    by_id = {user.id: user for user in users}
     rows = await session.execute(
-        select(Run.user_id, Run.instruction_id).where(
-            Run.status == "running", Run.user_id.in_(user_ids), Run.id.not_in(besides),
+        select(Run.user_id, Run.instruction_id, Run.cost_usd, Run.charged_before_usd,
+               Run.charged_at).where(
+            Run.status == "running", Run.user_id.in_(by_id), Run.id.not_in(besides),
         )
     )
-    found: dict[uuid.UUID, list[uuid.UUID]] = {user_id: [] for user_id in user_ids}
-    for user_id, instruction_id in rows:
-        found[user_id].append(instruction_id)
+    now = utcnow()
+    found: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {user_id: [] for user_id in by_id}
+    for user_id, instruction_id, cost, before, charged_at in rows:
+        today = charged_at is not None and charged_at >= start_of_day(by_id[user_id], now)
+        found[user_id].append((instruction_id, cost - before if today else 0.0))
     return found
 
 
@@ -203,7 +222,9 @@ class Usage(BaseModel):
     total: UsageTotals
 
 
-def _add(totals: UsageTotals, run: Run | ModelCall) -> None:
+def _add(totals: UsageTotals, run: Run | ModelCall, cost: float | None = None) -> None:
+    """Add the run (or model turn) with its tokens, and `cost` of its spend (all of it
+    when None)."""
     if isinstance(run, Run):
         totals.runs += 1
     else:
@@ -212,18 +233,24 @@ def _add(totals: UsageTotals, run: Run | ModelCall) -> None:
     totals.output_tokens += run.output_tokens
     totals.thought_tokens += run.thought_tokens
     totals.cached_tokens += run.cached_tokens
-    totals.cost_usd += run.cost_usd
+    totals.cost_usd += run.cost_usd if cost is None else cost
 
 
 async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     """Tokens and cost of the user's runs over the last `days` days, by day (in the user's
     time zone) and by instruction; model turns outside runs (drafting) count in the days
-    and the total. A run that spent money counts on the day it was last charged, as for
-    the cap (finished or not: waiting for the user, retrying); a free one on the day it
-    finished.
+    and the total. A run that spent money counts, with its tokens, on the day it was last
+    charged (finished or not: waiting for the user, retrying); a free one on the day it
+    finished. Its cost is split as the cap counted it: what it spent since its charges
+    on earlier days on that day, and what it had spent by then (`charged_before_usd`) on
+    the day of the last of those charges (`charged_before_at`; the day the run was
+    created for runs charged before it was recorded). Runs charged on three days or more
+    put all their earlier spend on the last of those days: no per-day rows are kept. A
+    cost that falls before the first day is left out of the days, the instructions and
+    the total alike.
     """
     zone = ZoneInfo(user.timezone)
-    since = _start_of_day(user, utcnow()) - timedelta(days=days - 1)
+    since = start_of_day(user, utcnow()) - timedelta(days=days - 1)
     # Two statements, each on its index: the runs that spent money (ix_runs_spend,
     # however old the run), and the free runs finished lately (ix_runs_user_id).
     runs = [
@@ -243,13 +270,21 @@ async def usage(*, session: AsyncSession, user: User, days: int) -> Usage:
     for offset in range(days):
         day = (since + timedelta(days=offset)).date().isoformat()
         by_day[day] = DayUsage(day=day)
+    first_day = since.date().isoformat()
     for run in runs:
         day = (run.charged_at or run.updated_at).astimezone(zone).date().isoformat()
-        _add(by_day.setdefault(day, DayUsage(day=day)), run)
+        cost = run.cost_usd - run.charged_before_usd
+        _add(by_day.setdefault(day, DayUsage(day=day)), run, cost)
+        if run.charged_before_usd:
+            before = (run.charged_before_at or run.created_at).astimezone(zone).date()
+            if before.isoformat() >= first_day:
+                by_day.setdefault(before.isoformat(), DayUsage(day=before.isoformat()))
+                by_day[before.isoformat()].cost_usd += run.charged_before_usd
+                cost = run.cost_usd
         entry = by_instruction[run.instruction_id]
         entry.instruction_id = run.instruction_id
-        _add(entry, run)
-        _add(total, run)
+        _add(entry, run, cost)
+        _add(total, run, cost)
     calls = (
         await session.execute(
             select(ModelCall).where(ModelCall.user_id == user.id, ModelCall.created_at >= since)

@@ -1,8 +1,9 @@
 """Every way a claimed run's attempt ends but success: skipped or deferred at the cost
 cap, cancelled, back to waiting, paused on a question, failed and retried, given up,
-cut off from its Google account, given back for a rejected API key. Each adds what the
-attempt spent to the run (its model turns' tokens and their cost), so that it counts
-against the user's daily cost cap, also when the lease was lost.
+cut off from its Google account, given back for a rejected API key. Each adds to the
+run what the attempt spent and is not on it yet (model turns whose steps could not be
+written; the others were charged with their steps), so that it counts against the
+user's daily cost cap, also when the lease was lost.
 
 A model service that rejects the API key (`KeyRejected`) is the operator's problem,
 not the run's: the run is given back to the queue for `KEY_REJECTED_BACKOFF_SECONDS`,
@@ -23,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.agent.llm import LLM, KeyRejected
+from app.agent.llm import LLM, KeyRejected, Usage
 from app.agent.pricing import cost_usd
 from app.agent.runner import AgentOutcome
 from app.core.config import Settings
@@ -38,6 +39,7 @@ from app.runs.context import RunContext, lock_instruction
 from app.runs.models import Run
 from app.runs.steps import LeaseLost, without_nul
 from app.sources.base import AccountDisconnected
+from app.users.models import User
 
 log = logging.getLogger(__name__)
 
@@ -189,23 +191,28 @@ class RunEndings:
             )
 
     def _spent(self, ctx: RunContext) -> dict[str, Any]:
-        """What the attempt spent (queue.SPENT_COLUMNS), which every way it ends adds to
-        the run: its model turns' tokens (a paused run's earlier ones are on the run
-        already) and their cost."""
-        usage = ctx.spent()
+        """What the attempt spent and is not on the run yet (the values of `queue.spent`),
+        which every way it ends adds to the run: its model turns whose steps could not
+        be written (the others were charged with their steps; a paused run's earlier
+        ones are on the run already) and their cost."""
+        return self.spend_of(ctx.user, ctx.spent())
+
+    def spend_of(self, user: User, usage: Usage) -> dict[str, Any]:
+        """The values of `queue.spent` that charge `usage` to a run of `user`, now."""
         return {
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "thought_tokens": usage.thought_tokens,
             "cached_tokens": usage.cached_tokens,
             "cost_usd": cost_usd(self.llm.name, usage, self.settings.gemini_prices),
+            "day_start": costs.start_of_day(user, utcnow()),
         }
 
     async def _charge_lost(self, claim: queue.Claim, ctx: RunContext) -> None:
         """An attempt that lost its run (or was stopped) writes no outcome, but what it
         spent is added to the run all the same: it counts against the user's cap."""
         spend = self._spent(ctx)
-        if not any(spend.values()):
+        if not any(spend[column] for column in queue.SPENT_COLUMNS):
             return
         try:
             async with transaction(self.sessionmaker) as session:

@@ -4,10 +4,12 @@ The agent runs outside any transaction. Each step (and each `notify_now`
 alert) is written on its own; the outcome (run row, instruction cursor,
 notification and its deliveries) is written in one transaction that names the
 lease, so a worker that lost the run writes nothing, and a retry never tells
-the user twice. Nothing, but what the attempt spent: every way an attempt ends
-(done, paused, failed and retried, given up, lost or stopped) adds the tokens
-of its model turns and their cost to the run's, so that they count against the
-user's daily cost cap.
+the user twice. Nothing, but what the attempt spent: each model turn's tokens
+and their cost are added to the run's with its step (app/runs/steps.py), so a
+worker killed after a turn leaves it counted against the user's daily cost cap;
+a turn whose step could not be written is added by whichever way the attempt
+ends (done, paused, failed and retried, given up, lost or stopped). Each turn
+counts once.
 
 A run whose agent asks the user a question ends its attempt `waiting_for_user`
 with `Run.agent_state`:
@@ -363,7 +365,10 @@ class RunExecutor(RunEndings):
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
-        recorder = ctx.steps = StepWriter(self.sessionmaker, claim, ctx.run, self.fault)
+        recorder = ctx.steps = StepWriter(
+            self.sessionmaker, claim, ctx.run, self.fault,
+            lambda usage: self.spend_of(ctx.user, usage),
+        )
         if alerter is None:
             return await self.agent(
                 llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
@@ -377,12 +382,15 @@ class RunExecutor(RunEndings):
         """Mark the runs that would pass their user's daily cost cap (`over_cap`).
 
         A run's cost is estimated from its instruction's recent runs. What counts against
-        the cap is today's spend, the estimates of the user's runs still at work (on
-        this worker or another), and, in claim order, the estimate of each run of this
-        batch let through: runs of one user that start together, or while others run,
-        cannot pass the cap together. A run let through is given what is left of the cap
-        (`budget_usd`): its agent stops there, however far off the estimate was. The runs
-        loaded together are checked together, in three statements whatever their number.
+        the cap is today's spend, what the estimates of the user's runs still at work (on
+        this worker or another) leave after what they have spent today, and, in claim
+        order, what the estimate of each run of this batch let through leaves after what
+        that run has spent today (a retried or answered run's earlier spend today is in
+        today's spend already, so it is not counted twice): runs of one user that start
+        together, or while others run, cannot pass the cap together. A run let through is
+        given what is left of the cap (`budget_usd`): its agent stops there, however far
+        off the estimate was. The runs loaded together are checked together, in three
+        statements whatever their number.
         A model the price table does not list (the offline model) costs nothing: no check.
         """
         if not contexts or price_for(self.llm.name, self.settings.gemini_prices) is None:
@@ -390,26 +398,33 @@ class RunExecutor(RunEndings):
         users = list({ctx.user.id: ctx.user for ctx in contexts}.values())
         spent = await costs.spent_today_by_user(session=session, users=users)
         at_work = await costs.runs_at_work(
-            session=session, user_ids=[user.id for user in users],
-            besides=[ctx.run.id for ctx in contexts],
+            session=session, users=users, besides=[ctx.run.id for ctx in contexts],
         )
         estimates = await costs.typical_costs(session=session, instruction_ids=list(
             {ctx.instruction.id for ctx in contexts}
-            | {i for instructions in at_work.values() for i in instructions}
+            | {i for runs in at_work.values() for i, _spent in runs}
         ))
-        for user_id, instructions in at_work.items():
-            spent[user_id] += sum(estimates[i] for i in instructions)
+        for user_id, runs in at_work.items():
+            # What a run at work has spent today is in `spent` already: it holds the
+            # rest of its estimate.
+            spent[user_id] += sum(max(estimates[i] - so_far, 0.0) for i, so_far in runs)
+        now = utcnow()
         for ctx in contexts:
             cap = ctx.user.daily_cost_cap_usd
             so_far, estimate = spent[ctx.user.id], estimates[ctx.instruction.id]
-            if so_far < cap and so_far + estimate <= cap:
-                spent[ctx.user.id] = so_far + estimate
+            # What the run has spent today (an earlier attempt, or before its question)
+            # is in `so_far` already: it needs only the rest of its estimate.
+            own = costs.run_spent_today(ctx.user, ctx.run, now)
+            needs = max(estimate - own, 0.0)
+            if so_far < cap and so_far + needs <= cap:
+                spent[ctx.user.id] = so_far + needs
                 ctx.budget_usd = cap - so_far
                 continue
             ctx.over_cap = (
                 f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "
                 f"today or held by runs at work, a run of this instruction costs "
                 f"about ${estimate:.4f}"
+                + (f" (${own:.4f} of it spent by this run today)" if own > 0 else "")
             )
 
     async def _succeeded(self, claim: queue.Claim, ctx: RunContext, outcome: AgentOutcome) -> None:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, TimestampMixin, utcnow, uuid7
@@ -50,6 +50,8 @@ class Run(IdMixin, TimestampMixin, Base):
             postgresql_where=text("status = 'running'"),
             sqlite_where=text("status = 'running'"),
         ),
+        # The event stream reads a user's run changes by event_seq (app/events/service.py).
+        Index("ix_runs_user_id_event_seq", "user_id", "event_seq"),
         Index(
             "ix_runs_leased",
             "lease_expires_at",
@@ -71,6 +73,9 @@ class Run(IdMixin, TimestampMixin, Base):
     # worker cancels a run whose instruction is gone.
     instruction_id: Mapped[uuid.UUID] = mapped_column()
     reason: Mapped[str] = mapped_column(String(16))
+    # The event stream's position of the run's last change of status or reason: set
+    # by triggers (migration 0022), see app/events/service.py.
+    event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     scheduled_for: Mapped[datetime] = mapped_column()
     # The span of time this run reports on: from the end of the last covered
     # window (or None on a first run) to the fire time.
@@ -92,9 +97,18 @@ class Run(IdMixin, TimestampMixin, Base):
     thought_tokens: Mapped[int] = mapped_column(default=0)
     cached_tokens: Mapped[int] = mapped_column(default=0)
     cost_usd: Mapped[float] = mapped_column(default=0.0)
-    # When an attempt last added what it spent (set only then: cancelling, claiming or
-    # requeueing the run leaves it), the day its spend counts on for the cost cap.
+    # Of cost_usd, what was charged on days (the user's) before the day of charged_at:
+    # it counted against those days' cost caps, so not against charged_at's day.
+    # (A server default: runs are also inserted by raw SQL that does not name it.)
+    charged_before_usd: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    # When spend was last added (a model turn with its step, or an attempt's ending;
+    # set only then: cancelling, claiming or requeueing the run leaves it): the day
+    # its spend since `charged_before_usd` counts on for the cost cap.
     charged_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The run's last charge on a day before the day of `charged_at`: the day /usage puts
+    # `charged_before_usd` on (the cap counted it then, if all of it was charged that
+    # day). None for runs charged on one day only, and for runs charged before 0023.
+    charged_before_at: Mapped[datetime | None] = mapped_column(default=None)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     # A run paused on a question to the user: what resumes it (see app/runs/execute.py).

@@ -56,10 +56,10 @@ _SUCCEEDED = text(
             CAST(:interaction_ids AS text[]), CAST(:agent_state AS text[]),
             CAST(:input_tokens AS integer[]), CAST(:output_tokens AS integer[]),
             CAST(:thought_tokens AS integer[]), CAST(:cached_tokens AS integer[]),
-            CAST(:cost_usd AS float8[]))
+            CAST(:cost_usd AS float8[]), CAST(:day_start AS timestamptz[]))
             AS v(id, token, instruction_id, status, finished_at, result, model, error,
                  interaction_ids, agent_state, input_tokens, output_tokens, thought_tokens,
-                 cached_tokens, cost_usd)
+                 cached_tokens, cost_usd, day_start)
     ),
     locked AS (
         SELECT i.id, i.title, i.deleted_at, i.channels FROM instructions i

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Uuid,
     bindparam,
+    case,
     exists,
     func,
     literal_column,
@@ -391,17 +392,30 @@ async def finish(*, session: AsyncSession, claim: Claim, **values: Any) -> bool:
 
 
 # What an attempt spent: its tokens and their cost, ADDED to the run's (a run's
-# attempts, failed ones too, and its parts before and after a pause all count).
+# attempts, failed ones too, and its parts before and after a pause all count). The
+# values of a charge also hold `day_start`: the start of the user's day now (the cap's).
 SPENT_COLUMNS = ("input_tokens", "output_tokens", "thought_tokens", "cached_tokens", "cost_usd")
 
 
 def spent(values: Mapping[str, Any]) -> dict[str, Any]:
     """The values of `finish` that add an attempt's spend (SPENT_COLUMNS of `values`) to
-    the run's, and date it (`charged_at`) when it cost money."""
+    the run's, and date it (`charged_at`) when it cost money. What the run had spent by
+    a charge on an earlier day (before `values["day_start"]`) counted on that day's cap:
+    it becomes `charged_before_usd` (and that charge's time `charged_before_at`, the day
+    /usage puts it on), and only the rest counts on today's."""
     added: dict[str, Any] = {
         column: getattr(Run, column) + values[column] for column in SPENT_COLUMNS
     }
     if values["cost_usd"] > 0:
+        # Both read the row as it was before this charge (SQL's SET).
+        added["charged_before_usd"] = case(
+            (Run.charged_at < values["day_start"], Run.cost_usd),
+            else_=Run.charged_before_usd,
+        )
+        added["charged_before_at"] = case(
+            (Run.charged_at < values["day_start"], Run.charged_at),
+            else_=Run.charged_before_at,
+        )
         added["charged_at"] = utcnow()
     return added
 
@@ -414,6 +428,21 @@ async def charge(*, session: AsyncSession, run_id: uuid.UUID, values: Mapping[st
         update(Run).where(Run.id == run_id).values(**spent(values))
         .execution_options(synchronize_session=False)
     )
+
+
+async def charge_held(*, session: AsyncSession, claim: Claim, values: Mapping[str, Any]) -> bool:
+    """Add a model turn's spend to the run if this claim still holds it (False if not:
+    nothing is written). A fence like `still_held` that charges the turn in the same
+    transaction as its step: a worker killed after that commit has left its turn on the
+    run, and one that ends its attempt later does not add it again."""
+    result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        update(Run)
+        .where(Run.id == claim.run_id, Run.lease_token == claim.lease_token,
+               Run.status == "running")
+        .values(**spent(values))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 # The outcome a run's attempt ends with, as `finish_many` writes it for many runs at once;
@@ -436,6 +465,10 @@ OUTCOME_SET = """status = v.status, finished_at = v.finished_at,
         thought_tokens = runs.thought_tokens + v.thought_tokens,
         cached_tokens = runs.cached_tokens + v.cached_tokens,
         cost_usd = runs.cost_usd + v.cost_usd,
+        charged_before_usd = CASE WHEN v.cost_usd > 0 AND runs.charged_at < v.day_start
+            THEN runs.cost_usd ELSE runs.charged_before_usd END,
+        charged_before_at = CASE WHEN v.cost_usd > 0 AND runs.charged_at < v.day_start
+            THEN runs.charged_at ELSE runs.charged_before_at END,
         charged_at = CASE WHEN v.cost_usd > 0 THEN clock_timestamp() ELSE runs.charged_at END,
         lease_token = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()"""
 
@@ -446,10 +479,11 @@ FINISH_MANY_UPDATE = f"""
         CAST(:model AS varchar[]), CAST(:error AS text[]), CAST(:interaction_ids AS text[]),
         CAST(:agent_state AS text[]), CAST(:input_tokens AS integer[]),
         CAST(:output_tokens AS integer[]), CAST(:thought_tokens AS integer[]),
-        CAST(:cached_tokens AS integer[]), CAST(:cost_usd AS float8[]))
+        CAST(:cached_tokens AS integer[]), CAST(:cost_usd AS float8[]),
+        CAST(:day_start AS timestamptz[]))
         AS v(id, token, status, finished_at, result, model, error, interaction_ids,
              agent_state, input_tokens, output_tokens, thought_tokens, cached_tokens,
-             cost_usd)
+             cost_usd, day_start)
     WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.status = 'running'
     RETURNING runs.id
 """
@@ -475,15 +509,16 @@ def finish_many_params(outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]) -> d
             params[column] = [json.dumps(values[column]) for _claim, values in outcomes]
         else:
             params[column] = [values[column] for _claim, values in outcomes]
+    params["day_start"] = [values["day_start"] for _claim, values in outcomes]
     return params
 
 
 async def finish_many(
     *, session: AsyncSession, outcomes: Sequence[tuple[Claim, Mapping[str, Any]]]
 ) -> set[uuid.UUID]:
-    """Write many runs' outcomes (each with every key of OUTCOME_COLUMNS, its spend added
-    to the run's); returns the runs whose claim still held the lease. The others are
-    left as they are.
+    """Write many runs' outcomes (each with every key of OUTCOME_COLUMNS and `day_start`,
+    its spend added to the run's as `spent` adds it); returns the runs whose claim still
+    held the lease. The others are left as they are.
 
     PostgreSQL writes them with one statement, fenced per row as `finish` is; SQLite
     runs `finish` for each in the same transaction.
@@ -493,7 +528,8 @@ async def finish_many(
     if session.get_bind().dialect.name != "postgresql":
         written = set()
         for claim, values in outcomes:
-            if await finish(session=session, claim=claim, **{**values, **spent(values)}):
+            outcome = {k: v for k, v in values.items() if k != "day_start"}
+            if await finish(session=session, claim=claim, **{**outcome, **spent(values)}):
                 written.add(claim.run_id)
         return written
     params = finish_many_params(outcomes)

@@ -62,9 +62,12 @@ class LeaseLost(Exception):
 class StepWriter:
     """Writes each step of the agent as it happens, numbered within the attempt.
 
-    `usage` adds up the tokens of the attempt's model turns, each counted as soon as the
-    turn is back (billed even when the step cannot be written): what the attempt spent,
-    which every way the attempt ends adds to the run.
+    A model turn is charged to the run with its step, in the same transaction (its
+    tokens and their cost, `charge` giving the values of `queue.spent`): once that
+    commits, the turn is on the run, whatever happens to the worker after (a SIGKILL,
+    a lost lease). `usage` adds up all the attempt's turns; `unbilled` those that were
+    billed by the model but are not on the run (their step could not be written: the
+    lease was lost, the database failed), which the attempt's ending adds.
     """
 
     def __init__(
@@ -73,35 +76,51 @@ class StepWriter:
         claim: queue.Claim,
         run: Run,
         fault: Callable[[str], None],
+        charge: Callable[[Usage], dict[str, Any]],
     ) -> None:
         self.sessionmaker = sessionmaker
         self.claim = claim
         self.run = run
         self.fault = fault
+        self.charge = charge
         self.seq = 0
         self.usage = Usage()
+        self.unbilled = Usage()
 
     async def __call__(self, step: StepRecord) -> None:
         self.seq += 1
         if step.kind == "model":
-            self.usage += step.usage  # spent, whether or not the step can be written
+            self.usage += step.usage
         try:
-            await self._write(step)
-        except IntegrityError:
-            # A run given back uncounted (a rejected API key, a shutdown) claims the
-            # same attempt number again: its steps go on after those already written.
-            async with transaction(self.sessionmaker) as session:
-                last = await session.scalar(select(func.max(RunStep.seq)).where(
-                    RunStep.run_id == self.run.id, RunStep.attempt == self.claim.attempt))
-            self.seq = (last or 0) + 1
-            await self._write(step)
+            try:
+                await self._write(step)
+            except IntegrityError:
+                # A run given back uncounted (a rejected API key, a shutdown) claims the
+                # same attempt number again: its steps go on after those already written.
+                async with transaction(self.sessionmaker) as session:
+                    last = await session.scalar(select(func.max(RunStep.seq)).where(
+                        RunStep.run_id == self.run.id,
+                        RunStep.attempt == self.claim.attempt))
+                self.seq = (last or 0) + 1
+                await self._write(step)
+        except BaseException:
+            # Paid for, not on the run: the attempt's ending adds it. (Cancelled while
+            # its commit was under way, a turn may be on the run and added again: rather
+            # counted twice than never.)
+            if step.kind == "model":
+                self.unbilled += step.usage
+            raise
         if step.kind == "model":
             self.fault("model_answered")
 
     async def _write(self, step: StepRecord) -> None:
         async with transaction(self.sessionmaker) as session:
             # Fenced like the outcome: a worker that lost the run stops here.
-            held = await queue.still_held(session=session, claim=self.claim)
+            if step.kind == "model":
+                held = await queue.charge_held(
+                    session=session, claim=self.claim, values=self.charge(step.usage))
+            else:
+                held = await queue.still_held(session=session, claim=self.claim)
             if not held:
                 raise LeaseLost()
             session.add(

@@ -197,6 +197,36 @@ async def test_a_run_at_work_on_another_worker_holds_its_estimate_against_the_ca
     assert "daily cost cap" not in ((await get_run(runtime, allowed)).error or "")
 
 
+async def test_a_run_at_work_holds_only_what_its_estimate_leaves_after_its_spend(
+    priced: Runtime,
+) -> None:
+    """Its turns so far are on it, and in today's spend, as their steps are written:
+    holding its whole estimate on top counted them twice against the cap."""
+    runtime = priced
+    morning, evening, worker = await _two_spent(runtime, 0.30)
+    owner = await _owner(runtime, morning)
+    await _cap(runtime, owner, 1.25)
+    # 0.60 spent. Another worker's run of `morning` (about 0.30) has spent 0.25 so far:
+    # 0.85 spent, and 0.05 held for it. A run of `evening` (about 0.30) fits in 1.25.
+    elsewhere = await run_now(runtime, morning)
+    async with transaction(runtime.sessionmaker) as session:
+        taken = await queue.claim(session=session, worker_id="elsewhere", limit=1,
+                                  lease_seconds=60)
+    assert [claim.run_id for claim in taken] == [elsewhere]
+    await _cost(runtime, elsewhere, 0.25)
+    assert await _spent_today(runtime, owner) == pytest.approx(0.85)
+    allowed = await run_now(runtime, evening)
+    await work_once(worker)
+    assert "daily cost cap" not in ((await get_run(runtime, allowed)).error or "")
+
+
+async def _owner(runtime: Runtime, instruction: Instruction) -> User:
+    async with transaction(runtime.sessionmaker) as session:
+        owner = await session.get(User, instruction.user_id)
+        assert owner is not None
+        return owner
+
+
 async def test_the_cap_check_of_a_batch_is_three_statements_whatever_its_size(
     priced: Runtime,
 ) -> None:
@@ -574,3 +604,185 @@ async def test_ending_a_run_that_spent_last_week_charges_nothing_today(
     assert response.status_code < 300, response.text
     assert await _spent_today(runtime, user) == pytest.approx(0.0)
 
+
+
+async def test_a_run_paused_yesterday_counts_today_only_what_it_spends_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The $2.00 before the question was charged on the day the run paused. The resumed
+    attempt's $0.01 moved the whole run to today: its turns before the pause counted
+    against yesterday's cap and again against today's."""
+    _dear(runtime)
+    user, headers = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    worker = make_worker(runtime, Asking())
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+    yesterday = utcnow() - timedelta(days=1)
+    async with transaction(runtime.sessionmaker) as session:  # as if it paused yesterday
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            charged_at=yesterday, updated_at=yesterday))
+    assert await _spent_today(runtime, user) == pytest.approx(0.0)
+    await _answer(runtime, user, run_id, "Apollo")
+    await work_once(worker)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.cost_usd == pytest.approx(2.01)  # the run's whole spend, once
+    assert await _spent_today(runtime, user) == pytest.approx(0.01)
+
+
+async def _usual_cost(runtime: Runtime, instruction: Instruction, usd: float) -> None:
+    """A run of the instruction finished yesterday at `usd`: its estimate at the cap."""
+    earlier = await run_now(runtime, instruction)
+    yesterday = utcnow() - timedelta(days=1)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == earlier).values(
+            status="succeeded", cost_usd=usd, finished_at=yesterday, updated_at=yesterday,
+            charged_at=yesterday))
+
+
+async def _a_run_failed_after_spending(
+    runtime: Runtime, *, cap: float, usual: float
+) -> tuple[User, uuid.UUID, Worker]:
+    """A user with this cap, an instruction that usually costs `usual`, and its run whose
+    first attempt spent $1.00 (turn 1) and failed (turn 2): queued again for its retry."""
+    _dear(runtime)
+    runtime.settings.worker_max_attempts = 2
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, cap)
+    instruction = await factories.instruction(runtime, user)
+    await _usual_cost(runtime, instruction, usual)
+    run_id = await run_now(runtime, instruction)
+    worker = make_worker(runtime, Searching(failing=(2,), done_at=3))
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "queued"
+    return user, run_id, worker
+
+
+async def test_a_retried_run_needs_at_the_cap_only_what_its_estimate_leaves_after_its_spend(
+    runtime: Runtime,
+) -> None:
+    """The instruction usually costs $1.00; the cap is $1.50. The first attempt spends
+    $1.00 and fails on a 503. Its retry was skipped for the cap: the check counted that
+    $1.00 (in today's spend) and the whole estimate on top, though $0.50 was left."""
+    user, run_id, worker = await _a_run_failed_after_spending(runtime, cap=1.5, usual=1.0)
+    assert await _spent_today(runtime, user) == pytest.approx(1.0)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await work_once(worker)  # turn 3: the digest ($0.01)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", (run.status, run.error)
+    assert run.cost_usd == pytest.approx(1.01)
+    assert await _spent_today(runtime, user) == pytest.approx(1.01)
+
+
+async def test_a_retried_run_is_still_skipped_when_the_rest_of_its_estimate_passes_the_cap(
+    runtime: Runtime,
+) -> None:
+    """What the run spent today is taken off its estimate, not off the cap: the
+    instruction usually costs $2.00 and the cap is $2.50; the first attempt spent $1.00,
+    another instruction's run $1.00 more, so the $1.00 the retry still needs would pass
+    the cap."""
+    user, run_id, worker = await _a_run_failed_after_spending(runtime, cap=2.5, usual=2.0)
+    other = await run_now(runtime, await factories.instruction(runtime, user))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == other).values(
+            status="failed", finished_at=utcnow()))
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            available_at=utcnow()))
+    await _cost(runtime, other, 1.0)
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+    await work_once(worker)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "skipped", (run.status, run.error)
+    assert run.error is not None
+    assert "$1.0000 of it spent by this run today" in run.error
+    assert run.cost_usd == pytest.approx(1.0)
+
+
+async def test_an_answered_run_needs_at_the_cap_only_what_its_estimate_leaves_after_its_spend(
+    runtime: Runtime,
+) -> None:
+    """The run spent $2.00 today before its question; the instruction usually costs
+    $2.01 in all; the cap is $3.00. At the resume the check counted the $2.00 and the
+    whole $2.01 on top: the answered run waited for midnight, with $0.01 left to spend."""
+    _dear(runtime)
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 3.0)
+    instruction = await factories.instruction(runtime, user)
+    await _usual_cost(runtime, instruction, 2.01)
+    worker = make_worker(runtime, Asking())
+    run_id = await run_now(runtime, instruction)
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+    assert await _spent_today(runtime, user) == pytest.approx(2.0)
+    await _answer(runtime, user, run_id, "Apollo")
+    await work_once(worker)
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", (run.status, run.error, run.available_at)
+    assert await _spent_today(runtime, user) == pytest.approx(2.01)
+
+
+async def test_usage_puts_a_runs_spend_before_its_question_on_the_day_it_paused(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A run spent $2.00 yesterday before its question and $0.01 today. The cap counts
+    $0.01 today; /usage (and the dashboard's chart) put all $2.01 on today and nothing
+    on yesterday."""
+    _dear(runtime)
+    user, headers = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 5.0)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    worker = make_worker(runtime, Asking())
+    await work_once(worker)
+    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
+    yesterday = utcnow() - timedelta(days=1)
+    async with transaction(runtime.sessionmaker) as session:  # as if it paused yesterday
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            charged_at=yesterday, updated_at=yesterday))
+    await _answer(runtime, user, run_id, "Apollo")
+    await work_once(worker)
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.charged_before_at == yesterday
+    assert await _spent_today(runtime, user) == pytest.approx(0.01)
+
+    body = (await client.get("/api/v1/usage?days=7", headers=headers)).json()
+    by_day = [day["cost_usd"] for day in body["days"]]
+    assert by_day[-1] == pytest.approx(0.01), by_day  # what the cap counted today
+    assert by_day[-2] == pytest.approx(2.0), by_day
+    assert body["total"]["cost_usd"] == pytest.approx(2.01)
+    assert body["instructions"][0]["cost_usd"] == pytest.approx(2.01)
+    # The run and its tokens are on the day it was last charged.
+    assert [day["runs"] for day in body["days"]][-2:] == [0, 1]
+
+
+@pytest.mark.parametrize(("days", "total"), [(7, 2.01), (2, 0.01)])
+async def test_usage_puts_earlier_spend_charged_before_it_was_dated_on_the_runs_first_day(
+    runtime: Runtime, client: httpx.AsyncClient, days: int, total: float
+) -> None:
+    """A run charged before `charged_before_at` was recorded: what it spent before its
+    last day goes on the day it was created, and only inside the days asked for."""
+    user, headers = await factories.user_with_token(runtime)
+    run_id = await run_now(runtime, await factories.instruction(runtime, user))
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(
+            status="succeeded", cost_usd=2.01, charged_before_usd=2.0, charged_at=utcnow(),
+            finished_at=utcnow(), created_at=utcnow() - timedelta(days=2)))
+    assert await _spent_today(runtime, user) == pytest.approx(0.01)
+
+    body = (await client.get(f"/api/v1/usage?days={days}", headers=headers)).json()
+    by_day = [day["cost_usd"] for day in body["days"]]
+    assert by_day[-1] == pytest.approx(0.01), by_day
+    assert sum(by_day) == pytest.approx(total), by_day
+    if days == 7:
+        assert by_day[-3] == pytest.approx(2.0), by_day
+    assert body["total"]["cost_usd"] == pytest.approx(total)
+    assert body["instructions"][0]["cost_usd"] == pytest.approx(total)

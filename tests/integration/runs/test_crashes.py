@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.agent.llm import Usage
+from app.agent.pricing import ModelPrice, cost_usd
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.instructions import triggers
@@ -26,7 +29,7 @@ from tests.integration.processes import (
     stopped_cleanly,
     wait_logged,
 )
-from tests.integration.runs.helpers import deliveries_of, get_run, notifications_of
+from tests.integration.runs.helpers import deliveries_of, get_run, notifications_of, steps_of
 from tests.integration.runs.test_worker import run_now
 
 pytestmark = pytest.mark.slow
@@ -90,13 +93,67 @@ async def test_worker_killed_at_any_point_the_run_completes_exactly_once(
     await assert_told_once(runtime, run_id, user.id)
 
 
+# The offline model priced as a paid one: what a run's turns cost is on the run.
+PRICES = {"pilotlight-offline": ModelPrice(input=1.0, output=1.0)}
+
+
+async def cost_of_steps(runtime: Runtime, run_id: uuid.UUID) -> float:
+    """What the run's model turns cost, every attempt's, each turn once (its step)."""
+    usage = Usage()
+    for step in await steps_of(runtime, run_id):
+        if step.kind == "model":
+            usage += Usage(input_tokens=step.input_tokens, output_tokens=step.output_tokens,
+                           thought_tokens=step.thought_tokens,
+                           cached_tokens=step.cached_tokens)
+    return cost_usd("pilotlight-offline", usage, PRICES)
+
+
+def priced_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return worker_env(database_url, tmp_path, PILOTLIGHT_GEMINI_PRICES=json.dumps(
+        {name: price.model_dump() for name, price in PRICES.items()}), **extra)
+
+
+async def test_what_a_killed_attempt_spent_is_charged_to_its_run(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed after a model turn never ends its attempt: what the turn cost
+    was on no run, so it counted against no cap, and a run crashing again and again
+    spent without limit."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
+    run_id = await run_now(runtime, instruction)
+    env = priced_env(database_url, tmp_path)
+    victim = start(command("worker"), {**env, "PILOTLIGHT_TEST_FAULT": "kill:model_answered"},
+                   tmp_path, tmp_path / "victim.log")
+    assert victim.wait(60) == -signal.SIGKILL, (tmp_path / "victim.log").read_text()
+    killed = await cost_of_steps(runtime, run_id)
+    assert killed > 0  # the killed attempt's turn, on its step
+    assert (await get_run(runtime, run_id)).cost_usd == pytest.approx(killed)
+
+    survivor = start(command("worker"), env, tmp_path, tmp_path / "survivor.log")
+    try:
+        async def done() -> bool:
+            return (await get_run(runtime, run_id)).status in FINAL_STATUSES
+
+        await eventually(done, 30, "the run to end")
+    finally:
+        assert stopped_cleanly(stop(survivor), tmp_path / "survivor.log")
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.attempt == 2
+    assert {s.attempt for s in await steps_of(runtime, run_id)} == {1, 2}
+    # Both attempts' turns, each once.
+    assert run.cost_usd == pytest.approx(await cost_of_steps(runtime, run_id))
+    assert run.cost_usd > killed
+
+
 async def test_a_frozen_worker_loses_its_run_and_its_late_write_is_refused(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
     run_id = await run_now(runtime, instruction)
-    env = worker_env(database_url, tmp_path)
+    env = priced_env(database_url, tmp_path)
     frozen_log, survivor_log = tmp_path / "frozen.log", tmp_path / "survivor.log"
     # The frozen worker claims at once, then must not poll: on SQLite a process frozen
     # in the middle of a transaction would hold the write lock for everyone.
@@ -133,6 +190,8 @@ async def test_a_frozen_worker_loses_its_run_and_its_late_write_is_refused(
     assert run.status == "succeeded"
     assert run.attempt == 2
     await assert_told_once(runtime, run_id, user.id)
+    # The frozen attempt's turn counts once, though its worker lived on to end it.
+    assert run.cost_usd == pytest.approx(await cost_of_steps(runtime, run_id))
 
 
 async def test_sigterm_during_runs_loses_none(
