@@ -59,13 +59,100 @@ class _LinkKeepingExtractor(TextExtractor):
         super().handle_endtag(tag)
 
 
-def html_to_text(markup: str) -> str:
-    """Readable plain text from an HTML body; links as `text (address)`."""
-    parser = _LinkKeepingExtractor()
+# How mail clients mark the quoted mail in an HTML reply. Gmail: `div.gmail_quote`
+# (newer: also `gmail_quote_container`) holding `div.gmail_attr` (the "On … wrote:" line)
+# and `blockquote.gmail_quote`; Apple Mail and Thunderbird: `blockquote type="cite"`
+# (Thunderbird's attribution in `div.moz-cite-prefix`); Yahoo: `div.yahoo_quoted`.
+_QUOTE_CLASSES = ("gmail_quote", "gmail_attr", "gmail_extra", "moz-cite-prefix",
+                  "yahoo_quoted")
+# Outlook does not wrap the original: its header block (`div#divRplyFwdMsg`, after
+# `div#appendonsend` and a rule; `#mail-editor-reference-message-container` on mobile)
+# starts it, and everything after belongs to it. A re-quoted body prefixes ids with "x_".
+_ORIGINAL_IDS = frozenset({"divrplyfwdmsg", "appendonsend",
+                           "mail-editor-reference-message-container"})
+# Elements without an end tag: one of them never opens a quote that would hide the rest.
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
+                   "meta", "source", "track", "wbr"})
+
+
+class _UnquotedExtractor(_LinkKeepingExtractor):
+    """The text of an HTML reply without the mail it quotes: a blockquote or a client's
+    quote container is dropped whole, and Outlook's original ends the text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._quote_tag = ""
+        self._quote_depth = 0  # open elements named `_quote_tag` inside the quote
+        self._original = False
+
+    @staticmethod
+    def _marks_quote(tag: str, attrs: dict[str, str | None]) -> bool:
+        if tag in _VOID:
+            return False
+        if tag == "blockquote":
+            return True
+        classes = (attrs.get("class") or "").lower().split()
+        return any(c.startswith(_QUOTE_CLASSES) for c in classes)
+
+    @staticmethod
+    def _starts_original(attrs: dict[str, str | None]) -> bool:
+        element_id = (attrs.get("id") or "").lower()
+        while element_id.startswith("x_"):
+            element_id = element_id[2:]
+        return element_id in _ORIGINAL_IDS
+
+    def _hidden(self) -> bool:
+        return self._original or self._quote_depth > 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._original:
+            return
+        if self._quote_depth:
+            if tag == self._quote_tag:
+                self._quote_depth += 1
+            return
+        found = dict(attrs)
+        if self._starts_original(found):
+            self._original = True
+        elif self._marks_quote(tag, found):
+            self._quote_tag, self._quote_depth = tag, 1
+        else:
+            super().handle_starttag(tag, attrs)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._hidden():
+            return
+        if self._starts_original(dict(attrs)):
+            self._original = True
+            return
+        super().handle_startendtag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._original:
+            return
+        if self._quote_depth:
+            if tag == self._quote_tag:
+                self._quote_depth -= 1
+                if not self._quote_depth:
+                    self._break(1)
+            return
+        super().handle_endtag(tag)
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden():
+            super().handle_data(data)
+
+
+def html_to_text(markup: str, *, without_quotes: bool = False) -> str:
+    """Readable plain text from an HTML body; links as `text (address)`. With
+    `without_quotes` (a reply), the mail it quotes is left out."""
+    parser = _UnquotedExtractor() if without_quotes else _LinkKeepingExtractor()
     try:
         parser.feed(markup)
         parser.close()
     except Exception:  # html.parser is lenient; a bad body must never break a read
+        if without_quotes:
+            return ""  # the quote cannot be told from the reply: no text rather than both
         return tidy(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
     return parser.text()
 
@@ -117,9 +204,10 @@ def _is_attachment(part: dict[str, Any]) -> bool:
     )
 
 
-def body_text(payload: dict[str, Any]) -> str:
+def body_text(payload: dict[str, Any], *, without_quotes: bool = False) -> str:
     """The message's text: its first text/plain part, else (missing or blank) its first
-    text/html part as text."""
+    text/html part as text (`without_quotes`: without the mail a reply quotes, which an
+    HTML body marks with elements, not with ">")."""
     plain = html_part = None
     for part in _walk(payload):
         if _is_attachment(part):
@@ -131,7 +219,7 @@ def body_text(payload: dict[str, Any]) -> str:
             html_part = part
     text = tidy(_part_text(plain)) if plain is not None else ""
     if not text and html_part is not None:  # some mailers send an empty plain part
-        return html_to_text(_part_text(html_part))
+        return html_to_text(_part_text(html_part), without_quotes=without_quotes)
     return text
 
 

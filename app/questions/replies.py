@@ -2,8 +2,12 @@
 
 The email channel records each question's email (`watch`): its Message-ID, the Google
 account whose Gmail will hold the user's reply, and the historyId to read from. The
-reply poller (`app/questions/reply_poller.py`) finds replies whose `In-Reply-To` /
-`References` name a recorded Message-ID and hands their text to `answer_by_reply`.
+reply poller (`app/questions/reply_poller.py`) finds replies that answer a recorded
+Message-ID (`answered_ids`: In-Reply-To, else the last of References) and hands their
+text to `answer_by_reply`; or, through the user's own earlier replies in the thread
+(`own_reply_answers`), a reply to one of those. A message further down the conversation
+(the user answering someone they forwarded the email to) names our Message-ID only among
+its References and replies to someone else's message, and answers nothing.
 
 Mail is untrusted data: the text only ever answers the question its headers point at
 (through the same service the API uses), nothing is sent because of it, and each Gmail
@@ -34,6 +38,14 @@ ANSWER_CHARS = 2000
 _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
+# What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
+# in ":" and names the sender's address, or a date with a time.
+_ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
+_TIME = re.compile(r"\b\d{1,2}:\d{2}\b")
+_YEAR = re.compile(r"\b(19|20)\d{2}\b")
+_WORD = re.compile(r"\w+")
+# How much of the question's text, word for word, shows that the original mail follows.
+_ORIGINAL_WORDS = 8
 # Where a client puts the original mail below the reply without quoting it: Outlook's
 # rule or "Original Message" line, or its header block ("From: …" then "Sent: …").
 _ORIGINAL = re.compile(
@@ -64,25 +76,65 @@ async def watch(
     )
 
 
-def referenced_ids(in_reply_to: str, references: str) -> list[str]:
-    """The Message-IDs a reply points at, the one it answers (In-Reply-To) first."""
-    found = _MESSAGE_IDS.findall(in_reply_to or "") + list(
-        reversed(_MESSAGE_IDS.findall(references or ""))
-    )
+def answered_ids(in_reply_to: str, references: str) -> list[str]:
+    """The Message-IDs of the mail a message replies to: its In-Reply-To (RFC 5322 3.6.4:
+    the message, or messages, it answers), else the last of its References (the parent's,
+    for a client that writes only References). The rest of References is the conversation
+    further up, which a reply to someone else in it names too."""
+    found = _MESSAGE_IDS.findall(in_reply_to or "")
+    if not found:
+        found = _MESSAGE_IDS.findall(references or "")[-1:]
     return list(dict.fromkeys(found))
 
 
-def reply_text(body: str) -> str:
-    """What the user wrote: the text of the reply without the quoted mail.
+def conversation_ids(in_reply_to: str, references: str) -> list[str]:
+    """Every Message-ID a message names in In-Reply-To and References: the conversation
+    it descends from."""
+    return list(dict.fromkeys(_MESSAGE_IDS.findall(f"{references or ''} {in_reply_to or ''}")))
+
+
+def own_reply_answers(
+    parents: list[str], thread: dict[str, tuple[bool, str, str, str]], ours: set[str],
+) -> str | None:
+    """Which of our question emails a message answers through the user's own earlier
+    reply: its parents (`answered_ids`) are messages of the thread the user sent
+    (`thread`: Message-ID → (sent by the user, subject, In-Reply-To, References)), not
+    forwards, that reply to one of `ours`, directly or through more such replies (Gmail's
+    Reply on the last message of a thread answers the user's own last reply). A parent
+    that someone else sent (a colleague the question was forwarded to) or a forward
+    ends the search: None."""
+    seen: set[str] = set()
+    while parents:
+        found = [p for p in parents if p in ours]
+        if found:
+            return found[0]
+        step: list[str] = []
+        for parent in parents:
+            if parent in seen or parent not in thread:
+                continue
+            seen.add(parent)
+            sent, subject, in_reply_to, references = thread[parent]
+            if sent and not is_forward(subject, ""):
+                step += answered_ids(in_reply_to, references)
+        parents = step
+    return None
+
+
+def reply_text(body: str, *, original: str = "") -> str:
+    """What the user wrote: the text of the reply without the quoted mail. `original` is
+    the question's text, which the mail replied to holds.
 
     - Lines quoted with ">" are dropped, with the line that introduces them when it ends
       in ":" ("On <date>, <someone> wrote:" in any language, also when the client wrapped
       it over two lines), wherever they are: above the reply (bottom posting), below it,
       or between its lines.
-    - The reply ends at a signature ("-- "), at an English attribution line not followed
-      by quoted lines (the original below it unquoted), and where a client puts the
-      original unquoted: Outlook's rule or "Original Message" line, or its header block
-      ("From: …" followed by "Sent:", "Date:" or "To:")."""
+    - The reply ends at a signature ("-- "), at "On … wrote:" not followed by quoted
+      lines, at an attribution line in another language (see `_attribution`) when what
+      follows it is the original unquoted (`_original_below`: as an HTML reply's text
+      has it), and where a client puts the original unquoted: Outlook's rule or
+      "Original Message" line, or its header block ("From: …" followed by "Sent:",
+      "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
+      address or a time ("Send it to jane@acme.com:") is kept, with what follows it."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
     n = 0
@@ -98,8 +150,11 @@ def reply_text(body: str) -> str:
             if _quote_follows(lines, n + intro):
                 n += intro
                 continue
-            if _ON_WROTE_START.match(line):
-                break  # "On … wrote:" and the original below it, unquoted
+            said = lines[n:n + intro]
+            if _on_wrote(said) or (
+                _attribution(said) and _original_below(lines, n + intro, original)
+            ):
+                break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
         n += 1
     return "\n".join(kept).strip().replace("\x00", "")[:ANSWER_CHARS]
@@ -118,14 +173,70 @@ def _quoted(line: str) -> bool:
 
 def _introduction(lines: list[str], n: int) -> int:
     """How many lines (1 or 2) from `n` make a line introducing a quote: one that ends in
-    ":", or an English attribution that the client wrapped over two lines; 0 if none."""
+    ":", or an attribution that the client wrapped over two lines; 0 if none.
+
+    Gmail wraps a long attribution wherever the width runs out: "… <addr>\nwrote:",
+    "… <addr> a\nécrit :", "… schrieb Pilotlight <\naddr>:". The first line then holds
+    the attribution's start (its date and time, or "On …"), the second only its end."""
     line = lines[n].rstrip()
     if line.endswith(":"):
         return 1
-    following = lines[n + 1].rstrip() if n + 1 < len(lines) else ""
-    if _ON_WROTE_START.match(line) and _WROTE_END.search(f"{line} {following}"):
+    following = lines[n + 1].strip() if n + 1 < len(lines) else ""
+    if not following.endswith(":") or _attribution_start(following):
+        return 0  # the following line is an attribution of its own
+    if _ON_WROTE_START.match(line) and _WROTE_END.search(following):
+        return 2
+    if (_TIME.search(line) or _YEAR.search(line)) and _attribution([line, following]):
         return 2
     return 0
+
+
+def _attribution_start(line: str) -> bool:
+    """Whether the line could begin an attribution: "On …", or a date with a time."""
+    return bool(_ON_WROTE_START.match(line) or (_TIME.search(line) and _YEAR.search(line)))
+
+
+def _attribution(lines: list[str]) -> bool:
+    """Whether the lines (one, or one wrapped over two) say who wrote the mail below them:
+    "On … wrote:", or in any language a line ending in ":" that names an address, or a
+    date with a time."""
+    text = " ".join(line.strip() for line in lines)
+    if not text.endswith(":"):
+        return False
+    if _ON_WROTE_START.match(text) and _WROTE_END.search(text):
+        return True
+    return bool(_ADDRESS.search(text) or (_TIME.search(text) and _YEAR.search(text)))
+
+
+def _on_wrote(lines: list[str]) -> bool:
+    """Whether the lines (one, or one wrapped over two) are "On … wrote:"."""
+    text = " ".join(line.strip() for line in lines)
+    return bool(_ON_WROTE_START.match(text) and _WROTE_END.search(text))
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def _original_below(lines: list[str], n: int, original: str) -> bool:
+    """Whether the lines from `n` on are the original mail, unquoted, below its
+    attribution: nothing (the quote itself was left out, as from an HTML reply), the
+    original's header block ("From: …", "Sent: …"), or the question's text. Our question
+    emails hold no quoted mail, so a quote further down means the original is there and
+    these lines are still the user's."""
+    rest = [line for line in lines[n:] if line.strip()]
+    if not rest:
+        return True
+    if any(_header_block(rest, i) for i in range(min(len(rest), 3))):
+        return True
+    if any(_quoted(line) for line in rest):
+        return False
+    if not original:
+        return True
+    asked = _words(original)[:_ORIGINAL_WORDS]
+    below = _words("\n".join(rest))
+    return bool(asked) and any(
+        below[i:i + len(asked)] == asked for i in range(len(below) - len(asked) + 1))
 
 
 def _quote_follows(lines: list[str], n: int) -> bool:
@@ -157,6 +268,17 @@ def as_answer(question: Question, text: str) -> str:
         if _plain(choice) == said:
             return choice
     return text
+
+
+async def question_texts(
+    *, session: AsyncSession, question_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The text of each question: what its email, the original below a reply, says."""
+    if not question_ids:
+        return {}
+    rows = await session.execute(
+        select(Question.id, Question.text).where(Question.id.in_(question_ids)))
+    return {row.id: row.text for row in rows}
 
 
 async def handled(

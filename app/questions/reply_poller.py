@@ -13,9 +13,14 @@ those emails:
   they sent, in the thread of the one they received (with Gmail send-to-self and with
   SMTP alike). Nothing new costs that one call (2 units).
 - Each new message's `In-Reply-To` / `References` / labels (`messages.get`,
-  `format=metadata`, batched); a message naming one of our Message-IDs, sent by the
+  `format=metadata`, batched); a message replying to one of our Message-IDs (its
+  In-Reply-To, else the last of its References: `replies.answered_ids`), sent by the
   user (label SENT; mail from anyone else is never an answer), is read in full and its
-  text above the quote answers that email's question.
+  text above the quote answers that email's question. A message that names ours only
+  further up its References answers it only if it replies to the user's own earlier
+  reply to it (the thread's headers, `threads.get` `format=metadata`, 10 units, read
+  only for such a message: `replies.own_reply_answers`); else it replies to someone else
+  in the conversation.
 - The cursor then moves to the last history record read; a message whose headers
   Gmail could not give (a failed part of the batch) keeps it where it was. An expired
   historyId (404), or an email recorded without one (Gmail could not give it after the
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from email.utils import getaddresses
 from typing import Any
 
 from prometheus_client import Counter
@@ -37,6 +43,7 @@ from app.accounts.models import Account
 from app.core.db import transaction
 from app.core.loops import LoopService
 from app.core.runtime import Runtime
+from app.delivery.render import parse_from
 from app.google import gmail_format
 from app.google.accounts import mark_disconnected
 from app.google.client import GoogleApiError, GoogleClient
@@ -216,7 +223,7 @@ class ReplyPoller(LoopService):
                                      metadataHeaders=REPLY_HEADERS))
             for m in todo
         ])
-        candidates: dict[str, list[str]] = {}
+        candidates: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {}
         for gmail_id in todo:
             resource = found.get(gmail_id)
             if isinstance(resource, GoogleApiError) and resource.status not in (400, 404):
@@ -225,21 +232,29 @@ class ReplyPoller(LoopService):
             if not isinstance(resource, dict) or "SENT" not in (resource.get("labelIds") or []):
                 continue  # gone since, or not the user's own mail
             headers = gmail_format.message_headers(resource)
-            named = replies.referenced_ids(headers.get("in-reply-to", ""),
-                                           headers.get("references", ""))
+            in_reply_to, references = headers.get("in-reply-to", ""), headers.get("references", "")
+            named = replies.answered_ids(in_reply_to, references)
             if named:
-                candidates[gmail_id] = named
+                candidates[gmail_id] = (
+                    resource, named, replies.conversation_ids(in_reply_to, references))
         if not candidates:
             return 0
         async with transaction(self.runtime.sessionmaker) as session:
             ours = await replies.emails_named(
                 session=session, account_id=account.id,
-                message_ids=[i for ids in candidates.values() for i in ids])
+                message_ids=[i for _r, _n, ids in candidates.values() for i in ids])
+            texts = await replies.question_texts(
+                session=session, question_ids={e.question_id for e in ours.values()})
         answered = 0
-        for gmail_id, named in candidates.items():
+        for gmail_id, (resource, named, conversation) in candidates.items():
             email = next((ours[i] for i in named if i in ours), None)
+            if email is None and any(i in ours for i in conversation):
+                # It descends from our email but replies to another message of the
+                # conversation: an answer only if that is the user's own earlier reply.
+                through = await self._through_own_reply(client, resource, named, set(ours))
+                email = ours[through] if through else None
             if email is None:
-                continue  # a reply to some other mail
+                continue  # a reply to some other mail, or to someone else
             try:
                 full = await client.call("gmail", users.messages().get(
                     userId="me", id=gmail_id, format="full"))
@@ -247,16 +262,55 @@ class ReplyPoller(LoopService):
                 if exc.status not in (400, 404):
                     raise
                 continue  # deleted since it was listed
-            body = gmail_format.body_text(full.get("payload") or {})
+            body = gmail_format.body_text(full.get("payload") or {}, without_quotes=True)
             subject = gmail_format.message_headers(full).get("subject", "")
             async with transaction(self.runtime.sessionmaker) as session:
                 outcome = await replies.answer_by_reply(
                     session=session, email=email, gmail_message_id=gmail_id,
-                    text=replies.reply_text(body), forward=replies.is_forward(subject, body),
+                    text=replies.reply_text(body, original=texts.get(email.question_id, "")),
+                    forward=replies.is_forward(subject, body),
                     wakeups=self.runtime.wakeups)
             REPLIES.labels(outcome).inc()
             answered += outcome == "answered"
         return answered
+
+    async def _through_own_reply(
+        self, client: GoogleClient, resource: dict[str, Any], parents: list[str],
+        ours: set[str],
+    ) -> str | None:
+        """The question email a message answers through the user's own earlier reply in
+        its thread (`replies.own_reply_answers`), read from the thread's headers."""
+        thread_id = resource.get("threadId")
+        if not thread_id:
+            return None
+        try:
+            thread = await client.call("gmail", client.gmail().users().threads().get(
+                userId="me", id=thread_id, format="metadata",
+                metadataHeaders=[*REPLY_HEADERS, "Subject", "From", "To", "Cc"]))
+        except GoogleApiError as exc:
+            if exc.status not in (400, 404):
+                raise
+            return None  # the thread is gone since
+        messages = [(m, gmail_format.message_headers(m)) for m in thread.get("messages") or []]
+        # Who an answer goes to: the From of our question emails (PILOTLIGHT_SMTP_FROM), or
+        # the user (Gmail's send-to-self). A message of the user's to anyone else (a
+        # forward to a colleague under a subject of the user's own, a note to them) is no
+        # step towards an answer.
+        ours_and_own = {
+            address.lower() for message, headers in messages
+            if "SENT" in (message.get("labelIds") or [])
+            for _name, address in getaddresses([headers.get("from", "")]) if address
+        } | {parse_from(self.runtime.settings.smtp_from)[1].lower()}
+        known: dict[str, tuple[bool, str, str, str]] = {}
+        for message, headers in messages:
+            to = {address.lower() for _name, address in getaddresses(
+                [headers.get("to", ""), headers.get("cc", "")]) if address}
+            for message_id in replies.answered_ids(headers.get("message-id", ""), ""):
+                known.setdefault(message_id, (
+                    "SENT" in (message.get("labelIds") or []) and to <= ours_and_own,
+                    headers.get("subject", ""),
+                    headers.get("in-reply-to", ""), headers.get("references", "")))
+        return replies.own_reply_answers(parents, known, ours)
 
     async def _advance(self, account_id: uuid.UUID, history_id: str) -> None:
         """Move the open emails' cursor forward to `history_id` (never back)."""
