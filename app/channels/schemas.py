@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.core.validation import PartialUpdate, check_no_nul
 
-EventType = Literal["digest.created", "question.asked", "run.failed"]
+EventType = Literal["digest.created", "question.asked", "run.failed", "alert.created"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 

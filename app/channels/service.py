@@ -10,6 +10,7 @@ import base64
 import secrets
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +28,14 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 MAX_WEBHOOKS_PER_USER = 20
 # The event a notification is, by its kind; kinds not here are not sent to webhooks.
-EVENTS = {"digest": "digest.created", "question": "question.asked", "error": "run.failed"}
+# An alert is what `notify_now` sends ("tell me at once"): an instruction whose channels
+# include webhook gets its alerts there like its digests.
+EVENTS = {
+    "digest": "digest.created",
+    "question": "question.asked",
+    "error": "run.failed",
+    "alert": "alert.created",
+}
 
 
 class WebhookNotFound(NotFound):
@@ -139,19 +147,38 @@ async def delete(*, session: AsyncSession, user: User, webhook_id: uuid.UUID) ->
     await session.flush()
 
 
+class Targets(NamedTuple):
+    """Where a notification's webhook event goes."""
+
+    ids: list[uuid.UUID]
+    """The user's enabled webhooks that subscribe to the event."""
+    missing: bool
+    """None of them, and the user did not choose that: they have no webhook at all, or the
+    ones subscribed to the event were turned off for them (an endpoint that answered 410)."""
+
+
 async def targets(
     *, session: AsyncSession, user_id: uuid.UUID, kind: str, run_id: uuid.UUID | None
-) -> list[uuid.UUID]:
-    """The user's enabled webhooks that subscribe to this notification's event."""
+) -> Targets:
+    """The user's enabled webhooks that subscribe to this notification's event.
+
+    A webhook that chose other event types, or that the user turned off, chose not to
+    get the event: that is no failure, so `missing` is False for it.
+    """
     event = event_type(kind, run_id)
     if event is None:
-        return []
-    rows = await session.execute(
-        select(Webhook.id, Webhook.event_types)
-        .where(Webhook.user_id == user_id, Webhook.enabled.is_(True))
+        return Targets(ids=[], missing=False)
+    rows = (await session.execute(
+        select(Webhook.id, Webhook.event_types, Webhook.enabled, Webhook.status_detail)
+        .where(Webhook.user_id == user_id)
         .order_by(Webhook.created_at, Webhook.id)
-    )
-    return [row.id for row in rows if event in row.event_types.get("types", [])]
+    )).all()
+    subscribed = [row for row in rows if event in row.event_types.get("types", [])]
+    ids = [row.id for row in subscribed if row.enabled]
+    # `disable` (a 410) gives the reason in status_detail; the user turning a webhook
+    # off leaves it empty, and turning it on again clears it.
+    broken = any(not row.enabled and row.status_detail is not None for row in subscribed)
+    return Targets(ids=ids, missing=not ids and (not rows or broken))
 
 
 async def disable(

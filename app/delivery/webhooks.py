@@ -42,12 +42,17 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
+# Bookkeeping of ours in a notification's data, not part of the event: the model's call
+# that sent an alert and which claim of the run made it (app/runs/steps.py).
+_INTERNAL_DATA = frozenset({"call_id", "claim"})
+
+
 def payload(notification: Notification, event_type: str) -> bytes:
     body: dict[str, Any] = {
         "type": event_type,
         "timestamp": notification.created_at.isoformat(),
         "data": {
-            **notification.data,
+            **{k: v for k, v in notification.data.items() if k not in _INTERNAL_DATA},
             "notification_id": str(notification.id),
             "kind": notification.kind,
             "title": notification.title,

@@ -62,12 +62,15 @@ async def notify(
         if channel == "webhook":
             if channels_service.event_type(kind, run_id) is None:
                 continue  # webhooks are not sent this kind of notification
-            # One per subscribed webhook; with none, one without a target that fails
-            # and so tells the user that nothing received it.
+            # One per subscribed webhook. With none, one without a target that fails and
+            # so tells the user that nothing received it; but none when that was the
+            # user's choice (their webhooks take other events, or they turned them off).
             found = await channels_service.targets(
                 session=session, user_id=user_id, kind=kind, run_id=run_id
             )
-            targets = [str(target) for target in found] or [""]
+            if not found.ids and not found.missing:
+                continue
+            targets = [str(target) for target in found.ids] or [""]
         elif channel == "push":
             # One per browser subscription; with none, one without a target that fails
             # and tells the user, as for webhooks.

@@ -5,16 +5,22 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from app.channels import service as channels
 from app.channels.models import Webhook
+from app.channels.schemas import WebhookUpdate
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from app.delivery.webhooks import WebhookChannel
+from app.notifications.models import Notification
+from app.notifications.service import notify
 from app.runs.models import Run
+from app.users.models import User
 from tests import factories
 from tests.integration.api.helpers import add_run
 from tests.integration.delivery.conftest import (
@@ -218,9 +224,11 @@ async def test_one_delivery_per_subscribed_enabled_webhook(
         [("in_app", ""), ("webhook", str(first.id)), ("webhook", str(second.id))]
     )
 
-    # An alert is no webhook event: no delivery at all (and no failure to report).
+    # An immediate alert (notify_now) is alert.created: only the webhook that takes every
+    # event subscribes to it.
     alert = await add_digest(runtime, user, channels=("webhook",), kind="alert")
-    assert [d.channel for d in await deliveries(runtime, alert)] == ["in_app"]
+    assert sorted((d.channel, d.target) for d in await deliveries(runtime, alert)) == [
+        ("in_app", ""), ("webhook", str(first.id))]
 
     # A failed run is sent as run.failed (an error notification of a run).
     instruction = await factories.instruction(runtime, user)
@@ -229,12 +237,137 @@ async def test_one_delivery_per_subscribed_enabled_webhook(
                                   run_id=run.id)
     targets = [d.target for d in await deliveries(runtime, failed_run) if d.channel == "webhook"]
     assert targets == [str(first.id)]
+    await send_until_settled(DeliverySender(runtime=runtime), runtime, alert)
     await send_until_settled(DeliverySender(runtime=runtime), runtime, failed_run)
     assert sorted(r.json["type"] for r in receiver.received) == [
-        "digest.created", "digest.created", "run.failed"]
+        "alert.created", "digest.created", "digest.created", "run.failed"]
     # Each webhook signs with its own secret; the receiver knows the first one's.
     assert [r.verified for r in receiver.received] == [
         r.headers["webhook-id"].endswith(str(first.id)) for r in receiver.received]
+
+
+async def _alert(runtime: Runtime, user: User, title: str) -> uuid.UUID:
+    """An immediate alert as `notify_now` writes it (app/runs/steps.py), on an instruction
+    whose channels include webhook."""
+    instruction = await factories.instruction(runtime, user, channels=["in_app", "webhook"])
+    run = await add_run(runtime, user, instruction, status="running")
+    async with transaction(runtime.sessionmaker) as session:
+        notification_id = await notify(
+            session=session, user_id=user.id, key=f"run:{run.id}:notify:call_1", kind="alert",
+            title=title, body="INV-1187 from Skyline, due Friday.",
+            channels=instruction.channels["kinds"],
+            data={"call_id": "call_1", "claim": "0123456789ab", "about": ["acc:message:m1"]},
+            run_id=run.id, instruction_id=instruction.id,
+        )
+    assert notification_id is not None
+    return notification_id
+
+
+async def _instruction_of(runtime: Runtime, notification_id: uuid.UUID) -> uuid.UUID | None:
+    async with transaction(runtime.sessionmaker) as session:
+        found = await session.get(Notification, notification_id)
+        assert found is not None
+        return found.instruction_id
+
+
+async def test_an_immediate_alert_is_posted_to_a_webhook_that_takes_every_event(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """"Tell me at once when an invoice arrives" by webhook: the alert is posted as
+    alert.created, signed and keyed like every other event."""
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)  # every event
+    notification_id = await _alert(runtime, user, "Invoices: Invoice INV-1187 arrived")
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    sent = next(d for d in rows if d.channel == "webhook")
+    assert (sent.status, sent.target) == ("sent", str(webhook.id))
+    assert sent.idempotency_key == f"{notification_id}:webhook:{webhook.id}"
+    [request] = receiver.received
+    assert request.verified, request.error
+    assert request.headers["webhook-id"] == sent.idempotency_key
+    body = request.json
+    assert body["type"] == "alert.created"
+    data = body["data"]
+    assert (data["kind"], data["title"], data["body"]) == (
+        "alert", "Invoices: Invoice INV-1187 arrived", "INV-1187 from Skyline, due Friday.")
+    assert data["notification_id"] == str(notification_id)
+    assert data["about"] == ["acc:message:m1"]
+    # What the alert is about, not our bookkeeping (the model's call id, the claim).
+    assert set(data) == {"notification_id", "kind", "title", "body", "about", "run_id",
+                         "instruction_id", "created_at"}
+    assert data["instruction_id"] == str(await _instruction_of(runtime, notification_id))
+    assert [n.kind for n in await notifications(runtime, user)] == ["alert"]
+
+
+async def test_a_webhook_that_chose_its_events_gets_alerts_only_if_it_chose_them(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    await add_webhook(runtime, user, receiver.url + "?digests", event_types=["digest.created"])
+    alerts, receiver.secret = await add_webhook(runtime, user, receiver.url + "?alerts",
+                                                event_types=["alert.created"])
+    notification_id = await _alert(runtime, user, "Invoices: Invoice INV-1187 arrived")
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    assert [(d.channel, d.target, d.status) for d in rows] == [
+        ("in_app", "", "sent"), ("webhook", str(alerts.id), "sent")]
+    assert [(r.path, r.json["type"], r.verified) for r in receiver.received] == [
+        ("/hook?alerts", "alert.created", True)]
+
+
+async def _turned_off_by_the_user(runtime: Runtime, user: User, webhook: Webhook) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        await channels.update_webhook(session=session, user=user, webhook_id=webhook.id,
+                                      data=WebhookUpdate(enabled=False),
+                                      settings=runtime.settings)
+
+
+async def _gone_for_another_event(runtime: Runtime, user: User, webhook: Webhook) -> None:
+    async with transaction(runtime.sessionmaker) as session:
+        assert await channels.disable(session=session, user_id=user.id, webhook_id=webhook.id,
+                                      reason="answered 410 Gone")
+
+
+@pytest.mark.parametrize("turned_off", [None, _turned_off_by_the_user, _gone_for_another_event],
+                         ids=["takes-other-events", "turned-off-by-the-user",
+                              "disabled-by-a-410-and-takes-other-events"])
+async def test_an_event_the_users_webhooks_do_not_take_is_no_failure(
+    runtime: Runtime, receiver: WebhookReceiver, turned_off: Any
+) -> None:
+    """The user chose which events their webhook gets, or turned it off: a question on an
+    instruction whose channels include webhook goes nowhere by webhook, and nobody is told
+    it "could not be delivered"."""
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url,
+                                                 event_types=["digest.created"])
+    if turned_off is not None:
+        await turned_off(runtime, user, webhook)
+    instruction = await factories.instruction(runtime, user)
+    run = await add_run(runtime, user, instruction, status="running")
+    question = await add_digest(runtime, user, channels=("webhook",), kind="question",
+                                title="Which project?", run_id=run.id)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, question)
+    assert [d.channel for d in rows] == ["in_app"]
+    assert receiver.received == []
+    assert [n.kind for n in await notifications(runtime, user)] == ["question"]
+
+
+async def test_a_user_without_any_webhook_is_told_the_event_reached_none(
+    runtime: Runtime,
+) -> None:
+    """The instruction asks for a channel the user does not have: a failed delivery and a
+    notice in the feed (as when their only webhook for the event answered 410)."""
+    user, _ = await factories.user_with_token(runtime)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    nobody = next(d for d in rows if d.channel == "webhook")
+    assert (nobody.status, nobody.target) == ("failed", "")
+    assert "no enabled webhook" in (nobody.last_error or "")
+    [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert told.key == f"delivery:{nobody.id}:failed"
 
 
 async def test_a_deleted_webhook_gets_nothing_and_nobody_is_alarmed(

@@ -44,7 +44,8 @@ async def test_create_shows_the_secret_once_and_stores_it_encrypted(
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"))) >= 24
     assert created["url"] == URL
-    assert created["event_types"] == ["digest.created", "question.asked", "run.failed"]
+    assert created["event_types"] == [
+        "digest.created", "question.asked", "run.failed", "alert.created"]
     assert (created["enabled"], created["status_detail"]) == (True, None)
 
     listed = (await client.get(f"{API}/webhooks", headers=headers)).json()
