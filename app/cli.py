@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from app.core import heap
-from app.core.config import Settings, get_settings, setting_errors, with_options
+from app.core.config import (
+    Settings,
+    get_settings,
+    local_contact,
+    setting_errors,
+    with_options,
+)
 from app.core.db import DatabaseUnreachable, ensure_reachable, transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
@@ -343,6 +349,9 @@ def check() -> None:
             accounts = ", ".join(f"{n} {kind} ({status})" for kind, status, n in rows)
             line("accounts", True, accounts or "none yet (`serve` adds the sample on first start)")
         _check_keys(settings, line)
+        refused = _vapid_subject_warning(settings)
+        if refused:
+            typer.echo(f"{'push':<9} WARN  {refused}")  # a warning: push works elsewhere
         try:
             delta = await SampleSource(settings.sample_data_dir).delta(None, limit=1000)
             line("sample", True, f"{len(delta.messages)} messages, {len(delta.files)} documents "
@@ -381,6 +390,20 @@ def _check_keys(settings: Settings, line: Callable[[str, bool, str], None]) -> N
     else:
         line("push", False, "PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
              "is generated: web push answers 503 until it is (other channels work)")
+
+
+def _vapid_subject_warning(settings: Settings) -> str | None:
+    """Why Apple's push service will refuse the VAPID subject, if it will."""
+    subject = settings.effective_vapid_subject
+    host = local_contact(subject)
+    if host is None:
+        return None
+    source = ("PILOTLIGHT_VAPID_SUBJECT" if settings.vapid_subject
+              else "the default VAPID subject (PILOTLIGHT_PUBLIC_URL is not a public https URL)")
+    return (f"{source} is {subject}: Apple's push service (Safari, iOS) refuses a subject at "
+            f"{host} with 403 BadJwtToken, so push to Apple devices fails; set "
+            "PILOTLIGHT_VAPID_SUBJECT to a mailto: address at a real domain or an https: URL, "
+            "or PILOTLIGHT_PUBLIC_URL to this service's public https address")
 
 
 @cli.command()

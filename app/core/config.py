@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -24,6 +26,33 @@ from sqlalchemy.exc import ArgumentError
 
 from app.agent.pricing import ModelPrice
 from app.core.validation import timezones
+
+# Push services take any mailto: or https: subject, but Apple's (Safari, iOS) answers 403
+# BadJwtToken to one at a name nobody can reach: localhost, .local, .invalid
+# (web-push-libs/web-push#947 and #787, pywebpush#175).
+FALLBACK_VAPID_SUBJECT = "mailto:pilotlight@localhost"
+_LOCAL_SUFFIXES = (".localhost", ".local", ".invalid", ".internal", ".home.arpa")
+
+
+def local_contact(subject: str) -> str | None:
+    """The host of a VAPID subject that names no reachable place (Apple refuses it), or
+    None when it names a public one."""
+    if subject.startswith("mailto:"):
+        host = subject.removeprefix("mailto:").partition("?")[0].rpartition("@")[2]
+    else:
+        try:
+            host = urlsplit(subject).hostname or ""
+        except ValueError:
+            return subject
+    host = host.strip().rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        local = "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    else:
+        local = not address.is_global
+    return (host or "(no host)") if local else None
+
 
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 # USD per million tokens, Google's list prices for prompts up to 200k tokens.
@@ -322,9 +351,10 @@ class Settings(BaseSettings):
         "empty means derived from the private key. Must match it when set.",
     )
     vapid_subject: str = Field(
-        "mailto:pilotlight@localhost", min_length=8, max_length=320,
-        pattern=r"^(mailto:|https://)\S+$",
-        description="VAPID `sub` claim: a mailto: or https: contact for push services.",
+        "", max_length=320, pattern=r"^((mailto:|https://)\S+)?$",
+        description="VAPID `sub` claim: a mailto: or https: contact for push services. Empty "
+        "means the public URL's origin when it is https and not a local name, else "
+        f"{FALLBACK_VAPID_SUBJECT}, which Apple's push service refuses (`check` warns).",
     )
     push_ttl_seconds: int = Field(
         86400, ge=0, le=2419200,
@@ -532,6 +562,16 @@ class Settings(BaseSettings):
     def effective_public_url(self) -> str:
         """Where users reach the service, without a trailing slash."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_vapid_subject(self) -> str:
+        """The VAPID `sub` claim: the setting, else the public URL when it can be one."""
+        if self.vapid_subject:
+            return self.vapid_subject
+        parts = urlsplit(self.effective_public_url)
+        if parts.scheme == "https" and local_contact(f"https://{parts.netloc}") is None:
+            return f"https://{parts.netloc.rpartition('@')[2]}"
+        return FALLBACK_VAPID_SUBJECT
 
     @property
     def effective_database_url(self) -> str:

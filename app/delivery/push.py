@@ -41,7 +41,8 @@ MAX_PAYLOAD_BYTES = 3800
 # More than a notification shows; in UTF-8 that may still be too long (CJK text takes 3
 # bytes a character, emoji 4): `payload` shortens it further to fit.
 MAX_BODY_CHARS = 1000
-# An action is a button: a longer choice is cut (its action still answers with all of it).
+# An action is a button: a longer choice is cut. Its action, `choice:<index>`, still answers
+# with all of it: the service worker sends the index, and the app answers with that choice.
 MAX_ACTION_CHARS = 60
 VAPID_LIFETIME_SECONDS = 12 * 3600
 ELLIPSIS = "\u2026"
@@ -51,8 +52,9 @@ def payload(notification: Notification) -> bytes:
     """{title, body, url, actions}: a question's choices become notification actions.
 
     At most MAX_PAYLOAD_BYTES of UTF-8: when longer, the body is shortened, then the
-    choices (each action's title; an action keeps its index, so it still answers with
-    the whole choice), then the title, each cut marked with an ellipsis."""
+    choices (each action's title; the action is the choice's index, which the service
+    worker answers with, so it still answers with the whole choice), then the title, each
+    cut marked with an ellipsis."""
     data = notification.data or {}
     url = "/"
     if data.get("question_id"):
@@ -141,7 +143,8 @@ class PushChannel:
         except Exception as exc:  # a malformed browser key
             return failed(f"the push subscription's keys are not usable: {exc}")
         parts = urlsplit(endpoint)
-        claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": self.settings.vapid_subject,
+        claims = {"aud": f"{parts.scheme}://{parts.netloc}",
+                  "sub": self.settings.effective_vapid_subject,
                   "exp": int(time.time()) + VAPID_LIFETIME_SECONDS}
         headers = {
             **vapid.sign(claims),
@@ -160,15 +163,15 @@ class PushChannel:
             return failed(f"refused to call the push service {origin(endpoint)}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
             return retry(f"POST to the push service failed: {type(exc).__name__}: {exc}")
-        return self._judge(response)
+        return self._judge(response, origin(endpoint))
 
     @staticmethod
-    def _judge(response: httpx.Response) -> Result:
+    def _judge(response: httpx.Response, shown: str) -> Result:
+        # `shown` comes from the endpoint: the request's own URL names the pinned address.
         code = response.status_code
         if 200 <= code < 300:
             return SENT
-        host = response.request.url.host
-        answer = f"the push service {host} answered {code} {response.reason_phrase}".strip()
+        answer = f"the push service {shown} answered {code} {response.reason_phrase}".strip()
         if code in (404, 410):
             return failed(f"{answer}: the browser unsubscribed", tell_user=False,
                           remove_push_subscription=True)

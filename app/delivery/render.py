@@ -237,13 +237,34 @@ def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> st
 # --- any other notification ------------------------------------------------------------------
 
 
+REPLY_WITH_A_CHOICE = "Reply to this email with one of them, or with an answer of your own."
+
+
+def _choices(notification: Notification) -> list[str]:
+    """A question's choices (the model wrote them: shown as text, never markup)."""
+    data = notification.data if isinstance(notification.data, dict) else {}
+    raw = data.get("choices") if notification.kind == "question" else None
+    if not isinstance(raw, list):
+        return []
+    return [shown for shown in (_one_line(str(c)) for c in raw) if shown]
+
+
 def plain_text(notification: Notification) -> str:
-    return f"{notification.title}\n\n{notification.body}\n"
+    text = f"{notification.title}\n\n{notification.body}\n"
+    choices = _choices(notification)
+    if choices:
+        text += "\nChoices:\n" + "".join(f"* {c}\n" for c in choices)
+        text += f"\n{REPLY_WITH_A_CHOICE}\n"
+    return text
 
 
 def plain_html(notification: Notification) -> str:
-    return _page(notification.title, f"<h1>{escape(notification.title)}</h1>"
-                 f"<p>{escape(notification.body)}</p>")
+    body = f"<h1>{escape(notification.title)}</h1><p>{escape(notification.body)}</p>"
+    choices = _choices(notification)
+    if choices:
+        body += ("<h2>Choices</h2><ul>" + "".join(f"<li>{escape(c)}</li>" for c in choices)
+                 + f"</ul><p>{escape(REPLY_WITH_A_CHOICE)}</p>")
+    return _page(notification.title, body)
 
 
 def _page(title: str, body: str) -> str:

@@ -8,7 +8,7 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.questions import service
 from app.questions.schemas import AnswerIn, QuestionOut, to_out
-from app.questions.service import QuestionClosed, QuestionNotFound
+from app.questions.service import NoSuchChoice, QuestionClosed, QuestionNotFound
 from app.users.deps import CurrentUser
 from app.users.service import InvalidToken
 
@@ -25,15 +25,16 @@ async def list_open_questions(user: CurrentUser, session: SessionDep) -> list[Qu
 
 @router.post(
     "/{question_id}/answer", response_model=QuestionOut,
-    responses=error_responses(QuestionNotFound, QuestionClosed),
+    responses=error_responses(QuestionNotFound, QuestionClosed, NoSuchChoice),
 )
 async def answer_question(
     question_id: uuid.UUID, data: AnswerIn, user: CurrentUser, session: SessionDep,
     runtime: RuntimeDep,
 ) -> QuestionOut:
-    """Answer a question; its run is queued again to resume."""
+    """Answer a question, in words or by a choice's index; its run is queued again to
+    resume."""
     question = await service.answer(
         session=session, user=user, question_id=question_id, text=data.answer,
-        wakeups=runtime.wakeups,
+        choice=data.choice, wakeups=runtime.wakeups,
     )
     return to_out(question)

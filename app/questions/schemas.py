@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.core.validation import check_no_nul, check_not_blank
 
@@ -23,14 +23,32 @@ class QuestionOut(BaseModel):
 
 
 class AnswerIn(BaseModel):
+    """An answer in words, or the index of one of the question's choices."""
+
     model_config = ConfigDict(extra="forbid")
 
-    answer: str = Field(min_length=1, max_length=2000)
+    answer: str | None = Field(
+        None, min_length=1, max_length=2000,
+        description="The answer as text: one of the choices or an answer of your own.",
+    )
+    choice: int | None = Field(
+        None, ge=0, le=1000, strict=True,
+        description="Instead of `answer`: the index of one of the question's choices (0 is "
+        "the first), answered with that choice's whole text (a push notification's action "
+        "button sends this, as its title may be cut short). An index the question has no "
+        "choice for is refused with 422 `NoSuchChoice`.",
+    )
 
     @field_validator("answer")
     @classmethod
-    def _plain(cls, value: str) -> str:
-        return check_not_blank(check_no_nul(value))
+    def _plain(cls, value: str | None) -> str | None:
+        return None if value is None else check_not_blank(check_no_nul(value))
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> AnswerIn:
+        if (self.answer is None) == (self.choice is None):
+            raise ValueError("give either `answer` (the text) or `choice` (a choice's index)")
+        return self
 
 
 def to_out(question: Any) -> QuestionOut:

@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit, db_now, utcnow
-from app.core.errors import Conflict, NotFound
+from app.core.errors import BadRequest, Conflict, NotFound
 from app.core.runtime import Wakeups
 from app.questions.models import Question
 from app.runs import queue
@@ -32,6 +32,10 @@ class QuestionNotFound(NotFound):
 
 
 class QuestionClosed(Conflict):
+    pass
+
+
+class NoSuchChoice(BadRequest):
     pass
 
 
@@ -108,9 +112,11 @@ async def ask(
 
 
 async def answer(
-    *, session: AsyncSession, user: User, question_id: uuid.UUID, text: str, wakeups: Wakeups
+    *, session: AsyncSession, user: User, question_id: uuid.UUID, text: str | None = None,
+    choice: int | None = None, wakeups: Wakeups,
 ) -> Question:
-    """Record the answer, also on the open questions it repeats, and re-queue their runs."""
+    """Record the answer (`text`, or the choice at index `choice`), also on the open
+    questions it repeats, and re-queue their runs."""
     question = await get(session=session, user=user, question_id=question_id)
     # Lock it with the open questions it repeats, in one order (no deadlock between two
     # answers to merged questions); the loser finds it answered.
@@ -118,6 +124,10 @@ async def answer(
     if question not in same:
         await session.refresh(question)
         raise QuestionClosed(f"question {question_id} is already {question.status}")
+    if choice is not None:
+        text = choice_at(question, choice)
+    if text is None:
+        raise ValueError("an answer needs its text or a choice")
     now = utcnow()
     for each in same:
         each.status = "answered"
@@ -128,6 +138,16 @@ async def answer(
         after_commit(session, lambda: wakeups.notify(WORKER_CHANNEL))
     await session.flush()
     return question
+
+
+def choice_at(question: Question, index: int) -> str:
+    """The whole text of the question's choice at `index` (0 is the first)."""
+    choices = [str(c) for c in (question.choices or {}).get("choices", [])]
+    if not 0 <= index < len(choices):
+        held = (f"its choices are numbered 0 to {len(choices) - 1}" if choices
+                else "it has no choices")
+        raise NoSuchChoice(f"question {question.id} has no choice {index}: {held}")
+    return choices[index]
 
 
 async def expire_due(*, session: AsyncSession, limit: int = 100) -> int:

@@ -228,6 +228,33 @@ async def test_check_reports_database_model_and_sources(
         assert not (data / "vapid.pem").exists()
 
 
+async def test_check_warns_when_apple_would_refuse_the_vapid_subject(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """A subject at localhost: push to Safari and iOS fails (403 BadJwtToken), others work,
+    so it is a warning, not a failed check."""
+    env = postgres_keys() if is_postgres else {}
+    default = cli(database_url, tmp_path, "check", env=env)
+    assert default.returncode == 0, default.stdout + default.stderr
+    [warned] = [line for line in default.stdout.splitlines() if "WARN" in line]
+    assert warned.startswith("push      WARN  the default VAPID subject "
+                             "(PILOTLIGHT_PUBLIC_URL is not a public https URL) is "
+                             "mailto:pilotlight@localhost: Apple's push service")
+    assert "403 BadJwtToken" in warned
+    assert "PILOTLIGHT_VAPID_SUBJECT" in warned
+
+    given = cli(database_url, tmp_path, "check",
+                env={**env, "PILOTLIGHT_VAPID_SUBJECT": "mailto:me@box.local"})
+    assert given.returncode == 0, given.stdout + given.stderr
+    assert ("push      WARN  PILOTLIGHT_VAPID_SUBJECT is mailto:me@box.local: Apple's push "
+            "service (Safari, iOS) refuses a subject at box.local") in given.stdout
+
+    public = cli(database_url, tmp_path, "check",
+                 env={**env, "PILOTLIGHT_PUBLIC_URL": "https://pilot.example.com"})
+    assert public.returncode == 0, public.stdout + public.stderr
+    assert "WARN" not in public.stdout
+
+
 async def test_check_reports_the_keys_postgresql_needs(
     runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
 ) -> None:

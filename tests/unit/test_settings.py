@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.bootstrap import local_timezone
-from app.core.config import Settings
+from app.core.config import Settings, local_contact
 from app.core.validation import timezones
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -115,3 +115,43 @@ def test_a_misfire_grace_shorter_than_a_few_ticks_is_refused() -> None:
     settings = Settings(_env_file=None, scheduler_tick_seconds=60,  # type: ignore[call-arg]
                         scheduler_misfire_grace_seconds=180)
     assert settings.scheduler_misfire_grace_seconds == 180
+
+
+@pytest.mark.parametrize(("public_url", "subject"), [
+    pytest.param("https://pilot.example.com/", "https://pilot.example.com", id="https"),
+    pytest.param("https://pilot.example.com:8443/app", "https://pilot.example.com:8443",
+                 id="https-port-and-path"),
+    pytest.param("", "mailto:pilotlight@localhost", id="empty"),
+    pytest.param("http://pilot.example.com", "mailto:pilotlight@localhost", id="plain-http"),
+    pytest.param("https://localhost:8443", "mailto:pilotlight@localhost", id="https-localhost"),
+    pytest.param("https://pilot.local", "mailto:pilotlight@localhost", id="https-dot-local"),
+    pytest.param("https://10.0.0.5", "mailto:pilotlight@localhost", id="https-private-ip"),
+])
+def test_the_default_vapid_subject_is_the_public_https_url_when_there_is_one(
+    public_url: str, subject: str
+) -> None:
+    """Apple's push service refuses a subject at localhost (403 BadJwtToken)."""
+    assert Settings(public_url=public_url).effective_vapid_subject == subject
+    given = Settings(public_url=public_url, vapid_subject="mailto:ops@example.com")
+    assert given.effective_vapid_subject == "mailto:ops@example.com"
+
+
+@pytest.mark.parametrize(("subject", "host"), [
+    ("mailto:pilotlight@localhost", "localhost"),
+    ("mailto:relay@herdr.local", "herdr.local"),
+    ("mailto:security@gateway.invalid", "gateway.invalid"),
+    ("https://localhost", "localhost"),
+    ("https://[::1]:8443", "::1"),
+    ("mailto:ops@example.com", None),
+    ("https://pilot.example.com", None),
+    ("https://myhost.tailscale.ts.net", None),
+])
+def test_a_vapid_subject_at_a_local_name_is_told_apart(subject: str, host: str | None) -> None:
+    assert local_contact(subject) == host
+
+
+def test_a_vapid_subject_is_a_mailto_or_https_uri_or_empty() -> None:
+    assert Settings(vapid_subject="").vapid_subject == ""
+    for bad in ("ops@example.com", "http://pilot.example.com", "mailto: ops@example.com"):
+        with pytest.raises(ValidationError, match="vapid_subject"):
+            Settings(vapid_subject=bad)

@@ -22,7 +22,9 @@ self.addEventListener("push", (event) => {
   }));
 });
 
-async function answer(questionId, text) {
+// The answer is the clicked action's index into the question's choices: an action's title
+// may be cut short to fit a button, and the app answers with the whole choice.
+async function answer(questionId, choice) {
   const tokenResponse = await fetch("/session/csrf", { credentials: "same-origin" });
   if (!tokenResponse.ok) return false;
   const { csrf_token: token } = await tokenResponse.json();
@@ -30,7 +32,7 @@ async function answer(questionId, text) {
     method: "POST",
     credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
-    body: JSON.stringify({ answer: text }),
+    body: JSON.stringify({ choice }),
   });
   return response.ok;
 }
@@ -39,9 +41,9 @@ self.addEventListener("notificationclick", (event) => {
   const note = event.notification;
   const data = note.data || {};
   note.close();
-  const chosen = (data.actions || []).find((a) => a.action === event.action);
+  const chosen = /^choice:(\d+)$/.exec(event.action || "");
   event.waitUntil((async () => {
-    if (chosen && data.question_id && (await answer(data.question_id, chosen.title))) {
+    if (chosen && data.question_id && (await answer(data.question_id, Number(chosen[1])))) {
       return; // answered from the notification: the run resumes, nothing to open
     }
     const url = new URL(data.url || "/", self.location.origin).href;

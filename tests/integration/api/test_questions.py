@@ -72,6 +72,47 @@ async def test_answer_requeues_the_run(client: httpx.AsyncClient, runtime: Runti
         "status"] == "queued"
 
 
+LONG_CHOICE = "Move the launch to next Tuesday and tell the whole team by email today"
+
+
+async def test_a_choice_by_its_index_answers_with_the_whole_choice(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """What a push notification's action sends: its title may be cut, its index is not."""
+    user, headers = await user_with_token(runtime)
+    run = await add_run(runtime, user, await instruction(runtime, user),
+                        status="waiting_for_user")
+    question = await add_question(runtime, user, run, choices=["Keep the date", LONG_CHOICE])
+
+    response = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"choice": 1}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["answer"]) == ("answered", LONG_CHOICE)
+    assert (await client.get(f"{API}/runs/{run.id}", headers=headers)).json()[
+        "status"] == "queued"
+
+
+@pytest.mark.parametrize(("choices", "index", "fragments"), [
+    pytest.param(["Apollo", "Gemini"], 2, ["no choice 2", "0 to 1"], id="past-the-last"),
+    pytest.param([], 0, ["no choice 0", "no choices"], id="no-choices"),
+])
+async def test_a_choice_the_question_does_not_have_is_refused_and_leaves_it_open(
+    client: httpx.AsyncClient, runtime: Runtime, choices: list[str], index: int,
+    fragments: list[str],
+) -> None:
+    user, headers = await user_with_token(runtime)
+    run = await add_run(runtime, user, await instruction(runtime, user),
+                        status="waiting_for_user")
+    question = await add_question(runtime, user, run, choices=choices)
+    response = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"choice": index}, headers=headers)
+    assert_error(response, 422, "NoSuchChoice", *fragments)
+    open_questions = (await client.get(f"{API}/questions", headers=headers)).json()
+    assert [q["id"] for q in open_questions] == [str(question.id)]
+    assert (await client.get(f"{API}/runs/{run.id}", headers=headers)).json()[
+        "status"] == "waiting_for_user"
+
+
 @pytest.mark.parametrize("status", ["answered", "expired"])
 async def test_answer_closed_question_is_409(
     client: httpx.AsyncClient, runtime: Runtime, status: str
@@ -111,6 +152,11 @@ BAD_ANSWERS: list[Any] = [
     pytest.param({"answer": "\t\n"}, ["answer", "blank"], id="whitespace"),
     pytest.param({"answer": "yes", "run_id": str(uuid.uuid4())}, ["run_id"], id="unknown-field"),
     pytest.param({"text": "yes"}, ["text"], id="wrong-field-name"),
+    pytest.param({"answer": "yes", "choice": 0}, ["answer", "choice"], id="text-and-choice"),
+    pytest.param({"choice": -1}, ["choice"], id="negative-choice"),
+    pytest.param({"choice": "0"}, ["choice"], id="choice-as-text"),
+    pytest.param({"choice": True}, ["choice"], id="choice-as-bool"),
+    pytest.param({"choice": 1.5}, ["choice"], id="fractional-choice"),
     pytest.param(["yes"], ["request"], id="list"),
     pytest.param("yes", ["request"], id="string"),
 ]

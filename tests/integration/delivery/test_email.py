@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 
+from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.delivery.render import message_id
 from app.delivery.sender import DeliverySender
+from app.notifications.service import notify
 from tests import factories
 from tests.integration.delivery.conftest import (
     add_digest,
@@ -152,6 +155,62 @@ async def test_the_digest_arrives_as_html_and_text_with_model_text_escaped(
     for link in LINKS:
         assert link in text
     assert "javascript:" not in text
+
+
+async def test_a_questions_email_shows_its_choices_escaped_and_how_to_answer(
+    mail_runtime: Runtime, smtp: tuple[MailHandler, int]
+) -> None:
+    handler, _port = smtp
+    user, _ = await factories.user_with_token(mail_runtime, "ada@example.com")
+    evil = f'Gemini {SCRIPT} <a href="https://evil.test">here</a>'
+    async with transaction(mail_runtime.sessionmaker) as session:
+        # What app/runs/endings.py writes when the agent asks with choices.
+        notification_id = await notify(
+            session=session, user_id=user.id, key=f"test:{uuid.uuid4()}", kind="question",
+            title="Launch digest: a question for you", body="Which project should I follow?",
+            channels=["email"],
+            data={"question_id": str(uuid.uuid4()), "choices": ["Apollo", evil]},
+        )
+    assert notification_id is not None
+    await send_until_settled(DeliverySender(runtime=mail_runtime), mail_runtime,
+                             notification_id)
+
+    [mail] = handler.messages
+    text, html = _parts(mail.message)
+    text = text.replace("\r\n", "\n")
+    assert "Which project should I follow?" in text
+    assert "* Apollo\n" in text
+    assert f"* {evil}\n" in text  # plain text shows it as written
+    assert "Reply to this email with one of them, or with an answer of your own." in text
+    parsed = _Html()
+    parsed.feed(html)
+    assert parsed.tags.count("li") == 2
+    assert "script" not in parsed.tags
+    assert parsed.hrefs == []
+    shown = "".join(parsed.text)
+    assert "Apollo" in shown
+    assert evil in shown
+    assert "Reply to this email with one of them, or with an answer of your own." in shown
+
+
+async def test_an_email_without_choices_offers_none(
+    mail_runtime: Runtime, smtp: tuple[MailHandler, int]
+) -> None:
+    handler, _port = smtp
+    user, _ = await factories.user_with_token(mail_runtime, "ada@example.com")
+    async with transaction(mail_runtime.sessionmaker) as session:
+        notification_id = await notify(
+            session=session, user_id=user.id, key=f"test:{uuid.uuid4()}", kind="alert",
+            title="Invoice from ACME", body="It is due Friday.", channels=["email"],
+            data={"choices": ["not a question's"]},
+        )
+    assert notification_id is not None
+    await send_until_settled(DeliverySender(runtime=mail_runtime), mail_runtime,
+                             notification_id)
+    [mail] = handler.messages
+    text, html = _parts(mail.message)
+    assert text.replace("\r\n", "\n") == "Invoice from ACME\n\nIt is due Friday.\n"
+    assert "Choices" not in html
 
 
 async def test_a_deferred_email_is_retried_with_the_same_message_id(

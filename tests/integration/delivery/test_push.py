@@ -22,7 +22,7 @@ from app.channels.models import PushSubscription
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.runtime import Runtime
-from app.delivery.push import MAX_PAYLOAD_BYTES
+from app.delivery.push import MAX_PAYLOAD_BYTES, PushChannel
 from app.delivery.sender import DeliverySender
 from app.notifications.service import notify
 from tests import factories
@@ -143,6 +143,30 @@ async def test_a_digest_is_pushed_encrypted_and_signed_with_vapid(
     assert body["notification_id"] == str(notification_id)
 
 
+def _subject(request: Received) -> str:
+    """The `sub` claim of a push request's VAPID token."""
+    params = request.headers["authorization"].partition(" ")[2]
+    token = dict(p.split("=", 1) for p in params.split(","))["t"]
+    subject: str = json.loads(unb64url(token.split(".")[1]))["sub"]
+    return subject
+
+
+async def test_by_default_push_is_signed_with_the_public_https_url_as_subject(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """Apple's push service answers 403 BadJwtToken to a subject at localhost, the
+    fallback, so an https public URL is the default subject (VAPID allows https: ones)."""
+    runtime = with_settings(runtime, vapid_subject=Settings.model_fields["vapid_subject"].default,
+                            public_url="https://pilot.example.com/")
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers, Browser(receiver.url))
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    assert [d.status for d in rows if d.channel == "push"] == ["sent"]
+    [request] = receiver.received
+    assert _subject(request) == "https://pilot.example.com"
+
+
 async def test_question_choices_become_actions_and_each_browser_gets_one(
     client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
 ) -> None:
@@ -256,6 +280,36 @@ async def test_a_refused_endpoint_is_named_by_its_host_only(
     assert f"refused to call the push service http://127.0.0.1:{receiver.port}:" in (
         failed.last_error or "")
     assert "SECRET" not in (failed.last_error or "")
+
+
+async def _resolve_push_service(host: str, port: int) -> list[str]:
+    assert host == "push.example"
+    return ["127.0.0.1"]
+
+
+async def test_a_refusing_push_service_is_named_by_its_endpoints_host_not_the_pinned_address(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """The request goes to the address the host resolved to (pinned); the failure, in the
+    delivery and the user's feed, names the push service as the endpoint does."""
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers,
+                     Browser(f"http://push.example:{receiver.port}/CAPABILITYSECRET"))
+    receiver.answer(400)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    sender = DeliverySender(runtime=runtime, channels={
+        "push": PushChannel(runtime.settings, resolve=_resolve_push_service)})
+    rows = await send_until_settled(sender, runtime, notification_id)
+    [failed] = [d for d in rows if d.channel == "push"]
+    assert failed.status == "failed"
+    assert len(receiver.received) == 1  # it did reach the pinned address
+    assert (f"the push service http://push.example:{receiver.port} answered 400"
+            in (failed.last_error or "")), failed.last_error
+    told = [n.body for n in await notifications(runtime, user) if n.kind == "error"]
+    assert len(told) == 1
+    assert f"http://push.example:{receiver.port} answered 400" in told[0], told
+    assert "127.0.0.1" not in told[0] + (failed.last_error or "")
+    assert "SECRET" not in told[0] + (failed.last_error or "")
 
 
 async def test_push_without_a_subscription_fails_and_tells_the_user(runtime: Runtime) -> None:

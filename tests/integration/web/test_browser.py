@@ -23,6 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from app.agent.offline import OfflineModel
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.delivery.push import payload
 from app.main import create_app
 from app.notifications.service import notify
 from app.runs.execute import RunExecutor
@@ -30,7 +31,8 @@ from app.runs.worker import Worker
 from tests import factories
 from tests.fakes.gemini import Calls, FakeGemini, Text
 from tests.integration.processes import free_port
-from tests.integration.runs.test_questions_flow import gemini_for, point_at_fake
+from tests.integration.runs.helpers import notifications_of
+from tests.integration.runs.test_questions_flow import gemini_for, point_at_fake, questions_of
 from tests.integration.web.helpers import login_link
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
@@ -235,6 +237,86 @@ async def test_answering_a_question_resumes_the_run(
         await llm.aclose()
     resumed = fake.requests()[1].body
     assert resumed["input"][0]["result"] == "The user answered: Apollo"
+
+
+SW_JS = Path(__file__).resolve().parents[3] / "app" / "web" / "static" / "sw.js"
+LONG_CHOICE = "Move the launch to next Tuesday and tell the whole team by email today"
+
+
+def run_the_service_worker(source: str) -> str:
+    """A function for `page.evaluate` that runs sw.js as the browser would on a push and a
+    click on one of its notification's actions. A page has no `self.registration` or
+    `self.clients`: they are stand-ins that record what the worker asks of them; `fetch` is
+    the page's own, so the worker's requests reach the real server with the session cookie.
+    """
+    return """async ({pushed, action}) => {
+  const handlers = {}, shown = [], opened = [], waits = [];
+  const self = {
+    addEventListener: (type, handler) => { handlers[type] = handler; },
+    skipWaiting: () => undefined,
+    location: window.location,
+    registration: { showNotification: async (title, options) => {
+      shown.push({ title, options }); } },
+    clients: { claim: async () => undefined, matchAll: async () => [],
+               openWindow: async (url) => { opened.push(url); } },
+  };
+  const event = (fields) => ({ ...fields, waitUntil: (promise) => waits.push(promise) });
+  (() => {
+""" + source + """
+  })();
+  handlers.push(event({ data: { json: () => pushed, text: () => JSON.stringify(pushed) } }));
+  await Promise.all(waits.splice(0));
+  const [note] = shown;
+  handlers.notificationclick(event({
+    action, notification: { data: note.options.data, close: () => undefined } }));
+  await Promise.all(waits.splice(0));
+  return { buttons: note.options.actions.map((a) => a.title), opened };
+}"""
+
+
+async def test_a_push_notifications_action_answers_with_the_whole_choice(
+    runtime: Runtime, context: BrowserContext, fake: FakeGemini
+) -> None:
+    """sw.js itself, in Chromium, against the app: the button shows a long choice cut short,
+    and clicking it answers the question with the whole choice, by its index."""
+    fake.reset()
+    point_at_fake(runtime.settings, fake)
+    fake.script(
+        Calls([("ask_user", {"question": "Which plan?",
+                             "choices": ["Keep the date", LONG_CHOICE]})]),
+        Text(json.dumps(DIGEST)),
+    )
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, title="Launch")
+    llm = gemini_for(runtime.settings)
+    try:
+        async with served(runtime, llm) as base:
+            page = await signed_in(runtime, context, user)
+            await page.get_by_role("button", name="Run now: Launch").click()
+            await expect(page.locator("#run-status")).to_have_text("waiting for user")
+            (asked,) = [n for n in await notifications_of(runtime, user.id)
+                        if n.kind == "question"]
+            pushed = json.loads(payload(asked))  # what the push service hands the worker
+            # The run's page reloads itself when its status changes (to show the question,
+            # then the digest), which would cut short a script running in it: the worker
+            # runs in a page of the same browser, signed in, that follows no run.
+            beside = await context.new_page()
+            await beside.goto(f"{base}/static/app.css")
+            clicked = await beside.evaluate(run_the_service_worker(SW_JS.read_text()),
+                                            {"pushed": pushed, "action": "choice:1"})
+            await beside.close()
+            assert clicked["buttons"][0] == "Keep the date"
+            assert clicked["buttons"][1].endswith("\u2026")  # cut to fit a button
+            assert clicked["opened"] == []  # answered: nothing to open
+            # The run resumes with the answer and finishes with its digest.
+            await page.reload()
+            await expect(page.locator("#run-status")).to_have_text("succeeded")
+    finally:
+        await llm.aclose()
+    (question,) = await questions_of(runtime, instruction.id)
+    assert (question.status, question.answer) == ("answered", LONG_CHOICE)
+    resumed = fake.requests()[1].body
+    assert resumed["input"][0]["result"] == f"The user answered: {LONG_CHOICE}"
 
 
 async def test_create_and_revoke_an_api_token(runtime: Runtime, context: BrowserContext) -> None:

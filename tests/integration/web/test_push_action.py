@@ -48,20 +48,24 @@ def test_the_service_worker_makes_the_requests_this_test_makes() -> None:
             in script)
     assert 'method: "POST"' in script
     assert '"Content-Type": "application/json", "X-CSRF-Token": token' in script
-    assert "JSON.stringify({ answer: text })" in script
-    assert "answer(data.question_id, chosen.title)" in script
+    assert "JSON.stringify({ choice })" in script
+    assert 'const chosen = /^choice:(\\d+)$/.exec(event.action || "");' in script
+    assert "answer(data.question_id, Number(chosen[1]))" in script
 
 
-async def test_a_push_action_answers_the_question_and_the_run_resumes(
+LONG = "Move the launch to next Tuesday and tell the whole team by email today"
+
+
+async def test_a_push_action_answers_with_its_whole_choice_and_the_run_resumes(
     gemini_runtime: Runtime, gemini: FakeGemini
 ) -> None:
     runtime = gemini_runtime
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user, channels=["in_app"])
     gemini.script(
-        Calls([("ask_user", {"question": "Which project?", "choices": ["Apollo", "Gemini"]})],
+        Calls([("ask_user", {"question": "Which plan?", "choices": ["Keep the date", LONG]})],
               ids=["call_ask"]),
-        Text(json.dumps({"summary": "Gemini it is.", "sections": []})),
+        Text(json.dumps({"summary": "Tuesday it is.", "sections": []})),
     )
     llm = gemini_for(runtime.settings)
     worker = make_worker(runtime, llm)
@@ -70,16 +74,19 @@ async def test_a_push_action_answers_the_question_and_the_run_resumes(
     (asked,) = await notifications_of(runtime, user.id)
     pushed = json.loads(payload(asked))  # what the service worker's push event receives
     chosen = next(a for a in pushed["actions"] if a["action"] == "choice:1")
-    assert chosen["title"] == "Gemini"
+    # The button shows the choice cut short; the action answers with all of it.
+    assert chosen["title"] != LONG
+    assert chosen["title"].endswith("\u2026")
+    index = int(chosen["action"].removeprefix("choice:"))
 
     async with browser(runtime) as client:
         await sign_in(runtime, client, user)
-        # answer(questionId, text), as sw.js does it: the token first, then the answer.
+        # answer(questionId, choice), as sw.js does it: the token first, then the answer.
         token_response = await client.get("/session/csrf")
         assert token_response.status_code == 200
         token = token_response.json()["csrf_token"]
         path = f"/api/v1/questions/{quote(pushed['question_id'], safe='')}/answer"
-        body = json.dumps({"answer": chosen["title"]})
+        body = json.dumps({"choice": index})
         refused = await client.post(path, content=body,
                                     headers={"Content-Type": "application/json"})
         assert refused.status_code == 403, refused.text  # the cookie alone is not enough
@@ -88,7 +95,7 @@ async def test_a_push_action_answers_the_question_and_the_run_resumes(
             headers={"Content-Type": "application/json", "X-CSRF-Token": token},
         )
         assert response.status_code == 200, response.text
-        assert response.json()["answer"] == "Gemini"
+        assert response.json()["answer"] == LONG
 
     assert (await get_run(runtime, run_id)).status == "queued"
     assert await work_once(worker) == 1
@@ -96,7 +103,7 @@ async def test_a_push_action_answers_the_question_and_the_run_resumes(
     run = await get_run(runtime, run_id)
     assert run.status == "succeeded", run.error
     (question,) = await questions_of(runtime, instruction.id)
-    assert (question.status, question.answer) == ("answered", "Gemini")
+    assert (question.status, question.answer) == ("answered", LONG)
     resume = gemini.requests()[1].body
     assert [(r["call_id"], r["result"]) for r in resume["input"]] == [
-        ("call_ask", "The user answered: Gemini")]
+        ("call_ask", f"The user answered: {LONG}")]
