@@ -90,8 +90,10 @@ _TITLE_STOP = _FILLER | frozenset(
     "messages gmail unread replies thread threads docs doc document documents drive file files "
     "sheet sheets spreadsheet spreadsheets note notes slides folder folders pdf pdfs "
     "everything anything something things thing whats what's items item write make keep "
-    "did does do done last week day today yesterday tomorrow full stuff".split()
+    "did does do done last next over coming upcoming week day today yesterday tomorrow full "
+    "stuff".split()
 )
+_DAY_NAMES = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
 
 
 def _topic(leftover: str, sources: list[SourceKind]) -> str:
@@ -101,7 +103,8 @@ def _topic(leftover: str, sources: list[SourceKind]) -> str:
     words: list[str] = []
     for raw in re.findall(r"[a-z][a-z'-]+", leftover):
         word = re.sub(r"'s$|'$", "", raw)
-        if len(word) >= 3 and word not in _TITLE_STOP and word not in words:
+        word = word.capitalize() if word in _DAY_NAMES else word  # "Friday meetings"
+        if len(word) >= 3 and word.lower() not in _TITLE_STOP and word not in words:
             words.append(word)
         if len(words) == 2:
             break
@@ -270,7 +273,9 @@ def draft_system_instruction(timezone: str) -> str:
         f"The user's time zone is {timezone}. Answer with JSON that matches the schema. "
         "trigger: type cron with a 5-field crontab expression in the user's time zone "
         "(minute hour day month weekday; weekdays from Sunday = 0; mornings 08:00, evenings "
-        "18:00 when no time is said) and, only if the sentence names another time zone, "
+        "18:00 when no time is said; days the task is about, as in \"every day at 9 tell me "
+        "who is off on Monday\" or \"list Friday's meetings\", are not the schedule's days) "
+        "and, only if the sentence names another time zone, "
         "that zone's IANA name in timezone (\"New York time\": America/New_York), "
         "or type interval with seconds (at least 60), or type "
         "watch when it should run on an event, with gmail_query for mail (a Gmail search: "

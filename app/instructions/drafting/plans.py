@@ -6,16 +6,15 @@ import logging
 import re
 from dataclasses import dataclass
 
+from app.instructions.drafting.days import _DAY_WORDS, _WEEK_ORDER
 from app.instructions.drafting.errors import (
     DraftWatchNotAvailable,
     _not_understood,
     _quote,
 )
 from app.instructions.drafting.reading import (
-    _DAY_WORDS,
     _FILLER,
     _PERIODS,
-    _WEEK_ORDER,
     _Reading,
     _Schedule,
     _Time,

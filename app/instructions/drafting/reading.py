@@ -8,6 +8,14 @@ import re
 from dataclasses import dataclass, field
 
 from app.core.validation import check_timezone, timezones
+from app.instructions.drafting.days import (
+    _DAY,
+    _DAY_NUMBERS,
+    _DAY_SHORT,
+    _DayPhrase,
+    _place_days,
+    _take_days,
+)
 from app.instructions.drafting.errors import (
     MAX_INTERVAL_SECONDS,
     DraftIntervalTooShort,
@@ -71,21 +79,15 @@ _NUMBER_WORDS = {
 _NUM = r"\d+(?:\.\d+)?|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _UNIT = r"seconds?|secs?|minutes?|mins?|hours?|hrs?|h|days?"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DAY = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
-_DAY_SHORT = r"mon|tues?|wed|thu(?:rs?)?|fri|sat|sun"
-# Crontab numbers the weekdays from Sunday = 0.
-_DAY_NUMBERS = {name[:3]: (i + 1) % 7 for i, name in enumerate(_DAY.split("|"))}
-_DAY_WORDS = {0: "Sunday", 1: "Monday", 2: "Tuesday", 3: "Wednesday", 4: "Thursday",
-              5: "Friday", 6: "Saturday"}
-_WEEK_ORDER = (1, 2, 3, 4, 5, 6, 0)
 # "8", "8:30", "8.30", "8h30" (and "8:30:00": seconds are read, and refused unless 00).
 _TIME = (r"noon|midday|midnight|\d{1,2}(?:[:.h]\d{2}(?::\d{2})?)?"
          r"(?:\s*(?:am|pm|h)(?![a-z]))?")
 _EVERY = r"(?:every|each)\s+"
 
 _ONE_OFF = re.compile(
-    r"\b(?:tomorrow|tonight|this\s+(?:morning|afternoon|evening|week|month|weekend|"
-    rf"{_DAY})|next\s+(?:week|month|weekend|{_DAY})|in\s+(?:{_NUM})\s+(?:{_UNIT})|"
+    # "tomorrow's meetings", "next Monday's agenda": what the task is about, not when it runs
+    r"\b(?:(?:tomorrow|tonight|this\s+(?:morning|afternoon|evening|week|month|weekend|"
+    rf"{_DAY})|next\s+(?:week|month|weekend|{_DAY}))\b(?!')|in\s+(?:{_NUM})\s+(?:{_UNIT})|"
     r"later\s+today|once\b(?!\s+(?:a|an|per|every|each)\b))"
 )
 _RECURRING = re.compile(
@@ -131,8 +133,10 @@ _EVERY_PART_HOUR = re.compile(
     rf"\b{_EVERY}(?P<part>half|quarter)[\s-]+(?:(?:of\s+)?an\s+)?hour\b"
 )
 _EVERY_UNIT = re.compile(
+    # "every second Monday" is not every second; "every hour Monday to Friday" is hourly
     rf"\b(?:{_EVERY}|once\s+(?:an?|per)\s+|per\s+)(?P<unit>second|minute|hour)\b"
-    rf"(?![\s-]*(?:{_DAY}|day|week|month|year))|\b(?P<hourly>hourly)\b"
+    rf"(?![\s-]*(?:day|week|month|year))(?<!second(?=[\s-]*(?:{_DAY})))"
+    r"|\b(?P<hourly>hourly)\b"
 )
 _WINDOW = re.compile(
     r"\b(?:between|from)\s+(?P<a>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)\s*(?:and|to|-|until|till)"
@@ -148,16 +152,6 @@ _BARE_TIME = re.compile(
     r"|noon|midday|midnight)(?![\d:])"
 )
 _ONE_TIME = re.compile(_TIME)
-_DAY_RANGE = re.compile(
-    rf"\b(?:(?:every|each|on|from)\s+)?(?P<a>{_DAY}|{_DAY_SHORT})s?\s*"
-    rf"(?:-|to|through|thru|till|until)\s*(?P<b>{_DAY}|{_DAY_SHORT})s?\b"
-)
-_WEEKDAYS = re.compile(
-    r"\b(?:(?:every|each|on|during)\s+(?:the\s+)?)?(?:week\s?days?|work\s?days?|"
-    r"working\s+days?|business\s+days?)\b"
-)
-_WEEKENDS = re.compile(r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+)?)?weekends?\b")
-_DAY_NAME = re.compile(rf"\b(?:(?:every|each|on)\s+)?(?P<d>{_DAY}|tues|thurs)s?\b")
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
 _DAY_SET = (
     rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
@@ -398,6 +392,7 @@ _ALL_DAYS = frozenset(range(7))
 
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
+    unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
         (_EVERY_OTHER_WEEK, "as a schedule: weeks, months or years apart cannot be expressed; "
                             'try "every Monday" or "on the 1st of every month"'),
@@ -435,12 +430,15 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         _set_interval(schedule, _UNIT_SECONDS[unit[0]], "every " + unit)
 
     _read_times(reading, schedule)
-    _read_days(reading, schedule)
+    day_phrases = _read_days(reading, schedule)
+    every_period = False  # "every morning": every day, as "every day" is
     for match in reading.take(_PERIOD):
         name = _period(match["p"])
         if name not in schedule.periods:
             schedule.periods.append(name)
         schedule.marks.append((match.start(), "t"))
+        every_period = every_period or match[0].startswith(("every", "each"))
+    _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
     if excluded:
         if schedule.weekly or schedule.monthly or schedule.day_of_month:
             raise _not_understood(
@@ -510,45 +508,22 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         schedule.marks.append((match.start(), "t"))
 
 
-def _take_days(reading: _Reading) -> tuple[set[int], list[int]]:
-    """The days of the week named in what is left, and where each phrase starts."""
-    days: set[int] = set()
-    starts: list[int] = []
-    for match in reading.take(_DAY_RANGE):
-        day, last = _DAY_NUMBERS[match["a"][:3]], _DAY_NUMBERS[match["b"][:3]]
-        days.add(day)
-        while day != last:
-            day = (day + 1) % 7
-            days.add(day)
-        starts.append(match.start())
-    for match in reading.take(_WEEKDAYS):
-        days.update({1, 2, 3, 4, 5})
-        starts.append(match.start())
-    for match in reading.take(_WEEKENDS):
-        days.update({6, 0})
-        starts.append(match.start())
-    for match in reading.take(_DAY_NAME):
-        days.add(_DAY_NUMBERS[match["d"][:3]])
-        starts.append(match.start())
-    return days, starts
-
-
 _SHORT_DAY = re.compile(rf"\b(?P<d>{_DAY_SHORT})s?\b")
 
 
 def _days_in(words: str) -> set[int]:
     """The days a list such as "Friday and Saturday", "weekends" or "sat, sun" names."""
     reading = _Reading(words, words)
-    days, _ = _take_days(reading)
+    days = {day for phrase in _take_days(reading) for day in phrase.days}
     for match in reading.take(_SHORT_DAY):
         days.add(_DAY_NUMBERS[match["d"][:3]])
     return days
 
 
-def _read_days(reading: _Reading, schedule: _Schedule) -> None:
-    days, starts = _take_days(reading)
-    schedule.days |= days
-    schedule.marks.extend((start, "d") for start in starts)
+def _read_days(reading: _Reading, schedule: _Schedule) -> list[_DayPhrase]:
+    """Reads the days of the month and "daily", "weekly", "monthly"; returns the days of the
+    week it found, to be told apart (schedule or task) once the whole schedule is read."""
+    phrases = _take_days(reading)
     for match in reading.take(_DAY_OF_MONTH):
         day = 1 if match["first"] else int(match["n"])
         if not 1 <= day <= 31:
@@ -559,3 +534,4 @@ def _read_days(reading: _Reading, schedule: _Schedule) -> None:
     schedule.daily = bool(reading.take(_DAILY))
     schedule.weekly = bool(reading.take(_WEEKLY))
     schedule.monthly = bool(reading.take(_MONTHLY))
+    return phrases

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from sqlalchemy import update
 
 from app.core.db import transaction
 from app.core.runtime import Runtime
+from app.instructions import triggers
 from app.main import create_app
 from app.users.models import User
 from tests import factories
@@ -91,6 +94,45 @@ async def test_a_draft_is_accepted_by_create_as_is(
     assert instruction["only_new"] == proposal["only_new"]
     assert instruction["max_tool_calls"] == runtime.settings.agent_default_max_tool_calls
     assert instruction["next_run_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("sentence", "cron", "schedule", "weekdays"),
+    [
+        ("every morning at 8 list Friday's meetings", "0 8 * * *", "At 08:00 (Europe/Berlin)",
+         set(range(7))),
+        ("every day at 9 tell me who is off on Monday", "0 9 * * *", "At 09:00 (Europe/Berlin)",
+         set(range(7))),
+        ("at 7 each weekday summarise the weekend's mail", "0 7 * * 1-5",
+         "At 07:00, Monday through Friday (Europe/Berlin)", {0, 1, 2, 3, 4}),
+        ("every Monday at 8 summarise last week's invoices and Friday's orders", "0 8 * * 1",
+         "At 08:00, only on Monday (Europe/Berlin)", {0}),
+    ],
+)
+async def test_days_of_the_task_change_neither_the_saved_schedule_nor_its_fire_times(
+    client: httpx.AsyncClient, runtime: Runtime, sentence: str, cron: str, schedule: str,
+    weekdays: set[int],
+) -> None:
+    _user, headers = await user_with_token(runtime)
+    drafted = (await client.post(DRAFT, json={"text": sentence}, headers=headers)).json()
+    trigger = {"type": "cron", "cron": cron, "timezone": "Europe/Berlin"}
+    assert drafted["instruction"]["trigger"] == trigger
+    assert drafted["schedule"] == schedule
+    created = await client.post(f"{API}/instructions", json=drafted["instruction"],
+                                headers=headers)
+    assert created.status_code == 201, created.text
+    saved = created.json()
+    assert (saved["trigger"], saved["schedule"]) == (trigger, schedule)
+    # The saved instruction fires on the days the draft showed, and on no other.
+    fire = datetime.fromisoformat(saved["next_run_at"])
+    fired_on = set()
+    for _ in range(14):
+        local = fire.astimezone(ZoneInfo("Europe/Berlin"))
+        assert (local.hour, local.minute) == (int(cron.split()[1]), 0)
+        fired_on.add(local.weekday())
+        fire = triggers.next_after(trigger, fire, anchor=None)
+        assert fire is not None
+    assert fired_on == weekdays
 
 
 async def test_the_example_sentence(client: httpx.AsyncClient, runtime: Runtime) -> None:

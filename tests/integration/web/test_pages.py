@@ -439,6 +439,40 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
         assert "Every 2 hours" in listing
 
 
+async def test_a_drafted_day_of_the_task_is_not_in_the_schedule_shown_or_saved(
+    runtime: Runtime,
+) -> None:
+    """"every morning at 8 list Friday's meetings" was drafted, shown and saved as Fridays
+    only: the task's day was read as the schedule's."""
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        drafted = await client.post("/instructions/draft", data={
+            "csrf_token": csrf, "sentence": "every morning at 8 list Friday's meetings"})
+        assert drafted.status_code == 200, drafted.text
+        fields = dict(re.findall(r'name="(cron|timezone|title)" value="([^"]*)"', drafted.text))
+        assert fields["cron"] == "0 8 * * *"
+        assert '<output id="schedule-readable"' in drafted.text
+        assert "At 08:00 (Europe/Berlin)</output>" in drafted.text
+        shown = (await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": fields["cron"], "timezone": fields["timezone"],
+        })).json()["next"]
+        assert len({day.split()[0] for day in shown}) == 3  # three days in a row, not Fridays
+        assert all(day.endswith(" 08:00") for day in shown)
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": fields["title"],
+            "text": "Every morning at 8 list Friday's meetings.", "trigger_type": "cron",
+            "cron": fields["cron"], "timezone": fields["timezone"], "sources": "gmail",
+            "channels": "in_app", "thinking_level": "medium", "only_new": "on"})
+        assert saved.status_code == 303, saved.text
+    async with runtime.sessionmaker() as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+    (row,) = rows
+    assert row.trigger == {"type": "cron", "cron": "0 8 * * *", "timezone": "Europe/Berlin"}
+    assert when(row.next_run_at, user.timezone) in shown
+
+
 @pytest.mark.parametrize(("sentence", "reason"), [
     pytest.param("every 1" + "0" * 320 + " minutes summarize my mail", "up to a year",
                  id="interval-overflows"),

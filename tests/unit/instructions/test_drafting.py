@@ -85,6 +85,18 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("Monday, Wednesday and Friday at 8 check my inbox", cron("0 8 * * 1,3,5"), MAIL, APP),
     ("every Sunday evening plan my week from my documents", cron("0 18 * * 0"), DOCS, APP),
     ("Mondays at 7 pm digest the drive", cron("0 19 * * 1"), DOCS, APP),
+    # short day names, where a day is meant: after "every", "each" or "on", or in a list
+    ("every tue at 8 check mail", cron("0 8 * * 2"), MAIL, APP),
+    ("on wed at 8 check mail", cron("0 8 * * 3"), MAIL, APP),
+    ("every Mon, Wed, Fri at 8 check my inbox", cron("0 8 * * 1,3,5"), MAIL, APP),
+    ("Sat and Sun at 10 summarise my documents", cron("0 10 * * 6,0"), DOCS, APP),
+    ("at 8 every mon wed fri summarise my mail", cron("0 8 * * 1,3,5"), MAIL, APP),
+    ("every tue thu at 9 summarise my mail", cron("0 9 * * 2,4"), MAIL, APP),
+    ("Mon Wed Fri at 8 summarise my mail", cron("0 8 * * 1,3,5"), MAIL, APP),
+    ("every mon/wed/fri at 8 summarise my mail", cron("0 8 * * 1,3,5"), MAIL, APP),
+    ("every Monday/Friday at 8 summarise my mail", cron("0 8 * * 1,5"), MAIL, APP),
+    ("every Monday, wed at 8 check mail", cron("0 8 * * 1,3"), MAIL, APP),
+    ("every fri at 5pm email me what changed in my files", cron("0 17 * * 5"), DOCS, EMAIL),
     ("weekly summarize my documents", cron("0 8 * * 1"), DOCS, APP),
     ("on the 1st of every month at 9 report on invoices in my mail", cron("0 9 1 * *"), MAIL,
      APP),
@@ -103,6 +115,7 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every other day check the drive", every(172800), DOCS, APP),
     # intervals on some days or hours only: the same rhythm in cron
     ("every hour on weekdays check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
+    ("every hour Monday to Friday check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
     ("every 2 hours between 8 and 18 check my inbox", cron("0 8-18/2 * * *"), MAIL, APP),
     ("every hour from 9 to 5 check urgent mail", cron("0 9-17 * * *"), MAIL, APP),
     ("every 30 minutes between 9am and 5pm on weekdays check support mail",
@@ -133,6 +146,8 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every evening at 7 tell me the quarterly report status", cron("0 19 * * *"), BOTH, APP),
     ("every quarter hour check my inbox", {"type": "interval", "seconds": 900}, MAIL, APP),
     ("every day at 8 summarize my mail except newsletters", cron("0 8 * * *"), MAIL, APP),
+    ("every day at 8 tell me about the sun and the moon", cron("0 8 * * *"), BOTH, APP),
+    ("at 8 tell me if I sat on anything", cron("0 8 * * *"), BOTH, APP),
     # a period the task names is not a schedule "weeks, months or years apart"
     ("every Monday at 9 list unpaid invoices older than a year", cron("0 9 * * 1"), BOTH, APP),
     ("every morning at 8 tell me about annual leave requests", cron("0 8 * * *"), BOTH, APP),
@@ -167,6 +182,134 @@ def test_phrasings(
     assert body["max_tool_calls"] is None
     # The proposal is valid input for POST /instructions as it is.
     assert InstructionCreate.model_validate(out.model_dump(mode="json")["instruction"])
+
+
+# Days the task talks about are not the schedule's: sentence -> (trigger, title). A day is the
+# task's when its words say so (possessive, "last", "next", "the", "by", a noun after it), or
+# when it stands inside the task, apart from the schedule, and the schedule has its days.
+TASK_DAYS: list[tuple[str, dict[str, Any], str]] = [
+    ("every morning at 8 list Friday's meetings", cron("0 8 * * *"),
+     "Daily Friday meetings digest at 08:00"),
+    ("every day at 9 tell me who is off on Monday", cron("0 9 * * *"),
+     "Daily off Monday digest at 09:00"),
+    ("at 7 each weekday summarise the weekend's mail", cron("0 7 * * 1-5"),
+     "Weekday weekend mail at 07:00"),
+    ("every Monday at 8 summarise last week's invoices and Friday's orders",
+     cron("0 8 * * 1"), "Monday invoices Friday digest at 08:00"),
+    ("each evening at 6 list tomorrow's Tuesday meetings", cron("0 18 * * *"),
+     "Daily Tuesday meetings digest at 18:00"),
+    ("every day at 8 list next Monday's meetings", cron("0 8 * * *"),
+     "Daily Monday meetings digest at 08:00"),
+    ("every day at 8 tell me what is due this Friday", cron("0 8 * * *"),
+     "Daily due Friday digest at 08:00"),
+    ("every Friday at 5pm list the meetings on Monday", cron("0 17 * * 5"),
+     "Friday meetings Monday digest at 17:00"),
+    ("every day at 8 summarise the Monday meeting notes", cron("0 8 * * *"),
+     "Daily Monday meeting documents at 08:00"),
+    ("every weekday at 8 list Saturday shifts", cron("0 8 * * 1-5"),
+     "Weekday Saturday shifts digest at 08:00"),
+    ("daily at 9 remind me of weekend plans", cron("0 9 * * *"),
+     "Daily weekend plans digest at 09:00"),
+    ("every morning list Sunday's orders", cron("0 8 * * *"),
+     "Daily Sunday orders digest at 08:00"),
+    ("every day at 8 tell me what happened over the weekend", cron("0 8 * * *"),
+     "Daily weekend digest at 08:00"),
+    ("every weekday at 7 summarise what came in over the weekend", cron("0 7 * * 1-5"),
+     "Weekday weekend digest at 07:00"),
+    ("on Mondays at 8 summarise the weekend", cron("0 8 * * 1"),
+     "Monday weekend digest at 08:00"),
+    ("at 8 list tomorrow's meetings", cron("0 8 * * *"), "Daily meetings digest at 08:00"),
+    ("at 8 list Saturday and Sunday shifts", cron("0 8 * * *"),
+     "Daily Saturday Sunday digest at 08:00"),
+    ("every weekday at 8 list the tasks due by Friday", cron("0 8 * * 1-5"),
+     "Weekday tasks due digest at 08:00"),
+    ("every evening at 6 email me the team's Monday standup notes", cron("0 18 * * *"),
+     "Daily team Monday documents at 18:00"),
+    ("every Monday and Thursday at 9 list Friday's orders", cron("0 9 * * 1,4"),
+     "Monday and Thursday Friday orders digest at 09:00"),
+    ("every morning at 8 list meetings on Friday and Saturday", cron("0 8 * * *"),
+     "Daily meetings Friday digest at 08:00"),
+    ("every Sunday at 18 plan the week from Monday's calendar", cron("0 18 * * 0"),
+     "Sunday plan Monday digest at 18:00"),
+    ("each Sunday night list Monday to Friday meetings", cron("0 21 * * 0"),
+     "Sunday Monday Friday digest at 21:00"),
+    ("every Monday at 8 tell me what happened between Friday and Sunday", cron("0 8 * * 1"),
+     "Monday between Friday digest at 08:00"),
+    ("every day at 8 find mail with subject Monday report", cron("0 8 * * *"),
+     "Daily find subject mail at 08:00"),
+    # ... and days said as a schedule still are, wherever they stand
+    ("at 8 check my inbox on weekdays", cron("0 8 * * 1-5"), "Weekday mail at 08:00"),
+    ("tell me what my team sent every Monday at 8", cron("0 8 * * 1"),
+     "Monday team mail at 08:00"),
+    ("summarise my mail on Mondays at 8", cron("0 8 * * 1"), "Monday mail at 08:00"),
+    ("summarise my documents on Monday", cron("0 8 * * 1"), "Monday documents at 08:00"),
+    ("summarise my mail every Monday and Friday", cron("0 8 * * 1,5"),
+     "Monday and Friday mail at 08:00"),
+    ("at 8 check mail Monday to Friday", cron("0 8 * * 1-5"), "Weekday mail at 08:00"),
+    ("at 8 check my inbox Monday, Wednesday and Friday", cron("0 8 * * 1,3,5"),
+     "Monday, Wednesday and Friday mail at 08:00"),
+    ("weekly on Friday at 4pm summarise Monday's notes", cron("0 16 * * 5"),
+     "Friday Monday documents at 16:00"),
+    # ... and the sentence's only day is its schedule's, unless its own words tie it to the
+    # task: "for Mondays" is a schedule's plural, "Friday what ..." no noun after the day.
+    ("set a reminder for Mondays at 9 to check invoices", cron("0 9 * * 1"),
+     "Monday set reminder digest at 09:00"),
+    ("a reminder for Fridays at 5pm to submit my timesheet", cron("0 17 * * 5"),
+     "Friday reminder submit digest at 17:00"),
+    ("at 9 tell me on Friday what is still open", cron("0 9 * * 5"),
+     "Friday still open digest at 09:00"),
+    ("at 8 send me on Monday a summary of my mail", cron("0 8 * * 1"), "Monday mail at 08:00"),
+    ("at 5pm remind me on Friday that timesheets are due", cron("0 17 * * 5"),
+     "Friday timesheets due digest at 17:00"),
+    ("every week tell me on Friday which invoices are unpaid", cron("0 8 * * 5"),
+     "Friday invoices unpaid digest at 08:00"),
+    ("weekly at 9 summarise my mail on Monday", cron("0 9 * * 1"), "Monday mail at 09:00"),
+    ("weekly tell me on Friday which meetings I had", cron("0 8 * * 5"),
+     "Friday meetings had digest at 08:00"),
+    ("every day at 8 summarise the mail I sent on Friday", cron("0 8 * * *"),
+     "Daily Friday mail at 08:00"),
+    ("at 9 summarise my mail on Monday", cron("0 9 * * 1"), "Monday mail at 09:00"),
+    ("at 8 check my inbox on Friday", cron("0 8 * * 5"), "Friday mail at 08:00"),
+    ("tell me on Friday if any invoice is unpaid", cron("0 8 * * 5"),
+     "Friday invoice unpaid digest at 08:00"),
+    ("send me on Monday a list of unpaid invoices", cron("0 8 * * 1"),
+     "Monday unpaid invoices digest at 08:00"),
+    ("check my mail on Monday please", cron("0 8 * * 1"), "Monday mail at 08:00"),
+    ("summarise my mail on Friday only", cron("0 8 * * 5"), "Friday only mail at 08:00"),
+    ("list on Friday what is still open", cron("0 8 * * 5"),
+     "Friday still open digest at 08:00"),
+    ("at 9 remind me Friday to send the report", cron("0 9 * * 5"), "Friday digest at 09:00"),
+    ("tell me my mail Friday morning", cron("0 8 * * 5"), "Friday mail at 08:00"),
+    # ... while one day after "for", "by" or "since" is still the task's
+    ("at 9 list tasks for Friday", cron("0 9 * * *"), "Daily tasks Friday digest at 09:00"),
+    ("every day at 8 list tasks for Mondays", cron("0 8 * * *"),
+     "Daily tasks mondays digest at 08:00"),
+    ("at 8 summarise mail since Monday", cron("0 8 * * *"),
+     "Daily since Monday mail at 08:00"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "trigger", "title"), TASK_DAYS,
+                         ids=[t[0] for t in TASK_DAYS])
+def test_days_the_task_talks_about_are_not_the_schedules(
+    sentence: str, trigger: dict[str, Any], title: str
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == trigger
+    assert out.instruction.title == title
+    # What the user is shown is what is saved: the schedule in words, and the days in the
+    # explanation, are the trigger's.
+    assert out.schedule == describe(trigger)
+    days = trigger["cron"].split()[-1]
+    shown = {"*": "every day", "1-5": "every weekday", "1": "every Monday",
+             "5": "every Friday", "0": "every Sunday", "1,4": "on Mondays and Thursdays",
+             "1,5": "on Mondays and Fridays", "1,3,5": "on Mondays, Wednesdays and Fridays"}[days]
+    assert out.explanation.startswith(f"Understood: {shown} at ")
+    assert out.instruction.text == _cleaned(sentence)  # the task keeps its days
+
+
+def _cleaned(sentence: str) -> str:
+    return sentence[:1].upper() + sentence[1:] + "."
 
 
 def test_table_is_large() -> None:
@@ -317,6 +460,31 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      DraftNotUnderstood, ["holidays", "only days of the week can be left out"]),
     ("every day except weekdays and weekends at 8 digest my mail", DraftNotUnderstood,
      ["every day is left out"]),
+    # a day that could be when to run or what the task is about, or both every day and days
+    ("at 9 tell me who is off on Monday", DraftNotUnderstood,
+     ['"on Monday"', "when to run or what the task is about", '"every Monday at 8 ..."']),
+    ("every day at 8 list meetings on weekdays", DraftNotUnderstood,
+     ['"on weekdays"', "when to run or what the task is about", '"every weekday at 8 ..."']),
+    ("every Monday at 8 list who works on Saturdays", DraftNotUnderstood,
+     ['"on Saturdays"', "when to run or what the task is about"]),
+    ("every day at 8 summarise mail from Monday to Friday", DraftNotUnderstood,
+     ['"from Monday to Friday"', "when to run or what the task is about"]),
+    ("every week at 9 tell me who is off on Monday", DraftNotUnderstood,
+     ['"on Monday"', "when to run or what the task is about"]),
+    ("at 5pm remind me that timesheets are due on Friday", DraftNotUnderstood,
+     ['"on Friday"', "when to run or what the task is about"]),
+    # ... "weekly" says when as a time does, and "the mail I sent" is a clause too
+    ("every week tell me which meetings I had on Friday", DraftNotUnderstood,
+     ['"on Friday"', "when to run or what the task is about"]),
+    ("weekly summarise the mail I sent on Friday", DraftNotUnderstood,
+     ['"on Friday"', "when to run or what the task is about"]),
+    ("weekly at 9 summarise the mail I sent on Friday", DraftNotUnderstood,
+     ['"on Friday"', "when to run or what the task is about"]),
+    ("at 9 summarise the mail we sent on Friday", DraftNotUnderstood,
+     ['"on Friday"', "when to run or what the task is about"]),
+    ("every day on Mondays at 8 check my mail", DraftNotUnderstood,
+     ["both every day and some days of the week"]),
+
     ("weekly except mondays digest my mail", DraftNotUnderstood,
      ["left out of every day or of days of the week"]),
     ("on the 1st of every month except sundays digest my mail", DraftNotUnderstood,
@@ -486,6 +654,7 @@ async def test_a_model_drafts_with_structured_output() -> None:
     assert request.model == "gemini-test"
     assert request.response_schema == draft_json_schema()
     assert TZ in request.system_instruction
+    assert "days the task is about" in request.system_instruction
 
 
 def test_the_response_schema_is_self_contained() -> None:
