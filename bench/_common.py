@@ -342,7 +342,7 @@ class Report:
     verdicts: list[tuple[str, str, str, bool]] = field(default_factory=list)
 
     @staticmethod
-    def title(number: int, text: str) -> None:
+    def title(number: int | str, text: str) -> None:
         print(f"\n[{number}] {text}", flush=True)
 
     @staticmethod

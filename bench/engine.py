@@ -1,14 +1,17 @@
-"""Run-engine benchmarks on PostgreSQL: five figures, each against its target.
+"""Run-engine benchmarks on PostgreSQL: five figures, each against its target, and one
+diagnostic.
 
     .venv/bin/python bench/engine.py --quick
     .venv/bin/python bench/engine.py --only throughput,runnow
 
-Figures: throughput (our worker vs pgqueuer), tick (scheduler tick with a huge
-instruction table), burst (10,000 instructions due in one second), runnow (run-now
-to running with LISTEN/NOTIFY vs polling) and inflight (runs held at once by one
-worker). Every measured process is a fresh child process, so its memory and event
-loop are its own; every child is stopped (SIGTERM, then SIGKILL) before the next
-figure. Only 127.0.0.1 is contacted. See bench/README.md.
+Figures: throughput (our worker vs pgqueuer), statements (diagnostic: the worker's
+two statements alone vs pgqueuer, what the throughput could reach with no Python),
+tick (scheduler tick with a huge instruction table), burst (10,000 instructions due
+in one second), runnow (run-now to running with LISTEN/NOTIFY vs polling) and
+inflight (runs held at once by one worker). Every measured process is a fresh child
+process, so its memory and event loop are its own; every child is stopped (SIGTERM,
+then SIGKILL) before the next figure. Only 127.0.0.1 is contacted. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import os
 import platform
 import random
+import re
 import sys
 import time
 import uuid
@@ -60,7 +64,7 @@ from app.runs.service import run_now
 from app.runs.worker import Worker
 from app.users import service as users
 
-FIGURES = ("throughput", "tick", "burst", "runnow", "inflight")
+FIGURES = ("throughput", "statements", "tick", "burst", "runnow", "inflight")
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/pilotlight_bench"
 
 
@@ -151,6 +155,87 @@ async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
     pipe.send({"elapsed": elapsed, "cpu": cpu})
 
 
+def _statements_sql(runs_only: bool) -> tuple[str, tuple[str, ...], str, tuple[str, ...]]:
+    """The worker's claim-and-load statement and its outcome statement, compiled for
+    asyncpg; `runs_only` keeps of the outcome only the runs' update (no instruction
+    moved, no notification, no delivery, no NOTIFY)."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+    from app.runs import outcomes_sql
+    from app.runs.context import CLAIM_AND_LOAD
+
+    outcome = outcomes_sql._SUCCEEDED.text
+    if runs_only:
+        for part, cut in (
+            ("WHERE instructions.id = done.instruction_id",
+             "WHERE instructions.id = done.instruction_id AND false"),
+            ("JOIN plain ON plain.id = done.instruction_id\n        ON CONFLICT",
+             "JOIN plain ON plain.id = done.instruction_id WHERE false\n        ON CONFLICT"),
+            (") AS c\n        RETURNING deliveries.id",
+             ") AS c WHERE false\n        RETURNING deliveries.id"),
+        ):
+            if part not in outcome:
+                raise RuntimeError(f"statements: the outcome statement changed ({part!r})")
+            outcome = outcome.replace(part, cut)
+        outcome = re.sub(r"pg_notify\(:\w+, [^)]*\)", "1", outcome)
+    dialect = PGDialect_asyncpg()
+    claim = CLAIM_AND_LOAD.compile(dialect=dialect)
+    write = text(outcome).compile(dialect=dialect)
+    return (str(claim), tuple(claim.positiontup or ()), str(write),
+            tuple(write.positiontup or ()))
+
+
+@child
+async def statements_child(pipe: Any, p: dict[str, Any]) -> None:
+    """The worker's two statements from raw asyncpg, `lanes` connections each claiming
+    `batch` runs and writing their outcomes, with as little Python as they need."""
+    import datetime as dt
+
+    import asyncpg
+
+    claim_sql, claim_names, write_sql, write_names = _statements_sql(p["runs_only"])
+    connections = [await asyncpg.connect(p["dsn"]) for _ in range(p["lanes"])]
+
+    async def lane(conn: asyncpg.Connection) -> int:
+        done = 0
+        while True:
+            c = {"limit": p["batch"], "token": uuid.uuid4(), "lease_seconds": 60.0,
+                 "worker_id": "statements", "events": "pilotlight_events"}
+            rows = await conn.fetch(claim_sql, *[c[name] for name in claim_names])
+            if not rows:
+                return done
+            runs = {row["id"]: row for row in rows}
+            ids, n = list(runs), len(runs)
+            now = dt.datetime.now(dt.UTC)
+            w = {"ids": ids, "tokens": [c["token"]] * n,
+                 "instruction_ids": [runs[i]["instruction_id"] for i in ids],
+                 "status": ["succeeded"] * n, "finished_at": [now] * n,
+                 "result": ['{"summary": "Nothing new."}'] * n, "model": ["offline"] * n,
+                 "error": [None] * n, "interaction_ids": ['{"ids": []}'] * n,
+                 "agent_state": ["null"] * n, "input_tokens": [0] * n,
+                 "output_tokens": [0] * n, "thought_tokens": [0] * n,
+                 "cached_tokens": [0] * n, "cost_usd": [0.0] * n,
+                 "m_run": ids, "m_cursor": ["{}"] * n, "m_window_end": [now] * n,
+                 "n_id": [uuid.uuid4() for _ in ids],
+                 "n_user": [runs[i]["user_id"] for i in ids],
+                 "n_key": [f"run:{i}:digest" for i in ids], "n_body": ["Nothing new."] * n,
+                 "n_data": ['{"digest": {"summary": "Nothing new."}}'] * n, "n_run": ids,
+                 "day_start": [now] * n, "now": now, "events": "pilotlight_events",
+                 "deliveries": "pilotlight_deliveries"}
+            async with conn.transaction():
+                await conn.fetch(write_sql, *[w[name] for name in write_names])
+            done += n
+
+    pipe.send({"ready": True})
+    started, cpu = time.perf_counter(), time.process_time()
+    counts = await asyncio.gather(*(lane(conn) for conn in connections))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    for conn in connections:
+        await conn.close()
+    pipe.send({"elapsed": elapsed, "cpu": cpu, "done": sum(counts)})
+
+
 @child
 async def tick_child(pipe: Any, p: dict[str, Any]) -> None:
     """Times SchedulerTick.run_once() with the same instructions re-armed before each tick,
@@ -207,21 +292,47 @@ async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None
     n, conc = (1_000 if args.quick else 10_000), args.concurrency
     pool = settings(dsn).database_pool_size
     report.title(1, f"Throughput: {n:,} runs / jobs with a no-op agent, concurrency {conc}")
+    params = {"dsn": dsn, "concurrency": conc, "poll": 1.0, "listen": True, "until_drained": True}
+    ours, done, notes = await _drain(dsn, n, worker_child, params)
+    if done != n or notes != n:
+        raise RuntimeError(f"expected {n} succeeded runs and notifications: {done}, {notes}")
+
+    theirs = await _pgqueuer(dsn, n, conc, pool)
+    ours_rate, their_rate = n / ours["elapsed"], n / theirs["elapsed"]
+    ratio = ours_rate / their_rate
+    report.line("ours (Worker + RunExecutor)", f"{ours_rate:,.0f} runs/s  ({ours['elapsed']:.2f} s;"
+                f" worker_concurrency={conc}, pool {pool} + 1 LISTEN connection)")
+    report.line(f"baseline (pgqueuer {pgqueuer_version()})",
+                f"{their_rate:,.0f} jobs/s  ({theirs['elapsed']:.2f} s; max_concurrent_tasks="
+                f"{conc}, batch_size={theirs['batch']}, asyncpg pool {theirs['pool']})")
+    report.line("process CPU per run / job", f"ours {ours['cpu'] / n * 1e3:.2f} ms, pgqueuer "
+                f"{theirs['cpu'] / n * 1e3:.2f} ms (the measured process only)")
+    report.line("ratio ours/pgqueuer", f"{ratio:.2f}x (higher is better)")
+    report.verdict("throughput", f"{ours_rate:,.0f}/s = {ratio:.2f}x pgq", ">= 1.0x", ratio >= 1.0)
+
+
+async def _drain(
+    dsn: str, n: int, target: Any, params: dict[str, Any]
+) -> tuple[dict[str, Any], int, int]:
+    """n runs of n instructions queued after a reset, drained by the child `target`:
+    its figures, then the runs succeeded and the notifications written."""
     await reset_schema(dsn)
     async with connect(dsn) as conn:
         await add_users(conn, max(1, n // 10))
         await add_instructions(conn, n)
         await queue_runs(conn)
-    params = {"dsn": dsn, "concurrency": conc, "poll": 1.0, "listen": True, "until_drained": True}
-    async with children(worker_child, params) as [kid]:
+    async with children(target, params) as [kid]:
         await kid.recv()
-        ours = await kid.recv()
+        res = await kid.recv()
     async with connect(dsn) as conn:
         done = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'succeeded'")
         notes = await conn.fetchval("SELECT count(*) FROM notifications")
-    if done != n or notes != n:
-        raise RuntimeError(f"expected {n} succeeded runs and notifications: {done}, {notes}")
+    return res, int(done), int(notes)
 
+
+async def _pgqueuer(dsn: str, n: int, conc: int, pool: int) -> dict[str, Any]:
+    """pgqueuer draining n empty jobs at concurrency `conc` (batch half of it), after a
+    reset of the database; its child's figures and its settings."""
     try:
         from pgqueuer.queries import Queries
     except ImportError:
@@ -238,17 +349,33 @@ async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None
     async with children(pgqueuer_child, params) as [kid]:
         await kid.recv()
         theirs = await kid.recv()
-    ours_rate, their_rate = n / ours["elapsed"], n / theirs["elapsed"]
-    ratio = ours_rate / their_rate
-    report.line("ours (Worker + RunExecutor)", f"{ours_rate:,.0f} runs/s  ({ours['elapsed']:.2f} s;"
-                f" worker_concurrency={conc}, pool {pool} + 1 LISTEN connection)")
+    return {**theirs, "batch": params["batch"], "pool": params["pool"]}
+
+
+async def statements(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    """Diagnostic, no target: the worker's claim and outcome statements alone."""
+    n, conc = (1_000 if args.quick else 10_000), args.concurrency
+    lanes, batch = 2, max(1, conc // 2)
+    report.title("1b", f"Statements: our claim and outcome statements alone, {n:,} runs, "
+                 f"{lanes} connections claiming {batch} each (diagnostic, no target)")
+    rates = {}
+    for runs_only in (False, True):
+        params = {"dsn": dsn, "lanes": lanes, "batch": batch, "runs_only": runs_only}
+        res, done, notes = await _drain(dsn, n, statements_child, params)
+        if res["done"] != n or done != n or notes != (0 if runs_only else n):
+            raise RuntimeError(f"statements: {res['done']} claimed, {done} succeeded, "
+                               f"{notes} notifications of {n}")
+        rates[runs_only] = n / res["elapsed"]
+        label = "runs' two updates only" if runs_only else "as the worker sends them"
+        report.line(label, f"{rates[runs_only]:,.0f} runs/s  ({res['elapsed']:.2f} s; "
+                    f"{res['cpu'] / n * 1e3:.3f} ms of client CPU per run)")
+    theirs = await _pgqueuer(dsn, n, conc, settings(dsn).database_pool_size)
+    their_rate = n / theirs["elapsed"]
     report.line(f"baseline (pgqueuer {pgqueuer_version()})",
-                f"{their_rate:,.0f} jobs/s  ({theirs['elapsed']:.2f} s; max_concurrent_tasks="
-                f"{conc}, batch_size={params['batch']}, asyncpg pool {params['pool']})")
-    report.line("process CPU per run / job", f"ours {ours['cpu'] / n * 1e3:.2f} ms, pgqueuer "
-                f"{theirs['cpu'] / n * 1e3:.2f} ms (the measured process only)")
-    report.line("ratio ours/pgqueuer", f"{ratio:.2f}x (higher is better)")
-    report.verdict("throughput", f"{ours_rate:,.0f}/s = {ratio:.2f}x pgq", ">= 1.0x", ratio >= 1.0)
+                f"{their_rate:,.0f} jobs/s  (max_concurrent_tasks={conc}, "
+                f"batch_size={theirs['batch']})")
+    report.line("ratio statements/pgqueuer", f"{rates[False] / their_rate:.2f}x as sent, "
+                f"{rates[True] / their_rate:.2f}x runs' updates only (higher is better)")
 
 
 async def tick(dsn: str, args: argparse.Namespace, report: Report) -> None:
@@ -426,8 +553,8 @@ async def main() -> None:
     print("load average at start: {:.2f} {:.2f} {:.2f} (other work on the machine skews every"
           " figure)".format(*os.getloadavg()))
     report = Report()
-    figures = {"throughput": throughput, "tick": tick, "burst": burst, "runnow": runnow,
-               "inflight": inflight}
+    figures = {"throughput": throughput, "statements": statements, "tick": tick,
+               "burst": burst, "runnow": runnow, "inflight": inflight}
     started = time.perf_counter()
     for name in FIGURES:
         if name in args.only:
