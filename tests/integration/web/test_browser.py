@@ -41,6 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
+# Assertions wait as long as actions do (their own default is 5 s): a run on a loaded CI
+# machine can take longer than that to reach the status a test waits for.
+expect.set_options(timeout=TIMEOUT_MS)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
