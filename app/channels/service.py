@@ -153,8 +153,7 @@ class Targets(NamedTuple):
     ids: list[uuid.UUID]
     """The user's enabled webhooks that subscribe to the event."""
     missing: bool
-    """None of them, and the user did not choose that: they have no webhook at all, or the
-    ones subscribed to the event were turned off for them (an endpoint that answered 410)."""
+    """None of them, because the user has no webhook at all."""
 
 
 async def targets(
@@ -163,22 +162,21 @@ async def targets(
     """The user's enabled webhooks that subscribe to this notification's event.
 
     A webhook that chose other event types, or that the user turned off, chose not to
-    get the event: that is no failure, so `missing` is False for it.
+    get the event: that is no failure, so `missing` is False for it. Nor for one that a
+    410 turned off: the user was told when that happened (the delivery that got the 410
+    failed and said so), and telling them again for every later event would bury it.
     """
     event = event_type(kind, run_id)
     if event is None:
         return Targets(ids=[], missing=False)
     rows = (await session.execute(
-        select(Webhook.id, Webhook.event_types, Webhook.enabled, Webhook.status_detail)
+        select(Webhook.id, Webhook.event_types, Webhook.enabled)
         .where(Webhook.user_id == user_id)
         .order_by(Webhook.created_at, Webhook.id)
     )).all()
-    subscribed = [row for row in rows if event in row.event_types.get("types", [])]
-    ids = [row.id for row in subscribed if row.enabled]
-    # `disable` (a 410) gives the reason in status_detail; the user turning a webhook
-    # off leaves it empty, and turning it on again clears it.
-    broken = any(not row.enabled and row.status_detail is not None for row in subscribed)
-    return Targets(ids=ids, missing=not ids and (not rows or broken))
+    ids = [row.id for row in rows
+           if row.enabled and event in row.event_types.get("types", [])]
+    return Targets(ids=ids, missing=not rows)
 
 
 async def disable(

@@ -63,8 +63,10 @@ async def notify(
             if channels_service.event_type(kind, run_id) is None:
                 continue  # webhooks are not sent this kind of notification
             # One per subscribed webhook. With none, one without a target that fails and
-            # so tells the user that nothing received it; but none when that was the
-            # user's choice (their webhooks take other events, or they turned them off).
+            # so tells the user that nothing received it; but only when they have no
+            # webhook at all: not when that was their choice (their webhooks take other
+            # events, or they turned them off), nor when a 410 turned them off (they were
+            # told once, by the delivery that got the 410).
             found = await channels_service.targets(
                 session=session, user_id=user_id, kind=kind, run_id=run_id
             )

@@ -95,13 +95,23 @@ async def spent_today_by_user(
     return {user.id: float(value or 0.0) for user, value in zip(users, row, strict=True)}
 
 
-def run_spent_today(user: User, run: Run, now: datetime) -> float:
-    """What of the run's spend counts against today's cap: what it spent since it was
-    last charged on an earlier day, if it was charged today (else nothing). It is in
-    `spent_today` already."""
-    if run.charged_at is None or run.charged_at < start_of_day(user, now):
+def spend_counted_today(
+    user: User, *, charged_at: datetime | None, cost_usd: float, charged_before_usd: float,
+    now: datetime,
+) -> float:
+    """What of a run's spend counts against today's cap, from its columns: what it spent
+    since it was last charged on an earlier day, if it was charged today (else nothing).
+    The rule `_spent_since` applies in SQL, for one run."""
+    if charged_at is None or charged_at < start_of_day(user, now):
         return 0.0
-    return run.cost_usd - run.charged_before_usd
+    return cost_usd - charged_before_usd
+
+
+def run_spent_today(user: User, run: Run, now: datetime) -> float:
+    """What of the run's spend counts against today's cap (`spend_counted_today`). It is
+    in `spent_today` already."""
+    return spend_counted_today(user, charged_at=run.charged_at, cost_usd=run.cost_usd,
+                               charged_before_usd=run.charged_before_usd, now=now)
 
 
 async def runs_at_work(
@@ -124,8 +134,10 @@ async def runs_at_work(
     now = utcnow()
     found: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {user_id: [] for user_id in by_id}
     for user_id, instruction_id, cost, before, charged_at in rows:
-        today = charged_at is not None and charged_at >= start_of_day(by_id[user_id], now)
-        found[user_id].append((instruction_id, cost - before if today else 0.0))
+        found[user_id].append((instruction_id, spend_counted_today(
+            by_id[user_id], charged_at=charged_at, cost_usd=cost, charged_before_usd=before,
+            now=now,
+        )))
     return found
 
 
