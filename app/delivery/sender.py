@@ -388,8 +388,12 @@ class DeliverySender(LoopService):
                                                 reason=result.reason):
                 return
             if result.disable_webhook and job is not None and job.webhook is not None:
-                await channels.disable(session=session, user_id=claimed.user_id,
-                                       webhook_id=job.webhook.id, reason=result.reason)
+                turned_off = await channels.disable(
+                    session=session, user_id=claimed.user_id, webhook_id=job.webhook.id,
+                    reason=result.reason,
+                )
+                if not turned_off:  # another delivery's 410 turned it off, and said so
+                    return
             if result.remove_push_subscription and job is not None \
                     and job.push_subscription is not None:
                 await push_subscriptions.remove(session=session, user_id=claimed.user_id,

@@ -145,6 +145,27 @@ async def test_410_disables_the_webhook_and_tells_the_user_once(
     assert [n.id for n in await notifications(runtime, user) if n.kind == "error"] == [told.id]
 
 
+async def test_deliveries_in_flight_when_the_webhook_answers_410_tell_the_user_once(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """Two deliveries sent to the webhook before either got its 410: the one that turned
+    the webhook off tells the user; the other finds it off already and says nothing."""
+    receiver.answer(410, 410)
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    sent = [await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+            for _ in range(2)]
+
+    await DeliverySender(runtime=runtime).run_once()
+    assert len(receiver.received) == 2  # both were in flight
+    for notification_id in sent:
+        assert (await delivery(runtime, notification_id, "webhook")).status == "failed"
+    assert (await _webhook(runtime, webhook.id)).enabled is False
+    told = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert len(told) == 1
+    assert "disabled" in told[0].body
+
+
 @pytest.mark.parametrize(("status", "fragment"), [(400, "400"), (404, "404"),
                                                   (302, "redirects are not followed")])
 async def test_other_answers_fail_without_retry(
