@@ -49,12 +49,17 @@ _ORIGINAL_WORDS = 8
 # Where a client puts the original mail below the reply without quoting it: Outlook's
 # rule or "Original Message" line, or its header block ("From: …" then "Sent: …").
 _ORIGINAL = re.compile(
-    r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine)"
+    r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine"
+    r"|Mensaje original|Mensagem original|Messaggio originale|Oorspronkelijk bericht)"
     r"\s*-{3,})\s*$", re.IGNORECASE)
 _HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", re.IGNORECASE)
+# The line below "From:" in Outlook's block is when it was sent: "Sent:", in Spanish
+# "Enviado el:", in Portuguese "Enviado:" or "Enviado em:" (Brazil), "Enviada:"
+# (Portugal), in Italian "Inviato:". "To:" there is only taken in the languages that
+# always had it: a "Para:" or "A:" line below "De:"/"Da:" is as likely the user's own.
 _HEADER_NEXT = re.compile(
-    r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviado|Skickat|Sendt|To|À|An)"
-    r"\s*:", re.IGNORECASE)
+    r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
+    r"|Sendt|To|À|An)\s*:", re.IGNORECASE)
 _FORWARDED = re.compile(
     r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré)"
     r"\s*-{3,}\s*$|^\s*Begin forwarded message:\s*$", re.IGNORECASE)
