@@ -60,10 +60,17 @@ _HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", 
 _HEADER_NEXT = re.compile(
     r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
     r"|Sendt|To|À|An)\s*:", re.IGNORECASE)
+# A forward's body: Gmail's marker line, or Apple Mail's, in their languages.
 _FORWARDED = re.compile(
-    r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré)"
-    r"\s*-{3,}\s*$|^\s*Begin forwarded message:\s*$", re.IGNORECASE)
-_FORWARD_SUBJECT = re.compile(r"^\s*(Fwd?|WG|TR)\s*:", re.IGNORECASE)
+    r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré"
+    r"|Mensaje reenviado|Mensagem encaminhada|Messaggio inoltrato|Doorgestuurd bericht)"
+    r"\s*-{3,}\s*$|^\s*(Begin forwarded message|Début du message réexpédié"
+    r"|Anfang der weitergeleiteten Nachricht|Inicio del mensaje reenviado"
+    r"|Início da mensagem (reencaminhada|encaminhada)|Inizio messaggio inoltrato)\s*:\s*$",
+    re.IGNORECASE)
+# A forward's subject: "Fwd:"/"Fw:", and Outlook's in other languages: "WG:" (German),
+# "TR:" (French), "RV:" (Spanish), "ENC:" (Portuguese), "I:" (Italian).
+_FORWARD_SUBJECT = re.compile(r"^\s*(Fwd?|WG|TR|RV|ENC|I)\s*:", re.IGNORECASE)
 
 
 async def watch(

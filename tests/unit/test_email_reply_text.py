@@ -250,6 +250,17 @@ def test_the_original_below_an_outlook_reply_in_other_languages_is_not_part_of_i
 def test_a_forward_is_told_by_its_subject_or_its_marker_line() -> None:
     assert is_forward("Fwd: a question", "Bob, what do you think?")
     assert is_forward("WG: a question", "")
+    for prefix in ("TR", "RV", "ENC", "I", "FW", "Fw"):
+        assert is_forward(f"{prefix}: a question", ""), prefix
+    for reply_prefix in ("Re", "RE", "AW", "RES", "R", "SV"):
+        assert not is_forward(f"{reply_prefix}: a question", ""), reply_prefix
+    assert not is_forward("Re: RV: a question", "")
+    for marker in ("---------- Mensaje reenviado ---------",
+                   "---------- Mensagem encaminhada ---------",
+                   "---------- Messaggio inoltrato ---------",
+                   "Début du message réexpédié :", "Anfang der weitergeleiteten Nachricht:",
+                   "Início da mensagem encaminhada:", "Inizio messaggio inoltrato:"):
+        assert is_forward("a question", f"Bob?\n\n{marker}\nDe: Pilotlight\n"), marker
     assert is_forward("Re: a question", "Bob?\n\n---------- Forwarded message ---------\n"
                       "From: Pilotlight\n\nWhich project?")
     assert not is_forward("Re: a question", "Apollo.\n\nOn Mon, Pilotlight wrote:\n> ?")

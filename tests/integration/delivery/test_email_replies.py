@@ -373,6 +373,35 @@ async def test_a_forward_of_the_question_email_is_no_answer(
     assert (await question_row(runtime, question_id)).answer == "Gemini, says Bob."
 
 
+@pytest.mark.parametrize(("subject", "sent"), [
+    ("RV: a question", "Enviado el: lunes, 23 de noviembre de 2026 8:00"),
+    ("ENC: a question", "Enviado em: segunda-feira, 23 de novembro de 2026 08:00"),
+    ("I: a question", "Inviato: lunedì 23 novembre 2026 08:00"),
+], ids=["spanish", "portuguese", "italian"])
+async def test_an_outlook_forward_in_another_language_is_no_answer(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+    subject: str, sent: str,
+) -> None:
+    """Outlook marks a forward by its subject only: its body is the note above the
+    original's header block, as in a reply, and must not answer the question."""
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    google.add_message(
+        ALICE, sender=f"Alice <{ALICE}>", to=["bob@example.com"], subject=subject,
+        text=f"Bob, Gemini?\n\n________________________________\n"
+             f"De: Pilotlight <digests@pilotlight.example>\n{sent}\n\nWhich project?\n",
+        labels=("SENT",), thread_id=received,
+        headers={"In-Reply-To": our_id, "References": our_id})
+
+    assert await poller.run_once() == 0
+    [forward] = await reply_rows(runtime)
+    assert (forward.outcome, forward.detail) == (
+        "ignored", "a forward of the question's email, not a reply to it")
+    assert (await question_row(runtime, question_id)).status == "open"
+
+
 def message_id_of(google: FakeGoogle, subject: str) -> str:
     [found] = [m["Message-ID"] for _labels, m in mailbox_raw(google, ALICE)
                if m["Subject"] == subject]
