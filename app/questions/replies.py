@@ -60,6 +60,20 @@ _HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", 
 _HEADER_NEXT = re.compile(
     r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
     r"|Sendt|To|À|An)\s*:", re.IGNORECASE)
+# The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the
+# languages the app uses; read without its link ("Get Outlook for iOS<https://…>").
+_DEVICE = (r"(iPhone|iPad|iPod|Android( phone| device)?|smartphone|phone|mobile( phone"
+           r"| device)?|(BlackBerry|Samsung|Huawei|Galaxy|Pixel)( \w+){0,3})")
+_MOBILE_SIGNATURE = re.compile(
+    r"^\s*(Sent from my DEVICE|Sent from (Mail|Outlook) for (Windows( \d+)?|iOS|Android|Mac)"
+    r"|Sent from Yahoo Mail (for iPhone|for iPad|on Android)"
+    r"|Get Outlook for (iOS|Android)|Obtener Outlook para (iOS|Android)"
+    r"|Obter o Outlook para (iOS|Android)|Télécharger Outlook pour (iOS|Android)"
+    r"|Enviado do meu DEVICE|Enviado desde mi DEVICE|Envoyé de mon DEVICE"
+    r"|Von meinem DEVICE gesendet|Inviato da( il mio)? DEVICE"
+    r"|Verstuurd vanaf mijn DEVICE|Skickat från min DEVICE)\s*\.?\s*$".replace(
+        "DEVICE", _DEVICE), re.IGNORECASE)
+_LINK = re.compile(r"\s*(<https?://[^<>\s]*>|\(https?://[^()\s]*\))")
 # A forward's body: Gmail's marker line, or Apple Mail's, in their languages.
 _FORWARDED = re.compile(
     r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré"
@@ -146,7 +160,9 @@ def reply_text(body: str, *, original: str = "") -> str:
       has it), and where a client puts the original unquoted: Outlook's rule or
       "Original Message" line, or its header block ("From: …" followed by "Sent:",
       "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
-      address or a time ("Send it to jane@acme.com:") is kept, with what follows it."""
+      address or a time ("Send it to jane@acme.com:") is kept, with what follows it.
+    - A mail app's line under the text ("Sent from my iPhone", "Get Outlook for iOS") is
+      dropped when it is the text's last line."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
     n = 0
@@ -169,7 +185,15 @@ def reply_text(body: str, *, original: str = "") -> str:
                 break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
         n += 1
+    while kept and (not kept[-1].strip() or _mobile_signature(kept[-1])):
+        kept.pop()
     return "\n".join(kept).strip().replace("\x00", "")[:ANSWER_CHARS]
+
+
+def _mobile_signature(line: str) -> bool:
+    """Whether the line is what a mail app adds under the user's text ("Sent from my
+    iPhone", "Get Outlook for iOS"), whole: not a sentence of the user's that has it."""
+    return bool(_MOBILE_SIGNATURE.match(_LINK.sub("", line)))
 
 
 def is_forward(subject: str, body: str) -> bool:

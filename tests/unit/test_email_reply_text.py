@@ -247,6 +247,34 @@ def test_the_original_below_an_outlook_reply_in_other_languages_is_not_part_of_i
     assert reply_text("Da: Roma\nA: Milano\n") == "Da: Roma\nA: Milano"
 
 
+def test_a_mail_apps_line_under_the_reply_is_not_part_of_it() -> None:
+    quote = ("\n\nOn Mon, 23 Nov 2026 at 08:00, Pilotlight <digests@pilotlight.example> "
+             "wrote:\n> Which project?\n")
+    for signature in (
+        "Sent from my iPhone", "Sent from my iPad", "Sent from my Android",
+        "Sent from my Samsung Galaxy smartphone.", "Get Outlook for iOS<https://aka.ms/o0ukef>",
+        "Get Outlook for Android (https://aka.ms/ghei36)",
+        "Sent from Mail<https://go.microsoft.com/fwlink/?LinkId=550986> for Windows 10",
+        "Sent from Mail for Windows", "Enviado do meu iPhone", "Envoyé de mon iPhone",
+        "Von meinem iPhone gesendet", "Enviado desde mi iPhone", "Inviato da iPhone",
+    ):
+        assert reply_text(f"Gemini\n\n{signature}{quote}") == "Gemini", signature
+        assert reply_text(f"Gemini\n{signature}\n") == "Gemini", signature
+        # Below a quote (the reply written under it), and read from HTML.
+        assert reply_text(f"> Which project?\n\nGemini\n\n{signature}\n") == "Gemini"
+    html = ('<div dir="ltr">Gemini</div><div dir="ltr"><br></div><div dir="ltr">Sent from '
+            'my iPhone</div><div dir="ltr"><br><blockquote type="cite">On 23 Nov 2026, at '
+            '08:00, Pilotlight &lt;digests@pilotlight.example&gt; wrote:<br><br></blockquote>'
+            '</div><blockquote type="cite">Which project?</blockquote>')
+    assert reply_text(html_to_text(html, without_quotes=True)) == "Gemini"
+    # The user's own words that mention it are kept, and so is such a line above more
+    # of the user's text.
+    for mine in ("Gemini. Sent from my iPhone", "Sent from my iPhone, so: Gemini",
+                 "Sent from my laptop at home: Gemini",
+                 "Sent from my iPhone\nGemini, I am travelling"):
+        assert reply_text(f"{mine}{quote}") == mine, mine
+
+
 def test_a_forward_is_told_by_its_subject_or_its_marker_line() -> None:
     assert is_forward("Fwd: a question", "Bob, what do you think?")
     assert is_forward("WG: a question", "")

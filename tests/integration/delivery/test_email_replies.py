@@ -373,6 +373,25 @@ async def test_a_forward_of_the_question_email_is_no_answer(
     assert (await question_row(runtime, question_id)).answer == "Gemini, says Bob."
 
 
+@pytest.mark.parametrize("text", [
+    f"gemini\n\nSent from my iPhone\n\n{ATTRIBUTION}\n> Which project?\n",
+    "Gemini\n\nObter o Outlook para iOS<https://aka.ms/o0ukef>\n"
+    "________________________________\nDe: Pilotlight <digests@pilotlight.example>\n"
+    "Enviado: segunda-feira, 23 de novembro de 2026 08:00\nPara: Alice\n"
+    "Assunto: a question\n\nWhich project? Answer Apollo.\n",
+], ids=["iphone", "outlook-ios-portuguese"])
+async def test_a_reply_from_a_phone_answers_with_the_choice_without_its_signature(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int], text: str,
+) -> None:
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    reply(google, to_message_id=our_id, thread_id=received, text=text)
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
 @pytest.mark.parametrize(("subject", "sent"), [
     ("RV: a question", "Enviado el: lunes, 23 de noviembre de 2026 8:00"),
     ("ENC: a question", "Enviado em: segunda-feira, 23 de novembro de 2026 08:00"),
