@@ -41,8 +41,13 @@ _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
-_TIME = re.compile(r"\b\d{1,2}:\d{2}\b")
-_YEAR = re.compile(r"\b(19|20)\d{2}\b")
+# Not inside a word of Latin letters or digits; next to Chinese or Japanese ones, yes:
+# "于2026年11月23日周一 09:00写道：".
+_TIME = re.compile(r"(?<![\dA-Za-z_])\d{1,2}:\d{2}(?![\dA-Za-z_])")
+_YEAR = re.compile(r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])")
+# A line introducing a quote ends in a colon; in Chinese and Japanese, often a full-width
+# one ("写道：").
+_COLONS = (":", "：")
 _WORD = re.compile(r"\w+")
 # How much of the question's text, word for word, shows that the original mail follows.
 _ORIGINAL_WORDS = 8
@@ -52,14 +57,16 @@ _ORIGINAL = re.compile(
     r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine"
     r"|Mensaje original|Mensagem original|Messaggio originale|Oorspronkelijk bericht)"
     r"\s*-{3,})\s*$", re.IGNORECASE)
-_HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", re.IGNORECASE)
+_HEADER_FROM = re.compile(
+    r"^\s*\*?(From|De|Von|Van|Da|Från|Fra|发件人|寄件者|差出人)\s*(:\*?\s+|：\*?\s*)\S",
+    re.IGNORECASE)
 # The line below "From:" in Outlook's block is when it was sent: "Sent:", in Spanish
 # "Enviado el:", in Portuguese "Enviado:" or "Enviado em:" (Brazil), "Enviada:"
 # (Portugal), in Italian "Inviato:". "To:" there is only taken in the languages that
 # always had it: a "Para:" or "A:" line below "De:"/"Da:" is as likely the user's own.
 _HEADER_NEXT = re.compile(
     r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
-    r"|Sendt|To|À|An)\s*:", re.IGNORECASE)
+    r"|Sendt|To|À|An|发送时间|寄件日期|送信日時)\s*[:：]", re.IGNORECASE)
 # The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the
 # languages the app uses; read without its link ("Get Outlook for iOS<https://…>").
 _DEVICE = (r"(iPhone|iPad|iPod|Android( phone| device)?|smartphone|phone|mobile( phone"
@@ -215,10 +222,10 @@ def _introduction(lines: list[str], n: int) -> int:
     "… <addr> a\nécrit :", "… schrieb Pilotlight <\naddr>:". The first line then holds
     the attribution's start (its date and time, or "On …"), the second only its end."""
     line = lines[n].rstrip()
-    if line.endswith(":"):
+    if line.endswith(_COLONS):
         return 1
     following = lines[n + 1].strip() if n + 1 < len(lines) else ""
-    if not following.endswith(":") or _attribution_start(following):
+    if not following.endswith(_COLONS) or _attribution_start(following):
         return 0  # the following line is an attribution of its own
     if _ON_WROTE_START.match(line) and _WROTE_END.search(following):
         return 2
@@ -237,7 +244,7 @@ def _attribution(lines: list[str]) -> bool:
     "On … wrote:", or in any language a line ending in ":" that names an address, or a
     date with a time."""
     text = " ".join(line.strip() for line in lines)
-    if not text.endswith(":"):
+    if not text.endswith(_COLONS):
         return False
     if _ON_WROTE_START.match(text) and _WROTE_END.search(text):
         return True
