@@ -38,6 +38,11 @@ ANSWER_CHARS = 2000
 _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
+# An attribution with neither address nor time: "On/Le/El/Em/Il <date with a year>,
+# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird).
+_DATED_WROTE = re.compile(
+    r"^\s*(On|Le|El|Em|Il)\s.*(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_]).*\s"
+    r"(wrote|a écrit|escribió|escreveu|ha scritto)\s*:\s*$", re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
@@ -166,8 +171,11 @@ def reply_text(body: str, *, original: str = "") -> str:
       follows it is the original unquoted (`_original_below`: as an HTML reply's text
       has it), and where a client puts the original unquoted: Outlook's rule or
       "Original Message" line, or its header block ("From: …" followed by "Sent:",
-      "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
-      address or a time ("Send it to jane@acme.com:") is kept, with what follows it.
+      "Date:" or "To:"). An attribution naming only a date ("Le 23 nov. 2026, Pilotlight
+      a écrit :") ends it only with the original below it for sure: nothing, a header
+      block, or the question's text. A line of the user's own that merely ends in ":"
+      and names an address or a time ("Send it to jane@acme.com:") is kept, with what
+      follows it.
     - A mail app's line under the text ("Sent from my iPhone", "Get Outlook for iOS") is
       dropped when it is the text's last line."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -188,6 +196,8 @@ def reply_text(body: str, *, original: str = "") -> str:
             said = lines[n:n + intro]
             if _on_wrote(said) or (
                 _attribution(said) and _original_below(lines, n + intro, original)
+            ) or (
+                _dated_attribution(said) and _original_right_below(lines, n + intro, original)
             ):
                 break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
@@ -261,6 +271,12 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def _dated_attribution(lines: list[str]) -> bool:
+    """Whether the lines (one, or one wrapped over two) are an attribution that names
+    only a date: "Le 23 nov. 2026, Pilotlight a écrit :"."""
+    return bool(_DATED_WROTE.match(" ".join(line.strip() for line in lines)))
+
+
 def _original_below(lines: list[str], n: int, original: str) -> bool:
     """Whether the lines from `n` on are the original mail, unquoted, below its
     attribution: nothing (the quote itself was left out, as from an HTML reply), the
@@ -280,6 +296,28 @@ def _original_below(lines: list[str], n: int, original: str) -> bool:
     below = _words("\n".join(rest))
     return bool(asked) and any(
         below[i:i + len(asked)] == asked for i in range(len(below) - len(asked) + 1))
+
+
+def _original_right_below(lines: list[str], n: int, original: str) -> bool:
+    """Whether the original mail starts right at `n`, unquoted, for sure: nothing follows,
+    or the original's header block, or the question's text (`original`) at the start of
+    one of the next three lines with text, below at most the email's title (lines not
+    ending in a colon), and no quote further down. A line of the user's own, further up,
+    is never this: their text or another attribution lies between it and the original."""
+    rest = [line for line in lines[n:] if line.strip()]
+    if not rest:
+        return True
+    if _header_block(rest, 0):
+        return True
+    asked = _words(original)[:_ORIGINAL_WORDS]
+    if not asked or any(_quoted(line) for line in rest):
+        return False
+    for k in range(min(len(rest), 3)):
+        if k and rest[k - 1].rstrip().endswith(_COLONS):
+            return False
+        if _words("\n".join(rest[k:k + len(asked)]))[:len(asked)] == asked:
+            return True
+    return False
 
 
 def _quote_follows(lines: list[str], n: int) -> bool:

@@ -392,6 +392,22 @@ async def test_a_reply_from_a_phone_answers_with_the_choice_without_its_signatur
     assert (await question_row(runtime, question_id)).answer == "Gemini"
 
 
+async def test_a_reply_over_the_original_unquoted_below_a_dated_attribution_answers(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+) -> None:
+    """A client that sends the original below its attribution without ">", and names
+    only the date in it: the original is not part of the answer."""
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    reply(google, to_message_id=our_id, thread_id=received, text=(
+        "gemini\n\nLe 23 nov. 2026, Pilotlight a écrit :\n\nMorning digest: a question "
+        "for you\n\nWhich project?\n\nChoices:\n* Apollo\n"))
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
 @pytest.mark.parametrize(("subject", "sent"), [
     ("RV: a question", "Enviado el: lunes, 23 de noviembre de 2026 8:00"),
     ("ENC: a question", "Enviado em: segunda-feira, 23 de novembro de 2026 08:00"),
