@@ -38,27 +38,65 @@ ANSWER_CHARS = 2000
 _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
+# An attribution with neither address nor time: "On/Le/El/Em/Il <date with a year>,
+# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird).
+_DATED_WROTE = re.compile(
+    r"^\s*(On|Le|El|Em|Il)\s.*(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_]).*\s"
+    r"(wrote|a écrit|escribió|escreveu|ha scritto)\s*:\s*$", re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
-_TIME = re.compile(r"\b\d{1,2}:\d{2}\b")
-_YEAR = re.compile(r"\b(19|20)\d{2}\b")
+# Not inside a word of Latin letters or digits; next to Chinese or Japanese ones, yes:
+# "于2026年11月23日周一 09:00写道：".
+_TIME = re.compile(r"(?<![\dA-Za-z_])\d{1,2}:\d{2}(?![\dA-Za-z_])")
+_YEAR = re.compile(r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])")
+# A line introducing a quote ends in a colon; in Chinese and Japanese, often a full-width
+# one ("写道：").
+_COLONS = (":", "：")
 _WORD = re.compile(r"\w+")
 # How much of the question's text, word for word, shows that the original mail follows.
 _ORIGINAL_WORDS = 8
 # Where a client puts the original mail below the reply without quoting it: Outlook's
 # rule or "Original Message" line, or its header block ("From: …" then "Sent: …").
 _ORIGINAL = re.compile(
-    r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine)"
+    r"^\s*(_{10,}|-{3,}\s*(Original Message|Ursprüngliche Nachricht|Message d'origine"
+    r"|Mensaje original|Mensagem original|Messaggio originale|Oorspronkelijk bericht)"
     r"\s*-{3,})\s*$", re.IGNORECASE)
-_HEADER_FROM = re.compile(r"^\s*\*?(From|De|Von|Van|Da|Från|Fra)\s*:\*?\s+\S", re.IGNORECASE)
+_HEADER_FROM = re.compile(
+    r"^\s*\*?(From|De|Von|Van|Da|Från|Fra|发件人|寄件者|差出人)\s*(:\*?\s+|：\*?\s*)\S",
+    re.IGNORECASE)
+# The line below "From:" in Outlook's block is when it was sent: "Sent:", in Spanish
+# "Enviado el:", in Portuguese "Enviado:" or "Enviado em:" (Brazil), "Enviada:"
+# (Portugal), in Italian "Inviato:". "To:" there is only taken in the languages that
+# always had it: a "Para:" or "A:" line below "De:"/"Da:" is as likely the user's own.
 _HEADER_NEXT = re.compile(
-    r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviado|Skickat|Sendt|To|À|An)"
-    r"\s*:", re.IGNORECASE)
+    r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
+    r"|Sendt|To|À|An|发送时间|寄件日期|送信日時)\s*[:：]", re.IGNORECASE)
+# The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the
+# languages the app uses; read without its link ("Get Outlook for iOS<https://…>").
+_DEVICE = (r"(iPhone|iPad|iPod|Android( phone| device)?|smartphone|phone|mobile( phone"
+           r"| device)?|(BlackBerry|Samsung|Huawei|Galaxy|Pixel)( \w+){0,3})")
+_MOBILE_SIGNATURE = re.compile(
+    r"^\s*(Sent from my DEVICE|Sent from (Mail|Outlook) for (Windows( \d+)?|iOS|Android|Mac)"
+    r"|Sent from Yahoo Mail (for iPhone|for iPad|on Android)"
+    r"|Get Outlook for (iOS|Android)|Obtener Outlook para (iOS|Android)"
+    r"|Obter o Outlook para (iOS|Android)|Télécharger Outlook pour (iOS|Android)"
+    r"|Enviado do meu DEVICE|Enviado desde mi DEVICE|Envoyé de mon DEVICE"
+    r"|Von meinem DEVICE gesendet|Inviato da( il mio)? DEVICE"
+    r"|Verstuurd vanaf mijn DEVICE|Skickat från min DEVICE)\s*\.?\s*$".replace(
+        "DEVICE", _DEVICE), re.IGNORECASE)
+_LINK = re.compile(r"\s*(<https?://[^<>\s]*>|\(https?://[^()\s]*\))")
+# A forward's body: Gmail's marker line, or Apple Mail's, in their languages.
 _FORWARDED = re.compile(
-    r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré)"
-    r"\s*-{3,}\s*$|^\s*Begin forwarded message:\s*$", re.IGNORECASE)
-_FORWARD_SUBJECT = re.compile(r"^\s*(Fwd?|WG|TR)\s*:", re.IGNORECASE)
+    r"^\s*-{3,}\s*(Forwarded message|Weitergeleitete Nachricht|Message transféré"
+    r"|Mensaje reenviado|Mensagem encaminhada|Messaggio inoltrato|Doorgestuurd bericht)"
+    r"\s*-{3,}\s*$|^\s*(Begin forwarded message|Début du message réexpédié"
+    r"|Anfang der weitergeleiteten Nachricht|Inicio del mensaje reenviado"
+    r"|Início da mensagem (reencaminhada|encaminhada)|Inizio messaggio inoltrato)\s*:\s*$",
+    re.IGNORECASE)
+# A forward's subject: "Fwd:"/"Fw:", and Outlook's in other languages: "WG:" (German),
+# "TR:" (French), "RV:" (Spanish), "ENC:" (Portuguese), "I:" (Italian).
+_FORWARD_SUBJECT = re.compile(r"^\s*(Fwd?|WG|TR|RV|ENC|I)\s*:", re.IGNORECASE)
 
 
 async def watch(
@@ -133,8 +171,13 @@ def reply_text(body: str, *, original: str = "") -> str:
       follows it is the original unquoted (`_original_below`: as an HTML reply's text
       has it), and where a client puts the original unquoted: Outlook's rule or
       "Original Message" line, or its header block ("From: …" followed by "Sent:",
-      "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
-      address or a time ("Send it to jane@acme.com:") is kept, with what follows it."""
+      "Date:" or "To:"). An attribution naming only a date ("Le 23 nov. 2026, Pilotlight
+      a écrit :") ends it only with the original below it for sure: nothing, a header
+      block, or the question's text. A line of the user's own that merely ends in ":"
+      and names an address or a time ("Send it to jane@acme.com:") is kept, with what
+      follows it.
+    - A mail app's line under the text ("Sent from my iPhone", "Get Outlook for iOS") is
+      dropped when it is the text's last line."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
     n = 0
@@ -153,11 +196,21 @@ def reply_text(body: str, *, original: str = "") -> str:
             said = lines[n:n + intro]
             if _on_wrote(said) or (
                 _attribution(said) and _original_below(lines, n + intro, original)
+            ) or (
+                _dated_attribution(said) and _original_right_below(lines, n + intro, original)
             ):
                 break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
         n += 1
+    while kept and (not kept[-1].strip() or _mobile_signature(kept[-1])):
+        kept.pop()
     return "\n".join(kept).strip().replace("\x00", "")[:ANSWER_CHARS]
+
+
+def _mobile_signature(line: str) -> bool:
+    """Whether the line is what a mail app adds under the user's text ("Sent from my
+    iPhone", "Get Outlook for iOS"), whole: not a sentence of the user's that has it."""
+    return bool(_MOBILE_SIGNATURE.match(_LINK.sub("", line)))
 
 
 def is_forward(subject: str, body: str) -> bool:
@@ -179,10 +232,10 @@ def _introduction(lines: list[str], n: int) -> int:
     "… <addr> a\nécrit :", "… schrieb Pilotlight <\naddr>:". The first line then holds
     the attribution's start (its date and time, or "On …"), the second only its end."""
     line = lines[n].rstrip()
-    if line.endswith(":"):
+    if line.endswith(_COLONS):
         return 1
     following = lines[n + 1].strip() if n + 1 < len(lines) else ""
-    if not following.endswith(":") or _attribution_start(following):
+    if not following.endswith(_COLONS) or _attribution_start(following):
         return 0  # the following line is an attribution of its own
     if _ON_WROTE_START.match(line) and _WROTE_END.search(following):
         return 2
@@ -201,7 +254,7 @@ def _attribution(lines: list[str]) -> bool:
     "On … wrote:", or in any language a line ending in ":" that names an address, or a
     date with a time."""
     text = " ".join(line.strip() for line in lines)
-    if not text.endswith(":"):
+    if not text.endswith(_COLONS):
         return False
     if _ON_WROTE_START.match(text) and _WROTE_END.search(text):
         return True
@@ -216,6 +269,12 @@ def _on_wrote(lines: list[str]) -> bool:
 
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
+
+
+def _dated_attribution(lines: list[str]) -> bool:
+    """Whether the lines (one, or one wrapped over two) are an attribution that names
+    only a date: "Le 23 nov. 2026, Pilotlight a écrit :"."""
+    return bool(_DATED_WROTE.match(" ".join(line.strip() for line in lines)))
 
 
 def _original_below(lines: list[str], n: int, original: str) -> bool:
@@ -237,6 +296,28 @@ def _original_below(lines: list[str], n: int, original: str) -> bool:
     below = _words("\n".join(rest))
     return bool(asked) and any(
         below[i:i + len(asked)] == asked for i in range(len(below) - len(asked) + 1))
+
+
+def _original_right_below(lines: list[str], n: int, original: str) -> bool:
+    """Whether the original mail starts right at `n`, unquoted, for sure: nothing follows,
+    or the original's header block, or the question's text (`original`) at the start of
+    one of the next three lines with text, below at most the email's title (lines not
+    ending in a colon), and no quote further down. A line of the user's own, further up,
+    is never this: their text or another attribution lies between it and the original."""
+    rest = [line for line in lines[n:] if line.strip()]
+    if not rest:
+        return True
+    if _header_block(rest, 0):
+        return True
+    asked = _words(original)[:_ORIGINAL_WORDS]
+    if not asked or any(_quoted(line) for line in rest):
+        return False
+    for k in range(min(len(rest), 3)):
+        if k and rest[k - 1].rstrip().endswith(_COLONS):
+            return False
+        if _words("\n".join(rest[k:k + len(asked)]))[:len(asked)] == asked:
+            return True
+    return False
 
 
 def _quote_follows(lines: list[str], n: int) -> bool:

@@ -373,6 +373,70 @@ async def test_a_forward_of_the_question_email_is_no_answer(
     assert (await question_row(runtime, question_id)).answer == "Gemini, says Bob."
 
 
+@pytest.mark.parametrize("text", [
+    f"gemini\n\nSent from my iPhone\n\n{ATTRIBUTION}\n> Which project?\n",
+    "Gemini\n\nObter o Outlook para iOS<https://aka.ms/o0ukef>\n"
+    "________________________________\nDe: Pilotlight <digests@pilotlight.example>\n"
+    "Enviado: segunda-feira, 23 de novembro de 2026 08:00\nPara: Alice\n"
+    "Assunto: a question\n\nWhich project? Answer Apollo.\n",
+], ids=["iphone", "outlook-ios-portuguese"])
+async def test_a_reply_from_a_phone_answers_with_the_choice_without_its_signature(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int], text: str,
+) -> None:
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    reply(google, to_message_id=our_id, thread_id=received, text=text)
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
+async def test_a_reply_over_the_original_unquoted_below_a_dated_attribution_answers(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+) -> None:
+    """A client that sends the original below its attribution without ">", and names
+    only the date in it: the original is not part of the answer."""
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    reply(google, to_message_id=our_id, thread_id=received, text=(
+        "gemini\n\nLe 23 nov. 2026, Pilotlight a écrit :\n\nMorning digest: a question "
+        "for you\n\nWhich project?\n\nChoices:\n* Apollo\n"))
+    assert await poller.run_once() == 1
+    assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
+@pytest.mark.parametrize(("subject", "sent"), [
+    ("RV: a question", "Enviado el: lunes, 23 de noviembre de 2026 8:00"),
+    ("ENC: a question", "Enviado em: segunda-feira, 23 de novembro de 2026 08:00"),
+    ("I: a question", "Inviato: lunedì 23 novembre 2026 08:00"),
+], ids=["spanish", "portuguese", "italian"])
+async def test_an_outlook_forward_in_another_language_is_no_answer(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+    subject: str, sent: str,
+) -> None:
+    """Outlook marks a forward by its subject only: its body is the note above the
+    original's header block, as in a reply, and must not answer the question."""
+    runtime = reply_runtime
+    _account, question_id, our_id, received = await emailed_question(runtime, google, smtp)
+    poller = ReplyPoller(runtime=runtime)
+    assert await poller.run_once() == 0
+    google.add_message(
+        ALICE, sender=f"Alice <{ALICE}>", to=["bob@example.com"], subject=subject,
+        text=f"Bob, Gemini?\n\n________________________________\n"
+             f"De: Pilotlight <digests@pilotlight.example>\n{sent}\n\nWhich project?\n",
+        labels=("SENT",), thread_id=received,
+        headers={"In-Reply-To": our_id, "References": our_id})
+
+    assert await poller.run_once() == 0
+    [forward] = await reply_rows(runtime)
+    assert (forward.outcome, forward.detail) == (
+        "ignored", "a forward of the question's email, not a reply to it")
+    assert (await question_row(runtime, question_id)).status == "open"
+
+
 def message_id_of(google: FakeGoogle, subject: str) -> str:
     [found] = [m["Message-ID"] for _labels, m in mailbox_raw(google, ALICE)
                if m["Subject"] == subject]
