@@ -148,6 +148,11 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every day at 8 summarize my mail except newsletters", cron("0 8 * * *"), MAIL, APP),
     ("every day at 8 tell me about the sun and the moon", cron("0 8 * * *"), BOTH, APP),
     ("at 8 tell me if I sat on anything", cron("0 8 * * *"), BOTH, APP),
+    # short day names without a schedule's cue, before a noun or after "the", are the task's
+    ("every day at 9 tell me what Sat Nav orders came in", cron("0 9 * * *"), BOTH, APP),
+    ("at 9 list Sat Nav orders from my mail", cron("0 9 * * *"), MAIL, APP),
+    ("at 9 tell me what the mon orders are", cron("0 9 * * *"), BOTH, APP),
+    ("every day at 9 summarise the Sun Sat mail", cron("0 9 * * *"), MAIL, APP),
     # a period the task names is not a schedule "weeks, months or years apart"
     ("every Monday at 9 list unpaid invoices older than a year", cron("0 9 * * 1"), BOTH, APP),
     ("every morning at 8 tell me about annual leave requests", cron("0 8 * * *"), BOTH, APP),
