@@ -232,7 +232,7 @@ class _Time:
     hour: int
     minute: int
     fixed: bool  # am/pm, "h", noon, or a 24-hour value: not to be moved by a part of the day
-    bare: bool = False  # an hour alone ("at 5"): no minutes, am/pm, "h" or leading zero
+    bare: bool = False  # said without am/pm, "h" or a leading zero ("at 5", "at 5:30")
 
     def __str__(self) -> str:
         return f"{self.hour:02d}:{self.minute:02d}"
@@ -260,7 +260,7 @@ def _read_time(token: str) -> _Time:
     if suffix == "pm":
         return _Time(hour % 12 + 12, minute, True)
     fixed = "h" in (suffix, match[2]) or hour == 0 or hour > 12
-    bare = not fixed and match[2] is None and suffix is None and not token.startswith("0")
+    bare = not fixed and suffix is None and not token.startswith("0")
     return _Time(hour, minute, fixed, bare)
 
 
@@ -463,9 +463,10 @@ _EARLY = re.compile(r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise
 
 
 def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
-    """An hour alone from 1 to 6 ("at 5") is the afternoon or evening, 13:00 to 18:00, as
-    people say it ("on Friday at 5 send me the invoices"); 7 to 11 stay the morning, 12 is
-    noon. "5am", "5:00", "05", "17", "5 in the morning" and "at 5 at dawn" keep theirs."""
+    """An hour from 1 to 6 said without am or pm ("at 5", "at 5:30") is the afternoon or
+    evening, 13:00 to 18:59, as people say it ("on Friday at 5 send me the invoices"); 7 to
+    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning"
+    and "at 5 at dawn" keep theirs."""
     if "morning" in schedule.periods or _EARLY.search(reading.rest):
         return
     for i, time in enumerate(schedule.times):

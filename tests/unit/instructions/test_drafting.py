@@ -420,6 +420,8 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("at 5 and 9 summarise my mail", "0 9,17 * * *", "09:00 and 17:00"),
     ("at 11 and 1 summarise my mail", "0 11,13 * * *", "11:00 and 13:00"),
     ("at lunch at 1 summarise my mail", "0 13 * * *", "13:00"),
+    ("every day at 5:30 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at 4.15 summarise my mail", "15 16 * * *", "16:15"),
     # ... and what says the morning, or a 24-hour clock, keeps it
     ("every day at 7 summarise my mail", "0 7 * * *", "07:00"),
     ("every day at 11 summarise my mail", "0 11 * * *", "11:00"),
@@ -428,7 +430,7 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("every day at 5 am summarise my mail", "0 5 * * *", "05:00"),
     ("every day at 5 a.m. summarise my mail", "0 5 * * *", "05:00"),
     ("every day at 05:00 summarise my mail", "0 5 * * *", "05:00"),
-    ("every day at 5:30 summarise my mail", "30 5 * * *", "05:30"),
+    ("every day at 05:30 summarise my mail", "30 5 * * *", "05:30"),
     ("every day at 05 summarise my mail", "0 5 * * *", "05:00"),
     ("every day at 5h summarise my mail", "0 5 * * *", "05:00"),
     ("every day at 5 in the morning summarise my mail", "0 5 * * *", "05:00"),
@@ -458,6 +460,8 @@ def test_an_hour_read_as_the_afternoon_says_so() -> None:
         "the morning); "
     )
     assert out.schedule == "At 17:00, only on Friday (Europe/Berlin)"
+    assert 'read "5:30" as 17:30; say "5:30am" for the morning' in parse(
+        "every day at 5:30 summarise my mail", timezone=TZ).explanation
     # Where the sentence says the time of day itself, or "am", there is nothing to say.
     for sentence in ("every evening at 5 summarise my mail", "every day at 5pm summarise my mail",
                      "every day at 8 summarise my mail"):
