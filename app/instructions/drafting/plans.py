@@ -145,6 +145,12 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
         )
     times = list(s.times)
     note = ""
+    if s.afternoon:  # said without am or pm: shown, so the user can correct it
+        def _said(t: _Time) -> str:
+            return f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}"
+
+        said = _and([f'"{_said(t)}" as {t}' for t in s.afternoon])
+        note = f'read {said}; say "{_said(s.afternoon[0])}am" for the morning'
     if not times:
         defaults = [_PERIODS[p][0] for p in s.periods] or (
             [(8, 0), (18, 0)] if s.twice else [(8, 0)]

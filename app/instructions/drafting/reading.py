@@ -232,6 +232,7 @@ class _Time:
     hour: int
     minute: int
     fixed: bool  # am/pm, "h", noon, or a 24-hour value: not to be moved by a part of the day
+    bare: bool = False  # said without am/pm, "h" or a leading zero ("at 5", "at 5:30")
 
     def __str__(self) -> str:
         return f"{self.hour:02d}:{self.minute:02d}"
@@ -258,7 +259,9 @@ def _read_time(token: str) -> _Time:
         return _Time(hour % 12, minute, True)
     if suffix == "pm":
         return _Time(hour % 12 + 12, minute, True)
-    return _Time(hour, minute, "h" in (suffix, match[2]) or hour == 0 or hour > 12)
+    fixed = "h" in (suffix, match[2]) or hour == 0 or hour > 12
+    bare = not fixed and suffix is None and not token.startswith("0")
+    return _Time(hour, minute, fixed, bare)
 
 
 # --- Time zones named in the sentence --------------------------------------------------------
@@ -359,6 +362,7 @@ class _Schedule:
     twice: bool = False
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
+    afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -439,6 +443,7 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.marks.append((match.start(), "t"))
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
+    _read_bare_hours(reading, schedule)
     if excluded:
         if schedule.weekly or schedule.monthly or schedule.day_of_month:
             raise _not_understood(
@@ -451,6 +456,24 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.days = set(left)
     _refuse_unread(reading, schedule)
     return schedule
+
+
+# Said of a time that is early in the day without "morning": "at 5 at dawn".
+_EARLY = re.compile(r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise|first\s+light)\b")
+
+
+def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
+    """An hour from 1 to 6 said without am or pm ("at 5", "at 5:30") is the afternoon or
+    evening, 13:00 to 18:59, as people say it ("on Friday at 5 send me the invoices"); 7 to
+    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning"
+    and "at 5 at dawn" keep theirs."""
+    if "morning" in schedule.periods or _EARLY.search(reading.rest):
+        return
+    for i, time in enumerate(schedule.times):
+        if time.bare and 1 <= time.hour <= 6:
+            schedule.times[i] = _Time(time.hour + 12, time.minute, True)
+            if not schedule.periods:  # "every evening at 5" says it itself
+                schedule.afternoon.append(schedule.times[i])
 
 
 def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:

@@ -148,6 +148,11 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every day at 8 summarize my mail except newsletters", cron("0 8 * * *"), MAIL, APP),
     ("every day at 8 tell me about the sun and the moon", cron("0 8 * * *"), BOTH, APP),
     ("at 8 tell me if I sat on anything", cron("0 8 * * *"), BOTH, APP),
+    # short day names without a schedule's cue, before a noun or after "the", are the task's
+    ("every day at 9 tell me what Sat Nav orders came in", cron("0 9 * * *"), BOTH, APP),
+    ("at 9 list Sat Nav orders from my mail", cron("0 9 * * *"), MAIL, APP),
+    ("at 9 tell me what the mon orders are", cron("0 9 * * *"), BOTH, APP),
+    ("every day at 9 summarise the Sun Sat mail", cron("0 9 * * *"), MAIL, APP),
     # a period the task names is not a schedule "weeks, months or years apart"
     ("every Monday at 9 list unpaid invoices older than a year", cron("0 9 * * 1"), BOTH, APP),
     ("every morning at 8 tell me about annual leave requests", cron("0 8 * * *"), BOTH, APP),
@@ -402,6 +407,65 @@ def test_defaults_are_explained() -> None:
     interval = parse("every 2 hours check my inbox", timezone=TZ)
     assert interval.explanation.startswith("Understood: every 2 hours; reads Gmail")
 
+
+# An hour alone is read as people say it: 1 to 6 the afternoon or evening, 7 to 11 the
+# morning, 12 noon; am/pm, minutes, a leading zero, a 24-hour value or "in the morning" keep
+# what they say. sentence -> (cron, hours as shown)
+BARE_HOURS: list[tuple[str, str, str]] = [
+    ("on Friday at 5 send me the week's invoices", "0 17 * * 5", "17:00"),
+    ("every day at 1 summarise my mail", "0 13 * * *", "13:00"),
+    ("every day at 6 summarise my mail", "0 18 * * *", "18:00"),
+    ("every day around 4 summarise my mail", "0 16 * * *", "16:00"),
+    ("at 1 and 3 summarise my mail", "0 13,15 * * *", "13:00 and 15:00"),
+    ("at 5 and 9 summarise my mail", "0 9,17 * * *", "09:00 and 17:00"),
+    ("at 11 and 1 summarise my mail", "0 11,13 * * *", "11:00 and 13:00"),
+    ("at lunch at 1 summarise my mail", "0 13 * * *", "13:00"),
+    ("every day at 5:30 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at 4.15 summarise my mail", "15 16 * * *", "16:15"),
+    # ... and what says the morning, or a 24-hour clock, keeps it
+    ("every day at 7 summarise my mail", "0 7 * * *", "07:00"),
+    ("every day at 11 summarise my mail", "0 11 * * *", "11:00"),
+    ("every day at 12 summarise my mail", "0 12 * * *", "12:00"),
+    ("every day at 5am summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 5 am summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 5 a.m. summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 05:00 summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 05:30 summarise my mail", "30 5 * * *", "05:30"),
+    ("every day at 05 summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 5h summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 5 in the morning summarise my mail", "0 5 * * *", "05:00"),
+    ("every morning at 6 summarise my mail", "0 6 * * *", "06:00"),
+    ("every day at 5 at dawn summarise my mail", "0 5 * * *", "05:00"),
+    ("every day at 17 summarise my mail", "0 17 * * *", "17:00"),
+    ("every day at 17:00 summarise my mail", "0 17 * * *", "17:00"),
+    ("every evening at 5 summarise my mail", "0 17 * * *", "17:00"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression", "shown"), BARE_HOURS,
+                         ids=[b[0] for b in BARE_HOURS])
+def test_an_hour_alone_is_read_as_people_say_it(
+    sentence: str, expression: str, shown: str
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron(expression)
+    assert f" at {shown} " in out.explanation  # the time read is what the user is shown
+    assert out.instruction.title.endswith(f" at {shown}")
+
+
+def test_an_hour_read_as_the_afternoon_says_so() -> None:
+    out = parse("on Friday at 5 send me the week's invoices", timezone=TZ)
+    assert out.explanation.startswith(
+        'Understood: every Friday at 17:00 (Europe/Berlin) (read "5" as 17:00; say "5am" for '
+        "the morning); "
+    )
+    assert out.schedule == "At 17:00, only on Friday (Europe/Berlin)"
+    assert 'read "5:30" as 17:30; say "5:30am" for the morning' in parse(
+        "every day at 5:30 summarise my mail", timezone=TZ).explanation
+    # Where the sentence says the time of day itself, or "am", there is nothing to say.
+    for sentence in ("every evening at 5 summarise my mail", "every day at 5pm summarise my mail",
+                     "every day at 8 summarise my mail"):
+        assert "read " not in parse(sentence, timezone=TZ).explanation
 
 # --- refusals ---------------------------------------------------------------------------------
 
