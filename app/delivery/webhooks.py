@@ -77,7 +77,7 @@ class WebhookChannel:
         webhook = job.webhook
         if not job.delivery.target:
             return failed(
-                "no enabled webhook subscribes to this event: add one with POST "
+                "you had no webhook when this was written: add one with POST "
                 "/api/v1/webhooks, or take webhook off the instruction's channels"
             )
         if webhook is None:

@@ -389,7 +389,7 @@ async def test_a_user_without_any_webhook_is_told_the_event_reached_none(
     rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
     nobody = next(d for d in rows if d.channel == "webhook")
     assert (nobody.status, nobody.target) == ("failed", "")
-    assert "no enabled webhook" in (nobody.last_error or "")
+    assert "you had no webhook" in (nobody.last_error or "")
     [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
     assert told.key == f"delivery:{nobody.id}:failed"
 
