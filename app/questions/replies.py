@@ -289,17 +289,18 @@ def _original_right_below(
     (the quote itself was left out, as from an HTML reply), or the original's rule or
     header block, or the question's text (`original`) at the start of one of the next
     lines with text, below at most the email's title (`_TITLE_LINES`, none ending in a
-    colon), and no quote further down (our question emails hold no quoted mail: a quote
-    means the original is there, and these lines are still the user's). A line of the
-    user's own, further up, is never this: their text or another attribution lies
-    between it and the original. `unknown`: what to conclude, with no quote below, when
-    the question's text is not known."""
+    colon), and no quote further down (our question emails hold no quoted mail, only
+    lines of the question's own that may start with ">": a quote means the original is
+    there, and these lines are still the user's). A line of the user's own, further up,
+    is never this: their text or another attribution lies between it and the original.
+    `unknown`: what to conclude, with no quote below, when the question's text is not
+    known."""
     rest = [line for line in lines[n:] if line.strip()]
     if not rest:
         return True
     if _ORIGINAL.match(rest[0]) or _header_block(rest, 0):
         return True
-    if any(_quoted(line) for line in rest):
+    if _quote_among(rest, original):
         return False
     asked = _words(original)
     if not asked:
@@ -310,6 +311,14 @@ def _original_right_below(
         if _opens_with(rest[k:], asked):
             return True
     return False
+
+
+def _quote_among(lines: list[str], original: str) -> bool:
+    """Whether one of the lines is quoted mail: it starts with ">" and is not a piece of
+    the question's own text (`original`: the model's, which may have such lines; the
+    original below an attribution holds them as they are, or as a client wrapped them)."""
+    own = " ".join(original.split())
+    return any(_quoted(line) and " ".join(line.split()) not in own for line in lines)
 
 
 def _opens_with(lines: list[str], asked: list[str]) -> bool:
