@@ -56,6 +56,10 @@ _COLONS = (":", "：")
 _WORD = re.compile(r"\w+")
 # How much of the question's text, word for word, shows that the original mail follows.
 _ORIGINAL_WORDS = 8
+# How many lines of the original may come before the question's text: the email's title
+# ("<instruction title>: a question for you", up to 220 characters), which a plain-text
+# client wrapping at 72 to 78 columns spreads over at most four.
+_TITLE_LINES = 4
 # Where a client puts the original mail below the reply without quoting it: Outlook's
 # rule or "Original Message" line, or its header block ("From: …" then "Sent: …").
 _ORIGINAL = re.compile(
@@ -167,15 +171,14 @@ def reply_text(body: str, *, original: str = "") -> str:
       it over two lines), wherever they are: above the reply (bottom posting), below it,
       or between its lines.
     - The reply ends at a signature ("-- "), at "On … wrote:" not followed by quoted
-      lines, at an attribution line in another language (see `_attribution`) when what
-      follows it is the original unquoted (`_original_below`: as an HTML reply's text
+      lines, at an attribution line in another language (see `_attribution`), or one
+      naming only a date ("Le 23 nov. 2026, Pilotlight a écrit :"), when the original
+      starts right below it, unquoted (`_original_right_below`: as an HTML reply's text
       has it), and where a client puts the original unquoted: Outlook's rule or
       "Original Message" line, or its header block ("From: …" followed by "Sent:",
-      "Date:" or "To:"). An attribution naming only a date ("Le 23 nov. 2026, Pilotlight
-      a écrit :") ends it only with the original below it for sure: nothing, a header
-      block, or the question's text. A line of the user's own that merely ends in ":"
-      and names an address or a time ("Send it to jane@acme.com:") is kept, with what
-      follows it.
+      "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
+      address or a time ("Send it to jane@acme.com:") is kept, with what follows it,
+      also when the original is further down.
     - A mail app's line under the text ("Sent from my iPhone", "Get Outlook for iOS") is
       dropped when it is the text's last line."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -194,10 +197,12 @@ def reply_text(body: str, *, original: str = "") -> str:
                 n += intro
                 continue
             said = lines[n:n + intro]
+            # Not knowing the question's text, an address or a date with a time is taken
+            # for an attribution; a date alone is not.
+            named = _attribution(said)
             if _on_wrote(said) or (
-                _attribution(said) and _original_below(lines, n + intro, original)
-            ) or (
-                _dated_attribution(said) and _original_right_below(lines, n + intro, original)
+                (named or _dated_attribution(said))
+                and _original_right_below(lines, n + intro, original, unknown=named)
             ):
                 break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
@@ -277,46 +282,58 @@ def _dated_attribution(lines: list[str]) -> bool:
     return bool(_DATED_WROTE.match(" ".join(line.strip() for line in lines)))
 
 
-def _original_below(lines: list[str], n: int, original: str) -> bool:
-    """Whether the lines from `n` on are the original mail, unquoted, below its
-    attribution: nothing (the quote itself was left out, as from an HTML reply), the
-    original's header block ("From: …", "Sent: …"), or the question's text. Our question
-    emails hold no quoted mail, so a quote further down means the original is there and
-    these lines are still the user's."""
+def _original_right_below(
+    lines: list[str], n: int, original: str, *, unknown: bool,
+) -> bool:
+    """Whether the original mail starts right at `n`, unquoted, for sure: nothing follows
+    (the quote itself was left out, as from an HTML reply), or the original's rule or
+    header block, or the question's text (`original`) at the start of one of the next
+    lines with text, below at most the email's title (`_TITLE_LINES`, none ending in a
+    colon), and no quote further down (our question emails hold no quoted mail, only
+    lines of the question's own that may start with ">": a quote means the original is
+    there, and these lines are still the user's). A line of the user's own, further up,
+    is never this: their text or another attribution lies between it and the original.
+    `unknown`: what to conclude, with no quote below, when the question's text is not
+    known."""
     rest = [line for line in lines[n:] if line.strip()]
     if not rest:
         return True
-    if any(_header_block(rest, i) for i in range(min(len(rest), 3))):
+    if _ORIGINAL.match(rest[0]) or _header_block(rest, 0):
         return True
-    if any(_quoted(line) for line in rest):
+    if _quote_among(rest, original):
         return False
-    if not original:
-        return True
-    asked = _words(original)[:_ORIGINAL_WORDS]
-    below = _words("\n".join(rest))
-    return bool(asked) and any(
-        below[i:i + len(asked)] == asked for i in range(len(below) - len(asked) + 1))
-
-
-def _original_right_below(lines: list[str], n: int, original: str) -> bool:
-    """Whether the original mail starts right at `n`, unquoted, for sure: nothing follows,
-    or the original's header block, or the question's text (`original`) at the start of
-    one of the next three lines with text, below at most the email's title (lines not
-    ending in a colon), and no quote further down. A line of the user's own, further up,
-    is never this: their text or another attribution lies between it and the original."""
-    rest = [line for line in lines[n:] if line.strip()]
-    if not rest:
-        return True
-    if _header_block(rest, 0):
-        return True
-    asked = _words(original)[:_ORIGINAL_WORDS]
-    if not asked or any(_quoted(line) for line in rest):
-        return False
-    for k in range(min(len(rest), 3)):
+    asked = _words(original)
+    if not asked:
+        return unknown
+    for k in range(min(len(rest), _TITLE_LINES + 1)):
         if k and rest[k - 1].rstrip().endswith(_COLONS):
             return False
-        if _words("\n".join(rest[k:k + len(asked)]))[:len(asked)] == asked:
+        if _opens_with(rest[k:], asked):
             return True
+    return False
+
+
+def _quote_among(lines: list[str], original: str) -> bool:
+    """Whether one of the lines is quoted mail: it starts with ">" and is not a piece of
+    the question's own text (`original`: the model's, which may have such lines; the
+    original below an attribution holds them as they are, or as a client wrapped them)."""
+    own = " ".join(original.split())
+    return any(_quoted(line) and " ".join(line.split()) not in own for line in lines)
+
+
+def _opens_with(lines: list[str], asked: list[str]) -> bool:
+    """Whether the lines start with the question's first `_ORIGINAL_WORDS` words; a
+    shorter question whole, up to the end of a line (as the email has it, with nothing
+    after it on its line), which the user's own line repeating its few words seldom is."""
+    whole = len(asked) <= _ORIGINAL_WORDS
+    asked = asked[:_ORIGINAL_WORDS]
+    said: list[str] = []
+    for line in lines:
+        said += _words(line)
+        if said[:len(asked)] != asked[:len(said)]:
+            return False
+        if len(said) >= len(asked):
+            return len(said) == len(asked) or not whole
     return False
 
 
