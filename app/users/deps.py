@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,10 +29,24 @@ from app.users import service
 from app.users.models import User
 
 _bearer = HTTPBearer(auto_error=False, description="A personal access token (plt_…)")
-_cookie = APIKeyCookie(
-    name=auth.SESSION_COOKIE, auto_error=False,
+
+
+class SessionCookie(APIKeyCookie):
+    """The dashboard's session cookie as a security scheme, read under the name chosen for
+    the public URL (`auth.session_cookie`) rather than the one fixed at import: on https
+    a plain `pilotlight_session`, which a sibling subdomain can set, is no session."""
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        name, _secure = auth.session_cookie(request.app.state.runtime.settings)
+        return self.check_api_key(request.cookies.get(name))
+
+
+_cookie = SessionCookie(
+    name=auth.SESSION_COOKIE, scheme_name="APIKeyCookie", auto_error=False,
     description="The dashboard's session; requests other than GET also need X-CSRF-Token.",
 )
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
