@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +34,8 @@ _bearer = HTTPBearer(auto_error=False, description="A personal access token (plt
 class SessionCookie(APIKeyCookie):
     """The dashboard's session cookie as a security scheme, read under the name chosen for
     the public URL (`auth.session_cookie`) rather than the one fixed at import: on https
-    a plain `pilotlight_session`, which a sibling subdomain can set, is no session."""
+    a plain `pilotlight_session`, which a sibling subdomain can set, is no session. The
+    app's OpenAPI document names the cookie the same way (`document_session_cookie`)."""
 
     async def __call__(self, request: HTTPConnection) -> str | None:
         name, _secure = auth.session_cookie(request.app.state.runtime.settings)
@@ -45,6 +46,21 @@ _cookie = SessionCookie(
     name=auth.SESSION_COOKIE, scheme_name="APIKeyCookie", auto_error=False,
     description="The dashboard's session; requests other than GET also need X-CSRF-Token.",
 )
+
+
+def document_session_cookie(app: FastAPI) -> None:
+    """The app's OpenAPI document names the session cookie its public URL uses."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default()
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        if _cookie.scheme_name in schemes:
+            name, _secure = auth.session_cookie(app.state.runtime.settings)
+            schemes[_cookie.scheme_name]["name"] = name
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
