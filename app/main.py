@@ -33,6 +33,7 @@ from app.questions.router import router as questions_router
 from app.runs.metrics import refresh_database_gauges
 from app.runs.router import router as runs_router
 from app.runs.router import usage_router
+from app.users.deps import document_session_cookie
 from app.users.router import router as users_router
 from app.web.app import DashboardMount, create_web_app
 from app.web.security_headers import SecurityHeaders
@@ -85,6 +86,7 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     document_errors(app)
+    document_session_cookie(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost of ours: every answer gets them
 

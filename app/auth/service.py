@@ -15,6 +15,7 @@ from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import LoginLink, WebSession
+from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import Unauthorized
 from app.core.security import hash_token, same_secret
@@ -22,10 +23,23 @@ from app.users.models import User
 
 LINK_PATH = "/login/link"
 SESSION_COOKIE = "pilotlight_session"
+# With an https public URL: a cookie that only this host, over https, can set (Secure, no
+# Domain, Path=/), so a sibling subdomain cannot plant or overwrite a session (cookie
+# tossing). Over plain http the plain name, as some browsers drop Secure cookies there.
+HOST_SESSION_COOKIE = f"__Host-{SESSION_COOKIE}"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 # Record activity at most this often, so page views don't each cost a write.
 SEEN_EVERY = timedelta(minutes=5)
+
+
+def session_cookie(settings: Settings) -> tuple[str, bool]:
+    """The session cookie's name and Secure flag for this public URL (its path is `/`).
+
+    Only that name is read: on https a plain `pilotlight_session` is no session."""
+    if settings.effective_public_url.startswith("https://"):
+        return HOST_SESSION_COOKIE, True
+    return SESSION_COOKIE, False
 
 
 class LoginLinkInvalid(Unauthorized):

@@ -101,7 +101,7 @@ async def google_callback(
     # exchanged, then the grant is stored.
     async with transaction(runtime.sessionmaker) as session:
         signed_in = None
-        cookie = request.cookies.get(auth.SESSION_COOKIE)
+        cookie = request.cookies.get(auth.session_cookie(settings)[0])
         if cookie:
             found = await auth.live_session(session=session, token=cookie, now=utcnow())
             signed_in = found[1].id if found is not None else None

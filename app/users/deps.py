@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,10 +29,40 @@ from app.users import service
 from app.users.models import User
 
 _bearer = HTTPBearer(auto_error=False, description="A personal access token (plt_…)")
-_cookie = APIKeyCookie(
-    name=auth.SESSION_COOKIE, auto_error=False,
+
+
+class SessionCookie(APIKeyCookie):
+    """The dashboard's session cookie as a security scheme, read under the name chosen for
+    the public URL (`auth.session_cookie`) rather than the one fixed at import: on https
+    a plain `pilotlight_session`, which a sibling subdomain can set, is no session. The
+    app's OpenAPI document names the cookie the same way (`document_session_cookie`)."""
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        name, _secure = auth.session_cookie(request.app.state.runtime.settings)
+        return self.check_api_key(request.cookies.get(name))
+
+
+_cookie = SessionCookie(
+    name=auth.SESSION_COOKIE, scheme_name="APIKeyCookie", auto_error=False,
     description="The dashboard's session; requests other than GET also need X-CSRF-Token.",
 )
+
+
+def document_session_cookie(app: FastAPI) -> None:
+    """The app's OpenAPI document names the session cookie its public URL uses."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default()
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        if _cookie.scheme_name in schemes:
+            name, _secure = auth.session_cookie(app.state.runtime.settings)
+            schemes[_cookie.scheme_name]["name"] = name
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -25,7 +25,7 @@ from app.google.oauth import CodeRejected, ConsentRefused
 from app.google.sign_in import SignInStateInvalid
 from app.users.models import User
 from app.web.deps import FormViewerDep, ViewerDep, local_sign_in_allowed
-from app.web.render import page, set_session_cookie
+from app.web.render import delete_session_cookie, page, set_session_cookie
 
 # Pages return responses they build; none has a response model.
 router = APIRouter(include_in_schema=False)
@@ -99,7 +99,7 @@ async def open_link(
     if isinstance(user, HTMLResponse):
         return user
     signed_in_as = None
-    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    cookie = request.cookies.get(auth.session_cookie(runtime.settings)[0])
     if cookie:
         found = await auth.resolve_session(
             session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds
@@ -249,7 +249,7 @@ async def google_login_callback(
 async def logout(request: Request, viewer: FormViewerDep, session: SessionDep) -> RedirectResponse:
     await auth.end_session(session=session, web_session=viewer.web_session)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(auth.SESSION_COOKIE, path="/")
+    delete_session_cookie(response, request)
     return response
 
 

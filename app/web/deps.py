@@ -74,7 +74,7 @@ def local_sign_in_allowed(request: Request, settings: Settings) -> bool:
 
 async def get_viewer(request: Request, session: SessionDep, runtime: RuntimeDep) -> Viewer:
     settings = runtime.settings
-    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    cookie = request.cookies.get(auth.session_cookie(settings)[0])
     if cookie:
         found = await auth.resolve_session(
             session=session, token=cookie, ttl_seconds=settings.web_session_ttl_seconds

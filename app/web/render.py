@@ -77,11 +77,18 @@ ENV = _environment()
 
 def set_session_cookie(response: Response, request: Request, token: str) -> None:
     settings = request.app.state.runtime.settings
+    name, secure = auth.session_cookie(settings)
     response.set_cookie(
-        auth.SESSION_COOKIE, token, max_age=settings.web_session_ttl_seconds, path="/",
-        httponly=True, samesite="lax",
-        secure=settings.effective_public_url.startswith("https://"),
+        name, token, max_age=settings.web_session_ttl_seconds, path="/",
+        httponly=True, samesite="lax", secure=secure,
     )
+
+
+def delete_session_cookie(response: Response, request: Request) -> None:
+    """Expire the session cookie that was set: its name and path, and Secure (a browser
+    refuses a `__Host-` cookie without it, the expiring one too)."""
+    name, secure = auth.session_cookie(request.app.state.runtime.settings)
+    response.delete_cookie(name, path="/", secure=secure)
 
 
 def page(

@@ -442,3 +442,32 @@ async def test_with_an_https_public_url_the_state_cookie_is_a_host_only_secure_c
     assert finished.headers["location"] == f"{https_url}/settings?google=connected"
     assert 'Max-Age=0' in finished.headers["set-cookie"]
     assert [a.user_id for a in await google_accounts(runtime)] == [user.id]
+
+
+async def test_with_an_https_public_url_the_callback_reads_the_host_only_session(
+    runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """On https the dashboard's session is `__Host-pilotlight_session`: the callback reads
+    that one to refuse a browser signed in as another user than the one who started."""
+    https_url = PUBLIC_URL.replace("http://", "https://")
+    settings = runtime.settings.model_copy(update={"public_url": https_url})
+    https = Runtime(settings, runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    _mallory, mallory_headers = await user_with_token(runtime, "mallory@example.com")
+    alice, _ = await user_with_token(runtime, "alice@example.com")
+    async with transaction(runtime.sessionmaker) as session:
+        _row, alices_session = await auth.start_session(
+            session=session, user=alice, method="link", ttl_seconds=3600)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(https)), base_url=https_url,
+    ) as client:
+        # Mallory's connection, its state cookie now in Alice's browser (planted).
+        started = await client.get(f"{API}/google/connect", headers=mallory_headers)
+        state = query(started.headers["location"])["state"]
+        code = fake_google.issue_code(
+            "alice@example.com", list(READ_SCOPES), f"{https_url}/oauth/google/callback"
+        )
+        client.cookies.set("__Host-pilotlight_session", alices_session)
+        refused = await client.get("/oauth/google/callback",
+                                   params={"state": state, "code": code})
+    assert_error(refused, 400, "OAuthStateInvalid", "signed in to Pilotlight as another user")
+    assert await google_accounts(runtime) == []

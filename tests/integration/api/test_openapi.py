@@ -212,3 +212,19 @@ async def test_every_422_is_documented_as_the_error_body_the_api_sends(
     body = document["components"]["schemas"]["ErrorBody"]
     assert set(sent) <= set(body["properties"])
     assert set(body["required"]) <= set(sent)
+
+
+@pytest.mark.parametrize(("public_url", "name"), [
+    ("", "pilotlight_session"),
+    ("https://pilot.example.com", "__Host-pilotlight_session"),
+])
+async def test_the_document_names_the_session_cookie_the_api_reads(
+    runtime: Runtime, public_url: str, name: str
+) -> None:
+    runtime.settings.public_url = public_url
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://pilotlight.test") as c:
+        document = (await c.get("/openapi.json")).json()
+    (cookie,) = [s for s in document["components"]["securitySchemes"].values()
+                 if s.get("in") == "cookie"]
+    assert cookie["name"] == name

@@ -141,15 +141,58 @@ async def test_an_expired_or_unknown_login_link_signs_nobody_in(runtime: Runtime
         assert (await client.get("/")).status_code == 303
 
 
-async def test_the_cookie_is_secure_when_the_public_url_is_https(runtime: Runtime) -> None:
-    runtime.settings.public_url = "https://pilot.example.com"
+@pytest.mark.parametrize(
+    ("public_url", "name", "other_name"),
+    [
+        # Plain http (a laptop): the plain name, not Secure (some browsers drop that here).
+        ("", "pilotlight_session", "__Host-pilotlight_session"),
+        # https: a cookie only this host, over https, can set; a sibling subdomain can set
+        # a plain `pilotlight_session` (cookie tossing), so that one is no session.
+        ("https://pilot.example.com", "__Host-pilotlight_session", "pilotlight_session"),
+    ],
+)
+async def test_the_session_cookie_is_host_only_and_secure_when_the_public_url_is_https(
+    runtime: Runtime, public_url: str, name: str, other_name: str
+) -> None:
+    runtime.settings.public_url = public_url
+    base_url = runtime.settings.effective_public_url
+    secure = base_url.startswith("https://")
     user, _headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
     url = await login_link(runtime, user)
-    assert url.startswith("https://pilot.example.com/login/link?token=")
-    async with browser(runtime, base_url="https://pilot.example.com") as client:
+    async with browser(runtime, base_url=base_url) as client:
         response = await open_link(client, url)
         assert response.status_code == 303
-        assert "Secure" in response.headers["set-cookie"]
+        set_cookie = response.headers["set-cookie"]
+        assert set_cookie.startswith(f"{name}="), set_cookie
+        for attribute in ("Path=/;", "HttpOnly", "SameSite=lax"):
+            assert attribute in set_cookie, set_cookie
+        assert ("; Secure" in set_cookie) is secure, set_cookie
+        assert "Domain" not in set_cookie
+        token = client.cookies[name]
+        # Signed in, on the pages and the API (with the session's CSRF token to change things).
+        csrf = await csrf_of(client)
+        assert (await client.get("/api/v1/me")).json()["email"] == user.email
+        pause = f"/api/v1/instructions/{instruction.id}/pause"
+        assert (await client.post(pause)).status_code == 403
+        assert (await client.post(pause, headers={"X-CSRF-Token": csrf})).status_code == 200
+
+        # The same live session's token under the other name signs nobody in.
+        async with browser(runtime, base_url=base_url) as planted:
+            planted.cookies.set(other_name, token)
+            assert (await planted.get("/")).status_code == 303
+            assert (await planted.get("/api/v1/me")).status_code == 401
+
+        # Signing out expires the cookie that was set (its name, path and Secure).
+        out = await client.post("/logout", data={"csrf_token": csrf})
+        assert out.status_code == 303
+        expired = out.headers["set-cookie"]
+        assert expired.startswith(f"{name}="), expired
+        for attribute in ("Max-Age=0", "Path=/;"):
+            assert attribute in expired, expired
+        assert ("; Secure" in expired) is secure, expired
+        assert name not in client.cookies
+        assert (await client.get("/")).status_code == 303
 
 
 async def test_the_login_page_links_only_to_paths_on_this_site(runtime: Runtime) -> None:
