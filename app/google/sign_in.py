@@ -44,6 +44,10 @@ from app.users.models import User
 
 CALLBACK_PATH = "/login/google/callback"
 STATE_COOKIE = "pilotlight_google_login"
+# With an https public URL: a cookie that only this host, over https, can set (Secure, no
+# Domain, Path=/), so a sibling subdomain cannot plant its own sealed state and have the
+# victim's browser finish the attacker's sign-in (login CSRF by cookie tossing).
+HOST_STATE_COOKIE = f"__Host-{STATE_COOKIE}"
 SCOPES = ["openid", "email"]
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 START_AGAIN = "sign in again from /login"
@@ -72,6 +76,14 @@ class Pending:
 
     def __repr__(self) -> str:  # the verifier stays out of logs
         return f"Pending(next={self.next!r})"
+
+
+def state_cookie(settings: Settings) -> tuple[str, str, bool]:
+    """The sign-in state cookie's name, path and Secure flag for this public URL; only
+    that name is read."""
+    if settings.effective_public_url.startswith("https://"):
+        return HOST_STATE_COOKIE, "/", True
+    return STATE_COOKIE, CALLBACK_PATH, False
 
 
 def redirect_uri(settings: Settings) -> str:

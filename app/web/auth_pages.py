@@ -8,7 +8,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,7 @@ from app.auth import service as auth
 from app.auth import throttle
 from app.auth.service import LoginLinkInvalid
 from app.auth.throttle import TooManySignInFailures, client_key
+from app.core.config import Settings
 from app.core.db import transaction
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import DomainError
@@ -157,8 +158,13 @@ async def redeem_link(
 
 def _refused(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
     response = _login_problem(request, runtime, exc)
-    response.delete_cookie(sign_in.STATE_COOKIE, path=sign_in.CALLBACK_PATH)
+    _delete_state_cookie(response, runtime.settings)
     return response
+
+
+def _delete_state_cookie(response: Response, settings: Settings) -> None:
+    name, path, secure = sign_in.state_cookie(settings)
+    response.delete_cookie(name, path=path, secure=secure)
 
 
 @router.get("/login/google", response_model=None)
@@ -175,10 +181,10 @@ async def google_login(
         return _refused(request, runtime, exc)
     response = RedirectResponse(url, status_code=302)
     # Lax: the cookie rides along on the top-level redirect back from Google.
+    name, path, secure = sign_in.state_cookie(settings)
     response.set_cookie(
-        sign_in.STATE_COOKIE, sealed, max_age=settings.google_oauth_state_ttl_seconds,
-        path=sign_in.CALLBACK_PATH, httponly=True, samesite="lax",
-        secure=settings.effective_public_url.startswith("https://"),
+        name, sealed, max_age=settings.google_oauth_state_ttl_seconds, path=path,
+        httponly=True, samesite="lax", secure=secure,
     )
     return response
 
@@ -199,7 +205,7 @@ async def google_login_callback(
 ) -> RedirectResponse | HTMLResponse:
     """Google sends the browser back here: the verified address signs its user in."""
     settings = runtime.settings
-    cookie = request.cookies.get(sign_in.STATE_COOKIE)
+    cookie = request.cookies.get(sign_in.state_cookie(settings)[0])
     client = client_key(request)
     try:
         async with transaction(runtime.sessionmaker) as session:
@@ -241,7 +247,7 @@ async def google_login_callback(
         return _refused(request, runtime, exc)
     response = RedirectResponse(pending.next, status_code=303)
     set_session_cookie(response, request, token)
-    response.delete_cookie(sign_in.STATE_COOKIE, path=sign_in.CALLBACK_PATH)
+    _delete_state_cookie(response, settings)
     return response
 
 

@@ -295,3 +295,49 @@ async def test_refused_google_sign_ins_count_towards_the_limit_and_cancel_does_n
         assert sum(r.path == "/token" for r in fake_google.requests) == tokens_before
         assert "pilotlight_session" not in browser.cookies
     assert await failures() == 3
+
+
+async def test_with_an_https_public_url_the_state_cookie_is_host_only(
+    runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """On https the sign-in's state cookie is `__Host-pilotlight_google_login` (Secure,
+    Path=/): a sibling subdomain can set a plain `pilotlight_google_login` for the whole
+    domain, with a sealed state of its own sign-in, so that one is not read."""
+    https_url = PUBLIC_URL.replace("http://", "https://")
+    https = Runtime(runtime.settings.model_copy(update={"public_url": https_url}),
+                    runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    fake_google.redirect_uris = {f"{https_url}/login/google/callback"}
+    user, _headers = await factories.user_with_token(runtime, "alice@example.com")
+    app = create_app(https)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=https_url) as browser:
+        start = await browser.get("/login/google")
+        assert start.status_code == 302, start.text
+        set_cookie = start.headers["set-cookie"]
+        assert set_cookie.startswith("__Host-pilotlight_google_login=")
+        assert "Path=/;" in set_cookie
+        assert "Secure" in set_cookie
+        assert "Domain" not in set_cookie
+        sealed = browser.cookies["__Host-pilotlight_google_login"]
+        async with httpx.AsyncClient(timeout=30) as google:
+            at_google = await google.get(start.headers["location"])
+        callback = urlsplit(at_google.headers["location"])
+        assert f"{callback.scheme}://{callback.netloc}" == https_url
+
+        # The same sealed state under the plain name, as a sibling subdomain sets it.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url=https_url) as tossed:
+            tossed.cookies.set("pilotlight_google_login", sealed)
+            refused = await tossed.get(f"{callback.path}?{callback.query}")
+        assert refused.status_code == 400, refused.text
+        assert "pilotlight_session" not in str(tossed.cookies)
+
+        signed_in = await browser.get(f"{callback.path}?{callback.query}")
+        assert signed_in.status_code == 303, signed_in.text
+        cleared = [c for c in signed_in.headers.get_list("set-cookie")
+                   if c.startswith("__Host-pilotlight_google_login=")]
+        assert cleared
+        assert "Max-Age=0" in cleared[0]
+        assert "Path=/" in cleared[0]
+    (web_session,) = await sessions(runtime)
+    assert web_session.user_id == user.id
