@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event
 
 from app.core.runtime import Runtime
@@ -19,6 +18,7 @@ from tests import factories
 from tests.integration.api.helpers import add_notification
 from tests.integration.events.test_events import EVENTS, WAIT, Stream
 from tests.integration.processes import free_port
+from tests.integration.serving import serving
 
 pytestmark = pytest.mark.slow
 
@@ -26,25 +26,8 @@ pytestmark = pytest.mark.slow
 @asynccontextmanager
 async def served(runtime: Runtime) -> AsyncIterator[str]:
     """The app on a real uvicorn server on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    app = create_app(runtime)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=5,
-    ))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it could not start
-        await asyncio.sleep(0.02)  # polling the server's own start flag, not a timing guess
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        hub = getattr(app.state, "events", None)
-        if hub is not None:
-            hub.end_streams()
-        server.should_exit = True
-        await task
+    async with serving(create_app(runtime), free_port()) as base:
+        yield base
 
 
 async def test_an_idle_stream_checks_its_sign_in_without_reading_events(

@@ -6,7 +6,6 @@ async driver. The browser waits for elements; nothing sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from app.agent.offline import OfflineModel
@@ -33,6 +31,7 @@ from tests.fakes.gemini import Calls, FakeGemini, Text
 from tests.integration.processes import free_port
 from tests.integration.runs.helpers import notifications_of
 from tests.integration.runs.test_questions_flow import gemini_for, point_at_fake, questions_of
+from tests.integration.serving import serving
 from tests.integration.web.helpers import login_link
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
@@ -57,24 +56,8 @@ async def served(runtime: Runtime, llm: Any) -> AsyncIterator[str]:
     runtime.settings.public_url = f"http://127.0.0.1:{port}"
     worker = Worker(runtime=runtime, executor=RunExecutor(
         sessionmaker=runtime.sessionmaker, settings=runtime.settings, llm=llm))
-    app = create_app(runtime, loops=[worker])
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=5,
-    ))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises why it could not start
-        await asyncio.sleep(0.02)  # polling the server's own start flag, not a timing guess
-    try:
-        yield runtime.settings.public_url
-    finally:
-        hub = getattr(app.state, "events", None)
-        if hub is not None:
-            hub.end_streams()  # as on SIGTERM: open event streams end, browsers reconnect
-        server.should_exit = True
-        await task
+    async with serving(create_app(runtime, loops=[worker]), port) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
