@@ -25,7 +25,7 @@ from tests.integration.delivery.receivers import (
     MailHandler,
     WebhookReceiver,
     start_smtp_server,
-    start_webhook_receiver,
+    webhook_receiver,
 )
 
 SECRET_KEY = Fernet.generate_key().decode()
@@ -53,12 +53,8 @@ def with_settings(runtime: Runtime, **changes: Any) -> Runtime:
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    receiver, server = start_webhook_receiver()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as started:
+        yield started
 
 
 @pytest.fixture

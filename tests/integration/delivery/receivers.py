@@ -11,6 +11,8 @@ import asyncio
 import json
 import socketserver
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -107,6 +109,17 @@ def start_webhook_receiver(
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()
     return receiver, server
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A receiver on a free port for the block's length."""
+    receiver, server = start_webhook_receiver()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass

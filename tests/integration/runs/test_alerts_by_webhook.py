@@ -21,7 +21,7 @@ from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from tests import factories
 from tests.fakes.gemini import Calls, FakeGemini, Text
-from tests.integration.delivery.receivers import WebhookReceiver, start_webhook_receiver
+from tests.integration.delivery.receivers import WebhookReceiver, webhook_receiver
 from tests.integration.runs.helpers import get_run, make_worker, notifications_of, work_once
 from tests.integration.runs.test_questions_flow import DIGEST, gemini_for, point_at_fake
 from tests.integration.runs.test_worker import run_now
@@ -35,12 +35,8 @@ def fake() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    receiver, server = start_webhook_receiver()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as started:
+        yield started
 
 
 async def test_tell_me_at_once_by_webhook_posts_the_alert(
