@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -606,12 +606,11 @@ async def test_ending_a_run_that_spent_last_week_charges_nothing_today(
 
 
 
-async def test_a_run_paused_yesterday_counts_today_only_what_it_spends_today(
-    runtime: Runtime, client: httpx.AsyncClient
-) -> None:
-    """The $2.00 before the question was charged on the day the run paused. The resumed
-    attempt's $0.01 moved the whole run to today: its turns before the pause counted
-    against yesterday's cap and again against today's."""
+async def _a_run_paused_yesterday(
+    runtime: Runtime,
+) -> tuple[User, dict[str, str], uuid.UUID, Worker, datetime]:
+    """A run spent $2.00 before its question, as if it had paused yesterday (charged then);
+    the user, their headers, the run, its worker and when "yesterday" was."""
     _dear(runtime)
     user, headers = await factories.user_with_token(runtime)
     await _cap(runtime, user, 5.0)
@@ -621,9 +620,19 @@ async def test_a_run_paused_yesterday_counts_today_only_what_it_spends_today(
     assert (await get_run(runtime, run_id)).status == "waiting_for_user"
     assert await _spent_today(runtime, user) == pytest.approx(2.0)
     yesterday = utcnow() - timedelta(days=1)
-    async with transaction(runtime.sessionmaker) as session:  # as if it paused yesterday
+    async with transaction(runtime.sessionmaker) as session:
         await session.execute(update(Run).where(Run.id == run_id).values(
             charged_at=yesterday, updated_at=yesterday))
+    return user, headers, run_id, worker, yesterday
+
+
+async def test_a_run_paused_yesterday_counts_today_only_what_it_spends_today(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The $2.00 before the question was charged on the day the run paused. The resumed
+    attempt's $0.01 moved the whole run to today: its turns before the pause counted
+    against yesterday's cap and again against today's."""
+    user, _headers, run_id, worker, _yesterday = await _a_run_paused_yesterday(runtime)
     assert await _spent_today(runtime, user) == pytest.approx(0.0)
     await _answer(runtime, user, run_id, "Apollo")
     await work_once(worker)
@@ -736,17 +745,7 @@ async def test_usage_puts_a_runs_spend_before_its_question_on_the_day_it_paused(
     """A run spent $2.00 yesterday before its question and $0.01 today. The cap counts
     $0.01 today; /usage (and the dashboard's chart) put all $2.01 on today and nothing
     on yesterday."""
-    _dear(runtime)
-    user, headers = await factories.user_with_token(runtime)
-    await _cap(runtime, user, 5.0)
-    run_id = await run_now(runtime, await factories.instruction(runtime, user))
-    worker = make_worker(runtime, Asking())
-    await work_once(worker)
-    assert (await get_run(runtime, run_id)).status == "waiting_for_user"
-    yesterday = utcnow() - timedelta(days=1)
-    async with transaction(runtime.sessionmaker) as session:  # as if it paused yesterday
-        await session.execute(update(Run).where(Run.id == run_id).values(
-            charged_at=yesterday, updated_at=yesterday))
+    user, headers, run_id, worker, yesterday = await _a_run_paused_yesterday(runtime)
     await _answer(runtime, user, run_id, "Apollo")
     await work_once(worker)
     run = await get_run(runtime, run_id)
