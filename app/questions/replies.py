@@ -39,10 +39,14 @@ _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
 # An attribution with neither address nor time: "On/Le/El/Em/Il <date with a year>,
-# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird).
+# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird), and
+# in German and Dutch, where the verb may come before the name: "Am <date> schrieb
+# <someone>:", "Op <date> schreef <someone>:" or "… heeft <someone> het volgende
+# geschreven:".
 _DATED_WROTE = re.compile(
-    r"^\s*(On|Le|El|Em|Il)\s.*(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_]).*\s"
-    r"(wrote|a écrit|escribió|escreveu|ha scritto)\s*:\s*$", re.IGNORECASE)
+    r"^\s*((On|Le|El|Em|Il)\s.*YEAR.*\s(wrote|a écrit|escribió|escreveu|ha scritto)"
+    r"|Am\s.*YEAR.*\sschrieb\s.+|Op\s.*YEAR.*\s(schreef\s.+|geschreven))\s*:\s*$".replace(
+        "YEAR", r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])"), re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
