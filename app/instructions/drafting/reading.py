@@ -233,6 +233,8 @@ class _Time:
     minute: int
     fixed: bool  # am/pm, "h", noon, or a 24-hour value: not to be moved by a part of the day
     bare: bool = False  # said without am/pm, "h" or a leading zero ("at 5", "at 5:30")
+    # In a list ("at 6 and 7"), the hour said just before this one, as said: None first.
+    after: int | None = None
 
     def __str__(self) -> str:
         return f"{self.hour:02d}:{self.minute:02d}"
@@ -466,11 +468,16 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
     """An hour from 1 to 6 said without am or pm ("at 5", "at 5:30") is the afternoon or
     evening, 13:00 to 18:59, as people say it ("on Friday at 5 send me the invoices"); 7 to
     11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning"
-    and "at 5 at dawn" keep theirs."""
+    and "at 5 at dawn" keep theirs. A list said rising keeps its order: an hour up to two
+    after one read as the afternoon is the afternoon too ("at 6 and 7": 18:00 and 19:00;
+    "at 5 and 9": 09:00 and 17:00)."""
     if "morning" in schedule.periods or _EARLY.search(reading.rest):
         return
+    moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
-        if time.bare and 1 <= time.hour <= 6:
+        run = moved and time.after is not None and 0 < time.hour - time.after <= 2
+        moved = time.bare and time.hour < 12 and (1 <= time.hour <= 6 or run)
+        if moved:
             schedule.times[i] = _Time(time.hour + 12, time.minute, True)
             if not schedule.periods:  # "every evening at 5" says it itself
                 schedule.afternoon.append(schedule.times[i])
@@ -519,8 +526,10 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None
+        said: int | None = None
         for token in tokens:
             time = _read_time(token)
+            time.after, said = said, time.hour
             if previous and not time.fixed and time.hour < previous.hour and time.hour < 12:
                 time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
             schedule.times.append(time)

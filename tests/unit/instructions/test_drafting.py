@@ -418,6 +418,15 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("every day around 4 summarise my mail", "0 16 * * *", "16:00"),
     ("at 1 and 3 summarise my mail", "0 13,15 * * *", "13:00 and 15:00"),
     ("at 5 and 9 summarise my mail", "0 9,17 * * *", "09:00 and 17:00"),
+    # a list said rising keeps its order: an hour up to two after one read as the
+    # afternoon is the afternoon too
+    ("every day at 6 and 7 summarise my mail", "0 18,19 * * *", "18:00 and 19:00"),
+    ("every day at 5, 6 and 7 summarise my mail", "0 17,18,19 * * *",
+     "17:00, 18:00 and 19:00"),
+    ("every day at 4, 6 and 8 summarise my mail", "0 16,18,20 * * *",
+     "16:00, 18:00 and 20:00"),
+    ("every day at 6:30 and 7:30 summarise my mail", "30 18,19 * * *", "18:30 and 19:30"),
+    ("every day at 1 and 7 summarise my mail", "0 7,13 * * *", "07:00 and 13:00"),
     ("at 11 and 1 summarise my mail", "0 11,13 * * *", "11:00 and 13:00"),
     ("at lunch at 1 summarise my mail", "0 13 * * *", "13:00"),
     ("every day at 5:30 summarise my mail", "30 17 * * *", "17:30"),
@@ -462,6 +471,8 @@ def test_an_hour_read_as_the_afternoon_says_so() -> None:
     assert out.schedule == "At 17:00, only on Friday (Europe/Berlin)"
     assert 'read "5:30" as 17:30; say "5:30am" for the morning' in parse(
         "every day at 5:30 summarise my mail", timezone=TZ).explanation
+    assert 'read "6" as 18:00 and "7" as 19:00; say "6am" for the morning' in parse(
+        "every day at 6 and 7 summarise my mail", timezone=TZ).explanation
     # Where the sentence says the time of day itself, or "am", there is nothing to say.
     for sentence in ("every evening at 5 summarise my mail", "every day at 5pm summarise my mail",
                      "every day at 8 summarise my mail"):
