@@ -460,17 +460,21 @@ def _read_schedule(reading: _Reading) -> _Schedule:
     return schedule
 
 
-# Said of a time that is early in the day without "morning": "at 5 at dawn".
-_EARLY = re.compile(r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise|first\s+light)\b")
+# Said of a time that is early in the day without "morning": "at 5 at dawn", "at 6
+# before work", "at 5 when I wake up".
+_EARLY = re.compile(
+    r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise|first\s+light)\b"
+    r"|\bbefore\s+(?:work|breakfast)\b|\b(?:when|as\s+soon\s+as)\s+i\s+(?:wake|get)\s+up\b"
+)
 
 
 def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
     """An hour from 1 to 6 said without am or pm ("at 5", "at 5:30") is the afternoon or
     evening, 13:00 to 18:59, as people say it ("on Friday at 5 send me the invoices"); 7 to
-    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning"
-    and "at 5 at dawn" keep theirs. A list said rising keeps its order: an hour up to two
-    after one read as the afternoon is the afternoon too ("at 6 and 7": 18:00 and 19:00;
-    "at 5 and 9": 09:00 and 17:00)."""
+    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning",
+    "at 5 at dawn" and "at 6 before work" keep theirs. A list said rising keeps its order:
+    an hour up to two after one read as the afternoon is the afternoon too ("at 6 and 7":
+    18:00 and 19:00; "at 5 and 9": 09:00 and 17:00)."""
     if "morning" in schedule.periods or _EARLY.search(reading.rest):
         return
     moved = False  # the time before this one, in its list, was read as the afternoon
