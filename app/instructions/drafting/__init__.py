@@ -276,7 +276,7 @@ def draft_system_instruction(timezone: str) -> str:
         "18:00 when no time is said; an hour from 1 to 6 without am or pm, as in \"at 5\" or "
         "\"at 5:30\", is the afternoon, 17:00 or 17:30, and 7 to 11 the morning, but in a "
         "list an hour up to two after an afternoon one is the evening, \"at 6 and 7\" "
-        "18:00 and 19:00; days the "
+        "18:00 and 19:00, and so is a range, \"every hour between 2 and 6\" 14-18; days the "
         "task is about, as in \"every day at 9 tell me who is off on Monday\" or \"list "
         "Friday's meetings\", are not the schedule's days) "
         "and, only if the sentence names another time zone, "

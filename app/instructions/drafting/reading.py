@@ -365,6 +365,8 @@ class _Schedule:
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
     afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
+    window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
+    afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -474,9 +476,16 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
     11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning",
     "at 5 at dawn" and "at 6 before work" keep theirs. A list said rising keeps its order:
     an hour up to two after one read as the afternoon is the afternoon too ("at 6 and 7":
-    18:00 and 19:00; "at 5 and 9": 09:00 and 17:00)."""
+    18:00 and 19:00; "at 5 and 9": 09:00 and 17:00); a range of hours moves whole, or not
+    at all ("between 2 and 6": 14:00 to 18:59; "between 5 and 9" as said)."""
     if "morning" in schedule.periods or _EARLY.search(reading.rest):
         return
+    if schedule.window_said:  # a range moves whole, or not at all: "between 5 and 9" stays
+        a, b = schedule.window_said
+        if (a.bare and b.bare and 1 <= a.hour <= 6 and a.hour < b.hour
+                and (b.hour <= 6 or b.hour - a.hour <= 2)):
+            schedule.window = (a.hour + 12, b.hour + 12)
+            schedule.afternoon_window = (a.hour, b.hour)
     moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
         run = moved and time.after is not None and 0 < time.hour - time.after <= 2
@@ -526,7 +535,7 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         if (not stop.fixed and not twenty_four and end < start.hour and end < 12
                 and end + 12 > start.hour):
             end += 12
-        schedule.window = (start.hour, end)
+        schedule.window, schedule.window_said = (start.hour, end), (start, stop)
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None

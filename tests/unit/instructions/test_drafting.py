@@ -481,6 +481,34 @@ def test_an_hour_read_as_the_afternoon_says_so() -> None:
                      "every day at 8 summarise my mail"):
         assert "read " not in parse(sentence, timezone=TZ).explanation
 
+# A range of hours is read the same way: both ends from 1 to 6, or the end up to two hours
+# after such a start, are the afternoon; otherwise the range is kept as said.
+BARE_WINDOWS: list[tuple[str, str]] = [
+    ("every hour between 2 and 6 summarise my mail", "0 14-18 * * *"),
+    ("every hour from 1 to 5 on weekdays summarise my mail", "0 13-17 * * 1-5"),
+    ("every 30 minutes between 5 and 7 summarise my mail", "*/30 17-19 * * *"),
+    ("every hour between 5 and 9 summarise my mail", "0 5-9 * * *"),
+    ("every hour between 2am and 6 summarise my mail", "0 2-6 * * *"),
+    ("every hour between 02 and 06 summarise my mail", "0 2-6 * * *"),
+    ("every hour between 9 and 5 summarise my mail", "0 9-17 * * *"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression"), BARE_WINDOWS,
+                         ids=[b[0] for b in BARE_WINDOWS])
+def test_a_range_of_hours_alone_is_read_as_people_say_it(sentence: str, expression: str) -> None:
+    assert parse(sentence, timezone=TZ).instruction.trigger.model_dump() == cron(expression)
+
+
+def test_a_range_read_as_the_afternoon_says_so() -> None:
+    out = parse("every hour between 2 and 6 summarise my mail", timezone=TZ)
+    assert out.explanation.startswith(
+        "Understood: every hour between 14:00 and 18:59 (Europe/Berlin) (read \"2\" to \"6\" "
+        'as 14:00 to 18:59; say "2am" for the morning); ')
+    assert "read " not in parse("every hour between 9 and 5 summarise my mail",
+                                timezone=TZ).explanation
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
