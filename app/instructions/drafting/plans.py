@@ -152,7 +152,7 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     note = ""
     if s.afternoon:  # said without am or pm: shown, so the user can correct it
         def _said(t: _Time) -> str:
-            return f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}"
+            return t.said or (f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}")
 
         said = _and([f'"{_said(t)}" as {t}' for t in s.afternoon])
         note = f'read {said}; say "{_said(s.afternoon[0])}am" for the morning'

@@ -235,6 +235,7 @@ class _Time:
     bare: bool = False  # said without am/pm, "h" or a leading zero ("at 5", "at 5:30")
     # In a list ("at 6 and 7"), the hour said just before this one, as said: None first.
     after: int | None = None
+    said: str = ""  # as the sentence has it ("5:30", "4.15"), for a bare hour
 
     def __str__(self) -> str:
         return f"{self.hour:02d}:{self.minute:02d}"
@@ -263,7 +264,7 @@ def _read_time(token: str) -> _Time:
         return _Time(hour % 12 + 12, minute, True)
     fixed = "h" in (suffix, match[2]) or hour == 0 or hour > 12
     bare = not fixed and suffix is None and not token.startswith("0")
-    return _Time(hour, minute, fixed, bare)
+    return _Time(hour, minute, fixed, bare, said=token if bare else "")
 
 
 # --- Time zones named in the sentence --------------------------------------------------------
@@ -491,7 +492,7 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
         run = moved and time.after is not None and 0 < time.hour - time.after <= 2
         moved = time.bare and time.hour < 12 and (1 <= time.hour <= 6 or run)
         if moved:
-            schedule.times[i] = _Time(time.hour + 12, time.minute, True)
+            schedule.times[i] = _Time(time.hour + 12, time.minute, True, said=time.said)
             if not schedule.periods:  # "every evening at 5" says it itself
                 schedule.afternoon.append(schedule.times[i])
 

@@ -476,6 +476,11 @@ def test_an_hour_read_as_the_afternoon_says_so() -> None:
         "every day at 5:30 summarise my mail", timezone=TZ).explanation
     assert 'read "6" as 18:00 and "7" as 19:00; say "6am" for the morning' in parse(
         "every day at 6 and 7 summarise my mail", timezone=TZ).explanation
+    # As the user wrote it: "3:00", "4.15"
+    assert 'read "3:00" as 15:00; say "3:00am" for the morning' in parse(
+        "every day at 3:00 summarise my mail", timezone=TZ).explanation
+    assert 'read "4.15" as 16:15; say "4.15am" for the morning' in parse(
+        "every day at 4.15 summarise my mail", timezone=TZ).explanation
     # Where the sentence says the time of day itself, or "am", there is nothing to say.
     for sentence in ("every evening at 5 summarise my mail", "every day at 5pm summarise my mail",
                      "every day at 8 summarise my mail"):
