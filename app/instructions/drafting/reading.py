@@ -548,6 +548,10 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                 time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
             schedule.times.append(time)
             previous = time
+        if tokens[-1].rstrip().endswith("am"):  # "at 4 and 5am": said for the whole list
+            for time in schedule.times[-len(tokens):]:
+                if time.bare:
+                    time.bare, time.fixed = False, True
         schedule.marks.append((match.start(), "t"))
     for match in reading.take(_BARE_TIME):
         schedule.times.append(_read_time(match[0]))

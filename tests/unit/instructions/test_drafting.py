@@ -427,6 +427,11 @@ BARE_HOURS: list[tuple[str, str, str]] = [
      "16:00, 18:00 and 20:00"),
     ("every day at 6:30 and 7:30 summarise my mail", "30 18,19 * * *", "18:30 and 19:30"),
     ("every day at 1 and 7 summarise my mail", "0 7,13 * * *", "07:00 and 13:00"),
+    # "am" after the last time of a list is said for all of them
+    ("every day at 4 and 5am summarise my mail", "0 4,5 * * *", "04:00 and 05:00"),
+    ("every day at 4, 5 and 6 am summarise my mail", "0 4,5,6 * * *",
+     "04:00, 05:00 and 06:00"),
+    ("every day at 5:30 and 6:30am summarise my mail", "30 5,6 * * *", "05:30 and 06:30"),
     ("at 11 and 1 summarise my mail", "0 11,13 * * *", "11:00 and 13:00"),
     ("at lunch at 1 summarise my mail", "0 13 * * *", "13:00"),
     ("every day at 5:30 summarise my mail", "30 17 * * *", "17:30"),
