@@ -39,10 +39,14 @@ _MESSAGE_IDS = re.compile(r"<[^<>\s]{1,400}>")
 _ON_WROTE_START = re.compile(r"^\s*On\s.+", re.IGNORECASE)
 _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
 # An attribution with neither address nor time: "On/Le/El/Em/Il <date with a year>,
-# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird).
+# <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird), and
+# in German and Dutch, where the verb may come before the name: "Am <date> schrieb
+# <someone>:", "Op <date> schreef <someone>:" or "… heeft <someone> het volgende
+# geschreven:".
 _DATED_WROTE = re.compile(
-    r"^\s*(On|Le|El|Em|Il)\s.*(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_]).*\s"
-    r"(wrote|a écrit|escribió|escreveu|ha scritto)\s*:\s*$", re.IGNORECASE)
+    r"^\s*((On|Le|El|Em|Il)\s.*YEAR.*\s(wrote|a écrit|escribió|escreveu|ha scritto)"
+    r"|Am\s.*YEAR.*\sschrieb\s.+|Op\s.*YEAR.*\s(schreef\s.+|geschreven))\s*:\s*$".replace(
+        "YEAR", r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])"), re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
@@ -288,8 +292,8 @@ def _original_right_below(
     """Whether the original mail starts right at `n`, unquoted, for sure: nothing follows
     (the quote itself was left out, as from an HTML reply), or the original's rule or
     header block, or the question's text (`original`) at the start of one of the next
-    lines with text, below at most the email's title (`_TITLE_LINES`, none ending in a
-    colon), and no quote further down (our question emails hold no quoted mail, only
+    lines with text, below at most the email's title (`_TITLE_LINES`, none ending an
+    attribution), and no quote further down (our question emails hold no quoted mail, only
     lines of the question's own that may start with ">": a quote means the original is
     there, and these lines are still the user's). A line of the user's own, further up,
     is never this: their text or another attribution lies between it and the original.
@@ -306,11 +310,20 @@ def _original_right_below(
     if not asked:
         return unknown
     for k in range(min(len(rest), _TITLE_LINES + 1)):
-        if k and rest[k - 1].rstrip().endswith(_COLONS):
+        if k and _attribution_ends(rest, k):
             return False
         if _opens_with(rest[k:], asked):
             return True
     return False
+
+
+def _attribution_ends(lines: list[str], k: int) -> bool:
+    """Whether an attribution (one line, or one wrapped over two) ends just above line `k`:
+    then what is below it is another mail's. A line of the title that a client wrapped
+    after a colon ("Invoices:", "… needs money now:" over "a question for you") is not."""
+    return any(
+        _attribution(said) or _dated_attribution(said)
+        for said in (lines[k - 1:k], lines[max(k - 2, 0):k]))
 
 
 def _quote_among(lines: list[str], original: str) -> bool:

@@ -127,14 +127,19 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
         )
     days_phrase, head = _days_words(s.days)
     when = words
+    note = ""
     if s.window is not None:
         when += f" between {s.window[0]:02d}:00 and {s.window[1]:02d}:59"
+        if s.afternoon_window:  # said without am or pm: shown, so the user can correct it
+            a, b = s.afternoon_window
+            note = (f'read "{a}" to "{b}" as {s.window[0]:02d}:00 to {s.window[1]:02d}:59; '
+                    f'say "{a}am" for the morning')
     if restricted:
         when += f", {days_phrase}"
     cron = f"{minute} {hour} * * {_days_field(s.days)}"
     tail = words if s.interval != 3600 or restricted else "every hour"
     return _Plan(CronTriggerIn(type="cron", cron=cron, timezone=timezone), when,
-                 head if restricted else "", tail)
+                 head if restricted else "", tail, note)
 
 
 def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
@@ -147,7 +152,7 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     note = ""
     if s.afternoon:  # said without am or pm: shown, so the user can correct it
         def _said(t: _Time) -> str:
-            return f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}"
+            return t.said or (f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}")
 
         said = _and([f'"{_said(t)}" as {t}' for t in s.afternoon])
         note = f'read {said}; say "{_said(s.afternoon[0])}am" for the morning'

@@ -233,6 +233,9 @@ class _Time:
     minute: int
     fixed: bool  # am/pm, "h", noon, or a 24-hour value: not to be moved by a part of the day
     bare: bool = False  # said without am/pm, "h" or a leading zero ("at 5", "at 5:30")
+    # In a list ("at 6 and 7"), the hour said just before this one, as said: None first.
+    after: int | None = None
+    said: str = ""  # as the sentence has it ("5:30", "4.15"), for a bare hour
 
     def __str__(self) -> str:
         return f"{self.hour:02d}:{self.minute:02d}"
@@ -261,7 +264,7 @@ def _read_time(token: str) -> _Time:
         return _Time(hour % 12 + 12, minute, True)
     fixed = "h" in (suffix, match[2]) or hour == 0 or hour > 12
     bare = not fixed and suffix is None and not token.startswith("0")
-    return _Time(hour, minute, fixed, bare)
+    return _Time(hour, minute, fixed, bare, said=token if bare else "")
 
 
 # --- Time zones named in the sentence --------------------------------------------------------
@@ -363,6 +366,8 @@ class _Schedule:
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
     afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
+    window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
+    afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -458,20 +463,36 @@ def _read_schedule(reading: _Reading) -> _Schedule:
     return schedule
 
 
-# Said of a time that is early in the day without "morning": "at 5 at dawn".
-_EARLY = re.compile(r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise|first\s+light)\b")
+# Said of a time that is early in the day without "morning": "at 5 at dawn", "at 6
+# before work", "at 5 when I wake up".
+_EARLY = re.compile(
+    r"\b(?:at|by|around|before|after)\s+(?:dawn|daybreak|sunrise|first\s+light)\b"
+    r"|\bbefore\s+(?:work|breakfast)\b|\b(?:when|as\s+soon\s+as)\s+i\s+(?:wake|get)\s+up\b"
+)
 
 
 def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
     """An hour from 1 to 6 said without am or pm ("at 5", "at 5:30") is the afternoon or
     evening, 13:00 to 18:59, as people say it ("on Friday at 5 send me the invoices"); 7 to
-    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning"
-    and "at 5 at dawn" keep theirs."""
+    11 stay the morning, 12 is noon. "5am", "05:00", "05", "5h", "17", "5 in the morning",
+    "at 5 at dawn" and "at 6 before work" keep theirs. A list said rising keeps its order:
+    an hour up to two after one read as the afternoon is the afternoon too ("at 6 and 7":
+    18:00 and 19:00; "at 5 and 9": 09:00 and 17:00); a range of hours moves whole, or not
+    at all ("between 2 and 6": 14:00 to 18:59; "between 5 and 9" as said)."""
     if "morning" in schedule.periods or _EARLY.search(reading.rest):
         return
+    if schedule.window_said:  # a range moves whole, or not at all: "between 5 and 9" stays
+        a, b = schedule.window_said
+        if (a.bare and b.bare and 1 <= a.hour <= 6 and a.hour < b.hour
+                and (b.hour <= 6 or b.hour - a.hour <= 2)):
+            schedule.window = (a.hour + 12, b.hour + 12)
+            schedule.afternoon_window = (a.hour, b.hour)
+    moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
-        if time.bare and 1 <= time.hour <= 6:
-            schedule.times[i] = _Time(time.hour + 12, time.minute, True)
+        run = moved and time.after is not None and 0 < time.hour - time.after <= 2
+        moved = time.bare and time.hour < 12 and (1 <= time.hour <= 6 or run)
+        if moved:
+            schedule.times[i] = _Time(time.hour + 12, time.minute, True, said=time.said)
             if not schedule.periods:  # "every evening at 5" says it itself
                 schedule.afternoon.append(schedule.times[i])
 
@@ -515,16 +536,22 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         if (not stop.fixed and not twenty_four and end < start.hour and end < 12
                 and end + 12 > start.hour):
             end += 12
-        schedule.window = (start.hour, end)
+        schedule.window, schedule.window_said = (start.hour, end), (start, stop)
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None
+        said: int | None = None
         for token in tokens:
             time = _read_time(token)
+            time.after, said = said, time.hour
             if previous and not time.fixed and time.hour < previous.hour and time.hour < 12:
                 time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
             schedule.times.append(time)
             previous = time
+        if tokens[-1].rstrip().endswith("am"):  # "at 4 and 5am": said for the whole list
+            for time in schedule.times[-len(tokens):]:
+                if time.bare:
+                    time.bare, time.fixed = False, True
         schedule.marks.append((match.start(), "t"))
     for match in reading.take(_BARE_TIME):
         schedule.times.append(_read_time(match[0]))

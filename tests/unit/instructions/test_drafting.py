@@ -418,6 +418,20 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("every day around 4 summarise my mail", "0 16 * * *", "16:00"),
     ("at 1 and 3 summarise my mail", "0 13,15 * * *", "13:00 and 15:00"),
     ("at 5 and 9 summarise my mail", "0 9,17 * * *", "09:00 and 17:00"),
+    # a list said rising keeps its order: an hour up to two after one read as the
+    # afternoon is the afternoon too
+    ("every day at 6 and 7 summarise my mail", "0 18,19 * * *", "18:00 and 19:00"),
+    ("every day at 5, 6 and 7 summarise my mail", "0 17,18,19 * * *",
+     "17:00, 18:00 and 19:00"),
+    ("every day at 4, 6 and 8 summarise my mail", "0 16,18,20 * * *",
+     "16:00, 18:00 and 20:00"),
+    ("every day at 6:30 and 7:30 summarise my mail", "30 18,19 * * *", "18:30 and 19:30"),
+    ("every day at 1 and 7 summarise my mail", "0 7,13 * * *", "07:00 and 13:00"),
+    # "am" after the last time of a list is said for all of them
+    ("every day at 4 and 5am summarise my mail", "0 4,5 * * *", "04:00 and 05:00"),
+    ("every day at 4, 5 and 6 am summarise my mail", "0 4,5,6 * * *",
+     "04:00, 05:00 and 06:00"),
+    ("every day at 5:30 and 6:30am summarise my mail", "30 5,6 * * *", "05:30 and 06:30"),
     ("at 11 and 1 summarise my mail", "0 11,13 * * *", "11:00 and 13:00"),
     ("at lunch at 1 summarise my mail", "0 13 * * *", "13:00"),
     ("every day at 5:30 summarise my mail", "30 17 * * *", "17:30"),
@@ -436,6 +450,9 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("every day at 5 in the morning summarise my mail", "0 5 * * *", "05:00"),
     ("every morning at 6 summarise my mail", "0 6 * * *", "06:00"),
     ("every day at 5 at dawn summarise my mail", "0 5 * * *", "05:00"),
+    ("every weekday at 6 before work summarise my mail", "0 6 * * 1-5", "06:00"),
+    ("every day at 6 before breakfast summarise my mail", "0 6 * * *", "06:00"),
+    ("every day at 5 when I wake up summarise my mail", "0 5 * * *", "05:00"),
     ("every day at 17 summarise my mail", "0 17 * * *", "17:00"),
     ("every day at 17:00 summarise my mail", "0 17 * * *", "17:00"),
     ("every evening at 5 summarise my mail", "0 17 * * *", "17:00"),
@@ -462,10 +479,45 @@ def test_an_hour_read_as_the_afternoon_says_so() -> None:
     assert out.schedule == "At 17:00, only on Friday (Europe/Berlin)"
     assert 'read "5:30" as 17:30; say "5:30am" for the morning' in parse(
         "every day at 5:30 summarise my mail", timezone=TZ).explanation
+    assert 'read "6" as 18:00 and "7" as 19:00; say "6am" for the morning' in parse(
+        "every day at 6 and 7 summarise my mail", timezone=TZ).explanation
+    # As the user wrote it: "3:00", "4.15"
+    assert 'read "3:00" as 15:00; say "3:00am" for the morning' in parse(
+        "every day at 3:00 summarise my mail", timezone=TZ).explanation
+    assert 'read "4.15" as 16:15; say "4.15am" for the morning' in parse(
+        "every day at 4.15 summarise my mail", timezone=TZ).explanation
     # Where the sentence says the time of day itself, or "am", there is nothing to say.
     for sentence in ("every evening at 5 summarise my mail", "every day at 5pm summarise my mail",
                      "every day at 8 summarise my mail"):
         assert "read " not in parse(sentence, timezone=TZ).explanation
+
+# A range of hours is read the same way: both ends from 1 to 6, or the end up to two hours
+# after such a start, are the afternoon; otherwise the range is kept as said.
+BARE_WINDOWS: list[tuple[str, str]] = [
+    ("every hour between 2 and 6 summarise my mail", "0 14-18 * * *"),
+    ("every hour from 1 to 5 on weekdays summarise my mail", "0 13-17 * * 1-5"),
+    ("every 30 minutes between 5 and 7 summarise my mail", "*/30 17-19 * * *"),
+    ("every hour between 5 and 9 summarise my mail", "0 5-9 * * *"),
+    ("every hour between 2am and 6 summarise my mail", "0 2-6 * * *"),
+    ("every hour between 02 and 06 summarise my mail", "0 2-6 * * *"),
+    ("every hour between 9 and 5 summarise my mail", "0 9-17 * * *"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression"), BARE_WINDOWS,
+                         ids=[b[0] for b in BARE_WINDOWS])
+def test_a_range_of_hours_alone_is_read_as_people_say_it(sentence: str, expression: str) -> None:
+    assert parse(sentence, timezone=TZ).instruction.trigger.model_dump() == cron(expression)
+
+
+def test_a_range_read_as_the_afternoon_says_so() -> None:
+    out = parse("every hour between 2 and 6 summarise my mail", timezone=TZ)
+    assert out.explanation.startswith(
+        "Understood: every hour between 14:00 and 18:59 (Europe/Berlin) (read \"2\" to \"6\" "
+        'as 14:00 to 18:59; say "2am" for the morning); ')
+    assert "read " not in parse("every hour between 9 and 5 summarise my mail",
+                                timezone=TZ).explanation
+
 
 # --- refusals ---------------------------------------------------------------------------------
 
