@@ -15,6 +15,7 @@ from app.instructions.drafting.errors import (
 from app.instructions.drafting.reading import (
     _FILLER,
     _PERIODS,
+    _SMALL_HOURS,
     _Reading,
     _Schedule,
     _Time,
@@ -166,14 +167,17 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     elif s.periods:
         adjusted = []
         for time in times:
+            after_midnight = "night" in s.periods and time.hour in _SMALL_HOURS
             if not time.fixed and time.hour < 12 and "morning" not in s.periods and any(
                 p in s.periods for p in ("afternoon", "evening", "night", "end of day")
-            ):
+            ) and not after_midnight:
                 time = _Time(time.hour + 12, time.minute, True)
             adjusted.append(time)
         times = adjusted
         for period in s.periods:
-            if not any(t.hour in _PERIODS[period][1] for t in times):
+            within = _PERIODS[period][1]
+            if not any(t.hour in within or (period == "night" and t.hour in _SMALL_HOURS)
+                       for t in times):
                 raise _not_understood(
                     f"the times: {_and([str(t) for t in times])} is not in the {period}"
                 )

@@ -213,6 +213,8 @@ _PERIODS: dict[str, tuple[tuple[int, int], range]] = {
     "evening": ((18, 0), range(16, 24)),
     "night": ((21, 0), range(19, 24)),
 }
+# Hours said of the night that are past midnight: "every night at 1" is 01:00.
+_SMALL_HOURS = range(0, 5)
 _UNKNOWN_EVERY = re.compile(r"\b(?:every|each)\s+[\w'-]+")
 
 
@@ -487,10 +489,12 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
                 and (b.hour <= 6 or b.hour - a.hour <= 2)):
             schedule.window = (a.hour + 12, b.hour + 12)
             schedule.afternoon_window = (a.hour, b.hour)
+    night = "night" in schedule.periods
     moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
         run = moved and time.after is not None and 0 < time.hour - time.after <= 2
-        moved = time.bare and time.hour < 12 and (1 <= time.hour <= 6 or run)
+        moved = time.bare and time.hour < 12 and (1 <= time.hour <= 6 or run) and not (
+            night and time.hour in _SMALL_HOURS)  # "every night at 1": past midnight
         if moved:
             schedule.times[i] = _Time(time.hour + 12, time.minute, True, said=time.said)
             if not schedule.periods:  # "every evening at 5" says it itself

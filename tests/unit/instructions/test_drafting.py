@@ -456,6 +456,12 @@ BARE_HOURS: list[tuple[str, str, str]] = [
     ("every day at 17 summarise my mail", "0 17 * * *", "17:00"),
     ("every day at 17:00 summarise my mail", "0 17 * * *", "17:00"),
     ("every evening at 5 summarise my mail", "0 17 * * *", "17:00"),
+    # the night's small hours are past midnight, not the afternoon (refused before)
+    ("every night at 1 back up the drive report", "0 1 * * *", "01:00"),
+    ("every night at 2:30 summarise my mail", "30 2 * * *", "02:30"),
+    ("nightly at 3 summarise my mail", "0 3 * * *", "03:00"),
+    ("every day at 4 at night summarise my mail", "0 4 * * *", "04:00"),
+    ("every night at 11 summarise my mail", "0 23 * * *", "23:00"),
 ]
 
 
