@@ -37,7 +37,7 @@ def session_cookie(settings: Settings) -> tuple[str, bool]:
     """The session cookie's name and Secure flag for this public URL (its path is `/`).
 
     Only that name is read: on https a plain `pilotlight_session` is no session."""
-    if settings.effective_public_url.startswith("https://"):
+    if settings.public_url_is_https:
         return HOST_SESSION_COOKIE, True
     return SESSION_COOKIE, False
 

@@ -564,6 +564,12 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
+    def public_url_is_https(self) -> bool:
+        """Users reach the service over https: its cookies are then `__Host-` and Secure.
+        A URL's scheme is case-insensitive, so `HTTPS://…` is https too."""
+        return self.effective_public_url[:8].lower() == "https://"
+
+    @property
     def effective_vapid_subject(self) -> str:
         """The VAPID `sub` claim: the setting, else the public URL when it can be one."""
         if self.vapid_subject:

@@ -34,7 +34,7 @@ _MAX_COOKIE = 4096
 
 def state_cookie(settings: Settings) -> tuple[str, str, bool]:
     """The state cookie's name, path and Secure flag for this public URL."""
-    if settings.effective_public_url.startswith("https://"):
+    if settings.public_url_is_https:
         return HOST_STATE_COOKIE, "/", True
     return STATE_COOKIE, oauth.CALLBACK_PATH, False
 

@@ -81,7 +81,7 @@ class Pending:
 def state_cookie(settings: Settings) -> tuple[str, str, bool]:
     """The sign-in state cookie's name, path and Secure flag for this public URL; only
     that name is read."""
-    if settings.effective_public_url.startswith("https://"):
+    if settings.public_url_is_https:
         return HOST_STATE_COOKIE, "/", True
     return STATE_COOKIE, CALLBACK_PATH, False
 

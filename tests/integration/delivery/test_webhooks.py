@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 from app.channels import service as channels
 from app.channels.models import Webhook
@@ -164,6 +166,71 @@ async def test_deliveries_in_flight_when_the_webhook_answers_410_tell_the_user_o
     told = [n for n in await notifications(runtime, user) if n.kind == "error"]
     assert len(told) == 1
     assert "disabled" in told[0].body
+
+
+async def test_a_webhook_turned_on_again_after_a_410_works_and_a_later_410_tells_again(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """Turning it on again (PATCH enabled true) clears the reason: the next event is
+    posted, and a 410 after that turns it off and tells the user again."""
+    receiver.answer(410, 200, 410)
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    sender = DeliverySender(runtime=runtime)
+    await send_until_settled(sender, runtime, await add_digest(
+        runtime, user, channels=("webhook",), digest=DIGEST))
+    assert (await _webhook(runtime, webhook.id)).enabled is False
+
+    async with transaction(runtime.sessionmaker) as session:
+        await channels.update_webhook(session=session, user=user, webhook_id=webhook.id,
+                                      data=WebhookUpdate(enabled=True),
+                                      settings=runtime.settings)
+    again = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    await send_until_settled(sender, runtime, again)
+    assert (await delivery(runtime, again, "webhook")).status == "sent"
+    gone = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    await send_until_settled(sender, runtime, gone)
+    assert (await delivery(runtime, gone, "webhook")).status == "failed"
+    row = await _webhook(runtime, webhook.id)
+    assert row.enabled is False
+    assert "410" in (row.status_detail or "")
+    told = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert len(told) == 2
+    assert all("disabled" in n.body for n in told)
+
+
+async def test_two_410s_failing_at_once_on_postgresql_tell_the_user_once(
+    runtime: Runtime, receiver: WebhookReceiver, is_postgres: bool
+) -> None:
+    """Both deliveries' failures wait on the webhook's row (held here) and then go on
+    together: the second `disable` sees the first one's commit, finds the webhook off
+    and says nothing."""
+    if not is_postgres:
+        pytest.skip("SQLite runs one write transaction at a time")
+    receiver.answer(410, 410)
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    for _ in range(2):
+        await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    async with runtime.sessionmaker() as holder:
+        await holder.execute(select(Webhook).where(Webhook.id == webhook.id).with_for_update())
+        sending = asyncio.create_task(DeliverySender(runtime=runtime).run_once())
+        async with asyncio.timeout(60):  # a guard against hanging, not a timing check
+            while await _waiting_on_locks(runtime) < 2:
+                await asyncio.sleep(0.05)
+        await holder.commit()
+    await sending
+    assert (await _webhook(runtime, webhook.id)).enabled is False
+    told = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    assert len(told) == 1
+
+
+async def _waiting_on_locks(runtime: Runtime) -> int:
+    async with runtime.sessionmaker() as session:
+        return int((await session.execute(sql(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ))).scalar_one())
 
 
 @pytest.mark.parametrize(("status", "fragment"), [(400, "400"), (404, "404"),

@@ -149,6 +149,8 @@ async def test_an_expired_or_unknown_login_link_signs_nobody_in(runtime: Runtime
         # https: a cookie only this host, over https, can set; a sibling subdomain can set
         # a plain `pilotlight_session` (cookie tossing), so that one is no session.
         ("https://pilot.example.com", "__Host-pilotlight_session", "pilotlight_session"),
+        # A URL's scheme is case-insensitive: this is https too.
+        ("HTTPS://pilot.example.com", "__Host-pilotlight_session", "pilotlight_session"),
     ],
 )
 async def test_the_session_cookie_is_host_only_and_secure_when_the_public_url_is_https(
@@ -156,7 +158,7 @@ async def test_the_session_cookie_is_host_only_and_secure_when_the_public_url_is
 ) -> None:
     runtime.settings.public_url = public_url
     base_url = runtime.settings.effective_public_url
-    secure = base_url.startswith("https://")
+    secure = name.startswith("__Host-")
     user, _headers = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
     url = await login_link(runtime, user)
