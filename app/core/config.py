@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(
         "", max_length=2000,
-        description="The address users reach the service at, for links in mail and push and "
-        "the OAuth redirect (e.g. https://pilot.example.com); empty means http://HOST:PORT.",
+        description="The address users reach the service at (e.g. https://pilot.example.com), "
+        "for sign-in links, the OAuth redirects, reconnect links and the push contact; https "
+        "makes the cookies __Host- and Secure. Empty means http://HOST:PORT.",
     )
     api_max_body_bytes: int = Field(
         1_048_576, ge=16_384, le=100 * 1_048_576,
