@@ -6,12 +6,12 @@ diagnostic.
 
 Figures: throughput (our worker vs pgqueuer), statements (diagnostic: the worker's
 two statements alone vs pgqueuer, what the throughput could reach with no Python),
-tick (scheduler tick with a huge instruction table), burst (10,000 instructions due
-in one second), runnow (run-now to running with LISTEN/NOTIFY vs polling) and
-inflight (runs held at once by one worker). Every measured process is a fresh child
-process, so its memory and event loop are its own; every child is stopped (SIGTERM,
-then SIGKILL) before the next figure. Only 127.0.0.1 is contacted. See
-bench/README.md.
+queue (design experiment: the same with the claim in a narrow queue table), tick
+(scheduler tick with a huge instruction table), burst (10,000 instructions due in one
+second), runnow (run-now to running with LISTEN/NOTIFY vs polling) and inflight (runs
+held at once by one worker). Every measured process is a fresh child process, so its
+memory and event loop are its own; every child is stopped (SIGTERM, then SIGKILL)
+before the next figure. Only 127.0.0.1 is contacted. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from app.runs.service import run_now
 from app.runs.worker import Worker
 from app.users import service as users
 
-FIGURES = ("throughput", "statements", "tick", "burst", "runnow", "inflight")
+FIGURES = ("throughput", "statements", "queue", "tick", "burst", "runnow", "inflight")
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/pilotlight_bench"
 
 
@@ -155,10 +155,27 @@ async def pgqueuer_child(pipe: Any, p: dict[str, Any]) -> None:
     pipe.send({"elapsed": elapsed, "cpu": cpu})
 
 
-def _statements_sql(runs_only: bool) -> tuple[str, tuple[str, ...], str, tuple[str, ...]]:
+# Parts of the outcome statement a diagnostic leaves out: (what it says, what it then says).
+_CUTS = {
+    "move": ("WHERE instructions.id = done.instruction_id",
+             "WHERE instructions.id = done.instruction_id AND false"),
+    "note": ("JOIN plain ON plain.id = done.instruction_id\n        ON CONFLICT",
+             "JOIN plain ON plain.id = done.instruction_id WHERE false\n        ON CONFLICT"),
+    "delivery": (") AS c\n        RETURNING deliveries.id",
+                 ") AS c WHERE false\n        RETURNING deliveries.id"),
+    "lock": ("ORDER BY i.id\n        FOR UPDATE", "ORDER BY i.id"),
+    # The run fenced by its queue row (figure 1c), which the statement deletes.
+    "queue": ("WHERE runs.id = v.id AND runs.lease_token = v.token AND runs.status = 'running'",
+              "JOIN gone ON gone.run_id = v.id WHERE runs.id = v.id AND runs.status = 'queued'"),
+}
+
+
+def _statements_sql(
+    runs_only: bool, cuts: tuple[str, ...] = ()
+) -> tuple[str, tuple[str, ...], str, tuple[str, ...]]:
     """The worker's claim-and-load statement and its outcome statement, compiled for
     asyncpg; `runs_only` keeps of the outcome only the runs' update (no instruction
-    moved, no notification, no delivery, no NOTIFY)."""
+    moved, no notification, no delivery, no NOTIFY); `cuts` leave out those parts."""
     from sqlalchemy import text
     from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
@@ -166,18 +183,18 @@ def _statements_sql(runs_only: bool) -> tuple[str, tuple[str, ...], str, tuple[s
     from app.runs.context import CLAIM_AND_LOAD
 
     outcome = outcomes_sql._SUCCEEDED.text
+    for cut in ("move", "note", "delivery") if runs_only else cuts:
+        part, by = _CUTS[cut]
+        if part not in outcome:
+            raise RuntimeError(f"statements: the outcome statement changed ({part!r})")
+        outcome = outcome.replace(part, by)
+    if "queue" in cuts:
+        outcome = outcome.replace("    done AS (", """    gone AS (
+        DELETE FROM run_queue q USING v WHERE q.run_id = v.id AND q.lease_token = v.token
+        RETURNING q.run_id
+    ),
+    done AS (""", 1)
     if runs_only:
-        for part, cut in (
-            ("WHERE instructions.id = done.instruction_id",
-             "WHERE instructions.id = done.instruction_id AND false"),
-            ("JOIN plain ON plain.id = done.instruction_id\n        ON CONFLICT",
-             "JOIN plain ON plain.id = done.instruction_id WHERE false\n        ON CONFLICT"),
-            (") AS c\n        RETURNING deliveries.id",
-             ") AS c WHERE false\n        RETURNING deliveries.id"),
-        ):
-            if part not in outcome:
-                raise RuntimeError(f"statements: the outcome statement changed ({part!r})")
-            outcome = outcome.replace(part, cut)
         outcome = re.sub(r"pg_notify\(:\w+, [^)]*\)", "1", outcome)
     dialect = PGDialect_asyncpg()
     claim = CLAIM_AND_LOAD.compile(dialect=dialect)
@@ -186,12 +203,35 @@ def _statements_sql(runs_only: bool) -> tuple[str, tuple[str, ...], str, tuple[s
             tuple(write.positiontup or ()))
 
 
+def _outcome_params(rows: list[Any], token: uuid.UUID) -> dict[str, Any]:
+    """The outcome statement's parameters for these claimed runs, built as simply as they
+    can be (a fixed digest)."""
+    import datetime as dt
+
+    runs = {row["id"]: row for row in rows}
+    ids, n = list(runs), len(runs)
+    now = dt.datetime.now(dt.UTC)
+    return {"ids": ids, "tokens": [token] * n,
+            "instruction_ids": [runs[i]["instruction_id"] for i in ids],
+            "status": ["succeeded"] * n, "finished_at": [now] * n,
+            "result": ['{"summary": "Nothing new."}'] * n, "model": ["offline"] * n,
+            "error": [None] * n, "interaction_ids": ['{"ids": []}'] * n,
+            "agent_state": ["null"] * n, "input_tokens": [0] * n,
+            "output_tokens": [0] * n, "thought_tokens": [0] * n,
+            "cached_tokens": [0] * n, "cost_usd": [0.0] * n,
+            "m_run": ids, "m_cursor": ["{}"] * n, "m_window_end": [now] * n,
+            "n_id": [uuid.uuid4() for _ in ids],
+            "n_user": [runs[i]["user_id"] for i in ids],
+            "n_key": [f"run:{i}:digest" for i in ids], "n_body": ["Nothing new."] * n,
+            "n_data": ['{"digest": {"summary": "Nothing new."}}'] * n, "n_run": ids,
+            "day_start": [now] * n, "now": now, "events": "pilotlight_events",
+            "deliveries": "pilotlight_deliveries"}
+
+
 @child
 async def statements_child(pipe: Any, p: dict[str, Any]) -> None:
     """The worker's two statements from raw asyncpg, `lanes` connections each claiming
     `batch` runs and writing their outcomes, with as little Python as they need."""
-    import datetime as dt
-
     import asyncpg
 
     claim_sql, claim_names, write_sql, write_names = _statements_sql(p["runs_only"])
@@ -205,27 +245,91 @@ async def statements_child(pipe: Any, p: dict[str, Any]) -> None:
             rows = await conn.fetch(claim_sql, *[c[name] for name in claim_names])
             if not rows:
                 return done
-            runs = {row["id"]: row for row in rows}
-            ids, n = list(runs), len(runs)
-            now = dt.datetime.now(dt.UTC)
-            w = {"ids": ids, "tokens": [c["token"]] * n,
-                 "instruction_ids": [runs[i]["instruction_id"] for i in ids],
-                 "status": ["succeeded"] * n, "finished_at": [now] * n,
-                 "result": ['{"summary": "Nothing new."}'] * n, "model": ["offline"] * n,
-                 "error": [None] * n, "interaction_ids": ['{"ids": []}'] * n,
-                 "agent_state": ["null"] * n, "input_tokens": [0] * n,
-                 "output_tokens": [0] * n, "thought_tokens": [0] * n,
-                 "cached_tokens": [0] * n, "cost_usd": [0.0] * n,
-                 "m_run": ids, "m_cursor": ["{}"] * n, "m_window_end": [now] * n,
-                 "n_id": [uuid.uuid4() for _ in ids],
-                 "n_user": [runs[i]["user_id"] for i in ids],
-                 "n_key": [f"run:{i}:digest" for i in ids], "n_body": ["Nothing new."] * n,
-                 "n_data": ['{"digest": {"summary": "Nothing new."}}'] * n, "n_run": ids,
-                 "day_start": [now] * n, "now": now, "events": "pilotlight_events",
-                 "deliveries": "pilotlight_deliveries"}
+            w = _outcome_params(rows, c["token"])
             async with conn.transaction():
                 await conn.fetch(write_sql, *[w[name] for name in write_names])
-            done += n
+            done += len(rows)
+
+    pipe.send({"ready": True})
+    started, cpu = time.perf_counter(), time.process_time()
+    counts = await asyncio.gather(*(lane(conn) for conn in connections))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    for conn in connections:
+        await conn.close()
+    pipe.send({"elapsed": elapsed, "cpu": cpu, "done": sum(counts)})
+
+
+# Figure 1c: the runs to claim in a narrow table of their own, as pgqueuer keeps its jobs.
+_QUEUE_TABLE = """
+CREATE TABLE run_queue (run_id uuid PRIMARY KEY, available_at timestamptz NOT NULL,
+    lease_token uuid, lease_expires_at timestamptz, attempt integer NOT NULL DEFAULT 0)
+    WITH (fillfactor = 70);
+CREATE INDEX ix_run_queue_ready ON run_queue (available_at) WHERE lease_token IS NULL;
+CREATE INDEX ix_run_queue_lease ON run_queue (lease_expires_at) WHERE lease_token IS NOT NULL;
+INSERT INTO run_queue (run_id, available_at)
+    SELECT id, available_at FROM runs WHERE status = 'queued';
+"""
+# The claim: the queue rows leased, with each run's row, instruction, user and accounts
+# (what the worker's claim reads); `runs` is not written.
+_QUEUE_CLAIM = """
+WITH picked AS (
+    SELECT run_id FROM run_queue WHERE lease_token IS NULL AND available_at <= now()
+    ORDER BY available_at LIMIT $1 FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE run_queue q SET lease_token = $2, lease_expires_at = now() + interval '60 s',
+        attempt = q.attempt + 1
+    FROM picked WHERE q.run_id = picked.run_id
+    RETURNING q.run_id
+)
+SELECT r.id AS run_id, r.instruction_id AS run_instruction, r.user_id AS run_user,
+    r.*, i.*, u.*, a.*
+FROM claimed JOIN runs r ON r.id = claimed.run_id
+JOIN instructions i ON i.id = r.instruction_id JOIN users u ON u.id = r.user_id
+LEFT JOIN accounts a ON a.user_id = r.user_id ORDER BY a.created_at
+"""
+# The outcome cut to the runs' one update, fenced by the queue row it deletes.
+_QUEUE_RUNS_ONLY = """
+WITH gone AS (
+    DELETE FROM run_queue WHERE run_id = ANY($1::uuid[]) AND lease_token = $2
+    RETURNING run_id
+)
+UPDATE runs SET status = 'succeeded', started_at = $3, finished_at = $3,
+    result = '{"summary": "Nothing new."}', model = 'offline', attempt = 1, updated_at = $3
+FROM gone WHERE runs.id = gone.run_id
+"""
+
+
+@child
+async def queue_child(pipe: Any, p: dict[str, Any]) -> None:
+    """Runs claimed from `run_queue` on `lanes` connections of `batch` runs each; their
+    outcomes by the runs' update alone (`cuts` None) or by the worker's outcome statement
+    fenced by the queue row, less `cuts`."""
+    import datetime as dt
+
+    import asyncpg
+
+    cuts = p["cuts"]
+    if cuts is not None:
+        _claim, _names, write_sql, write_names = _statements_sql(False, ("queue", *cuts))
+    connections = [await asyncpg.connect(p["dsn"]) for _ in range(p["lanes"])]
+
+    async def lane(conn: asyncpg.Connection) -> int:
+        done = 0
+        while True:
+            token = uuid.uuid4()
+            rows = await conn.fetch(_QUEUE_CLAIM, p["batch"], token)
+            if not rows:
+                return done
+            runs = {row["run_id"]: {"id": row["run_id"], "instruction_id": row["run_instruction"],
+                                    "user_id": row["run_user"]} for row in rows}
+            ids = list(runs)
+            async with conn.transaction():
+                if cuts is None:
+                    await conn.execute(_QUEUE_RUNS_ONLY, ids, token, dt.datetime.now(dt.UTC))
+                else:
+                    w = _outcome_params(list(runs.values()), token)
+                    await conn.fetch(write_sql, *[w[name] for name in write_names])
+            done += len(ids)
 
     pipe.send({"ready": True})
     started, cpu = time.perf_counter(), time.process_time()
@@ -312,15 +416,19 @@ async def throughput(dsn: str, args: argparse.Namespace, report: Report) -> None
 
 
 async def _drain(
-    dsn: str, n: int, target: Any, params: dict[str, Any]
+    dsn: str, n: int, target: Any, params: dict[str, Any], *, also: str = ""
 ) -> tuple[dict[str, Any], int, int]:
-    """n runs of n instructions queued after a reset, drained by the child `target`:
-    its figures, then the runs succeeded and the notifications written."""
+    """n runs of n instructions queued after a reset (then the SQL `also`), drained by the
+    child `target`: its figures, then the runs succeeded and the notifications written."""
     await reset_schema(dsn)
     async with connect(dsn) as conn:
         await add_users(conn, max(1, n // 10))
         await add_instructions(conn, n)
         await queue_runs(conn)
+        if also:
+            await conn.execute(also)
+            await conn.execute("VACUUM ANALYZE run_queue")
+            await conn.execute("CHECKPOINT")
     async with children(target, params) as [kid]:
         await kid.recv()
         res = await kid.recv()
@@ -376,6 +484,39 @@ async def statements(dsn: str, args: argparse.Namespace, report: Report) -> None
                 f"batch_size={theirs['batch']})")
     report.line("ratio statements/pgqueuer", f"{rates[False] / their_rate:.2f}x as sent, "
                 f"{rates[True] / their_rate:.2f}x runs' updates only (higher is better)")
+
+
+# Figure 1c's variants: (label, what the outcome statement leaves out; None: all of it
+# but the runs' update).
+_QUEUE_VARIANTS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("runs' update only", None),
+    ("the whole outcome", ()),
+    ("  no instruction lock", ("lock",)),
+    ("  no lock, no in-app row", ("lock", "delivery")),
+)
+
+
+async def queue_design(dsn: str, args: argparse.Namespace, report: Report) -> None:
+    """Diagnostic, no target: the statements with the claim in a narrow queue table."""
+    n, conc = (1_000 if args.quick else 10_000), args.concurrency
+    lanes, batch = 2, max(1, conc // 2)
+    report.title("1c", f"Queue: the claim in a narrow table of its own, {n:,} runs, {lanes} "
+                 f"connections claiming {batch} each (design experiment, no target)")
+    rates = []
+    for label, cuts in _QUEUE_VARIANTS:
+        params = {"dsn": dsn, "lanes": lanes, "batch": batch, "cuts": cuts}
+        res, done, notes = await _drain(dsn, n, queue_child, params, also=_QUEUE_TABLE)
+        if res["done"] != n or done != n or notes != (0 if cuts is None else n):
+            raise RuntimeError(f"queue: {res['done']} claimed, {done} succeeded, {notes} "
+                               f"notifications of {n}")
+        rates.append((label, n / res["elapsed"]))
+    theirs = await _pgqueuer(dsn, n, conc, settings(dsn).database_pool_size)
+    their_rate = n / theirs["elapsed"]
+    for label, rate in rates:
+        report.line(label, f"{rate:,.0f} runs/s = {rate / their_rate:.2f}x pgqueuer")
+    report.line(f"baseline (pgqueuer {pgqueuer_version()})",
+                f"{their_rate:,.0f} jobs/s  (max_concurrent_tasks={conc}, "
+                f"batch_size={theirs['batch']})")
 
 
 async def tick(dsn: str, args: argparse.Namespace, report: Report) -> None:
@@ -553,7 +694,8 @@ async def main() -> None:
     print("load average at start: {:.2f} {:.2f} {:.2f} (other work on the machine skews every"
           " figure)".format(*os.getloadavg()))
     report = Report()
-    figures = {"throughput": throughput, "statements": statements, "tick": tick,
+    figures = {"throughput": throughput, "statements": statements, "queue": queue_design,
+               "tick": tick,
                "burst": burst, "runnow": runnow, "inflight": inflight}
     started = time.perf_counter()
     for name in FIGURES:
