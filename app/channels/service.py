@@ -180,12 +180,15 @@ async def targets(
 
 
 async def disable(
-    *, session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID, reason: str
+    *, session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID, url: str, reason: str
 ) -> bool:
-    """Turn a webhook off (its endpoint said 410 Gone); False if it is gone or already off."""
+    """Turn a webhook off (its endpoint at `url` said 410 Gone); False if it is gone,
+    already off, or no longer at `url` (the user moved it while the delivery was on its
+    way: the old endpoint's end says nothing of the new one)."""
     result = await session.execute(
         update(Webhook)
-        .where(Webhook.id == webhook_id, Webhook.user_id == user_id, Webhook.enabled.is_(True))
+        .where(Webhook.id == webhook_id, Webhook.user_id == user_id, Webhook.enabled.is_(True),
+               Webhook.url == url)
         .values(enabled=False, status_detail=reason, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )

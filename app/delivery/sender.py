@@ -390,9 +390,11 @@ class DeliverySender(LoopService):
             if result.disable_webhook and job is not None and job.webhook is not None:
                 turned_off = await channels.disable(
                     session=session, user_id=claimed.user_id, webhook_id=job.webhook.id,
-                    reason=result.reason,
+                    url=job.webhook.url, reason=result.reason,
                 )
-                if not turned_off:  # another delivery's 410 turned it off, and said so
+                # Another delivery's 410 turned it off and said so, or the user moved it
+                # to another address meanwhile (the old one's end is no news to them).
+                if not turned_off:
                     return
             if result.remove_push_subscription and job is not None \
                     and job.push_subscription is not None:

@@ -225,6 +225,35 @@ async def test_two_410s_failing_at_once_on_postgresql_tell_the_user_once(
     assert len(told) == 1
 
 
+async def test_a_410_from_the_old_address_leaves_a_webhook_moved_meanwhile_on(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """The user points the webhook at a new address while a delivery to the old one is
+    on its way; the old address answers 410. That says the old endpoint is gone, not the
+    new one: the webhook stays on, and nobody is told to turn it on again."""
+    receiver.answer(410)
+    receiver.go.clear()  # the old endpoint holds its answer until the webhook has moved
+    user, _ = await factories.user_with_token(runtime)
+    webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+    sending = asyncio.create_task(DeliverySender(runtime=runtime).run_once())
+    async with asyncio.timeout(60):  # a guard against hanging, not a timing check
+        while not receiver.received:
+            await asyncio.sleep(0.02)
+    async with transaction(runtime.sessionmaker) as session:
+        await channels.update_webhook(
+            session=session, user=user, webhook_id=webhook.id,
+            data=WebhookUpdate(url=receiver.url + "/v2"), settings=runtime.settings,
+        )
+    receiver.go.set()
+    await sending
+
+    assert (await delivery(runtime, notification_id, "webhook")).status == "failed"
+    row = await _webhook(runtime, webhook.id)
+    assert (row.enabled, row.status_detail, row.url) == (True, None, receiver.url + "/v2")
+    assert [n for n in await notifications(runtime, user) if n.kind == "error"] == []
+
+
 async def _waiting_on_locks(runtime: Runtime) -> int:
     async with runtime.sessionmaker() as session:
         return int((await session.execute(sql(
@@ -417,7 +446,7 @@ async def _turned_off_by_the_user(runtime: Runtime, user: User, webhook: Webhook
 async def _gone_for_another_event(runtime: Runtime, user: User, webhook: Webhook) -> None:
     async with transaction(runtime.sessionmaker) as session:
         assert await channels.disable(session=session, user_id=user.id, webhook_id=webhook.id,
-                                      reason="answered 410 Gone")
+                                      url=webhook.url, reason="answered 410 Gone")
 
 
 @pytest.mark.parametrize("turned_off", [None, _turned_off_by_the_user, _gone_for_another_event],

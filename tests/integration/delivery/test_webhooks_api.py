@@ -86,7 +86,7 @@ async def test_change_turn_off_and_on_and_delete(
 
     async with transaction(runtime.sessionmaker) as session:
         await channels.disable(session=session, user_id=_user.id, webhook_id=uuid.UUID(
-            created["id"]), reason="410 Gone")  # no-op: already off
+            created["id"]), url=URL + "/v2", reason="410 Gone")  # no-op: already off
     on = await client.patch(path, json={"enabled": True}, headers=headers)
     assert (on.json()["enabled"], on.json()["status_detail"]) == (True, None)
 
