@@ -152,6 +152,16 @@ _BARE_TIME = re.compile(
     r"|noon|midday|midnight)(?![\d:])"
 )
 _ONE_TIME = re.compile(_TIME)
+_HOUR_WORD = "|".join(w for w, n in _NUMBER_WORDS.items() if n <= 12)
+# "half past 5", "a quarter to six": rewritten as the time they say, "5:30", "5:45".
+_CLOCK_PHRASE = re.compile(
+    r"\b(?:a\s+)?(?:(?P<part>half)\s+(?P<rel>past|after)|quarter\s+(?P<rel2>past|after|to|before))\s+"
+    rf"(?P<h>\d{{1,2}}|{_HOUR_WORD})\b(?![:.]\d)"
+)
+_UNREAD_CLOCK = re.compile(
+    r"\b(?:(?:at|around|by)\s+)?(?:a\s+)?(?:half|quarter)\s+(?:past|after)\b"
+    r"|\b(?:at|around|by)\s+(?:a\s+)?(?:half|quarter)\s+(?:to|before)\b"
+)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
 _DAY_SET = (
     rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
@@ -401,8 +411,34 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
 _ALL_DAYS = frozenset(range(7))
 
 
+def _clock_phrases(reading: _Reading) -> None:
+    """Rewrites "half past 5" as "5:30" in what is left, in place, so it is read as "5:30"
+    is: "quarter to 6" is "5:45", the afternoon as "at 6" is; "quarter to 7" "06:45", the
+    morning as "at 7" is; "quarter to 1" "12:45"."""
+    def said(match: re.Match[str]) -> str:
+        token = match["h"]
+        hour = int(token) if token.isdigit() else _NUMBER_WORDS[token]
+        if hour > 23:
+            raise _not_understood(f"the time {_quote(match[0])} (no such time of day)")
+        if match["part"] or match["rel2"] in ("past", "after"):
+            time = f"{hour}:{30 if match['part'] else 15}"
+        elif hour == 0:
+            time = "23:45"
+        else:  # the hour before, read as the hour said would be: 1 is 13:00, so 12:45
+            before = {1: 12, 7: 6}.get(hour, hour - 1)
+            time = f"{before:02d}:45" if hour == 7 else f"{before}:45"
+        return time.rjust(len(match[0]))
+
+    reading.rest = _CLOCK_PHRASE.sub(said, reading.rest)
+    if match := _UNREAD_CLOCK.search(reading.rest):
+        raise _not_understood(
+            f"{_quote(match[0])} in {_quote(reading.text)}: say the hour, e.g. \"at half past 5\""
+        )
+
+
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
+    _clock_phrases(reading)
     unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
         (_EVERY_OTHER_WEEK, "as a schedule: weeks, months or years apart cannot be expressed; "

@@ -525,6 +525,38 @@ def test_a_range_read_as_the_afternoon_says_so() -> None:
                                 timezone=TZ).explanation
 
 
+# "half past 5", "quarter past 5", "quarter to 6": the hour is read as "at 5" would be.
+# sentence -> (cron, time as shown)
+CLOCK_PHRASES: list[tuple[str, str, str]] = [
+    ("every day at half past 5 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at quarter past 9 summarise my mail", "15 9 * * *", "09:15"),
+    ("every day at a quarter past 2 summarise my mail", "15 14 * * *", "14:15"),
+    ("every day at quarter to 6 summarise my mail", "45 17 * * *", "17:45"),
+    ("every day at quarter to 7 summarise my mail", "45 6 * * *", "06:45"),
+    ("every day at quarter to 1 summarise my mail", "45 12 * * *", "12:45"),
+    ("every day at half past 10 summarise my mail", "30 10 * * *", "10:30"),
+    ("every day at half past five summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at half past 5 in the morning summarise my mail", "30 5 * * *", "05:30"),
+    ("every day at half past 17 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at 5 o'clock summarise my mail", "0 17 * * *", "17:00"),
+    ("every weekday half past 8 summarise my mail", "30 8 * * 1-5", "08:30"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression", "shown"), CLOCK_PHRASES,
+                         ids=[c[0] for c in CLOCK_PHRASES])
+def test_half_past_and_quarter_to_are_read(sentence: str, expression: str, shown: str) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron(expression)
+    assert f" at {shown} " in out.explanation
+    assert "no time was given" not in out.explanation
+
+
+def test_half_past_read_as_the_afternoon_says_so() -> None:
+    assert 'read "5:30" as 17:30' in parse(
+        "every day at half past 5 summarise my mail", timezone=TZ).explanation
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
@@ -551,6 +583,8 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
     ("every 45 minutes on weekdays check mail", DraftNotUnderstood, ["divides"]),
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
+    ("every day at half past summarise my mail", DraftNotUnderstood, ['"at half past"']),
+    ("every day at quarter to summarise my mail", DraftNotUnderstood, ['"at quarter to"']),
     # too far apart, or too long to be a Gmail query
     ("every 400 days check my inbox", DraftNotUnderstood, ["up to a year"]),
     ("every 1" + "0" * 320 + " minutes summarize my mail", DraftNotUnderstood,
