@@ -378,6 +378,7 @@ class _Schedule:
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
     afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
+    list_afternoon: list[_Time] = field(default_factory=list)  # "at 9 and 5": 5 read as 17:00
     window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
     afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
@@ -487,6 +488,9 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
     _read_bare_hours(reading, schedule)
+    if schedule.list_afternoon and not schedule.periods:  # "every evening at 9 and 5" says it
+        schedule.afternoon += schedule.list_afternoon
+        schedule.afternoon.sort(key=schedule.times.index)
     if excluded:
         if schedule.weekly or schedule.monthly or schedule.day_of_month:
             raise _not_understood(
@@ -585,7 +589,10 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
             time = _read_time(token)
             time.after, said = said, time.hour
             if previous and not time.fixed and time.hour < previous.hour and time.hour < 12:
-                time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
+                moved = _Time(time.hour + 12, time.minute, True, said=time.said)  # "at 9 and 5"
+                if time.bare:  # said without am or pm: shown, so the user can correct it
+                    schedule.list_afternoon.append(moved)
+                time = moved
             schedule.times.append(time)
             previous = time
         if tokens[-1].rstrip().endswith("am"):  # "at 4 and 5am": said for the whole list

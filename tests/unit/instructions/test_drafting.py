@@ -557,6 +557,16 @@ def test_half_past_read_as_the_afternoon_says_so() -> None:
         "every day at half past 5 summarise my mail", timezone=TZ).explanation
 
 
+def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
+    out = parse("at 7 and 6 summarise my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 7,18 * * *")
+    assert 'read "6" as 18:00; say "6am" for the morning' in out.explanation
+    out = parse("at 9 and 5 summarise my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 9,17 * * *")
+    assert 'read "5" as 17:00; say "5am" for the morning' in out.explanation
+    assert "read " not in parse("at 9 and 5pm summarise my mail", timezone=TZ).explanation
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
