@@ -167,6 +167,8 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     elif s.periods:
         adjusted = []
         for time in times:
+            if "night" in s.periods and time.hour == 12 and not time.fixed:
+                time = _Time(0, time.minute, True)  # "at 12 at night" is midnight
             after_midnight = "night" in s.periods and time.hour in _SMALL_HOURS
             if not time.fixed and time.hour < 12 and "morning" not in s.periods and any(
                 p in s.periods for p in ("afternoon", "evening", "night", "end of day")

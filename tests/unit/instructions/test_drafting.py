@@ -567,6 +567,17 @@ def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
     assert "read " not in parse("at 9 and 5pm summarise my mail", timezone=TZ).explanation
 
 
+def test_twelve_at_night_is_midnight() -> None:
+    out = parse("every day at 12 at night check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 0 * * *")
+    assert " at 00:00 " in out.explanation
+    assert parse("every night at 12:30 check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("30 0 * * *")
+    for sentence in ("every day at 12 at noon check my mail", "every day at 12 check my mail"):
+        assert parse(sentence, timezone=TZ).instruction.trigger.model_dump() == cron(
+            "0 12 * * *")
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
