@@ -135,6 +135,9 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
             a, b = s.afternoon_window
             note = (f'read "{a}" to "{b}" as {s.window[0]:02d}:00 to {s.window[1]:02d}:59; '
                     f'say "{a}am" for the morning')
+        elif s.afternoon:  # "every 2 hours from 1"
+            said = s.afternoon[0].said
+            note = f'read "{said}" as {s.afternoon[0]}; say "{said}am" for the morning'
     if restricted:
         when += f", {days_phrase}"
     cron = f"{minute} {hour} * * {_days_field(s.days)}"

@@ -142,6 +142,15 @@ _WINDOW = re.compile(
     r"\b(?:between|from)\s+(?P<a>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)\s*(?:and|to|-|until|till)"
     r"\s*(?P<b>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)(?![\d:])"
 )
+# "every 2 hours from 9", "every hour starting at 8": the interval's hours from then on.
+_FROM = re.compile(
+    r"\b(?:from|starting(?:\s+(?:at|from))?|beginning(?:\s+(?:at|from))?)\s+"
+    r"(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm)(?![a-z]))?)(?![\d:])"
+    # a time, not a count of the task's ("mail from 3 clients"): what follows is the schedule's
+    # or the task's first word, or nothing
+    r"(?=\s*(?:$|[,.;:!?\0]|(?:on|onwards?|every|each|daily|in|check|summari[sz]e|tell|send|"
+    r"list|digest|e-?mail|mail|notify|remind|give|let|show|ping|alert|push|what)\b))"
+)
 _AT = re.compile(
     rf"(?:\b(?:at|around)\s+(?:about\s+|around\s+)?|(?<![\w.])@\s*)(?P<first>{_TIME})"
     rf"(?P<more>(?:\s*(?:,|and|&)\s*(?:at\s+)?(?:{_TIME}))*)(?![\d:])"
@@ -381,6 +390,7 @@ class _Schedule:
     list_afternoon: list[_Time] = field(default_factory=list)  # "at 9 and 5": 5 read as 17:00
     window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
     afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
+    window_from: _Time | None = None  # "every 2 hours from 9": the start, as read
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -529,6 +539,10 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
                 and (b.hour <= 6 or b.hour - a.hour <= 2)):
             schedule.window = (a.hour + 12, b.hour + 12)
             schedule.afternoon_window = (a.hour, b.hour)
+    start = schedule.window_from  # "every 2 hours from 1": from 13:00, as "at 1" is
+    if start and start.bare and 1 <= start.hour <= 6:
+        schedule.window = (start.hour + 12, 23)
+        schedule.afternoon.append(_Time(start.hour + 12, 0, True, said=start.said))
     night = "night" in schedule.periods
     moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
@@ -581,6 +595,15 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                 and end + 12 > start.hour):
             end += 12
         schedule.window, schedule.window_said = (start.hour, end), (start, stop)
+    if schedule.interval and schedule.window is None:
+        for match in reading.take(_FROM):
+            start = _read_time(match["t"])
+            if start.minute or schedule.window is not None:
+                raise _not_understood(
+                    f"{_quote(match[0])}: an interval's hours start on the hour, e.g. "
+                    '"every 2 hours from 9", a range of hours takes whole hours'
+                )
+            schedule.window, schedule.window_from = (start.hour, 23), start
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None

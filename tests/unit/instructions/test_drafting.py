@@ -557,6 +557,25 @@ def test_half_past_read_as_the_afternoon_says_so() -> None:
         "every day at half past 5 summarise my mail", timezone=TZ).explanation
 
 
+def test_an_interval_from_an_hour_starts_there() -> None:
+    out = parse("every 2 hours from 9 check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 9-23/2 * * *")
+    assert "between 09:00 and 23:59" in out.explanation
+    out = parse("every hour starting at 8 on weekdays check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 8-23 * * 1-5")
+    # an hour from 1 to 6 alone is the afternoon, as "at 1" is, and says so
+    out = parse("every 2 hours from 1 check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 13-23/2 * * *")
+    assert 'read "1" as 13:00; say "1am" for the morning' in out.explanation
+    assert parse("every 2 hours from 1am check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("0 1-23/2 * * *")
+    assert parse("every 15 minutes from 9 check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("*/15 9-23 * * *")
+    # a count the task names is not an hour
+    assert parse("every hour check mail from 3 clients", timezone=TZ).instruction.trigger \
+        .model_dump() == every(3600)
+
+
 def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
     out = parse("at 7 and 6 summarise my mail", timezone=TZ)
     assert out.instruction.trigger.model_dump() == cron("0 7,18 * * *")
@@ -606,6 +625,9 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
     ("every day at half past summarise my mail", DraftNotUnderstood, ['"at half past"']),
     ("every day at quarter to summarise my mail", DraftNotUnderstood, ['"at quarter to"']),
+    ("every 2 hours from 1:30 check my mail", DraftNotUnderstood, ['"from 1:30"',
+                                                                   "whole hours"]),
+    # too far apart, or too long to be a Gmail query
     # too far apart, or too long to be a Gmail query
     ("every 400 days check my inbox", DraftNotUnderstood, ["up to a year"]),
     ("every 1" + "0" * 320 + " minutes summarize my mail", DraftNotUnderstood,
