@@ -207,6 +207,11 @@ _UNREAD_TIME = re.compile(
     r"\0[\s,&]*(?:(?:and|or|then|at|but)\s+)*(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm))?)"
     r"(?![\w:])[\s,]*(?:(?:on|every|each|at|in|the|during|over|for)\s+)*\0"
 )
+# A second time said apart from the first: "at 6 before work and 5 after work".
+_UNREAD_LATER_TIME = re.compile(
+    r"\b(?:and|or|then|but)\s+(?:at\s+)?(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm))?\s+"
+    r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
+)
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
 _DAILY = re.compile(
     rf"\b(?:{_EVERY}(?:single\s+)?day|everyday|daily|(?:once\s+)?(?:a|per)\s+day|"
@@ -564,6 +569,11 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         raise _not_understood(
             f"{month} in {_quote(reading.text)}: an instruction runs every day, week or month, "
             'not in chosen months or on a date; try "on the 1st of every month"'
+        )
+    if schedule.times and (match := _UNREAD_LATER_TIME.search(reading.rest)):
+        raise _not_understood(
+            f"{_quote(match['t'])} in {_quote(reading.text)}: say the times together, e.g. "
+            '"every weekday at 6am and 5pm"'
         )
     if match := _UNREAD_TIME.search(reading.rest):
         raise _not_understood(

@@ -625,9 +625,10 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
     ("every day at half past summarise my mail", DraftNotUnderstood, ['"at half past"']),
     ("every day at quarter to summarise my mail", DraftNotUnderstood, ['"at quarter to"']),
+    ("every weekday at 6 before work and 5 after work summarise my mail", DraftNotUnderstood,
+     ['"5 after work"']),
     ("every 2 hours from 1:30 check my mail", DraftNotUnderstood, ['"from 1:30"',
                                                                    "whole hours"]),
-    # too far apart, or too long to be a Gmail query
     # too far apart, or too long to be a Gmail query
     ("every 400 days check my inbox", DraftNotUnderstood, ["up to a year"]),
     ("every 1" + "0" * 320 + " minutes summarize my mail", DraftNotUnderstood,
