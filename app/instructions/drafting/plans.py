@@ -135,6 +135,9 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
             a, b = s.afternoon_window
             note = (f'read "{a}" to "{b}" as {s.window[0]:02d}:00 to {s.window[1]:02d}:59; '
                     f'say "{a}am" for the morning')
+        elif s.afternoon:  # "every 2 hours from 1"
+            said = s.afternoon[0].said
+            note = f'read "{said}" as {s.afternoon[0]}; say "{said}am" for the morning'
     if restricted:
         when += f", {days_phrase}"
     cron = f"{minute} {hour} * * {_days_field(s.days)}"
@@ -167,6 +170,8 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     elif s.periods:
         adjusted = []
         for time in times:
+            if "night" in s.periods and time.hour == 12 and not time.fixed:
+                time = _Time(0, time.minute, True)  # "at 12 at night" is midnight
             after_midnight = "night" in s.periods and time.hour in _SMALL_HOURS
             if not time.fixed and time.hour < 12 and "morning" not in s.periods and any(
                 p in s.periods for p in ("afternoon", "evening", "night", "end of day")

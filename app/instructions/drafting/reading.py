@@ -142,6 +142,15 @@ _WINDOW = re.compile(
     r"\b(?:between|from)\s+(?P<a>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)\s*(?:and|to|-|until|till)"
     r"\s*(?P<b>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)(?![\d:])"
 )
+# "every 2 hours from 9", "every hour starting at 8": the interval's hours from then on.
+_FROM = re.compile(
+    r"\b(?:from|starting(?:\s+(?:at|from))?|beginning(?:\s+(?:at|from))?)\s+"
+    r"(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm)(?![a-z]))?)(?![\d:])"
+    # a time, not a count of the task's ("mail from 3 clients"): what follows is the schedule's
+    # or the task's first word, or nothing
+    r"(?=\s*(?:$|[,.;:!?\0]|(?:on|onwards?|every|each|daily|in|check|summari[sz]e|tell|send|"
+    r"list|digest|e-?mail|mail|notify|remind|give|let|show|ping|alert|push|what)\b))"
+)
 _AT = re.compile(
     rf"(?:\b(?:at|around)\s+(?:about\s+|around\s+)?|(?<![\w.])@\s*)(?P<first>{_TIME})"
     rf"(?P<more>(?:\s*(?:,|and|&)\s*(?:at\s+)?(?:{_TIME}))*)(?![\d:])"
@@ -152,6 +161,16 @@ _BARE_TIME = re.compile(
     r"|noon|midday|midnight)(?![\d:])"
 )
 _ONE_TIME = re.compile(_TIME)
+_HOUR_WORD = "|".join(w for w, n in _NUMBER_WORDS.items() if n <= 12)
+# "half past 5", "a quarter to six": rewritten as the time they say, "5:30", "5:45".
+_CLOCK_PHRASE = re.compile(
+    r"\b(?:a\s+)?(?:(?P<part>half)\s+(?P<rel>past|after)|quarter\s+(?P<rel2>past|after|to|before))\s+"
+    rf"(?P<h>\d{{1,2}}|{_HOUR_WORD})\b(?![:.]\d)"
+)
+_UNREAD_CLOCK = re.compile(
+    r"\b(?:(?:at|around|by)\s+)?(?:a\s+)?(?:half|quarter)\s+(?:past|after)\b"
+    r"|\b(?:at|around|by)\s+(?:a\s+)?(?:half|quarter)\s+(?:to|before)\b"
+)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
 _DAY_SET = (
     rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
@@ -187,6 +206,11 @@ _UNREAD_MONTH = re.compile(
 _UNREAD_TIME = re.compile(
     r"\0[\s,&]*(?:(?:and|or|then|at|but)\s+)*(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm))?)"
     r"(?![\w:])[\s,]*(?:(?:on|every|each|at|in|the|during|over|for)\s+)*\0"
+)
+# A second time said apart from the first: "at 6 before work and 5 after work".
+_UNREAD_LATER_TIME = re.compile(
+    r"\b(?:and|or|then|but)\s+(?:at\s+)?(?P<t>\d{1,2}(?:[:.h]\d{2})?(?:\s*(?:am|pm))?\s+"
+    r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
 _DAILY = re.compile(
@@ -368,8 +392,10 @@ class _Schedule:
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
     afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
+    list_afternoon: list[_Time] = field(default_factory=list)  # "at 9 and 5": 5 read as 17:00
     window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
     afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
+    window_from: _Time | None = None  # "every 2 hours from 9": the start, as read
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -401,8 +427,34 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
 _ALL_DAYS = frozenset(range(7))
 
 
+def _clock_phrases(reading: _Reading) -> None:
+    """Rewrites "half past 5" as "5:30" in what is left, in place, so it is read as "5:30"
+    is: "quarter to 6" is "5:45", the afternoon as "at 6" is; "quarter to 7" "06:45", the
+    morning as "at 7" is; "quarter to 1" "12:45"."""
+    def said(match: re.Match[str]) -> str:
+        token = match["h"]
+        hour = int(token) if token.isdigit() else _NUMBER_WORDS[token]
+        if hour > 23:
+            raise _not_understood(f"the time {_quote(match[0])} (no such time of day)")
+        if match["part"] or match["rel2"] in ("past", "after"):
+            time = f"{hour}:{30 if match['part'] else 15}"
+        elif hour == 0:
+            time = "23:45"
+        else:  # the hour before, read as the hour said would be: 1 is 13:00, so 12:45
+            before = {1: 12, 7: 6}.get(hour, hour - 1)
+            time = f"{before:02d}:45" if hour == 7 else f"{before}:45"
+        return time.rjust(len(match[0]))
+
+    reading.rest = _CLOCK_PHRASE.sub(said, reading.rest)
+    if match := _UNREAD_CLOCK.search(reading.rest):
+        raise _not_understood(
+            f"{_quote(match[0])} in {_quote(reading.text)}: say the hour, e.g. \"at half past 5\""
+        )
+
+
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
+    _clock_phrases(reading)
     unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
         (_EVERY_OTHER_WEEK, "as a schedule: weeks, months or years apart cannot be expressed; "
@@ -451,6 +503,9 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
     _read_bare_hours(reading, schedule)
+    if schedule.list_afternoon and not schedule.periods:  # "every evening at 9 and 5" says it
+        schedule.afternoon += schedule.list_afternoon
+        schedule.afternoon.sort(key=schedule.times.index)
     if excluded:
         if schedule.weekly or schedule.monthly or schedule.day_of_month:
             raise _not_understood(
@@ -489,6 +544,10 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
                 and (b.hour <= 6 or b.hour - a.hour <= 2)):
             schedule.window = (a.hour + 12, b.hour + 12)
             schedule.afternoon_window = (a.hour, b.hour)
+    start = schedule.window_from  # "every 2 hours from 1": from 13:00, as "at 1" is
+    if start and start.bare and 1 <= start.hour <= 6:
+        schedule.window = (start.hour + 12, 23)
+        schedule.afternoon.append(_Time(start.hour + 12, 0, True, said=start.said))
     night = "night" in schedule.periods
     moved = False  # the time before this one, in its list, was read as the afternoon
     for i, time in enumerate(schedule.times):
@@ -510,6 +569,11 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         raise _not_understood(
             f"{month} in {_quote(reading.text)}: an instruction runs every day, week or month, "
             'not in chosen months or on a date; try "on the 1st of every month"'
+        )
+    if schedule.times and (match := _UNREAD_LATER_TIME.search(reading.rest)):
+        raise _not_understood(
+            f"{_quote(match['t'])} in {_quote(reading.text)}: say the times together, e.g. "
+            '"every weekday at 6am and 5pm"'
         )
     if match := _UNREAD_TIME.search(reading.rest):
         raise _not_understood(
@@ -541,6 +605,15 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                 and end + 12 > start.hour):
             end += 12
         schedule.window, schedule.window_said = (start.hour, end), (start, stop)
+    if schedule.interval and schedule.window is None:
+        for match in reading.take(_FROM):
+            start = _read_time(match["t"])
+            if start.minute or schedule.window is not None:
+                raise _not_understood(
+                    f"{_quote(match[0])}: an interval's hours start on the hour, e.g. "
+                    '"every 2 hours from 9", a range of hours takes whole hours'
+                )
+            schedule.window, schedule.window_from = (start.hour, 23), start
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None
@@ -549,7 +622,10 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
             time = _read_time(token)
             time.after, said = said, time.hour
             if previous and not time.fixed and time.hour < previous.hour and time.hour < 12:
-                time = _Time(time.hour + 12, time.minute, True)  # "at 9 and 5"
+                moved = _Time(time.hour + 12, time.minute, True, said=time.said)  # "at 9 and 5"
+                if time.bare:  # said without am or pm: shown, so the user can correct it
+                    schedule.list_afternoon.append(moved)
+                time = moved
             schedule.times.append(time)
             previous = time
         if tokens[-1].rstrip().endswith("am"):  # "at 4 and 5am": said for the whole list

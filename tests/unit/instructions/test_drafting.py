@@ -525,6 +525,78 @@ def test_a_range_read_as_the_afternoon_says_so() -> None:
                                 timezone=TZ).explanation
 
 
+# "half past 5", "quarter past 5", "quarter to 6": the hour is read as "at 5" would be.
+# sentence -> (cron, time as shown)
+CLOCK_PHRASES: list[tuple[str, str, str]] = [
+    ("every day at half past 5 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at quarter past 9 summarise my mail", "15 9 * * *", "09:15"),
+    ("every day at a quarter past 2 summarise my mail", "15 14 * * *", "14:15"),
+    ("every day at quarter to 6 summarise my mail", "45 17 * * *", "17:45"),
+    ("every day at quarter to 7 summarise my mail", "45 6 * * *", "06:45"),
+    ("every day at quarter to 1 summarise my mail", "45 12 * * *", "12:45"),
+    ("every day at half past 10 summarise my mail", "30 10 * * *", "10:30"),
+    ("every day at half past five summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at half past 5 in the morning summarise my mail", "30 5 * * *", "05:30"),
+    ("every day at half past 17 summarise my mail", "30 17 * * *", "17:30"),
+    ("every day at 5 o'clock summarise my mail", "0 17 * * *", "17:00"),
+    ("every weekday half past 8 summarise my mail", "30 8 * * 1-5", "08:30"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression", "shown"), CLOCK_PHRASES,
+                         ids=[c[0] for c in CLOCK_PHRASES])
+def test_half_past_and_quarter_to_are_read(sentence: str, expression: str, shown: str) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron(expression)
+    assert f" at {shown} " in out.explanation
+    assert "no time was given" not in out.explanation
+
+
+def test_half_past_read_as_the_afternoon_says_so() -> None:
+    assert 'read "5:30" as 17:30' in parse(
+        "every day at half past 5 summarise my mail", timezone=TZ).explanation
+
+
+def test_an_interval_from_an_hour_starts_there() -> None:
+    out = parse("every 2 hours from 9 check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 9-23/2 * * *")
+    assert "between 09:00 and 23:59" in out.explanation
+    out = parse("every hour starting at 8 on weekdays check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 8-23 * * 1-5")
+    # an hour from 1 to 6 alone is the afternoon, as "at 1" is, and says so
+    out = parse("every 2 hours from 1 check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 13-23/2 * * *")
+    assert 'read "1" as 13:00; say "1am" for the morning' in out.explanation
+    assert parse("every 2 hours from 1am check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("0 1-23/2 * * *")
+    assert parse("every 15 minutes from 9 check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("*/15 9-23 * * *")
+    # a count the task names is not an hour
+    assert parse("every hour check mail from 3 clients", timezone=TZ).instruction.trigger \
+        .model_dump() == every(3600)
+
+
+def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
+    out = parse("at 7 and 6 summarise my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 7,18 * * *")
+    assert 'read "6" as 18:00; say "6am" for the morning' in out.explanation
+    out = parse("at 9 and 5 summarise my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 9,17 * * *")
+    assert 'read "5" as 17:00; say "5am" for the morning' in out.explanation
+    assert "read " not in parse("at 9 and 5pm summarise my mail", timezone=TZ).explanation
+
+
+def test_twelve_at_night_is_midnight() -> None:
+    out = parse("every day at 12 at night check my mail", timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron("0 0 * * *")
+    assert " at 00:00 " in out.explanation
+    assert parse("every night at 12:30 check my mail", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("30 0 * * *")
+    for sentence in ("every day at 12 at noon check my mail", "every day at 12 check my mail"):
+        assert parse(sentence, timezone=TZ).instruction.trigger.model_dump() == cron(
+            "0 12 * * *")
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
@@ -551,6 +623,12 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
     ("every 45 minutes on weekdays check mail", DraftNotUnderstood, ["divides"]),
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
+    ("every day at half past summarise my mail", DraftNotUnderstood, ['"at half past"']),
+    ("every day at quarter to summarise my mail", DraftNotUnderstood, ['"at quarter to"']),
+    ("every weekday at 6 before work and 5 after work summarise my mail", DraftNotUnderstood,
+     ['"5 after work"']),
+    ("every 2 hours from 1:30 check my mail", DraftNotUnderstood, ['"from 1:30"',
+                                                                   "whole hours"]),
     # too far apart, or too long to be a Gmail query
     ("every 400 days check my inbox", DraftNotUnderstood, ["up to a year"]),
     ("every 1" + "0" * 320 + " minutes summarize my mail", DraftNotUnderstood,
