@@ -53,7 +53,9 @@ _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
 # Not inside a word of Latin letters or digits; next to Chinese or Japanese ones, yes:
 # "于2026年11月23日周一 09:00写道：".
 _TIME = re.compile(r"(?<![\dA-Za-z_])\d{1,2}:\d{2}(?![\dA-Za-z_])")
-_YEAR = re.compile(r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])")
+# A year, or a numeric date with a two-digit one (Thunderbird: "Am 23.11.26 um 08:00").
+_YEAR = re.compile(
+    r"(?<![\dA-Za-z_])((19|20)\d{2}|\d{1,2}([./])\d{1,2}\3\d{2})(?![\dA-Za-z_])")
 # A line introducing a quote ends in a colon; in Chinese and Japanese, often a full-width
 # one ("写道：").
 _COLONS = (":", "：")
