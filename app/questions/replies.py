@@ -85,10 +85,12 @@ _HEADER_NEXT = re.compile(
 # Outlook's block in languages whose "From:" and "Sent:"/"Date:" lines are taken only as
 # their own pair: Korean "보낸 사람:"/"보낸 날짜:", Polish "Od:"/"Wysłane:" or "Data:",
 # Czech "Od:"/"Odesláno:", Russian "От:"/"Отправлено:" or "Дата:", Turkish
-# "Kimden:"/"Gönderildi:" or "Tarih:". ("Data:" below Italian "Da:" is not one.)
+# "Kimden:"/"Gönderildi:" or "Tarih:". ("Data:" below Italian "Da:" is not one.) The
+# second line, as Outlook writes it, has the time it was sent: the user's own "Od:
+# poniedziałek" over "Data: 3 grudnia" is not a header block.
 _HEADER_PAIRS = tuple(
     (re.compile(rf"^\s*\*?({sender})\s*(:\*?\s+|：\*?\s*)\S", re.IGNORECASE),
-     re.compile(rf"^\s*\*?({sent})\s*[:：]", re.IGNORECASE))
+     re.compile(rf"^\s*\*?({sent})\s*[:：].*?{_TIME.pattern}", re.IGNORECASE))
     for sender, sent in ((r"보낸\s*사람", r"보낸\s*날짜"), ("Od", "Wysłane|Data|Odesláno"),
                          ("От", "Отправлено|Дата"), ("Kimden", "Gönderildi|Tarih")))
 # The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the

@@ -502,7 +502,10 @@ def test_outlooks_header_block_in_korean_polish_russian_czech_turkish_ends_the_r
             "Gemini"), header
     # A "from" line of the user's own, alone, is kept with what follows it.
     for mine in ("Od: poniedziałek\nDo: piątku", "От: Москвы\nДо: Казани",
-                 "Kimden: Ali\nKime: Ayşe", "보낸 사람: 저\n받는 사람: 팀"):
+                 "Kimden: Ali\nKime: Ayşe", "보낸 사람: 저\n받는 사람: 팀",
+                 # Outlook's "Date:" line there has a time; the user's, here, not
+                 "Od: poniedziałek\nData: 3 grudnia", "От: Москвы\nДата: 3 декабря",
+                 "Kimden: Ali\nTarih: 3 Aralık"):
         assert reply_text(f"{mine}\n") == mine, mine
 
 
