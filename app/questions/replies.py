@@ -53,7 +53,9 @@ _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
 # Not inside a word of Latin letters or digits; next to Chinese or Japanese ones, yes:
 # "于2026年11月23日周一 09:00写道：".
 _TIME = re.compile(r"(?<![\dA-Za-z_])\d{1,2}:\d{2}(?![\dA-Za-z_])")
-_YEAR = re.compile(r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])")
+# A year, or a numeric date with a two-digit one (Thunderbird: "Am 23.11.26 um 08:00").
+_YEAR = re.compile(
+    r"(?<![\dA-Za-z_])((19|20)\d{2}|\d{1,2}([./])\d{1,2}\3\d{2})(?![\dA-Za-z_])")
 # A line introducing a quote ends in a colon; in Chinese and Japanese, often a full-width
 # one ("写道：").
 _COLONS = (":", "：")
@@ -80,6 +82,17 @@ _HEADER_FROM = re.compile(
 _HEADER_NEXT = re.compile(
     r"^\s*\*?(Sent|Date|Envoyé|Gesendet|Verzonden|Inviato|Enviad[oa](\s+(el|em))?|Skickat"
     r"|Sendt|To|À|An|发送时间|寄件日期|送信日時)\s*[:：]", re.IGNORECASE)
+# Outlook's block in languages whose "From:" and "Sent:"/"Date:" lines are taken only as
+# their own pair: Korean "보낸 사람:"/"보낸 날짜:", Polish "Od:"/"Wysłane:" or "Data:",
+# Czech "Od:"/"Odesláno:", Russian "От:"/"Отправлено:" or "Дата:", Turkish
+# "Kimden:"/"Gönderildi:" or "Tarih:". ("Data:" below Italian "Da:" is not one.) The
+# second line, as Outlook writes it, has the time it was sent: the user's own "Od:
+# poniedziałek" over "Data: 3 grudnia" is not a header block.
+_HEADER_PAIRS = tuple(
+    (re.compile(rf"^\s*\*?({sender})\s*(:\*?\s+|：\*?\s*)\S", re.IGNORECASE),
+     re.compile(rf"^\s*\*?({sent})\s*[:：].*?{_TIME.pattern}", re.IGNORECASE))
+    for sender, sent in ((r"보낸\s*사람", r"보낸\s*날짜"), ("Od", "Wysłane|Data|Odesláno"),
+                         ("От", "Отправлено|Дата"), ("Kimden", "Gönderildi|Tarih")))
 # The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the
 # languages the app uses; read without its link ("Get Outlook for iOS<https://…>").
 _DEVICE = (r"(iPhone|iPad|iPod|Android( phone| device)?|smartphone|phone|mobile( phone"
@@ -360,10 +373,11 @@ def _quote_follows(lines: list[str], n: int) -> bool:
 
 def _header_block(lines: list[str], n: int) -> bool:
     """Outlook's header block of the original mail: "From: …" and, within the next two
-    lines, "Sent:", "Date:" or "To:"."""
-    if not _HEADER_FROM.match(lines[n]):
-        return False
-    return any(_HEADER_NEXT.match(line) for line in lines[n + 1:n + 3])
+    lines, "Sent:", "Date:" or "To:" (or their pair in `_HEADER_PAIRS`' languages)."""
+    pairs = ((_HEADER_FROM, _HEADER_NEXT), *_HEADER_PAIRS)
+    return any(
+        sender.match(lines[n]) and any(sent.match(line) for line in lines[n + 1:n + 3])
+        for sender, sent in pairs)
 
 
 def _plain(text: str) -> str:
