@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -228,6 +229,20 @@ def _outcome_params(rows: list[Any], token: uuid.UUID) -> dict[str, Any]:
             "deliveries": "pilotlight_deliveries"}
 
 
+async def _drain_lanes(
+    pipe: Any, connections: list[Any], lane: Callable[[Any], Awaitable[int]]
+) -> None:
+    """Tell the parent the child is ready, run one `lane` per connection until the queue
+    is empty, then send the time, the CPU time and the runs done, and close them."""
+    pipe.send({"ready": True})
+    started, cpu = time.perf_counter(), time.process_time()
+    counts = await asyncio.gather(*(lane(conn) for conn in connections))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    for conn in connections:
+        await conn.close()
+    pipe.send({"elapsed": elapsed, "cpu": cpu, "done": sum(counts)})
+
+
 @child
 async def statements_child(pipe: Any, p: dict[str, Any]) -> None:
     """The worker's two statements from raw asyncpg, `lanes` connections each claiming
@@ -250,13 +265,7 @@ async def statements_child(pipe: Any, p: dict[str, Any]) -> None:
                 await conn.fetch(write_sql, *[w[name] for name in write_names])
             done += len(rows)
 
-    pipe.send({"ready": True})
-    started, cpu = time.perf_counter(), time.process_time()
-    counts = await asyncio.gather(*(lane(conn) for conn in connections))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    for conn in connections:
-        await conn.close()
-    pipe.send({"elapsed": elapsed, "cpu": cpu, "done": sum(counts)})
+    await _drain_lanes(pipe, connections, lane)
 
 
 # Figure 1c: the runs to claim in a narrow table of their own, as pgqueuer keeps its jobs.
@@ -331,13 +340,7 @@ async def queue_child(pipe: Any, p: dict[str, Any]) -> None:
                     await conn.fetch(write_sql, *[w[name] for name in write_names])
             done += len(ids)
 
-    pipe.send({"ready": True})
-    started, cpu = time.perf_counter(), time.process_time()
-    counts = await asyncio.gather(*(lane(conn) for conn in connections))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    for conn in connections:
-        await conn.close()
-    pipe.send({"elapsed": elapsed, "cpu": cpu, "done": sum(counts)})
+    await _drain_lanes(pipe, connections, lane)
 
 
 @child
