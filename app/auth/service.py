@@ -23,10 +23,6 @@ from app.users.models import User
 
 LINK_PATH = "/login/link"
 SESSION_COOKIE = "pilotlight_session"
-# With an https public URL: a cookie that only this host, over https, can set (Secure, no
-# Domain, Path=/), so a sibling subdomain cannot plant or overwrite a session (cookie
-# tossing). Over plain http the plain name, as some browsers drop Secure cookies there.
-HOST_SESSION_COOKIE = f"__Host-{SESSION_COOKIE}"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 # Record activity at most this often, so page views don't each cost a write.
@@ -37,9 +33,8 @@ def session_cookie(settings: Settings) -> tuple[str, bool]:
     """The session cookie's name and Secure flag for this public URL (its path is `/`).
 
     Only that name is read: on https a plain `pilotlight_session` is no session."""
-    if settings.public_url_is_https:
-        return HOST_SESSION_COOKIE, True
-    return SESSION_COOKIE, False
+    name, _path, secure = settings.cookie(SESSION_COOKIE, "/")
+    return name, secure
 
 
 class LoginLinkInvalid(Unauthorized):

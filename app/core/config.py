@@ -570,6 +570,16 @@ class Settings(BaseSettings):
         A URL's scheme is case-insensitive, so `HTTPS://…` is https too."""
         return self.effective_public_url[:8].lower() == "https://"
 
+    def cookie(self, name: str, path: str) -> tuple[str, str, bool]:
+        """A cookie's name, path and Secure flag for this public URL. On https it is
+        `__Host-{name}` at `/`, Secure and without Domain: only this host, over https,
+        can set it, so a sibling subdomain cannot plant or overwrite it (cookie tossing).
+        Over plain http it is `name` at `path`, not Secure (some browsers drop Secure
+        cookies there). Only the name chosen is read."""
+        if self.public_url_is_https:
+            return f"__Host-{name}", "/", True
+        return name, path, False
+
     @property
     def effective_vapid_subject(self) -> str:
         """The VAPID `sub` claim: the setting, else the public URL when it can be one."""

@@ -26,17 +26,12 @@ callback_router = APIRouter(tags=["google"])
 
 _PARAM = Query(max_length=4096)
 STATE_COOKIE = "pilotlight_google_state"
-# With an https public URL: a cookie that only this host, over https, can set (no
-# Domain, Path=/), so a sibling subdomain or a plain-http page cannot plant one.
-HOST_STATE_COOKIE = f"__Host-{STATE_COOKIE}"
 _MAX_COOKIE = 4096
 
 
 def state_cookie(settings: Settings) -> tuple[str, str, bool]:
     """The state cookie's name, path and Secure flag for this public URL."""
-    if settings.public_url_is_https:
-        return HOST_STATE_COOKIE, "/", True
-    return STATE_COOKIE, oauth.CALLBACK_PATH, False
+    return settings.cookie(STATE_COOKIE, oauth.CALLBACK_PATH)
 
 
 @router.get(

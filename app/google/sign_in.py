@@ -44,10 +44,6 @@ from app.users.models import User
 
 CALLBACK_PATH = "/login/google/callback"
 STATE_COOKIE = "pilotlight_google_login"
-# With an https public URL: a cookie that only this host, over https, can set (Secure, no
-# Domain, Path=/), so a sibling subdomain cannot plant its own sealed state and have the
-# victim's browser finish the attacker's sign-in (login CSRF by cookie tossing).
-HOST_STATE_COOKIE = f"__Host-{STATE_COOKIE}"
 SCOPES = ["openid", "email"]
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 START_AGAIN = "sign in again from /login"
@@ -79,11 +75,10 @@ class Pending:
 
 
 def state_cookie(settings: Settings) -> tuple[str, str, bool]:
-    """The sign-in state cookie's name, path and Secure flag for this public URL; only
-    that name is read."""
-    if settings.public_url_is_https:
-        return HOST_STATE_COOKIE, "/", True
-    return STATE_COOKIE, CALLBACK_PATH, False
+    """The sign-in state cookie's name, path and Secure flag for this public URL; on
+    https a sibling subdomain cannot plant its own sealed state and have the victim's
+    browser finish the attacker's sign-in (login CSRF)."""
+    return settings.cookie(STATE_COOKIE, CALLBACK_PATH)
 
 
 def redirect_uri(settings: Settings) -> str:
