@@ -155,11 +155,13 @@ async def test_a_frozen_worker_loses_its_run_and_its_late_write_is_refused(
     run_id = await run_now(runtime, instruction)
     env = priced_env(database_url, tmp_path)
     frozen_log, survivor_log = tmp_path / "frozen.log", tmp_path / "survivor.log"
-    # The frozen worker claims at once, then must not poll: on SQLite a process frozen
+    # The frozen worker claims at once, then must not poll, nor renew its lease before it
+    # freezes (its first renewal comes at a third of the lease): on SQLite a process frozen
     # in the middle of a transaction would hold the write lock for everyone.
     frozen = start(command("worker"), {**env, "PILOTLIGHT_TEST_FAULT": "stop:model_answered",
                                        "PILOTLIGHT_WORKER_POLL_SECONDS": "60",
-                                       "PILOTLIGHT_DELIVERY_POLL_SECONDS": "60"},
+                                       "PILOTLIGHT_DELIVERY_POLL_SECONDS": "60",
+                                       "PILOTLIGHT_WORKER_LEASE_SECONDS": "9"},
                    tmp_path, frozen_log)
     survivor = None
     try:
