@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -141,14 +142,34 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+# What holds a lock in the test database, for the error when emptying the tables waits.
+_LOCK_HOLDERS = text(
+    "SELECT a.pid, a.application_name, a.state, a.xact_start, left(a.query, 200) AS query"
+    " FROM pg_stat_activity a WHERE a.datname = current_database()"
+    " AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL ORDER BY a.xact_start"
+)
+
+
 async def empty_tables(engine: AsyncEngine) -> None:
     tables = [t.name for t in Base.metadata.sorted_tables]
+    if engine.dialect.name == "postgresql":
+        # TRUNCATE waits for every open transaction on these tables; one left open by
+        # an earlier test (a session never closed, a process never stopped) would
+        # hang the suite until CI's budget runs out. Fail here instead, naming it.
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        except DBAPIError as error:
+            async with engine.connect() as conn:
+                holders = (await conn.execute(_LOCK_HOLDERS)).all()
+            raise AssertionError(
+                f"emptying the tables waited 30 s on open transactions: {holders}"
+            ) from error
+        return
     async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for name in reversed(tables):
-                await conn.execute(text(f"DELETE FROM {name}"))
+        for name in reversed(tables):
+            await conn.execute(text(f"DELETE FROM {name}"))
 
 
 @pytest.fixture
