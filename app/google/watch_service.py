@@ -46,14 +46,17 @@ def can_watch(account: Account, spec: dict[str, Any]) -> bool:
 
 
 async def require_watchable(
-    *, session: AsyncSession, user_id: uuid.UUID, spec: dict[str, Any]
+    *, session: AsyncSession, user_id: uuid.UUID, spec: dict[str, Any], lock: bool = False
 ) -> None:
-    """Refuse a watch trigger that no connected Google account of the user can serve."""
-    accounts = (
-        await session.execute(
-            select(Account).where(Account.user_id == user_id, Account.kind == "google")
-        )
-    ).scalars().all()
+    """Refuse a watch trigger that no connected Google account of the user can serve.
+
+    `lock` (a new watch) holds the accounts' rows shared until the transaction ends: a
+    poll of one of them waits for the new watch to commit before it moves the account's
+    cursor (`watches_changed`), so mail that came after the watch began is not skipped."""
+    query = select(Account).where(Account.user_id == user_id, Account.kind == "google")
+    if lock:
+        query = query.order_by(Account.id).with_for_update(read=True)
+    accounts = (await session.execute(query)).scalars().all()
     if any(can_watch(account, spec) for account in accounts):
         return
     what = "mail" if spec.get(GMAIL) else "a Drive folder"
@@ -191,7 +194,11 @@ async def watches_changed(
     watch as it was and was refused (`still_watching`): the account's cursor must not
     move past them. A watch deleted or paused, or changed to a schedule, has nothing
     left to fire and is not one of these. Locked like `still_watching`: a change that
-    took its start time before this reads waits to commit, and is seen."""
+    took its start time before this reads waits to commit, and is seen; so does a watch
+    being created, which holds the account's row shared (`require_watchable`)."""
+    await session.execute(
+        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
+    )
     rows = (await session.execute(
         select(Instruction.id, Instruction.user_id, Instruction.status, Instruction.trigger,
                Instruction.created_at, Instruction.watch_since, Instruction.covered_until)

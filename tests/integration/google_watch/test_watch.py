@@ -21,10 +21,12 @@ from app.google.source import GoogleSource
 from app.google.watch import PollReport, WatchPoller
 from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.google.watch_service import FileVersion
+from app.instructions import service as instructions
+from app.instructions.schemas import InstructionCreate
 from app.runs.scheduler import SchedulerTick
 from app.sources.base import MailChanges, Source, WatchableSource
 from app.sources.registry import source_for
-from tests.factories import instruction_body, user_with_token
+from tests.factories import instruction, instruction_body, user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.google_watch.conftest import (
     EMAIL,
@@ -1138,6 +1140,45 @@ async def test_a_watch_created_during_a_poll_gets_the_mail_that_came_after_it(
                                attachments=pdf())
     release.set()
     assert (await asyncio.wait_for(poll, 10)).runs == []
+    await watch.poll_accounts([account.id])
+
+    assert fired_ids(await watch_runs(runtime, created)) == [message]
+
+
+async def test_a_watch_whose_creation_commits_during_a_poll_gets_the_mail_after_it(
+    runtime: Runtime, fake: FakeGoogle,
+) -> None:
+    """A watch is created (its start taken) but not yet committed when an invoice comes
+    and a whole poll of the account runs: the poll cannot see the new watch, so it must
+    not move the cursor past that mail before the creation is committed. It waits for
+    it, sees the watch, and leaves the mail to the next poll, which fires it."""
+    user, _headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    await instruction(runtime, user, trigger={"type": "watch", "gmail_query": "subject:receipt"})
+    watch = poller(runtime)
+    await watch.run_once()  # the account's history cursor is set
+
+    commit = asyncio.Event()
+
+    async def create_and_hold() -> str:
+        async with transaction(runtime.sessionmaker) as session:
+            created = await instructions.create(
+                session=session, user=user, default_max_tool_calls=4,
+                data=InstructionCreate(**instruction_body(
+                    trigger={"type": "watch", "gmail_query": BILLING})),
+            )
+            await commit.wait()
+        return str(created.id)
+
+    creating = asyncio.create_task(create_and_hold())
+    await asyncio.sleep(0.3)  # the watch's start is taken, its row not committed
+    message = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 11",
+                               attachments=pdf())
+    poll = asyncio.create_task(watch.poll_accounts([account.id]))
+    await asyncio.sleep(1)  # the poll reads the history, finds no watch for the invoice
+    commit.set()
+    created = await asyncio.wait_for(creating, 10)
+    await asyncio.wait_for(poll, 10)
     await watch.poll_accounts([account.id])
 
     assert fired_ids(await watch_runs(runtime, created)) == [message]
