@@ -128,10 +128,25 @@ def _same_site_post(request: Request, runtime: Runtime) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    ours = {f"{request.url.scheme}://{request.url.netloc}"}
-    public = urlsplit(runtime.settings.effective_public_url)
-    ours.add(f"{public.scheme}://{public.netloc}")
-    return origin in ours
+    ours = {_origin(str(request.url)), _origin(runtime.settings.effective_public_url)}
+    return _origin(origin) in ours - {None}
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """A URL's origin as browsers compare it: scheme and host in lower case, the scheme's
+    default port made explicit (PUBLIC_URL may say "https://Pilot.example.com:443")."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname or scheme not in _DEFAULT_PORTS:
+        return None
+    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
 
 
 @router.post("/login/link", response_model=None)

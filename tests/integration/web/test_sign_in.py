@@ -128,6 +128,29 @@ async def test_a_login_link_pressed_from_another_site_signs_nobody_in(
         assert used.status_code == 303
 
 
+@pytest.mark.parametrize("public_url",
+                         ["https://Pilot.Example.com", "https://pilot.example.com:443/"])
+async def test_a_login_link_posted_from_the_public_url_in_another_spelling_works(
+    runtime: Runtime, public_url: str,
+) -> None:
+    """A browser without Sec-Fetch-Site sends its Origin in lower case, without the
+    default port: PUBLIC_URL written with capitals or ":443" is the same site, and a
+    look-alike host or another port is not. (The app sees the proxy's own address.)"""
+    runtime.settings.public_url = public_url
+    user, _headers = await factories.user_with_token(runtime)
+    async with browser(runtime, base_url="http://127.0.0.1:8000") as client:
+        for origin in ("https://pilot.example.com.evil.example", "https://pilot.example.com:8443",
+                       "http://pilot.example.com"):
+            token = (await login_link(runtime, user)).split("token=", 1)[1]
+            refused = await client.post("/login/link", data={"token": token},
+                                        headers={"Origin": origin})
+            assert refused.status_code == 403, origin
+        token = (await login_link(runtime, user)).split("token=", 1)[1]
+        used = await client.post("/login/link", data={"token": token},
+                                 headers={"Origin": "https://pilot.example.com"})
+        assert used.status_code == 303, used.text
+
+
 async def test_an_expired_or_unknown_login_link_signs_nobody_in(runtime: Runtime) -> None:
     user, _headers = await factories.user_with_token(runtime)
     expired = await login_link(runtime, user, ttl_seconds=-1)
