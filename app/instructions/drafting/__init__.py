@@ -278,7 +278,7 @@ def draft_system_instruction(timezone: str) -> str:
         "list an hour up to two after an afternoon one is the evening, \"at 6 and 7\" "
         "18:00 and 19:00, and so is a range, \"every hour between 2 and 6\" 14-18; \"half "
         "past 5\" is read as \"5:30\"; \"12 at night\" is 00:00; \"every 2 hours from 9\" is "
-        "0 9-23/2; days the "
+        "0 9-23/2 and \"every day from 9\" 0 9 * * *; days the "
         "task is about, as in \"every day at 9 tell me who is off on Monday\" or \"list "
         "Friday's meetings\", are not the schedule's days) "
         "and, only if the sentence names another time zone, "

@@ -614,6 +614,11 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                     '"every 2 hours from 9", a range of hours takes whole hours'
                 )
             schedule.window, schedule.window_from = (start.hour, 23), start
+    elif not schedule.interval:
+        # "every day from 9": a run a day starts then, as "at 9" would
+        for match in reading.take(_FROM):
+            schedule.times.append(_read_time(match["t"]))
+            schedule.marks.append((match.start(), "t"))
     for match in reading.take(_AT):
         tokens = [match["first"], *_ONE_TIME.findall(match["more"])]
         previous: _Time | None = None

@@ -576,6 +576,29 @@ def test_an_interval_from_an_hour_starts_there() -> None:
         .model_dump() == every(3600)
 
 
+FROM_AN_HOUR = [
+    ("every day from 9 check my mail", "0 9 * * *", "09:00"),
+    ("from 9 every day check my mail", "0 9 * * *", "09:00"),
+    ("every weekday from 9 summarize my inbox", "0 9 * * 1-5", "09:00"),
+    ("every monday from 10:30 list my docs", "30 10 * * 1", "10:30"),
+    ("every day from 5 check my mail", "0 17 * * *", "17:00"),  # the afternoon rule
+]
+
+
+@pytest.mark.parametrize(("sentence", "expression", "shown"), FROM_AN_HOUR,
+                         ids=[c[0] for c in FROM_AN_HOUR])
+def test_a_day_from_an_hour_runs_at_that_hour(sentence: str, expression: str, shown: str) -> None:
+    """Without an interval, "from 9" is when the day's run starts: at 09:00, not the
+    default 08:00 said to be "no time given"."""
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == cron(expression)
+    assert f" at {shown} " in out.explanation
+    assert "no time was given" not in out.explanation
+    # a count the task names is still not an hour
+    assert parse("every day check mail from 9 senders", timezone=TZ).instruction.trigger \
+        .model_dump() == cron("0 8 * * *")
+
+
 def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
     out = parse("at 7 and 6 summarise my mail", timezone=TZ)
     assert out.instruction.trigger.model_dump() == cron("0 7,18 * * *")
