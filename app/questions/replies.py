@@ -91,7 +91,7 @@ _HEADER_NEXT = re.compile(
 _HEADER_PAIRS = tuple(
     (re.compile(rf"^\s*\*?({sender})\s*(:\*?\s+|：\*?\s*)\S", re.IGNORECASE),
      re.compile(rf"^\s*\*?({sent})\s*[:：].*?{_TIME.pattern}", re.IGNORECASE))
-    for sender, sent in ((r"보낸\s*사람", r"보낸\s*날짜"), ("Od", "Wysłane|Data|Odesláno"),
+    for sender, sent in ((r"보낸\s*사람", r"보낸\s*날짜"), ("Od", "Wysłane|Data|Odesláno|Datum"),
                          ("От", "Отправлено|Дата"), ("Kimden", "Gönderildi|Tarih")))
 # The line a mail app adds under what the user wrote ("Sent from my iPhone"), in the
 # languages the app uses; read without its link ("Get Outlook for iOS<https://…>").

@@ -497,6 +497,8 @@ def test_outlooks_header_block_in_korean_polish_russian_czech_turkish_ends_the_r
         "г. 8:00\nКому: Alice <alice@example.com>\nТема: a question",
         "Od: Pilotlight <digests@pilotlight.example>\nOdesláno: pondělí 23. listopadu "
         "2026 8:00\nKomu: Alice <alice@example.com>\nPředmět: a question",
+        "Od: Pilotlight <digests@pilotlight.example>\nDatum: pondělí 23. listopadu "
+        "2026 8:00\nKomu: Alice <alice@example.com>\nPředmět: a question",
         "Kimden: Pilotlight <digests@pilotlight.example>\nGönderildi: 23 Kasım 2026 "
         "Pazartesi 08:00\nKime: Alice <alice@example.com>\nKonu: a question",
         "Kimden: Pilotlight <digests@pilotlight.example>\nTarih: 23 Kasım 2026 Pazartesi "
@@ -508,7 +510,7 @@ def test_outlooks_header_block_in_korean_polish_russian_czech_turkish_ends_the_r
                  "Kimden: Ali\nKime: Ayşe", "보낸 사람: 저\n받는 사람: 팀",
                  # Outlook's "Date:" line there has a time; the user's, here, not
                  "Od: poniedziałek\nData: 3 grudnia", "От: Москвы\nДата: 3 декабря",
-                 "Kimden: Ali\nTarih: 3 Aralık"):
+                 "Kimden: Ali\nTarih: 3 Aralık", "Od: pondělí\nDatum: 3. prosince"):
         assert reply_text(f"{mine}\n") == mine, mine
 
 
