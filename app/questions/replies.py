@@ -84,7 +84,7 @@ _HEADER_NEXT = re.compile(
     r"|Sendt|To|À|An|发送时间|寄件日期|送信日時)\s*[:：]", re.IGNORECASE)
 # Outlook's block in languages whose "From:" and "Sent:"/"Date:" lines are taken only as
 # their own pair: Korean "보낸 사람:"/"보낸 날짜:", Polish "Od:"/"Wysłane:" or "Data:",
-# Czech "Od:"/"Odesláno:", Russian "От:"/"Отправлено:" or "Дата:", Turkish
+# Czech "Od:"/"Odesláno:" or "Datum:", Russian "От:"/"Отправлено:" or "Дата:", Turkish
 # "Kimden:"/"Gönderildi:" or "Tarih:". ("Data:" below Italian "Da:" is not one.) The
 # second line, as Outlook writes it, has the time it was sent: the user's own "Od:
 # poniedziałek" over "Data: 3 grudnia" is not a header block.
