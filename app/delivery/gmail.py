@@ -6,7 +6,9 @@ and To set to the account's own address, sent by `users.messages.send` with
 `{"raw": base64url}` through the shared Google client layer (thread pool, per-call
 AuthorizedHttp, 100 quota units charged), once per attempt (a send is not repeated
 blindly: an attempt after one whose answer was lost first looks for the message by
-its Message-ID). What the client could not get through becomes an outbox result: 429
+its Message-ID; a question's email has its Message-ID read back after the send, as
+Gmail does not promise to keep the one it was given, and a reply names the one it kept).
+What the client could not get through becomes an outbox result: 429
 and 5xx are retried later (Google's Retry-After honoured), a refused grant is
 `GmailDisconnected` (the channel marks the account disconnected and falls back to
 SMTP), a 403 without permission is `GmailRefused` (falls back too, the account stays
@@ -102,6 +104,8 @@ class GmailTransport:
         self.deadline = deadline.at
         # Without gmail.readonly an earlier attempt cannot be looked for.
         self.readable = can_read(account)
+        # Gmail's id of the message once sent (or found sent by an earlier attempt).
+        self.sent_id: str | None = None
 
     async def history_id(self) -> str | None:
         """The mailbox's current historyId (1 unit); None if Gmail cannot say now (asked
@@ -126,7 +130,29 @@ class GmailTransport:
                 userId="me", q=f"rfc822msgid:{message_id}", maxResults=1,
                 includeSpamTrash=True),
             once=True, deadline=self.deadline)
-        return bool(found.get("messages"))
+        messages = found.get("messages") or []
+        if messages:
+            self.sent_id = messages[0].get("id")
+        return bool(messages)
+
+    async def kept_message_id(self) -> str | None:
+        """The Message-ID Gmail keeps on the message sent (one metadata read, 5 units), the
+        one a reply to it names: Gmail does not promise to keep the one the message was
+        given. None when Gmail cannot be read or cannot say now."""
+        if not (self.readable and self.sent_id):
+            return None
+        try:
+            found = await self.client.call(
+                "gmail", self.client.gmail().users().messages().get(
+                    userId="me", id=self.sent_id, format="metadata",
+                    metadataHeaders=["Message-ID"]),
+                once=True, deadline=self.deadline)
+        except SourceError:
+            return None
+        for header in (found.get("payload") or {}).get("headers") or []:
+            if str(header.get("name", "")).lower() == "message-id" and header.get("value"):
+                return str(header["value"]).strip()
+        return None
 
     async def send(self, message: Message, *, to: str, tried_before: bool = False) -> Result:
         """Send (`to` is ignored: the account's own address is both From and To).
@@ -142,7 +168,8 @@ class GmailTransport:
         try:
             if tried_before and self.readable and await self.already_sent(mine):
                 return SENT
-            await self.client.call("gmail", request, once=True, deadline=self.deadline)
+            sent = await self.client.call("gmail", request, once=True, deadline=self.deadline)
+            self.sent_id = sent.get("id") if isinstance(sent, dict) else None
         except AccountDisconnected as exc:
             raise GmailDisconnected(str(exc)) from exc
         except GoogleApiError as exc:

@@ -226,8 +226,9 @@ class EmailChannel:
         through = gmail.sender_account(accounts)
         not_through_gmail = ""
         if through is not None:
+            sending = gmail.GmailTransport(through, self.settings, deadline)
             try:
-                result = await gmail.GmailTransport(through, self.settings, deadline).send(
+                result = await sending.send(
                     message, to=through.email, tried_before=job.delivery.attempt > 1)
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
@@ -241,7 +242,8 @@ class EmailChannel:
                     # question's email itself (in SENT, where the poller looks). It is
                     # sent: a failure here must not send it again.
                     try:
-                        await self._watch_replies(job, message, accounts, through, deadline)
+                        await self._watch_replies(job, message, accounts, through, deadline,
+                                                  sending)
                     except Exception:
                         log.exception("delivery %s: sent, but replies to it will not be "
                                       "read", job.delivery.id)
@@ -269,9 +271,12 @@ class EmailChannel:
     async def _watch_replies(
         self, job: Job, message: Message, accounts: list[Account],
         through: Account | None, deadline: Deadline,
+        sent: gmail.GmailTransport | None = None,
     ) -> None:
         """A question's email: remember its Message-ID, the account whose Gmail will hold
-        the reply, and that Gmail's historyId now (the reply comes after it)."""
+        the reply, and that Gmail's historyId now (the reply comes after it). Sent through
+        Gmail (`sent`), the Message-ID is the one Gmail kept on the message, which the
+        user's reply names, should it not be the one the message was given."""
         data = job.notification.data if isinstance(job.notification.data, dict) else {}
         question_id = data.get("question_id")
         if self.sessionmaker is None or not isinstance(question_id, str):
@@ -280,12 +285,15 @@ class EmailChannel:
             accounts, sent_through=through, to=through.email if through else job.user.email)
         if reader is None:
             return  # no Gmail to read the reply from: answer in the app, by push, or the API
+        message_id = str(message["Message-ID"])
+        if sent is not None:
+            message_id = await sent.kept_message_id() or message_id
         history_id = await gmail.GmailTransport(reader, self.settings, deadline).history_id()
         async with transaction(self.sessionmaker) as session:
             await replies.watch(
                 session=session, user_id=job.user.id, question_id=uuid.UUID(question_id),
                 delivery_id=job.delivery.id, account_id=reader.id,
-                message_id=str(message["Message-ID"]), history_id=history_id,
+                message_id=message_id, history_id=history_id,
             )
 
     async def _disconnect(self, account: Account, reason: str) -> None:

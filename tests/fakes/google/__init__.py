@@ -18,6 +18,7 @@ OAuth (`oauth.py`): one client (CLIENT_ID, CLIENT_SECRET); `consent_email`,
 the first consent only (or with prompt=consent), as Google does.
 
 Data: `add_message` (`headers=` adds headers such as In-Reply-To), `modify_labels`,
+`account(email).mailbox.replaces_message_ids` (sent mail gets Gmail's own Message-ID),
 `delete_message`, `history_id`, `expire_history`, `watches`; `add_file`, `update_file`,
 `delete_file`, `root_folder_id`, `add_shared_drive` (add files to it with its id as parent:
 they carry a `driveId` and are seen only by calls that opt in with supportsAllDrives /

@@ -161,11 +161,12 @@ def send_message(call: Call) -> Reply:
         parsed["From"] = sender
     if parsed.get("Date") is None:
         parsed["Date"] = format_datetime(call.now)
-    if parsed.get("Message-ID") is None:
+    mailbox = call.account.mailbox
+    if parsed.get("Message-ID") is None or mailbox.replaces_message_ids:
+        del parsed["Message-ID"]
         parsed["Message-ID"] = make_msgid(domain="mail.gmail.com")
     del parsed["Bcc"]
     raw = parsed.as_bytes(policy=email.policy.SMTP)
-    mailbox = call.account.mailbox
     if thread_id is not None and not any(m.thread_id == thread_id
                                          for m in mailbox.messages.values()):
         raise not_found()

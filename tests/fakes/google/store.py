@@ -59,6 +59,9 @@ class Mailbox:
         self.history_floor = self.history_id  # startHistoryIds below this answer 404
         self.labels: dict[str, str] = {}  # user label name -> id
         self.watch: Watch | None = None
+        # Gmail does not promise to keep the Message-ID of a message sent through the API;
+        # True: `messages.send` gives every message one of its own, as it may.
+        self.replaces_message_ids = False
 
     def bump(self) -> int:
         self.history_id += ids_gap(self.ids)

@@ -173,6 +173,32 @@ async def _asked_by_email(runtime: Runtime, user: User) -> tuple[uuid.UUID, uuid
         return run.id, question.id
 
 
+async def test_a_reply_answers_when_gmail_gave_the_sent_question_its_own_message_id(
+    reply_runtime: Runtime, google: FakeGoogle
+) -> None:
+    """Gmail does not promise to keep the Message-ID of a message sent through the API.
+    The question's email is recorded under the one Gmail kept (read back after the send),
+    which is the one the user's reply names."""
+    runtime = reply_runtime
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    await connect_google(runtime, google, user)
+    google.account(ALICE).mailbox.replaces_message_ids = True
+    _run_id, question_id = await _asked_by_email(runtime, user)
+    sender = DeliverySender(runtime=runtime)
+    for _ in range(5):
+        await sender.run_once()
+    [(_labels, sent)] = mailbox_raw(google, ALICE)
+    kept = sent["Message-ID"].strip()
+    assert kept.endswith("@mail.gmail.com>")  # not the one Pilotlight gave it
+    assert (await question_email(runtime)).message_id == kept
+    [thread_id] = {m.thread_id for m in google.account(ALICE).mailbox.messages.values()}
+
+    reply(google, to_message_id=kept, thread_id=thread_id, text="Gemini")
+    assert await ReplyPoller(runtime=runtime).run_once() == 1
+    question = await question_row(runtime, question_id)
+    assert (question.status, question.answer) == ("answered", "Gemini")
+
+
 async def test_a_reply_to_a_question_sent_by_smtp_answers_with_the_new_text_only_once(
     reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
 ) -> None:
