@@ -158,7 +158,8 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
         def _said(t: _Time) -> str:
             return t.said or (f"{t.hour - 12}:{t.minute:02d}" if t.minute else f"{t.hour - 12}")
 
-        said = _and([f'"{_said(t)}" as {t}' for t in s.afternoon])
+        # the user's words ("quarter to 6"), the hour to say instead in figures ("5:45am")
+        said = _and([f'"{s.clock_words.get(_said(t), _said(t))}" as {t}' for t in s.afternoon])
         note = f'read {said}; say "{_said(s.afternoon[0])}am" for the morning'
     if not times:
         defaults = [_PERIODS[p][0] for p in s.periods] or (

@@ -396,6 +396,8 @@ class _Schedule:
     window_said: tuple[_Time, _Time] | None = None  # the range's ends as read
     afternoon_window: tuple[int, int] | None = None  # "between 2 and 6" read as 14-18: said
     window_from: _Time | None = None  # "every 2 hours from 9": the start, as read
+    # "quarter to 6" read as "5:45": the words said for each time they were rewritten as
+    clock_words: dict[str, str] = field(default_factory=dict)
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
 
@@ -427,7 +429,7 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
 _ALL_DAYS = frozenset(range(7))
 
 
-def _clock_phrases(reading: _Reading) -> None:
+def _clock_phrases(reading: _Reading, schedule: _Schedule) -> None:
     """Rewrites "half past 5" as "5:30" in what is left, in place, so it is read as "5:30"
     is: "quarter to 6" is "5:45", the afternoon as "at 6" is; "quarter to 7" "06:45", the
     morning as "at 7" is; "quarter to 1" "12:45"."""
@@ -443,6 +445,7 @@ def _clock_phrases(reading: _Reading) -> None:
         else:  # the hour before, read as the hour said would be: 1 is 13:00, so 12:45
             before = {1: 12, 7: 6}.get(hour, hour - 1)
             time = f"{before:02d}:45" if hour == 7 else f"{before}:45"
+        schedule.clock_words.setdefault(time, " ".join(match[0].split()))
         return time.rjust(len(match[0]))
 
     reading.rest = _CLOCK_PHRASE.sub(said, reading.rest)
@@ -454,7 +457,7 @@ def _clock_phrases(reading: _Reading) -> None:
 
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
-    _clock_phrases(reading)
+    _clock_phrases(reading, schedule)
     unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
         (_EVERY_OTHER_WEEK, "as a schedule: weeks, months or years apart cannot be expressed; "

@@ -552,9 +552,13 @@ def test_half_past_and_quarter_to_are_read(sentence: str, expression: str, shown
     assert "no time was given" not in out.explanation
 
 
-def test_half_past_read_as_the_afternoon_says_so() -> None:
-    assert 'read "5:30" as 17:30' in parse(
+def test_half_past_read_as_the_afternoon_says_so_in_the_users_words() -> None:
+    assert 'read "half past 5" as 17:30; say "5:30am" for the morning' in parse(
         "every day at half past 5 summarise my mail", timezone=TZ).explanation
+    assert 'read "quarter to 6" as 17:45; say "5:45am" for the morning' in parse(
+        "every day at quarter to 6 summarise my mail", timezone=TZ).explanation
+    assert 'read "5:45" as 17:45' in parse(
+        "every day at 5:45 summarise my mail", timezone=TZ).explanation
 
 
 def test_an_interval_from_an_hour_starts_there() -> None:
