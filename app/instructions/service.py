@@ -170,6 +170,34 @@ async def update(
     return instruction
 
 
+async def move_time_zone(
+    *, session: AsyncSession, user: User, old: str, new: str
+) -> list[Instruction]:
+    """The user moved from time zone `old` to `new`: their cron instructions that run in
+    `old` run at the same hours in `new` from now on (an active one's next fire time is
+    taken again, as for any change of trigger). Those in another zone, named for itself
+    ("in New York time"), stay. Returns the instructions moved."""
+    if old == new:
+        return []
+    rows = (await session.execute(
+        select(Instruction).where(
+            Instruction.user_id == user.id, Instruction.deleted_at.is_(None)
+        ).order_by(Instruction.id).with_for_update()
+    )).scalars().all()
+    now = utcnow()
+    moved = []
+    for instruction in rows:
+        trigger = instruction.trigger or {}
+        if trigger.get("type") != "cron" or trigger.get("timezone") != old:
+            continue
+        instruction.trigger = {**trigger, "timezone": new}
+        schedule_next(instruction, now=now)
+        instruction.updated_at = now
+        moved.append(instruction)
+    await session.flush()
+    return moved
+
+
 async def set_paused(
     *, session: AsyncSession, user: User, instruction_id: uuid.UUID, paused: bool
 ) -> Instruction:

@@ -146,15 +146,17 @@ async def update_profile(
     *, session: AsyncSession, user: User, timezone: str | None = None,
     daily_cost_cap_usd: float | None = None,
 ) -> User:
-    """Change the user's time zone or daily cost cap (USD, 0 stops paid runs)."""
+    """Change the user's time zone or daily cost cap (USD, 0 stops paid runs): both, or
+    neither when one is refused."""
     if timezone is not None:
         _check_timezone(timezone)
+    if daily_cost_cap_usd is not None and not 0 <= daily_cost_cap_usd <= MAX_DAILY_COST_CAP_USD:
+        raise BadRequest(
+            f"the daily cost cap must be between 0 and {MAX_DAILY_COST_CAP_USD:g} USD"
+        )
+    if timezone is not None:
         user.timezone = timezone
     if daily_cost_cap_usd is not None:
-        if not 0 <= daily_cost_cap_usd <= MAX_DAILY_COST_CAP_USD:
-            raise BadRequest(
-                f"the daily cost cap must be between 0 and {MAX_DAILY_COST_CAP_USD:g} USD"
-            )
         user.daily_cost_cap_usd = daily_cost_cap_usd
     user.updated_at = utcnow()
     await session.flush()

@@ -18,6 +18,7 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
 from app.core.validation import timezones
+from app.instructions import service as instructions
 from app.runs import costs
 from app.users import service as users
 from app.web.charts import usage_chart
@@ -69,11 +70,18 @@ async def update_profile(
     request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep,
     timezone: Annotated[str, Form(max_length=64)] = "",
     daily_cost_cap_usd: Annotated[str, Form(max_length=20)] = "",
+    move_instructions: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
+    """Save the time zone and the cap; with `move_instructions`, the scheduled
+    instructions in the old time zone move to the new one."""
+    old = viewer.user.timezone
     try:
         cap = float(daily_cost_cap_usd) if daily_cost_cap_usd.strip() else None
-        await users.update_profile(session=session, user=viewer.user,
-                                   timezone=timezone or None, daily_cost_cap_usd=cap)
+        user = await users.update_profile(session=session, user=viewer.user,
+                                          timezone=timezone or None, daily_cost_cap_usd=cap)
+        if move_instructions:
+            await instructions.move_time_zone(session=session, user=user, old=old,
+                                              new=user.timezone)
     except (ValueError, BadRequest) as exc:
         detail = exc.detail if isinstance(exc, BadRequest) else "the cap must be a number"
         return await _settings_page(request, viewer, session, runtime, status_code=422,

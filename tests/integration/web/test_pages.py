@@ -7,6 +7,7 @@ import re
 import uuid
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -533,6 +534,62 @@ async def test_every_page_renders(runtime: Runtime, page: str) -> None:
         assert response.status_code == 200, response.text
         assert '<main id="main"' in response.text
         assert isinstance(response, httpx.Response)
+
+
+async def _triggers(runtime: Runtime, user: User) -> dict[str, tuple[dict[str, Any], Any]]:
+    async with transaction(runtime.sessionmaker) as session:
+        rows, _more = await instructions.list_page(session=session, user=user, status=None,
+                                                   cursor=None, limit=10)
+        return {i.title: (i.trigger, i.next_run_at) for i in rows}
+
+
+async def test_a_new_time_zone_moves_the_instructions_that_ran_in_the_old_one(
+    runtime: Runtime,
+) -> None:
+    """Moving from Berlin to Tokyo: "every day at 8" runs at 08:00 in Tokyo from now on
+    (paused or not); one named for New York stays in New York; unticked, nothing moves.
+    A form with a bad cap changes nothing at all."""
+    user, _ = await factories.user_with_token(runtime)  # Europe/Berlin
+    for title, zone in (("Berlin", "Europe/Berlin"), ("New York", "America/New_York"),
+                        ("Paused", "Europe/Berlin")):
+        made = await factories.instruction(runtime, user, title=title, trigger={
+            "type": "cron", "cron": "0 8 * * *", "timezone": zone})
+        if title == "Paused":
+            async with transaction(runtime.sessionmaker) as session:
+                await instructions.set_paused(session=session, user=user,
+                                              instruction_id=made.id, paused=True)
+    await factories.instruction(runtime, user, title="Hourly",
+                                trigger={"type": "interval", "seconds": 3600})
+    before = await _triggers(runtime, user)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        page = await client.get("/settings")
+        assert re.search(r'name="move_instructions" value="on" checked> Scheduled '
+                         r'instructions in Europe/Berlin move with it', page.text)
+        refused = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Asia/Tokyo", "daily_cost_cap_usd": "-1",
+            "move_instructions": "on"})
+        assert refused.status_code == 422
+        assert await _triggers(runtime, user) == before
+        saved = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Asia/Tokyo", "move_instructions": "on"})
+        assert saved.status_code == 303
+    after = await _triggers(runtime, user)
+    assert after["Berlin"][0]["timezone"] == after["Paused"][0]["timezone"] == "Asia/Tokyo"
+    assert after["Berlin"][1] is not None
+    assert after["Berlin"][1].astimezone(ZoneInfo("Asia/Tokyo")).hour == 8
+    assert after["Paused"][1] is None
+    assert after["New York"] == before["New York"]
+    assert after["Hourly"] == before["Hourly"]
+
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        saved = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "UTC"})  # the box unticked
+        assert saved.status_code == 303
+    assert await _triggers(runtime, user) == after
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await users.get(session=session, user_id=user.id)).timezone == "UTC"
 
 
 async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
