@@ -175,6 +175,43 @@ async def test_me(client: httpx.AsyncClient, runtime: Runtime) -> None:
     assert token.last_used_at is not None
 
 
+async def test_patch_me_changes_the_time_zone_and_cap_and_moves_instructions(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user, headers = await user_with_token(runtime)  # Europe/Berlin
+    berlin = await instruction(runtime, user, title="Berlin")
+    await instruction(runtime, user, title="Tokyo", trigger={
+        "type": "cron", "cron": "0 8 * * *", "timezone": "Asia/Tokyo"})
+    # Refused whole: nothing changes.
+    for bad, field in (({"timezone": "Mars/Base"}, "timezone"),
+                       ({"timezone": "UTC", "daily_cost_cap_usd": -1}, "daily_cost_cap_usd"),
+                       ({"daily_cost_cap_usd": "lots"}, "daily_cost_cap_usd"),
+                       ({"email": "x@example.com"}, "email")):
+        response = await client.patch(f"{API}/me", headers=headers, json=bad)
+        body = assert_error(response, 422, "ValidationError")
+        assert field in body["detail"], body
+    me = (await client.get(f"{API}/me", headers=headers)).json()
+    assert (me["timezone"], me["daily_cost_cap_usd"]) == ("Europe/Berlin", 1.0)
+
+    response = await client.patch(f"{API}/me", headers=headers,
+                                  json={"timezone": "America/New_York", "daily_cost_cap_usd": 3})
+    assert response.status_code == 200, response.text
+    assert (response.json()["timezone"], response.json()["daily_cost_cap_usd"]) == (
+        "America/New_York", 3.0)
+    moved = (await client.get(f"{API}/instructions/{berlin.id}", headers=headers)).json()
+    assert moved["trigger"]["timezone"] == "America/New_York"
+    assert moved["schedule"].endswith("(America/New_York)"), moved["schedule"]
+    listed = (await client.get(f"{API}/instructions", headers=headers)).json()["items"]
+    assert {i["title"]: i["trigger"]["timezone"] for i in listed} == {
+        "Berlin": "America/New_York", "Tokyo": "Asia/Tokyo"}
+
+    response = await client.patch(f"{API}/me", headers=headers,
+                                   json={"timezone": "UTC", "move_instructions": False})
+    assert response.json()["timezone"] == "UTC"
+    kept = (await client.get(f"{API}/instructions/{berlin.id}", headers=headers)).json()
+    assert kept["trigger"]["timezone"] == "America/New_York"
+
+
 NOT_TIME_ZONES = ["Europe", "America", "localtime", "posixrules", "right/UTC", "posix/UTC",
                   "Factory", "Mars/Base", "Europe/", ""]
 
