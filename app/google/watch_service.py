@@ -23,6 +23,7 @@ from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.instructions.models import Instruction
 from app.runs import queue
+from app.users.models import User
 
 # A watch trigger's spec names what it watches with one of these keys.
 GMAIL = "gmail_query"
@@ -46,17 +47,14 @@ def can_watch(account: Account, spec: dict[str, Any]) -> bool:
 
 
 async def require_watchable(
-    *, session: AsyncSession, user_id: uuid.UUID, spec: dict[str, Any], lock: bool = False
+    *, session: AsyncSession, user_id: uuid.UUID, spec: dict[str, Any]
 ) -> None:
-    """Refuse a watch trigger that no connected Google account of the user can serve.
-
-    `lock` (a new watch) holds the accounts' rows shared until the transaction ends: a
-    poll of one of them waits for the new watch to commit before it moves the account's
-    cursor (`watches_changed`), so mail that came after the watch began is not skipped."""
-    query = select(Account).where(Account.user_id == user_id, Account.kind == "google")
-    if lock:
-        query = query.order_by(Account.id).with_for_update(read=True)
-    accounts = (await session.execute(query)).scalars().all()
+    """Refuse a watch trigger that no connected Google account of the user can serve."""
+    accounts = (
+        await session.execute(
+            select(Account).where(Account.user_id == user_id, Account.kind == "google")
+        )
+    ).scalars().all()
     if any(can_watch(account, spec) for account in accounts):
         return
     what = "mail" if spec.get(GMAIL) else "a Drive folder"
@@ -75,6 +73,15 @@ async def require_watchable(
         f"watching {what} needs the {scope} permission, which your Google account did not "
         "grant: reconnect at /api/v1/google/connect and allow it"
     )
+
+
+async def hold_new_watch(*, session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Before a new watch takes its start: hold the user's row shared until the
+    transaction ends. A poll of the user's accounts takes it too before it moves a
+    cursor (`watches_changed`), so it waits for the new watch to commit and sees it,
+    and mail that came after the watch began is not skipped. (The user's row, taken
+    first, as connecting Google takes it before the account's.)"""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update(read=True))
 
 
 @dataclass(frozen=True)
@@ -195,9 +202,9 @@ async def watches_changed(
     move past them. A watch deleted or paused, or changed to a schedule, has nothing
     left to fire and is not one of these. Locked like `still_watching`: a change that
     took its start time before this reads waits to commit, and is seen; so does a watch
-    being created, which holds the account's row shared (`require_watchable`)."""
+    being created, which holds the user's row shared (`hold_new_watch`)."""
     await session.execute(
-        select(Account.id).where(Account.id == account.id).with_for_update(key_share=True)
+        select(User.id).where(User.id == account.user_id).with_for_update(key_share=True)
     )
     rows = (await session.execute(
         select(Instruction.id, Instruction.user_id, Instruction.status, Instruction.trigger,

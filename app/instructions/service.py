@@ -28,18 +28,13 @@ class InstructionNotActive(Conflict):
     pass
 
 
-async def _trigger_spec(
-    session: AsyncSession, trigger: Any, user: User, *, new: bool = False
-) -> dict[str, Any]:
-    """The trigger as stored; a watch trigger needs a Google account that can serve it
-    (and a `new` watch holds its accounts' rows, see `require_watchable`)."""
+async def _trigger_spec(session: AsyncSession, trigger: Any, user: User) -> dict[str, Any]:
+    """The trigger as stored; a watch trigger needs a Google account that can serve it."""
     spec: dict[str, Any] = trigger.model_dump(exclude_none=trigger.type == "watch")
     if spec["type"] == "cron" and not spec.get("timezone"):
         spec["timezone"] = user.timezone
     if spec["type"] == "watch":
-        await watch_service.require_watchable(
-            session=session, user_id=user.id, spec=spec, lock=new
-        )
+        await watch_service.require_watchable(session=session, user_id=user.id, spec=spec)
     return spec
 
 
@@ -82,10 +77,11 @@ async def create(
     *, session: AsyncSession, user: User, data: InstructionCreate, default_max_tool_calls: int
 ) -> Instruction:
     """Create an active instruction with its first fire time."""
-    # A watch trigger locks the user's Google accounts first (`require_watchable`): its
-    # start is taken after, so a poll that moves an account's cursor on either sees
-    # this watch committed or has moved it before the watch began.
-    trigger = await _trigger_spec(session, data.trigger, user, new=True)
+    trigger = await _trigger_spec(session, data.trigger, user)
+    if trigger["type"] == "watch":
+        # Its start is taken after: a poll that moves an account's cursor on either sees
+        # this watch committed or moved it before the watch began.
+        await watch_service.hold_new_watch(session=session, user_id=user.id)
     now = utcnow()
     instruction = Instruction(
         id=uuid.uuid4(),
