@@ -43,7 +43,8 @@ active watch the poll read (`watch_service.still_watching`): a delete or a trigg
 change (which forget the folder's rows under the same row lock) that came meanwhile
 leaves the poll nothing to write, so no membership row or run outlives it. A watch
 created, resumed or changed meanwhile (`watch_service.watches_changed`, checked in the
-cursor's transaction) may match what the poll read, after its new start: the cursor
+cursor's transaction, which waits for a watch still being created to commit: both
+take the user's row) may match what the poll read, after its new start: the cursor
 then stays, and the next poll reads the same changes with the watches as they are
 (hits stop the others firing twice). A watch deleted, paused or made a schedule holds
 nothing back.
