@@ -96,14 +96,16 @@ _TITLE_STOP = _FILLER | frozenset(
 _DAY_NAMES = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
 
 
-def _topic(leftover: str, sources: list[SourceKind]) -> str:
+def _topic(leftover: str, sources: list[SourceKind], sentence: str) -> str:
     noun = "digest" if len(sources) > 1 else {"gmail": "mail", "drive": "documents"}[sources[0]]
     if sender := _SENDER.search(leftover):
         return f"{noun} from {sender['who']}"
+    # A word the user capitalized past the sentence's start keeps it: "Anna mail", "Q4".
+    named = {w.lower(): w for w in re.findall(r"(?<=\s)[A-Z][A-Za-z0-9-]+", sentence)}
     words: list[str] = []
     for raw in re.findall(r"[a-z][a-z'-]+", leftover):
         word = re.sub(r"'s$|'$", "", raw)
-        word = word.capitalize() if word in _DAY_NAMES else word  # "Friday meetings"
+        word = word.capitalize() if word in _DAY_NAMES else named.get(word, word)
         if len(word) >= 3 and word.lower() not in _TITLE_STOP and word not in words:
             words.append(word)
         if len(words) == 2:
@@ -204,7 +206,7 @@ def parse(text: str, *, timezone: str) -> DraftOut:
             f"what to do in {_quote(sentence)}: it has a schedule ({plan.when}) but no task"
         )
 
-    topic = _topic(leftover, sources)
+    topic = _topic(leftover, sources, sentence)
     head = f"{plan.title_head} " if plan.title_head else ""
     title = f"{head}{topic} {plan.title_tail}".strip()
     title = title[:1].upper() + title[1:]

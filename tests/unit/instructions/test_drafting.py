@@ -288,7 +288,7 @@ TASK_DAYS: list[tuple[str, dict[str, Any], str]] = [
     # ... while one day after "for", "by" or "since" is still the task's
     ("at 9 list tasks for Friday", cron("0 9 * * *"), "Daily tasks Friday digest at 09:00"),
     ("every day at 8 list tasks for Mondays", cron("0 8 * * *"),
-     "Daily tasks mondays digest at 08:00"),
+     "Daily tasks Mondays digest at 08:00"),
     ("at 8 summarise mail since Monday", cron("0 8 * * *"),
      "Daily since Monday mail at 08:00"),
 ]
@@ -601,6 +601,16 @@ def test_a_day_from_an_hour_runs_at_that_hour(sentence: str, expression: str, sh
     # a count the task names is still not an hour
     assert parse("every day check mail from 9 senders", timezone=TZ).instruction.trigger \
         .model_dump() == cron("0 8 * * *")
+
+
+def test_a_title_keeps_the_names_the_user_capitalized() -> None:
+    assert parse("every tue and thu at 10 tell me what Anna sent", timezone=TZ).instruction \
+        .title == "Tuesday and Thursday Anna mail at 10:00"
+    assert parse("Every day at 9 summarize Project Apollo mail", timezone=TZ).instruction \
+        .title == "Daily Project Apollo mail at 09:00"
+    # the sentence's first word, and a sentence in capitals, say nothing of names
+    assert parse("EVERY DAY AT 9 SUMMARIZE MAIL", timezone=TZ).instruction.title == (
+        "Daily mail at 09:00")
 
 
 def test_an_hour_of_a_list_moved_to_the_afternoon_says_so() -> None:
