@@ -438,6 +438,31 @@ def user_create(
     _run(main)
 
 
+@user_cli.command("list")
+def user_list() -> None:
+    """List the users: email, time zone, daily cost cap, when created, name."""
+
+    async def main(runtime: Runtime) -> list[str]:
+        from sqlalchemy import select
+
+        from app.users.models import User
+
+        await _require_schema(runtime)
+        async with transaction(runtime.sessionmaker) as session:
+            users = (await session.execute(select(User).order_by(User.email))).scalars().all()
+        return [
+            f"{u.email}\t{u.timezone}\t{u.daily_cost_cap_usd:g} USD/day\t"
+            f"{u.created_at:%Y-%m-%d}\t{u.name}".rstrip() for u in users
+        ]
+
+    lines = _run(main)
+    if not lines:
+        typer.echo("no users yet: `pilotlight serve` creates the local user, "
+                   "`pilotlight user create EMAIL` any other", err=True)
+    for line in lines:
+        typer.echo(line)
+
+
 @token_cli.command("create")
 def token_create(
     email: Annotated[

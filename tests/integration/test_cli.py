@@ -57,6 +57,22 @@ async def test_user_and_token_create(runtime: Runtime, database_url: str, tmp_pa
         assert user.timezone == "Europe/London"
 
 
+async def test_user_list(runtime: Runtime, database_url: str, tmp_path: Path) -> None:
+    empty = cli(database_url, tmp_path, "user", "list")
+    assert (empty.returncode, empty.stdout) == (0, "")
+    assert "no users yet" in empty.stderr
+    for args in (("bo@example.com", "--name", "Bo Lind"),
+                 ("ada@example.com", "--timezone", "Europe/London")):
+        assert cli(database_url, tmp_path, "user", "create", *args).returncode == 0
+    listed = cli(database_url, tmp_path, "user", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [(r[0], r[1], r[2], r[4:]) for r in rows] == [
+        ("ada@example.com", "Europe/London", "1 USD/day", []),
+        ("bo@example.com", "UTC", "1 USD/day", ["Bo Lind"]),
+    ]
+
+
 async def test_bad_input_is_a_clear_error(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
