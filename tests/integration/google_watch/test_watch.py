@@ -1158,7 +1158,7 @@ async def test_a_watch_whose_creation_commits_during_a_poll_gets_the_mail_after_
     watch = poller(runtime)
     await watch.run_once()  # the account's history cursor is set
 
-    commit = asyncio.Event()
+    started, commit = asyncio.Event(), asyncio.Event()
 
     async def create_and_hold() -> str:
         async with transaction(runtime.sessionmaker) as session:
@@ -1167,11 +1167,12 @@ async def test_a_watch_whose_creation_commits_during_a_poll_gets_the_mail_after_
                 data=InstructionCreate(**instruction_body(
                     trigger={"type": "watch", "gmail_query": BILLING})),
             )
+            started.set()
             await commit.wait()
         return str(created.id)
 
     creating = asyncio.create_task(create_and_hold())
-    await asyncio.sleep(0.3)  # the watch's start is taken, its row not committed
+    await asyncio.wait_for(started.wait(), 10)  # its start is taken, its row not committed
     message = fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 11",
                                attachments=pdf())
     poll = asyncio.create_task(watch.poll_accounts([account.id]))
