@@ -100,7 +100,7 @@ def _topic(leftover: str, sources: list[SourceKind], sentence: str) -> str:
     noun = "digest" if len(sources) > 1 else {"gmail": "mail", "drive": "documents"}[sources[0]]
     if sender := _SENDER.search(leftover):
         return f"{noun} from {sender['who']}"
-    # A word the user capitalized past the sentence's start keeps it: "Anna mail", "Q4".
+    # A word the user capitalized past the sentence's start keeps it: "Anna mail".
     named = {w.lower(): w for w in re.findall(r"(?<=\s)[A-Z][A-Za-z0-9-]+", sentence)}
     words: list[str] = []
     for raw in re.findall(r"[a-z][a-z'-]+", leftover):
