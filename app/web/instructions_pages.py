@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +63,13 @@ async def instructions_list(
         open_questions=len(await questions.list_open(session=session, user=viewer.user)),
         cursor=cursor, next_cursor=next_cursor,
     )
+
+
+@router.get("/instructions")
+async def instructions_index(request: Request) -> RedirectResponse:
+    """The list is at "/": /instructions, typed or bookmarked, goes there (its query too)."""
+    query = request.url.query
+    return RedirectResponse("/" + (f"?{query}" if query else ""), status_code=303)
 
 
 def _editor(

@@ -536,6 +536,19 @@ async def test_every_page_renders(runtime: Runtime, page: str) -> None:
         assert isinstance(response, httpx.Response)
 
 
+async def test_instructions_typed_as_an_address_lead_to_the_list(runtime: Runtime) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    await factories.instruction(runtime, user, title="Morning mail")
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        moved = await client.get("/instructions?cursor=abc")
+        assert moved.status_code == 303
+        assert moved.headers["location"] == "/?cursor=abc"
+        listed = await client.get("/instructions", follow_redirects=True)
+        assert listed.status_code == 200
+        assert "Morning mail" in listed.text
+
+
 async def _triggers(runtime: Runtime, user: User) -> dict[str, tuple[dict[str, Any], Any]]:
     async with transaction(runtime.sessionmaker) as session:
         rows, _more = await instructions.list_page(session=session, user=user, status=None,
