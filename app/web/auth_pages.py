@@ -25,7 +25,13 @@ from app.google import oauth, sign_in
 from app.google.oauth import CodeRejected, ConsentRefused
 from app.google.sign_in import SignInStateInvalid
 from app.users.models import User
-from app.web.deps import FormViewerDep, ViewerDep, local_sign_in_allowed
+from app.web.deps import (
+    FormViewerDep,
+    NotSignedIn,
+    ViewerDep,
+    get_viewer,
+    local_sign_in_allowed,
+)
 from app.web.render import delete_session_cookie, page, set_session_cookie
 
 # Pages return responses they build; none has a response model.
@@ -264,6 +270,19 @@ async def google_login_callback(
     set_session_cookie(response, request, token)
     _delete_state_cookie(response, settings)
     return response
+
+
+@router.get("/logout", response_class=HTMLResponse, response_model=None)
+async def logout_page(
+    request: Request, session: SessionDep, runtime: RuntimeDep
+) -> HTMLResponse | RedirectResponse:
+    """/logout typed or followed asks, with the button that signs out: a GET never does
+    (any site could link to it). Nobody signed in goes to the login page."""
+    try:
+        viewer = await get_viewer(request, session, runtime)
+    except NotSignedIn:
+        return RedirectResponse("/login", status_code=303)
+    return page(request, "signout.html", viewer)
 
 
 @router.post("/logout")

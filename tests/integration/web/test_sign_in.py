@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -246,6 +247,26 @@ async def test_signing_out_ends_the_session(runtime: Runtime) -> None:
         # The old cookie no longer works, even if the browser kept it.
         client.cookies.set("pilotlight_session", cookie or "")
         assert (await client.get("/")).status_code == 303
+
+
+async def test_logout_opened_as_a_page_asks_and_signs_out_only_with_its_button(
+    runtime: Runtime,
+) -> None:
+    user, _headers = await factories.user_with_token(runtime, "ada@example.com")
+    async with browser(runtime) as nobody:
+        away = await nobody.get("/logout")
+        assert (away.status_code, away.headers["location"]) == (303, "/login")
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        asked = await client.get("/logout")
+        assert asked.status_code == 200
+        assert "signed in as ada@example.com" in asked.text
+        assert (await client.get("/settings")).status_code == 200  # a GET signed nobody out
+        csrf = re.search(r'<main.*name="csrf_token" value="([^"]+)"', asked.text, re.S)
+        assert csrf
+        out = await client.post("/logout", data={"csrf_token": csrf[1]})
+        assert out.status_code == 303
+        assert (await client.get("/settings")).status_code == 303
 
 
 async def test_pages_carry_a_strict_content_security_policy(runtime: Runtime) -> None:
