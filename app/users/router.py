@@ -4,7 +4,6 @@ from fastapi import APIRouter
 
 from app.core.deps import SessionDep
 from app.core.errors import error_responses
-from app.instructions import service as instructions
 from app.users import service
 from app.users.deps import CurrentUser
 from app.users.schemas import UserOut, UserUpdate
@@ -23,10 +22,7 @@ async def me(user: CurrentUser) -> UserOut:
 async def update_me(data: UserUpdate, user: CurrentUser, session: SessionDep) -> UserOut:
     """Change the time zone or the daily cost cap. A new time zone moves the cron
     instructions that ran in the old one, unless `move_instructions` is false."""
-    old = user.timezone
     await service.update_profile(session=session, user=user, timezone=data.timezone,
-                                 daily_cost_cap_usd=data.daily_cost_cap_usd)
-    if data.move_instructions:
-        await instructions.move_time_zone(session=session, user=user, old=old,
-                                          new=user.timezone)
+                                 daily_cost_cap_usd=data.daily_cost_cap_usd,
+                                 move_instructions=data.move_instructions)
     return UserOut.model_validate(user)

@@ -13,6 +13,7 @@ from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from app.core.security import TOKEN_PREFIX, display_prefix, hash_token, new_token
 from app.core.validation import check_no_nul, check_timezone
+from app.instructions import service as instructions
 from app.users.models import ApiToken, User
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -144,10 +145,12 @@ MAX_DAILY_COST_CAP_USD = 10_000.0
 
 async def update_profile(
     *, session: AsyncSession, user: User, timezone: str | None = None,
-    daily_cost_cap_usd: float | None = None,
+    daily_cost_cap_usd: float | None = None, move_instructions: bool = False,
 ) -> User:
     """Change the user's time zone or daily cost cap (USD, 0 stops paid runs): both, or
-    neither when one is refused."""
+    neither when one is refused. With `move_instructions`, the cron instructions in the
+    old time zone move to the new one (`instructions.move_time_zone`)."""
+    old = user.timezone
     if timezone is not None:
         _check_timezone(timezone)
     if daily_cost_cap_usd is not None and not 0 <= daily_cost_cap_usd <= MAX_DAILY_COST_CAP_USD:
@@ -160,4 +163,7 @@ async def update_profile(
         user.daily_cost_cap_usd = daily_cost_cap_usd
     user.updated_at = utcnow()
     await session.flush()
+    if move_instructions:
+        await instructions.move_time_zone(session=session, user=user, old=old,
+                                          new=user.timezone)
     return user

@@ -18,7 +18,6 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
 from app.core.validation import timezones
-from app.instructions import service as instructions
 from app.runs import costs
 from app.users import service as users
 from app.web.charts import usage_chart
@@ -74,14 +73,11 @@ async def update_profile(
 ) -> Response:
     """Save the time zone and the cap; with `move_instructions`, the scheduled
     instructions in the old time zone move to the new one."""
-    old = viewer.user.timezone
     try:
         cap = float(daily_cost_cap_usd) if daily_cost_cap_usd.strip() else None
-        user = await users.update_profile(session=session, user=viewer.user,
-                                          timezone=timezone or None, daily_cost_cap_usd=cap)
-        if move_instructions:
-            await instructions.move_time_zone(session=session, user=user, old=old,
-                                              new=user.timezone)
+        await users.update_profile(session=session, user=viewer.user,
+                                   timezone=timezone or None, daily_cost_cap_usd=cap,
+                                   move_instructions=bool(move_instructions))
     except (ValueError, BadRequest) as exc:
         detail = exc.detail if isinstance(exc, BadRequest) else "the cap must be a number"
         return await _settings_page(request, viewer, session, runtime, status_code=422,
