@@ -525,7 +525,7 @@ def test_a_range_read_as_the_afternoon_says_so() -> None:
                                 timezone=TZ).explanation
 
 
-# "half past 5", "quarter past 5", "quarter to 6": the hour is read as "at 5" would be.
+# "half past 5", "quarter past 5", "quarter to 6", "from 9": the hour is read as "at 5" would be.
 # sentence -> (cron, time as shown)
 CLOCK_PHRASES: list[tuple[str, str, str]] = [
     ("every day at half past 5 summarise my mail", "30 17 * * *", "17:30"),
@@ -540,12 +540,20 @@ CLOCK_PHRASES: list[tuple[str, str, str]] = [
     ("every day at half past 17 summarise my mail", "30 17 * * *", "17:30"),
     ("every day at 5 o'clock summarise my mail", "0 17 * * *", "17:00"),
     ("every weekday half past 8 summarise my mail", "30 8 * * 1-5", "08:30"),
+    # Without an interval, "from 9" is when the day's run starts, as "at 9" would be
+    ("every day from 9 check my mail", "0 9 * * *", "09:00"),
+    ("from 9 every day check my mail", "0 9 * * *", "09:00"),
+    ("every weekday from 9 summarize my inbox", "0 9 * * 1-5", "09:00"),
+    ("every monday from 10:30 list my docs", "30 10 * * 1", "10:30"),
+    ("every day from 5 check my mail", "0 17 * * *", "17:00"),  # the afternoon rule
 ]
 
 
 @pytest.mark.parametrize(("sentence", "expression", "shown"), CLOCK_PHRASES,
                          ids=[c[0] for c in CLOCK_PHRASES])
-def test_half_past_and_quarter_to_are_read(sentence: str, expression: str, shown: str) -> None:
+def test_half_past_quarter_to_and_from_an_hour_are_read(
+    sentence: str, expression: str, shown: str
+) -> None:
     out = parse(sentence, timezone=TZ)
     assert out.instruction.trigger.model_dump() == cron(expression)
     assert f" at {shown} " in out.explanation
@@ -580,25 +588,7 @@ def test_an_interval_from_an_hour_starts_there() -> None:
         .model_dump() == every(3600)
 
 
-FROM_AN_HOUR = [
-    ("every day from 9 check my mail", "0 9 * * *", "09:00"),
-    ("from 9 every day check my mail", "0 9 * * *", "09:00"),
-    ("every weekday from 9 summarize my inbox", "0 9 * * 1-5", "09:00"),
-    ("every monday from 10:30 list my docs", "30 10 * * 1", "10:30"),
-    ("every day from 5 check my mail", "0 17 * * *", "17:00"),  # the afternoon rule
-]
-
-
-@pytest.mark.parametrize(("sentence", "expression", "shown"), FROM_AN_HOUR,
-                         ids=[c[0] for c in FROM_AN_HOUR])
-def test_a_day_from_an_hour_runs_at_that_hour(sentence: str, expression: str, shown: str) -> None:
-    """Without an interval, "from 9" is when the day's run starts: at 09:00, not the
-    default 08:00 said to be "no time given"."""
-    out = parse(sentence, timezone=TZ)
-    assert out.instruction.trigger.model_dump() == cron(expression)
-    assert f" at {shown} " in out.explanation
-    assert "no time was given" not in out.explanation
-    # a count the task names is still not an hour
+def test_a_count_after_from_is_not_an_hour() -> None:
     assert parse("every day check mail from 9 senders", timezone=TZ).instruction.trigger \
         .model_dump() == cron("0 8 * * *")
 
