@@ -4,12 +4,15 @@ granted `gmail.send`.
 The message is the one the SMTP path builds (same parts, same Message-ID), with From
 and To set to the account's own address, sent by `users.messages.send` with
 `{"raw": base64url}` through the shared Google client layer (thread pool, per-call
-AuthorizedHttp, 100 quota units charged), once per attempt (a send is not repeated
-blindly: an attempt after one whose answer was lost first looks for the message by
-its Message-ID; a question's email has its Message-ID read back after the send, as
-Gmail does not promise to keep the one it was given, and a reply names the one it kept).
-What the client could not get through becomes an outbox result: 429
-and 5xx are retried later (Google's Retry-After honoured), a refused grant is
+AuthorizedHttp, 100 quota units charged), once per attempt. A send is not repeated
+blindly: an attempt after one whose answer was lost first looks for the message, by
+its Message-ID, then by its X-Pilotlight-Notification header among what the account
+sent itself since the notification was made, as Gmail may replace a client's
+Message-ID on send. For the same reason a question's email has its Message-ID read
+back after the send: a reply names the one Gmail kept.
+
+What the client could not get through becomes an outbox result: 429 and 5xx are
+retried later (Google's Retry-After honoured), a refused grant is
 `GmailDisconnected` (the channel marks the account disconnected and falls back to
 SMTP), a 403 without permission is `GmailRefused` (falls back too, the account stays
 connected), anything else fails the delivery.
@@ -19,18 +22,26 @@ from __future__ import annotations
 
 import base64
 import copy
+from datetime import datetime, timedelta
 from email.message import Message
 from email.utils import formataddr
+from typing import Any
 
 from app.accounts.models import Account
 from app.core.config import Settings
+from app.core.db import utcnow
 from app.delivery.base import SENT, Deadline, Result, failed, retry
-from app.delivery.render import parse_from
+from app.delivery.render import NOTIFICATION_HEADER, parse_from
 from app.google.accounts import features
 from app.google.client import GoogleApiError, GoogleClient
 from app.sources.base import AccountDisconnected, SourceError
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# A retry looks for an earlier attempt's message among at most this many sent to self.
+SENT_SCAN = 20
+# Gmail's `after:` is judged by Gmail's clock, which may differ a little from ours.
+SENT_SLACK_SECONDS = 300
 
 
 class GmailUnavailable(Exception):
@@ -86,6 +97,14 @@ def as_sent_by(message: Message, account_email: str, from_setting: str) -> Messa
     return mine
 
 
+def _header(resource: dict[str, Any], name: str) -> str:
+    """A header's value in a message resource read with `format=metadata` ("" if none)."""
+    for header in (resource.get("payload") or {}).get("headers") or []:
+        if str(header.get("name", "")).lower() == name.lower() and header.get("value"):
+            return str(header["value"]).strip()
+    return ""
+
+
 def raw(message: Message) -> str:
     """The message as Gmail's `raw`: base64url of its RFC 5322 bytes (CRLF line ends)."""
     data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
@@ -118,17 +137,41 @@ class GmailTransport:
             return None
         return str(profile["historyId"])
 
-    async def already_sent(self, message: Message) -> bool:
-        """Whether a message with this Message-ID is in the account's mailbox already (an
-        earlier attempt whose answer was lost did send it). Raises SourceError if Gmail
-        cannot say."""
+    async def already_sent(self, message: Message, *, since: datetime) -> bool:
+        """Whether this message is in the account's mailbox already (an earlier attempt
+        whose answer was lost did send it). Raises SourceError if Gmail cannot say.
+
+        Looked for by its Message-ID (one search, 5 units); then, as Gmail may have given
+        it a Message-ID of its own, among what the account sent to itself after `since`
+        (when the message was made) by its X-Pilotlight-Notification header: one search
+        and one metadata read (5 units each) for each of at most `SENT_SCAN` messages."""
         message_id = str(message["Message-ID"] or "").strip().strip("<>")
-        if not message_id:
+        if message_id and await self._first_sent(f"rfc822msgid:{message_id}"):
+            return True
+        ours = str(message[NOTIFICATION_HEADER] or "").strip()
+        if not ours:
             return False
+        after = int(since.timestamp()) - SENT_SLACK_SECONDS
         found = await self.client.call(
             "gmail", self.client.gmail().users().messages().list(
-                userId="me", q=f"rfc822msgid:{message_id}", maxResults=1,
-                includeSpamTrash=True),
+                userId="me", q=f"in:sent to:{self.account_email} after:{after}",
+                maxResults=SENT_SCAN, includeSpamTrash=True),
+            once=True, deadline=self.deadline)
+        for candidate in found.get("messages") or []:
+            got = await self.client.call(
+                "gmail", self.client.gmail().users().messages().get(
+                    userId="me", id=candidate["id"], format="metadata",
+                    metadataHeaders=[NOTIFICATION_HEADER]),
+                once=True, deadline=self.deadline)
+            if _header(got, NOTIFICATION_HEADER) == ours:
+                self.sent_id = candidate["id"]
+                return True
+        return False
+
+    async def _first_sent(self, query: str) -> bool:
+        found = await self.client.call(
+            "gmail", self.client.gmail().users().messages().list(
+                userId="me", q=query, maxResults=1, includeSpamTrash=True),
             once=True, deadline=self.deadline)
         messages = found.get("messages") or []
         if messages:
@@ -149,24 +192,26 @@ class GmailTransport:
                 once=True, deadline=self.deadline)
         except SourceError:
             return None
-        for header in (found.get("payload") or {}).get("headers") or []:
-            if str(header.get("name", "")).lower() == "message-id" and header.get("value"):
-                return str(header["value"]).strip()
-        return None
+        return _header(found, "Message-ID") or None
 
-    async def send(self, message: Message, *, to: str, tried_before: bool = False) -> Result:
+    async def send(
+        self, message: Message, *, to: str, tried_before: bool = False,
+        made_at: datetime | None = None,
+    ) -> Result:
         """Send (`to` is ignored: the account's own address is both From and To).
 
         Sent once per call, never retried here: if the answer is lost (a timeout, a 5xx),
         Gmail may have taken the message, so the outbox tries again later, and an attempt
         after one that may have sent (`tried_before`) first looks for the message by its
-        Message-ID (when the grant can read Gmail). Raises `GmailUnavailable` when SMTP
-        should be tried instead."""
+        Message-ID, or by its notification header among what was sent after `made_at`
+        (when the grant can read Gmail). Raises `GmailUnavailable` when SMTP should be
+        tried instead."""
         mine = as_sent_by(message, self.account_email, self.from_setting)
         request = self.client.gmail().users().messages().send(
             userId="me", body={"raw": raw(mine)})
         try:
-            if tried_before and self.readable and await self.already_sent(mine):
+            if tried_before and self.readable and await self.already_sent(
+                    mine, since=made_at or utcnow() - timedelta(days=1)):
                 return SENT
             sent = await self.client.call("gmail", request, once=True, deadline=self.deadline)
             self.sent_id = sent.get("id") if isinstance(sent, dict) else None

@@ -229,7 +229,8 @@ class EmailChannel:
             sending = gmail.GmailTransport(through, self.settings, deadline)
             try:
                 result = await sending.send(
-                    message, to=through.email, tried_before=job.delivery.attempt > 1)
+                    message, to=through.email, tried_before=job.delivery.attempt > 1,
+                    made_at=job.notification.created_at)
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
                 log.warning("delivery %s: %s; trying SMTP", job.delivery.id, not_through_gmail)

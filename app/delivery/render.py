@@ -56,6 +56,10 @@ def parse_from(from_address: str) -> tuple[str, str]:
     return parseaddr(from_address)
 
 
+# Names the notification a message carries: a retried Gmail send looks for it.
+NOTIFICATION_HEADER = "X-Pilotlight-Notification"
+
+
 def message_id(idempotency_key: str, from_address: str) -> str:
     """The same Message-ID on every attempt of one delivery, so receivers can de-duplicate."""
     domain = parse_from(from_address)[1].rpartition("@")[2] or "pilotlight.invalid"
@@ -101,7 +105,7 @@ def build_message(
     message["Message-ID"] = message_id(idempotency_key, from_address)
     # RFC 3834: machine-made, so auto-responders do not answer it.
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Pilotlight-Notification"] = str(notification.id)
+    message[NOTIFICATION_HEADER] = str(notification.id)
     message.attach(_text_part(text, "plain"))
     message.attach(_text_part(_INLINER.inline(html), "html"))
     return message

@@ -191,12 +191,15 @@ def _digests_in(google: FakeGoogle) -> list[Any]:
     return [m for _label, m in mailbox_raw(google, ALICE) if m["Subject"] == "Morning digest"]
 
 
+@pytest.mark.parametrize("gmail_keeps_the_message_id", [True, False])
 async def test_a_send_whose_answer_was_lost_is_not_sent_again(
-    runtime: Runtime, google: FakeGoogle
+    runtime: Runtime, google: FakeGoogle, gmail_keeps_the_message_id: bool
 ) -> None:
     """Gmail takes the message and answers after the socket timeout: the client must not
-    send it again, and the outbox's next attempt finds it by its Message-ID."""
+    send it again, and the outbox's next attempt finds it: by its Message-ID, or by the
+    notification it carries when Gmail gave it a Message-ID of its own."""
     google.reset(seed=False)
+    google.account(ALICE).mailbox.replaces_message_ids = not gmail_keeps_the_message_id
     runtime = with_settings(runtime, **google_settings(
         google, google_http_timeout_seconds=1.0, google_retry_attempts=3,
         google_retry_max_seconds=0.2))
