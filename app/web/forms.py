@@ -93,7 +93,9 @@ class EditorValues:
         if self.trigger_type == "watch":
             watched = {"gmail_query": self.gmail_query, "drive_folder_id": self.drive_folder_id}
             return {"type": "watch", **{k: v for k, v in watched.items() if v}}
-        return {"type": "cron", "cron": self.cron, "timezone": self.timezone}
+        if self.trigger_type == "cron":
+            return {"type": "cron", "cron": self.cron, "timezone": self.timezone}
+        return {"type": self.trigger_type}  # refused, naming the kinds there are
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -241,6 +241,12 @@ async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
         assert bad.status_code == 422
         assert bad.json()["error"] == "InvalidSchedule"
         assert "cron" in bad.json()["detail"]
+        # A kind of trigger there is not is refused, not read as a cron.
+        unknown = await client.get("/instructions/schedule", params={
+            "trigger_type": "hourly", "cron": "0 8 * * *", "timezone": "UTC"})
+        assert unknown.status_code == 422
+        assert "'hourly'" in unknown.json()["detail"]
+        assert "'interval'" in unknown.json()["detail"]
 
 
 async def test_saving_the_editor_unchanged_keeps_an_interval_of_seconds(
