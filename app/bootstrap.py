@@ -67,7 +67,9 @@ async def ensure_local_user(runtime: Runtime) -> Bootstrap:
                     Account(user_id=user.id, kind="sample", email="me@northwind.example",
                             scopes={"read": ["mail", "files"]}, sync_cursor={}, status="active")
                 )
-            if settings.example_instruction:
+                await session.flush()
+            # Without the sample it would have nothing to read until Google is connected.
+            if settings.example_instruction and settings.sample_account:
                 instruction = await instructions.create(
                     session=session, user=user,
                     data=InstructionCreate(

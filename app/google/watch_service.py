@@ -62,7 +62,7 @@ async def require_watchable(
     if not accounts:
         raise WatchNeedsGoogle(
             f"watching {what} needs a connected Google account: connect one at "
-            "/api/v1/google/connect, then create the instruction again"
+            "/api/v1/google/connect, then try again"
         )
     if not any(a.status == "active" for a in accounts):
         raise WatchNeedsGoogle(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import queries as accounts
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.pagination import newest_first
@@ -36,6 +37,17 @@ async def _trigger_spec(session: AsyncSession, trigger: Any, user: User) -> dict
     if spec["type"] == "watch":
         await watch_service.require_watchable(session=session, user_id=user.id, spec=spec)
     return spec
+
+
+async def require_runnable(*, session: AsyncSession, instruction: Instruction) -> None:
+    """Refuse to set an instruction running when it could only fail: a watch needs a
+    Google account that can serve it, any other trigger an account a run can read."""
+    if instruction.trigger.get("type") == "watch":
+        await watch_service.require_watchable(
+            session=session, user_id=instruction.user_id, spec=instruction.trigger)
+    else:
+        await accounts.require_something_to_read(
+            session=session, user_id=instruction.user_id)
 
 
 def schedule_next(instruction: Instruction, *, now: datetime) -> None:
@@ -78,7 +90,9 @@ async def create(
 ) -> Instruction:
     """Create an active instruction with its first fire time."""
     trigger = await _trigger_spec(session, data.trigger, user)
-    if trigger["type"] == "watch":
+    if trigger["type"] != "watch":
+        await accounts.require_something_to_read(session=session, user_id=user.id)
+    else:
         # Its start is taken after: a poll that moves an account's cursor on either sees
         # this watch committed or moved it before the watch began.
         await watch_service.hold_new_watch(session=session, user_id=user.id)
@@ -207,6 +221,7 @@ async def set_paused(
     if paused:
         instruction.status = "paused"
     else:
+        await require_runnable(session=session, instruction=instruction)
         instruction.status = "active"
         instruction.status_detail = None
         instruction.consecutive_failures = 0

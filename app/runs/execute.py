@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
+from app.accounts.queries import NOTHING_TO_READ, NothingToRead
 from app.agent.llm import LLM, KeyRejected
 from app.agent.pricing import price_for
 from app.agent.resume import ResumeState
@@ -198,6 +199,10 @@ class RunExecutor(RunEndings):
         except AccountDisconnected as exc:
             await self._disconnected(claim, ctx, exc)
             return
+        except NothingToRead as exc:
+            # Another attempt would find no more: fail now, and say what to do.
+            await self._give_up(claim, ctx, exc.detail)
+            return
         except KeyRejected as exc:
             await self._charge_lost(claim, ctx)  # turns before the refusal were billed
             await self._key_rejected(claim, exc)
@@ -320,9 +325,7 @@ class RunExecutor(RunEndings):
             if source is not None:
                 sources[str(account.id)] = source
         if not sources:
-            raise RuntimeError(
-                "no connected account to read: connect Google or enable the sample mailbox"
-            )
+            raise NothingToRead(NOTHING_TO_READ)
         kinds = ctx.instruction.sources.get("kinds", [])
         preview = ctx.run.reason == "preview"
         interactive = self._user_tools and not preview

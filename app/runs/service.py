@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import queries as accounts
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.pagination import newest_first
@@ -35,6 +36,7 @@ async def run_now(
     *, session: AsyncSession, instruction: Instruction, wakeups: Wakeups
 ) -> Run:
     """Queue a manual run covering everything since the last covered window."""
+    await accounts.require_something_to_read(session=session, user_id=instruction.user_id)
     now = utcnow()
     run_id = await queue.enqueue(
         session=session, user_id=instruction.user_id, instruction_id=instruction.id,
@@ -54,6 +56,7 @@ async def preview(
     *, session: AsyncSession, instruction: Instruction, days: int, wakeups: Wakeups
 ) -> Run:
     """Queue a trial run over the last `days` days: it delivers nothing and moves no cursor."""
+    await accounts.require_something_to_read(session=session, user_id=instruction.user_id)
     now = utcnow()
     run_id = await queue.enqueue(
         session=session, user_id=instruction.user_id, instruction_id=instruction.id,

@@ -18,6 +18,19 @@ from app.sources.sample import SampleSource
 _samples: dict[Path | None, SampleSource] = {}
 
 
+def readable(account: Account) -> bool:
+    """Whether a run could read the account: active, and the bundled sample, or a Google
+    account with a stored grant for Gmail or Drive."""
+    if account.status != "active":
+        return False
+    if account.kind == "sample":
+        return True
+    return (
+        account.kind == "google" and account.refresh_token_encrypted is not None
+        and bool(granted_scopes(account) & set(READ_SCOPES))
+    )
+
+
 def source_for(account: Account, settings: Settings) -> Source | None:
     """The source for an active account, or None when it cannot be read now.
 
@@ -25,19 +38,13 @@ def source_for(account: Account, settings: Settings) -> Source | None:
     mail; no `drive.readonly`: no files); with neither, or without a stored grant or a
     configured OAuth client, there is nothing to read.
     """
-    if account.status != "active":
+    if not readable(account):
         return None
     if account.kind == "sample":
         root = settings.sample_data_dir
         if root not in _samples:
             _samples[root] = SampleSource(root)
         return _samples[root]
-    if account.kind == "google":
-        if (
-            account.refresh_token_encrypted is None
-            or not settings.google_client_id
-            or not granted_scopes(account) & set(READ_SCOPES)
-        ):
-            return None
-        return GoogleSource(account, settings)
-    return None
+    if not settings.google_client_id:
+        return None
+    return GoogleSource(account, settings)

@@ -180,7 +180,7 @@ async def test_without_another_account_every_instruction_is_paused(
     account = await add_google_account(runtime, fake_google, user)
     digest = await instruction(runtime, user, title="Digest")
     watch = await watch_instruction(runtime, user)
-    other_user, _ = await user_with_token(runtime, sample=False)
+    other_user, _ = await user_with_token(runtime)  # reads the sample
     theirs = await instruction(runtime, other_user)
 
     results = []

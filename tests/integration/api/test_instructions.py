@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
+from app.accounts.models import Account
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions.models import Instruction
@@ -465,6 +466,31 @@ async def test_run_now_queues_a_manual_run(client: httpx.AsyncClient, runtime: R
     # the instruction's own schedule is untouched
     assert (await client.get(f"{API}/instructions/{created['id']}", headers=headers)).json()[
         "next_run_at"] == created["next_run_at"]
+
+
+async def test_nothing_is_set_running_with_nothing_to_read(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A user none of whose accounts a run could read: creating, resuming, running now
+    and previewing an instruction are refused with what to do, not left to fail."""
+    user, headers = await user_with_token(runtime)
+    created = await create(client, headers)
+    url = f"{API}/instructions/{created['id']}"
+    assert (await client.post(f"{url}/pause", headers=headers)).status_code == 200
+    async with transaction(runtime.sessionmaker) as session:
+        # Gone without the service's pausing (its removal pauses what depends on it).
+        await session.execute(delete(Account).where(Account.user_id == user.id))
+
+    for refused in (
+        await client.post(f"{API}/instructions", json=instruction_body(), headers=headers),
+        await client.post(f"{url}/resume", headers=headers),
+        await client.post(f"{url}/run", headers=headers),
+        await client.post(f"{url}/preview", json={"days": 1}, headers=headers),
+    ):
+        assert_error(refused, 422, "NothingToRead", "nothing to read", "Connect Google")
+    listed = (await client.get(f"{API}/instructions", headers=headers)).json()["items"]
+    assert [(i["id"], i["status"]) for i in listed] == [(created["id"], "paused")]
+    assert (await client.get(f"{API}/runs", headers=headers)).json()["items"] == []
 
 
 async def test_delete_cancels_queued_runs(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -611,6 +611,31 @@ async def test_a_watch_without_a_google_account_that_can_serve_it_is_refused(
     assert (await client.get(f"{API}/instructions", headers=headers)).json()["items"] == []
 
 
+async def test_a_watch_paused_by_its_accounts_removal_resumes_only_once_it_is_back(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """Resumed with no Google account to serve it, a watch would be active and never fire:
+    the resume is refused, saying what to connect, until the account is back."""
+    user, headers = await user_with_token(runtime)  # the sample mailbox cannot be watched
+    account = await google_account(runtime, user, fake)
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    removed = await client.delete(f"{API}/accounts/{account.id}", headers=headers)
+    assert removed.status_code == 204, removed.text
+    url = f"{API}/instructions/{instruction_id}"
+    assert (await client.get(url, headers=headers)).json()["status"] == "paused"
+
+    refused = await client.post(f"{url}/resume", headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "WatchNeedsGoogle"
+    assert "connect one at /api/v1/google/connect" in refused.json()["detail"]
+    assert (await client.get(url, headers=headers)).json()["status"] == "paused"
+
+    await google_account(runtime, user, fake)
+    resumed = await client.post(f"{url}/resume", headers=headers)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["status"] == "active"
+
+
 async def test_mail_that_came_while_a_watch_was_paused_never_fires(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:

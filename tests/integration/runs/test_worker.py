@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
+from app.accounts.models import Account
+from app.accounts.queries import NOTHING_TO_READ
 from app.agent.gemini import GeminiModel
 from app.agent.llm import LLMError, TurnRequest, TurnResponse, Usage
 from app.agent.offline import OfflineModel
@@ -158,8 +160,10 @@ async def test_failed_attempts_retry_with_backoff_then_fail_and_stop_the_instruc
     settings = runtime.settings
     settings.worker_max_attempts = 2
     settings.worker_failures_before_error = 2
-    user, _ = await factories.user_with_token(runtime, sample=False)  # nothing to read
+    user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
+    # Every attempt fails reading it: the sample's folder is gone.
+    settings.sample_data_dir = settings.data_dir / "no-such-folder"
     worker = make_worker(runtime)
 
     for n in (1, 2):
@@ -169,7 +173,7 @@ async def test_failed_attempts_retry_with_backoff_then_fail_and_stop_the_instruc
         assert run.status == "queued"
         assert run.attempt == 1
         assert run.error
-        assert "no connected account" in run.error
+        assert "no-such-folder does not exist" in run.error
         # Backing off: the retry waits at least half the base delay after the failure.
         assert run.available_at - run.updated_at >= timedelta(seconds=0.05)
         async with transaction(runtime.sessionmaker) as session:
@@ -193,6 +197,25 @@ async def test_failed_attempts_retry_with_backoff_then_fail_and_stop_the_instruc
     errors = [n for n in await notifications_of(runtime, user.id) if n.kind == "error"]
     assert len(errors) == 2
     assert "Resume it" in errors[-1].body
+
+
+async def test_a_run_with_nothing_to_read_fails_at_once_and_says_what_to_do(
+    runtime: Runtime,
+) -> None:
+    """The user's only account went after the run was queued: another attempt would find
+    no more, so the run fails at its first, and the user is told what to do."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(delete(Account).where(Account.user_id == user.id))
+
+    await work_once(make_worker(runtime))
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.error) == ("failed", 1, NOTHING_TO_READ)
+    (told,) = [n for n in await notifications_of(runtime, user.id) if n.kind == "error"]
+    assert told.body == f"The run failed: {NOTHING_TO_READ}"
+    assert "Connect Google" in told.body
 
 
 async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
