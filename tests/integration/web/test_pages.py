@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.routing import Route
 
 from app.channels import push as push_service
@@ -19,6 +20,7 @@ from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions import service as instructions
+from app.instructions.models import Instruction
 from app.main import create_app
 from app.notifications import service as notifications
 from app.notifications.models import Notification
@@ -526,6 +528,26 @@ async def test_a_drafted_watch_fills_the_editors_watch_fields(runtime: Runtime) 
             "channels": "in_app", "thinking_level": "medium", "only_new": "on"})
         assert saved.status_code == 422
         assert "needs a connected Google account" in saved.text
+
+
+async def test_the_editor_says_to_connect_google_when_there_is_nothing_to_read(
+    runtime: Runtime,
+) -> None:
+    """Saved by a user with no account a run could read: the form comes back with what was
+    typed and what to do, and nothing is created."""
+    user, _ = await factories.user_with_token(runtime, sample=False)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        saved = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Team digest", "text": "Digest my team's mail.",
+            "trigger_type": "cron", "cron": "0 8 * * 1-5", "timezone": "Europe/Berlin",
+            "sources": "gmail", "channels": "in_app", "thinking_level": "medium"})
+        assert saved.status_code == 422
+        assert "nothing to read" in saved.text
+        assert "Connect Google" in saved.text
+        assert 'value="Team digest"' in saved.text
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await session.execute(select(Instruction))).scalars().all() == []
 
 
 @pytest.mark.parametrize("page", ["/", "/runs", "/questions", "/feed", "/settings",
