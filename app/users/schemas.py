@@ -5,7 +5,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.validation import check_timezone
+from app.core.validation import PartialUpdate, check_timezone
 
 
 class UserOut(BaseModel):
@@ -19,18 +19,17 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class UserUpdate(BaseModel):
-    """What `PATCH /me` changes: the fields given, all or none."""
-
-    model_config = ConfigDict(extra="forbid")
+class UserUpdate(PartialUpdate):
+    """What `PATCH /me` changes: the fields given, all or none. None of them takes null,
+    and a number or a flag must be one (not "5" or "no")."""
 
     timezone: str | None = Field(None, max_length=64, examples=["Asia/Tokyo"])
     daily_cost_cap_usd: float | None = Field(
-        None, ge=0, le=10_000, allow_inf_nan=False,
+        None, ge=0, le=10_000, allow_inf_nan=False, strict=True,
         description="USD a day; 0 stops paid model turns.",
     )
     move_instructions: bool = Field(
-        True, description="With a new time zone, the cron instructions in the old one run "
+        True, strict=True, description="With a new time zone, the cron instructions in the old one run "
         "at the same hours in the new one; those named for another zone stay.",
     )
 

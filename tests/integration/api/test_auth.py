@@ -186,6 +186,12 @@ async def test_patch_me_changes_the_time_zone_and_cap_and_moves_instructions(
     for bad, field in (({"timezone": "Mars/Base"}, "timezone"),
                        ({"timezone": "UTC", "daily_cost_cap_usd": -1}, "daily_cost_cap_usd"),
                        ({"daily_cost_cap_usd": "lots"}, "daily_cost_cap_usd"),
+                       ({"daily_cost_cap_usd": "5"}, "daily_cost_cap_usd"),
+                       ({"daily_cost_cap_usd": True}, "daily_cost_cap_usd"),
+                       ({"daily_cost_cap_usd": None}, "daily_cost_cap_usd"),
+                       ({"timezone": None}, "timezone"),
+                       ({"timezone": "UTC", "move_instructions": "no"}, "move_instructions"),
+                       ({"timezone": "UTC", "move_instructions": 0}, "move_instructions"),
                        ({"email": "x@example.com"}, "email")):
         response = await client.patch(f"{API}/me", headers=headers, json=bad)
         body = assert_error(response, 422, "ValidationError")
