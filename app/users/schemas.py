@@ -29,8 +29,9 @@ class UserUpdate(PartialUpdate):
         description="USD a day; 0 stops paid model turns.",
     )
     move_instructions: bool = Field(
-        True, strict=True, description="With a new time zone, the cron instructions in the old one run "
-        "at the same hours in the new one; those named for another zone stay.",
+        True, strict=True,
+        description="With a new time zone, the cron instructions in the old one run at "
+        "the same hours in the new one; those named for another zone stay.",
     )
 
     @field_validator("timezone")
