@@ -88,13 +88,35 @@ def _not_json(request: Request, errors: list[dict[str, Any]]) -> str | None:
     """The Content-Type of a request whose JSON body was not read as JSON because of it."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
-    if not media or media == "application/json" or media.endswith("+json"):
+    if media == "application/json" or media.endswith("+json"):
         return None
+    # Without a Content-Type the body is not read as JSON either (FastAPI's strict
+    # content type): it reaches the endpoint as bytes, "not a valid dictionary".
     whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if whole_body and all(e.get("type") in ("model_attributes_type", "dict_type")
                           for e in whole_body):
         return content_type
     return None
+
+
+# What FastAPI answers when reading a JSON body failed otherwise than by a syntax error.
+_UNPARSED = "There was an error parsing the body"
+
+
+def _unreadable_json(exc: StarletteHTTPException) -> str | None:
+    """Why a body sent as JSON could not be read, when FastAPI's 400 says only that it
+    could not (the cause is chained): not UTF-8, nested too deeply, or a number too long
+    for Python to read."""
+    if exc.status_code != 400 or exc.detail != _UNPARSED:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not valid JSON (not UTF-8 at byte offset {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body is not valid JSON that can be read (it is nested too deeply)"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "the body is not valid JSON that can be read (a number has too many digits)"
+    return "the body is not valid JSON"
 
 
 def document_errors(app: FastAPI) -> None:
@@ -134,8 +156,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = _not_json(request, list(exc.errors()))
         if content_type is not None:
-            detail = (f"the body must be JSON, sent with Content-Type: application/json "
-                      f"(this request's is {content_type[:100]})")
+            sent = f"this request's is {content_type[:100]}" if content_type else "it has none"
+            detail = f"the body must be JSON, sent with Content-Type: application/json ({sent})"
             unsupported = ErrorBody(error="UnsupportedMediaType", detail=detail)
             return JSONResponse(unsupported.model_dump(exclude_none=True), 415)
         errors = [_problem(e) for e in exc.errors()]
@@ -145,6 +167,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (unreadable := _unreadable_json(exc)) is not None:
+            problem = {"field": "body", "message": unreadable, "type": "json_invalid"}
+            invalid = ErrorBody(error="ValidationError", detail=f"body: {unreadable}",
+                                errors=[problem])
+            return JSONResponse(invalid.model_dump(exclude_none=True), 422)
         names = {
             400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
             413: "PayloadTooLarge", 415: "UnsupportedMediaType",

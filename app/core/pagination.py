@@ -15,8 +15,8 @@ from app.core.errors import BadRequest
 T = TypeVar("T", bound=Any)
 # The `limit` parameter of the list endpoints, as the OpenAPI document tells it.
 PAGE_LIMIT = (
-    "Items per page. A value above PILOTLIGHT_API_PAGE_SIZE_MAX (200 by default) gets that "
-    "many; follow next_cursor for the rest."
+    "Items per page, 1 to 1000. A value above PILOTLIGHT_API_PAGE_SIZE_MAX (200 by "
+    "default) gets that many; follow next_cursor for the rest."
 )
 
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from app.core.runtime import Runtime
 from tests.factories import instruction_body, user_with_token
@@ -53,9 +54,32 @@ async def test_a_body_that_is_not_json_says_so(
             **headers, "Content-Type": content_type})
         assert_error(response, 415, "UnsupportedMediaType", "Content-Type: application/json",
                      content_type)
+    # No Content-Type at all (Python's requests with data=): not "not an object".
+    response = await client.post(url, content=body, headers=headers)
+    assert "content-type" not in response.request.headers
+    assert_error(response, 415, "UnsupportedMediaType", "Content-Type: application/json",
+                 "it has none")
     response = await client.post(url, content=body, headers={
         **headers, "Content-Type": "application/json; charset=utf-8"})
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    pytest.param('{"title": "café", "text": "t"}'.encode("latin-1"),
+                 "not UTF-8 at byte offset 14", id="latin-1"),
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="deep"),
+    pytest.param(b'{"max_tool_calls": ' + b"9" * 5000 + b"}", "too many digits",
+                 id="long-number"),
+])
+async def test_json_that_cannot_be_read_is_a_422_saying_why(
+    client: httpx.AsyncClient, runtime: Runtime, content: bytes, why: str
+) -> None:
+    """Not a syntax error, so FastAPI answered 400 "There was an error parsing the body"."""
+    _user, headers = await user_with_token(runtime)
+    response = await client.post(f"{API}/instructions", content=content, headers={
+        **headers, "Content-Type": "application/json"})
+    error = assert_error(response, 422, "ValidationError", "not valid JSON", why)
+    assert [e["field"] for e in error["errors"]] == ["body"]
 
 
 async def test_a_query_parameter_the_endpoint_does_not_take_is_refused_not_ignored(
