@@ -368,6 +368,23 @@ async def test_a_bad_subscription_is_422(
     assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize(("keys", "fragment"), [
+    pytest.param({"p256dh": "B" * 87}, "not a P-256 public key", id="not-a-point"),
+    pytest.param({"p256dh": "BA" + "A" * 85}, "not a P-256 public key", id="off-the-curve"),
+    pytest.param({"auth": "A" * 30}, "16 bytes", id="auth-too-long"),
+])
+async def test_keys_no_push_could_use_are_refused(
+    client: httpx.AsyncClient, runtime: Runtime, keys: dict[str, str], fragment: str
+) -> None:
+    """Taken, every push to such a subscription would fail when it is encrypted."""
+    _user, headers = await factories.user_with_token(runtime)
+    body = Browser("https://push.example.com/x").subscription()
+    body["keys"] = {**body["keys"], **keys}
+    response = await client.post(f"{API}/push/subscriptions", json=body, headers=headers)
+    assert_error(response, 422, "ValidationError", f"keys.{next(iter(keys))}", fragment)
+    assert await _subscriptions(runtime) == []
+
+
 async def test_unsubscribing_an_endpoint_with_nul_is_422(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

@@ -32,8 +32,9 @@ from app.web.render import when
 from tests import factories
 from tests.integration.web.helpers import browser, question_for, sign_in
 
-P256DH = "B" + "A" * 86
-AUTH = "c" * 22
+# A P-256 public key (the curve's base point: private key 1) and a 16-byte secret.
+P256DH = "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"
+AUTH = "c" * 21 + "w"
 
 
 async def _owned_by(runtime: Runtime, user: User, marker: str) -> dict[str, uuid.UUID]:
