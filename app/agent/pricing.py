@@ -19,6 +19,13 @@ from app.agent.llm import Usage
 PER_TOKENS = 1_000_000
 
 
+def usd(value: float | None) -> str:
+    """An amount as people read it: "$0", "$0.0042" below a cent, else "$1.25"."""
+    if not value:
+        return "$0"
+    return f"${value:.4f}" if abs(value) < 0.01 else f"${value:.2f}"
+
+
 class ModelPrice(BaseModel):
     """USD per million tokens."""
 

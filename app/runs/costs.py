@@ -23,12 +23,12 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage as TokenUsage
-from app.agent.pricing import ModelPrice, cost_usd, price_for
+from app.agent.pricing import ModelPrice, cost_usd, price_for, usd
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import DomainError
@@ -152,7 +152,9 @@ async def ensure_under_cap(
     spent = await spent_today(session=session, user=user)
     if spent >= cap:
         raise CostCapReached(
-            f"the daily cost cap of ${cap:.2f} is reached (${spent:.4f} spent today); "
+            "your daily cost cap is $0, which stops paid model turns; raise it to use "
+            "the model" if cap <= 0 else
+            f"the daily cost cap of {usd(cap)} is reached ({usd(spent)} spent today); "
             "paid model turns resume tomorrow, or raise the cap"
         )
 
@@ -217,6 +219,11 @@ class UsageTotals(BaseModel):
     thought_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
+
+    @field_serializer("cost_usd")
+    def _to_the_micro_dollar(self, value: float) -> float:
+        # A sum of floats (0.021359999999999997): no price has more digits than this.
+        return round(value, 6)
 
 
 class DayUsage(UsageTotals):

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.accounts.models import Account
 from app.accounts.queries import NOTHING_TO_READ, NothingToRead
 from app.agent.llm import LLM, KeyRejected
-from app.agent.pricing import price_for
+from app.agent.pricing import price_for, usd
 from app.agent.resume import ResumeState
 from app.agent.runner import (
     AgentOutcome,
@@ -424,10 +424,11 @@ class RunExecutor(RunEndings):
                 ctx.budget_usd = cap - so_far
                 continue
             ctx.over_cap = (
-                f"the daily cost cap of ${cap:.2f} would be passed: ${so_far:.4f} spent "
+                "your daily cost cap is $0, which stops paid model turns" if cap <= 0 else
+                f"the daily cost cap of {usd(cap)} would be passed: {usd(so_far)} spent "
                 f"today or held by runs at work, a run of this instruction costs "
-                f"about ${estimate:.4f}"
-                + (f" (${own:.4f} of it spent by this run today)" if own > 0 else "")
+                f"about {usd(estimate)}"
+                + (f" ({usd(own)} of it spent by this run today)" if own > 0 else "")
             )
 
     async def _succeeded(self, claim: queue.Claim, ctx: RunContext, outcome: AgentOutcome) -> None:

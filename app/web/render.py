@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from app.agent.pricing import usd
 from app.auth import service as auth
 from app.web.deps import Viewer
 
@@ -31,12 +32,6 @@ def when(value: datetime | None, timezone: str = "UTC") -> str:
         return "—"
     local = value.astimezone(ZoneInfo(timezone))
     return local.strftime("%a %d %b %H:%M")
-
-
-def usd(value: float | None) -> str:
-    if not value:
-        return "$0"
-    return f"${value:.4f}" if value < 0.01 else f"${value:.2f}"
 
 
 def duration(ms: int | None) -> str:

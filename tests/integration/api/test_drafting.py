@@ -501,6 +501,6 @@ async def test_a_preview_is_refused_once_the_daily_cap_is_reached(
                                      headers=headers, json={"days": 7})
         runs = await client.get(f"{API}/runs", headers=headers)
 
-    assert_error(response, 429, "CostCapReached", "daily cost cap of $0.00 is reached")
+    assert_error(response, 429, "CostCapReached", "daily cost cap is $0, which stops paid")
     assert runs.json()["items"] == []  # nothing was queued
     assert fake.requests() == []

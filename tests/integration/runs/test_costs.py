@@ -108,6 +108,20 @@ def priced(runtime: Runtime) -> Runtime:
     return runtime
 
 
+async def test_a_cap_of_nothing_says_so_rather_than_that_a_run_costs_about_nothing(
+    priced: Runtime,
+) -> None:
+    """Before, a cap of $0 skipped a run 'costing about $0.0000' (no run had a cost yet)."""
+    runtime = priced
+    user, _ = await factories.user_with_token(runtime)
+    await _cap(runtime, user, 0.0)
+    skipped = await run_now(runtime, await factories.instruction(runtime, user))
+    await work_once(make_worker(runtime))
+    run = await get_run(runtime, skipped)
+    assert run.status == "skipped"
+    assert run.error == "your daily cost cap is $0, which stops paid model turns"
+
+
 async def test_a_run_that_would_pass_the_daily_cap_is_skipped_with_one_notice(
     priced: Runtime,
 ) -> None:
@@ -165,7 +179,7 @@ async def test_runs_of_one_user_starting_together_cannot_pass_the_cap_together(
     # The other ran its agent (skipped too, as a run with nothing new, or succeeded).
     assert len(capped) == 1
     assert capped[0].status == "skipped"
-    assert "$0.9000 spent today or held by runs at work" in (capped[0].error or "")
+    assert "$0.90 spent today or held by runs at work" in (capped[0].error or "")
 
 
 async def test_a_run_at_work_on_another_worker_holds_its_estimate_against_the_cap(
@@ -184,7 +198,7 @@ async def test_a_run_at_work_on_another_worker_holds_its_estimate_against_the_ca
     assert await work_once(worker) == 1
     run = await get_run(runtime, capped)
     assert run.status == "skipped"
-    assert "$0.9000 spent today or held by runs at work" in (run.error or "")
+    assert "$0.90 spent today or held by runs at work" in (run.error or "")
 
     # Once that run has finished, for less than its estimate, 0.65 is spent: 0.95 with a
     # run of `evening` fits.
@@ -263,19 +277,19 @@ async def test_usage_by_day_and_instruction(
     worker = make_worker(runtime)
     ids = [await run_now(runtime, morning), await run_now(runtime, evening)]
     await work_once(worker)
-    await _cost(runtime, ids[0], 0.25)
-    await _cost(runtime, ids[1], 0.5)
+    await _cost(runtime, ids[0], 0.1)
+    await _cost(runtime, ids[1], 0.2)
 
     body = (await client.get("/api/v1/usage?days=7", headers=headers)).json()
     assert body["timezone"] == "Europe/Berlin"
     assert len(body["days"]) == 7
     today = body["days"][-1]
     assert today["runs"] == 2
-    assert today["cost_usd"] == 0.75
+    assert today["cost_usd"] == 0.3  # not the float sum 0.30000000000000004
     assert today["input_tokens"] > 0
     assert [i["instruction_id"] for i in body["instructions"]] == [str(evening.id),
                                                                    str(morning.id)]
-    assert body["total"]["cost_usd"] == 0.75
+    assert body["total"]["cost_usd"] == 0.3
     assert (await client.get("/api/v1/usage?days=0", headers=headers)).status_code == 422
     _other, other_headers = await factories.user_with_token(runtime)
     theirs = (await client.get("/api/v1/usage", headers=other_headers)).json()
@@ -711,7 +725,7 @@ async def test_a_retried_run_is_still_skipped_when_the_rest_of_its_estimate_pass
     run = await get_run(runtime, run_id)
     assert run.status == "skipped", (run.status, run.error)
     assert run.error is not None
-    assert "$1.0000 of it spent by this run today" in run.error
+    assert "$1.00 of it spent by this run today" in run.error
     assert run.cost_usd == pytest.approx(1.0)
 
 
