@@ -136,7 +136,8 @@ def check_address(ip: IPAddress, *, allow_private: bool) -> None:
         why = _why_internal(address)
         if why is not None and not allow_private:
             raise UrlRefused(
-                f"{shown} is a {why} address (set PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE to allow)"
+                f"{shown} is {'an' if why[0] in 'aeiou' else 'a'} {why} address "
+                "(set PILOTLIGHT_WEBHOOK_ALLOW_PRIVATE to allow)"
             )
 
 

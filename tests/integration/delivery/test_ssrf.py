@@ -167,6 +167,10 @@ async def test_the_api_refuses_literal_internal_urls(
         response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
         assert response.status_code == 422, (url, response.text)
         assert response.json()["error"] == "WebhookUrlRefused", url
+    for url, said in (("http://0.0.0.0/", "0.0.0.0 is an unspecified address"),
+                      ("http://10.0.0.1/", "10.0.0.1 is a private address")):
+        response = await client.post("/api/v1/webhooks", json={"url": url}, headers=headers)
+        assert said in response.json()["detail"], response.text
 
 
 async def test_the_api_refuses_urls_that_can_never_be_delivered(
