@@ -142,6 +142,9 @@ async def test_health(client: httpx.AsyncClient) -> None:
     assert (healthz.status_code, healthz.json()) == (200, {"status": "ok"})
     readyz = await client.get("/readyz")
     assert (readyz.status_code, readyz.json()) == (200, {"status": "ok"})
+    for path in ("/healthz", "/readyz"):  # as monitors probe
+        probed = await client.head(path)
+        assert probed.status_code == 200, path
 
 
 @pytest.mark.parametrize(
