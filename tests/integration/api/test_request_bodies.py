@@ -99,6 +99,19 @@ async def test_a_query_parameter_the_endpoint_does_not_take_is_refused_not_ignor
     assert (await client.get(f"{API}/notifications?x=1")).status_code == 401
 
 
+async def test_a_query_parameter_given_twice_is_refused_not_read_as_the_last(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """`?status=active&status=paused` listed the paused ones only, as if asked for them."""
+    _user, headers = await user_with_token(runtime)
+    response = await client.get(f"{API}/instructions?status=active&status=paused",
+                                headers=headers)
+    body = assert_error(response, 422, "ValidationError", "given more than once")
+    assert body["errors"][0]["field"] == "status"
+    once = await client.get(f"{API}/instructions?status=paused", headers=headers)
+    assert once.status_code == 200, once.text
+
+
 async def test_a_body_sent_to_an_endpoint_that_takes_none_is_refused(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
