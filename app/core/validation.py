@@ -7,6 +7,7 @@ naming the field; a service turns it into a `BadRequest`.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -41,7 +42,9 @@ def check_no_nul(value: str) -> str:
 
 
 def check_not_blank(value: str) -> str:
-    if not value.strip():
+    """Something to read: not only spaces, nor only characters that show nothing (a
+    zero-width space, a joiner, a byte order mark: Unicode's format characters)."""
+    if not any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value):
         raise ValueError("must not be blank")
     return value
 

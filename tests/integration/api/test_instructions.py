@@ -354,6 +354,8 @@ async def test_patch_bad_input(client: httpx.AsyncClient, runtime: Runtime) -> N
         ({"title": ""}, "title"),
         ({"title": "   "}, "must not be blank"),
         ({"text": "\n\t"}, "must not be blank"),
+        ({"title": "\u200b"}, "must not be blank"),  # a zero-width space
+        ({"text": "\ufeff \u200d"}, "must not be blank"),
         ({"trigger": {"type": "cron", "cron": "banana"}}, "invalid cron expression"),
         ({"trigger": {"type": "interval", "seconds": 1}}, "seconds"),
         ({"trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "Europe"}},
