@@ -474,10 +474,22 @@ class Settings(BaseSettings):
         if driver is None:
             raise ValueError(f"unsupported database {scheme}://: use {SUPPORTED_DATABASES}")
         url = f"{driver}://{rest}"
+        if driver.startswith("postgresql") and rest.partition("/")[0].count("@") > 1:
+            # Read as it is, what follows the first @ would be taken for the host (and
+            # shown in errors, with the rest of the password).
+            raise ValueError("an @ in the user name or password must be written %40")
         try:
-            make_url(url)
+            parsed = make_url(url)
         except (ArgumentError, ValueError):  # e.g. a port that is not a number
             raise ValueError(f"not a valid {scheme}:// URL: use {SUPPORTED_DATABASES}") from None
+        if driver.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+            raise ValueError("an in-memory SQLite database is not supported (every connection "
+                             "would have one of its own): give a file, sqlite:///PATH")
+        if driver.startswith("postgresql"):
+            try:
+                float(parsed.query.get("connect_timeout", 0))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ValueError("connect_timeout must be a number of seconds") from None
         return url
 
     @field_validator("timezone")

@@ -176,13 +176,31 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
 
         return engine
     if null_pool:
-        return create_async_engine(url, poolclass=NullPool)
+        return _libpq_parameters(create_async_engine(url, poolclass=NullPool))
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
     )
     if engine.dialect.driver == "asyncpg":
         ping = _one_round_trip_ping(engine.dialect.do_ping)
         engine.dialect.do_ping = ping  # type: ignore[method-assign,assignment]
+    return _libpq_parameters(engine)
+
+
+def _libpq_parameters(engine: AsyncEngine) -> AsyncEngine:
+    """PostgreSQL: a URL's libpq parameters, as managed services hand them out
+    (`?sslmode=require`, `connect_timeout=10`), given to asyncpg's connect() as the
+    arguments it takes (`ssl`, `timeout`): as they are, it refuses them. The URL keeps
+    them for the LISTEN connection, whose DSN asyncpg reads as libpq does."""
+    if engine.dialect.driver != "asyncpg":
+        return engine
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _translate(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        if "sslmode" in cparams:
+            cparams["ssl"] = cparams.pop("sslmode")
+        if "connect_timeout" in cparams:
+            cparams["timeout"] = float(cparams.pop("connect_timeout"))
+
     return engine
 
 

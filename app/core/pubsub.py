@@ -22,7 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The URL as asyncpg's DSN: it reads `sslmode` as libpq does, but would send
+    `connect_timeout` to the server as a setting (see `connect_timeout`)."""
+    query = {k: v for k, v in url.query.items() if k != "connect_timeout"}
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+
+
+def connect_timeout(url: URL) -> float:
+    """The URL's `connect_timeout` (seconds), else asyncpg's default of 60."""
+    value = url.query.get("connect_timeout")
+    return float(value) if isinstance(value, str) else 60.0
 
 
 def _set_on_call(event: asyncio.Event) -> Callable[[Any], None]:
@@ -42,6 +51,7 @@ class PgListener:
         payload_channels: dict[str, Callable[[str], None]] | None = None,
     ) -> None:
         self.dsn = asyncpg_dsn(url)
+        self.timeout = connect_timeout(url)
         self.channels = channels
         # Channels whose callback is given each notification's payload.
         self.payload_channels = payload_channels or {}
@@ -52,7 +62,7 @@ class PgListener:
         while not stop.is_set():
             connection: Any = None
             try:
-                connection = await asyncpg.connect(self.dsn)
+                connection = await asyncpg.connect(self.dsn, timeout=self.timeout)
                 lost = asyncio.Event()
                 connection.add_termination_listener(_set_on_call(lost))
                 for channel, callback in self.channels.items():

@@ -83,6 +83,29 @@ def test_other_database_urls_are_refused_saying_what_is_supported(given: str, re
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [("postgresql://u:hun@ter2@127.0.0.1:5432/db", "an @ in the user name or password must "
+      "be written %40"),
+     ("sqlite:///:memory:", "an in-memory SQLite database is not supported"),
+     ("sqlite://", "an in-memory SQLite database is not supported"),
+     ("postgresql://u@127.0.0.1/db?connect_timeout=soon", "connect_timeout must be a number")],
+)
+def test_database_urls_that_could_only_fail_later_are_refused(given: str, reason: str) -> None:
+    """An unescaped @ put the end of the password in the host (and in error messages); an
+    in-memory database gave every connection its own, empty one."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, database_url=given)  # type: ignore[call-arg]
+    assert reason in str(refused.value)
+    assert "ter2" not in str(refused.value)
+
+
+def test_an_escaped_at_and_libpq_parameters_are_taken() -> None:
+    given = "postgresql://u:hun%40ter2@127.0.0.1/db?sslmode=require&connect_timeout=10"
+    assert Settings(_env_file=None, database_url=given).database_url == (  # type: ignore[call-arg]
+        "postgresql+asyncpg://u:hun%40ter2@127.0.0.1/db?sslmode=require&connect_timeout=10")
+
+
 def test_the_log_level_is_a_standard_name_in_any_case() -> None:
     assert Settings(_env_file=None, log_level="debug").log_level == "DEBUG"  # type: ignore[call-arg]
     assert Settings(_env_file=None, log_level=" Warning ").log_level == "WARNING"  # type: ignore[call-arg]
