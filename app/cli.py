@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from app.core.config import (
     get_settings,
     local_contact,
     setting_errors,
+    unknown_variables,
     with_options,
 )
 from app.core.db import DatabaseUnreachable, ensure_reachable, transaction
@@ -86,6 +88,11 @@ def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
     which reports it among its other findings."""
     try:
         return with_options(get_settings(), given)
+    except UnicodeDecodeError:
+        text = ".env is not UTF-8 text (PowerShell's `echo > .env` writes UTF-16): save it as UTF-8"
+        typer.echo(f"{'settings':<9} FAIL  {text}" if checking else f"error: {text}",
+                   err=not checking)
+        raise typer.Exit(1 if checking else 2) from None
     except (ValidationError, SettingsError) as exc:
         options = {name: "--" + name.replace("_", "-") for name in given}
         for text in setting_errors(exc, options):
@@ -105,6 +112,11 @@ def _run(
     given = {name: value for name, value in overrides.items() if value is not None}
     settings = _settings(given, checking=checking)
     _setup_logging(settings)
+    for ignored in unknown_variables(os.environ):
+        if checking:
+            typer.echo(f"{'settings':<9} WARN  {ignored}")
+        else:
+            log.warning("%s", ignored)
 
     async def main() -> T:
         try:

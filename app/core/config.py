@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import json
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
@@ -83,6 +85,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True,
         hide_input_in_errors=True,  # a malformed key or password is not echoed into logs
+        # An empty variable (`PILOTLIGHT_HOST=` in a .env template) means the default, not
+        # "": an empty host listened on every interface.
+        env_ignore_empty=True,
     )
 
     # --- general -----------------------------------------------------------
@@ -624,6 +629,29 @@ def with_options(settings: Settings, options: Mapping[str, Any]) -> Settings:
     if not options:
         return settings
     return Settings.model_validate({**settings.model_dump(), **options})
+
+
+def unknown_variables(
+    environ: Mapping[str, str], env_file: Path | None = Path(".env")
+) -> list[str]:
+    """One line for each PILOTLIGHT_ variable (in `environ` or the .env file) that names no
+    setting: it is ignored, so a misspelt one leaves its setting at the default. Not an
+    error: Kubernetes names variables after a service (PILOTLIGHT_SERVICE_HOST, ...)."""
+    names = set(environ)
+    if env_file is not None and env_file.is_file():
+        names |= {name for name in dotenv_values(env_file, encoding="utf-8") if name}
+    known = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    lines = []
+    for name in sorted(names):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if upper.startswith((f"{ENV_PREFIX}SERVICE_", f"{ENV_PREFIX}PORT_")):
+            continue  # Kubernetes' service variables
+        close = difflib.get_close_matches(upper, known, n=1)
+        lines.append(f"{name} names no setting and is ignored"
+                     + (f": did you mean {close[0]}?" if close else ""))
+    return lines
 
 
 def setting_errors(

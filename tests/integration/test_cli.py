@@ -138,6 +138,37 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
     assert not (tmp_path / "data").exists()  # refused before anything was done
 
 
+def test_a_misspelt_variable_is_told_with_the_name_it_likely_meant(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Ignored in silence, PILOTLIGHT_DATABSE_URL left the database at the SQLite default:
+    `check` and every command say so (in the environment or in .env). Kubernetes' service
+    variables are not settings and are not told."""
+    (tmp_path / ".env").write_text("PILOTLIGHT_GEMINI_API_KEYY=abc\n")
+    env = {"PILOTLIGHT_DATABSE_URL": "postgresql://u@127.0.0.1/db",
+           "PILOTLIGHT_SERVICE_HOST": "10.0.0.1", "PILOTLIGHT_PORT_8000_TCP": "tcp://x"}
+    checked = cli(database_url, tmp_path, "check", env=env)
+    warned = [line for line in checked.stdout.splitlines() if line.startswith("settings  WARN")]
+    assert warned == [
+        "settings  WARN  PILOTLIGHT_DATABSE_URL names no setting and is ignored: did you mean "
+        "PILOTLIGHT_DATABASE_URL?",
+        "settings  WARN  PILOTLIGHT_GEMINI_API_KEYY names no setting and is ignored: did you "
+        "mean PILOTLIGHT_GEMINI_API_KEY?",
+    ]
+    migrated = cli(database_url, tmp_path, "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "PILOTLIGHT_DATABSE_URL names no setting and is ignored" in migrated.stderr
+    assert "SERVICE_HOST" not in migrated.stderr + checked.stdout
+
+
+def test_a_dot_env_that_is_not_utf8_is_one_line(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PILOTLIGHT_PORT=8001\n", encoding="utf-16")
+    result = cli(database_url, tmp_path, "migrate")
+    assert one_error(result) == (
+        "error: .env is not UTF-8 text (PowerShell's `echo > .env` writes UTF-16): save it "
+        "as UTF-8")
+
+
 @pytest.mark.parametrize("role", ["serve", "api"])
 def test_options_are_checked_like_settings_before_anything_is_done(
     database_url: str, tmp_path: Path, role: str

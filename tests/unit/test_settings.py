@@ -35,6 +35,15 @@ def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not settings.is_sqlite
 
 
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`PILOTLIGHT_HOST=` (a blank line of a .env template) listened on every interface."""
+    for name in ("HOST", "PORT", "LOG_LEVEL", "SCHEDULER_CLOCK_ORIGIN", "SAMPLE_ACCOUNT"):
+        monkeypatch.setenv(f"PILOTLIGHT_{name}", "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8000, "INFO")
+    assert settings.sample_account is True
+
+
 def test_default_database_is_sqlite_in_the_data_folder(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     assert settings.effective_database_url == f"sqlite+aiosqlite:///{tmp_path}/pilotlight.db"
