@@ -497,6 +497,28 @@ class Settings(BaseSettings):
                 raise ValueError("connect_timeout must be a number of seconds") from None
         return url
 
+    @field_validator("public_url")
+    @classmethod
+    def _an_origin(cls, value: str) -> str:
+        """Links are this URL and a path: it must be an absolute http(s) URL, and nothing
+        after its path ("notaurl/login/link", "https://host/?x=1/login/link")."""
+        value = value.strip()
+        if not value:
+            return value
+        problem = "use an absolute http or https URL such as https://pilot.example.com"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            raise ValueError(f"not a URL: {problem}") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an absolute http(s) URL: {problem}")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError(f"no query or fragment: {problem}")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"no user name or password: {problem}")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:

@@ -187,3 +187,23 @@ def test_a_vapid_subject_is_a_mailto_or_https_uri_or_empty() -> None:
     for bad in ("ops@example.com", "http://pilot.example.com", "mailto: ops@example.com"):
         with pytest.raises(ValidationError, match="vapid_subject"):
             Settings(vapid_subject=bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [("notaurl", "not an absolute http(s) URL"), ("ftp://pilot.example.com", "not an absolute"),
+     ("http://", "not an absolute"), ("https://pilot.example.com/?x=1", "no query or fragment"),
+     ("https://pilot.example.com/#top", "no query or fragment"),
+     ("https://u:p@pilot.example.com", "no user name or password"),
+     ("https://pilot.example.com:port", "not a URL")],
+)
+def test_a_public_url_links_can_be_made_from_is_required(given: str, reason: str) -> None:
+    """Taken as it was, "notaurl" gave sign-in links "notaurl/login/link?token=…"."""
+    with pytest.raises(ValidationError, match=re.escape(reason)):
+        Settings(_env_file=None, public_url=given)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("given", ["https://pilot.example.com", "http://127.0.0.1:8000/",
+                                   "https://example.com/pilot", " HTTPS://Pilot.Example.com "])
+def test_public_urls_that_work_are_taken(given: str) -> None:
+    assert Settings(_env_file=None, public_url=given).public_url == given.strip()  # type: ignore[call-arg]
