@@ -361,6 +361,8 @@ def check() -> None:
             accounts = ", ".join(f"{n} {kind} ({status})" for kind, status, n in rows)
             line("accounts", True, accounts or "none yet (`serve` adds the sample on first start)")
         _check_keys(settings, line)
+        if reason is None:
+            await _check_a_stored_secret(runtime, line)
         refused = _vapid_subject_warning(settings)
         if refused:
             typer.echo(f"{'push':<9} WARN  {refused}")  # a warning: push works elsewhere
@@ -380,12 +382,19 @@ def _check_keys(settings: Settings, line: Callable[[str, bool, str], None]) -> N
     """The keys that PostgreSQL needs set (SQLite makes its own on first use, not here)."""
     from app.core import crypto, vapid
 
-    if settings.secret_keys:
+    path = settings.data_dir / crypto.KEY_FILE
+    if settings.secret_keys or (settings.is_sqlite and path.exists()):
         count = len(settings.secret_keys)
-        line("secrets", True, f"PILOTLIGHT_SECRET_KEYS: {count} key{'s' if count > 1 else ''}")
+        where = (f"PILOTLIGHT_SECRET_KEYS: {count} key{'s' if count > 1 else ''}"
+                 if count else str(path))
+        try:
+            crypto.secret_box(settings)  # reads the file: an empty or broken one is refused
+        except crypto.SecretKeyError as exc:
+            line("secrets", False, f"{where}: {exc.detail}")
+        else:
+            line("secrets", True, where)
     elif settings.is_sqlite:
-        path = settings.data_dir / crypto.KEY_FILE
-        line("secrets", True, str(path) if path.exists() else f"{path} (made on first use)")
+        line("secrets", True, f"{path} (made on first use)")
     else:
         line("secrets", False, "PILOTLIGHT_SECRET_KEYS is not set, and with PostgreSQL none is "
              "generated: adding a webhook or connecting Google answers 503 until it is")
@@ -402,6 +411,34 @@ def _check_keys(settings: Settings, line: Callable[[str, bool, str], None]) -> N
     else:
         line("push", False, "PILOTLIGHT_VAPID_PRIVATE_KEY is not set, and with PostgreSQL none "
              "is generated: web push answers 503 until it is (other channels work)")
+
+
+async def _check_a_stored_secret(
+    runtime: Runtime, line: Callable[[str, bool, str], None]
+) -> None:
+    """Whether the keys read what is stored: a key replaced, or left out of the list
+    after a rotation, reads nothing (a connected Google account, a webhook's secret)."""
+    from sqlalchemy import select
+
+    from app.accounts.models import Account
+    from app.channels.models import Webhook
+    from app.core import crypto
+
+    async with runtime.sessionmaker() as session:
+        stored = (await session.execute(
+            select(Account.refresh_token_encrypted)
+            .where(Account.refresh_token_encrypted.is_not(None)).limit(1)
+        )).scalar_one_or_none() or (await session.execute(
+            select(Webhook.secret_encrypted).limit(1)
+        )).scalar_one_or_none()
+    if stored is None:
+        return
+    try:
+        crypto.secret_box(runtime.settings).decrypt(stored)
+    except crypto.SecretKeyError as exc:
+        line("secrets", False, exc.detail)
+    else:
+        line("secrets", True, "the keys read the secrets stored")
 
 
 def _vapid_subject_warning(settings: Settings) -> str | None:

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 from uvicorn.logging import AccessFormatter
 
+from app.channels.models import Webhook
 from app.cli import _setup_logging
 from app.core.db import transaction
 from app.core.runtime import Runtime
@@ -330,6 +331,36 @@ async def test_check_reports_the_keys_postgresql_needs(
     assert bad.returncode == 1
     assert "push      FAIL  the VAPID private key cannot be read: " in bad.stdout
     assert "not-a-key" not in bad.stdout + bad.stderr
+
+
+async def test_check_reads_the_secret_key_and_what_it_encrypted(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """`secrets ok` was said of a key file holding garbage, and of keys that read none of
+    the secrets stored (a key replaced rather than added in front)."""
+    key = Fernet.generate_key()
+    async with transaction(runtime.sessionmaker) as session:
+        user = await users.create_user(session=session, email="ada@example.com")
+        session.add(Webhook(user_id=user.id, url="https://hooks.example.com/a",
+                            secret_encrypted=Fernet(key).encrypt(b"whsec_x"),
+                            event_types={"types": ["digest.created"]}))
+    env = postgres_keys()
+    reads = cli(database_url, tmp_path, "check", env={**env, "PILOTLIGHT_SECRET_KEYS":
+                                                       key.decode()})
+    assert "secrets   ok   the keys read the secrets stored" in reads.stdout.splitlines()
+    assert reads.returncode == 0, reads.stdout + reads.stderr
+
+    replaced = cli(database_url, tmp_path, "check", env=env)  # another key
+    assert replaced.returncode == 1
+    assert ("secrets   FAIL  a stored secret cannot be decrypted: the key it was encrypted with "
+            "is not among PILOTLIGHT_SECRET_KEYS") in replaced.stdout
+    if not is_postgres:
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / "secret.key").write_text("garbage\n")
+        broken = cli(database_url, tmp_path, "check")
+        assert broken.returncode == 1
+        assert (f"secrets   FAIL  {tmp_path / 'data' / 'secret.key'}: a secret key is not a "
+                "valid Fernet key") in broken.stdout
 
 
 async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
