@@ -26,7 +26,7 @@ from app.core.config import (
 from app.core.db import DatabaseUnreachable, ensure_reachable, transaction
 from app.core.errors import DomainError
 from app.core.loops import LoopService
-from app.core.migrate import pending, upgrade
+from app.core.migrate import SchemaFromNewerCode, pending, upgrade
 from app.core.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -70,12 +70,21 @@ class AccessLogWithoutQuery(logging.Filter):
         return True
 
 
+def _not_alembic_chatter(record: logging.LogRecord) -> bool:
+    """Alembic says which dialect it uses on every command that looks at the schema:
+    noise, where its "Running upgrade …" lines are not."""
+    return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    alembic = logging.getLogger("alembic.runtime.migration")
+    if _not_alembic_chatter not in alembic.filters and settings.log_level != "DEBUG":
+        alembic.addFilter(_not_alembic_chatter)
     # On the logger, where it outlives uvicorn's own logging setup (dictConfig keeps filters).
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
@@ -343,6 +352,9 @@ def check() -> None:
         except DatabaseUnreachable as exc:
             line("database", False, str(exc))
             reason = "unreachable"
+        except SchemaFromNewerCode as exc:
+            line("database", False, f"{url}: {exc.detail}")
+            reason = "newer"
         llm = build_llm(settings)
         where = f" at {settings.gemini_base_url}" if settings.gemini_base_url else ""
         try:

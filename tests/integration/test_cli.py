@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 from cryptography.fernet import Fernet
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from uvicorn.logging import AccessFormatter
 
@@ -91,6 +92,31 @@ async def test_bad_input_is_a_clear_error(
     assert no_local.returncode == 2
     assert "start `pilotlight serve` once" in no_local.stderr
     assert "Traceback" not in no_local.stderr + nobody.stderr + bad_email.stderr
+
+
+async def test_a_database_from_a_newer_release_is_one_line_saying_so(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """Code rolled back under a migrated database: migrate and serve printed a traceback,
+    the roles advised `pilotlight migrate`, which cannot help."""
+    async with transaction(runtime.sessionmaker) as session:
+        kept = (await session.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar_one()
+        await session.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    try:
+        expected = ("error: the database is at revision 0999, which this code (at "
+                    f"{kept}) does not know: a newer Pilotlight migrated it. Run that version, "
+                    "or restore the backup made before it")
+        for role in ("migrate", "worker"):
+            assert one_error(cli(database_url, tmp_path, role)) == expected, role
+        checked = cli(database_url, tmp_path, "check")
+        assert checked.returncode == 1
+        assert "Traceback" not in checked.stdout + checked.stderr
+        assert expected.removeprefix("error: ") in checked.stdout
+    finally:
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(text("UPDATE alembic_version SET version_num = :v"),
+                                  {"v": kept})
 
 
 def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
