@@ -237,7 +237,13 @@ async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port, addr=settings.host)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host)
+        except OSError as exc:  # in use, or an address this machine does not have
+            raise DomainError(
+                f"PILOTLIGHT_METRICS_PORT: cannot listen on {settings.host}:"
+                f"{settings.metrics_port} ({exc.strerror or exc}): another process has it? "
+                "Give each process on this machine a port of its own") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

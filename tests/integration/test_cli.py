@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -117,6 +118,21 @@ async def test_a_database_from_a_newer_release_is_one_line_saying_so(
         async with transaction(runtime.sessionmaker) as session:
             await session.execute(text("UPDATE alembic_version SET version_num = :v"),
                                   {"v": kept})
+
+
+async def test_a_metrics_port_in_use_is_one_line_naming_its_setting(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """Two schedulers given one metrics port: the second printed a 159-line traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(database_url, tmp_path, "scheduler",
+                     env={"PILOTLIGHT_METRICS_PORT": str(port)})
+    assert one_error(result).startswith(
+        f"error: PILOTLIGHT_METRICS_PORT: cannot listen on 127.0.0.1:{port} (Address already "
+        "in use)")
 
 
 def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
