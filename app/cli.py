@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -219,8 +221,28 @@ def _loops(
     return loops
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The api's socket, bound before anything else is done (as uvicorn would bind it: IPv6
+    for an address with a colon), so that an address in use or not this machine's stops
+    the command at once, in one line, not after `serve` migrated and started its loops."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            why = f"{host} is not an address of this machine ({why})"
+        raise DomainError(f"cannot listen on {host}:{port} (PILOTLIGHT_HOST and "
+                          f"PILOTLIGHT_PORT, or --host and --port): {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 async def _serve_http(
-    runtime: Runtime, loops: Sequence[LoopService], host: str, port: int, *,
+    runtime: Runtime, loops: Sequence[LoopService], sock: socket.socket, *,
     embedded: bool = False,
 ) -> None:
     from app.events.server import server
@@ -228,8 +250,10 @@ async def _serve_http(
 
     app = create_app(runtime, loops=loops, embedded=embedded)
     heap.settle()
+    settings = runtime.settings
     # Ends the open event streams when it stops, or it would wait for them forever.
-    await server(app, host=host, port=port, log_level=runtime.settings.log_level.lower()).serve()
+    await server(app, host=settings.host, port=settings.port,
+                 log_level=settings.log_level.lower()).serve(sockets=[sock])
 
 
 async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:
@@ -273,6 +297,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
         from app.bootstrap import ensure_local_user
 
         settings = runtime.settings
+        sock = _listening_socket(settings.host, settings.port)
         await upgrade(runtime.engine)
         boot = await ensure_local_user(runtime)
         if boot.created:
@@ -288,7 +313,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
         runtime.use_model(await _model_or_exit(settings))  # one client: api and worker
         loops = _loops(runtime, scheduler=True, worker=True)
         log.info("dashboard: %s/", settings.effective_public_url)
-        await _serve_http(runtime, loops, settings.host, settings.port, embedded=True)
+        await _serve_http(runtime, loops, sock, embedded=True)
 
     _run(main, host=host, port=port)
 
@@ -298,8 +323,9 @@ def api(host: HostOpt = None, port: PortOpt = None) -> None:
     """Run the api role only (scaled deployments)."""
 
     async def main(runtime: Runtime) -> None:
+        sock = _listening_socket(runtime.settings.host, runtime.settings.port)
         await _require_schema(runtime)
-        await _serve_http(runtime, [], runtime.settings.host, runtime.settings.port)
+        await _serve_http(runtime, [], sock)
 
     _run(main, host=host, port=port)
 

@@ -7,6 +7,7 @@ import base64
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -133,6 +134,31 @@ async def test_a_metrics_port_in_use_is_one_line_naming_its_setting(
     assert one_error(result).startswith(
         f"error: PILOTLIGHT_METRICS_PORT: cannot listen on 127.0.0.1:{port} (Address already "
         "in use)")
+
+
+@pytest.mark.parametrize("role", ["serve", "api"])
+def test_an_address_that_cannot_be_listened_on_stops_the_role_before_it_does_anything(
+    tmp_path: Path, role: str
+) -> None:
+    """A second `make run` on the same port migrated, started its loops and ran the
+    example instruction before uvicorn found the port taken."""
+    fresh = tmp_path / "fresh.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(f"sqlite:///{fresh}", tmp_path, role, "--port", str(port))
+    assert one_error(result) == (
+        f"error: cannot listen on 127.0.0.1:{port} (PILOTLIGHT_HOST and PILOTLIGHT_PORT, or "
+        "--host and --port): Address already in use")
+    with sqlite3.connect(fresh) as db:  # not migrated, nobody created
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+    # An address of no interface here (TEST-NET-1: binding sends nothing, no name is looked
+    # up), as PILOTLIGHT_HOST copied from another machine.
+    elsewhere = cli(f"sqlite:///{fresh}", tmp_path, role, "--host", "192.0.2.1")
+    assert one_error(elsewhere).startswith(
+        "error: cannot listen on 192.0.2.1:8000 (PILOTLIGHT_HOST and PILOTLIGHT_PORT, or "
+        "--host and --port): 192.0.2.1 is not an address of this machine")
 
 
 def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
