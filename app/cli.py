@@ -157,7 +157,9 @@ def _run(
 async def _require_schema(runtime: Runtime) -> None:
     reason = await pending(runtime.engine)
     if reason is not None:
-        typer.echo(f"error: {reason}; run `pilotlight migrate` first", err=True)
+        # Named: run from another folder, a SQLite path is not the one meant.
+        url = runtime.engine.url.render_as_string(hide_password=True)
+        typer.echo(f"error: {reason} ({url}); run `pilotlight migrate` first", err=True)
         raise typer.Exit(2)
 
 
@@ -575,7 +577,10 @@ def token_create(
             if user is None:
                 hint = (
                     "start `pilotlight serve` once to create the local user"
-                    if email is None else "create it with `pilotlight user create EMAIL`"
+                    if email is None and runtime.settings.is_sqlite
+                    else "create it with `pilotlight user create EMAIL`, then run "
+                    "`pilotlight token create EMAIL`" if email is None
+                    else "create it with `pilotlight user create EMAIL`"
                 )
                 typer.echo(f"error: no user {target}: {hint}", err=True)
                 raise typer.Exit(2)

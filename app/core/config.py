@@ -497,6 +497,23 @@ class Settings(BaseSettings):
                 raise ValueError("connect_timeout must be a number of seconds") from None
         return url
 
+    @field_validator("gemini_api_key")
+    @classmethod
+    def _a_key_or_none(cls, value: SecretStr | None) -> SecretStr | None:
+        """Spaces around a pasted key are not part of it; only spaces mean no key (not a
+        key that Google is asked about)."""
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        return SecretStr(key) if key else None
+
+    @field_validator("local_user_email")
+    @classmethod
+    def _an_email(cls, value: str) -> str:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", value.strip()):
+            raise ValueError("not an email address (name@domain)")
+        return value.strip()
+
     @field_validator("public_url")
     @classmethod
     def _an_origin(cls, value: str) -> str:

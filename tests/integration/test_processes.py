@@ -190,7 +190,10 @@ def test_roles_refuse_to_start_on_an_unmigrated_database(tmp_path: Path) -> None
         command("worker"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert "run `pilotlight migrate` first" in result.stderr
+    # Named: from another folder, `data/` is not the database meant.
+    database = tmp_path / "data" / "pilotlight.db"
+    assert (f"the database has no schema yet (sqlite+aiosqlite:///{database}); run `pilotlight "
+            "migrate` first") in result.stderr
 
 async def test_serve_digests_the_sample_through_gemini_when_configured(
     runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path

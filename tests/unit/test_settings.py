@@ -207,3 +207,18 @@ def test_a_public_url_links_can_be_made_from_is_required(given: str, reason: str
                                    "https://example.com/pilot", " HTTPS://Pilot.Example.com "])
 def test_public_urls_that_work_are_taken(given: str) -> None:
     assert Settings(_env_file=None, public_url=given).public_url == given.strip()  # type: ignore[call-arg]
+
+
+def test_a_gemini_key_of_spaces_is_no_key_and_spaces_around_one_are_not_part_of_it() -> None:
+    """Only spaces made check ask Google about a key that is nothing."""
+    assert Settings(_env_file=None, gemini_api_key="   ").gemini_api_key is None  # type: ignore[call-arg]
+    given = Settings(_env_file=None, gemini_api_key=" AIza-key \n").gemini_api_key  # type: ignore[call-arg]
+    assert given is not None
+    assert given.get_secret_value() == "AIza-key"
+
+
+def test_the_local_user_email_is_checked_at_start_naming_its_variable() -> None:
+    with pytest.raises(ValidationError, match="not an email address"):
+        Settings(_env_file=None, local_user_email="not an email")  # type: ignore[call-arg]
+    assert Settings(_env_file=None, local_user_email=" me@localhost ").local_user_email == (  # type: ignore[call-arg]
+        "me@localhost")
