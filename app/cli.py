@@ -606,10 +606,12 @@ def keys_rotate(
         from app.models import Base
 
         await _require_schema(runtime)
-        if not runtime.settings.secret_keys:
+        if not runtime.settings.secret_keys and runtime.settings.is_sqlite:
+            # (With PostgreSQL, no key at all: the rotation stops saying so.)
             typer.echo("PILOTLIGHT_SECRET_KEYS is not set: secrets are sealed with "
-                       "DATA_DIR/secret.key; put a new key first in PILOTLIGHT_SECRET_KEYS, "
-                       "then that key after it, and rotate", err=True)
+                       "DATA_DIR/secret.key. To rotate, put a new key first in "
+                       "PILOTLIGHT_SECRET_KEYS and that one after it; now every secret is "
+                       "only checked", err=True)
 
         def report(count: ColumnCount) -> None:
             typer.echo(count.line())
@@ -619,8 +621,12 @@ def keys_rotate(
             report=report,
         )
         rotated = sum(count.rotated for count in counts)
-        typer.echo(f"done: {rotated} secrets re-encrypted with the newest key; the older keys "
-                   "can now be removed from PILOTLIGHT_SECRET_KEYS", err=True)
+        if len(runtime.settings.secret_keys) > 1:
+            typer.echo(f"done: {rotated} secrets re-encrypted with the newest key; the older "
+                       "keys can now be removed from PILOTLIGHT_SECRET_KEYS", err=True)
+        else:  # one key: nothing older to move from, or to remove
+            typer.echo("done: every secret is sealed with the key in use, which reads them "
+                       "all", err=True)
 
     _run(main)
 

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -219,6 +220,25 @@ async def test_a_secret_no_key_reads_stops_rotation_and_its_batch_is_untouched(
     assert wrong.returncode == 2
     assert "accounts.refresh_token_encrypted of row" in wrong.stderr
     assert await _sealed(runtime) == after
+
+
+@pytest.mark.parametrize("keys", [[], [SECRET_KEY]], ids=["none", "one"])
+async def test_rotating_with_one_key_checks_and_says_nothing_of_older_keys(
+    runtime: Runtime, database_url: str, tmp_path: Path, keys: list[str], is_postgres: bool
+) -> None:
+    """With no key to move from, it said the older keys could now be removed."""
+    result = _rotate(database_url, tmp_path, keys)
+    if is_postgres and not keys:  # no key at all: nothing can be read
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: PILOTLIGHT_SECRET_KEYS is not set: with "
+                                        "PostgreSQL every process must use the same keys")
+        return
+    assert result.returncode == 0, result.stderr
+    assert "done: every secret is sealed with the key in use, which reads them all" in (
+        result.stderr)
+    assert "older keys can now be removed" not in result.stderr
+    assert ("To rotate, put a new key first in PILOTLIGHT_SECRET_KEYS" in result.stderr) == (
+        not keys)
 
 
 async def test_rotation_finds_every_sealed_column() -> None:
