@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import queries as accounts
+from app.accounts.queries import NothingToRead
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, ErrorBody
@@ -165,29 +165,29 @@ async def create_instruction(
     except ValidationError as exc:
         return _editor(request, viewer, values, instruction_id=None, status_code=422,
                        errors=errors_of(exc))
-    if problem := await _cannot_run(session, viewer, data):
+    try:
+        # It checks what the instruction needs to run before it writes anything.
+        instruction = await instructions.create(
+            session=session, user=viewer.user, data=data,
+            default_max_tool_calls=runtime.settings.agent_default_max_tool_calls,
+        )
+    except (WatchNeedsGoogle, NothingToRead) as exc:  # said in the form
         return _editor(request, viewer, values, instruction_id=None, status_code=422,
-                       errors=[problem])
-    instruction = await instructions.create(
-        session=session, user=viewer.user, data=data,
-        default_max_tool_calls=runtime.settings.agent_default_max_tool_calls,
-    )
+                       errors=[exc.detail])
     return redirect(request, f"/?saved={instruction.id}", viewer)
 
 
-async def _cannot_run(
-    session: AsyncSession, viewer: Viewer, data: InstructionCreate | InstructionUpdate
+async def _unwatchable(
+    session: AsyncSession, viewer: Viewer, data: InstructionUpdate
 ) -> str | None:
-    """Why the instruction cannot run (a watch trigger no Google account with its scope
-    can serve; a new instruction of another trigger, no account to read), if so: said in
-    the form, before anything is changed."""
+    """Why a watch trigger cannot be served (no Google account with its scope), if so:
+    said in the form before anything is changed (the update sets fields as it goes)."""
+    if data.trigger is None or data.trigger.type != "watch":
+        return None
     try:
-        if data.trigger is not None and data.trigger.type == "watch":
-            await require_watchable(session=session, user_id=viewer.user.id,
-                                    spec=data.trigger.model_dump(exclude_none=True))
-        elif isinstance(data, InstructionCreate):
-            await accounts.require_something_to_read(session=session, user_id=viewer.user.id)
-    except (WatchNeedsGoogle, accounts.NothingToRead) as exc:
+        await require_watchable(session=session, user_id=viewer.user.id,
+                                spec=data.trigger.model_dump(exclude_none=True))
+    except WatchNeedsGoogle as exc:
         return exc.detail
     return None
 
@@ -217,7 +217,7 @@ async def update_instruction(
         return _editor(request, viewer, values, instruction_id=instruction.id,
                        instruction=instructions.to_out(instruction), status_code=422,
                        errors=errors_of(exc))
-    if problem := await _cannot_run(session, viewer, data):
+    if problem := await _unwatchable(session, viewer, data):
         return _editor(request, viewer, values, instruction_id=instruction.id,
                        instruction=instructions.to_out(instruction), status_code=422,
                        errors=[problem])
