@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import base64
 import copy
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import Message
 from email.utils import formataddr
 from typing import Any
 
 from app.accounts.models import Account
 from app.core.config import Settings
-from app.core.db import utcnow
 from app.delivery.base import SENT, Deadline, Result, failed, retry
 from app.delivery.render import NOTIFICATION_HEADER, parse_from
 from app.google.accounts import features
@@ -195,23 +194,22 @@ class GmailTransport:
         return _header(found, "Message-ID") or None
 
     async def send(
-        self, message: Message, *, to: str, tried_before: bool = False,
-        made_at: datetime | None = None,
+        self, message: Message, *, to: str, tried_since: datetime | None = None
     ) -> Result:
         """Send (`to` is ignored: the account's own address is both From and To).
 
         Sent once per call, never retried here: if the answer is lost (a timeout, a 5xx),
         Gmail may have taken the message, so the outbox tries again later, and an attempt
-        after one that may have sent (`tried_before`) first looks for the message by its
-        Message-ID, or by its notification header among what was sent after `made_at`
-        (when the grant can read Gmail). Raises `GmailUnavailable` when SMTP should be
-        tried instead."""
+        after one that may have sent (`tried_since`: when the message was made) first
+        looks for the message by its Message-ID, or by its notification header among what
+        was sent since (when the grant can read Gmail). Raises `GmailUnavailable` when
+        SMTP should be tried instead."""
         mine = as_sent_by(message, self.account_email, self.from_setting)
         request = self.client.gmail().users().messages().send(
             userId="me", body={"raw": raw(mine)})
         try:
-            if tried_before and self.readable and await self.already_sent(
-                    mine, since=made_at or utcnow() - timedelta(days=1)):
+            if tried_since is not None and self.readable and await self.already_sent(
+                    mine, since=tried_since):
                 return SENT
             sent = await self.client.call("gmail", request, once=True, deadline=self.deadline)
             self.sent_id = sent.get("id") if isinstance(sent, dict) else None

@@ -229,8 +229,9 @@ class EmailChannel:
             sending = gmail.GmailTransport(through, self.settings, deadline)
             try:
                 result = await sending.send(
-                    message, to=through.email, tried_before=job.delivery.attempt > 1,
-                    made_at=job.notification.created_at)
+                    message, to=through.email,
+                    tried_since=job.notification.created_at if job.delivery.attempt > 1
+                    else None)
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
                 log.warning("delivery %s: %s; trying SMTP", job.delivery.id, not_through_gmail)
