@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.accounts.models import Account
 from app.core.db import transaction
+from app.core.errors import DomainError
 from app.core.runtime import Runtime
 from app.core.validation import check_timezone, timezones
 from app.instructions import service as instructions
@@ -50,12 +52,25 @@ def local_timezone(configured: str) -> str:
 
 
 async def ensure_local_user(runtime: Runtime) -> Bootstrap:
-    """Create the local user once, with the sample account and the example instruction."""
+    """Create the local user once, with the sample account and the example instruction:
+    in an empty database only, so that a changed PILOTLIGHT_LOCAL_USER_EMAIL is refused
+    rather than made a second, empty user."""
     settings = runtime.settings
     async with transaction(runtime.sessionmaker) as session:
         found = await users.get_by_email(session=session, email=settings.local_user_email)
         if found is not None:
             return Bootstrap(found, created=False)
+        others = list((await session.execute(
+            select(User.email).order_by(User.created_at).limit(3))).scalars())
+    if others:
+        # Most likely the variable was changed after a first start. A new user there
+        # would start empty while the instructions stay with the old address.
+        raise DomainError(
+            f"PILOTLIGHT_LOCAL_USER_EMAIL is {settings.local_user_email}, which no user has, "
+            f"and the database has other users ({', '.join(others)}): set it to one of them, "
+            f"give one of them this address with `pilotlight user email OLD "
+            f"{settings.local_user_email}`, or create the user with `pilotlight user create "
+            f"{settings.local_user_email}`")
     try:
         async with transaction(runtime.sessionmaker) as session:
             user = await users.create_user(

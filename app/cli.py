@@ -533,6 +533,33 @@ def user_create(
     _run(main)
 
 
+@user_cli.command("email")
+def user_email(
+    email: Annotated[str, typer.Argument(help="The user's address now.")],
+    new_email: Annotated[str, typer.Argument(help="The address to give it.")],
+) -> None:
+    """Change a user's email address (e.g. the local user's, before changing
+    PILOTLIGHT_LOCAL_USER_EMAIL to it); its instructions, tokens and accounts stay."""
+
+    async def main(runtime: Runtime) -> None:
+        from app.users import service
+
+        await _require_schema(runtime)
+        async with transaction(runtime.sessionmaker) as session:
+            user = await service.get_by_email(session=session, email=email)
+            if user is None:
+                typer.echo(f"error: no user {email} (`pilotlight user list` lists them)",
+                           err=True)
+                raise typer.Exit(2)
+            await service.change_email(session=session, user=user, email=new_email)
+        typer.echo(f"user {email.strip().lower()} is now {user.email}")
+        if runtime.settings.local_user_email.lower() == email.strip().lower():
+            typer.echo(f"it was the local user: set PILOTLIGHT_LOCAL_USER_EMAIL={user.email} "
+                       "before the next start, or `serve` makes a new local user", err=True)
+
+    _run(main)
+
+
 @user_cli.command("list")
 def user_list() -> None:
     """List the users: email, time zone, daily cost cap, when created, name."""
@@ -634,8 +661,13 @@ def keys_rotate(
 @cli.command("login-link")
 def login_link(
     email: Annotated[str, typer.Argument(help="The user to sign in.")],
+    host: Annotated[str | None, typer.Option(
+        help="The address `serve`/`api` listens on, when given there as --host.")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="The port `serve`/`api` listens on, when given there as --port.")] = None,
 ) -> None:
-    """Print a one-time dashboard sign-in link for a user (single use, expires soon)."""
+    """Print a one-time dashboard sign-in link for a user (single use, expires soon).
+    The link leads to PILOTLIGHT_PUBLIC_URL, else to the address the api listens on."""
 
     async def main(runtime: Runtime) -> str:
         from app.auth import service as auth
@@ -660,7 +692,7 @@ def login_link(
         return url
 
     # Only the link on stdout, for scripts.
-    typer.echo(_run(main))
+    typer.echo(_run(main, host=host, port=port))
 
 
 def _self_command() -> str:

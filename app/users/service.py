@@ -54,6 +54,21 @@ async def create_user(
     return user
 
 
+async def change_email(*, session: AsyncSession, user: User, email: str) -> User:
+    """Give a user another address (stored lower-case, unique): where email delivery sends
+    and what Google sign-in matches; instructions, tokens and accounts stay the user's."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise BadRequest(f"'{email}' is not an email address")
+    if email == user.email:
+        return user
+    if await get_by_email(session=session, email=email) is not None:
+        raise UserExists(f"a user with email {email} already exists")
+    user.email = email
+    await session.flush()
+    return user
+
+
 async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
     result = await session.execute(select(User).where(User.email == email.strip().lower()))
     return result.scalar_one_or_none()

@@ -77,6 +77,45 @@ async def test_user_list(runtime: Runtime, database_url: str, tmp_path: Path) ->
     ]
 
 
+async def test_a_changed_local_user_address_is_refused_until_a_user_has_it(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """Set after a first start, PILOTLIGHT_LOCAL_USER_EMAIL made a second, empty local
+    user at the next start, and the instructions stayed with the old address."""
+    async with transaction(runtime.sessionmaker) as session:
+        local = await users.create_user(session=session, email="me@localhost")
+        _token, plaintext = await users.create_token(session=session, user=local)
+    moved = {"PILOTLIGHT_LOCAL_USER_EMAIL": "Ada@Example.com"}
+    refused = cli(database_url, tmp_path, "serve", "--port", str(free_port()), env=moved)
+    assert one_error(refused) == (
+        "error: PILOTLIGHT_LOCAL_USER_EMAIL is Ada@Example.com, which no user has, and the "
+        "database has other users (me@localhost): set it to one of them, give one of them "
+        "this address with `pilotlight user email OLD Ada@Example.com`, or create the user "
+        "with `pilotlight user create Ada@Example.com`")
+    async with transaction(runtime.sessionmaker) as session:
+        assert await users.get_by_email(session=session, email="ada@example.com") is None
+
+    renamed = cli(database_url, tmp_path, "user", "email", "me@localhost", "Ada@Example.com")
+    assert renamed.returncode == 0, renamed.stderr
+    assert renamed.stdout == "user me@localhost is now ada@example.com\n"
+    assert "set PILOTLIGHT_LOCAL_USER_EMAIL=ada@example.com before the next start" in (
+        renamed.stderr)
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await users.authenticate(session=session, token=plaintext)).id == local.id
+        assert (await users.get_by_email(session=session, email="ada@example.com")) is not None
+
+    taken = cli(database_url, tmp_path, "user", "create", "bo@example.com")
+    assert taken.returncode == 0, taken.stderr
+    for args, error in [
+        (("ada@example.com", "bo@example.com"), "a user with email bo@example.com already exists"),
+        (("ada@example.com", "not-an-email"), "'not-an-email' is not an email address"),
+        (("nobody@example.com", "x@example.com"),
+         "no user nobody@example.com (`pilotlight user list` lists them)"),
+    ]:
+        assert one_error(cli(database_url, tmp_path, "user", "email", *args)) == (
+            f"error: {error}")
+
+
 async def test_bad_input_is_a_clear_error(
     runtime: Runtime, database_url: str, tmp_path: Path, is_postgres: bool
 ) -> None:

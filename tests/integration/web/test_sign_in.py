@@ -303,6 +303,14 @@ async def test_the_login_link_command_prints_a_working_single_use_link(
     assert "pilotlight user create" in nobody.stderr
     assert user.email == "ada@example.com"
 
+    # Without a public URL the link leads where the api listens: `serve --port 8123`
+    # took it from the option, and login-link had no way to (it led to port 8000).
+    env.pop("PILOTLIGHT_PUBLIC_URL")
+    local = subprocess.run(command("login-link", "ada@example.com", "--port", "8123"), env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.startswith("http://127.0.0.1:8123/login/link?token="), local.stdout
+
 
 def _guess(n: int) -> str:
     return f"guess-{n:040d}"
