@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         # An empty variable (`PILOTLIGHT_HOST=` in a .env template) means the default, not
         # "": an empty host listened on every interface.
         env_ignore_empty=True,
+        # `nan` and `inf` are floats to Python: refused as such, not by a range they are
+        # not outside of ("should be less than or equal to 60" for nan).
+        allow_inf_nan=False,
     )
 
     # --- general -----------------------------------------------------------
@@ -603,6 +606,20 @@ class Settings(BaseSettings):
                 "PILOTLIGHT_SCHEDULER_TICK_SECONDS, or fire times the next tick reaches a "
                 "little late would be skipped as missed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _google_client_whole(self) -> Settings:
+        # One without the other turned Google off with no word until a user tried it.
+        secret = self.google_client_secret is not None and bool(
+            self.google_client_secret.get_secret_value().strip())
+        if bool(self.google_client_id.strip()) != secret:
+            given, missing = (("PILOTLIGHT_GOOGLE_CLIENT_ID", "PILOTLIGHT_GOOGLE_CLIENT_SECRET")
+                              if secret is False else
+                              ("PILOTLIGHT_GOOGLE_CLIENT_SECRET", "PILOTLIGHT_GOOGLE_CLIENT_ID"))
+            raise ValueError(
+                f"{given} is set but {missing} is not: Google needs both (the OAuth client "
+                "of a Google Cloud web application), or neither to leave it off")
         return self
 
     @model_validator(mode="after")

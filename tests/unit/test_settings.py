@@ -149,6 +149,29 @@ def test_a_misfire_grace_shorter_than_a_few_ticks_is_refused() -> None:
     assert settings.scheduler_misfire_grace_seconds == 180
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_a_number_that_is_not_finite_is_refused_as_such(value: str) -> None:
+    """nan was refused as "Input should be less than or equal to 60"."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, scheduler_tick_seconds=value)  # type: ignore[call-arg]
+    assert [e["msg"] for e in refused.value.errors()] == ["Input should be a finite number"]
+
+
+@pytest.mark.parametrize(("given", "missing"), [
+    ({"google_client_id": "client-1"}, "PILOTLIGHT_GOOGLE_CLIENT_SECRET"),
+    ({"google_client_secret": "secret-1"}, "PILOTLIGHT_GOOGLE_CLIENT_ID"),
+    ({"google_client_id": "client-1", "google_client_secret": "  "},
+     "PILOTLIGHT_GOOGLE_CLIENT_SECRET"),
+])
+def test_half_a_google_client_is_refused_at_start(given: dict[str, str], missing: str) -> None:
+    """An id without its secret left Google off, said only when a user tried to connect."""
+    with pytest.raises(ValidationError, match=f"but {missing} is not: Google needs both"):
+        Settings(_env_file=None, **given)  # type: ignore[arg-type]
+    whole = Settings(_env_file=None, google_client_id="client-1",  # type: ignore[call-arg]
+                     google_client_secret="secret-1")
+    assert whole.google_client_id == "client-1"
+
+
 @pytest.mark.parametrize(("public_url", "subject"), [
     pytest.param("https://pilot.example.com/", "https://pilot.example.com", id="https"),
     pytest.param("https://pilot.example.com:8443/app", "https://pilot.example.com:8443",
