@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Literal, get_args
@@ -10,6 +9,7 @@ from typing import Literal, get_args
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.core.encoding import unbase64url
 from app.core.validation import PartialUpdate, check_no_nul
 
 EventType = Literal["digest.created", "question.asked", "run.failed", "alert.created"]
@@ -65,10 +65,6 @@ class WebhookCreated(WebhookOut):
     )
 
 
-def _unbase64url(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
-
-
 class PushKeys(_Strict):
     p256dh: str = Field(min_length=80, max_length=200, pattern=r"^[A-Za-z0-9_-]+=*$",
                         description="The browser's P-256 public key, base64url.")
@@ -81,7 +77,7 @@ class PushKeys(_Strict):
         """Every push to a key that is not one would fail (RFC 8291: an uncompressed
         point on P-256, 65 bytes)."""
         try:
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _unbase64url(value))
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unbase64url(value))
         except ValueError:
             raise ValueError("not a P-256 public key (65 bytes, an uncompressed point on "
                              "the curve, base64url)") from None
@@ -91,7 +87,7 @@ class PushKeys(_Strict):
     @classmethod
     def _sixteen_bytes(cls, value: str) -> str:
         try:
-            secret = _unbase64url(value)
+            secret = unbase64url(value)
         except ValueError:
             secret = b""
         if len(secret) != 16:

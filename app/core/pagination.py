@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.core.encoding import unbase64url
 from app.core.errors import BadRequest
 
 T = TypeVar("T", bound=Any)
@@ -31,7 +32,7 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = unbase64url(cursor).decode()
         stamp, row_id = raw.split("|", 1)
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:

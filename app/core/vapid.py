@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
 from app.core.config import Settings
+from app.core.encoding import unbase64url
 from app.core.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _parse(text: str) -> Vapid02:
         if "BEGIN" in text:
             vapid = Vapid02.from_pem(text.encode())
         else:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = unbase64url(text)
             if len(raw) != 32:
                 raise ValueError("not PEM, nor 32 bytes in base64url")
             vapid = Vapid02.from_raw(text.encode())

@@ -7,7 +7,6 @@ text), never rendered.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import html
 import re
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from app.core.encoding import unbase64url
 from app.sources.base import Attachment, MailCard, Message
 from app.sources.text import TextExtractor, snippet, tidy
 
@@ -179,7 +179,7 @@ def _walk(part: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def decode_data(data: str) -> bytes:
     """Gmail's base64url body data (padding optional)."""
     try:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        return unbase64url(data)
     except (binascii.Error, ValueError):
         return b""
 
