@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,12 +26,16 @@ NAV = (
 )
 
 
-def when(value: datetime | None, timezone: str = "UTC") -> str:
-    """A moment in the viewer's time zone: `Mon 23 Nov 08:00`."""
+def when(value: datetime | None, timezone: str = "UTC", *, now: datetime | None = None) -> str:
+    """A moment in the viewer's time zone: `Mon 23 Nov 08:00`, with the year when it is not
+    this year's there (`Tue 01 Jun 2027 09:00`). The page's script writes a moment that
+    arrives live the same way (`formatWhen` in app.js)."""
     if value is None:
         return "—"
-    local = value.astimezone(ZoneInfo(timezone))
-    return local.strftime("%a %d %b %H:%M")
+    zone = ZoneInfo(timezone)
+    local = value.astimezone(zone)
+    this_year = (now or datetime.now(UTC)).astimezone(zone).year
+    return local.strftime("%a %d %b %H:%M" if local.year == this_year else "%a %d %b %Y %H:%M")
 
 
 def duration(ms: int | None) -> str:

@@ -14,11 +14,18 @@ async function postJSON(url, body) {
   });
 }
 
+// A moment as the server writes it (render.py `when`): in the user's time zone, not the
+// browser's, "Wed 25 Nov 06:16", with the year when it is not this year's there.
 function formatWhen(iso) {
   if (!iso) return "";
-  const d = new Date(iso);
-  return d.toLocaleString(undefined, { weekday: "short", day: "2-digit", month: "short",
-    hour: "2-digit", minute: "2-digit" });
+  const zone = document.body.dataset.timezone || "UTC";
+  const parts = (d) => Object.fromEntries(new Intl.DateTimeFormat("en-GB", {
+    timeZone: zone, weekday: "short", day: "2-digit", month: "short", year: "numeric",
+    hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  }).formatToParts(d).map((p) => [p.type, p.value]));
+  const p = parts(new Date(iso));
+  const year = p.year === parts(new Date()).year ? "" : ` ${p.year}`;
+  return `${p.weekday} ${p.day} ${p.month}${year} ${p.hour}:${p.minute}`;
 }
 
 // --- Editor: the schedule in words as you type ---------------------------------------

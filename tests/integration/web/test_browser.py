@@ -19,12 +19,13 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from app.agent.offline import OfflineModel
-from app.core.db import transaction
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.delivery.push import payload
 from app.main import create_app
 from app.notifications.service import notify
 from app.runs.execute import RunExecutor
+from app.runs.models import Run
 from app.runs.worker import Worker
 from tests import factories
 from tests.fakes.gemini import Calls, FakeGemini, Text
@@ -184,6 +185,73 @@ async def test_a_live_feed_item_arrives_unread_and_is_marked_read(
         await expect(read).not_to_have_class(re.compile(r"\bunread\b"))
         await expect(read.get_by_role("button", name="Mark read: Invoice overdue")).to_have_count(0)
         await expect(page.locator("#feed-state")).to_have_text("Live")
+
+
+# A sample CSV's header as a digest item quoted it: one word a phone cannot fit.
+UNBROKEN = "category,owner,q4_plan_usd,q4_revised_usd,variance_usd,notes_for_finance_review"
+
+
+async def test_pages_fit_a_phone_also_with_long_unbroken_words(
+    runtime: Runtime, chromium: Browser
+) -> None:
+    """A digest item quoting a CSV header made a run's page 633 px wide at 390 px, a long
+    unbroken title the instructions 1015 px; the settings' hidden table header 4 px."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, title=UNBROKEN * 2)
+    digest: dict[str, Any] = {
+        "summary": UNBROKEN, "model": "pilotlight-offline", "notes": [], "action_items": [],
+        "sections": [{"title": UNBROKEN, "items": [{"title": UNBROKEN, "detail": UNBROKEN,
+                                                     "refs": []}]}],
+    }
+    async with transaction(runtime.sessionmaker) as session:
+        run = Run(user_id=user.id, instruction_id=instruction.id, reason="manual",
+                  scheduled_for=utcnow(), status="succeeded", result=digest,
+                  finished_at=utcnow())
+        session.add(run)
+        await session.flush()
+        await notify(session=session, user_id=user.id, key="wide", kind="digest",
+                     title=UNBROKEN, body=UNBROKEN, channels=[], run_id=run.id)
+    phone = await chromium.new_context(viewport={"width": 375, "height": 800})
+    try:
+        async with served(runtime, OfflineModel()) as base:
+            page = await signed_in(runtime, phone, user)
+            for path in ("/", "/runs", f"/runs/{run.id}", "/feed", "/settings",
+                         f"/instructions/{instruction.id}"):
+                await page.goto(f"{base}{path}")
+                wide = await page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= 375, f"{path} is {wide} px wide on a 375 px phone"
+            await page.goto(f"{base}/runs/{run.id}")
+            await expect(page.locator(".digest")).to_contain_text(UNBROKEN)
+    finally:
+        await phone.close()
+
+
+async def test_a_live_feed_item_shows_its_time_as_the_server_does_in_the_users_zone(
+    runtime: Runtime, chromium: Browser
+) -> None:
+    """The page's script wrote a live item's time in the browser's zone and locale
+    ("Tue, Nov 24, 07:16 PM"), the server the same item in the user's ("Wed 25 Nov 06:16")."""
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        (await session.merge(user)).timezone = "Australia/Lord_Howe"
+    browser_elsewhere = await chromium.new_context(timezone_id="America/Los_Angeles",
+                                                   locale="en-US")
+    try:
+        async with served(runtime, OfflineModel()) as base:
+            page = await signed_in(runtime, browser_elsewhere, user)
+            await page.goto(f"{base}/feed")
+            await expect(page.locator("#feed-state")).to_have_text("Live")
+            async with transaction(runtime.sessionmaker) as session:
+                await notify(session=session, user_id=user.id, key="zoned", kind="alert",
+                             title="Invoice overdue", body="Skyline Cloud", channels=[])
+            live = page.locator(".feed-item.fresh", has_text="Invoice overdue").locator("time")
+            await expect(live).to_have_text(re.compile(r"^\w{3} \d{2} \w{3} \d{2}:\d{2}$"))
+            shown_live = await live.inner_text()
+            await page.reload()
+            served_time = page.locator(".feed-item", has_text="Invoice overdue").locator("time")
+            await expect(served_time).to_have_text(shown_live)
+    finally:
+        await browser_elsewhere.close()
 
 
 DIGEST = {

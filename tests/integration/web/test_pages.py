@@ -685,3 +685,21 @@ async def test_the_service_worker_is_served_from_the_root(runtime: Runtime) -> N
         assert response.headers["service-worker-allowed"] == "/"
         assert "notificationclick" in response.text
         assert "X-CSRF-Token" in response.text  # answers go through the app with the token
+
+
+async def test_a_finished_run_without_steps_says_no_model_was_called(runtime: Runtime) -> None:
+    """A skipped run's page said "Model pilotlight-offline" and "No steps yet", as if the
+    model had been asked and its trace were still to come."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        run = Run(user_id=user.id, instruction_id=instruction.id, reason="schedule",
+                  scheduled_for=utcnow(), status="skipped", model="pilotlight-offline",
+                  finished_at=utcnow())
+        session.add(run)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        html = (await client.get(f"/runs/{run.id}")).text
+    assert "<dt>Model</dt><dd>none called</dd>" in html
+    assert "No steps: this run made no model turn and no tool call." in html
+    assert "pilotlight-offline" not in html
