@@ -72,6 +72,25 @@ class AccessLogWithoutQuery(logging.Filter):
         return True
 
 
+class OutboundRequestOrigin(logging.Filter):
+    """httpx's "HTTP Request: POST <url> …" line, with the URL cut to its origin.
+
+    Webhook and push endpoints are capability URLs (a Slack hook's path, `?token=`, a push
+    service's subscription path): the service names them only by origin
+    (`app/delivery/ssrf.py`), and so does this line. httpx passes
+    `(method, url, http_version, status_code, reason_phrase)` as its args.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and str(record.msg).startswith(
+                "HTTP Request:"):
+            from app.delivery.ssrf import origin
+
+            record.args = (args[0], origin(str(args[1])), *args[2:])
+        return True
+
+
 def _not_alembic_chatter(record: logging.LogRecord) -> bool:
     """Alembic says which dialect it uses on every command that looks at the schema:
     noise, where its "Running upgrade …" lines are not."""
@@ -87,6 +106,9 @@ def _setup_logging(settings: Settings) -> None:
     alembic = logging.getLogger("alembic.runtime.migration")
     if _not_alembic_chatter not in alembic.filters and settings.log_level != "DEBUG":
         alembic.addFilter(_not_alembic_chatter)
+    outbound = logging.getLogger("httpx")
+    if not any(isinstance(f, OutboundRequestOrigin) for f in outbound.filters):
+        outbound.addFilter(OutboundRequestOrigin())
     # On the logger, where it outlives uvicorn's own logging setup (dictConfig keeps filters).
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)

@@ -541,3 +541,28 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
     assert handshakes
     assert all('"WebSocket /events"' in line for line in handshakes), handshakes
     assert not [r for r in caplog.records if "SECRET" in r.getMessage()]
+
+
+async def test_outbound_requests_are_logged_by_origin_only(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logged each webhook and push request's whole URL at INFO: a Slack hook's
+    secret path, a `?token=`, a push subscription's capability path."""
+    _setup_logging(runtime.settings)
+    port = free_port()
+    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    serving = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        with caplog.at_level(logging.INFO, logger="httpx"):
+            async with httpx.AsyncClient() as client:
+                await client.post(f"http://127.0.0.1:{port}/services/T0/B0/HOOKSECRET",
+                                  params={"token": "TOKENSECRET"})
+    finally:
+        http.should_exit = True
+        await serving
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines == [f'HTTP Request: POST http://127.0.0.1:{port} "HTTP/1.1 404 Not Found"'], (
+        lines)
