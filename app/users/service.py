@@ -69,6 +69,15 @@ async def change_email(*, session: AsyncSession, user: User, email: str) -> User
     return user
 
 
+async def hold(*, session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Lock the user's row until the transaction ends (PostgreSQL; SQLite runs one write
+    transaction at a time): what counts the user's rows and then adds one (the limits on
+    webhooks and push subscriptions) runs one at a time per user. FOR NO KEY UPDATE: rows
+    that only refer to the user (runs, notifications) are written meanwhile."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update(
+        key_share=True))
+
+
 async def get_by_email(*, session: AsyncSession, email: str) -> User | None:
     result = await session.execute(select(User).where(User.email == email.strip().lower()))
     return result.scalar_one_or_none()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -18,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from app.channels import push
 from app.channels.models import PushSubscription
+from app.channels.schemas import PushSubscriptionCreate
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.runtime import Runtime
@@ -423,3 +426,27 @@ async def test_another_users_subscription_is_404(
     assert_error(response, 404, "PushSubscriptionNotFound")
     assert (await client.get(f"{API}/push/subscriptions", headers=headers_b)).json() == []
     assert len(await _subscriptions(runtime)) == 1
+
+
+async def test_subscriptions_at_once_never_pass_the_limit(runtime: Runtime) -> None:
+    """On PostgreSQL ten subscribes at once, with 45 subscriptions there, made 51."""
+    user, _ = await factories.user_with_token(runtime)
+
+    async def subscribe(n: int) -> bool:
+        data = PushSubscriptionCreate.model_validate(
+            Browser(f"https://push.example.net/send/{n}").subscription())
+        try:
+            async with transaction(runtime.sessionmaker) as session:
+                await push.subscribe(session=session, user=user, data=data,
+                                     settings=runtime.settings)
+        except push.TooManyPushSubscriptions:
+            return False
+        return True
+
+    for n in range(push.MAX_SUBSCRIPTIONS_PER_USER - 5):
+        assert await subscribe(n)
+    made = await asyncio.gather(*(subscribe(1000 + n) for n in range(10)))
+    assert sum(made) == 5
+    async with transaction(runtime.sessionmaker) as session:
+        assert len(await push.list_for(session=session, user=user)) == (
+            push.MAX_SUBSCRIPTIONS_PER_USER)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 
 from app.channels import service as channels
 from app.channels.models import Webhook
+from app.channels.schemas import WebhookCreate
 from app.core import crypto
 from app.core.crypto import SecretKeyError, secret_box
 from app.core.db import transaction
@@ -130,6 +132,30 @@ async def test_a_user_has_at_most_twenty(client: httpx.AsyncClient, runtime: Run
         assert response.status_code == 201
     response = await client.post(f"{API}/webhooks", json={"url": URL}, headers=headers)
     assert_error(response, 409, "TooManyWebhooks")
+
+
+async def test_requests_at_once_never_pass_the_limit(runtime: Runtime) -> None:
+    """On PostgreSQL ten creates at once, with 15 webhooks there, made 21: each counted
+    before any of the others had added its own."""
+    user, _ = await factories.user_with_token(runtime)
+    for n in range(15):
+        async with transaction(runtime.sessionmaker) as session:
+            await channels.create(session=session, user=user, settings=runtime.settings,
+                                  data=WebhookCreate(url=f"{URL}/{n}"))
+
+    async def create(n: int) -> bool:
+        try:
+            async with transaction(runtime.sessionmaker) as session:
+                await channels.create(session=session, user=user, settings=runtime.settings,
+                                      data=WebhookCreate(url=f"{URL}/more-{n}"))
+        except channels.TooManyWebhooks:
+            return False
+        return True
+
+    made = await asyncio.gather(*(create(n) for n in range(10)))
+    assert sum(made) == 5
+    async with transaction(runtime.sessionmaker) as session:
+        assert len(await channels.list_for(session=session, user=user)) == 20
 
 
 # --- the keys -----------------------------------------------------------------------------
