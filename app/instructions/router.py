@@ -129,7 +129,7 @@ async def delete_instruction(
         session=session, user=user, instruction_id=instruction_id
     )
     await runs_service.cancel_queued_for(session=session, instruction_id=instruction.id)
-    await questions_service.expire_open_for(session=session, instruction_id=instruction.id)
+    await questions_service.cancel_open_for(session=session, instruction_id=instruction.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

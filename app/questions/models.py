@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdMixin, TimestampMixin, utcnow
 
-QUESTION_STATUSES = ("open", "answered", "expired")
+# cancelled: its run was cancelled or its instruction deleted before an answer came.
+QUESTION_STATUSES = ("open", "answered", "expired", "cancelled")
 
 
 class Question(IdMixin, TimestampMixin, Base):

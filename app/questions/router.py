@@ -23,6 +23,15 @@ async def list_open_questions(user: CurrentUser, session: SessionDep) -> list[Qu
     return [to_out(q) for q in await service.list_open(session=session, user=user)]
 
 
+@router.get("/{question_id}", response_model=QuestionOut,
+            responses=error_responses(QuestionNotFound))
+async def get_question(question_id: uuid.UUID, user: CurrentUser,
+                       session: SessionDep) -> QuestionOut:
+    """One question in any state: open, answered (with its answer), expired (nobody
+    answered in time) or cancelled (its run was cancelled or its instruction deleted)."""
+    return to_out(await service.get(session=session, user=user, question_id=question_id))
+
+
 @router.post(
     "/{question_id}/answer", response_model=QuestionOut,
     responses=error_responses(QuestionNotFound, QuestionClosed, NoSuchChoice),

@@ -15,7 +15,7 @@ class QuestionOut(BaseModel):
     instruction_id: uuid.UUID
     text: str
     choices: list[str]
-    status: Literal["open", "answered", "expired"]
+    status: Literal["open", "answered", "expired", "cancelled"]
     answer: str | None
     answered_at: datetime | None
     expires_at: datetime | None

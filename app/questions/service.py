@@ -4,7 +4,7 @@ re-queues its run), and expire the ones nobody answered (their runs resume witho
 A question repeated on the same instruction while the first is open (same text,
 ignoring case and whitespace) is merged: it gets its own row, since its run
 resumes on its own call, but the user is not asked again, and one answer
-answers them all.
+answers them all: also an answer to the first after its run was cancelled.
 """
 
 from __future__ import annotations
@@ -62,6 +62,21 @@ async def list_open(*, session: AsyncSession, user: User) -> Sequence[Question]:
     for question in result.scalars():
         shown.setdefault((question.instruction_id, same_text(question.text)), question)
     return list(shown.values())
+
+
+async def standing_for(*, session: AsyncSession, user: User, question_id: uuid.UUID) -> Question:
+    """The question a notice about `question_id` stands for: that one, or, when its run was
+    cancelled, the open one a later run asked again (which an answer to it answers)."""
+    question = await get(session=session, user=user, question_id=question_id)
+    if question.status != "cancelled":
+        return question
+    rows = await session.execute(
+        select(Question)
+        .where(Question.instruction_id == question.instruction_id, Question.status == "open")
+        .order_by(Question.created_at, Question.id)
+    )
+    key = same_text(question.text)
+    return next((q for q in rows.scalars() if same_text(q.text) == key), question)
 
 
 def same_text(text: str) -> str:
@@ -123,7 +138,11 @@ async def answer(
     same = await _open_like(session, question.instruction_id, question.text)
     if question not in same:
         await session.refresh(question)
-        raise QuestionClosed(f"question {question_id} is already {question.status}")
+        if question.status != "cancelled" or not same:
+            raise QuestionClosed(f"question {question_id} is already {question.status}")
+        # Its run was cancelled, but a later run asked it again, merged into it: every
+        # notice the user got names this one, so its answer is theirs.
+        question = same[0]
     if choice is not None:
         text = choice_at(question, choice)
     if text is None:
@@ -189,22 +208,23 @@ async def _requeue(session: AsyncSession, run_ids: Iterable[uuid.UUID], now: dat
     return result.rowcount
 
 
-async def expire_open_for_run(*, session: AsyncSession, run_id: uuid.UUID) -> None:
-    """Close the open questions of a run that was cancelled: answering could not resume it."""
+async def cancel_open_for_run(*, session: AsyncSession, run_id: uuid.UUID) -> None:
+    """Close the open questions of a run that was cancelled: answering could not resume it.
+    An answer to one that a later run asked again goes to that run (`answer`)."""
     await session.execute(
         update(Question)
         .where(Question.run_id == run_id, Question.status == "open")
-        .values(status="expired", updated_at=utcnow())
+        .values(status="cancelled", updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
 
-async def expire_open_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
+async def cancel_open_for(*, session: AsyncSession, instruction_id: uuid.UUID) -> None:
     """Close the open questions of an instruction that is going away: they can't be answered."""
     now = utcnow()
     await session.execute(
         update(Question)
         .where(Question.instruction_id == instruction_id, Question.status == "open")
-        .values(status="expired", updated_at=now)
+        .values(status="cancelled", updated_at=now)
         .execution_options(synchronize_session=False)
     )

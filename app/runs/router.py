@@ -67,5 +67,5 @@ async def get_run(run_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> 
 async def cancel_run(run_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Run:
     """Cancel a queued, waiting or running run; a question it waits on is closed."""
     run = await service.cancel(session=session, user=user, run_id=run_id)
-    await questions.expire_open_for_run(session=session, run_id=run.id)
+    await questions.cancel_open_for_run(session=session, run_id=run.id)
     return run

@@ -281,5 +281,5 @@ async def delete(
         session=session, user=viewer.user, instruction_id=instruction_id
     )
     await runs.cancel_queued_for(session=session, instruction_id=instruction.id)
-    await questions.expire_open_for(session=session, instruction_id=instruction.id)
+    await questions.cancel_open_for(session=session, instruction_id=instruction.id)
     return redirect(request, "/", viewer)

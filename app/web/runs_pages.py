@@ -131,8 +131,10 @@ async def questions_list(request: Request, viewer: ViewerDep, session: SessionDe
 async def question_detail(
     request: Request, question_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
 ) -> HTMLResponse:
-    """One question (a push notification opens this)."""
-    question = await questions.get(session=session, user=viewer.user, question_id=question_id)
+    """One question (a push notification opens this); for one whose run was cancelled,
+    the same question a later run asked, should there be one."""
+    question = await questions.standing_for(session=session, user=viewer.user,
+                                            question_id=question_id)
     return page(request, "questions.html", viewer, active="questions",
                 questions=[to_out(question)],
                 titles=await _titles(session, viewer.user, [question.instruction_id]),

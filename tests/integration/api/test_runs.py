@@ -214,4 +214,35 @@ async def test_cancelling_a_waiting_run_closes_its_question(
     assert (await client.get(f"{API}/questions", headers=headers)).json() == []
     answer = await client.post(f"{API}/questions/{question.id}/answer", headers=headers,
                                json={"answer": "too late"})
-    assert_error(answer, 409, "QuestionClosed", "expired")
+    # Said as it happened: it did not time out.
+    assert_error(answer, 409, "QuestionClosed", "already cancelled")
+    shown = (await client.get(f"{API}/questions/{question.id}", headers=headers)).json()
+    assert shown["status"] == "cancelled"
+
+
+async def test_an_answer_to_a_cancelled_question_goes_to_the_later_run_that_asked_it_again(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A later run asked the same question, merged into the first (the user was not asked
+    again). Once the first run was cancelled, every notice the user had (the feed, the
+    email, the push's buttons, the webhook) named a closed question: answering it was a
+    409, and the later run waited unanswered until the question's lifetime ran out."""
+    user, headers = await user_with_token(runtime)
+    made = await instruction(runtime, user)
+    first_run = await add_run(runtime, user, made, status="waiting_for_user")
+    first = await add_question(runtime, user, first_run, text="Which project?")
+    later_run = await add_run(runtime, user, made, status="waiting_for_user",
+                              scheduled_for=utcnow() + timedelta(minutes=1))
+    later = await add_question(runtime, user, later_run, text="which  PROJECT?")
+    cancel = await client.post(f"{API}/runs/{first_run.id}/cancel", headers=headers)
+    assert cancel.status_code == 200, cancel.text
+    answer = await client.post(f"{API}/questions/{first.id}/answer", headers=headers,
+                               json={"answer": "Apollo"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == str(later.id)
+    shown = (await client.get(f"{API}/questions/{later.id}", headers=headers)).json()
+    assert (shown["status"], shown["answer"]) == ("answered", "Apollo")
+    run = (await client.get(f"{API}/runs/{later_run.id}", headers=headers)).json()
+    assert run["status"] == "queued"
+    closed = (await client.get(f"{API}/questions/{first.id}", headers=headers)).json()
+    assert closed["status"] == "cancelled"

@@ -703,3 +703,23 @@ async def test_a_finished_run_without_steps_says_no_model_was_called(runtime: Ru
     assert "<dt>Model</dt><dd>none called</dd>" in html
     assert "No steps: this run made no model turn and no tool call." in html
     assert "pilotlight-offline" not in html
+
+
+async def test_a_cancelled_questions_page_offers_the_later_run_that_asked_it_again(
+    runtime: Runtime,
+) -> None:
+    """A push notification or the feed opens the question the user was told of. Once
+    its run was cancelled, the page said it was closed, while the same question, asked
+    again by a later run (merged, so not told), waited for an answer."""
+    user, headers = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user)
+    first_run, first = await question_for(runtime, user, made.id)
+    later_run, later = await question_for(runtime, user, made.id)
+    async with browser(runtime) as client:
+        cancelled = await client.post(f"/api/v1/runs/{first_run}/cancel", headers=headers)
+        assert cancelled.status_code == 200, cancelled.text
+        await sign_in(runtime, client, user)
+        html = (await client.get(f"/questions/{first}")).text
+        assert f'action="/questions/{later}/answer"' in html
+        assert f'action="/questions/{first}/answer"' not in html
+    assert later_run != first_run
