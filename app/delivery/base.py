@@ -34,6 +34,8 @@ class Job:
     user: User
     webhook: Webhook | None = None
     push_subscription: PushSubscription | None = None
+    # A question's notification: the question's status when the delivery was claimed.
+    question_status: str | None = None
 
 
 @dataclass(frozen=True)

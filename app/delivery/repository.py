@@ -21,6 +21,7 @@ from app.channels.models import PushSubscription, Webhook
 from app.core.db import db_now, utcnow
 from app.delivery.base import Claimed, Job
 from app.notifications.models import Delivery, Notification
+from app.questions.models import Question
 from app.users.models import User
 
 # Where the outbox statements run: a session, or (the sender on PostgreSQL) a connection it
@@ -131,6 +132,9 @@ async def load_many(
     webhooks = await by_id(Webhook, targets.get("webhook", set()), Webhook.user_id.in_(user_ids))
     subscriptions = await by_id(PushSubscription, targets.get("push", set()),
                                 PushSubscription.user_id.in_(user_ids))
+    asked = {n.id: _question_id(n) for n in notifications.values()}
+    questions = await by_id(Question, {q for q in asked.values() if q is not None},
+                            Question.user_id.in_(user_ids))
     jobs: dict[uuid.UUID, Job | None] = {}
     for c in claims:
         notification, user = notifications.get(c.notification_id), users.get(c.user_id)
@@ -145,9 +149,20 @@ async def load_many(
         subscription = subscriptions.get(target) if c.channel == "push" and target else None
         if subscription is not None and subscription.user_id != c.user_id:
             subscription = None
+        question_id = asked.get(notification.id)
+        question = questions.get(question_id) if question_id is not None else None
         jobs[c.id] = Job(delivery=c, notification=notification, user=user, webhook=webhook,
-                         push_subscription=subscription)
+                         push_subscription=subscription,
+                         question_status=question.status if question is not None else None)
     return jobs
+
+
+def _question_id(notification: Notification) -> uuid.UUID | None:
+    data = notification.data if isinstance(notification.data, dict) else {}
+    try:
+        return uuid.UUID(str(data["question_id"])) if data.get("question_id") else None
+    except ValueError:
+        return None
 
 
 async def _fenced(session: AsyncSession, claimed: Claimed, **values: Any) -> bool:

@@ -283,6 +283,13 @@ class DeliverySender(LoopService):
             await self._failed(claimed, None, failed("the notification is gone",
                                                      tell_user=False))
             return None
+        if job.question_status not in (None, "open"):
+            # Retried after the user answered in the app (or it expired, or its run was
+            # cancelled): it would ask what is no longer asked. Not a failure to tell of.
+            await self._failed(claimed, job, failed(
+                f"not sent: the question was {job.question_status} before it could be",
+                tell_user=False))
+            return None
         if claimed.attempt > self.settings.delivery_max_attempts:
             # Every earlier attempt died before writing its outcome.
             await self._failed(claimed, job, failed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from datetime import timedelta
@@ -24,7 +25,7 @@ from app.notifications.service import notify
 from app.runs.models import Run
 from app.users.models import User
 from tests import factories
-from tests.integration.api.helpers import add_run
+from tests.integration.api.helpers import add_question, add_run
 from tests.integration.delivery.conftest import (
     add_digest,
     add_webhook,
@@ -542,3 +543,34 @@ async def test_the_webhook_secret_is_stored_encrypted_only(
             select(Webhook.secret_encrypted).where(Webhook.id == webhook.id))).scalar_one()
     assert secret.encode() not in stored
     assert secret.removeprefix("whsec_").encode() not in stored
+
+
+async def test_a_question_answered_before_its_delivery_went_out_is_not_sent(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """With the receiver down, the user answered in the app; the retried delivery then
+    went out asking what was no longer asked (an email too, asking for a reply)."""
+    user, _ = await factories.user_with_token(runtime)
+    _webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    instruction = await factories.instruction(runtime, user)
+    run = await add_run(runtime, user, instruction, status="waiting_for_user")
+    asked: dict[str, tuple[uuid.UUID, uuid.UUID]] = {}
+    for status in ("open", "answered"):
+        question = await add_question(runtime, user, run, status=status,
+                                      text=f"Which project ({status})?")
+        async with transaction(runtime.sessionmaker) as session:
+            notification_id = await notify(
+                session=session, user_id=user.id, key=f"question:{question.id}",
+                kind="question", title=question.text, body="", channels=("webhook",),
+                data={"question_id": str(question.id), "choices": []}, run_id=run.id)
+        assert notification_id is not None
+        asked[status] = (question.id, notification_id)
+    sender = DeliverySender(runtime=runtime)
+    for _question_id, notification_id in asked.values():
+        await send_until_settled(sender, runtime, notification_id)
+    sent = [json.loads(r.body)["data"]["question_id"] for r in receiver.received]
+    assert sent == [str(asked["open"][0])]
+    stale = await delivery(runtime, asked["answered"][1], "webhook")
+    assert (stale.status, stale.last_error) == (
+        "failed", "not sent: the question was answered before it could be")
+    assert [n.kind for n in await notifications(runtime, user)] == ["question", "question"]
