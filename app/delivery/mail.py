@@ -218,11 +218,22 @@ class EmailChannel:
     async def send(self, job: Job, *, deadline: Deadline) -> Result:
         """Every call made here (the database, Gmail, SMTP) shares `deadline`: each gets
         what the ones before it left."""
-        message = build_message(
-            job.notification, to=job.user.email, from_address=self.settings.smtp_from,
-            idempotency_key=job.delivery.idempotency_key, timezone=job.user.timezone,
-        )
+        data = job.notification.data if isinstance(job.notification.data, dict) else {}
+        question_id = data.get("question_id")
+
+        def build(accounts: list[Account]) -> Message:
+            return build_message(
+                job.notification, to=job.user.email, from_address=self.settings.smtp_from,
+                idempotency_key=job.delivery.idempotency_key, timezone=job.user.timezone,
+                # A reply is read only from a Gmail the service can read (`_watch_replies`).
+                replies_read=self.sessionmaker is not None and any(
+                    gmail.can_read(a) for a in accounts),
+                answer_at=f"{self.settings.effective_public_url}/questions/{question_id}"
+                if isinstance(question_id, str) else None,
+            )
+
         accounts = await self._google_accounts(job)
+        message = build(accounts)
         through = gmail.sender_account(accounts)
         not_through_gmail = ""
         if through is not None:
@@ -238,6 +249,7 @@ class EmailChannel:
                 if isinstance(exc, gmail.GmailDisconnected):
                     await self._disconnect(through, str(exc))
                     accounts = [a for a in accounts if a.id != through.id]
+                    message = build(accounts)  # its replies may no longer be read
             else:
                 if result.status == "sent":
                     # After the send: the history from here on holds the reply, not the

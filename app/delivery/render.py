@@ -74,7 +74,7 @@ def _one_line(text: str) -> str:
 
 def build_message(
     notification: Notification, *, to: str, from_address: str, idempotency_key: str,
-    timezone: str = "UTC",
+    timezone: str = "UTC", replies_read: bool = False, answer_at: str | None = None,
 ) -> Message:
     """multipart/alternative: the text part, then the HTML part with its CSS inlined.
 
@@ -88,7 +88,8 @@ def build_message(
         text = digest_text(notification.title, digest, timezone)
         html = digest_html(notification.title, digest, timezone)
     else:
-        text, html = plain_text(notification), plain_html(notification)
+        how = how_to_answer(notification, replies_read=replies_read, answer_at=answer_at)
+        text, html = plain_text(notification, how), plain_html(notification, how)
     name, address = parse_from(from_address)
     for value in (to, name, address):
         if "\r" in value or "\n" in value:
@@ -241,7 +242,19 @@ def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> st
 # --- any other notification ------------------------------------------------------------------
 
 
-REPLY_WITH_A_CHOICE = "Reply to this email with one of them, or with an answer of your own."
+def how_to_answer(
+    notification: Notification, *, replies_read: bool, answer_at: str | None
+) -> tuple[str, str | None]:
+    """What a question's email says about answering, and the dashboard link it ends with:
+    a reply only where one is read (a Gmail account that can read it), the link always
+    (the empty string and None for any other notification)."""
+    if notification.kind != "question":
+        return "", None
+    if replies_read:
+        said = ("Reply to this email with one of them, or with an answer of your own."
+                if _choices(notification) else "Reply to this email with your answer.")
+        return (f"{said} Or answer here: " if answer_at else said), answer_at
+    return ("Answer here: " if answer_at else "Answer it in Pilotlight."), answer_at
 
 
 def _choices(notification: Notification) -> list[str]:
@@ -253,21 +266,27 @@ def _choices(notification: Notification) -> list[str]:
     return [shown for shown in (_one_line(str(c)) for c in raw) if shown]
 
 
-def plain_text(notification: Notification) -> str:
+def plain_text(notification: Notification, how: tuple[str, str | None] = ("", None)) -> str:
     text = f"{notification.title}\n\n{notification.body}\n"
     choices = _choices(notification)
     if choices:
         text += "\nChoices:\n" + "".join(f"* {c}\n" for c in choices)
-        text += f"\n{REPLY_WITH_A_CHOICE}\n"
+    said, link = how
+    if said:
+        text += f"\n{said}{link or ''}\n"
     return text
 
 
-def plain_html(notification: Notification) -> str:
+def plain_html(notification: Notification, how: tuple[str, str | None] = ("", None)) -> str:
     body = f"<h1>{escape(notification.title)}</h1><p>{escape(notification.body)}</p>"
     choices = _choices(notification)
     if choices:
         body += ("<h2>Choices</h2><ul>" + "".join(f"<li>{escape(c)}</li>" for c in choices)
-                 + f"</ul><p>{escape(REPLY_WITH_A_CHOICE)}</p>")
+                 + "</ul>")
+    said, link = how
+    if said:
+        shown = f'<a href="{escape(link)}">{escape(link)}</a>' if link else ""
+        body += f"<p>{escape(said)}{shown}</p>"
     return _page(notification.title, body)
 
 

@@ -160,16 +160,20 @@ async def test_the_digest_arrives_as_html_and_text_with_model_text_escaped(
 async def test_a_questions_email_shows_its_choices_escaped_and_how_to_answer(
     mail_runtime: Runtime, smtp: tuple[MailHandler, int]
 ) -> None:
+    """Sent by SMTP with no Gmail to read a reply from: the email asked for a reply that
+    nobody would ever read. It links the question in the dashboard instead."""
     handler, _port = smtp
     user, _ = await factories.user_with_token(mail_runtime, "ada@example.com")
     evil = f'Gemini {SCRIPT} <a href="https://evil.test">here</a>'
+    question_id = uuid.uuid4()
+    link = f"{mail_runtime.settings.effective_public_url}/questions/{question_id}"
     async with transaction(mail_runtime.sessionmaker) as session:
         # What app/runs/endings.py writes when the agent asks with choices.
         notification_id = await notify(
             session=session, user_id=user.id, key=f"test:{uuid.uuid4()}", kind="question",
             title="Launch digest: a question for you", body="Which project should I follow?",
             channels=["email"],
-            data={"question_id": str(uuid.uuid4()), "choices": ["Apollo", evil]},
+            data={"question_id": str(question_id), "choices": ["Apollo", evil]},
         )
     assert notification_id is not None
     await send_until_settled(DeliverySender(runtime=mail_runtime), mail_runtime,
@@ -181,16 +185,18 @@ async def test_a_questions_email_shows_its_choices_escaped_and_how_to_answer(
     assert "Which project should I follow?" in text
     assert "* Apollo\n" in text
     assert f"* {evil}\n" in text  # plain text shows it as written
-    assert "Reply to this email with one of them, or with an answer of your own." in text
+    assert f"\nAnswer here: {link}\n" in text
+    assert "Reply" not in text
     parsed = _Html()
     parsed.feed(html)
     assert parsed.tags.count("li") == 2
     assert "script" not in parsed.tags
-    assert parsed.hrefs == []
+    assert parsed.hrefs == [link]  # ours only: none from what the model wrote
     shown = "".join(parsed.text)
     assert "Apollo" in shown
     assert evil in shown
-    assert "Reply to this email with one of them, or with an answer of your own." in shown
+    assert f"Answer here: {link}" in shown
+    assert "Reply" not in shown
 
 
 async def test_an_email_without_choices_offers_none(

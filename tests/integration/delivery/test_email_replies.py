@@ -115,6 +115,11 @@ async def test_a_reply_to_the_question_email_resumes_the_run_with_that_answer(
         await sender.run_once()
     [(labels, sent)] = mailbox_raw(google, ALICE)
     assert "SENT" in labels
+    # Its replies are read here, so it asks for one, and links the question too.
+    text = next(p for p in sent.walk() if p.get_content_type() == "text/plain")
+    assert ("Reply to this email with one of them, or with an answer of your own. Or answer "
+            f"here: {runtime.settings.effective_public_url}/questions/") in (
+        text.get_payload(decode=True).decode())
     our_id = sent["Message-ID"].strip()
     watched = await question_email(runtime)
     assert watched.message_id == our_id
