@@ -391,18 +391,24 @@ class DeliverySender(LoopService):
         """Fail the delivery and, unless the user caused it, tell them in the feed."""
         log.warning("delivery %s (%s) failed: %s", claimed.id, claimed.channel, result.reason)
         async with transaction(self.runtime.sessionmaker) as session:
-            if not await repository.mark_failed(session=session, claimed=claimed,
-                                                reason=result.reason):
-                return
+            reason = result.reason
+            kept_on = False
             if result.disable_webhook and job is not None and job.webhook is not None:
                 turned_off = await channels.disable(
                     session=session, user_id=claimed.user_id, webhook_id=job.webhook.id,
                     url=job.webhook.url, reason=result.reason,
                 )
-                # Another delivery's 410 turned it off and said so, or the user moved it
-                # to another address meanwhile (the old one's end is no news to them).
-                if not turned_off:
-                    return
+                # Not turned off: another delivery's 410 did it and said so, or the user
+                # moved it to another address meanwhile (the old one's end is no news).
+                kept_on = not turned_off
+                reason += ("; the webhook was not disabled: it had been moved or turned off "
+                           "meanwhile" if kept_on else ", so the webhook was disabled")
+            if not await repository.mark_failed(session=session, claimed=claimed,
+                                                reason=reason):
+                await session.rollback()  # another sender has it: nothing of this attempt
+                return
+            if kept_on:
+                return
             if result.remove_push_subscription and job is not None \
                     and job.push_subscription is not None:
                 await push_subscriptions.remove(session=session, user_id=claimed.user_id,
@@ -412,7 +418,7 @@ class DeliverySender(LoopService):
             what = CHANNEL_NAMES.get(claimed.channel, claimed.channel)
             # The reason names the webhook's host; its URL may carry a secret.
             where = f" (webhook {job.webhook.id})" if job.webhook is not None else ""
-            body = f"“{job.notification.title}” was not delivered by {what}{where}: {result.reason}"
+            body = f"“{job.notification.title}” was not delivered by {what}{where}: {reason}"
             if result.disable_webhook and job.webhook is not None:
                 body += (f"\n\nTurn the webhook on again (PATCH /api/v1/webhooks/"
                          f"{job.webhook.id} with enabled true) once the endpoint works.")
@@ -421,7 +427,7 @@ class DeliverySender(LoopService):
                 session=session, user_id=claimed.user_id, key=f"delivery:{claimed.id}:failed",
                 kind="error", title=f"Could not deliver by {what}", body=body, channels=[],
                 data={"delivery_id": str(claimed.id), "channel": claimed.channel,
-                      "notification_id": str(claimed.notification_id), "error": result.reason},
+                      "notification_id": str(claimed.notification_id), "error": reason},
                 instruction_id=job.notification.instruction_id,
             )
 

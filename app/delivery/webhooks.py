@@ -114,7 +114,7 @@ class WebhookChannel:
         except UrlRefused as exc:
             return failed(f"refused to call {shown}: {exc}")
         except (ResolveFailed, httpx.TransportError) as exc:
-            return retry(f"POST {shown} failed: {type(exc).__name__}: {exc}")
+            return retry(f"POST {shown} failed: {_why(exc)}")
         return self._judge(response, shown)
 
     @staticmethod
@@ -124,8 +124,8 @@ class WebhookChannel:
             return SENT
         answer = f"{shown} answered {code} {response.reason_phrase}".strip()
         if code == 410:
-            return failed(f"{answer}: the endpoint is gone, so the webhook was disabled",
-                          disable_webhook=True)
+            # The sender says whether that turned the webhook off (it may have moved).
+            return failed(f"{answer}: the endpoint is gone", disable_webhook=True)
         if code == 429 or code >= 500:
             return retry(answer, parse_retry_after(response.headers.get("retry-after")))
         if 300 <= code < 400:
@@ -134,3 +134,11 @@ class WebhookChannel:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, in words: httpx's timeouts say nothing of themselves."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer in time ({type(exc).__name__})"
+    said = str(exc).strip()
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__

@@ -128,7 +128,8 @@ async def test_410_disables_the_webhook_and_tells_the_user_once(
     await sender.run_once()
     gone = await delivery(runtime, notification_id, "webhook")
     assert (gone.status, gone.attempts) == ("failed", 1)
-    assert "410" in (gone.last_error or "")
+    assert (gone.last_error or "").endswith(
+        "410 Gone: the endpoint is gone, so the webhook was disabled"), gone.last_error
     row = await _webhook(runtime, webhook.id)
     assert row.enabled is False
     assert "410" in (row.status_detail or "")
@@ -249,7 +250,12 @@ async def test_a_410_from_the_old_address_leaves_a_webhook_moved_meanwhile_on(
     receiver.go.set()
     await sending
 
-    assert (await delivery(runtime, notification_id, "webhook")).status == "failed"
+    failed = await delivery(runtime, notification_id, "webhook")
+    # It said "so the webhook was disabled", of a webhook left on.
+    assert failed.status == "failed"
+    assert (failed.last_error or "").endswith(
+        "410 Gone: the endpoint is gone; the webhook was not disabled: it had been moved or "
+        "turned off meanwhile"), failed.last_error
     row = await _webhook(runtime, webhook.id)
     assert (row.enabled, row.status_detail, row.url) == (True, None, receiver.url + "/v2")
     assert [n for n in await notifications(runtime, user) if n.kind == "error"] == []
