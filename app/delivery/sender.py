@@ -420,8 +420,9 @@ class DeliverySender(LoopService):
             where = f" (webhook {job.webhook.id})" if job.webhook is not None else ""
             body = f"“{job.notification.title}” was not delivered by {what}{where}: {reason}"
             if result.disable_webhook and job.webhook is not None:
-                body += (f"\n\nTurn the webhook on again (PATCH /api/v1/webhooks/"
-                         f"{job.webhook.id} with enabled true) once the endpoint works.")
+                body += ("\n\nTurn the webhook on again once the endpoint works: Turn on, "
+                         "under Webhooks in Settings, or PATCH /api/v1/webhooks/"
+                         f"{job.webhook.id} with enabled true.")
             # No run_id: a failed delivery is not a failed run (nor a run.failed webhook event).
             await notifications.notify(
                 session=session, user_id=claimed.user_id, key=f"delivery:{claimed.id}:failed",

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import queries as accounts
 from app.channels import push as push_service
 from app.channels import service as webhooks
-from app.channels.schemas import EVENT_TYPES, WebhookCreate
+from app.channels.schemas import EVENT_TYPES, WebhookCreate, WebhookUpdate
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
@@ -41,12 +41,16 @@ async def _settings_page(
     context.setdefault("new_token", None)
     context.setdefault("new_secret", None)
     context.setdefault("webhook_errors", [])
+    # What the webhook form shows: as the user sent it after an error, else empty (every
+    # event ticked).
+    context.setdefault("webhook_form", {"url": "", "event_types": None})
     context.setdefault("profile_error", None)
     return page(
         request, "settings.html", viewer, status_code=status_code, active="settings",
         accounts=await accounts.list_for(session=session, user=user),
         google_connect=GOOGLE_CONNECT,
-        google_configured=bool(runtime.settings.google_client_id),
+        google_configured=bool(runtime.settings.google_client_id
+                               and runtime.settings.google_client_secret),
         tokens=await users.list_tokens(session=session, user=user),
         webhooks=[webhooks.to_out(w) for w in await webhooks.list_for(session=session,
                                                                        user=user)],
@@ -121,12 +125,24 @@ async def create_webhook(
         )
     except ValidationError as exc:
         return await _settings_page(request, viewer, session, runtime, status_code=422,
-                                    webhook_errors=errors_of(exc))
+                                    webhook_errors=errors_of(exc), webhook_form=body)
     except DomainError as exc:  # a refused URL, too many webhooks, no secret key
         return await _settings_page(request, viewer, session, runtime,
-                                    status_code=exc.status_code, webhook_errors=[exc.detail])
+                                    status_code=exc.status_code, webhook_errors=[exc.detail],
+                                    webhook_form=body)
     return await _settings_page(request, viewer, session, runtime, status_code=201,
                                 new_secret=(webhooks.to_out(webhook), secret))
+
+
+@router.post("/settings/webhooks/{webhook_id}/enable")
+async def enable_webhook(
+    request: Request, webhook_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
+    runtime: RuntimeDep,
+) -> Response:
+    """Turn on a webhook that was off (a 410 turned it off, or the API did)."""
+    await webhooks.update_webhook(session=session, user=viewer.user, webhook_id=webhook_id,
+                                  data=WebhookUpdate(enabled=True), settings=runtime.settings)
+    return redirect(request, "/settings#webhooks", viewer)
 
 
 @router.post("/settings/webhooks/{webhook_id}/delete")

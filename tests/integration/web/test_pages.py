@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 from starlette.routing import Route
 
@@ -723,3 +724,51 @@ async def test_a_cancelled_questions_page_offers_the_later_run_that_asked_it_aga
         assert f'action="/questions/{later}/answer"' in html
         assert f'action="/questions/{first}/answer"' not in html
     assert later_run != first_run
+
+
+async def test_the_webhook_form_keeps_what_was_typed_and_an_off_webhook_can_be_turned_on(
+    runtime: Runtime,
+) -> None:
+    """A refused URL came back with the URL cleared and every event ticked again; a
+    webhook a 410 had turned off could only be deleted here (the feed said to PATCH it)."""
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        webhook, _secret = await webhooks.create(
+            session=session, user=user, settings=runtime.settings,
+            data=WebhookCreate(url="http://127.0.0.1:9/gone", enabled=False))
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post("/settings/webhooks", data={
+            "csrf_token": csrf, "url": "ftp://127.0.0.1/hook", "event_types": "alert.created"})
+        assert refused.status_code == 422
+        assert 'value="ftp://127.0.0.1/hook"' in refused.text
+        ticked = re.findall(r'name="event_types" value="([\w.]+)" checked', refused.text)
+        assert ticked == ["alert.created"]
+        fresh = (await client.get("/settings")).text
+        assert len(re.findall(r'name="event_types" value="[\w.]+" checked', fresh)) == 4
+
+        assert "Turn on webhook http://127.0.0.1:9/gone" in fresh
+        turned = await client.post(f"/settings/webhooks/{webhook.id}/enable",
+                                   data={"csrf_token": csrf})
+        assert turned.status_code == 303
+        assert "Turn on webhook" not in (await client.get("/settings")).text
+    async with transaction(runtime.sessionmaker) as session:
+        assert (await webhooks.get(session=session, user=user, webhook_id=webhook.id)).enabled
+
+
+async def test_settings_offer_to_connect_google_only_where_it_is_set_up(runtime: Runtime) -> None:
+    """Without an OAuth client the button led to a page of raw JSON (409)."""
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        off = (await client.get("/settings")).text
+        assert "Connect Google</a>" not in off
+        assert "Google is not set up on this server" in off
+    google = Runtime(runtime.settings.model_copy(update={
+        "google_client_id": "client-1", "google_client_secret": SecretStr("secret-1")}),
+        runtime.engine, runtime.sessionmaker, runtime.wakeups)
+    async with browser(google) as client:
+        await sign_in(google, client, user)
+        on = (await client.get("/settings")).text
+        assert 'href="/api/v1/google/connect">Connect Google</a>' in on
+        assert "Google is not set up" not in on
