@@ -119,8 +119,23 @@ def errors_of(exc: ValidationError) -> list[str]:
         for kind in ("cron", "interval", "watch"):
             where = where.replace(f"trigger.{kind}.", "")
         message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if where.split(".")[-1] == "seconds":
+            # The API's interval is in seconds, the form's in minutes: say it in those.
+            where, message = "interval", _in_minutes(error, message)
         out.append(f"{where or 'form'}: {message}")
     return out
+
+
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}
+
+
+def _in_minutes(error: Any, message: str) -> str:
+    bound = _BOUNDS.get(str(error.get("type")))
+    limit = (error.get("ctx") or {}).get(bound[0]) if bound else None
+    if bound is None or not isinstance(limit, int | float):
+        return message
+    minutes = minutes_text(int(limit))
+    return f"must be {bound[1]} {minutes} minute{'' if minutes == '1' else 's'}"
 
 
 def minutes_text(seconds: int) -> str:

@@ -397,6 +397,30 @@ async def test_the_paged_lists_refuse_a_cursor_out_of_range(
         assert "invalid page cursor" in response.text
 
 
+@pytest.mark.parametrize(("minutes", "said"), [
+    ("0.5", "interval: must be at least 1 minute"),
+    ("600000", "interval: must be at most 527040 minutes"),
+])
+async def test_an_interval_out_of_range_is_said_in_the_forms_minutes(
+    runtime: Runtime, minutes: str, said: str
+) -> None:
+    """The editor takes minutes, but said "seconds: Input should be greater than or equal
+    to 60" (and "interval.seconds: …" under the schedule as you type)."""
+    user, _ = await factories.user_with_token(runtime)
+    form = {"title": "Mail", "text": "Tell me what came.", "trigger_type": "interval",
+            "interval_minutes": minutes, "sources": "gmail", "channels": "in_app"}
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        preview = await client.get("/instructions/schedule", params={
+            "trigger_type": "interval", "interval_minutes": minutes})
+        assert preview.status_code == 422, preview.text
+        assert said in preview.json()["detail"]
+        refused = await client.post("/instructions", data={"csrf_token": csrf, **form})
+        assert refused.status_code == 422, refused.text
+        assert said in refused.text
+        assert "seconds" not in refused.text
+
+
 @pytest.mark.parametrize("minutes", ["inf", "1e999", "-inf", "nan", "soon"])
 async def test_the_editor_needs_an_interval_in_minutes(runtime: Runtime, minutes: str) -> None:
     user, _ = await factories.user_with_token(runtime)
@@ -676,6 +700,19 @@ async def test_a_token_name_with_nul_is_refused(runtime: Runtime) -> None:
         assert "must not contain NUL" in refused.text
     async with transaction(runtime.sessionmaker) as session:
         assert len(await users.list_tokens(session=session, user=user)) == 1  # the fixture's
+
+
+async def test_pages_name_their_icon_so_browsers_do_not_ask_for_a_missing_one(
+    runtime: Runtime,
+) -> None:
+    """Browsers asked for /favicon.ico, a 404 and a console error on every first load."""
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        assert '<link rel="icon" href="/static/favicon.svg"' in (await client.get("/")).text
+        icon = await client.get("/static/favicon.svg")
+        assert icon.status_code == 200
+        assert icon.headers["content-type"].startswith("image/svg+xml")
 
 
 async def test_the_service_worker_is_served_from_the_root(runtime: Runtime) -> None:
