@@ -26,13 +26,20 @@ class CronTriggerIn(_Strict):
     type: Literal["cron"]
     cron: str = Field(max_length=120, examples=["0 8 * * 1-5"])
     timezone: str | None = Field(
-        None, max_length=64, description="IANA name; the user's time zone when omitted."
+        None, max_length=64, description="IANA name. When omitted: on create the user's "
+        "time zone, on update the zone the instruction's cron was in (else the user's)."
     )
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
         return None if value is None else check_timezone(value)
+
+    @field_validator("cron")
+    @classmethod
+    def _one_space(cls, value: str) -> str:
+        # Stored as read: " 0 9  * * * " is "0 9 * * *".
+        return " ".join(value.split())
 
     @model_validator(mode="after")
     def _cron(self) -> CronTriggerIn:

@@ -29,11 +29,14 @@ class InstructionNotActive(Conflict):
     pass
 
 
-async def _trigger_spec(session: AsyncSession, trigger: Any, user: User) -> dict[str, Any]:
-    """The trigger as stored; a watch trigger needs a Google account that can serve it."""
+async def _trigger_spec(
+    session: AsyncSession, trigger: Any, user: User, *, zone: str | None = None
+) -> dict[str, Any]:
+    """The trigger as stored; a watch trigger needs a Google account that can serve it.
+    A cron without a time zone is in `zone` (an updated cron's own), else the user's."""
     spec: dict[str, Any] = trigger.model_dump(exclude_none=trigger.type == "watch")
     if spec["type"] == "cron" and not spec.get("timezone"):
-        spec["timezone"] = user.timezone
+        spec["timezone"] = zone or user.timezone
     if spec["type"] == "watch":
         await watch_service.require_watchable(session=session, user_id=user.id, spec=spec)
     return spec
@@ -167,7 +170,9 @@ async def update(
         instruction.channels = {"kinds": sorted(set(data.channels))}
     now = utcnow()
     if data.trigger is not None:
-        trigger = await _trigger_spec(session, data.trigger, user)
+        # A new cron expression alone keeps the zone the instruction's cron was in.
+        trigger = await _trigger_spec(session, data.trigger, user,
+                                      zone=instruction.trigger.get("timezone"))
         # Only a different trigger is rescheduled: the dashboard sends the trigger with
         # every save, and rescheduling the same one would drop a fire time that is due
         # but not queued yet, or the watched items that came since the last poll.

@@ -313,6 +313,28 @@ async def test_patch_trigger_moves_next_run_at(
     assert utcnow() < parse_time(body["next_run_at"]) <= utcnow() + timedelta(minutes=10)
 
 
+async def test_patch_a_cron_expression_alone_keeps_the_instructions_zone(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A PATCH of the expression alone moved a Kathmandu instruction to the user's zone
+    (Europe/Berlin): 10:00 became 10:00 somewhere else, without a word."""
+    _user, headers = await user_with_token(runtime)
+    created = await create(client, headers, trigger={
+        "type": "cron", "cron": "0 9 * * *", "timezone": "Asia/Kathmandu"})
+    patched = await client.patch(
+        f"{API}/instructions/{created['id']}", headers=headers,
+        json={"trigger": {"type": "cron", "cron": " 0  10 * * * "}})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["trigger"] == {
+        "type": "cron", "cron": "0 10 * * *", "timezone": "Asia/Kathmandu"}
+    # From an interval there is no zone to keep: the user's, as on create.
+    await client.patch(f"{API}/instructions/{created['id']}", headers=headers,
+                       json={"trigger": {"type": "interval", "seconds": 600}})
+    again = await client.patch(f"{API}/instructions/{created['id']}", headers=headers,
+                               json={"trigger": {"type": "cron", "cron": "0 10 * * *"}})
+    assert again.json()["trigger"]["timezone"] == "Europe/Berlin"
+
+
 async def test_patch_partial_leaves_other_fields(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
