@@ -4,17 +4,26 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DeliveryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     channel: str
+    target: str | None = Field(
+        None, description="The webhook's or the push subscription's id the delivery goes to: "
+        "which one failed, with several. None for email and in_app.")
     status: Literal["pending", "sent", "failed"]
     attempts: int
     sent_at: datetime | None
     last_error: str | None
+
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _none_when_empty(cls, value: object) -> object:
+        return value or None
 
 
 class NotificationOut(BaseModel):
