@@ -809,3 +809,19 @@ async def test_settings_offer_to_connect_google_only_where_it_is_set_up(runtime:
         on = (await client.get("/settings")).text
         assert 'href="/api/v1/google/connect">Connect Google</a>' in on
         assert "Google is not set up" not in on
+
+
+async def test_a_next_run_in_another_zone_than_the_schedules_says_whose_time_it_is(
+    runtime: Runtime,
+) -> None:
+    """"At 09:00 (Pacific/Chatham)" stood beside "Next run Wed 25 Nov 01:00" (Berlin)."""
+    user, _ = await factories.user_with_token(runtime)
+    await factories.instruction(runtime, user, title="Chatham", trigger={
+        "type": "cron", "cron": "0 9 * * *", "timezone": "Pacific/Chatham"})
+    await factories.instruction(runtime, user, title="Berlin")
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        html = (await client.get("/")).text
+    chatham, berlin = (html[html.index(f">{title}</a>"):] for title in ("Chatham", "Berlin"))
+    assert "your time (Europe/Berlin)" in chatham[:chatham.index("Last result")]
+    assert "your time" not in berlin[:berlin.index("Last result")]
