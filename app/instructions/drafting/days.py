@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from app.instructions.drafting.reading import _Reading, _Schedule
 
 _DAY = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
-_DAY_SHORT = r"mon|tues?|wed|thu(?:rs?)?|fri|sat|sun"
+_DAY_SHORT = r"mon|tues?|weds?|thu(?:rs?)?|fri|sat|sun"
 # Crontab numbers the weekdays from Sunday = 0.
 _DAY_NUMBERS = {name[:3]: (i + 1) % 7 for i, name in enumerate(_DAY.split("|"))}
 _DAY_WORDS = {0: "Sunday", 1: "Monday", 2: "Tuesday", 3: "Wednesday", 4: "Thursday",
@@ -28,10 +28,52 @@ _WEEKDAYS = re.compile(
 )
 _WEEKENDS = re.compile(r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+)?)?weekends?\b")
 _DAY_NAME = re.compile(rf"\b(?:(?:every|each|on)\s+)?(?P<d>{_DAY}|tues|thurs)s?\b")
-# "mon", "wed", "sat", "sun"...: read as days only where a day is meant, after "every",
+# "mon", "wed", "weds", "sat", "sun"...: read as days only where a day is meant, after "every",
 # "each" or "on", or in a list with another day ("Mon, Wed, Fri", "Sat and Sun"), for
 # "wed", "sat" and "sun" are words too ("the sun", "I sat").
 _SHORT_DAY_NAME = re.compile(rf"\b(?P<on>(?:every|each|on)\s+)?(?P<d>{_DAY_SHORT})\b")
+
+
+# A word where a day is said ("every", "each", "on", or listed after a day read: "\0" marks
+# it, see _Reading.take) that is no day but is spelt like one: "wednsday", "mondy", "frday".
+_DAY_SLOT = re.compile(
+    r"(?:\b(?:every|each|on)\s+|\0[\s,&/-]*(?:(?:and|or|to|through|thru|till|until)\s+)?)"
+    r"(?P<w>[a-z]{4,})\b(?!')"
+)
+# Words spelt near a day that are words of their own.
+_NOT_MISSPELT = frozenset("sundry sundae sunday's monday's".split())
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits from `a` to `b`: a letter added, dropped, changed, or two swapped."""
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def _misspelt_day(rest: str) -> tuple[str, str] | None:
+    """A word said where a day goes that looks like a misspelt day, and the day it looks
+    like: ("wednsday", "Wednesday"). One edit away, or two for a longer word that ends as
+    a day does ("wensday")."""
+    for match in _DAY_SLOT.finditer(rest):
+        word = match["w"]
+        if word in _NOT_MISSPELT or re.fullmatch(rf"(?:{_DAY}|{_DAY_SHORT})s?", word):
+            continue
+        stems = {word, word.removesuffix("s")}  # "wednsdays" as "wednsday"
+        for day in _DAY.split("|"):
+            for stem in stems:
+                edits = _distance(stem, day) if stem[0] == day[0] else 3
+                if edits <= 1 or (edits == 2 and len(stem) >= 6
+                                  and stem.endswith(("day", "dy"))):
+                    return word, day.capitalize()
+    return None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from app.instructions.drafting.days import (
     _DAY_NUMBERS,
     _DAY_SHORT,
     _DayPhrase,
+    _misspelt_day,
     _place_days,
     _take_days,
 )
@@ -213,6 +214,9 @@ _UNREAD_LATER_TIME = re.compile(
     r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
+# "every" opening the sentence says when, as "every blorp at 9" or "every payday at 9" does;
+# it is not read when what follows is no schedule this reader knows.
+_UNREAD_EVERY_FIRST = re.compile(r"^[\s\0,]*(?:every|each)\s+[a-z][\w'-]*")
 _DAILY = re.compile(
     rf"\b(?:{_EVERY}(?:single\s+)?day|everyday|daily|(?:once\s+)?(?:a|per)\s+day|"
     r"(?:7|seven)\s+days\s+a\s+week)\b"
@@ -565,8 +569,16 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
 
 def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
     """Refuse what is left of a schedule that could not be read, rather than drop it."""
+    if misspelt := _misspelt_day(reading.rest):
+        word, day = misspelt
+        raise _not_understood(
+            f"{_quote(word)} as a day of the week: did you mean {day}? Say the day in full, "
+            f'e.g. "every {day} at 8", or in short, e.g. "every {day[:3].lower()}"'
+        )
     if match := _UNREAD_EVERY.search(reading.rest):
         raise _not_understood(f"{_quote(match[0])} as a schedule")
+    if schedule.found() and (match := _UNREAD_EVERY_FIRST.search(reading.rest)):
+        raise _not_understood(f"{_quote(match[0].strip(chr(0) + ' ,'))} as a schedule")
     if match := _UNREAD_MONTH.search(reading.rest):
         month = _quote(" ".join(match[0].replace("\0", " ").split()))
         raise _not_understood(
