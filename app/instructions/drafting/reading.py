@@ -8,6 +8,13 @@ import re
 from dataclasses import dataclass, field
 
 from app.core.validation import check_timezone, timezones
+from app.instructions.drafting.clock import (
+    _AT_LEAD,
+    _HOUR_WORD,
+    _MINUTE_WORD,
+    _THEN,
+    _clock_phrases,
+)
 from app.instructions.drafting.days import (
     _DAY,
     _DAY_NUMBERS,
@@ -80,9 +87,10 @@ _NUMBER_WORDS = {
 _NUM = r"\d+(?:\.\d+)?|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _UNIT = r"seconds?|secs?|minutes?|mins?|hours?|hrs?|h|days?"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# "8", "8:30", "8.30", "8h30" (and "8:30:00": seconds are read, and refused unless 00).
-_TIME = (r"noon|midday|midnight|\d{1,2}(?:[:.h]\d{2}(?::\d{2})?)?"
-         r"(?:\s*(?:am|pm|h)(?![a-z]))?")
+# "8", "8:30", "8.30", "8h30" (and "8:30:00": seconds are read, and refused unless 00);
+# "0830" and "930" where a time is meant, not "at 2024 prices" (see clock._THEN).
+_TIME = (rf"noon|midday|midnight|(?:\d{{3,4}}(?![\d:.])(?=\s*(?:am|pm)\b|{_THEN})"
+         r"|\d{1,2}(?:[:.h]\d{2}(?::\d{2})?)?)(?:\s*(?:am|pm|h)(?![a-z]))?")
 _EVERY = r"(?:every|each)\s+"
 
 _ONE_OFF = re.compile(
@@ -162,16 +170,6 @@ _BARE_TIME = re.compile(
     r"|noon|midday|midnight)(?![\d:])"
 )
 _ONE_TIME = re.compile(_TIME)
-_HOUR_WORD = "|".join(w for w, n in _NUMBER_WORDS.items() if n <= 12)
-# "half past 5", "a quarter to six": rewritten as the time they say, "5:30", "5:45".
-_CLOCK_PHRASE = re.compile(
-    r"\b(?:a\s+)?(?:(?P<part>half)\s+(?P<rel>past|after)|quarter\s+(?P<rel2>past|after|to|before))\s+"
-    rf"(?P<h>\d{{1,2}}|{_HOUR_WORD})\b(?![:.]\d)"
-)
-_UNREAD_CLOCK = re.compile(
-    r"\b(?:(?:at|around|by)\s+)?(?:a\s+)?(?:half|quarter)\s+(?:past|after)\b"
-    r"|\b(?:at|around|by)\s+(?:a\s+)?(?:half|quarter)\s+(?:to|before)\b"
-)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
 _DAY_SET = (
     rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
@@ -214,6 +212,8 @@ _UNREAD_LATER_TIME = re.compile(
     r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
+# What is left after "at" that no time was read from: "at 99999999999:00", "at seven blah".
+_UNREAD_AT = re.compile(rf"{_AT_LEAD}(?P<t>[\d:][\w:.]*|(?:{_HOUR_WORD}|{_MINUTE_WORD})\b)")
 # "every" opening the sentence says when, as "every blorp at 9" or "every payday at 9" does;
 # it is not read when what follows is no schedule this reader knows.
 _UNREAD_EVERY_FIRST = re.compile(r"^[\s\0,]*(?:every|each)\s+[a-z][\w'-]*")
@@ -277,7 +277,7 @@ def _read_time(token: str) -> _Time:
         return _Time(12, 0, True)
     if token == "midnight":
         return _Time(0, 0, True)
-    match = re.fullmatch(r"(\d{1,2})(?:([:.h])(\d{2})(?::(\d{2}))?)?\s*(am|pm|h)?", token)
+    match = re.fullmatch(r"(\d{1,2})(?:([:.h]?)(\d{2})(?::(\d{2}))?)?\s*(am|pm|h)?", token)
     if match is None:
         raise _not_understood(f"the time {_quote(token)}")
     hour, minute, suffix = int(match[1]), int(match[3] or 0), match[5]
@@ -433,32 +433,6 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
 _ALL_DAYS = frozenset(range(7))
 
 
-def _clock_phrases(reading: _Reading, schedule: _Schedule) -> None:
-    """Rewrites "half past 5" as "5:30" in what is left, in place, so it is read as "5:30"
-    is: "quarter to 6" is "5:45", the afternoon as "at 6" is; "quarter to 7" "06:45", the
-    morning as "at 7" is; "quarter to 1" "12:45"."""
-    def said(match: re.Match[str]) -> str:
-        token = match["h"]
-        hour = int(token) if token.isdigit() else _NUMBER_WORDS[token]
-        if hour > 23:
-            raise _not_understood(f"the time {_quote(match[0])} (no such time of day)")
-        if match["part"] or match["rel2"] in ("past", "after"):
-            time = f"{hour}:{30 if match['part'] else 15}"
-        elif hour == 0:
-            time = "23:45"
-        else:  # the hour before, read as the hour said would be: 1 is 13:00, so 12:45
-            before = {1: 12, 7: 6}.get(hour, hour - 1)
-            time = f"{before:02d}:45" if hour == 7 else f"{before}:45"
-        schedule.clock_words.setdefault(time, " ".join(match[0].split()))
-        return time.rjust(len(match[0]))
-
-    reading.rest = _CLOCK_PHRASE.sub(said, reading.rest)
-    if match := _UNREAD_CLOCK.search(reading.rest):
-        raise _not_understood(
-            f"{_quote(match[0])} in {_quote(reading.text)}: say the hour, e.g. \"at half past 5\""
-        )
-
-
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
     _clock_phrases(reading, schedule)
@@ -579,6 +553,16 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         raise _not_understood(f"{_quote(match[0])} as a schedule")
     if schedule.found() and (match := _UNREAD_EVERY_FIRST.search(reading.rest)):
         raise _not_understood(f"{_quote(match[0].strip(chr(0) + ' ,'))} as a schedule")
+    # A time said after "at" is never dropped for a default one: "at 99999999999:00", "at
+    # 12345 check", "at seven blah" with no other time ("look at 2024 invoices" and, beside
+    # a time, "look at one invoice" are the task's).
+    match = _UNREAD_AT.search(reading.rest)
+    if match and (":" in match["t"] or not schedule.times and (
+            not match["t"][0].isdigit() or re.match(_THEN, reading.rest[match.end():]))):
+        raise _not_understood(
+            f'the time {_quote(match["t"])} in {_quote(reading.text)}: say it as, e.g., "8", '
+            '"8:30", "0830", "8:30pm" or "half past 8"'
+        )
     if match := _UNREAD_MONTH.search(reading.rest):
         month = _quote(" ".join(match[0].replace("\0", " ").split()))
         raise _not_understood(

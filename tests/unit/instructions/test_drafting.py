@@ -547,6 +547,30 @@ CLOCK_PHRASES: list[tuple[str, str, str]] = [
     ("every day at half past 17 summarise my mail", "30 17 * * *", "17:30"),
     ("every day at 5 o'clock summarise my mail", "0 17 * * *", "17:00"),
     ("every weekday half past 8 summarise my mail", "30 8 * * 1-5", "08:30"),
+    # minutes past or to an hour, in figures or in words (were read as the minutes' hour)
+    ("every day at 10 past 8 summarise my mail", "10 8 * * *", "08:10"),
+    ("at 20 past 8 summarise my mail", "20 8 * * *", "08:20"),
+    ("every day 10 past 8 summarise my mail", "10 8 * * *", "08:10"),
+    ("every day at 10 to 8 summarise my mail", "50 7 * * *", "07:50"),
+    ("every day at 20 to 5 summarise my mail", "40 16 * * *", "16:40"),
+    ("every day at 10 after 8 summarise my mail", "10 8 * * *", "08:10"),
+    ("every day at five past nine summarise my mail", "5 9 * * *", "09:05"),
+    ("every day at ten to eight summarise my mail", "50 7 * * *", "07:50"),
+    ("every day at 25 minutes to 3 summarise my mail", "35 14 * * *", "14:35"),
+    # "half 8", as said in Britain, is 8:30
+    ("every day at half 8 summarise my mail", "30 8 * * *", "08:30"),
+    ("every day at half 5 summarise my mail", "30 17 * * *", "17:30"),
+    # hours in words, and figures run together (were dropped for "no time was given")
+    ("every day at seven summarise my mail", "0 7 * * *", "07:00"),
+    ("every day at nine thirty summarise my mail", "30 9 * * *", "09:30"),
+    ("every day at twelve fifteen summarise my mail", "15 12 * * *", "12:15"),
+    ("every day at seven pm summarise my mail", "0 19 * * *", "19:00"),
+    ("seven am every day summarise my mail", "0 7 * * *", "07:00"),
+    ("at nine and ten summarise my mail", "0 9,10 * * *", "09:00 and 10:00"),
+    ("every day at 0830 summarise my mail", "30 8 * * *", "08:30"),
+    ("every day at 930 summarise my mail", "30 9 * * *", "09:30"),
+    ("at 0830 and 1730 summarise my mail", "30 8,17 * * *", "08:30 and 17:30"),
+    ("every day at 9 30 summarise my mail", "30 9 * * *", "09:30"),
     # Without an interval, "from 9" is when the day's run starts, as "at 9" would be
     ("every day from 9 check my mail", "0 9 * * *", "09:00"),
     ("from 9 every day check my mail", "0 9 * * *", "09:00"),
@@ -574,6 +598,21 @@ def test_half_past_read_as_the_afternoon_says_so_in_the_users_words() -> None:
         "every day at quarter to 6 summarise my mail", timezone=TZ).explanation
     assert 'read "5:45" as 17:45' in parse(
         "every day at 5:45 summarise my mail", timezone=TZ).explanation
+    assert 'read "20 to 5" as 16:40; say "4:40am" for the morning' in parse(
+        "every day at 20 to 5 summarise my mail", timezone=TZ).explanation
+    assert 'read "five thirty" as 17:30; say "5:30am" for the morning' in parse(
+        "every day at five thirty summarise my mail", timezone=TZ).explanation
+    assert 'read "530" as 17:30' in parse(
+        "every day at 530 summarise my mail", timezone=TZ).explanation
+
+
+def test_words_and_figures_that_are_no_time_stay_the_tasks() -> None:
+    for sentence in ("every day at 9 look at one invoice", "every day at 9 look at 2024 invoices",
+                     "every hour from 9 to 5 check urgent mail"):
+        out = parse(sentence, timezone=TZ)
+        assert out.instruction.trigger.model_dump()["cron"] in ("0 9 * * *", "0 9-17 * * *")
+    assert "no time was given" in parse(
+        "every day look at 2024 invoices", timezone=TZ).explanation
 
 
 def test_an_interval_from_an_hour_starts_there() -> None:
@@ -659,6 +698,15 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 2 days at 8 check mail", DraftNotUnderstood, ["interval", "08:00"]),
     ("every day at half past summarise my mail", DraftNotUnderstood, ['"at half past"']),
     ("every day at quarter to summarise my mail", DraftNotUnderstood, ['"at quarter to"']),
+    ("every day at 10 past summarise my mail", DraftNotUnderstood, ['"at 10 past"',
+                                                                    "say the hour"]),
+    ("every day at five past summarise my mail", DraftNotUnderstood, ['"at five past"']),
+    # a time after "at" that cannot be read is refused, never replaced by 08:00
+    ("every day at 99999999999:00 check mail", DraftNotUnderstood,
+     ['the time "99999999999:00"', '"0830"']),
+    ("every day at 12345 check mail", DraftNotUnderstood, ['the time "12345"']),
+    ("every day at seven blah check mail", DraftNotUnderstood, ['the time "seven"']),
+    ("at 2400 check mail", DraftNotUnderstood, ['"2400"', "no such time of day"]),
     ("every weekday at 6 before work and 5 after work summarise my mail", DraftNotUnderstood,
      ['"5 after work"']),
     ("every 2 hours from 1:30 check my mail", DraftNotUnderstood, ['"from 1:30"',
