@@ -247,7 +247,7 @@ def _place_days(
     has_days = (
         any(placed.get(i) == "schedule" for i in range(len(phrases)))
         or schedule.daily or every_period or schedule.monthly
-        or schedule.day_of_month is not None
+        or bool(schedule.days_of_month)
     )
     for i, phrase in enumerate(phrases):
         if i in placed:

@@ -106,7 +106,7 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
             'counts from when the instruction is created; try "every hour between 9 and 17" '
             'or "every day at 8"'
         )
-    if s.day_of_month or s.monthly or s.weekly:
+    if s.days_of_month or s.monthly or s.weekly:
         raise _not_understood(
             f"the schedule: {_quote(words)} cannot be combined with a day of the week or month"
         )
@@ -198,18 +198,19 @@ def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
     minute = times[0].minute
     at = _and([f"{h:02d}:{minute:02d}" for h in hours])
 
-    if s.day_of_month is not None or s.monthly:
+    if s.days_of_month or s.monthly:
         if s.days and len(s.days) < 7:
             raise _not_understood(
                 "the schedule: a day of the month and a day of the week cannot be combined; "
                 'try "on the 1st of every month" or "every Monday"'
             )
-        day = s.day_of_month or 1
-        if s.day_of_month is None:
+        dates = sorted(s.days_of_month) or [1]
+        if not s.days_of_month:
             note = "; ".join(n for n in (note, "monthly means the 1st") if n)
-        cron = f"{minute} {','.join(map(str, hours))} {day} * *"
+        cron = f"{minute} {','.join(map(str, hours))} {','.join(map(str, dates))} * *"
+        on = f"day{'s' if len(dates) > 1 else ''} {_and([str(d) for d in dates])}"
         return _Plan(CronTriggerIn(type="cron", cron=cron, timezone=timezone),
-                     f"on day {day} of every month at {at}", "Monthly", f"at {at}", note)
+                     f"on {on} of every month at {at}", "Monthly", f"at {at}", note)
     days = set(s.days)
     if s.weekly and not days:
         days = {1}

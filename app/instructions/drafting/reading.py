@@ -224,9 +224,12 @@ _DAILY = re.compile(
 _WEEKLY = re.compile(rf"\b(?:weekly|{_EVERY}week|(?:once\s+)?(?:a|per)\s+week)\b")
 _MONTHLY = re.compile(rf"\b(?:monthly|{_EVERY}month|(?:once\s+)?(?:a|per)\s+month)\b")
 _OF_MONTH = r"\s+(?:day\s+)?of\s+(?:the|each|every)\s+month"
+_ORDINAL_DAY = r"\d{1,2}(?:st|nd|rd|th)"
+# "on the 15th", "the 1st and 15th", "the 1st, 10th and the 20th of every month".
 _DAY_OF_MONTH = re.compile(
-    rf"\b(?:on\s+)?the\s+(?:(?P<n>\d{{1,2}})(?:(?:st|nd|rd|th)(?:{_OF_MONTH})?|{_OF_MONTH})"
-    rf"|(?P<first>first)(?:{_OF_MONTH}))\b"
+    rf"\b(?:on\s+)?the\s+(?:(?P<n>\d{{1,2}})(?:(?:st|nd|rd|th)"
+    rf"(?P<more>(?:\s*(?:,\s*(?:and\s+|&\s*)?|and\s+|&\s*)(?:the\s+)?{_ORDINAL_DAY})*)"
+    rf"(?:{_OF_MONTH})?|{_OF_MONTH})|(?P<first>first)(?:{_OF_MONTH}))\b"
 )
 _PERIOD = re.compile(
     rf"\b(?:(?:{_EVERY}|in\s+the\s+|at\s+|during\s+the\s+)?(?P<p>mornings?|afternoons?|"
@@ -388,7 +391,7 @@ class _Schedule:
     times: list[_Time] = field(default_factory=list)
     periods: list[str] = field(default_factory=list)
     days: set[int] = field(default_factory=set)
-    day_of_month: int | None = None
+    days_of_month: set[int] = field(default_factory=set)
     daily: bool = False
     weekly: bool = False
     monthly: bool = False
@@ -407,7 +410,7 @@ class _Schedule:
 
     def found(self) -> bool:
         return bool(
-            self.interval or self.times or self.periods or self.days or self.day_of_month
+            self.interval or self.times or self.periods or self.days or self.days_of_month
             or self.daily or self.weekly or self.monthly or self.twice or self.window
         )
 
@@ -488,7 +491,7 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.afternoon += schedule.list_afternoon
         schedule.afternoon.sort(key=schedule.times.index)
     if excluded:
-        if schedule.weekly or schedule.monthly or schedule.day_of_month:
+        if schedule.weekly or schedule.monthly or schedule.days_of_month:
             raise _not_understood(
                 f"the days in {_quote(reading.text)}: days can be left out of every day or "
                 'of days of the week, e.g. "every day except Sunday at 8"'
@@ -659,12 +662,13 @@ def _read_days(reading: _Reading, schedule: _Schedule) -> list[_DayPhrase]:
     week it found, to be told apart (schedule or task) once the whole schedule is read."""
     phrases = _take_days(reading)
     for match in reading.take(_DAY_OF_MONTH):
-        day = 1 if match["first"] else int(match["n"])
-        if not 1 <= day <= 31:
+        days = {1} if match["first"] else {
+            int(n) for n in [match["n"], *re.findall(r"\d+", match["more"] or "")]}
+        if not all(1 <= day <= 31 for day in days):
             raise _not_understood(f"{_quote(match[0])} (no such day of the month)")
-        if schedule.day_of_month not in (None, day):
+        if schedule.days_of_month and schedule.days_of_month != days:
             raise _not_understood("two different days of the month")
-        schedule.day_of_month = day
+        schedule.days_of_month = days
     schedule.daily = bool(reading.take(_DAILY))
     schedule.weekly = bool(reading.take(_WEEKLY))
     schedule.monthly = bool(reading.take(_MONTHLY))

@@ -103,6 +103,12 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("on the 1st of every month at 9 report on invoices in my mail", cron("0 9 1 * *"), MAIL,
      APP),
     ("on the 15th at 10 summarize the invoices", cron("0 10 15 * *"), BOTH, APP),
+    # a list of days of the month, all of them (only the first was kept)
+    ("on the 1st and 15th at 8 summarise mail", cron("0 8 1,15 * *"), MAIL, APP),
+    ("on the 2nd and 16th summarise mail", cron("0 8 2,16 * *"), MAIL, APP),
+    ("on the 1st, 10th and 20th summarise mail", cron("0 8 1,10,20 * *"), MAIL, APP),
+    ("on the 1st, 10th, and the 20th of every month at 9 summarise mail",
+     cron("0 9 1,10,20 * *"), MAIL, APP),
     # intervals
     ("every 2 hours check for invoices in my inbox", every(7200), MAIL, APP),
     ("every hour tell me about urgent mail", every(3600), MAIL, APP),
@@ -411,6 +417,8 @@ def test_defaults_are_explained() -> None:
         "every Monday summarize my documents", timezone=TZ
     ).explanation
     assert "weekly means Mondays" in parse("weekly summarize my docs", timezone=TZ).explanation
+    assert parse("on the 1st and 15th at 8 summarise mail", timezone=TZ).explanation.startswith(
+        "Understood: on days 1 and 15 of every month at 08:00 (Europe/Berlin); ")
     interval = parse("every 2 hours check my inbox", timezone=TZ)
     assert interval.explanation.startswith("Understood: every 2 hours; reads Gmail")
 
@@ -735,6 +743,10 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every day at 8:00:30 digest my mail", DraftNotUnderstood, ['"8:00:30"', "on the minute"]),
     ("on the 30th of february at 9 summarize my documents", DraftNotUnderstood,
      ['"of february"', "not in chosen months"]),
+    ("on the 1st and 15th of january summarise mail", DraftNotUnderstood,
+     ['"of january"', "not in chosen months"]),
+    ("on the 1st and 32nd summarise mail", DraftNotUnderstood,
+     ['"on the 1st and 32nd"', "no such day of the month"]),
     ("every friday in august summarize my mail", DraftNotUnderstood, ['"in august"']),
     ("every day except holidays at 8 digest my mail", DraftNotUnderstood,
      ['"except holidays"', "only days of the week can be left out"]),
