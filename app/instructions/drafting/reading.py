@@ -333,6 +333,23 @@ def _zone_city_pattern() -> re.Pattern[str]:
     )
 
 
+# Places read as a zone after "in" alone ("at 8 in London"), without "time": not the
+# stations of Antarctica ("in Davis" is California's), nor words that are words first.
+_NOT_A_PLACE = frozenset(
+    "act center christmas easter north south west oral wake midway virgin resolute reunion "
+    "canary knox in lower princes".split(" ")
+)
+
+
+@functools.cache
+def _zone_place_pattern() -> re.Pattern[str]:
+    names = sorted((city for city, zone in _zone_by_city().items()
+                    if city not in _NOT_A_PLACE and not zone.startswith("Antarctica/")),
+                   key=len, reverse=True)
+    alternatives = "|".join(re.escape(n).replace(r"\ ", r"[\s_-]+") for n in names)
+    return re.compile(rf"\bin\s+(?:the\s+)?(?P<city>{alternatives})\b(?!['\w-])")
+
+
 _ZONE_PATH = re.compile(
     r"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<zone>[a-z][\w+-]*(?:/[\w+-]+)+)(?P<time>\s+time(?:\s*zone)?)?"
     r"(?![\w/])"
@@ -378,6 +395,22 @@ def _read_zone(reading: _Reading, schedule: _Schedule) -> None:
     for match in reading.take(_zone_city_pattern()):
         city = " ".join(re.split(r"[\s_-]+", match["city"]))
         _set_zone(schedule, _zone_by_city()[city], match[0])
+
+
+def _read_place(reading: _Reading) -> list[re.Match[str]]:
+    """ "in London" said beside the schedule ("every day at 8 in London", "in Tokyo, at 9"),
+    as "in London time" is; a place inside the task ("mail from people in Paris") is the
+    task's."""
+    found = []
+    for match in _zone_place_pattern().finditer(reading.rest):
+        # beside a phrase read ("\0"), or a zone said before it ("in UTC and in Tokyo")
+        if (re.search(r"\0(?:[\s,]|\band\b)*$", reading.rest[:match.start()])
+                or re.match(r"(?:[\s,]|\band\b)*\0", reading.rest[match.end():])):
+            found.append(match)
+    for match in found:
+        start, end = match.span()
+        reading.rest = reading.rest[:start] + "\0" * (end - start) + reading.rest[end:]
+    return found
 
 
 # --- The schedule -----------------------------------------------------------------------------
@@ -486,6 +519,9 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.marks.append((match.start(), "t"))
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
+    for match in _read_place(reading):
+        city = " ".join(re.split(r"[\s_-]+", match["city"]))
+        _set_zone(schedule, _zone_by_city()[city], match[0])
     _read_bare_hours(reading, schedule)
     if schedule.list_afternoon and not schedule.periods:  # "every evening at 9 and 5" says it
         schedule.afternoon += schedule.list_afternoon

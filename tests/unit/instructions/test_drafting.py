@@ -392,6 +392,13 @@ def test_only_new(sentence: str, only_new: bool) -> None:
         ("every day at 8 asia/kolkata digest my mail", "Asia/Kolkata", "Daily mail at 08:00"),
         ("every hour on weekdays in Tokyo time check urgent mail", "Asia/Tokyo",
          "Weekday urgent mail every hour"),
+        # a place beside the schedule, without "time" (was dropped for the user's zone)
+        ("every day at 8 in London digest my mail", "Europe/London", "Daily mail at 08:00"),
+        ("every day at 8 in Paris digest my mail", "Europe/Paris", "Daily mail at 08:00"),
+        ("at 9 in Tokyo digest my mail", "Asia/Tokyo", "Daily mail at 09:00"),
+        ("at 9 in New York digest my mail", "America/New_York", "Daily mail at 09:00"),
+        ("in London, every weekday at 8 digest my mail", "Europe/London",
+         "Weekday mail at 08:00"),
     ],
 )
 def test_a_time_zone_the_sentence_names_is_the_schedules(
@@ -402,6 +409,13 @@ def test_a_time_zone_the_sentence_names_is_the_schedules(
     assert out.schedule.endswith(f"({zone})")
     assert f"({zone})" in out.explanation
     assert out.instruction.title == title  # the zone's words are read, not left in the title
+
+
+def test_a_place_inside_the_task_is_the_tasks() -> None:
+    for sentence in ("every day at 8 list mail from people in Paris",
+                     "every day at 9 in Davis summarise my mail"):  # Antarctica's, not a city
+        out = parse(sentence, timezone=TZ)
+        assert out.instruction.trigger.model_dump()["timezone"] == TZ
 
 
 def test_the_time_zone_is_the_users() -> None:
@@ -803,6 +817,8 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every day at 8 in Mars/Olympus time digest my mail", DraftNotUnderstood,
      ['"mars/olympus"', "no such zone"]),
     ("every day at 8 in UTC and in Tokyo time digest my mail", DraftNotUnderstood,
+     ["two different time zones"]),
+    ("every day at 8 in UTC and in Tokyo digest my mail", DraftNotUnderstood,
      ["two different time zones"]),
     # a watch on no sender, or no topic
     ("whenever mail from arrives tell me", DraftNotUnderstood,
