@@ -136,7 +136,21 @@ _TIMES_A_DAY = re.compile(
     r"\b(?:\d+|three|four|five|six|several|a\s+few)\s+times\s+(?:a|per)\s+day\b"
 )
 _TWICE_A_DAY = re.compile(r"\btwice\s+(?:a\s+day|per\s+day|daily)\b")
-_EVERY_N = re.compile(rf"\b{_EVERY}(?P<n>{_NUM})\s*(?P<unit>{_UNIT})\b")
+_EVERY_N = re.compile(
+    rf"\b{_EVERY}(?P<n>{_NUM}|(?:a\s+)?couple(?:\s+of)?)\s*(?P<unit>{_UNIT})\b"
+)
+# "every hour and a half", "every 1 hour 30 minutes", "every one and a half hours",
+# "every 1h30": the parts added up.
+_PART = r"(?P<part>a\s+half|a\s+quarter|three\s+quarters)"
+_EVERY_COMPOUND = re.compile(
+    rf"\b{_EVERY}(?:(?P<n>{_NUM})\s*|an?\s+)?(?P<unit>{_UNIT})\s+(?:and\s+)?"
+    rf"(?:{_PART}|(?P<n2>{_NUM})\s*(?P<unit2>{_UNIT}))\b"
+    rf"|\b{_EVERY}(?P<n3>{_NUM})\s+and\s+(?P<part3>a\s+half|a\s+quarter)\s+(?P<unit3>{_UNIT})\b"
+    r"|\b(?:every|each)\s+(?P<hours>\d+)h(?P<minutes>[0-5]\d)(?:m(?:ins?)?)?\b"
+)
+_PARTS = {"a half": 0.5, "a quarter": 0.25, "three quarters": 0.75}
+# "every few hours": no number said.
+_EVERY_FEW = re.compile(rf"\b{_EVERY}(?:few|several|some|many|couple\s+more)\s+(?:{_UNIT})\b")
 _EVERY_OTHER = re.compile(rf"\b{_EVERY}(?:other|second|2nd)\s+(?P<unit>hour|day)\b")
 _EVERY_PART_HOUR = re.compile(
     rf"\b{_EVERY}(?P<part>half|quarter)[\s-]+(?:(?:of\s+)?an\s+)?hour\b"
@@ -257,7 +271,23 @@ def _period(word: str) -> str:
 
 
 def _number(token: str) -> float:
+    if "couple" in token:
+        return 2.0
     return float(token) if token[0].isdigit() else float(_NUMBER_WORDS[token])
+
+
+def _compound_seconds(match: re.Match[str]) -> float:
+    """The seconds of "every hour and a half" (5400), "every 1 hour 30 minutes" (5400)."""
+    if match["hours"]:
+        return int(match["hours"]) * 3600 + int(match["minutes"]) * 60
+    if match["n3"]:
+        size = _UNIT_SECONDS[match["unit3"][0]]
+        return (_number(match["n3"]) + _PARTS[" ".join(match["part3"].split())]) * size
+    size = _UNIT_SECONDS[match["unit"][0]]
+    first = _number(match["n"]) if match["n"] else 1.0
+    if match["part"]:
+        return (first + _PARTS[" ".join(match["part"].split())]) * size
+    return first * size + _number(match["n2"]) * _UNIT_SECONDS[match["unit2"][0]]
 
 
 @dataclass
@@ -483,6 +513,7 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         (_RARER, "as a schedule: runs weeks, months or years apart cannot be expressed; try "
                  '"every Monday" or "on the 1st of every month"'),
         (_TIMES_A_DAY, "as a schedule: say the times instead, e.g. \"at 8, 12 and 17\""),
+        (_EVERY_FEW, 'as an interval: say how many, e.g. "every 3 hours"'),
     ):
         if match := pattern.search(reading.rest):
             raise _not_understood(f"{_quote(match[0])} {reason}")
@@ -498,6 +529,8 @@ def _read_schedule(reading: _Reading) -> _Schedule:
     _read_zone(reading, schedule)
 
     schedule.twice = bool(reading.take(_TWICE_A_DAY))
+    for match in reading.take(_EVERY_COMPOUND):
+        _set_interval(schedule, _compound_seconds(match), match[0])
     for match in reading.take(_EVERY_N):
         size = _UNIT_SECONDS[match["unit"][0]]
         _set_interval(schedule, _number(match["n"]) * size, match[0])

@@ -121,6 +121,14 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every six hours summarize the drive", every(21600), DOCS, APP),
     ("every minute check for urgent mail", every(60), MAIL, APP),
     ("every other day check the drive", every(172800), DOCS, APP),
+    # intervals in two parts, all of them (were cut to the first)
+    ("every hour and a half check the shared drive", every(5400), DOCS, APP),
+    ("every 1 hour 30 minutes check my inbox", every(5400), MAIL, APP),
+    ("every hour and 30 minutes check my inbox", every(5400), MAIL, APP),
+    ("every one and a half hours check my inbox", every(5400), MAIL, APP),
+    ("every 2 hours and 15 minutes check my inbox", every(8100), MAIL, APP),
+    ("every 1h30 check my inbox", every(5400), MAIL, APP),
+    ("every couple of hours check my inbox", every(7200), MAIL, APP),
     # intervals on some days or hours only: the same rhythm in cron
     ("every hour on weekdays check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
     ("every hour Monday to Friday check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
@@ -713,6 +721,7 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every evening at 7am tell me my mail", DraftNotUnderstood, ["07:00", "evening"]),
     ("every 2 hours at 9 check mail", DraftNotUnderstood, ["interval", "time of day"]),
     ("every hour and every 2 hours check mail", DraftNotUnderstood, ["two different intervals"]),
+    ("every few hours check my mail", DraftNotUnderstood, ['"every few hours"', "say how many"]),
     ("at 7:30 and 17:45 tell me my mail", DraftNotUnderstood, ["07:30 and 17:45"]),
     ("monthly on mondays report the drive", DraftNotUnderstood, ["day of the month"]),
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
