@@ -111,13 +111,22 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
             f"the schedule: {_quote(words)} cannot be combined with a day of the week or month"
         )
     restricted = bool(s.days) and len(s.days) < 7
-    if not restricted and s.window is None:
+    if not restricted and s.window is None and s.minute_of_hour is None:
         return _Plan(IntervalTriggerIn(type="interval", seconds=s.interval), words,
                      "Hourly" if s.interval == 3600 else "", "" if s.interval == 3600 else words)
-    # On some days or hours only: the same rhythm as a cron expression, if it has one.
+    # On some days or hours only, or at a minute past the hour: the same rhythm as a cron
+    # expression, if it has one.
     seconds = s.interval
-    if seconds % 3600 == 0 and 24 % (seconds // 3600) == 0:
-        minute, hour = "0", _hours_field(s.window, seconds // 3600)
+    whole_hours = seconds % 3600 == 0 and 24 % (seconds // 3600) == 0
+    if s.minute_of_hour is not None and not whole_hours:
+        raise _not_understood(
+            f"{_quote(s.minute_words)} with {_quote(words)}: a minute past the hour goes with "
+            'an interval of whole hours that divides a day, e.g. "every hour at :15" or '
+            '"every 2 hours on the hour"'
+        )
+    if whole_hours:
+        minute = str(s.minute_of_hour or 0)
+        hour = _hours_field(s.window, seconds // 3600)
     elif seconds < 3600 and seconds % 60 == 0 and 60 % (seconds // 60) == 0:
         step = seconds // 60
         minute, hour = ("*" if step == 1 else f"*/{step}"), _hours_field(s.window, 1)
@@ -128,6 +137,9 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
         )
     days_phrase, head = _days_words(s.days)
     when = words
+    if s.minute_of_hour is not None:
+        when += (" on the hour" if s.minute_of_hour == 0
+                 else f" at {s.minute_of_hour} minutes past the hour")
     note = ""
     if s.window is not None:
         when += f" between {s.window[0]:02d}:00 and {s.window[1]:02d}:59"
@@ -147,6 +159,11 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
 
 
 def _cron_plan(s: _Schedule, timezone: str) -> _Plan:
+    if s.minute_of_hour is not None:
+        raise _not_understood(
+            f"{_quote(s.minute_words)}: a minute past the hour goes with an interval of hours, "
+            'e.g. "every hour at :15" or "every 2 hours on the hour"'
+        )
     if s.window is not None:
         raise _not_understood(
             f"the schedule: a range of hours ({s.window[0]:02d}:00 to {s.window[1]:02d}:00) "

@@ -14,6 +14,7 @@ from app.instructions.drafting.clock import (
     _MINUTE_WORD,
     _THEN,
     _clock_phrases,
+    _word_number,
 )
 from app.instructions.drafting.days import (
     _DAY,
@@ -149,6 +150,15 @@ _EVERY_COMPOUND = re.compile(
     r"|\b(?:every|each)\s+(?P<hours>\d+)h(?P<minutes>[0-5]\d)(?:m(?:ins?)?)?\b"
 )
 _PARTS = {"a half": 0.5, "a quarter": 0.25, "three quarters": 0.75}
+# The minute past each hour an interval of hours runs at: "every hour on the hour", "every
+# hour at :15", "every 2 hours at quarter past the hour".
+_MINUTE_OF_HOUR = re.compile(
+    r"(?:\b(?P<top>on\s+the\s+hour|at\s+the\s+top\s+of\s+(?:the|every|each)\s+hour)"
+    r"|\b(?P<half>(?:at|on)\s+the\s+(?:half[\s-]+hour|bottom\s+of\s+(?:the|every|each)\s+hour))"
+    r"|(?:\b(?:at|on)\s+)?(?<![\w:.])(?:xx|hh)?:(?P<m>[0-5]\d)"
+    rf"|\b(?:at\s+)?(?P<m2>\d{{1,2}}|{_MINUTE_WORD}|(?:a\s+)?quarter|half)\s+(?:minutes?\s+|mins?\s+)?"
+    r"(?:past|after)\s+(?:the|each|every)\s+hour)(?![\w:-])"  # not "the hour-long call"
+)
 # "every few hours": no number said.
 _EVERY_FEW = re.compile(rf"\b{_EVERY}(?:few|several|some|many|couple\s+more)\s+(?:{_UNIT})\b")
 _EVERY_OTHER = re.compile(rf"\b{_EVERY}(?:other|second|2nd)\s+(?P<unit>hour|day)\b")
@@ -226,6 +236,14 @@ _UNREAD_LATER_TIME = re.compile(
     r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
+# Hours an interval keeps to, said in words it has no clock for: "every 2 hours during work
+# hours", "every hour during the day".
+_UNREAD_HOURS = re.compile(
+    r"\b(?:(?:during|in|within|outside(?:\s+of)?|over|through(?:out)?)\s+)?"
+    r"(?:the\s+|my\s+|our\s+)?(?:work(?:ing)?|business|office|opening|school)\s+hours\b"
+    r"|\bafter\s+hours\b|\b(?:during|in|through(?:out)?)\s+the\s+(?:day(?:time)?|working\s+day)\b"
+    r"|\bdaytime\b"
+)
 # What is left after "at" that no time was read from: "at 99999999999:00", "at seven blah".
 _UNREAD_AT = re.compile(rf"{_AT_LEAD}(?P<t>[\d:][\w:.]*|(?:{_HOUR_WORD}|{_MINUTE_WORD})\b)")
 # "every" opening the sentence says when, as "every blorp at 9" or "every payday at 9" does;
@@ -459,6 +477,8 @@ class _Schedule:
     weekly: bool = False
     monthly: bool = False
     twice: bool = False
+    minute_of_hour: int | None = None  # "every hour on the hour": 0
+    minute_words: str = ""  # "on the hour", as said
     timezone: str | None = None  # named in the sentence; else the user's
     timezone_words: str = ""
     afternoon: list[_Time] = field(default_factory=list)  # "at 5" read as 17:00, to say so
@@ -475,6 +495,7 @@ class _Schedule:
         return bool(
             self.interval or self.times or self.periods or self.days or self.days_of_month
             or self.daily or self.weekly or self.monthly or self.twice or self.window
+            or self.minute_of_hour is not None
         )
 
 
@@ -499,8 +520,31 @@ def _set_interval(schedule: _Schedule, seconds: float, words: str) -> None:
 _ALL_DAYS = frozenset(range(7))
 
 
+def _set_minute_of_hour(schedule: _Schedule, match: re.Match[str]) -> None:
+    if match["top"]:
+        minute = 0
+    elif match["half"]:
+        minute = 30
+    elif match["m"]:
+        minute = int(match["m"])
+    else:
+        said = " ".join(match["m2"].split())
+        minute = {"quarter": 15, "a quarter": 15, "half": 30}.get(said) or _word_number(said)
+        if not 1 <= minute <= 59:
+            raise _not_understood(f"{_quote(match[0])} (no such minute)")
+    words = " ".join(match[0].split())
+    if schedule.minute_of_hour not in (None, minute):
+        raise _not_understood(
+            f"two different minutes past the hour ({_quote(schedule.minute_words)} and "
+            f"{_quote(words)})"
+        )
+    schedule.minute_of_hour, schedule.minute_words = minute, words
+
+
 def _read_schedule(reading: _Reading) -> _Schedule:
     schedule = _Schedule()
+    for said in reading.take(_MINUTE_OF_HOUR):
+        _set_minute_of_hour(schedule, said)
     _clock_phrases(reading, schedule)
     unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
@@ -623,6 +667,11 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         )
     if match := _UNREAD_EVERY.search(reading.rest):
         raise _not_understood(f"{_quote(match[0])} as a schedule")
+    if schedule.interval and (match := _UNREAD_HOURS.search(reading.rest)):
+        raise _not_understood(
+            f"{_quote(match[0])} as the hours of {_quote(schedule.interval_words)}: say them, "
+            'e.g. "every 2 hours between 9 and 17 on weekdays"'
+        )
     if schedule.found() and (match := _UNREAD_EVERY_FIRST.search(reading.rest)):
         raise _not_understood(f"{_quote(match[0].strip(chr(0) + ' ,'))} as a schedule")
     # A time said after "at" is never dropped for a default one: "at 99999999999:00", "at

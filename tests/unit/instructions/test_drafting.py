@@ -143,6 +143,17 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every hour between 20 and 8 digest my mail", cron("0 20-23,0-8 * * *"), MAIL, APP),
     ("every hour between 10pm and 6am check urgent mail", cron("0 22-23,0-6 * * *"), MAIL,
      APP),
+    # at a minute past the hour: on the clock, not counted from saving
+    ("every hour on the hour check urgent mail", cron("0 * * * *"), MAIL, APP),
+    ("every hour at :15 check urgent mail", cron("15 * * * *"), MAIL, APP),
+    ("every 2 hours at :30 check urgent mail", cron("30 */2 * * *"), MAIL, APP),
+    ("every hour at quarter past the hour check urgent mail", cron("15 * * * *"), MAIL, APP),
+    ("every hour at the top of the hour check urgent mail", cron("0 * * * *"), MAIL, APP),
+    ("every hour between 9 and 17 at :15 on weekdays check urgent mail",
+     cron("15 9-17 * * 1-5"), MAIL, APP),
+    ("every hour on the half-hour check urgent mail", cron("30 * * * *"), MAIL, APP),
+    ("every day at 8 tell me what happened on the hour-long call", cron("0 8 * * *"), BOTH,
+     APP),
     # days left out
     ("every day except Sunday at 8 digest my mail", cron("0 8 * * 1-6"), MAIL, APP),
     ("daily at 17:00 except weekends digest my mail", cron("0 17 * * 1-5"), MAIL, APP),
@@ -664,6 +675,13 @@ def test_an_interval_from_an_hour_starts_there() -> None:
         .model_dump() == every(3600)
 
 
+def test_a_minute_past_the_hour_is_explained() -> None:
+    assert parse("every hour on the hour check mail", timezone=TZ).explanation.startswith(
+        "Understood: every hour on the hour (Europe/Berlin); ")
+    assert parse("every hour at :15 check mail", timezone=TZ).explanation.startswith(
+        "Understood: every hour at 15 minutes past the hour (Europe/Berlin); ")
+
+
 def test_a_count_after_from_is_not_an_hour() -> None:
     assert parse("every day check mail from 9 senders", timezone=TZ).instruction.trigger \
         .model_dump() == cron("0 8 * * *")
@@ -722,6 +740,17 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every 2 hours at 9 check mail", DraftNotUnderstood, ["interval", "time of day"]),
     ("every hour and every 2 hours check mail", DraftNotUnderstood, ["two different intervals"]),
     ("every few hours check my mail", DraftNotUnderstood, ['"every few hours"', "say how many"]),
+    ("every 90 minutes on the hour check mail", DraftNotUnderstood,
+     ['"on the hour" with "every 90 minutes"', "whole hours"]),
+    ("every day on the hour check mail", DraftNotUnderstood,
+     ['"on the hour"', '"every hour at :15"']),
+    ("at :15 check mail", DraftNotUnderstood, ['"at :15"', "interval of hours"]),
+    # hours an interval keeps to, in words with no clock: refused, never around the clock
+    ("every 2 hours during work hours check mail", DraftNotUnderstood,
+     ['"during work hours" as the hours of "every 2 hours"', "between 9 and 17"]),
+    ("every hour during business hours check mail", DraftNotUnderstood,
+     ['"during business hours"']),
+    ("every 2 hours during the day check mail", DraftNotUnderstood, ['"during the day"']),
     ("at 7:30 and 17:45 tell me my mail", DraftNotUnderstood, ["07:30 and 17:45"]),
     ("monthly on mondays report the drive", DraftNotUnderstood, ["day of the month"]),
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
