@@ -217,8 +217,25 @@ _MONTH_ANY = rf"(?:{_MONTH}|march|may)"
 _UNREAD_EXCLUSION = re.compile(
     rf"\b(?:{_EXCEPT_WORD}|not|never|unless|no|don't|dont|do\s+not)\b(?:\s+(?:on|in|at|during|"
     r"for|over|the|a|any|public|bank|national|federal|school|it's|its|it\s+is|there's|there\s+is|"
-    r"when|from|after|before|run|send|email|ping|notify|bother|me|it|anything))*\s+(?:holidays?|vacations?|\d|noon|midnight|mornings?|afternoons?|evenings?|"
-    rf"nights?|days?|weekends?|weeks?|months?|{_MONTH_ANY}\b|{_DAY}|{_DAY_SHORT}\b)"
+    r"when|from|after|before|run|send|email|ping|notify|bother|me|it|anything|my|our))*\s+"
+    r"(?:holidays?|vacations?|\d|noon|midnight|mornings?|afternoons?|evenings?|christmas|xmas|"
+    r"easter|thanksgiving|new\s+year'?s?|hanukkah|diwali|ramadan|eid|birthdays?|pto|time\s+off|"
+    rf"ooo|out\s+of\s+(?:the\s+)?office|nights?|days?|weekends?|weeks?|months?|{_MONTH_ANY}\b|"
+    rf"{_DAY}|{_DAY_SHORT}\b)"
+)
+# An exception said of when, in words no day of the week is: "except when I am on
+# vacation", "unless I'm away", "except if it rains", "except on my birthday".
+_EXCEPT_CONDITION = (
+    r"\b(?:(?:except(?:\s+for)?|excluding|but\s+not|other\s+than|apart\s+from|save\s+for)\s+"
+    r"(?:when|whenever|while|if|during|on|over|around|between|after|before|until|till)"
+    r"|unless\s+(?:i'm|im|i\s+am|we're|we\s+are|i|we|when|while|during|on))\b(?!')"
+)
+_UNREAD_CONDITION = re.compile(rf"{_EXCEPT_CONDITION}(?:\s+[\w'-]+){{0,4}}")
+# An exception said right after the schedule ("every day at 9 except Christmas"): of the
+# schedule, whatever it names, unlike one in the task ("summarise my mail except newsletters").
+_UNREAD_EXCEPT_AFTER = re.compile(
+    r"\0[\s,;]*(?P<x>(?:except(?:\s+for)?|excluding|but\s+not|other\s+than|apart\s+from)"
+    r"(?:\s+(?:the|a|an|on|in|at|my|our)\b)*\s+[\w'-]+)"
 )
 _UNREAD_MONTH = re.compile(
     rf"\0[\s,]*(?:(?:of|in|during)\s+)?(?:the\s+month\s+of\s+)?{_MONTH_ANY}\b"
@@ -565,11 +582,9 @@ def _read_schedule(reading: _Reading) -> _Schedule:
     excluded: set[int] = set()
     for match in reading.take(_EXCEPT_DAYS):
         excluded |= _days_in(match["days"])
-    if match := _UNREAD_EXCLUSION.search(reading.rest):
-        raise _not_understood(
-            f"{_quote(match[0])} as a schedule: only days of the week can be left out, e.g. "
-            '"every day except Sunday at 8" or "every weekday except Friday"'
-        )
+    if match := _UNREAD_EXCLUSION.search(reading.rest) or _UNREAD_CONDITION.search(
+            reading.rest):
+        raise _not_understood(f"{_quote(match[0])} as a schedule: {_ONLY_DAYS_LEFT_OUT}")
     _read_zone(reading, schedule)
 
     schedule.twice = bool(reading.take(_TWICE_A_DAY))
@@ -657,8 +672,16 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
                 schedule.afternoon.append(schedule.times[i])
 
 
+_ONLY_DAYS_LEFT_OUT = (
+    'only days of the week can be left out, e.g. "every day except Sunday at 8" or "every '
+    'weekday except Friday"; to skip runs for a while, pause the instruction'
+)
+
+
 def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
     """Refuse what is left of a schedule that could not be read, rather than drop it."""
+    if match := _UNREAD_EXCEPT_AFTER.search(reading.rest):
+        raise _not_understood(f"{_quote(match['x'])} as a schedule: {_ONLY_DAYS_LEFT_OUT}")
     if misspelt := _misspelt_day(reading.rest):
         word, day = misspelt
         raise _not_understood(
