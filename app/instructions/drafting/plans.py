@@ -112,8 +112,12 @@ def _interval_plan(s: _Schedule, timezone: str) -> _Plan:
         )
     restricted = bool(s.days) and len(s.days) < 7
     if not restricted and s.window is None and s.minute_of_hour is None:
+        # Days apart: the time of day is the saving's, which the words do not say.
+        note = ("counted from when it is saved, so at the time of day it is saved"
+                if s.interval >= 86400 else "")
         return _Plan(IntervalTriggerIn(type="interval", seconds=s.interval), words,
-                     "Hourly" if s.interval == 3600 else "", "" if s.interval == 3600 else words)
+                     "Hourly" if s.interval == 3600 else "", "" if s.interval == 3600 else words,
+                     note)
     # On some days or hours only, or at a minute past the hour: the same rhythm as a cron
     # expression, if it has one.
     seconds = s.interval

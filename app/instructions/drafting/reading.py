@@ -137,6 +137,20 @@ _TIMES_A_DAY = re.compile(
     r"\b(?:\d+|three|four|five|six|several|a\s+few)\s+times\s+(?:a|per)\s+day\b"
 )
 _TWICE_A_DAY = re.compile(r"\btwice\s+(?:a\s+day|per\s+day|daily)\b")
+# "twice a week", "3 times a month": read only with as many days said ("twice a week on
+# Mondays and Thursdays"), never as Mondays or the 1st alone.
+_TIMES_A = re.compile(
+    r"\b(?:(?P<n>twice|two\s+times|three\s+times|four\s+times|five\s+times|\d+\s+times|"
+    r"several\s+times|a\s+few\s+times)\s+(?:a|per|each|every)\s+(?P<unit>week|month)"
+    r"|(?P<n2>twice)\s+(?P<unit2>week|month)ly)\b"
+)
+_COUNTS = {"twice": 2, "two times": 2, "three times": 3, "four times": 4, "five times": 5}
+# "at the end of every month", "mid-month": a day of the month this has no field for.
+_PART_OF = re.compile(
+    r"\b(?:(?:at|by|on|in|towards?|around)\s+)?(?:the\s+)?(?P<part>end|close|middle)\s+of\s+"
+    r"(?P<which>the\s+|each\s+|every\s+)?(?P<unit>month|week)\b"
+    r"|\bmonth[\s-]end\b|\bmid[\s-]?(?P<mid>month|week)\b"
+)
 _EVERY_N = re.compile(
     rf"\b{_EVERY}(?P<n>{_NUM}|(?:a\s+)?couple(?:\s+of)?)\s*(?P<unit>{_UNIT})\b"
 )
@@ -563,6 +577,8 @@ def _read_schedule(reading: _Reading) -> _Schedule:
     for said in reading.take(_MINUTE_OF_HOUR):
         _set_minute_of_hour(schedule, said)
     _clock_phrases(reading, schedule)
+    # Taken before "a week" and "every month" in them are read as weekly and monthly.
+    times_a, parts_of = reading.take(_TIMES_A), reading.take(_PART_OF)
     unread = reading.rest  # what this reads of the schedule is what it blanks out of this
     for pattern, reason in (
         (_EVERY_OTHER_WEEK, "as a schedule: weeks, months or years apart cannot be expressed; "
@@ -611,6 +627,8 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.marks.append((match.start(), "t"))
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
+    _refuse_times_a(reading, schedule, times_a)
+    _refuse_parts_of(reading, schedule, parts_of, every_period=every_period)
     for match in _read_place(reading):
         city = " ".join(re.split(r"[\s_-]+", match["city"]))
         _set_zone(schedule, _zone_by_city()[city], match[0])
@@ -670,6 +688,49 @@ def _read_bare_hours(reading: _Reading, schedule: _Schedule) -> None:
             schedule.times[i] = _Time(time.hour + 12, time.minute, True, said=time.said)
             if not schedule.periods:  # "every evening at 5" says it itself
                 schedule.afternoon.append(schedule.times[i])
+
+
+def _refuse_times_a(reading: _Reading, schedule: _Schedule, found: list[re.Match[str]]) -> None:
+    """ "twice a week" with two days of the week said, "twice a month" with two days of the
+    month; else refused, asking for the days."""
+    for match in found:
+        said = " ".join((match["n"] or match["n2"]).split())
+        count = int(said.split()[0]) if said[0].isdigit() else _COUNTS.get(said)
+        words = _quote(" ".join(match[0].split()))
+        if (match["unit"] or match["unit2"]) == "week":
+            if count != len(schedule.days):
+                raise _not_understood(
+                    f'{words} as a schedule: say which days, e.g. "every Monday and Thursday '
+                    'at 8"'
+                )
+        elif count != len(schedule.days_of_month):
+            raise _not_understood(
+                f'{words} as a schedule: say which days of the month, e.g. "on the 1st and '
+                '15th at 8"'
+            )
+
+
+def _refuse_parts_of(
+    reading: _Reading, schedule: _Schedule, found: list[re.Match[str]], *, every_period: bool
+) -> None:
+    """ "at the end of every month", "mid-month" are refused, asking for the day; "the end of
+    the month" is the task's when the schedule says its days ("every Monday list invoices
+    due by the end of the month"), and put back for it."""
+    has_days = bool(schedule.days or schedule.days_of_month or schedule.daily
+                    or schedule.weekly or schedule.monthly or schedule.interval or every_period)
+    for match in found:
+        if has_days and (match["which"] or "").strip() not in ("each", "every"):
+            start, end = match.span()
+            reading.rest = reading.rest[:start] + reading.low[start:end] + reading.rest[end:]
+            continue
+        words = _quote(" ".join(match[0].split()))
+        if (match["unit"] or match["mid"] or "month") == "week":
+            raise _not_understood(f'{words} as a schedule: say the day, e.g. "every Friday at 17"')
+        day = "15th" if match["mid"] or match["part"] == "middle" else "28th"
+        raise _not_understood(
+            f'{words} as a schedule: say the day of the month, e.g. "on the {day} of every '
+            'month at 8"'
+        )
 
 
 _ONLY_DAYS_LEFT_OUT = (

@@ -109,6 +109,12 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("on the 1st, 10th and 20th summarise mail", cron("0 8 1,10,20 * *"), MAIL, APP),
     ("on the 1st, 10th, and the 20th of every month at 9 summarise mail",
      cron("0 9 1,10,20 * *"), MAIL, APP),
+    # "twice a week" or "twice a month" with as many days said
+    ("twice a week on Mondays and Thursdays at 9 check my mail", cron("0 9 * * 1,4"), MAIL,
+     APP),
+    ("twice a month on the 1st and 15th check my mail", cron("0 8 1,15 * *"), MAIL, APP),
+    ("every Monday list invoices due by the end of the month", cron("0 8 * * 1"), BOTH, APP),
+    ("every day at 9 remind me about items due mid-month", cron("0 9 * * *"), BOTH, APP),
     # intervals
     ("every 2 hours check for invoices in my inbox", every(7200), MAIL, APP),
     ("every hour tell me about urgent mail", every(3600), MAIL, APP),
@@ -457,6 +463,10 @@ def test_defaults_are_explained() -> None:
         "Understood: on days 1 and 15 of every month at 08:00 (Europe/Berlin); ")
     interval = parse("every 2 hours check my inbox", timezone=TZ)
     assert interval.explanation.startswith("Understood: every 2 hours; reads Gmail")
+    # days apart: the time of day is the saving's, which the sentence does not say
+    for sentence in ("every other day check the drive", "every 3 days check the drive"):
+        assert "(counted from when it is saved, so at the time of day it is saved)" in parse(
+            sentence, timezone=TZ).explanation
 
 
 # An hour alone is read as people say it: 1 to 6 the afternoon or evening, 7 to 11 the
@@ -737,6 +747,19 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every other week check my drive", DraftNotUnderstood, ['"every other week"']),
     ("every second monday report on the drive", DraftNotUnderstood, ['"every second monday"']),
     ("on the last day of the month report invoices", DraftNotUnderstood, ["last day"]),
+    # ... and no day said for them (were Mondays, or the 1st, or every day)
+    ("twice a week check my mail", DraftNotUnderstood,
+     ['"twice a week"', '"every Monday and Thursday at 8"']),
+    ("three times a week check my mail", DraftNotUnderstood, ['"three times a week"']),
+    ("twice a month check my mail", DraftNotUnderstood,
+     ['"twice a month"', '"on the 1st and 15th at 8"']),
+    ("at the end of every month check my mail", DraftNotUnderstood,
+     ['"at the end of every month"', "say the day of the month"]),
+    ("at the end of the month at 9 send me the invoices", DraftNotUnderstood,
+     ['"at the end of the month"', "say the day of the month"]),
+    ("mid-month check my mail", DraftNotUnderstood, ['"mid-month"', '"on the 15th']),
+    ("at the end of every week check my mail", DraftNotUnderstood,
+     ['"at the end of every week"', '"every Friday at 17"']),
     # contradictory times
     ("every morning at 6 pm tell me my mail", DraftNotUnderstood, ["18:00", "morning"]),
     ("every evening at 7am tell me my mail", DraftNotUnderstood, ["07:00", "evening"]),
