@@ -42,6 +42,7 @@ from app.instructions.drafting.reading import (
     _RECURRING,
     _UNKNOWN_EVERY,
     _lower,
+    _not_english,
     _read_schedule,
     _Reading,
 )
@@ -185,6 +186,11 @@ def parse(text: str, *, timezone: str) -> DraftOut:
             raise _not_understood(f"the mail to watch for in {_quote(sentence)}") from exc
         if unknown := _UNKNOWN_EVERY.search(reading.rest):
             raise _not_understood(f"{_quote(unknown[0])} as a schedule")
+        if _not_english(reading.low):
+            raise _not_understood(
+                f"when to run {_quote(sentence)}: only English sentences are read without a "
+                "model; say how often or at what time in English"
+            )
         raise _not_understood(
             f"when to run {_quote(sentence)}: say how often or at what time"
         )

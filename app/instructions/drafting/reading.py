@@ -310,6 +310,20 @@ _PERIODS: dict[str, tuple[tuple[int, int], range]] = {
 # Hours said of the night that are past midnight: "every night at 1" is 01:00.
 _SMALL_HOURS = range(0, 5)
 _UNKNOWN_EVERY = re.compile(r"\b(?:every|each)\s+[\w'-]+")
+# Common words of French, German and Spanish schedules that are no English words: two of
+# them say the sentence is not English, which this reader does not read.
+_FOREIGN_WORDS = frozenset(
+    "tous toutes les jours chaque heures heure mes lundi mardi mercredi jeudi vendredi "
+    "samedi dimanche matin soir semaine résume résumé courriels envoie-moi "
+    "jeden jede täglich uhr und meine mir montag dienstag mittwoch donnerstag freitag "
+    "samstag sonntag morgens abends woche fasse zusammen stunde stunden "
+    "todos cada días día hora horas resume resumen correo correos mis lunes martes miércoles "
+    "jueves viernes sábado domingo mañana semana las los".split()
+)
+
+
+def _not_english(low: str) -> bool:
+    return len(_FOREIGN_WORDS.intersection(re.findall(r"[^\W\d_][\w'-]*", low))) >= 2
 
 
 def _period(word: str) -> str:
