@@ -447,6 +447,22 @@ _ZONE_PATH = re.compile(
     r"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<zone>[a-z][\w+-]*(?:/[\w+-]+)+)(?P<time>\s+time(?:\s*zone)?)?"
     r"(?![\w/])"
 )
+# States and provinces said as a time zone: most hold one zone, some two, none is a name
+# of the tz database (a city of it is: "Los Angeles time").
+_REGIONS = [
+    re.escape(name).replace(r"\ ", r"\s+") for name in (
+        "alabama", "arizona", "arkansas", "california", "colorado", "connecticut", "delaware",
+        "florida", "georgia", "idaho", "illinois", "indiana", "iowa", "kansas", "kentucky",
+        "louisiana", "maine", "maryland", "massachusetts", "michigan", "minnesota",
+        "mississippi", "missouri", "montana", "nebraska", "nevada", "new hampshire",
+        "new jersey", "new mexico", "north carolina", "north dakota", "ohio", "oklahoma",
+        "oregon", "pennsylvania", "rhode island", "south carolina", "south dakota",
+        "tennessee", "texas", "utah", "vermont", "virginia", "washington", "west virginia",
+        "wisconsin", "wyoming", "ontario", "quebec", "british columbia", "alberta",
+        "manitoba", "saskatchewan", "nova scotia", "new brunswick", "newfoundland",
+        "new zealand", "new south wales", "western australia", "south australia",
+    )
+]
 _ZONE_UTC = re.compile(r"\b(?:(?:in|on)\s+)?(?P<zone>utc|gmt)(?:\s+time)?\b(?!\s*[+-]\s*\d)")
 # Said, but not a zone this can tell: refused rather than replaced by the user's zone.
 _ZONE_UNCLEAR = re.compile(
@@ -457,6 +473,9 @@ _ZONE_UNCLEAR = re.compile(
     r"|(?:(?<=\d)|(?<=[ap]m))\s*(?:wet|west|ist)\b|\b(?:wet|west|ist)\s+time\b"
     r"|\b(?:eastern|pacific|central|mountain|atlantic|alaska|hawaii)(?:\s+(?:standard|daylight|"
     r"european|us|european))*\s+time\b"
+    # A state or province is no zone of the tz database ("New Jersey time" read as
+    # Europe/Jersey, "California time" dropped for the user's zone): a city of it is.
+    rf"|\b(?:{'|'.join(_REGIONS)})(?:'s)?\s+time\b"
 )
 
 
@@ -470,8 +489,8 @@ def _set_zone(schedule: _Schedule, zone: str, words: str) -> None:
 def _read_zone(reading: _Reading, schedule: _Schedule) -> None:
     if match := _ZONE_UNCLEAR.search(reading.rest):
         raise _not_understood(
-            f"the time zone {_quote(match[0])}: name it as in the tz database, e.g. "
-            '"in America/New_York time", "in New York time" or "in UTC"'
+            f"the time zone {_quote(match[0])}: name a city of it or a zone of the tz "
+            'database, e.g. "in New York time", "in America/New_York time" or "in UTC"'
         )
     names = _zone_by_lower_name()
     for match in list(_ZONE_PATH.finditer(reading.rest)):

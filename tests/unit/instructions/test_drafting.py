@@ -897,6 +897,13 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     # a time zone said but not one to name
     ("every day at 9am EST digest my mail", DraftNotUnderstood, ['"est"', "tz database"]),
     ("every day at 9 pacific time digest my mail", DraftNotUnderstood, ['"pacific time"']),
+    # a state or province: "New Jersey time" was Europe/Jersey, "California time" Berlin's
+    ("every day at 9 New Jersey time digest my mail", DraftNotUnderstood,
+     ['"new jersey time"', "name a city of it"]),
+    ("every day at 9 California time digest my mail", DraftNotUnderstood,
+     ['"california time"', "name a city of it"]),
+    ("every day at 9 in New South Wales time digest my mail", DraftNotUnderstood,
+     ['"new south wales time"']),
     ("every day at 8 in UTC+2 digest my mail", DraftNotUnderstood, ['"utc+2"']),
     ("every day at 8 in Mars/Olympus time digest my mail", DraftNotUnderstood,
      ['"mars/olympus"', "no such zone"]),
