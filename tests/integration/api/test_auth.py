@@ -45,6 +45,7 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", f"{API}/instructions/{{instruction_id}}/preview"): {"days": 7},
     ("GET", f"{API}/runs/{{run_id}}"): None,
     ("POST", f"{API}/runs/{{run_id}}/cancel"): None,
+    ("GET", f"{API}/questions/{{question_id}}"): None,
     ("POST", f"{API}/questions/{{question_id}}/answer"): {"answer": "not yours to answer"},
     ("POST", f"{API}/notifications/{{notification_id}}/read"): None,
     ("GET", f"{API}/webhooks/{{webhook_id}}"): None,
