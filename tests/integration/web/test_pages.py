@@ -819,9 +819,13 @@ async def test_a_next_run_in_another_zone_than_the_schedules_says_whose_time_it_
     await factories.instruction(runtime, user, title="Chatham", trigger={
         "type": "cron", "cron": "0 9 * * *", "timezone": "Pacific/Chatham"})
     await factories.instruction(runtime, user, title="Berlin")
+    await factories.instruction(runtime, user, title="Hourly",
+                                trigger={"type": "interval", "seconds": 3600})
     async with browser(runtime) as client:
         await sign_in(runtime, client, user)
         html = (await client.get("/")).text
-    chatham, berlin = (html[html.index(f">{title}</a>"):] for title in ("Chatham", "Berlin"))
+    chatham, berlin, hourly = (html[html.index(f">{title}</a>"):]
+                               for title in ("Chatham", "Berlin", "Hourly"))
     assert "your time (Europe/Berlin)" in chatham[:chatham.index("Last result")]
     assert "your time" not in berlin[:berlin.index("Last result")]
+    assert "your time" not in hourly[:hourly.index("Last result")]
