@@ -22,7 +22,7 @@ from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from app.models import Base
 from tests import factories
-from tests.integration.api.helpers import API, assert_error
+from tests.integration.api.helpers import API, add_notification, assert_error
 from tests.integration.delivery.conftest import (
     SECRET_KEY,
     add_digest,
@@ -156,6 +156,25 @@ async def test_requests_at_once_never_pass_the_limit(runtime: Runtime) -> None:
     assert sum(made) == 5
     async with transaction(runtime.sessionmaker) as session:
         assert len(await channels.list_for(session=session, user=user)) == 20
+
+
+async def test_each_delivery_names_the_webhook_it_goes_to(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """With two webhooks, the deliveries did not say which one had failed."""
+    user, headers = await factories.user_with_token(runtime)
+    made = []
+    for n in range(2):
+        async with transaction(runtime.sessionmaker) as session:
+            webhook, _secret = await channels.create(
+                session=session, user=user, settings=runtime.settings,
+                data=WebhookCreate(url=f"https://hooks.example.com/{n}"))
+            made.append(str(webhook.id))
+    notification_id = await add_notification(runtime, user, channels=("email", "webhook"))
+    [body] = (await client.get(f"{API}/notifications", headers=headers)).json()["items"]
+    assert body["id"] == str(notification_id)
+    assert sorted((d["channel"], d["target"]) for d in body["deliveries"]) == sorted(
+        [("email", None), ("in_app", None), *(("webhook", w) for w in made)])
 
 
 # --- the keys -----------------------------------------------------------------------------
