@@ -1,8 +1,8 @@
 # Pilotlight developer tasks. Needs only python3 (3.11+) and GNU make.
 #
 #   make run                      start the whole service on 127.0.0.1:8000 (SQLite in ./data)
-#   make test                     run the suite on SQLite, and on PostgreSQL too when
-#                                 TEST_DATABASE_URL is set
+#   make test                     run the suite on SQLite, and side by side on PostgreSQL
+#                                 too when TEST_DATABASE_URL is set
 #   make test PYTEST_ARGS='-k x'  pass extra arguments to pytest
 
 PYTHON      ?= python3
@@ -44,14 +44,13 @@ $(DEV_STAMP): pyproject.toml $(VENV_CFG)
 run: $(RUN_STAMP) ## Run everything in one process (api, scheduler, worker) on 127.0.0.1:8000
 	exec $(VENV)/bin/pilotlight serve
 
-test: $(DEV_STAMP) ## Run the tests on SQLite, then on PostgreSQL if TEST_DATABASE_URL is set
-	@echo "==> tests on SQLite"
-	env -u TEST_DATABASE_URL $(VENV_PY) -m pytest $(PYTEST_ARGS)
+test: $(DEV_STAMP) ## Run the tests on SQLite, and side by side on PostgreSQL if TEST_DATABASE_URL is set
 	@if [ -n "$${TEST_DATABASE_URL:-}" ]; then \
-		echo "==> tests on PostgreSQL (TEST_DATABASE_URL)"; \
-		echo "$(VENV_PY) -m pytest $(PYTEST_ARGS)"; \
-		$(VENV_PY) -m pytest $(PYTEST_ARGS); \
+		echo "==> tests on SQLite and on PostgreSQL (TEST_DATABASE_URL), side by side"; \
+		bash scripts/test_both.sh $(VENV_PY) $(PYTEST_ARGS); \
 	else \
+		echo "==> tests on SQLite"; \
+		$(VENV_PY) -m pytest $(PYTEST_ARGS) && \
 		echo "==> TEST_DATABASE_URL is not set: skipped the PostgreSQL run"; \
 	fi
 
