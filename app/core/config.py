@@ -510,6 +510,14 @@ class Settings(BaseSettings):
         key = value.get_secret_value().strip()
         return SecretStr(key) if key else None
 
+    @field_validator("sample_data_dir")
+    @classmethod
+    def _a_folder(cls, value: Path | None) -> Path | None:
+        # Unchecked, every run of the sample account failed with it, and `serve` started.
+        if value is not None and not value.is_dir():
+            raise ValueError("no such folder (it should hold maildir/ and docs/)")
+        return value
+
     @field_validator("local_user_email")
     @classmethod
     def _an_email(cls, value: str) -> str:

@@ -149,6 +149,14 @@ def test_a_misfire_grace_shorter_than_a_few_ticks_is_refused() -> None:
     assert settings.scheduler_misfire_grace_seconds == 180
 
 
+def test_a_sample_data_folder_that_is_not_there_is_refused_at_start(tmp_path: Path) -> None:
+    """Unchecked, `serve` started and every run of the sample account failed."""
+    with pytest.raises(ValidationError, match="no such folder"):
+        Settings(_env_file=None, sample_data_dir=tmp_path / "nowhere")  # type: ignore[call-arg]
+    assert Settings(_env_file=None,  # type: ignore[call-arg]
+                    sample_data_dir=tmp_path).sample_data_dir == tmp_path
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
 def test_a_number_that_is_not_finite_is_refused_as_such(value: str) -> None:
     """nan was refused as "Input should be less than or equal to 60"."""
