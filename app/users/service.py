@@ -42,12 +42,9 @@ async def create_user(
     *, session: AsyncSession, email: str, name: str = "", timezone: str = "UTC"
 ) -> User:
     """Create a user; the email is stored lower-case and must be unique."""
-    email = email.strip().lower()
-    if not _EMAIL.match(email):
-        raise BadRequest(f"'{email}' is not an email address")
+    email = _address(email)
     _check_timezone(timezone)
-    if await get_by_email(session=session, email=email) is not None:
-        raise UserExists(f"a user with email {email} already exists")
+    await _not_taken(session, email)
     user = User(email=email, name=name, timezone=timezone)
     session.add(user)
     await session.flush()
@@ -57,16 +54,26 @@ async def create_user(
 async def change_email(*, session: AsyncSession, user: User, email: str) -> User:
     """Give a user another address (stored lower-case, unique): where email delivery sends
     and what Google sign-in matches; instructions, tokens and accounts stay the user's."""
-    email = email.strip().lower()
-    if not _EMAIL.match(email):
-        raise BadRequest(f"'{email}' is not an email address")
+    email = _address(email)
     if email == user.email:
         return user
-    if await get_by_email(session=session, email=email) is not None:
-        raise UserExists(f"a user with email {email} already exists")
+    await _not_taken(session, email)
     user.email = email
     await session.flush()
     return user
+
+
+def _address(email: str) -> str:
+    """An address as users are stored by it: lower-case, and one."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise BadRequest(f"'{email}' is not an email address")
+    return email
+
+
+async def _not_taken(session: AsyncSession, email: str) -> None:
+    if await get_by_email(session=session, email=email) is not None:
+        raise UserExists(f"a user with email {email} already exists")
 
 
 async def hold(*, session: AsyncSession, user_id: uuid.UUID) -> None:
