@@ -70,13 +70,8 @@ async def standing_for(*, session: AsyncSession, user: User, question_id: uuid.U
     question = await get(session=session, user=user, question_id=question_id)
     if question.status != "cancelled":
         return question
-    rows = await session.execute(
-        select(Question)
-        .where(Question.instruction_id == question.instruction_id, Question.status == "open")
-        .order_by(Question.created_at, Question.id)
-    )
-    key = same_text(question.text)
-    return next((q for q in rows.scalars() if same_text(q.text) == key), question)
+    same = await _open_like(session, question.instruction_id, question.text, lock=False)
+    return same[0] if same else question
 
 
 def same_text(text: str) -> str:
@@ -85,15 +80,16 @@ def same_text(text: str) -> str:
 
 
 async def _open_like(
-    session: AsyncSession, instruction_id: uuid.UUID, text: str
+    session: AsyncSession, instruction_id: uuid.UUID, text: str, *, lock: bool = True
 ) -> list[Question]:
-    """The open questions of an instruction that say `text`, oldest first, locked."""
-    rows = await session.execute(
+    """The open questions of an instruction that say `text`, oldest first, locked unless
+    only read."""
+    query = (
         select(Question)
         .where(Question.instruction_id == instruction_id, Question.status == "open")
         .order_by(Question.created_at, Question.id)
-        .with_for_update()
     )
+    rows = await session.execute(query.with_for_update() if lock else query)
     key = same_text(text)
     return [q for q in rows.scalars() if same_text(q.text) == key]
 
