@@ -19,7 +19,6 @@ class DeliveryOut(BaseModel):
     sent_at: datetime | None
     last_error: str | None
 
-
     @field_validator("target", mode="before")
     @classmethod
     def _none_when_empty(cls, value: object) -> object:
