@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 cli = typer.Typer(
     help="Pilotlight: standing instructions over your mail and documents, run by an agent.",
-    no_args_is_help=True, add_completion=False,
+    no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
 )
 user_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
 token_cli = typer.Typer(help="Manage personal access tokens.", no_args_is_help=True)

@@ -288,6 +288,20 @@ def test_options_are_checked_like_settings_before_anything_is_done(
     assert not (tmp_path / "data").exists()  # serve did not migrate first
 
 
+def test_help_texts_wrap_as_sentences_not_as_the_source_lines(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Rich's help kept the docstrings' line breaks: "the keys PostgreSQL" / "needs".
+    wide = {"COLUMNS": "200", "TERM": "dumb"}
+    top = cli(database_url, tmp_path, "--help", env=wide)
+    assert top.returncode == 0, top.stderr
+    assert "the keys PostgreSQL needs and the sources; exit 1 on a problem." in top.stdout
+    assert "(single use, expires soon). The link leads to" in top.stdout
+    user = cli(database_url, tmp_path, "user", "email", "--help", env=wide)
+    assert "before changing PILOTLIGHT_LOCAL_USER_EMAIL to it); its instructions" \
+        in user.stdout
+
+
 def test_check_reports_an_unsupported_database(database_url: str, tmp_path: Path) -> None:
     result = cli(database_url, tmp_path, "check",
                  env={"PILOTLIGHT_DATABASE_URL": "mysql://u:hunter2@127.0.0.1/y"})
