@@ -10,6 +10,7 @@ by itself, so the server would wait for it forever. This server ends the streams
 from __future__ import annotations
 
 import socket
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -28,6 +29,13 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         end_streams(self.config.app)
         await super().shutdown(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn raises the signal again once it has shut down, so the process would
+        # end by it (exit code 143); after a complete shutdown it exits 0, as the
+        # scheduler and worker roles do.
+        self._captured_signals.clear()
 
 
 def server(app: FastAPI, *, host: str, port: int, log_level: str) -> Server:
