@@ -187,15 +187,16 @@ def reply_text(body: str, *, original: str = "") -> str:
       in ":" ("On <date>, <someone> wrote:" in any language, also when the client wrapped
       it over two lines), wherever they are: above the reply (bottom posting), below it,
       or between its lines.
-    - The reply ends at a signature ("-- "), at "On … wrote:" not followed by quoted
-      lines, at an attribution line in another language (see `_attribution`), or one
-      naming only a date ("Le 23 nov. 2026, Pilotlight a écrit :"), when the original
+    - The reply ends at a signature ("-- "), at an attribution line not followed by
+      quoted lines ("On … wrote:", one in another language: see `_attribution`, or one
+      naming only a date: "Le 23 nov. 2026, Pilotlight a écrit :") when the original
       starts right below it, unquoted (`_original_right_below`: as an HTML reply's text
       has it), and where a client puts the original unquoted: Outlook's rule or
       "Original Message" line, or its header block ("From: …" followed by "Sent:",
       "Date:" or "To:"). A line of the user's own that merely ends in ":" and names an
       address or a time ("Send it to jane@acme.com:") is kept, with what follows it,
-      also when the original is further down.
+      also when the original is further down, and so is "On Friday the vendor wrote:"
+      with their own text below it.
     - A mail app's line under the text ("Sent from my iPhone", "Get Outlook for iOS") is
       dropped when it is the text's last line."""
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -217,9 +218,8 @@ def reply_text(body: str, *, original: str = "") -> str:
             # Not knowing the question's text, an address or a date with a time is taken
             # for an attribution; a date alone is not.
             named = _attribution(said)
-            if _on_wrote(said) or (
-                (named or _dated_attribution(said))
-                and _original_right_below(lines, n + intro, original, unknown=named)
+            if (named or _dated_attribution(said)) and _original_right_below(
+                lines, n + intro, original, unknown=named
             ):
                 break  # the attribution and the original below it, unquoted
         kept.append(line.rstrip())
@@ -281,12 +281,6 @@ def _attribution(lines: list[str]) -> bool:
     if _ON_WROTE_START.match(text) and _WROTE_END.search(text):
         return True
     return bool(_ADDRESS.search(text) or (_TIME.search(text) and _YEAR.search(text)))
-
-
-def _on_wrote(lines: list[str]) -> bool:
-    """Whether the lines (one, or one wrapped over two) are "On … wrote:"."""
-    text = " ".join(line.strip() for line in lines)
-    return bool(_ON_WROTE_START.match(text) and _WROTE_END.search(text))
 
 
 def _words(text: str) -> list[str]:

@@ -202,6 +202,21 @@ def test_a_colon_line_of_the_users_own_keeps_what_follows_when_the_original_is_f
         assert reply_text(body, original=asked) == mine, mine
 
 
+def test_an_on_wrote_line_of_the_users_own_keeps_what_follows_it() -> None:
+    # "On Friday the vendor wrote:" is the user's, quoting someone in their own words:
+    # neither quoted lines nor the question's text follow it.
+    asked = "Which project should get the extra budget, Apollo or Gemini?"
+    mine = ("Apollo.\nOn Friday the vendor wrote:\nwe ship in May, so Apollo is safer.\n"
+            "Thanks")
+    original = ("\n\nOn Mon, 23 Nov 2026 at 09:00, Pilotlight <pilot@example.com> wrote:\n\n"
+                f"Budget: a question for you\n\n{asked}\n")
+    assert reply_text(mine, original=asked) == mine
+    assert reply_text(f"{mine}{original}", original=asked) == mine
+    # Its own "On … wrote:" with the original right below it still ends the reply.
+    assert reply_text(f"Apollo.\nOn Friday, Pilotlight wrote:\n\n{asked}\n",
+                      original=asked) == "Apollo."
+
+
 def test_a_title_line_ending_in_a_colon_does_not_hide_the_original() -> None:
     # The email's title, "<instruction title>: a question for you", wrapped by a plain-text
     # client right after a colon: a line of the title, not another attribution.
