@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
@@ -28,8 +29,11 @@ class Webhook(IdMixin, TimestampMixin, Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(String(2000))
-    # Encrypted at rest; shown to the user once (issue 7 adds the endpoints).
+    # Encrypted at rest; shown to the user once, when created or rotated.
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # The secret before the last rotation: requests are signed with it too until then.
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(default=None)
     event_types: Mapped[dict[str, Any]] = mapped_column(default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)
     status_detail: Mapped[str | None] = mapped_column(Text, default=None)

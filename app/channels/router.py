@@ -58,6 +58,22 @@ async def update_webhook(
     return service.to_out(webhook)
 
 
+@router.post(
+    "/{webhook_id}/secret", response_model=WebhookCreated,
+    responses=error_responses(WebhookNotFound, SecretKeyError),
+)
+async def rotate_webhook_secret(
+    webhook_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> WebhookCreated:
+    """A new signing secret, shown only this once. For the next 24 hours each request
+    carries two signatures, with the new secret and with the one before it, so the
+    receiver can move to the new one meanwhile (`previous_secret_until` says until when)."""
+    webhook, secret = await service.rotate_secret(
+        session=session, user=user, webhook_id=webhook_id, settings=runtime.settings
+    )
+    return WebhookCreated(**service.to_out(webhook).model_dump(), secret=secret)
+
+
 @router.delete(
     "/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(WebhookNotFound),

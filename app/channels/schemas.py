@@ -54,6 +54,9 @@ class WebhookOut(BaseModel):
     event_types: list[str]
     enabled: bool
     status_detail: str | None = Field(description="Why it was disabled, if it was.")
+    previous_secret_until: datetime | None = Field(
+        description="After a new secret (POST /webhooks/{id}/secret): until when each "
+        "request is signed with the one before it too; null when it is not.")
     created_at: datetime
     updated_at: datetime
 

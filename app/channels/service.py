@@ -1,7 +1,9 @@
 """Webhooks: register, list, change, delete; their secrets, encrypted at rest.
 
 A secret is `whsec_` + base64 of 32 random bytes (Standard Webhooks), shown
-once on creation and stored only encrypted (`app/core/crypto.py`).
+once on creation and stored only encrypted (`app/core/crypto.py`). A new one can be
+asked for (`rotate_secret`); for `PREVIOUS_SECRET_SIGNS` after, each request is signed
+with the old secret too, so a receiver moves to the new one without refusing any.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import func, select, update
@@ -28,6 +31,7 @@ from app.users.models import User
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 MAX_WEBHOOKS_PER_USER = 20
+PREVIOUS_SECRET_SIGNS = timedelta(hours=24)
 # The event a notification is, by its kind; kinds not here are not sent to webhooks.
 # An alert is what `notify_now` sends ("tell me at once"): an instruction whose channels
 # include webhook gets its alerts there like its digests.
@@ -64,6 +68,17 @@ def secret_of(webhook: Webhook, box: SecretBox) -> str:
     return box.decrypt(webhook.secret_encrypted).decode()
 
 
+def previous_secret_of(webhook: Webhook, box: SecretBox, now: datetime) -> str | None:
+    """The secret before the last rotation while it still signs (`PREVIOUS_SECRET_SIGNS`)."""
+    if webhook.previous_secret_encrypted is None or not _still_signs(webhook, now):
+        return None
+    return box.decrypt(webhook.previous_secret_encrypted).decode()
+
+
+def _still_signs(webhook: Webhook, now: datetime) -> bool:
+    return webhook.previous_secret_until is not None and webhook.previous_secret_until > now
+
+
 def event_type(kind: str, run_id: uuid.UUID | None) -> str | None:
     """The webhook event of a notification: `error` only for a failed run."""
     if kind == "error" and run_id is None:
@@ -83,6 +98,8 @@ def to_out(webhook: Webhook) -> WebhookOut:
     return WebhookOut(
         id=webhook.id, url=webhook.url, event_types=list(webhook.event_types.get("types", [])),
         enabled=webhook.enabled, status_detail=webhook.status_detail,
+        previous_secret_until=webhook.previous_secret_until
+        if _still_signs(webhook, utcnow()) else None,
         created_at=webhook.created_at, updated_at=webhook.updated_at,
     )
 
@@ -117,9 +134,12 @@ async def list_for(*, session: AsyncSession, user: User) -> Sequence[Webhook]:
     return rows.scalars().all()
 
 
-async def get(*, session: AsyncSession, user: User, webhook_id: uuid.UUID) -> Webhook:
+async def get(
+    *, session: AsyncSession, user: User, webhook_id: uuid.UUID, lock: bool = False
+) -> Webhook:
+    query = select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == user.id)
     webhook = (await session.execute(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.user_id == user.id)
+        query.with_for_update() if lock else query
     )).scalar_one_or_none()
     if webhook is None:
         raise WebhookNotFound(f"webhook {webhook_id} not found")
@@ -142,6 +162,26 @@ async def update_webhook(
     webhook.updated_at = utcnow()
     await session.flush()
     return webhook
+
+
+async def rotate_secret(
+    *, session: AsyncSession, user: User, webhook_id: uuid.UUID, settings: Settings
+) -> tuple[Webhook, str]:
+    """Give a webhook a new signing secret; returns it in plain text (shown only this
+    once). The one it replaces signs requests too for `PREVIOUS_SECRET_SIGNS`; one
+    replaced before that stops at once (two rotations in a row: the newest two sign)."""
+    # Locked: of two rotations at once, the second replaces the first's secret, never
+    # the same old one (the first's answer would hold a secret nothing signs with).
+    webhook = await get(session=session, user=user, webhook_id=webhook_id, lock=True)
+    box = secret_box(settings)
+    secret = new_secret()
+    now = utcnow()
+    webhook.previous_secret_encrypted = webhook.secret_encrypted
+    webhook.previous_secret_until = now + PREVIOUS_SECRET_SIGNS
+    webhook.secret_encrypted = box.encrypt(secret.encode())
+    webhook.updated_at = now
+    await session.flush()
+    return webhook, secret
 
 
 async def delete(*, session: AsyncSession, user: User, webhook_id: uuid.UUID) -> None:

@@ -1,7 +1,8 @@
 """The webhook channel: a signed POST per Standard Webhooks (https://www.standardwebhooks.com).
 
 `webhook-id` is the delivery's idempotency key, the same on every retry, so a
-receiver de-duplicates on it; the signature covers id, timestamp and body.
+receiver de-duplicates on it; the signature covers id, timestamp and body. For a day
+after a new secret, a second signature with the secret before it follows the first.
 Only 2xx is success; 410 disables the endpoint; 429 and 5xx are retried
 (honouring Retry-After); any other answer, a redirect included, fails.
 """
@@ -20,6 +21,7 @@ import httpx
 from app.channels import service as channels
 from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
+from app.core.db import utcnow
 from app.delivery.base import SENT, Deadline, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
     PinnedClient,
@@ -87,8 +89,12 @@ class WebhookChannel:
         event_type = channels.event_type(job.notification.kind, job.notification.run_id)
         if event_type is None:
             return failed(f"no webhook event for a '{job.notification.kind}' notification")
+        box = secret_box(self.settings)
         try:
-            secret = channels.secret_of(webhook, secret_box(self.settings))
+            # After a rotation, for a while, the secret before it signs too (space-separated
+            # signatures, as Standard Webhooks allows): the receiver may still hold it.
+            keys = [channels.secret_of(webhook, box),
+                    channels.previous_secret_of(webhook, box, utcnow())]
         except SecretKeyError as exc:
             return failed(exc.detail)
         body = payload(job.notification, event_type)
@@ -99,7 +105,8 @@ class WebhookChannel:
             "user-agent": USER_AGENT,
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body),
+            "webhook-signature": " ".join(
+                sign(key, msg_id, timestamp, body) for key in keys if key is not None),
         }
         allow_private = self.settings.webhook_allow_private
         shown = origin(webhook.url)

@@ -14,6 +14,7 @@ from app.accounts import queries as accounts
 from app.channels import push as push_service
 from app.channels import service as webhooks
 from app.channels.schemas import EVENT_TYPES, WebhookCreate, WebhookUpdate
+from app.core.crypto import SecretKeyError
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
@@ -131,6 +132,23 @@ async def create_webhook(
                                     status_code=exc.status_code, webhook_errors=[exc.detail],
                                     webhook_form=body)
     return await _settings_page(request, viewer, session, runtime, status_code=201,
+                                new_secret=(webhooks.to_out(webhook), secret))
+
+
+@router.post("/settings/webhooks/{webhook_id}/secret", response_class=HTMLResponse)
+async def rotate_webhook_secret(
+    request: Request, webhook_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
+    runtime: RuntimeDep,
+) -> HTMLResponse:
+    """A new signing secret, shown on this page only; the old one signs too for a day."""
+    try:
+        webhook, secret = await webhooks.rotate_secret(
+            session=session, user=viewer.user, webhook_id=webhook_id,
+            settings=runtime.settings)
+    except SecretKeyError as exc:
+        return await _settings_page(request, viewer, session, runtime,
+                                    status_code=exc.status_code, webhook_errors=[exc.detail])
+    return await _settings_page(request, viewer, session, runtime,
                                 new_secret=(webhooks.to_out(webhook), secret))
 
 

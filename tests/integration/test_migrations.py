@@ -7,12 +7,12 @@ from collections.abc import Callable
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.channels.models import Webhook
-from app.core.db import transaction
+from app.core.db import transaction, uuid7
 from app.core.migrate import alembic_config, pending
 from app.core.runtime import Runtime
 from app.models import Base
@@ -62,13 +62,18 @@ async def test_a_webhook_that_took_every_event_is_given_alert_created(runtime: R
     async with runtime.engine.begin() as conn:
         await conn.run_sync(_to("0020"))
     try:
+        took_all = Webhook(user_id=user.id, url="https://hooks.example.com/all",
+                           secret_encrypted=b"sealed", event_types={"types": every})
+        chose = Webhook(user_id=user.id, url="https://hooks.example.com/digests",
+                        secret_encrypted=b"sealed",
+                        event_types={"types": ["run.failed", "digest.created"]})
         async with transaction(runtime.sessionmaker) as session:
-            took_all = Webhook(user_id=user.id, url="https://hooks.example.com/all",
-                               secret_encrypted=b"sealed", event_types={"types": every})
-            chose = Webhook(user_id=user.id, url="https://hooks.example.com/digests",
-                            secret_encrypted=b"sealed",
-                            event_types={"types": ["run.failed", "digest.created"]})
-            session.add_all([took_all, chose])
+            for webhook in (took_all, chose):  # only the columns 0020 had
+                webhook.id = uuid7()
+                await session.execute(insert(Webhook).values(
+                    id=webhook.id, user_id=user.id, url=webhook.url,
+                    secret_encrypted=b"sealed", event_types=webhook.event_types,
+                    enabled=True))
     finally:
         async with runtime.engine.begin() as conn:
             await conn.run_sync(_to("head"))

@@ -247,5 +247,5 @@ async def test_rotation_finds_every_sealed_column() -> None:
     found = {(table.name, column.name) for table, column in sealed_columns(Base.metadata)}
     assert {
         ("accounts", "refresh_token_encrypted"), ("oauth_states", "code_verifier_encrypted"),
-        ("webhooks", "secret_encrypted"),
+        ("webhooks", "secret_encrypted"), ("webhooks", "previous_secret_encrypted"),
     } <= found

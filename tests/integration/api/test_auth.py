@@ -50,6 +50,7 @@ CROSS_USER_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", f"{API}/notifications/{{notification_id}}/read"): None,
     ("GET", f"{API}/webhooks/{{webhook_id}}"): None,
     ("PATCH", f"{API}/webhooks/{{webhook_id}}"): {"enabled": False},
+    ("POST", f"{API}/webhooks/{{webhook_id}}/secret"): None,
     ("DELETE", f"{API}/webhooks/{{webhook_id}}"): None,
     ("DELETE", f"{API}/push/subscriptions/{{subscription_id}}"): None,
     ("DELETE", f"{API}/accounts/{{account_id}}"): None,

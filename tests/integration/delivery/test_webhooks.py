@@ -10,8 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy import text as sql
+from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from app.channels import service as channels
 from app.channels.models import Webhook
@@ -537,6 +538,34 @@ async def test_the_connection_goes_to_the_address_that_was_checked(
     [request] = receiver.received
     assert request.headers["host"] == f"receiver.pilotlight.test:{receiver.port}"
     assert request.verified
+
+
+async def test_after_a_new_secret_requests_verify_with_either_for_a_day_then_the_new_only(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    webhook, old = await add_webhook(runtime, user, receiver.url)
+    async with transaction(runtime.sessionmaker) as session:
+        _, new = await channels.rotate_secret(session=session, user=user, webhook_id=webhook.id,
+                                              settings=runtime.settings)
+    receiver.secret = old  # the receiver has not moved to the new secret yet
+    sender = DeliverySender(runtime=runtime)
+    await send_until_settled(sender, runtime, await add_digest(
+        runtime, user, channels=("webhook",), digest=DIGEST))
+    [first] = receiver.received
+    assert first.verified, first.error
+    assert len(first.headers["webhook-signature"].split(" ")) == 2
+    StandardWebhook(new).verify(first.body, first.headers)  # and the new one verifies it
+
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Webhook).where(Webhook.id == webhook.id).values(
+            previous_secret_until=utcnow() - timedelta(seconds=1)))
+    await send_until_settled(sender, runtime, await add_digest(
+        runtime, user, channels=("webhook",), digest=DIGEST))
+    second = receiver.received[1]
+    assert not second.verified  # the old secret no longer signs
+    assert len(second.headers["webhook-signature"].split(" ")) == 1
+    StandardWebhook(new).verify(second.body, second.headers)
 
 
 async def test_the_webhook_secret_is_stored_encrypted_only(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from app.channels.models import Webhook
 from app.channels.schemas import WebhookCreate
 from app.core import crypto
 from app.core.crypto import SecretKeyError, secret_box
-from app.core.db import transaction
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
 from app.models import Base
@@ -105,6 +106,46 @@ async def test_change_turn_off_and_on_and_delete(
     assert (await client.delete(path, headers=headers)).status_code == 204
     assert_error(await client.get(path, headers=headers), 404, "WebhookNotFound")
     assert_error(await client.delete(path, headers=headers), 404, "WebhookNotFound")
+
+
+async def test_a_new_secret_is_shown_once_and_the_one_before_it_signs_for_a_day(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _user, headers = await factories.user_with_token(runtime)
+    created = (await client.post(f"{API}/webhooks", json={"url": URL}, headers=headers)).json()
+    assert created["previous_secret_until"] is None
+    path = f"{API}/webhooks/{created['id']}"
+
+    response = await client.post(f"{path}/secret", headers=headers)
+    assert response.status_code == 200, response.text
+    rotated = response.json()
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != created["secret"]
+    until = datetime.fromisoformat(rotated["previous_secret_until"])
+    assert timedelta(hours=23) < until - utcnow() <= timedelta(hours=24)
+    shown = (await client.get(path, headers=headers)).json()
+    assert shown["previous_secret_until"] == rotated["previous_secret_until"]
+    assert "secret" not in shown
+
+    # A second rotation: the newest two sign; the first secret no longer does.
+    again = (await client.post(f"{path}/secret", headers=headers)).json()
+    async with transaction(runtime.sessionmaker) as session:
+        webhook = await session.get(Webhook, uuid.UUID(created["id"]))
+        assert webhook is not None
+        box = secret_box(runtime.settings)
+        assert channels.secret_of(webhook, box) == again["secret"]
+        assert channels.previous_secret_of(webhook, box, utcnow()) == rotated["secret"]
+        for secret in (created["secret"], rotated["secret"], again["secret"]):
+            for sealed in (webhook.secret_encrypted, webhook.previous_secret_encrypted):
+                assert sealed is not None
+                assert secret.removeprefix("whsec_").encode() not in sealed
+        # Once its day is over it signs nothing, and the API says so.
+        webhook.previous_secret_until = utcnow() - timedelta(seconds=1)
+        assert channels.previous_secret_of(webhook, box, utcnow()) is None
+    assert (await client.get(path, headers=headers)).json()["previous_secret_until"] is None
+
+    assert_error(await client.post(f"{API}/webhooks/{uuid.uuid4()}/secret", headers=headers),
+                 404, "WebhookNotFound")
 
 
 async def test_another_users_webhook_is_not_found(

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from app.channels import push as push_service
 from app.channels import service as webhooks
 from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
+from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.instructions import service as instructions
@@ -778,6 +779,32 @@ async def test_the_webhook_form_keeps_what_was_typed_and_an_off_webhook_can_be_t
         assert "Turn on webhook" not in (await client.get("/settings")).text
     async with transaction(runtime.sessionmaker) as session:
         assert (await webhooks.get(session=session, user=user, webhook_id=webhook.id)).enabled
+
+
+async def test_a_webhook_is_given_a_new_secret_shown_once(runtime: Runtime) -> None:
+    """A leaked secret could only be replaced by deleting the webhook and adding it again."""
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        webhook, old = await webhooks.create(
+            session=session, user=user, settings=runtime.settings,
+            data=WebhookCreate(url="http://127.0.0.1:9/hooks"))
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        assert "New signing secret for webhook http://127.0.0.1:9/hooks" in (
+            await client.get("/settings")).text
+        rotated = await client.post(f"/settings/webhooks/{webhook.id}/secret",
+                                    data={"csrf_token": csrf})
+        assert rotated.status_code == 200, rotated.text
+        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', rotated.text)
+        assert secret
+        assert secret[1] != old
+        assert "each request is signed with the secret before it too" in rotated.text
+        assert "whsec_" not in (await client.get("/settings")).text
+        refused = await client.post(f"/settings/webhooks/{webhook.id}/secret", data={})
+        assert refused.status_code == 403  # no CSRF token
+    async with transaction(runtime.sessionmaker) as session:
+        found = await webhooks.get(session=session, user=user, webhook_id=webhook.id)
+        assert webhooks.secret_of(found, secret_box(runtime.settings)) == secret[1]
 
 
 async def test_settings_offer_to_connect_google_only_where_it_is_set_up(runtime: Runtime) -> None:
