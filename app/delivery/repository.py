@@ -22,6 +22,7 @@ from app.core.db import db_now, utcnow
 from app.delivery.base import Claimed, Job
 from app.notifications.models import Delivery, Notification
 from app.questions.models import Question
+from app.questions.service import asked_again
 from app.users.models import User
 
 # Where the outbox statements run: a session, or (the sender on PostgreSQL) a connection it
@@ -135,6 +136,10 @@ async def load_many(
     asked = {n.id: _question_id(n) for n in notifications.values()}
     questions = await by_id(Question, {q for q in asked.values() if q is not None},
                             Question.user_id.in_(user_ids))
+    # A notice of a question whose run was cancelled stands for the repeat a later run
+    # asked (merged into it, so never told): it still goes out, and answers the repeat.
+    status = {question_id: "open" if await asked_again(session, question) else question.status
+              for question_id, question in questions.items()}
     jobs: dict[uuid.UUID, Job | None] = {}
     for c in claims:
         notification, user = notifications.get(c.notification_id), users.get(c.user_id)
@@ -150,10 +155,9 @@ async def load_many(
         if subscription is not None and subscription.user_id != c.user_id:
             subscription = None
         question_id = asked.get(notification.id)
-        question = questions.get(question_id) if question_id is not None else None
         jobs[c.id] = Job(delivery=c, notification=notification, user=user, webhook=webhook,
                          push_subscription=subscription,
-                         question_status=question.status if question is not None else None)
+                         question_status=status.get(question_id) if question_id else None)
     return jobs
 
 

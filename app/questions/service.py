@@ -68,10 +68,16 @@ async def standing_for(*, session: AsyncSession, user: User, question_id: uuid.U
     """The question a notice about `question_id` stands for: that one, or, when its run was
     cancelled, the open one a later run asked again (which an answer to it answers)."""
     question = await get(session=session, user=user, question_id=question_id)
+    return await asked_again(session, question) or question
+
+
+async def asked_again(session: AsyncSession, question: Question) -> Question | None:
+    """The open question a later run asked again in place of `question`, when its run was
+    cancelled (the repeat was merged into it, so the user was told only of this one)."""
     if question.status != "cancelled":
-        return question
+        return None
     same = await _open_like(session, question.instruction_id, question.text, lock=False)
-    return same[0] if same else question
+    return same[0] if same else None
 
 
 def same_text(text: str) -> str:

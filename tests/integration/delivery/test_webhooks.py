@@ -23,6 +23,7 @@ from app.delivery.sender import DeliverySender
 from app.delivery.webhooks import WebhookChannel
 from app.notifications.models import Notification
 from app.notifications.service import notify
+from app.questions import service as questions
 from app.runs.models import Run
 from app.users.models import User
 from tests import factories
@@ -609,3 +610,37 @@ async def test_a_question_answered_before_its_delivery_went_out_is_not_sent(
     assert (stale.status, stale.last_error) == (
         "failed", "not sent: the question was answered before it could be")
     assert [n.kind for n in await notifications(runtime, user)] == ["question", "question"]
+
+
+async def test_a_question_cancelled_but_asked_again_by_a_later_run_is_still_sent(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """The later run's repeat was merged into the first question, so the first one's
+    notice is the only one: once its run was cancelled, a delivery still waiting (its
+    receiver down) was ended unsent, and the user never heard of the open repeat."""
+    user, _ = await factories.user_with_token(runtime)
+    _webhook, receiver.secret = await add_webhook(runtime, user, receiver.url)
+    instruction = await factories.instruction(runtime, user)
+    told: dict[str, uuid.UUID] = {}
+    for text in ("Which project?", "Which vendor?"):
+        first_run = await add_run(runtime, user, instruction, status="waiting_for_user")
+        first = await add_question(runtime, user, first_run, text=text)
+        async with transaction(runtime.sessionmaker) as session:
+            notification_id = await notify(
+                session=session, user_id=user.id, key=f"question:{first.id}",
+                kind="question", title=text, body="", channels=("webhook",),
+                data={"question_id": str(first.id), "choices": []}, run_id=first_run.id)
+        assert notification_id is not None
+        told[text] = notification_id
+        if text == "Which project?":  # asked again; "Which vendor?" is not
+            later_run = await add_run(runtime, user, instruction, status="waiting_for_user")
+            await add_question(runtime, user, later_run, text="which  PROJECT?")
+        async with transaction(runtime.sessionmaker) as session:
+            await questions.cancel_open_for_run(session=session, run_id=first_run.id)
+    sender = DeliverySender(runtime=runtime)
+    for notification_id in told.values():
+        await send_until_settled(sender, runtime, notification_id)
+    assert [r.json["data"]["title"] for r in receiver.received] == ["Which project?"]
+    ended = await delivery(runtime, told["Which vendor?"], "webhook")
+    assert (ended.status, ended.last_error) == (
+        "failed", "not sent: the question was cancelled before it could be")
