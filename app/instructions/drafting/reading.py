@@ -268,11 +268,12 @@ _UNREAD_LATER_TIME = re.compile(
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
 # Hours an interval keeps to, said in words it has no clock for: "every 2 hours during work
-# hours", "every hour during the day".
+# hours", "every hour during the day", "during the workday" (not "on workdays": days).
 _UNREAD_HOURS = re.compile(
     r"\b(?:(?:during|in|within|outside(?:\s+of)?|over|through(?:out)?)\s+)?"
     r"(?:the\s+|my\s+|our\s+)?(?:work(?:ing)?|business|office|opening|school)\s+hours\b"
-    r"|\bafter\s+hours\b|\b(?:during|in|through(?:out)?)\s+the\s+(?:day(?:time)?|working\s+day)\b"
+    r"|\bafter\s+hours\b|\b(?:during|in|through(?:out)?|over)\s+(?:the|my|our)\s+"
+    r"(?:day(?:time)?|work(?:ing)?\s*day|business\s+day|school\s*day)\b"
     r"|\bdaytime\b"
 )
 # What is left after "at" that no time was read from: "at 99999999999:00", "at seven blah".
@@ -784,7 +785,8 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         )
     if match := _UNREAD_EVERY.search(reading.rest):
         raise _not_understood(f"{_quote(match[0])} as a schedule")
-    if schedule.interval and (match := _UNREAD_HOURS.search(reading.rest)):
+    # In the whole sentence: "during the workday" was read as its days (days.py) too.
+    if schedule.interval and (match := _UNREAD_HOURS.search(reading.low)):
         raise _not_understood(
             f"{_quote(match[0])} as the hours of {_quote(schedule.interval_words)}: say them, "
             'e.g. "every 2 hours between 9 and 17 on weekdays"'

@@ -137,6 +137,7 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("every couple of hours check my inbox", every(7200), MAIL, APP),
     # intervals on some days or hours only: the same rhythm in cron
     ("every hour on weekdays check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
+    ("every hour during workdays check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
     ("every hour Monday to Friday check urgent mail", cron("0 * * * 1-5"), MAIL, APP),
     ("every 2 hours between 8 and 18 check my inbox", cron("0 8-18/2 * * *"), MAIL, APP),
     ("every hour from 9 to 5 check urgent mail", cron("0 9-17 * * *"), MAIL, APP),
@@ -783,6 +784,12 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every hour during business hours check mail", DraftNotUnderstood,
      ['"during business hours"']),
     ("every 2 hours during the day check mail", DraftNotUnderstood, ['"during the day"']),
+    # "the workday" is its hours (it was read as weekdays, around the clock); "workdays",
+    # the days, still are.
+    ("every 2 hours during the workday check mail", DraftNotUnderstood,
+     ['"during the workday" as the hours of "every 2 hours"']),
+    ("every hour throughout my working day check mail", DraftNotUnderstood,
+     ['"throughout my working day"']),
     ("at 7:30 and 17:45 tell me my mail", DraftNotUnderstood, ["07:30 and 17:45"]),
     ("monthly on mondays report the drive", DraftNotUnderstood, ["day of the month"]),
     ("between 9 and 17 check mail", DraftNotUnderstood, ["needs an interval"]),
