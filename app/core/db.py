@@ -147,13 +147,19 @@ class _RollbackOnClose(sqlite3.Connection):
 
 
 def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> AsyncEngine:
-    """Create an engine; SQLite gets WAL, a busy timeout and write-ahead BEGIN IMMEDIATE."""
+    """Create an engine; SQLite gets WAL, a busy timeout and write-ahead BEGIN IMMEDIATE.
+
+    Its errors never show a statement's parameters (`hide_parameters`): they are logged
+    (a failed run, a crashed delivery, a 500) and a run's error is shown to its user and
+    sent to their webhooks, and parameters hold mail text, capability URLs and tokens.
+    """
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": 30, "factory": _RollbackOnClose}
+            url, connect_args={"timeout": 30, "factory": _RollbackOnClose},
+            hide_parameters=True,
         )
         sync_engine = engine.sync_engine
 
@@ -176,9 +182,11 @@ def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> 
 
         return engine
     if null_pool:
-        return _libpq_parameters(create_async_engine(url, poolclass=NullPool))
+        return _libpq_parameters(
+            create_async_engine(url, poolclass=NullPool, hide_parameters=True)
+        )
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, hide_parameters=True
     )
     if engine.dialect.driver == "asyncpg":
         ping = _one_round_trip_ping(engine.dialect.do_ping)
