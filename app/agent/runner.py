@@ -55,6 +55,7 @@ from app.agent.prompt import (
     answered,
     automated,
     build_first_prompt,
+    mailbox_owner,
     repair_prompt,
     sent_alerts_note,
     too_many,
@@ -398,6 +399,13 @@ class _Run:
             raise AgentError(f"the model's digest is still invalid after a repair: {exc}") from exc
 
 
+def _owners(sources: Mapping[str, Source], messages: Sequence[tuple[str, MailCard]]) -> set[str]:
+    """The user's own addresses: each source's own, else guessed from its mail."""
+    known = {source.address for source in sources.values() if source.address}
+    guessed = mailbox_owner([m for key, m in messages if not sources[key].address])
+    return known | ({guessed} if guessed else set())
+
+
 async def run_agent(
     *,
     llm: LLM,
@@ -474,6 +482,7 @@ async def run_agent(
         alias=run.toolbox.alias,
         texts=texts,
         sent_alerts=request.sent_alerts,
+        owners=_owners(sources, messages),
     )
     response = await run.turn(prompt, None)
     return await _converse(run, response, new_cursors, fallback_draft(deltas))

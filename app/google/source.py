@@ -48,6 +48,7 @@ class GoogleSource(Source, WatchableSource):
     def __init__(self, account: Account, settings: Settings) -> None:
         scopes = granted_scopes(account)
         self.email = account.email
+        self.address = account.email or None
         self.reads_mail = GMAIL_READONLY in scopes
         self.reads_files = DRIVE_READONLY in scopes
         self.client = GoogleClient(account, settings)

@@ -177,6 +177,10 @@ class Source(ABC):
     """One account's mail and documents, read-only."""
 
     kind: str
+    # The mailbox owner's address, when the source knows it (a Google account's, from
+    # Gmail's profile): mail from it is the user's. Unknown (None), it is guessed from the
+    # mail's recipients (`app.agent.prompt.mailbox_owner`).
+    address: str | None = None
 
     @abstractmethod
     async def delta(

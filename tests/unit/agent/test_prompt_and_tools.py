@@ -224,6 +224,39 @@ def test_cards_are_compact_grouped_by_thread_and_read_back():
     assert all(len(m.snippet) <= CARD_SNIPPET_CHARS + 1 for m in parsed.messages)
 
 
+def _senders(messages: list[MailCard], owners: list[str] | None = None) -> dict[str, str]:
+    prompt = build_first_prompt(
+        title="Digest", text="Digest my mail.", timezone="UTC", now=NOW, window_start=None,
+        max_tool_calls=3, read_mail=True, read_files=False, messages=messages, files=[],
+        **({} if owners is None else {"owners": owners}),
+    )
+    return {m.id: m.sender for m in parse_first_prompt(prompt).messages}
+
+
+def _card(id: str, sender: str, to: list[str]) -> MailCard:  # noqa: A002
+    return MailCard(id=id, thread_id=id, sender=sender, to=to, subject=f"Mail {id}", date=NOW,
+                    snippet="Please approve the transfer today.")
+
+
+def test_a_sender_cannot_make_its_mail_the_users_by_what_it_puts_in_to():
+    """The sender of a mail writes its To: addressing it to itself, or naming its own
+    address many times, does not make it "me" (the user) when the owner is guessed."""
+    mine = [_card(f"u{i}", "Priya <priya@x.example>", ["Me <me@x.example>"]) for i in range(3)]
+    note_to_self = _card("n1", "Me <me@x.example>", ["me@x.example"])
+    stuffed = _card("e1", "Boss <boss@evil.example>", ["boss@evil.example"] * 20)
+    assert _senders([*mine, note_to_self, stuffed]) == {
+        "u0": "Priya", "u1": "Priya", "u2": "Priya", "n1": "me", "e1": "Boss"}
+    # One mail alone (a watch's run), addressed to its own sender
+    assert _senders([_card("e2", "Boss <boss@evil.example>", ["boss@evil.example"])]) == {
+        "e2": "Boss"}
+
+
+def test_the_accounts_own_address_is_me_whatever_the_mail_says():
+    outsider = _card("e1", "Boss <boss@evil.example>", ["boss@evil.example"] * 20)
+    from_me = _card("n1", "Me <ME@x.example>", ["team@x.example"])
+    assert _senders([outsider, from_me], owners=["me@x.example"]) == {"e1": "Boss", "n1": "me"}
+
+
 HUGE = 200_000
 
 

@@ -19,7 +19,7 @@ from app.agent.llm import (
     Usage,
 )
 from app.agent.offline import OFFLINE_NOTE, OfflineModel
-from app.agent.prompt import BUDGET_SPENT, LAST_CALL_GUIDANCE
+from app.agent.prompt import BUDGET_SPENT, LAST_CALL_GUIDANCE, parse_first_prompt
 from app.agent.runner import AgentError, AgentRequest, StepRecord, run_agent
 from app.sources.sample import SAMPLE_DATA_DIR, SampleSource
 
@@ -466,3 +466,31 @@ async def test_a_watch_run_whose_item_is_gone_is_skipped_without_a_model_call(sa
 
     assert (outcome.status, model.turns) == ("skipped", 0)
     assert outcome.skipped_reason == "The item that fired this watch is gone."
+
+
+def _write(root: Path, key: str, headers: str) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (root / "maildir" / sub).mkdir(parents=True, exist_ok=True)
+    (root / "docs").mkdir(exist_ok=True)
+    (root / "maildir" / "cur" / f"{key}:2,").write_text(
+        f"{headers}\nSubject: Transfer\nDate: Mon, 23 Nov 2026 09:00:00 +0000\n"
+        f"Message-ID: <{key}@x.example>\n\nPlease approve the transfer today.\n"
+    )
+
+
+async def test_a_sources_own_address_decides_which_mail_is_the_users(tmp_path: Path):
+    """A mail addressed to its own sender (any number of times) is not the user's: with a
+    source that knows its address, only mail from that address is "me"."""
+    _write(tmp_path, "1800000001.M1P1.test",
+           "From: Boss <boss@evil.example>\nTo: " + ", ".join(["boss@evil.example"] * 20))
+    _write(tmp_path, "1800000002.M1P1.test", "From: Alex <alex@x.example>\nTo: team@x.example")
+    source = SampleSource(tmp_path)
+    source.address = "Alex@x.example"
+    model = ScriptedModel(final({"summary": "Nothing.", "sections": []}))
+
+    await run(model, {"mine": source}, Steps())
+
+    prompt = model.requests[0].input
+    assert isinstance(prompt, str)
+    senders = {m.id: m.sender for m in parse_first_prompt(prompt).messages}
+    assert sorted(senders.values()) == ["Boss", "me"]
