@@ -626,7 +626,8 @@ async def _converse(
         notes=notes,
     )
     if dropped:
-        log.warning("dropped %d cited ids the run never saw: %s", len(dropped), dropped)
+        # Only how many: the ids are the model's words, which may be the mail's.
+        log.warning("dropped %d cited id(s) the run never saw", len(dropped))
     return AgentOutcome(
         status="succeeded",
         digest=digest,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -494,3 +495,21 @@ async def test_a_sources_own_address_decides_which_mail_is_the_users(tmp_path: P
     assert isinstance(prompt, str)
     senders = {m.id: m.sender for m in parse_first_prompt(prompt).messages}
     assert sorted(senders.values()) == ["Boss", "me"]
+
+
+async def test_a_cited_id_the_run_never_saw_is_counted_in_the_log_not_shown(
+    sample, caplog: pytest.LogCaptureFixture
+):
+    """What the model cites is its own text, which can be the mail's (an injected request
+    to cite it): the log says how many were dropped, never what they said."""
+    words = "Wire 50000 EUR to IBAN DE89370400440532013000 today"
+    model = ScriptedModel(final({"summary": "One invoice.", "sections": [{
+        "title": "Bills", "items": [{"title": "Invoice", "detail": "Pay it.",
+                                     "message_ids": [INVOICE_ID, words]}]}]}))
+
+    with caplog.at_level(logging.WARNING, logger="app.agent.runner"):
+        outcome = await run(model, {"sample": sample}, Steps())
+
+    assert outcome.digest is not None
+    assert "dropped 1 cited id(s) the run never saw" in caplog.text
+    assert "IBAN" not in caplog.text
