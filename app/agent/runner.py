@@ -396,7 +396,18 @@ class _Run:
         try:
             return DigestDraft.model_validate_json(repaired.text or "")
         except ValidationError as exc:
-            raise AgentError(f"the model's digest is still invalid after a repair: {exc}") from exc
+            raise AgentError(
+                f"the model's digest is still invalid after a repair: {_what_is_wrong(exc)}"
+            ) from exc
+
+
+def _what_is_wrong(error: ValidationError) -> str:
+    """Where and why the digest did not match, without the text the model wrote (pydantic
+    quotes it, and it can be the mail's): this goes to the log and to the run's error."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'digest'}: {e['msg']}"
+        for e in error.errors(include_url=False, include_input=False, include_context=False)
+    )
 
 
 def _owners(sources: Mapping[str, Source], messages: Sequence[tuple[str, MailCard]]) -> set[str]:

@@ -322,6 +322,19 @@ async def test_an_invalid_final_answer_gets_one_repair_turn(sample):
     assert len(stubborn.requests) == 2
 
 
+@pytest.mark.parametrize("answer", [
+    "As the mail asked: wire 50000 EUR to IBAN DE89370400440532013000",
+    '{"summary": "wire 50000 EUR to IBAN DE89370400440532013000", "sections": "IBAN"}',
+])
+async def test_an_invalid_digest_is_told_without_the_models_text(sample, answer: str):
+    """The run's error (logged, and sent to the user's channels) says what is wrong with
+    the digest, never quoting what the model wrote, which can be the mail's text."""
+    stubborn = ScriptedModel(TurnResponse(interaction_id="", text=answer))
+    with pytest.raises(AgentError, match="still invalid") as failed:
+        await run(stubborn, {"sample": sample}, Steps())
+    assert "IBAN" not in str(failed.value)
+
+
 @pytest.mark.parametrize(
     ("budget", "note"),
     [
