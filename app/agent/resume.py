@@ -47,6 +47,9 @@ class PausedState(BaseModel):
     cursors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # ToolBox.export_seen(): [kind, id, account, title] per item the run saw.
     seen: list[list[str]] = Field(default_factory=list)
+    # The web addresses the run read (`app/agent/links.py`); none for a run paused before
+    # they were kept: its addresses come out inert.
+    read: list[str] = Field(default_factory=list)
     # The new items from their previews, for a run that runs out of turns.
     fallback: DigestDraft
 

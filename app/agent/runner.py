@@ -30,6 +30,7 @@ from app.agent.digest import (
     draft_json_schema,
 )
 from app.agent.excerpt import mail_excerpts
+from app.agent.links import addresses_in, inert, inert_draft
 from app.agent.llm import (
     LLM,
     FunctionCall,
@@ -190,6 +191,9 @@ class _Run:
         self.asked: AskedQuestion | None = None  # by the turn being answered
         self.notes: list[str] = []
         self.schema = draft_json_schema()
+        # The web addresses the run read (its prompt, tool results, the user's answer):
+        # only these stay as they are in what the model writes (`app/agent/links.py`).
+        self.read: set[str] = set()
 
     def restore(self, state: PausedState) -> None:
         """Take back the budgets, usage and seen items of a paused run."""
@@ -199,6 +203,7 @@ class _Run:
         self.usage = state.usage.model_copy()
         self.interaction_ids = list(state.interaction_ids)
         self.toolbox.restore_seen(state.seen)
+        self.read = set(state.read)
 
     def tokens_spent(self) -> bool:
         limit = self.request.max_input_tokens
@@ -275,6 +280,7 @@ class _Run:
         else:
             self.calls_used += 1
             text, error, parts = await self.dispatch(call)
+            self.read |= addresses_in(text)
         await self.record(
             StepRecord(
                 kind="tool",
@@ -297,9 +303,15 @@ class _Run:
         """The result of one call (text, error, media), the user tools intercepted first."""
         try:
             if self.request.interactive and call.name == ASK_USER:
-                return (*self.ask(parse_question(call)), ())
+                question = parse_question(call)
+                return (*self.ask(replace(
+                    question, text=inert(question.text, self.read),
+                    choices=[inert(c, self.read) for c in question.choices])), ())
             if self.request.interactive and call.name == NOTIFY_NOW:
-                return (*(await self.alert(parse_alert(call))), ())
+                alert = parse_alert(call)
+                return (*(await self.alert(replace(
+                    alert, title=inert(alert.title, self.read),
+                    message=inert(alert.message, self.read)))), ())
         except BadCall as exc:
             return f"Error: {exc}", str(exc), ()
         outcome = await self.toolbox.execute(call)
@@ -372,7 +384,8 @@ class _Run:
             question_index=index, turns=self.turns, calls_used=self.calls_used,
             refused_calls=self.refused_calls, questions_asked=self.questions_asked,
             alerts_sent=self.alerts_sent, usage=self.usage, interaction_ids=self.interaction_ids,
-            cursors=cursors, seen=self.toolbox.export_seen(), fallback=fallback,
+            cursors=cursors, seen=self.toolbox.export_seen(), read=sorted(self.read),
+            fallback=fallback,
         )
         return AgentOutcome(
             status="waiting", cursors=cursors, usage=self.usage,
@@ -495,6 +508,7 @@ async def run_agent(
         sent_alerts=request.sent_alerts,
         owners=_owners(sources, messages),
     )
+    run.read |= addresses_in(prompt)
     response = await run.turn(prompt, None)
     return await _converse(run, response, new_cursors, fallback_draft(deltas))
 
@@ -559,6 +573,7 @@ async def _resume(
         )
     else:
         text = answered(resume.answer)
+    run.read |= addresses_in(text)  # the user's answer
     await record(
         StepRecord(
             kind="tool", name=ASK_USER, arguments={"question": state.question},
@@ -603,6 +618,8 @@ async def _converse(
     draft = None
     if response is not None and not response.function_calls:
         draft = await run.final_draft(response)  # None: invalid, and no turn left to repair it
+    if draft is not None:  # the model's: an address it made up must not go out
+        draft = inert_draft(draft, run.read)
     turns_spent = draft is None
     if draft is None:  # a budget cut it short: finish with what the run has
         draft = fallback
