@@ -200,7 +200,9 @@ def digest_html(title: str, digest: dict[str, Any], timezone: str = "UTC") -> st
 
 
 def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> str:
-    lines = [title, "=" * len(title), "", str(digest.get("summary", "")), ""]
+    # The model's text on one line each, as the HTML part shows it: at the start of a
+    # line of its own it could pass for the app's ("Links:", a "[1] …: URL" under it).
+    lines = [title, "=" * len(title), "", _one_line(str(digest.get("summary", ""))), ""]
     links: list[str] = []
 
     def cite(refs: Iterable[dict[str, Any]]) -> str:
@@ -214,11 +216,11 @@ def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> st
         return f"  Sources: {', '.join(marks)}" if marks else ""
 
     for section in digest.get("sections") or []:
-        heading = str(section.get("title", ""))
+        heading = _one_line(str(section.get("title", "")))
         lines += [heading, "-" * len(heading)]
         for item in section.get("items") or []:
-            lines.append(f"* {item.get('title', '')}")
-            lines.append(f"  {item.get('detail', '')}")
+            lines.append(f"* {_one_line(str(item.get('title', '')))}")
+            lines.append(f"  {_one_line(str(item.get('detail', '')))}")
             sources = cite(item.get("refs") or [])
             if sources:
                 lines.append(sources)
@@ -227,12 +229,12 @@ def digest_text(title: str, digest: dict[str, Any], timezone: str = "UTC") -> st
     if actions:
         lines += ["Action items", "------------"]
         for action in actions:
-            lines.append(f"* {_action_line(action)}")
+            lines.append(f"* {_one_line(_action_line(action))}")
             sources = cite(action.get("refs") or [])
             if sources:
                 lines.append(sources)
         lines.append("")
-    lines += [str(note) for note in digest.get("notes") or []]
+    lines += [_one_line(str(note)) for note in digest.get("notes") or []]
     lines.append(_written_by(digest, timezone))
     if links:
         lines += ["", "Links:", *links]
