@@ -213,9 +213,11 @@ def mailbox_owner(messages: Sequence[MailCard]) -> str:
     return counts.most_common(1)[0][0] if counts else ""
 
 
-def _who(person: str, owners: Collection[str]) -> str:
+def _who(person: str, owners: Collection[str], sent_by_owner: bool | None = None) -> str:
+    """How a sender is shown: "me" for the mailbox owner's address, unless the source
+    says the owner did not send it (a From forged with the user's address)."""
     name, address = parseaddr(person)
-    if address and address.lower() in owners:
+    if address and address.lower() in owners and sent_by_owner is not False:
         return ME
     if _AUTOMATED.search(address.split("@")[0]):
         return clip(address)  # "notifications@…" says more than a product's name
@@ -241,7 +243,7 @@ class _Cards:
         text = self.texts.get(card.id)
         record: list[Any] = [
             self.alias("message", card.id),
-            _who(card.sender, self.owners),
+            _who(card.sender, self.owners, card.sent_by_owner),
             _compact_time(card.date, self.zone, self.now),
             "" if same else clip(card.subject),
             text if text is not None else _short(card.snippet),

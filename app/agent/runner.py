@@ -543,7 +543,7 @@ async def _watch_delta(
     mail = MailCard(
         id=message.id, thread_id=message.thread_id, sender=message.sender, to=message.to,
         subject=message.subject, date=message.date, snippet=_snippet(message.body),
-        has_attachments=bool(message.attachments),
+        has_attachments=bool(message.attachments), sent_by_owner=message.sent_by_owner,
     )
     return {key: Delta(messages=[mail], cursor=cursor)}
 

@@ -296,6 +296,13 @@ def from_pilotlight(resource: dict[str, Any]) -> bool:
     return PILOTLIGHT_HEADER.lower() in message_headers(resource)
 
 
+def _sent(resource: dict[str, Any]) -> bool | None:
+    """Whether the mailbox's owner sent the message: Gmail labels what they send SENT,
+    whatever its From says (None: the resource came without its labels)."""
+    labels = resource.get("labelIds")
+    return None if labels is None else "SENT" in labels
+
+
 def card(resource: dict[str, Any]) -> MailCard:
     """A card from a message in `metadata` (or `full`) format."""
     payload = resource.get("payload") or {}
@@ -311,6 +318,7 @@ def card(resource: dict[str, Any]) -> MailCard:
         snippet=snippet(html.unescape(str(resource.get("snippet") or ""))),
         # `metadata` has no parts: a multipart/mixed message is taken to carry files.
         has_attachments=listed or str(payload.get("mimeType", "")).lower() == "multipart/mixed",
+        sent_by_owner=_sent(resource),
     )
 
 
@@ -328,4 +336,5 @@ def message(resource: dict[str, Any]) -> Message:
         date=_date(headers, resource),
         body=body_text(payload),
         attachments=attachments(payload),
+        sent_by_owner=_sent(resource),
     )

@@ -25,6 +25,9 @@ class MailCard(BaseModel):
     date: datetime
     snippet: str
     has_attachments: bool = False
+    # Whether the mailbox's owner sent it (Gmail's SENT label); None where the source
+    # cannot say. A From header is the sender's to write: only this makes a mail the user's.
+    sent_by_owner: bool | None = None
 
 
 class FileCard(BaseModel):
@@ -56,6 +59,7 @@ class Message(BaseModel):
     date: datetime
     body: str
     attachments: list[Attachment] = Field(default_factory=list)
+    sent_by_owner: bool | None = None  # as MailCard's
 
 
 class Thread(BaseModel):

@@ -17,6 +17,7 @@ from app.agent.prompt import (
     parse_first_prompt,
 )
 from app.agent.tools import FILENAME_CHARS, MESSAGE_BODY_CHARS, ToolBox
+from app.google.gmail_format import card
 from app.sources.base import Attachment, Document, FileCard, MailCard, Message
 from app.sources.sample import SampleSource
 
@@ -255,6 +256,23 @@ def test_the_accounts_own_address_is_me_whatever_the_mail_says():
     outsider = _card("e1", "Boss <boss@evil.example>", ["boss@evil.example"] * 20)
     from_me = _card("n1", "Me <ME@x.example>", ["team@x.example"])
     assert _senders([outsider, from_me], owners=["me@x.example"]) == {"e1": "Boss", "n1": "me"}
+
+
+
+def test_mail_from_the_users_address_that_gmail_did_not_see_them_send_is_not_me():
+    """Anyone can write the user's address in From; Gmail labels SENT what the user sent."""
+    sent = _card("s1", "Me <me@x.example>", ["me@x.example"]).model_copy(
+        update={"sent_by_owner": True})
+    forged = _card("f1", "Me <me@x.example>", ["me@x.example"]).model_copy(
+        update={"sent_by_owner": False})
+    unknown = _card("u1", "Me <me@x.example>", ["me@x.example"])  # a source that can't say
+    assert _senders([sent, forged, unknown], owners=["me@x.example"]) == {
+        "s1": "me", "f1": "me@x.example", "u1": "me"}
+    resource = {"id": "f1", "payload": {"headers": [{"name": "From", "value": "me@x.example"}]},
+                "internalDate": "1795000000000"}
+    assert card({**resource, "labelIds": ["INBOX"]}).sent_by_owner is False
+    assert card({**resource, "labelIds": ["SENT", "INBOX"]}).sent_by_owner is True
+    assert card(resource).sent_by_owner is None
 
 
 HUGE = 200_000
