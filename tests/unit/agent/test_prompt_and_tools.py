@@ -17,7 +17,7 @@ from app.agent.prompt import (
     parse_first_prompt,
 )
 from app.agent.tools import FILENAME_CHARS, MESSAGE_BODY_CHARS, ToolBox
-from app.google.gmail_format import card
+from app.google.gmail_format import card as gmail_card
 from app.sources.base import Attachment, Document, FileCard, MailCard, Message
 from app.sources.sample import SampleSource
 
@@ -270,9 +270,9 @@ def test_mail_from_the_users_address_that_gmail_did_not_see_them_send_is_not_me(
         "s1": "me", "f1": "me@x.example", "u1": "me"}
     resource = {"id": "f1", "payload": {"headers": [{"name": "From", "value": "me@x.example"}]},
                 "internalDate": "1795000000000"}
-    assert card({**resource, "labelIds": ["INBOX"]}).sent_by_owner is False
-    assert card({**resource, "labelIds": ["SENT", "INBOX"]}).sent_by_owner is True
-    assert card(resource).sent_by_owner is None
+    assert gmail_card({**resource, "labelIds": ["INBOX"]}).sent_by_owner is False
+    assert gmail_card({**resource, "labelIds": ["SENT", "INBOX"]}).sent_by_owner is True
+    assert gmail_card(resource).sent_by_owner is None
 
 
 HUGE = 200_000
