@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from datetime import datetime
 from email.message import Message
 from email.utils import formataddr
@@ -37,10 +38,12 @@ from app.sources.base import AccountDisconnected, SourceError
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-# A retry looks for an earlier attempt's message among at most this many sent to self.
+# A retry looks for an earlier attempt's message among at most this many sent to self
+# with its subject, then as many sent to self.
 SENT_SCAN = 20
 # Gmail's `after:` is judged by Gmail's clock, which may differ a little from ours.
 SENT_SLACK_SECONDS = 300
+_WORD = re.compile(r"\w+")
 
 
 class GmailUnavailable(Exception):
@@ -142,8 +145,9 @@ class GmailTransport:
 
         Looked for by its Message-ID (one search, 5 units); then, as Gmail may have given
         it a Message-ID of its own, among what the account sent to itself after `since`
-        (when the message was made) by its X-Pilotlight-Notification header: one search
-        and one metadata read (5 units each) for each of at most `SENT_SCAN` messages."""
+        (when the message was made) by its X-Pilotlight-Notification header, those with
+        its subject first, then any: per search (5 units), one metadata read (5 units)
+        for each of at most `SENT_SCAN` messages not read yet."""
         message_id = str(message["Message-ID"] or "").strip().strip("<>")
         if message_id and await self._first_sent(f"rfc822msgid:{message_id}"):
             return True
@@ -151,20 +155,28 @@ class GmailTransport:
         if not ours:
             return False
         after = int(since.timestamp()) - SENT_SLACK_SECONDS
-        found = await self.client.call(
-            "gmail", self.client.gmail().users().messages().list(
-                userId="me", q=f"in:sent to:{self.account_email} after:{after}",
-                maxResults=SENT_SCAN, includeSpamTrash=True),
-            once=True, deadline=self.deadline)
-        for candidate in found.get("messages") or []:
-            got = await self.client.call(
-                "gmail", self.client.gmail().users().messages().get(
-                    userId="me", id=candidate["id"], format="metadata",
-                    metadataHeaders=[NOTIFICATION_HEADER]),
+        sent_since = f"in:sent to:{self.account_email} after:{after}"
+        # Those with its subject first: the account may have sent itself more than a scan
+        # reads since (other notifications), and Gmail's search has no custom headers.
+        words = " ".join(_WORD.findall(str(message["Subject"] or "")))[:200]
+        checked: set[str] = set()
+        for query in ([f'{sent_since} subject:"{words}"'] if words else []) + [sent_since]:
+            found = await self.client.call(
+                "gmail", self.client.gmail().users().messages().list(
+                    userId="me", q=query, maxResults=SENT_SCAN, includeSpamTrash=True),
                 once=True, deadline=self.deadline)
-            if _header(got, NOTIFICATION_HEADER) == ours:
-                self.sent_id = candidate["id"]
-                return True
+            for candidate in found.get("messages") or []:
+                if candidate["id"] in checked:
+                    continue
+                checked.add(candidate["id"])
+                got = await self.client.call(
+                    "gmail", self.client.gmail().users().messages().get(
+                        userId="me", id=candidate["id"], format="metadata",
+                        metadataHeaders=[NOTIFICATION_HEADER]),
+                    once=True, deadline=self.deadline)
+                if _header(got, NOTIFICATION_HEADER) == ours:
+                    self.sent_id = candidate["id"]
+                    return True
         return False
 
     async def _first_sent(self, query: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from app.core.runtime import Runtime
+from app.delivery.gmail import SENT_SCAN
 from app.delivery.render import message_id
 from app.delivery.sender import DeliverySender
 from app.google import metrics
@@ -218,6 +219,11 @@ async def test_a_send_whose_answer_was_lost_is_not_sent_again(
     waiting = await delivery(runtime, notification_id, "email")
     assert (waiting.status, waiting.attempts) == ("pending", 1)
     assert len(_digests_in(google)) == 1  # taken once, its answer lost
+    # Before the retry, the account sends itself more than one scan reads (other
+    # instructions' notifications): the retry still finds it among those with its subject.
+    for n in range(SENT_SCAN + 5):
+        google.add_message(ALICE, sender=ALICE, to=[ALICE], subject=f"Other digest {n}",
+                           text="Another instruction's digest.", labels=("SENT", "INBOX"))
 
     rows = await send_until_settled(sender, runtime, notification_id)
     (done,) = [row for row in rows if row.channel == "email"]
