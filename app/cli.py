@@ -136,14 +136,36 @@ def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
         raise typer.Exit(1 if checking else 2) from None
 
 
+# Connections a role keeps from its pool while it runs on PostgreSQL (HeldConnection): the
+# worker's claims (1) and outcome writes (2) and its delivery sender's claims (2); the
+# scheduler's tick (1). Everything else the role does shares what is left of the pool.
+WORKER_KEEPS = 5
+SCHEDULER_KEEPS = 1
+
+
+def _require_pool(settings: Settings, *, keeps: int, role: str) -> None:
+    """A pool the role's kept connections would use up: its other work waited 30 s for a
+    connection and failed, over and over (runs too, counted as failed attempts)."""
+    need = keeps + 1
+    if keeps and not settings.is_sqlite and settings.database_pool_size < need:
+        typer.echo(
+            f"error: PILOTLIGHT_DATABASE_POOL_SIZE is {settings.database_pool_size}, and "
+            f"`{role}` on PostgreSQL keeps {keeps} connection{'s' if keeps > 1 else ''} of "
+            f"its pool while it runs and needs more for the rest: set it to {need} or more",
+            err=True)
+        raise typer.Exit(2)
+
+
 def _run(
-    factory: Callable[[Runtime], Awaitable[T]], *, checking: bool = False, **overrides: Any
+    factory: Callable[[Runtime], Awaitable[T]], *, checking: bool = False, keeps: int = 0,
+    role: str = "", **overrides: Any
 ) -> T:
     """Run an async command with a runtime built from the settings (with the command's
     options that were given, e.g. --port, which links and OAuth redirects then use
-    too), closing it after."""
+    too), closing it after. `keeps`: connections the `role` keeps from its pool."""
     given = {name: value for name, value in overrides.items() if value is not None}
     settings = _settings(given, checking=checking)
+    _require_pool(settings, keeps=keeps, role=role)
     _setup_logging(settings)
     for ignored in unknown_variables(os.environ):
         if checking:
@@ -339,7 +361,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
         log.info("dashboard: %s/", settings.effective_public_url)
         await _serve_http(runtime, loops, sock, embedded=True)
 
-    _run(main, host=host, port=port)
+    _run(main, keeps=WORKER_KEEPS + SCHEDULER_KEEPS, role="serve", host=host, port=port)
 
 
 @cli.command()
@@ -363,7 +385,7 @@ def scheduler() -> None:
         await _require_schema(runtime)
         await _run_loops(runtime, _loops(runtime, scheduler=True, worker=False))
 
-    _run(main)
+    _run(main, keeps=SCHEDULER_KEEPS, role="scheduler")
 
 
 @cli.command()
@@ -376,7 +398,7 @@ def worker() -> None:
         runtime.use_model(await _model_or_exit(runtime.settings))
         await _run_loops(runtime, _loops(runtime, scheduler=False, worker=True))
 
-    _run(main)
+    _run(main, keeps=WORKER_KEEPS, role="worker")
 
 
 @cli.command()

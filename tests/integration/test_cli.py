@@ -248,6 +248,23 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
     assert not (tmp_path / "data").exists()  # refused before anything was done
 
 
+@pytest.mark.parametrize(("role", "need"), [("worker", 6), ("scheduler", 2), ("serve", 7)])
+def test_a_pool_the_role_would_use_up_is_refused_at_start(
+    tmp_path: Path, role: str, need: int
+) -> None:
+    """A worker with PILOTLIGHT_DATABASE_POOL_SIZE=5 kept all five for its loops: it started,
+    then its rescuer and its runs waited 30 s for a connection and failed, traceback after
+    traceback (each run a failed attempt); a scheduler with 1 stopped polling watches."""
+    url, _shown = closed_port_url()  # refused before the database is asked anything
+    small = cli(url, tmp_path, role, env={"PILOTLIGHT_DATABASE_POOL_SIZE": str(need - 1)})
+    assert one_error(small) == (
+        f"error: PILOTLIGHT_DATABASE_POOL_SIZE is {need - 1}, and `{role}` on PostgreSQL "
+        f"keeps {need - 1} connection{'s' if need > 2 else ''} of its pool while it runs and "
+        f"needs more for the rest: set it to {need} or more")
+    enough = cli(url, tmp_path, role, env={"PILOTLIGHT_DATABASE_POOL_SIZE": str(need)})
+    assert one_error(enough, code=1).startswith("error: cannot reach the database")
+
+
 def test_a_misspelt_variable_is_told_with_the_name_it_likely_meant(
     database_url: str, tmp_path: Path
 ) -> None:
