@@ -642,8 +642,20 @@ class Settings(BaseSettings):
 
     @property
     def effective_public_url(self) -> str:
-        """Where users reach the service, without a trailing slash."""
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        """Where users reach the service, without a trailing slash: PUBLIC_URL, else the
+        address the api listens on. Listening on every interface (0.0.0.0, as the image
+        does, or ::) it is reached on this machine at loopback: browsers refuse to open
+        0.0.0.0 and Google to redirect to it. An IPv6 address goes in brackets."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return f"http://{host}:{self.port}"
+        if address.is_unspecified:
+            address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+        return f"http://{address if address.version == 4 else f'[{address}]'}:{self.port}"
 
     @property
     def public_url_is_https(self) -> bool:

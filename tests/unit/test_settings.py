@@ -240,6 +240,23 @@ def test_public_urls_that_work_are_taken(given: str) -> None:
     assert Settings(_env_file=None, public_url=given).public_url == given.strip()  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:8000"), ("0.0.0.0", "http://127.0.0.1:8000"),
+     ("::", "http://[::1]:8000"), ("::1", "http://[::1]:8000"),
+     ("192.0.2.1", "http://192.0.2.1:8000"), ("pilot.internal", "http://pilot.internal:8000")],
+)
+def test_without_a_public_url_links_lead_to_an_address_a_browser_opens(
+    host: str, url: str
+) -> None:
+    """With PILOTLIGHT_HOST=0.0.0.0 (the image's, and the compose file sets no public URL)
+    login links, OAuth redirects and `serve`'s dashboard line led to http://0.0.0.0:8000,
+    which browsers refuse to open and Google to redirect to; with `::1`, to the
+    malformed http://::1:8000."""
+    settings = Settings(_env_file=None, host=host)  # type: ignore[call-arg]
+    assert settings.effective_public_url == url
+
+
 def test_a_gemini_key_of_spaces_is_no_key_and_spaces_around_one_are_not_part_of_it() -> None:
     """Only spaces made check ask Google about a key that is nothing."""
     assert Settings(_env_file=None, gemini_api_key="   ").gemini_api_key is None  # type: ignore[call-arg]
