@@ -31,7 +31,7 @@ from app.channels import push as push_subscriptions
 from app.channels import service as channels
 from app.core.db import transaction
 from app.core.faults import FaultPoints
-from app.core.loops import LoopService
+from app.core.loops import FailureLog, LoopService
 from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
 from app.delivery import repository, wakeup
@@ -115,6 +115,7 @@ class DeliverySender(LoopService):
             listening = asyncio.create_task(listener.run(stop), name="delivery-listen")
         if self._held is not None:
             self._held.keep = True
+        failures = FailureLog(f"{self.name}: claiming", log)
         try:
             last_claim = -1.0
             while not stop.is_set():
@@ -126,9 +127,10 @@ class DeliverySender(LoopService):
                 last_claim = time.monotonic()
                 try:
                     await self._claim()
-                except Exception:
-                    log.exception("%s: claiming failed", self.name)
+                except Exception as exc:
+                    failures.failed(exc)
                 else:
+                    failures.succeeded()
                     if self._backlog and self._room_for_more():
                         continue  # a full batch, and room for more: claim the next at once
                 await self._sleep(stop)

@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import transaction
-from app.core.loops import LoopService
+from app.core.loops import FailureLog, LoopService
 from app.core.pubsub import PgListener
 from app.core.runtime import Runtime
 from app.questions import service as questions
@@ -114,11 +114,14 @@ class Worker(LoopService):
     async def _upkeep_loop(self, stop: asyncio.Event) -> None:
         """The upkeep every poll interval, apart from the claims: a worker woken by every
         finished run claims at once without it."""
+        failures = FailureLog("worker upkeep", log)
         while not stop.is_set():
             try:
                 await self.upkeep()
-            except Exception:
-                log.exception("worker upkeep failed")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
