@@ -13,6 +13,7 @@ from app.core.config import Settings, local_contact
 from app.core.validation import timezones
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+COMPOSE = README.with_name("docker-compose.yml")
 
 
 def test_every_setting_is_documented_in_the_readme_and_nothing_else() -> None:
@@ -270,3 +271,20 @@ def test_the_local_user_email_is_checked_at_start_naming_its_variable() -> None:
         Settings(_env_file=None, local_user_email="not an email")  # type: ignore[call-arg]
     assert Settings(_env_file=None, local_user_email=" me@localhost ").local_user_email == (  # type: ignore[call-arg]
         "me@localhost")
+
+
+def test_the_compose_file_passes_on_the_settings_a_deployment_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container gets only the variables the compose file lists: it listed neither the
+    Google OAuth client nor the public URL, so set in .env they never reached the roles,
+    nobody could connect Google, and every instruction was refused (NothingToRead)."""
+    listed = dict(re.findall(r"^    (PILOTLIGHT_[A-Z0-9_]+): (.+)$", COMPOSE.read_text(), re.M))
+    needed = {"PILOTLIGHT_PUBLIC_URL", "PILOTLIGHT_GOOGLE_CLIENT_ID",
+              "PILOTLIGHT_GOOGLE_CLIENT_SECRET", "PILOTLIGHT_SMTP_HOST",
+              "PILOTLIGHT_GEMINI_API_KEY", "PILOTLIGHT_SECRET_KEYS"}
+    assert needed - set(listed) == set()
+    for name, value in listed.items():  # left unset, one is empty: the default
+        if value == f"${{{name}:-}}":
+            monkeypatch.setenv(name, "")
+    Settings(_env_file=None)  # type: ignore[call-arg]
