@@ -14,6 +14,7 @@ in the log (once per back-off) and by the `pilotlight_model_key_rejected` gauge.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -327,12 +328,18 @@ class RunEndings:
             if instruction is None or deleted:
                 return
             after_commit(session, metrics.RUNS_FINISHED.labels("failed").inc)
+            told = f"run {claim.run_id} failed after {claim.attempt} attempt(s): {reason}"
             if ctx.run.reason == "preview":
+                after_commit(session, functools.partial(log.warning, "%s", told))
                 return  # a failed trial is shown on the run; the instruction is unaffected
             instruction.consecutive_failures += 1
             instruction.last_run_at = now
             threshold = self.settings.worker_failures_before_error
             stopped = instruction.consecutive_failures >= threshold
+            if stopped:
+                told += (f"; its instruction {instruction.id} is stopped after "
+                         f"{instruction.consecutive_failures} failed runs in a row")
+            after_commit(session, functools.partial(log.warning, "%s", told))
             if stopped and instruction.status == "active":
                 instruction.status = "error"
                 instruction.next_run_at = None

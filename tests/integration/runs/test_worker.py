@@ -218,6 +218,36 @@ async def test_a_run_with_nothing_to_read_fails_at_once_and_says_what_to_do(
     assert "Connect Google" in told.body
 
 
+async def test_a_run_that_fails_for_good_is_one_line_in_the_log_and_so_is_the_stop(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log told each failed attempt ("attempt 2 failed: ..."), but not that the run had
+    failed for good, nor that its instruction had stopped: an operator could not tell the
+    last attempt from one that would be retried."""
+    settings = runtime.settings
+    settings.worker_max_attempts = 1
+    settings.worker_failures_before_error = 2
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    settings.sample_data_dir = settings.data_dir / "no-such-folder"
+    worker = make_worker(runtime)
+    told = []
+    for _ in range(2):
+        run_id = await run_now(runtime, instruction)
+        with caplog.at_level(logging.WARNING, logger="app.runs.endings"):
+            await work_once(worker)
+        run = await get_run(runtime, run_id)
+        assert run.status == "failed"
+        told.append((run_id, run.error,
+                     [r.getMessage() for r in caplog.records if r.name == "app.runs.endings"]))
+        caplog.clear()
+        await asyncio.sleep(0.001)  # run-now fire times must differ
+    (first, error, lines), (second, _, stopped) = told
+    assert lines == [f"run {first} failed after 1 attempt(s): {error}"]
+    assert stopped == [f"run {second} failed after 1 attempt(s): {error}; its instruction "
+                       f"{instruction.id} is stopped after 2 failed runs in a row"]
+
+
 async def test_a_rejected_api_key_gives_runs_back_uncounted_until_it_is_fixed(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
