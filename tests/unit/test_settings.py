@@ -288,3 +288,14 @@ def test_the_compose_file_passes_on_the_settings_a_deployment_needs(
         if value == f"${{{name}:-}}":
             monkeypatch.setenv(name, "")
     Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_compose_file_gives_a_stopping_worker_the_time_it_takes() -> None:
+    """On SIGTERM a worker lets its runs finish for PILOTLIGHT_WORKER_SHUTDOWN_SECONDS, but
+    Docker kills a container 10 s after SIGTERM unless told otherwise: the compose file's
+    workers were SIGKILLed with their runs, which waited a lease (60 s) for the rescuer."""
+    worker = COMPOSE.read_text().partition("\n  worker:\n")[2].partition("\n\n")[0]
+    grace = re.search(r"^    stop_grace_period: (\d+)s$", worker, re.M)
+    assert grace is not None, worker
+    shutdown = Settings.model_fields["worker_shutdown_seconds"].default
+    assert int(grace[1]) > shutdown
