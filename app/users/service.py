@@ -17,6 +17,10 @@ from app.instructions import service as instructions
 from app.users.models import ApiToken, User
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# The columns' lengths, checked here: PostgreSQL refused a longer one with an error on
+# write (the CLI printed its traceback) and SQLite kept it.
+EMAIL_MAX_LENGTH = 320
+NAME_MAX_LENGTH = 200
 
 
 class UserExists(Conflict):
@@ -43,6 +47,7 @@ async def create_user(
 ) -> User:
     """Create a user; the email is stored lower-case and must be unique."""
     email = _address(email)
+    name = _name(name, "name")
     _check_timezone(timezone)
     await _not_taken(session, email)
     user = User(email=email, name=name, timezone=timezone)
@@ -66,9 +71,21 @@ async def change_email(*, session: AsyncSession, user: User, email: str) -> User
 def _address(email: str) -> str:
     """An address as users are stored by it: lower-case, and one."""
     email = email.strip().lower()
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise BadRequest(f"an email address has at most {EMAIL_MAX_LENGTH} characters")
     if not _EMAIL.match(email):
         raise BadRequest(f"'{email}' is not an email address")
     return email
+
+
+def _name(name: str, what: str) -> str:
+    """A user's or a token's name, as its column holds it."""
+    if len(name) > NAME_MAX_LENGTH:
+        raise BadRequest(f"{what}: at most {NAME_MAX_LENGTH} characters")
+    try:
+        return check_no_nul(name)
+    except ValueError as exc:
+        raise BadRequest(f"{what}: {exc}") from exc
 
 
 async def _not_taken(session: AsyncSession, email: str) -> None:
@@ -101,10 +118,7 @@ async def create_token(
     *, session: AsyncSession, user: User, name: str = ""
 ) -> tuple[ApiToken, str]:
     """Create a token; the plaintext is returned once and never stored."""
-    try:
-        check_no_nul(name)
-    except ValueError as exc:
-        raise BadRequest(f"token name: {exc}") from exc
+    name = _name(name, "token name")
     plaintext = new_token()
     token = ApiToken(
         user_id=user.id, name=name, prefix=display_prefix(plaintext),

@@ -137,6 +137,25 @@ async def test_bad_input_is_a_clear_error(
     assert "Traceback" not in no_local.stderr + nobody.stderr + bad_email.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["user", "create", "a@b.example", "--name", "n" * 201],
+      "error: name: at most 200 characters"),
+     (["user", "create", "a" * 311 + "@b.example"],
+      "error: an email address has at most 320 characters"),
+     (["token", "create", "ada@example.com", "--name", "n" * 201],
+      "error: token name: at most 200 characters")],
+    ids=["user-name", "email", "token-name"],
+)
+async def test_a_name_or_address_longer_than_its_column_is_a_clear_error(
+    runtime: Runtime, database_url: str, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """PostgreSQL refused them on write and the command printed a 40-line traceback;
+    SQLite kept them."""
+    assert cli(database_url, tmp_path, "user", "create", "ada@example.com").returncode == 0
+    assert one_error(cli(database_url, tmp_path, *args)) == expected
+
+
 async def test_a_database_from_a_newer_release_is_one_line_saying_so(
     runtime: Runtime, database_url: str, tmp_path: Path
 ) -> None:
