@@ -72,6 +72,21 @@ class AccessLogWithoutQuery(logging.Filter):
         return True
 
 
+class QuietProbes(logging.Filter):
+    """uvicorn's access log without the health checks and Prometheus scrapes that succeed:
+    a load balancer's and a scraper's, every few seconds, filled an idle api's log. One
+    that fails (a 503 from /readyz with the database down) is logged."""
+
+    PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name != "uvicorn.access" or not isinstance(args, tuple) or len(args) != 5:
+            return True
+        path, status = str(args[2]).partition("?")[0], args[4]
+        return not (path in self.PATHS and isinstance(status, int) and status < 400)
+
+
 class OutboundRequestOrigin(logging.Filter):
     """httpx's "HTTP Request: POST <url> …" line, with the URL cut to its origin.
 
@@ -114,6 +129,9 @@ def _setup_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, AccessLogWithoutQuery) for f in logger.filters):
             logger.addFilter(AccessLogWithoutQuery())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QuietProbes) for f in access.filters):
+        access.addFilter(QuietProbes())
 
 
 def _settings(given: dict[str, Any], *, checking: bool) -> Settings:

@@ -593,6 +593,36 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
     assert not [r for r in caplog.records if "SECRET" in r.getMessage()]
 
 
+async def test_health_checks_and_scrapes_that_succeed_are_not_in_the_access_log(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A load balancer's /healthz and a Prometheus scrape every few seconds were a line
+    each in an idle api's log."""
+    _setup_logging(runtime.settings)
+    port = free_port()
+    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="info")
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(caplog.handler)
+    serving = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for path in ("/healthz", "/readyz", "/metrics", "/healthz?x=1", "/openapi.json"):
+                assert (await client.get(path)).status_code == 200
+            assert (await client.head("/healthz")).status_code == 200
+            assert (await client.get("/metricsx")).status_code == 404
+    finally:
+        http.should_exit = True
+        await serving
+        access.removeHandler(caplog.handler)
+    shown = AccessFormatter('"%(request_line)s" %(status_code)s', use_colors=False)
+    lines = [shown.format(r) for r in caplog.records if r.name == "uvicorn.access"]
+    assert lines == ['"GET /openapi.json HTTP/1.1" 200 OK',
+                     '"GET /metricsx HTTP/1.1" 404 Not Found']
+
+
 async def test_outbound_requests_are_logged_by_origin_only(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
