@@ -315,6 +315,9 @@ async def _serve_http(
     app = create_app(runtime, loops=loops, embedded=embedded)
     heap.settle()
     settings = runtime.settings
+    # uvicorn says where it listens only when it binds the socket itself.
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("listening on http://%s:%d", host, settings.port)
     # Ends the open event streams when it stops, or it would wait for them forever.
     await server(app, host=settings.host, port=settings.port,
                  log_level=settings.log_level.lower()).serve(sockets=[sock])

@@ -27,7 +27,14 @@ from app.events.server import server
 from app.main import create_app
 from app.users import service as users
 from tests.fakes.gemini import FakeGemini
-from tests.integration.processes import command, free_port, pilotlight_env
+from tests.integration.processes import (
+    command,
+    free_port,
+    pilotlight_env,
+    start,
+    stop,
+    wait_healthy,
+)
 
 
 def cli(
@@ -194,6 +201,23 @@ async def test_a_metrics_port_in_use_is_one_line_naming_its_setting(
     assert one_error(result).startswith(
         f"error: PILOTLIGHT_METRICS_PORT: cannot listen on 127.0.0.1:{port} (Address already "
         "in use)")
+
+
+async def test_the_api_says_where_it_listens(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """uvicorn names its address only when it binds the socket itself: the api, which binds
+    it first, started with no word of where it listened."""
+    port = free_port()
+    env = pilotlight_env(data_dir=tmp_path / "data", database_url=database_url,
+                         PILOTLIGHT_PORT=str(port))
+    log = tmp_path / "api.log"
+    process = start(command("api"), env, tmp_path, log)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        stop(process, log=log)
+    assert f"pilotlight: listening on http://127.0.0.1:{port}\n" in log.read_text()
 
 
 @pytest.mark.parametrize("role", ["serve", "api"])
