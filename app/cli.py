@@ -225,12 +225,27 @@ async def _require_schema(runtime: Runtime) -> None:
         raise typer.Exit(2)
 
 
+def _unpriced(settings: Settings, llm: LLM) -> str | None:
+    """Why the costs of a Gemini model the price table does not list are wrong, if so."""
+    from app.agent.offline import OfflineModel
+    from app.agent.pricing import price_for
+
+    if isinstance(llm, OfflineModel) or price_for(llm.name, settings.gemini_prices):
+        return None
+    return (f"PILOTLIGHT_GEMINI_MODEL {llm.name} has no price in PILOTLIGHT_GEMINI_PRICES: "
+            "its turns are counted at $0 in usage and the daily cost cap does not stop "
+            "them; add its price to PILOTLIGHT_GEMINI_PRICES")
+
+
 async def _model_or_exit(settings: Settings) -> LLM:
     """The configured model, checked once: a rejected key stops the process at start."""
     from app.agent.factory import build_llm, probe
     from app.agent.llm import KeyRejected, LLMError
 
     llm = build_llm(settings)
+    unpriced = _unpriced(settings, llm)
+    if unpriced:
+        log.warning("%s", unpriced)
     try:
         await probe(llm)
     except KeyRejected as exc:
@@ -463,6 +478,9 @@ def check() -> None:
             line("model", True, detail)
         except LLMError as exc:
             line("model", False, f"{llm.name}{where}: {exc}")
+        unpriced = _unpriced(settings, llm)
+        if unpriced:
+            typer.echo(f"{'model':<9} WARN  {unpriced}")  # runs work; their cost does not
         if reason is None:
             async with runtime.sessionmaker() as session:
                 rows = (await session.execute(

@@ -34,6 +34,7 @@ from tests.integration.processes import (
     start,
     stop,
     wait_healthy,
+    wait_logged,
 )
 
 
@@ -567,6 +568,35 @@ async def test_a_rejected_gemini_key_is_a_clear_error_at_start(
         assert worker.returncode == 2
         assert "Gemini API key rejected" in worker.stderr
         assert "not-the-key" not in worker.stderr + worker.stdout  # never echo secrets
+
+
+async def test_a_gemini_model_without_a_price_is_told_by_check_and_the_worker(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """A model the price table does not list costs $0, so PILOTLIGHT_GEMINI_MODEL set to
+    one (gemini-2.5-pro) turned off every user's daily cost cap and showed $0 in usage, and
+    `check` said all was well."""
+    told = ("PILOTLIGHT_GEMINI_MODEL gemini-2.5-pro has no price in PILOTLIGHT_GEMINI_PRICES: "
+            "its turns are counted at $0 in usage and the daily cost cap does not stop them; "
+            "add its price to PILOTLIGHT_GEMINI_PRICES")
+    with FakeGemini() as fake:
+        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_API_KEY": fake.api_key,
+               "PILOTLIGHT_GEMINI_MODEL": "gemini-2.5-pro", "PILOTLIGHT_GEMINI_MAX_RETRIES": "0",
+               **(postgres_keys() if is_postgres else {})}
+        checked = cli(database_url, tmp_path, "check", env=env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"model     WARN  {told}" in checked.stdout.splitlines()
+        priced = cli(database_url, tmp_path, "check",
+                     env={**env, "PILOTLIGHT_GEMINI_MODEL": "gemini-3.1-pro-preview"})
+        assert "WARN  PILOTLIGHT_GEMINI_MODEL" not in priced.stdout
+        log = tmp_path / "worker.log"
+        worker = start(command("worker"), {**pilotlight_env(
+            data_dir=tmp_path / "data", database_url=database_url), **env}, tmp_path, log)
+        try:
+            wait_logged(log, "worker started")
+        finally:
+            stop(worker, log=log)
+    assert f"WARNING pilotlight: {told}" in log.read_text()
 
 
 async def test_the_access_log_shows_paths_but_never_query_strings(
