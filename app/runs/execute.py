@@ -338,6 +338,12 @@ class RunExecutor(RunEndings):
             # retry, a resume, and a run given back uncounted (a rejected API key, a
             # shutdown), which nothing on the run tells apart: one query, every time.
             sent_alerts = await alerter.sent()
+        # A watch's own runs each read their item and leave the instruction's cursors
+        # alone: run now on a watch reads, like a preview, what came since the run it
+        # says it covers from (without this, all mail and files of the first delta's
+        # look-back, as new, under "since" the last watch run).
+        looks_back = preview or (ctx.run.reason == "manual"
+                                 and ctx.instruction.trigger.get("type") == "watch")
         read_at = utcnow()
         if ctx.run.window_end is not None and ctx.run.window_end > read_at:
             read_at = ctx.run.window_end  # another clock, a little ahead: never go back
@@ -358,7 +364,7 @@ class RunExecutor(RunEndings):
             window_start=ctx.run.window_start,
             model=self.llm.name,
             context_limit=self.settings.agent_context_limit,
-            since=ctx.run.window_start if preview else None,
+            since=ctx.run.window_start if looks_back else None,
             max_input_tokens=self.settings.agent_max_input_tokens,
             interactive=interactive,
             watch_item=ctx.run.trigger_item,
@@ -367,7 +373,8 @@ class RunExecutor(RunEndings):
             price=price_for(self.llm.name, self.settings.gemini_prices),
         )
         # A preview looks at everything in its window, whatever was seen before.
-        cursors = {key: None if preview else ctx.instruction.cursor.get(key) for key in sources}
+        cursors = {key: None if looks_back else ctx.instruction.cursor.get(key)
+                   for key in sources}
         recorder = ctx.steps = StepWriter(
             self.sessionmaker, claim, ctx.run, self.fault,
             lambda usage: self.spend_of(ctx.user, usage),

@@ -4,6 +4,7 @@ file fires exactly one run, a burst is never dropped, an expired history resyncs
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.accounts.models import Account
+from app.agent.llm import TurnRequest, TurnResponse
+from app.agent.offline import OfflineModel
 from app.core.config import Settings
 from app.core.db import db_now, transaction
 from app.core.runtime import Runtime
@@ -108,6 +111,51 @@ async def test_a_watch_fires_once_per_matching_message_and_never_for_others(
     # Nothing changed: one history.list, 2 quota units, and no query.
     assert fake.quota_units(EMAIL) == 2
     assert [r.method_id for r in fake.requests] == ["gmail.users.history.list"]
+
+
+class _Prompts:
+    """The offline model, keeping each first prompt it is sent."""
+
+    def __init__(self) -> None:
+        self.inner = OfflineModel()
+        self.name = self.inner.name
+        self.prompts: list[str] = []
+
+    async def turn(self, request: TurnRequest) -> TurnResponse:
+        if isinstance(request.input, str):
+            self.prompts.append(request.input)
+        return await self.inner.turn(request)
+
+
+async def test_run_now_on_a_watch_reads_what_came_since_the_run_it_covers_from(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """It read, as new, every mail of the first look-back (last week's too), under
+    "since" the last watch run: a watch's runs leave the instruction's cursors alone."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    fake.add_message(EMAIL, sender="billing@example.com", subject="Last week's invoice",
+                     attachments=pdf(), date=datetime.now(UTC) - timedelta(days=3))
+    instruction_id = await create_watch(client, headers, gmail_query=BILLING)
+    watch = poller(runtime)
+    await watch.run_once()
+    fake.add_message(EMAIL, sender="billing@example.com", subject="Invoice 42",
+                     attachments=pdf())
+    assert len((await watch.poll_accounts([account.id])).runs) == 1
+    model = _Prompts()
+    worker = make_worker(runtime, model)
+    assert await work_once(worker) == 1
+    await asyncio.sleep(1.1)  # Gmail's after: counts in seconds
+    fake.add_message(EMAIL, sender="carol@example.com", subject="Lunch on Friday")
+
+    queued = await client.post(f"{API}/instructions/{instruction_id}/run", headers=headers)
+    assert queued.status_code == 201, queued.text
+    assert await work_once(worker) == 1
+    manual = await get_run(runtime, uuid.UUID(queued.json()["id"]))
+    assert manual.status == "succeeded", manual.error
+    prompt = model.prompts[-1]
+    assert "Lunch on Friday" in prompt
+    assert "Last week's invoice" not in prompt
 
 
 async def test_a_burst_of_30_matching_messages_in_one_poll_gives_30_runs(
