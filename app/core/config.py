@@ -528,8 +528,9 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _an_origin(cls, value: str) -> str:
-        """Links are this URL and a path: it must be an absolute http(s) URL, and nothing
-        after its path ("notaurl/login/link", "https://host/?x=1/login/link")."""
+        """Links are this URL and a path: it must be an absolute http(s) URL, with nothing
+        after its host ("notaurl/login/link", "https://host/?x=1/login/link", and
+        "https://host/pilot", whose dashboard pages would link to the host's root)."""
         value = value.strip()
         if not value:
             return value
@@ -545,6 +546,11 @@ class Settings(BaseSettings):
             raise ValueError(f"no query or fragment: {problem}")
         if parts.username is not None or parts.password is not None:
             raise ValueError(f"no user name or password: {problem}")
+        if parts.path.strip("/"):
+            # The dashboard links from its host's root ("/runs", "/sw.js" and its scope,
+            # cookies on Path=/): under a path its pages would lead out of it.
+            raise ValueError(f"no path ({parts.path}): serve Pilotlight at the root of a "
+                             f"host of its own, {problem}")
         return value
 
     @field_validator("timezone")

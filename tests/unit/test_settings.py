@@ -183,8 +183,8 @@ def test_half_a_google_client_is_refused_at_start(given: dict[str, str], missing
 
 @pytest.mark.parametrize(("public_url", "subject"), [
     pytest.param("https://pilot.example.com/", "https://pilot.example.com", id="https"),
-    pytest.param("https://pilot.example.com:8443/app", "https://pilot.example.com:8443",
-                 id="https-port-and-path"),
+    pytest.param("https://pilot.example.com:8443/", "https://pilot.example.com:8443",
+                 id="https-port"),
     pytest.param("", "mailto:pilotlight@localhost", id="empty"),
     pytest.param("http://pilot.example.com", "mailto:pilotlight@localhost", id="plain-http"),
     pytest.param("https://localhost:8443", "mailto:pilotlight@localhost", id="https-localhost"),
@@ -227,7 +227,9 @@ def test_a_vapid_subject_is_a_mailto_or_https_uri_or_empty() -> None:
      ("http://", "not an absolute"), ("https://pilot.example.com/?x=1", "no query or fragment"),
      ("https://pilot.example.com/#top", "no query or fragment"),
      ("https://u:p@pilot.example.com", "no user name or password"),
-     ("https://pilot.example.com:port", "not a URL")],
+     ("https://pilot.example.com:port", "not a URL"),
+     # The dashboard's links are from the host's root: under /pilot they led out of it.
+     ("https://example.com/pilot", "no path (/pilot): serve Pilotlight at the root")],
 )
 def test_a_public_url_links_can_be_made_from_is_required(given: str, reason: str) -> None:
     """Taken as it was, "notaurl" gave sign-in links "notaurl/login/link?token=…"."""
@@ -236,7 +238,7 @@ def test_a_public_url_links_can_be_made_from_is_required(given: str, reason: str
 
 
 @pytest.mark.parametrize("given", ["https://pilot.example.com", "http://127.0.0.1:8000/",
-                                   "https://example.com/pilot", " HTTPS://Pilot.Example.com "])
+                                   " HTTPS://Pilot.Example.com "])
 def test_public_urls_that_work_are_taken(given: str) -> None:
     assert Settings(_env_file=None, public_url=given).public_url == given.strip()  # type: ignore[call-arg]
 
