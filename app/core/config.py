@@ -34,6 +34,10 @@ from app.core.validation import timezones
 # (web-push-libs/web-push#947 and #787, pywebpush#175).
 FALLBACK_VAPID_SUBJECT = "mailto:pilotlight@localhost"
 _LOCAL_SUFFIXES = (".localhost", ".local", ".invalid", ".internal", ".home.arpa")
+# A DNS name: labels of letters, digits and inner hyphens, dot-separated.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 
 def local_contact(subject: str) -> str | None:
@@ -524,6 +528,21 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[^@\s]+@[^@\s]+", value.strip()):
             raise ValueError("not an email address (name@domain)")
         return value.strip()
+
+    @field_validator("host")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        """An IP address or a host name: it is listened on, and links are made of it
+        ("bad host" gave sign-in links to http://bad host:8000)."""
+        value = value.strip()
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(value):
+                raise ValueError("not an IP address or a host name: use one such as "
+                                 "127.0.0.1, 0.0.0.0, :: or pilot.internal (an IPv6 "
+                                 "address without brackets)") from None
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -301,3 +301,14 @@ def test_the_compose_file_gives_a_stopping_worker_the_time_it_takes() -> None:
     assert grace is not None, worker
     shutdown = Settings.model_fields["worker_shutdown_seconds"].default
     assert int(grace[1]) > shutdown
+
+
+@pytest.mark.parametrize("given", ["bad host", "http://pilot.example.com", "host:8000", "-x",
+                                   "a..b", "[::1]"])
+def test_a_host_that_is_no_address_is_refused(given: str) -> None:
+    """`login-link --host 'bad host'` printed links to http://bad host:8000."""
+    with pytest.raises(ValidationError, match="not an IP address or a host name"):
+        Settings(_env_file=None, host=given)  # type: ignore[call-arg]
+    for good in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "pilot.internal",
+                 "pilot-1.example.com"):
+        assert Settings(_env_file=None, host=f" {good} ").host == good  # type: ignore[call-arg]
