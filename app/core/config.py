@@ -520,6 +520,10 @@ class Settings(BaseSettings):
         # Unchecked, every run of the sample account failed with it, and `serve` started.
         if value is not None and not value.is_dir():
             raise ValueError("no such folder (it should hold maildir/ and docs/)")
+        if value is not None and not any((value / part).is_dir() for part in ("maildir", "docs")):
+            # Read as an empty mailbox: `check` said "0 messages", every run had nothing new.
+            raise ValueError("it holds neither maildir/ nor docs/ (mail in maildir/cur and "
+                             "maildir/new, documents in docs/)")
         return value
 
     @field_validator("local_user_email")

@@ -154,6 +154,10 @@ def test_a_sample_data_folder_that_is_not_there_is_refused_at_start(tmp_path: Pa
     """Unchecked, `serve` started and every run of the sample account failed."""
     with pytest.raises(ValidationError, match="no such folder"):
         Settings(_env_file=None, sample_data_dir=tmp_path / "nowhere")  # type: ignore[call-arg]
+    # A folder with neither part was read as an empty mailbox ("0 messages" in `check`).
+    with pytest.raises(ValidationError, match="neither maildir/ nor docs/"):
+        Settings(_env_file=None, sample_data_dir=tmp_path)  # type: ignore[call-arg]
+    (tmp_path / "docs").mkdir()
     assert Settings(_env_file=None,  # type: ignore[call-arg]
                     sample_data_dir=tmp_path).sample_data_dir == tmp_path
 
