@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -51,6 +52,12 @@ def local_timezone(configured: str) -> str:
     return machine if machine in timezones() else "UTC"
 
 
+def sample_account(user_id: uuid.UUID) -> Account:
+    """The bundled sample mailbox and documents, as an account of the user's."""
+    return Account(user_id=user_id, kind="sample", email="me@northwind.example",
+                   scopes={"read": ["mail", "files"]}, sync_cursor={}, status="active")
+
+
 async def ensure_local_user(runtime: Runtime) -> Bootstrap:
     """Create the local user once, with the sample account and the example instruction:
     in an empty database only, so that a changed PILOTLIGHT_LOCAL_USER_EMAIL is refused
@@ -78,10 +85,7 @@ async def ensure_local_user(runtime: Runtime) -> Bootstrap:
                 timezone=local_timezone(settings.timezone),
             )
             if settings.sample_account:
-                session.add(
-                    Account(user_id=user.id, kind="sample", email="me@northwind.example",
-                            scopes={"read": ["mail", "files"]}, sync_cursor={}, status="active")
-                )
+                session.add(sample_account(user.id))
                 await session.flush()
             # Without the sample it would have nothing to read until Google is connected.
             if settings.example_instruction and settings.sample_account:

@@ -600,10 +600,14 @@ def user_create(
     email: str,
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
+    sample: Annotated[bool, typer.Option(
+        "--sample", help="Give the user the bundled sample mailbox to read (a demo, or a "
+        "deployment without Google).")] = False,
 ) -> None:
     """Create a user."""
 
     async def main(runtime: Runtime) -> None:
+        from app.bootstrap import sample_account
         from app.users import service
 
         await _require_schema(runtime)
@@ -611,7 +615,10 @@ def user_create(
             user = await service.create_user(
                 session=session, email=email, name=name, timezone=timezone
             )
-        typer.echo(f"created user {user.email} ({user.id})")
+            if sample:
+                session.add(sample_account(user.id))
+        typer.echo(f"created user {user.email} ({user.id})"
+                   + (" with the sample mailbox" if sample else ""))
 
     _run(main)
 

@@ -69,6 +69,27 @@ async def test_user_and_token_create(runtime: Runtime, database_url: str, tmp_pa
         assert user.timezone == "Europe/London"
 
 
+async def test_a_user_created_with_the_sample_can_have_instructions_without_google(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    """A deployment without Google: every instruction of a created user was refused with
+    NothingToRead, and nothing could give the user something to read."""
+    for email, sample in (("demo@example.com", True), ("plain@example.com", False)):
+        created = cli(database_url, tmp_path, "user", "create", email,
+                      *(["--sample"] if sample else []))
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.strip().endswith("with the sample mailbox") == sample
+        token = cli(database_url, tmp_path, "token", "create", email).stdout.strip()
+        app = create_app(runtime)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as client:
+            made = await client.post(
+                "/api/v1/instructions", headers={"Authorization": f"Bearer {token}"},
+                json={"title": "Digest", "text": "Digest my mail.",
+                      "trigger": {"type": "cron", "cron": "0 8 * * *", "timezone": "UTC"}})
+        assert made.status_code == (201 if sample else 422), made.text
+
+
 async def test_user_list(runtime: Runtime, database_url: str, tmp_path: Path) -> None:
     empty = cli(database_url, tmp_path, "user", "list")
     assert (empty.returncode, empty.stdout) == (0, "")
