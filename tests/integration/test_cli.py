@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import socket
 import sqlite3
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -620,22 +622,37 @@ async def test_a_gemini_model_without_a_price_is_told_by_check_and_the_worker(
     assert f"WARNING pilotlight: {told}" in log.read_text()
 
 
-async def test_the_access_log_shows_paths_but_never_query_strings(
-    runtime: Runtime, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The login link's token and the OAuth callbacks' state and code stay out of the log."""
+@contextlib.asynccontextmanager
+async def _serving(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture, *, log_level: str = "info",
+    loggers: tuple[str, ...] = (),
+) -> AsyncIterator[int]:
+    """The app served by uvicorn on a free port, the `loggers` (which do not propagate)
+    heard by caplog; yields the port."""
     _setup_logging(runtime.settings)
     port = free_port()
-    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="info")
-    # They do not propagate: caplog listens on them.
-    loggers = [logging.getLogger(name) for name in ("uvicorn.access", "uvicorn.error")]
-    for logger in loggers:
+    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level=log_level)
+    heard = [logging.getLogger(name) for name in loggers]
+    for logger in heard:
         logger.addHandler(caplog.handler)
     serving = asyncio.create_task(http.serve())
     try:
         while not http.started:
             assert not serving.done(), serving
             await asyncio.sleep(0.01)
+        yield port
+    finally:
+        http.should_exit = True
+        await serving
+        for logger in heard:
+            logger.removeHandler(caplog.handler)
+
+
+async def test_the_access_log_shows_paths_but_never_query_strings(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The login link's token and the OAuth callbacks' state and code stay out of the log."""
+    async with _serving(runtime, caplog, loggers=("uvicorn.access", "uvicorn.error")) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             await client.get("/login/link", params={"token": "LINKSECRET"})
             await client.get("/oauth/google/callback",
@@ -646,11 +663,6 @@ async def test_the_access_log_shows_paths_but_never_query_strings(
         with pytest.raises(websockets.exceptions.InvalidStatus):
             async with websockets.connect(f"ws://127.0.0.1:{port}/events?token=WSSECRET"):
                 pass
-    finally:
-        http.should_exit = True
-        await serving
-        for logger in loggers:
-            logger.removeHandler(caplog.handler)
 
     records = [r for r in caplog.records if r.name == "uvicorn.access"]
     shown = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s',
@@ -673,25 +685,12 @@ async def test_health_checks_and_scrapes_that_succeed_are_not_in_the_access_log(
 ) -> None:
     """A load balancer's /healthz and a Prometheus scrape every few seconds were a line
     each in an idle api's log."""
-    _setup_logging(runtime.settings)
-    port = free_port()
-    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="info")
-    access = logging.getLogger("uvicorn.access")
-    access.addHandler(caplog.handler)
-    serving = asyncio.create_task(http.serve())
-    try:
-        while not http.started:
-            assert not serving.done(), serving
-            await asyncio.sleep(0.01)
+    async with _serving(runtime, caplog, loggers=("uvicorn.access",)) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             for path in ("/healthz", "/readyz", "/metrics", "/healthz?x=1", "/openapi.json"):
                 assert (await client.get(path)).status_code == 200
             assert (await client.head("/healthz")).status_code == 200
             assert (await client.get("/metricsx")).status_code == 404
-    finally:
-        http.should_exit = True
-        await serving
-        access.removeHandler(caplog.handler)
     shown = AccessFormatter('"%(request_line)s" %(status_code)s', use_colors=False)
     lines = [shown.format(r) for r in caplog.records if r.name == "uvicorn.access"]
     assert lines == ['"GET /openapi.json HTTP/1.1" 200 OK',
@@ -703,21 +702,11 @@ async def test_outbound_requests_are_logged_by_origin_only(
 ) -> None:
     """httpx logged each webhook and push request's whole URL at INFO: a Slack hook's
     secret path, a `?token=`, a push subscription's capability path."""
-    _setup_logging(runtime.settings)
-    port = free_port()
-    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    serving = asyncio.create_task(http.serve())
-    try:
-        while not http.started:
-            assert not serving.done(), serving
-            await asyncio.sleep(0.01)
+    async with _serving(runtime, caplog, log_level="warning") as port:
         with caplog.at_level(logging.INFO, logger="httpx"):
             async with httpx.AsyncClient() as client:
                 await client.post(f"http://127.0.0.1:{port}/services/T0/B0/HOOKSECRET",
                                   params={"token": "TOKENSECRET"})
-    finally:
-        http.should_exit = True
-        await serving
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert lines == [f'HTTP Request: POST http://127.0.0.1:{port} "HTTP/1.1 404 Not Found"'], (
         lines)
