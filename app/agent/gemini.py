@@ -25,7 +25,8 @@ functions, `completed`, `failed`, ...), `steps` (`thought`, `function_call` with
 `total_cached_tokens`).
 
 429, 500, 502, 503, 504, timeouts and connection errors are retried with
-exponential backoff that honours `Retry-After`; the SDK's own retries are off so
+exponential backoff that honours the server's delay (a 429's google.rpc.RetryInfo
+`retryDelay`, else `Retry-After`); the SDK's own retries are off so
 that there is one retry policy, this one. A refused API key (401, 403, or a 400
 whose ErrorInfo reason is API_KEY_INVALID, as the service answers a key that is not
 valid) raises `KeyRejected`: the operator must fix it, no retry will.
@@ -100,8 +101,35 @@ def _reasons(exc: BaseException) -> set[str]:
     return {str(d["reason"]) for d in details if isinstance(d, Mapping) and d.get("reason")}
 
 
+def _retry_info_seconds(exc: BaseException) -> float | None:
+    """The delay of the google.rpc.RetryInfo detail of a Google error body ("53s"), if any.
+
+    This is how the Gemini API says how long a 429 RESOURCE_EXHAUSTED lasts: in the body,
+    not in a Retry-After header (googleapis/python-genai#1875)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, Mapping) else None
+    details = error.get("details") if isinstance(error, Mapping) else None
+    if not isinstance(details, list):
+        return None
+    for detail in details:
+        if not isinstance(detail, Mapping):
+            continue
+        if not str(detail.get("@type", "")).endswith("/google.rpc.RetryInfo"):
+            continue
+        delay = detail.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(float(delay[:-1]), 0.0)
+            except ValueError:
+                return None
+    return None
+
+
 def retry_after_seconds(exc: BaseException) -> float | None:
-    """The server's Retry-After (seconds or an HTTP date) or retry-after-ms, if it sent one."""
+    """How long the server asked to wait: the RetryInfo of its error body, else its
+    Retry-After (seconds or an HTTP date) or retry-after-ms header, if it sent one."""
+    if (delay := _retry_info_seconds(exc)) is not None:
+        return delay
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is None:

@@ -8,7 +8,9 @@ refused in Google's own shape ({"error": {"code", "message", "status", "details"
 API_KEY_INVALID; temperature / top_p / top_k / thinking_budget, a thinking_level other
 than minimal / low / medium / high, malformed tools, response_format, input or model 400;
 an unknown `previous_interaction_id` 404; after a turn with function calls, anything but
-one `function_result` per call with that call's `call_id` and `name` 400.
+one `function_result` per call with that call's `call_id` and `name` 400. A 429 (on
+demand, `fail`) is the quota's, in Google's shape too: 429 RESOURCE_EXHAUSTED, how long to
+wait in a google.rpc.RetryInfo detail, no Retry-After header.
 
 A function result is a string, an object, or a list of content parts: `text` ({"text"}),
 `image` and `document` ({"mime_type", "data"}: standard base64, inline only, no `uri`).
@@ -171,6 +173,23 @@ def _key_error(status: int, google_status: str, message: str, reason: str | None
     return ApiError(status, google_status, message, {"error": error})
 
 
+def _quota_error(retry_after: float | None, message: str | None) -> ApiError:
+    """A 429 as the service answers one, in Google's shape: how long to wait is in a
+    google.rpc.RetryInfo detail ("retryDelay": "53s"), never in a Retry-After header
+    (googleapis/python-genai#1875, whose SDK retries had to learn to read it)."""
+    text = message or (
+        "You exceeded your current quota, please check your plan and billing details."
+    )
+    error: dict[str, Any] = {"code": 429, "message": text, "status": "RESOURCE_EXHAUSTED"}
+    if retry_after is not None:
+        error["message"] = f"{text} Please retry in {retry_after:g}s."
+        error["details"] = [{
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": f"{retry_after:g}s",
+        }]
+    return ApiError(429, "RESOURCE_EXHAUSTED", error["message"], {"error": error})
+
+
 def _invalid(message: str) -> ApiError:
     return ApiError(400, "invalid_request", message)
 
@@ -231,7 +250,10 @@ class FakeGemini(ThreadedServer):
         self, status: int, *, times: int = 1, retry_after: float | None = None,
         message: str | None = None,
     ) -> None:
-        """Answer the next `times` create requests with `status` (after the key check)."""
+        """Answer the next `times` create requests with `status` (after the key check).
+
+        `retry_after` goes where the service puts it: a 429's in its RetryInfo detail, any
+        other status's in a Retry-After header."""
         with self._lock:
             self._faults.extend([(status, retry_after, message)] * times)
 
@@ -316,8 +338,10 @@ class FakeGemini(ThreadedServer):
                 delay = self._delays.popleft() if self._delays else None
             if fault is not None:
                 status, retry_after, message = fault
+                if status == 429:
+                    return self._error(entry, _quota_error(retry_after, message))
                 headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
-                code = {429: "resource_exhausted", 503: "unavailable"}.get(status, "internal")
+                code = {503: "unavailable"}.get(status, "internal")
                 failure = ApiError(status, code, message or f"fake failure {status}")
                 return self._error(entry, failure, headers)
             if delay:

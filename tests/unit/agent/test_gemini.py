@@ -230,8 +230,8 @@ async def test_cached_input_is_priced_at_the_cached_rate():
 # --- errors and retries --------------------------------------------------------------------
 
 
-async def test_a_429_is_retried_after_the_servers_retry_after(fake):
-    fake.fail(429, retry_after=1)
+async def test_a_429_is_retried_after_the_retry_delay_of_its_body(fake):
+    fake.fail(429, retry_after=1)  # RESOURCE_EXHAUSTED with RetryInfo {"retryDelay": "1s"}
     fake.fail(503)
     model = make_model(fake)
     response = await model.turn(first_turn())
@@ -239,22 +239,33 @@ async def test_a_429_is_retried_after_the_servers_retry_after(fake):
 
     records = fake.requests()
     assert [r.status for r in records] == [429, 503, 200]
-    assert records[1].at - records[0].at >= 1.0  # waited as long as Retry-After said
+    assert records[1].at - records[0].at >= 1.0  # waited as long as the quota said
     assert response.interaction_id == records[2].response["id"]
 
 
-async def test_retry_delays_honour_retry_after_and_back_off_exponentially(fake):
+async def test_retry_delays_honour_the_servers_delay_and_back_off_exponentially(fake):
     delays = Delays()
-    fake.fail(429, retry_after=7)
+    fake.fail(429, retry_after=37.5)  # the quota's RetryInfo
+    fake.fail(503, retry_after=7)  # a Retry-After header
     fake.fail(500, times=2)
     model = make_model(fake, sleep=delays, retry_base_seconds=1.0)
     await model.turn(first_turn())
     await model.aclose()
 
-    assert len(fake.requests()) == 4
-    assert delays[0] == 7.0
-    assert 0.5 <= delays[1] <= 2.0  # 1 s doubled once, with jitter
-    assert 1.0 <= delays[2] <= 4.0
+    assert len(fake.requests()) == 5
+    assert delays[:2] == [37.5, 7.0]
+    assert 2.0 <= delays[2] <= 4.0  # 1 s doubled twice, with jitter
+    assert 4.0 <= delays[3] <= 8.0
+
+
+async def test_a_retry_delay_longer_than_the_bound_is_cut_to_it(fake):
+    delays = Delays()
+    fake.fail(429, retry_after=3600)
+    model = make_model(fake, sleep=delays, retry_max_seconds=60.0)
+    await model.turn(first_turn())
+    await model.aclose()
+
+    assert delays == [60.0]
 
 
 async def test_retries_are_bounded(fake):
