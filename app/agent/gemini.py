@@ -29,7 +29,10 @@ exponential backoff that honours the server's delay (a 429's google.rpc.RetryInf
 `retryDelay`, else `Retry-After`); the SDK's own retries are off so
 that there is one retry policy, this one. A refused API key (401, 403, or a 400
 whose ErrorInfo reason is API_KEY_INVALID, as the service answers a key that is not
-valid) raises `KeyRejected`: the operator must fix it, no retry will.
+valid) raises `KeyRejected`: the operator must fix it, no retry will. A 404 for a turn that
+chains to an earlier interaction raises `ConversationGone`: stored interactions are deleted
+after their retention (1 day on the free tier, 55 days paid), which a question waiting for
+its answer can outlast.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from app.agent.llm import (
+    ConversationGone,
     FunctionCall,
     FunctionResult,
     KeyRejected,
@@ -297,6 +301,11 @@ class GeminiModel:
                 message = api_message(exc)
                 if status in AUTH_STATUS or (status == 400 and KEY_REASONS & _reasons(exc)):
                     raise KeyRejected(f"Gemini API key rejected: {message}") from exc
+                if status == 404 and request.previous_interaction_id:
+                    raise ConversationGone(
+                        f"Gemini no longer has interaction {request.previous_interaction_id}: "
+                        f"{message}"
+                    ) from exc
                 if status not in RETRYABLE_STATUS:
                     raise LLMError(f"Gemini API error {status}: {message}") from exc
                 failure = f"{status} {message}"

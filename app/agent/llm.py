@@ -114,6 +114,11 @@ class KeyRejected(LLMError):
     """The model service refused the API key: nothing will work until it is fixed."""
 
 
+class ConversationGone(LLMError):
+    """The turn chains to an interaction the model service no longer has: it keeps stored
+    conversations for a while only (Gemini: 1 day on the free tier, 55 days paid)."""
+
+
 class LLM(Protocol):
     """What the agent loop needs from a model."""
 

@@ -33,6 +33,7 @@ from app.agent.excerpt import mail_excerpts
 from app.agent.links import addresses_in, inert, inert_draft
 from app.agent.llm import (
     LLM,
+    ConversationGone,
     FunctionCall,
     FunctionResult,
     LLMError,
@@ -190,6 +191,8 @@ class _Run:
         self.alerts_sent = 0
         self.asked: AskedQuestion | None = None  # by the turn being answered
         self.notes: list[str] = []
+        # The model service no longer had the conversation the run was to go on with.
+        self.conversation_gone = False
         self.schema = draft_json_schema()
         # The web addresses the run read (its prompt, tool results, the user's answer):
         # only these stay as they are in what the model writes (`app/agent/links.py`).
@@ -595,7 +598,14 @@ async def _resume(
         )
     response = None
     if run.may_turn():  # the budgets may have changed while the question waited
-        response = await run.turn(results, state.interaction_id)
+        try:
+            response = await run.turn(results, state.interaction_id)
+        except ConversationGone as exc:
+            # The service deleted the paused conversation (its retention is shorter than a
+            # question may wait): no attempt could go on with it, so finish with what the
+            # run has rather than fail every attempt on the same 404.
+            log.warning("run resumed after its conversation expired: %s", exc)
+            run.conversation_gone = True
     return await _converse(run, response, state.cursors, state.fallback)
 
 
@@ -623,7 +633,14 @@ async def _converse(
     turns_spent = draft is None
     if draft is None:  # a budget cut it short: finish with what the run has
         draft = fallback
-        if run.money_spent():
+        if run.conversation_gone:
+            notes.append(
+                "The model service no longer kept this run's conversation when the question "
+                "was answered or expired (it keeps them for a limited time: a day on Gemini's "
+                "free tier), so the model could not go on; the new items are listed from "
+                "their previews."
+            )
+        elif run.money_spent():
             notes.append(
                 f"Stopped because the daily cost cap was reached (this run spent "
                 f"${run.cost():.2f} of the ${request.max_cost_usd:.2f} left today) without a "

@@ -7,8 +7,10 @@ refused in Google's own shape ({"error": {"code", "message", "status", "details"
 `x-goog-api-key` 403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT with reason
 API_KEY_INVALID; temperature / top_p / top_k / thinking_budget, a thinking_level other
 than minimal / low / medium / high, malformed tools, response_format, input or model 400;
-an unknown `previous_interaction_id` 404; after a turn with function calls, anything but
-one `function_result` per call with that call's `call_id` and `name` 400. A 429 (on
+an unknown `previous_interaction_id` 404 (also one the service no longer keeps: it
+deletes stored interactions after 1 day on the free tier, 55 days paid; `forget` does
+it); after a turn with function calls, anything but one `function_result` per call with
+that call's `call_id` and `name` 400. A 429 (on
 demand, `fail`) is the quota's, in Google's shape too: 429 RESOURCE_EXHAUSTED, how long to
 wait in a google.rpc.RetryInfo detail, no Retry-After header.
 
@@ -261,6 +263,13 @@ class FakeGemini(ThreadedServer):
         """Hold the next `times` create requests for `seconds` before answering."""
         with self._lock:
             self._delays.extend([seconds] * times)
+
+    def forget(self, *interaction_ids: str) -> None:
+        """Delete stored interactions, as the service does once their retention ends (1 day
+        on the free tier, 55 days paid): chaining to one, or getting it, is then a 404."""
+        with self._lock:
+            for interaction_id in interaction_ids:
+                self._stored.pop(interaction_id, None)
 
     def requests(self, *, creates_only: bool = True) -> list[Recorded]:
         with self._lock:

@@ -267,6 +267,40 @@ async def test_an_expired_question_resumes_the_run_with_no_answer(
     assert late.status_code == 409
 
 
+async def test_a_question_that_outlasts_the_stored_conversation_finishes_from_the_previews(
+    gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
+) -> None:
+    # Gemini deletes stored interactions after a day on the free tier, the default time a
+    # question waits: the resume chains to an interaction that is gone (404).
+    runtime = gemini_runtime
+    user, headers = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    fake.script(ask())
+    llm = gemini_for(runtime.settings)
+    worker = make_worker(runtime, llm)
+    run_id = await run_now(runtime, instruction)
+    await work_once(worker)
+    (question,) = await questions_of(runtime, instruction.id)
+    fake.forget(fake.requests()[0].response["id"])
+
+    response = await client.post(f"{API}/questions/{question.id}/answer",
+                                 json={"answer": "Apollo"}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert await work_once(worker) == 1
+    await llm.aclose()
+
+    run = await get_run(runtime, run_id)
+    assert run.status == "succeeded", run.error  # not failed, to be retried on the same 404
+    assert [r.status for r in fake.requests()] == [200, 404]
+    assert run.result is not None
+    assert [s["title"] for s in run.result["sections"]] == ["New mail", "Documents changed"]
+    assert any("no longer kept this run's conversation" in n for n in run.result["notes"])
+    steps = [(s.kind, s.name, s.error is not None) for s in await steps_of(runtime, run_id)]
+    assert steps[-1] == ("model", "gemini-3.5-flash", True)  # the refused turn is traced
+    kinds = [n.kind for n in await notifications_of(runtime, user.id)]
+    assert kinds == ["question", "digest"]
+
+
 async def test_a_repeated_question_is_asked_once_and_one_answer_resumes_both_runs(
     gemini_runtime: Runtime, fake: FakeGemini, client: httpx.AsyncClient
 ) -> None:

@@ -13,7 +13,14 @@ import pytest
 from app.agent.digest import draft_json_schema
 from app.agent.factory import build_llm
 from app.agent.gemini import GeminiModel, parse_interaction
-from app.agent.llm import FunctionResult, KeyRejected, LLMError, TurnRequest, Usage
+from app.agent.llm import (
+    ConversationGone,
+    FunctionResult,
+    KeyRejected,
+    LLMError,
+    TurnRequest,
+    Usage,
+)
 from app.agent.offline import OfflineModel
 from app.agent.pricing import ModelPrice, cost_usd
 from app.agent.prompt import LAST_CALL_GUIDANCE, SYSTEM_INSTRUCTION
@@ -319,9 +326,20 @@ async def test_mismatched_function_results_are_refused_with_the_apis_message(fak
 
 async def test_an_unknown_previous_interaction_fails_without_retries(fake, gemini):
     chained = first_turn().model_copy(update={"previous_interaction_id": "v1_missing"})
-    with pytest.raises(LLMError, match="404.*v1_missing not found"):
+    with pytest.raises(ConversationGone, match="no longer has interaction v1_missing"):
         await gemini.turn(chained)
     assert len(fake.requests()) == 1
+
+
+async def test_a_conversation_past_its_retention_is_gone(fake, gemini):
+    first = await gemini.turn(first_turn())
+    fake.forget(first.interaction_id)  # its retention ran out (1 day on the free tier)
+    chained = first_turn("And then?").model_copy(
+        update={"previous_interaction_id": first.interaction_id}
+    )
+    with pytest.raises(ConversationGone):
+        await gemini.turn(chained)
+    assert [r.status for r in fake.requests()] == [200, 404]
 
 
 async def test_a_rejected_key_says_so(fake):
