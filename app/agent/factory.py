@@ -32,12 +32,16 @@ def build_llm(settings: Settings) -> LLM:
 
 
 async def probe(llm: LLM) -> None:
-    """Ask the model for one tiny answer; raises `LLMError` (`KeyRejected` for a bad key)."""
+    """Ask the model for one tiny answer; raises `LLMError` (`KeyRejected` for a bad key).
+
+    At thinking level low: the one every Gemini 3 model takes (3.7 Flash and the 3.x Pro
+    models refuse minimal with a 400), so the check fails only for the key or the service.
+    """
     if isinstance(llm, OfflineModel):
         return
     await llm.turn(
         TurnRequest(
             model=llm.name, system_instruction="Answer with the single word OK.",
-            input="Are you there?", thinking_level="minimal",
+            input="Are you there?", thinking_level="low",
         )
     )

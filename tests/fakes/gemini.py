@@ -6,7 +6,8 @@ error shape {"error": {"code", "message"}}; the API key, checked in front of the
 refused in Google's own shape ({"error": {"code", "message", "status", "details"}}): no
 `x-goog-api-key` 403 PERMISSION_DENIED, a wrong one 400 INVALID_ARGUMENT with reason
 API_KEY_INVALID; temperature / top_p / top_k / thinking_budget, a thinking_level other
-than minimal / low / medium / high, malformed tools, response_format, input or model 400;
+than minimal / low / medium / high or one the model does not take (`REFUSED_LEVELS`),
+malformed tools, response_format, input or model 400;
 an unknown `previous_interaction_id` 404 (also one the service no longer keeps: it
 deletes stored interactions after 1 day on the free tier, 55 days paid; `forget` does
 it); after a turn with function calls, anything but one `function_result` per call with
@@ -75,6 +76,16 @@ from tests.fakes._server import ThreadedServer
 
 DEFAULT_API_KEY = "fake-gemini-key"
 FORBIDDEN_SAMPLING = ("temperature", "top_p", "top_k", "thinking_budget")
+# Thinking levels a model refuses with a 400 (longest name prefix wins), as Google's
+# thinking-level table has it: Gemini 3 Pro takes low and high only, 3.1 Pro and 3.7 Flash
+# no minimal (the 400 "THINKING_LEVEL_MINIMAL is unsupported": can1357/oh-my-pi#10543,
+# bolna-ai/bolna#956, which found low the one level the whole 3.x family takes); 3.5
+# Flash takes all four.
+REFUSED_LEVELS: dict[str, tuple[str, ...]] = {
+    "gemini-3-pro": ("minimal", "medium"),
+    "gemini-3.1-pro": ("minimal",),
+    "gemini-3.7-flash": ("minimal",),
+}
 # Thought tokens a reply spends by default, per thinking level.
 THOUGHT_TOKENS = {"minimal": 0, "low": 8, "medium": 32, "high": 128}
 # Function result content parts: what the fake accepts, and how it bills media.
@@ -412,6 +423,9 @@ class FakeGemini(ThreadedServer):
                 f"Invalid value at 'generation_config.thinking_level' ({level!r}): "
                 f"expected one of {', '.join(THINKING_LEVELS)}."
             )
+        refusing = [name for name in REFUSED_LEVELS if model.startswith(name)]
+        if refusing and level in REFUSED_LEVELS[max(refusing, key=len)]:
+            raise _invalid(f"THINKING_LEVEL_{level.upper()} is unsupported for {model}.")
         system = body.get("system_instruction") or ""
         if not isinstance(system, str):
             raise _invalid("system_instruction must be a string.")

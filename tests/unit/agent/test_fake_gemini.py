@@ -75,6 +75,19 @@ def test_what_the_model_does_not_accept_is_a_400(fake, body):
     assert message
 
 
+@pytest.mark.parametrize(
+    ("model", "level"),
+    [("gemini-3.7-flash", "minimal"), ("gemini-3.1-pro-preview", "minimal"),
+     ("gemini-3-pro-preview", "medium")],
+)
+def test_a_thinking_level_the_model_does_not_take_is_a_400(fake, model, level):
+    body = {"model": model, "input": "hi", "generation_config": {"thinking_level": level}}
+    status, code, message = error_of(post(fake, body))
+    assert (status, code) == (400, "invalid_request")
+    assert message == f"THINKING_LEVEL_{level.upper()} is unsupported for {model}."
+    assert post(fake, {**body, "generation_config": {"thinking_level": "low"}}).status_code == 200
+
+
 def test_an_unknown_previous_interaction_is_a_404(fake):
     response = post(fake, {**BASE, "previous_interaction_id": "v1_gone"})
     assert error_of(response) == (404, "not_found", "Interaction v1_gone not found.")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.agent.digest import draft_json_schema
-from app.agent.factory import build_llm
+from app.agent.factory import build_llm, probe
 from app.agent.gemini import GeminiModel, parse_interaction
 from app.agent.llm import (
     ConversationGone,
@@ -395,3 +395,13 @@ def test_build_llm_chooses_gemini_when_a_key_is_set(fake):
     assert isinstance(llm, GeminiModel)
     assert (llm.name, llm.max_retries) == ("gemini-3.1-pro-preview", 1)
     assert isinstance(build_llm(Settings(_env_file=None)), OfflineModel)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("model", ["gemini-3.5-flash", "gemini-3.7-flash", "gemini-3.1-pro"])
+async def test_the_start_check_works_with_every_gemini_3_model(fake, model):
+    # 3.7 Flash and the Pro models refuse thinking level minimal: a check sent at it would
+    # say the model does not answer when the key and the service are fine.
+    llm = make_model(fake, model=model)
+    await probe(llm)
+    await llm.aclose()
+    assert fake.bodies()[0]["generation_config"] == {"thinking_level": "low"}
