@@ -13,8 +13,11 @@ One port turn is one `client.aio.interactions.create` call. The request body:
                               (PDFs are documents, images are images)
     previous_interaction_id   the previous turn's interaction id (server-side history)
     tools                     [{"type": "function", "name", "description", "parameters"}]
-    generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high"};
-                              never temperature, top_p, top_k or thinking_budget
+    generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high"},
+                              the next level up when the model does not take the
+                              instruction's (`MODEL_LEVELS`: 3.7 Flash and the Pro
+                              models refuse minimal); never temperature, top_p, top_k
+                              or thinking_budget
     response_format           {"type": "text", "mime_type": "application/json",
                               "schema": <the digest's JSON schema>}
 
@@ -70,6 +73,17 @@ AUTH_STATUS = frozenset({401, 403})
 # the reason of its google.rpc.ErrorInfo detail.
 KEY_REASONS = frozenset({"API_KEY_INVALID"})
 FAILED_STATUSES = frozenset({"failed", "cancelled"})
+# The thinking levels of the models that do not take all four (longest name prefix wins),
+# from Google's thinking-level table: 3.7 Flash and the 3.x Pro models refuse minimal
+# with a 400 "THINKING_LEVEL_MINIMAL is unsupported" (can1357/oh-my-pi#10543,
+# bolna-ai/bolna#956), 3 Pro medium too. An instruction's level one of them does not take
+# is sent as the next one up, rather than failing each of its runs.
+LEVEL_ORDER = ("minimal", "low", "medium", "high")
+MODEL_LEVELS: dict[str, tuple[str, ...]] = {
+    "gemini-3-pro": ("low", "high"),
+    "gemini-3.1-pro": ("low", "medium", "high"),
+    "gemini-3.7-flash": ("low", "medium", "high"),
+}
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -173,12 +187,22 @@ def function_result_step(result: FunctionResult) -> dict[str, Any]:
     }
 
 
+def thinking_level_for(model: str, level: str) -> str:
+    """`level`, or the next level up that `model` takes (`MODEL_LEVELS`)."""
+    names = [name for name in MODEL_LEVELS if model.startswith(name)]
+    if not names or level not in LEVEL_ORDER:
+        return level
+    takes = MODEL_LEVELS[max(names, key=len)]
+    return next((up for up in LEVEL_ORDER[LEVEL_ORDER.index(level):] if up in takes), level)
+
+
 def build_body(request: TurnRequest) -> dict[str, Any]:
     """The `interactions.create` keyword arguments for one port turn."""
+    level = thinking_level_for(request.model, request.thinking_level)
     body: dict[str, Any] = {
         "model": request.model,
         "system_instruction": request.system_instruction,
-        "generation_config": {"thinking_level": request.thinking_level},
+        "generation_config": {"thinking_level": level},
     }
     if isinstance(request.input, str):
         body["input"] = request.input

@@ -405,3 +405,22 @@ async def test_the_start_check_works_with_every_gemini_3_model(fake, model):
     await probe(llm)
     await llm.aclose()
     assert fake.bodies()[0]["generation_config"] == {"thinking_level": "low"}
+
+
+@pytest.mark.parametrize(
+    ("model", "level", "sent"),
+    [("gemini-3.7-flash", "minimal", "low"), ("gemini-3.1-pro-preview", "minimal", "low"),
+     ("gemini-3-pro-preview", "medium", "high"), ("gemini-3.5-flash", "minimal", "minimal"),
+     ("gemini-3.7-flash", "medium", "medium")],
+)
+async def test_a_thinking_level_the_model_does_not_take_is_sent_as_the_next_one_up(
+    fake, model, level, sent
+):
+    # An instruction at minimal on 3.7 Flash or a Pro model: each of its runs failed on a 400.
+    llm = make_model(fake, model=model)
+    turn = first_turn().model_copy(update={"model": model, "thinking_level": level})
+    try:
+        await llm.turn(turn)
+    finally:
+        await llm.aclose()
+    assert fake.bodies()[0]["generation_config"] == {"thinking_level": sent}
