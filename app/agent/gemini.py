@@ -33,7 +33,8 @@ exponential backoff that honours the server's delay (a 429's google.rpc.RetryInf
 that there is one retry policy, this one. A refused API key (401, 403, or a 400
 whose ErrorInfo reason is API_KEY_INVALID, as the service answers a key that is not
 valid) raises `KeyRejected`: the operator must fix it, no retry will. A 404 for a turn that
-chains to an earlier interaction raises `ConversationGone`: stored interactions are deleted
+chains to an earlier interaction the service no longer has (its GET is a 404 too) raises
+`ConversationGone`: stored interactions are deleted
 after their retention (1 day on the free tier, 55 days paid), which a question waiting for
 its answer can outlast.
 """
@@ -313,6 +314,17 @@ class GeminiModel:
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 
+    async def _gone(self, interaction_id: str) -> bool:
+        """Whether the service no longer has `interaction_id`: a chained turn's 404 may be
+        for something else (the model), so ask for the interaction itself."""
+        try:
+            await self._client.aio.interactions.get(interaction_id)
+        except api_errors.APIStatusError as exc:
+            return exc.status_code == 404
+        except api_errors.APIError:
+            return False
+        return False
+
     async def turn(self, request: TurnRequest) -> TurnResponse:
         body = build_body(request)
         attempt = 0
@@ -325,7 +337,8 @@ class GeminiModel:
                 message = api_message(exc)
                 if status in AUTH_STATUS or (status == 400 and KEY_REASONS & _reasons(exc)):
                     raise KeyRejected(f"Gemini API key rejected: {message}") from exc
-                if status == 404 and request.previous_interaction_id:
+                previous = request.previous_interaction_id
+                if status == 404 and previous and await self._gone(previous):
                     raise ConversationGone(
                         f"Gemini no longer has interaction {request.previous_interaction_id}: "
                         f"{message}"

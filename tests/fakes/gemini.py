@@ -361,7 +361,7 @@ class FakeGemini(ThreadedServer):
                 if status == 429:
                     return self._error(entry, _quota_error(retry_after, message))
                 headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
-                code = {503: "unavailable"}.get(status, "internal")
+                code = {404: "not_found", 503: "unavailable"}.get(status, "internal")
                 failure = ApiError(status, code, message or f"fake failure {status}")
                 return self._error(entry, failure, headers)
             if delay:

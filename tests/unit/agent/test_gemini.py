@@ -342,6 +342,22 @@ async def test_a_conversation_past_its_retention_is_gone(fake, gemini):
     assert [r.status for r in fake.requests()] == [200, 404]
 
 
+async def test_a_chained_turns_404_for_something_else_is_not_a_gone_conversation(fake, gemini):
+    # The interaction is still there: the 404 is the model's (a name the service does not
+    # know), which a resumed run must fail on, not hide behind a digest from the previews.
+    first = await gemini.turn(first_turn())
+    fake.fail(404, message="models/gemini-9-flash is not found.")
+    chained = first_turn("And then?").model_copy(
+        update={"previous_interaction_id": first.interaction_id}
+    )
+    with pytest.raises(LLMError, match="404: models/gemini-9-flash is not found") as failed:
+        await gemini.turn(chained)
+    assert not isinstance(failed.value, ConversationGone)
+    asked = fake.requests(creates_only=False)[-1]
+    assert (asked.method, asked.status) == ("GET", 200)
+    assert asked.path.endswith(f"/interactions/{first.interaction_id}")
+
+
 async def test_a_rejected_key_says_so(fake):
     model = GeminiModel("wrong-key", base_url=fake.url)
     with pytest.raises(KeyRejected, match="^Gemini API key rejected: API key not valid"):
