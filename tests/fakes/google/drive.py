@@ -8,7 +8,7 @@ from typing import Any
 
 from .calls import Call
 from .errors import ApiError, Reply, insufficient_scopes
-from .query import drive_query
+from .query import drive_query, has_full_text
 from .store import FOLDER, GOOGLE_APPS, DriveFile
 
 EXPORTS = {
@@ -136,6 +136,12 @@ def list_files(call: Call) -> Reply:
     drive = call.account.drive
     corpus = _corpus(call)
     test = drive_query(call.query["q"], drive.root_id) if call.query.get("q") else None
+    if test is not None and call.query.get("orderBy") and has_full_text(call.query["q"]):
+        # Drive ranks fullText matches by relevance and refuses any other order (n8n-io/n8n#4874,
+        # a-bonus/google-docs-mcp#155 quote this answer).
+        raise ApiError(403, "forbidden", "Sorting is not supported for queries with fullText "
+                       "terms. Results are always in descending relevance order.",
+                       location="orderBy", location_type="parameter")
     files = [f.resource(call.account.email) for f in drive.files.values() if corpus(f)]
     files = _sort([f for f in files if test is None or test(f)], call.query.get("orderBy"))
     size = int(call.query.get("pageSize", 100))

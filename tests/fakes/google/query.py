@@ -226,8 +226,7 @@ def _invalid_q() -> ApiError:
     return ApiError(400, "invalid", "Invalid Value", location="q", location_type="parameter")
 
 
-def drive_query(text: str, root_id: str) -> DriveTest:
-    """Parse Drive's query grammar; anything it does not know is a 400 `Invalid Value`."""
+def _drive_tokens(text: str) -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     position = 0
     while position < len(text):
@@ -239,6 +238,17 @@ def drive_query(text: str, root_id: str) -> DriveTest:
         kind = match.lastgroup or ""
         tokens.append((kind, match.group(kind)))
         position = match.end()
+    return tokens
+
+
+def has_full_text(text: str) -> bool:
+    """Whether a Drive query has a `fullText` term (a word, not inside a string)."""
+    return ("word", "fullText") in _drive_tokens(text)
+
+
+def drive_query(text: str, root_id: str) -> DriveTest:
+    """Parse Drive's query grammar; anything it does not know is a 400 `Invalid Value`."""
+    tokens = _drive_tokens(text)
     index = 0
 
     def peek() -> tuple[str, str] | None:

@@ -68,6 +68,20 @@ def test_bad_queries_are_400(fake, drive, query):
     assert _error(caught.value)["errors"][0]["location"] == "q"
 
 
+def test_full_text_queries_cannot_be_sorted(fake, drive):
+    """Drive orders fullText matches by relevance and answers 403 to an orderBy with them
+    (the answer n8n-io/n8n#4874 and a-bonus/google-docs-mcp#155 quote); a fullText inside a
+    string is no fullText term."""
+    with pytest.raises(HttpError) as caught:
+        drive.files().list(q="fullText contains 'domain'", orderBy="modifiedTime desc").execute()
+    assert caught.value.status_code == 403
+    error = _error(caught.value)["errors"][0]
+    assert (error["reason"], error["location"]) == ("forbidden", "orderBy")
+    assert error["message"].startswith("Sorting is not supported for queries with fullText")
+    assert _names(drive, q="fullText contains 'domain'") == {"notes.txt"}
+    assert _names(drive, q="name contains 'fullText'", orderBy="name") == set()
+
+
 def test_paging_needs_next_page_token_in_fields(fake, drive):
     seen: list[str] = []
     request = drive.files().list(pageSize=2, orderBy="name",
