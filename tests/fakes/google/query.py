@@ -331,10 +331,19 @@ def drive_query(text: str, root_id: str) -> DriveTest:
                 raise _invalid_q()
             flag = raw[1] == "true"
             return lambda f: compare(bool(f.get(field, False)), flag)
-        if field in ("name", "mimeType"):
+        if field == "sharedWithMe":  # files others shared with the user, by sharedWithMeTime
+            if raw[0] != "word" or raw[1] not in ("true", "false") or op[1] not in ("=", "!="):
+                raise _invalid_q()
+            flag = raw[1] == "true"
+            return lambda f: compare("sharedWithMeTime" in f, flag)
+        if field in ("name", "mimeType", "visibility", "shortcutDetails.targetId"):
             if op[1] not in ("=", "!="):
                 raise _invalid_q()
             value = _unquote(_expect_string(raw))
+            if field == "visibility":  # the fake shares nothing by link or domain
+                return lambda f: compare("limited", value)
+            if field == "shortcutDetails.targetId":
+                return lambda f: compare(f.get("shortcutDetails", {}).get("targetId", ""), value)
             return lambda f: compare(f.get(field, ""), value)
         if field in ("modifiedTime", "createdTime", "viewedByMeTime"):
             when = _rfc3339(_unquote(_expect_string(raw)))

@@ -72,6 +72,21 @@ async def test_search_builds_a_safe_drive_query(fake: FakeGoogle, source: Google
     assert [f.id for f in await source.search_files("name contains 'Bob'")] == [plan]
 
 
+async def test_search_passes_every_query_term_it_admits_to_drive(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """A query in Drive's syntax goes through as it is, and each field it may name is one
+    Drive's files.list accepts (the "Search query terms" reference): none is refused."""
+    mine = fake.add_file(ALICE, name="My plan", mime_type=DOC, content="Mine.")
+    shared = fake.add_file(ALICE, name="Their plan", mime_type=DOC, content="Theirs.")
+    fake.share_file(ALICE, shared, owner="carol@example.com")
+    assert [f.id for f in await source.search_files("sharedWithMe = true")] == [shared]
+    assert [f.id for f in await source.search_files(
+        "sharedWithMe != true and name contains 'My'")] == [mine]
+    assert {f.id for f in await source.search_files("visibility = 'limited'")} == {mine, shared}
+    assert await source.search_files(f"shortcutDetails.targetId = '{mine}'") == []
+
+
 async def test_file_changes_detector(fake: FakeGoogle, source: GoogleSource) -> None:
     folder = fake.add_file(ALICE, name="Meetings", mime_type=FOLDER, content="")
     start = await source.file_changes(None)

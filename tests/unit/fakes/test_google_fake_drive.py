@@ -45,6 +45,10 @@ def test_list_defaults_and_fields(fake, drive):
     ("'root' in parents and trashed = false", {"Projects", "notes.txt", "Contract.pdf"}),
     ("not name contains 'Launch' and fullText contains 'Bob'", set()),
     ("mimeType contains 'spreadsheet' and 'me' in owners", {"Budget 2026"}),
+    ("sharedWithMe = true", set()),
+    ("sharedWithMe = false and name contains 'Launch'", {"Launch plan"}),
+    ("visibility != 'anyoneWithLink' and name = 'notes.txt'", {"notes.txt"}),
+    ("shortcutDetails.targetId = 'x'", set()),
 ])
 def test_query_language(fake, drive, query, names):
     assert _names(drive, q=query) == names
@@ -60,7 +64,8 @@ def test_query_by_folder_and_time(fake, drive):
 
 
 @pytest.mark.parametrize("query", ["name has 'x'", "name contains x", "colour = 'red'",
-                                   "(name = 'a'", "name = 'a' and"])
+                                   "(name = 'a'", "name = 'a' and", "sharedWithMe = 'yes'",
+                                   "visibility contains 'any'"])
 def test_bad_queries_are_400(fake, drive, query):
     with pytest.raises(HttpError) as caught:
         drive.files().list(q=query).execute()
