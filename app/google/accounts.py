@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.core.config import Settings
 from app.core.db import utcnow
-from app.google.credentials import granted_scopes
+from app.google.credentials import usable_scopes
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
@@ -39,8 +39,15 @@ def features(account: Account) -> dict[str, bool]:
     active = account.status == "active"
     if account.kind == "sample":
         return {"gmail": active, "drive": active, "gmail_send": False}
-    granted = granted_scopes(account)
-    return {name: active and scope in granted for name, scope in FEATURE_SCOPES.items()}
+    usable = usable_scopes(account)
+    return {name: active and scope in usable for name, scope in FEATURE_SCOPES.items()}
+
+
+NO_MAILBOX = (
+    "Gmail is off: this Google account has no Gmail (Gmail answered \"Mail service not "
+    "enabled\"), so only its Drive is read. Connect a Google account that has Gmail to read "
+    "mail."
+)
 
 
 def missing_scopes_detail(granted: Iterable[str], requested: Iterable[str]) -> str | None:

@@ -3,7 +3,8 @@ the Google clients use.
 
 `Account.refresh_token_encrypted` holds the refresh token sealed by the secret box
 (MultiFernet, `PILOTLIGHT_SECRET_KEYS`); `Account.scopes["granted"]` lists the scopes
-Google granted. Nothing here logs a token.
+Google granted, and `Account.scopes["mailbox"]` is false when Gmail said the Google
+account has no Gmail (its Gmail scopes then serve nothing). Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from app.accounts.models import Account
 from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.google.endpoints import google_endpoints
+from app.google.scopes import GMAIL_READONLY, GMAIL_SEND
 from app.sources.base import AccountDisconnected
 
 
 def granted_scopes(account: Account) -> set[str]:
     """The scopes the account's grant holds."""
     return set((account.scopes or {}).get("granted", []))
+
+
+def usable_scopes(account: Account) -> set[str]:
+    """The granted scopes the account can serve: without Gmail's when Gmail said the
+    Google account has no mailbox (`Account.scopes["mailbox"]` false)."""
+    scopes = granted_scopes(account)
+    if (account.scopes or {}).get("mailbox") is False:
+        scopes -= {GMAIL_READONLY, GMAIL_SEND}
+    return scopes
 
 
 def seal_refresh_token(settings: Settings, refresh_token: str) -> bytes:

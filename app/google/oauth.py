@@ -74,6 +74,9 @@ class Grant:
     refresh_token: str | None
     scopes: frozenset[str]
     email: str | None = None
+    # False: Gmail said the Google account has no mailbox ("Mail service not enabled"),
+    # whatever the grant holds.
+    mailbox: bool = True
 
     def __repr__(self) -> str:  # never print a token
         return f"Grant(scopes={sorted(self.scopes)}, email={self.email!r})"
@@ -205,7 +208,18 @@ def _granted(token: dict[str, Any], asked: list[str]) -> frozenset[str]:
     return frozenset(str(item) for item in scope)
 
 
-def _gmail_address(settings: Settings, access_token: str) -> str:
+def _no_mailbox(exc: HttpError) -> bool:
+    """Gmail's 400 failedPrecondition "Mail service not enabled": the Google account has
+    no Gmail (made with another address, or a Workspace user whose Gmail is off), though
+    the grant holds gmail.readonly."""
+    details = exc.error_details if isinstance(exc.error_details, list) else []
+    return exc.status_code == 400 and any(
+        isinstance(d, dict) and d.get("reason") == "failedPrecondition" for d in details
+    )
+
+
+def _gmail_address(settings: Settings, access_token: str) -> str | None:
+    """The account's address from `users.getProfile`; None when it has no Gmail."""
     endpoints = google_endpoints(settings)
     connection = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
     gmail = build(
@@ -216,6 +230,8 @@ def _gmail_address(settings: Settings, access_token: str) -> str:
     try:
         profile = gmail.users().getProfile(userId="me").execute(num_retries=2)
     except HttpError as exc:
+        if _no_mailbox(exc):
+            return None
         raise GoogleUnavailable(
             f"Gmail did not tell the account's address (HTTP {exc.status_code})"
         ) from None
@@ -232,7 +248,8 @@ async def complete_consent(
     settings: Settings, *, code: str, code_verifier: str, scopes: list[str], redirect: str
 ) -> Grant:
     """Exchange the code (with the PKCE verifier, and the redirect URI the consent was
-    asked with) for tokens; with Gmail granted, read the address from `users.getProfile`."""
+    asked with) for tokens; with Gmail granted, read the address from `users.getProfile`
+    (a Google account without Gmail has none to give: `mailbox=False`)."""
     token = await asyncio.to_thread(
         _exchange, settings, code=code, code_verifier=code_verifier, scopes=scopes,
         redirect=redirect,
@@ -242,11 +259,13 @@ async def complete_consent(
         raise GoogleUnavailable("Google's token endpoint answered without an access token")
     granted = _granted(token, scopes)
     email = None
+    mailbox = True
     if GMAIL_READONLY in granted:
         email = await asyncio.to_thread(_gmail_address, settings, str(access_token))
+        mailbox = email is not None
     return Grant(
         access_token=str(access_token), refresh_token=token.get("refresh_token"),
-        scopes=granted, email=email,
+        scopes=granted, email=email, mailbox=mailbox,
     )
 
 

@@ -24,7 +24,7 @@ from app.core.db import utcnow
 from app.core.errors import DomainError
 from app.core.security import same_secret
 from app.google import oauth
-from app.google.accounts import missing_scopes_detail
+from app.google.accounts import NO_MAILBOX, missing_scopes_detail
 from app.google.credentials import seal_refresh_token
 from app.google.models import OAuthState
 from app.google.scopes import GMAIL_SEND, READ_SCOPES
@@ -198,6 +198,8 @@ async def store_grant(
             f"you are away; revoke Pilotlight's access in your Google account, then {START_AGAIN}"
         )
     detail = missing_scopes_detail(grant.scopes, pending.scopes)
+    if not grant.mailbox:
+        detail = " ".join(d for d in (NO_MAILBOX, detail) if d)
     now = utcnow()
     if account is None:
         account = Account(
@@ -211,6 +213,8 @@ async def store_grant(
         await _forget_cursors(session, user_id=user.id, account_id=account.id)
     account.email = grant.email or account.email or ""
     account.scopes = {"granted": sorted(grant.scopes)}
+    if not grant.mailbox:
+        account.scopes["mailbox"] = False
     account.refresh_token_encrypted = sealed
     account.status = "active"
     account.status_detail = detail

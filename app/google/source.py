@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from app.accounts.models import Account
 from app.core.config import Settings
 from app.google.client import GoogleClient
-from app.google.credentials import granted_scopes
+from app.google.credentials import usable_scopes
 from app.google.drive import DriveReader
 from app.google.gmail import GmailReader
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
@@ -46,7 +46,7 @@ class GoogleSource(Source, WatchableSource):
     kind = "google"
 
     def __init__(self, account: Account, settings: Settings) -> None:
-        scopes = granted_scopes(account)
+        scopes = usable_scopes(account)
         self.email = account.email
         self.address = account.email or None
         self.reads_mail = GMAIL_READONLY in scopes

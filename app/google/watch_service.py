@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.core.db import insert_ignore
 from app.core.errors import BadRequest
-from app.google.credentials import granted_scopes
+from app.google.credentials import usable_scopes
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 from app.google.watch_models import WatchCursor, WatchHit, WatchPendingFile
 from app.instructions.models import Instruction
@@ -42,7 +42,7 @@ def can_watch(account: Account, spec: dict[str, Any]) -> bool:
     """Whether `account` can serve this watch trigger now."""
     return (
         account.kind == "google" and account.status == "active"
-        and needed_scope(spec) in granted_scopes(account)
+        and needed_scope(spec) in usable_scopes(account)
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from app.accounts.models import Account
 from app.core.config import Settings
-from app.google.credentials import granted_scopes
+from app.google.credentials import usable_scopes
 from app.google.scopes import READ_SCOPES
 from app.google.source import GoogleSource
 from app.sources.base import Source
@@ -27,7 +27,7 @@ def readable(account: Account) -> bool:
         return True
     return (
         account.kind == "google" and account.refresh_token_encrypted is not None
-        and bool(granted_scopes(account) & set(READ_SCOPES))
+        and bool(usable_scopes(account) & set(READ_SCOPES))
     )
 
 

@@ -54,11 +54,13 @@ class ApiError(Exception):
         location: str | None = None,
         location_type: str | None = None,
         headers: dict[str, str] | None = None,
+        status: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.domain, self.location, self.location_type = domain, location, location_type
         self.headers = dict(headers or {})
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
 
     def reply(self) -> Reply:
         detail: dict[str, Any] = {
@@ -72,7 +74,7 @@ class ApiError(Exception):
                 "code": self.code,
                 "message": self.message,
                 "errors": [detail],
-                "status": STATUS_NAMES.get(self.code, "UNKNOWN"),
+                "status": self.status,
             }
         }
         return Reply.json(body, self.code, self.headers)
@@ -80,6 +82,15 @@ class ApiError(Exception):
 
 def invalid_argument(message: str, location: str | None = None) -> ApiError:
     return ApiError(400, "invalidArgument", message, location=location)
+
+
+def mail_service_not_enabled() -> ApiError:
+    """Gmail's answer to any call for an account that has no Gmail (a Google account made
+    with another address, or a Workspace user whose Gmail is off), as callers quote it
+    (levz0r/gmail-tester#57, FlowCrypt/flowcrypt-browser#435 and #4838,
+    WPManageNinja/fluent-smtp#152)."""
+    return ApiError(400, "failedPrecondition", "Mail service not enabled",
+                    status="FAILED_PRECONDITION")
 
 
 def not_found(message: str = "Requested entity was not found.") -> ApiError:

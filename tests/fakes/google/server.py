@@ -24,7 +24,14 @@ from . import batch, drive, gmail
 from .calls import Call
 from .control import control
 from .discovery import check_query, route
-from .errors import ApiError, Reply, injected, insufficient_scopes, unauthenticated
+from .errors import (
+    ApiError,
+    Reply,
+    injected,
+    insufficient_scopes,
+    mail_service_not_enabled,
+    unauthenticated,
+)
 from .oauth import OAuthServer, sign_jwt
 from .store import Account, Ids
 
@@ -242,6 +249,12 @@ class FakeGoogle(ThreadedServer):
     def delete_message(self, email: str, message_id: str) -> None:
         with self._lock:
             self.account(email).mailbox.delete(message_id)
+
+    def disable_gmail(self, email: str) -> None:
+        """`email` is a Google account without Gmail: every Gmail call answers 400
+        failedPrecondition "Mail service not enabled"; Drive and OAuth work as before."""
+        with self._lock:
+            self.account(email).gmail_enabled = False
 
     def history_id(self, email: str) -> int:
         with self._lock:
@@ -480,6 +493,8 @@ class FakeGoogle(ThreadedServer):
                     token, self.ids, datetime.now(UTC), self.accounts)
         if api_method.api == "gmail":
             gmail.check_user(call)
+            if not call.account.gmail_enabled:
+                raise mail_service_not_enabled()
         entry.units = gmail.UNITS.get(api_method.id, 0)
         return handler(call)
 

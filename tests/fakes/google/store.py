@@ -365,3 +365,6 @@ class Account:
         self.email = email
         self.mailbox = Mailbox(email, ids)
         self.drive = Drive(email, ids)
+        # A Google account without Gmail (made with another address, or a Workspace user
+        # whose Gmail is off): Gmail answers every call 400 "Mail service not enabled".
+        self.gmail_enabled = True

@@ -11,12 +11,15 @@ import pytest
 from sqlalchemy import select, update
 
 from app.auth import service as auth
+from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.google.models import OAuthState
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND, READ_SCOPES
+from app.google.source import GoogleSource
 from app.main import create_app
+from app.sources.registry import readable
 from app.users.models import User
 from tests.factories import user_with_token
 from tests.fakes.google import FakeGoogle
@@ -149,6 +152,32 @@ async def test_a_scope_not_granted_turns_its_feature_off_with_a_message(
     assert shown["features"][other] is True
     if off == "gmail":  # no Gmail, no getProfile: the address is not known
         assert not any(r.path.endswith("/profile") for r in fake_google.requests)
+
+
+async def test_a_google_account_without_gmail_connects_with_drive_only(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle, settings: Settings
+) -> None:
+    """Gmail answers 400 failedPrecondition "Mail service not enabled" for a Google account
+    that has no Gmail (one made with another address), even with gmail.readonly granted:
+    the account connects with Drive, Gmail off and saying why, instead of the connection
+    failing on users.getProfile."""
+    user, headers = await user_with_token(runtime)
+    fake_google.consent_email = "dana@example.org"
+    fake_google.disable_gmail("dana@example.org")
+
+    response = await connect(browser, headers)
+
+    assert response.headers["location"] == CONNECTED, response.text
+    (account,) = await google_accounts(runtime, user)
+    assert set(account.scopes["granted"]) == set(READ_SCOPES)  # what Google granted
+    (shown,) = [a for a in (await browser.get(f"{API}/accounts", headers=headers)).json()
+                if a["kind"] == "google"]
+    assert shown["status"] == "active"
+    assert shown["features"] == {"gmail": False, "drive": True, "gmail_send": False}
+    assert "no Gmail" in shown["status_detail"]
+    source = GoogleSource(account, settings)
+    assert (source.reads_mail, source.reads_files) == (False, True)
+    assert readable(account)
 
 
 async def _started_state(

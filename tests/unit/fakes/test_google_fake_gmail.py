@@ -273,3 +273,20 @@ def test_watch_and_stop(fake, gmail):
     assert gmail.users().stop(userId="me").execute() == ""
     assert fake.watches(ALICE) == []
     assert fake.quota_units(ALICE) == 101
+
+
+def test_an_account_without_gmail_answers_mail_service_not_enabled(fake, gmail, drive):
+    """Gmail's answer for a Google account that has no Gmail, gmail.readonly granted or
+    not, as callers quote it (levz0r/gmail-tester#57, FlowCrypt/flowcrypt-browser#435,
+    WPManageNinja/fluent-smtp#152); its Drive is served as before."""
+    fake.disable_gmail(ALICE)
+    for request in (gmail.users().getProfile(userId="me"),
+                    gmail.users().messages().list(userId="me"),
+                    gmail.users().history().list(userId="me", startHistoryId="1")):
+        with pytest.raises(HttpError) as caught:
+            request.execute()
+        error = _error(caught.value)
+        assert (error["code"], error["status"], error["message"]) == \
+            (400, "FAILED_PRECONDITION", "Mail service not enabled")
+        assert error["errors"][0]["reason"] == "failedPrecondition"
+    assert drive.files().list().execute()["files"]
