@@ -70,12 +70,18 @@ async def test_a_thread_is_read_in_date_order(fake: FakeGoogle, source: GoogleSo
     assert thread.subject == "Lunch?"
 
 
-async def test_unknown_and_malformed_ids_are_not_found(source: GoogleSource) -> None:
-    for bad in ("0123456789abcdef", "../profile", "a/b"):
+async def test_unknown_and_malformed_ids_are_not_found(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    # Gmail answers an unknown id 404, one that is no Gmail id ("nosuchmessageid") 400
+    # "Invalid id value"; ids that are no ids at all are not sent.
+    for bad in ("0123456789abcdef", "nosuchmessageid", "../profile", "a/b"):
         with pytest.raises(ItemNotFound):
             await source.read_message(bad)
         with pytest.raises(ItemNotFound):
             await source.read_thread(bad)
+    answered = {(r.path.rsplit("/", 1)[1], r.status) for r in fake.requests if r.method_id}
+    assert {("0123456789abcdef", 404), ("nosuchmessageid", 400)} <= answered
 
 
 async def test_links_are_built_by_the_app(source: GoogleSource) -> None:

@@ -290,3 +290,20 @@ def test_an_account_without_gmail_answers_mail_service_not_enabled(fake, gmail, 
             (400, "FAILED_PRECONDITION", "Mail service not enabled")
         assert error["errors"][0]["reason"] == "failedPrecondition"
     assert drive.files().list().execute()["files"]
+
+
+@pytest.mark.parametrize(("message_id", "status"), [
+    ("abc123", 404), ("1", 404), ("18c9a1b2c3d4e5f6", 404),
+    ("ffffffffffffffff", 400), ("18c9a1b2c3d4e5f6aa", 400), ("nosuchmessageid", 400),
+    ("0x1f", 400),
+])
+def test_an_id_that_is_no_gmail_id_is_400_else_404(fake, gmail, message_id, status):
+    """As measured against Gmail (brekkylab/backlot#39): an id that parses as a hex number
+    below 2**63 and names nothing is 404; any other is 400 "Invalid id value"."""
+    for request in (gmail.users().messages().get(userId="me", id=message_id),
+                    gmail.users().threads().get(userId="me", id=message_id)):
+        with pytest.raises(HttpError) as caught:
+            request.execute()
+        assert caught.value.status_code == status
+        if status == 400:
+            assert _error(caught.value)["message"] == "Invalid id value"
