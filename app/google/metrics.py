@@ -17,7 +17,7 @@ GMAIL_UNITS = {
     "gmail.users.threads.list": 10,
     "gmail.users.threads.get": 10,
     "gmail.users.watch": 100,
-    "gmail.users.stop": 1,
+    "gmail.users.stop": 50,
 }
 DEFAULT_GMAIL_UNITS = 5
 

@@ -20,7 +20,7 @@ from .store import Mailbox, Watch
 UNITS = {
     "gmail.users.getProfile": 1,
     "gmail.users.watch": 100,
-    "gmail.users.stop": 1,
+    "gmail.users.stop": 50,
     "gmail.users.history.list": 2,
     "gmail.users.labels.list": 1,
     "gmail.users.labels.get": 1,

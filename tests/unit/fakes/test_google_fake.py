@@ -15,8 +15,10 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
 from app.google.endpoints import GoogleEndpoints
+from app.google.metrics import GMAIL_UNITS
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 from tests.fakes.google import FakeGoogle
+from tests.fakes.google.gmail import UNITS
 
 from .conftest import ALICE, credentials
 
@@ -230,6 +232,15 @@ def test_server_errors_on_demand(fake, gmail, status, name):
             gmail.users().getProfile(userId="me").execute()
         assert (caught.value.status_code, _error(caught.value)["status"]) == (status, name)
     gmail.users().getProfile(userId="me").execute()
+
+
+def test_the_apps_quota_table_is_the_fakes(fake, gmail):
+    """Pilotlight's quota metric charges each method what the fake does (Gmail's table:
+    users.watch 100, users.stop 50)."""
+    assert {method: UNITS[method] for method in GMAIL_UNITS} == GMAIL_UNITS
+    fake.reset_counters()
+    gmail.users().stop(userId="me").execute()
+    assert fake.quota_units(ALICE) == 50
 
 
 def test_quota_units_as_google_charges_them(fake, gmail):

@@ -272,7 +272,7 @@ def test_watch_and_stop(fake, gmail):
     assert fake.watches(ALICE)[0]["topic"] == "projects/demo/topics/gmail"
     assert gmail.users().stop(userId="me").execute() == ""
     assert fake.watches(ALICE) == []
-    assert fake.quota_units(ALICE) == 101
+    assert fake.quota_units(ALICE) == 150  # watch 100, stop 50
 
 
 def test_an_account_without_gmail_answers_mail_service_not_enabled(fake, gmail, drive):
