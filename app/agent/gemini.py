@@ -110,14 +110,19 @@ def api_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def _reasons(exc: BaseException) -> set[str]:
-    """The reasons of the ErrorInfo details of a Google error body, if any."""
+def _details(exc: BaseException) -> list[Mapping[str, Any]]:
+    """The details of a Google error body ({"error": {"details": [...]}}), if any."""
     body = getattr(exc, "body", None)
     error = body.get("error") if isinstance(body, Mapping) else None
     details = error.get("details") if isinstance(error, Mapping) else None
     if not isinstance(details, list):
-        return set()
-    return {str(d["reason"]) for d in details if isinstance(d, Mapping) and d.get("reason")}
+        return []
+    return [d for d in details if isinstance(d, Mapping)]
+
+
+def _reasons(exc: BaseException) -> set[str]:
+    """The reasons of the ErrorInfo details of a Google error body, if any."""
+    return {str(d["reason"]) for d in _details(exc) if d.get("reason")}
 
 
 def _retry_info_seconds(exc: BaseException) -> float | None:
@@ -125,14 +130,7 @@ def _retry_info_seconds(exc: BaseException) -> float | None:
 
     This is how the Gemini API says how long a 429 RESOURCE_EXHAUSTED lasts: in the body,
     not in a Retry-After header (googleapis/python-genai#1875)."""
-    body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, Mapping) else None
-    details = error.get("details") if isinstance(error, Mapping) else None
-    if not isinstance(details, list):
-        return None
-    for detail in details:
-        if not isinstance(detail, Mapping):
-            continue
+    for detail in _details(exc):
         if not str(detail.get("@type", "")).endswith("/google.rpc.RetryInfo"):
             continue
         delay = detail.get("retryDelay")
@@ -340,8 +338,7 @@ class GeminiModel:
                 previous = request.previous_interaction_id
                 if status == 404 and previous and await self._gone(previous):
                     raise ConversationGone(
-                        f"Gemini no longer has interaction {request.previous_interaction_id}: "
-                        f"{message}"
+                        f"Gemini no longer has interaction {previous}: {message}"
                     ) from exc
                 if status not in RETRYABLE_STATUS:
                     raise LLMError(f"Gemini API error {status}: {message}") from exc
