@@ -518,9 +518,11 @@ class Settings(BaseSettings):
     @classmethod
     def _a_folder(cls, value: Path | None) -> Path | None:
         # Unchecked, every run of the sample account failed with it, and `serve` started.
-        if value is not None and not value.is_dir():
+        if value is None:
+            return value
+        if not value.is_dir():
             raise ValueError("no such folder (it should hold maildir/ and docs/)")
-        if value is not None and not any((value / part).is_dir() for part in ("maildir", "docs")):
+        if not any((value / part).is_dir() for part in ("maildir", "docs")):
             # Read as an empty mailbox: `check` said "0 messages", every run had nothing new.
             raise ValueError("it holds neither maildir/ nor docs/ (mail in maildir/cur and "
                              "maildir/new, documents in docs/)")
@@ -677,11 +679,10 @@ class Settings(BaseSettings):
         0.0.0.0 and Google to redirect to it. An IPv6 address goes in brackets."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = self.host
         try:
-            address = ipaddress.ip_address(host.strip("[]"))
+            address = ipaddress.ip_address(self.host)  # `_an_address`: never in brackets
         except ValueError:
-            return f"http://{host}:{self.port}"
+            return f"http://{self.host}:{self.port}"
         if address.is_unspecified:
             address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
         return f"http://{address if address.version == 4 else f'[{address}]'}:{self.port}"
