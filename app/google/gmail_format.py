@@ -1,8 +1,8 @@
 """Gmail's message resources turned into the source's cards and messages.
 
 Everything here is pure: no calls. Bodies are untrusted; HTML becomes plain text
-(scripts and styles dropped, entities decoded, a link's address kept after its
-text), never rendered.
+(scripts, styles and text hidden from the reader dropped, entities decoded, a link's
+address kept after its text), never rendered.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from typing import Any
 
 from app.core.encoding import unbase64url
 from app.sources.base import Attachment, MailCard, Message
-from app.sources.text import TextExtractor, snippet, tidy
+from app.sources.text import (
+    VOID,
+    LinkKeepingExtractor,
+    nested_too_deeply,
+    snippet,
+    tidy,
+    visible_markup,
+)
+from app.sources.text import html_to_text as _readable_text
 
 # Set on every email Pilotlight sends (app/delivery/render.py): the digests, alerts and
 # questions that land in the user's own mailbox are its own words, not new mail.
@@ -25,38 +33,6 @@ PILOTLIGHT_HEADER = "X-Pilotlight-Notification"
 METADATA_HEADERS = ["From", "To", "Cc", "Subject", "Date", PILOTLIGHT_HEADER]
 # Labels of messages that did not arrive: drafts, and what is in spam or trash.
 NOT_ARRIVED = frozenset({"DRAFT", "SPAM", "TRASH"})
-_LINK_SCHEMES = ("http://", "https://", "mailto:")
-
-
-class _LinkKeepingExtractor(TextExtractor):
-    """The sample source's HTML-to-text, also writing each link's address after its text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._links: list[str | None] = []
-        self._link_text: list[list[str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        super().handle_starttag(tag, attrs)
-        if tag == "a" and not self._skip:
-            href = (dict(attrs).get("href") or "").strip()
-            self._links.append(href if href.lower().startswith(_LINK_SCHEMES) else None)
-            self._link_text.append([])
-
-    def handle_data(self, data: str) -> None:
-        super().handle_data(data)
-        if self._link_text and not self._skip:
-            self._link_text[-1].append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._links and not self._skip:
-            href = self._links.pop()
-            text = " ".join("".join(self._link_text.pop()).split())
-            if href:
-                shown = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
-                if shown != text:
-                    self._emit(f" ({shown})" if text else shown)
-        super().handle_endtag(tag)
 
 
 # How mail clients mark the quoted mail in an HTML reply. Gmail: `div.gmail_quote`
@@ -70,12 +46,9 @@ _QUOTE_CLASSES = ("gmail_quote", "gmail_attr", "gmail_extra", "moz-cite-prefix",
 # starts it, and everything after belongs to it. A re-quoted body prefixes ids with "x_".
 _ORIGINAL_IDS = frozenset({"divrplyfwdmsg", "appendonsend",
                            "mail-editor-reference-message-container"})
-# Elements without an end tag: one of them never opens a quote that would hide the rest.
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
-                   "meta", "source", "track", "wbr"})
 
 
-class _UnquotedExtractor(_LinkKeepingExtractor):
+class _UnquotedExtractor(LinkKeepingExtractor):
     """The text of an HTML reply without the mail it quotes: a blockquote or a client's
     quote container is dropped whole, and Outlook's original ends the text."""
 
@@ -87,7 +60,7 @@ class _UnquotedExtractor(_LinkKeepingExtractor):
 
     @staticmethod
     def _marks_quote(tag: str, attrs: dict[str, str | None]) -> bool:
-        if tag in _VOID:
+        if tag in VOID:  # no end tag: it never opens a quote that would hide the rest
             return False
         if tag == "blockquote":
             return True
@@ -146,14 +119,16 @@ class _UnquotedExtractor(_LinkKeepingExtractor):
 def html_to_text(markup: str, *, without_quotes: bool = False) -> str:
     """Readable plain text from an HTML body; links as `text (address)`. With
     `without_quotes` (a reply), the mail it quotes is left out."""
-    parser = _UnquotedExtractor() if without_quotes else _LinkKeepingExtractor()
+    if not without_quotes:
+        return _readable_text(markup)
+    if nested_too_deeply(markup):
+        return ""  # no reply text: its note must not answer a question
+    parser = _UnquotedExtractor()
     try:
-        parser.feed(markup)
+        parser.feed(visible_markup(markup))
         parser.close()
     except Exception:  # html.parser is lenient; a bad body must never break a read
-        if without_quotes:
-            return ""  # the quote cannot be told from the reply: no text rather than both
-        return tidy(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
+        return ""  # the quote cannot be told from the reply: no text rather than both
     return parser.text()
 
 
@@ -205,9 +180,16 @@ def _is_attachment(part: dict[str, Any]) -> bool:
 
 
 def body_text(payload: dict[str, Any], *, without_quotes: bool = False) -> str:
-    """The message's text: its first text/plain part, else (missing or blank) its first
-    text/html part as text (`without_quotes`: without the mail a reply quotes, which an
-    HTML body marks with elements, not with ">")."""
+    """The message's text as its reader sees it: its first text/html part as text, else
+    its first text/plain part.
+
+    Gmail shows a message's HTML whenever it has one, so a text/plain alternative is
+    text the reader never sees: whatever it says must not reach the model as the mail,
+    not even when the HTML shows no text (images only).
+    With `without_quotes` (the user's own reply, whose plain text marks the quote with
+    ">" lines) the plain part comes first, and the HTML, without the mail the reply
+    quotes, only when the plain part is missing or blank.
+    """
     plain = html_part = None
     for part in _walk(payload):
         if _is_attachment(part):
@@ -217,9 +199,13 @@ def body_text(payload: dict[str, Any], *, without_quotes: bool = False) -> str:
             plain = part
         elif mime == "text/html" and html_part is None:
             html_part = part
+    if not without_quotes:
+        if html_part is not None:
+            return html_to_text(_part_text(html_part))
+        return tidy(_part_text(plain)) if plain is not None else ""
     text = tidy(_part_text(plain)) if plain is not None else ""
     if not text and html_part is not None:  # some mailers send an empty plain part
-        return html_to_text(_part_text(html_part), without_quotes=without_quotes)
+        return html_to_text(_part_text(html_part), without_quotes=True)
     return text
 
 

@@ -110,6 +110,17 @@ class AccountDisconnected(SourceError):
     reconnect. Callers mark the account disconnected; retrying cannot help."""
 
 
+class NoMailbox(SourceError):
+    """The account has no mailbox any more, though its grant covers mail: Gmail answers
+    that its mail service is not enabled (a Workspace administrator turned Gmail off for
+    the user). Its other data can still be read; retrying cannot help. Callers record the
+    account as mailbox-less (`app.google.accounts.mark_no_mailbox`)."""
+
+    def __init__(self, message: str, *, account_id: str) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+
+
 class MailChanges(BaseModel):
     """What Gmail's history says arrived since a historyId (the watch's change detector)."""
 
@@ -235,6 +246,11 @@ class Source(ABC):
         """A document's original bytes as (mime_type, bytes), for images and PDFs;
         raises `ItemNotFound` (the default) when the source cannot give them."""
         raise ItemNotFound(f"the bytes of file {file_id!r} are not available")
+
+    def mailbox_gone(self) -> bool:
+        """Whether a read of this source met `NoMailbox` (a tool that caught it told the
+        model; the run still has to record it)."""
+        return False
 
     def message_link(self, message_id: str) -> str | None:
         """A link for the user to open a message, built by the app, never by the model."""

@@ -182,7 +182,9 @@ def attachment_part(
 def parse_mail(key: str, data: bytes, fallback_date: datetime) -> Mail:
     """Parse one RFC 5322 message into the parts the source serves."""
     msg = BytesParser(_class=EmailMessage, policy=policy.default).parsebytes(data)
-    body_part = msg.get_body(preferencelist=("plain", "html"))
+    # The part a reader sees: mail clients show the HTML alternative when there is one,
+    # so a text/plain one next to it is text nobody reads (app/google/gmail_format.py).
+    body_part = msg.get_body(preferencelist=("html", "plain"))
     body = ""
     if isinstance(body_part, EmailMessage):
         text = _part_text(body_part)

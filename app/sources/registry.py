@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from app.accounts.models import Account
 from app.core.config import Settings
 from app.google.credentials import usable_scopes
-from app.google.scopes import READ_SCOPES
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, READ_SCOPES
 from app.google.source import GoogleSource
 from app.sources.base import Source
 from app.sources.sample import SampleSource
@@ -29,6 +30,22 @@ def readable(account: Account) -> bool:
         account.kind == "google" and account.refresh_token_encrypted is not None
         and bool(usable_scopes(account) & set(READ_SCOPES))
     )
+
+
+# The grant that reads each kind of source an instruction names.
+_KIND_SCOPES = {"gmail": GMAIL_READONLY, "drive": DRIVE_READONLY}
+
+
+def reads_any(account: Account, kinds: Iterable[str]) -> bool:
+    """Whether a run could read one of `kinds` ("gmail", "drive") in the account: the
+    sample holds both; a Google account those it granted and still serves (a Google
+    account without Gmail reads its Drive only)."""
+    if not readable(account):
+        return False
+    if account.kind == "sample":
+        return True
+    usable = usable_scopes(account)
+    return any(_KIND_SCOPES.get(kind) in usable for kind in kinds)
 
 
 def source_for(account: Account, settings: Settings) -> Source | None:

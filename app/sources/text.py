@@ -8,17 +8,292 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from html.parser import HTMLParser
+from typing import NamedTuple
+
+import css_inline
 
 log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 200
 
 
-class TextExtractor(HTMLParser):
-    """Plain text from HTML: drops scripts and styles, keeps paragraphs and list items."""
+# Elements without an end tag (the HTML serializer's list): nothing is inside them.
+VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr",
+                  "img", "input", "keygen", "link", "meta", "param", "source", "track", "wbr"})
+# What a reader does not see, tags and all. Besides scripts, styles and the head: a
+# template's content, fallbacks for what a browser shows instead (noscript with scripts on,
+# iframe, noembed, noframes), and xmp and plaintext, whose raw text the HTML serializer
+# writes unescaped, so a `</div>` in them would read as a tag.
+_SKIPPED = frozenset({"script", "style", "title", "template", "noscript", "head", "iframe",
+                   "noembed", "noframes", "xmp", "plaintext"})
+# Below this size (in CSS px) text is unreadable, the classic carrier of hidden words.
+_UNREADABLE_PX = 4.0
+# Below this opacity (multiplied down the tree) text is practically invisible.
+_INVISIBLE_OPACITY = 0.1
+_BASE_FONT_PX = 16.0
+_FONT_KEYWORDS = {"xx-small": 9.0, "x-small": 10.0, "small": 13.0, "medium": 16.0,
+                  "large": 18.0, "x-large": 24.0, "xx-large": 32.0, "xxx-large": 48.0}
+_ABSOLUTE_UNITS = {"px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54,
+                   "mm": 96 / 25.4, "q": 96 / 101.6}
+# Each digit is only one quantifier's: "\d+\.?\d*" split a run of digits between two, and
+# a style's "font-size:111…1!" failed every way in turn, 15 s for 20,000 digits.
+_LENGTH = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)([a-z%]*)")
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-f]{1,6})[ \t\r\n\f]?|(.))", re.S | re.I)
+_IMPORTANT = re.compile(r"!\s*important\s*$")
+_CLIPPING = frozenset({"hidden", "clip"})
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+# `data-css-inline="ignore"` on an element or a <style> makes css_inline skip it: a sender
+# could keep a class that hides text from being inlined, so the attribute loses its name.
+_INLINER_DIRECTIVE = re.compile(r"data-css-inline", re.I)
+# Found one after the other (`_unwrap_styles`), each bounded: "(<style[^>]*>)(.*?)</style"
+# scanned to the end of the body from every unclosed <style>, 23 s for 999 of them in 1 MB.
+_STYLE_OPEN = re.compile(r"<style\b[^>]{0,2000}>", re.I)
+_STYLE_CLOSE = re.compile(r"</style", re.I)
+# Bounded, and never across another at-rule: unbounded, each of 20,000 "@media screen"
+# without a "{" scanned to the end of the style, minutes of a worker's event loop.
+_MEDIA = re.compile(r"@media\b([^{;@]{0,1000})\{", re.I)
+# A list of media types every screen meets, or none. Each space is only one quantifier's:
+# "(?:screen\s*,?\s*)*" backtracked exponentially on "screen screen ... x", so a mail's
+# <style> could hold a worker's event loop for ever.
+_EVERY_SCREEN = re.compile(
+    r"(?:(?:only\s+)?(?:all|screen)(?:\s*,\s*(?:only\s+)?(?:all|screen))*)?", re.I
+)
+# css_inline (html5ever) recurses over the tree: a body nested some ten thousand elements
+# deep crashes the process (a segfault, no exception). Nesting is estimated from the tags
+# as written, leaving out those a browser closes by itself when the next one opens (and
+# the tbody it adds): each level of the tree holds at least one counted element in four.
+_MAX_NESTING = 1000
+_SELF_CLOSING = frozenset({"p", "li", "dt", "dd", "tr", "td", "th", "tbody", "thead",
+                           "tfoot", "option", "optgroup", "colgroup", "caption"})
+_TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)")
+_TOO_DEEP = "<p>(The HTML of this message is nested too deeply to be read.)</p>"
+_INLINER = css_inline.CSSInliner(
+    inline_style_tags=True, keep_style_tags=False, keep_link_tags=False,
+    keep_at_rules=False, load_remote_stylesheets=False,
+)
 
-    _SKIP = frozenset({"script", "style", "title", "template", "noscript", "head"})
+
+def _unescape_css(match: re.Match[str]) -> str:
+    if match.group(1):
+        code = int(match.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
+    return match.group(2)
+
+
+def declarations(style: str) -> dict[str, str]:
+    """An inline style's declarations by lower-case name, as a browser reads them: the
+    last one wins, unless an earlier one is `!important` and it is not."""
+    if "/*" in style:
+        style = _CSS_COMMENT.sub(" ", style)
+    if "\\" in style:
+        style = _CSS_ESCAPE.sub(_unescape_css, style)
+    found: dict[str, str] = {}
+    important: set[str] = set()
+    for declaration in style.split(";"):
+        name, colon, value = declaration.partition(":")
+        if not colon:
+            continue
+        name = name.strip().lower()
+        value = " ".join(value.lower().split())
+        marked = _IMPORTANT.search(value)
+        if marked:
+            value = value[: marked.start()].rstrip()
+        elif name in important:
+            continue
+        found[name] = value
+        if marked:
+            important.add(name)
+    return found
+
+
+def _length_px(value: str, font_px: float) -> float | None:
+    """A CSS length in px (em and % of `font_px`, rem of the default size), or None."""
+    match = _LENGTH.fullmatch(value)
+    if match is None:
+        return None
+    number, unit = float(match.group(1)), match.group(2)
+    if unit in _ABSOLUTE_UNITS or not unit:  # quirks mode reads a bare number as px
+        return number * _ABSOLUTE_UNITS.get(unit, 1.0)
+    if unit in ("em", "ch", "ex"):
+        return number * font_px
+    if unit == "%":
+        return number * font_px / 100
+    if unit == "rem":
+        return number * _BASE_FONT_PX
+    return None  # viewport units and the like: the reader's screen decides
+
+
+def _font_px(value: str, parent_px: float) -> float:
+    """The font size `value` sets inside an element whose parent's is `parent_px`."""
+    if value in _FONT_KEYWORDS:
+        return _FONT_KEYWORDS[value]
+    if value == "smaller":
+        return parent_px / 1.2
+    if value == "larger":
+        return parent_px * 1.2
+    size = _length_px(value, parent_px)
+    if size is not None:
+        return max(size, 0.0)
+    # calc(), min(), clamp() and the like: unreadable if every length in it is.
+    sizes = [_length_px(m.group(0), parent_px) for m in _LENGTH.finditer(value)]
+    if sizes and all(s is not None and s < _UNREADABLE_PX for s in sizes):
+        return 0.0
+    return parent_px
+
+
+def _shorthand_font_px(value: str, parent_px: float) -> float:
+    """The size in a `font` shorthand (`bold 12px/1.4 Arial`, `0/0 a`)."""
+    for token in value.split():
+        size = token.split("/", 1)[0]
+        if size in _FONT_KEYWORDS or size in ("smaller", "larger"):
+            return _font_px(size, parent_px)
+        match = _LENGTH.fullmatch(size)
+        if match is not None and (match.group(2) or float(match.group(1)) == 0 or "/" in token):
+            return _font_px(size, parent_px)  # a bare number is a weight, but no weight is 0
+    return parent_px
+
+
+def _opacity(value: str) -> float:
+    match = _LENGTH.fullmatch(value)
+    if match is None or match.group(2) not in ("", "%"):
+        return 1.0
+    number = float(match.group(1)) / (100 if match.group(2) == "%" else 1)
+    return min(max(number, 0.0), 1.0)
+
+
+class _Shown(NamedTuple):
+    """What a reader sees inside an open element."""
+
+    tag: str
+    concealed: bool  # the element and all inside it are not drawn (display:none, ...)
+    font_px: float  # inherited; a child may set a readable size again
+    visible: bool  # `visibility`, inherited; a child may set it back to visible
+    opacity: float  # multiplied down the tree
+
+    @property
+    def readable(self) -> bool:
+        return (not self.concealed and self.visible and self.font_px >= _UNREADABLE_PX
+                and self.opacity >= _INVISIBLE_OPACITY)
+
+
+_ROOT = _Shown("", concealed=False, font_px=_BASE_FONT_PX, visible=True, opacity=1.0)
+
+
+def _inside(parent: _Shown, tag: str, attrs: list[tuple[str, str | None]]) -> _Shown:
+    """What is shown inside an element with `attrs` opened in `parent`."""
+    found = dict(attrs)
+    if not found.get("style") and "hidden" not in found:
+        return parent._replace(tag=tag)  # most elements: what their parent shows
+    style = declarations(found.get("style") or "")
+    concealed = parent.concealed or "hidden" in found or style.get("display") == "none"
+    font_px = parent.font_px
+    if "font" in style:
+        font_px = _shorthand_font_px(style["font"], parent.font_px)
+    if "font-size" in style:
+        font_px = _font_px(style["font-size"], parent.font_px)
+    visible = parent.visible
+    if style.get("visibility") in ("hidden", "collapse"):
+        visible = False
+    elif style.get("visibility") == "visible":
+        visible = True
+    opacity = parent.opacity * _opacity(style.get("opacity", "1"))
+    # A box of no height or width that clips what overflows it shows nothing of it.
+    clips = any(token in _CLIPPING for name in ("overflow", "overflow-x", "overflow-y")
+                for token in style.get(name, "").split())
+    if clips:
+        for name in ("height", "max-height", "width", "max-width"):
+            size = _length_px(style.get(name, ""), font_px)
+            if size is not None and size < 1:
+                concealed = True
+    return _Shown(tag, concealed, font_px, visible, opacity)
+
+
+def _unwrap_styles(html: str) -> str:
+    """`html` with each <style> element's every-screen media blocks unwrapped. Linear: a
+    <style> with no end has none after it either, so the search stops there."""
+    out, at = [], 0
+    while (opened := _STYLE_OPEN.search(html, at)) is not None:
+        closed = _STYLE_CLOSE.search(html, opened.end())
+        if closed is None:
+            break
+        out += [html[at:opened.end()], _unwrap_every_screen(html[opened.end():closed.start()])]
+        at = closed.start()
+    return "".join(out) + html[at:]
+
+
+def _unwrap_every_screen(css: str) -> str:
+    """`css` with the blocks of media queries that hold on every screen (`@media screen`,
+    `all`, `only screen`) taken out of their at-rule, so that they are inlined."""
+    out, at = [], 0
+    for match in _MEDIA.finditer(css):
+        if match.start() < at or not _EVERY_SCREEN.fullmatch(match.group(1).strip()):
+            continue
+        depth, end = 1, match.end()
+        while end < len(css) and depth:
+            depth += {"{": 1, "}": -1}.get(css[end], 0)
+            end += 1
+        out += [css[at:match.start()], css[match.end():end - 1 if not depth else end]]
+        at = end
+    return "".join(out) + css[at:]
+
+
+def nested_too_deeply(html: str) -> bool:
+    """Whether `html` nests too deeply to be rebuilt safely (see _MAX_NESTING)."""
+    return _nesting(html) > _MAX_NESTING
+
+
+def _nesting(html: str) -> int:
+    """How deep the tags as written nest (an estimate from above)."""
+    depth = deepest = 0
+    for match in _TAG.finditer(html):
+        tag = match.group(2).lower()
+        if tag in VOID or tag in _SELF_CLOSING:
+            continue
+        if match.group(1):
+            depth = max(depth - 1, 0)
+        else:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
+
+
+def visible_markup(html: str) -> str:
+    """`html` as a browser builds it, with the styles of its <style> blocks inlined.
+
+    The text extractor then reads a tree whose end tags match its start tags, as the
+    reader's mail client built it (an unclosed or stray tag cannot end a hidden element
+    early), and sees a class's `display:none` on the element. Rules inside media queries
+    that depend on the reader's screen (`max-width`, ...) are not applied, nor those of
+    other at-rules; those of a query every screen meets are. No stylesheet is loaded
+    from anywhere. A body nested too deeply to rebuild safely becomes a note saying so.
+    """
+    if nested_too_deeply(html):
+        # Read as written, a class hiding text would go unseen: the sender's text is lost
+        # instead (no mail a person reads nests this deep).
+        log.warning("an HTML body nests over %d elements deep; not read", _MAX_NESTING)
+        return _TOO_DEEP
+    html = _INLINER_DIRECTIVE.sub("data-pilotlight-ignored", html)
+    html = _unwrap_styles(html)
+    try:
+        return _INLINER.inline(html)
+    except css_inline.InlineError:
+        log.warning("could not read an HTML body's styles; reading it as written",
+                    exc_info=True)
+        return html
+
+
+class TextExtractor(HTMLParser):
+    """Plain text from HTML: drops scripts and styles, keeps paragraphs and list items.
+
+    Text a reader does not see is dropped too: inside `hidden`, `display:none`,
+    `visibility:hidden`, an unreadably small font, near-zero opacity or a clipping box of
+    no height or width. Feed it `visible_markup(html)`, whose end tags match.
+    """
+
+    _SKIP = _SKIPPED
     _PARAGRAPH = frozenset(
         {"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote", "pre"}
     )
@@ -33,6 +308,33 @@ class TextExtractor(HTMLParser):
         self._skip = 0
         self._pre = 0
         self._pending = 0  # line breaks owed before the next text
+        self._open: list[_Shown] = []
+        self._open_tags: Counter[str] = Counter()
+        self._lost = False  # an end tag closed elements out of order: read no further
+
+    def _shown(self) -> _Shown:
+        return self._open[-1] if self._open else _ROOT
+
+    def suppressed(self) -> bool:
+        """Whether text here is left out: skipped, or not seen by a reader."""
+        return bool(self._skip) or self._lost or not self._shown().readable
+
+    def _push(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._open.append(_inside(self._shown(), tag, attrs))
+        self._open_tags[tag] += 1
+
+    def _pop(self, tag: str) -> None:
+        if not self._open_tags[tag]:
+            return  # a stray end tag: browsers ignore it too
+        if self._open[-1].tag != tag:
+            # Elements closed out of order: where the browser's tree goes on is unknown,
+            # so nothing after this may be taken as shown (it could still be hidden).
+            self._lost = True
+        while self._open:
+            shown = self._open.pop()
+            self._open_tags[shown.tag] -= 1
+            if shown.tag == tag:
+                return
 
     def _break(self, lines: int) -> None:
         self._pending = max(self._pending, lines)
@@ -49,9 +351,16 @@ class TextExtractor(HTMLParser):
             self._skip = 0  # a missing </head> must not hide the whole body
         if tag in self._SKIP:
             self._skip += 1
-        elif self._skip:
             return
-        elif tag == "br":
+        if self._skip:
+            return
+        if tag not in VOID:
+            self._push(tag, attrs)
+        elif not _inside(self._shown(), tag, attrs).readable:
+            return
+        if self.suppressed():
+            return
+        if tag == "br":
             self._emit("\n")
         elif tag == "li":
             self._break(1)
@@ -66,7 +375,7 @@ class TextExtractor(HTMLParser):
             self._break(1)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._skip:
+        if self.suppressed() or not _inside(self._shown(), tag, attrs).readable:
             return
         if tag == "br":
             self._emit("\n")
@@ -76,9 +385,14 @@ class TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
-        elif self._skip:
             return
-        elif tag in self._PARAGRAPH:
+        if self._skip:
+            return
+        shown = not self.suppressed()
+        self._pop(tag)
+        if not shown:
+            return
+        if tag in self._PARAGRAPH:
             self._break(2)
             if tag == "pre":
                 self._pre = max(0, self._pre - 1)
@@ -86,7 +400,7 @@ class TextExtractor(HTMLParser):
             self._break(1)
 
     def handle_data(self, data: str) -> None:
-        if self._skip:
+        if self.suppressed():
             return
         if self._pre:
             self._emit(data)
@@ -103,15 +417,49 @@ class TextExtractor(HTMLParser):
         return tidy("\n".join(lines))
 
 
+class LinkKeepingExtractor(TextExtractor):
+    """HTML to text that also writes each link's address after its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._links: list[str | None] = []
+        self._link_text: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        if tag == "a" and not self.suppressed():
+            href = (dict(attrs).get("href") or "").strip()
+            self._links.append(href if href.lower().startswith(_LINK_SCHEMES) else None)
+            self._link_text.append([])
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        if self._link_text and not self.suppressed():
+            self._link_text[-1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._links and not self.suppressed():
+            href = self._links.pop()
+            text = " ".join("".join(self._link_text.pop()).split())
+            if href:
+                shown = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
+                if shown != text:
+                    self._emit(f" ({shown})" if text else shown)
+        super().handle_endtag(tag)
+
+
 def html_to_text(html: str) -> str:
-    """Turn an HTML body into readable plain text (no tags, entities decoded)."""
-    parser = TextExtractor()
+    """Turn an HTML body into readable plain text (no tags, entities decoded, nothing a
+    reader does not see); links as `text (address)`."""
+    parser = LinkKeepingExtractor()
     try:
-        parser.feed(html)
+        parser.feed(visible_markup(html))
         parser.close()
     except Exception:  # html.parser is lenient; never let a bad body break a read
-        log.warning("could not parse an HTML body; stripping tags instead", exc_info=True)
-        return tidy(re.sub(r"<[^>]*>", " ", html))
+        # What was read so far, hidden text still left out (stripping the tags would
+        # hand over the hidden text with the rest).
+        log.warning("could not parse an HTML body; keeping the text read before the fault",
+                    exc_info=True)
     return parser.text()
 
 

@@ -8,12 +8,14 @@ import base64
 from app.google.gmail_format import body_text, html_to_text
 from app.questions.models import Question
 from app.questions.replies import (
+    ANSWER_CHARS,
     answered_ids,
     as_answer,
     is_forward,
     own_reply_answers,
     reply_text,
 )
+from tests.liveness import read_in_child
 
 QUESTION = Question(text="Which project?", choices={"choices": ["Apollo", "Gemini"]})
 
@@ -558,3 +560,16 @@ def test_russian_polish_and_korean_attributions_end_the_reply() -> None:
     ):
         for body in _answered_above(attribution, asked):
             assert reply_text(body, original=asked) == "Gemini", body
+
+
+def test_a_reply_built_to_backtrack_is_read_at_once() -> None:
+    """A last line with a long run of spaces was read to the run's end from each space,
+    looking for a mail app's link. Read in a child process, which a hang cannot take the
+    suite down with: the time limit is a liveness bound (minutes), not a measurement."""
+    body = "Gemini" + " " * 200_000 + "please\nSent from my iPhone <https://example.com/x>"
+    code = (
+        "import json, sys\n"
+        "from app.questions.replies import reply_text\n"
+        "print(json.dumps(reply_text(json.load(sys.stdin), original='')))\n"
+    )
+    assert read_in_child(code, body) == ("Gemini" + " " * 200_000 + "please")[:ANSWER_CHARS]
