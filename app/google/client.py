@@ -17,7 +17,8 @@
   honouring Retry-After, at most `google_retry_attempts` times and never waiting
   longer than `google_retry_max_seconds` at once (a longer Retry-After is not waited
   for: the call fails and the next run or poll tries again). A refresh answered
-  `invalid_grant` raises `AccountDisconnected`.
+  `invalid_grant` raises `AccountDisconnected`, and Gmail's "Mail service not enabled"
+  (`no_mailbox`) raises `NoMailbox`, for a call or any part of a batch.
 - Batches (`BatchHttpRequest(batch_uri=...)`, at most 50 calls each, sent one after the
   other: Gmail rate-limits concurrent batches) retry only their failed parts.
 - Every call sent is charged to the account in the metrics (Gmail's unit costs).
@@ -53,7 +54,7 @@ from app.core.config import Settings
 from app.google import metrics
 from app.google.credentials import credentials_for
 from app.google.endpoints import GoogleEndpoints, google_endpoints
-from app.sources.base import AccountDisconnected, SourceError
+from app.sources.base import AccountDisconnected, NoMailbox, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 # A call with a deadline is not started with less time than this left.
 MIN_CALL_SECONDS = 0.05
+MAIL_SERVICE_NOT_ENABLED = "mail service not enabled"
 
 
 class GoogleApiError(SourceError):
@@ -160,6 +162,27 @@ def _reasons(exc: HttpError) -> list[str]:
     if isinstance(details, list):
         return [str(d.get("reason", "")) for d in details if isinstance(d, dict)]
     return []
+
+
+def no_mailbox(exc: HttpError) -> bool:
+    """Gmail's 400 failedPrecondition "Mail service not enabled": the Google account has no
+    Gmail (made with another address, or a Workspace user whose Gmail is off), though the
+    grant holds gmail.readonly (quoted in levz0r/gmail-tester#57,
+    FlowCrypt/flowcrypt-browser#435 and #4838, WPManageNinja/fluent-smtp#152).
+
+    The reason alone does not say so: Gmail also answers a passing 400 failedPrecondition
+    "Precondition check failed." that the same call gets past a moment later
+    (googleapis/google-api-php-client#2558, googleapis/google-api-go-client#645,
+    googleapis/google-api-python-client#2723). Taking that for a lost mailbox would turn
+    the user's Gmail off until they reconnect, so the message, the one thing that tells
+    the two apart, is read too."""
+    if exc.resp is None or exc.resp.status != 400 or not isinstance(exc.error_details, list):
+        return False
+    return any(
+        isinstance(d, dict) and d.get("reason") == "failedPrecondition"
+        and str(d.get("message", "")).strip().rstrip(".").lower() == MAIL_SERVICE_NOT_ENABLED
+        for d in exc.error_details
+    )
 
 
 def _retry_after(exc: HttpError) -> float | None:
@@ -258,6 +281,8 @@ class GoogleClient:
         self.endpoints = google_endpoints(settings)
         self._creds = cached_credentials(account, settings)
         self._pool = _thread_pool(settings.google_api_threads)
+        # Gmail answered "Mail service not enabled" (`NoMailbox`) to a call of this client.
+        self.mailbox_gone = False
 
     def gmail(self) -> Any:
         return service("gmail", self.endpoints)
@@ -318,6 +343,8 @@ class GoogleClient:
                 http.close()
         except HttpError as exc:
             metrics.REQUESTS.labels(api, str(exc.resp.status)).inc()
+            if api == "gmail" and no_mailbox(exc):
+                raise self._no_mailbox() from exc
             if _retryable(exc):
                 raise _Retry(str(exc.resp.status), _retry_after(exc), _api_error(exc)) from exc
             raise _api_error(exc) from exc
@@ -329,6 +356,13 @@ class GoogleClient:
             ) from exc
         metrics.REQUESTS.labels(api, "ok").inc()
         return result
+
+    def _no_mailbox(self) -> NoMailbox:
+        self.mailbox_gone = True
+        return NoMailbox(
+            "Gmail answered that this Google account's mail service is not enabled (Mail "
+            "service not enabled): Gmail was turned off for it", account_id=self.account_id,
+        )
 
     async def _with_retries(
         self, api: Api, attempt: Callable[[httplib2.Http], Any], *, retries: bool = True,
@@ -422,6 +456,8 @@ class GoogleClient:
             )
             by_key = dict(pending)
             for key, (body, error) in outcome.items():
+                if error is not None and api == "gmail" and no_mailbox(error):
+                    raise self._no_mailbox() from error  # every part would answer the same
                 if error is None:
                     done[key] = body
                 elif _retryable(error):
@@ -464,6 +500,8 @@ class GoogleClient:
                 http.close()
         except HttpError as exc:
             metrics.REQUESTS.labels(api, str(exc.resp.status)).inc(len(chunk))
+            if api == "gmail" and no_mailbox(exc):
+                raise self._no_mailbox() from exc
             if _retryable(exc):
                 raise _Retry(str(exc.resp.status), _retry_after(exc), _api_error(exc)) from exc
             raise _api_error(exc) from exc

@@ -114,9 +114,24 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _masked_strings(query: str) -> str:
+    """The query with each closed string's contents left out (`''`). Once a string is not
+    closed, none after it is (each of their quotes is inside it): the search stops there.
+    Searching on from each quote instead read to the end from every one of them, 2 s for
+    a query of 16,000 characters of escaped quotes (quadratic)."""
+    out, at = [], 0
+    while (quote := query.find("'", at)) >= 0:
+        closed = _STRINGS.match(query, quote)
+        if closed is None:
+            break
+        out += [query[at:quote], "''"]
+        at = closed.end()
+    return "".join(out) + query[at:]
+
+
 def looks_like_drive_syntax(query: str) -> bool:
     """The whole query parses as Drive terms, its strings closed, its parentheses balanced."""
-    masked = _STRINGS.sub("''", query)  # string contents can hold anything, even ( and '
+    masked = _masked_strings(query)  # string contents can hold anything, even ( and '
     if "'" in masked.replace("''", ""):
         return False
     depth = 0

@@ -2,8 +2,9 @@
 account's address and revocation. HTTP only; the database side is `app.google.service`.
 
 The flow is google-auth-oauthlib's `Flow` (requests-oauthlib underneath) with PKCE;
-the address comes from Gmail's `users.getProfile` through google-api-python-client
-with its bundled discovery document. Both are blocking, so they run in a thread.
+the address comes from Gmail's `users.getProfile` (or, for an account without Gmail,
+Drive's `about.get`) through google-api-python-client with its bundled discovery
+documents. Both are blocking, so they run in a thread.
 Nothing here logs a token.
 """
 
@@ -29,8 +30,9 @@ from oauthlib.oauth2 import OAuth2Error  # type: ignore[import-untyped]
 
 from app.core.config import Settings
 from app.core.errors import Conflict, DomainError
+from app.google.client import no_mailbox
 from app.google.endpoints import GoogleEndpoints, google_endpoints
-from app.google.scopes import GMAIL_READONLY
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 
 log = logging.getLogger(__name__)
 
@@ -208,29 +210,24 @@ def _granted(token: dict[str, Any], asked: list[str]) -> frozenset[str]:
     return frozenset(str(item) for item in scope)
 
 
-def _no_mailbox(exc: HttpError) -> bool:
-    """Gmail's 400 failedPrecondition "Mail service not enabled": the Google account has
-    no Gmail (made with another address, or a Workspace user whose Gmail is off), though
-    the grant holds gmail.readonly."""
-    details = exc.error_details if isinstance(exc.error_details, list) else []
-    return exc.status_code == 400 and any(
-        isinstance(d, dict) and d.get("reason") == "failedPrecondition" for d in details
+def _service(api: str, version: str, endpoint: str, access_token: str,
+             connection: httplib2.Http) -> Any:
+    return build(
+        api, version, http=AuthorizedHttp(Credentials(token=access_token), http=connection),
+        static_discovery=True, cache_discovery=False,
+        client_options={"api_endpoint": endpoint},
     )
 
 
 def _gmail_address(settings: Settings, access_token: str) -> str | None:
     """The account's address from `users.getProfile`; None when it has no Gmail."""
-    endpoints = google_endpoints(settings)
     connection = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
-    gmail = build(
-        "gmail", "v1", http=AuthorizedHttp(Credentials(token=access_token), http=connection),
-        static_discovery=True, cache_discovery=False,
-        client_options={"api_endpoint": endpoints.gmail_api},
-    )
+    gmail = _service("gmail", "v1", google_endpoints(settings).gmail_api, access_token,
+                     connection)
     try:
         profile = gmail.users().getProfile(userId="me").execute(num_retries=2)
     except HttpError as exc:
-        if _no_mailbox(exc):
+        if no_mailbox(exc):
             return None
         raise GoogleUnavailable(
             f"Gmail did not tell the account's address (HTTP {exc.status_code})"
@@ -244,12 +241,37 @@ def _gmail_address(settings: Settings, access_token: str) -> str | None:
     return str(profile["emailAddress"])
 
 
+def _drive_address(settings: Settings, access_token: str) -> str | None:
+    """The account's address from Drive's `about.get` (the authenticated user's
+    `emailAddress`), for an account Gmail gives none for; None if Drive leaves it out.
+
+    `fields` is required by about.get (a call without it is a 400)."""
+    connection = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
+    drive = _service("drive", "v3", google_endpoints(settings).drive_api, access_token,
+                     connection)
+    try:
+        about = drive.about().get(fields="user(emailAddress)").execute(num_retries=2)
+    except HttpError as exc:
+        raise GoogleUnavailable(
+            f"Drive did not tell the account's address (HTTP {exc.status_code})"
+        ) from None
+    except (httplib2.HttpLib2Error, OSError) as exc:
+        raise GoogleUnavailable(
+            f"Drive could not be reached for the account's address: {type(exc).__name__}"
+        ) from None
+    finally:
+        connection.close()
+    address = (about.get("user") or {}).get("emailAddress")
+    return str(address) if address else None
+
+
 async def complete_consent(
     settings: Settings, *, code: str, code_verifier: str, scopes: list[str], redirect: str
 ) -> Grant:
     """Exchange the code (with the PKCE verifier, and the redirect URI the consent was
-    asked with) for tokens; with Gmail granted, read the address from `users.getProfile`
-    (a Google account without Gmail has none to give: `mailbox=False`)."""
+    asked with) for tokens, and read the account's address: from Gmail's
+    `users.getProfile` when gmail.readonly is granted (a Google account without Gmail has
+    none to give: `mailbox=False`), else from Drive's `about.get` when drive.readonly is."""
     token = await asyncio.to_thread(
         _exchange, settings, code=code, code_verifier=code_verifier, scopes=scopes,
         redirect=redirect,
@@ -263,6 +285,10 @@ async def complete_consent(
     if GMAIL_READONLY in granted:
         email = await asyncio.to_thread(_gmail_address, settings, str(access_token))
         mailbox = email is not None
+    if email is None and DRIVE_READONLY in granted:
+        # Without it a reconnection with another Google account would go unnoticed, and
+        # what was seen in the old account's Drive would be taken for this one's.
+        email = await asyncio.to_thread(_drive_address, settings, str(access_token))
     return Grant(
         access_token=str(access_token), refresh_token=token.get("refresh_token"),
         scopes=granted, email=email, mailbox=mailbox,

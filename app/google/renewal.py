@@ -28,7 +28,7 @@ from app.google import watch_service
 from app.google.watch_models import WatchCursor
 from app.google.watch_service import GMAIL
 from app.notifications import service as notifications
-from app.sources.base import AccountDisconnected, SourceError
+from app.sources.base import AccountDisconnected, NoMailbox, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,10 @@ class PushRenewer(LoopService):
             except AccountDisconnected as exc:
                 # No grant to stop it with: the registration lapses within 7 days.
                 log.info("Gmail push stop for account %s: disconnected: %s", account.id, exc)
+            except NoMailbox as exc:
+                # No mailbox, nothing pushed: there is nothing to stop (every try would
+                # meet the same answer, and the registration would be kept for ever).
+                log.info("Gmail push stop for account %s: no Gmail: %s", account.id, exc)
             except SourceError as exc:
                 log.warning("Gmail push stop for account %s failed (retried): %s",
                             account.id, exc)
@@ -157,10 +161,11 @@ class PushRenewer(LoopService):
     async def _renew(self, account: Account, topic: str, report: RenewalReport) -> None:
         try:
             registration = await self.register(account, self.settings, topic)
-        except AccountDisconnected as exc:
-            # The watch poller marks the account disconnected when it meets the same.
+        except (AccountDisconnected, NoMailbox) as exc:
+            # The watch poller records the account (disconnected, or without Gmail) and
+            # tells the user when it meets the same.
             report.failed.append(account.id)
-            log.warning("Gmail push renewal for account %s: disconnected: %s", account.id, exc)
+            log.warning("Gmail push renewal for account %s: %s", account.id, exc)
             return
         except SourceError as exc:
             report.failed.append(account.id)

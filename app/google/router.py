@@ -98,7 +98,10 @@ async def google_callback(
         signed_in = None
         cookie = request.cookies.get(auth.session_cookie(settings)[0])
         if cookie:
-            found = await auth.live_session(session=session, token=cookie, now=utcnow())
+            found = await auth.live_session(
+                session=session, token=cookie, now=utcnow(),
+                max_age_seconds=settings.web_session_max_age_seconds,
+            )
             signed_in = found[1].id if found is not None else None
         pending = await service.consume_state(
             session=session, state=state or "", browser_secret=browser_secret,

@@ -3,7 +3,9 @@
 The delta cursor is `{"gmail": {...}, "drive": {...}}` (see `app/google/gmail.py` and
 `app/google/drive.py` for each part); a missing part means "never looked" for that
 kind, and a kind not read keeps its part unchanged. A kind whose scope was not
-granted reads as empty (its tools are not offered: `reads_mail` / `reads_files`).
+granted reads as empty (its tools are not offered: `reads_mail` / `reads_files`), and so
+does Gmail once it answered that the account's mail service is gone (`NoMailbox`, raised
+to the caller that met it).
 """
 
 from __future__ import annotations
@@ -49,11 +51,19 @@ class GoogleSource(Source, WatchableSource):
         scopes = usable_scopes(account)
         self.email = account.email
         self.address = account.email or None
-        self.reads_mail = GMAIL_READONLY in scopes
+        self._reads_mail = GMAIL_READONLY in scopes
         self.reads_files = DRIVE_READONLY in scopes
         self.client = GoogleClient(account, settings)
         self.gmail = GmailReader(self.client, resync_limit=settings.google_resync_messages)
         self.drive = DriveReader(self.client)
+
+    @property
+    def reads_mail(self) -> bool:
+        """Gmail is granted and usable, and has not answered that it is gone since."""
+        return self._reads_mail and not self.client.mailbox_gone
+
+    def mailbox_gone(self) -> bool:
+        return self.client.mailbox_gone
 
     def _need_mail(self) -> GmailReader:
         if not self.reads_mail:

@@ -68,13 +68,14 @@ from app.core.loops import LoopService
 from app.core.pubsub import PgListener
 from app.core.runtime import Wakeups
 from app.google import watch_service
-from app.google.accounts import mark_disconnected
+from app.google.accounts import mark_disconnected, mark_no_mailbox
 from app.google.watch_service import DRIVE, GMAIL, FileVersion, WatchedAccount, Watcher
 from app.runs import metrics
 from app.runs.service import WORKER_CHANNEL
 from app.sources.base import (
     AccountDisconnected,
     ChangedFile,
+    NoMailbox,
     Source,
     SourceError,
     WatchableSource,
@@ -106,6 +107,8 @@ class PollReport:
     resynced: int = 0
     failed: int = 0
     disconnected: int = 0
+    # Accounts whose Gmail answered that it is gone: recorded, their Drive polled on.
+    no_mailbox: int = 0
     cursor_conflicts: int = 0
     # Polls whose cursor stayed because a watch was created, resumed or changed meanwhile.
     watches_changed: int = 0
@@ -188,7 +191,14 @@ class WatchPoller(LoopService):
             report.failed += 1
             return
         try:
-            history_id = await self._mail(watched, source, now, report)
+            try:
+                history_id = await self._mail(watched, source, now, report)
+            except NoMailbox as exc:
+                # Gmail is gone, Drive is not: its watches go on. The mail watches start
+                # afresh (no historyId) if Gmail comes back and they are resumed.
+                report.no_mailbox += 1
+                await self._mailbox_gone(account, exc)
+                history_id = None
             page_token = await self._files(watched, source, now, report)
         except AccountDisconnected as exc:
             report.disconnected += 1
@@ -395,6 +405,14 @@ class WatchPoller(LoopService):
             await mark_disconnected(
                 session, account=account, reason=str(exc), settings=self.settings
             )
+
+    async def _mailbox_gone(self, account: Account, exc: NoMailbox) -> None:
+        """Gmail said the account's mail service is not enabled: the account is recorded
+        as mailbox-less, its mail watches are paused (unless another account serves them)
+        and the user is told once; it is polled on for its Drive watches."""
+        log.warning("watch: account %s has no Gmail any more: %s", account.id, exc)
+        async with transaction(self.sessionmaker) as session:
+            await mark_no_mailbox(session, account=account, settings=self.settings)
 
 
 def _resync_since(watcher: Watcher, last_poll: datetime | None) -> datetime:

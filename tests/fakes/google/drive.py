@@ -1,7 +1,9 @@
-"""Drive v3: files (list, get, alt=media, export) and changes (startPageToken, list)."""
+"""Drive v3: files (list, get, alt=media, export), changes (startPageToken, list) and
+about.get."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Callable
 from typing import Any
@@ -316,7 +318,31 @@ def list_changes(call: Call) -> Reply:
     return call.respond(answer)
 
 
+# about.get answers only what `fields` names, and refuses a call without it: "Required: The
+# `fields` parameter must be set" (its reference page, and the bundled discovery document);
+# the answer to a call without it is quoted in googleapis/google-api-python-client#1742.
+FIELDS_REQUIRED = "The 'fields' parameter is required for this method."
+
+
+def get_about(call: Call) -> Reply:
+    if not call.query.get("fields"):
+        raise ApiError(400, "required", FIELDS_REQUIRED, location="fields",
+                       location_type="parameter")
+    email = call.account.email
+    # The About resource in part: the authenticated user (a User resource, `me` true).
+    about = {
+        "kind": "drive#about",
+        "user": {
+            "kind": "drive#user", "displayName": email.split("@")[0].title(), "me": True,
+            "permissionId": str(int(hashlib.sha256(email.encode()).hexdigest()[:16], 16)),
+            "emailAddress": email,
+        },
+    }
+    return call.respond(about)
+
+
 HANDLERS: dict[str, Callable[[Call], Reply]] = {
+    "drive.about.get": get_about,
     "drive.files.list": list_files,
     "drive.files.get": get_file,
     "drive.files.export": export_file,

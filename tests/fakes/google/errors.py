@@ -93,6 +93,15 @@ def mail_service_not_enabled() -> ApiError:
                     status="FAILED_PRECONDITION")
 
 
+def precondition_check_failed() -> ApiError:
+    """Gmail's passing 400 failedPrecondition, which the same call gets past a moment later
+    (quoted in googleapis/google-api-php-client#2558 and googleapis/google-api-java-client
+    #1648; googleapis/google-api-python-client#2723 asks for it to be retried): the same
+    reason as `mail_service_not_enabled`, another message."""
+    return ApiError(400, "failedPrecondition", "Precondition check failed.",
+                    status="FAILED_PRECONDITION")
+
+
 def not_found(message: str = "Requested entity was not found.") -> ApiError:
     return ApiError(404, "notFound", message)
 

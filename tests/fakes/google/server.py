@@ -30,6 +30,7 @@ from .errors import (
     injected,
     insufficient_scopes,
     mail_service_not_enabled,
+    precondition_check_failed,
     unauthenticated,
 )
 from .oauth import OAuthServer, sign_jwt
@@ -60,6 +61,9 @@ class Fault:
     status: int
     count: int
     retry_after: float | None
+    # Gmail's passing 400 failedPrecondition "Precondition check failed." (see
+    # `errors.precondition_check_failed`) rather than the status's usual error.
+    precondition: bool = False
 
 
 class FakeGoogle(ThreadedServer):
@@ -251,10 +255,17 @@ class FakeGoogle(ThreadedServer):
             self.account(email).mailbox.delete(message_id)
 
     def disable_gmail(self, email: str) -> None:
-        """`email` is a Google account without Gmail: every Gmail call answers 400
-        failedPrecondition "Mail service not enabled"; Drive and OAuth work as before."""
+        """`email` is a Google account without Gmail (also one whose administrator turns
+        Gmail off after it was connected): every Gmail call answers 400 failedPrecondition
+        "Mail service not enabled"; Drive and OAuth work as before."""
         with self._lock:
             self.account(email).gmail_enabled = False
+
+    def enable_gmail(self, email: str) -> None:
+        """Gmail is on again for `email` (its administrator turned it back on), with the
+        mailbox it had."""
+        with self._lock:
+            self.account(email).gmail_enabled = True
 
     def history_id(self, email: str) -> int:
         with self._lock:
@@ -342,9 +353,12 @@ class FakeGoogle(ThreadedServer):
     # --- the Python handle: faults and counters -----------------------------------------
 
     def fail_next(self, path_contains: str = "", status: int = 429, count: int = 1,
-                  retry_after: float | None = None) -> None:
+                  retry_after: float | None = None, *, precondition: bool = False) -> None:
+        """The next `count` calls whose path holds `path_contains` fail with `status`;
+        `precondition`: with Gmail's passing 400 "Precondition check failed."."""
         with self._lock:
-            self._faults.append(Fault(path_contains, status, count, retry_after))
+            self._faults.append(Fault(path_contains, 400 if precondition else status, count,
+                                      retry_after, precondition))
 
     @property
     def requests(self) -> list[FakeRequest]:
@@ -412,6 +426,8 @@ class FakeGoogle(ThreadedServer):
                 fault.count -= 1
                 if fault.count == 0:
                     self._faults.remove(fault)
+                if fault.precondition:
+                    return precondition_check_failed()
                 return injected(fault.status, fault.retry_after)
         return None
 

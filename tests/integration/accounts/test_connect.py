@@ -4,23 +4,30 @@ google-auth-oauthlib and googleapiclient, against the fake Google over HTTP."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
+from app.accounts.models import Account
 from app.auth import service as auth
 from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.google.accounts import mark_no_mailbox
 from app.google.models import OAuthState
 from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND, READ_SCOPES
 from app.google.source import GoogleSource
+from app.instructions.models import Instruction
 from app.main import create_app
+from app.sources.base import NoMailbox
 from app.sources.registry import readable
 from app.users.models import User
+from tests import factories
 from tests.factories import user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.accounts.conftest import (
@@ -150,8 +157,9 @@ async def test_a_scope_not_granted_turns_its_feature_off_with_a_message(
     assert "Connect Google again" in shown["status_detail"]
     other = ({"gmail", "drive"} - {off}).pop()
     assert shown["features"][other] is True
-    if off == "gmail":  # no Gmail, no getProfile: the address is not known
+    if off == "gmail":  # no Gmail, no getProfile: the address is Drive's
         assert not any(r.path.endswith("/profile") for r in fake_google.requests)
+        assert account.email == fake_google.consent_email
 
 
 async def test_a_google_account_without_gmail_connects_with_drive_only(
@@ -178,6 +186,101 @@ async def test_a_google_account_without_gmail_connects_with_drive_only(
     source = GoogleSource(account, settings)
     assert (source.reads_mail, source.reads_files) == (False, True)
     assert readable(account)
+    # The address is Drive's (about.get), asked for with the fields it requires.
+    assert account.email == shown["email"] == "dana@example.org"
+    (about,) = [r for r in fake_google.requests if r.method_id == "drive.about.get"]
+    assert (about.status, about.query["fields"]) == (200, "user(emailAddress)")
+
+
+@pytest.mark.parametrize("gmail", [False, True], ids=["to-gmail-less", "to-gmail"])
+async def test_reconnecting_a_gmail_less_account_as_another_google_account_is_noticed(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle, gmail: bool
+) -> None:
+    """A Google account without Gmail has its address from Drive, so connecting another
+    Google account in its place is told apart from reconnecting the same one: what the
+    instructions saw in the old account's Drive is forgotten, not taken for the new one's."""
+    user, headers = await user_with_token(runtime)
+    fake_google.consent_email = "dana@example.org"
+    fake_google.disable_gmail("dana@example.org")
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+    (account,) = await google_accounts(runtime, user)
+    seen = {str(account.id): {"drive": {"page_token": "41"}}}
+    instruction = await factories.instruction(runtime, user)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(update(Instruction).where(Instruction.id == instruction.id)
+                              .values(cursor=seen))
+        await session.execute(update(Account).where(Account.id == account.id)
+                              .values(sync_cursor={"drive": {"page_token": "41"}}))
+
+    # The same account again: nothing is forgotten.
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+    assert await _cursor(runtime, instruction.id) == seen
+
+    fake_google.consent_email = "erin@example.org"
+    if not gmail:
+        fake_google.disable_gmail("erin@example.org")
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+
+    (after,) = await google_accounts(runtime, user)
+    assert after.id == account.id
+    assert after.email == "erin@example.org"
+    assert after.sync_cursor == {}
+    assert await _cursor(runtime, instruction.id) == {}
+
+
+async def test_a_passing_precondition_failure_of_gmail_does_not_connect_without_it(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle
+) -> None:
+    """Gmail's passing 400 failedPrecondition "Precondition check failed." (the reason of
+    "Mail service not enabled", another message) to users.getProfile fails the connection,
+    to be tried again, rather than storing an account with Gmail off until it is
+    reconnected."""
+    user, headers = await user_with_token(runtime)
+    fake_google.fail_next("/profile", precondition=True)
+
+    response = await connect(browser, headers)
+
+    assert response.status_code == 502, response.text
+    assert await google_accounts(runtime, user) == []
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+    (account,) = await google_accounts(runtime, user)
+    assert "mailbox" not in account.scopes
+
+
+async def test_reconnecting_once_gmail_is_back_turns_it_on_again(
+    browser: httpx.AsyncClient, runtime: Runtime, fake_google: FakeGoogle, settings: Settings
+) -> None:
+    """An account recorded as mailbox-less when its Gmail was turned off reads mail again
+    once Gmail is back and it is reconnected: the connection reads Gmail afresh."""
+    user, headers = await user_with_token(runtime)
+    fake_google.consent_email = "alice@example.com"
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+    (account,) = await google_accounts(runtime, user)
+    fake_google.disable_gmail("alice@example.com")
+    with pytest.raises(NoMailbox):
+        await GoogleSource(account, settings).mail_changes(None)
+    async with transaction(runtime.sessionmaker) as session:
+        assert await mark_no_mailbox(session, account=account, settings=settings)
+    (shown,) = [a for a in (await browser.get(f"{API}/accounts", headers=headers)).json()
+                if a["kind"] == "google"]
+    assert shown["features"]["gmail"] is False
+    assert "not enabled any more" in shown["status_detail"]
+
+    fake_google.enable_gmail("alice@example.com")
+    assert (await connect(browser, headers)).headers["location"] == CONNECTED
+
+    (after,) = await google_accounts(runtime, user)
+    assert "mailbox" not in after.scopes
+    (shown,) = [a for a in (await browser.get(f"{API}/accounts", headers=headers)).json()
+                if a["kind"] == "google"]
+    assert shown["features"] == {"gmail": True, "drive": True, "gmail_send": False}
+    assert shown["status_detail"] is None
+    assert GoogleSource(after, settings).reads_mail
+
+
+async def _cursor(runtime: Runtime, instruction_id: uuid.UUID) -> dict[str, Any]:
+    async with runtime.sessionmaker() as session:
+        return dict((await session.get_one(Instruction, instruction_id)).cursor)
 
 
 async def _started_state(
@@ -351,7 +454,8 @@ async def _signed_in_browser(runtime: Runtime, user: User) -> tuple[httpx.AsyncC
     """A second browser, with a dashboard session of `user`: the client and the cookie."""
     async with transaction(runtime.sessionmaker) as session:
         _row, cookie = await auth.start_session(
-            session=session, user=user, method="link", ttl_seconds=3600)
+            session=session, user=user, method="link", ttl_seconds=3600,
+            max_age_seconds=86400)
     client = httpx.AsyncClient(
         mounts={PUBLIC_URL: httpx.ASGITransport(app=create_app(runtime))}, base_url=PUBLIC_URL,
         follow_redirects=True, timeout=30,
@@ -485,7 +589,8 @@ async def test_with_an_https_public_url_the_callback_reads_the_host_only_session
     alice, _ = await user_with_token(runtime, "alice@example.com")
     async with transaction(runtime.sessionmaker) as session:
         _row, alices_session = await auth.start_session(
-            session=session, user=alice, method="link", ttl_seconds=3600)
+            session=session, user=alice, method="link", ttl_seconds=3600,
+            max_age_seconds=86400)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(https)), base_url=https_url,
     ) as client:

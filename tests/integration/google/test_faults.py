@@ -1,12 +1,14 @@
-"""Faults through the real client against the fake: 429, 5xx, 401 and a revoked grant."""
+"""Faults through the real client against the fake: 429, 5xx, 401, a revoked grant and a
+Gmail turned off."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.core.config import Settings
+from app.google.client import GoogleApiError
 from app.google.source import GoogleSource
-from app.sources.base import AccountDisconnected, SourceError
+from app.sources.base import AccountDisconnected, NoMailbox, SourceError
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import ALICE, google_account
 
@@ -125,3 +127,47 @@ async def test_a_token_endpoint_that_fails_for_a_moment_is_retried(
     start = await source.mail_changes(None)
     assert start.history_id
     assert statuses(fake, "/token") == [503, 200]
+
+
+async def test_a_gmail_turned_off_raises_no_mailbox_once_and_drive_goes_on(
+    fake: FakeGoogle, source: GoogleSource, google_settings: Settings
+) -> None:
+    """An administrator turns Gmail off after the account was connected: Gmail answers 400
+    failedPrecondition "Mail service not enabled" to every call. That is `NoMailbox` (no
+    retry can help), for a call and for a batch; the source then reads no mail and asks
+    Gmail no more, and Drive is read as before."""
+    fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Hi", text="Hi")
+    plan = fake.add_file(ALICE, name="Plan", content="The plan.")
+    ids = await source.gmail.list_ids(query="", limit=10)
+    fake.disable_gmail(ALICE)
+
+    with pytest.raises(NoMailbox) as caught:
+        await source.delta(None)
+    assert caught.value.account_id == source.client.account_id
+    assert source.mailbox_gone()
+    assert not source.reads_mail
+    fake.reset_counters()
+    delta = await source.delta(None)
+    assert [f.id for f in delta.files] == [plan]
+    assert await source.search_mail("Hi") == []
+    assert not [r for r in fake.requests if "/gmail/" in r.path]
+
+    other = GoogleSource(google_account(fake, google_settings), google_settings)
+    with pytest.raises(NoMailbox):
+        await other.gmail.metadata(ids)  # a batch: each of its parts answers it
+    assert other.mailbox_gone()
+
+
+async def test_a_passing_precondition_failure_is_no_lost_mailbox(
+    fake: FakeGoogle, source: GoogleSource
+) -> None:
+    """Gmail also answers a passing 400 failedPrecondition, "Precondition check failed.",
+    that the same call gets past later: it fails the call like any other error, and the
+    mailbox is not taken for gone."""
+    fake.fail_next(path_contains="/profile", precondition=True)
+    with pytest.raises(GoogleApiError) as caught:
+        await source.mail_changes(None)
+    assert (caught.value.status, caught.value.reason) == (400, "failedPrecondition")
+    assert not source.mailbox_gone()
+    assert source.reads_mail
+    assert (await source.mail_changes(None)).history_id

@@ -6,12 +6,15 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from app.accounts.models import Account
-from app.core.db import transaction
+from app.accounts.queries import NothingToRead
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime, Wakeups
 from app.instructions.models import Instruction
+from app.runs import queue
 from app.runs import service as runs_service
 from tests import factories
 from tests.fakes.google import FakeGoogle
@@ -138,3 +141,67 @@ async def test_a_digest_reports_the_changes_in_a_shared_drive(
     assert run.result is not None
     assert "Hire two engineers" in json.dumps(run.result)
     assert ("file", plan) in {(r["kind"], r["id"]) for r in refs_of(run.result)}
+
+
+async def test_an_account_whose_gmail_is_turned_off_goes_on_with_drive_and_says_so_once(
+    runtime: Runtime, fake: FakeGoogle, google_settings: Any
+) -> None:
+    """An administrator turns Gmail off after the account was connected (Gmail answers
+    "Mail service not enabled"): the run records the account as mailbox-less and goes on
+    with its Drive, the user is told once in the app, and an instruction that reads only
+    mail fails saying why instead of digesting nothing."""
+    google = Runtime(google_settings, runtime.engine, runtime.sessionmaker, Wakeups())
+    user, _ = await factories.user_with_token(google, ALICE, sample=False)
+    account = google_account(fake, google_settings, user_id=user.id)
+    async with transaction(google.sessionmaker) as session:
+        session.add(account)
+    fake.add_message(ALICE, sender="Bob <bob@example.com>", to=[ALICE], subject="Lunch?",
+                     text="Lunch on Friday?")
+    plan = fake.add_file(ALICE, name="Launch plan", mime_type=DOC,
+                         content="Launch on Monday. Owner: Bob.", modified_by="Bob")
+    both = await factories.instruction(google, user, channels=["in_app"])
+    mail_only = await factories.instruction(google, user, title="Mail", channels=["in_app"],
+                                            sources=["gmail"])
+    fake.disable_gmail(ALICE)
+
+    run_id = await run_now(google, both)
+    worker = make_worker(google)
+    await work_once(worker)  # meets Gmail's answer: records it, gives the run back
+    await work_once(worker)
+
+    run = await get_run(google, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.attempt == 1  # the attempt that met Gmail's answer is not counted
+    assert run.result is not None
+    assert ("file", plan) in {(r["kind"], r["id"]) for r in refs_of(run.result)}
+    async with google.sessionmaker() as session:
+        stored = await session.get_one(Account, account.id)
+    assert stored.status == "active"
+    assert stored.scopes["mailbox"] is False
+    assert "Mail service not enabled" in (stored.status_detail or "")
+    (alert,) = [n for n in await notifications_of(google, user.id) if n.kind == "alert"]
+    assert "Gmail is not enabled" in alert.body
+    assert "/api/v1/google/connect" in alert.body
+
+    fake.reset_counters()
+    # Setting it running now is refused, saying why; a run of its schedule still comes.
+    async with transaction(google.sessionmaker) as session:
+        with pytest.raises(NothingToRead, match="reads mail only"):
+            await runs_service.run_now(session=session, instruction=mail_only,
+                                       wakeups=google.wakeups)
+    async with transaction(google.sessionmaker) as session:
+        failed_id = await queue.enqueue(
+            session=session, user_id=user.id, instruction_id=mail_only.id, reason="schedule",
+            scheduled_for=utcnow(), window_start=None, window_end=utcnow(),
+        )
+    assert failed_id is not None
+    await work_once(worker)
+    failed = await get_run(google, failed_id)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert "reads only mail" in failed.error
+    assert "Mail service not enabled" in failed.error
+    assert not [r for r in fake.requests if "/gmail/" in r.path]  # Gmail is left alone
+    told = await notifications_of(google, user.id)
+    assert len([n for n in told if n.kind == "alert"]) == 1  # told once
+    assert any(n.kind == "error" and "reads only mail" in n.body for n in told)

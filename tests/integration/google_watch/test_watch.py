@@ -758,6 +758,48 @@ async def test_a_revoked_grant_disconnects_the_account_and_pauses_its_watches(
     assert (await watch.run_once()).polled == 0
 
 
+async def test_an_account_that_loses_gmail_keeps_its_drive_watches_and_says_so_once(
+    client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
+) -> None:
+    """An administrator turns Gmail off after the account was connected: the poll records
+    the account as mailbox-less, pauses its mail watch (nothing could fire it) and tells
+    the user once, and polls Drive on: the folder watch fires as before, with Gmail left
+    alone from then on."""
+    user, headers = await user_with_token(runtime, sample=False)
+    account = await google_account(runtime, user, fake)
+    folder = fake.add_file(EMAIL, name="Invoices", mime_type=FOLDER)
+    mail_watch = await create_watch(client, headers, gmail_query=BILLING)
+    folder_watch = await create_watch(client, headers, drive_folder_id=folder)
+    watch = poller(runtime)
+    await watch.run_once()
+
+    fake.disable_gmail(EMAIL)
+    first = fake.add_file(EMAIL, name="Invoice 1", content="120 EUR", parents=(folder,))
+    report = await watch.poll_accounts([account.id])
+
+    assert fired_ids(await watch_runs(runtime, folder_watch)) == [first]
+    assert (report.no_mailbox, report.failed) == (1, 0)
+    body = (await client.get(f"{API}/instructions/{mail_watch}", headers=headers)).json()
+    assert body["status"] == "paused"
+    assert "Gmail is off" in body["status_detail"]
+    body = (await client.get(f"{API}/instructions/{folder_watch}", headers=headers)).json()
+    assert body["status"] == "active"
+    (shown,) = (await client.get(f"{API}/accounts", headers=headers)).json()
+    assert shown["status"] == "active"
+    assert shown["features"] == {"gmail": False, "drive": True, "gmail_send": False}
+    (alert,) = (await client.get(f"{API}/notifications", headers=headers)).json()["items"]
+    assert "Gmail is not enabled" in alert["body"]
+    assert "1 watch instruction(s) on its mail are paused" in alert["body"]
+
+    fake.reset_counters()
+    second = fake.add_file(EMAIL, name="Invoice 2", content="80 EUR", parents=(folder,))
+    report = await watch.poll_accounts([account.id])
+    assert (report.no_mailbox, report.failed) == (0, 0)
+    assert fired_ids(await watch_runs(runtime, folder_watch)) == sorted([first, second])
+    assert not [r for r in fake.requests if "/gmail/" in r.path]
+    assert len((await client.get(f"{API}/notifications", headers=headers)).json()["items"]) == 1
+
+
 async def test_a_push_that_comes_during_a_poll_is_polled_at_once(
     client: httpx.AsyncClient, runtime: Runtime, fake: FakeGoogle
 ) -> None:

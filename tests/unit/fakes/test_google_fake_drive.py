@@ -259,3 +259,22 @@ def test_drive_batch(fake, drive, endpoints):
     assert names == {f["id"]: f["name"] for f in files}
     assert fake.batch_sizes == [len(files)]
     assert fake.quota_units(ALICE) == 0  # Drive has no per-call units
+
+
+def test_about_answers_the_fields_asked_for_and_refuses_a_call_without_them(fake, drive):
+    """about.get, as its reference page says ("Required: The fields parameter must be set")
+    and as googleapis/google-api-python-client#1742 quotes the refusal."""
+    assert drive.about().get(fields="user(emailAddress)").execute() == \
+        {"user": {"emailAddress": ALICE}}
+    user = drive.about().get(fields="user").execute()["user"]
+    assert (user["kind"], user["me"], user["emailAddress"]) == ("drive#user", True, ALICE)
+    with pytest.raises(HttpError) as caught:
+        drive.about().get().execute()
+    error = _error(caught.value)
+    assert (error["code"], error["message"]) == \
+        (400, "The 'fields' parameter is required for this method.")
+    assert error["errors"][0]["reason"] == "required"
+    assert error["errors"][0]["location"] == "fields"
+    with pytest.raises(HttpError) as caught:
+        drive.about().get(fields="user(colour)").execute()
+    assert caught.value.status_code == 400

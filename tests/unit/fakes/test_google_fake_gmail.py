@@ -307,3 +307,25 @@ def test_an_id_that_is_no_gmail_id_is_400_else_404(fake, gmail, message_id, stat
         assert caught.value.status_code == status
         if status == 400:
             assert _error(caught.value)["message"] == "Invalid id value"
+
+
+def test_gmail_turned_on_again_serves_the_mailbox_it_had(fake, gmail):
+    total = gmail.users().getProfile(userId="me").execute()["messagesTotal"]
+    fake.disable_gmail(ALICE)
+    with pytest.raises(HttpError):
+        gmail.users().getProfile(userId="me").execute()
+    fake.enable_gmail(ALICE)
+    assert gmail.users().getProfile(userId="me").execute()["messagesTotal"] == total
+
+
+def test_a_passing_precondition_failure_has_the_reason_of_a_mailbox_gone(fake, gmail):
+    """Gmail's passing "Precondition check failed." (googleapis/google-api-php-client#2558):
+    the same code, reason and status as "Mail service not enabled", another message."""
+    fake.fail_next("/profile", precondition=True)
+    with pytest.raises(HttpError) as caught:
+        gmail.users().getProfile(userId="me").execute()
+    error = _error(caught.value)
+    assert (error["code"], error["status"], error["message"]) == \
+        (400, "FAILED_PRECONDITION", "Precondition check failed.")
+    assert error["errors"][0]["reason"] == "failedPrecondition"
+    assert gmail.users().getProfile(userId="me").execute()["emailAddress"] == ALICE
