@@ -22,12 +22,16 @@ One port turn is one `client.aio.interactions.create` call. The request body:
                               "schema": <the digest's JSON schema>}
 
 The answer is an Interaction: `id`, `status` (`requires_action` when it calls
-functions, `completed`, `failed`, ...), `steps` (`thought`, `function_call` with
+functions, `completed`, `failed`, `incomplete` when it stopped at the output token
+limit, ...), `steps` (`thought`, `function_call` with
 `id`, `name`, `arguments`, `model_output` with text content) and `usage`
 (`total_input_tokens`, `total_output_tokens`, `total_thought_tokens`,
 `total_cached_tokens`).
 
-429, 500, 502, 503, 504, timeouts and connection errors are retried with
+A 429 whose google.rpc.QuotaFailure names a quota for the day (its quotaId says PerDay)
+raises `QuotaExhausted` at once, with when the quota resets (midnight Pacific time):
+retrying before then only burns the retries. Other 429s, 500, 502, 503, 504, timeouts
+and connection errors are retried with
 exponential backoff that honours the server's delay (a 429's google.rpc.RetryInfo
 `retryDelay`, else `Retry-After`); the SDK's own retries are off so
 that there is one retry policy, this one. A refused API key (401, 403, or a 400
@@ -36,7 +40,9 @@ valid) raises `KeyRejected`: the operator must fix it, no retry will. A 404 for 
 chains to an earlier interaction the service no longer has (its GET is a 404 too) raises
 `ConversationGone`: stored interactions are deleted
 after their retention (1 day on the free tier, 55 days paid), which a question waiting for
-its answer can outlast.
+its answer can outlast. An interaction that ended without a whole answer (`incomplete`, at
+the output token limit; `budget_exceeded`; any status but `requires_action` and
+`completed`) raises `IncompleteAnswer` with what it was billed: the runner asks once more.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from google import genai
 from google.genai import _interactions as api_errors
@@ -58,8 +65,10 @@ from app.agent.llm import (
     ConversationGone,
     FunctionCall,
     FunctionResult,
+    IncompleteAnswer,
     KeyRejected,
     LLMError,
+    QuotaExhausted,
     TurnRequest,
     TurnResponse,
     Usage,
@@ -74,6 +83,16 @@ AUTH_STATUS = frozenset({401, 403})
 # the reason of its google.rpc.ErrorInfo detail.
 KEY_REASONS = frozenset({"API_KEY_INVALID"})
 FAILED_STATUSES = frozenset({"failed", "cancelled"})
+# The statuses of an interaction that holds a whole answer: its function calls, or its text.
+ANSWER_STATUSES = frozenset({"requires_action", "completed"})
+# Why an interaction that ended with another status holds no whole answer, from the
+# Interactions API's Status enum: INCOMPLETE "completed, but contains incomplete results
+# (e.g. hitting maxTokens)", BUDGET_EXCEEDED "halted because the token budget was exceeded".
+# Any other (in_progress, queued, requires_continuation, one added later) is not one either.
+CUT_SHORT = {
+    "incomplete": "it reached its output token limit",
+    "budget_exceeded": "its token budget was exceeded",
+}
 # The thinking levels of the models that do not take all four (longest name prefix wins),
 # from Google's thinking-level table: 3.7 Flash and the 3.x Pro models refuse minimal
 # with a 400 "THINKING_LEVEL_MINIMAL is unsupported" (can1357/oh-my-pi#10543,
@@ -85,6 +104,10 @@ MODEL_LEVELS: dict[str, tuple[str, ...]] = {
     "gemini-3.1-pro": ("low", "medium", "high"),
     "gemini-3.7-flash": ("low", "medium", "high"),
 }
+
+# The Gemini API's daily quotas (requests per day, RPD; tokens per day) reset at midnight
+# Pacific time (ai.google.dev/gemini-api/docs/rate-limits).
+QUOTA_DAY_ZONE = ZoneInfo("America/Los_Angeles")
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -123,6 +146,30 @@ def _details(exc: BaseException) -> list[Mapping[str, Any]]:
 def _reasons(exc: BaseException) -> set[str]:
     """The reasons of the ErrorInfo details of a Google error body, if any."""
     return {str(d["reason"]) for d in _details(exc) if d.get("reason")}
+
+
+def daily_quota(exc: BaseException) -> str | None:
+    """The quota a 429 says ran out, when it is one for the day: the quotaId of a
+    google.rpc.QuotaFailure violation such as `GenerateRequestsPerDayPerProjectPerModel`
+    (`-FreeTier`), whose metric ends `per_day`. A 429 may list the minute's quotas with
+    it; a day's quota used up is what decides. None for a per-minute 429."""
+    for detail in _details(exc):
+        if not str(detail.get("@type", "")).endswith("/google.rpc.QuotaFailure"):
+            continue
+        for violation in detail.get("violations") or []:
+            if not isinstance(violation, Mapping):
+                continue
+            quota = str(violation.get("quotaId") or "")
+            metric = str(violation.get("quotaMetric") or "")
+            if "perday" in quota.lower() or metric.lower().endswith("per_day"):
+                return quota or metric
+    return None
+
+
+def quota_resets_at(now: datetime) -> datetime:
+    """When the Gemini API's daily quotas next reset: the next midnight Pacific time."""
+    day = now.astimezone(QUOTA_DAY_ZONE).date() + timedelta(days=1)
+    return datetime.combine(day, time(), QUOTA_DAY_ZONE)
 
 
 def _retry_info_seconds(exc: BaseException) -> float | None:
@@ -232,14 +279,34 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _usage(interaction: Any) -> Usage:
+    usage = _get(interaction, "usage")
+    return Usage(
+        input_tokens=_int(_get(usage, "total_input_tokens")),
+        output_tokens=_int(_get(usage, "total_output_tokens")),
+        thought_tokens=_int(_get(usage, "total_thought_tokens")),
+        cached_tokens=_int(_get(usage, "total_cached_tokens")),
+    )
+
+
 def parse_interaction(interaction: Any) -> TurnResponse:
-    """The port's view of an Interaction: its id, the function calls or the text, the usage."""
+    """The port's view of an Interaction: its id, the function calls or the text, the usage.
+
+    An interaction that ended without a whole answer (`incomplete`: a digest cut off mid
+    JSON) raises `IncompleteAnswer` with what it was billed, never a text to use."""
     interaction_id = _get(interaction, "id")
     status = _get(interaction, "status")
     if status in FAILED_STATUSES:
         errors = _get(interaction, "errors") or []
         detail = "; ".join(str(_get(e, "message") or e) for e in errors) or "no detail given"
         raise LLMError(f"Gemini interaction {interaction_id} {status}: {detail}")
+    if status not in ANSWER_STATUSES:
+        why = CUT_SHORT.get(str(status), "it holds no whole answer")
+        raise IncompleteAnswer(
+            f"Gemini interaction {interaction_id} ended {status}: {why}",
+            usage=_usage(interaction),
+            interaction_id=str(interaction_id) if interaction_id else None,
+        )
     if not interaction_id:
         raise LLMError("Gemini answered without an interaction id")
     calls: list[FunctionCall] = []
@@ -265,17 +332,11 @@ def parse_interaction(interaction: Any) -> TurnResponse:
                     texts.append(str(_get(content, "text")))
     if any(not c.call_id or not c.name for c in calls):
         raise LLMError("Gemini returned a function call without an id or a name")
-    usage = _get(interaction, "usage")
     return TurnResponse(
         interaction_id=str(interaction_id),
         function_calls=calls,
         text=None if calls else "".join(texts),
-        usage=Usage(
-            input_tokens=_int(_get(usage, "total_input_tokens")),
-            output_tokens=_int(_get(usage, "total_output_tokens")),
-            thought_tokens=_int(_get(usage, "total_thought_tokens")),
-            cached_tokens=_int(_get(usage, "total_cached_tokens")),
-        ),
+        usage=_usage(interaction),
     )
 
 
@@ -342,6 +403,12 @@ class GeminiModel:
                     ) from exc
                 if status not in RETRYABLE_STATUS:
                     raise LLMError(f"Gemini API error {status}: {message}") from exc
+                if status == 429 and (quota := daily_quota(exc)) is not None:
+                    # Its RetryInfo delay is short, but no retry works before the reset.
+                    raise QuotaExhausted(
+                        f"Gemini's daily quota {quota} is used up: {message}",
+                        resets_at=quota_resets_at(datetime.now(UTC)),
+                    ) from exc
                 failure = f"{status} {message}"
                 delay = retry_after_seconds(exc)
             except api_errors.APIConnectionError as exc:  # timeouts included

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_serializer, field_validator
@@ -112,6 +113,28 @@ class LLMError(Exception):
 
 class KeyRejected(LLMError):
     """The model service refused the API key: nothing will work until it is fixed."""
+
+
+class IncompleteAnswer(LLMError):
+    """The model stopped before its answer was whole (Gemini: an interaction of status
+    `incomplete`, at its output token limit, or `budget_exceeded`): not an answer to use,
+    but billed all the same, so it carries what the turn spent."""
+
+    def __init__(
+        self, message: str, *, usage: Usage, interaction_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.interaction_id = interaction_id
+
+
+class QuotaExhausted(LLMError):
+    """The model service's quota for the day is used up: no turn will work before
+    `resets_at`, so retrying sooner is useless."""
+
+    def __init__(self, message: str, *, resets_at: datetime) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at
 
 
 class ConversationGone(LLMError):

@@ -34,15 +34,23 @@ GROUP_TITLES = 8  # titles named in a grouped item
 
 _LOW_SENDER = re.compile(r"newsletter|no-?reply|notifications?@|mailer|bounce|news@", re.I)
 _LOW_TEXT = re.compile(r"unsubscribe|newsletter|view (it )?in (your )?browser", re.I)
+# Its sentence is found around it (`_injected_sentence`): "[^.!?\n]*" before it read each
+# sentence without one to its end from every character, 4 s for 10,000 characters.
 _INJECTION = re.compile(
-    r"[^.!?\n]*(ignore (all |any )?(previous|prior|above|earlier|your) instructions"
+    r"ignore (all |any )?(previous|prior|above|earlier|your) instructions"
     r"|disregard (all |your )?(previous |prior )?instructions|note to the ai\b"
-    r"|system prompt|forward all (mail|e-?mail|messages))[^.!?\n]*[.!?]?",
+    r"|system prompt|forward all (mail|e-?mail|messages)",
     re.I,
 )
+_SENTENCE_MARKS = ".!?\n"
+_SENTENCE_REST = re.compile(r"[^.!?\n]*[.!?]?")
 _INVOICE_SUBJECT = re.compile(r"\b(invoice|receipt|payment|bill)\b", re.I)
 _INVOICE_TEXT = re.compile(r"amount due|payment due|invoice (number|no\.?|#)|overdue", re.I)
-_AMOUNT = re.compile(r"^\s*(amount due|total due|due date)\s*:\s*(.+?)\s*$", re.I | re.M)
+# "^\s*" read on over blank lines from each, "(.+?)\s*$" over a run of spaces from each of
+# them: 10 s for 20,000 blank lines. The value is the same: up to its last non-space.
+_AMOUNT = re.compile(
+    r"^[^\S\n]*(amount due|total due|due date)\s*:\s*(.*\S|.)\s*$", re.I | re.M
+)
 _ASK = re.compile(
     r"^(could|can|would|will) you\b|^please\b|\byour (sign-off|approval|review|decision|go)\b"
     r"|\blet me know\b",
@@ -193,11 +201,26 @@ def _merge_actions(actions: list[DraftActionItem]) -> list[DraftActionItem]:
     return list(merged.values())
 
 
+def _injected_sentence(text: str) -> str | None:
+    """The first sentence of `text` with an injected instruction in it, with its mark."""
+    found = _INJECTION.search(text)
+    if found is None:
+        return None
+    start = max(text.rfind(mark, 0, found.start()) for mark in _SENTENCE_MARKS) + 1
+    end = _SENTENCE_REST.match(text, found.end())
+    return text[start:end.end() if end else found.end()]
+
+
+def _amounts(text: str) -> list[tuple[str, str]]:
+    """The invoice's "Amount due: …" lines, each as (what, how much)."""
+    return _AMOUNT.findall(text)
+
+
 def _analyse(item: _Item) -> _Item:
     """Classify an item by fixed rules; the same rules whether or not it was read."""
     text = f"{item.title}\n{item.text}"
-    if injection := _INJECTION.search(" ".join(text.split())):
-        item.injection = injection[0].strip()
+    if injection := _injected_sentence(" ".join(text.split())):
+        item.injection = injection.strip()
     if item.kind == "message":
         item.low = bool(_LOW_SENDER.search(item.who) or _LOW_TEXT.search(text))
         item.invoice = bool(_INVOICE_SUBJECT.search(item.title) or _INVOICE_TEXT.search(text))
@@ -404,7 +427,7 @@ def _thread_entry(thread: list[_Item]) -> DraftItem:
     newest = next((m for m in thread if not m.from_me), thread[0])
     detail = ("You wrote: " if newest.from_me else f"{_name(newest.who)}: ") + _excerpt(newest)
     if invoice := next((m for m in thread if m.invoice), None):
-        amounts = ", ".join(f"{k.lower()} {v}" for k, v in _AMOUNT.findall(invoice.text))
+        amounts = ", ".join(f"{k.lower()} {v}" for k, v in _amounts(invoice.text))
         detail = f"Invoice from {_name(invoice.who)}" + (f": {amounts}. " if amounts else ". ")
         detail += _excerpt(invoice, chars=0)  # the amounts say it; one sentence of context
     if len(thread) > 1:
@@ -482,7 +505,8 @@ def _low_entry(item: _Item) -> DraftItem:
 def _summary(
     prompt: ParsedPrompt, attention: list[DraftItem], actions: list[DraftActionItem]
 ) -> str:
-    counts = f"{len(prompt.messages)} messages and {len(prompt.files)} documents"
+    messages, files = _count(len(prompt.messages), "message"), _count(len(prompt.files), "document")
+    counts = f"{messages} and {files}"
     if prompt.window.startswith("since "):
         if not prompt.messages and not prompt.files:
             return f"Nothing new {prompt.window}."
@@ -491,7 +515,14 @@ def _summary(
         parts = [f"First look at the most recent items: {counts}."]
     if attention:
         titles = "; ".join(item.title for item in attention[:3])
-        parts.append(f"{len(attention)} need your attention: {titles}.")
+        if len(attention) > 3:  # the count says all of them: say that some are not named
+            titles += f"; and {len(attention) - 3} more"
+        needs = "needs" if len(attention) == 1 else "need"
+        parts.append(f"{len(attention)} {needs} your attention: {titles}.")
     if actions:
-        parts.append(f"{len(actions)} action items.")
+        parts.append(f"{_count(len(actions), 'action item')}.")
     return " ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

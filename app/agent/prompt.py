@@ -68,6 +68,10 @@ LAST_CALL_GUIDANCE = (
 LAST_TURN_GUIDANCE = (
     "This is your last turn: answer now with the final digest JSON, without tool calls."
 )
+CUT_OFF_GUIDANCE = (
+    "Your answer to this was cut off at the output limit, so it was dropped. Answer again, "
+    "more briefly: short items, no repetition, and little thinking."
+)
 
 # Results of the user-facing tools.
 ASKED = "Asked the user; the run waits for the answer."

@@ -36,6 +36,7 @@ from app.agent.llm import (
     ConversationGone,
     FunctionCall,
     FunctionResult,
+    IncompleteAnswer,
     LLMError,
     MediaPart,
     ThinkingLevel,
@@ -49,6 +50,7 @@ from app.agent.prompt import (
     ALERT_SENT,
     ASKED,
     BUDGET_SPENT,
+    CUT_OFF_GUIDANCE,
     LAST_CALL_GUIDANCE,
     LAST_TURN_GUIDANCE,
     NO_ANSWER,
@@ -231,7 +233,33 @@ class _Run:
     async def turn(
         self, turn_input: str | list[FunctionResult], previous: str | None
     ) -> TurnResponse:
-        """One model turn, recorded; an `LLMError` is recorded too, then raised."""
+        """One model turn, recorded; an `LLMError` is recorded too, then raised.
+
+        An answer cut off before it was whole (`IncompleteAnswer`: a digest cut mid JSON)
+        is never used: the turn is sent once more, asking for a briefer answer, when the
+        budgets leave a turn for it; cut off again, or with no turn left, the attempt
+        fails with the reason. Its tokens were billed, so they are counted either way."""
+        try:
+            return await self.send(turn_input, previous)
+        except IncompleteAnswer as exc:
+            if not self.may_turn():
+                raise IncompleteAnswer(
+                    f"the model's answer was cut off and no turn was left to ask again: {exc}",
+                    usage=exc.usage, interaction_id=exc.interaction_id,
+                ) from exc
+            log.warning("the model's answer was cut off (%s); asking once more", exc)
+        try:
+            return await self.send(_noted(turn_input, CUT_OFF_GUIDANCE), previous)
+        except IncompleteAnswer as exc:
+            raise IncompleteAnswer(
+                f"the model's answer was cut off twice, so no digest was made of it: {exc}",
+                usage=exc.usage, interaction_id=exc.interaction_id,
+            ) from exc
+
+    async def send(
+        self, turn_input: str | list[FunctionResult], previous: str | None
+    ) -> TurnResponse:
+        """One request to the model, recorded with what it was billed."""
         request = TurnRequest(
             model=self.request.model,
             system_instruction=SYSTEM_INSTRUCTION,
@@ -246,12 +274,18 @@ class _Run:
         try:
             response = await self.llm.turn(request)
         except LLMError as exc:
+            billed = exc.usage if isinstance(exc, IncompleteAnswer) else Usage()
+            self.usage += billed
+            self.spent += billed
             await self.record(
                 StepRecord(
                     kind="model",
                     name=self.request.model,
+                    usage=billed,
                     duration_ms=_ms(started),
-                    interaction_id=previous,
+                    interaction_id=(
+                        exc.interaction_id if isinstance(exc, IncompleteAnswer) else None
+                    ) or previous,
                     error=str(exc),
                 )
             )
@@ -415,6 +449,17 @@ class _Run:
             raise AgentError(
                 f"the model's digest is still invalid after a repair: {_what_is_wrong(exc)}"
             ) from exc
+
+
+def _noted(
+    turn_input: str | list[FunctionResult], note: str
+) -> str | list[FunctionResult]:
+    """The turn's input with a note for the model after two newlines: at the end of the
+    text, or of the last function result (never a part of its own)."""
+    if isinstance(turn_input, str):
+        return f"{turn_input}\n\n{note}"
+    last = turn_input[-1]
+    return [*turn_input[:-1], last.model_copy(update={"result": f"{last.result}\n\n{note}"})]
 
 
 def _what_is_wrong(error: ValidationError) -> str:

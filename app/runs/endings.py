@@ -1,12 +1,18 @@
 """Every way a claimed run's attempt ends but success: skipped or deferred at the cost
 cap, cancelled, back to waiting, paused on a question, failed and retried, given up,
-cut off from its Google account, given back for a rejected API key. Each adds to the
-run what the attempt spent and is not on it yet (model turns whose steps could not be
-written; the others were charged with their steps), so that it counts against the
-user's daily cost cap, also when the lease was lost.
+cut off from its Google account, given back for a rejected API key or for a Gmail that
+is gone. Each adds to the run what the attempt spent and is not on it yet (model turns
+whose steps could not be written; the others were charged with their steps), so that it
+counts against the user's daily cost cap, also when the lease was lost.
+
+A model service whose daily quota is used up (`QuotaExhausted`) defers the run, its
+attempt uncounted, to when the quota resets, and tells its user once that day; the runs
+claimed until then are deferred without trying the model.
 
 A model service that rejects the API key (`KeyRejected`) is the operator's problem,
-not the run's: the run is given back to the queue for `KEY_REJECTED_BACKOFF_SECONDS`,
+not the run's: the run is given back to the queue for a back-off that grows with each
+rejection in a row (`KEY_REJECTED_BACKOFF_SECONDS` doubling, at most
+`KEY_REJECTED_MAX_BACKOFF_SECONDS`, the first again once the model answers),
 its attempt uncounted, its instruction and user untouched, and the executor gives
 back the runs it claims meanwhile without trying the model. The operator is told
 in the log (once per back-off) and by the `pilotlight_model_key_rejected` gauge.
@@ -18,20 +24,20 @@ import functools
 import logging
 import time
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.agent.llm import LLM, KeyRejected, Usage
+from app.agent.llm import LLM, KeyRejected, QuotaExhausted, Usage
 from app.agent.pricing import cost_usd
 from app.agent.runner import AgentOutcome
 from app.core.config import Settings
 from app.core.db import after_commit, db_now, transaction, utcnow
 from app.core.faults import FaultPoints
-from app.google.accounts import mark_disconnected
+from app.google.accounts import mark_disconnected, mark_no_mailbox
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.questions import service as questions
@@ -39,17 +45,22 @@ from app.runs import costs, metrics, queue
 from app.runs.context import RunContext, lock_instruction
 from app.runs.models import Run
 from app.runs.steps import LeaseLost, without_nul
-from app.sources.base import AccountDisconnected
+from app.sources.base import AccountDisconnected, NoMailbox
 from app.users.models import User
 
 log = logging.getLogger(__name__)
 
-# How long runs wait after the model service rejected the API key.
+# How long runs wait after the model service rejected the API key: doubling with each
+# rejection in a row (one per back-off: the rejections of runs at work together are
+# one), up to the most, back to the first once the model answers.
 KEY_REJECTED_BACKOFF_SECONDS = 300.0
+KEY_REJECTED_MAX_BACKOFF_SECONDS = 3600.0
 KEY_REJECTED = (
     "waiting: the model service rejected the service's API key; the run is tried again "
     "once the operator has fixed it (this is not counted as a failed attempt)"
 )
+
+QUOTA_WAIT = "waits for the model service's daily quota to reset"
 
 
 class RunEndings:
@@ -60,9 +71,14 @@ class RunEndings:
     llm: LLM
     fault: FaultPoints
     # time.monotonic() until which runs are given back without trying the model (it
-    # rejected the API key), and when that was last logged.
+    # rejected the API key; logged once per back-off).
     _key_rejected_until: float
-    _key_logged_at: float | None
+    # Back-offs in a row for a rejected key, and the current one.
+    _key_rejections: int
+    _key_backoff_seconds: float
+    # When the model service's daily quota resets, once a turn found it used up: runs
+    # claimed before then are deferred to it without trying the model.
+    _quota_resets_at: datetime | None
 
     async def _skip_for_cost(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
         now = utcnow()
@@ -123,6 +139,70 @@ class RunEndings:
                 ),
                 channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
             )
+
+    async def _quota_exhausted(
+        self, claim: queue.Claim, ctx: RunContext, exc: QuotaExhausted
+    ) -> None:
+        """The model service's daily quota (the operator's project's, not the user's) is
+        used up: no turn works before it resets. Runs claimed until then are deferred
+        without trying the model (`execute`); the operator is told once a quota day."""
+        resets_at = exc.resets_at
+        if self._quota_resets_at is None or self._quota_resets_at < resets_at:
+            self._quota_resets_at = resets_at
+            log.error(
+                "%s. Runs wait until it resets at %s (midnight Pacific time), uncounted; "
+                "raise the quota or the project's tier to run them sooner",
+                exc, resets_at.isoformat(),
+            )
+        await self._defer_for_quota(claim, ctx, str(exc))
+
+    async def _defer_for_quota(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
+        """Queue the run again, as it is, for when the model's daily quota resets, its
+        attempt uncounted; tell its user once a quota day. A preview, which someone is
+        looking at now, fails at once instead, saying why."""
+        resets_at = self._quota_resets_at
+        assert resets_at is not None
+        if ctx.run.reason == "preview":
+            await self._give_up(claim, ctx, (
+                "the model service's daily quota is used up until it resets at "
+                f"{resets_at:%Y-%m-%d %H:%M %Z}: {reason}"
+            ))
+            return
+        async with transaction(self.sessionmaker) as session:
+            if not await self._given_back(session, claim, ctx, available_at=resets_at,
+                                          error=f"{QUOTA_WAIT}: {reason}"):
+                return
+            zone = ZoneInfo(ctx.user.timezone)
+            await notifications.notify(
+                session=session, user_id=ctx.user.id,
+                key=f"model-quota:{resets_at.date().isoformat()}", kind="alert",
+                title="Runs wait for the model's daily quota",
+                body=(
+                    "The model service's daily quota for this Pilotlight is used up, so your "
+                    "runs wait until it resets "
+                    f"({resets_at.astimezone(zone):%Y-%m-%d %H:%M %Z}) and go on then; "
+                    "nothing is dropped. The operator can raise the quota to run them sooner."
+                ),
+                channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
+            )
+
+    async def _given_back(
+        self, session: AsyncSession, claim: queue.Claim, ctx: RunContext, *,
+        available_at: datetime | None, error: str,
+    ) -> bool:
+        """Queue the run again, as it is, its attempt uncounted and what it spent added,
+        to be taken at `available_at` (None: now); False when its lease is gone, and then
+        only the spend is added."""
+        spend = self._spent(ctx)
+        now = await db_now(session)
+        if await queue.finish(
+            session=session, claim=claim, status="queued", worker_id=None,
+            available_at=available_at or now, attempt=Run.attempt - 1, updated_at=now,
+            error=error[:2000], **queue.spent(spend),
+        ):
+            return True
+        await queue.charge(session=session, run_id=claim.run_id, values=spend)
+        return False
 
     async def _cancel(self, claim: queue.Claim, reason: str) -> None:
         async with transaction(self.sessionmaker) as session:
@@ -251,21 +331,23 @@ class RunEndings:
         it. Give the run back, tell the operator (once per back-off), and give back the
         runs claimed meanwhile without trying (`execute`)."""
         now = time.monotonic()
-        self._key_rejected_until = now + KEY_REJECTED_BACKOFF_SECONDS
         metrics.MODEL_KEY_REJECTED.set(1)
-        if self._key_logged_at is None or now - self._key_logged_at >= (
-            KEY_REJECTED_BACKOFF_SECONDS
-        ):
-            self._key_logged_at = now
+        if now >= self._key_rejected_until:  # not another run of the same back-off
+            self._key_rejections += 1
+            self._key_backoff_seconds = min(
+                KEY_REJECTED_BACKOFF_SECONDS * 2 ** (self._key_rejections - 1),
+                KEY_REJECTED_MAX_BACKOFF_SECONDS,
+            )
+            self._key_rejected_until = now + self._key_backoff_seconds
             message = str(exc)
             key = self.settings.gemini_api_key
             if key is not None and key.get_secret_value():
                 message = message.replace(key.get_secret_value(), "[the key]")
             log.error(
                 "%s. Runs are given back to the queue, uncounted and without telling their "
-                "users, and tried again every %d s: fix PILOTLIGHT_GEMINI_API_KEY and "
-                "restart (`pilotlight check` tests the key)",
-                message, KEY_REJECTED_BACKOFF_SECONDS,
+                "users, and tried again in %d s (longer each time, up to %d s): fix "
+                "PILOTLIGHT_GEMINI_API_KEY and restart (`pilotlight check` tests the key)",
+                message, self._key_backoff_seconds, KEY_REJECTED_MAX_BACKOFF_SECONDS,
             )
         await self._give_back_for_key(claim)
 
@@ -277,7 +359,7 @@ class RunEndings:
             written = await queue.finish(
                 session=session, claim=claim, status="queued", worker_id=None,
                 attempt=Run.attempt - 1, error=KEY_REJECTED, updated_at=now,
-                available_at=now + timedelta(seconds=KEY_REJECTED_BACKOFF_SECONDS),
+                available_at=now + timedelta(seconds=self._key_backoff_seconds),
             )
             if written:
                 after_commit(session, metrics.RUNS_WAITING_FOR_KEY.inc)
@@ -303,6 +385,24 @@ class RunEndings:
                     await mark_disconnected(
                         session, account=account, reason=str(exc), settings=self.settings
                     )
+
+    async def _mailbox_gone(self, claim: queue.Claim, ctx: RunContext, exc: NoMailbox) -> None:
+        """Gmail answered that a Google account's mail service is gone: record the account
+        as mailbox-less (which tells the user once) and give the run back at once, its
+        attempt uncounted, in one transaction. Its next attempt reads what is left (the
+        account's Drive), or fails saying why if it needs mail; it cannot meet this again,
+        as the account is recorded (or gone, or disconnected) when it is claimed. Only a
+        run's first reads, before any model turn, let `NoMailbox` out (its tools tell the
+        model instead), so no work is thrown away."""
+        async with transaction(self.sessionmaker) as session:
+            if not await self._given_back(session, claim, ctx, available_at=None,
+                                          error=f"NoMailbox: {exc}"):
+                return
+            for account in ctx.accounts:
+                if str(account.id) == exc.account_id:
+                    await mark_no_mailbox(session, account=account, settings=self.settings)
+        log.warning("run %s: %s; recorded, and the run goes on without that mailbox",
+                    claim.run_id, exc)
 
     async def _give_up(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
         """Fail the run; after repeated failures stop the instruction and tell the user.

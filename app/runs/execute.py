@@ -32,6 +32,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.models import Account
 from app.accounts.queries import NOTHING_TO_READ, NothingToRead
-from app.agent.llm import LLM, KeyRejected
+from app.agent.llm import LLM, KeyRejected, QuotaExhausted
 from app.agent.pricing import price_for, usd
 from app.agent.resume import ResumeState
 from app.agent.runner import (
@@ -53,6 +54,7 @@ from app.agent.runner import (
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utcnow
 from app.core.faults import FaultPoints
+from app.google.accounts import features, mark_no_mailbox, no_mail_detail
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.runs import costs, metrics, outcomes, queue
@@ -65,10 +67,10 @@ from app.runs.context import (
     load_resume,
     lock_instruction,
 )
-from app.runs.endings import RunEndings
+from app.runs.endings import KEY_REJECTED_BACKOFF_SECONDS, RunEndings
 from app.runs.models import Run
 from app.runs.steps import Alerter, LeaseLost, StepWriter, without_nul
-from app.sources.base import AccountDisconnected, Source
+from app.sources.base import AccountDisconnected, NoMailbox, Source
 from app.sources.registry import source_for
 from app.users.models import User
 
@@ -106,6 +108,19 @@ def _takes_user_tools(agent: Agent) -> bool:
     return {"resume", "notify"} <= set(parameters) or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
+
+
+def _needs_mail(ctx: RunContext, kinds: list[str]) -> str | None:
+    """What about the run needs mail (for its failure's reason), or None: an instruction
+    that reads only mail, or a watch's run for a message. A resumed run goes on with what
+    it has."""
+    if ctx.resume is not None:
+        return None
+    if (ctx.run.trigger_item or {}).get("kind") == "message":
+        return "this run is for a message a mail watch caught"
+    if kinds and set(kinds) <= {"gmail"}:
+        return "this instruction reads only mail"
+    return None
 
 
 class RunExecutor(RunEndings):
@@ -146,9 +161,11 @@ class RunExecutor(RunEndings):
             self._write_successes, max_size=_BATCH, parallel=2
         )
         # time.monotonic() until which runs are given back without trying the model
-        # (it rejected the API key), and when that was last logged.
+        # (it rejected the API key; logged once per back-off).
         self._key_rejected_until = 0.0
-        self._key_logged_at: float | None = None
+        self._key_rejections = 0
+        self._key_backoff_seconds = KEY_REJECTED_BACKOFF_SECONDS
+        self._quota_resets_at: datetime | None = None
 
     @property
     def writing(self) -> int:
@@ -186,6 +203,11 @@ class RunExecutor(RunEndings):
         if started < self._key_rejected_until:
             await self._give_back_for_key(claim)
             return
+        if self._quota_resets_at is not None:
+            if utcnow() < self._quota_resets_at:
+                await self._defer_for_quota(claim, ctx, "the quota was used up earlier today")
+                return
+            self._quota_resets_at = None
         try:
             outcome = await self._run_agent(claim, ctx)
         except LeaseLost:
@@ -199,6 +221,9 @@ class RunExecutor(RunEndings):
         except AccountDisconnected as exc:
             await self._disconnected(claim, ctx, exc)
             return
+        except NoMailbox as exc:
+            await self._mailbox_gone(claim, ctx, exc)
+            return
         except NothingToRead as exc:
             # Another attempt would find no more: fail now, and say what to do.
             await self._give_up(claim, ctx, exc.detail)
@@ -207,12 +232,16 @@ class RunExecutor(RunEndings):
             await self._charge_lost(claim, ctx)  # turns before the refusal were billed
             await self._key_rejected(claim, exc)
             return
+        except QuotaExhausted as exc:
+            await self._quota_exhausted(claim, ctx, exc)
+            return
         except Exception as exc:
             log.warning("run %s attempt %d failed: %s", claim.run_id, claim.attempt, exc)
             await self._failed(claim, ctx, exc)
             return
         if self._key_rejected_until and outcome.interaction_ids:
             self._key_rejected_until = 0.0  # the model answered: the key works again
+            self._key_rejections = 0
             metrics.MODEL_KEY_REJECTED.set(0)
         try:
             if outcome.status == "waiting":
@@ -223,8 +252,11 @@ class RunExecutor(RunEndings):
             log.warning("run %s: lease lost before its outcome was written", claim.run_id)
             await self._charge_lost(claim, ctx)
             return
-        log.info(
-            "run %s %s in %.2fs", claim.run_id, outcome.status, time.monotonic() - started
+        # A skipped run (nothing new) is the common case of a watch or a frequent schedule:
+        # a line each would bury the runs that did something.
+        log.log(
+            logging.DEBUG if outcome.status == "skipped" else logging.INFO,
+            "run %s %s in %.2fs", claim.run_id, outcome.status, time.monotonic() - started,
         )
 
     async def _load(self, claim: queue.Claim) -> RunContext | None:
@@ -327,6 +359,13 @@ class RunExecutor(RunEndings):
         if not sources:
             raise NothingToRead(NOTHING_TO_READ)
         kinds = ctx.instruction.sources.get("kinds", [])
+        needs_mail = _needs_mail(ctx, kinds)
+        if needs_mail and not any(
+            features(account)["gmail"] for account in ctx.accounts if str(account.id) in sources
+        ):
+            # Not a digest of nothing: the user is told why no mail was read.
+            raise NothingToRead(no_mail_detail(ctx.accounts, what=needs_mail,
+                                               settings=self.settings))
         preview = ctx.run.reason == "preview"
         interactive = self._user_tools and not preview
         alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
@@ -379,14 +418,39 @@ class RunExecutor(RunEndings):
             self.sessionmaker, claim, ctx.run, self.fault,
             lambda usage: self.spend_of(ctx.user, usage),
         )
-        if alerter is None:
-            return await self.agent(
-                llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder
-            )
-        return await self.agent(
-            llm=self.llm, sources=sources, cursors=cursors, request=request, record=recorder,
-            resume=ctx.resume, notify=alerter,
-        )
+        try:
+            if alerter is None:
+                outcome = await self.agent(
+                    llm=self.llm, sources=sources, cursors=cursors, request=request,
+                    record=recorder,
+                )
+            else:
+                outcome = await self.agent(
+                    llm=self.llm, sources=sources, cursors=cursors, request=request,
+                    record=recorder, resume=ctx.resume, notify=alerter,
+                )
+        except NoMailbox:
+            raise  # recorded as the run is given back (`_mailbox_gone`)
+        except Exception:
+            await self._record_lost_mailboxes(ctx, sources)
+            raise
+        await self._record_lost_mailboxes(ctx, sources)
+        return outcome
+
+    async def _record_lost_mailboxes(self, ctx: RunContext, sources: Mapping[str, Source]) -> None:
+        """A mailbox that a tool found gone (the tool told the model, and the run went on
+        without it) is recorded as the run ends, so that later runs and polls leave it."""
+        gone = [account for account in ctx.accounts
+                if (source := sources.get(str(account.id))) is not None and source.mailbox_gone()]
+        if not gone:
+            return
+        try:
+            async with transaction(self.sessionmaker) as session:
+                for account in gone:
+                    await mark_no_mailbox(session, account=account, settings=self.settings)
+        except Exception:  # the next run that meets it records it
+            log.exception("run of instruction %s: could not record a lost mailbox",
+                          ctx.instruction.id)
 
     async def _check_cost_caps(self, session: AsyncSession, contexts: list[RunContext]) -> None:
         """Mark the runs that would pass their user's daily cost cap (`over_cap`).

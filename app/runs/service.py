@@ -36,7 +36,36 @@ async def run_now(
     *, session: AsyncSession, instruction: Instruction, wakeups: Wakeups
 ) -> Run:
     """Queue a manual run covering everything since the last covered window."""
-    await accounts.require_something_to_read(session=session, user_id=instruction.user_id)
+    run, _new = await queue_run_now(session=session, instruction=instruction, wakeups=wakeups)
+    return run
+
+
+async def queue_run_now(
+    *, session: AsyncSession, instruction: Instruction, wakeups: Wakeups
+) -> tuple[Run, bool]:
+    """`run_now`, and whether the run is new.
+
+    A run now of the instruction that is queued and has not started yet is returned
+    instead of a second one: it reads everything up to when it starts, so a second would
+    find nothing new, or, the button pressed ten times, make ten runs of the same mail.
+    """
+    await accounts.require_something_to_read(
+        session=session, user_id=instruction.user_id, kinds=instruction.sources.get("kinds", [])
+    )
+    # Presses at the same moment queue one run: the instruction's row is their lock.
+    await session.execute(
+        select(Instruction.id).where(Instruction.id == instruction.id).with_for_update()
+    )
+    waiting = (
+        await session.execute(
+            select(Run).where(
+                Run.instruction_id == instruction.id, Run.reason == "manual",
+                Run.status == "queued", Run.attempt == 0,
+            ).order_by(Run.created_at).limit(1)
+        )
+    ).scalar_one_or_none()
+    if waiting is not None:
+        return waiting, False
     now = utcnow()
     run_id = await queue.enqueue(
         session=session, user_id=instruction.user_id, instruction_id=instruction.id,
@@ -49,14 +78,16 @@ async def run_now(
     after_commit(session, metrics.RUNS_QUEUED.labels("manual").inc)
     run = await session.get(Run, run_id)
     assert run is not None
-    return run
+    return run, True
 
 
 async def preview(
     *, session: AsyncSession, instruction: Instruction, days: int, wakeups: Wakeups
 ) -> Run:
     """Queue a trial run over the last `days` days: it delivers nothing and moves no cursor."""
-    await accounts.require_something_to_read(session=session, user_id=instruction.user_id)
+    await accounts.require_something_to_read(
+        session=session, user_id=instruction.user_id, kinds=instruction.sources.get("kinds", [])
+    )
     now = utcnow()
     run_id = await queue.enqueue(
         session=session, user_id=instruction.user_id, instruction_id=instruction.id,

@@ -13,7 +13,8 @@ deletes stored interactions after 1 day on the free tier, 55 days paid; `forget`
 it); after a turn with function calls, anything but one `function_result` per call with
 that call's `call_id` and `name` 400. A 429 (on
 demand, `fail`) is the quota's, in Google's shape too: 429 RESOURCE_EXHAUSTED, how long to
-wait in a google.rpc.RetryInfo detail, no Retry-After header.
+wait in a google.rpc.RetryInfo detail, no Retry-After header, and (`quota_id=`) which quota
+ran out in a google.rpc.QuotaFailure detail.
 
 A function result is a string, an object, or a list of content parts: `text` ({"text"}),
 `image` and `document` ({"mime_type", "data"}: standard base64, inline only, no `uri`).
@@ -22,6 +23,11 @@ like that type (magic numbers), and one part holds at most `MAX_INLINE_BYTES` de
 other part type, mime type or bad data is a 400. Each image or document part is billed a
 fixed `MEDIA_TOKENS` input tokens, whatever its size (the service bills by resolution and
 pages; the fake keeps it simple and deterministic).
+
+An answer past the output limit (the request's `generation_config.max_output_tokens`, at
+most the model's, `MAX_OUTPUT_TOKENS`; thoughts count against it first) is cut where the
+limit fell, a function call not whole is dropped, and the interaction ends `incomplete`,
+billed for what was produced.
 
 Replies come from a per-test script (`Calls`, `Text`) or, when it is empty, the offline
 planner. Tokens are billed like the service bills them, deterministically (len // 4):
@@ -86,6 +92,10 @@ REFUSED_LEVELS: dict[str, tuple[str, ...]] = {
     "gemini-3.1-pro": ("minimal",),
     "gemini-3.7-flash": ("minimal",),
 }
+# The most output tokens (thoughts included) one turn may produce, when the request sets
+# no lower `generation_config.max_output_tokens`: 65,536 for the Gemini 2.5 and 3 Flash
+# models (`max_output_tokens=` overrides it for a test).
+MAX_OUTPUT_TOKENS = 65536
 # Thought tokens a reply spends by default, per thinking level.
 THOUGHT_TOKENS = {"minimal": 0, "low": 8, "medium": 32, "high": 128}
 # Function result content parts: what the fake accepts, and how it bills media.
@@ -186,20 +196,40 @@ def _key_error(status: int, google_status: str, message: str, reason: str | None
     return ApiError(status, google_status, message, {"error": error})
 
 
-def _quota_error(retry_after: float | None, message: str | None) -> ApiError:
+def _quota_error(
+    retry_after: float | None, message: str | None, quota_id: str | None = None,
+    model: str = "gemini-3.5-flash",
+) -> ApiError:
     """A 429 as the service answers one, in Google's shape: how long to wait is in a
     google.rpc.RetryInfo detail ("retryDelay": "53s"), never in a Retry-After header
-    (googleapis/python-genai#1875, whose SDK retries had to learn to read it)."""
+    (googleapis/python-genai#1875, whose SDK retries had to learn to read it). With
+    `quota_id`, which quota ran out is in a google.rpc.QuotaFailure detail, as the service
+    names it (`GenerateRequestsPerDayPerProjectPerModel`: google-gemini/gemini-cli#8437,
+    langgenius/dify#19838), and the RetryInfo delay is short even for a day's quota."""
     text = message or (
         "You exceeded your current quota, please check your plan and billing details."
     )
     error: dict[str, Any] = {"code": 429, "message": text, "status": "RESOURCE_EXHAUSTED"}
+    details: list[dict[str, Any]] = []
+    if quota_id is not None:
+        per = "day" if "PerDay" in quota_id else "minute"
+        details.append({
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{
+                "quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model"
+                + ("_per_day" if per == "day" else ""),
+                "quotaId": quota_id,
+                "quotaDimensions": {"location": "global", "model": model},
+            }],
+        })
     if retry_after is not None:
         error["message"] = f"{text} Please retry in {retry_after:g}s."
-        error["details"] = [{
+        details.append({
             "@type": "type.googleapis.com/google.rpc.RetryInfo",
             "retryDelay": f"{retry_after:g}s",
-        }]
+        })
+    if details:
+        error["details"] = details
     return ApiError(429, "RESOURCE_EXHAUSTED", error["message"], {"error": error})
 
 
@@ -226,8 +256,10 @@ class FakeGemini(ThreadedServer):
         replies: list[Reply] | None = None,
         planner: LLM | None = None,
         cache_min_tokens: int | None = None,
+        max_output_tokens: int = MAX_OUTPUT_TOKENS,
     ) -> None:
         self.api_key = api_key
+        self.max_output_tokens = max_output_tokens
         self.planner: LLM = planner or OfflineModel()
         # None: the service's minimum for the model (CACHE_MIN_TOKENS).
         self.cache_min_tokens = cache_min_tokens
@@ -235,7 +267,7 @@ class FakeGemini(ThreadedServer):
         self._cache: dict[tuple[str, ...], tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque(replies or [])
-        self._faults: deque[tuple[int, float | None, str | None]] = deque()
+        self._faults: deque[tuple[int, float | None, str | None, str | None]] = deque()
         self._delays: deque[float] = deque()
         self._requests: list[Recorded] = []
         self._stored: dict[str, _Stored] = {}
@@ -261,14 +293,15 @@ class FakeGemini(ThreadedServer):
 
     def fail(
         self, status: int, *, times: int = 1, retry_after: float | None = None,
-        message: str | None = None,
+        message: str | None = None, quota_id: str | None = None,
     ) -> None:
         """Answer the next `times` create requests with `status` (after the key check).
 
         `retry_after` goes where the service puts it: a 429's in its RetryInfo detail, any
-        other status's in a Retry-After header."""
+        other status's in a Retry-After header. `quota_id` names the quota a 429 ran out
+        of in a QuotaFailure detail (`GenerateRequestsPerDayPerProjectPerModel`, ...)."""
         with self._lock:
-            self._faults.extend([(status, retry_after, message)] * times)
+            self._faults.extend([(status, retry_after, message, quota_id)] * times)
 
     def slow(self, seconds: float, *, times: int = 1) -> None:
         """Hold the next `times` create requests for `seconds` before answering."""
@@ -357,9 +390,11 @@ class FakeGemini(ThreadedServer):
                 fault = self._faults.popleft() if self._faults else None
                 delay = self._delays.popleft() if self._delays else None
             if fault is not None:
-                status, retry_after, message = fault
+                status, retry_after, message, quota_id = fault
                 if status == 429:
-                    return self._error(entry, _quota_error(retry_after, message))
+                    model = entry.body.get("model") if isinstance(entry.body, dict) else None
+                    return self._error(entry, _quota_error(
+                        retry_after, message, quota_id, str(model or "gemini-3.5-flash")))
                 headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
                 code = {404: "not_found", 503: "unavailable"}.get(status, "internal")
                 failure = ApiError(status, code, message or f"fake failure {status}")
@@ -392,7 +427,8 @@ class FakeGemini(ThreadedServer):
             self.script(*(_reply_from_json(r) for r in data["replies"]))
         elif action == "fail":
             self.fail(int(data["status"]), times=int(data.get("times", 1)),
-                      retry_after=data.get("retry_after"), message=data.get("message"))
+                      retry_after=data.get("retry_after"), message=data.get("message"),
+                      quota_id=data.get("quota_id"))
         elif action == "slow":
             self.slow(float(data["seconds"]), times=int(data.get("times", 1)))
         elif action == "reset":
@@ -426,6 +462,13 @@ class FakeGemini(ThreadedServer):
         refusing = [name for name in REFUSED_LEVELS if model.startswith(name)]
         if refusing and level in REFUSED_LEVELS[max(refusing, key=len)]:
             raise _invalid(f"THINKING_LEVEL_{level.upper()} is unsupported for {model}.")
+        limit = config.get("max_output_tokens", self.max_output_tokens)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise _invalid(
+                f"Invalid value at 'generation_config.max_output_tokens' ({limit!r}): "
+                "expected a positive integer."
+            )
+        limit = min(limit, self.max_output_tokens)
         system = body.get("system_instruction") or ""
         if not isinstance(system, str):
             raise _invalid("system_instruction must be a string.")
@@ -462,19 +505,31 @@ class FakeGemini(ThreadedServer):
         cached = self._cached(model, context)
         steps: list[dict[str, Any]] = []
         thoughts = THOUGHT_TOKENS[level] if reply.thought_tokens is None else reply.thought_tokens
+        # The output limit counts thoughts first, then the answer: past it the answer is cut
+        # where the limit fell (function calls not whole are not sent) and the interaction
+        # ends `incomplete` ("completed, but contains incomplete results (e.g. hitting
+        # maxTokens)"), billed for what was produced.
+        thoughts = min(thoughts, limit)
+        room = limit - thoughts
         if thoughts:
             steps.append({"type": "thought", "signature": uuid.uuid4().hex})
         pending: dict[str, str] = {}
         if isinstance(reply, Calls):
             said = json.dumps([{"name": n, "arguments": a} for n, a in reply.calls])
+            cut = tokens(said) > room
             ids = reply.ids or [f"call_{uuid.uuid4().hex[:16]}" for _ in reply.calls]
             for call_id, (name, arguments) in zip(ids, reply.calls, strict=True):
+                if cut:
+                    break
                 pending[call_id] = name
                 steps.append(
                     {"type": "function_call", "id": call_id, "name": name, "arguments": arguments}
                 )
+            if cut:
+                said = said[: room * 4]
         else:
-            said = reply.text
+            cut = tokens(reply.text) > room
+            said = reply.text[: room * 4] if cut else reply.text
             steps.append({"type": "model_output", "content": [{"type": "text", "text": said}]})
         usage = {
             "total_input_tokens": prefix + history + new_input,
@@ -491,7 +546,7 @@ class FakeGemini(ThreadedServer):
             "id": interaction_id,
             "object": "interaction",
             "model": model,
-            "status": "requires_action" if pending else "completed",
+            "status": "incomplete" if cut else "requires_action" if pending else "completed",
             "created": now,
             "updated": now,
             "steps": steps,

@@ -72,8 +72,9 @@ class SlowModel(OfflineModel):
 
 
 async def test_run_produces_one_digest_with_steps_then_skips_when_nothing_is_new(
-    runtime: Runtime,
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="app.runs.execute")
     user, _ = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user, channels=["in_app", "email"])
     model = CountingModel()
@@ -115,6 +116,10 @@ async def test_run_produces_one_digest_with_steps_then_skips_when_nothing_is_new
     assert run2.status == "skipped"
     assert model.turns == turns_before  # nothing new: no model call at all
     assert len(await notifications_of(runtime, user.id)) == 1
+    # The run that did something is a line in the log; the one with nothing new is not
+    # (a watch or a frequent schedule would make one a few minutes, all day).
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.runs.execute"]
+    assert [line.split(" in ")[0] for line in lines] == [f"run {first} succeeded"], lines
 
 
 async def test_outcome_of_a_worker_that_lost_its_lease_is_refused(runtime: Runtime) -> None:

@@ -136,6 +136,47 @@ def test_failures_and_retry_after_on_demand(fake):
     assert [r.status for r in fake.requests()] == [429, 429, 500, 200]
 
 
+def test_an_answer_past_the_output_limit_is_cut_and_incomplete_but_billed():
+    with FakeGemini(max_output_tokens=30) as fake:
+        fake.script(Text("y" * 400, thought_tokens=10), Calls([("f", {"q": "z" * 200})]),
+                    Text("short", thought_tokens=10))
+        body = {**BASE, "generation_config": {"thinking_level": "low"}}
+        cut = post(fake, body).json()
+        calls_cut = post(fake, body).json()
+        lower = post(fake, {**BASE, "generation_config": {"max_output_tokens": 12}}).json()
+        refused = post(fake, {**BASE, "generation_config": {"max_output_tokens": 0}})
+
+    # Thoughts count against the limit first; the text is cut where the limit fell.
+    assert cut["status"] == "incomplete"
+    (text,) = [s for s in cut["steps"] if s["type"] == "model_output"]
+    assert text["content"][0]["text"] == "y" * 80
+    assert (cut["usage"]["total_thought_tokens"], cut["usage"]["total_output_tokens"]) == (10, 20)
+    # A function call that is not whole is not sent.
+    assert calls_cut["status"] == "incomplete"
+    assert not [s for s in calls_cut["steps"] if s["type"] == "function_call"]
+    usage = calls_cut["usage"]  # low thinking: 8 tokens, then the call's first 22
+    assert (usage["total_thought_tokens"], usage["total_output_tokens"]) == (8, 22)
+    # The request's own, lower limit holds too.
+    assert lower["status"] == "completed"
+    assert lower["usage"]["total_thought_tokens"] == 10
+    assert refused.status_code == 400
+    assert "max_output_tokens" in refused.json()["error"]["message"]
+
+
+def test_a_429_names_the_quota_that_ran_out_in_a_quota_failure(fake):
+    fake.fail(429, retry_after=12.5, quota_id="GenerateRequestsPerDayPerProjectPerModel")
+    error = post(fake, BASE).json()["error"]
+    assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
+    assert error["details"] == [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+            "quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model_per_day",
+            "quotaId": "GenerateRequestsPerDayPerProjectPerModel",
+            "quotaDimensions": {"location": "global", "model": "gemini-3.5-flash"},
+        }]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12.5s"},
+    ]
+
+
 def test_chained_turns_are_billed_for_the_whole_conversation(fake):
     fake.script(Calls([("f", {})], thought_tokens=5), Text("x" * 40, thought_tokens=0))
     first = post(fake, {**BASE, "input": "a" * 400}).json()

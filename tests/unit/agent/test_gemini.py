@@ -5,25 +5,28 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.agent.digest import draft_json_schema
 from app.agent.factory import build_llm, probe
-from app.agent.gemini import GeminiModel, parse_interaction
+from app.agent.gemini import GeminiModel, parse_interaction, quota_resets_at
 from app.agent.llm import (
     ConversationGone,
     FunctionResult,
+    IncompleteAnswer,
     KeyRejected,
     LLMError,
+    QuotaExhausted,
     TurnRequest,
     Usage,
 )
 from app.agent.offline import OfflineModel
 from app.agent.pricing import ModelPrice, cost_usd
-from app.agent.prompt import LAST_CALL_GUIDANCE, SYSTEM_INSTRUCTION
+from app.agent.prompt import CUT_OFF_GUIDANCE, LAST_CALL_GUIDANCE, SYSTEM_INSTRUCTION
 from app.agent.runner import AgentOutcome, AgentRequest, StepRecord, run_agent
 from app.core.config import Settings
 from app.sources.sample import SampleSource
@@ -200,6 +203,76 @@ async def test_an_invalid_final_answer_is_repaired_by_the_runner(fake, gemini):
     assert repair["previous_interaction_id"] == fake.requests()[1].response["id"]
 
 
+def digest_json(detail: str) -> str:
+    return json.dumps({
+        "summary": "One invoice is due.",
+        "sections": [{"title": "Needs your attention", "items": [
+            {"title": "Skyline Cloud invoice", "detail": detail, "message_ids": [INVOICE_ID]}
+        ]}],
+    })
+
+
+async def test_an_answer_cut_off_at_the_output_limit_is_asked_for_again_once():
+    """An `incomplete` interaction (the answer reached the output token limit) is not an
+    answer: a digest cut mid JSON is never used. The turn is sent again, once, asking for
+    brevity; its billed tokens count in the run's usage all the same."""
+    steps: list[StepRecord] = []
+    with FakeGemini(max_output_tokens=150) as fake:
+        fake.script(
+            Calls([("read_message", {"id": INVOICE_ID})]),
+            Text(digest_json("Due soon. " * 200)),  # far past the limit: cut off
+            Text(digest_json("Due soon.")),
+        )
+        model = make_model(fake)
+        outcome = await run(model, steps)
+        await model.aclose()
+
+    assert outcome.digest is not None
+    assert outcome.digest.sections[0].items[0].detail == "Due soon."
+    records = fake.requests()
+    assert [r.response["status"] for r in records] == [
+        "requires_action", "incomplete", "completed"]
+    first, cut, again = (r.body for r in records)
+    # The same turn again, on the same conversation, with a note on its last result.
+    assert again["previous_interaction_id"] == cut["previous_interaction_id"]
+    assert again["input"][-1]["result"] == (
+        cut["input"][-1]["result"] + "\n\n" + CUT_OFF_GUIDANCE)
+    assert outcome.usage == billed_usage(fake)  # the cut-off answer's tokens too
+    model_steps = [s for s in steps if s.kind == "model"]
+    assert [s.error is not None for s in model_steps] == [False, True, False]
+    assert model_steps[1].usage.output_tokens == fake.billed()[1]["total_output_tokens"] > 0
+    assert model_steps[1].interaction_id == records[1].response["id"]
+
+
+async def test_an_answer_cut_off_twice_fails_the_turn_with_the_reason():
+    steps: list[StepRecord] = []
+    with FakeGemini(max_output_tokens=150) as fake:
+        fake.script(*[Text(digest_json("Due soon. " * 200))] * 2)
+        model = make_model(fake)
+        with pytest.raises(IncompleteAnswer, match=(
+            r"^the model's answer was cut off twice, so no digest was made of it: Gemini "
+            r"interaction \S+ ended incomplete: it reached its output token limit$"
+        )):
+            await run(model, steps)
+        await model.aclose()
+
+    assert [r.response["status"] for r in fake.requests()] == ["incomplete", "incomplete"]
+    spent = Usage()
+    for step in steps:
+        spent += step.usage
+    assert spent == billed_usage(fake) != Usage()
+
+
+async def test_an_answer_cut_off_with_no_turn_left_fails_the_turn():
+    with FakeGemini(max_output_tokens=150) as fake:
+        fake.script(Text(digest_json("Due soon. " * 200)))
+        model = make_model(fake)
+        with pytest.raises(IncompleteAnswer, match="no turn was left to ask again"):
+            await run(model, max_turns=1)
+        await model.aclose()
+    assert len(fake.requests()) == 1
+
+
 async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
     outcome: AgentOutcome = await run(gemini)
 
@@ -282,6 +355,42 @@ async def test_retries_are_bounded(fake):
         await model.turn(first_turn())
     await model.aclose()
     assert len(fake.requests()) == 3
+
+
+async def test_a_429_for_the_days_quota_is_not_retried_and_says_when_it_resets(fake):
+    """A day's quota used up lasts until midnight Pacific time, whatever the short RetryInfo
+    delay of its 429 says: retrying sooner only burns the retries."""
+    delays = Delays()
+    fake.fail(429, retry_after=23, times=5,
+              quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+    model = make_model(fake, sleep=delays)
+    with pytest.raises(QuotaExhausted, match=(
+        "^Gemini's daily quota GenerateRequestsPerDayPerProjectPerModel-FreeTier is used up"
+    )) as exhausted:
+        await model.turn(first_turn())
+    await model.aclose()
+
+    assert (len(fake.requests()), delays) == (1, [])
+    resets_at = exhausted.value.resets_at
+    assert resets_at.astimezone(ZoneInfo("America/Los_Angeles")).time() == time(0)
+    assert timedelta(0) < resets_at - datetime.now(UTC) <= timedelta(hours=24)
+
+
+async def test_a_429_for_the_minutes_quota_is_retried_after_its_delay(fake):
+    delays = Delays()
+    fake.fail(429, retry_after=2, quota_id="GenerateRequestsPerMinutePerProjectPerModel")
+    model = make_model(fake, sleep=delays)
+    await model.turn(first_turn())
+    await model.aclose()
+    assert ([r.status for r in fake.requests()], delays) == ([429, 200], [2.0])
+
+
+def test_the_daily_quota_resets_at_midnight_pacific_time_across_dst():
+    # 2026-03-08 is the day Pacific time moves from PST (-8) to PDT (-7).
+    assert quota_resets_at(datetime(2026, 3, 8, 7, 59, tzinfo=UTC)) == datetime(
+        2026, 3, 8, 8, 0, tzinfo=UTC)
+    assert quota_resets_at(datetime(2026, 3, 8, 8, 0, tzinfo=UTC)) == datetime(
+        2026, 3, 9, 7, 0, tzinfo=UTC)
 
 
 async def test_a_slow_answer_times_out_and_is_retried(fake):
@@ -400,6 +509,24 @@ def test_parsing_skips_thoughts_and_echoed_input_and_reads_usage():
 def test_a_failed_interaction_is_an_llm_error():
     with pytest.raises(LLMError, match="failed: quota"):
         parse_interaction({"id": "v1_x", "status": "failed", "errors": [{"message": "quota"}]})
+
+
+@pytest.mark.parametrize(("status", "why"), [
+    ("incomplete", "it reached its output token limit"),
+    ("budget_exceeded", "its token budget was exceeded"),
+    ("requires_continuation", "it holds no whole answer"),
+])
+def test_an_interaction_without_a_whole_answer_is_no_answer_but_billed(status, why):
+    with pytest.raises(IncompleteAnswer, match=f"^Gemini interaction v1_x ended {status}: {why}$"
+                       ) as cut:
+        parse_interaction({
+            "id": "v1_x", "status": status,
+            "steps": [{"type": "model_output", "content": [{"type": "text", "text": "{\"su"}]}],
+            "usage": {"total_input_tokens": 10, "total_output_tokens": 4,
+                      "total_thought_tokens": 3},
+        })
+    assert cut.value.usage == Usage(input_tokens=10, output_tokens=4, thought_tokens=3)
+    assert cut.value.interaction_id == "v1_x"
 
 
 def test_build_llm_chooses_gemini_when_a_key_is_set(fake):

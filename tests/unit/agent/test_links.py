@@ -9,6 +9,7 @@ import json
 from app.agent.links import addresses_in, inert
 from app.agent.resume import PausedState, ResumeState
 from app.agent.tools import Alert
+from tests.liveness import read_in_child
 from tests.unit.agent.test_ask_user import Alerts, CountingSource, calls, go
 from tests.unit.agent.test_runner import INVOICE_ID, ScriptedModel, Steps, final
 
@@ -92,3 +93,29 @@ async def test_questions_and_alerts_defuse_made_up_addresses_also_after_a_pause(
     assert resumed.digest is not None
     assert resumed.digest.summary == (
         f"{READ}, {answer} and [link to collect[.]evil[.]example]")
+
+
+# Text a sender writes that sent the old pattern into quadratic backtracking: from each
+# start in a long run of "a.a.a.…" it read to the run's end (minutes for these).
+ADVERSARIAL = {
+    "labels": "a." * 100_000,
+    "hyphens": "a-" * 100_000,
+}
+
+
+def test_text_built_to_backtrack_is_read_at_once() -> None:
+    """Read in a child process, which a hang cannot take the suite down with: the time
+    limit is a liveness bound (minutes), not a measurement."""
+    code = (
+        "import json, sys\n"
+        "from app.agent.links import addresses_in, inert\n"
+        "texts = json.load(sys.stdin)\n"
+        "print(json.dumps({name: [sorted(addresses_in(text)), inert(text, ()) == text]\n"
+        "                  for name, text in texts.items()}))\n"
+    )
+    assert read_in_child(code, ADVERSARIAL) == {name: [[], True] for name in ADVERSARIAL}
+    # Under the run of labels, an address with a path is still found, and only it.
+    assert addresses_in("a." * 200 + " see evil.example/c?d=x.") == {"evil.example/c?d=x"}
+    # A host of at most a DNS name's 253 characters is found whole.
+    host = ".".join(["b" * 61] * 4)  # 247 characters
+    assert addresses_in(f"{host}.io/x") == {f"{host}.io/x"}
