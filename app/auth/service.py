@@ -96,7 +96,7 @@ async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
 
 
 async def start_session(
-    *, session: AsyncSession, user: User, method: str, ttl_seconds: int
+    *, session: AsyncSession, user: User, method: str, ttl_seconds: int, max_age_seconds: int
 ) -> tuple[WebSession, str]:
     """A new browser session; returns it and the cookie value (shown to the browser only)."""
     token = secrets.token_urlsafe(32)
@@ -104,7 +104,7 @@ async def start_session(
     row = WebSession(
         user_id=user.id, token_hash=hash_token(token), csrf_token=secrets.token_urlsafe(32),
         method=method, created_at=now, last_seen_at=now,
-        expires_at=now + timedelta(seconds=ttl_seconds),
+        expires_at=now + timedelta(seconds=min(ttl_seconds, max_age_seconds)),
     )
     session.add(row)
     await session.flush()
@@ -112,16 +112,21 @@ async def start_session(
 
 
 async def live_session(
-    *, session: AsyncSession, token: str, now: datetime
+    *, session: AsyncSession, token: str, now: datetime, max_age_seconds: int
 ) -> tuple[WebSession, User] | None:
     """The session and user of a cookie if it is still signed in at `now`, else None;
-    records nothing (an open event stream checks again with it)."""
+    records nothing (an open event stream checks again with it).
+
+    A session older than `max_age_seconds` is over however recently it was used: the
+    bound is read from when it signed in, so it holds for sessions whose `expires_at`
+    slid on before it was set (or lowered)."""
     row = (
         await session.execute(
             select(WebSession, User)
             .join(User, User.id == WebSession.user_id)
             .where(WebSession.token_hash == hash_token(token), WebSession.revoked_at.is_(None),
-                   WebSession.expires_at > now)
+                   WebSession.expires_at > now,
+                   WebSession.created_at > now - timedelta(seconds=max_age_seconds))
         )
     ).one_or_none()
     if row is None:
@@ -131,17 +136,21 @@ async def live_session(
 
 
 async def resolve_session(
-    *, session: AsyncSession, token: str, ttl_seconds: int
+    *, session: AsyncSession, token: str, ttl_seconds: int, max_age_seconds: int
 ) -> tuple[WebSession, User] | None:
-    """The live session and user of a cookie, or None; active sessions slide forward."""
+    """The live session and user of a cookie, or None; active sessions slide forward,
+    never past `max_age_seconds` after they signed in."""
     now = utcnow()
-    found = await live_session(session=session, token=token, now=now)
+    found = await live_session(
+        session=session, token=token, now=now, max_age_seconds=max_age_seconds
+    )
     if found is None:
         return None
     web_session, user = found
-    if now - web_session.last_seen_at > SEEN_EVERY:
+    last = web_session.created_at + timedelta(seconds=max_age_seconds)
+    if now - web_session.last_seen_at > SEEN_EVERY or web_session.expires_at > last:
         web_session.last_seen_at = now
-        web_session.expires_at = now + timedelta(seconds=ttl_seconds)
+        web_session.expires_at = min(now + timedelta(seconds=ttl_seconds), last)
         await session.flush()
     return web_session, user
 

@@ -18,8 +18,10 @@ class PushSubscription(IdMixin, TimestampMixin, Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     endpoint: Mapped[str] = mapped_column(String(2000), unique=True)
+    # The browser's public key, and its auth secret, encrypted at rest: with both, a
+    # reader of the database could write pushes the browser takes as ours.
     p256dh: Mapped[str] = mapped_column(String(200))
-    auth: Mapped[str] = mapped_column(String(200))
+    auth_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.channels.models import PushSubscription
 from app.channels.schemas import PushSubscriptionCreate, PushSubscriptionOut
 from app.core.config import Settings
+from app.core.crypto import SecretBox, secret_box
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
 from app.delivery.ssrf import UrlRefused, check_url
@@ -40,6 +41,11 @@ def check_endpoint(endpoint: str, settings: Settings) -> None:
     check_url(endpoint, allow_private=settings.webhook_allow_private)
 
 
+def auth_of(subscription: PushSubscription, box: SecretBox) -> str:
+    """The browser's auth secret (raises SecretKeyError when no key reads it)."""
+    return box.decrypt(subscription.auth_encrypted).decode()
+
+
 def to_out(subscription: PushSubscription) -> PushSubscriptionOut:
     return PushSubscriptionOut(
         id=subscription.id, endpoint=subscription.endpoint,
@@ -50,7 +56,8 @@ def to_out(subscription: PushSubscription) -> PushSubscriptionOut:
 async def subscribe(
     *, session: AsyncSession, user: User, data: PushSubscriptionCreate, settings: Settings
 ) -> PushSubscription:
-    """Register a browser's subscription; the same endpoint again updates its keys."""
+    """Register a browser's subscription; the same endpoint again updates its keys. Its
+    auth secret is stored encrypted (SecretKeyError without the keys to)."""
     try:
         check_endpoint(data.endpoint, settings)
     except UrlRefused as exc:
@@ -65,8 +72,9 @@ async def subscribe(
         await session.delete(found)
         await session.flush()
         found = None
+    auth_encrypted = secret_box(settings).encrypt(data.keys.auth.encode())
     if found is not None:
-        found.p256dh, found.auth = data.keys.p256dh, data.keys.auth
+        found.p256dh, found.auth_encrypted = data.keys.p256dh, auth_encrypted
         found.last_error = None
         found.updated_at = utcnow()
         await session.flush()
@@ -76,7 +84,7 @@ async def subscribe(
         raise TooManyPushSubscriptions(
             f"at most {MAX_SUBSCRIPTIONS_PER_USER} push subscriptions per user")
     subscription = PushSubscription(user_id=user.id, endpoint=data.endpoint,
-                                    p256dh=data.keys.p256dh, auth=data.keys.auth)
+                                    p256dh=data.keys.p256dh, auth_encrypted=auth_encrypted)
     session.add(subscription)
     await session.flush()
     return subscription

@@ -16,6 +16,7 @@ from app.channels.schemas import (
     PushSubscriptionOut,
     VapidPublicKey,
 )
+from app.core.crypto import SecretKeyError
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.vapid import VapidKeyError, public_key_of, vapid_key
@@ -34,7 +35,7 @@ async def get_vapid_public_key(user: CurrentUser, runtime: RuntimeDep) -> VapidP
 
 @router.post(
     "/subscriptions", status_code=status.HTTP_201_CREATED, response_model=PushSubscriptionOut,
-    responses=error_responses(PushEndpointRefused, TooManyPushSubscriptions),
+    responses=error_responses(PushEndpointRefused, TooManyPushSubscriptions, SecretKeyError),
 )
 async def subscribe(
     data: PushSubscriptionCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep

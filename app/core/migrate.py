@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.config import Settings
 from app.core.errors import DomainError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -50,19 +51,22 @@ def _known(connection: Connection) -> tuple[str | None, str | None]:
     return current, head
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, settings: Settings | None) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
     _known(connection)
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
+    # A migration that seals stored secrets encrypts with this process's keys.
+    cfg.attributes["settings"] = settings
     command.upgrade(cfg, "head")
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (creating it if empty)."""
+async def upgrade(engine: AsyncEngine, settings: Settings | None = None) -> None:
+    """Bring the schema to the newest revision (creating it if empty); `settings` hold
+    the secret keys a migration may need (else they are read from the environment)."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, settings)
 
 
 async def pending(engine: AsyncEngine) -> str | None:

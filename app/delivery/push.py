@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 from pywebpush import WebPusher
 
-from app.channels.push import check_endpoint
+from app.channels.push import auth_of, check_endpoint
 from app.core.config import Settings
+from app.core.crypto import SecretKeyError, secret_box
 from app.core.vapid import VapidKeyError, vapid_key
 from app.delivery.base import SENT, Deadline, Job, Result, failed, parse_retry_after, retry
 from app.delivery.ssrf import (
@@ -136,8 +137,12 @@ class PushChannel:
             vapid = vapid_key(self.settings)
         except VapidKeyError as exc:
             return failed(exc.detail)
+        try:
+            auth = auth_of(subscription, secret_box(self.settings))
+        except SecretKeyError as exc:
+            return failed(exc.detail)
         pusher = WebPusher({"endpoint": endpoint,
-                            "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}})
+                            "keys": {"p256dh": subscription.p256dh, "auth": auth}})
         try:
             encoded = pusher.encode(payload(job.notification), "aes128gcm")
         except Exception as exc:  # a malformed browser key

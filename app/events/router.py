@@ -70,7 +70,9 @@ async def _stream(
                 async with runtime.sessionmaker() as session:
                     if checking:
                         try:
-                            expires_at = await sign_in.check(session=session)
+                            expires_at = await sign_in.check(
+                                session=session, settings=runtime.settings
+                            )
                         except InvalidToken:
                             # The client reconnects and is refused with 401.
                             yield ": signed out\n\n"

@@ -20,6 +20,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
+from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden
@@ -83,7 +84,7 @@ class SignIn:
     # When it stops working unless renewed; None for a token, which works until revoked.
     expires_at: datetime | None
 
-    async def check(self, *, session: AsyncSession) -> datetime | None:
+    async def check(self, *, session: AsyncSession, settings: Settings) -> datetime | None:
         """Still signed in? Returns `expires_at` as it is now; raises InvalidToken when
         the token was revoked, the session ended or expired, or the user is gone.
 
@@ -92,7 +93,10 @@ class SignIn:
             await service.token_owner(session=session, token=self.token)
             return None
         if self.cookie:
-            found = await auth.live_session(session=session, token=self.cookie, now=utcnow())
+            found = await auth.live_session(
+                session=session, token=self.cookie, now=utcnow(),
+                max_age_seconds=settings.web_session_max_age_seconds,
+            )
             if found is not None:
                 return found[0].expires_at
         raise service.InvalidToken("the session ended: sign in again")
@@ -121,7 +125,8 @@ async def _signed_in(
         return SignIn(user=user, token=credentials.credentials, cookie=None, expires_at=None)
     if cookie:
         found = await auth.resolve_session(
-            session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds
+            session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds,
+            max_age_seconds=runtime.settings.web_session_max_age_seconds,
         )
         if found is not None:
             web_session, user = found

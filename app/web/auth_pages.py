@@ -109,7 +109,8 @@ async def open_link(
     cookie = request.cookies.get(auth.session_cookie(runtime.settings)[0])
     if cookie:
         found = await auth.resolve_session(
-            session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds
+            session=session, token=cookie, ttl_seconds=runtime.settings.web_session_ttl_seconds,
+            max_age_seconds=runtime.settings.web_session_max_age_seconds,
         )
         if found is not None and found[1].id != user.id:
             signed_in_as = found[1].email
@@ -171,6 +172,7 @@ async def redeem_link(
     _row, cookie = await auth.start_session(
         session=session, user=user, method="link",
         ttl_seconds=runtime.settings.web_session_ttl_seconds,
+        max_age_seconds=runtime.settings.web_session_max_age_seconds,
     )
     response = RedirectResponse("/", status_code=303)
     set_session_cookie(response, request, cookie)
@@ -255,6 +257,7 @@ async def google_login_callback(
                 _row, token = await auth.start_session(
                     session=session, user=user, method="google",
                     ttl_seconds=settings.web_session_ttl_seconds,
+                    max_age_seconds=settings.web_session_max_age_seconds,
                 )
         except IntegrityError:  # the same state, finished twice at once
             raise SignInStateInvalid(

@@ -77,7 +77,8 @@ async def get_viewer(request: Request, session: SessionDep, runtime: RuntimeDep)
     cookie = request.cookies.get(auth.session_cookie(settings)[0])
     if cookie:
         found = await auth.resolve_session(
-            session=session, token=cookie, ttl_seconds=settings.web_session_ttl_seconds
+            session=session, token=cookie, ttl_seconds=settings.web_session_ttl_seconds,
+            max_age_seconds=settings.web_session_max_age_seconds,
         )
         if found is not None:
             return Viewer(user=found[1], web_session=found[0])
@@ -87,6 +88,7 @@ async def get_viewer(request: Request, session: SessionDep, runtime: RuntimeDep)
             web_session, token = await auth.start_session(
                 session=session, user=user, method="local",
                 ttl_seconds=settings.web_session_ttl_seconds,
+                max_age_seconds=settings.web_session_max_age_seconds,
             )
             request.state.new_cookie = token
             return Viewer(user=user, web_session=web_session, new_cookie=token)

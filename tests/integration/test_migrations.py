@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, select
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from sqlalchemy import DateTime, LargeBinary, String, Uuid, column, insert, select, table
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.channels.models import Webhook
-from app.core.db import transaction, uuid7
+from app.core.config import Settings
+from app.core.crypto import SecretKeyError, secret_box
+from app.core.db import transaction, utcnow, uuid7
 from app.core.migrate import alembic_config, pending
 from app.core.runtime import Runtime
 from app.models import Base
@@ -33,10 +38,11 @@ async def test_schema_is_at_head(engine: AsyncEngine) -> None:
     assert await pending(engine) is None
 
 
-def _to(revision: str) -> Callable[[Connection], None]:
+def _to(revision: str, settings: Settings | None = None) -> Callable[[Connection], None]:
     def move(connection: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
+        cfg.attributes["settings"] = settings
         if revision == "head":
             command.upgrade(cfg, revision)
         else:
@@ -88,3 +94,81 @@ async def test_a_webhook_that_took_every_event_is_given_alert_created(runtime: R
     finally:
         async with runtime.engine.begin() as conn:
             await conn.run_sync(_to("head"))
+
+
+# push_subscriptions as revision 0024 has it: the browser's auth secret in plain text.
+_PLAIN_PUSH = table(
+    "push_subscriptions", column("id", Uuid()), column("user_id", Uuid()),
+    column("endpoint", String()), column("p256dh", String()), column("auth", String()),
+    column("created_at", DateTime(timezone=True)), column("updated_at", DateTime(timezone=True)),
+)
+_SEALED_PUSH = table("push_subscriptions", column("id", Uuid()),
+                     column("auth_encrypted", LargeBinary()))
+
+
+async def test_push_subscriptions_auth_secrets_are_encrypted_and_back(runtime: Runtime) -> None:
+    """0025: the auth secrets stored in plain text are encrypted with the keys of the
+    process that migrates; a downgrade decrypts them again."""
+    settings = runtime.settings.model_copy(
+        update={"secret_keys": [SecretStr(Fernet.generate_key().decode())]})
+    user, _ = await factories.user_with_token(runtime)
+    secrets = {uuid7(): f"auth-secret-{n}-AAAAAAAA" for n in range(3)}
+    async with runtime.engine.begin() as conn:
+        await conn.run_sync(_to("0024"))
+    try:
+        async with runtime.engine.begin() as conn:
+            for id_, auth in secrets.items():
+                await conn.execute(insert(_PLAIN_PUSH).values(
+                    id=id_, user_id=user.id, endpoint=f"https://push.example.com/{id_}",
+                    p256dh="B" * 87, auth=auth, created_at=utcnow(), updated_at=utcnow()))
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))
+    async with runtime.engine.connect() as conn:
+        sealed = {row.id: row.auth_encrypted
+                  for row in await conn.execute(select(_SEALED_PUSH))}
+    box = secret_box(settings)
+    assert {id_: box.decrypt(token).decode() for id_, token in sealed.items()} == secrets
+    assert not any(auth.encode() in sealed[id_] for id_, auth in secrets.items())
+
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("0024", settings))
+        async with runtime.engine.connect() as conn:
+            plain = (await conn.execute(select(_PLAIN_PUSH.c.id, _PLAIN_PUSH.c.auth))).all()
+        assert dict(plain) == secrets
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))
+
+
+async def test_without_keys_the_push_secrets_migration_stops_and_changes_nothing(
+    runtime: Runtime,
+) -> None:
+    """With PostgreSQL no key is generated: rows to encrypt and no PILOTLIGHT_SECRET_KEYS
+    stop the migration, its whole transaction rolled back (the secrets still readable)."""
+    no_keys = runtime.settings.model_copy(update={
+        "secret_keys": [], "database_url": "postgresql+asyncpg://u@127.0.0.1/none"})
+    user, _ = await factories.user_with_token(runtime)
+    id_ = uuid7()
+    async with runtime.engine.begin() as conn:
+        await conn.run_sync(_to("0024"))
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.execute(insert(_PLAIN_PUSH).values(
+                id=id_, user_id=user.id, endpoint="https://push.example.com/x",
+                p256dh="B" * 87, auth="auth-secret", created_at=utcnow(),
+                updated_at=utcnow()))
+        with pytest.raises(SecretKeyError, match="migration 0025 encrypts"):
+            async with runtime.engine.begin() as conn:
+                await conn.run_sync(_to("head", no_keys))
+        async with runtime.engine.connect() as conn:
+            assert await pending(runtime.engine) == (
+                "the database is at revision 0024, the code expects 0025")
+            plain = (await conn.execute(select(_PLAIN_PUSH.c.id, _PLAIN_PUSH.c.auth))).all()
+        assert plain == [(id_, "auth-secret")]
+    finally:
+        keys = no_keys.model_copy(update={
+            "secret_keys": [SecretStr(Fernet.generate_key().decode())]})
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", keys))

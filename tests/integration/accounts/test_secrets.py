@@ -1,8 +1,10 @@
-"""Refresh tokens at rest: never in plaintext in the database, and `pilotlight keys rotate`
-moving every sealed secret onto the newest key, failing closed on one it cannot read."""
+"""Refresh tokens and push auth secrets at rest: never in plaintext in the database, and
+`pilotlight keys rotate` moving every sealed secret onto the newest key, failing closed on
+one it cannot read."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -12,14 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from app.accounts.models import Account
+from app.channels import push
 from app.channels import service as channels
-from app.channels.models import Webhook
-from app.channels.schemas import WebhookCreate
+from app.channels.models import PushSubscription, Webhook
+from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
 from app.core.crypto import SecretBox, secret_box
 from app.core.db import transaction
 from app.core.runtime import Runtime
@@ -27,6 +32,7 @@ from app.google import service as google_service
 from app.google.models import OAuthState
 from app.models import Base
 from app.users import service as users
+from app.users.models import User
 from tests.factories import user_with_token
 from tests.fakes.google import FakeGoogle
 from tests.integration.accounts.conftest import (
@@ -107,6 +113,44 @@ async def test_a_database_dump_holds_no_plaintext_refresh_token(
     assert user.name == refresh_token
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _browser_keys() -> tuple[str, str]:
+    """A browser's push subscription keys: its P-256 public key and its auth secret."""
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return _b64url(point), _b64url(uuid.uuid4().bytes)
+
+
+async def _subscribe_push(runtime: Runtime, user: User, auth: str | None = None) -> str:
+    """Subscribe a browser of `user` as the API does; returns its auth secret."""
+    p256dh, generated = _browser_keys()
+    auth = auth or generated
+    async with transaction(runtime.sessionmaker) as session:
+        await push.subscribe(
+            session=session, user=user, settings=runtime.settings,
+            data=PushSubscriptionCreate.model_validate({
+                "endpoint": f"https://push.example.com/{uuid.uuid4()}",
+                "keys": {"p256dh": p256dh, "auth": auth},
+            }),
+        )
+    return auth
+
+
+async def test_a_database_dump_holds_no_plaintext_push_auth_secret(
+    runtime: Runtime, database_url: str
+) -> None:
+    user, _headers = await user_with_token(runtime)
+    auth = await _subscribe_push(runtime, user)
+    assert await _database_holds(runtime, database_url, [auth]) == []
+    # the scan does find one that is there
+    async with transaction(runtime.sessionmaker) as session:
+        await users.create_user(session=session, email="canary@example.com", name=auth)
+    assert await _database_holds(runtime, database_url, [auth]) != []
+
+
 def _rotate(
     database_url: str, tmp_path: Path, keys: list[str], *args: str
 ) -> subprocess.CompletedProcess[str]:
@@ -133,7 +177,10 @@ async def _sealed(runtime: Runtime) -> dict[tuple[str, uuid.UUID], bytes]:
         states = (await session.execute(
             select(OAuthState.id, OAuthState.code_verifier_encrypted))).all()
         hooks = (await session.execute(select(Webhook.id, Webhook.secret_encrypted))).all()
+        pushes = (await session.execute(
+            select(PushSubscription.id, PushSubscription.auth_encrypted))).all()
     return {
+        **{("push_subscriptions", i): v for i, v in pushes},
         **{("accounts", i): v for i, v in accounts if v is not None},
         **{("oauth_states", i): v for i, v in states},
         **{("webhooks", i): v for i, v in hooks},
@@ -154,8 +201,9 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
             session=session, user=users_[0][0],
             data=WebhookCreate(url="https://hooks.example.com/x"), settings=runtime.settings,
         )
+    push_auth = await _subscribe_push(runtime, users_[1][0])
     before = await _sealed(runtime)
-    assert len(before) == 5
+    assert len(before) == 6
     plain = {key: _box(old).decrypt(value) for key, value in before.items()}
 
     rotated = _rotate(database_url, tmp_path, [new, old], "--batch-size", "2")
@@ -164,7 +212,8 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
     assert "accounts.refresh_token_encrypted: 3 re-encrypted, 0 already" in rotated.stdout
     assert "oauth_states.code_verifier_encrypted: 1 re-encrypted" in rotated.stdout
     assert "webhooks.secret_encrypted: 1 re-encrypted" in rotated.stdout
-    assert "5 secrets re-encrypted" in rotated.stderr
+    assert "push_subscriptions.auth_encrypted: 1 re-encrypted" in rotated.stdout
+    assert "6 secrets re-encrypted" in rotated.stderr
     after = await _sealed(runtime)
     assert set(after) == set(before)
     # The old key can go: the new one alone reads everything, and it is the same secret.
@@ -172,6 +221,7 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
         assert value != before[key]
         assert _box(new).decrypt(value) == plain[key]
     assert webhook_secret.encode() in plain.values()
+    assert push_auth.encode() in plain.values()
 
     new_only = runtime.settings.model_copy(update={"secret_keys": [SecretStr(new)]})
     async with transaction(runtime.sessionmaker) as session:

@@ -283,7 +283,7 @@ async def world(runtime: Runtime) -> World:
     webhook = Webhook(user_id=user_a.id, url="https://hooks.example.com/a",
                       secret_encrypted=b"encrypted", event_types={"types": ["digest.created"]})
     subscription = PushSubscription(user_id=user_a.id, endpoint="https://push.example.com/a",
-                                    p256dh="B" * 87, auth="A" * 22)
+                                    p256dh="B" * 87, auth_encrypted=b"sealed")
     async with transaction(runtime.sessionmaker) as session:
         session.add(webhook)
         session.add(subscription)

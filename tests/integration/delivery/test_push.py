@@ -13,6 +13,7 @@ from typing import Any
 import http_ece
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -23,6 +24,7 @@ from app.channels import push
 from app.channels.models import PushSubscription
 from app.channels.schemas import PushSubscriptionCreate
 from app.core.config import Settings
+from app.core.crypto import secret_box
 from app.core.db import transaction
 from app.core.runtime import Runtime
 from app.delivery.push import MAX_PAYLOAD_BYTES, PushChannel
@@ -335,7 +337,9 @@ async def test_subscribe_upserts_by_endpoint_and_unsubscribes(
     again = await _subscribe(client, headers, browser)
     assert again["id"] == first["id"]
     [row] = await _subscriptions(runtime)
-    assert row.auth == b64url(browser.auth)
+    # The browser's auth secret is stored encrypted, and the newest one is kept.
+    assert b64url(browser.auth).encode() not in row.auth_encrypted
+    assert push.auth_of(row, secret_box(runtime.settings)) == b64url(browser.auth)
 
     response = await client.request("DELETE", f"{API}/push/subscriptions",
                                      json={"endpoint": browser.endpoint}, headers=headers)
@@ -348,6 +352,21 @@ async def test_subscribe_upserts_by_endpoint_and_unsubscribes(
     created = await _subscribe(client, headers, browser)
     response = await client.delete(f"{API}/push/subscriptions/{created['id']}", headers=headers)
     assert response.status_code == 204
+
+
+async def test_a_push_whose_auth_secret_no_key_reads_is_not_sent(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    user, headers = await factories.user_with_token(runtime)
+    await _subscribe(client, headers, Browser(receiver.url))
+    other_key = with_settings(runtime, secret_keys=[SecretStr(Fernet.generate_key().decode())])
+    notification_id = await add_digest(other_key, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=other_key), other_key,
+                                    notification_id)
+    [failed] = [d for d in rows if d.channel == "push"]
+    assert failed.status == "failed"
+    assert "cannot be decrypted" in (failed.last_error or "")
+    assert receiver.received == []
 
 
 @pytest.mark.parametrize(

@@ -412,7 +412,8 @@ async def _web_session(runtime: Runtime, user: User) -> tuple[uuid.UUID, dict[st
     """A dashboard session for the user, as signing in starts one, and its cookie header."""
     async with transaction(runtime.sessionmaker) as session:
         row, token = await auth.start_session(
-            session=session, user=user, method="link", ttl_seconds=3600
+            session=session, user=user, method="link", ttl_seconds=3600,
+            max_age_seconds=86400
         )
     return row.id, {"Cookie": f"{auth.SESSION_COOKIE}={token}"}
 
@@ -437,6 +438,15 @@ async def _expire_session(runtime: Runtime, _user: User, session_id: uuid.UUID) 
         )
 
 
+async def _outlive_max_age(runtime: Runtime, _user: User, session_id: uuid.UUID) -> None:
+    """The session signed in longer ago than its max age (it slid on until now)."""
+    signed_in = utcnow() - timedelta(seconds=runtime.settings.web_session_max_age_seconds + 1)
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(WebSession).where(WebSession.id == session_id).values(created_at=signed_in)
+        )
+
+
 async def _delete_user(runtime: Runtime, user: User, _session_id: uuid.UUID) -> None:
     async with transaction(runtime.sessionmaker) as session:
         await session.execute(delete(User).where(User.id == user.id))
@@ -447,6 +457,7 @@ async def _delete_user(runtime: Runtime, user: User, _session_id: uuid.UUID) -> 
     ("token", _delete_user),
     ("cookie", _sign_out),
     ("cookie", _expire_session),
+    ("cookie", _outlive_max_age),
     ("cookie", _delete_user),
 ])
 async def test_the_stream_ends_when_its_sign_in_stops_working(

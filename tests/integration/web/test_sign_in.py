@@ -9,10 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from app.auth.models import SignInFailure
-from app.core.db import transaction
+from app.auth.models import SignInFailure, WebSession
+from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.users import service as users
 from tests import factories
@@ -400,3 +400,67 @@ async def test_successful_sign_ins_are_not_limited(runtime: Runtime) -> None:
             assert signed_in.status_code == 303
         async with transaction(runtime.sessionmaker) as session:
             assert await session.scalar(select(func.count()).select_from(SignInFailure)) == 0
+
+
+async def _age_session(runtime: Runtime, user_id: object, **ago: timedelta) -> None:
+    """Move the user's session in time: each column set that long before now."""
+    now = utcnow()
+    async with transaction(runtime.sessionmaker) as session:
+        await session.execute(
+            update(WebSession).where(WebSession.user_id == user_id)
+            .values({name: now - delta for name, delta in ago.items()})
+        )
+
+
+async def _session_row(runtime: Runtime, user_id: object) -> WebSession:
+    async with transaction(runtime.sessionmaker) as session:
+        row = await session.scalar(select(WebSession).where(WebSession.user_id == user_id))
+        assert row is not None
+        return row
+
+
+async def test_a_session_ends_at_its_max_age_however_often_it_is_used(runtime: Runtime) -> None:
+    max_age = timedelta(seconds=runtime.settings.web_session_max_age_seconds)
+    assert max_age == timedelta(days=30)
+    user, _headers = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        # Used every day for almost 30 days: the next visit slides it on, only up to the
+        # 30 days since it signed in, not another 14 days.
+        await _age_session(runtime, user.id, created_at=max_age - timedelta(minutes=30),
+                            last_seen_at=timedelta(minutes=10))
+        assert (await client.get("/")).status_code == 200
+        row = await _session_row(runtime, user.id)
+        assert row.expires_at == row.created_at + max_age
+        assert row.expires_at - utcnow() < timedelta(minutes=31)
+
+        # Past the 30 days, its expiry 14 days ahead (slid on before the bound existed):
+        # refused, and the browser signs in again.
+        await _age_session(runtime, user.id, created_at=max_age + timedelta(minutes=1),
+                            last_seen_at=timedelta(minutes=1),
+                            expires_at=-timedelta(days=14))
+        page = await client.get("/")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=/"
+        assert (await client.get("/api/v1/me")).status_code == 401
+        await sign_in(runtime, client, user)
+        assert (await client.get("/api/v1/me")).json()["email"] == user.email
+
+
+async def test_the_max_age_bounds_sessions_that_slid_on_before_it(runtime: Runtime) -> None:
+    """A session started before the bound existed, used every few days since, has an
+    `expires_at` two weeks ahead: it ends all the same, and when the setting is lowered
+    the sessions older than the new bound end too."""
+    user, _headers = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        await _age_session(runtime, user.id, created_at=timedelta(days=200),
+                            last_seen_at=timedelta(days=2), expires_at=-timedelta(days=12))
+        assert (await client.get("/api/v1/me")).status_code == 401
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        await _age_session(runtime, user.id, created_at=timedelta(hours=2))
+        assert (await client.get("/api/v1/me")).status_code == 200
+        runtime.settings.web_session_max_age_seconds = 3600
+        assert (await client.get("/api/v1/me")).status_code == 401
+        assert (await client.get("/")).status_code == 303
