@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.accounts.queries import NothingToRead
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import error_responses
 from app.core.pagination import PAGE_LIMIT, InvalidCursor, encode_cursor
@@ -41,7 +42,7 @@ InstructionId = Annotated[uuid.UUID, "instruction id"]
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=InstructionOut,
-    responses=error_responses(WatchNeedsGoogle),
+    responses=error_responses(NothingToRead, WatchNeedsGoogle),
 )
 async def create_instruction(
     data: InstructionCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
@@ -151,7 +152,7 @@ async def pause_instruction(
 
 @router.post(
     "/{instruction_id}/resume", response_model=InstructionOut,
-    responses=error_responses(InstructionNotFound),
+    responses=error_responses(InstructionNotFound, NothingToRead, WatchNeedsGoogle),
 )
 async def resume_instruction(
     instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep
@@ -165,7 +166,7 @@ async def resume_instruction(
 
 @router.post(
     "/{instruction_id}/preview", status_code=status.HTTP_201_CREATED, response_model=RunOut,
-    responses=error_responses(InstructionNotFound, CostCapReached),
+    responses=error_responses(InstructionNotFound, NothingToRead, CostCapReached),
 )
 async def preview_instruction(
     instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep,
@@ -184,13 +185,23 @@ async def preview_instruction(
 
 @router.post(
     "/{instruction_id}/run", status_code=status.HTTP_201_CREATED, response_model=RunOut,
-    responses=error_responses(InstructionNotFound),
+    responses={
+        status.HTTP_200_OK: {
+            "model": RunOut, "description": "A run now queued before, not started yet",
+        },
+        **error_responses(InstructionNotFound, NothingToRead),
+    },
 )
 async def run_instruction_now(
-    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+    instruction_id: uuid.UUID, user: CurrentUser, session: SessionDep, runtime: RuntimeDep,
+    response: Response,
 ) -> Run:
-    """Queue a run now; returns the queued run."""
+    """Queue a run now; returns the queued run (201). A run now of the instruction still
+    queued and not started is returned instead of a second one (200)."""
     instruction = await service.get(session=session, user=user, instruction_id=instruction_id)
-    return await runs_service.run_now(
+    run, new = await runs_service.queue_run_now(
         session=session, instruction=instruction, wakeups=runtime.wakeups
     )
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    return run

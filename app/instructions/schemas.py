@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.agent.llm import ThinkingLevel
 from app.core.validation import PartialUpdate, check_no_nul, check_not_blank, check_timezone
-from app.instructions.triggers import validate_cron
+from app.instructions.triggers import normalise_cron, validate_cron
 
 SourceKind = Literal["gmail", "drive"]
 Channel = Literal["in_app", "email", "push", "webhook"]
@@ -37,9 +37,9 @@ class CronTriggerIn(_Strict):
 
     @field_validator("cron")
     @classmethod
-    def _one_space(cls, value: str) -> str:
-        # Stored as read: " 0 9  * * * " is "0 9 * * *".
-        return " ".join(value.split())
+    def _normal(cls, value: str) -> str:
+        # Stored as read: " 0 9  * * * " is "0 9 * * *", "5,5 8-10/3 * * *" "5 8 * * *".
+        return normalise_cron(value)
 
     @model_validator(mode="after")
     def _cron(self) -> CronTriggerIn:

@@ -50,7 +50,8 @@ async def require_runnable(*, session: AsyncSession, instruction: Instruction) -
             session=session, user_id=instruction.user_id, spec=instruction.trigger)
     else:
         await accounts.require_something_to_read(
-            session=session, user_id=instruction.user_id)
+            session=session, user_id=instruction.user_id,
+            kinds=instruction.sources.get("kinds", []))
 
 
 def schedule_next(instruction: Instruction, *, now: datetime) -> None:
@@ -94,7 +95,8 @@ async def create(
     """Create an active instruction with its first fire time."""
     trigger = await _trigger_spec(session, data.trigger, user)
     if trigger["type"] != "watch":
-        await accounts.require_something_to_read(session=session, user_id=user.id)
+        await accounts.require_something_to_read(
+            session=session, user_id=user.id, kinds=data.sources)
     else:
         # Its start is taken after: a poll that moves an account's cursor on either sees
         # this watch committed or moved it before the watch began.
@@ -160,6 +162,13 @@ async def update(
     instruction = await get(
         session=session, user=user, instruction_id=instruction_id, for_update=True
     )
+    trigger_type = data.trigger.type if data.trigger is not None else (
+        instruction.trigger.get("type"))
+    if data.sources is not None and instruction.status == "active" and trigger_type != "watch":
+        # Runs that could read none of the sources it would name would only fail. Checked
+        # before any field is set: a caller that says why keeps the instruction as it was.
+        await accounts.require_something_to_read(
+            session=session, user_id=user.id, kinds=sorted(set(data.sources)))
     fields = data.model_dump(exclude_unset=True)
     for name in ("title", "text", "thinking_level", "max_tool_calls", "only_new"):
         if name in fields and fields[name] is not None:
@@ -234,6 +243,18 @@ async def set_paused(
     instruction.updated_at = now
     await session.flush()
     return instruction
+
+
+async def deleted_title(
+    *, session: AsyncSession, user: User, instruction_id: uuid.UUID
+) -> str | None:
+    """The title of one of the user's deleted instructions (None if it is not one)."""
+    return (await session.execute(
+        select(Instruction.title).where(
+            Instruction.id == instruction_id, Instruction.user_id == user.id,
+            Instruction.deleted_at.is_not(None),
+        )
+    )).scalar_one_or_none()
 
 
 async def delete(*, session: AsyncSession, user: User, instruction_id: uuid.UUID) -> Instruction:

@@ -1,6 +1,6 @@
 """Times said in words or run together ("half past 5", "ten to eight", "nine thirty", "half
-8", "0830", "9 30"), rewritten in place as the figures they say, so they are read as "at
-5:30" is."""
+8", "12 fifteen", "0830", "9 30"), rewritten in place as the figures they say, so they are
+read as "at 5:30" is."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ _ONE_WORD = "|".join(_ONES)
 _MINUTE_WORD = (rf"(?:{'|'.join(_TENS)})(?:[\s-](?:{_ONE_WORD})\b)?|{'|'.join(_TEENS)}"
                 rf"|{_ONE_WORD}")
 _HOUR = rf"\d{{1,2}}|{_HOUR_WORD}"
+# The minutes said after an hour: "thirty", "forty-five", "five", "oh five".
+_CLOCK_MINUTE = rf"oh[\s-]+(?:{_ONE_WORD})\b|{_MINUTE_WORD}"
 # "at", "around", "@": what a time is said after.
 _AT_LEAD = r"(?:\b(?:at|around)\s+(?:about\s+|around\s+)?|(?<![\w.])@\s*)"
 # What may follow a time in words or figures run together, so that "at seven" and "at 0830"
@@ -55,7 +57,13 @@ _HALF_HOUR = re.compile(
 # "at seven", "at nine thirty", "at 9 and ten", "seven pm": "7", "9:30", "10", "7 pm".
 _WORD_TIME = re.compile(
     rf"(?P<lead>{_AT_LEAD}|(?<=\d)\s*(?:,|and|&|or)\s*(?:at\s+)?)?\b(?P<h>{_HOUR_WORD})"
-    rf"(?:[\s-]+(?P<m>{_MINUTE_WORD}))?\b(?P<ampm>(?=\s*(?:am|pm)\b))?"
+    rf"(?:[\s-]+(?P<m>{_CLOCK_MINUTE}))?\b(?P<ampm>(?=\s*(?:am|pm)\b))?"
+)
+# "at 12 fifteen", "at 7 forty-five", "at 9 oh 5": "12:15", "7:45", "9:05"; not "at 5
+# one-on-ones".
+_FIGURES_WORDS = re.compile(
+    rf"(?P<lead>{_AT_LEAD}|(?<=\d)\s*(?:,|and|&|or)\s*(?:at\s+)?)(?P<h>\d{{1,2}})[\s-]+"
+    rf"(?P<m>oh[\s-]+\d\b|{_CLOCK_MINUTE})\b(?![-'])"
 )
 # "at 9 30": "9:30" ("at 0830" and "at 930" are read as times are, see reading._TIME).
 _SPACED = re.compile(rf"(?P<lead>{_AT_LEAD})(?P<h>\d{{1,2}})\s+(?P<m>[0-5]\d)(?![\d:.]){_THEN}")
@@ -73,6 +81,11 @@ def _word_number(words: str) -> int:
         return int(words)
     total = 0
     for word in re.split(r"[\s-]+", words):
+        if word == "oh":  # "oh five"
+            continue
+        if word.isdigit():  # "oh 5"
+            total += int(word)
+            continue
         total += _TENS.get(word, 0) or (_ONES.index(word) + 1 if word in _ONES else
                                         _TEENS.index(word) + 10)
     return total
@@ -136,12 +149,27 @@ def _clock_phrases(reading: _Reading, schedule: _Schedule) -> None:
         hour = hour_of(match)
         return put(match, f"{hour}:{minute:02d}" if minute is not None else f"{hour}")
 
+    def figures_words(match: re.Match[str]) -> str:
+        minute = _word_number(" ".join(match["m"].split()))
+        said = " ".join(match[0][len(match["lead"]):].split())
+        then = re.match(_THEN, match.string[match.end():])
+        if not then and match["m"] in _ONES:
+            return match[0]  # a count, as in "at 9 one page summary": the task's
+        if minute > 59 or not then:
+            # Never the hour alone, the minutes dropped: "at 12 fifteen reports" may be 12:15.
+            raise _not_understood(
+                f"the time {_quote(said)} in {_quote(reading.text)}: say the minutes in "
+                f'figures, e.g. "{match["h"]}:{min(minute, 59):02d}"'
+            )
+        return put(match, f"{hour_of(match)}:{minute:02d}")
+
     def spaced(match: re.Match[str]) -> str:
         return put(match, f"{match['h']}:{match['m']}")
 
     rest = _CLOCK_PHRASE.sub(quarters, reading.rest)
     rest = _MINUTES_PHRASE.sub(minutes, rest)
     rest = _HALF_HOUR.sub(half, rest)
+    rest = _FIGURES_WORDS.sub(figures_words, rest)
     while True:  # "at nine and ten": the second is read once the first is in figures
         reading.rest, rest = rest, _WORD_TIME.sub(words, rest)
         if rest == reading.rest:

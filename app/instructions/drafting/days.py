@@ -22,11 +22,16 @@ _DAY_RANGE = re.compile(
     rf"\b(?:(?:every|each|on|from)\s+)?(?P<a>{_DAY}|{_DAY_SHORT})s?\s*"
     rf"(?:-|to|through|thru|till|until)\s*(?P<b>{_DAY}|{_DAY_SHORT})s?\b"
 )
+# "on workdays", "on the workday", "on a workday", "on any workday", "in the workday", "each
+# work-day": Monday to Friday, as "every workday" is ("in" and "during" with an interval
+# are hours, and refused: see reading._UNREAD_HOURS).
 _WEEKDAYS = re.compile(
-    r"\b(?:(?:every|each|on|during)\s+(?:the\s+)?)?(?:week\s?days?|work\s?days?|"
-    r"working\s+days?|business\s+days?)\b"
+    r"\b(?:(?:every|each|on|during)\s+(?:the\s+|an?\s+|any\s+)?|in\s+the\s+)?"
+    r"(?:week[\s-]?days?|work[\s-]?days?|working\s+days?|business\s+days?)\b"
 )
-_WEEKENDS = re.compile(r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+)?)?weekends?\b")
+_WEEKENDS = re.compile(
+    r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+|an?\s+|any\s+)?)?weekends?\b"
+)
 _DAY_NAME = re.compile(rf"\b(?:(?:every|each|on)\s+)?(?P<d>{_DAY}|tues|thurs)s?\b")
 # "mon", "wed", "weds", "sat", "sun"...: read as days only where a day is meant, after "every",
 # "each" or "on", or in a list with another day ("Mon, Wed, Fri", "Sat and Sun"), for

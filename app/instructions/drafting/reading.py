@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from dataclasses import dataclass, field
 
-from app.core.validation import check_timezone, timezones
 from app.instructions.drafting.clock import (
     _AT_LEAD,
     _HOUR_WORD,
@@ -31,6 +29,8 @@ from app.instructions.drafting.errors import (
     _not_understood,
     _quote,
 )
+from app.instructions.drafting.task_times import _place_times
+from app.instructions.drafting.zones import _read_place, _read_zone
 from app.instructions.schemas import (
     MIN_INTERVAL_SECONDS,
 )
@@ -211,7 +211,7 @@ _ONE_TIME = re.compile(_TIME)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
 _DAY_SET = (
     rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
-    rf"|week\s?days?|work\s?days?|working\s+days?|business\s+days?|weekends?"
+    rf"|week[\s-]?days?|work[\s-]?days?|working\s+days?|business\s+days?|weekends?"
     rf"|(?:{_DAY}|tues|thurs|{_DAY_SHORT})s?)"
 )
 _EXCEPT_WORD = (
@@ -273,7 +273,7 @@ _UNREAD_HOURS = re.compile(
     r"\b(?:(?:during|in|within|outside(?:\s+of)?|over|through(?:out)?)\s+)?"
     r"(?:the\s+|my\s+|our\s+)?(?:work(?:ing)?|business|office|opening|school)\s+hours\b"
     r"|\bafter\s+hours\b|\b(?:during|in|through(?:out)?|over)\s+(?:the|my|our)\s+"
-    r"(?:day(?:time)?|work(?:ing)?\s*day|business\s+day|school\s*day)\b"
+    r"(?:day(?:time)?|work(?:ing)?[\s-]*day|business\s+day|school\s*day)\b"
     r"|\bdaytime\b"
 )
 # What is left after "at" that no time was read from: "at 99999999999:00", "at seven blah".
@@ -394,138 +394,6 @@ def _read_time(token: str) -> _Time:
     return _Time(hour, minute, fixed, bare, said=token if bare else "")
 
 
-# --- Time zones named in the sentence --------------------------------------------------------
-
-_ZONE_AREAS = frozenset(
-    "Africa America Antarctica Asia Atlantic Australia Europe Indian Pacific".split()
-)
-
-
-@functools.cache
-def _zone_by_lower_name() -> dict[str, str]:
-    return {name.lower(): name for name in timezones()}
-
-
-@functools.cache
-def _zone_by_city() -> dict[str, str]:
-    """"new york" -> "America/New_York": the last part of each zone of a place. The few
-    names two zones share ("Istanbul": Europe/ and Asia/) are links to one zone."""
-    cities: dict[str, str] = {}
-    for name in sorted(timezones(), reverse=True):  # "Europe/Istanbul" over "Asia/Istanbul"
-        parts = name.split("/")
-        if len(parts) > 1 and parts[0] in _ZONE_AREAS:
-            cities[parts[-1].replace("_", " ").lower()] = name
-    return cities
-
-
-@functools.cache
-def _zone_city_pattern() -> re.Pattern[str]:
-    names = sorted(_zone_by_city(), key=len, reverse=True)
-    alternatives = "|".join(re.escape(n).replace(r"\ ", r"[\s_-]+") for n in names)
-    return re.compile(
-        rf"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<city>{alternatives})(?:'s)?\s+time(?:\s*zone)?\b"
-    )
-
-
-# Places read as a zone after "in" alone ("at 8 in London"), without "time": not the
-# stations of Antarctica ("in Davis" is California's), nor words that are words first.
-_NOT_A_PLACE = frozenset(
-    "act center christmas easter north south west oral wake midway virgin resolute reunion "
-    "canary knox in lower princes".split(" ")
-)
-
-
-@functools.cache
-def _zone_place_pattern() -> re.Pattern[str]:
-    names = sorted((city for city, zone in _zone_by_city().items()
-                    if city not in _NOT_A_PLACE and not zone.startswith("Antarctica/")),
-                   key=len, reverse=True)
-    alternatives = "|".join(re.escape(n).replace(r"\ ", r"[\s_-]+") for n in names)
-    return re.compile(rf"\bin\s+(?:the\s+)?(?P<city>{alternatives})\b(?!['\w-])")
-
-
-_ZONE_PATH = re.compile(
-    r"\b(?:(?:in|on)\s+)?(?:the\s+)?(?P<zone>[a-z][\w+-]*(?:/[\w+-]+)+)(?P<time>\s+time(?:\s*zone)?)?"
-    r"(?![\w/])"
-)
-# States and provinces said as a time zone: most hold one zone, some two, none is a name
-# of the tz database (a city of it is: "Los Angeles time").
-_REGIONS = [
-    re.escape(name).replace(r"\ ", r"\s+") for name in (
-        "alabama", "arizona", "arkansas", "california", "colorado", "connecticut", "delaware",
-        "florida", "georgia", "idaho", "illinois", "indiana", "iowa", "kansas", "kentucky",
-        "louisiana", "maine", "maryland", "massachusetts", "michigan", "minnesota",
-        "mississippi", "missouri", "montana", "nebraska", "nevada", "new hampshire",
-        "new jersey", "new mexico", "north carolina", "north dakota", "ohio", "oklahoma",
-        "oregon", "pennsylvania", "rhode island", "south carolina", "south dakota",
-        "tennessee", "texas", "utah", "vermont", "virginia", "washington", "west virginia",
-        "wisconsin", "wyoming", "ontario", "quebec", "british columbia", "alberta",
-        "manitoba", "saskatchewan", "nova scotia", "new brunswick", "newfoundland",
-        "new zealand", "new south wales", "western australia", "south australia",
-    )
-]
-_ZONE_UTC = re.compile(r"\b(?:(?:in|on)\s+)?(?P<zone>utc|gmt)(?:\s+time)?\b(?!\s*[+-]\s*\d)")
-# Said, but not a zone this can tell: refused rather than replaced by the user's zone.
-_ZONE_UNCLEAR = re.compile(
-    r"\b(?:utc|gmt)\s*[+-]\s*\d+(?::\d{2})?"
-    r"|\b(?:est|edt|cst|cdt|mst|mdt|pst|pdt|akst|akdt|hst|bst|cet|cest|eet|eest|jst|kst|aest|"
-    r"aedt|acst|acdt|awst|nzst|nzdt|msk|sgt|hkt)\b"
-    # words as well as zones: only next to a time, or before "time"
-    r"|(?:(?<=\d)|(?<=[ap]m))\s*(?:wet|west|ist)\b|\b(?:wet|west|ist)\s+time\b"
-    r"|\b(?:eastern|pacific|central|mountain|atlantic|alaska|hawaii)(?:\s+(?:standard|daylight|"
-    r"european|us|european))*\s+time\b"
-    # A state or province is no zone of the tz database ("New Jersey time" read as
-    # Europe/Jersey, "California time" dropped for the user's zone): a city of it is.
-    rf"|\b(?:{'|'.join(_REGIONS)})(?:'s)?\s+time\b"
-)
-
-
-def _set_zone(schedule: _Schedule, zone: str, words: str) -> None:
-    if schedule.timezone not in (None, zone):
-        raise _not_understood(f"two different time zones ({schedule.timezone} and {zone})")
-    schedule.timezone = check_timezone(zone)
-    schedule.timezone_words = words
-
-
-def _read_zone(reading: _Reading, schedule: _Schedule) -> None:
-    if match := _ZONE_UNCLEAR.search(reading.rest):
-        raise _not_understood(
-            f"the time zone {_quote(match[0])}: name a city of it or a zone of the tz "
-            'database, e.g. "in New York time", "in America/New_York time" or "in UTC"'
-        )
-    names = _zone_by_lower_name()
-    for match in list(_ZONE_PATH.finditer(reading.rest)):
-        zone = names.get(match["zone"])
-        if zone is None:
-            if match["time"]:
-                raise _not_understood(f"the time zone {_quote(match['zone'])} (no such zone)")
-            continue  # "and/or", not a zone
-        start, end = match.span()
-        reading.rest = reading.rest[:start] + "\0" * (end - start) + reading.rest[end:]
-        _set_zone(schedule, zone, match[0])
-    for match in reading.take(_ZONE_UTC):
-        _set_zone(schedule, match["zone"].upper(), match[0])
-    for match in reading.take(_zone_city_pattern()):
-        city = " ".join(re.split(r"[\s_-]+", match["city"]))
-        _set_zone(schedule, _zone_by_city()[city], match[0])
-
-
-def _read_place(reading: _Reading) -> list[re.Match[str]]:
-    """ "in London" said beside the schedule ("every day at 8 in London", "in Tokyo, at 9"),
-    as "in London time" is; a place inside the task ("mail from people in Paris") is the
-    task's."""
-    found = []
-    for match in _zone_place_pattern().finditer(reading.rest):
-        # beside a phrase read ("\0"), or a zone said before it ("in UTC and in Tokyo")
-        if (re.search(r"\0(?:[\s,]|\band\b)*$", reading.rest[:match.start()])
-                or re.match(r"(?:[\s,]|\band\b)*\0", reading.rest[match.end():])):
-            found.append(match)
-    for match in found:
-        start, end = match.span()
-        reading.rest = reading.rest[:start] + "\0" * (end - start) + reading.rest[end:]
-    return found
-
-
 # --- The schedule -----------------------------------------------------------------------------
 
 
@@ -555,6 +423,10 @@ class _Schedule:
     clock_words: dict[str, str] = field(default_factory=dict)
     # Where each time ("t") and day ("d") phrase starts: to tell times said for other days.
     marks: list[tuple[int, str]] = field(default_factory=list)
+    # Each phrase of times said ("at 9 and 5", "6pm"): its span and the times it gave, to
+    # tell the schedule's from the task's ("who wrote to me at 3am").
+    time_phrases: list[tuple[int, int, list[_Time]]] = field(default_factory=list)
+    task_times: list[tuple[int, int]] = field(default_factory=list)  # spans left to the task
 
     def found(self) -> bool:
         return bool(
@@ -661,11 +533,10 @@ def _read_schedule(reading: _Reading) -> _Schedule:
         schedule.marks.append((match.start(), "t"))
         every_period = every_period or match[0].startswith(("every", "each"))
     _place_days(reading, schedule, day_phrases, unread, every_period=every_period)
+    _place_times(reading, schedule)
     _refuse_times_a(reading, schedule, times_a)
     _refuse_parts_of(reading, schedule, parts_of, every_period=every_period)
-    for match in _read_place(reading):
-        city = " ".join(re.split(r"[\s_-]+", match["city"]))
-        _set_zone(schedule, _zone_by_city()[city], match[0])
+    _read_place(reading, schedule)
     _read_bare_hours(reading, schedule)
     if schedule.list_afternoon and not schedule.periods:  # "every evening at 9 and 5" says it
         schedule.afternoon += schedule.list_afternoon
@@ -796,7 +667,8 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
     # A time said after "at" is never dropped for a default one: "at 99999999999:00", "at
     # 12345 check", "at seven blah" with no other time ("look at 2024 invoices" and, beside
     # a time, "look at one invoice" are the task's).
-    match = _UNREAD_AT.search(reading.rest)
+    match = next((m for m in _UNREAD_AT.finditer(reading.rest)  # not a time left to the task
+                  if not any(a <= m.start() < b for a, b in schedule.task_times)), None)
     if match and (":" in match["t"] or not schedule.times and (
             not match["t"][0].isdigit() or re.match(_THEN, reading.rest[match.end():]))):
         raise _not_understood(
@@ -877,9 +749,11 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
                 if time.bare:
                     time.bare, time.fixed = False, True
         schedule.marks.append((match.start(), "t"))
+        schedule.time_phrases.append((*match.span(), schedule.times[-len(tokens):]))
     for match in reading.take(_BARE_TIME):
         schedule.times.append(_read_time(match[0]))
         schedule.marks.append((match.start(), "t"))
+        schedule.time_phrases.append((*match.span(), schedule.times[-1:]))
 
 
 _SHORT_DAY = re.compile(rf"\b(?P<d>{_DAY_SHORT})s?\b")

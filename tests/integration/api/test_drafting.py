@@ -465,7 +465,8 @@ async def test_a_draft_counts_in_usage_at_what_the_fake_billed(
     assert total["thought_tokens"] == billed["total_thought_tokens"]
     expected = (billed["total_input_tokens"] * 1.50 + (
         billed["total_output_tokens"] + billed["total_thought_tokens"]) * 9.00) / 1_000_000
-    assert total["cost_usd"] == pytest.approx(expected)
+    # as usage shows it, to the micro-dollar
+    assert total["cost_usd"] == pytest.approx(expected, abs=0.5e-6)
     assert sum(day["model_calls"] for day in usage.json()["days"]) == 1
 
 
@@ -504,3 +505,28 @@ async def test_a_preview_is_refused_once_the_daily_cap_is_reached(
     assert_error(response, 429, "CostCapReached", "daily cost cap is $0, which stops paid")
     assert runs.json()["items"] == []  # nothing was queued
     assert fake.requests() == []
+
+
+async def test_a_draft_cut_off_at_the_output_limit_falls_back_to_the_parser_and_counts(
+    gemini_client: httpx.AsyncClient, gemini_runtime: Runtime, fake: FakeGemini
+) -> None:
+    """An answer cut off at the output token limit (status `incomplete`) is not a proposal,
+    even when the text that came is valid JSON (the model went on with blank lines until
+    the limit); what it was billed counts in usage."""
+    _user, headers = await user_with_token(gemini_runtime)
+    fake.max_output_tokens = 100
+    fake.script(Text(PROPOSAL + "\n" * 1000))
+    async with gemini_client as client:
+        drafted = await client.post(DRAFT, json={"text": "weekdays at 8 my team's mail"},
+                                    headers=headers)
+        usage = await client.get(f"{API}/usage", headers=headers)
+
+    assert drafted.status_code == 200, drafted.text
+    assert drafted.json()["drafted_by"] == "pilotlight-offline"
+    (cut,) = fake.requests()
+    assert cut.response["status"] == "incomplete"
+    billed = cut.response["usage"]
+    total = usage.json()["total"]
+    assert total["model_calls"] == 1
+    assert (total["input_tokens"], total["output_tokens"]) == (
+        billed["total_input_tokens"], billed["total_output_tokens"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from sqlalchemy import delete, update
 from app.accounts.models import Account
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY
 from app.instructions.models import Instruction
+from app.runs.models import Run
 from app.users.models import User
 from tests.factories import instruction, instruction_body, user_with_token
 from tests.integration.api.helpers import API, add_run, assert_error, parse_time
@@ -121,6 +124,19 @@ async def test_cron_day_of_month_or_weekday(client: httpx.AsyncClient, runtime: 
         for m in (before, after)
     }
     assert parse_time(body["next_run_at"]) in expected, (body["next_run_at"], expected)
+
+
+@pytest.mark.parametrize("cron", ["0 8-10/3 * * 1-5", "0,0,00 8,8 * * 1-5", " 0  8 * * 1-5 "])
+async def test_a_cron_expression_is_stored_in_its_plain_spelling(
+    client: httpx.AsyncClient, runtime: Runtime, cron: str
+) -> None:
+    """Crontab reads "8-10/3" as 8 (APScheduler refused it) and "8,8" as 8 (it was shown as
+    "at 08:00 and 08:00"): stored and shown as the hours they name."""
+    _user, headers = await user_with_token(runtime)
+    body = await create(client, headers,
+                        trigger={"type": "cron", "cron": cron, "timezone": "Europe/Berlin"})
+    assert body["trigger"]["cron"] == "0 8 * * 1-5"
+    assert body["schedule"] == WEEKDAYS_AT_8
 
 
 async def test_create_interval(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -492,6 +508,34 @@ async def test_run_now_queues_a_manual_run(client: httpx.AsyncClient, runtime: R
         "next_run_at"] == created["next_run_at"]
 
 
+async def test_run_now_pressed_again_before_the_run_starts_returns_that_run(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Ten presses of run now made ten runs, each reading the same mail (nine of them
+    with nothing new, or all ten delivering the same digest)."""
+    _user, headers = await user_with_token(runtime)
+    created = await create(client, headers)
+    url = f"{API}/instructions/{created['id']}/run"
+    presses = await asyncio.gather(*(client.post(url, headers=headers) for _ in range(5)))
+    assert sorted(r.status_code for r in presses) == [200, 200, 200, 200, 201], [
+        r.text for r in presses]
+    assert len({r.json()["id"] for r in presses}) == 1
+    queued = presses[0].json()
+    again = await client.post(url, headers=headers)
+    assert again.status_code == 200
+    assert again.json() == queued
+
+    async with transaction(runtime.sessionmaker) as session:  # a worker takes it
+        await session.execute(update(Run).where(Run.id == uuid.UUID(queued["id"])).values(
+            status="running", attempt=1))
+    started = await client.post(url, headers=headers)
+    assert started.status_code == 201
+    assert started.json()["id"] != queued["id"]
+    listed = await client.get(f"{API}/runs", params={"instruction_id": created["id"]},
+                              headers=headers)
+    assert len(listed.json()["items"]) == 2
+
+
 async def test_nothing_is_set_running_with_nothing_to_read(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
@@ -515,6 +559,31 @@ async def test_nothing_is_set_running_with_nothing_to_read(
     listed = (await client.get(f"{API}/instructions", headers=headers)).json()["items"]
     assert [(i["id"], i["status"]) for i in listed] == [(created["id"], "paused")]
     assert (await client.get(f"{API}/runs", headers=headers)).json()["items"] == []
+
+
+async def test_an_instruction_reading_only_mail_needs_an_account_with_mail(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A Google account without Gmail (Gmail answered "Mail service not enabled") reads
+    only its Drive: an instruction reading only mail was created and run now, and each of
+    its runs failed."""
+    user, headers = await user_with_token(runtime, sample=False)
+    async with transaction(runtime.sessionmaker) as session:
+        session.add(Account(
+            id=uuid.uuid4(), user_id=user.id, kind="google", email="a@example.com",
+            scopes={"granted": [GMAIL_READONLY, DRIVE_READONLY], "mailbox": False},
+            refresh_token_encrypted=b"sealed", sync_cursor={}, status="active",
+        ))
+    refused = await client.post(f"{API}/instructions", json=instruction_body(sources=["gmail"]),
+                                headers=headers)
+    assert_error(refused, 422, "NothingToRead", "reads mail only", "Drive too")
+    both = await create(client, headers)
+    url = f"{API}/instructions/{both['id']}"
+    assert_error(await client.patch(url, json={"sources": ["gmail"]}, headers=headers), 422,
+                 "NothingToRead", "reads mail only")
+    drive = await client.patch(url, json={"sources": ["drive"]}, headers=headers)
+    assert drive.status_code == 200, drive.text
+    assert (await client.post(f"{url}/run", headers=headers)).status_code == 201
 
 
 async def test_delete_cancels_queued_runs(client: httpx.AsyncClient, runtime: Runtime) -> None:

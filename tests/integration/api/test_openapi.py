@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ EXPECTED_PATHS = {
     f"{API}/notifications/read": {"post"},
     f"{API}/notifications/{{notification_id}}/read": {"post"},
 }
+README = Path(__file__).resolve().parents[3] / "README.md"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -68,6 +70,35 @@ async def test_openapi_lists_every_api_path(client: httpx.AsyncClient) -> None:
     # the bearer scheme is declared
     assert any(s.get("scheme") == "bearer"
                for s in document["components"]["securitySchemes"].values())
+
+
+def readme_api_routes() -> set[tuple[str, str]]:
+    """(method, path) of each route the README's API overview lists, ids as `{}`: its
+    rows read "`GET /me`", "`GET`, `PATCH`, `DELETE /instructions/{id}`" and
+    "`POST /instructions/{id}/pause`, `/resume`"."""
+    text = README.read_text().split("## API overview", 1)[1].split("\n#", 1)[0]
+    routes: set[tuple[str, str]] = set()
+    for cell in re.findall(r"^\| (`[A-Z].*?) \|", text, re.M):
+        pending: list[str] = []  # methods whose path comes next
+        for part in re.findall(r"`([^`]+)`", cell):
+            if re.fullmatch(r"[A-Z]+", part):
+                pending.append(part)
+                continue
+            if match := re.fullmatch(r"([A-Z]+) (/\S*)", part):
+                methods, path, pending = [*pending, match[1]], match[2], []
+            elif part.startswith("/"):  # a sibling of the path before
+                path = path.rsplit("/", 1)[0] + part
+            else:
+                continue  # a body, such as `{"endpoint": …}`
+            routes |= {(method, re.sub(r"{\w+}", "{}", path)) for method in methods}
+    return routes
+
+
+def test_the_readme_lists_every_api_route_and_no_other() -> None:
+    routes = {(method, re.sub(r"{\w+}", "{}", path.removeprefix(API)))
+              for method, path in app_routes() if path.startswith(API)}
+    assert ("GET", "/instructions/{}") in readme_api_routes()  # the table is read as meant
+    assert readme_api_routes() == routes
 
 
 async def test_the_api_docs_are_off_by_default_and_the_document_is_served(
@@ -231,3 +262,20 @@ async def test_the_document_names_the_session_cookie_the_api_reads(
     (cookie,) = [s for s in document["components"]["securitySchemes"].values()
                  if s.get("in") == "cookie"]
     assert cookie["name"] == name
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "errors"),
+    [("post", "/instructions", {"NothingToRead", "WatchNeedsGoogle"}),
+     ("post", "/instructions/{instruction_id}/resume", {"NothingToRead", "WatchNeedsGoogle"}),
+     ("post", "/instructions/{instruction_id}/run", {"NothingToRead"}),
+     ("post", "/instructions/{instruction_id}/preview", {"NothingToRead"})],
+)
+async def test_setting_an_instruction_running_documents_its_refusals(
+    client: httpx.AsyncClient, method: str, path: str, errors: set[str]
+) -> None:
+    """The README says these answer 422 NothingToRead (and a watch WatchNeedsGoogle)
+    without an account to read: the document says so too."""
+    document = (await client.get("/openapi.json")).json()
+    described = document["paths"][API + path][method]["responses"]["422"]["description"]
+    assert errors <= set(described.split(", "))

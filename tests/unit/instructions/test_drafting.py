@@ -19,6 +19,11 @@ from app.instructions.drafting import (
     draft_json_schema,
     parse,
 )
+from app.instructions.drafting.prompt import (
+    PROMPT_EXAMPLES,
+    PROMPT_REFUSALS,
+    draft_system_instruction,
+)
 from app.instructions.schemas import InstructionCreate
 from app.instructions.triggers import describe
 
@@ -74,6 +79,16 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("Mon-Fri 8am what did my team send", cron("0 8 * * 1-5"), BOTH, APP),
     ("weekdays 7:30 what changed in the budget sheet", cron("30 7 * * 1-5"), DOCS, APP),
     ("every workday at 08:00 summarize my mail", cron("0 8 * * 1-5"), MAIL, APP),
+    # the workday said as "every workday" is (these ran every day, or were refused)
+    ("at 9 on a workday summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("at 9 on any workday summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("at 9 in the workday summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("at 9 every work-day summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("at 9 each week-day summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("every day except work-days at 9 summarize my mail", cron("0 9 * * 6,0"), MAIL, APP),
+    ("on the workday at 9 summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("each workday at 9 summarize my mail", cron("0 9 * * 1-5"), MAIL, APP),
+    ("every 2 hours on the workday check urgent mail", cron("0 */2 * * 1-5"), MAIL, APP),
     ("every weekday morning tell me what my team sent", cron("0 8 * * 1-5"), MAIL, APP),
     ("every weekday at 6 pm push urgent mail", cron("0 18 * * 1-5"), MAIL, PUSH),
     ("on weekends at 10 tell me everything", cron("0 10 * * 6,0"), BOTH, APP),
@@ -355,6 +370,33 @@ def test_days_the_task_talks_about_are_not_the_schedules(
     assert out.instruction.text == _cleaned(sentence)  # the task keeps its days
 
 
+# A time inside a clause of the task is what the task is about when the schedule says its
+# time elsewhere (each added a fire time: "at 3am" ran at 03:00 too).
+# sentence -> (trigger, the words the task keeps)
+TASK_TIMES: list[tuple[str, dict[str, Any], str]] = [
+    ("every day at 9 tell me who wrote to me at 3am", cron("0 9 * * *"), "at 3am"),
+    ("every day at 9 list mail that arrived after 6pm", cron("0 9 * * *"), "6pm"),
+    ("every day at 9 summarise the mail I got at three am", cron("0 9 * * *"), "at three am"),
+    ("every morning tell me who wrote at 3am", cron("0 8 * * *"), "at 3am"),
+    ("every 2 hours tell me who wrote at 3:15", every(7200), "at 3:15"),
+    ("at 9 tell me who wrote to me at 3am in London", cron("0 9 * * *"), "at 3am in london"),
+    # said with the schedule, not in the clause: the schedule's, as before
+    ("tell me what my team sent at 8 every weekday", cron("0 8 * * 1-5"), ""),
+    ("every weekday tell me what my team sent, at 8", cron("0 8 * * 1-5"), ""),
+]
+
+
+@pytest.mark.parametrize(("sentence", "trigger", "kept"), TASK_TIMES,
+                         ids=[t[0] for t in TASK_TIMES])
+def test_times_the_task_talks_about_are_not_the_schedules(
+    sentence: str, trigger: dict[str, Any], kept: str
+) -> None:
+    out = parse(sentence, timezone=TZ)
+    assert out.instruction.trigger.model_dump() == trigger
+    assert out.instruction.text == _cleaned(sentence)
+    assert kept in out.instruction.text.lower()
+
+
 def _cleaned(sentence: str) -> str:
     return sentence[:1].upper() + sentence[1:] + "."
 
@@ -428,6 +470,14 @@ def test_only_new(sentence: str, only_new: bool) -> None:
         ("at 9 in New York digest my mail", "America/New_York", "Daily mail at 09:00"),
         ("in London, every weekday at 8 digest my mail", "Europe/London",
          "Weekday mail at 08:00"),
+        # a city no zone of the tz database is named after (was dropped for the user's zone,
+        # "San Francisco time" too)
+        ("every day at 9 in San Francisco digest my mail", "America/Los_Angeles",
+         "Daily mail at 09:00"),
+        ("every day at 9 San Francisco time digest my mail", "America/Los_Angeles",
+         "Daily mail at 09:00"),
+        ("every weekday at 8 in Mumbai digest my mail", "Asia/Kolkata", "Weekday mail at 08:00"),
+        ("in Beijing, every day at 9 digest my mail", "Asia/Shanghai", "Daily mail at 09:00"),
     ],
 )
 def test_a_time_zone_the_sentence_names_is_the_schedules(
@@ -442,6 +492,11 @@ def test_a_time_zone_the_sentence_names_is_the_schedules(
 
 def test_a_place_inside_the_task_is_the_tasks() -> None:
     for sentence in ("every day at 8 list mail from people in Paris",
+                     "every day at 8 list mail from people in Boston",
+                     "every day at 9 in my inbox summarise the unread mail",
+                     "every day at 9 in Drive list the docs that changed",
+                     "every day at 8 in the morning summarise my inbox",
+                     "every day at 9 local time summarise my mail",  # the user's own
                      "every day at 9 in Davis summarise my mail"):  # Antarctica's, not a city
         out = parse(sentence, timezone=TZ)
         assert out.instruction.trigger.model_dump()["timezone"] == TZ
@@ -626,6 +681,13 @@ CLOCK_PHRASES: list[tuple[str, str, str]] = [
     ("every day at 930 summarise my mail", "30 9 * * *", "09:30"),
     ("at 0830 and 1730 summarise my mail", "30 8,17 * * *", "08:30 and 17:30"),
     ("every day at 9 30 summarise my mail", "30 9 * * *", "09:30"),
+    # an hour in figures and its minutes in words (the minutes were dropped: 12:00)
+    ("every day at 12 fifteen summarise my mail", "15 12 * * *", "12:15"),
+    ("every day at 7 forty-five summarise my mail", "45 7 * * *", "07:45"),
+    ("every day at 9 thirty pm summarise my mail", "30 21 * * *", "21:30"),
+    ("at 12 fifteen, summarise my mail", "15 12 * * *", "12:15"),
+    ("every day at 9 oh 5 summarise my mail", "5 9 * * *", "09:05"),
+    ("every day at nine oh five summarise my mail", "5 9 * * *", "09:05"),
     # Without an interval, "from 9" is when the day's run starts, as "at 9" would be
     ("every day from 9 check my mail", "0 9 * * *", "09:00"),
     ("from 9 every day check my mail", "0 9 * * *", "09:00"),
@@ -657,12 +719,16 @@ def test_half_past_read_as_the_afternoon_says_so_in_the_users_words() -> None:
         "every day at 20 to 5 summarise my mail", timezone=TZ).explanation
     assert 'read "five thirty" as 17:30; say "5:30am" for the morning' in parse(
         "every day at five thirty summarise my mail", timezone=TZ).explanation
+    assert 'read "5 thirty" as 17:30; say "5:30am" for the morning' in parse(
+        "every day at 5 thirty summarise my mail", timezone=TZ).explanation
     assert 'read "530" as 17:30' in parse(
         "every day at 530 summarise my mail", timezone=TZ).explanation
 
 
 def test_words_and_figures_that_are_no_time_stay_the_tasks() -> None:
     for sentence in ("every day at 9 look at one invoice", "every day at 9 look at 2024 invoices",
+                     "every day at 9 one page summary of my mail",
+                     "every day at 9 two reports from my team",
                      "every hour from 9 to 5 check urgent mail"):
         out = parse(sentence, timezone=TZ)
         assert out.instruction.trigger.model_dump()["cron"] in ("0 9 * * *", "0 9-17 * * *")
@@ -788,6 +854,8 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     # the days, still are.
     ("every 2 hours during the workday check mail", DraftNotUnderstood,
      ['"during the workday" as the hours of "every 2 hours"']),
+    ("every 2 hours in the work-day check mail", DraftNotUnderstood,
+     ['"in the work-day" as the hours of "every 2 hours"']),
     ("every hour throughout my working day check mail", DraftNotUnderstood,
      ['"throughout my working day"']),
     ("at 7:30 and 17:45 tell me my mail", DraftNotUnderstood, ["07:30 and 17:45"]),
@@ -912,6 +980,19 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every day at 9 in New South Wales time digest my mail", DraftNotUnderstood,
      ['"new south wales time"']),
     ("every day at 8 in UTC+2 digest my mail", DraftNotUnderstood, ['"utc+2"']),
+    # minutes in words after an hour in figures that are not read as a time: never dropped
+    ("every day at 12 fifteen reports summarise my mail", DraftNotUnderstood,
+     ['the time "12 fifteen"', '"12:15"']),
+    ("every day at 9 ten minutes list my mail", DraftNotUnderstood, ['"9 ten"', '"9:10"']),
+    # the only time said stands in a clause of the task: when to run, or the mail's?
+    ("every weekday tell me who wrote to me at 3am", DraftNotUnderstood,
+     ['"at 3am"', "could be when to run or what the task is about",
+      '"every day at 3am ..."']),
+    ("every weekday tell me what my team sent at 8", DraftNotUnderstood,
+     ['"at 8"', "could be when to run"]),
+    # said as a zone, but no city this knows: was dropped for the user's zone
+    ("every day at 9 Springfield time digest my mail", DraftNotUnderstood,
+     ['the time zone "Springfield"', "America/Los_Angeles"]),
     ("every day at 8 in Mars/Olympus time digest my mail", DraftNotUnderstood,
      ['"mars/olympus"', "no such zone"]),
     ("every day at 8 in UTC and in Tokyo time digest my mail", DraftNotUnderstood,
@@ -1075,6 +1156,31 @@ async def test_a_model_drafts_with_structured_output() -> None:
     assert request.response_schema == draft_json_schema()
     assert TZ in request.system_instruction
     assert "days the task is about" in request.system_instruction
+
+
+def _trigger_words(trigger: dict[str, Any]) -> str:
+    if trigger["type"] == "interval":
+        return f"interval {trigger['seconds']}"
+    zone = "" if trigger["timezone"] == TZ else f" in {trigger['timezone']}"
+    return f"cron {trigger['cron']}{zone}"
+
+
+@pytest.mark.parametrize(("sentence", "trigger"), PROMPT_EXAMPLES,
+                         ids=[e[0] for e in PROMPT_EXAMPLES])
+def test_the_models_examples_are_what_the_parser_reads(sentence: str, trigger: str) -> None:
+    """With Gemini or without, a sentence means the same: the prompt shows the model what
+    the parser reads (the prompt did not know "in San Francisco", "12 fifteen", "on a
+    workday" or a time the task is about)."""
+    assert f'"{sentence}": {trigger}' in draft_system_instruction(TZ)
+    assert _trigger_words(parse(sentence, timezone=TZ).instruction.trigger.model_dump()) == (
+        trigger)
+
+
+@pytest.mark.parametrize("sentence", PROMPT_REFUSALS)
+def test_the_models_refusals_are_the_parsers(sentence: str) -> None:
+    assert f'"{sentence}"' in draft_system_instruction(TZ)
+    with pytest.raises(DraftNotUnderstood):
+        parse(sentence, timezone=TZ)
 
 
 def test_the_response_schema_is_self_contained() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -10,7 +11,13 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from app.instructions import triggers
-from app.instructions.triggers import describe, latest_due, next_after, validate_cron
+from app.instructions.triggers import (
+    describe,
+    latest_due,
+    next_after,
+    normalise_cron,
+    validate_cron,
+)
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -391,6 +398,54 @@ def test_the_words_say_at_what_hours_it_fires(
         fired.append(fire.strftime("%H:%M"))
         moment = fire
     assert fired == hours
+
+
+@pytest.mark.parametrize(
+    ("expression", "plain", "words"),
+    [
+        # a step past the end of its range names its first value, as in crontab (APScheduler
+        # refused these with its own words: "the step value (3) is higher than the total
+        # range of the expression (2)")
+        ("0 8-10/3 * * *", "0 8 * * *", "At 08:00"),
+        ("*/90 * * * *", "0 * * * *", "Every hour"),
+        ("0 */30 * * *", "0 0 * * *", "At 00:00"),
+        ("0 8 1-31/40 * *", "0 8 1 * *", "At 08:00, on day 1 of the month"),
+        # each item once (was "At 5, 5, and 5 minutes past the hour")
+        ("5,5,5 * * * *", "5 * * * *", "At 5 minutes past the hour"),
+        ("5,05 * * * *", "5 * * * *", "At 5 minutes past the hour"),
+        ("0 8,8 * * 1,1", "0 8 * * 1", "At 08:00, only on Monday"),
+        # left as written: a step within its range, and what validation refuses
+        ("0 8-10/2 * * *", "0 8-10/2 * * *", "Every 2 hours, between 08:00 and 10:59"),
+        ("8/30 9 * * *", "8/30 9 * * *",
+         "Every 30 minutes, starting at 8 minutes past the hour, between 09:00 and 09:59"),
+    ],
+)
+def test_a_cron_expression_is_read_in_its_plain_spelling(
+    expression: str, plain: str, words: str
+) -> None:
+    assert normalise_cron(expression) == plain
+    validate_cron(expression, "UTC")
+    # described and fired as its plain spelling, stored so or not
+    assert describe(_cron(expression, "UTC")) == f"{words} (UTC)"
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    assert _chain(_cron(expression, "UTC"), start, start + timedelta(days=2)) == _chain(
+        _cron(plain, "UTC"), start, start + timedelta(days=2))
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("0 1-31/40 * * *", "31 is no hour (they go from 0 to 23)"),
+        ("61 * * * *", "61 is no minute (they go from 0 to 59)"),
+        ("0 8 0 * *", "0 is no day of the month (they go from 1 to 31)"),
+        ("0 8 * 13 *", "13 is no month (they go from 1 to 12)"),
+    ],
+)
+def test_a_value_out_of_its_fields_range_is_refused_in_our_words(
+    expression: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        validate_cron(expression, "UTC")
 
 
 def test_last_day_of_the_month_is_refused_as_not_crontab() -> None:
