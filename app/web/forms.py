@@ -111,19 +111,43 @@ class EditorValues:
         return body
 
 
+# The dashboard forms' fields by the name the schemas give them, as their labels say them.
+FIELD_LABELS = {
+    "title": "Title", "text": "Instruction", "cron": "Cron expression",
+    "timezone": "Time zone", "interval": "Minutes between runs",
+    "interval_minutes": "Minutes between runs", "watch": "Gmail search or Drive folder id",
+    "gmail_query": "Gmail search", "drive_folder_id": "Drive folder id", "trigger": "When",
+    "sources": "Reads", "channels": "Tells you", "thinking_level": "Thinking",
+    "max_tool_calls": "Action budget", "only_new": "Only what is new",
+    "url": "Endpoint URL", "event_types": "Events",
+}
+_KINDS = ("cron", "interval", "watch")
+
+
 def errors_of(exc: ValidationError) -> list[str]:
     """One line per problem, naming the field as the form labels it."""
     out = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
-        for kind in ("cron", "interval", "watch"):
-            where = where.replace(f"trigger.{kind}.", "")
+        loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
+        if loc[:1] == ["trigger"] and len(loc) > 1:
+            loc = loc[1:]  # the trigger's fields are the form's own
+        if len(loc) > 1 and loc[0] in _KINDS:
+            loc = loc[1:]  # the kind of trigger, as the union names its member
+        where = loc[-1] if loc else "form"
         message = str(error.get("msg", "")).removeprefix("Value error, ")
-        if where.split(".")[-1] == "seconds":
+        if where == "seconds":
             # The API's interval is in seconds, the form's in minutes: say it in those.
             where, message = "interval", _in_minutes(error, message)
-        out.append(f"{where or 'form'}: {message}")
+        elif error.get("type") == "string_too_short" and _limit(error, "min_length") == 1:
+            message = "must not be empty"
+        elif error.get("type") == "too_short" and _limit(error, "min_length") == 1:
+            message = "tick at least one"
+        out.append(f"{FIELD_LABELS.get(where, where)}: {message}")
     return out
+
+
+def _limit(error: Any, name: str) -> object:
+    return (error.get("ctx") or {}).get(name)
 
 
 _BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
@@ -24,6 +25,7 @@ from app.instructions.schemas import (
     InstructionCreate,
     InstructionUpdate,
 )
+from app.instructions.service import InstructionNotFound
 from app.questions import service as questions
 from app.runs import costs
 from app.runs import service as runs
@@ -47,11 +49,25 @@ LIST_LIMIT = 200
 async def instructions_list(
     request: Request, viewer: ViewerDep, session: SessionDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    saved: Annotated[str | None, Query(max_length=64)] = None,
+    deleted: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    """Newest first, a page at a time: "More instructions" follows the API's cursor."""
+    """Newest first, a page at a time: "More instructions" follows the API's cursor.
+    After the editor saved one (`saved`) or deleted one (`deleted`), says so, naming it."""
     rows, more = await instructions.list_page(
         session=session, user=viewer.user, status=None, cursor=cursor, limit=LIST_LIMIT
     )
+    saved_title = None
+    if saved:  # the editor's redirect after saving
+        # A mangled address, an instruction deleted since or another user's: nothing to say.
+        with suppress(ValueError, InstructionNotFound):
+            saved_title = (await instructions.get(
+                session=session, user=viewer.user, instruction_id=uuid.UUID(saved))).title
+    deleted_title = None
+    if deleted:  # the editor's redirect after deleting: one of the user's, deleted
+        with suppress(ValueError):
+            deleted_title = await instructions.deleted_title(
+                session=session, user=viewer.user, instruction_id=uuid.UUID(deleted))
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     latest = await runs.latest_by_instruction(
         session=session, user=viewer.user, instruction_ids=[r.id for r in rows]
@@ -62,7 +78,8 @@ async def instructions_list(
         request, "instructions.html", viewer, active="instructions",
         items=[(instructions.to_out(r), latest.get(r.id), spent.get(r.id, 0.0)) for r in rows],
         open_questions=len(await questions.list_open(session=session, user=viewer.user)),
-        cursor=cursor, next_cursor=next_cursor,
+        cursor=cursor, next_cursor=next_cursor, saved_title=saved_title,
+        deleted_title=deleted_title,
     )
 
 
@@ -221,9 +238,14 @@ async def update_instruction(
         return _editor(request, viewer, values, instruction_id=instruction.id,
                        instruction=instructions.to_out(instruction), status_code=422,
                        errors=[problem])
-    await instructions.update(
-        session=session, user=viewer.user, instruction_id=instruction.id, data=data
-    )
+    try:
+        await instructions.update(
+            session=session, user=viewer.user, instruction_id=instruction.id, data=data
+        )
+    except NothingToRead as exc:  # said in the form, which keeps what was typed
+        return _editor(request, viewer, values, instruction_id=instruction.id,
+                       instruction=instructions.to_out(instruction), status_code=422,
+                       errors=[exc.detail])
     return redirect(request, f"/?saved={instruction.id}", viewer)
 
 
@@ -274,12 +296,22 @@ async def preview(
 
 @router.post("/instructions/{instruction_id}/delete")
 async def delete(
-    request: Request, instruction_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep
+    request: Request, instruction_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
+    confirm: Annotated[str | None, Form()] = None,
 ) -> Response:
-    """As the API's DELETE: the instruction goes, its queued runs and open questions close."""
+    """As the API's DELETE: the instruction goes, its queued runs and open questions close.
+    Only with the form's box ticked: one stray click deleted it, with no way back."""
+    if confirm != "on":
+        instruction = await instructions.get(
+            session=session, user=viewer.user, instruction_id=instruction_id
+        )
+        return _editor(request, viewer, EditorValues.of(instruction, viewer.user.timezone),
+                       instruction_id=instruction.id,
+                       instruction=instructions.to_out(instruction), status_code=422,
+                       errors=["Delete: tick the box to say you want it deleted"])
     instruction = await instructions.delete(
         session=session, user=viewer.user, instruction_id=instruction_id
     )
     await runs.cancel_queued_for(session=session, instruction_id=instruction.id)
     await questions.cancel_open_for(session=session, instruction_id=instruction.id)
-    return redirect(request, "/", viewer)
+    return redirect(request, f"/?deleted={instruction.id}", viewer)

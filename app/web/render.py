@@ -78,7 +78,8 @@ def set_session_cookie(response: Response, request: Request, token: str) -> None
     settings = request.app.state.runtime.settings
     name, secure = auth.session_cookie(settings)
     response.set_cookie(
-        name, token, max_age=settings.web_session_ttl_seconds, path="/",
+        name, token, path="/",
+        max_age=min(settings.web_session_ttl_seconds, settings.web_session_max_age_seconds),
         httponly=True, samesite="lax", secure=secure,
     )
 

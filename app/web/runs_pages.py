@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
@@ -17,7 +18,6 @@ from app.agent.llm import Usage
 from app.agent.pricing import cost_usd
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
-from app.core.errors import BadRequest
 from app.core.pagination import encode_cursor
 from app.instructions import service as instructions
 from app.instructions.models import Instruction
@@ -109,12 +109,16 @@ async def run_detail(
         q for q in await questions.list_open(session=session, user=viewer.user)
         if q.run_id == run.id
     ]
+    days = runtime.settings.retention_days
     return page(
         request, "run.html", viewer, active="runs", run=run,
         title=titles.get(run.instruction_id, "Deleted instruction"),
         steps=[(s, _step_cost(s, run.model, prices)) for s in steps],
         digest=run.result if run.status == "succeeded" else None,
         final=run.status in FINAL_STATUSES, open_questions=[to_out(q) for q in open_questions],
+        # Its steps and digest deleted (app/runs/retention.py), or soon to be.
+        retention_days=days if days and run.status in FINAL_STATUSES and run.finished_at
+        and run.finished_at < utcnow() - timedelta(days=days) else None,
     )
 
 
@@ -124,7 +128,7 @@ async def questions_list(request: Request, viewer: ViewerDep, session: SessionDe
     return page(request, "questions.html", viewer, active="questions",
                 questions=[to_out(q) for q in rows],
                 titles=await _titles(session, viewer.user, (q.instruction_id for q in rows)),
-                single=False)
+                single=False, answer_error=None)
 
 
 @router.get("/questions/{question_id}", response_class=HTMLResponse)
@@ -138,7 +142,7 @@ async def question_detail(
     return page(request, "questions.html", viewer, active="questions",
                 questions=[to_out(question)],
                 titles=await _titles(session, viewer.user, [question.instruction_id]),
-                single=True)
+                single=True, answer_error=None)
 
 
 @router.post("/questions/{question_id}/answer")
@@ -149,8 +153,16 @@ async def answer_question(
     """Answer; the run is queued again and its page shows it resume."""
     try:
         data = AnswerIn(answer=answer.strip())
-    except ValidationError as exc:
-        raise BadRequest("the answer must be 1 to 2000 characters of plain text") from exc
+    except ValidationError:
+        # Said under the question, asked again, rather than on an error page leading away.
+        question = await questions.get(session=session, user=viewer.user,
+                                       question_id=question_id)
+        return page(request, "questions.html", viewer, status_code=422, active="questions",
+                    questions=[to_out(question)],
+                    titles=await _titles(session, viewer.user, [question.instruction_id]),
+                    single=True, answer_error="Write an answer: 1 to 2000 characters of "
+                    "plain text" + (", or choose one of the choices." if question.choices
+                                    else "."))
     question = await questions.answer(
         session=session, user=viewer.user, question_id=question_id, text=data.answer,
         wakeups=runtime.wakeups,

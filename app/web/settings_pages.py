@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
 from app.core.validation import timezones
+from app.delivery import gmail
 from app.runs import costs
 from app.users import service as users
 from app.web.charts import usage_chart
@@ -46,9 +47,14 @@ async def _settings_page(
     # event ticked).
     context.setdefault("webhook_form", {"url": "", "event_types": None})
     context.setdefault("profile_error", None)
+    context.setdefault("profile_saved", False)
+    listed = await accounts.list_for(session=session, user=user)
     return page(
         request, "settings.html", viewer, status_code=status_code, active="settings",
-        accounts=await accounts.list_for(session=session, user=user),
+        accounts=listed,
+        # Where email goes, as the email channel (app/delivery/mail.py) chooses.
+        email_through=gmail.sender_account([a for a in listed if a.status == "active"]),
+        email_smtp=bool(runtime.settings.smtp_host),
         google_connect=GOOGLE_CONNECT,
         google_configured=bool(runtime.settings.google_client_id
                                and runtime.settings.google_client_secret),
@@ -64,9 +70,12 @@ async def _settings_page(
 
 @router.get("/settings", response_class=HTMLResponse)
 async def settings_page(
-    request: Request, viewer: ViewerDep, session: SessionDep, runtime: RuntimeDep
+    request: Request, viewer: ViewerDep, session: SessionDep, runtime: RuntimeDep,
+    saved: Annotated[str | None, Query(max_length=16)] = None,
 ) -> HTMLResponse:
-    return await _settings_page(request, viewer, session, runtime)
+    """`saved=profile`: the time zone and cap were just saved, which the page says."""
+    return await _settings_page(request, viewer, session, runtime,
+                                profile_saved=saved == "profile")
 
 
 @router.post("/settings/profile")
@@ -87,7 +96,7 @@ async def update_profile(
         detail = exc.detail if isinstance(exc, BadRequest) else "the cap must be a number"
         return await _settings_page(request, viewer, session, runtime, status_code=422,
                                     profile_error=detail)
-    return redirect(request, "/settings#profile", viewer)
+    return redirect(request, "/settings?saved=profile#profile", viewer)
 
 
 @router.post("/settings/tokens", response_class=HTMLResponse)

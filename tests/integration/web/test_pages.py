@@ -15,12 +15,14 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from starlette.routing import Route
 
+from app.accounts.models import Account
 from app.channels import push as push_service
 from app.channels import service as webhooks
 from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
 from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
+from app.google.scopes import DRIVE_READONLY, GMAIL_READONLY, GMAIL_SEND
 from app.instructions import service as instructions
 from app.instructions.models import Instruction
 from app.main import create_app
@@ -101,7 +103,7 @@ async def test_one_user_never_sees_another_users_data(runtime: Runtime) -> None:
         for method, template in routes:
             path = re.sub(r"\{(\w+)\}", lambda m: str(bobs[m[1]]), template)
             data = {"csrf_token": csrf, "answer": "Apollo", "days": "7", "title": "x",
-                    "text": "x", "cron": "0 8 * * *"}
+                    "text": "x", "cron": "0 8 * * *", "confirm": "on"}
             response = await client.request(method, path, data=data if method == "POST" else None)
             assert response.status_code == 404, (method, path, response.status_code)
             assert "BOBSECRET" not in response.text
@@ -122,6 +124,63 @@ async def test_one_user_never_sees_another_users_data(runtime: Runtime) -> None:
         assert note.read_at is None
         assert [t.revoked_at for t in await users.list_tokens(session=session, user=bob)] == [
             None, None]
+
+
+async def test_deleting_an_instruction_takes_a_ticked_box_and_says_it_was_done(
+    runtime: Runtime,
+) -> None:
+    """One stray click on "Delete this instruction" deleted it, cancelling its queued
+    runs, and the list it led back to said nothing of it."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user, title="Weekly <b>review</b>")
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        editor = (await client.get(f"/instructions/{made.id}")).text
+        assert re.search(r'<input id="confirm-delete" name="confirm" type="checkbox" required>',
+                         editor)
+        refused = await client.post(f"/instructions/{made.id}/delete",
+                                    data={"csrf_token": csrf})
+        assert refused.status_code == 422
+        assert "tick the box" in refused.text
+        async with runtime.sessionmaker() as session:  # still there
+            await instructions.get(session=session, user=user, instruction_id=made.id)
+        deleted = await client.post(f"/instructions/{made.id}/delete",
+                                    data={"csrf_token": csrf, "confirm": "on"})
+        assert deleted.status_code == 303
+        assert deleted.headers["location"] == f"/?deleted={made.id}"
+        listed = (await client.get(deleted.headers["location"])).text
+        assert "Deleted “Weekly &lt;b&gt;review&lt;/b&gt;”" in listed
+        # Only the user's own deleted instruction is named; anything else says nothing.
+        for other in (uuid.uuid4(), "not-an-id"):
+            assert "Deleted “" not in (await client.get(f"/?deleted={other}")).text
+
+
+async def test_settings_say_where_email_goes(runtime: Runtime) -> None:
+    """Nothing said whether email was set up, nor to which address it went: with neither
+    Gmail sending nor SMTP, every email delivery failed, and only then did the feed say."""
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+
+    async def email_section(client: httpx.AsyncClient) -> str:
+        page = (await client.get("/settings")).text
+        found = re.search(r'<section class="card" id="email".*?</section>', page, re.S)
+        assert found is not None
+        return " ".join(found[0].split())
+
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        assert "Email is not set up" in await email_section(client)
+        runtime.settings.smtp_host = "mail.example.com"
+        shown = await email_section(client)
+        assert "to ada@example.com through this server's mail server" in shown
+        assert "mail.example.com" not in shown
+        async with transaction(runtime.sessionmaker) as session:
+            session.add(Account(
+                id=uuid.uuid4(), user_id=user.id, kind="google", email="ada.g@example.com",
+                scopes={"granted": [GMAIL_READONLY, DRIVE_READONLY, GMAIL_SEND]},
+                refresh_token_encrypted=b"sealed", sync_cursor={}, status="active",
+            ))
+        assert "from your Google account ada.g@example.com to itself, through Gmail" in (
+            await email_section(client))
 
 
 async def test_forms_without_the_csrf_token_are_refused(runtime: Runtime) -> None:
@@ -254,6 +313,44 @@ async def test_the_schedule_reads_as_you_type(runtime: Runtime) -> None:
         assert "'interval'" in unknown.json()["detail"]
 
 
+async def test_form_errors_name_the_fields_as_the_forms_label_them(runtime: Runtime) -> None:
+    """They said "trigger.cron: …", "cron.timezone: …" (the same field, named otherwise as
+    you type), "title: String should have at least 1 character" and "event_types: List
+    should have at least 1 item after validation, not 0": the schemas' words, not the form's."""
+    user, _ = await factories.user_with_token(runtime)
+    stored = await factories.instruction(runtime, user)
+    form = {"title": "  ", "text": "", "trigger_type": "cron", "cron": "61 8 * * *",
+            "timezone": "Europe/Berlin", "sources": "gmail", "channels": "in_app"}
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        for path in ("/instructions", f"/instructions/{stored.id}"):
+            refused = await client.post(path, data={"csrf_token": csrf, **form})
+            assert refused.status_code == 422, refused.text
+            errors = re.search(r'<ul><li>(.*?)</li></ul>', refused.text, re.S)
+            assert errors, refused.text
+            assert errors[1].split("</li><li>") == [
+                "Title: must not be empty", "Instruction: must not be empty",
+                "Cron expression: invalid cron expression &#39;61 8 * * *&#39;: 61 is no minute"
+                " (they go from 0 to 59)"], (path, errors[1])
+        nowhere = await client.post("/instructions", data={
+            "csrf_token": csrf, **form, "title": "Mail", "text": "What came.",
+            "cron": "0 8 * * *", "timezone": "Mars/Base", "sources": [], "channels": []})
+        assert nowhere.status_code == 422
+        for said in ("Time zone: unknown time zone", "Reads: tick at least one",
+                     "Tells you: tick at least one"):
+            assert said in nowhere.text, said
+        live = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": "Mars/Base"})
+        assert live.json()["detail"] == "Time zone: unknown time zone 'Mars/Base'"
+        live = await client.get("/instructions/schedule", params={
+            "trigger_type": "cron", "cron": "61 8 * * *", "timezone": "UTC"})
+        assert live.json()["detail"].startswith("Cron expression: invalid cron expression")
+        hook = await client.post("/settings/webhooks", data={
+            "csrf_token": csrf, "url": "http://127.0.0.1:9/hooks"})
+        assert hook.status_code == 422
+        assert "Events: tick at least one" in hook.text
+
+
 async def test_saving_the_editor_unchanged_keeps_an_interval_of_seconds(
     runtime: Runtime,
 ) -> None:
@@ -278,6 +375,33 @@ async def test_saving_the_editor_unchanged_keeps_an_interval_of_seconds(
     assert after.title == "Renamed"
     assert after.trigger == {"type": "interval", "seconds": 90}
     assert after.next_run_at == made.next_run_at  # not rescheduled
+
+
+async def test_the_editor_says_no_account_reads_the_sources_and_changes_nothing(
+    runtime: Runtime,
+) -> None:
+    """With only a Google account without Gmail, saving an instruction to read only mail
+    is said in the form with what was typed, and the instruction stays as it was."""
+    user, _ = await factories.user_with_token(runtime, sample=False)
+    async with transaction(runtime.sessionmaker) as session:
+        session.add(Account(
+            id=uuid.uuid4(), user_id=user.id, kind="google", email="a@example.com",
+            scopes={"granted": [GMAIL_READONLY, DRIVE_READONLY], "mailbox": False},
+            refresh_token_encrypted=b"sealed", sync_cursor={}, status="active",
+        ))
+    made = await factories.instruction(runtime, user)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        saved = await client.post(f"/instructions/{made.id}", data={
+            "csrf_token": csrf, "title": "Renamed", "text": made.text,
+            "trigger_type": "cron", "cron": "0 8 * * 1-5", "timezone": "Europe/Berlin",
+            "sources": "gmail", "channels": "in_app", "thinking_level": "medium"})
+        assert saved.status_code == 422, saved.text
+        assert "reads mail only" in saved.text
+        assert 'value="Renamed"' in saved.text
+    async with runtime.sessionmaker() as session:
+        after = await instructions.get(session=session, user=user, instruction_id=made.id)
+    assert (after.title, after.sources) == (made.title, made.sources)
 
 
 async def test_an_instructions_editor_shows_the_fire_times_it_will_have(
@@ -404,8 +528,8 @@ NOT_MINUTES = "interval must be a number of minutes"
 @pytest.mark.parametrize(("minutes", "said"), [
     *((m, NOT_MINUTES) for m in ["inf", "1e999", "-inf", "nan", "soon"]),
     # Said in seconds, the API's unit: "seconds: Input should be greater than or equal to 60".
-    ("0.5", "interval: must be at least 1 minute"),
-    ("600000", "interval: must be at most 527040 minutes"),
+    ("0.5", "Minutes between runs: must be at least 1 minute"),
+    ("600000", "Minutes between runs: must be at most 527040 minutes"),
 ])
 async def test_the_editor_needs_an_interval_in_minutes(
     runtime: Runtime, minutes: str, said: str
@@ -460,6 +584,39 @@ async def test_draft_then_save_through_the_forms(runtime: Runtime) -> None:
         listing = (await client.get("/")).text
         assert "Team mail" in listing
         assert "Every 2 hours" in listing
+
+
+async def test_saving_an_instruction_or_the_profile_says_it_was_saved(runtime: Runtime) -> None:
+    """Both led back to a page that looked as before: nothing said the save had worked."""
+    user, _ = await factories.user_with_token(runtime)
+    other, _ = await factories.user_with_token(runtime)
+    theirs = await factories.instruction(runtime, other, title="Their digest")
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        form = {"csrf_token": csrf, "title": "Team <b>mail</b>", "text": "What my team sent.",
+                "trigger_type": "interval", "interval_minutes": "120", "sources": "gmail",
+                "channels": "in_app"}
+        created = await client.post("/instructions", data=form)
+        assert created.status_code == 303
+        listing = await client.get(created.headers["location"])
+        assert '<p class="notice" role="status">Saved “Team &lt;b&gt;mail&lt;/b&gt;”.</p>' \
+            in listing.text
+        edited = await client.post(created.headers["location"].replace("/?saved=",
+                                                                       "/instructions/"),
+                                   data=form | {"title": "Team mail"})
+        assert edited.status_code == 303
+        assert "Saved “Team mail”." in (await client.get(edited.headers["location"])).text
+        for quiet in ("/", f"/?saved={theirs.id}", "/?saved=nonsense"):
+            listing = await client.get(quiet)
+            assert listing.status_code == 200, quiet
+            assert "Saved" not in listing.text, quiet
+        saved = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Asia/Tokyo", "daily_cost_cap_usd": "2.5",
+            "move_instructions": "on"})
+        assert saved.status_code == 303
+        profile = await client.get(saved.headers["location"])
+        assert "Saved: your time zone is Asia/Tokyo, your daily cost cap $2.50." in profile.text
+        assert "Saved:" not in (await client.get("/settings")).text
 
 
 async def test_a_drafted_day_of_the_task_is_not_in_the_schedule_shown_or_saved(
@@ -678,6 +835,29 @@ async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
         assert changed.daily_cost_cap_usd == 2.5
 
 
+async def test_every_settings_form_comes_back_to_its_own_section(runtime: Runtime) -> None:
+    """Creating a token (shown only once), adding a webhook (its secret, or what was wrong)
+    and saving the time zone answered with the page at its top: what happened was in a
+    section below the fold, and a token could be left behind unseen."""
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        await webhooks.create(session=session, user=user, settings=runtime.settings,
+                              data=WebhookCreate(url="http://127.0.0.1:9/hooks"))
+        await push_service.subscribe(
+            session=session, user=user, settings=runtime.settings,
+            data=PushSubscriptionCreate.model_validate(
+                {"endpoint": "http://127.0.0.1:9/push", "keys": {"p256dh": P256DH, "auth": AUTH}}))
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        settings = (await client.get("/settings")).text
+    sections = re.findall(r'<section class="card" id="(\w+)"(.*?)</section>', settings, re.S)
+    actions = [(section, action) for section, body in sections
+               for action in re.findall(r'<form method="post" action="([^"]+)"', body)]
+    assert len(actions) == 7, actions  # the push, webhook, token and profile forms
+    for section, action in actions:
+        assert action.endswith(f"#{section}"), (section, action)
+
+
 async def test_a_token_name_with_nul_is_refused(runtime: Runtime) -> None:
     user, _ = await factories.user_with_token(runtime)
     async with browser(runtime) as client:
@@ -749,6 +929,31 @@ async def test_a_cancelled_questions_page_offers_the_later_run_that_asked_it_aga
         assert f'action="/questions/{later}/answer"' in html
         assert f'action="/questions/{first}/answer"' not in html
     assert later_run != first_run
+
+
+async def test_a_blank_answer_is_said_under_the_question_still_open(runtime: Runtime) -> None:
+    """An answer of spaces (the field's `required` lets them through) led to an error
+    page, "That did not work", whose only way on was back to the instructions."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user)
+    _run, question = await question_for(runtime, user, made.id, text="Which <b>project</b>?")
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        refused = await client.post(f"/questions/{question}/answer",
+                                    data={"csrf_token": csrf, "answer": "   "})
+        assert refused.status_code == 422, refused.text
+        html = refused.text
+        assert "Which &lt;b&gt;project&lt;/b&gt;?" in html
+        assert (f'<p id="answer-error-{question}" class="problem" role="alert">Write an answer:'
+                " 1 to 2000 characters of plain text, or choose one of the choices.</p>") in html
+        assert f'aria-invalid="true" aria-describedby="answer-error-{question}"' in html
+        assert f'action="/questions/{question}/answer"' in html
+        answered = await client.post(f"/questions/{question}/answer",
+                                     data={"csrf_token": csrf, "answer": "Apollo"})
+        assert answered.status_code == 303, answered.text
+        listing = (await client.get("/questions")).text
+        assert "No open questions" in listing
+        assert "Write an answer" not in listing
 
 
 async def test_the_webhook_form_keeps_what_was_typed_and_an_off_webhook_can_be_turned_on(
