@@ -157,6 +157,7 @@ def _settings(given: dict[str, Any], *, checking: bool) -> Settings:
 # Connections a role keeps from its pool while it runs on PostgreSQL (HeldConnection): the
 # worker's claims (1) and outcome writes (2) and its delivery sender's claims (2); the
 # scheduler's tick (1). Everything else the role does shares what is left of the pool.
+# tests/integration/test_pool_ping.py counts them in the loops each role builds.
 WORKER_KEEPS = 5
 SCHEDULER_KEEPS = 1
 
@@ -266,6 +267,7 @@ def _loops(
     from app.google.watch import WatchPoller
     from app.questions.reply_poller import ReplyPoller
     from app.runs.execute import RunExecutor
+    from app.runs.retention import RetentionPurger
     from app.runs.scheduler import SchedulerTick
     from app.runs.worker import Worker
 
@@ -291,6 +293,10 @@ def _loops(
         # Gmail is polled by the scheduler role (one replica is enough): see reply_poller.
         loops.append(ReplyPoller(runtime=runtime))
         loops.append(ExpiredSignInPurger(sessionmaker=runtime.sessionmaker))
+        if settings.retention_days:
+            loops.append(
+                RetentionPurger(sessionmaker=runtime.sessionmaker, days=settings.retention_days)
+            )
     if worker:
         executor = RunExecutor(
             sessionmaker=runtime.sessionmaker, settings=settings, llm=llm or runtime.model()
@@ -380,7 +386,7 @@ def serve(host: HostOpt = None, port: PortOpt = None) -> None:
 
         settings = runtime.settings
         sock = _listening_socket(settings.host, settings.port)
-        await upgrade(runtime.engine)
+        await upgrade(runtime.engine, runtime.settings)
         boot = await ensure_local_user(runtime)
         if boot.created:
             log.info(
@@ -589,7 +595,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (safe to run from several processes)."""
 
     async def main(runtime: Runtime) -> None:
-        await upgrade(runtime.engine)
+        await upgrade(runtime.engine, runtime.settings)
         typer.echo("database is at the newest schema", err=True)
 
     _run(main)

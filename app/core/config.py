@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         14 * 86400, ge=300, le=366 * 86400,
         description="How long a dashboard sign-in lasts without a visit; each visit extends it.",
     )
+    web_session_max_age_seconds: int = Field(
+        30 * 86400, ge=3600, le=366 * 86400,
+        description="How long a dashboard sign-in lasts at most, from the moment it signed "
+        "in, however often it is used; then the browser signs in again. It bounds the "
+        "sessions started before it was set or lowered too.",
+    )
     web_login_link_ttl_seconds: int = Field(
         900, ge=60, le=7 * 86400,
         description="How long a one-time link from `pilotlight login-link EMAIL` can be used.",
@@ -187,6 +193,13 @@ class Settings(BaseSettings):
         43200, ge=1, le=31 * 86400,
         description="After downtime, a missed fire time this recent still gets one catch-up "
         "run; older ones are skipped (the next run then covers the gap).",
+    )
+    retention_days: int = Field(
+        365, ge=0, le=3650,
+        description="How long what the runs read is kept: the scheduler role deletes the "
+        "steps of runs finished this many days ago (tool calls with mail and document "
+        "excerpts, the model's turns) and their digests, and the notifications as old "
+        "(with their deliveries); 0 keeps everything, else at least 31.",
     )
     scheduler_clock_speedup: float = Field(
         1.0, ge=1, le=100000,
@@ -644,6 +657,16 @@ class Settings(BaseSettings):
                 "PILOTLIGHT_SCHEDULER_MISFIRE_GRACE_SECONDS must be at least 3 times "
                 "PILOTLIGHT_SCHEDULER_TICK_SECONDS, or fire times the next tick reaches a "
                 "little late would be skipped as missed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _retention_outlasts_usage(self) -> Settings:
+        # /usage looks back 90 days at most and reads the runs' own totals, which are kept;
+        # a question waits up to 30 days, and its run's steps are not deleted before.
+        if 0 < self.retention_days < 31:
+            raise ValueError(
+                "PILOTLIGHT_RETENTION_DAYS must be 0 (keep everything) or at least 31"
             )
         return self
 

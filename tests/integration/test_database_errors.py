@@ -19,12 +19,13 @@ async def test_a_failed_statement_does_not_show_its_values(runtime: Runtime) -> 
     user, _headers = await user_with_token(runtime)
     async with transaction(runtime.sessionmaker) as session:
         session.add(PushSubscription(user_id=user.id, endpoint=ENDPOINT, p256dh="B" * 87,
-                                     auth="A" * 22))
+                                     auth_encrypted=b"sealed-1"))
     with pytest.raises(IntegrityError) as failed:
         async with transaction(runtime.sessionmaker) as session:
             session.add(PushSubscription(user_id=user.id, endpoint=ENDPOINT,
-                                         p256dh="B" * 87, auth="secret-auth-value"))
+                                         p256dh="secret-p256dh-value",
+                                         auth_encrypted=b"sealed-2"))
     said = str(failed.value)
     assert "push_subscriptions" in said  # it still says what failed
     assert "capability-of-one-browser" not in said
-    assert "secret-auth-value" not in said
+    assert "secret-p256dh-value" not in said

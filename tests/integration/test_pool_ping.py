@@ -1,7 +1,9 @@
-"""PostgreSQL: the pool's check of a connection on checkout (`pool_pre_ping`)."""
+"""PostgreSQL: the pool's check of a connection on checkout (`pool_pre_ping`), and the
+connections each role keeps out of the pool."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +11,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import cli
+from app.agent.offline import OfflineModel
 from app.core.db import create_engine
+from app.core.runtime import Runtime
+from app.runs.batching import HeldConnection
 
 
 @pytest.fixture
@@ -63,3 +69,35 @@ async def test_a_connection_the_server_dropped_is_replaced_on_checkout(
     # The ping finds it gone: the pool connects again and the work goes through.
     second = await backend_pid(one_connection)
     assert second != first
+
+
+def _held(runtime: Runtime) -> list[HeldConnection]:
+    """The HeldConnections built on the runtime's engine."""
+    return [
+        held for held in gc.get_objects()
+        if isinstance(held, HeldConnection) and held.engine is runtime.engine
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "worker", "keeps"),
+    [
+        pytest.param(False, True, cli.WORKER_KEEPS, id="worker"),
+        pytest.param(True, False, cli.SCHEDULER_KEEPS, id="scheduler"),
+        pytest.param(True, True, cli.WORKER_KEEPS + cli.SCHEDULER_KEEPS, id="serve"),
+    ],
+)
+async def test_the_pool_minimum_counts_the_connections_each_role_keeps(
+    runtime: Runtime, is_postgres: bool, scheduler: bool, worker: bool, keeps: int
+) -> None:
+    # The CLI refuses a pool smaller than a role's kept connections and one more: a loop
+    # that keeps another connection must raise its role's count, or that role's other
+    # work waits for a connection that never comes.
+    before = _held(runtime)  # earlier tests' loops on this session's engine
+    loops = cli._loops(runtime, scheduler=scheduler, worker=worker, llm=OfflineModel())
+    kept = sum(
+        len(held._connections) for held in _held(runtime)
+        if not any(held is earlier for earlier in before)
+    )
+    assert kept == (keeps if is_postgres else 0)
+    assert loops

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import annotated_types
 import pytest
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from app.bootstrap import local_timezone
 from app.core.config import Settings, local_contact
@@ -21,6 +23,45 @@ def test_every_setting_is_documented_in_the_readme_and_nothing_else() -> None:
     defined = {f"PILOTLIGHT_{name.upper()}" for name in Settings.model_fields}
     assert defined - documented == set(), "settings missing from the README's table"
     assert documented - defined == set(), "the README documents settings that do not exist"
+
+
+# The README's configuration table: variable, default, meaning (which states the bounds).
+ROWS = re.findall(r"^\| `PILOTLIGHT_([A-Z0-9_]+)` \| (.*?) \| (.*) \|$", README.read_text(), re.M)
+# A bound as the README writes it: 60, 0.05, 10000000, 300 s, 366 days, 16 KiB.
+UNITS = {"": 1, "s": 1, "days": 86400, "KiB": 1024, "MiB": 1024 * 1024}
+BOUND = r"(\d+(?:\.\d+)?)(?: (s|days|KiB|MiB))?"
+
+
+def bounds(field: FieldInfo) -> tuple[float | None, float | None]:
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return low, high  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("name", "default", "meaning"), ROWS, ids=[row[0] for row in ROWS])
+def test_the_readme_gives_each_setting_its_default_and_bounds(
+    name: str, default: str, meaning: str
+) -> None:
+    field = Settings.model_fields[name.lower()]
+    value = field.get_default(call_default_factory=True)
+    if default == "(empty)":
+        assert value in ("", None, [])
+    elif default != "see meaning":
+        written = default.strip("`")
+        if isinstance(value, bool):
+            assert written == str(value).lower()
+        elif isinstance(value, int | float):
+            assert float(written) == value
+        else:
+            assert written == str(value)
+    low, high = bounds(field)
+    if low is None and high is None:
+        return
+    # The first range the meaning gives, "1–200" or "60 s to 30 days", is the field's.
+    stated = re.search(rf"{BOUND} ?(?:–| to ){BOUND}", meaning)
+    assert stated, f"PILOTLIGHT_{name}: the README gives no bounds ({low} to {high})"
+    a, a_unit, b, b_unit = stated.groups()
+    assert (float(a) * UNITS[a_unit or ""], float(b) * UNITS[b_unit or ""]) == (low, high)
 
 
 def test_every_setting_has_a_description() -> None:
@@ -148,6 +189,15 @@ def test_a_misfire_grace_shorter_than_a_few_ticks_is_refused() -> None:
     settings = Settings(_env_file=None, scheduler_tick_seconds=60,  # type: ignore[call-arg]
                         scheduler_misfire_grace_seconds=180)
     assert settings.scheduler_misfire_grace_seconds == 180
+
+
+def test_a_retention_shorter_than_a_month_is_refused_and_none_keeps_everything() -> None:
+    """/usage looks back 90 days from the runs' own totals, which are kept; a question
+    waits up to 30 days, and the steps of its run must outlast it."""
+    with pytest.raises(ValidationError, match="0 .keep everything. or at least 31"):
+        Settings(_env_file=None, retention_days=30)  # type: ignore[call-arg]
+    for days in (0, 31, 365):
+        assert Settings(_env_file=None, retention_days=days).retention_days == days  # type: ignore[call-arg]
 
 
 def test_a_sample_data_folder_that_is_not_there_is_refused_at_start(tmp_path: Path) -> None:
