@@ -86,28 +86,47 @@ class Stream:
 @dataclass
 class Api:
     base: str
+    env: dict[str, str]
+
+
+def _stopped(process: subprocess.Popen[bytes], role: str, log: Path) -> None:
+    code = stop(process)
+    assert stopped_cleanly(code, log), f"{role} exited {code}:\n{log.read_text()}"
 
 
 @pytest.fixture(scope="module")
 def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """An api process and a worker process on the test database."""
+    """An api process on the test database, shared by the module's tests.
+
+    No worker runs beside it between tests: each test's reset of the tables (TRUNCATE
+    on PostgreSQL) would meet a polling worker's claim and one of them would fail on a
+    deadlock. A test that needs a worker starts its own (`worker`).
+    """
     tmp = tmp_path_factory.mktemp("events")
     port = free_port()
     env = pilotlight_env(
         data_dir=tmp / "data", database_url=database_url, PILOTLIGHT_PORT=str(port),
         PILOTLIGHT_WORKER_POLL_SECONDS="0.2",
     )
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    log = tmp / "api.log"
+    process = start(command("api"), env, tmp, log)
     try:
-        for role in ("api", "worker"):
-            processes[role] = start(command(role), env, tmp, tmp / f"{role}.log")
-        wait_healthy(f"http://127.0.0.1:{port}", processes["api"], tmp / "api.log")
-        yield Api(f"http://127.0.0.1:{port}")
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        yield Api(f"http://127.0.0.1:{port}", env)
     finally:
-        codes = {role: stop(p) for role, p in processes.items()}
-    for role, code in codes.items():
-        log = tmp / f"{role}.log"
-        assert stopped_cleanly(code, log), f"{role} exited {code}:\n{log.read_text()}"
+        _stopped(process, "api", log)
+
+
+@pytest.fixture
+def worker(runtime: Runtime, api: Api, tmp_path: Path) -> Iterator[None]:
+    """A worker process for one test, started after its reset of the tables (`runtime`)
+    and stopped, its log checked, before the next test's."""
+    log = tmp_path / "worker.log"
+    process = start(command("worker"), api.env, tmp_path, log)
+    try:
+        yield
+    finally:
+        _stopped(process, "worker", log)
 
 
 @asynccontextmanager
@@ -156,7 +175,7 @@ async def test_a_question_is_its_own_event(runtime: Runtime, api: Api) -> None:
 
 
 async def test_run_status_changes_from_the_worker_process_arrive(
-    runtime: Runtime, api: Api
+    runtime: Runtime, api: Api, worker: None
 ) -> None:
     user, headers = await factories.user_with_token(runtime)
     instruction = await factories.instruction(runtime, user)
@@ -540,7 +559,7 @@ async def test_an_open_stream_does_not_keep_the_api_from_stopping(
     process = start(command("api"), env, tmp_path, log)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process, log)
-        async with events(Api(f"http://127.0.0.1:{port}"), headers) as stream:
+        async with events(Api(f"http://127.0.0.1:{port}", env), headers) as stream:
             code = stop(process)
             # The server ended the stream as it stopped: reading it to its end returns.
             rest = [line async for line in stream.lines]
