@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -140,10 +141,27 @@ class _RollbackOnClose(sqlite3.Connection):
     ROLLBACK ends the transaction whatever cursors are still open.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _SQLITE_CONNECTIONS.add(self)
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.rollback()
         super().close()
+
+
+_SQLITE_CONNECTIONS: weakref.WeakSet[_RollbackOnClose] = weakref.WeakSet()
+
+
+def sqlite_transaction_open() -> bool:
+    """Whether a SQLite connection of this process is inside a transaction (so holds,
+    with BEGIN IMMEDIATE, the database's write lock)."""
+    for connection in list(_SQLITE_CONNECTIONS):
+        with contextlib.suppress(sqlite3.Error):
+            if connection.in_transaction:
+                return True
+    return False
 
 
 def create_engine(url: str, *, pool_size: int = 10, null_pool: bool = False) -> AsyncEngine:

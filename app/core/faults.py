@@ -3,9 +3,12 @@ named point, so crash tests can stop a real worker exactly there."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+
+from app.core.db import sqlite_transaction_open
 
 log = logging.getLogger(__name__)
 
@@ -23,3 +26,15 @@ class FaultPoints:
         self.fired = True
         log.warning("test fault: %s at %s", self.action, point)
         os.kill(os.getpid(), signal.SIGKILL if self.action == "kill" else signal.SIGSTOP)
+
+    async def reached(self, point: str) -> None:
+        """As calling it, but a stop first waits (up to 10 s) until no SQLite transaction
+        of this process is open. Another task's transaction (the delivery sender's poll,
+        a lease renewal) frozen with the process would hold the database's write lock,
+        and every other process would fail on it instead of taking the run over."""
+        if point == self.point and not self.fired and self.action == "stop":
+            for _ in range(1000):
+                if not sqlite_transaction_open():
+                    break
+                await asyncio.sleep(0.01)
+        self(point)

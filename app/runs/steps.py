@@ -20,6 +20,7 @@ from app.agent.llm import Usage
 from app.agent.runner import StepRecord
 from app.agent.tools import Alert
 from app.core.db import insert_ignore, transaction, utcnow
+from app.core.faults import FaultPoints
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.notifications.models import AlertedItem, Notification
@@ -75,7 +76,7 @@ class StepWriter:
         sessionmaker: async_sessionmaker[AsyncSession],
         claim: queue.Claim,
         run: Run,
-        fault: Callable[[str], None],
+        fault: FaultPoints,
         charge: Callable[[Usage], dict[str, Any]],
     ) -> None:
         self.sessionmaker = sessionmaker
@@ -111,7 +112,7 @@ class StepWriter:
                 self.unbilled += step.usage
             raise
         if step.kind == "model":
-            self.fault("model_answered")
+            await self.fault.reached("model_answered")
 
     async def _write(self, step: StepRecord) -> None:
         async with transaction(self.sessionmaker) as session:
