@@ -297,16 +297,26 @@ async def test_three_schedulers_and_four_workers_make_one_run_per_fire_time(
         assert current is not None
         fires = [r.scheduled_for for r in runs]
         assert len(fires) >= 3, "five simulated minutes give several fire times"
-        # The chain of fire times from the first to the next one due has no gap.
-        expected = [fires[0]]
+        # The chain of fire times from the first to the next one due.
+        chain = [fires[0]]
         while True:
-            nxt = triggers.next_after(instruction.trigger, expected[-1],
+            nxt = triggers.next_after(instruction.trigger, chain[-1],
                                       anchor=instruction.created_at)
             assert nxt is not None
             if nxt >= current.next_run_at:  # type: ignore[operator]
                 break
-            expected.append(nxt)
-        assert fires == expected
+            chain.append(nxt)
+        # No fire time twice, none off the chain, and the newest due one has its run.
+        assert len(set(fires)) == len(fires), fires
+        assert set(fires) <= set(chain), (fires, chain)
+        assert fires[-1] == chain[-1], (fires, chain)
+        # A fire time without a run of its own was coalesced (every scheduler stalled
+        # for a simulated minute, three real seconds on a loaded machine): the next run
+        # covers it, its window reaching back over it.
+        for missing in sorted(set(chain) - set(fires)):
+            cover = next(r for r in runs if r.scheduled_for > missing)
+            assert cover.window_end == cover.scheduled_for
+            assert cover.window_start is None or cover.window_start < missing, (missing, cover)
         assert all(r.status in ("succeeded", "skipped") for r in runs)
         assert sum(r.status == "succeeded" for r in runs) == 1  # only the first saw news
         total += len(runs)
