@@ -120,6 +120,10 @@ class AgentRequest:
     # spent today and what the user's other runs at work hold); None: no limit.
     max_cost_usd: float | None = None
     price: ModelPrice | None = None
+    # Why a source the instruction names is not read (the app's words, a sentence each:
+    # "Mail was not read: Gmail is off for ..."): said in the digest, or in why the run
+    # was skipped, so that mail not read is never taken for no mail.
+    unread: Sequence[str] = ()
 
 
 class StepRecord(BaseModel):
@@ -523,7 +527,8 @@ async def run_agent(
         new_cursors = {key: delta.cursor for key, delta in deltas.items()}
     if request.only_new and all(delta.empty for delta in deltas.values()):
         return AgentOutcome(
-            status="skipped", cursors=new_cursors, skipped_reason="Nothing new since the last run."
+            status="skipped", cursors=new_cursors,
+            skipped_reason=" ".join(["Nothing new since the last run.", *request.unread]),
         )
 
     run = _Run(llm, sources, request, record, notify)
@@ -702,6 +707,7 @@ async def _converse(
                 f"Stopped after {request.max_turns} model turns without a digest from the "
                 "model; the new items are listed from their previews."
             )
+    notes.extend(request.unread)
     calls_spent = run.refused_calls > 0 or 0 < request.max_tool_calls <= run.calls_used
     if calls_spent:
         notes.append(

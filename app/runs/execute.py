@@ -54,7 +54,7 @@ from app.agent.runner import (
 from app.core.config import Settings
 from app.core.db import after_commit, transaction, utcnow
 from app.core.faults import FaultPoints
-from app.google.accounts import features, mark_no_mailbox, no_mail_detail
+from app.google.accounts import features, mark_no_mailbox, no_mail_detail, no_mail_reason
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.runs import costs, metrics, outcomes, queue
@@ -121,6 +121,17 @@ def _needs_mail(ctx: RunContext, kinds: list[str]) -> str | None:
     if kinds and set(kinds) <= {"gmail"}:
         return "this instruction reads only mail"
     return None
+
+
+def _unread_mail(ctx: RunContext, kinds: list[str], sources: Mapping[str, Source]) -> list[str]:
+    """For an instruction that reads mail, why each account the run reads does not read
+    its mail (a Google account without Gmail, or whose grant left Gmail out): the digest
+    says so, so that a digest of Drive alone is not taken for one of no mail."""
+    if "gmail" not in kinds:
+        return []
+    reasons = [no_mail_reason(account) for account in ctx.accounts
+               if str(account.id) in sources]
+    return [f"Mail was not read: {reason}." for reason in reasons if reason]
 
 
 class RunExecutor(RunEndings):
@@ -366,6 +377,14 @@ class RunExecutor(RunEndings):
             # Not a digest of nothing: the user is told why no mail was read.
             raise NothingToRead(no_mail_detail(ctx.accounts, what=needs_mail,
                                                settings=self.settings))
+        unread = _unread_mail(ctx, kinds, sources)
+        # No account reads mail: the model is offered no mail tools (they would find
+        # nothing), and the digest says why no mail was read. A resumed run keeps the tools
+        # its conversation started with.
+        read_mail = "gmail" in kinds and (ctx.resume is not None or any(
+            features(account)["gmail"] for account in ctx.accounts
+            if str(account.id) in sources
+        ))
         preview = ctx.run.reason == "preview"
         interactive = self._user_tools and not preview
         alerter = (Alerter(self.sessionmaker, claim, ctx.user.id, ctx.instruction)
@@ -394,7 +413,7 @@ class RunExecutor(RunEndings):
             max_tool_calls=ctx.instruction.max_tool_calls,
             max_turns=self.settings.agent_max_turns,
             only_new=ctx.instruction.only_new,
-            read_mail="gmail" in kinds,
+            read_mail=read_mail,
             read_files="drive" in kinds,
             timezone=ctx.user.timezone,
             # The sources are read now, whenever the run was due: a catch-up run that
@@ -410,6 +429,7 @@ class RunExecutor(RunEndings):
             sent_alerts=sent_alerts,
             max_cost_usd=ctx.budget_usd,
             price=price_for(self.llm.name, self.settings.gemini_prices),
+            unread=unread,
         )
         # A preview looks at everything in its window, whatever was seen before.
         cursors = {key: None if looks_back else ctx.instruction.cursor.get(key)

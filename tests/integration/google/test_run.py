@@ -179,6 +179,11 @@ async def test_an_account_whose_gmail_is_turned_off_goes_on_with_drive_and_says_
     assert stored.status == "active"
     assert stored.scopes["mailbox"] is False
     assert "Mail service not enabled" in (stored.status_detail or "")
+    # The digest of Drive alone says that mail was not read, and why: not "no mail".
+    assert [n for n in run.result["notes"] if n.startswith("Mail was not read")] == [
+        f"Mail was not read: Gmail is off for {ALICE}: Google says its mail service is not "
+        "enabled (\"Mail service not enabled\")."
+    ]
     (alert,) = [n for n in await notifications_of(google, user.id) if n.kind == "alert"]
     assert "Gmail is not enabled" in alert.body
     assert "/api/v1/google/connect" in alert.body
@@ -205,3 +210,38 @@ async def test_an_account_whose_gmail_is_turned_off_goes_on_with_drive_and_says_
     told = await notifications_of(google, user.id)
     assert len([n for n in told if n.kind == "alert"]) == 1  # told once
     assert any(n.kind == "error" and "reads only mail" in n.body for n in told)
+
+
+async def test_a_run_with_nothing_new_on_a_gmail_less_account_says_mail_was_not_read(
+    runtime: Runtime, fake: FakeGoogle, google_settings: Any
+) -> None:
+    """A Google account connected without Gmail, an instruction reading mail and Drive:
+    each run reads Drive alone and says that mail was not read and why, in its digest and,
+    when nothing is new, in why it was skipped (the run page shows both), never as if there
+    were no mail. Gmail is not called."""
+    google = Runtime(google_settings, runtime.engine, runtime.sessionmaker, Wakeups())
+    user, _ = await factories.user_with_token(google, ALICE, sample=False)
+    account = google_account(fake, google_settings, user_id=user.id)
+    account.scopes = {**account.scopes, "mailbox": False}  # as connecting it stores it
+    async with transaction(google.sessionmaker) as session:
+        session.add(account)
+    fake.disable_gmail(ALICE)
+    fake.add_file(ALICE, name="Launch plan", mime_type=DOC, content="Launch on Monday.")
+    instruction = await factories.instruction(google, user, channels=["in_app"])
+    worker = make_worker(google)
+    said = (f"Mail was not read: Gmail is off for {ALICE}: Google says its mail service is "
+            "not enabled (\"Mail service not enabled\").")
+
+    first = await run_now(google, instruction)
+    await work_once(worker)
+    run = await get_run(google, first)
+    assert run.status == "succeeded", run.error
+    assert run.result is not None
+    assert said in run.result["notes"]
+    second = await run_now(google, instruction)
+    await work_once(worker)
+    run = await get_run(google, second)
+    assert run.status == "skipped"
+    assert run.error == f"Nothing new since the last run. {said}"
+    assert not [r for r in fake.requests if "/gmail/" in r.path]
+
