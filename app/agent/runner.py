@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -466,6 +466,19 @@ def _noted(
     return [*turn_input[:-1], last.model_copy(update={"result": f"{last.result}\n\n{note}"})]
 
 
+def _lost_mailboxes(sources: Iterable[Source]) -> list[str]:
+    """A note for each source whose Gmail answered, during the run, that the mail service
+    is gone: the model was told at the tool call, the user is told here, as what the run
+    did not read from it is missing from the digest."""
+    return [
+        f"Gmail stopped answering for {source.address or 'your Google account'} during this "
+        "run: Google says its mail service is not enabled (\"Mail service not enabled\": "
+        "Gmail was turned off for it), so its mail that the run had not read yet is missing "
+        "from this digest."
+        for source in sources if source.mailbox_gone()
+    ]
+
+
 def _what_is_wrong(error: ValidationError) -> str:
     """Where and why the digest did not match, without the text the model wrote (pydantic
     quotes it, and it can be the mail's): this goes to the log and to the run's error."""
@@ -708,6 +721,7 @@ async def _converse(
                 "model; the new items are listed from their previews."
             )
     notes.extend(request.unread)
+    notes.extend(_lost_mailboxes(run.toolbox.sources.values()))
     calls_spent = run.refused_calls > 0 or 0 < request.max_tool_calls <= run.calls_used
     if calls_spent:
         notes.append(

@@ -344,7 +344,7 @@ class GoogleClient:
         except HttpError as exc:
             metrics.REQUESTS.labels(api, str(exc.resp.status)).inc()
             if api == "gmail" and no_mailbox(exc):
-                raise self._no_mailbox() from exc
+                raise self.mailbox_gone_error() from exc
             if _retryable(exc):
                 raise _Retry(str(exc.resp.status), _retry_after(exc), _api_error(exc)) from exc
             raise _api_error(exc) from exc
@@ -357,7 +357,9 @@ class GoogleClient:
         metrics.REQUESTS.labels(api, "ok").inc()
         return result
 
-    def _no_mailbox(self) -> NoMailbox:
+    def mailbox_gone_error(self) -> NoMailbox:
+        """Record that Gmail answered "Mail service not enabled", and the error that says so
+        (raised by the call that met it, and by every mail read after it)."""
         self.mailbox_gone = True
         return NoMailbox(
             "Gmail answered that this Google account's mail service is not enabled (Mail "
@@ -457,7 +459,7 @@ class GoogleClient:
             by_key = dict(pending)
             for key, (body, error) in outcome.items():
                 if error is not None and api == "gmail" and no_mailbox(error):
-                    raise self._no_mailbox() from error  # every part would answer the same
+                    raise self.mailbox_gone_error() from error  # every part would answer the same
                 if error is None:
                     done[key] = body
                 elif _retryable(error):
@@ -501,7 +503,7 @@ class GoogleClient:
         except HttpError as exc:
             metrics.REQUESTS.labels(api, str(exc.resp.status)).inc(len(chunk))
             if api == "gmail" and no_mailbox(exc):
-                raise self._no_mailbox() from exc
+                raise self.mailbox_gone_error() from exc
             if _retryable(exc):
                 raise _Retry(str(exc.resp.status), _retry_after(exc), _api_error(exc)) from exc
             raise _api_error(exc) from exc

@@ -3,9 +3,11 @@
 The delta cursor is `{"gmail": {...}, "drive": {...}}` (see `app/google/gmail.py` and
 `app/google/drive.py` for each part); a missing part means "never looked" for that
 kind, and a kind not read keeps its part unchanged. A kind whose scope was not
-granted reads as empty (its tools are not offered: `reads_mail` / `reads_files`), and so
-does Gmail once it answered that the account's mail service is gone (`NoMailbox`, raised
-to the caller that met it).
+granted reads as empty (its tools are not offered: `reads_mail` / `reads_files`). Gmail
+that answered that the account's mail service is gone (`NoMailbox`) is not read again by
+this source: the delta leaves mail out, and every mail tool raises `NoMailbox` again, so
+that the model is told why rather than shown no mail, or told a message it saw is not
+there.
 """
 
 from __future__ import annotations
@@ -66,9 +68,18 @@ class GoogleSource(Source, WatchableSource):
         return self.client.mailbox_gone
 
     def _need_mail(self) -> GmailReader:
+        if self.client.mailbox_gone:
+            raise self.client.mailbox_gone_error()
         if not self.reads_mail:
             raise ScopeNotGranted("this Google account did not grant read access to Gmail")
         return self.gmail
+
+    def _mail_tool(self) -> bool:
+        """Whether a mail tool reads Gmail (else it finds nothing); raises `NoMailbox` once
+        Gmail answered that the mail service is gone."""
+        if self.client.mailbox_gone:
+            raise self.client.mailbox_gone_error()
+        return self.reads_mail
 
     def _need_files(self) -> DriveReader:
         if not self.reads_files:
@@ -128,22 +139,22 @@ class GoogleSource(Source, WatchableSource):
 
     async def search_mail(self, query: str, *, limit: int = 20) -> list[MailCard]:
         """Gmail's search: the query in Gmail's syntax (`from:`, `has:attachment`, ...)."""
-        if not self.reads_mail:
+        if not self._mail_tool():
             return []
         return await self.gmail.search(query, limit=limit)
 
     async def read_message(self, message_id: str) -> Message:
-        if not self.reads_mail:
+        if not self._mail_tool():
             raise ItemNotFound(f"no message with id {message_id!r}")
         return await self.gmail.read_message(message_id)
 
     async def read_thread(self, thread_id: str) -> Thread:
-        if not self.reads_mail:
+        if not self._mail_tool():
             raise ItemNotFound(f"no thread with id {thread_id!r}")
         return await self.gmail.read_thread(thread_id)
 
     async def read_attachment(self, message_id: str, filename: str) -> tuple[str, bytes]:
-        if not self.reads_mail:
+        if not self._mail_tool():
             raise ItemNotFound(f"no message with id {message_id!r}")
         return await self.gmail.read_attachment(message_id, filename)
 

@@ -59,6 +59,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,6 +136,9 @@ class Calls:
     calls: list[tuple[str, dict[str, Any]]]
     thought_tokens: int | None = None
     ids: list[str] | None = None  # the call ids to send; fresh ones when None
+    # Called as the fake takes this reply from the script, before it answers: what changes
+    # in the world while the model thinks (an administrator turns the user's Gmail off).
+    meanwhile: Callable[[], None] | None = None
 
 
 @dataclass
@@ -483,6 +487,8 @@ class FakeGemini(ThreadedServer):
 
         with self._lock:
             reply = self._script.popleft() if self._script else None
+        if isinstance(reply, Calls) and reply.meanwhile is not None:
+            reply.meanwhile()
         planner_id = None
         if reply is None:
             if previous is not None and previous.planner_id is None:

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from app.accounts.models import Account
@@ -17,6 +18,7 @@ from app.instructions.models import Instruction
 from app.runs import queue
 from app.runs import service as runs_service
 from tests import factories
+from tests.fakes.gemini import Calls, FakeGemini, Text
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import ALICE, google_account
 from tests.integration.runs.helpers import (
@@ -26,6 +28,7 @@ from tests.integration.runs.helpers import (
     steps_of,
     work_once,
 )
+from tests.integration.runs.test_questions_flow import gemini_for
 
 DOC = "application/vnd.google-apps.document"
 
@@ -245,3 +248,76 @@ async def test_a_run_with_nothing_new_on_a_gmail_less_account_says_mail_was_not_
     assert run.error == f"Nothing new since the last run. {said}"
     assert not [r for r in fake.requests if "/gmail/" in r.path]
 
+
+async def test_gmail_lost_in_the_middle_of_a_run_is_said_to_the_model_and_in_the_digest(
+    runtime: Runtime, fake: FakeGoogle, google_settings: Any
+) -> None:
+    """The account had Gmail when the run started (its first reads got the new mail); an
+    administrator turns Gmail off while the model thinks, so its tool calls get "Mail
+    service not enabled". The real worker, the google-genai SDK against the fake Gemini
+    and the Google client against the fake Google: each mail tool tells the model why
+    (not "no mail", not "no such message"), the run ends with its digest (one attempt, no
+    retry), which says mail is missing; the account is recorded as mailbox-less and the
+    user told once; the next run reads Drive alone, without a call to Gmail."""
+    with FakeGemini() as gemini:
+        settings = google_settings.model_copy(update={
+            "gemini_api_key": SecretStr(gemini.api_key), "gemini_base_url": gemini.url,
+            "gemini_max_retries": 0,
+        })
+        google = Runtime(settings, runtime.engine, runtime.sessionmaker, Wakeups())
+        user, _ = await factories.user_with_token(google, ALICE, sample=False)
+        account = google_account(fake, settings, user_id=user.id)
+        async with transaction(google.sessionmaker) as session:
+            session.add(account)
+        fake.add_message(ALICE, sender="Billing <billing@example.com>", to=[ALICE],
+                         subject="Invoice 42 due Friday", text="Please pay invoice 42.")
+        fake.add_file(ALICE, name="Launch plan", mime_type=DOC, content="Launch on Monday.")
+        instruction = await factories.instruction(google, user, channels=["in_app"])
+        gemini.script(
+            Calls([("search_mail", {"query": "invoice"})],
+                  meanwhile=lambda: fake.disable_gmail(ALICE)),
+            Calls([("read_message", {"id": "m1"})]),  # the new mail its prompt showed
+            Text(json.dumps({"summary": "Invoice 42 is due Friday.", "sections": []})),
+        )
+        llm = gemini_for(settings)
+        try:
+            run_id = await run_now(google, instruction)
+            assert await work_once(make_worker(google, llm)) == 1
+        finally:
+            await llm.aclose()
+        first_turn, after_search, after_read = gemini.bodies()
+
+    run = await get_run(google, run_id)
+    assert run.status == "succeeded", run.error
+    assert run.attempt == 1
+    assert "Invoice 42" in json.dumps(first_turn["input"])  # Gmail was read at the start
+    for body, tool in ((after_search, "search_mail"), (after_read, "read_message")):
+        (result,) = [i for i in body["input"] if i.get("type") == "function_result"]
+        assert result["name"] == tool
+        assert "Mail service not enabled" in json.dumps(result["result"]), result
+    errors = {s.name: s.error or "" for s in await steps_of(google, run_id) if s.kind == "tool"}
+    assert "Mail service not enabled" in errors["search_mail"]
+    assert "Mail service not enabled" in errors["read_message"]
+    assert run.result is not None
+    assert [n for n in run.result["notes"] if "Gmail" in n] == [
+        f"Gmail stopped answering for {ALICE} during this run: Google says its mail service "
+        "is not enabled (\"Mail service not enabled\": Gmail was turned off for it), so "
+        "its mail that the run had not read yet is missing from this digest."
+    ]
+    async with google.sessionmaker() as session:
+        stored = await session.get_one(Account, account.id)
+    assert stored.status == "active"
+    assert stored.scopes["mailbox"] is False
+    (alert,) = [n for n in await notifications_of(google, user.id) if n.kind == "alert"]
+    assert "Gmail is not enabled" in alert.body
+
+    fake.reset_counters()
+    fake.add_file(ALICE, name="Budget", mime_type=DOC, content="Hire two engineers.")
+    next_id = await run_now(google, instruction)
+    await work_once(make_worker(google))
+    after = await get_run(google, next_id)
+    assert after.status == "succeeded", after.error
+    assert after.result is not None
+    assert any(n.startswith("Mail was not read") for n in after.result["notes"])
+    assert not [r for r in fake.requests if "/gmail/" in r.path]
+    assert len([n for n in await notifications_of(google, user.id) if n.kind == "alert"]) == 1
