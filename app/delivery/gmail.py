@@ -14,8 +14,10 @@ back after the send: a reply names the one Gmail kept.
 What the client could not get through becomes an outbox result: 429 and 5xx are
 retried later (Google's Retry-After honoured), a refused grant is
 `GmailDisconnected` (the channel marks the account disconnected and falls back to
-SMTP), a 403 without permission is `GmailRefused` (falls back too, the account stays
-connected), anything else fails the delivery.
+SMTP), Gmail's "Mail service not enabled" is `GmailNoMailbox` (the account has no Gmail
+any more: the channel records it as mailbox-less and falls back to SMTP; retrying would
+only meet it again), a 403 without permission is `GmailRefused` (falls back too, the
+account stays connected), anything else fails the delivery.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from app.delivery.base import SENT, Deadline, Result, failed, retry
 from app.delivery.render import NOTIFICATION_HEADER, parse_from
 from app.google.accounts import features
 from app.google.client import GoogleApiError, GoogleClient
-from app.sources.base import AccountDisconnected, SourceError
+from app.sources.base import AccountDisconnected, NoMailbox, SourceError
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -52,6 +54,11 @@ class GmailUnavailable(Exception):
 
 class GmailDisconnected(GmailUnavailable):
     """The account's grant was refused (`invalid_grant`): the account is disconnected."""
+
+
+class GmailNoMailbox(GmailUnavailable):
+    """Gmail answered that the account's mail service is not enabled (`NoMailbox`): its
+    Gmail was turned off. The account is recorded as mailbox-less."""
 
 
 class GmailRefused(GmailUnavailable):
@@ -227,6 +234,8 @@ class GmailTransport:
             self.sent_id = sent.get("id") if isinstance(sent, dict) else None
         except AccountDisconnected as exc:
             raise GmailDisconnected(str(exc)) from exc
+        except NoMailbox as exc:
+            raise GmailNoMailbox(str(exc)) from exc
         except GoogleApiError as exc:
             if exc.status in RETRY_STATUSES or exc.reason in ("rateLimitExceeded",
                                                               "userRateLimitExceeded"):

@@ -2,8 +2,9 @@
 
 Through Gmail send-to-self (`app/delivery/gmail.py`) when the user's Google account is
 active and granted `gmail.send`, else through SMTP (`aiosmtplib`). A grant Google
-refuses marks the account disconnected, and that delivery goes through SMTP if it is
-configured, else fails saying why.
+refuses marks the account disconnected, and Gmail's "Mail service not enabled" records
+it as mailbox-less (which tells the user once); either way that delivery goes through
+SMTP if it is configured, else fails saying why, and later ones do not try that Gmail.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from app.core.db import transaction
 from app.delivery import gmail
 from app.delivery.base import SENT, Deadline, Job, Result, failed, retry
 from app.delivery.render import build_message, parse_from
-from app.google.accounts import mark_disconnected
+from app.google.accounts import mark_disconnected, mark_no_mailbox
 from app.questions import replies
 from app.users.models import User
 
@@ -246,8 +247,11 @@ class EmailChannel:
             except gmail.GmailUnavailable as exc:
                 not_through_gmail = f"Gmail could not send it ({exc})"
                 log.warning("delivery %s: %s; trying SMTP", job.delivery.id, not_through_gmail)
-                if isinstance(exc, gmail.GmailDisconnected):
-                    await self._disconnect(through, str(exc))
+                if isinstance(exc, gmail.GmailDisconnected | gmail.GmailNoMailbox):
+                    if isinstance(exc, gmail.GmailDisconnected):
+                        await self._disconnect(through, str(exc))
+                    else:
+                        await self._no_mailbox(through)
                     accounts = [a for a in accounts if a.id != through.id]
                     message = build(accounts)  # its replies may no longer be read
             else:
@@ -316,6 +320,12 @@ class EmailChannel:
         async with transaction(self.sessionmaker) as session:
             await mark_disconnected(session, account=account, reason=reason,
                                     settings=self.settings)
+
+    async def _no_mailbox(self, account: Account) -> None:
+        if self.sessionmaker is None:
+            return
+        async with transaction(self.sessionmaker) as session:
+            await mark_no_mailbox(session, account=account, settings=self.settings)
 
     async def aclose(self) -> None:
         if self._smtp is not None:

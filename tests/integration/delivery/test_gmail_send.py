@@ -166,6 +166,61 @@ async def test_a_revoked_grant_without_smtp_fails_the_delivery_saying_why(
     assert [n.title for n in told] == ["Could not deliver by email"]
 
 
+async def test_gmail_turned_off_records_the_account_and_the_email_goes_through_smtp(
+    gmail_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int]
+) -> None:
+    """An administrator turned Gmail off for the account after it granted gmail.send: the
+    send gets "Mail service not enabled". Not retried (every try would get it again): the
+    account is recorded as mailbox-less, the user told once, this email goes through SMTP
+    on its first attempt, and later ones do not try Gmail."""
+    runtime = gmail_runtime
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    account = await connect_google(runtime, google, user)
+    google.disable_gmail(ALICE)
+    notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+
+    await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+
+    sent = await delivery(runtime, notification_id, "email")
+    assert (sent.status, sent.attempts) == ("sent", 1)
+    [mail] = smtp[0].messages
+    assert mail.message["Subject"] == "Morning digest"
+    row = await account_row(runtime, account)
+    assert (row.status, row.scopes.get("mailbox")) == ("active", False)
+    (alert,) = [n for n in await notifications(runtime, user) if n.kind == "alert"]
+    assert "Gmail is not enabled" in alert.body
+
+    google.reset_counters()
+    second = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+    await send_until_settled(DeliverySender(runtime=runtime), runtime, second)
+    assert len(smtp[0].messages) == 2
+    assert google.requests == []
+    assert len([n for n in await notifications(runtime, user) if n.kind == "alert"]) == 1
+
+
+async def test_gmail_turned_off_without_smtp_fails_the_delivery_saying_why(
+    runtime: Runtime, google: FakeGoogle
+) -> None:
+    google.reset(seed=False)
+    runtime = with_settings(runtime, **google_settings(google))
+    user, _ = await factories.user_with_token(runtime, "ada@example.com")
+    account = await connect_google(runtime, google, user)
+    google.disable_gmail(ALICE)
+    notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
+
+    await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+
+    failed = await delivery(runtime, notification_id, "email")
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.last_error is not None
+    assert "Mail service not enabled" in failed.last_error
+    assert "SMTP is not configured" in failed.last_error
+    assert (await account_row(runtime, account)).scopes.get("mailbox") is False
+    told = await notifications(runtime, user)
+    assert [n.title for n in told if n.kind == "error"] == ["Could not deliver by email"]
+    assert len([n for n in told if n.kind == "alert"]) == 1
+
+
 async def test_gmail_rate_limited_retries_the_delivery_after_retry_after(
     runtime: Runtime, google: FakeGoogle
 ) -> None:
