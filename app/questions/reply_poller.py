@@ -26,6 +26,11 @@ those emails:
   historyId (404), or an email recorded without one (Gmail could not give it after the
   send), has the user's sent mail since the email searched once (`in:sent after:`, at
   most 500 messages), then follows the history from the id read before that search.
+
+An account whose Gmail answers "Mail service not enabled" (`NoMailbox`: Gmail was turned
+off for it) is recorded as mailbox-less once (`mark_no_mailbox`, which tells the user),
+and no pass reads it again: replies cannot reach a Gmail that is off, and its questions
+are still answered in the app, by push or through the API.
 """
 
 from __future__ import annotations
@@ -45,13 +50,13 @@ from app.core.loops import LoopService
 from app.core.runtime import Runtime
 from app.delivery.render import parse_from
 from app.google import gmail_format
-from app.google.accounts import mark_disconnected
+from app.google.accounts import features, mark_disconnected, mark_no_mailbox
 from app.google.client import GoogleApiError, GoogleClient
 from app.google.gmail import GmailReader
 from app.notifications.models import Delivery
 from app.questions import replies
 from app.questions.models import Question, QuestionEmail
-from app.sources.base import AccountDisconnected, SourceError
+from app.sources.base import AccountDisconnected, NoMailbox, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,11 @@ class ReplyPoller(LoopService):
                     async with transaction(self.runtime.sessionmaker) as session:
                         await mark_disconnected(session, account=account, reason=str(exc),
                                                 settings=self.settings)
+                except NoMailbox as exc:
+                    log.warning("account %s: %s; its replies are no longer read",
+                                account.id, exc)
+                    async with transaction(self.runtime.sessionmaker) as session:
+                        await mark_no_mailbox(session, account=account, settings=self.settings)
                 except SourceError as exc:
                     log.warning("reading replies in account %s failed: %s; next pass tries "
                                 "again", account.id, exc)
@@ -130,7 +140,8 @@ class ReplyPoller(LoopService):
                     accounts.where(Account.id <= after).limit(ACCOUNTS_PER_PASS - len(found))
                 )).scalars()]
         self._after = found[-1].id if found else None
-        return found
+        # Not one whose Gmail is off (recorded as mailbox-less): it holds no replies.
+        return [account for account in found if features(account)["gmail"]]
 
     async def _open_emails(self, account_id: uuid.UUID) -> list[QuestionEmail]:
         async with transaction(self.runtime.sessionmaker) as session:

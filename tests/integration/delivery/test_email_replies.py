@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -29,8 +30,13 @@ from app.users.models import User
 from tests import factories
 from tests.fakes.gemini import Calls, FakeGemini, Text
 from tests.fakes.google import FakeGoogle
-from tests.integration.delivery.conftest import send_until_settled, with_settings
-from tests.integration.delivery.gmail_helpers import ALICE, connect_google, mailbox_raw
+from tests.integration.delivery.conftest import notifications, send_until_settled, with_settings
+from tests.integration.delivery.gmail_helpers import (
+    ALICE,
+    account_row,
+    connect_google,
+    mailbox_raw,
+)
 from tests.integration.delivery.receivers import MailHandler
 from tests.integration.delivery.test_gmail_send import FROM, google_settings
 from tests.integration.runs.helpers import get_run, make_worker, work_once
@@ -644,3 +650,43 @@ async def test_with_more_accounts_waiting_than_a_pass_reads_each_is_read_in_turn
     answered = [await poller.run_once() for _ in range(2)]
     assert sum(answered) == 1
     assert (await question_row(runtime, question_id)).answer == "Gemini"
+
+
+async def test_gmail_turned_off_is_recorded_once_and_its_replies_no_longer_polled(
+    reply_runtime: Runtime, google: FakeGoogle, smtp: tuple[MailHandler, int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An administrator turns Gmail off for the account while its question waits: the
+    poller's read gets "Mail service not enabled". The first pass records the account as
+    mailbox-less (the user is told once, in the app) with one warning; no later pass reads
+    that Gmail again or logs about it, while the question stays open to answer in the
+    app."""
+    runtime = reply_runtime
+    account, question_id, _our_id, _received = await emailed_question(runtime, google, smtp)
+    google.disable_gmail(ALICE)
+    poller = ReplyPoller(runtime=runtime)
+
+    with caplog.at_level(logging.WARNING, logger=reply_poller.__name__):
+        assert await poller.run_once() == 0
+    (warned,) = [r for r in caplog.records if r.name == reply_poller.__name__]
+    assert "Mail service not enabled" in warned.getMessage()
+    row = await account_row(runtime, account)
+    assert (row.status, row.scopes.get("mailbox")) == ("active", False)
+    user = await session_user(runtime, account.user_id)
+    (alert,) = [n for n in await notifications(runtime, user) if n.kind == "alert"]
+    assert "Gmail is not enabled" in alert.body
+
+    caplog.clear()
+    google.reset_counters()
+    with caplog.at_level(logging.DEBUG, logger=reply_poller.__name__):
+        for _ in range(3):
+            assert await poller.run_once() == 0
+    assert [r for r in caplog.records if r.name == reply_poller.__name__] == []
+    assert not [r for r in google.requests if "/gmail/" in r.path]
+    assert (await question_row(runtime, question_id)).status == "open"
+    assert len([n for n in await notifications(runtime, user) if n.kind == "alert"]) == 1
+
+
+async def session_user(runtime: Runtime, user_id: uuid.UUID) -> User:
+    async with transaction(runtime.sessionmaker) as session:
+        return await session.get_one(User, user_id)
