@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage
+from app.agent.offline import OFFLINE_MODEL_NAME, OFFLINE_NOTE
 from app.agent.pricing import cost_usd
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
@@ -110,16 +111,28 @@ async def run_detail(
         if q.run_id == run.id
     ]
     days = runtime.settings.retention_days
+    digest = run.result if run.status == "succeeded" else None
     return page(
         request, "run.html", viewer, active="runs", run=run,
         title=titles.get(run.instruction_id, "Deleted instruction"),
         steps=[(s, _step_cost(s, run.model, prices)) for s in steps],
-        digest=run.result if run.status == "succeeded" else None,
+        digest=digest, written_by=_written_by(digest),
         final=run.status in FINAL_STATUSES, open_questions=[to_out(q) for q in open_questions],
         # Its steps and digest deleted (app/runs/retention.py), or soon to be.
         retention_days=days if days and run.status in FINAL_STATUSES and run.finished_at
         and run.finished_at < utcnow() - timedelta(days=days) else None,
     )
+
+
+def _written_by(digest: dict[str, Any] | None) -> str | None:
+    """Who wrote the digest, for its last line, unless a note of it says so already: the
+    offline model's note names it ("Written by Pilotlight's offline model: …"), and the
+    page went on "Written by pilotlight-offline." under it."""
+    if not digest:
+        return None
+    if digest.get("model") == OFFLINE_MODEL_NAME and OFFLINE_NOTE in (digest.get("notes") or []):
+        return None
+    return str(digest.get("model") or "the model")
 
 
 @router.get("/questions", response_class=HTMLResponse)

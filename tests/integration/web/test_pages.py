@@ -6,6 +6,7 @@ import base64
 import re
 import uuid
 from datetime import timedelta
+from html import unescape
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from starlette.routing import Route
 
 from app.accounts.models import Account
+from app.agent.offline import OFFLINE_MODEL_NAME, OFFLINE_NOTE
 from app.channels import push as push_service
 from app.channels import service as webhooks
 from app.channels.schemas import PushSubscriptionCreate, WebhookCreate
@@ -268,6 +270,36 @@ async def test_model_and_mail_text_is_escaped_and_links_come_only_from_refs(
         assert 'href="https://mail.example/m1"' in run_page
         assert "javascript:" not in run_page
         assert "Bad link" in run_page  # shown, as text without a link
+
+
+@pytest.mark.parametrize(("model", "notes", "written"), [
+    # The offline model's note names it: the page said "Written by" twice, one under the
+    # other ("… offline model: extractive, no LLM." then "Written by pilotlight-offline.").
+    (OFFLINE_MODEL_NAME, [OFFLINE_NOTE, "Read 3 of 5 items."], [OFFLINE_NOTE]),
+    ("gemini-3.5-flash", ["Read 3 of 5 items."], ["Written by gemini-3.5-flash."]),
+])
+async def test_a_digest_names_the_model_that_wrote_it_once(
+    runtime: Runtime, model: str, notes: list[str], written: list[str],
+) -> None:
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    digest: dict[str, Any] = {"summary": "Nothing urgent.", "model": model, "notes": notes,
+                              "sections": [], "action_items": []}
+    async with transaction(runtime.sessionmaker) as session:
+        run = Run(user_id=user.id, instruction_id=instruction.id, reason="manual",
+                  scheduled_for=utcnow(), status="succeeded", result=digest,
+                  finished_at=utcnow(), model=model)
+        session.add(run)
+        await session.flush()
+        run_id = run.id
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        page = (await client.get(f"/runs/{run_id}")).text
+    digest_html = page.split('id="digest"', 1)[1].split("</section>", 1)[0]
+    lines = [unescape(line) for line in re.findall(r'<p class="muted">([^<]*)</p>',
+                                                        digest_html)]
+    assert [line for line in lines if line.startswith("Written by")] == written
+    assert "Read 3 of 5 items." in lines
 
 
 @pytest.mark.parametrize("calls", ["²", "ten", "-1"])
