@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
@@ -24,7 +25,8 @@ from app.instructions import service as instructions
 from app.instructions.models import Instruction
 from app.notifications import service as notifications
 from app.questions import service as questions
-from app.questions.schemas import AnswerIn, to_out
+from app.questions.schemas import AnswerIn, QuestionOut, to_out
+from app.questions.service import QuestionNotFound
 from app.runs import service as runs
 from app.runs.models import FINAL_STATUSES, RunStep
 from app.runs.schemas import RunStatus
@@ -100,8 +102,10 @@ def _step_cost(step: RunStep, model: str | None, prices: Any) -> float:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_detail(
     request: Request, run_id: uuid.UUID, viewer: ViewerDep, session: SessionDep,
-    runtime: RuntimeDep,
+    runtime: RuntimeDep, answered: Annotated[str | None, Query(max_length=64)] = None,
 ) -> HTMLResponse:
+    """A run; after a question of it was answered (`answered`, the question's id), the
+    answer as it was recorded."""
     run = await runs.get(session=session, user=viewer.user, run_id=run_id)
     steps = await runs.steps(session=session, run=run)
     prices = runtime.settings.gemini_prices
@@ -114,6 +118,7 @@ async def run_detail(
     digest = run.result if run.status == "succeeded" else None
     return page(
         request, "run.html", viewer, active="runs", run=run,
+        answered=await _answered(session, viewer.user, run.id, answered),
         title=titles.get(run.instruction_id, "Deleted instruction"),
         steps=[(s, _step_cost(s, run.model, prices)) for s in steps],
         digest=digest, written_by=_written_by(digest),
@@ -133,6 +138,22 @@ def _written_by(digest: dict[str, Any] | None) -> str | None:
     if digest.get("model") == OFFLINE_MODEL_NAME and OFFLINE_NOTE in (digest.get("notes") or []):
         return None
     return str(digest.get("model") or "the model")
+
+
+async def _answered(
+    session: AsyncSession, user: User, run_id: uuid.UUID, question_id: str | None
+) -> QuestionOut | None:
+    """The question `question_id` if it is this run's and answered, for the notice after
+    an answer: it says what is so, however the address is reloaded or bookmarked. (The
+    address was `?answered=1`, naming nothing, and the page said nothing.)"""
+    if not question_id:
+        return None
+    with suppress(ValueError, QuestionNotFound):
+        question = await questions.get(session=session, user=user,
+                                       question_id=uuid.UUID(question_id))
+        if question.run_id == run_id and question.status == "answered":
+            return to_out(question)
+    return None
 
 
 @router.get("/questions", response_class=HTMLResponse)
@@ -180,7 +201,7 @@ async def answer_question(
         session=session, user=viewer.user, question_id=question_id, text=data.answer,
         wakeups=runtime.wakeups,
     )
-    return redirect(request, f"/runs/{question.run_id}?answered=1", viewer)
+    return redirect(request, f"/runs/{question.run_id}?answered={question.id}", viewer)
 
 
 def _feed_url(*, unread: bool, cursor: str | None = None) -> str:

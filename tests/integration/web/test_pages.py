@@ -988,6 +988,37 @@ async def test_a_blank_answer_is_said_under_the_question_still_open(runtime: Run
         assert "Write an answer" not in listing
 
 
+async def test_after_an_answer_the_run_says_what_was_answered_and_only_that(
+    runtime: Runtime,
+) -> None:
+    """An answer led to `/runs/{id}?answered=1`, which the run's page ignored: nothing said
+    the answer was taken. The address names the question, and the page says what was
+    answered for as long as it is so; `answered=1` or another question says nothing."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user)
+    run_id, question = await question_for(runtime, user, made.id)
+    other_run, still_open = await question_for(runtime, user, made.id, text="Which <b>team</b>?")
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        answered = await client.post(f"/questions/{question}/answer",
+                                     data={"csrf_token": csrf, "answer": "Apollo <b>2</b>"})
+        assert answered.status_code == 303, answered.text
+        location = answered.headers["location"]
+        assert location == f"/runs/{run_id}?answered={question}"
+        for _ in range(2):  # the redirect, then a reload
+            shown = await client.get(location)
+            assert shown.status_code == 200
+            assert ('<p class="notice" role="status" id="answered">You answered '
+                    "“Apollo &lt;b&gt;2&lt;/b&gt;” on ") in shown.text
+            assert "the run goes on with your answer." in shown.text
+        for quiet in (f"/runs/{run_id}?answered=1", f"/runs/{run_id}?answered={still_open}",
+                      f"/runs/{other_run}?answered={question}",
+                      f"/runs/{other_run}?answered={still_open}", f"/runs/{run_id}"):
+            page = await client.get(quiet)
+            assert page.status_code == 200, quiet
+            assert "You answered" not in page.text, quiet
+
+
 async def test_the_webhook_form_keeps_what_was_typed_and_an_off_webhook_can_be_turned_on(
     runtime: Runtime,
 ) -> None:
