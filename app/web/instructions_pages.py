@@ -51,9 +51,12 @@ async def instructions_list(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     saved: Annotated[str | None, Query(max_length=64)] = None,
     deleted: Annotated[str | None, Query(max_length=64)] = None,
+    paused: Annotated[str | None, Query(max_length=64)] = None,
+    resumed: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Newest first, a page at a time: "More instructions" follows the API's cursor.
-    After the editor saved one (`saved`) or deleted one (`deleted`), says so, naming it."""
+    After the editor saved one (`saved`) or deleted one (`deleted`), or its Pause or
+    Resume button was pressed (`paused`, `resumed`), says so, naming it."""
     rows, more = await instructions.list_page(
         session=session, user=viewer.user, status=None, cursor=cursor, limit=LIST_LIMIT
     )
@@ -68,6 +71,8 @@ async def instructions_list(
         with suppress(ValueError):
             deleted_title = await instructions.deleted_title(
                 session=session, user=viewer.user, instruction_id=uuid.UUID(deleted))
+    paused_title = await _title_if(session, viewer, paused, status="paused")
+    resumed_title = await _title_if(session, viewer, resumed, status="active")
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
     latest = await runs.latest_by_instruction(
         session=session, user=viewer.user, instruction_ids=[r.id for r in rows]
@@ -79,8 +84,23 @@ async def instructions_list(
         items=[(instructions.to_out(r), latest.get(r.id), spent.get(r.id, 0.0)) for r in rows],
         open_questions=len(await questions.list_open(session=session, user=viewer.user)),
         cursor=cursor, next_cursor=next_cursor, saved_title=saved_title,
-        deleted_title=deleted_title,
+        deleted_title=deleted_title, paused_title=paused_title, resumed_title=resumed_title,
     )
+
+
+async def _title_if(
+    session: AsyncSession, viewer: Viewer, instruction_id: str | None, *, status: str
+) -> str | None:
+    """The title of the user's instruction `instruction_id` while its status is `status`:
+    a reload or a bookmark of the address after a Pause never says "Paused" of one that
+    was resumed since (nor of another user's, or of a mangled id)."""
+    if not instruction_id:
+        return None
+    with suppress(ValueError, InstructionNotFound):
+        instruction = await instructions.get(
+            session=session, user=viewer.user, instruction_id=uuid.UUID(instruction_id))
+        return instruction.title if instruction.status == status else None
+    return None
 
 
 @router.get("/instructions")
@@ -261,7 +281,7 @@ async def pause_or_resume(
     )
     if paused:  # as the API's pause
         await runs.cancel_paused_away(session=session, instruction_id=instruction_id)
-    return redirect(request, "/", viewer)
+    return redirect(request, f"/?{'paused' if paused else 'resumed'}={instruction_id}", viewer)
 
 
 @router.post("/instructions/{instruction_id}/run")

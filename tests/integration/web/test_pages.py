@@ -651,6 +651,39 @@ async def test_saving_an_instruction_or_the_profile_says_it_was_saved(runtime: R
         assert "Saved:" not in (await client.get("/settings")).text
 
 
+async def test_pausing_or_resuming_an_instruction_says_so(runtime: Runtime) -> None:
+    """Pause and Resume came back to the list with no word of what happened, where saving
+    and deleting say "Saved …" and "Deleted …". The notice holds only while it is true."""
+    user, _ = await factories.user_with_token(runtime)
+    made = await factories.instruction(runtime, user, title="Team <b>mail</b>")
+    other, _ = await factories.user_with_token(runtime)
+    theirs = await factories.instruction(runtime, other, title="Their mail")
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        paused = await client.post(f"/instructions/{made.id}/pause", data={"csrf_token": csrf})
+        assert paused.status_code == 303
+        after_pause = paused.headers["location"]
+        listing = await client.get(after_pause)
+        assert ('<p class="notice" role="status">Paused “Team &lt;b&gt;mail&lt;/b&gt;”: its '
+                "schedule and watches start no run until you resume it") in listing.text
+        assert "Resumed" not in listing.text
+        resumed = await client.post(f"/instructions/{made.id}/resume",
+                                    data={"csrf_token": csrf})
+        assert resumed.status_code == 303
+        listing = await client.get(resumed.headers["location"])
+        assert ('<p class="notice" role="status">Resumed “Team &lt;b&gt;mail&lt;/b&gt;”: its '
+                "schedule and watches start runs again.</p>") in listing.text
+        assert "Paused “" not in listing.text
+        # The address after the pause, reloaded or bookmarked now that it runs again, another
+        # user's instruction or a mangled id: nothing said.
+        for quiet in (after_pause, f"/?paused={theirs.id}", f"/?resumed={theirs.id}",
+                      "/?paused=nonsense", "/"):
+            listing = await client.get(quiet)
+            assert listing.status_code == 200, quiet
+            assert "Paused “" not in listing.text, quiet
+            assert "Resumed “" not in listing.text, quiet
+
+
 async def test_a_drafted_day_of_the_task_is_not_in_the_schedule_shown_or_saved(
     runtime: Runtime,
 ) -> None:
