@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from app.agent.pricing import usd
 from app.auth import service as auth
+from app.core.validation import timezones
 from app.web.deps import Viewer
 
 HERE = Path(__file__).parent
@@ -68,6 +69,7 @@ def _environment() -> Environment:
                        pretty_json=pretty_json)
     env.globals["nav"] = NAV
     env.globals["csrf_field"] = auth.CSRF_FIELD
+    env.globals["timezones"] = sorted(timezones())  # the zones a user or a trigger may name
     return env
 
 

@@ -18,7 +18,7 @@ from app.core.crypto import SecretKeyError
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
-from app.core.validation import timezones
+from app.core.validation import check_timezone
 from app.delivery import gmail
 from app.runs import costs
 from app.users import service as users
@@ -30,7 +30,6 @@ from app.web.render import page, redirect
 # Pages return responses they build; none has a response model.
 router = APIRouter(include_in_schema=False)
 GOOGLE_CONNECT = "/api/v1/google/connect"
-TIMEZONES = sorted(timezones())
 
 
 async def _settings_page(
@@ -48,6 +47,11 @@ async def _settings_page(
     context.setdefault("webhook_form", {"url": "", "event_types": None})
     context.setdefault("profile_error", None)
     context.setdefault("profile_saved", False)
+    # What the profile form shows: as the user sent it after an error, else as saved.
+    context.setdefault("profile_form", {
+        "timezone": user.timezone, "daily_cost_cap_usd": user.daily_cost_cap_usd,
+        "move_instructions": True, "invalid": None,
+    })
     listed = await accounts.list_for(session=session, user=user)
     return page(
         request, "settings.html", viewer, status_code=status_code, active="settings",
@@ -63,7 +67,7 @@ async def _settings_page(
                                                                        user=user)],
         event_types=EVENT_TYPES,
         subscriptions=await push_service.list_for(session=session, user=user),
-        timezones=TIMEZONES, usage=usage, chart=usage_chart(usage),
+        usage=usage, chart=usage_chart(usage),
         spent_today=await costs.spent_today(session=session, user=user), **context,
     )
 
@@ -86,16 +90,31 @@ async def update_profile(
     move_instructions: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     """Save the time zone and the cap; with `move_instructions`, the scheduled
-    instructions in the old time zone move to the new one."""
+    instructions in the old time zone move to the new one. Refused, the form comes back
+    with what was typed in it and the field that is wrong named."""
+    timezone = timezone.strip()
+    invalid = "timezone"
     try:
-        cap = float(daily_cost_cap_usd) if daily_cost_cap_usd.strip() else None
+        if timezone:
+            try:
+                check_timezone(timezone)
+            except ValueError as exc:
+                raise BadRequest(f"Time zone: {exc}") from None
+        invalid = "cap"  # the zone is one: what update_profile refuses now is the cap
+        try:
+            cap = float(daily_cost_cap_usd) if daily_cost_cap_usd.strip() else None
+        except ValueError:
+            raise BadRequest("Daily cost cap: must be a number of US dollars") from None
         await users.update_profile(session=session, user=viewer.user,
                                    timezone=timezone or None, daily_cost_cap_usd=cap,
                                    move_instructions=bool(move_instructions))
-    except (ValueError, BadRequest) as exc:
-        detail = exc.detail if isinstance(exc, BadRequest) else "the cap must be a number"
-        return await _settings_page(request, viewer, session, runtime, status_code=422,
-                                    profile_error=detail)
+    except BadRequest as exc:
+        return await _settings_page(
+            request, viewer, session, runtime, status_code=422, profile_error=exc.detail,
+            profile_form={"timezone": timezone or viewer.user.timezone,
+                          "daily_cost_cap_usd": daily_cost_cap_usd.strip()
+                          or viewer.user.daily_cost_cap_usd,
+                          "move_instructions": bool(move_instructions), "invalid": invalid})
     return redirect(request, "/settings?saved=profile#profile", viewer)
 
 

@@ -489,7 +489,7 @@ async def test_the_editor_and_the_profile_refuse_what_is_not_a_time_zone(
             "csrf_token": csrf, "timezone": zone})
         assert profile.status_code == 422, profile.text
         assert "unknown time zone" in profile.text
-        offered = re.findall(r"<option(?: selected)?>([^<]+)</option>", profile.text)
+        offered = re.findall(r'<option value="([^"]+)"></option>', profile.text)
         assert "UTC" in offered
         assert "Europe/Berlin" in offered
         assert zone not in offered
@@ -498,6 +498,58 @@ async def test_the_editor_and_the_profile_refuse_what_is_not_a_time_zone(
         rows, _more = await instructions.list_page(session=session, user=user, status=None,
                                                    cursor=None, limit=10)
         assert rows == []
+
+
+def _zone_field(page: str, field_id: str) -> tuple[str, list[str]]:
+    """The time zone field's value and the zones its list offers."""
+    field = re.search(rf'<input id="{field_id}" name="timezone" value="([^"]*)" '
+                      r'list="([\w-]+)"', page)
+    assert field, f"no time zone field with a list of zones: {field_id}"
+    offered = re.search(rf'<datalist id="{field[2]}">(.*?)</datalist>', page, re.S)
+    assert offered, "the field's list is not on the page"
+    return unescape(field[1]), re.findall(r'<option value="([^"]+)"></option>', offered[1])
+
+
+async def test_a_time_zone_is_chosen_from_the_zones_and_kept_as_typed_when_refused(
+    runtime: Runtime,
+) -> None:
+    """The editor's time zone was free text (Settings offered the list), and Settings
+    refused with the form put back as saved: the zone and cap just typed were gone."""
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime) as client:
+        csrf = await sign_in(runtime, client, user)
+        for path, field_id in (("/instructions/new", "timezone"),
+                               ("/settings", "profile-timezone")):
+            value, offered = _zone_field((await client.get(path)).text, field_id)
+            assert value == "Europe/Berlin", path
+            assert {"UTC", "Europe/Berlin", "America/New_York"} <= set(offered), path
+            assert "Mars/Base" not in offered, path
+            assert len(offered) > 300, path
+        refused = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Mars/Base", "daily_cost_cap_usd": "7.5"})
+        assert refused.status_code == 422
+        assert ('<p class="problem" role="alert" id="profile-error">Time zone: unknown time '
+                "zone &#39;Mars/Base&#39;</p>") in refused.text
+        assert _zone_field(refused.text, "profile-timezone")[0] == "Mars/Base"
+        assert re.search(r'id="profile-timezone"[^>]* aria-describedby="profile-timezone-hint '
+                         r'profile-error" aria-invalid="true"', refused.text)
+        assert re.search(r'name="daily_cost_cap_usd"[^>]* value="7.5"', refused.text)
+        refused = await client.post("/settings/profile", data={
+            "csrf_token": csrf, "timezone": "Asia/Tokyo", "daily_cost_cap_usd": "lots"})
+        assert refused.status_code == 422
+        assert "Daily cost cap: must be a number of US dollars" in refused.text
+        assert _zone_field(refused.text, "profile-timezone")[0] == "Asia/Tokyo"
+        assert re.search(r'name="daily_cost_cap_usd"[^>]* value="lots"', refused.text)
+        editor = await client.post("/instructions", data={
+            "csrf_token": csrf, "title": "Mail", "text": "Tell me what came.",
+            "trigger_type": "cron", "cron": "0 8 * * *", "timezone": "Mars/Base",
+            "sources": "gmail", "channels": "in_app"})
+        assert editor.status_code == 422
+        assert "Time zone: unknown time zone &#39;Mars/Base&#39;" in editor.text
+        assert _zone_field(editor.text, "timezone")[0] == "Mars/Base"
+    async with transaction(runtime.sessionmaker) as session:
+        kept = await users.get(session=session, user_id=user.id)
+        assert (kept.timezone, kept.daily_cost_cap_usd) == ("Europe/Berlin", 1.0)
 
 
 @pytest.mark.parametrize("cron", ["0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667"])
