@@ -1,6 +1,6 @@
 // Pilotlight dashboard: a little progressive enhancement over server-rendered pages.
-// Everything works without this file except the live parts (feed, run status, schedule
-// as you type, web push). Text from the server is only ever set with textContent.
+// Everything works without this file except the live parts (feed, questions, run status,
+// schedule as you type, web push). Text from the server is only ever set with textContent.
 "use strict";
 
 const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
@@ -175,6 +175,107 @@ function setupFeed() {
   openStream({ notification: add, question: add }, (text) => { state.textContent = text; });
 }
 
+// --- Questions: a question asked while the list is open arrives on it ------------------
+// As questions.html renders an open one: the instruction's title and when it was asked,
+// the question, its choices as buttons and a field for an answer in words.
+function questionCard(q, title) {
+  const section = document.createElement("section");
+  section.className = "card question fresh";
+  section.setAttribute("aria-labelledby", `q-${q.id}`);
+  section.dataset.questionId = q.id;
+  const meta = document.createElement("p");
+  meta.className = "muted";
+  meta.textContent = `${title} · asked ${formatWhen(q.created_at)}`
+    + (q.expires_at ? ` · open until ${formatWhen(q.expires_at)}` : "");
+  const h = document.createElement("h2");
+  h.id = `q-${q.id}`;
+  h.textContent = q.text;
+  section.append(meta, h);
+  const action = `/questions/${encodeURIComponent(q.id)}/answer`;
+  const answerForm = (className) => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = action;
+    form.className = className;
+    form.append(hiddenInput("csrf_token", csrfToken()));
+    return form;
+  };
+  const choices = q.choices || [];
+  if (choices.length) {
+    const form = answerForm("choices-form");
+    const group = document.createElement("div");
+    group.className = "actions";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Choices");
+    for (const choice of choices) {
+      const button = document.createElement("button");
+      button.type = "submit";
+      button.name = "answer";
+      button.value = choice;
+      button.textContent = choice;
+      group.append(button);
+    }
+    form.append(group);
+    section.append(form);
+  }
+  const form = answerForm("free-answer");
+  const label = document.createElement("label");
+  label.htmlFor = `answer-${q.id}`;
+  label.textContent = choices.length ? "Or answer in your own words" : "Your answer";
+  const row = document.createElement("div");
+  row.className = "inline";
+  const input = document.createElement("input");
+  input.id = `answer-${q.id}`;
+  input.name = "answer";
+  input.maxLength = 2000;
+  input.required = true;
+  const send = document.createElement("button");
+  send.type = "submit";
+  send.textContent = "Send answer";
+  row.append(input, send);
+  form.append(label, row);
+  section.append(form);
+  return section;
+}
+
+function setupQuestions() {
+  const list = document.getElementById("questions");
+  if (!list || !list.dataset.stream) return;  // one question's own page is not live
+  const state = document.getElementById("questions-state");
+  const empty = document.getElementById("questions-empty");
+  const titles = new Map();
+  const titleOf = async (id) => {
+    if (!titles.has(id)) {
+      const response = await fetch(`/api/v1/instructions/${encodeURIComponent(id)}`,
+        { credentials: "same-origin" });
+      titles.set(id, response.ok ? (await response.json()).title : "Deleted instruction");
+    }
+    return titles.get(id);
+  };
+  // The open questions as the API lists them (oldest first): those not on the page yet
+  // are added after the others, as the page orders them. Read on each question event and
+  // once the stream is open (one asked between rendering and then is not missed); one
+  // reading at a time, so that none is added twice.
+  let reading = Promise.resolve();
+  const sync = () => {
+    reading = reading.then(async () => {
+      const response = await fetch("/api/v1/questions", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const shown = new Set([...list.querySelectorAll("[data-question-id]")]
+        .map((e) => e.dataset.questionId));
+      for (const q of await response.json()) {
+        if (q.status !== "open" || shown.has(q.id)) continue;
+        list.append(questionCard(q, await titleOf(q.instruction_id)));
+      }
+      if (empty) empty.hidden = list.querySelector("[data-question-id]") !== null;
+    }).catch(() => {});  // the next event or reconnect reads again
+  };
+  openStream({ question: sync }, (text) => {
+    state.textContent = text;
+    if (text === "Live") sync();
+  });
+}
+
 // --- A run's page: its status live; the finished run's digest and trace on arrival ----
 function setupRun() {
   const holder = document.querySelector("[data-run-id]");
@@ -245,6 +346,7 @@ function setupPush() {
 document.addEventListener("DOMContentLoaded", () => {
   setupSchedule();
   setupFeed();
+  setupQuestions();
   setupRun();
   setupPush();
 });

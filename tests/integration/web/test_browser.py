@@ -33,7 +33,7 @@ from tests.integration.processes import free_port
 from tests.integration.runs.helpers import notifications_of
 from tests.integration.runs.test_questions_flow import gemini_for, point_at_fake, questions_of
 from tests.integration.serving import serving
-from tests.integration.web.helpers import login_link
+from tests.integration.web.helpers import login_link, question_for
 
 CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -252,6 +252,40 @@ async def test_a_live_feed_item_shows_its_time_as_the_server_does_in_the_users_z
             await expect(served_time).to_have_text(shown_live)
     finally:
         await browser_elsewhere.close()
+
+
+async def test_a_question_asked_while_the_questions_page_is_open_arrives_on_it(
+    runtime: Runtime, context: BrowserContext
+) -> None:
+    """The questions page was not live: a question the agent asked showed only after a
+    reload. It arrives over the event stream, rendered as the server renders one (its text
+    escaped, never markup), and answers as one does."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user, title="Invoices <i>all</i>")
+    async with served(runtime, OfflineModel()) as base:
+        page = await signed_in(runtime, context, user)
+        await page.goto(f"{base}/questions")
+        await expect(page.get_by_text("No open questions")).to_be_visible()
+        await expect(page.locator("#questions-state")).to_have_text("Live")
+        run_id, question_id = await question_for(runtime, user, instruction.id,
+                                                 text="Which <b>project</b>?")
+        async with transaction(runtime.sessionmaker) as session:
+            await notify(session=session, user_id=user.id, key=f"q-{question_id}",
+                         kind="question", title="Invoices: a question for you",
+                         body="Which <b>project</b>?", channels=[], run_id=run_id,
+                         instruction_id=instruction.id,
+                         data={"question_id": str(question_id), "choices": ["Apollo", "Gemini"]})
+        card = page.locator(f'.question.fresh[data-question-id="{question_id}"]')
+        await expect(card.get_by_role("heading", level=2)).to_have_text("Which <b>project</b>?")
+        assert await card.locator("b, i").count() == 0  # text, not markup
+        await expect(card.locator("p.muted")).to_contain_text("Invoices <i>all</i> · asked ")
+        await expect(page.get_by_text("No open questions")).to_be_hidden()
+        await assert_accessible_basics(page)
+        assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        await card.get_by_role("button", name="Apollo").click()
+        await expect(page.locator("#answered")).to_contain_text("You answered “Apollo”")
+    (question,) = await questions_of(runtime, instruction.id)
+    assert (question.status, question.answer) == ("answered", "Apollo")
 
 
 DIGEST = {
