@@ -41,6 +41,10 @@ class LoginLinkInvalid(Unauthorized):
     """The link is unknown, used or expired."""
 
 
+class LoginLinkUserGone(LoginLinkInvalid):
+    """The link's user was deleted."""
+
+
 async def create_login_link(
     *, session: AsyncSession, user: User, ttl_seconds: int, public_url: str
 ) -> tuple[LoginLink, str]:
@@ -55,10 +59,11 @@ async def create_login_link(
     return link, f"{public_url}{LINK_PATH}?token={token}"
 
 
-_LINK_UNUSABLE = (
+LINK_UNUSABLE = (
     "this sign-in link is unknown, already used or expired: ask for a new one with "
     "`pilotlight login-link EMAIL`"
 )
+LINK_USER_GONE = "the user of this sign-in link no longer exists"
 
 
 def _usable_link(token: str, now: datetime) -> Any:
@@ -72,7 +77,7 @@ async def login_link_user(*, session: AsyncSession, token: str) -> User:
     user_id = await session.scalar(select(LoginLink.user_id).where(_usable_link(token, utcnow())))
     user = None if user_id is None else await session.get(User, user_id)
     if user is None:
-        raise LoginLinkInvalid(_LINK_UNUSABLE)
+        raise LoginLinkInvalid(LINK_UNUSABLE)
     return user
 
 
@@ -88,10 +93,10 @@ async def redeem_login_link(*, session: AsyncSession, token: str) -> User:
     )
     user_id = result.scalar_one_or_none()
     if user_id is None:
-        raise LoginLinkInvalid(_LINK_UNUSABLE)
+        raise LoginLinkInvalid(LINK_UNUSABLE)
     user = await session.get(User, user_id)
     if user is None:
-        raise LoginLinkInvalid("the user of this sign-in link no longer exists")
+        raise LoginLinkUserGone(LINK_USER_GONE)
     return user
 
 

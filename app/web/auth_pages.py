@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
 from app.auth import throttle
-from app.auth.service import LoginLinkInvalid
+from app.auth.service import LoginLinkInvalid, LoginLinkUserGone
 from app.auth.throttle import TooManySignInFailures, client_key
 from app.core.config import Settings
 from app.core.db import transaction
@@ -52,35 +52,81 @@ def _local_path(next_url: str | None) -> str:
     return "/"
 
 
+# Why the sign-in link's button (a POST) signed nobody in, for the login page it leads to
+# (POST/redirect/GET: a reload of that page never posts the link again, so it counts no
+# second failure). Only a code: the page says what the code means, never the cookie's text.
+PROBLEM_COOKIE = "pilotlight_login_problem"
+_LINK_PROBLEMS = {"link": LoginLinkInvalid, "link-user": LoginLinkUserGone,
+                  "limit": TooManySignInFailures}
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login(
-    request: Request, runtime: RuntimeDep, next: str | None = None  # noqa: A002
+    request: Request, session: SessionDep, runtime: RuntimeDep,
+    next: str | None = None,  # noqa: A002
 ) -> HTMLResponse:
+    """The sign-in page; once after a sign-in link's button was refused, saying why."""
     settings = runtime.settings
-    return page(
-        request, "login.html", None, next=_local_path(next),
-        local=local_sign_in_allowed(request, settings),
-        google_configured=bool(settings.google_client_id),
-    )
+    name, path, secure = settings.cookie(PROBLEM_COOKIE, "/login")
+    code = request.cookies.get(name)
+    problem = await _link_problem(request, session, runtime, code) if code else None
+    if problem is not None:
+        response = _login_problem(request, runtime, problem)
+    else:
+        response = page(
+            request, "login.html", None, next=_local_path(next),
+            local=local_sign_in_allowed(request, settings),
+            google_configured=bool(settings.google_client_id),
+        )
+    if code is not None:  # said once: a reload or a later visit is the plain page
+        response.delete_cookie(name, path=path, secure=secure)
+    return response
+
+
+async def _link_problem(
+    request: Request, session: AsyncSession, runtime: Runtime, code: str
+) -> DomainError | None:
+    """What the problem cookie's code stands for now: the limit only while it holds."""
+    kind = _LINK_PROBLEMS.get(code)
+    if kind is LoginLinkInvalid:
+        return LoginLinkInvalid(auth.LINK_UNUSABLE)
+    if kind is LoginLinkUserGone:
+        return LoginLinkUserGone(auth.LINK_USER_GONE)
+    if kind is TooManySignInFailures:
+        try:
+            await throttle.check(session, runtime.settings, client_key(request))
+        except TooManySignInFailures as exc:
+            return exc
+    return None
+
+
+def _after_link_problem(runtime: Runtime, exc: DomainError) -> RedirectResponse:
+    """The answer to a refused sign-in link's button: to the login page, which says why."""
+    code = next((c for c, kind in _LINK_PROBLEMS.items() if type(exc) is kind), "link")
+    response = RedirectResponse("/login", status_code=303)
+    name, path, secure = runtime.settings.cookie(PROBLEM_COOKIE, "/login")
+    response.set_cookie(name, code, max_age=300, path=path, httponly=True, samesite="lax",
+                        secure=secure)
+    return response
 
 
 async def _link_user(
     request: Request, runtime: Runtime, session: AsyncSession,
     use: Callable[[], Awaitable[User]],
-) -> User | HTMLResponse:
+) -> User | LoginLinkInvalid | TooManySignInFailures:
     """The user of a one-time link (`use` looks it up or uses it up), through the sign-in
     limit: an unusable link counts as a failure of this client; for an unusable link, or
-    past the limit (then nothing is looked up), the login page that says why."""
+    past the limit (then nothing is looked up), why not."""
     client = client_key(request)
     try:
         await throttle.check(session, runtime.settings, client)
     except TooManySignInFailures as exc:
-        return _login_problem(request, runtime, exc)
+        return exc
     try:
         return await use()
     except LoginLinkInvalid as exc:
         await throttle.failed(session, client, method="link", reason="unusable login link")
-        return _login_problem(request, runtime, exc)
+        return exc
 
 
 def _login_problem(request: Request, runtime: Runtime, exc: DomainError) -> HTMLResponse:
@@ -103,8 +149,8 @@ async def open_link(
     in without a click that says as whom."""
     user = await _link_user(request, runtime, session,
                             lambda: auth.login_link_user(session=session, token=token))
-    if isinstance(user, HTMLResponse):
-        return user
+    if not isinstance(user, User):
+        return _login_problem(request, runtime, user)
     signed_in_as = None
     cookie = request.cookies.get(auth.session_cookie(runtime.settings)[0])
     if cookie:
@@ -161,14 +207,18 @@ async def redeem_link(
     request: Request, session: SessionDep, runtime: RuntimeDep,
     token: Annotated[str, Form(max_length=200)] = "",
 ) -> RedirectResponse | HTMLResponse:
-    """Use a one-time link: it signs this browser in and can never be used again."""
+    """Use a one-time link: it signs this browser in and can never be used again. Either
+    way the browser is sent on (POST/redirect/GET): to the dashboard, or to the login page
+    saying why not, so that a reload never posts the link again. (A post from another
+    site's page is answered where it was sent, with a page: nothing there is ours to
+    reload into.)"""
     if not _same_site_post(request, runtime):
         return _login_problem(request, runtime, LinkPostRefused(
             "this sign-in was sent from another site's page: open the link itself"))
     user = await _link_user(request, runtime, session,
                             lambda: auth.redeem_login_link(session=session, token=token))
-    if isinstance(user, HTMLResponse):
-        return user
+    if not isinstance(user, User):
+        return _after_link_problem(runtime, user)
     _row, cookie = await auth.start_session(
         session=session, user=user, method="link",
         ttl_seconds=runtime.settings.web_session_ttl_seconds,

@@ -161,8 +161,40 @@ async def test_an_expired_or_unknown_login_link_signs_nobody_in(runtime: Runtime
         assert (await open_link(client, path)).status_code == 401
         assert (await client.get("/login/link?token=not-a-token")).status_code == 401
         refused = await client.post("/login/link", data={"token": "not-a-token"})
-        assert refused.status_code == 401
+        assert (refused.status_code, refused.headers["location"]) == (303, "/login")
+        said = await client.get("/login")
+        assert said.status_code == 401
+        assert "already used or expired" in said.text
         assert (await client.get("/")).status_code == 303
+
+
+async def test_a_refused_login_link_leads_to_a_page_whose_reload_posts_nothing(
+    runtime: Runtime,
+) -> None:
+    """The button of a used link answered its POST with the login page itself: a reload
+    posted the link again (the browser asks to resend the form), each time one more failed
+    sign-in against the limit. It leads to the login page, which says why once."""
+    user, _headers = await factories.user_with_token(runtime)
+    used = await login_link(runtime, user)
+    token = used.split("token=", 1)[1]
+    async with browser(runtime) as first:
+        assert (await open_link(first, used)).status_code == 303
+    async with browser(runtime) as client:
+        refused = await client.post("/login/link", data={"token": token},
+                                    headers={"Sec-Fetch-Site": "same-origin"})
+        assert refused.status_code == 303
+        assert refused.headers["location"] == "/login"
+        assert "set-cookie" in refused.headers
+        assert token not in refused.headers["set-cookie"]
+        said = await client.get("/login")
+        assert said.status_code == 401
+        assert "already used or expired" in said.text
+        for _ in range(2):  # the page reloaded, or opened again later: nothing to say
+            again = await client.get("/login")
+            assert again.status_code == 200
+            assert "already used or expired" not in again.text
+    async with transaction(runtime.sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(SignInFailure)) == 1
 
 
 @pytest.mark.parametrize(
@@ -334,15 +366,19 @@ async def test_failed_sign_ins_from_one_address_are_limited_with_429_and_retry_a
     guesser = ("203.0.113.7", 40000)
     async with browser(runtime, client=guesser) as client:
         for n in range(20):
-            if n % 2:
-                wrong = await client.post("/login/link", data={"token": _guess(n)},
-                                          headers={"Sec-Fetch-Site": "same-origin"})
+            if n % 2:  # the button leads to the login page, which says why
+                posted = await client.post("/login/link", data={"token": _guess(n)},
+                                           headers={"Sec-Fetch-Site": "same-origin"})
+                assert (posted.status_code, posted.headers["location"]) == (303, "/login")
+                wrong = await client.get("/login")
             else:
                 wrong = await client.get("/login/link", params={"token": _guess(n)})
             assert wrong.status_code == 401, (n, wrong.text)
 
-        refused = await client.post("/login/link", data={"token": _guess(99)},
-                                    headers={"Sec-Fetch-Site": "same-origin"})
+        posted = await client.post("/login/link", data={"token": _guess(99)},
+                                   headers={"Sec-Fetch-Site": "same-origin"})
+        assert (posted.status_code, posted.headers["location"]) == (303, "/login")
+        refused = await client.get("/login")
         assert refused.status_code == 429
         assert 590 <= int(refused.headers["retry-after"]) <= 600
         assert "too many failed sign-ins from your address" in refused.text
