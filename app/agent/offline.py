@@ -15,6 +15,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from typing import Any
 
 from app.agent.digest import DigestDraft, DraftActionItem, DraftItem, DraftSection
 from app.agent.excerpt import CUT, logical_lines
@@ -81,6 +82,14 @@ _STOPWORDS = frozenset(
     "what tell me about when whenever arrives arrive list please after before new anything "
     "everything some them they have been into also only".split()
 )
+
+
+def notes_its_model(digest: Mapping[str, Any]) -> bool:
+    """Whether the digest's own notes say which model wrote it (the offline model's note
+    does), so that a page or an email need not add "Written by pilotlight-offline." under
+    it."""
+    return (digest.get("model") == OFFLINE_MODEL_NAME
+            and OFFLINE_NOTE in (digest.get("notes") or []))
 
 
 @dataclass

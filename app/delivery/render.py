@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 
+from app.agent.offline import notes_its_model
 from app.notifications.models import Notification
 
 CSS = """
@@ -172,7 +173,9 @@ def _covers(digest: dict[str, Any], timezone: str) -> str:
 
 
 def _written_by(digest: dict[str, Any], timezone: str) -> str:
-    return f"Written by {digest.get('model', 'the model')}. {_covers(digest, timezone)}".strip()
+    """Who wrote it (unless its notes say so already) and what it covers."""
+    by = "" if notes_its_model(digest) else f"Written by {digest.get('model', 'the model')}."
+    return f"{by} {_covers(digest, timezone)}".strip()
 
 
 def digest_html(title: str, digest: dict[str, Any], timezone: str = "UTC") -> str:

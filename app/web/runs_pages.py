@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agent.llm import Usage
-from app.agent.offline import OFFLINE_MODEL_NAME, OFFLINE_NOTE
+from app.agent.offline import notes_its_model
 from app.agent.pricing import cost_usd
 from app.core.db import utcnow
 from app.core.deps import RuntimeDep, SessionDep
@@ -135,7 +135,7 @@ def _written_by(digest: dict[str, Any] | None) -> str | None:
     page went on "Written by pilotlight-offline." under it."""
     if not digest:
         return None
-    if digest.get("model") == OFFLINE_MODEL_NAME and OFFLINE_NOTE in (digest.get("notes") or []):
+    if notes_its_model(digest):
         return None
     return str(digest.get("model") or "the model")
 
