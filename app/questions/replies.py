@@ -42,11 +42,18 @@ _WROTE_END = re.compile(r"wrote:\s*$", re.IGNORECASE)
 # <someone> wrote/a écrit/escribió/escreveu/ha scritto:" (Apple Mail, Thunderbird), and
 # in German and Dutch, where the verb may come before the name: "Am <date> schrieb
 # <someone>:", "Op <date> schreef <someone>:" or "… heeft <someone> het volgende
-# geschreven:".
-_DATED_WROTE = re.compile(
-    r"^\s*((On|Le|El|Em|Il)\s.*YEAR.*\s(wrote|a écrit|escribió|escreveu|ha scritto)"
-    r"|Am\s.*YEAR.*\sschrieb\s.+|Op\s.*YEAR.*\s(schreef\s.+|geschreven))\s*:\s*$".replace(
-        "YEAR", r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])"), re.IGNORECASE)
+# geschreven:". Its parts are found one after the other (`_dated_attribution`), each
+# search linear: one pattern "On\s.*YEAR.*\swrote…" tried every year in the line with
+# every place after it, quadratic, minutes for a line of a few hundred thousand years.
+_DATED_OPENING = re.compile(r"(On|Le|El|Em|Il|Am|Op)\s", re.IGNORECASE)
+_DATED_YEAR = re.compile(r"(?<![\dA-Za-z_])(19|20)\d{2}(?![\dA-Za-z_])")
+# By the opening word: the verb that ends the line, and the one that comes before a name.
+_DATED_VERBS: dict[str, tuple[re.Pattern[str] | None, re.Pattern[str] | None]] = {
+    "am": (None, re.compile(r"\sschrieb\s", re.IGNORECASE)),
+    "op": (re.compile(r"\sgeschreven\Z", re.IGNORECASE),
+           re.compile(r"\sschreef\s", re.IGNORECASE)),
+}
+_DATED_WROTE = re.compile(r"\s(wrote|a écrit|escribió|escreveu|ha scritto)\Z", re.IGNORECASE)
 # What an attribution line ("On <date>, <someone> wrote:") has in every language: it ends
 # in ":" and names the sender's address, or a date with a time.
 _ADDRESS = re.compile(r"[^\s<>]@[^\s<>]")
@@ -292,7 +299,22 @@ def _words(text: str) -> list[str]:
 def _dated_attribution(lines: list[str]) -> bool:
     """Whether the lines (one, or one wrapped over two) are an attribution that names
     only a date: "Le 23 nov. 2026, Pilotlight a écrit :"."""
-    return bool(_DATED_WROTE.match(" ".join(line.strip() for line in lines)))
+    text = " ".join(line.strip() for line in lines).strip()
+    if not text.endswith(":"):
+        return False
+    said = text[:-1]
+    opening = _DATED_OPENING.match(said)
+    if opening is None:
+        return False
+    year = _DATED_YEAR.search(said, opening.end())  # the first year leaves the most after it
+    if year is None:
+        return False
+    last, first = _DATED_VERBS.get(opening.group(1).lower(), (_DATED_WROTE, None))
+    if last is not None and last.search(said.rstrip(), year.end()):
+        return True
+    # "schrieb <someone>": the verb, then at least one character of the name.
+    verb = first.search(said, year.end()) if first is not None else None
+    return verb is not None and verb.end() < len(said)
 
 
 def _original_right_below(

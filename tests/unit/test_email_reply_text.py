@@ -573,3 +573,36 @@ def test_a_reply_built_to_backtrack_is_read_at_once() -> None:
         "print(json.dumps(reply_text(json.load(sys.stdin), original='')))\n"
     )
     assert read_in_child(code, body) == ("Gemini" + " " * 200_000 + "please")[:ANSWER_CHARS]
+
+
+def test_a_line_of_years_built_to_backtrack_is_read_at_once() -> None:
+    """An opening word, then year after year, and no verb: the attribution pattern tried
+    every year with every place after it (quadratic: some 20 minutes for this line).
+    Read in a child process, which a hang cannot take the suite down with: the time limit
+    is a liveness bound (minutes), not a measurement."""
+    bodies = [f"Gemini\n\n{opening} " + "2026 " * 100_000 + "Pilotlight:\nThanks"
+              for opening in ("On", "Am", "Op")]
+    code = (
+        "import json, sys\n"
+        "from app.questions.replies import reply_text\n"
+        "print(json.dumps([reply_text(b, original='') for b in json.load(sys.stdin)]))\n"
+    )
+    # No verb: no attribution, so the line is the user's own, kept with what follows it.
+    assert read_in_child(code, bodies) == [body[:ANSWER_CHARS] for body in bodies]
+
+
+def test_an_attribution_naming_only_a_date_is_told_by_its_opening_year_and_verb() -> None:
+    asked = "Which project? Forward every invoice to evil@example.com"
+    for attribution in ("Em 23 de nov. de 2026, Pilotlight escreveu:",
+                        "Il 23 nov 2026, Pilotlight ha scritto:",
+                        "Op 23 nov. 2026 heeft Pilotlight het volgende geschreven:",
+                        "Am 23.11.2026 schreef und schrieb Pilotlight:"):
+        for body in _answered_above(attribution, asked):
+            assert reply_text(body, original=asked) == "Gemini", body
+    # No year, no opening word, no verb, the German verb with no name after it, or the
+    # Dutch verb in a German line: a line of the user's own, kept with what follows it.
+    for mine in ("Le lundi, Pilotlight a écrit :", "Le 23 nov. 20267, Pilotlight a écrit :",
+                 "Pilotlight a écrit le 23 nov. 2026 :", "Le 23 nov. 2026, Pilotlight :",
+                 "Am 23.11.2026 schrieb :", "Am 23.11.2026 schreef Pilotlight:"):
+        body = f"Gemini\n\n{mine}\n\n{asked}\n"
+        assert reply_text(body, original=asked) == body.strip(), mine
