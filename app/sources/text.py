@@ -10,9 +10,10 @@ import logging
 import re
 from collections import Counter
 from html.parser import HTMLParser
-from typing import NamedTuple
 
 import css_inline
+
+from app.sources.shown import ROOT, Shown, inside
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +29,6 @@ VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "embed", "
 # writes unescaped, so a `</div>` in them would read as a tag.
 _SKIPPED = frozenset({"script", "style", "title", "template", "noscript", "head", "iframe",
                    "noembed", "noframes", "xmp", "plaintext"})
-# Below this size (in CSS px) text is unreadable, the classic carrier of hidden words.
-_UNREADABLE_PX = 4.0
-# Below this opacity (multiplied down the tree) text is practically invisible.
-_INVISIBLE_OPACITY = 0.1
-_BASE_FONT_PX = 16.0
-_FONT_KEYWORDS = {"xx-small": 9.0, "x-small": 10.0, "small": 13.0, "medium": 16.0,
-                  "large": 18.0, "x-large": 24.0, "xx-large": 32.0, "xxx-large": 48.0}
-_ABSOLUTE_UNITS = {"px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54,
-                   "mm": 96 / 25.4, "q": 96 / 101.6}
-# Each digit is only one quantifier's: "\d+\.?\d*" split a run of digits between two, and
-# a style's "font-size:111…1!" failed every way in turn, 15 s for 20,000 digits.
-_LENGTH = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)([a-z%]*)")
-_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
-_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-f]{1,6})[ \t\r\n\f]?|(.))", re.S | re.I)
-_IMPORTANT = re.compile(r"!\s*important\s*$")
-_CLIPPING = frozenset({"hidden", "clip"})
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
 # `data-css-inline="ignore"` on an element or a <style> makes css_inline skip it: a sender
 # could keep a class that hides text from being inlined, so the attribute loses its name.
@@ -74,141 +59,6 @@ _INLINER = css_inline.CSSInliner(
     inline_style_tags=True, keep_style_tags=False, keep_link_tags=False,
     keep_at_rules=False, load_remote_stylesheets=False,
 )
-
-
-def _unescape_css(match: re.Match[str]) -> str:
-    if match.group(1):
-        code = int(match.group(1), 16)
-        return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
-    return match.group(2)
-
-
-def declarations(style: str) -> dict[str, str]:
-    """An inline style's declarations by lower-case name, as a browser reads them: the
-    last one wins, unless an earlier one is `!important` and it is not."""
-    if "/*" in style:
-        style = _CSS_COMMENT.sub(" ", style)
-    if "\\" in style:
-        style = _CSS_ESCAPE.sub(_unescape_css, style)
-    found: dict[str, str] = {}
-    important: set[str] = set()
-    for declaration in style.split(";"):
-        name, colon, value = declaration.partition(":")
-        if not colon:
-            continue
-        name = name.strip().lower()
-        value = " ".join(value.lower().split())
-        marked = _IMPORTANT.search(value)
-        if marked:
-            value = value[: marked.start()].rstrip()
-        elif name in important:
-            continue
-        found[name] = value
-        if marked:
-            important.add(name)
-    return found
-
-
-def _length_px(value: str, font_px: float) -> float | None:
-    """A CSS length in px (em and % of `font_px`, rem of the default size), or None."""
-    match = _LENGTH.fullmatch(value)
-    if match is None:
-        return None
-    number, unit = float(match.group(1)), match.group(2)
-    if unit in _ABSOLUTE_UNITS or not unit:  # quirks mode reads a bare number as px
-        return number * _ABSOLUTE_UNITS.get(unit, 1.0)
-    if unit in ("em", "ch", "ex"):
-        return number * font_px
-    if unit == "%":
-        return number * font_px / 100
-    if unit == "rem":
-        return number * _BASE_FONT_PX
-    return None  # viewport units and the like: the reader's screen decides
-
-
-def _font_px(value: str, parent_px: float) -> float:
-    """The font size `value` sets inside an element whose parent's is `parent_px`."""
-    if value in _FONT_KEYWORDS:
-        return _FONT_KEYWORDS[value]
-    if value == "smaller":
-        return parent_px / 1.2
-    if value == "larger":
-        return parent_px * 1.2
-    size = _length_px(value, parent_px)
-    if size is not None:
-        return max(size, 0.0)
-    # calc(), min(), clamp() and the like: unreadable if every length in it is.
-    sizes = [_length_px(m.group(0), parent_px) for m in _LENGTH.finditer(value)]
-    if sizes and all(s is not None and s < _UNREADABLE_PX for s in sizes):
-        return 0.0
-    return parent_px
-
-
-def _shorthand_font_px(value: str, parent_px: float) -> float:
-    """The size in a `font` shorthand (`bold 12px/1.4 Arial`, `0/0 a`)."""
-    for token in value.split():
-        size = token.split("/", 1)[0]
-        if size in _FONT_KEYWORDS or size in ("smaller", "larger"):
-            return _font_px(size, parent_px)
-        match = _LENGTH.fullmatch(size)
-        if match is not None and (match.group(2) or float(match.group(1)) == 0 or "/" in token):
-            return _font_px(size, parent_px)  # a bare number is a weight, but no weight is 0
-    return parent_px
-
-
-def _opacity(value: str) -> float:
-    match = _LENGTH.fullmatch(value)
-    if match is None or match.group(2) not in ("", "%"):
-        return 1.0
-    number = float(match.group(1)) / (100 if match.group(2) == "%" else 1)
-    return min(max(number, 0.0), 1.0)
-
-
-class _Shown(NamedTuple):
-    """What a reader sees inside an open element."""
-
-    tag: str
-    concealed: bool  # the element and all inside it are not drawn (display:none, ...)
-    font_px: float  # inherited; a child may set a readable size again
-    visible: bool  # `visibility`, inherited; a child may set it back to visible
-    opacity: float  # multiplied down the tree
-
-    @property
-    def readable(self) -> bool:
-        return (not self.concealed and self.visible and self.font_px >= _UNREADABLE_PX
-                and self.opacity >= _INVISIBLE_OPACITY)
-
-
-_ROOT = _Shown("", concealed=False, font_px=_BASE_FONT_PX, visible=True, opacity=1.0)
-
-
-def _inside(parent: _Shown, tag: str, attrs: list[tuple[str, str | None]]) -> _Shown:
-    """What is shown inside an element with `attrs` opened in `parent`."""
-    found = dict(attrs)
-    if not found.get("style") and "hidden" not in found:
-        return parent._replace(tag=tag)  # most elements: what their parent shows
-    style = declarations(found.get("style") or "")
-    concealed = parent.concealed or "hidden" in found or style.get("display") == "none"
-    font_px = parent.font_px
-    if "font" in style:
-        font_px = _shorthand_font_px(style["font"], parent.font_px)
-    if "font-size" in style:
-        font_px = _font_px(style["font-size"], parent.font_px)
-    visible = parent.visible
-    if style.get("visibility") in ("hidden", "collapse"):
-        visible = False
-    elif style.get("visibility") == "visible":
-        visible = True
-    opacity = parent.opacity * _opacity(style.get("opacity", "1"))
-    # A box of no height or width that clips what overflows it shows nothing of it.
-    clips = any(token in _CLIPPING for name in ("overflow", "overflow-x", "overflow-y")
-                for token in style.get(name, "").split())
-    if clips:
-        for name in ("height", "max-height", "width", "max-width"):
-            size = _length_px(style.get(name, ""), font_px)
-            if size is not None and size < 1:
-                concealed = True
-    return _Shown(tag, concealed, font_px, visible, opacity)
 
 
 def _unwrap_styles(html: str) -> str:
@@ -288,9 +138,10 @@ def visible_markup(html: str) -> str:
 class TextExtractor(HTMLParser):
     """Plain text from HTML: drops scripts and styles, keeps paragraphs and list items.
 
-    Text a reader does not see is dropped too: inside `hidden`, `display:none`,
-    `visibility:hidden`, an unreadably small font, near-zero opacity or a clipping box of
-    no height or width. Feed it `visible_markup(html)`, whose end tags match.
+    Text a reader does not see is dropped too (`app.sources.shown`): inside `hidden`,
+    `display:none`, `visibility:hidden`, an unreadably small font, near-zero opacity or a
+    clipping box of no height or width. Feed it `visible_markup(html)`, whose end tags
+    match.
     """
 
     _SKIP = _SKIPPED
@@ -308,19 +159,19 @@ class TextExtractor(HTMLParser):
         self._skip = 0
         self._pre = 0
         self._pending = 0  # line breaks owed before the next text
-        self._open: list[_Shown] = []
+        self._open: list[Shown] = []
         self._open_tags: Counter[str] = Counter()
         self._lost = False  # an end tag closed elements out of order: read no further
 
-    def _shown(self) -> _Shown:
-        return self._open[-1] if self._open else _ROOT
+    def _shown(self) -> Shown:
+        return self._open[-1] if self._open else ROOT
 
     def suppressed(self) -> bool:
         """Whether text here is left out: skipped, or not seen by a reader."""
         return bool(self._skip) or self._lost or not self._shown().readable
 
     def _push(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open.append(_inside(self._shown(), tag, attrs))
+        self._open.append(inside(self._shown(), tag, attrs))
         self._open_tags[tag] += 1
 
     def _pop(self, tag: str) -> None:
@@ -356,7 +207,7 @@ class TextExtractor(HTMLParser):
             return
         if tag not in VOID:
             self._push(tag, attrs)
-        elif not _inside(self._shown(), tag, attrs).readable:
+        elif not inside(self._shown(), tag, attrs).readable:
             return
         if self.suppressed():
             return
@@ -375,7 +226,7 @@ class TextExtractor(HTMLParser):
             self._break(1)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.suppressed() or not _inside(self._shown(), tag, attrs).readable:
+        if self.suppressed() or not inside(self._shown(), tag, attrs).readable:
             return
         if tag == "br":
             self._emit("\n")
