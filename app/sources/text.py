@@ -138,10 +138,9 @@ def visible_markup(html: str) -> str:
 class TextExtractor(HTMLParser):
     """Plain text from HTML: drops scripts and styles, keeps paragraphs and list items.
 
-    Text a reader does not see is dropped too (`app.sources.shown`): inside `hidden`,
-    `display:none`, `visibility:hidden`, an unreadably small font, near-zero opacity or a
-    clipping box of no height or width. Feed it `visible_markup(html)`, whose end tags
-    match.
+    Text a reader does not see is dropped too (`app.sources.shown`): not drawn, too small
+    or faint, clipped away, moved out of view, or the colour of what is behind it. Feed it
+    `visible_markup(html)`, whose end tags match.
     """
 
     _SKIP = _SKIPPED
