@@ -322,6 +322,19 @@ def difference(one: Rgb, other: Rgb) -> float:
     return math.dist(_lab(one), _lab(other))
 
 
+def filter_opacity(value: str) -> float:
+    """How much of the element a `filter` list's opacity() functions leave (1 if none)."""
+    left = 1.0
+    for function in _FUNCTION.finditer(value):
+        if function.group(1) == "opacity":
+            try:
+                amount = _number(function.group(2).strip() or "1", percent=1.0)
+            except ValueError:
+                continue
+            left *= min(max(amount, 0.0), 1.0)
+    return left
+
+
 # --------------------------------------------------------------------------- geometry
 
 

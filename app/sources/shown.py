@@ -1,13 +1,14 @@
 """What a reader of an HTML mail sees of each element's text, from its inline style (the
 <style> blocks already inlined) and its HTML attributes, down the tree.
 
-Text is unseen when it is not drawn (`hidden`, display:none, visibility:hidden), too small
-or faint to read (a font under 4 px, also through a transform's scale or zoom; opacity
-under 0.1), clipped away (a box of no height or width, or whose lines have none, that
-clips its overflow; `clip` or `clip-path` leaving nothing), moved out of view (an offset,
-margin, translation or text-indent far off the page), or the colour of what is behind it
-(a white word on a white page, `color:transparent`). Mail clients show mail on white
-unless it sets a background, so the page is white.
+Text is unseen when it is not drawn (`hidden`, display:none, visibility:hidden,
+content-visibility:hidden), too small or faint to read (a font under 4 px, also through a
+transform's scale or zoom; opacity under 0.1, also through filter: opacity()), clipped
+away (a box of no height or width, or whose lines have none, that clips its overflow;
+`clip` or `clip-path` leaving nothing), moved out of view (an offset, margin, translation
+or text-indent far off the page), or the colour of what is behind it (a white word on a
+white page, `color:transparent`). Mail clients show mail on white unless it sets a
+background, so the page is white.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ def inside(parent: Shown, tag: str, attrs: list[tuple[str, str | None]]) -> Show
     if not found.get("style") and "hidden" not in found and not coloured:
         return parent._replace(tag=tag)  # most elements: what their parent shows
     style = declarations(found.get("style") or "")
-    concealed = parent.concealed or "hidden" in found or style.get("display") == "none"
+    # content-visibility:hidden skips drawing what is inside the element, like display:none.
+    concealed = (parent.concealed or "hidden" in found or style.get("display") == "none"
+                 or style.get("content-visibility") == "hidden")
     font_px = parent.font_px
     if "font" in style:
         font_px = _shorthand_font_px(style["font"], parent.font_px)
@@ -181,6 +184,8 @@ def inside(parent: Shown, tag: str, attrs: list[tuple[str, str | None]]) -> Show
     elif style.get("visibility") == "visible":
         visible = True
     opacity = parent.opacity * _opacity(style.get("opacity", "1"))
+    if "filter" in style:
+        opacity *= css.filter_opacity(style["filter"])
     # A box of no height or width that clips what overflows it shows nothing of it.
     clips = any(token in _CLIPPING for name in ("overflow", "overflow-x", "overflow-y")
                 for token in style.get(name, "").split())
