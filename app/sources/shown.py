@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from app.sources import css
-from app.sources.css import BASE_FONT_PX, BLACK, LENGTH, Colour, Rgb, length_px
+from app.sources import colours, css
+from app.sources.colours import BLACK, Colour, Rgb
+from app.sources.css import BASE_FONT_PX, LENGTH, length_px
 
 # Below this size (in CSS px) text is unreadable, the classic carrier of hidden words.
 _UNREADABLE_PX = 4.0
@@ -29,7 +30,7 @@ _CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.S)
 _CSS_ESCAPE = re.compile(r"\\(?:([0-9a-f]{1,6})[ \t\r\n\f]?|(.))", re.S | re.I)
 _IMPORTANT = re.compile(r"!\s*important\s*$")
 _CLIPPING = frozenset({"hidden", "clip"})
-# Text less different from what is behind it than this (CIE76 ΔE, `css.difference`) is
+# Text less different from what is behind it than this (CIE76 ΔE, `colours.difference`) is
 # taken as unseen: white on a white page, #fefefe on it, or black at 5% alpha. Black at
 # the opacity rule's 10% on white is 8.9 from it; the lightest grey ordinary mail sets
 # small print in, #ddd on white, is 11.9.
@@ -45,8 +46,8 @@ _OFF_EDGE_PERCENT = 100.0
 _POSITIONED = frozenset({"relative", "absolute", "fixed"})
 _IMAGES = ("url(", "gradient(", "image(", "image-set(", "element(", "cross-fade(", "paint(")
 # The browser's own colours for these elements (text, background), over inherited ones.
-_OWN_COLOURS = {"mark": (BLACK, css.NAMED_COLOURS["mark"]),
-                "button": (BLACK, css.NAMED_COLOURS["buttonface"])}
+_OWN_COLOURS = {"mark": (BLACK, colours.NAMED_COLOURS["mark"]),
+                "button": (BLACK, colours.NAMED_COLOURS["buttonface"])}
 _COLOUR_ATTRIBUTES = ("bgcolor", "background", "color", "text")
 _COLOUR_PROPERTIES = ("color", "background", "background-color", "background-image",
                       "background-clip", "-webkit-background-clip", "-webkit-text-fill-color",
@@ -330,11 +331,11 @@ def _coloured(shown: Shown, parent: Shown, found: dict[str, str | None],
     tag = shown.tag
     own_text, own_background = _OWN_COLOURS.get(tag, (None, None))
     if tag == "a" and "href" in found:
-        own_text = css.LINK_BLUE  # a link is blue unless its own style says otherwise
+        own_text = colours.LINK_BLUE  # a link is blue unless its own style says otherwise
     colour = parent.colour
     attribute = found.get("color") if tag == "font" else found.get("text") if tag == "body" \
         else None
-    if attribute and (read := css.legacy_colour(attribute)) is not None:
+    if attribute and (read := colours.legacy_colour(attribute)) is not None:
         colour = read
     if own_text is not None:
         colour = own_text
@@ -346,7 +347,7 @@ def _coloured(shown: Shown, parent: Shown, found: dict[str, str | None],
         if value in ("currentcolor", "initial"):
             filled, fill = False, None
         elif value not in ("inherit", "unset"):
-            filled, fill = True, css.colour(value)
+            filled, fill = True, colours.colour(value)
     clipped = any("text" in style.get(name, "").split()
                   for name in ("background-clip", "-webkit-background-clip"))
     if clipped:  # the background is drawn in the letters: their colour is unknown
@@ -363,10 +364,10 @@ def _coloured(shown: Shown, parent: Shown, found: dict[str, str | None],
         elif paint.alpha >= 1:
             backdrop = (paint.red, paint.green, paint.blue)
         elif paint.alpha > 0 and backdrop is not None:
-            backdrop = css.over(paint, backdrop)
+            backdrop = colours.over(paint, backdrop)
     inks = (fill if filled else colour, *shadows, *stroke)
     faint = backdrop is not None and all(
-        ink is not None and css.difference(css.over(ink, backdrop), backdrop) < _INDISTINCT
+        ink is not None and colours.difference(colours.over(ink, backdrop), backdrop) < _INDISTINCT
         for ink in inks)
     return shown._replace(colour=colour, fill=fill, filled=filled, shadows=shadows,
                           stroke=stroke, backdrop=backdrop, faint=faint)
@@ -380,7 +381,7 @@ def _colour_value(value: str, inherited: Colour | None, reverted: Colour | None
         return BLACK
     if value in ("revert", "revert-layer"):
         return reverted
-    return css.colour(value)
+    return colours.colour(value)
 
 
 def _shadows(value: str, colour: Colour | None, font_px: float,
@@ -398,7 +399,8 @@ def _shadows(value: str, colour: Colour | None, font_px: float,
         if any(o is not None and abs(o) >= _OFF_EDGE_PX for o in offsets):
             continue  # cast out of view
         named = [t for t in tokens if not LENGTH.fullmatch(t)]
-        found.append(colour if not named or named[0] == "currentcolor" else css.colour(named[0]))
+        found.append(colour if not named or named[0] == "currentcolor"
+                     else colours.colour(named[0]))
     return tuple(found)
 
 
@@ -414,12 +416,12 @@ def _stroke(style: dict[str, str], colour: Colour | None, font_px: float,
         widths = [t for t in tokens if LENGTH.fullmatch(t) or t in _STROKE_WIDTHS]
         named = [t for t in tokens if t not in widths]
         stroked = bool(widths) and _stroke_px(widths[0], font_px) > 0
-        ink = colour if not named or named[0] == "currentcolor" else css.colour(named[0])
+        ink = colour if not named or named[0] == "currentcolor" else colours.colour(named[0])
     if "-webkit-text-stroke-width" in style:
         stroked = _stroke_px(style["-webkit-text-stroke-width"], font_px) > 0
     if "-webkit-text-stroke-color" in style:
         value = style["-webkit-text-stroke-color"]
-        ink = colour if value == "currentcolor" else css.colour(value)
+        ink = colour if value == "currentcolor" else colours.colour(value)
     return (ink,) if stroked else ()
 
 
@@ -432,18 +434,18 @@ def _background(found: dict[str, str | None], style: dict[str, str], colour: Col
     """What the element draws behind its text: a colour (transparent if none), or None
     for an image or what cannot be read. Its style's declarations in their order, over
     its `bgcolor` or `background` attribute, over the browser's own."""
-    paint: Colour | None = own or css.TRANSPARENT
+    paint: Colour | None = own or colours.TRANSPARENT
     image = bool((found.get("background") or "").strip())
     if found.get("bgcolor"):
-        paint = css.legacy_colour(found["bgcolor"] or "") or paint
+        paint = colours.legacy_colour(found["bgcolor"] or "") or paint
     for name, value in style.items():
         if name == "background":
             image = any(marker in value for marker in _IMAGES)
             layers = css.top_level(value, ",")
             paint = _layer_colour(layers[-1] if layers else "", colour)
         elif name == "background-color":
-            paint = css.TRANSPARENT if value in ("inherit", "initial", "unset") \
-                else colour if value == "currentcolor" else css.colour(value)
+            paint = colours.TRANSPARENT if value in ("inherit", "initial", "unset") \
+                else colour if value == "currentcolor" else colours.colour(value)
         elif name == "background-image":
             image = value not in ("none", "initial", "unset", "inherit")
     return None if image else paint
@@ -456,7 +458,7 @@ def _layer_colour(layer: str, colour: Colour | None) -> Colour | None:
             return colour
         if "var(" in token:
             return None
-        read = css.colour(token)
+        read = colours.colour(token)
         if read is not None:
             return read
-    return css.TRANSPARENT
+    return colours.TRANSPARENT
