@@ -348,23 +348,22 @@ def _coloured(shown: Shown, parent: Shown, found: dict[str, str | None],
             filled, fill = False, None
         elif value not in ("inherit", "unset"):
             filled, fill = True, colours.colour(value)
-    clipped = any("text" in style.get(name, "").split()
-                  for name in ("background-clip", "-webkit-background-clip"))
-    if clipped:  # the background is drawn in the letters: their colour is unknown
-        filled, fill = True, None
     shadows = parent.shadows
     if "text-shadow" in style:
         shadows = _shadows(style["text-shadow"], colour, shown.font_px, parent.shadows)
     stroke = _stroke(style, colour, shown.font_px, parent.stroke)
     backdrop = parent.backdrop
-    if not clipped:
-        paint = _background(found, style, colour, own_background)
-        if paint is None:
-            backdrop = None  # an image, or a colour that cannot be read
-        elif paint.alpha >= 1:
-            backdrop = (paint.red, paint.green, paint.blue)
-        elif paint.alpha > 0 and backdrop is not None:
-            backdrop = colours.over(paint, backdrop)
+    paint = _background(found, style, colour, own_background)
+    clipped = any("text" in style.get(name, "").split()
+                  for name in ("background-clip", "-webkit-background-clip"))
+    if clipped and (paint is None or paint.alpha > 0):
+        filled, fill = True, None  # the background is drawn in the letters: of unknown colour
+    elif paint is None:
+        backdrop = None  # an image, or a colour that cannot be read
+    elif paint.alpha >= 1:
+        backdrop = (paint.red, paint.green, paint.blue)
+    elif paint.alpha > 0 and backdrop is not None:
+        backdrop = colours.over(paint, backdrop)
     inks = (fill if filled else colour, *shadows, *stroke)
     faint = backdrop is not None and all(
         ink is not None and colours.difference(colours.over(ink, backdrop), backdrop) < _INDISTINCT
