@@ -30,7 +30,12 @@ class Webhook(IdMixin, TimestampMixin, Base):
     __table_args__ = (Index(None, "user_id"),)
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    url: Mapped[str] = mapped_column(String(2000))
+    # The endpoint, encrypted at rest: an incoming webhook's URL is its credential (Slack's
+    # /services/T/B/SECRET, Discord's /api/webhooks/ID/SECRET, ?token=), whoever has it
+    # posts as the user's integration. What is shown of it: scheme, host and port, the
+    # rest masked (`app.delivery.ssrf.masked`), kept beside it so that listing needs no key.
+    url_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    url_shown: Mapped[str] = mapped_column(String(2000))
     # Encrypted at rest; shown to the user once, when created or rotated.
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     # The secret before the last rotation: requests are signed with it too until then.

@@ -23,16 +23,18 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=error_respon
 async def create_webhook(
     data: WebhookCreate, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> WebhookCreated:
-    """Register a webhook. The answer holds its signing secret, shown only this once."""
+    """Register a webhook. The answer holds its signing secret and its whole URL, shown
+    only this once: the URL is stored encrypted and shown masked after."""
     webhook, secret = await service.create(
         session=session, user=user, data=data, settings=runtime.settings
     )
-    return WebhookCreated(**service.to_out(webhook).model_dump(), secret=secret)
+    return WebhookCreated(**{**service.to_out(webhook).model_dump(), "url": data.url},
+                          secret=secret)
 
 
 @router.get("", response_model=list[WebhookOut])
 async def list_webhooks(user: CurrentUser, session: SessionDep) -> list[WebhookOut]:
-    """Your webhooks, newest first (without their secrets)."""
+    """Your webhooks, newest first (without their secrets; their URLs masked)."""
     return [service.to_out(w) for w in await service.list_for(session=session, user=user)]
 
 
@@ -45,13 +47,14 @@ async def get_webhook(webhook_id: uuid.UUID, user: CurrentUser, session: Session
 
 @router.patch(
     "/{webhook_id}", response_model=WebhookOut,
-    responses=error_responses(WebhookNotFound, WebhookUrlRefused),
+    responses=error_responses(WebhookNotFound, WebhookUrlRefused, SecretKeyError),
 )
 async def update_webhook(
     webhook_id: uuid.UUID, data: WebhookUpdate, user: CurrentUser, session: SessionDep,
     runtime: RuntimeDep,
 ) -> WebhookOut:
-    """Change the URL or events, or turn it off and on (`enabled`; on clears the reason)."""
+    """Change the URL (stored encrypted, answered masked) or events, or turn it off and on
+    (`enabled`; on clears the reason)."""
     webhook = await service.update_webhook(
         session=session, user=user, webhook_id=webhook_id, data=data, settings=runtime.settings
     )

@@ -50,7 +50,10 @@ class WebhookUpdate(PartialUpdate):
 
 class WebhookOut(BaseModel):
     id: uuid.UUID
-    url: str
+    url: str = Field(
+        description="Scheme, host and port, the rest masked (`https://hooks.slack.com/…`): "
+        "a webhook URL often carries its secret in its path or query, and is stored "
+        "encrypted. Only the answer to POST /webhooks gives it whole.")
     event_types: list[str]
     enabled: bool
     status_detail: str | None = Field(description="Why it was disabled, if it was.")
@@ -62,6 +65,9 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
+    """A webhook with its signing secret. Created (POST /webhooks), `url` is whole, as
+    given; with a new secret (POST /webhooks/{id}/secret), masked as ever."""
+
     secret: str = Field(
         description="The signing secret (whsec_...), shown only this once: verify the "
         "webhook-signature header of each request with it, per Standard Webhooks."

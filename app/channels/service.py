@@ -1,9 +1,13 @@
-"""Webhooks: register, list, change, delete; their secrets, encrypted at rest.
+"""Webhooks: register, list, change, delete; their secrets and URLs, encrypted at rest.
 
 A secret is `whsec_` + base64 of 32 random bytes (Standard Webhooks), shown
 once on creation and stored only encrypted (`app/core/crypto.py`). A new one can be
 asked for (`rotate_secret`); for `PREVIOUS_SECRET_SIGNS` after, each request is signed
 with the old secret too, so a receiver moves to the new one without refusing any.
+
+The URL is a secret too (an incoming webhook's URL is what lets one post to it): it is
+stored encrypted, given back whole only in the answer that creates the webhook, and
+shown after that as scheme, host and a masked path (`app.delivery.ssrf.masked`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.channels.models import Webhook
 from app.channels.schemas import WebhookCreate, WebhookOut, WebhookUpdate
 from app.core.config import Settings
-from app.core.crypto import SecretBox, secret_box
+from app.core.crypto import SecretBox, SecretKeyError, secret_box
 from app.core.db import utcnow
 from app.core.errors import BadRequest, Conflict, NotFound
-from app.delivery.ssrf import UrlRefused, check_url
+from app.delivery.ssrf import UrlRefused, check_url, masked
 from app.users import service as users
 from app.users.models import User
 
@@ -68,6 +72,19 @@ def secret_of(webhook: Webhook, box: SecretBox) -> str:
     return box.decrypt(webhook.secret_encrypted).decode()
 
 
+def url_of(webhook: Webhook, box: SecretBox) -> str:
+    """The webhook's URL (raises SecretKeyError when no key reads it)."""
+    return box.decrypt(webhook.url_encrypted).decode()
+
+
+def _holds(webhook: Webhook, box: SecretBox, url: str) -> bool:
+    """The webhook's sealed URL is `url` (False when no key reads it)."""
+    try:
+        return url_of(webhook, box) == url
+    except SecretKeyError:
+        return False
+
+
 def previous_secret_of(webhook: Webhook, box: SecretBox, now: datetime) -> str | None:
     """The secret before the last rotation while it still signs (`PREVIOUS_SECRET_SIGNS`)."""
     if webhook.previous_secret_encrypted is None or not _still_signs(webhook, now):
@@ -96,7 +113,8 @@ def _checked_url(url: str, settings: Settings) -> str:
 
 def to_out(webhook: Webhook) -> WebhookOut:
     return WebhookOut(
-        id=webhook.id, url=webhook.url, event_types=list(webhook.event_types.get("types", [])),
+        id=webhook.id, url=webhook.url_shown,
+        event_types=list(webhook.event_types.get("types", [])),
         enabled=webhook.enabled, status_detail=webhook.status_detail,
         previous_secret_until=webhook.previous_secret_until
         if _still_signs(webhook, utcnow()) else None,
@@ -116,9 +134,11 @@ async def create(
     )).scalar_one()
     if count >= MAX_WEBHOOKS_PER_USER:
         raise TooManyWebhooks(f"at most {MAX_WEBHOOKS_PER_USER} webhooks per user")
+    box = secret_box(settings)
     secret = new_secret()
     webhook = Webhook(
-        user_id=user.id, url=url, secret_encrypted=secret_box(settings).encrypt(secret.encode()),
+        user_id=user.id, url_encrypted=box.encrypt(url.encode()), url_shown=masked(url),
+        secret_encrypted=box.encrypt(secret.encode()),
         event_types={"types": list(data.event_types)}, enabled=data.enabled,
     )
     session.add(webhook)
@@ -150,9 +170,16 @@ async def update_webhook(
     *, session: AsyncSession, user: User, webhook_id: uuid.UUID, data: WebhookUpdate,
     settings: Settings,
 ) -> Webhook:
+    """Change what `data` gives; a new URL is sealed (SecretKeyError without the keys)."""
     webhook = await get(session=session, user=user, webhook_id=webhook_id)
     if data.url is not None:
-        webhook.url = _checked_url(data.url, settings)
+        url = _checked_url(data.url, settings)
+        box = secret_box(settings)
+        # The same URL again keeps its sealed bytes: a delivery on its way tells by them
+        # whether the webhook moved meanwhile (`disable`).
+        if not _holds(webhook, box, url):
+            webhook.url_encrypted = box.encrypt(url.encode())
+            webhook.url_shown = masked(url)
     if data.event_types is not None:
         webhook.event_types = {"types": list(data.event_types)}
     if data.enabled is not None:
@@ -223,15 +250,19 @@ async def targets(
 
 
 async def disable(
-    *, session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID, url: str, reason: str
+    *, session: AsyncSession, user_id: uuid.UUID, webhook_id: uuid.UUID,
+    url_encrypted: bytes, reason: str,
 ) -> bool:
-    """Turn a webhook off (its endpoint at `url` said 410 Gone); False if it is gone,
-    already off, or no longer at `url` (the user moved it while the delivery was on its
-    way: the old endpoint's end says nothing of the new one)."""
+    """Turn a webhook off (its endpoint said 410 Gone); False if it is gone, already off,
+    or no longer at the URL the delivery was sent to, `url_encrypted` as it was read then
+    (the user moved it while the delivery was on its way: the old endpoint's end says
+    nothing of the new one). A new URL is sealed anew, so the sealed bytes tell; so would
+    `pilotlight keys rotate` re-sealing it meanwhile, and the webhook stays on until the
+    next 410."""
     result = await session.execute(
         update(Webhook)
         .where(Webhook.id == webhook_id, Webhook.user_id == user_id, Webhook.enabled.is_(True),
-               Webhook.url == url)
+               Webhook.url_encrypted == url_encrypted)
         .values(enabled=False, status_detail=reason, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -398,7 +398,7 @@ class DeliverySender(LoopService):
             if result.disable_webhook and job is not None and job.webhook is not None:
                 turned_off = await channels.disable(
                     session=session, user_id=claimed.user_id, webhook_id=job.webhook.id,
-                    url=job.webhook.url, reason=result.reason,
+                    url_encrypted=job.webhook.url_encrypted, reason=result.reason,
                 )
                 # Not turned off: another delivery's 410 did it and said so, or the user
                 # moved it to another address meanwhile (the old one's end is no news).

@@ -199,6 +199,21 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+def masked(url: str) -> str:
+    """`scheme://host[:port]/…`: how a webhook URL is shown once it is stored.
+
+    Its origin (`origin`), and of its path and query only whether it has any: an
+    incoming webhook's secret can be anywhere in them (Slack's /services/T/B/SECRET,
+    Discord's /api/webhooks/ID/SECRET, Zapier's /hooks/catch/ACCOUNT/SECRET/, ?token=),
+    so no part of them is shown, not even the first or last few characters.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return origin(url)
+    return origin(url) + ("/\u2026" if parts.path.strip("/") or parts.query else "/")
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP

@@ -95,6 +95,7 @@ class WebhookChannel:
             # signatures, as Standard Webhooks allows): the receiver may still hold it.
             keys = [channels.secret_of(webhook, box),
                     channels.previous_secret_of(webhook, box, utcnow())]
+            url = channels.url_of(webhook, box)
         except SecretKeyError as exc:
             return failed(exc.detail)
         body = payload(job.notification, event_type)
@@ -109,13 +110,14 @@ class WebhookChannel:
                 sign(key, msg_id, timestamp, body) for key in keys if key is not None),
         }
         allow_private = self.settings.webhook_allow_private
-        shown = origin(webhook.url)
+        # Named by its origin only: the rest of the URL may be the webhook's credential.
+        shown = origin(url)
         try:
-            check_url(webhook.url, allow_private=allow_private)
+            check_url(url, allow_private=allow_private)
         except UrlRefused as exc:
             return failed(f"refused to call {shown}: {exc}")
         try:
-            response = await self.client.post(webhook.url, content=body, headers=headers,
+            response = await self.client.post(url, content=body, headers=headers,
                                              allow_private=allow_private,
                                              timeout=deadline.step_timeout())
         except UrlRefused as exc:

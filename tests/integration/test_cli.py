@@ -548,7 +548,9 @@ async def test_check_reads_the_secret_key_and_what_it_encrypted(
     key = Fernet.generate_key()
     async with transaction(runtime.sessionmaker) as session:
         user = await users.create_user(session=session, email="ada@example.com")
-        session.add(Webhook(user_id=user.id, url="https://hooks.example.com/a",
+        session.add(Webhook(user_id=user.id,
+                            url_encrypted=Fernet(key).encrypt(b"https://hooks.example.com/a"),
+                            url_shown="https://hooks.example.com/\u2026",
                             secret_encrypted=Fernet(key).encrypt(b"whsec_x"),
                             event_types={"types": ["digest.created"]}))
     env = postgres_keys()

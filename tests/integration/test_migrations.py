@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -10,14 +11,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from sqlalchemy import DateTime, LargeBinary, String, Uuid, column, insert, select, table
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    LargeBinary,
+    String,
+    Uuid,
+    column,
+    insert,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.channels.models import Webhook
 from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
-from app.core.db import transaction, utcnow, uuid7
+from app.core.db import JSONType, utcnow, uuid7
 from app.core.migrate import alembic_config, pending
 from app.core.runtime import Runtime
 from app.models import Base
@@ -50,11 +62,28 @@ def _to(revision: str, settings: Settings | None = None) -> Callable[[Connection
     return move
 
 
+def _with_a_key(runtime: Runtime) -> Settings:
+    return runtime.settings.model_copy(
+        update={"secret_keys": [SecretStr(Fernet.generate_key().decode())]})
+
+
+# webhooks as revisions 0020 to 0025 have them (what later ones added left out): the URL
+# in plain text.
+_PLAIN_WEBHOOKS = table(
+    "webhooks", column("id", Uuid()), column("user_id", Uuid()), column("url", String()),
+    column("secret_encrypted", LargeBinary()), column("event_types", JSONType),
+    column("enabled", Boolean()), column("created_at", DateTime(timezone=True)),
+    column("updated_at", DateTime(timezone=True)),
+)
+_SEALED_WEBHOOKS = table("webhooks", column("id", Uuid()), column("url_encrypted", LargeBinary()),
+                         column("url_shown", String()))
+
+
 async def _event_types(runtime: Runtime, *webhooks: Webhook) -> list[list[str]]:
-    async with transaction(runtime.sessionmaker) as session:
-        rows = (await session.execute(
-            select(Webhook.id, Webhook.event_types)
-            .where(Webhook.id.in_([w.id for w in webhooks]))
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(
+            select(_PLAIN_WEBHOOKS.c.id, _PLAIN_WEBHOOKS.c.event_types)
+            .where(_PLAIN_WEBHOOKS.c.id.in_([w.id for w in webhooks]))
         )).all()
     found = {row.id: row.event_types for row in rows}
     return [found[w.id]["types"] for w in webhooks]
@@ -63,37 +92,34 @@ async def _event_types(runtime: Runtime, *webhooks: Webhook) -> list[list[str]]:
 async def test_a_webhook_that_took_every_event_is_given_alert_created(runtime: Runtime) -> None:
     """0021: alert.created came after the first three event types; a webhook that took
     them all (registered without choosing) takes it too, one that chose fewer does not."""
+    settings = _with_a_key(runtime)  # 0026 seals the webhooks' URLs
     user, _ = await factories.user_with_token(runtime)
     every = ["digest.created", "question.asked", "run.failed"]
     async with runtime.engine.begin() as conn:
-        await conn.run_sync(_to("0020"))
+        await conn.run_sync(_to("0020", settings))
     try:
-        took_all = Webhook(user_id=user.id, url="https://hooks.example.com/all",
-                           secret_encrypted=b"sealed", event_types={"types": every})
-        chose = Webhook(user_id=user.id, url="https://hooks.example.com/digests",
-                        secret_encrypted=b"sealed",
-                        event_types={"types": ["run.failed", "digest.created"]})
-        async with transaction(runtime.sessionmaker) as session:
+        took_all = Webhook(id=uuid7(), event_types={"types": every})
+        chose = Webhook(id=uuid7(), event_types={"types": ["run.failed", "digest.created"]})
+        async with runtime.engine.begin() as conn:
             for webhook in (took_all, chose):  # only the columns 0020 had
-                webhook.id = uuid7()
-                await session.execute(insert(Webhook).values(
-                    id=webhook.id, user_id=user.id, url=webhook.url,
+                await conn.execute(insert(_PLAIN_WEBHOOKS).values(
+                    id=webhook.id, user_id=user.id, url=f"https://hooks.example.com/{webhook.id}",
                     secret_encrypted=b"sealed", event_types=webhook.event_types,
-                    enabled=True))
+                    enabled=True, created_at=utcnow(), updated_at=utcnow()))
     finally:
         async with runtime.engine.begin() as conn:
-            await conn.run_sync(_to("head"))
+            await conn.run_sync(_to("head", settings))
     assert await _event_types(runtime, took_all, chose) == [
         [*every, "alert.created"], ["run.failed", "digest.created"]]
 
     try:
         async with runtime.engine.begin() as conn:
-            await conn.run_sync(_to("0020"))
+            await conn.run_sync(_to("0020", settings))
         assert await _event_types(runtime, took_all, chose) == [
             every, ["run.failed", "digest.created"]]
     finally:
         async with runtime.engine.begin() as conn:
-            await conn.run_sync(_to("head"))
+            await conn.run_sync(_to("head", settings))
 
 
 # push_subscriptions as revision 0024 has it: the browser's auth secret in plain text.
@@ -164,11 +190,93 @@ async def test_without_keys_the_push_secrets_migration_stops_and_changes_nothing
                 await conn.run_sync(_to("head", no_keys))
         async with runtime.engine.connect() as conn:
             assert await pending(runtime.engine) == (
-                "the database is at revision 0024, the code expects 0025")
+                "the database is at revision 0024, the code expects 0026")
             plain = (await conn.execute(select(_PLAIN_PUSH.c.id, _PLAIN_PUSH.c.auth))).all()
         assert plain == [(id_, "auth-secret")]
     finally:
         keys = no_keys.model_copy(update={
             "secret_keys": [SecretStr(Fernet.generate_key().decode())]})
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", keys))
+
+
+_URLS = {
+    "slack": ("https://hooks.slack.com/services/T0/B0/SLACKSECRET", "https://hooks.slack.com/\u2026"),
+    "query": ("http://127.0.0.1:8080/in?token=QUERYSECRET", "http://127.0.0.1:8080/\u2026"),
+    "bare": ("https://example.com", "https://example.com/"),
+    "root": ("https://[2001:db8::1]:8443/", "https://[2001:db8::1]:8443/"),
+}
+
+
+async def _at_0025_with_plain_urls(runtime: Runtime, settings: Settings) -> dict[str, str]:
+    """The schema at 0025 with a webhook for each of `_URLS`; their ids and URLs."""
+    user, _ = await factories.user_with_token(runtime)
+    urls = {str(uuid7()): url for url, _shown in _URLS.values()}
+    async with runtime.engine.begin() as conn:
+        await conn.run_sync(_to("0025", settings))
+    async with runtime.engine.begin() as conn:
+        for id_, url in urls.items():
+            await conn.execute(insert(_PLAIN_WEBHOOKS).values(
+                id=uuid.UUID(id_), user_id=user.id, url=url, secret_encrypted=b"sealed",
+                event_types={"types": ["digest.created"]}, enabled=True,
+                created_at=utcnow(), updated_at=utcnow()))
+    return urls
+
+
+async def test_webhook_urls_are_encrypted_and_back(runtime: Runtime) -> None:
+    """0026: the URLs stored in plain text are encrypted with the keys of the process that
+    migrates, with what is shown of them beside; a downgrade decrypts them again."""
+    settings = _with_a_key(runtime)
+    try:
+        urls = await _at_0025_with_plain_urls(runtime, settings)
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(select(_SEALED_WEBHOOKS))).all()
+        raw = (await conn.execute(text("SELECT * FROM webhooks"))).mappings().all()
+    box = secret_box(settings)
+    assert {str(row.id): box.decrypt(row.url_encrypted).decode() for row in rows} == urls
+    shown = dict(_URLS.values())
+    assert {str(row.id): row.url_shown for row in rows} == {
+        id_: shown[url] for id_, url in urls.items()}
+    for row in raw:
+        assert "url" not in row
+        for value in row.values():
+            stored = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            assert "SECRET" not in stored
+
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("0025", settings))
+        async with runtime.engine.connect() as conn:
+            plain = (await conn.execute(
+                select(_PLAIN_WEBHOOKS.c.id, _PLAIN_WEBHOOKS.c.url))).all()
+        assert {str(id_): url for id_, url in plain} == urls
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))
+
+
+async def test_without_keys_the_webhook_urls_migration_stops_and_changes_nothing(
+    runtime: Runtime,
+) -> None:
+    """PostgreSQL with no PILOTLIGHT_SECRET_KEYS and webhooks to encrypt: the migration
+    stops, its whole transaction rolled back (the URLs still there, in plain text)."""
+    no_keys = runtime.settings.model_copy(update={
+        "secret_keys": [], "database_url": "postgresql+asyncpg://u@127.0.0.1/none"})
+    keys = _with_a_key(runtime)
+    try:
+        urls = await _at_0025_with_plain_urls(runtime, keys)
+        with pytest.raises(SecretKeyError, match="migration 0026 encrypts the webhook URLs"):
+            async with runtime.engine.begin() as conn:
+                await conn.run_sync(_to("head", no_keys))
+        assert await pending(runtime.engine) == (
+            "the database is at revision 0025, the code expects 0026")
+        async with runtime.engine.connect() as conn:
+            plain = (await conn.execute(
+                select(_PLAIN_WEBHOOKS.c.id, _PLAIN_WEBHOOKS.c.url))).all()
+        assert {str(id_): url for id_, url in plain} == urls
+    finally:
         async with runtime.engine.begin() as conn:
             await conn.run_sync(_to("head", keys))

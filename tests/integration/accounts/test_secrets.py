@@ -177,6 +177,7 @@ async def _sealed(runtime: Runtime) -> dict[tuple[str, uuid.UUID], bytes]:
         states = (await session.execute(
             select(OAuthState.id, OAuthState.code_verifier_encrypted))).all()
         hooks = (await session.execute(select(Webhook.id, Webhook.secret_encrypted))).all()
+        hook_urls = (await session.execute(select(Webhook.id, Webhook.url_encrypted))).all()
         pushes = (await session.execute(
             select(PushSubscription.id, PushSubscription.auth_encrypted))).all()
     return {
@@ -184,6 +185,7 @@ async def _sealed(runtime: Runtime) -> dict[tuple[str, uuid.UUID], bytes]:
         **{("accounts", i): v for i, v in accounts if v is not None},
         **{("oauth_states", i): v for i, v in states},
         **{("webhooks", i): v for i, v in hooks},
+        **{("webhooks.url", i): v for i, v in hook_urls},
     }
 
 
@@ -203,7 +205,7 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
         )
     push_auth = await _subscribe_push(runtime, users_[1][0])
     before = await _sealed(runtime)
-    assert len(before) == 6
+    assert len(before) == 7
     plain = {key: _box(old).decrypt(value) for key, value in before.items()}
 
     rotated = _rotate(database_url, tmp_path, [new, old], "--batch-size", "2")
@@ -213,7 +215,8 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
     assert "oauth_states.code_verifier_encrypted: 1 re-encrypted" in rotated.stdout
     assert "webhooks.secret_encrypted: 1 re-encrypted" in rotated.stdout
     assert "push_subscriptions.auth_encrypted: 1 re-encrypted" in rotated.stdout
-    assert "6 secrets re-encrypted" in rotated.stderr
+    assert "webhooks.url_encrypted: 1 re-encrypted" in rotated.stdout
+    assert "7 secrets re-encrypted" in rotated.stderr
     after = await _sealed(runtime)
     assert set(after) == set(before)
     # The old key can go: the new one alone reads everything, and it is the same secret.
@@ -222,6 +225,7 @@ async def test_rotation_moves_every_secret_to_the_newest_key(
         assert _box(new).decrypt(value) == plain[key]
     assert webhook_secret.encode() in plain.values()
     assert push_auth.encode() in plain.values()
+    assert b"https://hooks.example.com/x" in plain.values()
 
     new_only = runtime.settings.model_copy(update={"secret_keys": [SecretStr(new)]})
     async with transaction(runtime.sessionmaker) as session:
@@ -298,4 +302,5 @@ async def test_rotation_finds_every_sealed_column() -> None:
     assert {
         ("accounts", "refresh_token_encrypted"), ("oauth_states", "code_verifier_encrypted"),
         ("webhooks", "secret_encrypted"), ("webhooks", "previous_secret_encrypted"),
+        ("webhooks", "url_encrypted"), ("push_subscriptions", "auth_encrypted"),
     } <= found

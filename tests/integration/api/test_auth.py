@@ -280,7 +280,8 @@ async def world(runtime: Runtime) -> World:
     question = await add_question(runtime, user_a, run)
     notification = await add_notification(runtime, user_a, run=run, channels=("email",))
     await instruction(runtime, user_b, title="B's own")  # B is not empty-handed
-    webhook = Webhook(user_id=user_a.id, url="https://hooks.example.com/a",
+    webhook = Webhook(user_id=user_a.id, url_encrypted=b"sealed",
+                      url_shown="https://hooks.example.com/\u2026",
                       secret_encrypted=b"encrypted", event_types={"types": ["digest.created"]})
     subscription = PushSubscription(user_id=user_a.id, endpoint="https://push.example.com/a",
                                     p256dh="B" * 87, auth_encrypted=b"sealed")

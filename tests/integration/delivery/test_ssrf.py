@@ -85,8 +85,10 @@ async def test_internal_addresses_are_refused_without_connecting(
     user, _ = await factories.user_with_token(runtime)
     # Written directly: the API already refuses the literal ones (tested below).
     async with transaction(runtime.sessionmaker) as session:
-        session.add(Webhook(user_id=user.id, url=url, event_types={"types": ["digest.created"]},
-                            secret_encrypted=secret_box(runtime.settings).encrypt(b"whsec_AAAA")))
+        box = secret_box(runtime.settings)
+        session.add(Webhook(user_id=user.id, url_encrypted=box.encrypt(url.encode()),
+                            url_shown="http://hidden/", event_types={"types": ["digest.created"]},
+                            secret_encrypted=box.encrypt(b"whsec_AAAA")))
     notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
     connects.clear()
 

@@ -17,6 +17,8 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from app.channels import service as channels
 from app.channels.models import Webhook
 from app.channels.schemas import WebhookUpdate
+from app.cli import _setup_logging
+from app.core.crypto import secret_box
 from app.core.db import transaction, utcnow
 from app.core.runtime import Runtime
 from app.delivery.sender import DeliverySender
@@ -38,6 +40,7 @@ from tests.integration.delivery.conftest import (
     with_settings,
 )
 from tests.integration.delivery.receivers import WebhookReceiver
+from tests.integration.processes import free_port
 
 DIGEST = {"summary": "All quiet.", "sections": [], "action_items": [], "notes": [],
           "model": "pilotlight-offline", "covers": {"start": None, "end": "2026-11-23T08:00:00Z"}}
@@ -74,6 +77,32 @@ async def test_a_digest_is_posted_signed_and_verified_by_an_independent_implemen
     assert body["data"]["title"] == "Morning digest"
     assert body["data"]["digest"]["summary"] == "All quiet."
     assert receiver.processed == 1
+
+
+async def test_the_url_is_stored_sealed_and_the_delivery_posts_to_all_of_it(
+    runtime: Runtime, receiver: WebhookReceiver
+) -> None:
+    """A Slack-style URL's path and query are its credential: the row holds no part of
+    them (read raw), and the delivery, decrypting it, posts to the whole URL."""
+    user, _ = await factories.user_with_token(runtime)
+    url = receiver.url + "/services/T0/B0/PATHSECRET?token=QUERYSECRET"
+    webhook, receiver.secret = await add_webhook(runtime, user, url)
+    async with runtime.engine.connect() as conn:
+        [row] = (await conn.execute(sql("SELECT * FROM webhooks"))).mappings().all()
+    assert "url" not in row
+    assert row["url_shown"] == f"http://127.0.0.1:{receiver.port}/\u2026"
+    for column, value in row.items():
+        stored = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        assert "SECRET" not in stored, column
+        assert "/services" not in stored, column
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    sent = next(d for d in rows if d.channel == "webhook")
+    assert (sent.status, sent.target) == ("sent", str(webhook.id))
+    [request] = receiver.received
+    assert request.verified, request.error
+    assert request.path == "/hook/services/T0/B0/PATHSECRET?token=QUERYSECRET"
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])
@@ -259,7 +288,8 @@ async def test_a_410_from_the_old_address_leaves_a_webhook_moved_meanwhile_on(
         "410 Gone: the endpoint is gone; the webhook was not disabled: it had been moved or "
         "turned off meanwhile"), failed.last_error
     row = await _webhook(runtime, webhook.id)
-    assert (row.enabled, row.status_detail, row.url) == (True, None, receiver.url + "/v2")
+    assert (row.enabled, row.status_detail) == (True, None)
+    assert channels.url_of(row, secret_box(runtime.settings)) == receiver.url + "/v2"
     assert [n for n in await notifications(runtime, user) if n.kind == "error"] == []
 
 
@@ -313,6 +343,37 @@ async def test_a_failing_webhook_leaves_the_secrets_of_its_url_out_of_logs_and_e
     assert any("failed" in m for m in logged), logged
     assert refused or any("retry in" in m for m in logged), logged
     for text in [failed.last_error or "", told.body, str(told.data), *logged]:
+        assert "SECRET" not in text, text
+        assert "/services" not in text, text
+
+
+async def test_an_unreachable_webhook_leaves_the_secrets_of_its_url_out_of_every_log(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens at the URL: httpx's error goes into each retry's reason, and the
+    last one into the feed. With the logging that `pilotlight` sets up (httpx's request
+    line cut to the origin), no logger, ours or a library's, at any level, writes the
+    URL's path or query, from the webhook's creation to its failure, nor does the feed.
+    (At DEBUG aiosqlite logs each statement with its parameters: the URL stored in plain
+    text was in the INSERT's.)"""
+    _setup_logging(runtime.settings)
+    caplog.set_level(logging.DEBUG)  # from its creation on
+    port = free_port()  # nothing listens there
+    user, _ = await factories.user_with_token(runtime)
+    url = f"http://127.0.0.1:{port}/services/T0/B0/PATHSECRET?token=QUERYSECRET"
+    await add_webhook(runtime, user, url)
+    notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
+
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+
+    failed = next(d for d in rows if d.channel == "webhook")
+    assert failed.status == "failed"
+    assert f"gave up after 4 attempts: POST http://127.0.0.1:{port} failed: ConnectError" in (
+        failed.last_error or ""), failed.last_error
+    [told] = [n for n in await notifications(runtime, user) if n.kind == "error"]
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("retry in" in m for m in logged) == 3, logged
+    for text in [failed.last_error or "", told.body, str(told.data), caplog.text, *logged]:
         assert "SECRET" not in text, text
         assert "/services" not in text, text
 
@@ -455,7 +516,8 @@ async def _turned_off_by_the_user(runtime: Runtime, user: User, webhook: Webhook
 async def _gone_for_another_event(runtime: Runtime, user: User, webhook: Webhook) -> None:
     async with transaction(runtime.sessionmaker) as session:
         assert await channels.disable(session=session, user_id=user.id, webhook_id=webhook.id,
-                                      url=webhook.url, reason="answered 410 Gone")
+                                      url_encrypted=webhook.url_encrypted,
+                                      reason="answered 410 Gone")
 
 
 @pytest.mark.parametrize("turned_off", [None, _turned_off_by_the_user, _gone_for_another_event],

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app.channels import service as channels
 from app.channels.models import Webhook
-from app.channels.schemas import WebhookCreate
+from app.channels.schemas import WebhookCreate, WebhookUpdate
 from app.core import crypto
 from app.core.crypto import SecretKeyError, secret_box
 from app.core.db import transaction, utcnow
@@ -34,6 +34,7 @@ from tests.integration.delivery.conftest import (
 from tests.integration.delivery.receivers import WebhookReceiver
 
 URL = "https://hooks.example.com/pilotlight"
+SHOWN = "https://hooks.example.com/\u2026"
 
 
 async def test_create_shows_the_secret_once_and_stores_it_encrypted(
@@ -72,6 +73,60 @@ async def test_create_shows_the_secret_once_and_stores_it_encrypted(
         assert channels.secret_of(webhook, secret_box(runtime.settings)) == secret
 
 
+SLACK = "https://hooks.slack.com/services/T0AAAA/B0BBBB/PATHSECRET?token=QUERYSECRET"
+
+
+async def test_the_url_is_stored_encrypted_and_shown_masked_after_creation(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """An incoming webhook's URL is its credential: the database holds it only sealed,
+    and after the answer that creates it the API shows scheme and host, the rest masked."""
+    _user, headers = await factories.user_with_token(runtime)
+    response = await client.post(f"{API}/webhooks", json={"url": SLACK}, headers=headers)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["url"] == SLACK  # once, like the secret beside it
+    path = f"{API}/webhooks/{created['id']}"
+
+    listed = (await client.get(f"{API}/webhooks", headers=headers)).json()
+    one = (await client.get(path, headers=headers)).json()
+    changed = (await client.patch(path, json={"enabled": False}, headers=headers)).json()
+    rotated = (await client.post(f"{path}/secret", headers=headers)).json()
+    moved = (await client.patch(path, json={"url": SLACK.replace("PATH", "NEW")},
+                                headers=headers)).json()
+    for shown in (*listed, one, changed, rotated, moved):
+        assert shown["url"] == "https://hooks.slack.com/\u2026", shown
+        assert "SECRET" not in str(shown)
+        assert "/services" not in str(shown)
+
+    async with runtime.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in (await conn.execute(text(f"SELECT * FROM {table.name}"))).all():
+                for value in row:
+                    stored = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                    assert "SECRET" not in stored, table.name
+                    assert "/services" not in stored, table.name
+    async with transaction(runtime.sessionmaker) as session:
+        webhook = await session.get(Webhook, uuid.UUID(created["id"]))
+        assert webhook is not None
+        assert channels.url_of(webhook, secret_box(runtime.settings)) == SLACK.replace(
+            "PATH", "NEW")
+
+
+async def test_the_same_url_again_keeps_its_sealed_bytes(runtime: Runtime) -> None:
+    """A PATCH with the URL the webhook already has changes nothing of it: a delivery on
+    its way tells by the sealed bytes whether the webhook moved (`disable`)."""
+    user, _ = await factories.user_with_token(runtime)
+    webhook, _secret = await add_webhook(runtime, user, URL)
+    async with transaction(runtime.sessionmaker) as session:
+        again = await channels.update_webhook(
+            session=session, user=user, webhook_id=webhook.id,
+            data=WebhookUpdate(url=URL), settings=runtime.settings)
+        assert again.url_encrypted == webhook.url_encrypted
+        assert await channels.disable(session=session, user_id=user.id, webhook_id=webhook.id,
+                                      url_encrypted=webhook.url_encrypted, reason="410 Gone")
+
+
 async def test_change_turn_off_and_on_and_delete(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
@@ -84,12 +139,16 @@ async def test_change_turn_off_and_on_and_delete(
     changed = await client.patch(path, json={"url": URL + "/v2", "enabled": False,
                                              "event_types": ["digest.created"]}, headers=headers)
     assert changed.status_code == 200, changed.text
-    assert (changed.json()["url"], changed.json()["enabled"]) == (URL + "/v2", False)
+    assert (changed.json()["url"], changed.json()["enabled"]) == (SHOWN, False)
     assert changed.json()["event_types"] == ["digest.created"]
 
     async with transaction(runtime.sessionmaker) as session:
-        await channels.disable(session=session, user_id=_user.id, webhook_id=uuid.UUID(
-            created["id"]), url=URL + "/v2", reason="410 Gone")  # no-op: already off
+        webhook = await session.get(Webhook, uuid.UUID(created["id"]))
+        assert webhook is not None
+        assert channels.url_of(webhook, secret_box(runtime.settings)) == URL + "/v2"
+        await channels.disable(session=session, user_id=_user.id, webhook_id=webhook.id,
+                               url_encrypted=webhook.url_encrypted,
+                               reason="410 Gone")  # no-op: already off
     on = await client.patch(path, json={"enabled": True}, headers=headers)
     assert (on.json()["enabled"], on.json()["status_detail"]) == (True, None)
 
@@ -162,7 +221,7 @@ async def test_another_users_webhook_is_not_found(
     assert_error(await client.delete(path, headers=headers_b), 404, "WebhookNotFound")
     assert (await client.get(f"{API}/webhooks", headers=headers_b)).json() == []
     mine = (await client.get(path, headers=headers_a)).json()
-    assert (mine["enabled"], mine["url"]) == (True, URL)
+    assert (mine["enabled"], mine["url"]) == (True, SHOWN)
 
 
 async def test_a_user_has_at_most_twenty(client: httpx.AsyncClient, runtime: Runtime) -> None:
