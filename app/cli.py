@@ -124,6 +124,9 @@ def _setup_logging(settings: Settings) -> None:
     outbound = logging.getLogger("httpx")
     if not any(isinstance(f, OutboundRequestOrigin) for f in outbound.filters):
         outbound.addFilter(OutboundRequestOrigin())
+    # aiosqlite logs every statement it runs at DEBUG with the values it was given: push
+    # endpoints (capability URLs), mail text a run stored, what any request wrote.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     # On the logger, where it outlives uvicorn's own logging setup (dictConfig keeps filters).
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)

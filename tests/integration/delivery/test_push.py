@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import time
 import uuid
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from app.channels import push
 from app.channels.models import PushSubscription
 from app.channels.schemas import PushSubscriptionCreate
+from app.cli import _setup_logging
 from app.core.config import Settings
 from app.core.crypto import secret_box
 from app.core.db import transaction
@@ -285,6 +287,31 @@ async def test_a_refused_endpoint_is_named_by_its_host_only(
     assert f"refused to call the push service http://127.0.0.1:{receiver.port}:" in (
         failed.last_error or "")
     assert "SECRET" not in (failed.last_error or "")
+
+
+async def test_no_log_at_any_level_holds_a_push_endpoints_path(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A push endpoint is a capability URL, stored as given (see README, Connecting
+    Google). With the logging `pilotlight` sets up, at DEBUG, subscribing, a push and
+    unsubscribing log no part of its path: aiosqlite logged each statement with its
+    parameters at DEBUG, the endpoint among them."""
+    _setup_logging(runtime.settings)
+    caplog.set_level(logging.DEBUG)
+    user, headers = await factories.user_with_token(runtime)
+    browser = Browser(receiver.url + "/CAPABILITYSECRET")
+    await _subscribe(client, headers, browser)
+    notification_id = await add_digest(runtime, user, channels=("push",))
+    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    assert [d.status for d in rows if d.channel == "push"] == ["sent"]
+    gone = await client.request("DELETE", f"{API}/push/subscriptions",
+                                json={"endpoint": browser.endpoint}, headers=headers)
+    assert gone.status_code == 204
+
+    assert [r.path for r in receiver.received] == ["/hook/CAPABILITYSECRET"]
+    assert any(r.name == "httpx" for r in caplog.records)  # the log was heard
+    assert "CAPABILITYSECRET" not in caplog.text
 
 
 async def _resolve_push_service(host: str, port: int) -> list[str]:
