@@ -14,18 +14,22 @@ from app.accounts import queries as accounts
 from app.channels import push as push_service
 from app.channels import service as webhooks
 from app.channels.schemas import EVENT_TYPES, WebhookCreate, WebhookUpdate
-from app.core.crypto import SecretKeyError
+from app.core.config import Settings
+from app.core.crypto import SecretKeyError, secret_box
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import BadRequest, DomainError
 from app.core.runtime import Runtime
+from app.core.security import hash_token, same_secret
 from app.core.validation import check_timezone
 from app.delivery import gmail
 from app.runs import costs
 from app.users import service as users
+from app.web import shown_once
 from app.web.charts import usage_chart
 from app.web.deps import FormViewerDep, Viewer, ViewerDep
 from app.web.forms import errors_of
 from app.web.render import page, redirect
+from app.web.shown_once import ShownOnce
 
 # Pages return responses they build; none has a response model.
 router = APIRouter(include_in_schema=False)
@@ -41,6 +45,7 @@ async def _settings_page(
     usage = await costs.usage(session=session, user=user, days=30)
     context.setdefault("new_token", None)
     context.setdefault("new_secret", None)
+    context.setdefault("token_error", None)
     context.setdefault("webhook_errors", [])
     # What the webhook form shows: as the user sent it after an error, else empty (every
     # event ticked).
@@ -77,9 +82,40 @@ async def settings_page(
     request: Request, viewer: ViewerDep, session: SessionDep, runtime: RuntimeDep,
     saved: Annotated[str | None, Query(max_length=16)] = None,
 ) -> HTMLResponse:
-    """`saved=profile`: the time zone and cap were just saved, which the page says."""
-    return await _settings_page(request, viewer, session, runtime,
-                                profile_saved=saved == "profile")
+    """`saved=profile`: the time zone and cap were just saved, which the page says. After
+    a new token or webhook secret, the form's redirect leads here with it in a sealed
+    cookie (`app.web.shown_once`): shown this once, and the cookie deleted."""
+    settings = runtime.settings
+    held, shown = shown_once.take(request, viewer, settings)
+    context = await _shown(session, viewer, settings, shown) if shown else {}
+    response = await _settings_page(request, viewer, session, runtime,
+                                    profile_saved=saved == "profile", **context)
+    if held:
+        shown_once.forget(response, settings)
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _shown(
+    session: AsyncSession, viewer: Viewer, settings: Settings, shown: ShownOnce
+) -> dict[str, Any]:
+    """What the page shows of a secret from the cookie: only while it is still the one
+    in use (a token since revoked, a webhook since deleted or given another secret shows
+    nothing)."""
+    if shown.kind == "token":
+        for token in await users.list_tokens(session=session, user=viewer.user):
+            if (token.id == shown.id and token.revoked_at is None
+                    and same_secret(token.token_hash, hash_token(shown.secret))):
+                return {"new_token": (token, shown.secret)}
+        return {}
+    try:
+        webhook = await webhooks.get(session=session, user=viewer.user, webhook_id=shown.id)
+        current = webhooks.secret_of(webhook, secret_box(settings))
+    except (webhooks.WebhookNotFound, SecretKeyError):
+        return {}
+    if not same_secret(current, shown.secret):
+        return {}
+    return {"new_secret": (webhooks.to_out(webhook), shown.secret)}
 
 
 @router.post("/settings/profile")
@@ -118,17 +154,24 @@ async def update_profile(
     return redirect(request, "/settings?saved=profile#profile", viewer)
 
 
-@router.post("/settings/tokens", response_class=HTMLResponse)
+@router.post("/settings/tokens", response_model=None)
 async def create_token(
     request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep,
     name: Annotated[str, Form(max_length=200)] = "",
-) -> HTMLResponse:
-    """Create a token and show it on this page only: it is stored as a hash."""
+) -> Response:
+    """Create a token and show it on the page this leads to only: it is stored as a hash.
+    Without a key to seal it across the redirect, none is created (503, saying why)."""
+    try:
+        shown_once.require_keys(runtime.settings)
+    except SecretKeyError as exc:
+        return await _settings_page(request, viewer, session, runtime,
+                                    status_code=exc.status_code, token_error=exc.detail)
     token, plaintext = await users.create_token(
         session=session, user=viewer.user, name=name.strip() or "dashboard"
     )
-    return await _settings_page(request, viewer, session, runtime, status_code=201,
-                                new_token=(token, plaintext))
+    return shown_once.redirect_showing(
+        request, viewer, "/settings#tokens",
+        ShownOnce(kind="token", id=token.id, secret=plaintext), runtime.settings)
 
 
 @router.post("/settings/tokens/{token_id}/revoke")
@@ -139,11 +182,11 @@ async def revoke_token(
     return redirect(request, "/settings#tokens", viewer)
 
 
-@router.post("/settings/webhooks", response_class=HTMLResponse)
+@router.post("/settings/webhooks", response_model=None)
 async def create_webhook(
     request: Request, viewer: FormViewerDep, session: SessionDep, runtime: RuntimeDep
-) -> HTMLResponse:
-    """Register a webhook and show its signing secret on this page only."""
+) -> Response:
+    """Register a webhook and show its signing secret on the page this leads to only."""
     form = await request.form()
     body = {"url": str(form.get("url") or "").strip(),
             "event_types": [v for v in form.getlist("event_types") if isinstance(v, str)]}
@@ -159,16 +202,18 @@ async def create_webhook(
         return await _settings_page(request, viewer, session, runtime,
                                     status_code=exc.status_code, webhook_errors=[exc.detail],
                                     webhook_form=body)
-    return await _settings_page(request, viewer, session, runtime, status_code=201,
-                                new_secret=(webhooks.to_out(webhook), secret))
+    return shown_once.redirect_showing(
+        request, viewer, "/settings#webhooks",
+        ShownOnce(kind="webhook", id=webhook.id, secret=secret), runtime.settings)
 
 
-@router.post("/settings/webhooks/{webhook_id}/secret", response_class=HTMLResponse)
+@router.post("/settings/webhooks/{webhook_id}/secret", response_model=None)
 async def rotate_webhook_secret(
     request: Request, webhook_id: uuid.UUID, viewer: FormViewerDep, session: SessionDep,
     runtime: RuntimeDep,
-) -> HTMLResponse:
-    """A new signing secret, shown on this page only; the old one signs too for a day."""
+) -> Response:
+    """A new signing secret, shown on the page this leads to only; the old one signs too
+    for a day."""
     try:
         webhook, secret = await webhooks.rotate_secret(
             session=session, user=viewer.user, webhook_id=webhook_id,
@@ -176,8 +221,9 @@ async def rotate_webhook_secret(
     except SecretKeyError as exc:
         return await _settings_page(request, viewer, session, runtime,
                                     status_code=exc.status_code, webhook_errors=[exc.detail])
-    return await _settings_page(request, viewer, session, runtime,
-                                new_secret=(webhooks.to_out(webhook), secret))
+    return shown_once.redirect_showing(
+        request, viewer, "/settings#webhooks",
+        ShownOnce(kind="webhook", id=webhook.id, secret=secret), runtime.settings)
 
 
 @router.post("/settings/webhooks/{webhook_id}/enable")

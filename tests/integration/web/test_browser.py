@@ -421,6 +421,11 @@ async def test_create_and_revoke_an_api_token(runtime: Runtime, context: Browser
         shown = page.locator("#new-token")
         await expect(shown).to_have_text(re.compile(r"^plt_"))
         token = await shown.inner_text()
+        # The form's answer was a redirect: a reload shows the token no more and posts
+        # nothing again (no second token).
+        await page.reload()
+        await expect(page.locator("#new-token")).to_have_count(0)
+        await expect(page.locator("tr", has_text="laptop script")).to_have_count(1)
         async with httpx.AsyncClient(base_url=base) as api:
             headers = {"Authorization": f"Bearer {token}"}
             assert (await api.get("/api/v1/me", headers=headers)).status_code == 200

@@ -936,8 +936,9 @@ async def test_settings_forms_change_the_profile_and_show_a_webhook_secret_once(
             assert refused.status_code == 422, bad
         created = await client.post("/settings/webhooks", data={
             "csrf_token": csrf, "url": "http://127.0.0.1:9/hooks", "event_types": "digest.created"})
-        assert created.status_code == 201
-        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', created.text)
+        assert created.status_code == 303
+        shown = await client.get(created.headers["location"])
+        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', shown.text)
         assert secret
         later = await client.get("/settings")
         # Its URL masked: an incoming webhook's path is its credential.
@@ -1149,11 +1150,12 @@ async def test_a_webhook_is_given_a_new_secret_shown_once(runtime: Runtime) -> N
             await client.get("/settings")).text
         rotated = await client.post(f"/settings/webhooks/{webhook.id}/secret",
                                     data={"csrf_token": csrf})
-        assert rotated.status_code == 200, rotated.text
-        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', rotated.text)
+        assert rotated.status_code == 303, rotated.text
+        shown = await client.get(rotated.headers["location"])
+        secret = re.search(r'<code id="new-webhook-secret">(whsec_[^<]+)</code>', shown.text)
         assert secret
         assert secret[1] != old
-        assert "each request is signed with the secret before it too" in rotated.text
+        assert "each request is signed with the secret before it too" in shown.text
         assert "whsec_" not in (await client.get("/settings")).text
         refused = await client.post(f"/settings/webhooks/{webhook.id}/secret", data={})
         assert refused.status_code == 403  # no CSRF token
