@@ -1164,6 +1164,37 @@ async def test_a_webhook_is_given_a_new_secret_shown_once(runtime: Runtime) -> N
         assert webhooks.secret_of(found, secret_box(runtime.settings)) == secret[1]
 
 
+async def test_two_webhooks_on_one_host_are_told_apart_on_the_page_and_their_buttons(
+    runtime: Runtime,
+) -> None:
+    """With the URL masked to its host, two webhooks there with the same events read the
+    same, and their buttons' labels ("Delete webhook http://127.0.0.1:9/…") were one."""
+    user, _ = await factories.user_with_token(runtime)
+    async with transaction(runtime.sessionmaker) as session:
+        first, _ = await webhooks.create(
+            session=session, user=user, settings=runtime.settings,
+            data=WebhookCreate(url="http://127.0.0.1:9/hooks/one", enabled=False))
+        second, _ = await webhooks.create(
+            session=session, user=user, settings=runtime.settings,
+            data=WebhookCreate(url="http://127.0.0.1:9/hooks/two", enabled=False))
+    async with browser(runtime) as client:
+        await sign_in(runtime, client, user)
+        html = (await client.get("/settings")).text
+    items = re.findall(r"<li>\s*<span class=\"endpoint\">.*?</li>", html, re.S)
+    assert len(items) == 2
+    assert items[0] != items[1]
+    for action in ("Delete webhook", "New signing secret for webhook", "Turn on webhook"):
+        labels = re.findall(rf'aria-label="({action} [^"]*)"', html)
+        assert len(labels) == 2, (action, labels)
+        assert labels[0] != labels[1], labels
+        # Each names its own webhook by the start of its id, as the page beside it does.
+        named = [re.findall(r"\(id ([0-9a-f]{8}), added ", label) for label in labels]
+        assert sorted(sum(named, [])) == sorted([str(first.id)[:8], str(second.id)[:8]])
+    for item in items:
+        (short,) = re.findall(r"id <code>([0-9a-f]{8})</code>, added ", item)
+        assert f"/settings/webhooks/{short}" in item  # the id of this item's own forms
+
+
 async def test_settings_offer_to_connect_google_only_where_it_is_set_up(runtime: Runtime) -> None:
     """Without an OAuth client the button led to a page of raw JSON (409)."""
     user, _ = await factories.user_with_token(runtime)

@@ -101,7 +101,8 @@ async def test_a_new_webhook_and_a_new_secret_are_shown_once_and_a_reload_change
         shown = await client.get("/settings")
         secrets = SECRET.findall(shown.text)
         assert len(secrets) == 1
-        assert "Webhook for http://127.0.0.1:9/\u2026 created" in shown.text
+        assert re.search(r"Webhook for http://127\.0\.0\.1:9/\u2026 \(id [0-9a-f]{8}\) created",
+                         shown.text), shown.text
         assert secrets[0] not in raw
         assert secrets[0].removeprefix("whsec_")[:12] not in raw
         assert "hooks/abc" not in raw
