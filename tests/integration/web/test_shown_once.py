@@ -210,3 +210,27 @@ async def test_without_a_key_to_seal_it_no_token_is_created(runtime: Runtime) ->
                          tokens), tokens[:400]
         assert COOKIE not in client.cookies
     assert await _token_count(runtime, user) == 1  # the fixture's only
+
+
+async def test_on_https_the_cookie_is_host_only_and_secure(runtime: Runtime) -> None:
+    """As the session cookie: `__Host-` at /, Secure, so a sibling subdomain cannot plant
+    one (and the deleting answer is Secure too, else a browser keeps the cookie)."""
+    runtime.settings.public_url = "https://pilot.example.com"
+    user, _ = await factories.user_with_token(runtime)
+    async with browser(runtime, base_url=runtime.settings.effective_public_url) as client:
+        csrf = await sign_in(runtime, client, user)
+        created = await client.post("/settings/tokens", data={"csrf_token": csrf})
+        assert created.status_code == 303
+        (set_cookie,) = [h for h in created.headers.get_list("set-cookie")
+                         if h.startswith(f"__Host-{COOKIE}=")]
+        for attribute in ("path=/;", "httponly", "samesite=strict", "; secure"):
+            assert attribute in set_cookie.lower(), set_cookie
+        assert "domain" not in set_cookie.lower()
+        shown = await client.get("/settings")
+        assert len(TOKEN.findall(shown.text)) == 1
+        (deleted,) = [h for h in shown.headers.get_list("set-cookie")
+                      if h.startswith(f"__Host-{COOKIE}=")]
+        assert "max-age=0" in deleted.lower()
+        assert "; secure" in deleted.lower()
+        assert "path=/;" in deleted.lower()
+        assert not TOKEN.findall((await client.get("/settings")).text)
