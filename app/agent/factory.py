@@ -28,6 +28,7 @@ def build_llm(settings: Settings) -> LLM:
         base_url=settings.gemini_base_url,
         max_retries=settings.gemini_max_retries,
         timeout_seconds=settings.gemini_timeout_seconds,
+        max_output_tokens=settings.gemini_max_output_tokens,
     )
 
 

@@ -13,11 +13,16 @@ One port turn is one `client.aio.interactions.create` call. The request body:
                               (PDFs are documents, images are images)
     previous_interaction_id   the previous turn's interaction id (server-side history)
     tools                     [{"type": "function", "name", "description", "parameters"}]
-    generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high"},
+    generation_config         {"thinking_level": "minimal" | "low" | "medium" | "high",
+                              "max_output_tokens": <PILOTLIGHT_GEMINI_MAX_OUTPUT_TOKENS>},
                               the next level up when the model does not take the
                               instruction's (`MODEL_LEVELS`: 3.7 Flash and the Pro
                               models refuse minimal); never temperature, top_p, top_k
-                              or thinking_budget
+                              or thinking_budget. The output limit counts thoughts and
+                              answer together (googleapis/python-genai#2062): without
+                              it a turn may produce up to the model's own limit
+                              (65,536 on the Gemini 3 models), a runaway answer billed
+                              in full
     response_format           {"type": "text", "mime_type": "application/json",
                               "schema": <the digest's JSON schema>}
 
@@ -73,6 +78,7 @@ from app.agent.llm import (
     TurnResponse,
     Usage,
 )
+from app.core.config import DEFAULT_GEMINI_MAX_OUTPUT_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +248,17 @@ def thinking_level_for(model: str, level: str) -> str:
     return next((up for up in LEVEL_ORDER[LEVEL_ORDER.index(level):] if up in takes), level)
 
 
-def build_body(request: TurnRequest) -> dict[str, Any]:
-    """The `interactions.create` keyword arguments for one port turn."""
+def build_body(request: TurnRequest, max_output_tokens: int | None = None) -> dict[str, Any]:
+    """The `interactions.create` keyword arguments for one port turn; `max_output_tokens`
+    bounds what the turn may produce (None: the model's own limit)."""
     level = thinking_level_for(request.model, request.thinking_level)
+    config: dict[str, Any] = {"thinking_level": level}
+    if max_output_tokens is not None:
+        config["max_output_tokens"] = max_output_tokens
     body: dict[str, Any] = {
         "model": request.model,
         "system_instruction": request.system_instruction,
-        "generation_config": {"thinking_level": level},
+        "generation_config": config,
     }
     if isinstance(request.input, str):
         body["input"] = request.input
@@ -353,11 +363,13 @@ class GeminiModel:
         timeout_seconds: float = 120,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 60.0,
+        max_output_tokens: int | None = DEFAULT_GEMINI_MAX_OUTPUT_TOKENS,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not api_key:
             raise ValueError("a Gemini API key is required")
         self.name = model
+        self.max_output_tokens = max_output_tokens
         self.max_retries = max_retries
         self.retry_base_seconds = retry_base_seconds
         self.retry_max_seconds = retry_max_seconds
@@ -385,7 +397,7 @@ class GeminiModel:
         return False
 
     async def turn(self, request: TurnRequest) -> TurnResponse:
-        body = build_body(request)
+        body = build_body(request, self.max_output_tokens)
         attempt = 0
         while True:
             try:

@@ -61,6 +61,9 @@ def local_contact(subject: str) -> str | None:
 
 
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
+# Output tokens (thoughts included) one model turn may produce: room for a long digest and
+# for thinking at level high, a quarter of what the Gemini 3 models allow (65,536).
+DEFAULT_GEMINI_MAX_OUTPUT_TOKENS = 16384
 # USD per million tokens, Google's list prices for prompts up to 200k tokens.
 DEFAULT_GEMINI_PRICES = {
     "gemini-3.5-flash": ModelPrice(input=1.50, output=9.00, cached=0.15),
@@ -273,6 +276,11 @@ class Settings(BaseSettings):
     )
     gemini_timeout_seconds: float = Field(
         120, ge=1, le=600, description="How long one Gemini request may take before it is retried."
+    )
+    gemini_max_output_tokens: int = Field(
+        DEFAULT_GEMINI_MAX_OUTPUT_TOKENS, ge=1024, le=65536,
+        description="The most output tokens, thoughts included, one model turn may produce "
+        "(sent as generation_config.max_output_tokens): an answer cut off there is not used.",
     )
     gemini_prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: {k: v.model_copy() for k, v in DEFAULT_GEMINI_PRICES.items()},

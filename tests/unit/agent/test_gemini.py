@@ -153,7 +153,8 @@ async def test_the_wire_carries_thinking_level_chaining_and_one_result_per_call(
         assert record.headers["x-goog-api-key"] == fake.api_key
         body = record.body
         assert body["model"] == "gemini-3.5-flash"
-        assert body["generation_config"] == {"thinking_level": "low"}
+        # The output limit's default, PILOTLIGHT_GEMINI_MAX_OUTPUT_TOKENS's.
+        assert body["generation_config"] == {"thinking_level": "low", "max_output_tokens": 16384}
         assert not keys_anywhere(body) & {"temperature", "top_p", "top_k", "thinking_budget"}
         assert body["system_instruction"] == SYSTEM_INSTRUCTION
         assert {t["name"] for t in body["tools"]} >= {"read_message", "read_file"}
@@ -271,6 +272,35 @@ async def test_an_answer_cut_off_with_no_turn_left_fails_the_turn():
             await run(model, max_turns=1)
         await model.aclose()
     assert len(fake.requests()) == 1
+
+
+async def test_a_turn_is_bounded_by_the_output_limit_it_sends():
+    """No output limit was sent: a runaway answer could run to the model's own (65,536
+    tokens on the Gemini 3 models), each of them billed. The limit goes with every turn,
+    and the service cuts the answer there (status `incomplete`), billing what it made."""
+    with FakeGemini() as fake:  # the model's own limit: 65,536
+        fake.script(Text("word " * 4000, thought_tokens=100))  # 5,000 tokens
+        model = make_model(fake, max_output_tokens=1024, max_retries=0)
+        with pytest.raises(IncompleteAnswer, match="reached its output token limit") as cut:
+            await model.turn(first_turn())
+        await model.aclose()
+
+    (record,) = fake.requests()
+    assert record.body["generation_config"]["max_output_tokens"] == 1024
+    assert record.response["status"] == "incomplete"
+    assert cut.value.usage.thought_tokens + cut.value.usage.output_tokens == 1024
+
+
+def test_the_output_limit_comes_from_the_settings(fake):
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, gemini_api_key="k", gemini_base_url=fake.url,
+        gemini_max_output_tokens=4096,
+    )
+    llm = build_llm(settings)
+    assert isinstance(llm, GeminiModel)
+    assert llm.max_output_tokens == 4096
+    assert Settings(_env_file=None).gemini_max_output_tokens == 16384  # type: ignore[call-arg]
+    assert make_model(fake).max_output_tokens == 16384
 
 
 async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
@@ -547,7 +577,7 @@ async def test_the_start_check_works_with_every_gemini_3_model(fake, model):
     llm = make_model(fake, model=model)
     await probe(llm)
     await llm.aclose()
-    assert fake.bodies()[0]["generation_config"] == {"thinking_level": "low"}
+    assert fake.bodies()[0]["generation_config"]["thinking_level"] == "low"
 
 
 @pytest.mark.parametrize(
@@ -566,4 +596,4 @@ async def test_a_thinking_level_the_model_does_not_take_is_sent_as_the_next_one_
         await llm.turn(turn)
     finally:
         await llm.aclose()
-    assert fake.bodies()[0]["generation_config"] == {"thinking_level": sent}
+    assert fake.bodies()[0]["generation_config"]["thinking_level"] == sent
