@@ -240,9 +240,11 @@ class _Run:
         """One model turn, recorded; an `LLMError` is recorded too, then raised.
 
         An answer cut off before it was whole (`IncompleteAnswer`: a digest cut mid JSON)
-        is never used: the turn is sent once more, asking for a briefer answer, when the
-        budgets leave a turn for it; cut off again, or with no turn left, the attempt
-        fails with the reason. Its tokens were billed, so they are counted either way."""
+        is never used: the turn is sent once more, asking for a briefer answer at thinking
+        level low at most (thoughts count against the output limit first: at medium or
+        high they alone can reach it again), when the budgets leave a turn for it; cut
+        off again, or with no turn left, the attempt fails with the reason. Its tokens
+        were billed, so they are counted either way."""
         try:
             return await self.send(turn_input, previous)
         except IncompleteAnswer as exc:
@@ -252,8 +254,14 @@ class _Run:
                     usage=exc.usage, interaction_id=exc.interaction_id,
                 ) from exc
             log.warning("the model's answer was cut off (%s); asking once more", exc)
+        briefer: ThinkingLevel = (
+            "low" if self.request.thinking_level in ("medium", "high")
+            else self.request.thinking_level
+        )
         try:
-            return await self.send(_noted(turn_input, CUT_OFF_GUIDANCE), previous)
+            return await self.send(
+                _noted(turn_input, CUT_OFF_GUIDANCE), previous, thinking_level=briefer
+            )
         except IncompleteAnswer as exc:
             raise IncompleteAnswer(
                 f"the model's answer was cut off twice, so no digest was made of it: {exc}",
@@ -261,16 +269,18 @@ class _Run:
             ) from exc
 
     async def send(
-        self, turn_input: str | list[FunctionResult], previous: str | None
+        self, turn_input: str | list[FunctionResult], previous: str | None, *,
+        thinking_level: ThinkingLevel | None = None,
     ) -> TurnResponse:
-        """One request to the model, recorded with what it was billed."""
+        """One request to the model, recorded with what it was billed; at the
+        instruction's thinking level unless told another."""
         request = TurnRequest(
             model=self.request.model,
             system_instruction=SYSTEM_INSTRUCTION,
             input=turn_input,
             tools=self.toolbox.declarations,
             previous_interaction_id=previous,
-            thinking_level=self.request.thinking_level,
+            thinking_level=thinking_level or self.request.thinking_level,
             response_schema=self.schema,
         )
         self.turns += 1

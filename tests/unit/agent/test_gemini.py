@@ -303,6 +303,25 @@ def test_the_output_limit_comes_from_the_settings(fake):
     assert make_model(fake).max_output_tokens == 16384
 
 
+async def test_an_answer_cut_off_is_asked_for_again_at_thinking_level_low_at_most():
+    """Thoughts count against the output limit first: at level high they alone reached it,
+    and the turn asked again at high was cut off the same way, a second turn billed in
+    full for nothing. Asked again, it thinks at low."""
+    with FakeGemini(max_output_tokens=150) as fake:
+        fake.script(
+            Text(digest_json("Due soon."), thought_tokens=150),  # all thoughts: cut off
+            Text(digest_json("Due soon.")),
+        )
+        model = make_model(fake)
+        outcome = await run(model, thinking_level="high")
+        await model.aclose()
+
+    assert outcome.digest is not None
+    records = fake.requests()
+    assert [r.response["status"] for r in records] == ["incomplete", "completed"]
+    assert [r.body["generation_config"]["thinking_level"] for r in records] == ["high", "low"]
+
+
 async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
     outcome: AgentOutcome = await run(gemini)
 
