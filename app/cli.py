@@ -88,7 +88,8 @@ class QuietProbes(logging.Filter):
 
 
 class OutboundRequestOrigin(logging.Filter):
-    """httpx's "HTTP Request: POST <url> …" line, with the URL cut to its origin.
+    """httpx's (and httpx2's) "HTTP Request: POST <url> …" line, with the URL cut to its
+    origin.
 
     Webhook and push endpoints are capability URLs (a Slack hook's path, `?token=`, a push
     service's subscription path): the service names them only by origin
@@ -112,18 +113,30 @@ def _not_alembic_chatter(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Context impl ", "Will assume "))
 
 
+# Client libraries that log a line per HTTP request at INFO ("HTTP Request: POST ..."):
+# httpx (webhooks, web push) and its fork httpx2, under the Gemini SDK (every model turn
+# and retry). Noise in the service's log at INFO, shown at DEBUG.
+REQUEST_LOGGERS = ("httpx", "httpx2")
+
+
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    for name in REQUEST_LOGGERS:
+        # Their warnings still show; at a level above WARNING, only what it shows.
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING))
     alembic = logging.getLogger("alembic.runtime.migration")
     if _not_alembic_chatter not in alembic.filters and settings.log_level != "DEBUG":
         alembic.addFilter(_not_alembic_chatter)
-    outbound = logging.getLogger("httpx")
-    if not any(isinstance(f, OutboundRequestOrigin) for f in outbound.filters):
-        outbound.addFilter(OutboundRequestOrigin())
+    for name in REQUEST_LOGGERS:
+        outbound = logging.getLogger(name)
+        if not any(isinstance(f, OutboundRequestOrigin) for f in outbound.filters):
+            outbound.addFilter(OutboundRequestOrigin())
     # aiosqlite logs every statement it runs at DEBUG with the values it was given: push
     # endpoints (capability URLs), mail text a run stored, what any request wrote.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)

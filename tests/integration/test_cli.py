@@ -624,6 +624,36 @@ async def test_a_gemini_model_without_a_price_is_told_by_check_and_the_worker(
     assert f"WARNING pilotlight: {told}" in log.read_text()
 
 
+async def test_model_turns_are_not_logged_line_by_line_unless_debugging(
+    runtime: Runtime, database_url: str, is_postgres: bool, tmp_path: Path
+) -> None:
+    """httpx2 (the Gemini SDK's httpx) logged "HTTP Request: POST <url> ..." at INFO for
+    every request it sent: each model turn and retry was a line in the service's log, its
+    whole URL too (the filter that cuts it to its origin was on httpx alone). They show at
+    DEBUG, by origin, and the API key, which the SDK sends in a header, is in no line at
+    any level."""
+    key = "fake-key-SECRET-4f0c"
+    with FakeGemini(api_key=key) as fake:
+        env = {"PILOTLIGHT_GEMINI_BASE_URL": fake.url, "PILOTLIGHT_GEMINI_API_KEY": key,
+               "PILOTLIGHT_GEMINI_MAX_RETRIES": "0",
+               **(postgres_keys() if is_postgres else {})}
+        quiet = cli(database_url, tmp_path, "check", env=env)
+        debugging = cli(database_url, tmp_path, "check",
+                        env={**env, "PILOTLIGHT_LOG_LEVEL": "debug"})
+        turns = len(fake.requests())
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert debugging.returncode == 0, debugging.stdout + debugging.stderr
+    assert turns == 2  # each check asked the model
+    assert "model     ok" in quiet.stdout
+    assert "HTTP Request" not in quiet.stderr, quiet.stderr
+    shown = [line for line in debugging.stderr.splitlines() if "HTTP Request:" in line]
+    assert len(shown) == 1, debugging.stderr
+    # The SDK sends through httpx2, httpx's fork: by origin too.
+    assert shown[0].endswith(f'httpx2: HTTP Request: POST {fake.url} "HTTP/1.1 200 OK"')
+    for result in (quiet, debugging):
+        assert key not in result.stdout + result.stderr
+
+
 @contextlib.asynccontextmanager
 async def _serving(
     runtime: Runtime, caplog: pytest.LogCaptureFixture, *, log_level: str = "info",
