@@ -129,8 +129,9 @@ class IncompleteAnswer(LLMError):
 
 
 class QuotaExhausted(LLMError):
-    """The model service's quota for the day is used up: no turn will work before
-    `resets_at`, so retrying sooner is useless."""
+    """The model service's quota for the day is used up: retrying within minutes is
+    useless. `resets_at` is when it resets, at the latest: the operator may raise it
+    sooner."""
 
     def __init__(self, message: str, *, resets_at: datetime) -> None:
         super().__init__(message)

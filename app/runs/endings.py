@@ -6,8 +6,11 @@ whose steps could not be written; the others were charged with their steps), so 
 counts against the user's daily cost cap, also when the lease was lost.
 
 A model service whose daily quota is used up (`QuotaExhausted`) defers the run, its
-attempt uncounted, to when the quota resets, and tells its user once that day; the runs
-claimed until then are deferred without trying the model.
+attempt uncounted, and tells its user once that quota day: for an hour
+(`QUOTA_RETRY_SECONDS`), doubling with each try in a row that finds the quota still used
+up, never past when it resets (midnight Pacific time), so that a quota raised or reset
+early is found within hours rather than at midnight (a refused request is not billed);
+the runs claimed during the wait are deferred without trying the model.
 
 A model service that rejects the API key (`KeyRejected`) is the operator's problem,
 not the run's: the run is given back to the queue for a back-off that grows with each
@@ -61,6 +64,10 @@ KEY_REJECTED = (
 )
 
 QUOTA_WAIT = "waits for the model service's daily quota to reset"
+# How long runs wait after a used-up daily quota before the model is tried again: doubling
+# with each try in a row that finds it still used up (the refusals of runs at work
+# together are one), never past its reset.
+QUOTA_RETRY_SECONDS = 3600.0
 
 
 class RunEndings:
@@ -76,9 +83,13 @@ class RunEndings:
     # Back-offs in a row for a rejected key, and the current one.
     _key_rejections: int
     _key_backoff_seconds: float
-    # When the model service's daily quota resets, once a turn found it used up: runs
-    # claimed before then are deferred to it without trying the model.
+    # When the model service's daily quota resets, once a turn found it used up; the
+    # time.monotonic() until which runs are deferred without trying the model, the tries
+    # in a row that found it used up, and the current wait.
     _quota_resets_at: datetime | None
+    _quota_wait_until: float
+    _quota_refusals: int
+    _quota_wait_seconds: float
 
     async def _skip_for_cost(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
         now = utcnow()
@@ -144,22 +155,42 @@ class RunEndings:
         self, claim: queue.Claim, ctx: RunContext, exc: QuotaExhausted
     ) -> None:
         """The model service's daily quota (the operator's project's, not the user's) is
-        used up: no turn works before it resets. Runs claimed until then are deferred
-        without trying the model (`execute`); the operator is told once a quota day."""
+        used up: runs wait, and the runs claimed during the wait are deferred without
+        trying the model (`execute`). The wait doubles with each refusal in a row, never
+        past the reset; the operator is told once a quota day, then once per wait."""
+        now = time.monotonic()
         resets_at = exc.resets_at
-        if self._quota_resets_at is None or self._quota_resets_at < resets_at:
+        new_day = self._quota_resets_at is None or self._quota_resets_at < resets_at
+        if new_day:
             self._quota_resets_at = resets_at
-            log.error(
-                "%s. Runs wait until it resets at %s (midnight Pacific time), uncounted; "
-                "raise the quota or the project's tier to run them sooner",
-                exc, resets_at.isoformat(),
-            )
+            self._quota_refusals = 0
+        if new_day or now >= self._quota_wait_until:  # not another run of the same wait
+            self._quota_refusals += 1
+            self._quota_wait_seconds = QUOTA_RETRY_SECONDS * 2 ** (self._quota_refusals - 1)
+            self._quota_wait_until = now + self._quota_wait_seconds
+            if new_day:
+                log.error(
+                    "%s. Runs wait, uncounted, and are tried again in %d s (longer each "
+                    "time), at the latest when it resets at %s (midnight Pacific time); "
+                    "raise the quota or the project's tier to run them sooner",
+                    exc, self._quota_wait_seconds, resets_at.isoformat(),
+                )
+            else:
+                log.warning("the model service's daily quota is still used up; runs are "
+                            "tried again in %d s", self._quota_wait_seconds)
         await self._defer_for_quota(claim, ctx, str(exc))
 
+    def _quota_answered(self) -> None:
+        """The model answered: whatever quota was used up is not any more."""
+        self._quota_resets_at = None
+        self._quota_wait_until = 0.0
+        self._quota_refusals = 0
+
     async def _defer_for_quota(self, claim: queue.Claim, ctx: RunContext, reason: str) -> None:
-        """Queue the run again, as it is, for when the model's daily quota resets, its
-        attempt uncounted; tell its user once a quota day. A preview, which someone is
-        looking at now, fails at once instead, saying why."""
+        """Queue the run again, as it is, for the current wait or until the model's daily
+        quota resets if that is sooner, its attempt uncounted; tell its user once a quota
+        day. A preview, which someone is looking at now, fails at once instead, saying
+        why."""
         resets_at = self._quota_resets_at
         assert resets_at is not None
         if ctx.run.reason == "preview":
@@ -169,8 +200,10 @@ class RunEndings:
             ))
             return
         async with transaction(self.sessionmaker) as session:
-            if not await self._given_back(session, claim, ctx, available_at=resets_at,
-                                          error=f"{QUOTA_WAIT}: {reason}"):
+            now = await db_now(session)
+            retry_at = min(now + timedelta(seconds=self._quota_wait_seconds), resets_at)
+            if not await self._given_back(session, claim, ctx, available_at=retry_at,
+                                          error=f"{QUOTA_WAIT}: {reason}", now=now):
                 return
             zone = ZoneInfo(ctx.user.timezone)
             await notifications.notify(
@@ -179,8 +212,8 @@ class RunEndings:
                 title="Runs wait for the model's daily quota",
                 body=(
                     "The model service's daily quota for this Pilotlight is used up, so your "
-                    "runs wait until it resets "
-                    f"({resets_at.astimezone(zone):%Y-%m-%d %H:%M %Z}) and go on then; "
+                    "runs wait: they are tried again within hours, and go on at the latest "
+                    f"when it resets ({resets_at.astimezone(zone):%Y-%m-%d %H:%M %Z}); "
                     "nothing is dropped. The operator can raise the quota to run them sooner."
                 ),
                 channels=[], run_id=claim.run_id, instruction_id=ctx.instruction.id,
@@ -188,13 +221,13 @@ class RunEndings:
 
     async def _given_back(
         self, session: AsyncSession, claim: queue.Claim, ctx: RunContext, *,
-        available_at: datetime | None, error: str,
+        available_at: datetime | None, error: str, now: datetime | None = None,
     ) -> bool:
         """Queue the run again, as it is, its attempt uncounted and what it spent added,
         to be taken at `available_at` (None: now); False when its lease is gone, and then
-        only the spend is added."""
+        only the spend is added. `now`: the database's clock, if already read."""
         spend = self._spent(ctx)
-        now = await db_now(session)
+        now = now or await db_now(session)
         if await queue.finish(
             session=session, claim=claim, status="queued", worker_id=None,
             available_at=available_at or now, attempt=Run.attempt - 1, updated_at=now,

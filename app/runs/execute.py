@@ -67,7 +67,7 @@ from app.runs.context import (
     load_resume,
     lock_instruction,
 )
-from app.runs.endings import KEY_REJECTED_BACKOFF_SECONDS, RunEndings
+from app.runs.endings import KEY_REJECTED_BACKOFF_SECONDS, QUOTA_RETRY_SECONDS, RunEndings
 from app.runs.models import Run
 from app.runs.steps import Alerter, LeaseLost, StepWriter, without_nul
 from app.sources.base import AccountDisconnected, NoMailbox, Source
@@ -177,6 +177,9 @@ class RunExecutor(RunEndings):
         self._key_rejections = 0
         self._key_backoff_seconds = KEY_REJECTED_BACKOFF_SECONDS
         self._quota_resets_at: datetime | None = None
+        self._quota_wait_until = 0.0
+        self._quota_refusals = 0
+        self._quota_wait_seconds = QUOTA_RETRY_SECONDS
 
     @property
     def writing(self) -> int:
@@ -215,10 +218,11 @@ class RunExecutor(RunEndings):
             await self._give_back_for_key(claim)
             return
         if self._quota_resets_at is not None:
-            if utcnow() < self._quota_resets_at:
+            if utcnow() >= self._quota_resets_at:  # a new quota day
+                self._quota_answered()
+            elif started < self._quota_wait_until:
                 await self._defer_for_quota(claim, ctx, "the quota was used up earlier today")
                 return
-            self._quota_resets_at = None
         try:
             outcome = await self._run_agent(claim, ctx)
         except LeaseLost:
@@ -254,6 +258,8 @@ class RunExecutor(RunEndings):
             self._key_rejected_until = 0.0  # the model answered: the key works again
             self._key_rejections = 0
             metrics.MODEL_KEY_REJECTED.set(0)
+        if self._quota_resets_at is not None and outcome.interaction_ids:
+            self._quota_answered()
         try:
             if outcome.status == "waiting":
                 await self._paused(claim, ctx, outcome)

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -86,9 +86,10 @@ async def test_a_used_up_daily_quota_defers_runs_to_its_reset_and_tells_the_user
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 429 for the day's quota (its QuotaFailure says PerDay; its RetryInfo a few
-    seconds) is not retried for minutes: the run waits, as it is and uncounted, until the
-    quota resets at midnight Pacific time, like a run deferred by the cost cap; its user
-    is told once, and runs claimed meanwhile wait without a request to the model."""
+    seconds) is not retried for minutes: the run waits, as it is and uncounted, an hour
+    (never past the quota's reset at midnight Pacific time), like a run deferred by the
+    cost cap; its user is told once, and runs claimed meanwhile wait without a request to
+    the model."""
     settings = runtime.settings
     settings.worker_max_attempts = 1
     settings.worker_failures_before_error = 1
@@ -127,7 +128,7 @@ async def test_a_used_up_daily_quota_defers_runs_to_its_reset_and_tells_the_user
     for run_id in [*first, later]:
         run = await get_run(runtime, run_id)
         assert (run.status, run.attempt) == ("queued", 0)
-        assert run.available_at == resets_at
+        assert run.available_at == min(run.updated_at + timedelta(hours=1), resets_at)
         assert run.error is not None
         assert run.error.startswith(QUOTA_WAIT)
     async with transaction(runtime.sessionmaker) as session:
@@ -139,6 +140,59 @@ async def test_a_used_up_daily_quota_defers_runs_to_its_reset_and_tells_the_user
     assert (told.kind, told.title) == ("alert", "Runs wait for the model's daily quota")
     (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "GenerateRequestsPerDayPerProjectPerModel" in logged.getMessage()
+
+
+async def test_runs_waiting_for_the_daily_quota_try_again_within_hours_not_at_midnight(
+    runtime: Runtime,
+) -> None:
+    """Runs deferred by a used-up daily quota waited for its reset at midnight Pacific
+    time, even when the operator raised the quota (or it reset early) minutes later. A
+    refused request is not billed: they try again after an hour, then after 2, 4, 8 hours
+    while it stays used up (runs refused together are one try), never past the reset;
+    once the model answers, the next quota refusal waits an hour again."""
+    user, _ = await factories.user_with_token(runtime)
+    instructions = [
+        await factories.instruction(runtime, user, title=t) for t in ("A", "B", "C")]
+    with FakeGemini() as fake:
+        model = GeminiModel(fake.api_key, base_url=fake.url, max_retries=0)
+        worker = make_worker(runtime, model)
+
+        async def refused(hours: int, *run_ids: uuid.UUID) -> None:
+            """Each run tries the model (the wait is over) and is refused: it waits `hours`
+            (or until the quota's reset, if that is sooner)."""
+            async with transaction(runtime.sessionmaker) as session:
+                await session.execute(update(Run).where(Run.id.in_(run_ids))
+                                      .values(available_at=datetime.now(UTC)))
+            worker.executor._quota_wait_until = time.monotonic()  # the wait is over
+            fake.fail(429, times=len(run_ids),
+                      quota_id="GenerateRequestsPerDayPerProjectPerModel")
+            asked = len(fake.requests())
+            assert await work_once(worker) == len(run_ids)
+            assert len(fake.requests()) == asked + len(run_ids)  # each tried the model
+            resets_at = quota_resets_at(datetime.now(UTC))
+            for run_id in run_ids:
+                run = await get_run(runtime, run_id)
+                assert (run.status, run.attempt) == ("queued", 0)
+                assert run.available_at == min(
+                    run.updated_at + timedelta(hours=hours), resets_at), hours
+
+        both = [await run_now(runtime, i) for i in instructions[:2]]
+        await refused(1, *both)  # two runs, one refusal
+        for hours in (2, 4, 8):
+            await refused(hours, both[0])
+
+        # The quota was raised: the runs' next try runs them.
+        async with transaction(runtime.sessionmaker) as session:
+            await session.execute(update(Run).where(Run.id.in_(both))
+                                  .values(available_at=datetime.now(UTC)))
+        worker.executor._quota_wait_until = time.monotonic()
+        assert await work_once(worker) == 2
+        assert {(await get_run(runtime, r)).status for r in both} == {"succeeded"}
+
+        # Used up again: back to the first wait.
+        again = await run_now(runtime, instructions[2])
+        await refused(1, again)
+        await model.aclose()
 
 
 async def test_the_wait_after_a_rejected_key_grows_with_each_rejection_and_resets_once_it_works(
