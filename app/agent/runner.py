@@ -13,6 +13,7 @@ and the answer in one turn chained to the asking one, without new deltas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,6 +83,11 @@ log = logging.getLogger(__name__)
 EXCERPT_CHARS = 500
 MAX_QUESTIONS_PER_RUN = 2
 MAX_ALERTS_PER_RUN = 3
+# How long a run cancelled mid-turn (its worker stops, its lease was lost) waits for the
+# answer of the request on its way, which the model service bills whether or not it is
+# read, to count what it was billed. The worker's stop grace leaves this (docker-compose:
+# 40 s, of which runs get PILOTLIGHT_WORKER_SHUTDOWN_SECONDS, 30 s, to finish).
+CANCELLED_TURN_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -285,8 +291,15 @@ class _Run:
         )
         self.turns += 1
         started = time.perf_counter()
+        turn = asyncio.ensure_future(self.llm.turn(request))
         try:
-            response = await self.llm.turn(request)
+            response = await asyncio.shield(turn)
+        except asyncio.CancelledError:
+            # Cancelled it stays. A step that cannot be written (the lease is lost) is the
+            # caller's recorder's to add to the run all the same (app/runs/steps.py).
+            with contextlib.suppress(Exception):
+                await self.cancelled(turn, started, previous)
+            raise
         except LLMError as exc:
             billed = exc.usage if isinstance(exc, IncompleteAnswer) else Usage()
             self.usage += billed
@@ -319,6 +332,40 @@ class _Run:
             )
         )
         return response
+
+    async def cancelled(
+        self, turn: asyncio.Future[TurnResponse], started: float, previous: str | None
+    ) -> None:
+        """The run was cancelled while a turn's request was on its way: the service bills
+        it all the same. Wait a little (`CANCELLED_TURN_WAIT_SECONDS`) for its answer and
+        record what it was billed, so that it counts in the run's cost; never use it."""
+        done, _pending = await asyncio.wait({turn}, timeout=CANCELLED_TURN_WAIT_SECONDS)
+        if not done:
+            turn.cancel()
+            await asyncio.gather(turn, return_exceptions=True)
+            log.warning("cancelled during a model turn whose answer did not come in %.0f s: "
+                        "what it was billed is not counted", CANCELLED_TURN_WAIT_SECONDS)
+            return
+        if turn.cancelled():
+            return
+        failure = turn.exception()
+        interaction_id: str | None
+        if failure is None:
+            response = turn.result()
+            billed, interaction_id = response.usage, response.interaction_id
+        elif isinstance(failure, IncompleteAnswer):
+            billed, interaction_id = failure.usage, failure.interaction_id
+        else:
+            return  # not answered (a failed request is not billed)
+        self.usage += billed
+        self.spent += billed
+        await self.record(
+            StepRecord(
+                kind="model", name=self.request.model, usage=billed,
+                duration_ms=_ms(started), interaction_id=interaction_id or previous,
+                error="the run was stopped before this answer was used",
+            )
+        )
 
     async def call(self, call: FunctionCall, interaction_id: str) -> FunctionResult:
         """Run one tool call within the budget; always exactly one result for it."""

@@ -358,7 +358,8 @@ async def test_stopping_the_worker_gives_its_runs_back(runtime: Runtime) -> None
         await asyncio.sleep(0.02)
     assert run_id in worker.inflight
     stop.set()
-    await asyncio.wait_for(loop_task, 5)
+    # Its turn is given a few seconds (CANCELLED_TURN_WAIT_SECONDS) to count what it billed.
+    await asyncio.wait_for(loop_task, 15)
     run = await get_run(runtime, run_id)
     assert run.status == "queued"
     assert run.attempt == 0
@@ -366,6 +367,46 @@ async def test_stopping_the_worker_gives_its_runs_back(runtime: Runtime) -> None
 
     await work_once(make_worker(runtime))
     assert (await get_run(runtime, run_id)).status == "succeeded"
+
+
+async def test_a_model_turn_on_its_way_at_shutdown_is_in_the_run_given_back(
+    runtime: Runtime,
+) -> None:
+    """A worker that stops cancels the runs that did not finish in time; one cancelled
+    while its model turn was on its way had that turn billed by Gemini, but the turn was in
+    no step and the run's cost left it out. The cancelled run waits a little for the
+    answer and charges it to the run it gives back."""
+    user, _ = await factories.user_with_token(runtime)
+    instruction = await factories.instruction(runtime, user)
+    run_id = await run_now(runtime, instruction)
+    runtime.settings.worker_shutdown_seconds = 0.1
+    with FakeGemini() as fake:
+        fake.slow(1.0)
+        model = GeminiModel(fake.api_key, base_url=fake.url, max_retries=0)
+        worker = make_worker(runtime, model)
+        stop = asyncio.Event()
+        loop_task = asyncio.create_task(worker.run(stop))
+        while not fake.requests():  # the first turn is on its way
+            assert not loop_task.done()
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(loop_task, 15)
+        await model.aclose()
+        for _ in range(250):  # the service answers, and bills, whoever still listens
+            if fake.billed():
+                break
+            await asyncio.sleep(0.02)
+        billed = fake.billed()
+
+    assert len(billed) == 1
+    run = await get_run(runtime, run_id)
+    assert (run.status, run.attempt, run.lease_token) == ("queued", 0, None)
+    assert (run.input_tokens, run.output_tokens, run.thought_tokens) == (
+        billed[0]["total_input_tokens"], billed[0]["total_output_tokens"],
+        billed[0]["total_thought_tokens"])
+    assert run.cost_usd > 0
+    (step,) = await steps_of(runtime, run_id)
+    assert (step.kind, step.input_tokens) == ("model", billed[0]["total_input_tokens"])
 
 
 async def test_many_runs_in_flight_each_finish_once(runtime: Runtime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -320,6 +321,28 @@ async def test_an_answer_cut_off_is_asked_for_again_at_thinking_level_low_at_mos
     records = fake.requests()
     assert [r.response["status"] for r in records] == ["incomplete", "completed"]
     assert [r.body["generation_config"]["thinking_level"] for r in records] == ["high", "low"]
+
+
+async def test_a_turn_on_its_way_when_the_run_is_cancelled_is_counted_not_used(fake, gemini):
+    """A worker stopping (or losing the run) cancels it mid-turn: the request was sent and
+    the service bills it, but nothing recorded what it spent, so it was in no run's cost.
+    The cancelled run waits a little for that answer, records its usage, and stops."""
+    steps: list[StepRecord] = []
+    fake.slow(0.5)
+    fake.script(Calls([("read_message", {"id": INVOICE_ID})]))
+    running = asyncio.create_task(run(gemini, steps))
+    while not fake.requests():  # the first turn is on its way
+        await asyncio.sleep(0.01)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert len(fake.requests()) == 1
+    (step,) = steps
+    assert step.kind == "model"
+    assert step.usage == billed_usage(fake) != Usage()
+    assert step.interaction_id == fake.requests()[0].response["id"]
+    assert step.error == "the run was stopped before this answer was used"
 
 
 async def test_usage_and_cost_are_what_the_fake_billed(fake, gemini):
