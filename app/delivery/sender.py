@@ -252,6 +252,10 @@ class DeliverySender(LoopService):
         if result.status == "sent":
             self.fault("delivery_sent")
             self._mark_sent(claimed)
+            # The operator's trace of a delivery that went out (httpx's own request line,
+            # with the URL's origin, is at DEBUG only): the delivery's id, never its URL.
+            log.info("delivery %s (%s) sent, attempt %d", claimed.id, claimed.channel,
+                     claimed.attempt)
             return
         if result.status == "retry" and claimed.attempt < self.settings.delivery_max_attempts:
             delay = self.retry_delay(claimed.attempt, result.retry_after)

@@ -80,7 +80,7 @@ async def test_a_digest_is_posted_signed_and_verified_by_an_independent_implemen
 
 
 async def test_the_url_is_stored_sealed_and_the_delivery_posts_to_all_of_it(
-    runtime: Runtime, receiver: WebhookReceiver
+    runtime: Runtime, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A Slack-style URL's path and query are its credential: the row holds no part of
     them (read raw), and the delivery, decrypting it, posts to the whole URL."""
@@ -97,12 +97,19 @@ async def test_the_url_is_stored_sealed_and_the_delivery_posts_to_all_of_it(
         assert "/services" not in stored, column
     notification_id = await add_digest(runtime, user, channels=("webhook",), digest=DIGEST)
 
-    rows = await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
+    with caplog.at_level(logging.INFO, logger="app.delivery.sender"):
+        rows = await send_until_settled(DeliverySender(runtime=runtime), runtime,
+                                        notification_id)
     sent = next(d for d in rows if d.channel == "webhook")
     assert (sent.status, sent.target) == ("sent", str(webhook.id))
     [request] = receiver.received
     assert request.verified, request.error
     assert request.path == "/hook/services/T0/B0/PATHSECRET?token=QUERYSECRET"
+    # At INFO the operator sees that it went out (httpx's request line is at DEBUG
+    # only), by the delivery's id, with no part of the URL.
+    said = [r.getMessage() for r in caplog.records if r.name == "app.delivery.sender"]
+    assert f"delivery {sent.id} (webhook) sent, attempt 1" in said, said
+    assert not [line for line in said if "SECRET" in line or "/services" in line]
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])
