@@ -29,7 +29,12 @@ _URL = re.compile(
     # No scheme, but a path: "evil.example/collect?d=...". At most a DNS name's 253
     # characters before the "/", looked for first: unbounded, each start in a long run of
     # "a.a.a.…" read the run to its end, 8 s for 24,000 characters (quadratic).
-    rf"|\b(?=[a-z0-9.-]{{1,253}}/)(?:[a-z0-9-]+\.)+[a-z]{{2,}}/{_IN}*{_END}",
+    # A label is any word characters and hyphens: "_" ("x_evil.example/…", which
+    # browsers and resolvers take) and letters of any script ("évil.example/…",
+    # "пример.рф/…"), which linkifiers make links of; a label of ASCII letters only
+    # would start no match after the "x_" or the "é" (no word boundary there), and the
+    # whole address went out. The top-level label is letters, or punycode ("xn--p1ai").
+    rf"|\b(?=[\w.-]{{1,253}}/)(?:[\w-]+\.)+(?:xn--[a-z0-9-]+|[^\W\d_]{{2,}})/{_IN}*{_END}",
     re.IGNORECASE,
 )
 

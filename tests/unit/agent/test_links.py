@@ -32,6 +32,23 @@ def test_an_address_not_read_keeps_only_its_host_unlinkable() -> None:
     assert inert(plain, set()) == plain
 
 
+def test_an_address_without_a_scheme_is_found_whatever_letters_its_host_has() -> None:
+    """A host with "_" or letters outside ASCII, or a punycode top-level label, is a host
+    browsers and link scanners take: its path goes too."""
+    text = ("Then x_evil.example/c?d=Q4, évil.example/c?d=Q4, пример.рф/c?d=Q4, "
+            "xn--vil-dma.example/c?d=Q4 and evil.xn--p1ai/c?d=Q4.")
+    assert inert(text, set()) == (
+        "Then [link to x_evil[.]example], [link to évil[.]example], [link to пример[.]рф], "
+        "[link to xn--vil-dma[.]example] and [link to evil[.]xn--p1ai].")
+    # As read, such an address is kept.
+    assert inert("See évil.example/c?d=Q4.", {"évil.example/c?d=Q4"}) == (
+        "See évil.example/c?d=Q4.")
+    # Still untouched: file names with "_" or accents, versions, paths, mail addresses.
+    plain = ("Open report_v2.pdf, résumé_final.docx and docs/v1.2/notes (v1.2.3, 3.14/2); "
+             "mail jane_doe@acme.example or zoë@café.example.")
+    assert inert(plain, set()) == plain
+
+
 async def test_the_digest_keeps_what_the_run_read_and_defuses_what_the_model_made_up():
     model = ScriptedModel(
         calls(("read_message", {"id": NEWSLETTER_ID})),
@@ -100,6 +117,9 @@ async def test_questions_and_alerts_defuse_made_up_addresses_also_after_a_pause(
 ADVERSARIAL = {
     "labels": "a." * 100_000,
     "hyphens": "a-" * 100_000,
+    "underscores": "a_." * 70_000,
+    "accented labels": "é." * 100_000,
+    "punycode": "a.xn--" * 35_000,
 }
 
 
