@@ -34,7 +34,9 @@ _URL = re.compile(
     # "пример.рф/…"), which linkifiers make links of; a label of ASCII letters only
     # would start no match after the "x_" or the "é" (no word boundary there), and the
     # whole address went out. The top-level label is letters, or punycode ("xn--p1ai").
-    rf"|\b(?=[\w.-]{{1,253}}/)(?:[\w-]+\.)+(?:xn--[a-z0-9-]+|[^\W\d_]{{2,}})/{_IN}*{_END}",
+    # A port may follow ("evil.example:8080/…").
+    rf"|\b(?=[\w.-]{{1,253}}(?::\d{{1,5}})?/)(?:[\w-]+\.)+(?:xn--[a-z0-9-]+|[^\W\d_]{{2,}})"
+    rf"(?::\d{{1,5}})?/{_IN}*{_END}",
     re.IGNORECASE,
 )
 

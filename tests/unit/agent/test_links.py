@@ -43,9 +43,13 @@ def test_an_address_without_a_scheme_is_found_whatever_letters_its_host_has() ->
     # As read, such an address is kept.
     assert inert("See évil.example/c?d=Q4.", {"évil.example/c?d=Q4"}) == (
         "See évil.example/c?d=Q4.")
-    # Still untouched: file names with "_" or accents, versions, paths, mail addresses.
+    # Nor does a port hide one.
+    assert inert("evil.example:8080/c?d=Q4 or évil.example:1/c", set()) == (
+        "[link to evil[.]example] or [link to évil[.]example]")
+    # Still untouched: file names with "_" or accents, versions, paths, mail addresses,
+    # times.
     plain = ("Open report_v2.pdf, résumé_final.docx and docs/v1.2/notes (v1.2.3, 3.14/2); "
-             "mail jane_doe@acme.example or zoë@café.example.")
+             "mail jane_doe@acme.example or zoë@café.example at 10:30/11:00.")
     assert inert(plain, set()) == plain
 
 
@@ -120,6 +124,7 @@ ADVERSARIAL = {
     "underscores": "a_." * 70_000,
     "accented labels": "é." * 100_000,
     "punycode": "a.xn--" * 35_000,
+    "ports": "a.io:1" * 35_000,
 }
 
 
