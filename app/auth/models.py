@@ -1,4 +1,5 @@
-"""Browser sessions and one-time login links, both stored only as hashes."""
+"""Browser sessions and one-time login links, both stored only as hashes (a session's
+CSRF token not at all)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ class WebSession(IdMixin, Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # Sent back in every form and JS request; a cross-site page cannot read it.
-    csrf_token: Mapped[str] = mapped_column(String(64))
+    # No CSRF token: it is derived from the cookie (`app.auth.service.csrf_token`), so
+    # what the row holds gives none.
     # How the browser signed in: local (loopback, embedded), link, google.
     method: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

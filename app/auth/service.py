@@ -2,10 +2,20 @@
 
 Both tokens carry 256 random bits and are stored as SHA-256 hashes, like API
 tokens: a copy of the database signs nobody in.
+
+A session's CSRF token is not stored either: it is an HMAC of the cookie's token, worked
+out again on each request from the cookie the request carries. A stored one let whoever
+read the database (a backup) forge the dashboard's forms in the user's browser from a
+page the SameSite=Lax cookie still goes with (a sibling subdomain), or in a browser
+that ignores SameSite; from the SHA-256 in the row nobody can work it out. (With the
+cookie itself, the token gives nothing more: `/session/csrf` hands it out.)
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -107,7 +117,7 @@ async def start_session(
     token = secrets.token_urlsafe(32)
     now = utcnow()
     row = WebSession(
-        user_id=user.id, token_hash=hash_token(token), csrf_token=secrets.token_urlsafe(32),
+        user_id=user.id, token_hash=hash_token(token),
         method=method, created_at=now, last_seen_at=now,
         expires_at=now + timedelta(seconds=min(ttl_seconds, max_age_seconds)),
     )
@@ -166,5 +176,13 @@ async def end_session(*, session: AsyncSession, web_session: WebSession) -> None
     await session.flush()
 
 
-def csrf_matches(web_session: WebSession, token: str | None) -> bool:
-    return bool(token) and same_secret(web_session.csrf_token, token or "")
+def csrf_token(cookie: str) -> str:
+    """The CSRF token of the session whose cookie holds `cookie`: an HMAC keyed with it
+    (256 random bits), which the stored SHA-256 of the cookie does not give."""
+    digest = hmac.new(cookie.encode(), b"pilotlight csrf token", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def csrf_matches(cookie: str, token: str | None) -> bool:
+    """Whether `token` is the CSRF token of the session whose cookie holds `cookie`."""
+    return bool(token) and same_secret(csrf_token(cookie), token or "")

@@ -131,7 +131,7 @@ async def _signed_in(
         if found is not None:
             web_session, user = found
             if request.method not in SAFE_METHODS and not auth.csrf_matches(
-                web_session, request.headers.get(auth.CSRF_HEADER)
+                cookie, request.headers.get(auth.CSRF_HEADER)
             ):
                 raise CsrfRefused(
                     f"a request signed in by the session cookie needs the {auth.CSRF_HEADER} "

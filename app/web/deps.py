@@ -34,12 +34,14 @@ class NotSignedIn(Unauthorized):
 class Viewer:
     user: User
     web_session: WebSession
+    # The session cookie's token, which the CSRF token is derived from.
+    cookie: str
     # Set when this request started the session: the response sets the cookie.
     new_cookie: str | None = None
 
     @property
     def csrf(self) -> str:
-        return self.web_session.csrf_token
+        return auth.csrf_token(self.cookie)
 
 
 def _loopback(host: str | None) -> bool:
@@ -81,7 +83,7 @@ async def get_viewer(request: Request, session: SessionDep, runtime: RuntimeDep)
             max_age_seconds=settings.web_session_max_age_seconds,
         )
         if found is not None:
-            return Viewer(user=found[1], web_session=found[0])
+            return Viewer(user=found[1], web_session=found[0], cookie=cookie)
     if local_sign_in_allowed(request, settings):
         user = await users.get_by_email(session=session, email=settings.local_user_email)
         if user is not None:
@@ -91,7 +93,7 @@ async def get_viewer(request: Request, session: SessionDep, runtime: RuntimeDep)
                 max_age_seconds=settings.web_session_max_age_seconds,
             )
             request.state.new_cookie = token
-            return Viewer(user=user, web_session=web_session, new_cookie=token)
+            return Viewer(user=user, web_session=web_session, cookie=token, new_cookie=token)
     raise NotSignedIn("sign in first")
 
 
@@ -105,7 +107,7 @@ async def get_form_viewer(
     ):
         value = (await request.form()).get(auth.CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not auth.csrf_matches(viewer.web_session, sent):
+    if not auth.csrf_matches(viewer.cookie, sent):
         raise CsrfRefused(
             "this form was refused: it has no valid CSRF token (reload the page and try again)"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from alembic import command
@@ -26,14 +27,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth import service as auth
 from app.channels.models import Webhook
 from app.core.config import Settings
 from app.core.crypto import SecretKeyError, secret_box
 from app.core.db import JSONType, utcnow, uuid7
 from app.core.migrate import alembic_config, pending
 from app.core.runtime import Runtime
+from app.core.security import hash_token
 from app.models import Base
 from tests import factories
+from tests.integration.web.helpers import browser, csrf_of
 
 
 async def test_models_and_migrations_do_not_drift(engine: AsyncEngine) -> None:
@@ -190,7 +194,7 @@ async def test_without_keys_the_push_secrets_migration_stops_and_changes_nothing
                 await conn.run_sync(_to("head", no_keys))
         async with runtime.engine.connect() as conn:
             assert await pending(runtime.engine) == (
-                "the database is at revision 0024, the code expects 0026")
+                "the database is at revision 0024, the code expects 0027")
             plain = (await conn.execute(select(_PLAIN_PUSH.c.id, _PLAIN_PUSH.c.auth))).all()
         assert plain == [(id_, "auth-secret")]
     finally:
@@ -272,7 +276,7 @@ async def test_without_keys_the_webhook_urls_migration_stops_and_changes_nothing
             async with runtime.engine.begin() as conn:
                 await conn.run_sync(_to("head", no_keys))
         assert await pending(runtime.engine) == (
-            "the database is at revision 0025, the code expects 0026")
+            "the database is at revision 0025, the code expects 0027")
         async with runtime.engine.connect() as conn:
             plain = (await conn.execute(
                 select(_PLAIN_WEBHOOKS.c.id, _PLAIN_WEBHOOKS.c.url))).all()
@@ -280,3 +284,56 @@ async def test_without_keys_the_webhook_urls_migration_stops_and_changes_nothing
     finally:
         async with runtime.engine.begin() as conn:
             await conn.run_sync(_to("head", keys))
+
+
+_SESSIONS_WITH_CSRF = table(
+    "web_sessions", column("id", Uuid()), column("user_id", Uuid()),
+    column("token_hash", String()), column("csrf_token", String()), column("method", String()),
+    column("created_at", DateTime(timezone=True)), column("last_seen_at", DateTime(timezone=True)),
+    column("expires_at", DateTime(timezone=True)),
+)
+
+
+async def test_sessions_csrf_tokens_leave_the_database_and_sessions_stay(
+    runtime: Runtime,
+) -> None:
+    """0027: the stored CSRF tokens are dropped; a session signed in before still is, its
+    CSRF token now the one derived from its cookie. A downgrade gives each a new one."""
+    user, _ = await factories.user_with_token(runtime)
+    cookie, settings = "cookie-before-0027", _with_a_key(runtime)
+    async with runtime.engine.begin() as conn:
+        await conn.run_sync(_to("0026", settings))
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.execute(insert(_SESSIONS_WITH_CSRF).values(
+                id=uuid7(), user_id=user.id, token_hash=hash_token(cookie),
+                csrf_token="OLDCSRFTOKEN", method="link", created_at=utcnow(),
+                last_seen_at=utcnow(), expires_at=utcnow() + timedelta(days=1)))
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))
+    async with runtime.engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT * FROM web_sessions"))).mappings().all()
+    assert len(raw) == 1
+    assert "csrf_token" not in raw[0]
+    assert "OLDCSRFTOKEN" not in " ".join(str(value) for value in raw[0].values())
+
+    async with browser(runtime) as client:
+        client.cookies.set("pilotlight_session", cookie)
+        assert (await client.get("/")).status_code == 200
+        assert await csrf_of(client) == auth.csrf_token(cookie)
+        refused = await client.post("/feed/read", data={"csrf_token": "OLDCSRFTOKEN"})
+        assert refused.status_code == 403
+        marked = await client.post("/feed/read", data={"csrf_token": auth.csrf_token(cookie)})
+        assert marked.status_code == 303
+
+    try:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("0026", settings))
+        async with runtime.engine.connect() as conn:
+            [token] = (await conn.execute(select(_SESSIONS_WITH_CSRF.c.csrf_token))).scalars()
+        assert token
+        assert token != "OLDCSRFTOKEN"
+    finally:
+        async with runtime.engine.begin() as conn:
+            await conn.run_sync(_to("head", settings))

@@ -42,8 +42,8 @@ async def test_rows_that_stopped_working_over_a_day_ago_are_deleted(
     }
     async with transaction(runtime.sessionmaker) as session:
         for name, values in sessions.items():
-            session.add(WebSession(user_id=user.id, token_hash=f"s {name}", csrf_token="x",
-                                   method="link", **values))
+            session.add(WebSession(user_id=user.id, token_hash=f"s {name}", method="link",
+                                   **values))
         for name, values in links.items():
             session.add(LoginLink(user_id=user.id, token_hash=f"l {name}", **values))
         for name, values in states.items():

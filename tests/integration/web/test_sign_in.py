@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.auth.models import SignInFailure, WebSession
 from app.core.db import transaction, utcnow
@@ -279,6 +279,27 @@ async def test_signing_out_ends_the_session(runtime: Runtime) -> None:
         # The old cookie no longer works, even if the browser kept it.
         client.cookies.set("pilotlight_session", cookie or "")
         assert (await client.get("/")).status_code == 303
+
+
+async def test_the_database_holds_no_sessions_csrf_token(runtime: Runtime) -> None:
+    """A copy of the database (a backup) gives no CSRF token to forge the dashboard's
+    forms with: nothing of a session's row is its token, and the token still works."""
+    user, _headers = await factories.user_with_token(runtime)
+    async with browser(runtime) as first, browser(runtime) as second:
+        csrf = await sign_in(runtime, first, user)
+        other = await sign_in(runtime, second, user)
+        assert csrf != other  # each session its own
+        async with runtime.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT * FROM web_sessions"))).mappings().all()
+        assert len(rows) == 2
+        stored = " ".join(str(value) for row in rows for value in row.values())
+        for token in (csrf, other):
+            assert token not in stored
+        # The session's token, not the other's, and none of what its row holds.
+        for forged in (other, *(str(value) for row in rows for value in row.values())):
+            refused = await first.post("/feed/read", data={"csrf_token": forged})
+            assert refused.status_code == 403, forged
+        assert (await first.post("/feed/read", data={"csrf_token": csrf})).status_code == 303
 
 
 async def test_logout_opened_as_a_page_asks_and_signs_out_only_with_its_button(
