@@ -357,7 +357,8 @@ async def _serve_http(
     log.info("listening on http://%s:%d", host, settings.port)
     # Ends the open event streams when it stops, or it would wait for them forever.
     await server(app, host=settings.host, port=settings.port,
-                 log_level=settings.log_level.lower()).serve(sockets=[sock])
+                 log_level=settings.log_level.lower(),
+                 forwarded_allow_ips=settings.trusted_proxies(os.environ)).serve(sockets=[sock])
 
 
 async def _run_loops(runtime: Runtime, loops: Sequence[LoopService]) -> None:

@@ -11,9 +11,11 @@ sign-ins add nothing and are not otherwise slowed. A refused attempt adds no row
 address holds at most that many rows; the sign-in purge deletes them a day later.
 
 The address is the one the HTTP server reports: uvicorn takes it from `X-Forwarded-For`
-only when the connection comes from an address in `FORWARDED_ALLOW_IPS` (by default
-127.0.0.1 and ::1), so behind a proxy on another address set that, or every visitor shares the
-proxy's count. An IPv6 address counts as its /64, which one client usually holds whole.
+only when the connection comes from a proxy of `Settings.trusted_proxies`
+(PILOTLIGHT_FORWARDED_ALLOW_IPS; by default 127.0.0.1 and ::1 when PUBLIC_URL is set and
+not loopback, else nobody), so behind a proxy on another address set that, or every
+visitor shares the proxy's count. An IPv6 address counts as its /64, which one client
+usually holds whole.
 Two failures at the same instant may both pass the count: the limit can be passed by the
 number of requests in flight at once, which is no help to a guesser.
 """

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         "for sign-in links, the OAuth redirects, reconnect links and the push contact; https "
         "makes the cookies __Host- and Secure. Empty means http://HOST:PORT.",
     )
+    forwarded_allow_ips: str = Field(
+        "", max_length=2000,
+        description="The addresses (or networks) of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto the api believes, comma-separated; `*` for any, `none` for none. "
+        "Empty: 127.0.0.1 and ::1 (a proxy on this machine) when PUBLIC_URL is set and not "
+        "loopback, else none (the service is reached directly: any local process could "
+        "name itself another client); uvicorn's FORWARDED_ALLOW_IPS is read when set.",
+    )
     api_max_body_bytes: int = Field(
         1_048_576, ge=16_384, le=100 * 1_048_576,
         description="Largest request body the api role reads; a larger one is refused with "
@@ -571,6 +579,23 @@ class Settings(BaseSettings):
                                  "address without brackets)") from None
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        """Addresses or networks, `*` or `none`: uvicorn takes an entry it cannot read as
+        a literal host name that no client ever has, so a typo would trust nobody."""
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries in (["*"], ["none"]):
+            return entries[0]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network: use addresses "
+                                 "such as 127.0.0.1,::1 or 10.0.0.0/8, `*` for any proxy, or "
+                                 "`none`") from None
+        return ",".join(entries)
+
     @field_validator("public_url")
     @classmethod
     def _an_origin(cls, value: str) -> str:
@@ -717,6 +742,27 @@ class Settings(BaseSettings):
         if address.is_unspecified:
             address = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
         return f"http://{address if address.version == 4 else f'[{address}]'}:{self.port}"
+
+    def trusted_proxies(self, environ: Mapping[str, str]) -> list[str]:
+        """Whose X-Forwarded-For uvicorn believes (the client address the sign-in failure
+        limit counts and the logs name): FORWARDED_ALLOW_IPS, else uvicorn's own variable
+        of that name (which the README named before), else a proxy on this machine when
+        users reach the service at an address that is not this machine's loopback, and
+        else nobody: a service reached directly takes no client's word for its address."""
+        value = self.forwarded_allow_ips or environ.get("FORWARDED_ALLOW_IPS", "").strip()
+        if value == "none":
+            return []
+        if value:
+            return [entry.strip() for entry in value.split(",")]
+        host = urlsplit(self.public_url).hostname if self.public_url else None
+        if host is None or host == "localhost":
+            return []
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return []
+        except ValueError:
+            pass  # a host name
+        return ["127.0.0.1", "::1"]
 
     @property
     def public_url_is_https(self) -> bool:

@@ -38,7 +38,12 @@ class Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def server(app: FastAPI, *, host: str, port: int, log_level: str) -> Server:
+def server(
+    app: FastAPI, *, host: str, port: int, log_level: str, forwarded_allow_ips: list[str],
+) -> Server:
+    """`forwarded_allow_ips`: the proxies whose X-Forwarded-For gives the client's address
+    (`Settings.trusted_proxies`); none, the address is the connection's."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            forwarded_allow_ips=forwarded_allow_ips)
     return Server(config)

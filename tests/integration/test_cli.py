@@ -663,7 +663,8 @@ async def _serving(
     heard by caplog; yields the port."""
     _setup_logging(runtime.settings)
     port = free_port()
-    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level=log_level)
+    http = server(create_app(runtime), host="127.0.0.1", port=port, log_level=log_level,
+                  forwarded_allow_ips=runtime.settings.trusted_proxies({}))
     heard = [logging.getLogger(name) for name in loggers]
     for logger in heard:
         logger.addHandler(caplog.handler)

@@ -212,3 +212,36 @@ async def test_serve_digests_the_sample_through_gemini_when_configured(
     turns = [r for r in fake.requests() if r.status == 200]
     assert len(turns) >= 2  # the first turn, then the function results
     assert fake.api_key not in app.log.read_text()
+
+
+async def test_the_api_believes_x_forwarded_for_only_behind_a_proxy(
+    runtime: Runtime, database_url: str, tmp_path: Path  # runtime: the schema is made
+) -> None:
+    """Reached directly (no PUBLIC_URL), the api takes the connection's address: a local
+    process that says X-Forwarded-For is not another client to the sign-in failure limit.
+    With a PUBLIC_URL users reach elsewhere (behind a proxy on this machine, as the README
+    has it), the proxy's X-Forwarded-For names the client."""
+    setups = {"direct": {}, "proxied": {"PILOTLIGHT_PUBLIC_URL": "https://pilot.example.com"}}
+    ports = {name: free_port() for name in setups}
+    processes = {
+        name: start(command("api"), pilotlight_env(
+            data_dir=tmp_path / name, database_url=database_url,
+            PILOTLIGHT_PORT=str(ports[name]), **extra,
+        ), tmp_path, tmp_path / f"{name}.log")
+        for name, extra in setups.items()
+    }
+    try:
+        for name, port in ports.items():
+            base = f"http://127.0.0.1:{port}"
+            wait_healthy(base, processes[name], tmp_path / f"{name}.log")
+            refused = httpx.get(f"{base}/login/link", params={"token": "wrong"},
+                                headers={"X-Forwarded-For": "203.0.113.7"})
+            assert refused.status_code == 401, refused.text
+    finally:
+        codes = {name: stop(p) for name, p in processes.items()}
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in setups}
+    for name, code in codes.items():
+        assert stopped_cleanly(code, tmp_path / f"{name}.log"), logs[name]
+    assert "failed sign-in (link) from 127.0.0.1:" in logs["direct"]
+    assert "203.0.113.7" not in logs["direct"]
+    assert "failed sign-in (link) from 203.0.113.7:" in logs["proxied"]

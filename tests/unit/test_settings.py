@@ -366,3 +366,35 @@ def test_a_host_that_is_no_address_is_refused(given: str) -> None:
     for good in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "pilot.internal",
                  "pilot-1.example.com"):
         assert Settings(_env_file=None, host=f" {good} ").host == good  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("given", "environ", "public_url", "trusted"), [
+    # Reached directly: nobody's X-Forwarded-For is believed, a loopback client's neither.
+    pytest.param("", {}, "", [], id="direct"),
+    pytest.param("", {}, "http://127.0.0.1:8000", [], id="loopback-url"),
+    pytest.param("", {}, "https://localhost:8443", [], id="localhost-url"),
+    # Users reach it elsewhere: a proxy on this machine, as the README's deployment has it.
+    pytest.param("", {}, "https://pilot.example.com", ["127.0.0.1", "::1"], id="proxied"),
+    pytest.param("none", {}, "https://pilot.example.com", [], id="none"),
+    pytest.param(" 10.0.0.0/8, 192.0.2.7 ", {}, "", ["10.0.0.0/8", "192.0.2.7"], id="given"),
+    pytest.param("*", {}, "", ["*"], id="any"),
+    # uvicorn's own variable, which the README named before, still counts when unset.
+    pytest.param("", {"FORWARDED_ALLOW_IPS": "10.1.2.3"}, "", ["10.1.2.3"], id="uvicorn-env"),
+    pytest.param("none", {"FORWARDED_ALLOW_IPS": "10.1.2.3"}, "", [], id="setting-first"),
+])
+def test_forwarded_headers_are_believed_only_from_the_proxies_there_are(
+    given: str, environ: dict[str, str], public_url: str, trusted: list[str]
+) -> None:
+    """uvicorn believed X-Forwarded-For from 127.0.0.1 always: with no proxy in front, any
+    process on the machine could name itself another client to the sign-in limit."""
+    settings = Settings(_env_file=None, forwarded_allow_ips=given,  # type: ignore[call-arg]
+                        public_url=public_url)
+    assert settings.trusted_proxies(environ) == trusted
+
+
+@pytest.mark.parametrize("given", ["127.0.0.1,proxy", "localhost", "10.0.0.0/33", "none,*"])
+def test_a_proxy_address_that_is_not_one_is_refused(given: str) -> None:
+    """uvicorn takes what it cannot read as a host name no client has: a typo trusted
+    nobody, and nobody said so."""
+    with pytest.raises(ValidationError, match="is not an IP address or network"):
+        Settings(_env_file=None, forwarded_allow_ips=given)  # type: ignore[call-arg]
