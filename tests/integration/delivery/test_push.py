@@ -297,7 +297,9 @@ async def test_no_log_at_any_level_holds_a_push_endpoints_path(
     Google). With the logging `pilotlight` sets up, at DEBUG, subscribing, a push and
     unsubscribing log no part of its path: aiosqlite logged each statement with its
     parameters at DEBUG, the endpoint among them."""
-    _setup_logging(runtime.settings)
+    # As `pilotlight` sets logging up at its most telling level (httpx's request lines
+    # are heard at DEBUG only).
+    _setup_logging(runtime.settings.model_copy(update={"log_level": "DEBUG"}))
     caplog.set_level(logging.DEBUG)
     user, headers = await factories.user_with_token(runtime)
     browser = Browser(receiver.url + "/CAPABILITYSECRET")

@@ -363,7 +363,9 @@ async def test_an_unreachable_webhook_leaves_the_secrets_of_its_url_out_of_every
     URL's path or query, from the webhook's creation to its failure, nor does the feed.
     (At DEBUG aiosqlite logs each statement with its parameters: the URL stored in plain
     text was in the INSERT's.)"""
-    _setup_logging(runtime.settings)
+    # As `pilotlight` sets logging up at its most telling level (httpx's request lines
+    # are heard at DEBUG only).
+    _setup_logging(runtime.settings.model_copy(update={"log_level": "DEBUG"}))
     caplog.set_level(logging.DEBUG)  # from its creation on
     port = free_port()  # nothing listens there
     user, _ = await factories.user_with_token(runtime)
