@@ -124,8 +124,10 @@ _ZONE_UNCLEAR = re.compile(
     r"aedt|acst|acdt|awst|nzst|nzdt|msk|sgt|hkt)\b"
     # words as well as zones: only next to a time, or before "time"
     r"|(?:(?<=\d)|(?<=[ap]m))\s*(?:wet|west|ist)\b|\b(?:wet|west|ist)\s+time\b"
+    # Each word of the name once in its alternation: a word two alternatives match (it was
+    # "european" twice) doubles the ways to read each repeat of it, exponential in them.
     r"|\b(?:eastern|pacific|central|mountain|atlantic|alaska|hawaii)(?:\s+(?:standard|daylight|"
-    r"european|us|european))*\s+time\b"
+    r"european|us))*\s+time\b"
     # A state or province is no zone of the tz database ("New Jersey time" read as
     # Europe/Jersey, "California time" dropped for the user's zone): a city of it is.
     rf"|\b(?:{'|'.join(_REGIONS)})(?:'s)?\s+time\b"

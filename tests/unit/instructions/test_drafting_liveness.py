@@ -1,0 +1,44 @@
+"""Sentences built to make the drafting parser's patterns backtrack are read at once.
+
+Drafting reads what any signed-in user types, on the API's event loop: one sentence that
+holds a pattern for minutes holds every user. Each is read in a child process, which a
+hang cannot take the suite down with (tests/liveness.py): the time limit is a liveness
+bound (minutes), not a measurement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.instructions.schemas import DRAFT_TEXT_MAX
+from tests.liveness import read_in_child
+
+# What parse() answers for a sentence: the trigger it proposes, or the refusal's reason.
+_READ = (
+    "import json, sys\n"
+    "from app.core.errors import DomainError\n"
+    "from app.instructions.drafting import parse\n"
+    "text = json.load(sys.stdin)\n"
+    "try:\n"
+    "    answer = parse(text, timezone='UTC').instruction.trigger.model_dump()\n"
+    "except DomainError as exc:\n"
+    "    answer = exc.detail\n"
+    "print(json.dumps(answer))\n"
+)
+
+
+def read(sentence: str) -> Any:
+    return read_in_child(_READ, sentence)
+
+
+def test_zone_words_said_again_and_again() -> None:
+    """ "european" was twice in the alternation of a zone's words, so each repeat of it
+    could be read two ways: 2**60 ways for this sentence, which is within the API's limit."""
+    sentence = "every day at 9 eastern" + " european" * 60 + " x summarise my mail"
+    assert len(sentence) <= DRAFT_TEXT_MAX
+    assert read(sentence) == {"type": "cron", "cron": "0 9 * * *", "timezone": "UTC"}
+    # said before "time", it is still refused as a zone this cannot tell
+    assert read("every day at 9 eastern" + " european" * 60 + " time summarise my mail"
+                ).startswith('Could not read the time zone "eastern european european')
+
+
