@@ -209,8 +209,10 @@ _BARE_TIME = re.compile(
 )
 _ONE_TIME = re.compile(_TIME)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
+# Atomic: "tues" is "tues", "tues" + "" or "tue" + "s" to the alternatives, and a list of
+# them that fails to end on a word ("tuesortuesor...x") was tried in each of 3**n ways.
 _DAY_SET = (
-    rf"(?:(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
+    rf"(?>(?:{_DAY}|{_DAY_SHORT})s?\s*(?:-|to|through|thru|till|until)\s*(?:{_DAY}|{_DAY_SHORT})s?"
     rf"|week[\s-]?days?|work[\s-]?days?|working\s+days?|business\s+days?|weekends?"
     rf"|(?:{_DAY}|tues|thurs|{_DAY_SHORT})s?)"
 )

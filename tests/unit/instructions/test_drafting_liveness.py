@@ -42,3 +42,14 @@ def test_zone_words_said_again_and_again() -> None:
                 ).startswith('Could not read the time zone "eastern european european')
 
 
+
+def test_days_left_out_said_again_and_again() -> None:
+    """ "tues" was read as "tues", "tues" + "" and "tue" + "s" by the days left out, so a
+    list of them that ends inside a word was tried in each of 3**150 ways."""
+    sentence = "every day except " + "tuesor" * 150 + "x at 9 summarise my mail"
+    assert len(sentence) <= DRAFT_TEXT_MAX
+    assert read(sentence).startswith('Could not read "except tues" as a schedule: only days')
+    # a list of them as people say it is read whole
+    assert read("every day except " + "tues or " * 100 + "weds at 9 summarise my mail") == {
+        "type": "cron", "cron": "0 9 * * 1,4-6,0", "timezone": "UTC"}
+
