@@ -163,7 +163,26 @@ _TASK_DAY_AFTER_WORD = re.compile(
 )
 # Between two phrases of one schedule: "every weekday at 8", "Monday, Wednesday and Friday".
 _SCHEDULE_GLUE = re.compile(r"(?:[\s,;&/-]|(?:and|or|then|plus)\b)*")
-_SCHEDULE_GLUE_END = re.compile(r"(?:[\s,;&/-]|\b(?:and|or|then|plus))*$")
+_GLUE_CHAR = re.compile(r"[\s,;&/-]")
+_GLUE_WORDS = ("and", "or", "then", "plus")
+
+
+def _glue_start(rest: str, end: int) -> int:
+    """Where the glue of `_SCHEDULE_GLUE` that ends at `end` starts: walked back a piece at a
+    time. Searched for as `(?:glue)*$` it was tried from each place before `end`, each try
+    reading on to the end of its run: quadratic in a run of commas, for each day said."""
+    start = end
+    while start > 0:
+        if _GLUE_CHAR.match(rest, start - 1):
+            start -= 1
+            continue
+        word = next((w for w in _GLUE_WORDS
+                     if start >= len(w) and rest.startswith(w, start - len(w))), None)
+        head = start - len(word) if word else 0
+        if word is None or (head > 0 and re.match(r"\w", rest[head - 1])):
+            break  # "\b(?:and|or|then|plus)": a word of its own, not the end of one
+        start = head
+    return start
 # Words before the task's first word: the task starts at the first word that is none.
 _LEAD_WORDS = frozenset(
     "and or then also plus on at in the from during over around about to but hey please "
@@ -218,9 +237,9 @@ def _place_days(
     )
 
     def next_to(phrase: _DayPhrase, marked: list[bool]) -> bool:
-        left = _SCHEDULE_GLUE_END.search(rest, 0, phrase.start)
+        left = _glue_start(rest, phrase.start)
         right = _SCHEDULE_GLUE.match(rest, phrase.end)
-        return bool((left and left.start() > 0 and marked[left.start() - 1])
+        return bool((left > 0 and marked[left - 1])
                     or (right and right.end() < len(rest) and marked[right.end()]))
 
     placed: dict[int, str] = {}  # index in phrases -> "schedule" or "task"

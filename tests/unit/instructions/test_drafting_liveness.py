@@ -53,3 +53,14 @@ def test_days_left_out_said_again_and_again() -> None:
     assert read("every day except " + "tues or " * 100 + "weds at 9 summarise my mail") == {
         "type": "cron", "cron": "0 9 * * 1,4-6,0", "timezone": "UTC"}
 
+
+def test_days_after_a_run_of_commas() -> None:
+    """For each day said, the glue before it ("and", ",", "-") was searched for as `glue*$`
+    from each place before it, each try reading a run of commas to its end: quadratic in
+    the run, for each day (1.5 s for a sentence of the API's 1000 characters, hours here:
+    parse() reads past the API's limit)."""
+    sentence = "at 9 " + "," * 12_000 + "x" + " monday and" * 40
+    answer = read(sentence)
+    assert answer.startswith('Could not read what to do in "at 9 ,,,')
+    assert "(every Monday at 09:00) but no task" in answer
+
