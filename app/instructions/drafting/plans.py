@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from dataclasses import dataclass
@@ -252,11 +253,18 @@ _WATCH_MAIL_FROM = re.compile(
     rf"|\bfrom)\s+(?:the\s+|my\s+|our\s+)?(?P<who>{_ADDRESS})"
     rf"|{_WHENEVER}\s+(?:my\s+|the\s+)?(?P<sender>{_ADDRESS})\s+(?:e-?mails|writes|sends)\b"
 )
-_WATCH_MAIL_ABOUT = re.compile(
-    rf"{_WHENEVER}[^.;!?]*?\b{_MAILWORD}\s+(?:about|regarding|on|mentioning)\s+"
-    r"(?P<topic>[\w\"' -]+?)(?=\s*(?:[,.;!?]|$|\s(?:arrives?|comes?|lands?|and|tell|let|"
+# "when I get mail about the merger": the mention, then its topic, up to a word that ends it.
+# Found as `when[^.;!?]*?mention topic` it was tried with each "when" and each mention after
+# it, the topic read to its end from each: cubic in a sentence built of them (see
+# _mail_about).
+_WHEN = re.compile(_WHENEVER)
+_CLAUSE_STOP = re.compile(r"[.;!?]")
+_MAIL_ABOUT = re.compile(rf"\b{_MAILWORD}\s+(?:about|regarding|on|mentioning)(?=\s)")
+_TOPIC = re.compile(
+    r"\s+(?P<topic>[\w\"' -]+?)(?=\s*(?:[,.;!?]|$|\s(?:arrives?|comes?|lands?|and|tell|let|"
     r"notify|send|email|ping|i\b)))"
 )
+_TOPIC_RUN = re.compile(r"[\w\"' -]*")  # what a topic may span
 _WATCH_THING = re.compile(
     rf"{_WHENEVER}\s+(?:i\s+(?:get|receive)\s+)?(?:an?\s+|any\s+|new\s+|the\s+)*(?:new\s+)?"
     r"(?P<thing>[a-z][\w-]+?)s?\s+(?:arrives?|comes?\s+in|lands?|is\s+received|"
@@ -305,6 +313,31 @@ def _mail_watch(query: str, when: str, title: str) -> _WatchPlan:
     return _WatchPlan(WatchTriggerIn(type="watch", gmail_query=query), when, title)
 
 
+def _mail_about(low: str) -> re.Match[str] | None:
+    """The topic of the first mention of mail about something said after "when", "if"...
+    in its clause (no . ; ! ? between), as `when[^.;!?]*?mention topic` reads it, in time
+    linear in the sentence: each "when" and each clause stop is found once, and a topic
+    that does not end is read once for the mentions it spans (it does not end for them
+    either: they read on to the same place)."""
+    whens = list(_WHEN.finditer(low))
+    ends = [when.end() for when in whens]
+    stops = [stop.start() for stop in _CLAUSE_STOP.finditer(low)]
+    read_to = 0
+    for mention in _MAIL_ABOUT.finditer(low):
+        if mention.start() < read_to:
+            continue
+        said = bisect.bisect_right(ends, mention.start())  # the "when"s ended before it
+        stop = bisect.bisect_left(stops, mention.start())
+        clause = stops[stop - 1] + 1 if stop else 0
+        if not said or whens[said - 1].start() < clause:
+            continue
+        if topic := _TOPIC.match(low, mention.end()):
+            return topic
+        run = _TOPIC_RUN.match(low, mention.end())
+        read_to = run.end() if run else mention.end()
+    return None
+
+
 def _watch_plan(reading: _Reading) -> _WatchPlan | None:
     """The watch trigger the sentence asks for: a Gmail query for mail, None when it asks for
     no event; raises DraftWatchNotAvailable for a Drive folder (a watch needs its id) or an
@@ -321,7 +354,7 @@ def _watch_plan(reading: _Reading) -> _WatchPlan | None:
             )
         return _mail_watch(f"from:{who}", f"whenever mail from {who} arrives",
                            f"New mail from {who}")
-    if match := _WATCH_MAIL_ABOUT.search(low):
+    if match := _mail_about(low):
         topic = text[match.start("topic"):match.end("topic")].strip(" \"'")
         topic = " ".join(re.sub(r"^(?:the|a|an)\s+", "", topic, flags=re.I).split()[:6])
         if not [w for w in re.findall(r"[\w'-]+", topic.lower()) if w not in _FILLER]:

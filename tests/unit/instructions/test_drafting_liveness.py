@@ -64,3 +64,14 @@ def test_days_after_a_run_of_commas() -> None:
     assert answer.startswith('Could not read what to do in "at 9 ,,,')
     assert "(every Monday at 09:00) but no task" in answer
 
+
+def test_mail_about_said_again_and_again() -> None:
+    """ "when ... mail about <topic>" was one pattern that tried each "when" with each
+    mention after it, and read the topic to its end from each: cubic in a sentence built
+    of them (a quarter of a second at the API's 1000 characters, hours here)."""
+    assert read("if mail about " * 1000 + ":").startswith(
+        'Could not read when to run "if mail about if mail about')
+    # after a clause with none, the mention said after "when" is the watch's
+    topic = '"mail about mail about mail about"'
+    assert read("mail about x: when " + "mail about " * 300 + "the merger arrives tell me")[
+        "gmail_query"] == f"subject:{topic} OR {topic}"
