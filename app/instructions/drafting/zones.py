@@ -187,6 +187,24 @@ def _read_place(reading: _Reading, schedule: _Schedule) -> None:
             )
 
 
+    for match in _UNKNOWN_PLACE.finditer(reading.rest):
+        first = reading.text[match.start("place"):match.end("place")]
+        if not first[0].isupper() or match["place"] in _NOT_A_PLACE_WORD:
+            continue
+        # the place as said: its first word and the capitalized words after it
+        more = _CAPITALIZED.match(reading.text, match.end("place"))
+        end = more.end() if more else match.end("place")
+        place = reading.text[match.start("place"):end].rstrip(".,;:!?")
+        if (_beside_schedule(reading.rest, match)
+                or re.match(r"(?:[\s,]|\band\b)*\0", reading.rest[end:])):
+            raise _not_understood(
+                f'"in {place}" as a place: it is no city this knows a time zone of; name a '
+                'city of the zone, e.g. "in Los Angeles", or the zone of the tz database, '
+                'e.g. "in America/Los_Angeles time"; to run in your own time zone, leave the '
+                "place out"
+            )
+
+
 def _beside_schedule(rest: str, match: re.Match[str]) -> bool:
     """Beside a phrase read ("\0"), or a zone said before it ("in UTC and in Tokyo")."""
     return bool(re.search(r"\0(?:[\s,]|\band\b)*$", rest[:match.start()])
@@ -203,4 +221,19 @@ _NOT_A_ZONE_WORD = frozenset(
     "a an the my our your their this that same any some local lunch lunchtime dinner tea bed "
     "closing opening office work working business free spare summer winter standard daylight "
     "real prime quiet focus family break coffee meeting".split()
+)
+# A capitalized word after "in" beside the schedule ("every day at 9 in Springfieldia") is a
+# place, unless it is one of these: where things are read or written, a language, a month
+# or a day (refused for what they are, see reading._UNREAD_MONTH).
+_UNKNOWN_PLACE = re.compile(r"\bin\s+(?:the\s+)?(?P<place>[^\W\d_][\w.'-]*)")
+_CAPITALIZED = re.compile(r"(?:\s+[^\W\d_a-z][\w.'-]*){1,2}")
+_NOT_A_PLACE_WORD = _NOT_A_ZONE_WORD | frozenset(
+    "drive gmail mail email e-mail inbox docs doc documents sheets sheet slides calendar "
+    "google outlook slack teams notion jira confluence github trello asana pilotlight app "
+    "dashboard markdown pdf english french german spanish italian portuguese dutch polish "
+    "japanese chinese korean russian arabic hindi swedish danish norwegian finnish greek "
+    "turkish hebrew summary brief detail short full bullet bullets points order "
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec "
+    "monday tuesday wednesday thursday friday saturday sunday".split()
 )

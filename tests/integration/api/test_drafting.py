@@ -204,6 +204,10 @@ async def test_the_draft_is_in_the_users_time_zone(
         ("on the 30th of february at 9 summarize my documents", "DraftNotUnderstood",
          ['"of february"']),
         ("whenever mail from arrives tell me", "DraftNotUnderstood", ["name the sender"]),
+        # misreads: each was drafted as something else, now refused saying what to write
+        ("every day at 9 in Springfieldia summarise my mail", "DraftNotUnderstood",
+         ['"in Springfieldia" as a place', "no city this knows a time zone of",
+          '"in Los Angeles"']),
     ],
 )
 async def test_sentences_it_cannot_draft_are_422(

@@ -497,7 +497,9 @@ def test_a_place_inside_the_task_is_the_tasks() -> None:
                      "every day at 9 in Drive list the docs that changed",
                      "every day at 8 in the morning summarise my inbox",
                      "every day at 9 local time summarise my mail",  # the user's own
-                     "every day at 9 in Davis summarise my mail"):  # Antarctica's, not a city
+                     # capitalized after "in", but no place: where to read, a language
+                     "every day at 9 in Gmail summarise the unread mail",
+                     "every day at 9 in English summarise my mail"):
         out = parse(sentence, timezone=TZ)
         assert out.instruction.trigger.model_dump()["timezone"] == TZ
 
@@ -999,6 +1001,17 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      ["two different time zones"]),
     ("every day at 8 in UTC and in Tokyo digest my mail", DraftNotUnderstood,
      ["two different time zones"]),
+    # a place after "in" beside the schedule that is no city this knows: was read as the
+    # user's zone, the place left in the task's title ("Daily Springfieldia mail")
+    ("every day at 9 in Springfieldia", DraftNotUnderstood,
+     ['"in Springfieldia" as a place', "no city this knows a time zone of",
+      '"in Los Angeles"', '"in America/Los_Angeles time"', "leave the place out"]),
+    ("every day at 9 in Springfieldia summarise my mail", DraftNotUnderstood,
+     ['"in Springfieldia" as a place']),
+    ("In New Springfield, every day at 9 summarise my mail", DraftNotUnderstood,
+     ['"in New Springfield" as a place']),
+    ("every day at 9 in Davis summarise my mail", DraftNotUnderstood,  # not Antarctica's
+     ['"in Davis" as a place']),
     # a watch on no sender, or no topic
     ("whenever mail from arrives tell me", DraftNotUnderstood,
      ["who the mail to watch for is from", "name the sender"]),
