@@ -32,7 +32,10 @@ _WEEKDAYS = re.compile(
 _WEEKENDS = re.compile(
     r"\b(?:(?:every|each|on|at|over|during)\s+(?:the\s+|an?\s+|any\s+)?)?weekends?\b"
 )
-_DAY_NAME = re.compile(rf"\b(?:(?:every|each|on)\s+)?(?P<d>{_DAY}|tues|thurs)s?\b")
+# "on a Monday", "on any Monday": on Mondays, as "on a workday" is on workdays.
+_DAY_NAME = re.compile(
+    rf"\b(?:(?:every|each)\s+|on\s+(?P<any>(?:an?|any)\s+)?)?(?P<d>{_DAY}|tues|thurs)s?\b"
+)
 # "mon", "wed", "weds", "sat", "sun"...: read as days only where a day is meant, after "every",
 # "each" or "on", or in a list with another day ("Mon, Wed, Fri", "Sat and Sun"), for
 # "wed", "sat" and "sun" are words too ("the sun", "I sat").
@@ -112,7 +115,8 @@ def _take_days(reading: _Reading) -> list[_DayPhrase]:
     for match in reading.take(_WEEKENDS):
         add(match, {6, 0}, match[0].endswith("s"))
     for match in reading.take(_DAY_NAME):
-        add(match, {_DAY_NUMBERS[match["d"][:3]]}, match.end("d") < match.end())
+        add(match, {_DAY_NUMBERS[match["d"][:3]]},
+            match.end("d") < match.end() or bool(match["any"]))
     _take_short_days(reading, phrases)
     return sorted(phrases, key=lambda p: p.start)
 

@@ -58,6 +58,10 @@ async def test_draft_needs_a_token(client: httpx.AsyncClient, runtime: Runtime) 
         ("every day at 8 in New York time digest my mail",
          {"type": "cron", "cron": "0 8 * * *", "timezone": "America/New_York"},
          "At 08:00 (America/New_York)"),
+        # "on a Monday" is on Mondays (was the task's: every day)
+        ("at 9 on a Monday summarise my mail",
+         {"type": "cron", "cron": "0 9 * * 1", "timezone": "Europe/Berlin"},
+         "At 09:00, only on Monday (Europe/Berlin)"),
         # an hour alone from 1 to 6 is the afternoon: what people mean by "at 5"
         ("on Friday at 5 send me the week's invoices",
          {"type": "cron", "cron": "0 17 * * 5", "timezone": "Europe/Berlin"},

@@ -77,6 +77,9 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     ("Monday to Friday at 9am digest my inbox and drive", cron("0 9 * * 1-5"), BOTH, APP),
     ("Monday through Friday at 7 give me a briefing", cron("0 7 * * 1-5"), BOTH, APP),
     ("Mon-Fri 8am what did my team send", cron("0 8 * * 1-5"), BOTH, APP),
+    # "on a Monday" is on Mondays, as "on a workday" is (was the task's: every day at 9)
+    ("at 9 on a Monday summarise my mail", cron("0 9 * * 1"), MAIL, APP),
+    ("on any Friday at 10 list the documents that changed", cron("0 10 * * 5"), DOCS, APP),
     ("weekdays 7:30 what changed in the budget sheet", cron("30 7 * * 1-5"), DOCS, APP),
     ("every workday at 08:00 summarize my mail", cron("0 8 * * 1-5"), MAIL, APP),
     # the workday said as "every workday" is (these ran every day, or were refused)
@@ -951,6 +954,8 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
      ['"on Friday"', "when to run or what the task is about"]),
     ("at 9 summarise the mail we sent on Friday", DraftNotUnderstood,
      ['"on Friday"', "when to run or what the task is about"]),
+    ("every day at 9 tell me who is off on a Monday", DraftNotUnderstood,
+     ['"on a Monday"', "when to run or what the task is about"]),
     ("every day on Mondays at 8 check my mail", DraftNotUnderstood,
      ["both every day and some days of the week"]),
     # a day misspelt, or a word after "every" that is no schedule: refused, never every day
