@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 from app.instructions.drafting.days import _DAY, _DAY_SHORT
-from app.instructions.drafting.errors import _not_understood, _quote
+from app.instructions.drafting.errors import DraftNotUnderstood, _not_understood, _quote
 
 if TYPE_CHECKING:
     from app.instructions.drafting.reading import _Reading, _Schedule
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 _ONES = "one two three four five six seven eight nine".split()
 _TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50}
+# Tens no minute has, said after an hour ("9 sixty"): read, to be refused, not left to the task.
+_NO_MINUTE_TENS = {"sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _HOUR_WORDS = {w: n for n, w in enumerate([*_ONES, *_TEENS[:3]], 1)}
 _HOUR_WORD = "|".join(sorted(_HOUR_WORDS, key=len, reverse=True))
 _ONE_WORD = "|".join(_ONES)
@@ -23,7 +25,8 @@ _MINUTE_WORD = (rf"(?:{'|'.join(_TENS)})(?:[\s-](?:{_ONE_WORD})\b)?|{'|'.join(_T
                 rf"|{_ONE_WORD}")
 _HOUR = rf"\d{{1,2}}|{_HOUR_WORD}"
 # The minutes said after an hour: "thirty", "forty-five", "five", "oh five".
-_CLOCK_MINUTE = rf"oh[\s-]+(?:{_ONE_WORD})\b|{_MINUTE_WORD}"
+_CLOCK_MINUTE = (rf"oh[\s-]+(?:{_ONE_WORD})\b|{_MINUTE_WORD}"
+                 rf"|(?:{'|'.join(_NO_MINUTE_TENS)})(?:[\s-](?:{_ONE_WORD})\b)?")
 # "at", "around", "@": what a time is said after.
 _AT_LEAD = r"(?:\b(?:at|around)\s+(?:about\s+|around\s+)?|(?<![\w.])@\s*)"
 # What may follow a time in words or figures run together, so that "at seven" and "at 0830"
@@ -66,7 +69,7 @@ _FIGURES_WORDS = re.compile(
     rf"(?P<m>oh[\s-]+\d\b|{_CLOCK_MINUTE})\b(?![-'])"
 )
 # "at 9 30": "9:30" ("at 0830" and "at 930" are read as times are, see reading._TIME).
-_SPACED = re.compile(rf"(?P<lead>{_AT_LEAD})(?P<h>\d{{1,2}})\s+(?P<m>[0-5]\d)(?![\d:.]){_THEN}")
+_SPACED = re.compile(rf"(?P<lead>{_AT_LEAD})(?P<h>\d{{1,2}})\s+(?P<m>\d\d)(?![\d:.]){_THEN}")
 _UNREAD_CLOCK = re.compile(
     r"\b(?:(?:at|around|by)\s+)?(?:a\s+)?(?:half|quarter)\s+(?:past|after)\b"
     r"|\b(?:at|around|by)\s+(?:a\s+)?(?:half|quarter)\s+(?:to|before)\b"
@@ -86,9 +89,18 @@ def _word_number(words: str) -> int:
         if word.isdigit():  # "oh 5"
             total += int(word)
             continue
-        total += _TENS.get(word, 0) or (_ONES.index(word) + 1 if word in _ONES else
+        total += _TENS.get(word, 0) or _NO_MINUTE_TENS.get(word, 0) or (
+            _ONES.index(word) + 1 if word in _ONES else
                                         _TEENS.index(word) + 10)
     return total
+
+
+def _no_minute(said: str, minute: int) -> DraftNotUnderstood:
+    """ "9 sixty", "9 60": a minute past 59, refused rather than read as the hour alone."""
+    return _not_understood(
+        f"the time {_quote(said)}: there is no minute {minute} (minutes go from 0 to 59); say "
+        'the time in figures, e.g. "9:30" or "10:00"'
+    )
 
 
 def _before(hour: int, minute: int) -> str:
@@ -145,7 +157,7 @@ def _clock_phrases(reading: _Reading, schedule: _Schedule) -> None:
             return match[0]  # "look at one invoice": not a time
         minute = _word_number(" ".join(match["m"].split())) if match["m"] else None
         if minute is not None and minute > 59:
-            raise _not_understood(f"the time {_quote(match[0])} (no such time of day)")
+            raise _no_minute(" ".join(match[0][len(match["lead"] or ""):].split()), minute)
         hour = hour_of(match)
         return put(match, f"{hour}:{minute:02d}" if minute is not None else f"{hour}")
 
@@ -155,15 +167,19 @@ def _clock_phrases(reading: _Reading, schedule: _Schedule) -> None:
         then = re.match(_THEN, match.string[match.end():])
         if not then and match["m"] in _ONES:
             return match[0]  # a count, as in "at 9 one page summary": the task's
-        if minute > 59 or not then:
+        if minute > 59:
+            raise _no_minute(said, minute)
+        if not then:
             # Never the hour alone, the minutes dropped: "at 12 fifteen reports" may be 12:15.
             raise _not_understood(
                 f"the time {_quote(said)} in {_quote(reading.text)}: say the minutes in "
-                f'figures, e.g. "{match["h"]}:{min(minute, 59):02d}"'
+                f'figures, e.g. "{match["h"]}:{minute:02d}"'
             )
         return put(match, f"{hour_of(match)}:{minute:02d}")
 
     def spaced(match: re.Match[str]) -> str:
+        if int(match["m"]) > 59:
+            raise _no_minute(f"{match['h']} {match['m']}", int(match["m"]))
         return put(match, f"{match['h']}:{match['m']}")
 
     rest = _CLOCK_PHRASE.sub(quarters, reading.rest)

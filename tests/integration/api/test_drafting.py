@@ -212,6 +212,8 @@ async def test_the_draft_is_in_the_users_time_zone(
         ("every day at 9 in Springfieldia summarise my mail", "DraftNotUnderstood",
          ['"in Springfieldia" as a place', "no city this knows a time zone of",
           '"in Los Angeles"']),
+        ("every day at 9 sixty summarise my mail", "DraftNotUnderstood",
+         ['the time "9 sixty"', "no minute 60", '"10:00"']),
     ],
 )
 async def test_sentences_it_cannot_draft_are_422(

@@ -987,6 +987,14 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every day at 9 in New South Wales time digest my mail", DraftNotUnderstood,
      ['"new south wales time"']),
     ("every day at 8 in UTC+2 digest my mail", DraftNotUnderstood, ['"utc+2"']),
+    # a minute past 59 after an hour: was the hour alone, "sixty" or "60" left in the task
+    ("every day at 9 sixty summarise my mail", DraftNotUnderstood,
+     ['the time "9 sixty"', "no minute 60", '"9:30" or "10:00"']),
+    ("every day at nine sixty summarise my mail", DraftNotUnderstood,
+     ['the time "nine sixty"', "no minute 60"]),
+    ("every day at 9 sixty-five summarise my mail", DraftNotUnderstood, ["no minute 65"]),
+    ("every day at 9 60 summarise my mail", DraftNotUnderstood,
+     ['the time "9 60"', "no minute 60"]),
     # minutes in words after an hour in figures that are not read as a time: never dropped
     ("every day at 12 fifteen reports summarise my mail", DraftNotUnderstood,
      ['the time "12 fifteen"', '"12:15"']),
