@@ -187,7 +187,7 @@ _EVERY_UNIT = re.compile(
 )
 _WINDOW = re.compile(
     r"\b(?:between|from)\s+(?P<a>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)\s*(?:and|to|-|until|till)"
-    r"\s*(?P<b>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)(?![\d:])"
+    r"\s*(?P<b>\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?)(?![\d:/])"  # "from 10-8/3": crontab's
 )
 # "every 2 hours from 9", "every hour starting at 8": the interval's hours from then on.
 _FROM = re.compile(
@@ -200,12 +200,13 @@ _FROM = re.compile(
 )
 _AT = re.compile(
     rf"(?:\b(?:at|around)\s+(?:about\s+|around\s+)?|(?<![\w.])@\s*)(?P<first>{_TIME})"
-    rf"(?P<more>(?:\s*(?:,|and|&)\s*(?:at\s+)?(?:{_TIME}))*)(?![\d:])"
+    # not the first hour of a range ("at 10-12", "at 10-8/3": see _UNREAD_RANGE)
+    rf"(?P<more>(?:\s*(?:,|and|&)\s*(?:at\s+)?(?:{_TIME}))*)(?![\d:]|\s*[-/]\s*\d)"
 )
 _BARE_TIME = re.compile(
     r"(?<![\d:.])(?<!every )(?<!each )"
     r"\b(?:\d{1,2}[:h]\d{2}(?::\d{2})?(?:\s*(?:am|pm)(?![a-z]))?|\d{1,2}\s*(?:am|pm)(?![a-z])"
-    r"|noon|midday|midnight)(?![\d:])"
+    r"|noon|midday|midnight)(?![\d:]|\s*[-/]\s*\d)"
 )
 _ONE_TIME = re.compile(_TIME)
 # Days left out: "every day except Sunday", "not on weekends", "weekdays but not Friday".
@@ -269,6 +270,13 @@ _UNREAD_LATER_TIME = re.compile(
     r"(?:after|before)\s+(?:work|breakfast|lunch|dinner|school|dawn|sunrise|sunset|dark))\b"
 )
 _UNREAD_EVERY = re.compile(rf"\b{_EVERY}{_NTH}\b")
+# A range of hours said as figures beside the schedule or after "at" ("every weekday 9-5",
+# "at 10-8/3", "every 3 hours 10-8"): it was dropped, the schedule read without it.
+_RANGE_END = r"\d{1,2}(?::\d{2})?(?:\s*(?:am|pm))?"
+_UNREAD_RANGE = re.compile(
+    rf"(?:\0[\s,]*|\b(?:at|around|from|between)\s+)(?P<r>(?P<a>{_RANGE_END})\s*-\s*"
+    rf"(?P<b>{_RANGE_END})(?:\s*/\s*(?P<step>\d+))?)(?![\w:/])"
+)
 # Hours an interval keeps to, said in words it has no clock for: "every 2 hours during work
 # hours", "every hour during the day", "during the workday" (not "on workdays": days).
 _UNREAD_HOURS = re.compile(
@@ -658,6 +666,15 @@ def _refuse_unread(reading: _Reading, schedule: _Schedule) -> None:
         )
     if match := _UNREAD_EVERY.search(reading.rest):
         raise _not_understood(f"{_quote(match[0])} as a schedule")
+    if match := _UNREAD_RANGE.search(reading.rest):
+        every = f"every {match['step']} hours" if match["step"] else "every hour"
+        a, b = (" ".join(match[e].split()) for e in ("a", "b"))
+        a, b = (a, b) if a != b else ("9", "17")  # "8-8" is no range: an example of one
+        raise _not_understood(
+            f"the hours {_quote(match['r'])} in {_quote(reading.text)}: say a range of hours "
+            f'with "between", e.g. "{every} between {a} and {b}"; a crontab expression '
+            '("0 9-17 * * *") goes in the cron trigger of an instruction, not in a sentence'
+        )
     # In the whole sentence: "during the workday" was read as its days (days.py) too.
     if schedule.interval and (match := _UNREAD_HOURS.search(reading.low)):
         raise _not_understood(
@@ -709,6 +726,7 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         start, stop = _read_time(match["a"]), _read_time(match["b"])
         if start.minute or stop.minute:
             raise _not_understood(f"{_quote(match[0])}: a range of hours takes whole hours")
+
         end = stop.hour
         # "between 9 and 5" is 09-17, "between 9am and 5" too; "between 17 and 9" (a 24-hour
         # clock) and "between 8pm and 6" go overnight.
@@ -717,6 +735,14 @@ def _read_times(reading: _Reading, schedule: _Schedule) -> None:
         if (not stop.fixed and not twenty_four and end < start.hour and end < 12
                 and end + 12 > start.hour):
             end += 12
+        if end == start.hour:  # "between 8 and 8", "from 8-8": no hours, or all of them?
+            one = f"{start.hour % 12 or 12}{'am' if start.hour < 12 else 'pm'}"
+            other = f"{start.hour % 12 or 12}{'pm' if start.hour < 12 else 'am'}"
+            raise _not_understood(
+                f"{_quote(match[0])}: a range of hours starts and ends at different hours; say "
+                f'both, e.g. "every hour between {one} and {other}", or one time, e.g. '
+                f'"every day at {one}"'
+            )
         schedule.window, schedule.window_said = (start.hour, end), (start, stop)
     if schedule.interval and schedule.window is None:
         for match in reading.take(_FROM):

@@ -214,6 +214,10 @@ async def test_the_draft_is_in_the_users_time_zone(
           '"in Los Angeles"']),
         ("every day at 9 sixty summarise my mail", "DraftNotUnderstood",
          ['the time "9 sixty"', "no minute 60", '"10:00"']),
+        ("every hour between 8 and 8 check mail", "DraftNotUnderstood",
+         ['"between 8 and 8"', '"every hour between 8am and 8pm"']),
+        ("every day at 10-8/3 check mail", "DraftNotUnderstood",
+         ['the hours "10-8/3"', '"every 3 hours between 10 and 8"', "cron trigger"]),
     ],
 )
 async def test_sentences_it_cannot_draft_are_422(

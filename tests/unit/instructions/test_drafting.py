@@ -80,6 +80,8 @@ PHRASES: list[tuple[str, dict[str, Any], list[str], list[str]]] = [
     # "on a Monday" is on Mondays, as "on a workday" is (was the task's: every day at 9)
     ("at 9 on a Monday summarise my mail", cron("0 9 * * 1"), MAIL, APP),
     ("on any Friday at 10 list the documents that changed", cron("0 10 * * 5"), DOCS, APP),
+    # a range said backwards is read as the hours said ("10-8": 10:00 to 20:59)
+    ("every 3 hours from 10-8 check my inbox", cron("0 10-20/3 * * *"), MAIL, APP),
     ("weekdays 7:30 what changed in the budget sheet", cron("30 7 * * 1-5"), DOCS, APP),
     ("every workday at 08:00 summarize my mail", cron("0 8 * * 1-5"), MAIL, APP),
     # the workday said as "every workday" is (these ran every day, or were refused)
@@ -995,6 +997,22 @@ REFUSALS: list[tuple[str, type[DomainError], list[str]]] = [
     ("every day at 9 sixty-five summarise my mail", DraftNotUnderstood, ["no minute 65"]),
     ("every day at 9 60 summarise my mail", DraftNotUnderstood,
      ['the time "9 60"', "no minute 60"]),
+    # a range of hours with the same two ends: was "0 8-8 * * *", one run a day at 8
+    ("every hour between 8 and 8 check mail", DraftNotUnderstood,
+     ['"between 8 and 8"', "starts and ends at different hours",
+      '"every hour between 8am and 8pm"', '"every day at 8am"']),
+    ("every hour from 8-8 check mail", DraftNotUnderstood, ['"from 8-8"', "different hours"]),
+    ("every hour between 8am and 8am check mail", DraftNotUnderstood, ["different hours"]),
+    # a range of hours in figures beside the schedule or after "at", crontab's step too:
+    # was dropped ("every day at 10-8/3": 10:00; "every weekday 9-5": 08:00)
+    ("every day at 10-8/3 check mail", DraftNotUnderstood,
+     ['the hours "10-8/3"', '"every 3 hours between 10 and 8"', "cron trigger"]),
+    ("every 3 hours from 10-8/3 check mail", DraftNotUnderstood, ['the hours "10-8/3"']),
+    ("every 3 hours 10-8 check mail", DraftNotUnderstood,
+     ['the hours "10-8"', '"every hour between 10 and 8"']),
+    ("every hour 8-8 check mail", DraftNotUnderstood,
+     ['the hours "8-8"', '"every hour between 9 and 17"']),
+    ("every weekday 9-5 check my mail", DraftNotUnderstood, ['the hours "9-5"']),
     # minutes in words after an hour in figures that are not read as a time: never dropped
     ("every day at 12 fifteen reports summarise my mail", DraftNotUnderstood,
      ['the time "12 fifteen"', '"12:15"']),
