@@ -67,7 +67,8 @@ _FIELD_ITEM = re.compile(r"(?P<first>\*|\d+)(?:-(?P<last>\d+))?(?:/(?P<step>\d+)
 @functools.lru_cache(maxsize=4096)  # on every look-up of a fire time: 13 µs, uncached
 def normalise_cron(expression: str) -> str:
     """The expression with crontab's meaning spelt as APScheduler and the readers take it:
-    one space between fields, each item once ("5,5,5" is "5", "8,08" is "8"), and a step
+    one space between fields, each item once ("5,5,5" is "5", "8,08" is "8"), a range of
+    one value as that value ("8-8" is 8), and a step
     past the end of its range as the one value it names ("8-10/3" and "8/30" are 8,
     "*/90" of the minutes is 0: crontab takes them, APScheduler refuses them). What is
     not five fields, or an item it cannot read, is left for validation to refuse."""
@@ -87,6 +88,10 @@ def normalise_cron(expression: str) -> str:
                 step = int(match["step"])
                 if low <= first <= last <= high and step > last - first:
                     item = str(first)
+            elif (index < len(_FIELD_BOUNDS) and (match := _FIELD_ITEM.fullmatch(item))
+                    and match["last"] and match["first"] != "*"
+                    and int(match["first"]) == int(match["last"])):
+                item = match["first"]  # "8-8" names one value, 8
             key = str(int(item)) if item.isdigit() else item
             if key not in seen:
                 seen.add(key)
@@ -154,6 +159,18 @@ def validate_cron(expression: str, timezone: str) -> None:
             for value in (match["first"], match["last"]) if match else ():
                 if value and value != "*" and not low <= int(value) <= high:
                     raise ValueError(f"{value} is no {name} (they go from {low} to {high})")
+            if (match and match["last"] and match["first"] != "*"
+                    and int(match["first"]) > int(match["last"])):
+                # APScheduler: "The minimum value in a range must not be higher than the
+                # maximum"; crontab refuses it too, and it may be meant across the end
+                first, last = int(match["first"]), int(match["last"])
+                parts = (f"{first}-{high}" if first < high else f"{first}",
+                         f"{low}-{last}" if low < last else f"{last}")
+                raise ValueError(
+                    f"the range {first}-{last} of the {name} runs backwards; write it from the "
+                    f"lower value to the higher, e.g. {last}-{first}, or in two parts to go "
+                    f"past the end, e.g. {','.join(parts)}"
+                )
     if _cron(expression, timezone).get_next_fire_time(None, datetime.now(UTC)) is None:
         raise ValueError("it never fires (no such date)")
     # A trigger is shown in words wherever it is listed: refuse what cannot be put so.

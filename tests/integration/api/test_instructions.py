@@ -126,7 +126,8 @@ async def test_cron_day_of_month_or_weekday(client: httpx.AsyncClient, runtime: 
     assert parse_time(body["next_run_at"]) in expected, (body["next_run_at"], expected)
 
 
-@pytest.mark.parametrize("cron", ["0 8-10/3 * * 1-5", "0,0,00 8,8 * * 1-5", " 0  8 * * 1-5 "])
+@pytest.mark.parametrize(
+    "cron", ["0 8-10/3 * * 1-5", "0,0,00 8,8 * * 1-5", " 0  8 * * 1-5 ", "0 8-8 * * 1-5"])
 async def test_a_cron_expression_is_stored_in_its_plain_spelling(
     client: httpx.AsyncClient, runtime: Runtime, cron: str
 ) -> None:
@@ -651,6 +652,9 @@ BAD_BODIES: list[Any] = [
                  ["invalid cron expression", CRON], id="cron-weekday-8"),
     pytest.param({"trigger": {"type": "cron", "cron": "0 8 * * 5-1"}},
                  ["invalid cron expression", CRON], id="cron-weekday-backwards"),
+    pytest.param({"trigger": {"type": "cron", "cron": "0 10-8/3 * * *"}},
+                 ["invalid cron expression", CRON, "the range 10-8 of the hour runs backwards",
+                  "e.g. 8-10", "e.g. 10-23,0-8"], id="cron-hours-backwards-with-a-step"),
     *[pytest.param({"trigger": {"type": "cron", "cron": cron}},
                    ["invalid cron expression", CRON], id=f"cron-{cron}")
       for cron in ("0 8 * * 07", "0 8 * * 0007", "0 8 * * \u0667", "\u0667 8 * * *")],

@@ -414,6 +414,9 @@ def test_the_words_say_at_what_hours_it_fires(
         ("5,5,5 * * * *", "5 * * * *", "At 5 minutes past the hour"),
         ("5,05 * * * *", "5 * * * *", "At 5 minutes past the hour"),
         ("0 8,8 * * 1,1", "0 8 * * 1", "At 08:00, only on Monday"),
+        # a range of one value as that value (was "between 08:00 and 08:59" for one run)
+        ("0 8-8 * * *", "0 8 * * *", "At 08:00"),
+        ("0 8-08 * * 1-5", "0 8 * * 1-5", "At 08:00, Monday through Friday"),
         # left as written: a step within its range, and what validation refuses
         ("0 8-10/2 * * *", "0 8-10/2 * * *", "Every 2 hours, between 08:00 and 10:59"),
         ("8/30 9 * * *", "8/30 9 * * *",
@@ -442,6 +445,27 @@ def test_a_cron_expression_is_read_in_its_plain_spelling(
     ],
 )
 def test_a_value_out_of_its_fields_range_is_refused_in_our_words(
+    expression: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        validate_cron(expression, "UTC")
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        # APScheduler's words were "The minimum value in a range must not be higher than the
+        # maximum": what to write instead is said now
+        ("0 10-8/3 * * *", "the range 10-8 of the hour runs backwards; write it from the "
+                           "lower value to the higher, e.g. 8-10, or in two parts to go past "
+                           "the end, e.g. 10-23,0-8"),
+        ("0 22-6 * * *", "e.g. 6-22, or in two parts to go past the end, e.g. 22-23,0-6"),
+        ("50-10 * * * *", "the range 50-10 of the minute runs backwards"),
+        ("0 8 20-10 * *", "the range 20-10 of the day of the month runs backwards"),
+        ("0 8 * 12-1 *", "e.g. 1-12, or in two parts to go past the end, e.g. 12,1"),
+    ],
+)
+def test_a_range_that_runs_backwards_is_refused_saying_what_to_write(
     expression: str, reason: str
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
