@@ -4,11 +4,11 @@ about.get."""
 from __future__ import annotations
 
 import hashlib
-import html
 from collections.abc import Callable
 from typing import Any
 
 from .calls import Call
+from .docs_html import export_html, paragraphs_of
 from .errors import ApiError, Reply, insufficient_scopes
 from .query import drive_query, has_full_text
 from .store import FOLDER, GOOGLE_APPS, DriveFile
@@ -220,10 +220,8 @@ def export_file(call: Call) -> Reply:
     text = file.content.decode("utf-8", "replace")
     if target == "text/plain":
         data = ("\ufeff" + text).encode()  # Docs exports start with a byte order mark
-    elif target == "text/html":
-        paragraphs = "".join(f"<p>{html.escape(line)}</p>" for line in text.splitlines())
-        data = f"<html><head><title>{html.escape(file.name)}</title></head><body>{paragraphs}" \
-               f"</body></html>".encode()
+    elif target == "text/html":  # offered for Docs only (EXPORTS)
+        data = export_html(file.paragraphs or paragraphs_of(text)).encode()
     elif target == "text/tab-separated-values":
         data = text.replace(",", "\t").encode()
     elif target == "application/pdf":

@@ -24,6 +24,7 @@ from . import batch, drive, gmail
 from .calls import Call
 from .control import control
 from .discovery import check_query, route
+from .docs_html import Paragraph, plain_text
 from .errors import (
     ApiError,
     Reply,
@@ -289,13 +290,19 @@ class FakeGoogle(ThreadedServer):
         content: str | bytes = b"", parents: tuple[str, ...] | list[str] = ("root",),
         modified_by: str | None = None, modified: datetime | None = None,
         created: datetime | None = None, description: str = "",
+        paragraphs: list[Paragraph] | None = None,
     ) -> str:
+        """A file in `email`'s Drive. A Doc may be given as `paragraphs` of formatted runs
+        (`docs_html`) instead of `content`: its text/plain export is their text, its
+        text/html export shows their formatting as Docs does."""
+        if paragraphs is not None:
+            content = plain_text(paragraphs)
         data = content.encode() if isinstance(content, str) else content
         with self._lock:
             file = self.account(email).drive.add(
                 name=name, mime_type=mime_type, content=data, parents=list(parents),
                 modified_by=modified_by or email, modified=modified, created=created,
-                description=description,
+                description=description, paragraphs=paragraphs,
             )
             return file.id
 

@@ -178,6 +178,9 @@ class DriveFile:
     only with acknowledgeAbuse=true."""
     download_quota_exceeded: bool = False
     """The file was downloaded too often lately: Drive refuses its content for a while."""
+    paragraphs: list[list[tuple[str, str]]] | None = None
+    """A Doc's text with its formatting (`docs_html.Paragraph`s), for its HTML export;
+    None: each line of `content` a paragraph in the default style."""
 
     @property
     def is_google_doc(self) -> bool:
@@ -290,7 +293,7 @@ class Drive:
     def add(
         self, *, name: str, mime_type: str, content: bytes, parents: list[str],
         modified_by: str, modified: datetime | None = None, created: datetime | None = None,
-        description: str = "",
+        description: str = "", paragraphs: list[list[tuple[str, str]]] | None = None,
     ) -> DriveFile:
         # files.create takes modifiedTime (and createdTime) from the uploader: Drive for
         # desktop and API uploads keep a file's own date. Unless given, createdTime is the
@@ -308,6 +311,7 @@ class Drive:
             id=self.file_id(), name=name, mime_type=mime_type, content=content,
             parents=resolved, created=born, modified=when, modified_by=modified_by,
             owner=self.email, description=description, drive_id=self.drive_of(resolved),
+            paragraphs=paragraphs,
         )
         self.files[file.id] = file
         self.changed(file.id)
@@ -320,7 +324,7 @@ class Drive:
     ) -> DriveFile:
         file = self.files[file_id]
         if content is not None:
-            file.content = content
+            file.content, file.paragraphs = content, None
         if name is not None:
             file.name = name
         if trashed is not None:

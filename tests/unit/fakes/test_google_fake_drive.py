@@ -124,6 +124,33 @@ def test_media_and_export(fake, drive):
     assert caught.value.status_code == 404
 
 
+def test_a_doc_exports_as_html_the_way_docs_writes_it(fake, drive):
+    """Docs' HTML export: one <style> block of classes, a body of <p class><span class>
+    runs, no inline style; a run's formatting is its class's. The text/plain export
+    holds every run's text, formatting ignored. Slides offer no HTML: 400."""
+    doc_id = fake.add_file(ALICE, name="Doc", mime_type=DOC, paragraphs=[
+        [("Seen ", ""), ("unseen", "color:#ffffff")], [], [("Tiny", "font-size:1pt")],
+    ])
+    exported = drive.files().export(fileId=doc_id, mimeType="text/html").execute().decode()
+    assert exported.startswith('<html><head><meta content="text/html; charset=UTF-8"')
+    assert '<style type="text/css">' in exported
+    assert "style=" not in exported.split("</head>")[1]
+    assert 'doc-content">' in exported
+    assert ";color:#ffffff;" not in exported  # the default colour, overridden in place
+    assert "{color:#ffffff;font-weight:400;" in exported
+    assert "font-size:1pt;" in exported
+    assert '<span class="c3">Seen </span><span class="c4">unseen</span>' in exported
+    assert "<p class=\"c2\"><span class=\"c3\"></span></p>" in exported  # empty line
+    plain = drive.files().export(fileId=doc_id, mimeType="text/plain").execute()
+    assert plain.decode("utf-8") == "\ufeffSeen unseen\n\nTiny"
+    slides = fake.add_file(ALICE, name="Deck", content="Slide one",
+                           mime_type="application/vnd.google-apps.presentation")
+    with pytest.raises(HttpError) as caught:
+        drive.files().export(fileId=slides, mimeType="text/html").execute()
+    assert caught.value.status_code == 400
+    assert _error(caught.value)["errors"][0]["reason"] == "badRequest"
+
+
 def test_changes_feed(fake, drive):
     token = drive.changes().getStartPageToken().execute()["startPageToken"]
     empty = drive.changes().list(pageToken=token).execute()
