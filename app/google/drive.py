@@ -11,8 +11,12 @@ passes the moment the delta ran (an uploader sets its file's modifiedTime, maybe
 ahead). A cursor without `covered` (older ones, or one holding a future time) keeps
 every change once, as before.
 
-Docs, Sheets and Slides are exported as text (`files.export`: text/plain, text/csv,
-text/plain); text files and PDFs (and images) come through `files.get_media`.
+Docs are exported as HTML (`files.export`, text/html) and read as a person sees them, the
+same way as an HTML mail (`app.sources.text.html_to_text`): text formatted out of sight
+(white on the page, a 1 pt font, display:none) is left out, as the plain-text export would
+hand it over as if seen. Sheets and Slides are exported as text (text/csv, text/plain:
+Drive offers Slides no HTML). Text files and PDFs (and images) come through
+`files.get_media`.
 
 Shared drives are read too: Drive answers a shared-drive file with a 404 and leaves it out of
 lists and changes unless the call opts in, so every call says `supportsAllDrives` and lists and
@@ -36,15 +40,17 @@ from app.sources.base import (
     ItemNotFound,
     SourceError,
 )
-from app.sources.text import snippet, tidy
+from app.sources.text import doc_html_to_text, snippet, tidy
 
 FOLDER = "application/vnd.google-apps.folder"
 EXPORTS = {
-    "application/vnd.google-apps.document": "text/plain",
+    "application/vnd.google-apps.document": "text/html",
     "application/vnd.google-apps.spreadsheet": "text/csv",
     "application/vnd.google-apps.presentation": "text/plain",
 }
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
+HTML_TYPES = frozenset({"text/html"})
+"""Read through the HTML-to-text code, hidden text left out."""
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
     "id,name,mimeType,createdTime,modifiedTime,sharedWithMeTime,parents,trashed,size,"
@@ -270,7 +276,11 @@ class DriveReader:
                 return note
             raise
         raw = data if isinstance(data, bytes) else str(data).encode()
-        return tidy(raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace"))
+        text = raw[:MAX_TEXT_BYTES].decode("utf-8-sig", "replace")
+        # Off the event loop: up to 10 MB of markup, its styles inlined, is seconds.
+        if mime in EXPORTS and EXPORTS[mime] in HTML_TYPES:
+            return await asyncio.to_thread(doc_html_to_text, text)
+        return tidy(text)
 
     def _card(self, resource: dict[str, Any], text: str) -> FileCard:
         return FileCard(

@@ -301,7 +301,39 @@ class LinkKeepingExtractor(TextExtractor):
 def html_to_text(html: str) -> str:
     """Turn an HTML body into readable plain text (no tags, entities decoded, nothing a
     reader does not see); links as `text (address)`."""
-    parser = LinkKeepingExtractor()
+    return _extract(LinkKeepingExtractor(), html)
+
+
+class _DocExtractor(LinkKeepingExtractor):
+    """A Google Doc's HTML export as text: its <p> is a line of the document (an empty
+    line is an empty <p>), not a paragraph with space around it as in mail."""
+
+    _PARAGRAPH = LinkKeepingExtractor._PARAGRAPH - {"p"}
+    _LINE = LinkKeepingExtractor._LINE | {"p"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._line_starts: list[int] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        if tag == "p":
+            self._line_starts.append(len(self._out))
+
+    def handle_endtag(self, tag: str) -> None:
+        empty = tag == "p" and self._line_starts and self._line_starts.pop() == len(self._out)
+        super().handle_endtag(tag)
+        if empty and not self.suppressed():
+            self._break(2)  # an empty line of the document: a blank line
+
+
+def doc_html_to_text(html: str) -> str:
+    """A Google Doc's exported HTML as text, as `html_to_text` reads mail (nothing a
+    reader does not see), a line per line of the document."""
+    return _extract(_DocExtractor(), html)
+
+
+def _extract(parser: TextExtractor, html: str) -> str:
     try:
         parser.feed(visible_markup(html))
         parser.close()
