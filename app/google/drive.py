@@ -16,7 +16,7 @@ same way as an HTML mail (`app.sources.text.html_to_text`): text formatted out o
 (white on the page, a 1 pt font, display:none) is left out, as the plain-text export would
 hand it over as if seen. Sheets and Slides are exported as text (text/csv, text/plain:
 Drive offers Slides no HTML). Text files and PDFs (and images) come through
-`files.get_media`.
+`files.get_media`; an uploaded HTML file is read as a person sees it too.
 
 Shared drives are read too: Drive answers a shared-drive file with a 404 and leaves it out of
 lists and changes unless the call opts in, so every call says `supportsAllDrives` and lists and
@@ -40,7 +40,7 @@ from app.sources.base import (
     ItemNotFound,
     SourceError,
 )
-from app.sources.text import doc_html_to_text, snippet, tidy
+from app.sources.text import doc_html_to_text, html_to_text, snippet, tidy
 
 FOLDER = "application/vnd.google-apps.folder"
 EXPORTS = {
@@ -49,8 +49,8 @@ EXPORTS = {
     "application/vnd.google-apps.presentation": "text/plain",
 }
 TEXT_TYPES = frozenset({"application/json", "application/xml", "application/csv"})
-HTML_TYPES = frozenset({"text/html"})
-"""Read through the HTML-to-text code, hidden text left out."""
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+"""Read through the HTML-to-text code, hidden text left out (an export or a download)."""
 BYTES_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_FIELDS = (
     "id,name,mimeType,createdTime,modifiedTime,sharedWithMeTime,parents,trashed,size,"
@@ -113,7 +113,7 @@ _WORD = re.compile(r'"([^"]*)"|(\S+)')
 
 
 def is_text(mime_type: str) -> bool:
-    return mime_type.startswith("text/") or mime_type in TEXT_TYPES
+    return mime_type.startswith("text/") or mime_type in TEXT_TYPES or mime_type in HTML_TYPES
 
 
 def _quote(value: str) -> str:
@@ -280,6 +280,8 @@ class DriveReader:
         # Off the event loop: up to 10 MB of markup, its styles inlined, is seconds.
         if mime in EXPORTS and EXPORTS[mime] in HTML_TYPES:
             return await asyncio.to_thread(doc_html_to_text, text)
+        if mime in HTML_TYPES:
+            return await asyncio.to_thread(html_to_text, text)
         return tidy(text)
 
     def _card(self, resource: dict[str, Any], text: str) -> FileCard:
