@@ -70,12 +70,26 @@ class StoredMessage:
         body = self.text()
         return re.sub(r"<[^>]+>", " ", body)
 
+    def preview_text(self) -> str:
+        """What Gmail's snippet is cut from: the HTML part's text when there is one, with
+        no regard to CSS (a preheader in a display:none block comes first: that is what
+        preheaders are for), else the plain part."""
+        for part in self.parsed.walk():
+            if part.get_content_type() == "text/html" and not part.get_filename():
+                markup = _INVISIBLE_ELEMENTS.sub(" ", _decoded_text(part))
+                return html.unescape(re.sub(r"<[^>]*>", " ", markup))
+        return self.plain_text()
+
     def snippet(self) -> str:
-        words = " ".join(self.plain_text().split())
+        words = " ".join(self.preview_text().split())
         return html.escape(words[:200], quote=True).replace("&#x27;", "&#39;")
 
     def filenames(self) -> list[str]:
         return [a.filename for a in self.attachments.values()]
+
+
+# Elements whose content is no text of the mail at all (CSS, scripts, the head's title).
+_INVISIBLE_ELEMENTS = re.compile(r"<(head|style|script)\b.*?</\1\s*>", re.I | re.S)
 
 
 def _decoded_text(part: Message) -> str:

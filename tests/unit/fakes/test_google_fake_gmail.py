@@ -19,6 +19,19 @@ def _error(exc: HttpError) -> dict:
     return json.loads(exc.content)["error"]
 
 
+def test_the_snippet_is_cut_from_the_html_hidden_text_and_all(fake, gmail):
+    """Gmail's preview is the HTML's text read without its CSS: a hidden preheader comes
+    first; the head and styles are no text."""
+    message_id = fake.add_message(
+        ALICE, sender="Shop <shop@example.com>", subject="Sale", text="Our sale starts.",
+        html="<html><head><title>T</title><style>p{color:red}</style></head><body>"
+             "<div style='display:none'>Hidden &amp; first</div><p>Our sale starts.</p>"
+             "</body></html>",
+    )
+    got = gmail.users().messages().get(userId="me", id=message_id, format="metadata").execute()
+    assert got["snippet"] == "Hidden &amp; first Our sale starts."
+
+
 def _decode(data: str) -> bytes:
     """Gmail's unpadded base64url, decoded (the padding has to be put back)."""
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
@@ -79,7 +92,7 @@ def test_message_formats(fake, gmail):
     assert _decode(got["data"]) == b"%PDF-1.4 fake bytes"
     assert not got["data"].endswith("=")  # Gmail leaves the padding off
     assert full["labelIds"] == ["INBOX", "UNREAD"]
-    assert full["snippet"] == "Plain body ünïcode"
+    assert full["snippet"] == "HTML body"  # from the HTML part, as Gmail's preview
     assert {"Subject", "From", "To", "Date", "Message-ID"} <= \
         {h["name"] for h in payload["headers"]}
 
