@@ -67,7 +67,8 @@ def fallback_draft(deltas: Mapping[str, Delta]) -> DigestDraft:
     messages = [m for d in deltas.values() for m in d.messages]
     files = [f for d in deltas.values() for f in d.files]
     mail = [
-        DraftItem(title=m.subject, detail=f"From {m.sender}: {m.snippet}", message_ids=[m.id])
+        DraftItem(title=m.subject, detail=f"From {m.sender}: {m.snippet}" if m.snippet
+                  else f"From {m.sender}", message_ids=[m.id])
         for m in messages
     ]
     docs = [DraftItem(title=f.name, detail=f.snippet, file_ids=[f.id]) for f in files]

@@ -45,7 +45,11 @@ spam or trash), so "Mark all as read" on 10,000 messages cannot stop a delta bef
 mail that came after. They are capped apart (`HISTORY_SCAN_PAGES_MAX` pages in all);
 past that cap the history is treated as lost (logged) and resynced as for a 404.
 
-Metadata comes from `messages.get(format=metadata)` in batches of at most 50.
+Metadata comes from `messages.get(format=metadata)` in batches of at most 50. Such a card
+has no snippet (`gmail_format.card`: Gmail's own includes text hidden from the reader); the
+run reads each new mail for the prompt anyway. Search results, shown to the model with a
+snippet, come in `full` format (the same 5 quota units a message) and their snippet is cut
+from the cleaned text.
 """
 
 from __future__ import annotations
@@ -205,9 +209,12 @@ class GmailReader:
     async def metadata(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Message resources in `metadata` format by id, in batches of at most 50; ids that
         are gone (deleted since) are left out."""
+        return await self._resources(ids, full=False)
+
+    async def _resources(self, ids: list[str], *, full: bool) -> dict[str, dict[str, Any]]:
         messages = self._users().messages()
         requests = [
-            (mid, messages.get(
+            (mid, messages.get(userId="me", id=mid, format="full") if full else messages.get(
                 userId="me", id=mid, format="metadata", metadataHeaders=fmt.METADATA_HEADERS
             ))
             for mid in dict.fromkeys(ids)
@@ -234,8 +241,10 @@ class GmailReader:
         }
 
     async def cards(self, ids: list[str], since: datetime | None = None) -> list[MailCard]:
-        """Cards of the arrived messages among `ids`, in the order of `ids`."""
-        found = await self.metadata(ids)
+        """Cards of the arrived messages among `ids`, in the order of `ids`, each with a
+        snippet of its text as its reader sees it: fetched in `full` format, which costs
+        the quota units of `metadata` (5 a message) and carries the bodies to clean."""
+        found = await self._resources(ids, full=True)
         out = []
         for mid in ids:
             resource = found.get(mid)

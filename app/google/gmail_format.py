@@ -8,7 +8,6 @@ address kept after its text), never rendered.
 from __future__ import annotations
 
 import binascii
-import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -289,11 +288,23 @@ def _sent(resource: dict[str, Any]) -> bool | None:
     return None if labels is None else "SENT" in labels
 
 
+def _has_body(payload: dict[str, Any]) -> bool:
+    """Whether a payload carries its parts (`full` format), not only headers."""
+    return any("body" in part for part in _walk(payload))
+
+
 def card(resource: dict[str, Any]) -> MailCard:
-    """A card from a message in `metadata` (or `full`) format."""
+    """A card from a message in `full` (or `metadata`) format.
+
+    Its snippet is the start of the message's text as its reader sees it (`body_text`),
+    never Gmail's `snippet`: Gmail takes that from the whole body, text hidden from the
+    reader included (a preheader in a display:none block, white on white), so up to
+    200 characters a sender hid from view would reach the model as the mail's preview.
+    A card from `metadata` format has no body to clean, so it has no snippet."""
     payload = resource.get("payload") or {}
     headers = _headers(payload)
     listed = any(True for _ in attachment_parts(payload))
+    preview = snippet(body_text(payload)) if _has_body(payload) else ""
     return MailCard(
         id=str(resource["id"]),
         thread_id=str(resource.get("threadId") or resource["id"]),
@@ -301,7 +312,7 @@ def card(resource: dict[str, Any]) -> MailCard:
         to=_addresses(headers.get("to", "")),
         subject=headers.get("subject", ""),
         date=_date(headers, resource),
-        snippet=snippet(html.unescape(str(resource.get("snippet") or ""))),
+        snippet=preview,
         # `metadata` has no parts: a multipart/mixed message is taken to carry files.
         has_attachments=listed or str(payload.get("mimeType", "")).lower() == "multipart/mixed",
         sent_by_owner=_sent(resource),
