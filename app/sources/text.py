@@ -10,6 +10,7 @@ import logging
 import re
 from collections import Counter
 from html.parser import HTMLParser
+from urllib.parse import parse_qs
 
 import css_inline
 
@@ -304,6 +305,20 @@ def html_to_text(html: str) -> str:
     return _extract(LinkKeepingExtractor(), html)
 
 
+# Docs' HTML export sends every link through Google's redirector:
+# `https://www.google.com/url?q=<the address>&sa=D&source=editors&ust=...&usg=...`.
+_DOCS_REDIRECT = "https://www.google.com/url?"
+
+
+def _docs_link(href: str) -> str:
+    """The address a Docs export's redirect link leads to (the link as it is otherwise):
+    the one the Doc's reader clicked on and sees when pointing at it."""
+    if not href.startswith(_DOCS_REDIRECT):
+        return href
+    target = parse_qs(href[len(_DOCS_REDIRECT):]).get("q", [""])[0]
+    return target if target.lower().startswith(_LINK_SCHEMES) else href
+
+
 class _DocExtractor(LinkKeepingExtractor):
     """A Google Doc's HTML export as text: its <p> is a line of the document (an empty
     line is an empty <p>), not a paragraph with space around it as in mail."""
@@ -316,6 +331,8 @@ class _DocExtractor(LinkKeepingExtractor):
         self._line_starts: list[int] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            attrs = [(k, _docs_link(v) if k == "href" and v else v) for k, v in attrs]
         super().handle_starttag(tag, attrs)
         if tag == "p":
             self._line_starts.append(len(self._out))
