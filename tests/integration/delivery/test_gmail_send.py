@@ -144,14 +144,22 @@ async def test_a_revoked_grant_disconnects_the_account_and_falls_back_to_smtp(
     assert google.requests == []
 
 
-async def test_a_revoked_grant_without_smtp_fails_the_delivery_saying_why(
-    runtime: Runtime, google: FakeGoogle
+@pytest.mark.parametrize("gone", ["grant revoked", "Gmail turned off"])
+async def test_gmail_gone_without_smtp_fails_the_delivery_saying_why(
+    runtime: Runtime, google: FakeGoogle, gone: str
 ) -> None:
+    """A revoked grant disconnects the account; Gmail turned off records it as
+    mailbox-less. Either way, with no SMTP to fall back on, the delivery fails at once
+    saying both why, and the user is told."""
     google.reset(seed=False)
     runtime = with_settings(runtime, **google_settings(google))
     user, _ = await factories.user_with_token(runtime, "ada@example.com")
     account = await connect_google(runtime, google, user)
-    google.revoke(ALICE)
+    revoked = gone == "grant revoked"
+    if revoked:
+        google.revoke(ALICE)
+    else:
+        google.disable_gmail(ALICE)
     notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
 
     await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
@@ -159,9 +167,13 @@ async def test_a_revoked_grant_without_smtp_fails_the_delivery_saying_why(
     failed = await delivery(runtime, notification_id, "email")
     assert (failed.status, failed.attempts) == ("failed", 1)
     assert failed.last_error is not None
-    assert "invalid_grant" in failed.last_error
+    assert ("invalid_grant" if revoked else "Mail service not enabled") in failed.last_error
     assert "SMTP is not configured" in failed.last_error
-    assert (await account_row(runtime, account)).status == "disconnected"
+    row = await account_row(runtime, account)
+    if revoked:
+        assert row.status == "disconnected"
+    else:
+        assert row.scopes.get("mailbox") is False
     told = [n for n in await notifications(runtime, user) if n.kind == "error"]
     assert [n.title for n in told] == ["Could not deliver by email"]
 
@@ -198,27 +210,6 @@ async def test_gmail_turned_off_records_the_account_and_the_email_goes_through_s
     assert len([n for n in await notifications(runtime, user) if n.kind == "alert"]) == 1
 
 
-async def test_gmail_turned_off_without_smtp_fails_the_delivery_saying_why(
-    runtime: Runtime, google: FakeGoogle
-) -> None:
-    google.reset(seed=False)
-    runtime = with_settings(runtime, **google_settings(google))
-    user, _ = await factories.user_with_token(runtime, "ada@example.com")
-    account = await connect_google(runtime, google, user)
-    google.disable_gmail(ALICE)
-    notification_id = await add_digest(runtime, user, channels=("email",), digest=DIGEST)
-
-    await send_until_settled(DeliverySender(runtime=runtime), runtime, notification_id)
-
-    failed = await delivery(runtime, notification_id, "email")
-    assert (failed.status, failed.attempts) == ("failed", 1)
-    assert failed.last_error is not None
-    assert "Mail service not enabled" in failed.last_error
-    assert "SMTP is not configured" in failed.last_error
-    assert (await account_row(runtime, account)).scopes.get("mailbox") is False
-    told = await notifications(runtime, user)
-    assert [n.title for n in told if n.kind == "error"] == ["Could not deliver by email"]
-    assert len([n for n in told if n.kind == "alert"]) == 1
 
 
 async def test_gmail_rate_limited_retries_the_delivery_after_retry_after(
