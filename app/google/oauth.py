@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -224,21 +224,9 @@ def _gmail_address(settings: Settings, access_token: str) -> str | None:
     connection = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
     gmail = _service("gmail", "v1", google_endpoints(settings).gmail_api, access_token,
                      connection)
-    try:
-        profile = gmail.users().getProfile(userId="me").execute(num_retries=2)
-    except HttpError as exc:
-        if no_mailbox(exc):
-            return None
-        raise GoogleUnavailable(
-            f"Gmail did not tell the account's address (HTTP {exc.status_code})"
-        ) from None
-    except (httplib2.HttpLib2Error, OSError) as exc:
-        raise GoogleUnavailable(
-            f"Gmail could not be reached for the account's address: {type(exc).__name__}"
-        ) from None
-    finally:
-        connection.close()
-    return str(profile["emailAddress"])
+    profile = _asked_for_address("Gmail", gmail.users().getProfile(userId="me"), connection,
+                                 absent=no_mailbox)
+    return None if profile is None else str(profile["emailAddress"])
 
 
 def _drive_address(settings: Settings, access_token: str) -> str | None:
@@ -249,20 +237,34 @@ def _drive_address(settings: Settings, access_token: str) -> str | None:
     connection = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS)
     drive = _service("drive", "v3", google_endpoints(settings).drive_api, access_token,
                      connection)
+    about = _asked_for_address("Drive", drive.about().get(fields="user(emailAddress)"),
+                               connection)
+    address = ((about or {}).get("user") or {}).get("emailAddress")
+    return str(address) if address else None
+
+
+def _asked_for_address(
+    api: str, request: Any, connection: httplib2.Http,
+    *, absent: Callable[[HttpError], bool] | None = None,
+) -> dict[str, Any] | None:
+    """The answer to `request` (on `connection`, closed after it); None for an error
+    `absent` says means the API has nothing for this account. Any other failure is
+    GoogleUnavailable, naming `api`."""
     try:
-        about = drive.about().get(fields="user(emailAddress)").execute(num_retries=2)
+        answer: dict[str, Any] = request.execute(num_retries=2)
     except HttpError as exc:
+        if absent is not None and absent(exc):
+            return None
         raise GoogleUnavailable(
-            f"Drive did not tell the account's address (HTTP {exc.status_code})"
+            f"{api} did not tell the account's address (HTTP {exc.status_code})"
         ) from None
     except (httplib2.HttpLib2Error, OSError) as exc:
         raise GoogleUnavailable(
-            f"Drive could not be reached for the account's address: {type(exc).__name__}"
+            f"{api} could not be reached for the account's address: {type(exc).__name__}"
         ) from None
     finally:
         connection.close()
-    address = (about.get("user") or {}).get("emailAddress")
-    return str(address) if address else None
+    return answer
 
 
 async def complete_consent(
